@@ -197,7 +197,8 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
             return Err(invalid(&origin, kind, &key, what, msg));
         }
     }
-    let spec = obj.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+    // A resource without a spec has an empty one (every Policy field is optional).
+    let spec = obj.get("spec").filter(|s| !s.is_null()).cloned().unwrap_or_else(|| serde_json::json!({}));
     match kind {
         "Policy" => set.policies.push(resource(name, namespace, typed_spec(spec, &origin, kind, &key)?, &origin)),
         "RateLimit" => set.rate_limits.push(resource(name, namespace, typed_spec(spec, &origin, kind, &key)?, &origin)),

@@ -1,1 +1,24 @@
-//! placeholder
+//! The policy engine of the hub's Check path.
+//!
+//! [`validate`] turns loaded resources (hub-config) into compiled CEL programs, checked against the attribute
+//! vocabulary; that step is pure and is all `sextant validate` runs. [`Validated::build`] attaches rate-limit
+//! buckets and indexes selectors, giving an immutable [`Snapshot`]. [`check`] decides one attribute bag with a
+//! snapshot: indexed candidate policies, CEL evaluated lazily against the bag, rate limits in the same call,
+//! and the referenced attributes and cacheability a proxy needs to cache the [`Decision`]. [`rate_limit`]
+//! serves Envoy's rate-limit service with the same RateLimits.
+
+mod codes;
+mod decision;
+mod engine;
+mod expr;
+mod index;
+mod resolve;
+mod snapshot;
+
+pub use codes::{by_name as code_by_name, name_of as code_name};
+pub use decision::{
+    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence, QuotaGrant, Reference, RuleHit,
+};
+pub use engine::{ABSENT_DIMENSION, QuotaRequest, RateLimitDecision, check, rate_limit};
+pub use expr::{ExprError, compile as compile_expr};
+pub use snapshot::{CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate};

@@ -1,0 +1,401 @@
+//! Check evaluation.
+//!
+//! 1. The policy index names the candidate policies for the bag; only their selectors run.
+//! 2. In each applicable policy, AUDIT rules are recorded, then the first matching DENY rule decides; failing
+//!    that the first matching ALLOW rule; failing that the default action. A dry-run policy is evaluated and
+//!    recorded but never denies. The first denying policy ends evaluation.
+//! 3. If the request is still allowed, every RateLimit whose selector matches takes one unit from the bucket
+//!    named by its dimensions; a refusal answers RESOURCE_EXHAUSTED (429) with the time until a retry would
+//!    succeed. Quotas the client asked for by name take their `amount` instead.
+//!
+//! Runtime errors rule: an expression that fails at run time does not match (a selector does not select, a
+//! condition is false) and is reported in [`Decision::failures`] as `Absent` (it read a missing attribute or
+//! map key; test presence with `has()` or `in`) or `Error`. A dimension that fails evaluates to one shared
+//! "absent" value, so clients cannot escape a per-key limit by omitting the key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cel::objects::Value as CelValue;
+use cel::{Context, ExecutionError};
+use hub_attributes::{AttrType, Bag, Value};
+use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits};
+use hub_quota::{LimitSpec, Outcome};
+
+use crate::codes;
+use crate::decision::{
+    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence, QuotaGrant, Reference, RuleHit,
+};
+use crate::expr::{ENV, Expr};
+use crate::resolve::{BagResolver, ReadSet};
+use crate::snapshot::{CompiledPolicy, CompiledRule, Snapshot};
+
+/// A quota the client asks for by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaRequest {
+    /// RateLimit name: `name` or `namespace/name`.
+    pub name: String,
+    /// Units wanted (at least 1).
+    pub amount: u32,
+    /// Grant what is available instead of all or nothing.
+    pub best_effort: bool,
+}
+
+/// The dimension value used when a dimension cannot be evaluated.
+pub const ABSENT_DIMENSION: &str = "\u{0}absent";
+
+/// Everything decided synchronously, before any quota is taken.
+struct Evaluation<'s> {
+    failures: Vec<EvalFailure>,
+    evaluated: Vec<&'s Expr>,
+    hits: Vec<RuleHit>,
+    denied: Option<(&'s CompiledPolicy, Option<&'s CompiledRule>)>,
+    allow_rules: Vec<&'s CompiledRule>,
+    failure_policy: Option<FailurePolicy>,
+    /// (rate limit index, bucket key) to charge one unit each.
+    charges: Vec<(usize, Vec<String>)>,
+    /// (request index, rate limit index or error, bucket key).
+    explicit: Vec<(usize, Result<usize, String>, Vec<String>)>,
+}
+
+impl<'s> Evaluation<'s> {
+    fn eval(&mut self, ctx: &Context<'_, '_>, e: &'s Expr, resource: &Arc<str>, field: impl FnOnce() -> String) -> Option<CelValue> {
+        self.evaluated.push(e);
+        match e.execute(ctx) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                let kind = match err {
+                    ExecutionError::NoSuchKey(_) => EvalFailureKind::Absent,
+                    _ => EvalFailureKind::Error,
+                };
+                self.failures.push(EvalFailure { resource: resource.clone(), field: field(), kind, message: err.to_string() });
+                None
+            }
+        }
+    }
+
+    fn matches(&mut self, ctx: &Context<'_, '_>, e: Option<&'s Expr>, resource: &Arc<str>, field: impl FnOnce() -> String) -> bool {
+        let Some(e) = e else { return true };
+        let field_name = field();
+        match self.eval(ctx, e, resource, || field_name.clone()) {
+            Some(CelValue::Bool(b)) => b,
+            Some(other) => {
+                self.failures.push(EvalFailure {
+                    resource: resource.clone(),
+                    field: field_name,
+                    kind: EvalFailureKind::Error,
+                    message: format!("expected a bool, got {other:?}"),
+                });
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn policy(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) {
+        if !self.matches(ctx, p.selector.as_ref(), &p.name, || "selector".into()) {
+            return;
+        }
+        self.failure_policy = self.failure_policy.max(Some(p.failure_policy));
+        let hit = |rule: &Arc<str>, action: &'static str| RuleHit { policy: p.name.clone(), rule: rule.clone(), action, dry_run: p.dry_run };
+        for r in p.rules.iter().filter(|r| r.action == Action::Audit) {
+            if self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name)) {
+                self.hits.push(hit(&r.name, "AUDIT"));
+            }
+        }
+        let deny = p.rules.iter().filter(|r| r.action == Action::Deny).find(|r| self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name)));
+        let allow = match deny {
+            Some(_) => None,
+            None => p.rules.iter().filter(|r| r.action == Action::Allow).find(|r| self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name))),
+        };
+        let default: Arc<str> = Arc::from("(default)");
+        let denied = match (deny, allow) {
+            (Some(r), _) => {
+                self.hits.push(hit(&r.name, "DENY"));
+                Some(Some(r))
+            }
+            (None, Some(r)) => {
+                self.hits.push(hit(&r.name, "ALLOW"));
+                if !p.dry_run {
+                    self.allow_rules.push(r);
+                }
+                None
+            }
+            (None, None) if p.default_action == DefaultAction::Deny => {
+                self.hits.push(hit(&default, "DENY"));
+                Some(None)
+            }
+            (None, None) => {
+                self.hits.push(hit(&default, "ALLOW"));
+                None
+            }
+        };
+        if let Some(rule) = denied {
+            if !p.dry_run && self.denied.is_none() {
+                self.denied = Some((p, rule));
+            }
+        }
+    }
+
+    fn bucket(&mut self, ctx: &Context<'_, '_>, dims: &'s [(String, Expr)], resource: &Arc<str>) -> Vec<String> {
+        dims.iter()
+            .map(|(name, e)| match self.eval(ctx, e, resource, || format!("dimensions.{name}")) {
+                Some(v) => dimension_text(&v),
+                None => ABSENT_DIMENSION.to_string(),
+            })
+            .collect()
+    }
+}
+
+fn dimension_text(v: &CelValue) -> String {
+    match v {
+        CelValue::String(s) => s.to_string(),
+        CelValue::Int(i) => i.to_string(),
+        CelValue::UInt(u) => u.to_string(),
+        CelValue::Float(f) => f.to_string(),
+        CelValue::Bool(b) => b.to_string(),
+        CelValue::Null => "null".to_string(),
+        CelValue::Timestamp(t) => t.to_rfc3339(),
+        CelValue::Duration(d) => format!("{}s", d.num_milliseconds() as f64 / 1000.0),
+        other => format!("{other:?}"),
+    }
+}
+
+fn header_ops(edits: &HeaderEdits, target: HeaderTarget, out: &mut Vec<HeaderOp>) {
+    let op = |action, name: &String, value: &str| HeaderOp { target, action, name: name.to_ascii_lowercase(), value: value.to_string() };
+    out.extend(edits.set.iter().map(|(n, v)| op(HeaderAction::Replace, n, v)));
+    out.extend(edits.add.iter().map(|(n, v)| op(HeaderAction::Append, n, v)));
+    out.extend(edits.remove.iter().map(|n| op(HeaderAction::Remove, n, "")));
+}
+
+/// Decides a Check.
+pub async fn check(snap: &Snapshot, bag: &Bag, quotas: &[QuotaRequest]) -> Decision {
+    let reads = ReadSet::default();
+    let ev = evaluate(snap, bag, &reads, quotas);
+    let mut retry_after = None;
+    let mut rate_limited_by = None;
+    let cacheable_so_far = ev.charges.is_empty();
+    for (i, key) in &ev.charges {
+        let (rl, limiter) = &snap.rate_limits[*i];
+        if let Outcome::Denied { retry_after: wait } = limiter.acquire(key, 1, false).await {
+            retry_after = Some(wait);
+            rate_limited_by = Some(rl.name.clone());
+            break;
+        }
+    }
+    let mut grants = Vec::with_capacity(ev.explicit.len());
+    for (req_i, target, key) in &ev.explicit {
+        let req = &quotas[*req_i];
+        let grant = match target {
+            Err(e) => QuotaGrant { granted: 0, retry_after: None, error: Some(e.clone()) },
+            Ok(i) => match snap.rate_limits[*i].1.acquire(key, req.amount.max(1), req.best_effort).await {
+                Outcome::Granted { granted, .. } => QuotaGrant { granted, retry_after: None, error: None },
+                Outcome::Denied { retry_after } => QuotaGrant { granted: 0, retry_after: Some(retry_after), error: None },
+            },
+        };
+        grants.push((req.name.clone(), grant));
+    }
+    finish(snap, bag, &reads, ev, retry_after, rate_limited_by, cacheable_so_far, grants)
+}
+
+fn evaluate<'s>(snap: &'s Snapshot, bag: &Bag, reads: &ReadSet, quotas: &[QuotaRequest]) -> Evaluation<'s> {
+    let resolver = BagResolver::new(bag, reads);
+    let mut ctx = Context::with_env(ENV.clone());
+    ctx.set_variable_resolver(&resolver);
+    let mut ev = Evaluation {
+        failures: Vec::new(),
+        evaluated: Vec::new(),
+        hits: Vec::new(),
+        denied: None,
+        allow_rules: Vec::new(),
+        failure_policy: None,
+        charges: Vec::new(),
+        explicit: Vec::new(),
+    };
+    for i in snap.policy_index.candidates(bag, reads) {
+        ev.policy(&ctx, &snap.policies[i]);
+        if ev.denied.is_some() {
+            break;
+        }
+    }
+    let explicit: Vec<Result<usize, String>> = quotas
+        .iter()
+        .map(|q| match snap.rate_limit_by_name.get(&q.name) {
+            Some(Some(i)) => Ok(*i),
+            Some(None) => Err(format!("quota name {:?} is ambiguous: several namespaces have a RateLimit of that name; use namespace/name", q.name)),
+            None => Err(format!("no RateLimit named {:?}", q.name)),
+        })
+        .collect();
+    if ev.denied.is_none() {
+        for i in snap.rate_limit_index.candidates(bag, reads) {
+            if explicit.contains(&Ok(i)) {
+                continue;
+            }
+            let (rl, _) = &snap.rate_limits[i];
+            if ev.matches(&ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
+                let key = ev.bucket(&ctx, &rl.dimensions, &rl.name);
+                ev.charges.push((i, key));
+            }
+        }
+    }
+    for (req_i, target) in explicit.into_iter().enumerate() {
+        let key = match &target {
+            Ok(i) => {
+                let (rl, _) = &snap.rate_limits[*i];
+                ev.bucket(&ctx, &rl.dimensions, &rl.name)
+            }
+            Err(_) => Vec::new(),
+        };
+        ev.explicit.push((req_i, target, key));
+    }
+    ev
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    snap: &Snapshot,
+    bag: &Bag,
+    reads: &ReadSet,
+    ev: Evaluation<'_>,
+    retry_after: Option<Duration>,
+    rate_limited_by: Option<Arc<str>>,
+    no_rate_limit_applied: bool,
+    quotas: Vec<(String, QuotaGrant)>,
+) -> Decision {
+    let referenced = references(bag, reads, &ev.evaluated);
+    let volatile = reads.ids().any(|id| id.def().volatile);
+    let cacheable = no_rate_limit_applied && !volatile;
+    let mut headers = Vec::new();
+    let (code, message, http_status) = if let Some((policy, rule)) = ev.denied {
+        match rule {
+            Some(r) => {
+                header_ops(&r.headers.request, HeaderTarget::Request, &mut headers);
+                header_ops(&r.headers.response, HeaderTarget::Response, &mut headers);
+                (r.code, r.message.clone(), r.http_status)
+            }
+            None => (codes::PERMISSION_DENIED, format!("denied by policy {}: no rule allowed the request", policy.name), 403),
+        }
+    } else if let Some(name) = &rate_limited_by {
+        let wait = retry_after.unwrap_or_default();
+        (codes::RESOURCE_EXHAUSTED, format!("rate limit {name} exceeded; retry in {:.3}s", wait.as_secs_f64()), 429)
+    } else {
+        for r in &ev.allow_rules {
+            header_ops(&r.headers.request, HeaderTarget::Request, &mut headers);
+            header_ops(&r.headers.response, HeaderTarget::Response, &mut headers);
+        }
+        (0, String::new(), 200)
+    };
+    Decision {
+        code,
+        message,
+        http_status,
+        headers,
+        cacheable,
+        valid_duration: if cacheable { snap.decision_ttl } else { Duration::ZERO },
+        valid_use_count: if cacheable { snap.decision_uses } else { 0 },
+        referenced,
+        revision: snap.revision,
+        failure_policy: ev.failure_policy,
+        retry_after: rate_limited_by.as_ref().and(retry_after),
+        quotas,
+        hits: ev.hits,
+        rate_limited_by,
+        failures: ev.failures,
+    }
+}
+
+/// The referenced attributes: every attribute read, and for map attributes read only by constant keys, the
+/// keys (with their presence) instead of the whole map.
+fn references(bag: &Bag, reads: &ReadSet, evaluated: &[&Expr]) -> Vec<Reference> {
+    let mut out = Vec::new();
+    for id in reads.ids() {
+        let value = bag.get(id);
+        let presence = |present: bool| if present { Presence::Exact } else { Presence::Absent };
+        let whole = evaluated.iter().any(|e| e.whole.contains(&id));
+        let mut keys: Vec<&str> = evaluated.iter().flat_map(|e| e.keys.iter()).filter(|(a, _)| *a == id).map(|(_, k)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if id.ty() == AttrType::StringMap && !whole && !keys.is_empty() {
+            let map = match value {
+                Some(Value::StringMap(m)) => Some(m),
+                _ => None,
+            };
+            for k in keys {
+                let present = map.is_some_and(|m| m.contains_key(k));
+                out.push(Reference { name: id.name(), map_key: Some(k.to_string()), presence: presence(present) });
+            }
+        } else {
+            out.push(Reference { name: id.name(), map_key: None, presence: presence(value.is_some()) });
+        }
+    }
+    out
+}
+
+/// The outcome of the rate-limit front door for one descriptor.
+#[derive(Clone, Debug)]
+pub struct RateLimitDecision {
+    /// Whether a RateLimit refused.
+    pub over_limit: bool,
+    /// The most constraining RateLimit that applied, with its limit.
+    pub limit: Option<(Arc<str>, LimitSpec)>,
+    /// Units left in that limit's bucket.
+    pub remaining: u32,
+    /// Time until that bucket is full again (or, when over the limit, until a request would be allowed).
+    pub reset_after: Duration,
+    /// Expressions that failed at run time.
+    pub failures: Vec<EvalFailure>,
+    /// Config revision.
+    pub revision: u64,
+}
+
+/// Applies the RateLimits (only) to `bag`, taking `amount` units from each that matches.
+pub async fn rate_limit(snap: &Snapshot, bag: &Bag, amount: u32) -> RateLimitDecision {
+    let reads = ReadSet::default();
+    let (charges, failures) = {
+        let resolver = BagResolver::new(bag, &reads);
+        let mut ctx = Context::with_env(ENV.clone());
+        ctx.set_variable_resolver(&resolver);
+        let mut ev = Evaluation {
+            failures: Vec::new(),
+            evaluated: Vec::new(),
+            hits: Vec::new(),
+            denied: None,
+            allow_rules: Vec::new(),
+            failure_policy: None,
+            charges: Vec::new(),
+            explicit: Vec::new(),
+        };
+        for i in snap.rate_limit_index.candidates(bag, &reads) {
+            let (rl, _) = &snap.rate_limits[i];
+            if ev.matches(&ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
+                let key = ev.bucket(&ctx, &rl.dimensions, &rl.name);
+                ev.charges.push((i, key));
+            }
+        }
+        (ev.charges, ev.failures)
+    };
+    let mut out = RateLimitDecision { over_limit: false, limit: None, remaining: u32::MAX, reset_after: Duration::ZERO, failures, revision: snap.revision };
+    for (i, key) in &charges {
+        let (rl, limiter) = &snap.rate_limits[*i];
+        match limiter.acquire(key, amount.max(1), false).await {
+            Outcome::Granted { remaining, reset_after, .. } => {
+                if !out.over_limit && remaining < out.remaining {
+                    out.remaining = remaining;
+                    out.reset_after = reset_after;
+                    out.limit = Some((rl.name.clone(), rl.spec));
+                }
+            }
+            Outcome::Denied { retry_after } => {
+                out.over_limit = true;
+                out.remaining = 0;
+                out.reset_after = retry_after;
+                out.limit = Some((rl.name.clone(), rl.spec));
+                break;
+            }
+        }
+    }
+    if out.limit.is_none() {
+        out.remaining = 0;
+    }
+    out
+}

@@ -1,0 +1,119 @@
+//! Finding the policies whose selector can match a request without evaluating every selector.
+//!
+//! A selector that requires an attribute to equal a constant (`destination.service.name == "reviews"`,
+//! possibly inside `&&`, or `in [..]` a list of constants) is indexed under that attribute and value; a request
+//! only evaluates the selectors indexed under its own values, plus the ones that could not be indexed.
+
+use std::collections::HashMap;
+
+use cel::IdedExpr;
+use cel::common::ast::{Expr as Node, LiteralValue, operators};
+use hub_attributes::{AttrId, AttrType, Bag, Value};
+
+use crate::resolve::ReadSet;
+
+/// Selector index over items numbered 0..n.
+#[derive(Debug, Default)]
+pub struct Index {
+    by_value: Vec<(AttrId, HashMap<String, Vec<usize>>)>,
+    always: Vec<usize>,
+}
+
+impl Index {
+    /// Adds item `item` with its selector (None: applies to every request).
+    pub fn add(&mut self, item: usize, selector: Option<&IdedExpr>) {
+        match selector.and_then(constraint) {
+            Some((id, values)) => {
+                let slot = match self.by_value.iter().position(|(a, _)| *a == id) {
+                    Some(i) => i,
+                    None => {
+                        self.by_value.push((id, HashMap::new()));
+                        self.by_value.len() - 1
+                    }
+                };
+                for v in values {
+                    self.by_value[slot].1.entry(v).or_default().push(item);
+                }
+            }
+            None => self.always.push(item),
+        }
+    }
+
+    /// The items that may apply to `bag`, in ascending order. Reading an indexed attribute is recorded.
+    pub fn candidates(&self, bag: &Bag, reads: &ReadSet) -> Vec<usize> {
+        let mut out = self.always.clone();
+        for (id, map) in &self.by_value {
+            reads.mark(*id);
+            let key = match bag.get(*id) {
+                Some(Value::String(s)) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+                Some(Value::Ip(ip)) => Some(std::borrow::Cow::Owned(ip.to_string())),
+                _ => None,
+            };
+            if let Some(items) = key.and_then(|k| map.get(k.as_ref())) {
+                out.extend_from_slice(items);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// How many items are indexed by value (the rest are always evaluated).
+    pub fn indexed(&self) -> usize {
+        self.by_value.iter().map(|(_, m)| m.values().map(Vec::len).sum::<usize>()).sum()
+    }
+}
+
+fn attribute_of(e: &IdedExpr) -> Option<AttrId> {
+    let mut segs = Vec::new();
+    let mut cur = e;
+    loop {
+        match &cur.expr {
+            Node::Ident(n) => {
+                segs.push(n.as_str());
+                break;
+            }
+            Node::Select(s) if !s.test => {
+                segs.push(s.field.as_str());
+                cur = &s.operand;
+            }
+            _ => return None,
+        }
+    }
+    segs.reverse();
+    hub_attributes::lookup(&segs.join(".")).filter(|id| matches!(id.ty(), AttrType::String | AttrType::IpAddress))
+}
+
+fn string_literal(e: &IdedExpr) -> Option<String> {
+    match &e.expr {
+        Node::Literal(LiteralValue::String(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// An attribute and the values it must have for the selector to be true.
+fn constraint(e: &IdedExpr) -> Option<(AttrId, Vec<String>)> {
+    let Node::Call(call) = &e.expr else { return None };
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        (operators::EQUALS, [a, b]) => match (attribute_of(a), string_literal(b), attribute_of(b), string_literal(a)) {
+            (Some(id), Some(v), ..) | (_, _, Some(id), Some(v)) => Some((id, vec![v])),
+            _ => None,
+        },
+        (operators::IN, [a, list]) => {
+            let id = attribute_of(a)?;
+            let Node::List(l) = &list.expr else { return None };
+            let values = l.elements.iter().map(string_literal).collect::<Option<Vec<_>>>()?;
+            Some((id, values))
+        }
+        (operators::LOGICAL_AND, [a, b]) => constraint(a).or_else(|| constraint(b)),
+        (operators::LOGICAL_OR, [a, b]) => {
+            let (ia, mut va) = constraint(a)?;
+            let (ib, vb) = constraint(b)?;
+            (ia == ib).then(|| {
+                va.extend(vb);
+                (ia, va)
+            })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,274 @@
+//! Validation of a configuration (pure) and the immutable snapshot the engine decides with.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hub_config::{Action, ConfigError, ConfigErrors, ConfigSet, DefaultAction, FailurePolicy, HeaderRules, Resource};
+use hub_quota::{LimitSpec, Limiter, QuotaBackend};
+
+use crate::codes;
+use crate::expr::{self, Expr};
+use crate::index::Index;
+
+/// A rule, compiled.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// Rule name.
+    pub name: Arc<str>,
+    /// Condition; None matches always.
+    pub when: Option<Expr>,
+    /// Action.
+    pub action: Action,
+    /// google.rpc code for DENY.
+    pub code: i32,
+    /// HTTP status for DENY.
+    pub http_status: u16,
+    /// Message for DENY.
+    pub message: String,
+    /// Header operations.
+    pub headers: HeaderRules,
+}
+
+/// A policy, compiled.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    /// `namespace/name`.
+    pub name: Arc<str>,
+    /// Selector; None applies to every request.
+    pub selector: Option<Expr>,
+    /// When no rule matches.
+    pub default_action: DefaultAction,
+    /// For proxies that cannot reach the hub.
+    pub failure_policy: FailurePolicy,
+    /// Never deny.
+    pub dry_run: bool,
+    /// Rules, in order.
+    pub rules: Vec<CompiledRule>,
+}
+
+/// A rate limit, compiled (its buckets are attached by [`Validated::build`]).
+#[derive(Debug)]
+pub struct CompiledRateLimit {
+    /// `namespace/name`.
+    pub name: Arc<str>,
+    /// Selector; None counts every request.
+    pub selector: Option<Expr>,
+    /// Dimension name and expression, sorted by name.
+    pub dimensions: Vec<(String, Expr)>,
+    /// The limit.
+    pub spec: LimitSpec,
+}
+
+/// A configuration that passed validation; nothing has run yet.
+#[derive(Debug)]
+pub struct Validated {
+    /// Policies.
+    pub policies: Vec<CompiledPolicy>,
+    /// Rate limits.
+    pub rate_limits: Vec<CompiledRateLimit>,
+    /// The resources as written, for `/debug/config`.
+    pub source: ConfigSet,
+}
+
+/// Validates a configuration: every CEL expression compiled and type-checked, every value checked. Pure.
+pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+    for p in &set.policies {
+        match validate_policy(p) {
+            Ok(c) => policies.push(c),
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut rate_limits = Vec::new();
+    for r in &set.rate_limits {
+        match validate_rate_limit(r) {
+            Ok(c) => rate_limits.push(c),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() { Ok(Validated { policies, rate_limits, source: set }) } else { Err(ConfigErrors(errors)) }
+}
+
+fn cel<S>(r: &Resource<S>, kind: &str, field: &str, source: &str, want_bool: bool, errors: &mut Vec<ConfigError>) -> Option<Expr> {
+    match expr::compile(source, want_bool) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            errors.push(r.invalid(kind, field, e.to_string()));
+            None
+        }
+    }
+}
+
+fn validate_policy(p: &Resource<hub_config::PolicySpec>) -> Result<CompiledPolicy, Vec<ConfigError>> {
+    const KIND: &str = "Policy";
+    let mut errors = Vec::new();
+    let selector = p.spec.selector.as_deref().and_then(|s| cel(p, KIND, "spec.selector", s, true, &mut errors));
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, r) in p.spec.rules.iter().enumerate() {
+        let field = |f: &str| format!("spec.rules[{i}].{f}");
+        if !names.insert(r.name.as_str()) {
+            errors.push(p.invalid(KIND, &field("name"), format!("rule name {:?} is used twice in this policy", r.name)));
+        }
+        let when = r.when.as_deref().and_then(|w| cel(p, KIND, &field("when"), w, true, &mut errors));
+        let (mut code, mut http_status, mut message) = (codes::PERMISSION_DENIED, 403, format!("denied by policy {} rule {}", p.key(), r.name));
+        if let Some(st) = &r.status {
+            if r.action != Action::Deny {
+                errors.push(p.invalid(KIND, &field("status"), "status is only used by DENY rules"));
+            }
+            match codes::by_name(&st.code) {
+                Some((0, _)) => errors.push(p.invalid(KIND, &field("status.code"), "a DENY rule cannot answer OK")),
+                Some((c, h)) => (code, http_status) = (c, h),
+                None => errors.push(p.invalid(KIND, &field("status.code"), format!("unknown code {:?}; one of {}", st.code, codes::names()))),
+            }
+            if let Some(h) = st.http_status {
+                if !(200..=599).contains(&h) {
+                    errors.push(p.invalid(KIND, &field("status.httpStatus"), format!("{h} is not an HTTP status (200-599)")));
+                }
+                http_status = h;
+            }
+            if let Some(m) = &st.message {
+                message.clone_from(m);
+            }
+        }
+        let headers = r.headers.clone().unwrap_or_default();
+        for (what, edits) in [("request", &headers.request), ("response", &headers.response)] {
+            for name in edits.set.keys().chain(edits.add.keys()).chain(edits.remove.iter()) {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    errors.push(p.invalid(KIND, &field(&format!("headers.{what}")), format!("{name:?} is not a valid header name")));
+                }
+            }
+            for value in edits.set.values().chain(edits.add.values()) {
+                if http::HeaderValue::from_str(value).is_err() {
+                    errors.push(p.invalid(KIND, &field(&format!("headers.{what}")), format!("{value:?} is not a valid header value")));
+                }
+            }
+        }
+        rules.push(CompiledRule { name: Arc::from(r.name.as_str()), when, action: r.action, code, http_status, message, headers });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CompiledPolicy {
+        name: Arc::from(p.key()),
+        selector,
+        default_action: p.spec.default_action,
+        failure_policy: p.spec.failure_policy,
+        dry_run: p.spec.dry_run,
+        rules,
+    })
+}
+
+fn validate_rate_limit(r: &Resource<hub_config::RateLimitSpec>) -> Result<CompiledRateLimit, Vec<ConfigError>> {
+    const KIND: &str = "RateLimit";
+    let mut errors = Vec::new();
+    let selector = r.spec.selector.as_deref().and_then(|s| cel(r, KIND, "spec.selector", s, true, &mut errors));
+    let dimensions = r
+        .spec
+        .dimensions
+        .iter()
+        .filter_map(|(name, src)| Some((name.clone(), cel(r, KIND, &format!("spec.dimensions.{name}"), src, false, &mut errors)?)))
+        .collect();
+    let per = hub_config::parse_duration(&r.spec.limit.per).map_err(|m| r.invalid(KIND, "spec.limit.per", m));
+    let spec = per.and_then(|per| {
+        LimitSpec::new(r.spec.limit.requests, per, r.spec.limit.burst).map_err(|e| r.invalid(KIND, "spec.limit", e.to_string()))
+    });
+    match spec {
+        Ok(spec) if errors.is_empty() => Ok(CompiledRateLimit { name: Arc::from(r.key()), selector, dimensions, spec }),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
+        }
+    }
+}
+
+/// The immutable configuration a Check is decided with.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every successful load.
+    pub revision: u64,
+    /// Digest of the source files.
+    pub digest: u64,
+    /// Policies.
+    pub policies: Vec<CompiledPolicy>,
+    pub(crate) policy_index: Index,
+    /// Rate limits, with their buckets.
+    pub rate_limits: Vec<(CompiledRateLimit, Arc<dyn Limiter>)>,
+    pub(crate) rate_limit_index: Index,
+    pub(crate) rate_limit_by_name: HashMap<String, Option<usize>>,
+    /// The resources as written.
+    pub source: ConfigSet,
+    /// Decision cache lifetime for cacheable decisions.
+    pub decision_ttl: Duration,
+    /// Decision cache use count for cacheable decisions.
+    pub decision_uses: i32,
+}
+
+impl Validated {
+    /// Attaches rate-limit buckets from `backend` and builds the indexes.
+    pub fn build(self, revision: u64, backend: &dyn QuotaBackend, decision_ttl: Duration, decision_uses: i32) -> Snapshot {
+        let mut policy_index = Index::default();
+        for (i, p) in self.policies.iter().enumerate() {
+            policy_index.add(i, p.selector.as_ref().map(Expr::root));
+        }
+        let mut rate_limit_index = Index::default();
+        let mut rate_limit_by_name: HashMap<String, Option<usize>> = HashMap::new();
+        let mut rate_limits = Vec::with_capacity(self.rate_limits.len());
+        for (i, r) in self.rate_limits.into_iter().enumerate() {
+            rate_limit_index.add(i, r.selector.as_ref().map(Expr::root));
+            rate_limit_by_name.insert(r.name.to_string(), Some(i));
+            // A bare name resolves when it is unique across namespaces.
+            let bare = r.name.split_once('/').map_or(&*r.name, |(_, n)| n).to_string();
+            rate_limit_by_name.entry(bare).and_modify(|e| *e = None).or_insert(Some(i));
+            let limiter = backend.limiter(&r.name, r.spec);
+            rate_limits.push((r, limiter));
+        }
+        let live: Vec<String> = rate_limits.iter().map(|(r, _)| r.name.to_string()).collect();
+        backend.retain(&live);
+        Snapshot {
+            revision,
+            digest: self.source.digest,
+            policies: self.policies,
+            policy_index,
+            rate_limits,
+            rate_limit_index,
+            rate_limit_by_name,
+            source: self.source,
+            decision_ttl,
+            decision_uses,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The active resources as JSON, with the revision, for `/debug/config`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let res = |kind: &str, name: &str, ns: &str, spec: serde_json::Value, origin: &hub_config::Origin| {
+            serde_json::json!({
+                "apiVersion": hub_config::API_VERSION, "kind": kind,
+                "metadata": {"name": name, "namespace": ns},
+                "spec": spec,
+                "source": format!("{}:{}", origin.file.display(), origin.line),
+            })
+        };
+        let mut resources = Vec::new();
+        for p in &self.source.policies {
+            resources.push(res("Policy", &p.name, &p.namespace, serde_json::to_value(&p.spec).unwrap_or_default(), &p.origin));
+        }
+        for r in &self.source.rate_limits {
+            resources.push(res("RateLimit", &r.name, &r.namespace, serde_json::to_value(&r.spec).unwrap_or_default(), &r.origin));
+        }
+        serde_json::json!({
+            "revision": self.revision,
+            "digest": format!("{:016x}", self.digest),
+            "files": self.source.files,
+            "policies": self.policies.len(),
+            "policiesIndexed": self.policy_index.indexed(),
+            "rateLimits": self.rate_limits.len(),
+            "resources": resources,
+        })
+    }
+}
