@@ -1,1 +1,227 @@
-fn main(){}
+//! The `sextant` binary: wires the roles. Each subcommand is a thin layer over a library crate.
+
+mod attrs;
+mod check;
+mod dev;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Sextant: a service mesh with a WebAssembly-extensible policy and telemetry hub.
+#[derive(Parser)]
+#[command(name = "sextant", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the policy hub: native Check, Envoy ext_authz and rate-limit service, admin HTTP.
+    Hub(HubArgs),
+    /// Validate resources (a file or a directory tree) without running anything.
+    Validate {
+        /// File or directory of YAML resources.
+        path: PathBuf,
+    },
+    /// Print the CustomResourceDefinitions of the hub's resource kinds (YAML).
+    Crds,
+    /// Print the attribute vocabulary as Markdown (the source of docs/attributes.md).
+    Attributes,
+    /// Call Check on a hub and print the decision as JSON.
+    Check {
+        /// The hub's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        hub: String,
+        /// An attribute: `name=value`, or `map[key]=value` for string maps.
+        #[arg(short = 'a', long = "attr")]
+        attributes: Vec<String>,
+        /// Send the compressed (dictionary) form instead of the plain one.
+        #[arg(long)]
+        compressed: bool,
+        /// Request a quota: `name=amount`.
+        #[arg(long = "quota")]
+        quotas: Vec<String>,
+    },
+    /// Run a local hub on the embedded example configuration and show a few decisions.
+    Dev {
+        /// Use this configuration instead of the embedded example.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+        /// gRPC address.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        grpc_addr: SocketAddr,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9093")]
+        admin_addr: SocketAddr,
+        /// Stop after the demonstration instead of serving until interrupted.
+        #[arg(long)]
+        exit_after_demo: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct HubArgs {
+    /// Directory (searched recursively) or file of YAML resources; watched and hot-reloaded.
+    #[arg(long, env = "SEXTANT_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// gRPC listen address (Mixer, ext_authz, rate-limit service, health, reflection).
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    grpc_addr: SocketAddr,
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics, /debug/config).
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    admin_addr: SocketAddr,
+    /// How often to look for configuration changes.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
+    /// How long proxies may cache a cacheable decision.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    decision_ttl: Duration,
+    /// How many requests may reuse a cacheable decision.
+    #[arg(long, default_value_t = 10_000)]
+    decision_uses: i32,
+    /// The most rate-limit buckets (distinct dimension values) one RateLimit keeps in memory.
+    #[arg(long, default_value_t = 100_000)]
+    max_rate_limit_keys: usize,
+}
+
+impl HubArgs {
+    fn options(self) -> hub_server::HubOptions {
+        hub_server::HubOptions {
+            config_dir: self.config_dir,
+            grpc_addr: self.grpc_addr,
+            admin_addr: self.admin_addr,
+            reload_interval: self.reload_interval,
+            decisions: hub_server::DecisionOptions { ttl: self.decision_ttl, uses: self.decision_uses, max_rate_limit_keys: self.max_rate_limit_keys },
+        }
+    }
+}
+
+/// A failure shown as one line and a hint.
+struct Failure {
+    message: String,
+    hint: &'static str,
+}
+
+fn fail(message: impl std::fmt::Display, hint: &'static str) -> Failure {
+    Failure { message: message.to_string(), hint }
+}
+
+/// Writes to stdout; a closed pipe (`sextant crds | head`) ends the output quietly instead of panicking.
+fn out(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(format!("cannot write output: {e}"), "check where stdout goes")),
+        _ => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Hub(args) => {
+            let hub = hub_server::start(args.options(), shutdown_signal()).await.map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
+            hub.wait().await.map_err(|e| fail(e, "see the log above"))
+        }
+        Command::Validate { path } => {
+            let set = hub_config::load_path(&path).map_err(|e| fail(e, "fix the resources at the lines named above"))?;
+            let (files, p, r) = (set.files, set.policies.len(), set.rate_limits.len());
+            hub_policy::validate(set).map_err(|e| fail(e, "fix the resources at the lines named above"))?;
+            out(&format!("ok: {p} policies, {r} rate limits in {files} files\n"))
+        }
+        Command::Crds => {
+            for crd in hub_config::crds() {
+                let yaml = serde_saphyr::to_string(&crd).map_err(|e| fail(e, "this is a bug; please report it"))?;
+                out(&format!("---\n{yaml}"))?;
+            }
+            Ok(())
+        }
+        Command::Attributes => {
+            out(&hub_attributes::attributes_markdown())
+        }
+        Command::Check { hub, attributes, compressed, quotas } => {
+            let bag = attrs::parse(&attributes).map_err(|e| fail(format!("{e:#}"), "attributes are name=value or map[key]=value; names are in docs/attributes.md"))?;
+            let quotas = quotas
+                .iter()
+                .map(|q| q.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.parse().ok()?))))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| fail("a quota is name=amount", "e.g. --quota per-user=1"))?;
+            let json = check::run(&hub, &bag, compressed, &quotas).await.map_err(|e| fail(format!("{e:#}"), "is the hub running? start it with `sextant hub --config-dir DIR`"))?;
+            out(&format!("{json}\n"))
+        }
+        Command::Dev { config_dir, grpc_addr, admin_addr, exit_after_demo } => {
+            let config_dir = match config_dir {
+                Some(d) => d,
+                None => dev::write_example().map_err(|e| fail(format!("{e:#}"), "pass --config-dir"))?,
+            };
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let stop = async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {},
+                    _ = stop_rx => {},
+                }
+            };
+            let options = hub_server::HubOptions {
+                config_dir: config_dir.clone(),
+                grpc_addr,
+                admin_addr,
+                reload_interval: Duration::from_secs(1),
+                decisions: hub_server::DecisionOptions::default(),
+            };
+            let hub = hub_server::start(options, stop).await.map_err(|e| fail(e, "another hub may be running; pick ports with --grpc-addr / --admin-addr"))?;
+            dev::demo(&hub.grpc_addr.to_string(), &config_dir).await.map_err(|e| fail(format!("{e:#}"), "see the hub's log above"))?;
+            if exit_after_demo {
+                let _ = stop_tx.send(());
+            } else {
+                println!("hub serving on {} (admin http://{}/metrics); Ctrl-C to stop", hub.grpc_addr, hub.admin_addr);
+            }
+            hub.wait().await.map_err(|e| fail(e, "see the log above"))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            eprintln!("hint: {}", f.hint);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,8 +10,10 @@ pub mod mixer {
     tonic::include_proto!("sextant.mixer.v1");
 }
 
-/// The Envoy v3 API (and the `google.protobuf` / `google.rpc` types shared with it).
-pub use envoy_types::pb as envoy;
+/// The Envoy v3 API.
+pub use envoy_types::pb::envoy;
+/// `google.protobuf` and `google.rpc`, shared by Envoy's API and ours.
+pub use envoy_types::pb::google;
 
 /// The encoded `FileDescriptorSet` of the native API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));

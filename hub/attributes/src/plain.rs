@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use sextant_proto::envoy::google::protobuf as pbwk;
+use sextant_proto::google::protobuf as pbwk;
 use sextant_proto::mixer::{self, attribute_value::Value as Pv};
 
 use crate::bag::Bag;

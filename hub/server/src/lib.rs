@@ -1,1 +1,174 @@
-//! placeholder
+//! The hub process.
+//!
+//! One gRPC port serves the native `sextant.mixer.v1.Mixer` and Envoy's ext_authz and rate-limit services, all
+//! deciding with the same [`HubState`] snapshot, plus gRPC health and reflection. One admin HTTP port serves
+//! health, readiness, metrics and the active configuration. A background task polls the config directory and
+//! swaps in each valid new configuration atomically.
+
+mod admin;
+mod dedup;
+mod envoy_authz;
+mod envoy_rls;
+mod metrics;
+mod native;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sextant_proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use sextant_proto::mixer::mixer_server::MixerServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
+pub use metrics::Metrics;
+pub use native::to_check_response;
+pub use state::{DecisionOptions, HubState, LoadFailure};
+
+/// Largest gRPC message the hub decodes; bigger requests are refused with a clear status.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// How to run a hub (runtime flags; policy lives in the config directory).
+#[derive(Clone, Debug)]
+pub struct HubOptions {
+    /// Directory (or file) of resources.
+    pub config_dir: PathBuf,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Admin HTTP listen address.
+    pub admin_addr: SocketAddr,
+    /// How often to look for configuration changes.
+    pub reload_interval: Duration,
+    /// Decision caching and rate-limit memory.
+    pub decisions: DecisionOptions,
+}
+
+/// Errors starting the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which port.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A hub that is running.
+pub struct RunningHub {
+    /// The bound gRPC address (useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// The bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The shared state.
+    pub state: Arc<HubState>,
+    server: JoinHandle<Result<(), HubError>>,
+}
+
+impl RunningHub {
+    /// Waits until the hub has stopped (after the shutdown future given to [`start`] resolved and in-flight
+    /// calls drained).
+    pub async fn wait(self) -> Result<(), HubError> {
+        match self.server.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "hub server task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds the ports, loads the configuration and starts serving. `shutdown` resolving starts a graceful stop:
+/// no new calls are accepted and in-flight ones complete.
+pub async fn start(options: HubOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunningHub, HubError> {
+    let grpc = TcpListener::bind(options.grpc_addr).await.map_err(|source| HubError::Bind { addr: options.grpc_addr, what: "gRPC", source })?;
+    let admin = TcpListener::bind(options.admin_addr).await.map_err(|source| HubError::Bind { addr: options.admin_addr, what: "admin", source })?;
+    let grpc_addr = grpc.local_addr().map_err(|source| HubError::Bind { addr: options.grpc_addr, what: "gRPC", source })?;
+    let admin_addr = admin.local_addr().map_err(|source| HubError::Bind { addr: options.admin_addr, what: "admin", source })?;
+
+    let state = Arc::new(HubState::new(&options.config_dir, options.decisions.clone()));
+    state.reload(true);
+
+    let watcher = {
+        let state = state.clone();
+        let interval = options.reload_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let s = state.clone();
+                        // Reading and compiling files is blocking work.
+                        let _ = tokio::task::spawn_blocking(move || s.reload(false)).await;
+                    }
+                    _ = housekeeping.tick() => state.housekeeping(),
+                }
+            }
+        })
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<MixerServer<native::MixerService>>().await;
+    health.set_serving::<AuthorizationServer<envoy_authz::AuthzService>>().await;
+    health.set_serving::<RateLimitServiceServer<envoy_rls::RlsService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sextant_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let admin_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let admin_router = admin::router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+
+    let mixer = MixerServer::new(native::MixerService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let authz = AuthorizationServer::new(envoy_authz::AuthzService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut grpc_stop = stop_rx;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_optional_service(reflection.ok())
+        .add_service(mixer)
+        .add_service(authz)
+        .add_service(rls);
+    let server = tokio::spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+                tracing::info!("shutting down: draining in-flight calls");
+            })
+            .await;
+        watcher.abort();
+        result.map_err(HubError::from)
+    });
+    tracing::info!(%grpc_addr, %admin_addr, "hub listening");
+    Ok(RunningHub { grpc_addr, admin_addr, state, server })
+}

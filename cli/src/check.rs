@@ -1,0 +1,63 @@
+//! `sextant check`: a native Check client, for people and for tests (its JSON matches
+//! tests/python/check_client.py's, field for field).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use sextant_proto::mixer::{self, attribute_match::Condition, header_operation, mixer_client::MixerClient};
+
+/// Calls Check on `hub` and returns the decision as JSON.
+pub async fn run(hub: &str, bag: &hub_attributes::Bag, compressed: bool, quotas: &[(String, i64)]) -> anyhow::Result<serde_json::Value> {
+    let endpoint = if hub.starts_with("http") { hub.to_string() } else { format!("http://{hub}") };
+    let mut client = MixerClient::connect(endpoint.clone()).await.with_context(|| format!("cannot connect to the hub at {endpoint}"))?;
+    let mut req = mixer::CheckRequest {
+        quotas: quotas.iter().map(|(n, a)| (n.clone(), mixer::QuotaParams { amount: *a, best_effort: false })).collect(),
+        ..Default::default()
+    };
+    if compressed {
+        req.compressed = Some(hub_attributes::to_compressed(bag));
+    } else {
+        req.attributes = Some(hub_attributes::to_plain(bag));
+    }
+    let resp = client.check(req).await.map_err(|s| anyhow::anyhow!("{}: {}", format!("{:?}", s.code()), s.message()))?.into_inner();
+    Ok(to_json(&resp))
+}
+
+/// The JSON summary of a response.
+pub fn to_json(resp: &mixer::CheckResponse) -> serde_json::Value {
+    let pre = resp.precondition.clone().unwrap_or_default();
+    let status = pre.status.unwrap_or_default();
+    let ms = |d: Option<&sextant_proto::google::protobuf::Duration>| d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
+    let mut referenced: Vec<[String; 3]> = pre
+        .referenced_attributes
+        .unwrap_or_default()
+        .attribute_matches
+        .iter()
+        .map(|m| [m.name.clone(), m.map_key.clone(), Condition::try_from(m.condition).unwrap_or_default().as_str_name().to_string()])
+        .collect();
+    referenced.sort();
+    let header_operations: Vec<[String; 4]> = pre
+        .header_operations
+        .iter()
+        .map(|h| {
+            [
+                header_operation::Target::try_from(h.target).unwrap_or_default().as_str_name().to_string(),
+                h.name.clone(),
+                h.value.clone(),
+                header_operation::Operation::try_from(h.operation).unwrap_or_default().as_str_name().to_string(),
+            ]
+        })
+        .collect();
+    let quotas: BTreeMap<_, _> = resp.quotas.iter().map(|(n, q)| (n.clone(), serde_json::json!({"granted": q.granted_amount, "error": q.error}))).collect();
+    serde_json::json!({
+        "code": status.code,
+        "message": status.message,
+        "valid_duration_ms": ms(pre.valid_duration.as_ref()),
+        "valid_use_count": pre.valid_use_count,
+        "referenced": referenced,
+        "config_revision": pre.config_revision,
+        "direct_response": pre.direct_response.map(|d| serde_json::json!({"http_status": d.http_status, "body": d.body})),
+        "header_operations": header_operations,
+        "quotas": quotas,
+    })
+}

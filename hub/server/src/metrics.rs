@@ -1,0 +1,200 @@
+//! The hub's own metrics, exposed in Prometheus text format on the admin port's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use hub_policy::{Decision, EvalFailureKind};
+
+use crate::state::LoadFailure;
+
+/// Most config errors exported as `sextant_hub_config_error` series at once.
+const MAX_ERROR_SERIES: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    front_door: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoorLabels {
+    front_door: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HitLabels {
+    policy: String,
+    rule: String,
+    action: &'static str,
+    dry_run: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    ratelimit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    resource: String,
+    field: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    file: String,
+    line: String,
+    field: String,
+}
+
+/// Every metric the hub exports about itself.
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    duration: Family<DoorLabels, Histogram, fn() -> Histogram>,
+    hits: Family<HitLabels, Counter>,
+    rate_limited: Family<RateLimitLabels, Counter>,
+    eval_failures: Family<FailureLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    revision: Gauge,
+    config_errors: Family<ErrorLabels, Gauge>,
+    buckets: Family<RateLimitLabels, Gauge>,
+    buckets_evicted: Family<RateLimitLabels, Gauge>,
+    dedup_evicted: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs to ~80 ms.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            checks: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            hits: Family::default(),
+            rate_limited: Family::default(),
+            eval_failures: Family::default(),
+            reloads: Family::default(),
+            revision: Gauge::default(),
+            config_errors: Family::default(),
+            buckets: Family::default(),
+            buckets_evicted: Family::default(),
+            dedup_evicted: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("sextant_hub_checks", "Check decisions by front door and result", m.checks.clone());
+        registry.register("sextant_hub_check_duration_seconds", "Time to decide a Check, decoding included", m.duration.clone());
+        registry.register("sextant_hub_rule_hits", "Policy rules that matched, by policy, rule and action", m.hits.clone());
+        registry.register("sextant_hub_ratelimit_denials", "Requests refused by a RateLimit", m.rate_limited.clone());
+        registry.register("sextant_hub_eval_failures", "CEL expressions that failed at run time (treated as not matching)", m.eval_failures.clone());
+        registry.register("sextant_hub_config_reloads", "Configuration reload attempts by result", m.reloads.clone());
+        registry.register("sextant_hub_config_revision", "Revision of the configuration serving Checks", m.revision.clone());
+        registry.register("sextant_hub_config_error", "1 per error of the last rejected configuration (cleared by a good one)", m.config_errors.clone());
+        registry.register("sextant_hub_ratelimit_buckets", "Rate-limit buckets held in memory", m.buckets.clone());
+        registry.register("sextant_hub_ratelimit_buckets_evicted", "Rate-limit buckets dropped because the key limit was reached", m.buckets_evicted.clone());
+        registry.register("sextant_hub_dedup_evictions", "Deduplication entries dropped before their time to stay within capacity", m.dedup_evicted.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Records one decision made through `front_door`.
+    pub fn decision(&self, front_door: &'static str, d: &Decision, seconds: f64) {
+        let result = if d.allowed() {
+            "ok"
+        } else if d.rate_limited_by.is_some() {
+            "rate_limited"
+        } else {
+            "denied"
+        };
+        self.checks.get_or_create(&CheckLabels { front_door, result }).inc();
+        self.duration.get_or_create(&DoorLabels { front_door }).observe(seconds);
+        for h in &d.hits {
+            let labels = HitLabels { policy: h.policy.to_string(), rule: h.rule.to_string(), action: h.action, dry_run: if h.dry_run { "true" } else { "false" } };
+            self.hits.get_or_create(&labels).inc();
+        }
+        if let Some(rl) = &d.rate_limited_by {
+            self.rate_limited.get_or_create(&RateLimitLabels { ratelimit: rl.to_string() }).inc();
+        }
+        self.failures(&d.failures);
+    }
+
+    /// Records runtime expression failures.
+    pub fn failures(&self, failures: &[hub_policy::EvalFailure]) {
+        for f in failures {
+            let kind = match f.kind {
+                EvalFailureKind::Absent => "absent",
+                EvalFailureKind::Error => "error",
+            };
+            self.eval_failures.get_or_create(&FailureLabels { resource: f.resource.to_string(), field: f.field.clone(), kind }).inc();
+        }
+    }
+
+    /// Records a rate-limit-service decision.
+    pub fn rate_limit(&self, over: Option<&str>, seconds: f64) {
+        let result = if over.is_some() { "rate_limited" } else { "ok" };
+        self.checks.get_or_create(&CheckLabels { front_door: "envoy_rls", result }).inc();
+        self.duration.get_or_create(&DoorLabels { front_door: "envoy_rls" }).observe(seconds);
+        if let Some(rl) = over {
+            self.rate_limited.get_or_create(&RateLimitLabels { ratelimit: rl.to_string() }).inc();
+        }
+    }
+
+    /// Records a request refused before evaluation (malformed attributes, no configuration).
+    pub fn rejected(&self, front_door: &'static str, result: &'static str) {
+        self.checks.get_or_create(&CheckLabels { front_door, result }).inc();
+    }
+
+    pub(crate) fn reload_succeeded(&self, revision: u64) {
+        self.reloads.get_or_create(&ResultLabels { result: "success" }).inc();
+        self.revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+        self.config_errors.clear();
+    }
+
+    pub(crate) fn reload_failed(&self, failure: &LoadFailure) {
+        self.reloads.get_or_create(&ResultLabels { result: "failure" }).inc();
+        self.config_errors.clear();
+        for (file, line, field) in failure.locations.iter().take(MAX_ERROR_SERIES) {
+            self.config_errors.get_or_create(&ErrorLabels { file: file.clone(), line: line.to_string(), field: field.clone() }).set(1);
+        }
+    }
+
+    pub(crate) fn rate_limit_buckets(&self, stats: &[(String, usize, u64)]) {
+        self.buckets.clear();
+        for (name, keys, evicted) in stats {
+            let labels = RateLimitLabels { ratelimit: name.clone() };
+            self.buckets.get_or_create(&labels).set(i64::try_from(*keys).unwrap_or(i64::MAX));
+            self.buckets_evicted.get_or_create(&labels).set(i64::try_from(*evicted).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub(crate) fn dedup_evicted(&self, n: u64) {
+        self.dedup_evicted.inc_by(n);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,160 @@
+//! The active configuration snapshot and atomic reloads.
+//!
+//! A reload reads every file, validates the whole set (pure), and only then builds and swaps in a new
+//! snapshot. Any error leaves the previous snapshot serving; the errors are logged and exported in `/metrics`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hub_config::ConfigErrors;
+use hub_policy::Snapshot;
+use hub_quota::{LocalBackend, QuotaBackend};
+
+use crate::metrics::Metrics;
+
+/// Tunables of the decision path that are runtime flags, not resources.
+#[derive(Clone, Debug)]
+pub struct DecisionOptions {
+    /// How long proxies may cache a cacheable decision.
+    pub ttl: Duration,
+    /// How many requests may reuse a cacheable decision.
+    pub uses: i32,
+    /// The most buckets one RateLimit keeps in memory.
+    pub max_rate_limit_keys: usize,
+}
+
+impl Default for DecisionOptions {
+    fn default() -> Self {
+        DecisionOptions { ttl: Duration::from_secs(60), uses: 10_000, max_rate_limit_keys: 100_000 }
+    }
+}
+
+/// What the last reload attempt found wrong, kept for `/debug/config` and `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct LoadFailure {
+    /// One line per error: `file:line: kind name: field: message`.
+    pub errors: Vec<String>,
+    /// (file, line, field) of each error, for the metric labels.
+    pub locations: Vec<(String, u32, String)>,
+}
+
+/// The hub's shared state: the current snapshot and how to make the next one.
+pub struct HubState {
+    config_dir: PathBuf,
+    options: DecisionOptions,
+    backend: Arc<LocalBackend>,
+    current: RwLock<Option<Arc<Snapshot>>>,
+    last_failure: RwLock<Option<LoadFailure>>,
+    last_digest: RwLock<Option<u64>>,
+    /// The hub's metrics.
+    pub metrics: Metrics,
+}
+
+impl HubState {
+    /// State reading resources from `config_dir`; nothing is loaded yet.
+    pub fn new(config_dir: &Path, options: DecisionOptions) -> Self {
+        let backend = Arc::new(LocalBackend::new(options.max_rate_limit_keys));
+        HubState {
+            config_dir: config_dir.to_path_buf(),
+            options,
+            backend,
+            current: RwLock::new(None),
+            last_failure: RwLock::new(None),
+            last_digest: RwLock::new(None),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The snapshot Checks are decided with, if one has loaded.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The errors of the last failed reload, if the last attempt failed.
+    pub fn last_failure(&self) -> Option<LoadFailure> {
+        self.last_failure.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads when the files changed since the last attempt (or always, with `force`). Returns whether a new
+    /// snapshot was swapped in.
+    pub fn reload(&self, force: bool) -> bool {
+        let set = match hub_config::load_path(&self.config_dir) {
+            Ok(set) => set,
+            Err(errors) => {
+                // Unreadable or unparsable files: report once per distinct content.
+                let changed = self.swap_digest(digest_of_errors(&errors));
+                if force || changed {
+                    self.fail(errors);
+                }
+                return false;
+            }
+        };
+        let changed = self.swap_digest(set.digest);
+        if !force && !changed {
+            return false;
+        }
+        let validated = match hub_policy::validate(set) {
+            Ok(v) => v,
+            Err(errors) => {
+                self.fail(errors);
+                return false;
+            }
+        };
+        let revision = self.snapshot().map_or(1, |s| s.revision + 1);
+        let snapshot = validated.build(revision, self.backend.as_ref() as &dyn QuotaBackend, self.options.ttl, self.options.uses);
+        tracing::info!(revision, policies = snapshot.policies.len(), rate_limits = snapshot.rate_limits.len(), files = snapshot.source.files, "configuration loaded");
+        self.metrics.reload_succeeded(revision);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
+        *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
+        true
+    }
+
+    /// Records `digest` as the last attempted; false when it equals the previous one.
+    fn swap_digest(&self, digest: u64) -> bool {
+        let mut last = self.last_digest.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *last != Some(digest);
+        *last = Some(digest);
+        changed
+    }
+
+    fn fail(&self, errors: ConfigErrors) {
+        let serving = self.snapshot().map(|s| s.revision);
+        for e in &errors.0 {
+            match serving {
+                Some(rev) => tracing::error!(error = %e, serving_revision = rev, "configuration rejected; the previous configuration keeps serving"),
+                None => tracing::error!(error = %e, "configuration rejected; no configuration is serving yet"),
+            }
+        }
+        let failure = LoadFailure {
+            errors: errors.0.iter().map(ToString::to_string).collect(),
+            locations: errors
+                .0
+                .iter()
+                .map(|e| {
+                    let (file, line) = e.location().map_or((String::new(), 0), |l| (l.file.display().to_string(), l.line));
+                    let field = match e {
+                        hub_config::ConfigError::Invalid { field, .. } => field.clone(),
+                        _ => String::new(),
+                    };
+                    (file, line, field)
+                })
+                .collect(),
+        };
+        self.metrics.reload_failed(&failure);
+        *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+    }
+
+    /// Drops idle rate-limit buckets and refreshes bucket gauges.
+    pub fn housekeeping(&self) {
+        self.backend.housekeeping();
+        self.metrics.rate_limit_buckets(&self.backend.stats());
+    }
+}
+
+fn digest_of_errors(errors: &ConfigErrors) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    errors.to_string().hash(&mut h);
+    h.finish()
+}
