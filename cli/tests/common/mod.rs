@@ -1,0 +1,269 @@
+//! Shared harness of the integration tests: the real `sextant` binary, real peers (Envoy, grpcio from the
+//! venv that `.ci/peers` installs), a plain HTTP backend, and waiting on conditions instead of sleeping.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where `.ci/peers` installed the test peers.
+pub fn peers() -> PathBuf {
+    let dir = std::env::var_os("SEXTANT_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
+    let envoy = dir.join("venv/bin/envoy");
+    assert!(envoy.exists(), "test peers missing: {} not found. Run `.ci/peers` (or the README's test command) first.", envoy.display());
+    dir
+}
+
+/// The venv's python (grpcio, grpcio-tools).
+pub fn python() -> PathBuf {
+    peers().join("venv/bin/python")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("probe a free port")
+}
+
+/// A fresh scratch directory.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!("sextant-test-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Polls `cond` until it holds, failing with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A one-shot HTTP/1.1 request (Connection: close); None when the connection fails.
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<HttpResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("content-length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    Some(HttpResponse { status, headers, body: body.to_string() })
+}
+
+/// GET on 127.0.0.1.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<HttpResponse> {
+    http(addr, "GET", path, headers)
+}
+
+/// A child process killed on drop, its output in a log file shown on failure.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+    name: &'static str,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, log, name }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log());
+        }
+    }
+}
+
+/// A running `sextant hub`.
+pub struct Hub {
+    /// The process.
+    pub proc: Proc,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Its config directory.
+    pub config_dir: PathBuf,
+}
+
+impl Hub {
+    /// Starts a hub on `config_dir` (reloading every 100 ms) and waits until it is ready.
+    pub fn start(config_dir: &Path) -> Hub {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        cmd.args(["hub", "--config-dir"]).arg(config_dir).args(["--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string(), "--reload-interval", "100ms"]);
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        let proc = Proc::spawn("hub", cmd, config_dir.with_extension("hub.log"));
+        let mut hub = Hub { proc, grpc, admin, config_dir: config_dir.to_path_buf() };
+        wait_until(Duration::from_secs(20), "the hub to be ready", || {
+            assert!(hub.proc.alive(), "hub exited:\n{}", hub.proc.log());
+            get(admin, "/readyz", &[]).is_some_and(|r| r.status == 200)
+        });
+        hub
+    }
+
+    /// The serving revision, from /readyz.
+    pub fn revision(&self) -> u64 {
+        get(self.admin, "/readyz", &[]).and_then(|r| r.body.trim().strip_prefix("ready: revision ")?.parse().ok()).unwrap_or(0)
+    }
+
+    /// The Prometheus exposition.
+    pub fn metrics(&self) -> String {
+        get(self.admin, "/metrics", &[]).map(|r| r.body).unwrap_or_default()
+    }
+
+    /// The value of one series (exact name with labels) in /metrics.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Writes a config file and waits until the hub has acted on it: a new revision, or a new failure.
+    pub fn write_config(&self, file: &str, text: &str, expect_valid: bool) {
+        let failures = self.metric("sextant_hub_config_reloads_total{result=\"failure\"}").unwrap_or(0.0);
+        let revision = self.revision();
+        std::fs::write(self.config_dir.join(file), text).expect("write config");
+        if expect_valid {
+            wait_until(Duration::from_secs(10), "the hub to load the new configuration", || self.revision() > revision);
+        } else {
+            wait_until(Duration::from_secs(10), "the hub to reject the configuration", || {
+                self.metric("sextant_hub_config_reloads_total{result=\"failure\"}").unwrap_or(0.0) > failures
+            });
+        }
+    }
+}
+
+/// A plain HTTP backend: answers 200 "backend ok", echoing `x-sextant-staff` as `x-echo-staff`.
+pub struct Backend {
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// Starts the backend on a free port (a thread per connection).
+    pub fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve_one(stream));
+            }
+        });
+        Backend { addr }
+    }
+}
+
+fn serve_one(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    loop {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => buf.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let staff = head.lines().find_map(|l| l.strip_prefix("x-sextant-staff:")).map(str::trim).unwrap_or("").to_string();
+        let body = "backend ok";
+        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\n\r\n{body}", body.len());
+        if s.write_all(resp.as_bytes()).is_err() || head.contains("connection: close") {
+            return;
+        }
+    }
+}
+
+/// A running Envoy.
+pub struct Envoy {
+    /// The process.
+    pub proc: Proc,
+    /// Admin address.
+    pub admin: SocketAddr,
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` (YAML) and waits until its admin says LIVE.
+    pub fn start(dir: &Path, config: &str, admin_port: u16) -> Envoy {
+        let path = dir.join("envoy.yaml");
+        std::fs::write(&path, config).expect("write envoy config");
+        let mut cmd = Command::new(peers().join("venv/bin/envoy"));
+        cmd.arg("-c").arg(&path).args(["--disable-hot-restart", "-l", "warning", "--base-id"]).arg((free_port() as u32 * 7).to_string());
+        let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+        let mut envoy = Envoy { proc, admin };
+        wait_until(Duration::from_secs(30), "Envoy to be LIVE", || {
+            assert!(envoy.proc.alive(), "envoy exited:\n{}", envoy.proc.log());
+            get(admin, "/ready", &[]).is_some_and(|r| r.status == 200)
+        });
+        envoy
+    }
+
+    /// One of Envoy's own counters, from its admin /stats.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let body = get(self.admin, &format!("/stats?filter=^{name}$"), &[])?.body;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+    }
+}
