@@ -371,8 +371,11 @@ impl Analysis {
             (operators::ADD | operators::SUBSTRACT | operators::MULTIPLY | operators::DIVIDE | operators::MODULO, None, [a, b]) => {
                 if a == b { *a } else { Ty::Dyn }
             }
-            ("startsWith" | "endsWith" | "contains" | "matches", Some(t), _) => {
+            ("startsWith" | "endsWith" | "contains" | "matches", Some(t), args) => {
                 expect(t, Ty::String, &format!("`{f}`"))?;
+                if let [arg] = args {
+                    expect(*arg, Ty::String, &format!("the argument of `{f}`"))?;
+                }
                 Ty::Bool
             }
             ("size", _, _) => Ty::Int,
@@ -409,6 +412,7 @@ mod tests {
         assert!(compile("request.size == \"10\"", true).unwrap_err().to_string().contains("compares a int with a string"));
         assert!(compile("request.path", true).unwrap_err().to_string().contains("must be a bool"));
         assert!(compile("request.size.startsWith(\"1\")", true).is_err());
+        assert_eq!(compile("request.path.startsWith(1)", true).unwrap_err().to_string(), "type error: the argument of `startsWith` needs a string, not a int");
         assert!(compile("request.path.foo == 1", true).unwrap_err().to_string().contains("has no field `foo`"));
         assert!(compile("request.path ==", true).unwrap_err().to_string().starts_with("invalid CEL"));
     }
