@@ -4,14 +4,38 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use sextant_proto::mixer::{self, attribute_match::Condition, header_operation, mixer_client::MixerClient};
+use sextant_proto::mixer::{
+    self, attribute_match::Condition, header_operation, mixer_client::MixerClient,
+};
 
 /// Calls Check on `hub` and returns the decision as JSON.
-pub async fn run(hub: &str, bag: &hub_attributes::Bag, compressed: bool, quotas: &[(String, i64)]) -> anyhow::Result<serde_json::Value> {
-    let endpoint = if hub.starts_with("http") { hub.to_string() } else { format!("http://{hub}") };
-    let mut client = MixerClient::connect(endpoint.clone()).await.with_context(|| format!("cannot connect to the hub at {endpoint}"))?;
+pub async fn run(
+    hub: &str,
+    bag: &hub_attributes::Bag,
+    compressed: bool,
+    quotas: &[(String, i64)],
+) -> anyhow::Result<serde_json::Value> {
+    let endpoint = if hub.starts_with("http") {
+        hub.to_string()
+    } else {
+        format!("http://{hub}")
+    };
+    let mut client = MixerClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("cannot connect to the hub at {endpoint}"))?;
     let mut req = mixer::CheckRequest {
-        quotas: quotas.iter().map(|(n, a)| (n.clone(), mixer::QuotaParams { amount: *a, best_effort: false })).collect(),
+        quotas: quotas
+            .iter()
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    mixer::QuotaParams {
+                        amount: *a,
+                        best_effort: false,
+                    },
+                )
+            })
+            .collect(),
         ..Default::default()
     };
     if compressed {
@@ -19,7 +43,11 @@ pub async fn run(hub: &str, bag: &hub_attributes::Bag, compressed: bool, quotas:
     } else {
         req.attributes = Some(hub_attributes::to_plain(bag));
     }
-    let resp = client.check(req).await.map_err(|s| anyhow::anyhow!("{}: {}", format!("{:?}", s.code()), s.message()))?.into_inner();
+    let resp = client
+        .check(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
     Ok(to_json(&resp))
 }
 
@@ -27,13 +55,24 @@ pub async fn run(hub: &str, bag: &hub_attributes::Bag, compressed: bool, quotas:
 pub fn to_json(resp: &mixer::CheckResponse) -> serde_json::Value {
     let pre = resp.precondition.clone().unwrap_or_default();
     let status = pre.status.unwrap_or_default();
-    let ms = |d: Option<&sextant_proto::google::protobuf::Duration>| d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
+    let ms = |d: Option<&sextant_proto::google::protobuf::Duration>| {
+        d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+    };
     let mut referenced: Vec<[String; 3]> = pre
         .referenced_attributes
         .unwrap_or_default()
         .attribute_matches
         .iter()
-        .map(|m| [m.name.clone(), m.map_key.clone(), Condition::try_from(m.condition).unwrap_or_default().as_str_name().to_string()])
+        .map(|m| {
+            [
+                m.name.clone(),
+                m.map_key.clone(),
+                Condition::try_from(m.condition)
+                    .unwrap_or_default()
+                    .as_str_name()
+                    .to_string(),
+            ]
+        })
         .collect();
     referenced.sort();
     let header_operations: Vec<[String; 4]> = pre
@@ -41,14 +80,29 @@ pub fn to_json(resp: &mixer::CheckResponse) -> serde_json::Value {
         .iter()
         .map(|h| {
             [
-                header_operation::Target::try_from(h.target).unwrap_or_default().as_str_name().to_string(),
+                header_operation::Target::try_from(h.target)
+                    .unwrap_or_default()
+                    .as_str_name()
+                    .to_string(),
                 h.name.clone(),
                 h.value.clone(),
-                header_operation::Operation::try_from(h.operation).unwrap_or_default().as_str_name().to_string(),
+                header_operation::Operation::try_from(h.operation)
+                    .unwrap_or_default()
+                    .as_str_name()
+                    .to_string(),
             ]
         })
         .collect();
-    let quotas: BTreeMap<_, _> = resp.quotas.iter().map(|(n, q)| (n.clone(), serde_json::json!({"granted": q.granted_amount, "error": q.error}))).collect();
+    let quotas: BTreeMap<_, _> = resp
+        .quotas
+        .iter()
+        .map(|(n, q)| {
+            (
+                n.clone(),
+                serde_json::json!({"granted": q.granted_amount, "error": q.error}),
+            )
+        })
+        .collect();
     serde_json::json!({
         "code": status.code,
         "message": status.message,

@@ -96,7 +96,11 @@ impl HubArgs {
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
             reload_interval: self.reload_interval,
-            decisions: hub_server::DecisionOptions { ttl: self.decision_ttl, uses: self.decision_uses, max_rate_limit_keys: self.max_rate_limit_keys },
+            decisions: hub_server::DecisionOptions {
+                ttl: self.decision_ttl,
+                uses: self.decision_uses,
+                max_rate_limit_keys: self.max_rate_limit_keys,
+            },
         }
     }
 }
@@ -108,14 +112,20 @@ struct Failure {
 }
 
 fn fail(message: impl std::fmt::Display, hint: &'static str) -> Failure {
-    Failure { message: message.to_string(), hint }
+    Failure {
+        message: message.to_string(),
+        hint,
+    }
 }
 
 /// Writes to stdout; a closed pipe (`sextant crds | head`) ends the output quietly instead of panicking.
 fn out(text: &str) -> Result<(), Failure> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(format!("cannot write output: {e}"), "check where stdout goes")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(
+            format!("cannot write output: {e}"),
+            "check where stdout goes",
+        )),
         _ => Ok(()),
     }
 }
@@ -124,13 +134,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -143,39 +154,71 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Hub(args) => {
-            let hub = hub_server::start(args.options(), shutdown_signal()).await.map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
+            let hub = hub_server::start(args.options(), shutdown_signal())
+                .await
+                .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
         Command::Validate { path } => {
-            let set = hub_config::load_path(&path).map_err(|e| fail(e, "fix the resources at the lines named above"))?;
+            let set = hub_config::load_path(&path)
+                .map_err(|e| fail(e, "fix the resources at the lines named above"))?;
             let (files, p, r) = (set.files, set.policies.len(), set.rate_limits.len());
-            hub_policy::validate(set).map_err(|e| fail(e, "fix the resources at the lines named above"))?;
-            out(&format!("ok: {p} policies, {r} rate limits in {files} files\n"))
+            hub_policy::validate(set)
+                .map_err(|e| fail(e, "fix the resources at the lines named above"))?;
+            out(&format!(
+                "ok: {p} policies, {r} rate limits in {files} files\n"
+            ))
         }
         Command::Crds => {
             for crd in hub_config::crds() {
-                let yaml = serde_saphyr::to_string(&crd).map_err(|e| fail(e, "this is a bug; please report it"))?;
+                let yaml = serde_saphyr::to_string(&crd)
+                    .map_err(|e| fail(e, "this is a bug; please report it"))?;
                 out(&format!("---\n{yaml}"))?;
             }
             Ok(())
         }
-        Command::Attributes => {
-            out(&hub_attributes::attributes_markdown())
-        }
-        Command::Check { hub, attributes, compressed, quotas } => {
-            let bag = attrs::parse(&attributes).map_err(|e| fail(format!("{e:#}"), "attributes are name=value or map[key]=value; names are in docs/attributes.md"))?;
+        Command::Attributes => out(&hub_attributes::attributes_markdown()),
+        Command::Check {
+            hub,
+            attributes,
+            compressed,
+            quotas,
+        } => {
+            let bag = attrs::parse(&attributes).map_err(|e| {
+                fail(
+                    format!("{e:#}"),
+                    "attributes are name=value or map[key]=value; names are in docs/attributes.md",
+                )
+            })?;
             let quotas = quotas
                 .iter()
-                .map(|q| q.split_once('=').and_then(|(n, a)| Some((n.to_string(), a.parse().ok()?))))
+                .map(|q| {
+                    q.split_once('=')
+                        .and_then(|(n, a)| Some((n.to_string(), a.parse().ok()?)))
+                })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| fail("a quota is name=amount", "e.g. --quota per-user=1"))?;
-            let json = check::run(&hub, &bag, compressed, &quotas).await.map_err(|e| fail(format!("{e:#}"), "is the hub running? start it with `sextant hub --config-dir DIR`"))?;
+            let json = check::run(&hub, &bag, compressed, &quotas)
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("{e:#}"),
+                        "is the hub running? start it with `sextant hub --config-dir DIR`",
+                    )
+                })?;
             out(&format!("{json}\n"))
         }
-        Command::Dev { config_dir, grpc_addr, admin_addr, exit_after_demo } => {
+        Command::Dev {
+            config_dir,
+            grpc_addr,
+            admin_addr,
+            exit_after_demo,
+        } => {
             let config_dir = match config_dir {
                 Some(d) => d,
-                None => dev::write_example().map_err(|e| fail(format!("{e:#}"), "pass --config-dir"))?,
+                None => {
+                    dev::write_example().map_err(|e| fail(format!("{e:#}"), "pass --config-dir"))?
+                }
             };
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let stop = async move {
@@ -191,12 +234,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 reload_interval: Duration::from_secs(1),
                 decisions: hub_server::DecisionOptions::default(),
             };
-            let hub = hub_server::start(options, stop).await.map_err(|e| fail(e, "another hub may be running; pick ports with --grpc-addr / --admin-addr"))?;
-            dev::demo(&hub.grpc_addr.to_string(), &config_dir).await.map_err(|e| fail(format!("{e:#}"), "see the hub's log above"))?;
+            let hub = hub_server::start(options, stop).await.map_err(|e| {
+                fail(
+                    e,
+                    "another hub may be running; pick ports with --grpc-addr / --admin-addr",
+                )
+            })?;
+            dev::demo(&hub.grpc_addr.to_string(), &config_dir)
+                .await
+                .map_err(|e| fail(format!("{e:#}"), "see the hub's log above"))?;
             if exit_after_demo {
                 let _ = stop_tx.send(());
             } else {
-                println!("hub serving on {} (admin http://{}/metrics); Ctrl-C to stop", hub.grpc_addr, hub.admin_addr);
+                println!(
+                    "hub serving on {} (admin http://{}/metrics); Ctrl-C to stop",
+                    hub.grpc_addr, hub.admin_addr
+                );
             }
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
@@ -206,7 +259,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

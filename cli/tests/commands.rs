@@ -7,25 +7,60 @@ use std::process::Command;
 use common::{free_port, repo, scratch};
 
 fn sextant(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sextant")).args(args).env("NO_COLOR", "1").output().expect("run sextant")
+    Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sextant")
 }
 
 #[test]
 fn dev_runs_a_hub_on_the_embedded_example_and_shows_decisions() {
-    let (grpc, admin) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let out = sextant(&["dev", "--exit-after-demo", "--grpc-addr", &grpc, "--admin-addr", &admin]);
+    let (grpc, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let out = sextant(&[
+        "dev",
+        "--exit-after-demo",
+        "--grpc-addr",
+        &grpc,
+        "--admin-addr",
+        &admin,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("a guest reads reviews        -> PERMISSION_DENIED 403 \"guests may not read reviews\""), "{stdout}");
-    assert!(stdout.contains("alice reads reviews          -> ALLOW"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "a guest reads reviews        -> PERMISSION_DENIED 403 \"guests may not read reviews\""
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice reads reviews          -> ALLOW"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok ok ok ok ok 429"), "{stdout}");
 }
 
 #[test]
 fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
-    let ok = sextant(&["validate", repo().join("examples/policies").to_str().expect("utf-8 path")]);
+    let ok = sextant(&[
+        "validate",
+        repo()
+            .join("examples/policies")
+            .to_str()
+            .expect("utf-8 path"),
+    ]);
     assert!(ok.status.success());
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok: 2 policies, 1 rate limits in 1 files\n");
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "ok: 2 policies, 1 rate limits in 1 files\n"
+    );
 
     let dir = scratch("validate");
     let bad = dir.join("bad.yaml");
@@ -34,9 +69,18 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let first = stderr.lines().next().unwrap_or_default();
-    assert!(first.starts_with(&format!("error: {}:5: RateLimit default/r: spec.selector:", bad.display())), "{stderr}");
+    assert!(
+        first.starts_with(&format!(
+            "error: {}:5: RateLimit default/r: spec.selector:",
+            bad.display()
+        )),
+        "{stderr}"
+    );
     assert!(stderr.lines().any(|l| l.starts_with("hint: ")), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -44,12 +88,20 @@ fn crds_are_printed_for_every_kind() {
     let out = sextant(&["crds"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("name: policies.policy.sextant.dev") && text.contains("name: ratelimits.policy.sextant.dev"), "{text}");
+    assert!(
+        text.contains("name: policies.policy.sextant.dev")
+            && text.contains("name: ratelimits.policy.sextant.dev"),
+        "{text}"
+    );
     let docs: Vec<serde_json::Value> = text
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_saphyr::from_str(d).expect("each CRD is valid YAML"))
         .collect();
     assert_eq!(docs.len(), 2);
-    assert_eq!(docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]["type"], "array");
+    assert_eq!(
+        docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["rules"]["type"],
+        "array"
+    );
 }

@@ -45,7 +45,14 @@ spec:
     status: {code: PERMISSION_DENIED, httpStatus: 403, message: "eve is blocked"}
 "#;
 
-fn envoy_config(listen: u16, admin: u16, backend: u16, hub: u16, filter: &str, route_extra: &str) -> String {
+fn envoy_config(
+    listen: u16,
+    admin: u16,
+    backend: u16,
+    hub: u16,
+    filter: &str,
+    route_extra: &str,
+) -> String {
     format!(
         r#"
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
@@ -116,23 +123,54 @@ fn ext_authz_allows_denies_limits_and_follows_config_edits() {
     let hub = Hub::start(&config);
     let backend = Backend::start();
     let (listen, admin) = (free_port(), free_port());
-    let envoy = Envoy::start(&dir, &envoy_config(listen, admin, backend.addr.port(), hub.grpc.port(), EXT_AUTHZ, ""), admin);
+    let envoy = Envoy::start(
+        &dir,
+        &envoy_config(
+            listen,
+            admin,
+            backend.addr.port(),
+            hub.grpc.port(),
+            EXT_AUTHZ,
+            "",
+        ),
+        admin,
+    );
     let front = format!("127.0.0.1:{listen}").parse().expect("addr");
-    let call = |path: &str, user: &str| get(front, path, &[("x-user", user)]).expect("Envoy answers");
+    let call =
+        |path: &str, user: &str| get(front, path, &[("x-user", user)]).expect("Envoy answers");
 
     let ok = call("/reviews/1", "alice");
     assert_eq!((ok.status, ok.body.as_str()), (200, "backend ok"));
     let denied = call("/reviews/1", "guest");
-    assert_eq!((denied.status, denied.body.as_str()), (403, "guests may not read reviews"));
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (403, "guests may not read reviews")
+    );
     let staff = call("/reviews/1", "ann@staff");
     assert_eq!(staff.status, 200);
-    assert_eq!(staff.header("x-echo-staff"), Some("yes"), "the ALLOW rule's header reached the backend");
+    assert_eq!(
+        staff.header("x-echo-staff"),
+        Some("yes"),
+        "the ALLOW rule's header reached the backend"
+    );
 
     let limited: Vec<u16> = (0..3).map(|_| call("/limited", "bob").status).collect();
-    assert_eq!(limited, [200, 200, 429], "2 per hour with burst 1: two at once, then 429");
+    assert_eq!(
+        limited,
+        [200, 200, 429],
+        "2 per hour with burst 1: two at once, then 429"
+    );
     let over = call("/limited", "bob");
-    assert!(over.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|secs| secs > 0)), "429 tells when to retry: {over:?}");
-    assert_eq!(call("/limited", "carol").status, 200, "another user has their own bucket");
+    assert!(
+        over.header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok_and(|secs| secs > 0)),
+        "429 tells when to retry: {over:?}"
+    );
+    assert_eq!(
+        call("/limited", "carol").status,
+        200,
+        "another user has their own bucket"
+    );
 
     // Edit the policy while Envoy runs: the decision changes without a restart.
     hub.write_config("policy.yaml", POLICY_EDITED, true);
@@ -141,19 +179,46 @@ fn ext_authz_allows_denies_limits_and_follows_config_edits() {
     assert_eq!((eve.status, eve.body.as_str()), (403, "eve is blocked"));
 
     // A broken edit (YAML syntax error) keeps the last good decisions and is reported with its line.
-    hub.write_config("policy.yaml", "apiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: edge-guard\n", false);
+    hub.write_config(
+        "policy.yaml",
+        "apiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: edge-guard\n",
+        false,
+    );
     assert_eq!(call("/reviews/1", "eve").status, 403);
     assert_eq!(call("/reviews/1", "guest").status, 200);
     let metrics = hub.metrics();
-    assert!(metrics.contains("sextant_hub_config_error{file=\"") && metrics.contains("policy.yaml"), "the error's file is in /metrics:\n{metrics}");
-    let debug = get(hub.admin, "/debug/config", &[]).expect("debug config").body;
+    assert!(
+        metrics.contains("sextant_hub_config_error{file=\"") && metrics.contains("policy.yaml"),
+        "the error's file is in /metrics:\n{metrics}"
+    );
+    let debug = get(hub.admin, "/debug/config", &[])
+        .expect("debug config")
+        .body;
     assert!(debug.contains("YAML syntax error"), "{debug}");
 
     // Envoy's own counters agree: every Check got an answer.
-    assert!(envoy.stat("http.ingress.ext_authz.denied").is_some_and(|n| n >= 5), "Envoy counted the denials itself");
-    assert!(envoy.stat("http.ingress.ext_authz.error").unwrap_or(0) == 0, "Envoy saw no failed calls to the hub");
-    assert!(hub.metric("sextant_hub_checks_total{front_door=\"envoy_ext_authz\",result=\"denied\"}").unwrap_or(0.0) >= 3.0);
-    assert!(hub.metric("sextant_hub_checks_total{front_door=\"envoy_ext_authz\",result=\"rate_limited\"}").unwrap_or(0.0) >= 2.0);
+    assert!(
+        envoy
+            .stat("http.ingress.ext_authz.denied")
+            .is_some_and(|n| n >= 5),
+        "Envoy counted the denials itself"
+    );
+    assert!(
+        envoy.stat("http.ingress.ext_authz.error").unwrap_or(0) == 0,
+        "Envoy saw no failed calls to the hub"
+    );
+    assert!(
+        hub.metric("sextant_hub_checks_total{front_door=\"envoy_ext_authz\",result=\"denied\"}")
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert!(
+        hub.metric(
+            "sextant_hub_checks_total{front_door=\"envoy_ext_authz\",result=\"rate_limited\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
 }
 
 #[test]
@@ -178,12 +243,38 @@ spec:
     let backend = Backend::start();
     let (listen, admin) = (free_port(), free_port());
     let route = ", rate_limits: [{actions: [{request_headers: {header_name: x-user, descriptor_key: user}}]}]";
-    let envoy = Envoy::start(&dir, &envoy_config(listen, admin, backend.addr.port(), hub.grpc.port(), RATE_LIMIT, route), admin);
+    let envoy = Envoy::start(
+        &dir,
+        &envoy_config(
+            listen,
+            admin,
+            backend.addr.port(),
+            hub.grpc.port(),
+            RATE_LIMIT,
+            route,
+        ),
+        admin,
+    );
     let front = format!("127.0.0.1:{listen}").parse().expect("addr");
-    let call = |user: &str| get(front, "/", &[("x-user", user)]).expect("Envoy answers").status;
+    let call = |user: &str| {
+        get(front, "/", &[("x-user", user)])
+            .expect("Envoy answers")
+            .status
+    };
 
     assert_eq!([call("bob"), call("bob"), call("bob")], [200, 200, 429]);
-    assert_eq!(call("alice"), 200, "each descriptor value has its own bucket");
-    wait_until(Duration::from_secs(5), "Envoy's over_limit counter", || envoy.stat("cluster.backend.ratelimit.over_limit") == Some(1));
-    assert!(hub.metric("sextant_hub_ratelimit_denials_total{ratelimit=\"default/edge-users\"}") == Some(1.0), "{}", hub.metrics());
+    assert_eq!(
+        call("alice"),
+        200,
+        "each descriptor value has its own bucket"
+    );
+    wait_until(Duration::from_secs(5), "Envoy's over_limit counter", || {
+        envoy.stat("cluster.backend.ratelimit.over_limit") == Some(1)
+    });
+    assert!(
+        hub.metric("sextant_hub_ratelimit_denials_total{ratelimit=\"default/edge-users\"}")
+            == Some(1.0),
+        "{}",
+        hub.metrics()
+    );
 }

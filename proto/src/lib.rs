@@ -16,4 +16,5 @@ pub use envoy_types::pb::envoy;
 pub use envoy_types::pb::google;
 
 /// The encoded `FileDescriptorSet` of the native API, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));

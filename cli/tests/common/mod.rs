@@ -16,9 +16,14 @@ pub fn repo() -> PathBuf {
 
 /// Where `.ci/peers` installed the test peers.
 pub fn peers() -> PathBuf {
-    let dir = std::env::var_os("SEXTANT_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
+    let dir =
+        std::env::var_os("SEXTANT_PEERS").map_or_else(|| repo().join(".peers"), PathBuf::from);
     let envoy = dir.join("venv/bin/envoy");
-    assert!(envoy.exists(), "test peers missing: {} not found. Run `.ci/peers` (or the README's test command) first.", envoy.display());
+    assert!(
+        envoy.exists(),
+        "test peers missing: {} not found. Run `.ci/peers` (or the README's test command) first.",
+        envoy.display()
+    );
     dir
 }
 
@@ -29,13 +34,20 @@ pub fn python() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("probe a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("probe a free port")
 }
 
 /// A fresh scratch directory.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!("sextant-test-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "sextant-test-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
@@ -45,7 +57,10 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -64,12 +79,20 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// A one-shot HTTP/1.1 request (Connection: close); None when the connection fails.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<HttpResponse> {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n");
@@ -84,8 +107,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.lines();
     let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
-    Some(HttpResponse { status, headers, body: body.to_string() })
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// GET on 127.0.0.1.
@@ -105,7 +135,11 @@ impl Proc {
     pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log handle");
-        let child = cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let child = cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc { child, log, name }
     }
 
@@ -121,7 +155,10 @@ impl Proc {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for child")
     }
 }
@@ -131,7 +168,12 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log());
+            eprintln!(
+                "----- {} log ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                self.log()
+            );
         }
     }
 }
@@ -154,10 +196,22 @@ impl Hub {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-        cmd.args(["hub", "--config-dir"]).arg(config_dir).args(["--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string(), "--reload-interval", "100ms"]);
+        cmd.args(["hub", "--config-dir"]).arg(config_dir).args([
+            "--grpc-addr",
+            &grpc.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+            "--reload-interval",
+            "100ms",
+        ]);
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         let proc = Proc::spawn("hub", cmd, config_dir.with_extension("hub.log"));
-        let mut hub = Hub { proc, grpc, admin, config_dir: config_dir.to_path_buf() };
+        let mut hub = Hub {
+            proc,
+            grpc,
+            admin,
+            config_dir: config_dir.to_path_buf(),
+        };
         wait_until(Duration::from_secs(20), "the hub to be ready", || {
             assert!(hub.proc.alive(), "hub exited:\n{}", hub.proc.log());
             get(admin, "/readyz", &[]).is_some_and(|r| r.status == 200)
@@ -167,30 +221,52 @@ impl Hub {
 
     /// The serving revision, from /readyz.
     pub fn revision(&self) -> u64 {
-        get(self.admin, "/readyz", &[]).and_then(|r| r.body.trim().strip_prefix("ready: revision ")?.parse().ok()).unwrap_or(0)
+        get(self.admin, "/readyz", &[])
+            .and_then(|r| r.body.trim().strip_prefix("ready: revision ")?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The Prometheus exposition.
     pub fn metrics(&self) -> String {
-        get(self.admin, "/metrics", &[]).map(|r| r.body).unwrap_or_default()
+        get(self.admin, "/metrics", &[])
+            .map(|r| r.body)
+            .unwrap_or_default()
     }
 
     /// The value of one series (exact name with labels) in /metrics.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Writes a config file and waits until the hub has acted on it: a new revision, or a new failure.
     pub fn write_config(&self, file: &str, text: &str, expect_valid: bool) {
-        let failures = self.metric("sextant_hub_config_reloads_total{result=\"failure\"}").unwrap_or(0.0);
+        let failures = self
+            .metric("sextant_hub_config_reloads_total{result=\"failure\"}")
+            .unwrap_or(0.0);
         let revision = self.revision();
         std::fs::write(self.config_dir.join(file), text).expect("write config");
         if expect_valid {
-            wait_until(Duration::from_secs(10), "the hub to load the new configuration", || self.revision() > revision);
+            wait_until(
+                Duration::from_secs(10),
+                "the hub to load the new configuration",
+                || self.revision() > revision,
+            );
         } else {
-            wait_until(Duration::from_secs(10), "the hub to reject the configuration", || {
-                self.metric("sextant_hub_config_reloads_total{result=\"failure\"}").unwrap_or(0.0) > failures
-            });
+            wait_until(
+                Duration::from_secs(10),
+                "the hub to reject the configuration",
+                || {
+                    self.metric("sextant_hub_config_reloads_total{result=\"failure\"}")
+                        .unwrap_or(0.0)
+                        > failures
+                },
+            );
         }
     }
 }
@@ -227,9 +303,17 @@ fn serve_one(mut s: TcpStream) {
             }
         }
         let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-        let staff = head.lines().find_map(|l| l.strip_prefix("x-sextant-staff:")).map(str::trim).unwrap_or("").to_string();
+        let staff = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-sextant-staff:"))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string();
         let body = "backend ok";
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\n\r\n{body}", body.len());
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\n\r\n{body}",
+            body.len()
+        );
         if s.write_all(resp.as_bytes()).is_err() || head.contains("connection: close") {
             return;
         }
@@ -250,7 +334,10 @@ impl Envoy {
         let path = dir.join("envoy.yaml");
         std::fs::write(&path, config).expect("write envoy config");
         let mut cmd = Command::new(peers().join("venv/bin/envoy"));
-        cmd.arg("-c").arg(&path).args(["--disable-hot-restart", "-l", "warning", "--base-id"]).arg((free_port() as u32 * 7).to_string());
+        cmd.arg("-c")
+            .arg(&path)
+            .args(["--disable-hot-restart", "-l", "warning", "--base-id"])
+            .arg((free_port() as u32 * 7).to_string());
         let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
         let mut envoy = Envoy { proc, admin };
@@ -264,6 +351,12 @@ impl Envoy {
     /// One of Envoy's own counters, from its admin /stats.
     pub fn stat(&self, name: &str) -> Option<u64> {
         let body = get(self.admin, &format!("/stats?filter=^{name}$"), &[])?.body;
-        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+        body.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 }

@@ -12,26 +12,104 @@ use sextant_proto::mixer::{CompressedAttributes, CompressedStringMap};
 
 use crate::bag::Bag;
 use crate::error::DecodeError;
-use crate::plain::{duration_from_pb, duration_to_pb, ip_bytes, parse_ip_bytes, timestamp_from_pb, timestamp_to_pb};
+use crate::plain::{
+    duration_from_pb, duration_to_pb, ip_bytes, parse_ip_bytes, timestamp_from_pb, timestamp_to_pb,
+};
 use crate::value::Value;
 use crate::vocabulary::{AttrId, AttrType, VOCABULARY};
 
 /// Common values and header names, the frozen head of the global dictionary. Never edit: indexes are wire format.
 pub const COMMON_WORDS: &[&str] = &[
-    "", "true", "false", "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "http", "https",
-    "http2", "grpc", "tcp", "inbound", "outbound", "open", "continue", "close", "/", "200", "201", "204", "301",
-    "302", "304", "400", "401", "403", "404", "429", "500", "502", "503", "504", "0", ":authority", ":method",
-    ":path", ":scheme", ":status", "accept", "accept-encoding", "accept-language", "authorization",
-    "cache-control", "content-length", "content-type", "cookie", "host", "origin", "referer", "user-agent",
-    "x-forwarded-for", "x-forwarded-proto", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
-    "x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-envoy-internal", "te", "trailers",
-    "application/json", "application/grpc", "text/plain", "text/html", "gzip", "default", "kube-system",
-    "app", "version", "v1", "v2", "v3",
+    "",
+    "true",
+    "false",
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "HEAD",
+    "OPTIONS",
+    "CONNECT",
+    "http",
+    "https",
+    "http2",
+    "grpc",
+    "tcp",
+    "inbound",
+    "outbound",
+    "open",
+    "continue",
+    "close",
+    "/",
+    "200",
+    "201",
+    "204",
+    "301",
+    "302",
+    "304",
+    "400",
+    "401",
+    "403",
+    "404",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "0",
+    ":authority",
+    ":method",
+    ":path",
+    ":scheme",
+    ":status",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "cache-control",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "origin",
+    "referer",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "traceparent",
+    "tracestate",
+    "x-envoy-attempt-count",
+    "x-envoy-internal",
+    "te",
+    "trailers",
+    "application/json",
+    "application/grpc",
+    "text/plain",
+    "text/html",
+    "gzip",
+    "default",
+    "kube-system",
+    "app",
+    "version",
+    "v1",
+    "v2",
+    "v3",
 ];
 
 /// The global dictionary: [`COMMON_WORDS`] then every vocabulary name.
-pub static GLOBAL_DICTIONARY: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| COMMON_WORDS.iter().copied().chain(VOCABULARY.iter().map(|d| d.name)).collect());
+pub static GLOBAL_DICTIONARY: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    COMMON_WORDS
+        .iter()
+        .copied()
+        .chain(VOCABULARY.iter().map(|d| d.name))
+        .collect()
+});
 
 static GLOBAL_INDEX: LazyLock<HashMap<&'static str, i32>> = LazyLock::new(|| {
     GLOBAL_DICTIONARY
@@ -56,24 +134,42 @@ impl<'a> Words<'a> {
     fn new(client_global: u32, local: &'a [String]) -> Result<Self, DecodeError> {
         let hub = global_word_count();
         if client_global > hub {
-            return Err(DecodeError::DictionaryMismatch { client: client_global, hub });
+            return Err(DecodeError::DictionaryMismatch {
+                client: client_global,
+                hub,
+            });
         }
-        Ok(Words { global: client_global, local })
+        Ok(Words {
+            global: client_global,
+            local,
+        })
     }
 
     fn word(&self, index: i32) -> Result<&'a str, DecodeError> {
         let found = if index >= 0 {
-            u32::try_from(index).ok().filter(|i| *i < self.global).map(|i| GLOBAL_DICTIONARY[i as usize])
+            u32::try_from(index)
+                .ok()
+                .filter(|i| *i < self.global)
+                .map(|i| GLOBAL_DICTIONARY[i as usize])
         } else {
-            usize::try_from(-(i64::from(index)) - 1).ok().and_then(|i| self.local.get(i)).map(String::as_str)
+            usize::try_from(-(i64::from(index)) - 1)
+                .ok()
+                .and_then(|i| self.local.get(i))
+                .map(String::as_str)
         };
-        found.ok_or(DecodeError::BadIndex { index, global: self.global, local: self.local.len() })
+        found.ok_or(DecodeError::BadIndex {
+            index,
+            global: self.global,
+            local: self.local.len(),
+        })
     }
 
     fn attribute(&self, index: i32) -> Result<AttrId, DecodeError> {
         let name = self.word(index)?;
-        crate::lookup(name)
-            .ok_or_else(|| DecodeError::UnknownAttribute { name: name.to_string(), suggestion: crate::suggest(name) })
+        crate::lookup(name).ok_or_else(|| DecodeError::UnknownAttribute {
+            name: name.to_string(),
+            suggestion: crate::suggest(name),
+        })
     }
 }
 
@@ -116,7 +212,11 @@ pub fn from_compressed(c: CompressedAttributes) -> Result<Bag, DecodeError> {
     }
     for (k, v) in c.bytes {
         let id = words.attribute(k)?;
-        let value = if id.ty() == AttrType::IpAddress { Value::Ip(parse_ip_bytes(id, &v)?) } else { Value::Bytes(v) };
+        let value = if id.ty() == AttrType::IpAddress {
+            Value::Ip(parse_ip_bytes(id, &v)?)
+        } else {
+            Value::Bytes(v)
+        };
         put(&mut bag, id, value)?;
     }
     for (k, m) in c.string_maps {
@@ -156,7 +256,10 @@ impl Encoder {
 /// Encodes a bag in the compressed form against this build's global dictionary.
 pub fn to_compressed(bag: &Bag) -> CompressedAttributes {
     let mut enc = Encoder::default();
-    let mut c = CompressedAttributes { global_word_count: global_word_count(), ..Default::default() };
+    let mut c = CompressedAttributes {
+        global_word_count: global_word_count(),
+        ..Default::default()
+    };
     for (id, v) in bag.iter() {
         let k = enc.index(id.name());
         match v {
@@ -186,7 +289,10 @@ pub fn to_compressed(bag: &Bag) -> CompressedAttributes {
                 c.durations.insert(k, duration_to_pb(*d));
             }
             Value::StringMap(m) => {
-                let entries = m.iter().map(|(mk, mv)| (enc.index(mk), enc.index(mv))).collect();
+                let entries = m
+                    .iter()
+                    .map(|(mk, mv)| (enc.index(mk), enc.index(mv)))
+                    .collect();
                 c.string_maps.insert(k, CompressedStringMap { entries });
             }
         }

@@ -15,11 +15,22 @@ pub fn attributes_markdown() -> String {
          Volatile attributes differ on every request: a decision that reads one is never cached.\n",
     );
     let mut group = "";
-    for d in VOCABULARY.iter().filter(|d| !d.name.starts_with("ratelimit.")).chain(VOCABULARY.iter().filter(|d| d.name.starts_with("ratelimit."))) {
+    for d in VOCABULARY
+        .iter()
+        .filter(|d| !d.name.starts_with("ratelimit."))
+        .chain(
+            VOCABULARY
+                .iter()
+                .filter(|d| d.name.starts_with("ratelimit.")),
+        )
+    {
         let prefix = d.name.split('.').next().unwrap_or(d.name);
         if prefix != group {
             group = prefix;
-            let _ = write!(out, "\n## `{prefix}.*`\n\n| name | type | volatile | meaning |\n|---|---|---|---|\n");
+            let _ = write!(
+                out,
+                "\n## `{prefix}.*`\n\n| name | type | volatile | meaning |\n|---|---|---|---|\n"
+            );
         }
         let _ = writeln!(
             out,

@@ -1,6 +1,5 @@
 //! Why an attribute bag could not be decoded.
 
-
 /// An attribute bag that cannot be accepted. Every variant names the attribute or index at fault.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -29,7 +28,9 @@ pub enum DecodeError {
         name: String,
     },
     /// An IP address attribute that is neither 4/16 bytes nor IP text.
-    #[error("attribute `{name}`: {detail} is not an IP address (send 4 or 16 bytes, or text like 10.0.0.1)")]
+    #[error(
+        "attribute `{name}`: {detail} is not an IP address (send 4 or 16 bytes, or text like 10.0.0.1)"
+    )]
     BadIp {
         /// Attribute name.
         name: &'static str,
@@ -56,7 +57,9 @@ pub enum DecodeError {
         hub: u32,
     },
     /// A dictionary index that names no word.
-    #[error("compressed attributes: word index {index} is out of range ({global} global words, {local} message words)")]
+    #[error(
+        "compressed attributes: word index {index} is out of range ({global} global words, {local} message words)"
+    )]
     BadIndex {
         /// The index sent.
         index: i32,

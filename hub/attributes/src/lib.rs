@@ -15,11 +15,13 @@ mod value;
 mod vocabulary;
 
 pub use bag::Bag;
-pub use compressed::{COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, global_word_count, to_compressed};
+pub use compressed::{
+    COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, global_word_count, to_compressed,
+};
 pub use docs::attributes_markdown;
 pub use error::DecodeError;
-pub use plain::{from_plain, to_plain};
 pub(crate) use plain::lowercase_keys;
+pub use plain::{from_plain, to_plain};
 pub use value::{Span, Time, Value};
 pub use vocabulary::{AttrId, AttrType, AttributeDef, VOCABULARY, lookup, names_under, suggest};
 

@@ -44,7 +44,10 @@ pub fn to_plain(bag: &Bag) -> mixer::Attributes {
                 Value::StringMap(m) => Pv::StringMapValue(mixer::StringMap { entries: m.clone() }),
                 Value::Ip(ip) => Pv::BytesValue(ip_bytes(*ip)),
             };
-            (id.name().to_string(), mixer::AttributeValue { value: Some(pv) })
+            (
+                id.name().to_string(),
+                mixer::AttributeValue { value: Some(pv) },
+            )
         })
         .collect();
     mixer::Attributes { values }
@@ -68,7 +71,10 @@ fn typed(id: AttrId, value: Pv) -> Result<Value, DecodeError> {
 }
 
 pub(crate) fn parse_ip_text(id: AttrId, s: &str) -> Result<IpAddr, DecodeError> {
-    s.parse().map_err(|_| DecodeError::BadIp { name: id.name(), detail: format!("text {s:?}") })
+    s.parse().map_err(|_| DecodeError::BadIp {
+        name: id.name(),
+        detail: format!("text {s:?}"),
+    })
 }
 
 pub(crate) fn parse_ip_bytes(id: AttrId, b: &[u8]) -> Result<IpAddr, DecodeError> {
@@ -77,7 +83,10 @@ pub(crate) fn parse_ip_bytes(id: AttrId, b: &[u8]) -> Result<IpAddr, DecodeError
     } else if let Ok(v6) = <[u8; 16]>::try_from(b) {
         Ok(IpAddr::from(v6))
     } else {
-        Err(DecodeError::BadIp { name: id.name(), detail: format!("{} bytes", b.len()) })
+        Err(DecodeError::BadIp {
+            name: id.name(),
+            detail: format!("{} bytes", b.len()),
+        })
     }
 }
 
@@ -90,24 +99,44 @@ pub(crate) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 
 pub(crate) fn timestamp_from_pb(id: AttrId, t: pbwk::Timestamp) -> Result<Time, DecodeError> {
     if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(DecodeError::BadNanos { name: id.name(), nanos: t.nanos });
+        return Err(DecodeError::BadNanos {
+            name: id.name(),
+            nanos: t.nanos,
+        });
     }
-    Ok(Time { seconds: t.seconds, nanos: t.nanos })
+    Ok(Time {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    })
 }
 
 pub(crate) fn duration_from_pb(id: AttrId, d: pbwk::Duration) -> Result<Span, DecodeError> {
-    if d.nanos.unsigned_abs() >= 1_000_000_000 || (d.seconds != 0 && d.nanos != 0 && d.seconds.signum() != i64::from(d.nanos.signum())) {
-        return Err(DecodeError::BadNanos { name: id.name(), nanos: d.nanos });
+    if d.nanos.unsigned_abs() >= 1_000_000_000
+        || (d.seconds != 0 && d.nanos != 0 && d.seconds.signum() != i64::from(d.nanos.signum()))
+    {
+        return Err(DecodeError::BadNanos {
+            name: id.name(),
+            nanos: d.nanos,
+        });
     }
-    Ok(Span { seconds: d.seconds, nanos: d.nanos })
+    Ok(Span {
+        seconds: d.seconds,
+        nanos: d.nanos,
+    })
 }
 
 pub(crate) fn timestamp_to_pb(t: Time) -> pbwk::Timestamp {
-    pbwk::Timestamp { seconds: t.seconds, nanos: t.nanos }
+    pbwk::Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    }
 }
 
 pub(crate) fn duration_to_pb(d: Span) -> pbwk::Duration {
-    pbwk::Duration { seconds: d.seconds, nanos: d.nanos }
+    pbwk::Duration {
+        seconds: d.seconds,
+        nanos: d.nanos,
+    }
 }
 
 /// Lower-cases map keys (header names are case-insensitive); allocates only when a key has upper case.
@@ -115,5 +144,7 @@ pub(crate) fn lowercase_keys(m: HashMap<String, String>) -> HashMap<String, Stri
     if m.keys().all(|k| !k.bytes().any(|b| b.is_ascii_uppercase())) {
         return m;
     }
-    m.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
+    m.into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
 }

@@ -18,14 +18,26 @@ fn value_of(ty: AttrType) -> BoxedStrategy<Value> {
     match ty {
         AttrType::String => word.prop_map(Value::String).boxed(),
         AttrType::Int64 => any::<i64>().prop_map(Value::Int64).boxed(),
-        AttrType::Double => any::<f64>().prop_filter("NaN is not equal to itself", |d| !d.is_nan()).prop_map(Value::Double).boxed(),
+        AttrType::Double => any::<f64>()
+            .prop_filter("NaN is not equal to itself", |d| !d.is_nan())
+            .prop_map(Value::Double)
+            .boxed(),
         AttrType::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
         AttrType::Bytes => any::<Vec<u8>>().prop_map(Value::Bytes).boxed(),
-        AttrType::Timestamp => (any::<i64>(), 0..1_000_000_000i32).prop_map(|(seconds, nanos)| Value::Timestamp(Time { seconds, nanos })).boxed(),
-        AttrType::Duration => (-1_000_000i64..1_000_000, 0..1_000_000_000i32)
-            .prop_map(|(seconds, nanos)| Value::Duration(Span { seconds, nanos: if seconds < 0 { -nanos } else { nanos } }))
+        AttrType::Timestamp => (any::<i64>(), 0..1_000_000_000i32)
+            .prop_map(|(seconds, nanos)| Value::Timestamp(Time { seconds, nanos }))
             .boxed(),
-        AttrType::StringMap => proptest::collection::hash_map("[a-z:-]{0,8}", word, 0..5).prop_map(Value::StringMap).boxed(),
+        AttrType::Duration => (-1_000_000i64..1_000_000, 0..1_000_000_000i32)
+            .prop_map(|(seconds, nanos)| {
+                Value::Duration(Span {
+                    seconds,
+                    nanos: if seconds < 0 { -nanos } else { nanos },
+                })
+            })
+            .boxed(),
+        AttrType::StringMap => proptest::collection::hash_map("[a-z:-]{0,8}", word, 0..5)
+            .prop_map(Value::StringMap)
+            .boxed(),
         AttrType::IpAddress => any::<IpAddr>().prop_map(Value::Ip).boxed(),
     }
 }
@@ -43,7 +55,8 @@ fn bag_strategy() -> impl Strategy<Value = Bag> {
         .prop_map(|pairs| {
             let mut bag = Bag::new();
             for (id, v) in pairs {
-                bag.set(id, v).expect("generated values have the attribute's type");
+                bag.set(id, v)
+                    .expect("generated values have the attribute's type");
             }
             bag
         })
@@ -71,46 +84,79 @@ proptest! {
 
 fn plain(pairs: Vec<(&str, mixer::attribute_value::Value)>) -> mixer::Attributes {
     mixer::Attributes {
-        values: pairs.into_iter().map(|(k, v)| (k.to_string(), mixer::AttributeValue { value: Some(v) })).collect(),
+        values: pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), mixer::AttributeValue { value: Some(v) }))
+            .collect(),
     }
 }
 
 #[test]
 fn unknown_attribute_names_a_suggestion() {
     use mixer::attribute_value::Value as Pv;
-    let err = from_plain(plain(vec![("request.hedaers", Pv::StringValue("x".into()))])).unwrap_err();
-    assert_eq!(err.to_string(), "unknown attribute `request.hedaers` (did you mean `request.headers`?)");
+    let err = from_plain(plain(vec![(
+        "request.hedaers",
+        Pv::StringValue("x".into()),
+    )]))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown attribute `request.hedaers` (did you mean `request.headers`?)"
+    );
 }
 
 #[test]
 fn wrong_type_is_refused_with_both_types() {
     use mixer::attribute_value::Value as Pv;
     let err = from_plain(plain(vec![("request.size", Pv::StringValue("10".into()))])).unwrap_err();
-    assert_eq!(err.to_string(), "attribute `request.size` is a int64 but a string value was sent");
+    assert_eq!(
+        err.to_string(),
+        "attribute `request.size` is a int64 but a string value was sent"
+    );
 }
 
 #[test]
 fn ip_addresses_accept_bytes_and_text_and_refuse_garbage() {
     use mixer::attribute_value::Value as Pv;
-    let a = from_plain(plain(vec![("source.ip", Pv::BytesValue(vec![10, 0, 0, 1]))])).unwrap();
-    let b = from_plain(plain(vec![("source.ip", Pv::StringValue("10.0.0.1".into()))])).unwrap();
+    let a = from_plain(plain(vec![(
+        "source.ip",
+        Pv::BytesValue(vec![10, 0, 0, 1]),
+    )]))
+    .unwrap();
+    let b = from_plain(plain(vec![(
+        "source.ip",
+        Pv::StringValue("10.0.0.1".into()),
+    )]))
+    .unwrap();
     assert_eq!(a, b);
     let err = from_plain(plain(vec![("source.ip", Pv::BytesValue(vec![1, 2, 3]))])).unwrap_err();
-    assert!(err.to_string().contains("3 bytes is not an IP address"), "{err}");
+    assert!(
+        err.to_string().contains("3 bytes is not an IP address"),
+        "{err}"
+    );
 }
 
 #[test]
 fn header_names_are_lower_cased() {
     use mixer::attribute_value::Value as Pv;
     let m = HashMap::from([("X-User".to_string(), "guest".to_string())]);
-    let bag = from_plain(plain(vec![("request.headers", Pv::StringMapValue(mixer::StringMap { entries: m }))])).unwrap();
-    let Some(Value::StringMap(h)) = bag.get_by_name("request.headers") else { panic!("headers missing") };
+    let bag = from_plain(plain(vec![(
+        "request.headers",
+        Pv::StringMapValue(mixer::StringMap { entries: m }),
+    )]))
+    .unwrap();
+    let Some(Value::StringMap(h)) = bag.get_by_name("request.headers") else {
+        panic!("headers missing")
+    };
     assert_eq!(h.get("x-user").map(String::as_str), Some("guest"));
 }
 
 #[test]
 fn newer_client_dictionary_is_a_clear_error() {
-    let c = mixer::CompressedAttributes { global_word_count: global_word_count() + 5, ..Default::default() };
+    let c = mixer::CompressedAttributes {
+        global_word_count: global_word_count() + 5,
+        ..Default::default()
+    };
     let err = from_compressed(c).unwrap_err();
     assert!(err.to_string().contains("upgrade the hub"), "{err}");
 }
@@ -118,18 +164,23 @@ fn newer_client_dictionary_is_a_clear_error() {
 #[test]
 fn older_client_dictionary_still_decodes_and_out_of_range_is_refused() {
     let mut bag = Bag::new();
-    bag.set_by_name("request.method", Value::String("GET".into())).unwrap();
+    bag.set_by_name("request.method", Value::String("GET".into()))
+        .unwrap();
     let mut c = to_compressed(&bag);
     // A client that only knows the common words sends the attribute name as a message word.
     let name_index = *c.strings.keys().next().unwrap();
     let value_index = c.strings[&name_index];
     c.strings.clear();
     c.words.push("request.method".into());
-    c.strings.insert(-i32::try_from(c.words.len()).unwrap(), value_index);
+    c.strings
+        .insert(-i32::try_from(c.words.len()).unwrap(), value_index);
     c.global_word_count = u32::try_from(COMMON_WORDS.len()).unwrap();
     assert_eq!(from_compressed(c.clone()).unwrap(), bag);
     c.strings.insert(-99, 0);
-    assert!(matches!(from_compressed(c), Err(DecodeError::BadIndex { index: -99, .. })));
+    assert!(matches!(
+        from_compressed(c),
+        Err(DecodeError::BadIndex { index: -99, .. })
+    ));
 }
 
 #[test]
@@ -148,5 +199,8 @@ fn docs_attributes_md_is_generated_from_the_vocabulary() {
         std::fs::write(path, &want).expect("write docs/attributes.md");
     }
     let have = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(have == want, "docs/attributes.md is stale: run `SEXTANT_BLESS=1 cargo test -p hub-attributes`");
+    assert!(
+        have == want,
+        "docs/attributes.md is stale: run `SEXTANT_BLESS=1 cargo test -p hub-attributes`"
+    );
 }

@@ -87,79 +87,289 @@ impl AttrId {
 }
 
 const fn a(name: &'static str, ty: AttrType, description: &'static str) -> AttributeDef {
-    AttributeDef { name, ty, volatile: false, description }
+    AttributeDef {
+        name,
+        ty,
+        volatile: false,
+        description,
+    }
 }
 
 const fn volatile(name: &'static str, ty: AttrType, description: &'static str) -> AttributeDef {
-    AttributeDef { name, ty, volatile: true, description }
+    AttributeDef {
+        name,
+        ty,
+        volatile: true,
+        description,
+    }
 }
 
 use AttrType::{Bool, Duration, Int64, IpAddress, String as Str, StringMap, Timestamp};
 
 /// Every attribute the hub understands. Append only (see the module docs).
 pub static VOCABULARY: &[AttributeDef] = &[
-    a("source.uid", Str, "Platform-specific unique id of the client workload instance, e.g. `kubernetes://pod.ns`."),
+    a(
+        "source.uid",
+        Str,
+        "Platform-specific unique id of the client workload instance, e.g. `kubernetes://pod.ns`.",
+    ),
     a("source.ip", IpAddress, "Client IP address."),
     a("source.port", Int64, "Client port."),
-    a("source.labels", StringMap, "Labels of the client workload instance, e.g. `app`, `version`."),
-    a("source.name", Str, "Name of the client workload instance (pod name)."),
-    a("source.namespace", Str, "Namespace of the client workload instance."),
-    a("source.principal", Str, "Authenticated identity of the client (e.g. its SPIFFE id from mTLS)."),
-    a("source.workload.name", Str, "Name of the client workload (deployment)."),
-    a("source.workload.namespace", Str, "Namespace of the client workload."),
-    a("source.service.host", Str, "Fully qualified host of the client's service."),
-    a("source.service.name", Str, "Short name of the client's service."),
-    a("source.service.namespace", Str, "Namespace of the client's service."),
-    a("destination.uid", Str, "Platform-specific unique id of the server workload instance."),
+    a(
+        "source.labels",
+        StringMap,
+        "Labels of the client workload instance, e.g. `app`, `version`.",
+    ),
+    a(
+        "source.name",
+        Str,
+        "Name of the client workload instance (pod name).",
+    ),
+    a(
+        "source.namespace",
+        Str,
+        "Namespace of the client workload instance.",
+    ),
+    a(
+        "source.principal",
+        Str,
+        "Authenticated identity of the client (e.g. its SPIFFE id from mTLS).",
+    ),
+    a(
+        "source.workload.name",
+        Str,
+        "Name of the client workload (deployment).",
+    ),
+    a(
+        "source.workload.namespace",
+        Str,
+        "Namespace of the client workload.",
+    ),
+    a(
+        "source.service.host",
+        Str,
+        "Fully qualified host of the client's service.",
+    ),
+    a(
+        "source.service.name",
+        Str,
+        "Short name of the client's service.",
+    ),
+    a(
+        "source.service.namespace",
+        Str,
+        "Namespace of the client's service.",
+    ),
+    a(
+        "destination.uid",
+        Str,
+        "Platform-specific unique id of the server workload instance.",
+    ),
     a("destination.ip", IpAddress, "Server IP address."),
     a("destination.port", Int64, "Server port."),
-    a("destination.labels", StringMap, "Labels of the server workload instance, e.g. `app`, `version`."),
-    a("destination.name", Str, "Name of the server workload instance (pod name)."),
-    a("destination.namespace", Str, "Namespace of the server workload instance."),
-    a("destination.principal", Str, "Authenticated identity of the server."),
-    a("destination.workload.name", Str, "Name of the server workload (deployment)."),
-    a("destination.workload.namespace", Str, "Namespace of the server workload."),
-    a("destination.service.host", Str, "Fully qualified host of the destination service, e.g. `reviews.default.svc.cluster.local`."),
-    a("destination.service.name", Str, "Short name of the destination service, e.g. `reviews`."),
-    a("destination.service.namespace", Str, "Namespace of the destination service."),
-    a("request.headers", StringMap, "HTTP request headers; names in lower case, pseudo-headers such as `:authority` included."),
-    volatile("request.id", Str, "Unique id of the request (`x-request-id`)."),
+    a(
+        "destination.labels",
+        StringMap,
+        "Labels of the server workload instance, e.g. `app`, `version`.",
+    ),
+    a(
+        "destination.name",
+        Str,
+        "Name of the server workload instance (pod name).",
+    ),
+    a(
+        "destination.namespace",
+        Str,
+        "Namespace of the server workload instance.",
+    ),
+    a(
+        "destination.principal",
+        Str,
+        "Authenticated identity of the server.",
+    ),
+    a(
+        "destination.workload.name",
+        Str,
+        "Name of the server workload (deployment).",
+    ),
+    a(
+        "destination.workload.namespace",
+        Str,
+        "Namespace of the server workload.",
+    ),
+    a(
+        "destination.service.host",
+        Str,
+        "Fully qualified host of the destination service, e.g. `reviews.default.svc.cluster.local`.",
+    ),
+    a(
+        "destination.service.name",
+        Str,
+        "Short name of the destination service, e.g. `reviews`.",
+    ),
+    a(
+        "destination.service.namespace",
+        Str,
+        "Namespace of the destination service.",
+    ),
+    a(
+        "request.headers",
+        StringMap,
+        "HTTP request headers; names in lower case, pseudo-headers such as `:authority` included.",
+    ),
+    volatile(
+        "request.id",
+        Str,
+        "Unique id of the request (`x-request-id`).",
+    ),
     a("request.path", Str, "HTTP path including the query string."),
-    a("request.url_path", Str, "HTTP path without the query string."),
-    a("request.query_params", StringMap, "Query parameters decoded from the path (the first value of each name)."),
+    a(
+        "request.url_path",
+        Str,
+        "HTTP path without the query string.",
+    ),
+    a(
+        "request.query_params",
+        StringMap,
+        "Query parameters decoded from the path (the first value of each name).",
+    ),
     a("request.host", Str, "HTTP host (`:authority`)."),
     a("request.method", Str, "HTTP method."),
     a("request.scheme", Str, "URI scheme, `http` or `https`."),
     a("request.size", Int64, "Size of the request body in bytes."),
-    a("request.total_size", Int64, "Size of the whole request (headers and body) in bytes."),
-    volatile("request.time", Timestamp, "When the proxy received the request."),
+    a(
+        "request.total_size",
+        Int64,
+        "Size of the whole request (headers and body) in bytes.",
+    ),
+    volatile(
+        "request.time",
+        Timestamp,
+        "When the proxy received the request.",
+    ),
     a("request.useragent", Str, "The `user-agent` header."),
-    a("request.protocol", Str, "Request protocol: `http`, `http2`, `grpc`."),
-    a("request.auth.principal", Str, "Authenticated principal of the request (JWT `iss/sub`)."),
-    a("request.auth.claims", StringMap, "Claims of the request's verified JWT."),
-    a("request.api_key", Str, "API key of the request (from a header or query parameter)."),
+    a(
+        "request.protocol",
+        Str,
+        "Request protocol: `http`, `http2`, `grpc`.",
+    ),
+    a(
+        "request.auth.principal",
+        Str,
+        "Authenticated principal of the request (JWT `iss/sub`).",
+    ),
+    a(
+        "request.auth.claims",
+        StringMap,
+        "Claims of the request's verified JWT.",
+    ),
+    a(
+        "request.api_key",
+        Str,
+        "API key of the request (from a header or query parameter).",
+    ),
     a("response.code", Int64, "HTTP response status code."),
-    a("response.size", Int64, "Size of the response body in bytes."),
-    a("response.total_size", Int64, "Size of the whole response (headers and body) in bytes."),
-    a("response.duration", Duration, "Time from the request's arrival to the response's last byte."),
-    a("response.headers", StringMap, "HTTP response headers; names in lower case."),
-    a("response.time", Timestamp, "When the proxy sent the response."),
-    a("response.grpc_status", Str, "gRPC status code of the response, as a decimal string."),
+    a(
+        "response.size",
+        Int64,
+        "Size of the response body in bytes.",
+    ),
+    a(
+        "response.total_size",
+        Int64,
+        "Size of the whole response (headers and body) in bytes.",
+    ),
+    a(
+        "response.duration",
+        Duration,
+        "Time from the request's arrival to the response's last byte.",
+    ),
+    a(
+        "response.headers",
+        StringMap,
+        "HTTP response headers; names in lower case.",
+    ),
+    a(
+        "response.time",
+        Timestamp,
+        "When the proxy sent the response.",
+    ),
+    a(
+        "response.grpc_status",
+        Str,
+        "gRPC status code of the response, as a decimal string.",
+    ),
     a("connection.id", Str, "Unique id of a TCP connection."),
-    a("connection.event", Str, "TCP connection event: `open`, `continue` or `close`."),
-    a("connection.received.bytes", Int64, "Bytes received on the connection since the last report."),
-    a("connection.sent.bytes", Int64, "Bytes sent on the connection since the last report."),
-    a("connection.duration", Duration, "How long the connection has been open."),
-    a("connection.mtls", Bool, "Whether the connection is mutual TLS."),
-    a("connection.requested_server_name", Str, "SNI the client asked for."),
-    a("context.protocol", Str, "Protocol of the connection: `http`, `grpc`, `tcp`."),
-    volatile("context.time", Timestamp, "When the attribute bag was made."),
-    a("context.reporter.kind", Str, "Which side made the bag: `inbound` (server proxy) or `outbound` (client proxy)."),
-    a("context.reporter.uid", Str, "Id of the proxy that made the bag."),
-    a("ratelimit.domain", Str, "Envoy rate-limit service front door only: the `domain` of a ShouldRateLimit call."),
-    a("ratelimit.descriptor", StringMap, "Envoy rate-limit service front door only: the entries of one descriptor (key to value)."),
-    a("connection.received.bytes_total", Int64, "Bytes received on the connection since it opened."),
-    a("connection.sent.bytes_total", Int64, "Bytes sent on the connection since it opened."),
+    a(
+        "connection.event",
+        Str,
+        "TCP connection event: `open`, `continue` or `close`.",
+    ),
+    a(
+        "connection.received.bytes",
+        Int64,
+        "Bytes received on the connection since the last report.",
+    ),
+    a(
+        "connection.sent.bytes",
+        Int64,
+        "Bytes sent on the connection since the last report.",
+    ),
+    a(
+        "connection.duration",
+        Duration,
+        "How long the connection has been open.",
+    ),
+    a(
+        "connection.mtls",
+        Bool,
+        "Whether the connection is mutual TLS.",
+    ),
+    a(
+        "connection.requested_server_name",
+        Str,
+        "SNI the client asked for.",
+    ),
+    a(
+        "context.protocol",
+        Str,
+        "Protocol of the connection: `http`, `grpc`, `tcp`.",
+    ),
+    volatile(
+        "context.time",
+        Timestamp,
+        "When the attribute bag was made.",
+    ),
+    a(
+        "context.reporter.kind",
+        Str,
+        "Which side made the bag: `inbound` (server proxy) or `outbound` (client proxy).",
+    ),
+    a(
+        "context.reporter.uid",
+        Str,
+        "Id of the proxy that made the bag.",
+    ),
+    a(
+        "ratelimit.domain",
+        Str,
+        "Envoy rate-limit service front door only: the `domain` of a ShouldRateLimit call.",
+    ),
+    a(
+        "ratelimit.descriptor",
+        StringMap,
+        "Envoy rate-limit service front door only: the entries of one descriptor (key to value).",
+    ),
+    a(
+        "connection.received.bytes_total",
+        Int64,
+        "Bytes received on the connection since it opened.",
+    ),
+    a(
+        "connection.sent.bytes_total",
+        Int64,
+        "Bytes sent on the connection since it opened.",
+    ),
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, AttrId>> = LazyLock::new(|| {
@@ -187,10 +397,9 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 
 /// The names of all attributes under `prefix.` (e.g. `request` gives `request.headers`, …), for hints.
 pub fn names_under(prefix: &str) -> impl Iterator<Item = &'static str> + '_ {
-    VOCABULARY
-        .iter()
-        .map(|d| d.name)
-        .filter(move |n| n.len() > prefix.len() && n.starts_with(prefix) && n.as_bytes()[prefix.len()] == b'.')
+    VOCABULARY.iter().map(|d| d.name).filter(move |n| {
+        n.len() > prefix.len() && n.starts_with(prefix) && n.as_bytes()[prefix.len()] == b'.'
+    })
 }
 
 #[cfg(test)]
@@ -205,7 +414,10 @@ mod tests {
     #[test]
     fn typo_gets_a_suggestion() {
         assert_eq!(suggest("request.hedaers"), Some("request.headers"));
-        assert_eq!(suggest("destination.service.nmae"), Some("destination.service.name"));
+        assert_eq!(
+            suggest("destination.service.nmae"),
+            Some("destination.service.name")
+        );
         assert_eq!(suggest("completely.unrelated.thing"), None);
     }
 }

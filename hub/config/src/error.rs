@@ -1,13 +1,14 @@
 //! Configuration errors, each naming file, line and field.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where in the configuration something was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
     /// The file.
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     /// 1-based line.
     pub line: u32,
 }
@@ -72,9 +73,9 @@ impl ConfigError {
     pub fn location(&self) -> Option<&Location> {
         match self {
             ConfigError::Io { .. } => None,
-            ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } | ConfigError::Duplicate { at, .. } => {
-                Some(at)
-            }
+            ConfigError::Syntax { at, .. }
+            | ConfigError::Invalid { at, .. }
+            | ConfigError::Duplicate { at, .. } => Some(at),
         }
     }
 }

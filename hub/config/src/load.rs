@@ -15,7 +15,7 @@ use crate::resources::{GROUP, PolicySpec, RateLimitSpec};
 #[derive(Clone, Debug)]
 pub struct Origin {
     /// The file.
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     /// Line of the document's start.
     pub line: u32,
     fields: Arc<HashMap<String, u32>>,
@@ -34,7 +34,10 @@ impl Origin {
                 None => break self.line,
             }
         };
-        Location { file: self.file.clone(), line }
+        Location {
+            file: self.file.clone(),
+            line,
+        }
     }
 }
 
@@ -84,7 +87,10 @@ pub struct ConfigSet {
 
 /// The YAML files under `path` (or `path` itself), sorted.
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -92,9 +98,15 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut out = Vec::new();
     let mut dirs = vec![path.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| ConfigError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| ConfigError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| ConfigError::Io { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| ConfigError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let p = entry.path();
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') {
@@ -116,14 +128,21 @@ pub fn load_path(path: &Path) -> Result<ConfigSet, ConfigErrors> {
     let files = yaml_files(path).map_err(|e| ConfigErrors(vec![e]))?;
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| ConfigErrors(vec![ConfigError::Io { path: f.clone(), source }]))?;
+        let text = std::fs::read_to_string(&f).map_err(|source| {
+            ConfigErrors(vec![ConfigError::Io {
+                path: f.clone(),
+                source,
+            }])
+        })?;
         texts.push((f, text));
     }
     load_texts(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())))
 }
 
 /// Loads resources from in-memory files (name, text).
-pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<ConfigSet, ConfigErrors> {
+pub fn load_texts<'a>(
+    files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+) -> Result<ConfigSet, ConfigErrors> {
     let mut set = ConfigSet::default();
     let mut errors = Vec::new();
     let mut hasher = std::hash::DefaultHasher::new();
@@ -138,34 +157,52 @@ pub fn load_texts<'a>(files: impl IntoIterator<Item = (&'a Path, &'a str)>) -> R
     set.digest = hasher.finish();
     check_duplicates(&set.policies, "Policy", &mut errors);
     check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
-    if errors.is_empty() { Ok(set) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<ConfigError>> {
+    let file: Arc<Path> = Arc::from(file);
     let docs = locate::documents(text).map_err(|e| {
         vec![ConfigError::Syntax {
-            at: Location { file: file.to_path_buf(), line: e.line },
+            at: Location {
+                file: file.clone(),
+                line: e.line,
+            },
             column: e.column,
             message: e.message,
         }]
     })?;
     let mut errors = Vec::new();
     for doc in docs {
-        let origin = Origin { file: file.to_path_buf(), line: doc.line, fields: Arc::new(doc.fields) };
+        let origin = Origin {
+            file: file.clone(),
+            line: doc.line,
+            fields: Arc::new(doc.fields),
+        };
         if let Err(e) = load_document(doc.text, origin, set) {
             errors.push(e);
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), ConfigError> {
-    let invalid = |origin: &Origin, kind: &str, name: &str, field: &str, message: String| ConfigError::Invalid {
-        at: origin.locate(field),
-        kind: kind.to_string(),
-        name: name.to_string(),
-        field: field.to_string(),
-        message,
+    let invalid = |origin: &Origin, kind: &str, name: &str, field: &str, message: String| {
+        ConfigError::Invalid {
+            at: origin.locate(field),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            field: field.to_string(),
+            message,
+        }
     };
     let value: serde_json::Value = serde_saphyr::from_str(text)
         .map_err(|e| invalid(&origin, "resource", "?", "", format!("not a resource: {e}")))?;
@@ -173,12 +210,28 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
         return Ok(()); // an empty document
     }
     let Some(obj) = value.as_object() else {
-        return Err(invalid(&origin, "resource", "?", "", "a resource is a mapping with apiVersion, kind, metadata and spec".into()));
+        return Err(invalid(
+            &origin,
+            "resource",
+            "?",
+            "",
+            "a resource is a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
     };
     let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).unwrap_or_default();
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     if api_version.is_empty() || kind.is_empty() {
-        return Err(invalid(&origin, "resource", "?", if api_version.is_empty() { "apiVersion" } else { "kind" }, "missing; every resource has apiVersion and kind".into()));
+        return Err(invalid(
+            &origin,
+            "resource",
+            "?",
+            if api_version.is_empty() {
+                "apiVersion"
+            } else {
+                "kind"
+            },
+            "missing; every resource has apiVersion and kind".into(),
+        ));
     }
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if group != GROUP {
@@ -186,11 +239,26 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
         return Ok(());
     }
     let meta = obj.get("metadata").and_then(|m| m.as_object());
-    let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
-    let namespace = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or("default");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("default");
     let key = format!("{namespace}/{}", if name.is_empty() { "?" } else { name });
     if version != "v1alpha1" {
-        return Err(invalid(&origin, kind, &key, "apiVersion", format!("unsupported version {version:?}; use {}", crate::API_VERSION)));
+        return Err(invalid(
+            &origin,
+            kind,
+            &key,
+            "apiVersion",
+            format!(
+                "unsupported version {version:?}; use {}",
+                crate::API_VERSION
+            ),
+        ));
     }
     for (what, v) in [("metadata.name", name), ("metadata.namespace", namespace)] {
         if let Some(msg) = dns_label_problem(v) {
@@ -198,25 +266,59 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
         }
     }
     // A resource without a spec has an empty one (every Policy field is optional).
-    let spec = obj.get("spec").filter(|s| !s.is_null()).cloned().unwrap_or_else(|| serde_json::json!({}));
+    let spec = obj
+        .get("spec")
+        .filter(|s| !s.is_null())
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
     match kind {
-        "Policy" => set.policies.push(resource(name, namespace, typed_spec(spec, &origin, kind, &key)?, &origin)),
-        "RateLimit" => set.rate_limits.push(resource(name, namespace, typed_spec(spec, &origin, kind, &key)?, &origin)),
+        "Policy" => set.policies.push(resource(
+            name,
+            namespace,
+            typed_spec(spec, &origin, kind, &key)?,
+            &origin,
+        )),
+        "RateLimit" => set.rate_limits.push(resource(
+            name,
+            namespace,
+            typed_spec(spec, &origin, kind, &key)?,
+            &origin,
+        )),
         other => {
-            return Err(invalid(&origin, other, &key, "kind", format!("unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit")));
+            return Err(invalid(
+                &origin,
+                other,
+                &key,
+                "kind",
+                format!("unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit"),
+            ));
         }
     }
     Ok(())
 }
 
 fn resource<S>(name: &str, namespace: &str, spec: S, origin: &Origin) -> Resource<S> {
-    Resource { name: name.to_string(), namespace: namespace.to_string(), spec, origin: origin.clone() }
+    Resource {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        spec,
+        origin: origin.clone(),
+    }
 }
 
-fn typed_spec<S: DeserializeOwned>(spec: serde_json::Value, origin: &Origin, kind: &str, key: &str) -> Result<S, ConfigError> {
+fn typed_spec<S: DeserializeOwned>(
+    spec: serde_json::Value,
+    origin: &Origin,
+    kind: &str,
+    key: &str,
+) -> Result<S, ConfigError> {
     serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            format!("spec.{path}")
+        };
         ConfigError::Invalid {
             at: origin.locate(&field),
             kind: kind.to_string(),
@@ -230,7 +332,8 @@ fn typed_spec<S: DeserializeOwned>(spec: serde_json::Value, origin: &Origin, kin
 fn dns_label_problem(v: &str) -> Option<String> {
     let ok = !v.is_empty()
         && v.len() <= 253
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
     (!ok).then(|| format!("{v:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending alphanumeric"))

@@ -65,7 +65,11 @@ fn line_of(n: usize) -> u32 {
 /// Splits `text` into documents, indexing field lines.
 pub fn documents(text: &str) -> Result<Vec<Document<'_>>, SyntaxError> {
     let byte_of = |m: &serde_saphyr::granit_parser::Marker| {
-        m.byte_offset().unwrap_or_else(|| text.char_indices().nth(m.index()).map_or(text.len(), |(b, _)| b))
+        m.byte_offset().unwrap_or_else(|| {
+            text.char_indices()
+                .nth(m.index())
+                .map_or(text.len(), |(b, _)| b)
+        })
     };
     let mut docs: Vec<(usize, Document<'_>)> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -76,10 +80,22 @@ pub fn documents(text: &str) -> Result<Vec<Document<'_>>, SyntaxError> {
             message: e.info(),
         })?;
         let line = line_of(span.start.line());
-        let starts_node = matches!(event, Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..));
+        let starts_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+                | Event::Alias(..)
+        );
         let Some((_, doc)) = docs.last_mut() else {
             if let Event::DocumentStart(..) = event {
-                docs.push((byte_of(&span.start), Document { line, ..Default::default() }));
+                docs.push((
+                    byte_of(&span.start),
+                    Document {
+                        line,
+                        ..Default::default()
+                    },
+                ));
             }
             continue;
         };
@@ -106,7 +122,13 @@ pub fn documents(text: &str) -> Result<Vec<Document<'_>>, SyntaxError> {
         }
         match event {
             Event::DocumentStart(..) => {
-                docs.push((byte_of(&span.start), Document { line, ..Default::default() }));
+                docs.push((
+                    byte_of(&span.start),
+                    Document {
+                        line,
+                        ..Default::default()
+                    },
+                ));
                 stack.clear();
             }
             Event::MappingStart(..) => stack.push(Frame::Map { key: None }),
@@ -119,7 +141,12 @@ pub fn documents(text: &str) -> Result<Vec<Document<'_>>, SyntaxError> {
             _ => {}
         }
     }
-    let ends: Vec<usize> = docs.iter().skip(1).map(|(start, _)| *start).chain([text.len()]).collect();
+    let ends: Vec<usize> = docs
+        .iter()
+        .skip(1)
+        .map(|(start, _)| *start)
+        .chain([text.len()])
+        .collect();
     Ok(docs
         .into_iter()
         .zip(ends)

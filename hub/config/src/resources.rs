@@ -14,7 +14,12 @@ pub const API_VERSION: &str = "policy.sextant.dev/v1alpha1";
 /// Decides whether requests may proceed: rules with CEL conditions, evaluated by the hub on every Check whose
 /// attributes match `selector`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "policy.sextant.dev", version = "v1alpha1", kind = "Policy", namespaced)]
+#[kube(
+    group = "policy.sextant.dev",
+    version = "v1alpha1",
+    kind = "Policy",
+    namespaced
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
     /// CEL boolean expression choosing the requests this policy applies to, e.g.
@@ -47,7 +52,9 @@ pub enum DefaultAction {
 }
 
 /// Proxy behaviour when the hub is unreachable.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FailurePolicy {
     /// Let requests through.
@@ -137,7 +144,12 @@ pub struct HeaderEdits {
 
 /// Limits the rate of requests that match `selector`, per bucket: the tuple of the values of `dimensions`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "policy.sextant.dev", version = "v1alpha1", kind = "RateLimit", namespaced)]
+#[kube(
+    group = "policy.sextant.dev",
+    version = "v1alpha1",
+    kind = "RateLimit",
+    namespaced
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// CEL boolean expression choosing the requests this limit counts. Absent: every request.

@@ -23,17 +23,28 @@ const CODES: &[(&str, i32, u16)] = &[
 
 /// The numeric code and usual HTTP status of a code name.
 pub fn by_name(name: &str) -> Option<(i32, u16)> {
-    CODES.iter().find(|(n, ..)| *n == name).map(|(_, c, h)| (*c, *h))
+    CODES
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, c, h)| (*c, *h))
 }
 
 /// The name of a numeric code.
 pub fn name_of(code: i32) -> &'static str {
-    CODES.iter().find(|(_, c, _)| *c == code).map_or("UNKNOWN", |(n, ..)| n)
+    CODES
+        .iter()
+        .find(|(_, c, _)| *c == code)
+        .map_or("UNKNOWN", |(n, ..)| n)
 }
 
 /// The valid names, for error messages.
 pub fn names() -> String {
-    CODES.iter().skip(1).map(|(n, ..)| *n).collect::<Vec<_>>().join(", ")
+    CODES
+        .iter()
+        .skip(1)
+        .map(|(n, ..)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// PERMISSION_DENIED.

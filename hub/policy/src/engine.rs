@@ -24,7 +24,8 @@ use hub_quota::{LimitSpec, Outcome};
 
 use crate::codes;
 use crate::decision::{
-    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence, QuotaGrant, Reference, RuleHit,
+    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence,
+    QuotaGrant, Reference, RuleHit,
 };
 use crate::expr::{ENV, Expr};
 use crate::resolve::{BagResolver, ReadSet};
@@ -59,7 +60,13 @@ struct Evaluation<'s> {
 }
 
 impl<'s> Evaluation<'s> {
-    fn eval(&mut self, ctx: &Context<'_, '_>, e: &'s Expr, resource: &Arc<str>, field: impl FnOnce() -> String) -> Option<CelValue> {
+    fn eval(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        e: &'s Expr,
+        resource: &Arc<str>,
+        field: impl FnOnce() -> String,
+    ) -> Option<CelValue> {
         self.evaluated.push(e);
         match e.execute(ctx) {
             Ok(v) => Some(v),
@@ -68,13 +75,24 @@ impl<'s> Evaluation<'s> {
                     ExecutionError::NoSuchKey(_) => EvalFailureKind::Absent,
                     _ => EvalFailureKind::Error,
                 };
-                self.failures.push(EvalFailure { resource: resource.clone(), field: field(), kind, message: err.to_string() });
+                self.failures.push(EvalFailure {
+                    resource: resource.clone(),
+                    field: field(),
+                    kind,
+                    message: err.to_string(),
+                });
                 None
             }
         }
     }
 
-    fn matches(&mut self, ctx: &Context<'_, '_>, e: Option<&'s Expr>, resource: &Arc<str>, field: impl FnOnce() -> String) -> bool {
+    fn matches(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        e: Option<&'s Expr>,
+        resource: &Arc<str>,
+        field: impl FnOnce() -> String,
+    ) -> bool {
         let Some(e) = e else { return true };
         let field_name = field();
         match self.eval(ctx, e, resource, || field_name.clone()) {
@@ -97,16 +115,39 @@ impl<'s> Evaluation<'s> {
             return;
         }
         self.failure_policy = self.failure_policy.max(Some(p.failure_policy));
-        let hit = |rule: &Arc<str>, action: &'static str| RuleHit { policy: p.name.clone(), rule: rule.clone(), action, dry_run: p.dry_run };
+        let hit = |rule: &Arc<str>, action: &'static str| RuleHit {
+            policy: p.name.clone(),
+            rule: rule.clone(),
+            action,
+            dry_run: p.dry_run,
+        };
         for r in p.rules.iter().filter(|r| r.action == Action::Audit) {
-            if self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name)) {
+            if self.matches(ctx, r.when.as_ref(), &p.name, || {
+                format!("rules[{}].when", r.name)
+            }) {
                 self.hits.push(hit(&r.name, "AUDIT"));
             }
         }
-        let deny = p.rules.iter().filter(|r| r.action == Action::Deny).find(|r| self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name)));
+        let deny = p
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Deny)
+            .find(|r| {
+                self.matches(ctx, r.when.as_ref(), &p.name, || {
+                    format!("rules[{}].when", r.name)
+                })
+            });
         let allow = match deny {
             Some(_) => None,
-            None => p.rules.iter().filter(|r| r.action == Action::Allow).find(|r| self.matches(ctx, r.when.as_ref(), &p.name, || format!("rules[{}].when", r.name))),
+            None => p
+                .rules
+                .iter()
+                .filter(|r| r.action == Action::Allow)
+                .find(|r| {
+                    self.matches(ctx, r.when.as_ref(), &p.name, || {
+                        format!("rules[{}].when", r.name)
+                    })
+                }),
         };
         let default: Arc<str> = Arc::from("(default)");
         let denied = match (deny, allow) {
@@ -130,19 +171,27 @@ impl<'s> Evaluation<'s> {
                 None
             }
         };
-        if let Some(rule) = denied {
-            if !p.dry_run && self.denied.is_none() {
-                self.denied = Some((p, rule));
-            }
+        if let Some(rule) = denied
+            && !p.dry_run
+            && self.denied.is_none()
+        {
+            self.denied = Some((p, rule));
         }
     }
 
-    fn bucket(&mut self, ctx: &Context<'_, '_>, dims: &'s [(String, Expr)], resource: &Arc<str>) -> Vec<String> {
+    fn bucket(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        dims: &'s [(String, Expr)],
+        resource: &Arc<str>,
+    ) -> Vec<String> {
         dims.iter()
-            .map(|(name, e)| match self.eval(ctx, e, resource, || format!("dimensions.{name}")) {
-                Some(v) => dimension_text(&v),
-                None => ABSENT_DIMENSION.to_string(),
-            })
+            .map(
+                |(name, e)| match self.eval(ctx, e, resource, || format!("dimensions.{name}")) {
+                    Some(v) => dimension_text(&v),
+                    None => ABSENT_DIMENSION.to_string(),
+                },
+            )
             .collect()
     }
 }
@@ -162,9 +211,24 @@ fn dimension_text(v: &CelValue) -> String {
 }
 
 fn header_ops(edits: &HeaderEdits, target: HeaderTarget, out: &mut Vec<HeaderOp>) {
-    let op = |action, name: &String, value: &str| HeaderOp { target, action, name: name.to_ascii_lowercase(), value: value.to_string() };
-    out.extend(edits.set.iter().map(|(n, v)| op(HeaderAction::Replace, n, v)));
-    out.extend(edits.add.iter().map(|(n, v)| op(HeaderAction::Append, n, v)));
+    let op = |action, name: &String, value: &str| HeaderOp {
+        target,
+        action,
+        name: name.to_ascii_lowercase(),
+        value: value.to_string(),
+    };
+    out.extend(
+        edits
+            .set
+            .iter()
+            .map(|(n, v)| op(HeaderAction::Replace, n, v)),
+    );
+    out.extend(
+        edits
+            .add
+            .iter()
+            .map(|(n, v)| op(HeaderAction::Append, n, v)),
+    );
     out.extend(edits.remove.iter().map(|n| op(HeaderAction::Remove, n, "")));
 }
 
@@ -187,18 +251,48 @@ pub async fn check(snap: &Snapshot, bag: &Bag, quotas: &[QuotaRequest]) -> Decis
     for (req_i, target, key) in &ev.explicit {
         let req = &quotas[*req_i];
         let grant = match target {
-            Err(e) => QuotaGrant { granted: 0, retry_after: None, error: Some(e.clone()) },
-            Ok(i) => match snap.rate_limits[*i].1.acquire(key, req.amount.max(1), req.best_effort).await {
-                Outcome::Granted { granted, .. } => QuotaGrant { granted, retry_after: None, error: None },
-                Outcome::Denied { retry_after } => QuotaGrant { granted: 0, retry_after: Some(retry_after), error: None },
+            Err(e) => QuotaGrant {
+                granted: 0,
+                retry_after: None,
+                error: Some(e.clone()),
+            },
+            Ok(i) => match snap.rate_limits[*i]
+                .1
+                .acquire(key, req.amount.max(1), req.best_effort)
+                .await
+            {
+                Outcome::Granted { granted, .. } => QuotaGrant {
+                    granted,
+                    retry_after: None,
+                    error: None,
+                },
+                Outcome::Denied { retry_after } => QuotaGrant {
+                    granted: 0,
+                    retry_after: Some(retry_after),
+                    error: None,
+                },
             },
         };
         grants.push((req.name.clone(), grant));
     }
-    finish(snap, bag, &reads, ev, retry_after, rate_limited_by, cacheable_so_far, grants)
+    finish(
+        snap,
+        bag,
+        &reads,
+        ev,
+        retry_after,
+        rate_limited_by,
+        cacheable_so_far,
+        grants,
+    )
 }
 
-fn evaluate<'s>(snap: &'s Snapshot, bag: &Bag, reads: &ReadSet, quotas: &[QuotaRequest]) -> Evaluation<'s> {
+fn evaluate<'s>(
+    snap: &'s Snapshot,
+    bag: &Bag,
+    reads: &ReadSet,
+    quotas: &[QuotaRequest],
+) -> Evaluation<'s> {
     let resolver = BagResolver::new(bag, reads);
     let mut ctx = Context::with_env(ENV.clone());
     ctx.set_variable_resolver(&resolver);
@@ -273,11 +367,25 @@ fn finish(
                 header_ops(&r.headers.response, HeaderTarget::Response, &mut headers);
                 (r.code, r.message.clone(), r.http_status)
             }
-            None => (codes::PERMISSION_DENIED, format!("denied by policy {}: no rule allowed the request", policy.name), 403),
+            None => (
+                codes::PERMISSION_DENIED,
+                format!(
+                    "denied by policy {}: no rule allowed the request",
+                    policy.name
+                ),
+                403,
+            ),
         }
     } else if let Some(name) = &rate_limited_by {
         let wait = retry_after.unwrap_or_default();
-        (codes::RESOURCE_EXHAUSTED, format!("rate limit {name} exceeded; retry in {:.3}s", wait.as_secs_f64()), 429)
+        (
+            codes::RESOURCE_EXHAUSTED,
+            format!(
+                "rate limit {name} exceeded; retry in {:.3}s",
+                wait.as_secs_f64()
+            ),
+            429,
+        )
     } else {
         for r in &ev.allow_rules {
             header_ops(&r.headers.request, HeaderTarget::Request, &mut headers);
@@ -291,7 +399,11 @@ fn finish(
         http_status,
         headers,
         cacheable,
-        valid_duration: if cacheable { snap.decision_ttl } else { Duration::ZERO },
+        valid_duration: if cacheable {
+            snap.decision_ttl
+        } else {
+            Duration::ZERO
+        },
         valid_use_count: if cacheable { snap.decision_uses } else { 0 },
         referenced,
         revision: snap.revision,
@@ -310,9 +422,20 @@ fn references(bag: &Bag, reads: &ReadSet, evaluated: &[&Expr]) -> Vec<Reference>
     let mut out = Vec::new();
     for id in reads.ids() {
         let value = bag.get(id);
-        let presence = |present: bool| if present { Presence::Exact } else { Presence::Absent };
+        let presence = |present: bool| {
+            if present {
+                Presence::Exact
+            } else {
+                Presence::Absent
+            }
+        };
         let whole = evaluated.iter().any(|e| e.whole.contains(&id));
-        let mut keys: Vec<&str> = evaluated.iter().flat_map(|e| e.keys.iter()).filter(|(a, _)| *a == id).map(|(_, k)| k.as_str()).collect();
+        let mut keys: Vec<&str> = evaluated
+            .iter()
+            .flat_map(|e| e.keys.iter())
+            .filter(|(a, _)| *a == id)
+            .map(|(_, k)| k.as_str())
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         if id.ty() == AttrType::StringMap && !whole && !keys.is_empty() {
@@ -322,10 +445,18 @@ fn references(bag: &Bag, reads: &ReadSet, evaluated: &[&Expr]) -> Vec<Reference>
             };
             for k in keys {
                 let present = map.is_some_and(|m| m.contains_key(k));
-                out.push(Reference { name: id.name(), map_key: Some(k.to_string()), presence: presence(present) });
+                out.push(Reference {
+                    name: id.name(),
+                    map_key: Some(k.to_string()),
+                    presence: presence(present),
+                });
             }
         } else {
-            out.push(Reference { name: id.name(), map_key: None, presence: presence(value.is_some()) });
+            out.push(Reference {
+                name: id.name(),
+                map_key: None,
+                presence: presence(value.is_some()),
+            });
         }
     }
     out
@@ -374,11 +505,22 @@ pub async fn rate_limit(snap: &Snapshot, bag: &Bag, amount: u32) -> RateLimitDec
         }
         (ev.charges, ev.failures)
     };
-    let mut out = RateLimitDecision { over_limit: false, limit: None, remaining: u32::MAX, reset_after: Duration::ZERO, failures, revision: snap.revision };
+    let mut out = RateLimitDecision {
+        over_limit: false,
+        limit: None,
+        remaining: u32::MAX,
+        reset_after: Duration::ZERO,
+        failures,
+        revision: snap.revision,
+    };
     for (i, key) in &charges {
         let (rl, limiter) = &snap.rate_limits[*i];
         match limiter.acquire(key, amount.max(1), false).await {
-            Outcome::Granted { remaining, reset_after, .. } => {
+            Outcome::Granted {
+                remaining,
+                reset_after,
+                ..
+            } => {
                 if !out.over_limit && remaining < out.remaining {
                     out.remaining = remaining;
                     out.reset_after = reset_after;

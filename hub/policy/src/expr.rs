@@ -86,7 +86,12 @@ impl Ty {
     }
 
     fn comparable_with(self, other: Ty) -> bool {
-        self == other || self == Ty::Dyn || other == Ty::Dyn || self == Ty::Null || other == Ty::Null || (self.numeric() && other.numeric())
+        self == other
+            || self == Ty::Dyn
+            || other == Ty::Dyn
+            || self == Ty::Null
+            || other == Ty::Null
+            || (self.numeric() && other.numeric())
     }
 }
 
@@ -149,11 +154,16 @@ impl Expr {
 
 /// Compiles `source`; with `want_bool`, the result must be a boolean.
 pub fn compile(source: &str, want_bool: bool) -> Result<Expr, ExprError> {
-    let program = ENV.compile(source).map_err(|e| ExprError::Parse(e.to_string().replace("<input>:", "")))?;
+    let program = ENV
+        .compile(source)
+        .map_err(|e| ExprError::Parse(e.to_string().replace("<input>:", "")))?;
     let mut a = Analysis::default();
     let ty = a.visit(program.expression())?;
     if want_bool && !matches!(ty, Ty::Bool | Ty::Dyn) {
-        return Err(ExprError::Type(format!("the expression must be a bool, but it is a {}", ty.name())));
+        return Err(ExprError::Type(format!(
+            "the expression must be a bool, but it is a {}",
+            ty.name()
+        )));
     }
     a.attributes.sort();
     a.attributes.dedup();
@@ -161,7 +171,14 @@ pub fn compile(source: &str, want_bool: bool) -> Result<Expr, ExprError> {
     a.whole.dedup();
     a.keys.sort();
     a.keys.dedup();
-    Ok(Expr { source: source.to_string(), program, ty, keys: a.keys, whole: a.whole, attributes: a.attributes })
+    Ok(Expr {
+        source: source.to_string(),
+        program,
+        ty,
+        keys: a.keys,
+        whole: a.whole,
+        attributes: a.attributes,
+    })
 }
 
 #[derive(Default)]
@@ -207,19 +224,30 @@ impl Analysis {
         }
         for k in (1..=segs.len()).rev() {
             let name = segs[..k].join(".");
-            let Some(id) = hub_attributes::lookup(&name) else { continue };
+            let Some(id) = hub_attributes::lookup(&name) else {
+                continue;
+            };
             self.attributes.push(id);
             return match &segs[k..] {
                 [] => Ok(Target::Attribute(id, None)),
-                [field] if id.ty() == AttrType::StringMap => Ok(Target::Attribute(id, Some((*field).to_string()))),
-                [field, ..] => Err(ExprError::NoField { attribute: id.name(), ty: id.ty().name(), field: (*field).to_string() }),
+                [field] if id.ty() == AttrType::StringMap => {
+                    Ok(Target::Attribute(id, Some((*field).to_string())))
+                }
+                [field, ..] => Err(ExprError::NoField {
+                    attribute: id.name(),
+                    ty: id.ty().name(),
+                    field: (*field).to_string(),
+                }),
             };
         }
         let name = segs.join(".");
         let suggestion = hub_attributes::suggest(&name);
         if suggestion.is_none() && is_namespace(&name) {
             let under: Vec<_> = hub_attributes::names_under(&name).take(6).collect();
-            return Err(ExprError::Type(format!("`{name}` is not an attribute; attributes under it: {}", under.join(", "))));
+            return Err(ExprError::Type(format!(
+                "`{name}` is not an attribute; attributes under it: {}",
+                under.join(", ")
+            )));
         }
         Err(ExprError::UnknownAttribute { name, suggestion })
     }
@@ -310,27 +338,32 @@ impl Analysis {
     fn call(&mut self, call: &cel::common::ast::CallExpr) -> Result<Ty, ExprError> {
         let f = call.func_name.as_str();
         // m["k"] on a map attribute: a read of one key, not of the whole map.
-        if (f == operators::INDEX || f == operators::OPT_INDEX) && call.args.len() == 2 {
-            if let (Some(segs), Some(key)) = (segments(&call.args[0]), literal_string(&call.args[1])) {
-                if let Target::Attribute(id, None) = self.resolve(&segs)? {
-                    if id.ty() == AttrType::StringMap {
-                        self.keys.push((id, key.to_string()));
-                        return Ok(Ty::String);
-                    }
-                    return Err(ExprError::Type(format!("`{}` is a {}; it cannot be indexed", id.name(), id.ty().name())));
-                }
+        if (f == operators::INDEX || f == operators::OPT_INDEX)
+            && call.args.len() == 2
+            && let (Some(segs), Some(key)) =
+                (segments(&call.args[0]), literal_string(&call.args[1]))
+            && let Target::Attribute(id, None) = self.resolve(&segs)?
+        {
+            if id.ty() == AttrType::StringMap {
+                self.keys.push((id, key.to_string()));
+                return Ok(Ty::String);
             }
+            return Err(ExprError::Type(format!(
+                "`{}` is a {}; it cannot be indexed",
+                id.name(),
+                id.ty().name()
+            )));
         }
         // "k" in m on a map attribute: a presence test of one key.
-        if f == operators::IN && call.args.len() == 2 {
-            if let (Some(key), Some(segs)) = (literal_string(&call.args[0]), segments(&call.args[1])) {
-                if let Target::Attribute(id, None) = self.resolve(&segs)? {
-                    if id.ty() == AttrType::StringMap {
-                        self.keys.push((id, key.to_string()));
-                        return Ok(Ty::Bool);
-                    }
-                }
-            }
+        if f == operators::IN
+            && call.args.len() == 2
+            && let (Some(key), Some(segs)) =
+                (literal_string(&call.args[0]), segments(&call.args[1]))
+            && let Target::Attribute(id, None) = self.resolve(&segs)?
+            && id.ty() == AttrType::StringMap
+        {
+            self.keys.push((id, key.to_string()));
+            return Ok(Ty::Bool);
         }
         let target = match &call.target {
             Some(t) => Some(self.visit(t)?),
@@ -344,7 +377,11 @@ impl Analysis {
             if ty == want || ty == Ty::Dyn {
                 Ok(())
             } else {
-                Err(ExprError::Type(format!("{what} needs a {}, not a {}", want.name(), ty.name())))
+                Err(ExprError::Type(format!(
+                    "{what} needs a {}, not a {}",
+                    want.name(),
+                    ty.name()
+                )))
             }
         };
         Ok(match (f, target, args.as_slice()) {
@@ -357,9 +394,23 @@ impl Analysis {
                 expect(*a, Ty::Bool, "!")?;
                 Ty::Bool
             }
-            (operators::EQUALS | operators::NOT_EQUALS | operators::LESS | operators::LESS_EQUALS | operators::GREATER | operators::GREATER_EQUALS, None, [a, b]) => {
+            (
+                operators::EQUALS
+                | operators::NOT_EQUALS
+                | operators::LESS
+                | operators::LESS_EQUALS
+                | operators::GREATER
+                | operators::GREATER_EQUALS,
+                None,
+                [a, b],
+            ) => {
                 if !a.comparable_with(*b) {
-                    return Err(ExprError::Type(format!("`{}` compares a {} with a {}", f.trim_matches('_'), a.name(), b.name())));
+                    return Err(ExprError::Type(format!(
+                        "`{}` compares a {} with a {}",
+                        f.trim_matches('_'),
+                        a.name(),
+                        b.name()
+                    )));
                 }
                 Ty::Bool
             }
@@ -368,8 +419,20 @@ impl Analysis {
                 if a == b { *a } else { Ty::Dyn }
             }
             (operators::IN, None, _) => Ty::Bool,
-            (operators::ADD | operators::SUBSTRACT | operators::MULTIPLY | operators::DIVIDE | operators::MODULO, None, [a, b]) => {
-                if a == b { *a } else { Ty::Dyn }
+            (
+                operators::ADD
+                | operators::SUBSTRACT
+                | operators::MULTIPLY
+                | operators::DIVIDE
+                | operators::MODULO,
+                None,
+                [a, b],
+            ) => {
+                if a == b {
+                    *a
+                } else {
+                    Ty::Dyn
+                }
             }
             ("startsWith" | "endsWith" | "contains" | "matches", Some(t), args) => {
                 expect(t, Ty::String, &format!("`{f}`"))?;
@@ -379,7 +442,10 @@ impl Analysis {
                 Ty::Bool
             }
             ("size", _, _) => Ty::Int,
-            ("string", None, _) | ("lowerAscii" | "upperAscii" | "trim" | "replace" | "substring", Some(_), _) => Ty::String,
+            ("string", None, _)
+            | ("lowerAscii" | "upperAscii" | "trim" | "replace" | "substring", Some(_), _) => {
+                Ty::String
+            }
             ("int", None, _) => Ty::Int,
             ("double", None, _) => Ty::Double,
             ("timestamp", None, _) => Ty::Timestamp,
@@ -396,7 +462,10 @@ mod tests {
     #[test]
     fn typo_suggests_the_attribute() {
         let e = compile(r#"request.hedaers["x"] == "y""#, true).unwrap_err();
-        assert_eq!(e.to_string(), "unknown attribute `request.hedaers` (did you mean `request.headers`?)");
+        assert_eq!(
+            e.to_string(),
+            "unknown attribute `request.hedaers` (did you mean `request.headers`?)"
+        );
     }
 
     #[test]
@@ -409,17 +478,45 @@ mod tests {
 
     #[test]
     fn type_mistakes_are_caught() {
-        assert!(compile("request.size == \"10\"", true).unwrap_err().to_string().contains("compares a int with a string"));
-        assert!(compile("request.path", true).unwrap_err().to_string().contains("must be a bool"));
+        assert!(
+            compile("request.size == \"10\"", true)
+                .unwrap_err()
+                .to_string()
+                .contains("compares a int with a string")
+        );
+        assert!(
+            compile("request.path", true)
+                .unwrap_err()
+                .to_string()
+                .contains("must be a bool")
+        );
         assert!(compile("request.size.startsWith(\"1\")", true).is_err());
-        assert_eq!(compile("request.path.startsWith(1)", true).unwrap_err().to_string(), "type error: the argument of `startsWith` needs a string, not a int");
-        assert!(compile("request.path.foo == 1", true).unwrap_err().to_string().contains("has no field `foo`"));
-        assert!(compile("request.path ==", true).unwrap_err().to_string().starts_with("invalid CEL"));
+        assert_eq!(
+            compile("request.path.startsWith(1)", true)
+                .unwrap_err()
+                .to_string(),
+            "type error: the argument of `startsWith` needs a string, not a int"
+        );
+        assert!(
+            compile("request.path.foo == 1", true)
+                .unwrap_err()
+                .to_string()
+                .contains("has no field `foo`")
+        );
+        assert!(
+            compile("request.path ==", true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid CEL")
+        );
     }
 
     #[test]
     fn comprehension_variables_are_not_attributes() {
         let e = compile(r#"["a", "b"].exists(x, x == request.method)"#, true).unwrap();
-        assert_eq!(e.attributes, vec![hub_attributes::lookup("request.method").unwrap()]);
+        assert_eq!(
+            e.attributes,
+            vec![hub_attributes::lookup("request.method").unwrap()]
+        );
     }
 }

@@ -60,7 +60,10 @@ impl Index {
 
     /// How many items are indexed by value (the rest are always evaluated).
     pub fn indexed(&self) -> usize {
-        self.by_value.iter().map(|(_, m)| m.values().map(Vec::len).sum::<usize>()).sum()
+        self.by_value
+            .iter()
+            .map(|(_, m)| m.values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 }
 
@@ -81,7 +84,8 @@ fn attribute_of(e: &IdedExpr) -> Option<AttrId> {
         }
     }
     segs.reverse();
-    hub_attributes::lookup(&segs.join(".")).filter(|id| matches!(id.ty(), AttrType::String | AttrType::IpAddress))
+    hub_attributes::lookup(&segs.join("."))
+        .filter(|id| matches!(id.ty(), AttrType::String | AttrType::IpAddress))
 }
 
 fn string_literal(e: &IdedExpr) -> Option<String> {
@@ -93,16 +97,29 @@ fn string_literal(e: &IdedExpr) -> Option<String> {
 
 /// An attribute and the values it must have for the selector to be true.
 fn constraint(e: &IdedExpr) -> Option<(AttrId, Vec<String>)> {
-    let Node::Call(call) = &e.expr else { return None };
+    let Node::Call(call) = &e.expr else {
+        return None;
+    };
     match (call.func_name.as_str(), call.args.as_slice()) {
-        (operators::EQUALS, [a, b]) => match (attribute_of(a), string_literal(b), attribute_of(b), string_literal(a)) {
+        (operators::EQUALS, [a, b]) => match (
+            attribute_of(a),
+            string_literal(b),
+            attribute_of(b),
+            string_literal(a),
+        ) {
             (Some(id), Some(v), ..) | (_, _, Some(id), Some(v)) => Some((id, vec![v])),
             _ => None,
         },
         (operators::IN, [a, list]) => {
             let id = attribute_of(a)?;
-            let Node::List(l) = &list.expr else { return None };
-            let values = l.elements.iter().map(string_literal).collect::<Option<Vec<_>>>()?;
+            let Node::List(l) = &list.expr else {
+                return None;
+            };
+            let values = l
+                .elements
+                .iter()
+                .map(string_literal)
+                .collect::<Option<Vec<_>>>()?;
             Some((id, values))
         }
         (operators::LOGICAL_AND, [a, b]) => constraint(a).or_else(|| constraint(b)),

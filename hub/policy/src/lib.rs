@@ -17,8 +17,11 @@ mod snapshot;
 
 pub use codes::{by_name as code_by_name, name_of as code_name};
 pub use decision::{
-    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence, QuotaGrant, Reference, RuleHit,
+    Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence,
+    QuotaGrant, Reference, RuleHit,
 };
 pub use engine::{ABSENT_DIMENSION, QuotaRequest, RateLimitDecision, check, rate_limit};
 pub use expr::{ExprError, compile as compile_expr};
-pub use snapshot::{CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate};
+pub use snapshot::{
+    CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,
+};

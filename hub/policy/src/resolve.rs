@@ -7,17 +7,17 @@
 //! read is recorded in a [`ReadSet`], from which the referenced attributes of a decision are derived.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
+use cel::ExecutionError;
 use cel::common::traits::{Container, Indexer, Sizer};
 use cel::common::types::{
     CelBool, CelBytes, CelDouble, CelDuration, CelInt, CelString, CelTimestamp, MAP_TYPE, Type,
 };
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use cel::ExecutionError;
 use hub_attributes::{AttrId, Bag, VOCABULARY, Value};
 
 const WORDS: usize = VOCABULARY.len().div_ceil(64);
@@ -82,7 +82,13 @@ fn attribute<'a>(bag: &'a Bag, reads: &'a ReadSet, name: &str) -> Option<CowVal<
         reads.mark(id);
         return bag.get(id).map(to_val);
     }
-    is_namespace(name).then(|| CowVal::owned(Namespace { prefix: Arc::from(name), bag, reads }))
+    is_namespace(name).then(|| {
+        CowVal::owned(Namespace {
+            prefix: Arc::from(name),
+            bag,
+            reads,
+        })
+    })
 }
 
 impl VariableResolver for BagResolver<'_> {
@@ -102,20 +108,25 @@ fn to_val(v: &Value) -> CowVal<'_, '_> {
         Value::Ip(ip) => CowVal::owned(CelString::from(ip.to_string())),
         Value::StringMap(m) => CowVal::owned(StrMap(m)),
         Value::Timestamp(t) => {
-            let dt = chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                .unwrap_or_default()
-                .fixed_offset();
+            let dt =
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                    .unwrap_or_default()
+                    .fixed_offset();
             CowVal::owned(CelTimestamp::from(dt))
         }
         Value::Duration(d) => {
-            let cd = chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos));
+            let cd = chrono::Duration::seconds(d.seconds)
+                + chrono::Duration::nanoseconds(i64::from(d.nanos));
             CowVal::owned(CelDuration::from(cd))
         }
     }
 }
 
-fn key_str<'k>(idx: &'k dyn Val) -> Result<&'k str, ExecutionError> {
-    <&str>::try_from(idx).map_err(|_| ExecutionError::UnexpectedType { got: idx.get_type().name().to_owned(), want: "string".to_owned() })
+fn key_str(idx: &dyn Val) -> Result<&str, ExecutionError> {
+    <&str>::try_from(idx).map_err(|_| ExecutionError::UnexpectedType {
+        got: idx.get_type().name().to_owned(),
+        want: "string".to_owned(),
+    })
 }
 
 static STR_MAP_TYPE: Type = MAP_TYPE;
@@ -217,7 +228,11 @@ impl Val for Namespace<'_> {
     where
         Self: 'v,
     {
-        Box::new(Namespace { prefix: self.prefix.clone(), bag: self.bag, reads: self.reads })
+        Box::new(Namespace {
+            prefix: self.prefix.clone(),
+            bag: self.bag,
+            reads: self.reads,
+        })
     }
 }
 

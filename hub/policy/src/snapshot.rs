@@ -4,7 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hub_config::{Action, ConfigError, ConfigErrors, ConfigSet, DefaultAction, FailurePolicy, HeaderRules, Resource};
+use hub_config::{
+    Action, ConfigError, ConfigErrors, ConfigSet, DefaultAction, FailurePolicy, HeaderRules,
+    Resource,
+};
 use hub_quota::{LimitSpec, Limiter, QuotaBackend};
 
 use crate::codes;
@@ -88,10 +91,25 @@ pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
             Err(e) => errors.extend(e),
         }
     }
-    if errors.is_empty() { Ok(Validated { policies, rate_limits, source: set }) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(Validated {
+            policies,
+            rate_limits,
+            source: set,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
-fn cel<S>(r: &Resource<S>, kind: &str, field: &str, source: &str, want_bool: bool, errors: &mut Vec<ConfigError>) -> Option<Expr> {
+fn cel<S>(
+    r: &Resource<S>,
+    kind: &str,
+    field: &str,
+    source: &str,
+    want_bool: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Expr> {
     match expr::compile(source, want_bool) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -101,31 +119,60 @@ fn cel<S>(r: &Resource<S>, kind: &str, field: &str, source: &str, want_bool: boo
     }
 }
 
-fn validate_policy(p: &Resource<hub_config::PolicySpec>) -> Result<CompiledPolicy, Vec<ConfigError>> {
+fn validate_policy(
+    p: &Resource<hub_config::PolicySpec>,
+) -> Result<CompiledPolicy, Vec<ConfigError>> {
     const KIND: &str = "Policy";
     let mut errors = Vec::new();
-    let selector = p.spec.selector.as_deref().and_then(|s| cel(p, KIND, "spec.selector", s, true, &mut errors));
+    let selector = p
+        .spec
+        .selector
+        .as_deref()
+        .and_then(|s| cel(p, KIND, "spec.selector", s, true, &mut errors));
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in p.spec.rules.iter().enumerate() {
         let field = |f: &str| format!("spec.rules[{i}].{f}");
         if !names.insert(r.name.as_str()) {
-            errors.push(p.invalid(KIND, &field("name"), format!("rule name {:?} is used twice in this policy", r.name)));
+            errors.push(p.invalid(
+                KIND,
+                &field("name"),
+                format!("rule name {:?} is used twice in this policy", r.name),
+            ));
         }
-        let when = r.when.as_deref().and_then(|w| cel(p, KIND, &field("when"), w, true, &mut errors));
-        let (mut code, mut http_status, mut message) = (codes::PERMISSION_DENIED, 403, format!("denied by policy {} rule {}", p.key(), r.name));
+        let when = r
+            .when
+            .as_deref()
+            .and_then(|w| cel(p, KIND, &field("when"), w, true, &mut errors));
+        let (mut code, mut http_status, mut message) = (
+            codes::PERMISSION_DENIED,
+            403,
+            format!("denied by policy {} rule {}", p.key(), r.name),
+        );
         if let Some(st) = &r.status {
             if r.action != Action::Deny {
                 errors.push(p.invalid(KIND, &field("status"), "status is only used by DENY rules"));
             }
             match codes::by_name(&st.code) {
-                Some((0, _)) => errors.push(p.invalid(KIND, &field("status.code"), "a DENY rule cannot answer OK")),
+                Some((0, _)) => errors.push(p.invalid(
+                    KIND,
+                    &field("status.code"),
+                    "a DENY rule cannot answer OK",
+                )),
                 Some((c, h)) => (code, http_status) = (c, h),
-                None => errors.push(p.invalid(KIND, &field("status.code"), format!("unknown code {:?}; one of {}", st.code, codes::names()))),
+                None => errors.push(p.invalid(
+                    KIND,
+                    &field("status.code"),
+                    format!("unknown code {:?}; one of {}", st.code, codes::names()),
+                )),
             }
             if let Some(h) = st.http_status {
                 if !(200..=599).contains(&h) {
-                    errors.push(p.invalid(KIND, &field("status.httpStatus"), format!("{h} is not an HTTP status (200-599)")));
+                    errors.push(p.invalid(
+                        KIND,
+                        &field("status.httpStatus"),
+                        format!("{h} is not an HTTP status (200-599)"),
+                    ));
                 }
                 http_status = h;
             }
@@ -134,19 +181,43 @@ fn validate_policy(p: &Resource<hub_config::PolicySpec>) -> Result<CompiledPolic
             }
         }
         let headers = r.headers.clone().unwrap_or_default();
-        for (what, edits) in [("request", &headers.request), ("response", &headers.response)] {
-            for name in edits.set.keys().chain(edits.add.keys()).chain(edits.remove.iter()) {
+        for (what, edits) in [
+            ("request", &headers.request),
+            ("response", &headers.response),
+        ] {
+            for name in edits
+                .set
+                .keys()
+                .chain(edits.add.keys())
+                .chain(edits.remove.iter())
+            {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    errors.push(p.invalid(KIND, &field(&format!("headers.{what}")), format!("{name:?} is not a valid header name")));
+                    errors.push(p.invalid(
+                        KIND,
+                        &field(&format!("headers.{what}")),
+                        format!("{name:?} is not a valid header name"),
+                    ));
                 }
             }
             for value in edits.set.values().chain(edits.add.values()) {
                 if http::HeaderValue::from_str(value).is_err() {
-                    errors.push(p.invalid(KIND, &field(&format!("headers.{what}")), format!("{value:?} is not a valid header value")));
+                    errors.push(p.invalid(
+                        KIND,
+                        &field(&format!("headers.{what}")),
+                        format!("{value:?} is not a valid header value"),
+                    ));
                 }
             }
         }
-        rules.push(CompiledRule { name: Arc::from(r.name.as_str()), when, action: r.action, code, http_status, message, headers });
+        rules.push(CompiledRule {
+            name: Arc::from(r.name.as_str()),
+            when,
+            action: r.action,
+            code,
+            http_status,
+            message,
+            headers,
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -161,22 +232,47 @@ fn validate_policy(p: &Resource<hub_config::PolicySpec>) -> Result<CompiledPolic
     })
 }
 
-fn validate_rate_limit(r: &Resource<hub_config::RateLimitSpec>) -> Result<CompiledRateLimit, Vec<ConfigError>> {
+fn validate_rate_limit(
+    r: &Resource<hub_config::RateLimitSpec>,
+) -> Result<CompiledRateLimit, Vec<ConfigError>> {
     const KIND: &str = "RateLimit";
     let mut errors = Vec::new();
-    let selector = r.spec.selector.as_deref().and_then(|s| cel(r, KIND, "spec.selector", s, true, &mut errors));
+    let selector = r
+        .spec
+        .selector
+        .as_deref()
+        .and_then(|s| cel(r, KIND, "spec.selector", s, true, &mut errors));
     let dimensions = r
         .spec
         .dimensions
         .iter()
-        .filter_map(|(name, src)| Some((name.clone(), cel(r, KIND, &format!("spec.dimensions.{name}"), src, false, &mut errors)?)))
+        .filter_map(|(name, src)| {
+            Some((
+                name.clone(),
+                cel(
+                    r,
+                    KIND,
+                    &format!("spec.dimensions.{name}"),
+                    src,
+                    false,
+                    &mut errors,
+                )?,
+            ))
+        })
         .collect();
-    let per = hub_config::parse_duration(&r.spec.limit.per).map_err(|m| r.invalid(KIND, "spec.limit.per", m));
+    let per = hub_config::parse_duration(&r.spec.limit.per)
+        .map_err(|m| r.invalid(KIND, "spec.limit.per", m));
     let spec = per.and_then(|per| {
-        LimitSpec::new(r.spec.limit.requests, per, r.spec.limit.burst).map_err(|e| r.invalid(KIND, "spec.limit", e.to_string()))
+        LimitSpec::new(r.spec.limit.requests, per, r.spec.limit.burst)
+            .map_err(|e| r.invalid(KIND, "spec.limit", e.to_string()))
     });
     match spec {
-        Ok(spec) if errors.is_empty() => Ok(CompiledRateLimit { name: Arc::from(r.key()), selector, dimensions, spec }),
+        Ok(spec) if errors.is_empty() => Ok(CompiledRateLimit {
+            name: Arc::from(r.key()),
+            selector,
+            dimensions,
+            spec,
+        }),
         Ok(_) => Err(errors),
         Err(e) => {
             errors.push(e);
@@ -209,7 +305,13 @@ pub struct Snapshot {
 
 impl Validated {
     /// Attaches rate-limit buckets from `backend` and builds the indexes.
-    pub fn build(self, revision: u64, backend: &dyn QuotaBackend, decision_ttl: Duration, decision_uses: i32) -> Snapshot {
+    pub fn build(
+        self,
+        revision: u64,
+        backend: &dyn QuotaBackend,
+        decision_ttl: Duration,
+        decision_uses: i32,
+    ) -> Snapshot {
         let mut policy_index = Index::default();
         for (i, p) in self.policies.iter().enumerate() {
             policy_index.add(i, p.selector.as_ref().map(Expr::root));
@@ -221,12 +323,22 @@ impl Validated {
             rate_limit_index.add(i, r.selector.as_ref().map(Expr::root));
             rate_limit_by_name.insert(r.name.to_string(), Some(i));
             // A bare name resolves when it is unique across namespaces.
-            let bare = r.name.split_once('/').map_or(&*r.name, |(_, n)| n).to_string();
-            rate_limit_by_name.entry(bare).and_modify(|e| *e = None).or_insert(Some(i));
+            let bare = r
+                .name
+                .split_once('/')
+                .map_or(&*r.name, |(_, n)| n)
+                .to_string();
+            rate_limit_by_name
+                .entry(bare)
+                .and_modify(|e| *e = None)
+                .or_insert(Some(i));
             let limiter = backend.limiter(&r.name, r.spec);
             rate_limits.push((r, limiter));
         }
-        let live: Vec<String> = rate_limits.iter().map(|(r, _)| r.name.to_string()).collect();
+        let live: Vec<String> = rate_limits
+            .iter()
+            .map(|(r, _)| r.name.to_string())
+            .collect();
         backend.retain(&live);
         Snapshot {
             revision,
@@ -246,7 +358,11 @@ impl Validated {
 impl Snapshot {
     /// The active resources as JSON, with the revision, for `/debug/config`.
     pub fn to_json(&self) -> serde_json::Value {
-        let res = |kind: &str, name: &str, ns: &str, spec: serde_json::Value, origin: &hub_config::Origin| {
+        let res = |kind: &str,
+                   name: &str,
+                   ns: &str,
+                   spec: serde_json::Value,
+                   origin: &hub_config::Origin| {
             serde_json::json!({
                 "apiVersion": hub_config::API_VERSION, "kind": kind,
                 "metadata": {"name": name, "namespace": ns},
@@ -256,10 +372,22 @@ impl Snapshot {
         };
         let mut resources = Vec::new();
         for p in &self.source.policies {
-            resources.push(res("Policy", &p.name, &p.namespace, serde_json::to_value(&p.spec).unwrap_or_default(), &p.origin));
+            resources.push(res(
+                "Policy",
+                &p.name,
+                &p.namespace,
+                serde_json::to_value(&p.spec).unwrap_or_default(),
+                &p.origin,
+            ));
         }
         for r in &self.source.rate_limits {
-            resources.push(res("RateLimit", &r.name, &r.namespace, serde_json::to_value(&r.spec).unwrap_or_default(), &r.origin));
+            resources.push(res(
+                "RateLimit",
+                &r.name,
+                &r.namespace,
+                serde_json::to_value(&r.spec).unwrap_or_default(),
+                &r.origin,
+            ));
         }
         serde_json::json!({
             "revision": self.revision,

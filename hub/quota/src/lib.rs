@@ -33,7 +33,11 @@ impl LimitSpec {
         if per.is_zero() || per / requests == Duration::ZERO {
             return Err(QuotaError::WindowTooShort { requests, per });
         }
-        Ok(LimitSpec { requests, per, burst })
+        Ok(LimitSpec {
+            requests,
+            per,
+            burst,
+        })
     }
 
     /// The most units one bucket can grant at once.
@@ -89,7 +93,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Limiter: Send + Sync + std::fmt::Debug {
     /// Takes `amount` units (at least 1) from the bucket `key`. With `best_effort`, grants as many as are
     /// available instead of all or nothing. Never blocks waiting for capacity.
-    fn acquire<'a>(&'a self, key: &'a [String], amount: u32, best_effort: bool) -> BoxFuture<'a, Outcome>;
+    fn acquire<'a>(
+        &'a self,
+        key: &'a [String],
+        amount: u32,
+        best_effort: bool,
+    ) -> BoxFuture<'a, Outcome>;
 
     /// The limit.
     fn spec(&self) -> LimitSpec;

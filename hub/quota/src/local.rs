@@ -13,7 +13,8 @@ use governor::{Quota, RateLimiter};
 
 use crate::{BoxFuture, LimitSpec, Limiter, Outcome, QuotaBackend};
 
-type Keyed<C> = RateLimiter<Vec<String>, DefaultKeyedStateStore<Vec<String>>, C, StateInformationMiddleware>;
+type Keyed<C> =
+    RateLimiter<Vec<String>, DefaultKeyedStateStore<Vec<String>>, C, StateInformationMiddleware>;
 
 /// The buckets of one RateLimit, in memory, bounded to `max_keys` buckets.
 pub struct LocalLimiter<C: Clock = DefaultClock> {
@@ -27,7 +28,10 @@ pub struct LocalLimiter<C: Clock = DefaultClock> {
 
 impl<C: Clock + Clone> std::fmt::Debug for LocalLimiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalLimiter").field("spec", &self.spec).field("keys", &self.keys()).finish()
+        f.debug_struct("LocalLimiter")
+            .field("spec", &self.spec)
+            .field("keys", &self.keys())
+            .finish()
     }
 }
 
@@ -36,13 +40,23 @@ impl<C: Clock + Clone> LocalLimiter<C> {
     pub fn with_clock(spec: LimitSpec, clock: C, max_keys: usize) -> Self {
         let burst = NonZeroU32::new(spec.capacity()).unwrap_or(NonZeroU32::MIN);
         // LimitSpec::new guarantees a non-zero interval; the fallback is never taken.
-        let quota = Quota::with_period(spec.emission_interval()).unwrap_or(Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+        let quota = Quota::with_period(spec.emission_interval())
+            .unwrap_or(Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
         let buckets = RwLock::new(Arc::new(Self::fresh(quota, &clock)));
-        LocalLimiter { spec, quota, clock, max_keys: max_keys.max(1), buckets, evicted: AtomicU64::new(0) }
+        LocalLimiter {
+            spec,
+            quota,
+            clock,
+            max_keys: max_keys.max(1),
+            buckets,
+            evicted: AtomicU64::new(0),
+        }
     }
 
     fn fresh(quota: Quota, clock: &C) -> Keyed<C> {
-        RateLimiter::dashmap_with_clock(quota, clock.clone()).with_middleware::<StateInformationMiddleware>()
+        RateLimiter::dashmap_with_clock(quota, clock.clone())
+            .with_middleware::<StateInformationMiddleware>()
     }
 
     fn current(&self) -> Arc<Keyed<C>> {
@@ -82,7 +96,8 @@ impl<C: Clock + Clone> LocalLimiter<C> {
                 Err(p) => p.into_inner(),
             };
             *guard = Arc::new(Self::fresh(self.quota, &self.clock));
-            self.evicted.fetch_add(u64::try_from(left).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.evicted
+                .fetch_add(u64::try_from(left).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
     }
 
@@ -93,28 +108,40 @@ impl<C: Clock + Clone> LocalLimiter<C> {
         let key = key.to_vec();
         let capacity = self.spec.capacity();
         let wanted = amount.max(1);
-        let mut n = if best_effort { wanted.min(capacity) } else { wanted };
-        loop {
-            let Some(nz) = NonZeroU32::new(n) else {
-                break;
-            };
+        let mut n = if best_effort {
+            wanted.min(capacity)
+        } else {
+            wanted
+        };
+        while let Some(nz) = NonZeroU32::new(n) {
             match buckets.check_key_n(&key, nz) {
                 Ok(Ok(snapshot)) => {
                     let remaining = snapshot.remaining_burst_capacity();
-                    let reset_after = self.spec.emission_interval() * capacity.saturating_sub(remaining);
-                    return Outcome::Granted { granted: n, remaining, reset_after };
+                    let reset_after =
+                        self.spec.emission_interval() * capacity.saturating_sub(remaining);
+                    return Outcome::Granted {
+                        granted: n,
+                        remaining,
+                        reset_after,
+                    };
                 }
                 Ok(Err(not_until)) if !best_effort || n == 1 => {
-                    return Outcome::Denied { retry_after: not_until.wait_time_from(self.clock.now()) };
+                    return Outcome::Denied {
+                        retry_after: not_until.wait_time_from(self.clock.now()),
+                    };
                 }
                 Ok(Err(_)) => n -= 1,
                 Err(_insufficient) => {
                     // More than the bucket can ever hold at once: the wait is unbounded, say so plainly.
-                    return Outcome::Denied { retry_after: Duration::MAX };
+                    return Outcome::Denied {
+                        retry_after: Duration::MAX,
+                    };
                 }
             }
         }
-        Outcome::Denied { retry_after: self.spec.emission_interval() }
+        Outcome::Denied {
+            retry_after: self.spec.emission_interval(),
+        }
     }
 }
 
@@ -122,8 +149,17 @@ impl<C: Clock + Clone + Send + Sync + 'static> Limiter for LocalLimiter<C>
 where
     C::Instant: Reference + Send + Sync,
 {
-    fn acquire<'a>(&'a self, key: &'a [String], amount: u32, best_effort: bool) -> BoxFuture<'a, Outcome> {
-        Box::pin(std::future::ready(self.acquire_now(key, amount, best_effort)))
+    fn acquire<'a>(
+        &'a self,
+        key: &'a [String],
+        amount: u32,
+        best_effort: bool,
+    ) -> BoxFuture<'a, Outcome> {
+        Box::pin(std::future::ready(self.acquire_now(
+            key,
+            amount,
+            best_effort,
+        )))
     }
 
     fn spec(&self) -> LimitSpec {
@@ -140,7 +176,10 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// A backend whose limiters hold at most `max_keys` buckets each.
     pub fn new(max_keys: usize) -> Self {
-        LocalBackend { max_keys, limiters: Mutex::new(HashMap::new()) }
+        LocalBackend {
+            max_keys,
+            limiters: Mutex::new(HashMap::new()),
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LocalLimiter>>> {
@@ -149,7 +188,10 @@ impl LocalBackend {
 
     /// (name, buckets held, buckets evicted) of every limiter, for metrics.
     pub fn stats(&self) -> Vec<(String, usize, u64)> {
-        self.map().iter().map(|(n, l)| (n.clone(), l.keys(), l.evicted())).collect()
+        self.map()
+            .iter()
+            .map(|(n, l)| (n.clone(), l.keys(), l.evicted()))
+            .collect()
     }
 }
 
@@ -159,7 +201,11 @@ impl QuotaBackend for LocalBackend {
         if let Some(l) = map.get(name).filter(|l| l.spec == spec) {
             return l.clone();
         }
-        let l = Arc::new(LocalLimiter::with_clock(spec, DefaultClock::default(), self.max_keys));
+        let l = Arc::new(LocalLimiter::with_clock(
+            spec,
+            DefaultClock::default(),
+            self.max_keys,
+        ));
         map.insert(name.to_string(), l.clone());
         l
     }

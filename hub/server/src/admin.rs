@@ -24,18 +24,33 @@ async fn readyz(State(state): State<Arc<HubState>>) -> impl IntoResponse {
     match state.snapshot() {
         Some(s) => (StatusCode::OK, format!("ready: revision {}\n", s.revision)),
         None => {
-            let why = state.last_failure().map(|f| f.errors.join("\n")).unwrap_or_else(|| "loading".to_string());
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: no configuration loaded\n{why}\n"))
+            let why = state
+                .last_failure()
+                .map(|f| f.errors.join("\n"))
+                .unwrap_or_else(|| "loading".to_string());
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: no configuration loaded\n{why}\n"),
+            )
         }
     }
 }
 
 async fn metrics(State(state): State<Arc<HubState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 async fn debug_config(State(state): State<Arc<HubState>>) -> impl IntoResponse {
-    let active = state.snapshot().map(|s| s.to_json()).unwrap_or(serde_json::Value::Null);
+    let active = state
+        .snapshot()
+        .map(|s| s.to_json())
+        .unwrap_or(serde_json::Value::Null);
     let rejected = state.last_failure().map(|f| f.errors);
     Json(serde_json::json!({ "active": active, "lastRejected": rejected }))
 }

@@ -22,13 +22,21 @@ struct Inner {
 impl DedupCache {
     /// At most `capacity` entries, each kept for `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        DedupCache { capacity: capacity.max(1), ttl, inner: Mutex::new(Inner::default()) }
+        DedupCache {
+            capacity: capacity.max(1),
+            ttl,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// The response given to `id` within the ttl.
     pub fn get(&self, id: &str) -> Option<CheckResponse> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.get(id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, r)| r.clone())
+        inner
+            .map
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, r)| r.clone())
     }
 
     /// Remembers the response to `id`; returns how many entries were evicted to stay within capacity.
@@ -40,12 +48,12 @@ impl DedupCache {
             if now.duration_since(*at) < self.ttl && inner.map.len() < self.capacity {
                 break;
             }
-            if let Some((at, key)) = inner.order.pop_front() {
-                if inner.map.get(&key).is_some_and(|(t, _)| *t == at) {
-                    inner.map.remove(&key);
-                    if now.duration_since(at) < self.ttl {
-                        evicted += 1;
-                    }
+            if let Some((at, key)) = inner.order.pop_front()
+                && inner.map.get(&key).is_some_and(|(t, _)| *t == at)
+            {
+                inner.map.remove(&key);
+                if now.duration_since(at) < self.ttl {
+                    evicted += 1;
                 }
             }
         }

@@ -14,13 +14,15 @@ use std::time::Instant;
 
 use hub_attributes::{AttrType, Bag, Time, Value};
 use hub_policy::{Decision, HeaderAction, HeaderTarget};
-use sextant_proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction};
-use sextant_proto::google::rpc::Status as RpcStatus;
-use sextant_proto::envoy::r#type::v3::HttpStatus;
-use sextant_proto::envoy::service::auth::v3::{
-    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, authorization_server::Authorization,
-    check_response::HttpResponse,
+use sextant_proto::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
 };
+use sextant_proto::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+    authorization_server::Authorization, check_response::HttpResponse,
+};
+use sextant_proto::envoy::r#type::v3::HttpStatus;
+use sextant_proto::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
 
 use crate::state::HubState;
@@ -48,7 +50,11 @@ fn set_str(bag: &mut Bag, name: &str, s: &str) {
     }
 }
 
-fn peer(bag: &mut Bag, side: &str, p: &sextant_proto::envoy::service::auth::v3::attribute_context::Peer) {
+fn peer(
+    bag: &mut Bag,
+    side: &str,
+    p: &sextant_proto::envoy::service::auth::v3::attribute_context::Peer,
+) {
     use sextant_proto::envoy::config::core::v3::{address::Address, socket_address::PortSpecifier};
     if let Some(Address::SocketAddress(sa)) = p.address.as_ref().and_then(|a| a.address.as_ref()) {
         if let Ok(ip) = sa.address.parse() {
@@ -60,7 +66,11 @@ fn peer(bag: &mut Bag, side: &str, p: &sextant_proto::envoy::service::auth::v3::
     }
     set_str(bag, &format!("{side}.principal"), &p.principal);
     if !p.labels.is_empty() {
-        set(bag, &format!("{side}.labels"), Value::StringMap(p.labels.clone()));
+        set(
+            bag,
+            &format!("{side}.labels"),
+            Value::StringMap(p.labels.clone()),
+        );
     }
 }
 
@@ -78,14 +88,31 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
     }
     if let Some(req) = ctx.request {
         if let Some(t) = req.time {
-            set(&mut bag, "request.time", Value::Timestamp(Time { seconds: t.seconds, nanos: t.nanos }));
+            set(
+                &mut bag,
+                "request.time",
+                Value::Timestamp(Time {
+                    seconds: t.seconds,
+                    nanos: t.nanos,
+                }),
+            );
         }
         if let Some(http) = req.http {
             let mut headers: HashMap<String, String> = http.headers;
             if let Some(map) = http.header_map {
                 for h in map.headers {
-                    let v = if h.raw_value.is_empty() { h.value } else { String::from_utf8_lossy(&h.raw_value).into_owned() };
-                    headers.entry(h.key).and_modify(|e| { e.push(','); e.push_str(&v) }).or_insert(v);
+                    let v = if h.raw_value.is_empty() {
+                        h.value
+                    } else {
+                        String::from_utf8_lossy(&h.raw_value).into_owned()
+                    };
+                    headers
+                        .entry(h.key)
+                        .and_modify(|e| {
+                            e.push(',');
+                            e.push_str(&v)
+                        })
+                        .or_insert(v);
                 }
             }
             let (url_path, query) = http.path.split_once('?').unwrap_or((&http.path, ""));
@@ -93,7 +120,9 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
             if !query.is_empty() {
                 let mut params = HashMap::new();
                 for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-                    params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+                    params
+                        .entry(k.into_owned())
+                        .or_insert_with(|| v.into_owned());
                 }
                 set(&mut bag, "request.query_params", Value::StringMap(params));
             }
@@ -105,10 +134,22 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
             if http.size >= 0 {
                 set(&mut bag, "request.size", Value::Int64(http.size));
             }
-            let grpc = headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc"));
-            let protocol = if grpc { "grpc" } else if http.protocol.starts_with("HTTP/2") || http.protocol.starts_with("HTTP/3") { "http2" } else { "http" };
+            let grpc = headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with("application/grpc"));
+            let protocol = if grpc {
+                "grpc"
+            } else if http.protocol.starts_with("HTTP/2") || http.protocol.starts_with("HTTP/3") {
+                "http2"
+            } else {
+                "http"
+            };
             set_str(&mut bag, "request.protocol", protocol);
-            set_str(&mut bag, "context.protocol", if grpc { "grpc" } else { "http" });
+            set_str(
+                &mut bag,
+                "context.protocol",
+                if grpc { "grpc" } else { "http" },
+            );
             if let Some(ua) = headers.get("user-agent") {
                 set_str(&mut bag, "request.useragent", ua);
             }
@@ -125,7 +166,11 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
 
 fn header(name: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue { key: name.to_string(), value: value.to_string(), ..Default::default() }),
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
         append_action: action as i32,
         ..Default::default()
     }
@@ -140,15 +185,26 @@ fn append_action(a: HeaderAction) -> HeaderAppendAction {
 
 /// The ext_authz response for a decision.
 pub fn to_authz_response(d: &Decision) -> CheckResponse {
-    let status = Some(RpcStatus { code: d.code, message: d.message.clone(), details: Vec::new() });
+    let status = Some(RpcStatus {
+        code: d.code,
+        message: d.message.clone(),
+        details: Vec::new(),
+    });
     let http = if d.allowed() {
         let mut ok = OkHttpResponse::default();
         for h in &d.headers {
             match (h.target, h.action) {
-                (HeaderTarget::Request, HeaderAction::Remove) => ok.headers_to_remove.push(h.name.clone()),
-                (HeaderTarget::Request, a) => ok.headers.push(header(&h.name, &h.value, append_action(a))),
+                (HeaderTarget::Request, HeaderAction::Remove) => {
+                    ok.headers_to_remove.push(h.name.clone())
+                }
+                (HeaderTarget::Request, a) => {
+                    ok.headers.push(header(&h.name, &h.value, append_action(a)))
+                }
                 (HeaderTarget::Response, HeaderAction::Remove) => {}
-                (HeaderTarget::Response, a) => ok.response_headers_to_add.push(header(&h.name, &h.value, append_action(a))),
+                (HeaderTarget::Response, a) => {
+                    ok.response_headers_to_add
+                        .push(header(&h.name, &h.value, append_action(a)))
+                }
             }
         }
         HttpResponse::OkResponse(ok)
@@ -160,29 +216,50 @@ pub fn to_authz_response(d: &Decision) -> CheckResponse {
             .map(|h| header(&h.name, &h.value, append_action(h.action)))
             .collect();
         if let Some(wait) = d.retry_after {
-            headers.push(header("retry-after", &wait.as_secs_f64().ceil().to_string(), HeaderAppendAction::OverwriteIfExistsOrAdd));
+            headers.push(header(
+                "retry-after",
+                &wait.as_secs_f64().ceil().to_string(),
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            ));
         }
-        headers.push(header("content-type", "text/plain", HeaderAppendAction::OverwriteIfExistsOrAdd));
+        headers.push(header(
+            "content-type",
+            "text/plain",
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ));
         HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus { code: i32::from(d.http_status) }),
+            status: Some(HttpStatus {
+                code: i32::from(d.http_status),
+            }),
             headers,
             body: d.message.clone(),
         })
     };
-    CheckResponse { status, http_response: Some(http), ..Default::default() }
+    CheckResponse {
+        status,
+        http_response: Some(http),
+        ..Default::default()
+    }
 }
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         let start = Instant::now();
         let Some(snap) = self.state.snapshot() else {
-            self.state.metrics.rejected("envoy_ext_authz", "unavailable");
+            self.state
+                .metrics
+                .rejected("envoy_ext_authz", "unavailable");
             return Err(Status::unavailable("no valid configuration is loaded yet"));
         };
         let bag = bag_of(request.into_inner().attributes.unwrap_or_default());
         let decision = hub_policy::check(&snap, &bag, &[]).await;
-        self.state.metrics.decision("envoy_ext_authz", &decision, start.elapsed().as_secs_f64());
+        self.state
+            .metrics
+            .decision("envoy_ext_authz", &decision, start.elapsed().as_secs_f64());
         Ok(Response::new(to_authz_response(&decision)))
     }
 }

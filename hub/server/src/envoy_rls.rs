@@ -39,12 +39,19 @@ fn current_limit(name: &str, spec: &LimitSpec) -> Option<RateLimit> {
         d if d == Duration::from_secs(7 * 86_400) => Unit::Week,
         _ => return None,
     };
-    Some(RateLimit { name: name.to_string(), requests_per_unit: spec.requests, unit: unit as i32 })
+    Some(RateLimit {
+        name: name.to_string(),
+        requests_per_unit: spec.requests,
+        unit: unit as i32,
+    })
 }
 
 #[tonic::async_trait]
 impl RateLimitService for RlsService {
-    async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
         let start = Instant::now();
         let Some(snap) = self.state.snapshot() else {
             self.state.metrics.rejected("envoy_rls", "unavailable");
@@ -55,26 +62,46 @@ impl RateLimitService for RlsService {
         let mut over = None;
         for descriptor in req.descriptors {
             let mut bag = Bag::new();
-            let entries = descriptor.entries.into_iter().map(|e| (e.key, e.value)).collect();
+            let entries = descriptor
+                .entries
+                .into_iter()
+                .map(|e| (e.key, e.value))
+                .collect();
             // Both names are string attributes of the vocabulary.
             let _ = bag.set_by_name("ratelimit.domain", Value::String(req.domain.clone()));
             let _ = bag.set_by_name("ratelimit.descriptor", Value::StringMap(entries));
-            let hits = descriptor.hits_addend.map_or(req.hits_addend, |h| u32::try_from(h.value).unwrap_or(u32::MAX));
+            let hits = descriptor.hits_addend.map_or(req.hits_addend, |h| {
+                u32::try_from(h.value).unwrap_or(u32::MAX)
+            });
             let d = hub_policy::rate_limit(&snap, &bag, hits.max(1)).await;
             self.state.metrics.failures(&d.failures);
             if d.over_limit && over.is_none() {
                 over = d.limit.as_ref().map(|(n, _)| n.clone());
             }
             statuses.push(DescriptorStatus {
-                code: if d.over_limit { Code::OverLimit } else { Code::Ok } as i32,
+                code: if d.over_limit {
+                    Code::OverLimit
+                } else {
+                    Code::Ok
+                } as i32,
                 current_limit: d.limit.as_ref().and_then(|(n, s)| current_limit(n, s)),
                 limit_remaining: d.remaining,
                 duration_until_reset: d.limit.as_ref().map(|_| pb_duration(d.reset_after)),
                 ..Default::default()
             });
         }
-        self.state.metrics.rate_limit(over.as_deref(), start.elapsed().as_secs_f64());
-        let overall = if over.is_some() { Code::OverLimit } else { Code::Ok };
-        Ok(Response::new(RateLimitResponse { overall_code: overall as i32, statuses, ..Default::default() }))
+        self.state
+            .metrics
+            .rate_limit(over.as_deref(), start.elapsed().as_secs_f64());
+        let overall = if over.is_some() {
+            Code::OverLimit
+        } else {
+            Code::Ok
+        };
+        Ok(Response::new(RateLimitResponse {
+            overall_code: overall as i32,
+            statuses,
+            ..Default::default()
+        }))
     }
 }

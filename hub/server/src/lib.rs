@@ -94,13 +94,39 @@ impl RunningHub {
 
 /// Binds the ports, loads the configuration and starts serving. `shutdown` resolving starts a graceful stop:
 /// no new calls are accepted and in-flight ones complete.
-pub async fn start(options: HubOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunningHub, HubError> {
-    let grpc = TcpListener::bind(options.grpc_addr).await.map_err(|source| HubError::Bind { addr: options.grpc_addr, what: "gRPC", source })?;
-    let admin = TcpListener::bind(options.admin_addr).await.map_err(|source| HubError::Bind { addr: options.admin_addr, what: "admin", source })?;
-    let grpc_addr = grpc.local_addr().map_err(|source| HubError::Bind { addr: options.grpc_addr, what: "gRPC", source })?;
-    let admin_addr = admin.local_addr().map_err(|source| HubError::Bind { addr: options.admin_addr, what: "admin", source })?;
+pub async fn start(
+    options: HubOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningHub, HubError> {
+    let grpc = TcpListener::bind(options.grpc_addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: options.grpc_addr,
+            what: "gRPC",
+            source,
+        })?;
+    let admin = TcpListener::bind(options.admin_addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: options.admin_addr,
+            what: "admin",
+            source,
+        })?;
+    let grpc_addr = grpc.local_addr().map_err(|source| HubError::Bind {
+        addr: options.grpc_addr,
+        what: "gRPC",
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| HubError::Bind {
+        addr: options.admin_addr,
+        what: "admin",
+        source,
+    })?;
 
-    let state = Arc::new(HubState::new(&options.config_dir, options.decisions.clone()));
+    let state = Arc::new(HubState::new(
+        &options.config_dir,
+        options.decisions.clone(),
+    ));
     state.reload(true);
 
     let watcher = {
@@ -123,9 +149,15 @@ pub async fn start(options: HubOptions, shutdown: impl Future<Output = ()> + Sen
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<MixerServer<native::MixerService>>().await;
-    health.set_serving::<AuthorizationServer<envoy_authz::AuthzService>>().await;
-    health.set_serving::<RateLimitServiceServer<envoy_rls::RlsService>>().await;
+    health
+        .set_serving::<MixerServer<native::MixerService>>()
+        .await;
+    health
+        .set_serving::<AuthorizationServer<envoy_authz::AuthzService>>()
+        .await;
+    health
+        .set_serving::<RateLimitServiceServer<envoy_rls::RlsService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sextant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -144,14 +176,20 @@ pub async fn start(options: HubOptions, shutdown: impl Future<Output = ()> + Sen
     };
     let admin_router = admin::router(state.clone());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop).await {
+        if let Err(e) = axum::serve(admin, admin_router)
+            .with_graceful_shutdown(admin_stop)
+            .await
+        {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
 
-    let mixer = MixerServer::new(native::MixerService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let authz = AuthorizationServer::new(envoy_authz::AuthzService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mixer = MixerServer::new(native::MixerService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let authz = AuthorizationServer::new(envoy_authz::AuthzService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut grpc_stop = stop_rx;
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -170,5 +208,10 @@ pub async fn start(options: HubOptions, shutdown: impl Future<Output = ()> + Sen
         result.map_err(HubError::from)
     });
     tracing::info!(%grpc_addr, %admin_addr, "hub listening");
-    Ok(RunningHub { grpc_addr, admin_addr, state, server })
+    Ok(RunningHub {
+        grpc_addr,
+        admin_addr,
+        state,
+        server,
+    })
 }

@@ -102,17 +102,61 @@ impl Metrics {
             dedup_evicted: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("sextant_hub_checks", "Check decisions by front door and result", m.checks.clone());
-        registry.register("sextant_hub_check_duration_seconds", "Time to decide a Check, decoding included", m.duration.clone());
-        registry.register("sextant_hub_rule_hits", "Policy rules that matched, by policy, rule and action", m.hits.clone());
-        registry.register("sextant_hub_ratelimit_denials", "Requests refused by a RateLimit", m.rate_limited.clone());
-        registry.register("sextant_hub_eval_failures", "CEL expressions that failed at run time (treated as not matching)", m.eval_failures.clone());
-        registry.register("sextant_hub_config_reloads", "Configuration reload attempts by result", m.reloads.clone());
-        registry.register("sextant_hub_config_revision", "Revision of the configuration serving Checks", m.revision.clone());
-        registry.register("sextant_hub_config_error", "1 per error of the last rejected configuration (cleared by a good one)", m.config_errors.clone());
-        registry.register("sextant_hub_ratelimit_buckets", "Rate-limit buckets held in memory", m.buckets.clone());
-        registry.register("sextant_hub_ratelimit_buckets_evicted", "Rate-limit buckets dropped because the key limit was reached", m.buckets_evicted.clone());
-        registry.register("sextant_hub_dedup_evictions", "Deduplication entries dropped before their time to stay within capacity", m.dedup_evicted.clone());
+        registry.register(
+            "sextant_hub_checks",
+            "Check decisions by front door and result",
+            m.checks.clone(),
+        );
+        registry.register(
+            "sextant_hub_check_duration_seconds",
+            "Time to decide a Check, decoding included",
+            m.duration.clone(),
+        );
+        registry.register(
+            "sextant_hub_rule_hits",
+            "Policy rules that matched, by policy, rule and action",
+            m.hits.clone(),
+        );
+        registry.register(
+            "sextant_hub_ratelimit_denials",
+            "Requests refused by a RateLimit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "sextant_hub_eval_failures",
+            "CEL expressions that failed at run time (treated as not matching)",
+            m.eval_failures.clone(),
+        );
+        registry.register(
+            "sextant_hub_config_reloads",
+            "Configuration reload attempts by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "sextant_hub_config_revision",
+            "Revision of the configuration serving Checks",
+            m.revision.clone(),
+        );
+        registry.register(
+            "sextant_hub_config_error",
+            "1 per error of the last rejected configuration (cleared by a good one)",
+            m.config_errors.clone(),
+        );
+        registry.register(
+            "sextant_hub_ratelimit_buckets",
+            "Rate-limit buckets held in memory",
+            m.buckets.clone(),
+        );
+        registry.register(
+            "sextant_hub_ratelimit_buckets_evicted",
+            "Rate-limit buckets dropped because the key limit was reached",
+            m.buckets_evicted.clone(),
+        );
+        registry.register(
+            "sextant_hub_dedup_evictions",
+            "Deduplication entries dropped before their time to stay within capacity",
+            m.dedup_evicted.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -125,14 +169,27 @@ impl Metrics {
         } else {
             "denied"
         };
-        self.checks.get_or_create(&CheckLabels { front_door, result }).inc();
-        self.duration.get_or_create(&DoorLabels { front_door }).observe(seconds);
+        self.checks
+            .get_or_create(&CheckLabels { front_door, result })
+            .inc();
+        self.duration
+            .get_or_create(&DoorLabels { front_door })
+            .observe(seconds);
         for h in &d.hits {
-            let labels = HitLabels { policy: h.policy.to_string(), rule: h.rule.to_string(), action: h.action, dry_run: if h.dry_run { "true" } else { "false" } };
+            let labels = HitLabels {
+                policy: h.policy.to_string(),
+                rule: h.rule.to_string(),
+                action: h.action,
+                dry_run: if h.dry_run { "true" } else { "false" },
+            };
             self.hits.get_or_create(&labels).inc();
         }
         if let Some(rl) = &d.rate_limited_by {
-            self.rate_limited.get_or_create(&RateLimitLabels { ratelimit: rl.to_string() }).inc();
+            self.rate_limited
+                .get_or_create(&RateLimitLabels {
+                    ratelimit: rl.to_string(),
+                })
+                .inc();
         }
         self.failures(&d.failures);
     }
@@ -144,45 +201,83 @@ impl Metrics {
                 EvalFailureKind::Absent => "absent",
                 EvalFailureKind::Error => "error",
             };
-            self.eval_failures.get_or_create(&FailureLabels { resource: f.resource.to_string(), field: f.field.clone(), kind }).inc();
+            self.eval_failures
+                .get_or_create(&FailureLabels {
+                    resource: f.resource.to_string(),
+                    field: f.field.clone(),
+                    kind,
+                })
+                .inc();
         }
     }
 
     /// Records a rate-limit-service decision.
     pub fn rate_limit(&self, over: Option<&str>, seconds: f64) {
         let result = if over.is_some() { "rate_limited" } else { "ok" };
-        self.checks.get_or_create(&CheckLabels { front_door: "envoy_rls", result }).inc();
-        self.duration.get_or_create(&DoorLabels { front_door: "envoy_rls" }).observe(seconds);
+        self.checks
+            .get_or_create(&CheckLabels {
+                front_door: "envoy_rls",
+                result,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DoorLabels {
+                front_door: "envoy_rls",
+            })
+            .observe(seconds);
         if let Some(rl) = over {
-            self.rate_limited.get_or_create(&RateLimitLabels { ratelimit: rl.to_string() }).inc();
+            self.rate_limited
+                .get_or_create(&RateLimitLabels {
+                    ratelimit: rl.to_string(),
+                })
+                .inc();
         }
     }
 
     /// Records a request refused before evaluation (malformed attributes, no configuration).
     pub fn rejected(&self, front_door: &'static str, result: &'static str) {
-        self.checks.get_or_create(&CheckLabels { front_door, result }).inc();
+        self.checks
+            .get_or_create(&CheckLabels { front_door, result })
+            .inc();
     }
 
     pub(crate) fn reload_succeeded(&self, revision: u64) {
-        self.reloads.get_or_create(&ResultLabels { result: "success" }).inc();
-        self.revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+        self.reloads
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+        self.revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
         self.config_errors.clear();
     }
 
     pub(crate) fn reload_failed(&self, failure: &LoadFailure) {
-        self.reloads.get_or_create(&ResultLabels { result: "failure" }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels { result: "failure" })
+            .inc();
         self.config_errors.clear();
         for (file, line, field) in failure.locations.iter().take(MAX_ERROR_SERIES) {
-            self.config_errors.get_or_create(&ErrorLabels { file: file.clone(), line: line.to_string(), field: field.clone() }).set(1);
+            self.config_errors
+                .get_or_create(&ErrorLabels {
+                    file: file.clone(),
+                    line: line.to_string(),
+                    field: field.clone(),
+                })
+                .set(1);
         }
     }
 
     pub(crate) fn rate_limit_buckets(&self, stats: &[(String, usize, u64)]) {
         self.buckets.clear();
         for (name, keys, evicted) in stats {
-            let labels = RateLimitLabels { ratelimit: name.clone() };
-            self.buckets.get_or_create(&labels).set(i64::try_from(*keys).unwrap_or(i64::MAX));
-            self.buckets_evicted.get_or_create(&labels).set(i64::try_from(*evicted).unwrap_or(i64::MAX));
+            let labels = RateLimitLabels {
+                ratelimit: name.clone(),
+            };
+            self.buckets
+                .get_or_create(&labels)
+                .set(i64::try_from(*keys).unwrap_or(i64::MAX));
+            self.buckets_evicted
+                .get_or_create(&labels)
+                .set(i64::try_from(*evicted).unwrap_or(i64::MAX));
         }
     }
 

@@ -22,13 +22,19 @@ pub struct MixerService {
 impl MixerService {
     /// A service deciding with `state`'s snapshot.
     pub fn new(state: Arc<HubState>) -> Self {
-        MixerService { state, dedup: DedupCache::new(10_000, Duration::from_secs(30)) }
+        MixerService {
+            state,
+            dedup: DedupCache::new(10_000, Duration::from_secs(30)),
+        }
     }
 }
 
 /// Converts a duration to protobuf, saturating.
 pub fn pb_duration(d: Duration) -> PbDuration {
-    PbDuration { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0) }
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// The native response for a decision.
@@ -72,13 +78,22 @@ pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
         });
     }
     if let Some(wait) = d.retry_after {
-        direct_headers.insert("retry-after".to_string(), wait.as_secs_f64().ceil().to_string());
+        direct_headers.insert(
+            "retry-after".to_string(),
+            wait.as_secs_f64().ceil().to_string(),
+        );
     }
     let precondition = mixer::PreconditionResult {
-        status: Some(RpcStatus { code: d.code, message: d.message.clone(), details: Vec::new() }),
+        status: Some(RpcStatus {
+            code: d.code,
+            message: d.message.clone(),
+            details: Vec::new(),
+        }),
         valid_duration: Some(pb_duration(d.valid_duration)),
         valid_use_count: d.valid_use_count,
-        referenced_attributes: Some(mixer::ReferencedAttributes { attribute_matches: referenced }),
+        referenced_attributes: Some(mixer::ReferencedAttributes {
+            attribute_matches: referenced,
+        }),
         header_operations,
         direct_response: (!d.allowed()).then(|| mixer::DirectResponse {
             http_status: u32::from(d.http_status),
@@ -100,7 +115,11 @@ pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
             (
                 name.clone(),
                 mixer::QuotaResult {
-                    valid_duration: Some(pb_duration(if g.granted > 0 { Duration::from_secs(1) } else { Duration::ZERO })),
+                    valid_duration: Some(pb_duration(if g.granted > 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::ZERO
+                    })),
                     granted_amount: i64::from(g.granted),
                     retry_after: g.retry_after.map(pb_duration),
                     error: g.error.clone().unwrap_or_default(),
@@ -108,10 +127,15 @@ pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
             )
         })
         .collect();
-    mixer::CheckResponse { precondition: Some(precondition), quotas }
+    mixer::CheckResponse {
+        precondition: Some(precondition),
+        quotas,
+    }
 }
 
-fn bag_of(req: &mut mixer::CheckRequest) -> Result<hub_attributes::Bag, hub_attributes::DecodeError> {
+fn bag_of(
+    req: &mut mixer::CheckRequest,
+) -> Result<hub_attributes::Bag, hub_attributes::DecodeError> {
     match (req.attributes.take(), req.compressed.take()) {
         (Some(_), Some(_)) => Err(hub_attributes::DecodeError::BothForms),
         (Some(plain), None) => hub_attributes::from_plain(plain),
@@ -122,18 +146,23 @@ fn bag_of(req: &mut mixer::CheckRequest) -> Result<hub_attributes::Bag, hub_attr
 
 #[tonic::async_trait]
 impl Mixer for MixerService {
-    async fn check(&self, request: Request<mixer::CheckRequest>) -> Result<Response<mixer::CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<mixer::CheckRequest>,
+    ) -> Result<Response<mixer::CheckResponse>, Status> {
         let start = Instant::now();
         let mut req = request.into_inner();
         let metrics = &self.state.metrics;
         let Some(snap) = self.state.snapshot() else {
             metrics.rejected("native", "unavailable");
-            return Err(Status::unavailable("no valid configuration is loaded yet; see the hub's log or /debug/config"));
+            return Err(Status::unavailable(
+                "no valid configuration is loaded yet; see the hub's log or /debug/config",
+            ));
         };
-        if !req.deduplication_id.is_empty() {
-            if let Some(previous) = self.dedup.get(&req.deduplication_id) {
-                return Ok(Response::new(previous));
-            }
+        if !req.deduplication_id.is_empty()
+            && let Some(previous) = self.dedup.get(&req.deduplication_id)
+        {
+            return Ok(Response::new(previous));
         }
         let bag = bag_of(&mut req).map_err(|e| {
             metrics.rejected("native", "invalid");
@@ -142,7 +171,11 @@ impl Mixer for MixerService {
         let quotas: Vec<QuotaRequest> = req
             .quotas
             .iter()
-            .map(|(name, p)| QuotaRequest { name: name.clone(), amount: u32::try_from(p.amount.max(1)).unwrap_or(u32::MAX), best_effort: p.best_effort })
+            .map(|(name, p)| QuotaRequest {
+                name: name.clone(),
+                amount: u32::try_from(p.amount.max(1)).unwrap_or(u32::MAX),
+                best_effort: p.best_effort,
+            })
             .collect();
         let decision = hub_policy::check(&snap, &bag, &quotas).await;
         metrics.decision("native", &decision, start.elapsed().as_secs_f64());
@@ -153,7 +186,12 @@ impl Mixer for MixerService {
         Ok(Response::new(response))
     }
 
-    async fn report(&self, _request: Request<mixer::ReportRequest>) -> Result<Response<mixer::ReportResponse>, Status> {
-        Err(Status::unimplemented("Report is not served by this hub version: the telemetry path (Telemetry resources, adapters) is not built yet"))
+    async fn report(
+        &self,
+        _request: Request<mixer::ReportRequest>,
+    ) -> Result<Response<mixer::ReportResponse>, Status> {
+        Err(Status::unimplemented(
+            "Report is not served by this hub version: the telemetry path (Telemetry resources, adapters) is not built yet",
+        ))
     }
 }

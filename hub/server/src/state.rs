@@ -26,7 +26,11 @@ pub struct DecisionOptions {
 
 impl Default for DecisionOptions {
     fn default() -> Self {
-        DecisionOptions { ttl: Duration::from_secs(60), uses: 10_000, max_rate_limit_keys: 100_000 }
+        DecisionOptions {
+            ttl: Duration::from_secs(60),
+            uses: 10_000,
+            max_rate_limit_keys: 100_000,
+        }
     }
 }
 
@@ -68,12 +72,18 @@ impl HubState {
 
     /// The snapshot Checks are decided with, if one has loaded.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The errors of the last failed reload, if the last attempt failed.
     pub fn last_failure(&self) -> Option<LoadFailure> {
-        self.last_failure.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_failure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reloads when the files changed since the last attempt (or always, with `force`). Returns whether a new
@@ -102,8 +112,19 @@ impl HubState {
             }
         };
         let revision = self.snapshot().map_or(1, |s| s.revision + 1);
-        let snapshot = validated.build(revision, self.backend.as_ref() as &dyn QuotaBackend, self.options.ttl, self.options.uses);
-        tracing::info!(revision, policies = snapshot.policies.len(), rate_limits = snapshot.rate_limits.len(), files = snapshot.source.files, "configuration loaded");
+        let snapshot = validated.build(
+            revision,
+            self.backend.as_ref() as &dyn QuotaBackend,
+            self.options.ttl,
+            self.options.uses,
+        );
+        tracing::info!(
+            revision,
+            policies = snapshot.policies.len(),
+            rate_limits = snapshot.rate_limits.len(),
+            files = snapshot.source.files,
+            "configuration loaded"
+        );
         self.metrics.reload_succeeded(revision);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -122,8 +143,12 @@ impl HubState {
         let serving = self.snapshot().map(|s| s.revision);
         for e in &errors.0 {
             match serving {
-                Some(rev) => tracing::error!(error = %e, serving_revision = rev, "configuration rejected; the previous configuration keeps serving"),
-                None => tracing::error!(error = %e, "configuration rejected; no configuration is serving yet"),
+                Some(rev) => {
+                    tracing::error!(error = %e, serving_revision = rev, "configuration rejected; the previous configuration keeps serving")
+                }
+                None => {
+                    tracing::error!(error = %e, "configuration rejected; no configuration is serving yet")
+                }
             }
         }
         let failure = LoadFailure {
@@ -132,7 +157,9 @@ impl HubState {
                 .0
                 .iter()
                 .map(|e| {
-                    let (file, line) = e.location().map_or((String::new(), 0), |l| (l.file.display().to_string(), l.line));
+                    let (file, line) = e.location().map_or((String::new(), 0), |l| {
+                        (l.file.display().to_string(), l.line)
+                    });
                     let field = match e {
                         hub_config::ConfigError::Invalid { field, .. } => field.clone(),
                         _ => String::new(),

@@ -12,28 +12,71 @@ fn key(s: &str) -> Vec<String> {
 #[test]
 fn five_per_minute_with_burst_four_allows_five_at_once_then_spaces() {
     let clock = FakeRelativeClock::default();
-    let l = LocalLimiter::with_clock(LimitSpec::new(5, Duration::from_secs(60), 4).unwrap(), clock.clone(), 100);
+    let l = LocalLimiter::with_clock(
+        LimitSpec::new(5, Duration::from_secs(60), 4).unwrap(),
+        clock.clone(),
+        100,
+    );
     for _ in 0..5 {
-        assert!(matches!(l.acquire_now(&key("u"), 1, false), Outcome::Granted { .. }));
+        assert!(matches!(
+            l.acquire_now(&key("u"), 1, false),
+            Outcome::Granted { .. }
+        ));
     }
-    let Outcome::Denied { retry_after } = l.acquire_now(&key("u"), 1, false) else { panic!("sixth must be denied") };
+    let Outcome::Denied { retry_after } = l.acquire_now(&key("u"), 1, false) else {
+        panic!("sixth must be denied")
+    };
     assert_eq!(retry_after, Duration::from_secs(12));
-    assert!(matches!(l.acquire_now(&key("other"), 1, false), Outcome::Granted { .. }), "buckets are per key");
+    assert!(
+        matches!(
+            l.acquire_now(&key("other"), 1, false),
+            Outcome::Granted { .. }
+        ),
+        "buckets are per key"
+    );
     clock.advance(Duration::from_secs(12));
-    assert!(matches!(l.acquire_now(&key("u"), 1, false), Outcome::Granted { .. }));
+    assert!(matches!(
+        l.acquire_now(&key("u"), 1, false),
+        Outcome::Granted { .. }
+    ));
 }
 
 #[test]
 fn best_effort_grants_what_is_left() {
-    let l = LocalLimiter::with_clock(LimitSpec::new(1, Duration::from_secs(1), 2).unwrap(), FakeRelativeClock::default(), 10);
-    assert!(matches!(l.acquire_now(&key("k"), 2, false), Outcome::Granted { granted: 2, remaining: 1, .. }));
-    assert!(matches!(l.acquire_now(&key("k"), 5, true), Outcome::Granted { granted: 1, remaining: 0, .. }));
-    assert!(matches!(l.acquire_now(&key("k"), 1, true), Outcome::Denied { .. }));
+    let l = LocalLimiter::with_clock(
+        LimitSpec::new(1, Duration::from_secs(1), 2).unwrap(),
+        FakeRelativeClock::default(),
+        10,
+    );
+    assert!(matches!(
+        l.acquire_now(&key("k"), 2, false),
+        Outcome::Granted {
+            granted: 2,
+            remaining: 1,
+            ..
+        }
+    ));
+    assert!(matches!(
+        l.acquire_now(&key("k"), 5, true),
+        Outcome::Granted {
+            granted: 1,
+            remaining: 0,
+            ..
+        }
+    ));
+    assert!(matches!(
+        l.acquire_now(&key("k"), 1, true),
+        Outcome::Denied { .. }
+    ));
 }
 
 #[test]
 fn keys_are_bounded_and_evictions_counted() {
-    let l = LocalLimiter::with_clock(LimitSpec::new(1, Duration::from_secs(3600), 0).unwrap(), FakeRelativeClock::default(), 10);
+    let l = LocalLimiter::with_clock(
+        LimitSpec::new(1, Duration::from_secs(3600), 0).unwrap(),
+        FakeRelativeClock::default(),
+        10,
+    );
     for i in 0..35 {
         l.acquire_now(&key(&i.to_string()), 1, false);
     }
@@ -48,7 +91,10 @@ fn an_unchanged_limit_keeps_its_buckets_across_reloads() {
     let first = b.limiter("default/a", spec);
     let again = b.limiter("default/a", spec);
     assert!(std::sync::Arc::ptr_eq(&first, &again));
-    let changed = b.limiter("default/a", LimitSpec::new(2, Duration::from_secs(60), 0).unwrap());
+    let changed = b.limiter(
+        "default/a",
+        LimitSpec::new(2, Duration::from_secs(60), 0).unwrap(),
+    );
     assert!(!std::sync::Arc::ptr_eq(&first, &changed));
 }
 
