@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Backend, Envoy, Hub, free_port, get, scratch, wait_until};
@@ -43,6 +44,16 @@ spec:
     when: 'request.headers["x-user"] == "eve"'
     action: DENY
     status: {code: PERMISSION_DENIED, httpStatus: 403, message: "eve is blocked"}
+"#;
+
+const LIMITS: &str = r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: RateLimit
+metadata: {name: edge-users}
+spec:
+  selector: 'ratelimit.domain == "edge" && "user" in ratelimit.descriptor'
+  dimensions: {user: 'ratelimit.descriptor["user"]'}
+  limit: {requests: 2, per: 1h, burst: 1}
 "#;
 
 fn envoy_config(
@@ -114,28 +125,45 @@ const RATE_LIMIT: &str = r#"          - name: envoy.filters.http.ratelimit
                 transport_api_version: V3
                 grpc_service: {envoy_grpc: {cluster_name: hub}}"#;
 
-#[test]
-fn ext_authz_allows_denies_limits_and_follows_config_edits() {
-    let dir = scratch("authz");
+/// A hub on `config_file` (name, YAML), a backend, and an Envoy with `filter` in front of it.
+struct Mesh {
+    hub: Hub,
+    envoy: Envoy,
+    front: SocketAddr,
+    _backend: Backend,
+}
+
+fn mesh(name: &str, config_file: (&str, &str), filter: &str, route_extra: &str) -> Mesh {
+    let dir = scratch(name);
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
-    std::fs::write(config.join("policy.yaml"), POLICY).expect("write policy");
+    std::fs::write(config.join(config_file.0), config_file.1).expect("write config");
     let hub = Hub::start(&config);
     let backend = Backend::start();
     let (listen, admin) = (free_port(), free_port());
-    let envoy = Envoy::start(
-        &dir,
-        &envoy_config(
-            listen,
-            admin,
-            backend.addr.port(),
-            hub.grpc.port(),
-            EXT_AUTHZ,
-            "",
-        ),
+    let yaml = envoy_config(
+        listen,
         admin,
+        backend.addr.port(),
+        hub.grpc.port(),
+        filter,
+        route_extra,
     );
+    let envoy = Envoy::start(&dir, &yaml, admin);
     let front = format!("127.0.0.1:{listen}").parse().expect("addr");
+    Mesh {
+        hub,
+        envoy,
+        front,
+        _backend: backend,
+    }
+}
+
+#[test]
+fn ext_authz_allows_denies_limits_and_follows_config_edits() {
+    let Mesh {
+        hub, envoy, front, ..
+    } = mesh("authz", ("policy.yaml", POLICY), EXT_AUTHZ, "");
     let call =
         |path: &str, user: &str| get(front, path, &[("x-user", user)]).expect("Envoy answers");
 
@@ -223,39 +251,10 @@ fn ext_authz_allows_denies_limits_and_follows_config_edits() {
 
 #[test]
 fn rate_limit_service_counts_descriptors() {
-    let dir = scratch("rls");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
-    std::fs::write(
-        config.join("limits.yaml"),
-        r#"
-apiVersion: policy.sextant.dev/v1alpha1
-kind: RateLimit
-metadata: {name: edge-users}
-spec:
-  selector: 'ratelimit.domain == "edge" && "user" in ratelimit.descriptor'
-  dimensions: {user: 'ratelimit.descriptor["user"]'}
-  limit: {requests: 2, per: 1h, burst: 1}
-"#,
-    )
-    .expect("write");
-    let hub = Hub::start(&config);
-    let backend = Backend::start();
-    let (listen, admin) = (free_port(), free_port());
     let route = ", rate_limits: [{actions: [{request_headers: {header_name: x-user, descriptor_key: user}}]}]";
-    let envoy = Envoy::start(
-        &dir,
-        &envoy_config(
-            listen,
-            admin,
-            backend.addr.port(),
-            hub.grpc.port(),
-            RATE_LIMIT,
-            route,
-        ),
-        admin,
-    );
-    let front = format!("127.0.0.1:{listen}").parse().expect("addr");
+    let Mesh {
+        hub, envoy, front, ..
+    } = mesh("rls", ("limits.yaml", LIMITS), RATE_LIMIT, route);
     let call = |user: &str| {
         get(front, "/", &[("x-user", user)])
             .expect("Envoy answers")

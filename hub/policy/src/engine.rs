@@ -46,6 +46,7 @@ pub struct QuotaRequest {
 pub const ABSENT_DIMENSION: &str = "\u{0}absent";
 
 /// Everything decided synchronously, before any quota is taken.
+#[derive(Default)]
 struct Evaluation<'s> {
     failures: Vec<EvalFailure>,
     evaluated: Vec<&'s Expr>,
@@ -179,6 +180,24 @@ impl<'s> Evaluation<'s> {
         }
     }
 
+    /// Queues a charge for every RateLimit whose selector matches, except those `skip` names.
+    fn rate_limits(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        snap: &'s Snapshot,
+        bag: &Bag,
+        reads: &ReadSet,
+        skip: impl Fn(usize) -> bool,
+    ) {
+        for i in snap.rate_limit_index.candidates(bag, reads) {
+            let (rl, _) = &snap.rate_limits[i];
+            if !skip(i) && self.matches(ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
+                let key = self.bucket(ctx, &rl.dimensions, &rl.name);
+                self.charges.push((i, key));
+            }
+        }
+    }
+
     fn bucket(
         &mut self,
         ctx: &Context<'_, '_>,
@@ -296,16 +315,7 @@ fn evaluate<'s>(
     let resolver = BagResolver::new(bag, reads);
     let mut ctx = Context::with_env(ENV.clone());
     ctx.set_variable_resolver(&resolver);
-    let mut ev = Evaluation {
-        failures: Vec::new(),
-        evaluated: Vec::new(),
-        hits: Vec::new(),
-        denied: None,
-        allow_rules: Vec::new(),
-        failure_policy: None,
-        charges: Vec::new(),
-        explicit: Vec::new(),
-    };
+    let mut ev = Evaluation::default();
     for i in snap.policy_index.candidates(bag, reads) {
         ev.policy(&ctx, &snap.policies[i]);
         if ev.denied.is_some() {
@@ -321,16 +331,7 @@ fn evaluate<'s>(
         })
         .collect();
     if ev.denied.is_none() {
-        for i in snap.rate_limit_index.candidates(bag, reads) {
-            if explicit.contains(&Ok(i)) {
-                continue;
-            }
-            let (rl, _) = &snap.rate_limits[i];
-            if ev.matches(&ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
-                let key = ev.bucket(&ctx, &rl.dimensions, &rl.name);
-                ev.charges.push((i, key));
-            }
-        }
+        ev.rate_limits(&ctx, snap, bag, reads, |i| explicit.contains(&Ok(i)));
     }
     for (req_i, target) in explicit.into_iter().enumerate() {
         let key = match &target {
@@ -486,23 +487,8 @@ pub async fn rate_limit(snap: &Snapshot, bag: &Bag, amount: u32) -> RateLimitDec
         let resolver = BagResolver::new(bag, &reads);
         let mut ctx = Context::with_env(ENV.clone());
         ctx.set_variable_resolver(&resolver);
-        let mut ev = Evaluation {
-            failures: Vec::new(),
-            evaluated: Vec::new(),
-            hits: Vec::new(),
-            denied: None,
-            allow_rules: Vec::new(),
-            failure_policy: None,
-            charges: Vec::new(),
-            explicit: Vec::new(),
-        };
-        for i in snap.rate_limit_index.candidates(bag, &reads) {
-            let (rl, _) = &snap.rate_limits[i];
-            if ev.matches(&ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
-                let key = ev.bucket(&ctx, &rl.dimensions, &rl.name);
-                ev.charges.push((i, key));
-            }
-        }
+        let mut ev = Evaluation::default();
+        ev.rate_limits(&ctx, snap, bag, &reads, |_| false);
         (ev.charges, ev.failures)
     };
     let mut out = RateLimitDecision {
