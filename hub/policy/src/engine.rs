@@ -13,7 +13,7 @@
 //! map key; test presence with `has()` or `in`) or `Error`. A dimension that fails evaluates to one shared
 //! "absent" value, so clients cannot escape a per-key limit by omitting the key.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cel::objects::Value as CelValue;
@@ -41,6 +41,9 @@ pub struct QuotaRequest {
     /// Grant what is available instead of all or nothing.
     pub best_effort: bool,
 }
+
+/// The rule name recorded when a policy's default action decides.
+static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("(default)"));
 
 /// The dimension value used when a dimension cannot be evaluated.
 pub const ABSENT_DIMENSION: &str = "\u{0}absent";
@@ -92,16 +95,16 @@ impl<'s> Evaluation<'s> {
         ctx: &Context<'_, '_>,
         e: Option<&'s Expr>,
         resource: &Arc<str>,
-        field: impl FnOnce() -> String,
+        field: impl Fn() -> String,
     ) -> bool {
         let Some(e) = e else { return true };
-        let field_name = field();
-        match self.eval(ctx, e, resource, || field_name.clone()) {
+        // The field name is only built when something fails: this runs for every rule of every request.
+        match self.eval(ctx, e, resource, &field) {
             Some(CelValue::Bool(b)) => b,
             Some(other) => {
                 self.failures.push(EvalFailure {
                     resource: resource.clone(),
-                    field: field_name,
+                    field: field(),
                     kind: EvalFailureKind::Error,
                     message: format!("expected a bool, got {other:?}"),
                 });
@@ -150,7 +153,6 @@ impl<'s> Evaluation<'s> {
                     })
                 }),
         };
-        let default: Arc<str> = Arc::from("(default)");
         let denied = match (deny, allow) {
             (Some(r), _) => {
                 self.hits.push(hit(&r.name, "DENY"));
@@ -164,11 +166,11 @@ impl<'s> Evaluation<'s> {
                 None
             }
             (None, None) if p.default_action == DefaultAction::Deny => {
-                self.hits.push(hit(&default, "DENY"));
+                self.hits.push(hit(&DEFAULT_RULE, "DENY"));
                 Some(None)
             }
             (None, None) => {
-                self.hits.push(hit(&default, "ALLOW"));
+                self.hits.push(hit(&DEFAULT_RULE, "ALLOW"));
                 None
             }
         };

@@ -24,7 +24,6 @@ use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_server::Rat
 use sextant_proto::mixer::mixer_server::MixerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
 pub use metrics::Metrics;
@@ -197,9 +196,14 @@ pub async fn start(
         .add_service(mixer)
         .add_service(authz)
         .add_service(rls);
+    // Small gRPC frames must not wait for Nagle / delayed ACK (a ~40 ms tail otherwise); keepalive finds dead
+    // proxies.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let server = tokio::spawn(async move {
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
                 tracing::info!("shutting down: draining in-flight calls");
             })

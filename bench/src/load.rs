@@ -1,0 +1,385 @@
+//! The load generator: a closed loop (fixed number of calls in flight, as fast as possible) to find the
+//! maximum rate, and an open loop (fixed arrival rate, latency measured from each call's intended send time,
+//! so a slow response cannot hide the calls that should have been sent meanwhile).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use sextant_proto::envoy::service::auth::v3 as authz;
+use sextant_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use sextant_proto::mixer;
+use sextant_proto::mixer::mixer_client::MixerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cpu;
+
+/// google.rpc code PERMISSION_DENIED.
+const PERMISSION_DENIED: i32 = 7;
+/// google.rpc code RESOURCE_EXHAUSTED.
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+/// Which requests a target is sent.
+#[derive(Clone)]
+pub enum Requests {
+    /// Native `sextant.mixer.v1.Mixer/Check`.
+    Native(Arc<[mixer::CheckRequest]>),
+    /// Envoy `envoy.service.auth.v3.Authorization/Check`.
+    Authz(Arc<[authz::CheckRequest]>),
+}
+
+/// What a target is for in the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The empty server the hub is compared with.
+    Baseline,
+    /// A hub front door, compared with the baseline.
+    Hub,
+}
+
+/// One server and request kind to measure.
+#[derive(Clone)]
+pub struct Target {
+    /// Label in the output.
+    pub name: &'static str,
+    /// Its role in the comparison.
+    pub role: Role,
+    /// Server address.
+    pub addr: SocketAddr,
+    /// The requests, cycled through in order.
+    pub requests: Requests,
+    /// Mean encoded request size in bytes.
+    pub request_bytes: usize,
+}
+
+/// A client on one HTTP/2 connection (cloning shares the connection).
+#[derive(Clone)]
+enum Client {
+    /// Native Mixer client.
+    Native(MixerClient<Channel>, Arc<[mixer::CheckRequest]>),
+    /// ext_authz client.
+    Authz(AuthorizationClient<Channel>, Arc<[authz::CheckRequest]>),
+}
+
+/// What one call returned.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// A decision with status OK (the empty server's empty response counts as OK).
+    Ok,
+    /// PERMISSION_DENIED.
+    Denied,
+    /// RESOURCE_EXHAUSTED (a rate limit refused; should never happen with the benchmark's limits).
+    Exhausted,
+    /// Any other decision code.
+    Other,
+    /// The call itself failed (gRPC status or transport error).
+    Error,
+}
+
+fn outcome_of(code: i32) -> Outcome {
+    match code {
+        0 => Outcome::Ok,
+        PERMISSION_DENIED => Outcome::Denied,
+        RESOURCE_EXHAUSTED => Outcome::Exhausted,
+        _ => Outcome::Other,
+    }
+}
+
+impl Client {
+    /// Opens a new connection to `target`.
+    async fn connect(target: &Target) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(format!("http://{}", target.addr))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {} at {}", target.name, target.addr))?;
+        Ok(match &target.requests {
+            Requests::Native(r) => Client::Native(MixerClient::new(channel), r.clone()),
+            Requests::Authz(r) => Client::Authz(AuthorizationClient::new(channel), r.clone()),
+        })
+    }
+
+    /// Sends request `i` (modulo the pool size) and classifies the answer.
+    async fn call(&mut self, i: usize) -> Outcome {
+        match self {
+            Client::Native(c, pool) => {
+                let req = pool[i % pool.len()].clone();
+                match c.check(req).await {
+                    Ok(r) => outcome_of(
+                        r.into_inner()
+                            .precondition
+                            .and_then(|p| p.status)
+                            .map_or(0, |s| s.code),
+                    ),
+                    Err(_) => Outcome::Error,
+                }
+            }
+            Client::Authz(c, pool) => {
+                let req = pool[i % pool.len()].clone();
+                match c.check(req).await {
+                    Ok(r) => outcome_of(r.into_inner().status.map_or(0, |s| s.code)),
+                    Err(_) => Outcome::Error,
+                }
+            }
+        }
+    }
+}
+
+/// Opens `n` connections.
+async fn connect_all(target: &Target, n: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        clients.push(Client::connect(target).await?);
+    }
+    Ok(clients)
+}
+
+/// Decision counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// OK decisions.
+    pub ok: u64,
+    /// PERMISSION_DENIED decisions.
+    pub denied: u64,
+    /// RESOURCE_EXHAUSTED decisions.
+    pub exhausted: u64,
+    /// Other decision codes.
+    pub other: u64,
+    /// Failed calls.
+    pub errors: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Denied => self.denied += 1,
+            Outcome::Exhausted => self.exhausted += 1,
+            Outcome::Other => self.other += 1,
+            Outcome::Error => self.errors += 1,
+        }
+    }
+
+    fn merge(&mut self, o: &Counts) {
+        self.ok += o.ok;
+        self.denied += o.denied;
+        self.exhausted += o.exhausted;
+        self.other += o.other;
+        self.errors += o.errors;
+    }
+
+    /// All calls.
+    pub fn total(&self) -> u64 {
+        self.ok + self.denied + self.exhausted + self.other + self.errors
+    }
+}
+
+/// A latency histogram in nanoseconds (1 ns .. 60 s, 3 significant digits).
+pub fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Load shape shared by both loops.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Calls in flight (closed loop).
+    pub concurrency: usize,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Unmeasured warm-up.
+    pub warmup: Duration,
+    /// Measured duration.
+    pub duration: Duration,
+}
+
+/// Result of a closed-loop run.
+pub struct ClosedResult {
+    /// Calls completed in the measured window, per second.
+    pub rate: f64,
+    /// Latency of those calls, ns.
+    pub latency: Histogram<u64>,
+    /// Their decisions.
+    pub counts: Counts,
+    /// CPU use of both runtimes during the window.
+    pub cpu: cpu::Usage,
+}
+
+/// Runs `shape.concurrency` callers, each sending its next call as soon as the previous returned.
+pub async fn closed_loop(target: &Target, shape: Shape) -> anyhow::Result<ClosedResult> {
+    let clients = connect_all(target, shape.connections).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let measure_from = Instant::now() + shape.warmup;
+    let end = measure_from + shape.duration;
+    let mut workers = Vec::with_capacity(shape.concurrency);
+    for w in 0..shape.concurrency.max(1) {
+        let mut client = clients[w % clients.len()].clone();
+        let next = next.clone();
+        let mut latency = histogram()?;
+        workers.push(tokio::spawn(async move {
+            let mut counts = Counts::default();
+            loop {
+                let start = Instant::now();
+                if start >= end {
+                    break;
+                }
+                let outcome = client.call(next.fetch_add(1, Ordering::Relaxed)).await;
+                let done = Instant::now();
+                if start >= measure_from && done <= end {
+                    latency.saturating_record(nanos(done - start));
+                    counts.add(outcome);
+                }
+            }
+            (latency, counts)
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = cpu::sample();
+    tokio::time::sleep_until(end.into()).await;
+    let after = cpu::sample();
+    let mut latency = histogram()?;
+    let mut counts = Counts::default();
+    for w in workers {
+        let (h, c) = w.await.context("closed-loop worker")?;
+        latency.add(&h)?;
+        counts.merge(&c);
+    }
+    let rate = latency.len() as f64 / shape.duration.as_secs_f64();
+    Ok(ClosedResult {
+        rate,
+        latency,
+        counts,
+        cpu: cpu::usage(before, after),
+    })
+}
+
+/// Result of an open-loop run.
+pub struct OpenResult {
+    /// The intended arrival rate, calls/s.
+    pub target_rate: f64,
+    /// Calls that completed within the measured window, per second.
+    pub achieved: f64,
+    /// Latency from each call's intended send time to its response, ns.
+    pub latency: Histogram<u64>,
+    /// Latency from each call's actual send time to its response, ns.
+    pub service: Histogram<u64>,
+    /// How late each call actually started relative to its intended time (client-side delay), ns.
+    pub lag: Histogram<u64>,
+    /// Decisions of the measured calls.
+    pub counts: Counts,
+    /// Calls still unanswered 5 s after the last send (counted neither above nor in the latency).
+    pub unfinished: usize,
+    /// CPU use of both runtimes during the window.
+    pub cpu: cpu::Usage,
+}
+
+/// What the open loop's call tasks record.
+struct OpenAcc {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    lag: Histogram<u64>,
+    counts: Counts,
+}
+
+/// Sends calls at `rate` per second, evenly spaced, each on its own task, over `shape.connections`
+/// connections. Between sends the dispatcher sleeps when the next send is over 2 ms away and otherwise yields
+/// to the runtime (so responses are processed meanwhile): tokio's timers tick in whole milliseconds, too
+/// coarse for thousands of calls per second. A pacer on another thread was tried and was worse: waking the
+/// worker from outside for every call made the client-side delay ~20× larger. The price is that the client
+/// worker is always busy during an open-loop run (its CPU reads ~100%).
+pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Result<OpenResult> {
+    anyhow::ensure!(
+        rate.is_finite() && rate >= 1.0,
+        "open-loop rate {rate} is not a usable rate"
+    );
+    let clients = connect_all(target, shape.connections).await?;
+    let acc = Arc::new(Mutex::new(OpenAcc {
+        latency: histogram()?,
+        service: histogram()?,
+        lag: histogram()?,
+        counts: Counts::default(),
+    }));
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let in_window = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(5);
+    let measure_from = start + shape.warmup;
+    let end = measure_from + shape.duration;
+    let interval_ns = 1e9 / rate;
+    let mut before: Option<cpu::Sample> = None;
+    let mut n: u64 = 0;
+    let mut burst = 0u32;
+    loop {
+        let intended = start + Duration::from_nanos((n as f64 * interval_ns) as u64);
+        if intended >= end {
+            break;
+        }
+        let now = Instant::now();
+        if now < intended {
+            burst = 0;
+            if intended - now > Duration::from_millis(2) {
+                tokio::time::sleep_until((intended - Duration::from_millis(1)).into()).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            continue;
+        }
+        let measured = intended >= measure_from;
+        if measured && before.is_none() {
+            before = Some(cpu::sample());
+        }
+        let mut client = clients[(n as usize) % clients.len()].clone();
+        let (acc, inflight, in_window) = (acc.clone(), inflight.clone(), in_window.clone());
+        let index = n as usize;
+        inflight.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let outcome = client.call(index).await;
+            let done = Instant::now();
+            if done >= measure_from && done <= end {
+                in_window.fetch_add(1, Ordering::Relaxed);
+            }
+            if measured {
+                let mut a = acc.lock().unwrap_or_else(|p| p.into_inner());
+                a.latency.saturating_record(nanos(done - intended));
+                a.service.saturating_record(nanos(done - sent));
+                a.lag
+                    .saturating_record(nanos(sent.saturating_duration_since(intended)));
+                a.counts.add(outcome);
+            }
+            inflight.fetch_sub(1, Ordering::Relaxed);
+        });
+        n += 1;
+        // When behind schedule, still let responses be processed now and then.
+        burst += 1;
+        if burst >= 64 {
+            burst = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::sleep_until(end.into()).await;
+    let after = cpu::sample();
+    let cpu = before.map(|b| cpu::usage(b, after)).unwrap_or_default();
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while inflight.load(Ordering::Relaxed) > 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let unfinished = inflight.load(Ordering::Relaxed);
+    let achieved = in_window.load(Ordering::Relaxed) as f64 / shape.duration.as_secs_f64();
+    let a = acc.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(OpenResult {
+        target_rate: rate,
+        achieved,
+        latency: a.latency.clone(),
+        service: a.service.clone(),
+        lag: a.lag.clone(),
+        counts: a.counts,
+        unfinished,
+        cpu,
+    })
+}
