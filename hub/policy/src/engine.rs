@@ -61,6 +61,10 @@ struct Evaluation<'s> {
     charges: Vec<(usize, Vec<String>)>,
     /// (request index, rate limit index or error, bucket key).
     explicit: Vec<(usize, Result<usize, String>, Vec<String>)>,
+    /// Filled by the quota phase: the RateLimit that refused and the wait it named.
+    refused: Option<(Arc<str>, Duration)>,
+    /// Filled by the quota phase: the explicit quotas' outcomes, by requested name.
+    grants: Vec<(String, QuotaGrant)>,
 }
 
 impl<'s> Evaluation<'s> {
@@ -256,19 +260,14 @@ fn header_ops(edits: &HeaderEdits, target: HeaderTarget, out: &mut Vec<HeaderOp>
 /// Decides a Check.
 pub async fn check(snap: &Snapshot, bag: &Bag, quotas: &[QuotaRequest]) -> Decision {
     let reads = ReadSet::default();
-    let ev = evaluate(snap, bag, &reads, quotas);
-    let mut retry_after = None;
-    let mut rate_limited_by = None;
-    let cacheable_so_far = ev.charges.is_empty();
+    let mut ev = evaluate(snap, bag, &reads, quotas);
     for (i, key) in &ev.charges {
         let (rl, limiter) = &snap.rate_limits[*i];
-        if let Outcome::Denied { retry_after: wait } = limiter.acquire(key, 1, false).await {
-            retry_after = Some(wait);
-            rate_limited_by = Some(rl.name.clone());
+        if let Outcome::Denied { retry_after } = limiter.acquire(key, 1, false).await {
+            ev.refused = Some((rl.name.clone(), retry_after));
             break;
         }
     }
-    let mut grants = Vec::with_capacity(ev.explicit.len());
     for (req_i, target, key) in &ev.explicit {
         let req = &quotas[*req_i];
         let grant = match target {
@@ -294,18 +293,9 @@ pub async fn check(snap: &Snapshot, bag: &Bag, quotas: &[QuotaRequest]) -> Decis
                 },
             },
         };
-        grants.push((req.name.clone(), grant));
+        ev.grants.push((req.name.clone(), grant));
     }
-    finish(
-        snap,
-        bag,
-        &reads,
-        ev,
-        retry_after,
-        rate_limited_by,
-        cacheable_so_far,
-        grants,
-    )
+    finish(snap, bag, &reads, ev)
 }
 
 fn evaluate<'s>(
@@ -348,20 +338,10 @@ fn evaluate<'s>(
     ev
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    snap: &Snapshot,
-    bag: &Bag,
-    reads: &ReadSet,
-    ev: Evaluation<'_>,
-    retry_after: Option<Duration>,
-    rate_limited_by: Option<Arc<str>>,
-    no_rate_limit_applied: bool,
-    quotas: Vec<(String, QuotaGrant)>,
-) -> Decision {
+fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> Decision {
     let referenced = references(bag, reads, &ev.evaluated);
     let volatile = reads.ids().any(|id| id.def().volatile);
-    let cacheable = no_rate_limit_applied && !volatile;
+    let cacheable = ev.charges.is_empty() && !volatile;
     let mut headers = Vec::new();
     let (code, message, http_status) = if let Some((policy, rule)) = ev.denied {
         match rule {
@@ -379,8 +359,7 @@ fn finish(
                 403,
             ),
         }
-    } else if let Some(name) = &rate_limited_by {
-        let wait = retry_after.unwrap_or_default();
+    } else if let Some((name, wait)) = &ev.refused {
         (
             codes::RESOURCE_EXHAUSTED,
             format!(
@@ -411,10 +390,10 @@ fn finish(
         referenced,
         revision: snap.revision,
         failure_policy: ev.failure_policy,
-        retry_after: rate_limited_by.as_ref().and(retry_after),
-        quotas,
+        retry_after: ev.refused.as_ref().map(|(_, wait)| *wait),
+        quotas: ev.grants,
         hits: ev.hits,
-        rate_limited_by,
+        rate_limited_by: ev.refused.map(|(name, _)| name),
         failures: ev.failures,
     }
 }
