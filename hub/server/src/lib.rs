@@ -91,36 +91,22 @@ impl RunningHub {
     }
 }
 
+/// Binds `addr`, returning the listener and the address it got (the port, when 0 was asked for).
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, SocketAddr), HubError> {
+    let err = |source| HubError::Bind { addr, what, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
 /// Binds the ports, loads the configuration and starts serving. `shutdown` resolving starts a graceful stop:
 /// no new calls are accepted and in-flight ones complete.
 pub async fn start(
     options: HubOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningHub, HubError> {
-    let grpc = TcpListener::bind(options.grpc_addr)
-        .await
-        .map_err(|source| HubError::Bind {
-            addr: options.grpc_addr,
-            what: "gRPC",
-            source,
-        })?;
-    let admin = TcpListener::bind(options.admin_addr)
-        .await
-        .map_err(|source| HubError::Bind {
-            addr: options.admin_addr,
-            what: "admin",
-            source,
-        })?;
-    let grpc_addr = grpc.local_addr().map_err(|source| HubError::Bind {
-        addr: options.grpc_addr,
-        what: "gRPC",
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| HubError::Bind {
-        addr: options.admin_addr,
-        what: "admin",
-        source,
-    })?;
+    let (grpc, grpc_addr) = bind(options.grpc_addr, "gRPC").await?;
+    let (admin, admin_addr) = bind(options.admin_addr, "admin").await?;
 
     let state = Arc::new(HubState::new(
         &options.config_dir,
