@@ -69,6 +69,14 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The field at fault (`spec.rules[0].when`), when the error is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     /// Where the error is, when it is in a file.
     pub fn location(&self) -> Option<&Location> {
         match self {

@@ -12,7 +12,7 @@ mod locate;
 mod resources;
 
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use load::{ConfigSet, Origin, Resource, load_path, load_texts, yaml_files};
+pub use load::{ConfigFiles, ConfigSet, Origin, Resource, load_path, load_texts, yaml_files};
 pub use resources::{
     API_VERSION, Action, DefaultAction, FailurePolicy, GROUP, HeaderEdits, HeaderRules, Limit,
     Policy, PolicySpec, RateLimit, RateLimitSpec, Rule, RuleStatus,

@@ -123,45 +123,79 @@ pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(out)
 }
 
-/// Loads every hub resource under `path`. All errors are collected, not just the first.
-pub fn load_path(path: &Path) -> Result<ConfigSet, ConfigErrors> {
-    let files = yaml_files(path).map_err(|e| ConfigErrors(vec![e]))?;
-    let mut texts = Vec::with_capacity(files.len());
-    for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| {
-            ConfigErrors(vec![ConfigError::Io {
-                path: f.clone(),
-                source,
-            }])
-        })?;
-        texts.push((f, text));
-    }
-    load_texts(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())))
+/// The YAML files under a path, read into memory, with a digest of their names and contents. Reading is cheap;
+/// parsing ([`ConfigFiles::load`]) is not, so a watcher compares digests before it parses.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigFiles {
+    /// (path, text) of every file, sorted by path.
+    pub files: Vec<(PathBuf, String)>,
+    /// Digest of the names and contents.
+    pub digest: u64,
 }
 
-/// Loads resources from in-memory files (name, text).
+impl ConfigFiles {
+    /// Reads every YAML file under `path` (or `path` itself).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let mut files = Vec::new();
+        for f in yaml_files(path)? {
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            files.push((f, text));
+        }
+        Ok(Self::from_texts(files))
+    }
+
+    /// In-memory files (path, text).
+    pub fn from_texts(files: Vec<(PathBuf, String)>) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        files.hash(&mut hasher);
+        ConfigFiles {
+            digest: hasher.finish(),
+            files,
+        }
+    }
+
+    /// Parses every resource. All errors are collected, not just the first.
+    pub fn load(&self) -> Result<ConfigSet, ConfigErrors> {
+        let mut set = ConfigSet {
+            files: self.files.len(),
+            digest: self.digest,
+            ..ConfigSet::default()
+        };
+        let mut errors = Vec::new();
+        for (file, text) in &self.files {
+            if let Err(e) = load_file(file, text, &mut set) {
+                errors.extend(e);
+            }
+        }
+        check_duplicates(&set.policies, "Policy", &mut errors);
+        check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Reads and parses every hub resource under `path`.
+pub fn load_path(path: &Path) -> Result<ConfigSet, ConfigErrors> {
+    ConfigFiles::read(path)
+        .map_err(|e| ConfigErrors(vec![e]))?
+        .load()
+}
+
+/// Parses resources from in-memory files (path, text).
 pub fn load_texts<'a>(
     files: impl IntoIterator<Item = (&'a Path, &'a str)>,
 ) -> Result<ConfigSet, ConfigErrors> {
-    let mut set = ConfigSet::default();
-    let mut errors = Vec::new();
-    let mut hasher = std::hash::DefaultHasher::new();
-    for (file, text) in files {
-        set.files += 1;
-        file.hash(&mut hasher);
-        text.hash(&mut hasher);
-        if let Err(e) = load_file(file, text, &mut set) {
-            errors.extend(e);
-        }
-    }
-    set.digest = hasher.finish();
-    check_duplicates(&set.policies, "Policy", &mut errors);
-    check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    let files = files
+        .into_iter()
+        .map(|(f, t)| (f.to_path_buf(), t.to_string()))
+        .collect();
+    ConfigFiles::from_texts(files).load()
 }
 
 fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<ConfigError>> {

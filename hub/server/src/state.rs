@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hub_config::ConfigErrors;
+use hub_config::{ConfigErrors, ConfigFiles};
 use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
 
@@ -89,22 +89,21 @@ impl HubState {
     /// Reloads when the files changed since the last attempt (or always, with `force`). Returns whether a new
     /// snapshot was swapped in.
     pub fn reload(&self, force: bool) -> bool {
-        let set = match hub_config::load_path(&self.config_dir) {
-            Ok(set) => set,
-            Err(errors) => {
-                // Unreadable or unparsable files: report once per distinct content.
-                let changed = self.swap_digest(digest_of_errors(&errors));
+        // Reading is cheap and parsing is not: compare digests first.
+        let files = match ConfigFiles::read(&self.config_dir) {
+            Ok(files) => files,
+            Err(e) => {
+                let changed = self.swap_digest(digest_of(&e.to_string()));
                 if force || changed {
-                    self.fail(errors);
+                    self.fail(ConfigErrors(vec![e]));
                 }
                 return false;
             }
         };
-        let changed = self.swap_digest(set.digest);
-        if !force && !changed {
+        if !self.swap_digest(files.digest) && !force {
             return false;
         }
-        let validated = match hub_policy::validate(set) {
+        let validated = match files.load().and_then(hub_policy::validate) {
             Ok(v) => v,
             Err(errors) => {
                 self.fail(errors);
@@ -160,11 +159,7 @@ impl HubState {
                     let (file, line) = e.location().map_or((String::new(), 0), |l| {
                         (l.file.display().to_string(), l.line)
                     });
-                    let field = match e {
-                        hub_config::ConfigError::Invalid { field, .. } => field.clone(),
-                        _ => String::new(),
-                    };
-                    (file, line, field)
+                    (file, line, e.field().unwrap_or_default().to_string())
                 })
                 .collect(),
         };
@@ -179,9 +174,9 @@ impl HubState {
     }
 }
 
-fn digest_of_errors(errors: &ConfigErrors) -> u64 {
+fn digest_of(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
-    errors.to_string().hash(&mut h);
+    text.hash(&mut h);
     h.finish()
 }
