@@ -218,7 +218,7 @@ pub fn to_authz_response(d: &Decision) -> CheckResponse {
         if let Some(wait) = d.retry_after {
             headers.push(header(
                 "retry-after",
-                &wait.as_secs_f64().ceil().to_string(),
+                &crate::native::retry_after_secs(wait),
                 HeaderAppendAction::OverwriteIfExistsOrAdd,
             ));
         }

@@ -37,6 +37,11 @@ pub fn pb_duration(d: Duration) -> PbDuration {
     }
 }
 
+/// The `retry-after` header value for a wait: whole seconds, rounded up.
+pub(crate) fn retry_after_secs(wait: Duration) -> String {
+    wait.as_secs_f64().ceil().to_string()
+}
+
 /// The native response for a decision.
 pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
     use mixer::attribute_match::Condition;
@@ -78,10 +83,7 @@ pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
         });
     }
     if let Some(wait) = d.retry_after {
-        direct_headers.insert(
-            "retry-after".to_string(),
-            wait.as_secs_f64().ceil().to_string(),
-        );
+        direct_headers.insert("retry-after".to_string(), retry_after_secs(wait));
     }
     let precondition = mixer::PreconditionResult {
         status: Some(RpcStatus {
