@@ -118,6 +118,30 @@ impl<'s> Evaluation<'s> {
         }
     }
 
+    fn rule_matches(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        p: &CompiledPolicy,
+        r: &'s CompiledRule,
+    ) -> bool {
+        self.matches(ctx, r.when.as_ref(), &p.name, || {
+            format!("rules[{}].when", r.name)
+        })
+    }
+
+    /// The first rule of `p` with `action` whose condition holds.
+    fn first_match(
+        &mut self,
+        ctx: &Context<'_, '_>,
+        p: &'s CompiledPolicy,
+        action: Action,
+    ) -> Option<&'s CompiledRule> {
+        p.rules
+            .iter()
+            .filter(|r| r.action == action)
+            .find(|r| self.rule_matches(ctx, p, r))
+    }
+
     fn policy(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) {
         if !self.matches(ctx, p.selector.as_ref(), &p.name, || "selector".into()) {
             return;
@@ -130,32 +154,14 @@ impl<'s> Evaluation<'s> {
             dry_run: p.dry_run,
         };
         for r in p.rules.iter().filter(|r| r.action == Action::Audit) {
-            if self.matches(ctx, r.when.as_ref(), &p.name, || {
-                format!("rules[{}].when", r.name)
-            }) {
+            if self.rule_matches(ctx, p, r) {
                 self.hits.push(hit(&r.name, "AUDIT"));
             }
         }
-        let deny = p
-            .rules
-            .iter()
-            .filter(|r| r.action == Action::Deny)
-            .find(|r| {
-                self.matches(ctx, r.when.as_ref(), &p.name, || {
-                    format!("rules[{}].when", r.name)
-                })
-            });
+        let deny = self.first_match(ctx, p, Action::Deny);
         let allow = match deny {
             Some(_) => None,
-            None => p
-                .rules
-                .iter()
-                .filter(|r| r.action == Action::Allow)
-                .find(|r| {
-                    self.matches(ctx, r.when.as_ref(), &p.name, || {
-                        format!("rules[{}].when", r.name)
-                    })
-                }),
+            None => self.first_match(ctx, p, Action::Allow),
         };
         let denied = match (deny, allow) {
             (Some(r), _) => {
