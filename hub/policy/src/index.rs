@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use cel::IdedExpr;
-use cel::common::ast::{Expr as Node, LiteralValue, operators};
+use cel::common::ast::{Expr as Node, operators};
 use hub_attributes::{AttrId, AttrType, Bag, Value};
 
+use crate::expr::{literal_string, segments};
 use crate::resolve::ReadSet;
 
 /// Selector index over items numbered 0..n.
@@ -67,32 +68,14 @@ impl Index {
     }
 }
 
+/// The string-typed attribute `e` names, if it names one.
 fn attribute_of(e: &IdedExpr) -> Option<AttrId> {
-    let mut segs = Vec::new();
-    let mut cur = e;
-    loop {
-        match &cur.expr {
-            Node::Ident(n) => {
-                segs.push(n.as_str());
-                break;
-            }
-            Node::Select(s) if !s.test => {
-                segs.push(s.field.as_str());
-                cur = &s.operand;
-            }
-            _ => return None,
-        }
-    }
-    segs.reverse();
-    hub_attributes::lookup(&segs.join("."))
+    hub_attributes::lookup(&segments(e)?.join("."))
         .filter(|id| matches!(id.ty(), AttrType::String | AttrType::IpAddress))
 }
 
 fn string_literal(e: &IdedExpr) -> Option<String> {
-    match &e.expr {
-        Node::Literal(LiteralValue::String(s)) => Some(s.to_string()),
-        _ => None,
-    }
+    literal_string(e).map(str::to_string)
 }
 
 /// An attribute and the values it must have for the selector to be true.
