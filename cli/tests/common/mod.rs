@@ -205,7 +205,7 @@ impl Hub {
             "100ms",
         ]);
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        let proc = Proc::spawn("hub", cmd, config_dir.with_extension("hub.log"));
+        let proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
         let mut hub = Hub {
             proc,
             grpc,
