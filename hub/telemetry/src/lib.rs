@@ -1,0 +1,1 @@
+//! Telemetry rules: compiling Telemetry resources and turning attribute bags into metric, log and span records.

@@ -1,0 +1,652 @@
+//! Decoding: a whole buffer is validated once, then read through views that cannot fail.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::{
+    BatchKind, MAGIC, MetricKind, SEGMENT_HEADER_LEN, Severity, Span, SpanKind, VERSION, Value,
+};
+
+/// A malformed buffer: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset in the buffer.
+    pub offset: usize,
+    /// What was wrong.
+    pub what: &'static str,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed batch at byte {}: {}", self.offset, self.what)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+#[derive(Debug, Clone, Copy)]
+enum RawValue<'a> {
+    Null,
+    Str(u32),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Bytes(&'a [u8]),
+    Timestamp(i64),
+    Duration(i64),
+}
+
+#[derive(Debug)]
+struct FamilyData {
+    name: u32,
+    kind: MetricKind,
+    help: u32,
+    labels: Range<usize>,
+    buckets: Vec<f64>,
+}
+
+#[derive(Debug)]
+enum Record {
+    Metric {
+        family: u32,
+        value: f64,
+        time: u64,
+        labels: Range<usize>,
+    },
+    Log {
+        name: u32,
+        severity: Severity,
+        time: u64,
+        fields: Range<usize>,
+    },
+    Span {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_id: [u8; 8],
+        name: u32,
+        kind: SpanKind,
+        start: u64,
+        end: u64,
+        flags: u8,
+        service: u32,
+        peer: u32,
+        fields: Range<usize>,
+    },
+    Attributes {
+        fields: Range<usize>,
+    },
+}
+
+#[derive(Debug)]
+struct Segment<'a> {
+    strings: Vec<&'a str>,
+    families: Vec<FamilyData>,
+    /// Label-name indices of families and label-value indices of metric records.
+    idx: Vec<u32>,
+    fields: Vec<(u32, RawValue<'a>)>,
+    records: Vec<Record>,
+}
+
+impl<'a> Segment<'a> {
+    fn str(&self, i: u32) -> &'a str {
+        // Indices were checked at parse time; "" is unreachable but keeps this total.
+        self.strings.get(i as usize).copied().unwrap_or("")
+    }
+
+    fn value(&self, v: RawValue<'a>) -> Value<'a> {
+        match v {
+            RawValue::Null => Value::Null,
+            RawValue::Str(i) => Value::Str(self.str(i)),
+            RawValue::Int(i) => Value::Int(i),
+            RawValue::Double(d) => Value::Double(d),
+            RawValue::Bool(b) => Value::Bool(b),
+            RawValue::Bytes(b) => Value::Bytes(b),
+            RawValue::Timestamp(t) => Value::Timestamp(t),
+            RawValue::Duration(d) => Value::Duration(d),
+        }
+    }
+}
+
+/// A decoded buffer of one or more segments.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    segments: Vec<Segment<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// Validates and indexes `bytes`. An empty buffer is an empty batch.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut segments = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = bytes.get(at..at + SEGMENT_HEADER_LEN).ok_or(DecodeError {
+                offset: at,
+                what: "truncated segment header",
+            })?;
+            if header[..3] != MAGIC {
+                return Err(DecodeError {
+                    offset: at,
+                    what: "bad magic (not a Sextant batch)",
+                });
+            }
+            if header[3] != VERSION {
+                return Err(DecodeError {
+                    offset: at + 3,
+                    what: "unsupported batch version",
+                });
+            }
+            let kind = BatchKind::from_u8(header[4]).ok_or(DecodeError {
+                offset: at + 4,
+                what: "unknown segment kind",
+            })?;
+            let len = u32::from_le_bytes([header[5], header[6], header[7], header[8]]) as usize;
+            let start = at + SEGMENT_HEADER_LEN;
+            let body = bytes
+                .get(start..start.saturating_add(len))
+                .ok_or(DecodeError {
+                    offset: at + 5,
+                    what: "segment length past the end",
+                })?;
+            let mut c = Cursor {
+                buf: body,
+                pos: 0,
+                base: start,
+            };
+            segments.push(c.segment(kind)?);
+            if c.pos != body.len() {
+                return Err(c.err("trailing bytes in segment"));
+            }
+            at = start + len;
+        }
+        Ok(Self { segments })
+    }
+
+    /// Number of records in all segments.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.records.len()).sum()
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The metric records, in order.
+    pub fn metrics(&self) -> impl Iterator<Item = MetricRef<'_, 'a>> {
+        self.segments.iter().flat_map(|seg| {
+            seg.records.iter().filter_map(move |r| match r {
+                Record::Metric {
+                    family,
+                    value,
+                    time,
+                    labels,
+                } => Some(MetricRef {
+                    seg,
+                    family: *family,
+                    value: *value,
+                    time: *time,
+                    labels: labels.clone(),
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    /// The log entries, in order.
+    pub fn logs(&self) -> impl Iterator<Item = LogRef<'_, 'a>> {
+        self.segments.iter().flat_map(|seg| {
+            seg.records.iter().filter_map(move |r| match r {
+                Record::Log {
+                    name,
+                    severity,
+                    time,
+                    fields,
+                } => Some(LogRef {
+                    seg,
+                    name: *name,
+                    severity: *severity,
+                    time: *time,
+                    fields: fields.clone(),
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    /// The spans, in order.
+    pub fn spans(&self) -> impl Iterator<Item = SpanRef<'_, 'a>> {
+        self.segments.iter().flat_map(|seg| {
+            seg.records.iter().filter_map(move |r| match r {
+                Record::Span { .. } => Some(SpanRef { seg, rec: r }),
+                _ => None,
+            })
+        })
+    }
+
+    /// The fields of the attribute records (kind attributes), in order.
+    pub fn attributes(&self) -> impl Iterator<Item = Field<'a>> + '_ {
+        self.segments.iter().flat_map(|seg| {
+            seg.records.iter().flat_map(move |r| match r {
+                Record::Attributes { fields } => fields_of(seg, fields.clone()),
+                _ => fields_of(seg, 0..0),
+            })
+        })
+    }
+}
+
+fn fields_of<'s, 'a>(
+    seg: &'s Segment<'a>,
+    range: Range<usize>,
+) -> impl Iterator<Item = Field<'a>> + 's {
+    seg.fields[range].iter().map(|&(k, v)| Field {
+        key: seg.str(k),
+        value: seg.value(v),
+    })
+}
+
+/// A key and its typed value: a log field, span tag or attribute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Field<'a> {
+    /// Name.
+    pub key: &'a str,
+    /// Value.
+    pub value: Value<'a>,
+}
+
+/// A metric family, as declared in the segment of a metric record.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyRef<'s, 'a> {
+    seg: &'s Segment<'a>,
+    f: &'s FamilyData,
+}
+
+impl<'s, 'a> FamilyRef<'s, 'a> {
+    /// Metric name.
+    pub fn name(&self) -> &'a str {
+        self.seg.str(self.f.name)
+    }
+    /// Type.
+    pub fn kind(&self) -> MetricKind {
+        self.f.kind
+    }
+    /// Description.
+    pub fn help(&self) -> &'a str {
+        self.seg.str(self.f.help)
+    }
+    /// Label names, in the order of the records' values.
+    pub fn label_names(&self) -> impl ExactSizeIterator<Item = &'a str> + use<'a, 's> {
+        let seg = self.seg;
+        seg.idx[self.f.labels.clone()]
+            .iter()
+            .map(move |&i| seg.str(i))
+    }
+    /// Histogram buckets (empty: default).
+    pub fn buckets(&self) -> &'s [f64] {
+        &self.f.buckets
+    }
+}
+
+/// One metric record.
+#[derive(Debug, Clone)]
+pub struct MetricRef<'s, 'a> {
+    seg: &'s Segment<'a>,
+    family: u32,
+    value: f64,
+    time: u64,
+    labels: Range<usize>,
+}
+
+impl<'s, 'a> MetricRef<'s, 'a> {
+    /// The record's family.
+    pub fn family(&self) -> FamilyRef<'s, 'a> {
+        FamilyRef {
+            seg: self.seg,
+            f: &self.seg.families[self.family as usize],
+        }
+    }
+    /// The value: an increment (counter), the new value (gauge) or an observation (histogram).
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+    /// When it was recorded, ns since the epoch.
+    pub fn time_nanos(&self) -> u64 {
+        self.time
+    }
+    /// Label values, in the family's label order.
+    pub fn label_values(&self) -> impl ExactSizeIterator<Item = &'a str> + use<'a, 's> {
+        let seg = self.seg;
+        seg.idx[self.labels.clone()]
+            .iter()
+            .map(move |&i| seg.str(i))
+    }
+    /// (label name, label value) pairs.
+    pub fn labels(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 's {
+        self.family().label_names().zip(self.label_values())
+    }
+}
+
+/// One log entry.
+#[derive(Debug, Clone)]
+pub struct LogRef<'s, 'a> {
+    seg: &'s Segment<'a>,
+    name: u32,
+    severity: Severity,
+    time: u64,
+    fields: Range<usize>,
+}
+
+impl<'s, 'a> LogRef<'s, 'a> {
+    /// The log's name (from the Telemetry resource).
+    pub fn name(&self) -> &'a str {
+        self.seg.str(self.name)
+    }
+    /// Severity.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+    /// When, ns since the epoch.
+    pub fn time_nanos(&self) -> u64 {
+        self.time
+    }
+    /// The entry's fields, in the Telemetry resource's order.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + 's {
+        fields_of(self.seg, self.fields.clone())
+    }
+}
+
+/// One span.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanRef<'s, 'a> {
+    seg: &'s Segment<'a>,
+    rec: &'s Record,
+}
+
+impl<'s, 'a> SpanRef<'s, 'a> {
+    /// The span's fixed fields.
+    pub fn span(&self) -> Span<'a> {
+        match *self.rec {
+            Record::Span {
+                trace_id,
+                span_id,
+                parent_id,
+                name,
+                kind,
+                start,
+                end,
+                flags,
+                service,
+                peer,
+                ..
+            } => Span {
+                trace_id,
+                span_id,
+                parent_id,
+                name: self.seg.str(name),
+                kind,
+                start_nanos: start,
+                end_nanos: end,
+                flags,
+                service: self.seg.str(service),
+                peer_service: self.seg.str(peer),
+            },
+            _ => Span {
+                trace_id: [0; 16],
+                span_id: [0; 8],
+                parent_id: [0; 8],
+                name: "",
+                kind: SpanKind::Unspecified,
+                start_nanos: 0,
+                end_nanos: 0,
+                flags: 0,
+                service: "",
+                peer_service: "",
+            },
+        }
+    }
+    /// The span's tags.
+    pub fn tags(&self) -> impl Iterator<Item = Field<'a>> + 's {
+        let range = match self.rec {
+            Record::Span { fields, .. } => fields.clone(),
+            _ => 0..0,
+        };
+        fields_of(self.seg, range)
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf` in the whole buffer, for error positions.
+    base: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn err(&self, what: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.base + self.pos,
+            what,
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let s = self
+            .buf
+            .get(self.pos..self.pos.saturating_add(n))
+            .ok_or_else(|| self.err("unexpected end"))?;
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let s = self.take(N)?;
+        let mut a = [0; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    fn zigzag(&mut self) -> Result<i64, DecodeError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A count of items that each take at least `min` bytes: bounded by what is left, so a hostile count
+    /// cannot make us allocate.
+    fn count(&mut self, min: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let left = (self.buf.len() - self.pos) / min.max(1);
+        if n > left as u64 {
+            return Err(self.err("count larger than the remaining bytes"));
+        }
+        Ok(n as usize)
+    }
+
+    fn str_idx(&mut self, strings: usize) -> Result<u32, DecodeError> {
+        let i = self.varint()?;
+        if i >= strings as u64 {
+            return Err(self.err("string index out of range"));
+        }
+        Ok(i as u32)
+    }
+
+    fn value(&mut self, strings: usize) -> Result<RawValue<'a>, DecodeError> {
+        Ok(match self.u8()? {
+            0 => RawValue::Null,
+            1 => RawValue::Str(self.str_idx(strings)?),
+            2 => RawValue::Int(self.zigzag()?),
+            3 => RawValue::Double(self.f64()?),
+            4 => RawValue::Bool(self.u8()? != 0),
+            5 => {
+                let n = self.count(1)?;
+                RawValue::Bytes(self.take(n)?)
+            }
+            6 => RawValue::Timestamp(self.zigzag()?),
+            7 => RawValue::Duration(self.zigzag()?),
+            _ => return Err(self.err("unknown value tag")),
+        })
+    }
+
+    fn fields(
+        &mut self,
+        strings: usize,
+        out: &mut Vec<(u32, RawValue<'a>)>,
+    ) -> Result<Range<usize>, DecodeError> {
+        let n = self.count(2)?;
+        let start = out.len();
+        for _ in 0..n {
+            let k = self.str_idx(strings)?;
+            let v = self.value(strings)?;
+            out.push((k, v));
+        }
+        Ok(start..out.len())
+    }
+
+    fn segment(&mut self, kind: BatchKind) -> Result<Segment<'a>, DecodeError> {
+        let n = self.count(1)?;
+        let mut strings = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.count(1)?;
+            let at = self.pos;
+            let bytes = self.take(len)?;
+            let s = std::str::from_utf8(bytes).map_err(|_| DecodeError {
+                offset: self.base + at,
+                what: "invalid UTF-8",
+            })?;
+            strings.push(s);
+        }
+        let ns = strings.len();
+        if ns == 0 {
+            return Err(self.err("string table lacks the empty string"));
+        }
+
+        let mut idx = Vec::new();
+        let nf = self.count(4)?;
+        let mut families = Vec::with_capacity(nf);
+        for _ in 0..nf {
+            let name = self.str_idx(ns)?;
+            let kind =
+                MetricKind::from_u8(self.u8()?).ok_or_else(|| self.err("unknown metric kind"))?;
+            let help = self.str_idx(ns)?;
+            let nl = self.count(1)?;
+            let start = idx.len();
+            for _ in 0..nl {
+                idx.push(self.str_idx(ns)?);
+            }
+            let labels = start..idx.len();
+            let nb = self.count(8)?;
+            let mut buckets = Vec::with_capacity(nb);
+            for _ in 0..nb {
+                buckets.push(self.f64()?);
+            }
+            families.push(FamilyData {
+                name,
+                kind,
+                help,
+                labels,
+                buckets,
+            });
+        }
+
+        let nr = self.count(1)?;
+        let mut records = Vec::with_capacity(nr);
+        let mut fields = Vec::new();
+        for _ in 0..nr {
+            let rec = match kind {
+                BatchKind::Metrics => {
+                    let family = self.varint()?;
+                    let f = families
+                        .get(family as usize)
+                        .ok_or_else(|| self.err("family index out of range"))?;
+                    let nl = f.labels.len();
+                    let value = self.f64()?;
+                    let time = self.varint()?;
+                    let start = idx.len();
+                    for _ in 0..nl {
+                        idx.push(self.str_idx(ns)?);
+                    }
+                    Record::Metric {
+                        family: family as u32,
+                        value,
+                        time,
+                        labels: start..idx.len(),
+                    }
+                }
+                BatchKind::Logs => {
+                    let name = self.str_idx(ns)?;
+                    let severity = Severity::from_u8(self.u8()?)
+                        .ok_or_else(|| self.err("unknown severity"))?;
+                    let time = self.varint()?;
+                    let fields = self.fields(ns, &mut fields)?;
+                    Record::Log {
+                        name,
+                        severity,
+                        time,
+                        fields,
+                    }
+                }
+                BatchKind::Spans => {
+                    let trace_id = self.array()?;
+                    let span_id = self.array()?;
+                    let parent_id = self.array()?;
+                    let name = self.str_idx(ns)?;
+                    let kind = SpanKind::from_u8(self.u8()?)
+                        .ok_or_else(|| self.err("unknown span kind"))?;
+                    let start = self.varint()?;
+                    let end = self.varint()?;
+                    let flags = self.u8()?;
+                    let service = self.str_idx(ns)?;
+                    let peer = self.str_idx(ns)?;
+                    let fields = self.fields(ns, &mut fields)?;
+                    Record::Span {
+                        trace_id,
+                        span_id,
+                        parent_id,
+                        name,
+                        kind,
+                        start,
+                        end,
+                        flags,
+                        service,
+                        peer,
+                        fields,
+                    }
+                }
+                BatchKind::Attributes => Record::Attributes {
+                    fields: self.fields(ns, &mut fields)?,
+                },
+            };
+            records.push(rec);
+        }
+        Ok(Segment {
+            strings,
+            families,
+            idx,
+            fields,
+            records,
+        })
+    }
+}

@@ -1,0 +1,203 @@
+use super::*;
+
+fn family<'a>(name: &'a str, labels: &'a [&'a str]) -> Family<'a> {
+    Family {
+        name,
+        kind: MetricKind::Counter,
+        help: "requests",
+        label_names: labels,
+        buckets: &[],
+    }
+}
+
+#[test]
+fn metrics_round_trip_across_concatenated_segments() {
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let f = w.family(&family(
+        "istio_requests_total",
+        &["response_code", "destination_workload"],
+    ));
+    w.metric(f, 1.0, 7, ["200", "reviews-v1"]);
+    w.metric(f, 2.5, 8, ["503", "reviews-v1"]);
+    let mut buf = Vec::new();
+    w.finish_into(&mut buf);
+    let h = w.family(&Family {
+        name: "istio_request_duration_milliseconds",
+        kind: MetricKind::Histogram,
+        help: "",
+        label_names: &[],
+        buckets: &[1.0, 5.0],
+    });
+    w.metric(h, 3.0, 9, []);
+    w.finish_into(&mut buf);
+
+    let b = Batch::parse(&buf).unwrap();
+    assert_eq!(b.len(), 3);
+    let m: Vec<_> = b.metrics().collect();
+    assert_eq!(m[0].family().name(), "istio_requests_total");
+    assert_eq!(m[1].value(), 2.5);
+    assert_eq!(m[1].time_nanos(), 8);
+    assert_eq!(
+        m[1].labels().collect::<Vec<_>>(),
+        vec![
+            ("response_code", "503"),
+            ("destination_workload", "reviews-v1")
+        ]
+    );
+    assert_eq!(m[2].family().kind(), MetricKind::Histogram);
+    assert_eq!(m[2].family().buckets(), &[1.0, 5.0]);
+    assert_eq!(m[2].label_values().count(), 0);
+}
+
+#[test]
+fn logs_spans_and_attributes_round_trip() {
+    let mut w = BatchWriter::new(BatchKind::Logs);
+    w.log(
+        "access",
+        Severity::Warn,
+        42,
+        [
+            ("path", Value::Str("/a")),
+            ("code", Value::Int(-503)),
+            ("latency", Value::Duration(1_500_000)),
+            ("ok", Value::Bool(false)),
+            ("ratio", Value::Double(0.5)),
+            ("raw", Value::Bytes(&[1, 2, 3])),
+            ("at", Value::Timestamp(-1)),
+            ("none", Value::Null),
+        ],
+    );
+    let logs = w.finish();
+    let b = Batch::parse(&logs).unwrap();
+    let l = b.logs().next().unwrap();
+    assert_eq!(
+        (l.name(), l.severity(), l.time_nanos()),
+        ("access", Severity::Warn, 42)
+    );
+    let f: Vec<_> = l.fields().collect();
+    assert_eq!(f.len(), 8);
+    assert_eq!(
+        f[1],
+        Field {
+            key: "code",
+            value: Value::Int(-503)
+        }
+    );
+    assert_eq!(f[5].value, Value::Bytes(&[1, 2, 3]));
+    assert_eq!(f[6].value, Value::Timestamp(-1));
+
+    let mut w = BatchWriter::new(BatchKind::Spans);
+    let span = Span {
+        trace_id: [7; 16],
+        span_id: [1; 8],
+        parent_id: [0; 8],
+        name: "GET /reviews",
+        kind: SpanKind::Server,
+        start_nanos: 10,
+        end_nanos: 20,
+        flags: SPAN_SAMPLED,
+        service: "reviews",
+        peer_service: "",
+    };
+    w.span(&span, [("http.status_code", Value::Str("200"))]);
+    let spans = w.finish();
+    let b = Batch::parse(&spans).unwrap();
+    let s = b.spans().next().unwrap();
+    assert_eq!(s.span(), span);
+    assert_eq!(s.tags().next().unwrap().key, "http.status_code");
+
+    let mut w = BatchWriter::new(BatchKind::Attributes);
+    w.attributes([("source.workload.name", Value::Str("productpage"))]);
+    let attrs = w.finish();
+    let b = Batch::parse(&attrs).unwrap();
+    assert_eq!(
+        b.attributes().next().unwrap().value,
+        Value::Str("productpage")
+    );
+}
+
+#[test]
+fn strings_are_interned_per_segment() {
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let f = w.family(&family("m", &["workload"]));
+    for _ in 0..100 {
+        w.metric(f, 1.0, 0, ["a-long-workload-name-that-repeats"]);
+    }
+    let one = w.finish();
+    // 100 records of family + f64 + time + one index: about 11 bytes each, the string once.
+    assert!(one.len() < 100 * 12 + 100, "{} bytes", one.len());
+}
+
+#[test]
+fn every_truncation_and_corruption_is_an_error_not_a_panic() {
+    let mut w = BatchWriter::new(BatchKind::Spans);
+    let span = Span {
+        trace_id: [7; 16],
+        span_id: [1; 8],
+        parent_id: [2; 8],
+        name: "n",
+        kind: SpanKind::Client,
+        start_nanos: 1,
+        end_nanos: 2,
+        flags: 0,
+        service: "s",
+        peer_service: "p",
+    };
+    w.span(&span, [("k", Value::Str("v")), ("b", Value::Bytes(b"xyz"))]);
+    let buf = w.finish();
+    for n in 0..buf.len() {
+        assert!(
+            Batch::parse(&buf[..n]).is_err() || n == 0,
+            "prefix of {n} bytes parsed"
+        );
+    }
+    for i in 0..buf.len() {
+        for bit in 0..8 {
+            let mut c = buf.clone();
+            c[i] ^= 1 << bit;
+            // Must not panic; may or may not be an error (a flipped payload byte is still well-formed).
+            if let Ok(b) = Batch::parse(&c) {
+                for s in b.spans() {
+                    let _ = s.span();
+                    let _ = s.tags().count();
+                }
+            }
+        }
+    }
+    let e = Batch::parse(b"XYZ\x01\x01\0\0\0\0").unwrap_err();
+    assert!(e.to_string().contains("bad magic"), "{e}");
+}
+
+#[test]
+fn a_hostile_count_does_not_allocate() {
+    // Header for a 10-byte body that claims 2^60 strings.
+    let mut buf = b"SXB\x01\x02".to_vec();
+    let body = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0];
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+    assert!(Batch::parse(&buf).is_err());
+}
+
+#[test]
+fn samples_round_trip() {
+    let mut w = SampleWriter::new();
+    w.sample(3, 1.5, ["a", "b"]);
+    w.sample(0, -2.0, []);
+    let got: Vec<_> = SampleReader::new(w.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        got[0],
+        Sample {
+            handle: 3,
+            value: 1.5,
+            label_values: vec!["a", "b"]
+        }
+    );
+    assert_eq!(got[1].label_values.len(), 0);
+    let bytes = w.as_bytes();
+    let mut r = SampleReader::new(&bytes[..bytes.len() - 3]);
+    assert!(r.next().unwrap().is_ok());
+    assert!(r.next().unwrap().is_err());
+    assert!(r.next().is_none());
+}
