@@ -1,0 +1,1 @@
+//! The adapters Sextant ships, built to Wasm components and embedded in the binary.
