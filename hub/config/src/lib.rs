@@ -1,6 +1,6 @@
 //! The hub's configuration as Kubernetes-style resources.
 //!
-//! Policy authors write `Policy` and `RateLimit` resources (`policy.sextant.dev/v1alpha1`) as multi-document
+//! Policy authors write `Policy`, `RateLimit`, `Telemetry` and `Adapter` resources (`policy.sextant.dev/v1alpha1`) as multi-document
 //! YAML in a directory tree. This crate reads them ([`load_path`]), keeping for every field the file and line
 //! it came from so that later validation (CEL compilation in `hub-policy`) can point at it, and generates the
 //! CustomResourceDefinitions from the same Rust types ([`crds`]). Resources of other API groups (Istio's, for
@@ -14,8 +14,9 @@ mod resources;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{ConfigFiles, ConfigSet, Origin, Resource, load_path, load_texts, yaml_files};
 pub use resources::{
-    API_VERSION, Action, DefaultAction, FailurePolicy, GROUP, HeaderEdits, HeaderRules, Limit,
-    Policy, PolicySpec, RateLimit, RateLimitSpec, Rule, RuleStatus,
+    API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
+    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, Policy, PolicySpec, RateLimit,
+    RateLimitSpec, Rule, RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
 };
 
 /// The CustomResourceDefinitions of the hub's kinds, generated from the Rust types.
@@ -23,7 +24,7 @@ pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Policy::crd(), RateLimit::crd()]
+    vec![Policy::crd(), RateLimit::crd(), Telemetry::crd(), Adapter::crd()]
 }
 
 /// Parses a duration such as `60s`, `1m`, `1h30m` or `250ms`.
@@ -34,3 +35,24 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses a size in bytes: `1048576`, `512Ki`, `64Mi`, `1Gi` (powers of 1024) or `10k`, `10M`, `1G` (of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 64Mi, 512Ki, 1Gi"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, k, M or G")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+}

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ConfigError, ConfigErrors, Location};
 use crate::locate;
-use crate::resources::{GROUP, PolicySpec, RateLimitSpec};
+use crate::resources::{AdapterSpec, GROUP, PolicySpec, RateLimitSpec, TelemetrySpec};
 
 /// Where a resource was written, with the line of each of its fields.
 #[derive(Clone, Debug)]
@@ -79,6 +79,10 @@ pub struct ConfigSet {
     pub policies: Vec<Resource<PolicySpec>>,
     /// RateLimit resources, in file order.
     pub rate_limits: Vec<Resource<RateLimitSpec>>,
+    /// Telemetry resources, in file order.
+    pub telemetry: Vec<Resource<TelemetrySpec>>,
+    /// Adapter resources, in file order.
+    pub adapters: Vec<Resource<AdapterSpec>>,
     /// How many YAML files were read.
     pub files: usize,
     /// A digest of the files' names and contents, to tell whether anything changed.
@@ -172,6 +176,8 @@ impl ConfigFiles {
         }
         check_duplicates(&set.policies, "Policy", &mut errors);
         check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
+        check_duplicates(&set.telemetry, "Telemetry", &mut errors);
+        check_duplicates(&set.adapters, "Adapter", &mut errors);
         if errors.is_empty() {
             Ok(set)
         } else {
@@ -318,13 +324,25 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
             typed_spec(spec, &origin, kind, &key)?,
             &origin,
         )),
+        "Telemetry" => set.telemetry.push(resource(
+            name,
+            namespace,
+            typed_spec(spec, &origin, kind, &key)?,
+            &origin,
+        )),
+        "Adapter" => set.adapters.push(resource(
+            name,
+            namespace,
+            typed_spec(spec, &origin, kind, &key)?,
+            &origin,
+        )),
         other => {
             return Err(invalid(
                 &origin,
                 other,
                 &key,
                 "kind",
-                format!("unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit"),
+                format!("unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit, Telemetry, Adapter"),
             ));
         }
     }

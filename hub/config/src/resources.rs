@@ -175,3 +175,193 @@ pub struct Limit {
     #[serde(default)]
     pub burst: u32,
 }
+
+/// Turns reported attribute bags into telemetry: metrics, log entries and spans computed with CEL, delivered
+/// to the named adapters. Evaluated by the hub on every reported bag whose attributes match `selector`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "policy.sextant.dev",
+    version = "v1alpha1",
+    kind = "Telemetry",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// CEL boolean expression choosing the reports this resource applies to, e.g.
+    /// `context.protocol != "tcp"`. Absent: every report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Metric instances computed from each report.
+    #[serde(default)]
+    pub metrics: Vec<MetricSpec>,
+    /// Log entries computed from each report.
+    #[serde(default)]
+    pub logs: Vec<LogSpec>,
+    /// A span computed from each report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TraceSpec>,
+    /// The `Adapter` resources that receive what this resource produces: `name` (same namespace) or
+    /// `namespace/name`. Each adapter receives the kinds it declares it handles.
+    #[serde(default)]
+    pub adapters: Vec<String>,
+}
+
+/// A metric computed from each report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSpec {
+    /// Metric name, e.g. `istio_requests_total` (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+    pub name: String,
+    /// COUNTER (adds `value`), GAUGE (sets it) or HISTOGRAM (observes it).
+    pub kind: MetricKind,
+    /// CEL numeric expression. Default for counters: `1`; required for gauges and histograms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Label name to CEL expression. A dimension that cannot be evaluated (an absent attribute) is `unknown`.
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// Histogram bucket upper bounds, ascending. Absent: the adapter's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<f64>,
+    /// Description, shown as the Prometheus HELP text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// CEL boolean condition on top of the resource's selector. Absent: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// A metric's type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MetricKind {
+    /// A monotonic sum.
+    Counter,
+    /// The last value.
+    Gauge,
+    /// A distribution of observations.
+    Histogram,
+}
+
+/// A log entry computed from each report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogSpec {
+    /// Name of the log stream, e.g. `accesslog`.
+    pub name: String,
+    /// A severity name (TRACE, DEBUG, INFO, WARN, ERROR, FATAL) or a CEL expression giving one, e.g.
+    /// `response.code >= 500 ? "ERROR" : "INFO"`. Default INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// Field name to CEL expression. A field that cannot be evaluated is left out of the entry.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// CEL boolean condition on top of the resource's selector. Absent: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// How to build a span from a report. Trace, span and parent ids come from the W3C `traceparent` header, or
+/// else from B3 (`x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, or the single `b3` header). A report
+/// without trace context makes no span.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraceSpec {
+    /// CEL string expression for the span name. Default: `request.method + " " + request.url_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// SERVER (default: the span of the destination) or CLIENT.
+    #[serde(default)]
+    pub kind: TraceSpanKind,
+    /// CEL string expression naming the service that recorded the span. Default: `destination.service.name`
+    /// for SERVER spans, `source.workload.name` for CLIENT spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// CEL string expression naming the other side. Default: the opposite of `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_service: Option<String>,
+    /// CEL timestamp expression for the start. Default: `request.time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// CEL timestamp expression for the end. Default: `response.time`, else start + `response.duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// CEL boolean expression marking the span as failed. Default: `response.code >= 500`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tag name to CEL expression. A tag that cannot be evaluated is left out.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// CEL boolean condition on top of the resource's selector. Absent: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// The side of a request a span describes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TraceSpanKind {
+    /// The server side.
+    #[default]
+    Server,
+    /// The client side.
+    Client,
+}
+
+/// A Wasm adapter: a component that receives telemetry batches (and may answer checks), run by the hub with
+/// memory, time and network limits.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "policy.sextant.dev",
+    version = "v1alpha1",
+    kind = "Adapter",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdapterSpec {
+    /// A path to a `.wasm` component (relative paths are relative to the file that declares the adapter), or
+    /// one the hub ships: `builtin:prometheus`, `builtin:zipkin`, `builtin:otlp`, `builtin:logs`.
+    pub module: String,
+    /// The adapter's own configuration, passed to its init as JSON; the adapter validates it.
+    #[serde(default)]
+    #[schemars(schema_with = "free_form")]
+    pub config: serde_json::Value,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: AdapterLimits,
+    /// Hosts the adapter may send HTTP requests to: `host:port`, `host` (any port) or `*.domain`. Empty: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// A file the adapter's standard output is appended to (the logs adapter writes its lines there).
+    /// Absent: the hub's standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+}
+
+/// An adapter's limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdapterLimits {
+    /// Linear memory of an instance, e.g. `64Mi` (default), `512Ki`, `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// The longest one call may run, e.g. `2s` (default). A call past it is stopped and the instance replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_per_batch: Option<String>,
+    /// Records waiting for the adapter before new ones are dropped (counted). Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<u32>,
+    /// Records per call. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// The longest a record waits for a batch to fill, e.g. `1s` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval: Option<String>,
+}
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -97,12 +97,74 @@ fn crds_are_generated_from_the_types() {
         names,
         [
             "policies.policy.sextant.dev",
-            "ratelimits.policy.sextant.dev"
+            "ratelimits.policy.sextant.dev",
+            "telemetries.policy.sextant.dev",
+            "adapters.policy.sextant.dev"
         ]
+    );
+    let adapter = serde_json::to_string(&crds[3]).unwrap();
+    assert!(
+        adapter.contains("x-kubernetes-preserve-unknown-fields"),
+        "free-form adapter config is a structural schema"
     );
     let json = serde_json::to_string(&crds[0]).unwrap();
     assert!(
         json.contains("defaultAction") && json.contains("CEL boolean"),
         "schema carries fields and docs"
     );
+}
+
+#[test]
+fn loads_telemetry_and_adapters_with_field_locations() {
+    let set = load(
+        r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {name: http, namespace: mesh}
+spec:
+  selector: 'context.protocol != "tcp"'
+  metrics:
+  - name: istio_requests_total
+    kind: COUNTER
+    dimensions: {response_code: response.code}
+  logs:
+  - {name: access, severity: INFO, fields: {path: request.path}}
+  traces: {kind: SERVER}
+  adapters: [prom]
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {name: prom, namespace: mesh}
+spec:
+  module: builtin:prometheus
+  config: {anything: [1, 2]}
+  limits: {memory: 32Mi, batchSize: 50}
+  allowedHosts: ["127.0.0.1:9411"]
+"#,
+    )
+    .unwrap();
+    let t = &set.telemetry[0];
+    assert_eq!(t.spec.metrics[0].kind, MetricKind::Counter);
+    assert_eq!(t.spec.adapters, ["prom"]);
+    assert_eq!(t.spec.traces.as_ref().unwrap().kind, TraceSpanKind::Server);
+    let a = &set.adapters[0];
+    assert_eq!(a.spec.config["anything"][1], 2);
+    assert_eq!(a.spec.limits.batch_size, Some(50));
+    assert_eq!(parse_size(a.spec.limits.memory.as_deref().unwrap()), Ok(32 << 20));
+
+    let err = load(
+        "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {name: a}\nspec:\n  module: x.wasm\n  limits: {memroy: 1Mi}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("p.yaml:6") && err.contains("memroy"), "{err}");
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("512Ki"), Ok(512 * 1024));
+    assert_eq!(parse_size("1G"), Ok(1_000_000_000));
+    assert_eq!(parse_size("100"), Ok(100));
+    assert!(parse_size("1Xi").unwrap_err().contains("unknown unit"));
+    assert!(parse_size("Mi").is_err());
 }
