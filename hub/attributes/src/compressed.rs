@@ -174,13 +174,43 @@ impl<'a> Words<'a> {
 }
 
 /// Decodes the compressed form into a bag.
-pub fn from_compressed(c: CompressedAttributes) -> Result<Bag, DecodeError> {
-    let words = Words::new(c.global_word_count, &c.words)?;
-    let mut bag = Bag::new();
+pub fn from_compressed(mut c: CompressedAttributes) -> Result<Bag, DecodeError> {
+    let own = std::mem::take(&mut c.words);
+    let words = Words::new(c.global_word_count, &own)?;
+    decode_into(c, &words, Bag::new(), false)
+}
+
+/// Decodes one entry of a Report batch. An entry without words of its own uses the batch's `default_words`,
+/// and one whose `global_word_count` is 0 uses the batch's. With `base` (delta encoding: the previous entry's
+/// bag), the entry's attributes are laid over it.
+pub fn from_compressed_entry(
+    mut c: CompressedAttributes,
+    default_words: &[String],
+    batch_global_word_count: u32,
+    base: Option<Bag>,
+) -> Result<Bag, DecodeError> {
+    let global = if c.global_word_count == 0 {
+        batch_global_word_count
+    } else {
+        c.global_word_count
+    };
+    let own = std::mem::take(&mut c.words);
+    let local = if own.is_empty() { default_words } else { &own };
+    let words = Words::new(global, local)?;
+    let overlay = base.is_some();
+    decode_into(c, &words, base.unwrap_or_default(), overlay)
+}
+
+fn decode_into(
+    c: CompressedAttributes,
+    words: &Words<'_>,
+    mut bag: Bag,
+    overlay: bool,
+) -> Result<Bag, DecodeError> {
     let put = |bag: &mut Bag, id: AttrId, v: Value| -> Result<(), DecodeError> {
         match bag.set(id, v)? {
-            Some(_) => Err(DecodeError::Duplicate { name: id.name() }),
-            None => Ok(()),
+            Some(_) if !overlay => Err(DecodeError::Duplicate { name: id.name() }),
+            _ => Ok(()),
         }
     };
     for (k, v) in c.strings {

@@ -16,7 +16,8 @@ mod vocabulary;
 
 pub use bag::Bag;
 pub use compressed::{
-    COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, global_word_count, to_compressed,
+    COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, from_compressed_entry, global_word_count,
+    to_compressed,
 };
 pub use docs::attributes_markdown;
 pub use error::DecodeError;

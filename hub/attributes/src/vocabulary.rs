@@ -370,6 +370,11 @@ pub static VOCABULARY: &[AttributeDef] = &[
         Int64,
         "Bytes sent on the connection since it opened.",
     ),
+    a(
+        "context.proxy_error_code",
+        Str,
+        "The proxy's response flags for the request (Envoy's `%RESPONSE_FLAGS%`, e.g. `UH`, `UF`, `-` for none).",
+    ),
 ];
 
 static BY_NAME: LazyLock<HashMap<&'static str, AttrId>> = LazyLock::new(|| {
