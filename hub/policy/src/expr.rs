@@ -190,7 +190,7 @@ struct Analysis {
 }
 
 /// The dotted segments of an identifier or a chain of field selections.
-pub(crate) fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
+pub fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
     match &e.expr {
         Node::Ident(n) => Some(vec![n.as_str()]),
         Node::Select(s) if !s.test => {
@@ -203,7 +203,7 @@ pub(crate) fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
 }
 
 /// The text of a string literal.
-pub(crate) fn literal_string(e: &IdedExpr) -> Option<&str> {
+pub fn literal_string(e: &IdedExpr) -> Option<&str> {
     match &e.expr {
         Node::Literal(LiteralValue::String(s)) => Some(s.as_ref()),
         _ => None,

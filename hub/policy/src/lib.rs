@@ -21,7 +21,8 @@ pub use decision::{
     QuotaGrant, Reference, RuleHit,
 };
 pub use engine::{ABSENT_DIMENSION, QuotaRequest, RateLimitDecision, check, rate_limit};
-pub use expr::{ExprError, compile as compile_expr};
+pub use expr::{ENV, Expr, ExprError, Ty, compile as compile_expr, literal_string, segments};
+pub use resolve::{BagResolver, ReadSet};
 pub use snapshot::{
     CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,
 };

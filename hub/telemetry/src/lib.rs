@@ -1,1 +1,32 @@
-//! Telemetry rules: compiling Telemetry resources and turning attribute bags into metric, log and span records.
+//! Telemetry rules: what the hub makes of reported attribute bags.
+//!
+//! [`validate`] compiles `Telemetry` resources (hub-config) against the attribute vocabulary and resolves
+//! their `Adapter` references; it is pure, and is what `sextant validate` runs. [`Rules::record`] evaluates
+//! one reported bag: each Telemetry whose selector holds yields metric records (a value and dimensions),
+//! log entries and a span, written straight into one batch segment per adapter and kind (the
+//! `sextant-batch` encoding the Wasm adapters read). [`Batches::take`] hands the finished segments to the
+//! adapter runtime.
+//!
+//! Semantics (also in docs/adapters.md): a dimension that cannot be evaluated, typically because the
+//! attribute is absent, is `unknown`; a log field or span tag that cannot be evaluated is left out; a metric
+//! whose value cannot be evaluated is skipped and counted as a failure. Spans need trace context in the
+//! request headers ([`tracectx`]); reports without it, or not sampled, make no span.
+
+mod eval;
+mod report;
+mod rules;
+pub mod tracectx;
+
+pub use eval::{CelScope, Eval, Out, Want};
+pub use report::{Batches, RecordStats, Segment};
+pub use rules::{FamilyDef, Rules, validate};
+
+/// The Telemetry and Adapter resources a hub loads unless told not to: Istio's standard metrics, with Istio's
+/// names and labels, recorded by the builtin prometheus adapter.
+pub const DEFAULT_TELEMETRY: &str = include_str!("default-telemetry.yaml");
+
+/// The file name the default resources are reported under in errors and `/debug/config`.
+pub const DEFAULT_TELEMETRY_FILE: &str = "<builtin>/istio-standard-telemetry.yaml";
+
+#[cfg(test)]
+mod tests;

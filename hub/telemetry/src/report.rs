@@ -1,0 +1,341 @@
+//! Turning reported bags into records, written straight into one batch segment per adapter and kind.
+
+use std::borrow::Cow;
+
+use hub_attributes::{AttrId, Bag, Value};
+use hub_policy::{BagResolver, ReadSet};
+use sextant_batch::{BatchKind, BatchWriter, Family, SPAN_ERROR, SPAN_SAMPLED, Span};
+
+use crate::eval::{CelScope, Out};
+use crate::rules::{CompiledTrace, Rules, SeverityOf};
+use crate::tracectx;
+
+/// What one adapter receives from the bags recorded so far.
+#[derive(Debug)]
+struct AdapterOut {
+    metrics: BatchWriter,
+    /// Family index → index in the current metrics segment (`u32::MAX`: not declared yet).
+    declared: Vec<u32>,
+    logs: BatchWriter,
+    spans: BatchWriter,
+}
+
+/// Per-adapter segments being filled; reused across reports.
+#[derive(Debug)]
+pub struct Batches {
+    out: Vec<AdapterOut>,
+}
+
+/// One finished segment for one adapter.
+#[derive(Debug)]
+pub struct Segment {
+    /// Index into [`Rules::adapters`].
+    pub adapter: usize,
+    /// Record kind.
+    pub kind: BatchKind,
+    /// The encoded segment.
+    pub bytes: Vec<u8>,
+    /// Records in it.
+    pub records: usize,
+}
+
+/// What happened to the expressions of one or more bags.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStats {
+    /// Metric records written (once per adapter).
+    pub metrics: u64,
+    /// Log entries written.
+    pub logs: u64,
+    /// Spans written.
+    pub spans: u64,
+    /// Instances skipped because a value could not be computed (metric value, span fields).
+    pub failures: u64,
+    /// Reports without trace context, or not sampled, for a Telemetry with traces.
+    pub untraced: u64,
+}
+
+impl std::ops::AddAssign for RecordStats {
+    fn add_assign(&mut self, o: Self) {
+        self.metrics += o.metrics;
+        self.logs += o.logs;
+        self.spans += o.spans;
+        self.failures += o.failures;
+        self.untraced += o.untraced;
+    }
+}
+
+const UNKNOWN: &str = "unknown";
+
+impl Rules {
+    /// Empty segments for every adapter of these rules.
+    pub fn batches(&self) -> Batches {
+        Batches {
+            out: self
+                .adapters
+                .iter()
+                .map(|_| AdapterOut {
+                    metrics: BatchWriter::new(BatchKind::Metrics),
+                    declared: vec![u32::MAX; self.families.len()],
+                    logs: BatchWriter::new(BatchKind::Logs),
+                    spans: BatchWriter::new(BatchKind::Spans),
+                })
+                .collect(),
+        }
+    }
+
+    /// Evaluates every Telemetry resource on `bag` and writes the records into `batches`. `now_nanos` is the
+    /// time of records whose bag has no `response.time` / `context.time`.
+    pub fn record(&self, bag: &Bag, now_nanos: u64, batches: &mut Batches) -> RecordStats {
+        let mut stats = RecordStats::default();
+        let reads = ReadSet::default();
+        let resolver = BagResolver::new(bag, &reads);
+        let mut cel = CelScope::new(&resolver);
+        let time = record_time(bag).unwrap_or(now_nanos);
+        let mut dims: Vec<Cow<'_, str>> = Vec::new();
+        let mut fields: Vec<(&str, Out<'_>)> = Vec::new();
+        for t in &self.telemetry {
+            if t.targets.is_empty() || t.selector.as_ref().is_some_and(|s| !s.holds(bag, &mut cel))
+            {
+                continue;
+            }
+            for m in &t.metrics {
+                if m.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
+                    continue;
+                }
+                let value = match &m.value {
+                    None => 1.0,
+                    Some(v) => match v.eval(bag, &mut cel).and_then(|o| o.number()) {
+                        Some(n) => n,
+                        None => {
+                            stats.failures += 1;
+                            continue;
+                        }
+                    },
+                };
+                dims.clear();
+                for d in &m.dimensions {
+                    dims.push(match d.eval(bag, &mut cel) {
+                        Some(Out::Str(s)) => s,
+                        Some(o) => Cow::Owned(o.text().into_owned()),
+                        None => Cow::Borrowed(UNKNOWN),
+                    });
+                }
+                let fam = &self.families[m.family];
+                for &a in &t.targets {
+                    let out = &mut batches.out[a];
+                    let mut local = out.declared[m.family];
+                    if local == u32::MAX {
+                        let names: Vec<&str> = fam.label_names.iter().map(String::as_str).collect();
+                        local = out.metrics.family(&Family {
+                            name: &fam.name,
+                            kind: fam.kind,
+                            help: &fam.help,
+                            label_names: &names,
+                            buckets: &fam.buckets,
+                        });
+                        out.declared[m.family] = local;
+                    }
+                    out.metrics
+                        .metric(local, value, time, dims.iter().map(|d| d.as_ref()));
+                    stats.metrics += 1;
+                }
+            }
+            for l in &t.logs {
+                if l.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
+                    continue;
+                }
+                let severity = match &l.severity {
+                    SeverityOf::Fixed(s) => *s,
+                    SeverityOf::Computed(e) => e
+                        .eval(bag, &mut cel)
+                        .and_then(|o| sextant_batch::Severity::parse(&o.text()))
+                        .unwrap_or(sextant_batch::Severity::Info),
+                };
+                fields.clear();
+                for (k, e) in &l.fields {
+                    if let Some(v) = e.eval(bag, &mut cel) {
+                        fields.push((k.as_str(), v));
+                    }
+                }
+                for &a in &t.targets {
+                    batches.out[a].logs.log(
+                        &l.name,
+                        severity,
+                        time,
+                        fields.iter().map(|(k, v)| (*k, batch_value(v))),
+                    );
+                    stats.logs += 1;
+                }
+            }
+            if let Some(tr) = &t.trace {
+                if tr.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
+                    continue;
+                }
+                match span(tr, bag, &mut cel) {
+                    SpanResult::Span(p) => {
+                        let s = Span {
+                            trace_id: p.ids.trace_id,
+                            span_id: p.ids.span_id,
+                            parent_id: p.ids.parent_id,
+                            name: &p.name,
+                            kind: tr.kind,
+                            start_nanos: p.start,
+                            end_nanos: p.end,
+                            flags: p.flags,
+                            service: &p.service,
+                            peer_service: &p.peer,
+                        };
+                        let tags = &p.tags;
+                        for &a in &t.targets {
+                            batches.out[a]
+                                .spans
+                                .span(&s, tags.iter().map(|(k, v)| (*k, batch_value(v))));
+                            stats.spans += 1;
+                        }
+                    }
+                    SpanResult::Untraced => stats.untraced += 1,
+                    SpanResult::Failed => stats.failures += 1,
+                }
+            }
+        }
+        stats
+    }
+}
+
+impl Batches {
+    /// Records written and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.out
+            .iter()
+            .map(|o| o.metrics.len() + o.logs.len() + o.spans.len())
+            .sum()
+    }
+
+    /// Finishes the non-empty segments and hands them out; the writers are reset for the next report.
+    pub fn take(&mut self) -> Vec<Segment> {
+        let mut segments = Vec::new();
+        for (adapter, o) in self.out.iter_mut().enumerate() {
+            for (kind, w) in [
+                (BatchKind::Metrics, &mut o.metrics),
+                (BatchKind::Logs, &mut o.logs),
+                (BatchKind::Spans, &mut o.spans),
+            ] {
+                if w.is_empty() {
+                    continue;
+                }
+                let records = w.len();
+                let mut bytes = Vec::with_capacity(w.encoded_len());
+                w.finish_into(&mut bytes);
+                segments.push(Segment {
+                    adapter,
+                    kind,
+                    bytes,
+                    records,
+                });
+            }
+            o.declared.iter_mut().for_each(|d| *d = u32::MAX);
+        }
+        segments
+    }
+}
+
+struct SpanParts<'b> {
+    ids: tracectx::TraceIds,
+    name: Cow<'b, str>,
+    service: Cow<'b, str>,
+    peer: Cow<'b, str>,
+    start: u64,
+    end: u64,
+    flags: u8,
+    tags: Vec<(&'b str, Out<'b>)>,
+}
+
+enum SpanResult<'b> {
+    Span(SpanParts<'b>),
+    Untraced,
+    Failed,
+}
+
+fn span<'b>(tr: &'b CompiledTrace, bag: &'b Bag, cel: &mut CelScope<'b>) -> SpanResult<'b> {
+    let headers = match attr(bag, "request.headers") {
+        Some(Value::StringMap(h)) => h,
+        _ => return SpanResult::Untraced,
+    };
+    let salt = match attr(bag, "request.id") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => "",
+    };
+    let Some(ids) = tracectx::from_headers(headers, salt) else {
+        return SpanResult::Untraced;
+    };
+    if !ids.sampled {
+        return SpanResult::Untraced;
+    }
+    let text = |e: &'b crate::eval::Eval, cel: &mut CelScope<'b>| match e.eval(bag, cel) {
+        Some(Out::Str(s)) => Some(s),
+        _ => None,
+    };
+    let Some(Out::Time(start)) = tr.start.eval(bag, cel) else {
+        return SpanResult::Failed;
+    };
+    let end = match tr.end.as_ref().and_then(|e| e.eval(bag, cel)) {
+        Some(Out::Time(t)) => t,
+        _ => match tr.duration.eval(bag, cel) {
+            Some(Out::Dur(d)) => start + d,
+            _ => start,
+        },
+    };
+    let (Some(name), Some(service)) = (text(&tr.name, cel), text(&tr.service, cel)) else {
+        return SpanResult::Failed;
+    };
+    let peer = text(&tr.peer_service, cel).unwrap_or(Cow::Borrowed(""));
+    let mut flags = SPAN_SAMPLED;
+    if tr.error.holds(bag, cel) {
+        flags |= SPAN_ERROR;
+    }
+    let tags = tr
+        .tags
+        .iter()
+        .filter_map(|(k, e)| Some((k.as_str(), e.eval(bag, cel)?)))
+        .collect();
+    SpanResult::Span(SpanParts {
+        ids,
+        name,
+        service,
+        peer,
+        start: u64::try_from(start).unwrap_or(0),
+        end: u64::try_from(end.max(start)).unwrap_or(0),
+        flags,
+        tags,
+    })
+}
+
+fn attr<'b>(bag: &'b Bag, name: &str) -> Option<&'b Value> {
+    hub_attributes::lookup(name).and_then(|id: AttrId| bag.get(id))
+}
+
+/// The time of a bag's records: `response.time`, else `context.time`, else `request.time`.
+fn record_time(bag: &Bag) -> Option<u64> {
+    ["response.time", "context.time", "request.time"]
+        .iter()
+        .find_map(|n| match attr(bag, n) {
+            Some(Value::Timestamp(t)) => u64::try_from(t.seconds)
+                .ok()
+                .map(|s| s * 1_000_000_000 + u64::try_from(t.nanos).unwrap_or(0)),
+            _ => None,
+        })
+}
+
+fn batch_value<'a>(o: &'a Out<'_>) -> sextant_batch::Value<'a> {
+    use sextant_batch::Value as V;
+    match o {
+        Out::Str(s) => V::Str(s),
+        Out::Int(i) => V::Int(*i),
+        Out::Double(d) => V::Double(*d),
+        Out::Bool(b) => V::Bool(*b),
+        Out::Time(t) => V::Timestamp(*t),
+        Out::Dur(d) => V::Duration(*d),
+        Out::Bytes(b) => V::Bytes(b),
+        Out::Null => V::Null,
+    }
+}
