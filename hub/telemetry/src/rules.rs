@@ -38,7 +38,7 @@ pub(crate) struct CompiledMetric {
 #[derive(Debug)]
 pub(crate) enum SeverityOf {
     Fixed(Severity),
-    Computed(Eval),
+    Computed(Box<Eval>),
 }
 
 #[derive(Debug)]
@@ -227,7 +227,7 @@ fn compile(
             Some(s) => match Severity::parse(s) {
                 Some(sev) => SeverityOf::Fixed(sev),
                 None => match expr(format!("{at}.severity"), s, Want::String, &mut errors) {
-                    Some(e) => SeverityOf::Computed(e),
+                    Some(e) => SeverityOf::Computed(Box::new(e)),
                     None => SeverityOf::Fixed(Severity::Info),
                 },
             },
