@@ -1,0 +1,466 @@
+//! The metrics registry adapters write into through the `metrics` host interface, exposed in Prometheus text
+//! format on the hub's `/metrics`.
+//!
+//! Families are global (one Prometheus namespace) and identified by a handle; an identical redefinition (by
+//! another instance of the same adapter after a restart, or by another adapter) returns the same handle, a
+//! conflicting one is refused. Everything is bounded: families, series per family, labels per family, buckets;
+//! samples beyond the limits are dropped and counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sextant_batch::{MetricKind, SampleReader};
+
+/// Most label names per family.
+const MAX_LABELS: usize = 32;
+/// Most histogram buckets per family.
+const MAX_BUCKETS: usize = 64;
+/// Longest label value kept; longer values are cut at a character boundary.
+const MAX_LABEL_VALUE: usize = 1024;
+/// Prometheus' default histogram buckets, in seconds.
+const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A metric family as an adapter defines it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyDef {
+    /// Metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`). A counter is exposed as `<name>_total` unless the name already
+    /// ends in `_total`.
+    pub name: String,
+    /// Description (the `# HELP` line).
+    pub help: String,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// Label names, in the order samples give their values.
+    pub label_names: Vec<String>,
+    /// Histogram bucket upper bounds, ascending; empty: the default buckets. Ignored for other kinds.
+    pub buckets: Vec<f64>,
+}
+
+/// Why a family could not be defined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefineError {
+    /// The metric name is not a valid Prometheus name.
+    #[error("invalid metric name {0:?}: expected [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    InvalidName(String),
+    /// A label name is invalid, reserved or repeated.
+    #[error("family {family}: invalid label name {label:?}")]
+    InvalidLabel {
+        /// The family.
+        family: String,
+        /// The label name.
+        label: String,
+    },
+    /// Too many labels or buckets, or buckets not ascending and finite.
+    #[error("family {family}: {reason}")]
+    InvalidShape {
+        /// The family.
+        family: String,
+        /// Why.
+        reason: String,
+    },
+    /// The name (or the name it is exposed under) is taken by a different family.
+    #[error("metric {0} is already defined with a different type, help, labels or buckets")]
+    Conflict(String),
+    /// The registry has reached its family limit.
+    #[error("the metrics registry is full ({0} families)")]
+    Full(usize),
+}
+
+/// What one `record` call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Samples applied.
+    pub applied: u32,
+    /// Samples skipped: unknown or foreign handle, wrong label count, invalid value, series limit.
+    pub skipped: u32,
+}
+
+/// Samples the registry dropped since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryDrops {
+    /// Samples that would have created a series beyond the per-family limit.
+    pub series_limit: u64,
+    /// Samples with an unknown handle, a wrong label count or an invalid value (negative counter increment,
+    /// NaN).
+    pub invalid: u64,
+}
+
+#[derive(Debug)]
+enum Series {
+    Scalar(f64),
+    Histogram {
+        /// Per-bucket (not cumulative) counts; the last slot is +Inf.
+        counts: Vec<u64>,
+        sum: f64,
+        count: u64,
+    },
+}
+
+#[derive(Debug)]
+struct FamilyState {
+    def: FamilyDef,
+    /// The name samples are exposed under (`_total` added to counters).
+    exposed: String,
+    series: BTreeMap<Vec<String>, Series>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    families: Vec<FamilyState>,
+    by_name: HashMap<String, u32>,
+    /// Exposed names of every family (so `foo` and `foo_total` counters cannot both exist).
+    exposed: HashMap<String, u32>,
+}
+
+/// The adapters' metrics. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    max_families: usize,
+    max_series: usize,
+    dropped_series: AtomicU64,
+    dropped_invalid: AtomicU64,
+}
+
+fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+impl Registry {
+    /// An empty registry with at most `max_families` families of at most `max_series` label sets each.
+    pub fn new(max_families: usize, max_series: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_families,
+            max_series,
+            dropped_series: AtomicU64::new(0),
+            dropped_invalid: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters for
+        // exposition, so a poisoned lock is used as is.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Defines a family, or returns the handle of the identical family that exists.
+    pub fn define(&self, mut def: FamilyDef) -> Result<u32, DefineError> {
+        if !valid_metric_name(&def.name) {
+            return Err(DefineError::InvalidName(def.name));
+        }
+        if def.label_names.len() > MAX_LABELS {
+            return Err(DefineError::InvalidShape {
+                family: def.name,
+                reason: format!("more than {MAX_LABELS} labels"),
+            });
+        }
+        for (i, label) in def.label_names.iter().enumerate() {
+            let reserved = def.kind == MetricKind::Histogram && label == "le";
+            if !valid_label_name(label) || reserved || def.label_names[..i].contains(label) {
+                return Err(DefineError::InvalidLabel {
+                    family: def.name.clone(),
+                    label: label.clone(),
+                });
+            }
+        }
+        if def.kind == MetricKind::Histogram {
+            if def.buckets.is_empty() {
+                def.buckets = DEFAULT_BUCKETS.to_vec();
+            }
+            let ascending = def.buckets.windows(2).all(|w| w[0] < w[1]);
+            if def.buckets.len() > MAX_BUCKETS
+                || !ascending
+                || def.buckets.iter().any(|b| !b.is_finite())
+            {
+                return Err(DefineError::InvalidShape {
+                    family: def.name,
+                    reason: format!(
+                        "buckets must be at most {MAX_BUCKETS} finite ascending bounds"
+                    ),
+                });
+            }
+        } else {
+            def.buckets.clear();
+        }
+        let exposed = if def.kind == MetricKind::Counter && !def.name.ends_with("_total") {
+            format!("{}_total", def.name)
+        } else {
+            def.name.clone()
+        };
+
+        let mut inner = self.lock();
+        if let Some(&handle) = inner.by_name.get(&def.name) {
+            return if inner.families[handle as usize].def == def {
+                Ok(handle)
+            } else {
+                Err(DefineError::Conflict(def.name))
+            };
+        }
+        if inner.exposed.contains_key(&exposed) || inner.exposed.contains_key(&def.name) {
+            return Err(DefineError::Conflict(def.name));
+        }
+        if inner.families.len() >= self.max_families {
+            return Err(DefineError::Full(self.max_families));
+        }
+        let handle = u32::try_from(inner.families.len())
+            .map_err(|_| DefineError::Full(self.max_families))?;
+        inner.by_name.insert(def.name.clone(), handle);
+        inner.exposed.insert(exposed.clone(), handle);
+        inner.families.push(FamilyState {
+            def,
+            exposed,
+            series: BTreeMap::new(),
+        });
+        Ok(handle)
+    }
+
+    /// Applies samples in the `sextant-batch` sample encoding. `allowed` says whether the caller may write a
+    /// handle (an adapter may only write the families it defined). Samples before a malformed one are applied;
+    /// the malformed rest is an error.
+    pub fn record(
+        &self,
+        samples: &[u8],
+        allowed: &dyn Fn(u32) -> bool,
+    ) -> Result<RecordOutcome, String> {
+        let mut out = RecordOutcome::default();
+        let mut over_limit = 0u64;
+        let mut reader = SampleReader::new(samples);
+        let mut labels = Vec::new();
+        let mut inner = self.lock();
+        let mut result = Ok(());
+        while let Some(next) = reader.next_into(&mut labels) {
+            let (handle, value) = match next {
+                Ok(s) => s,
+                Err(e) => {
+                    result = Err(format!("malformed samples: {e}"));
+                    break;
+                }
+            };
+            let Some(family) = inner
+                .families
+                .get_mut(handle as usize)
+                .filter(|_| allowed(handle))
+            else {
+                out.skipped += 1;
+                continue;
+            };
+            match family.apply(&labels, value, self.max_series) {
+                Applied::Yes => out.applied += 1,
+                Applied::Invalid => out.skipped += 1,
+                Applied::OverLimit => {
+                    out.skipped += 1;
+                    over_limit += 1;
+                }
+            }
+        }
+        drop(inner);
+        self.dropped_series.fetch_add(over_limit, Ordering::Relaxed);
+        self.dropped_invalid
+            .fetch_add(u64::from(out.skipped) - over_limit, Ordering::Relaxed);
+        result.map(|()| out)
+    }
+
+    /// Samples dropped so far.
+    pub fn dropped(&self) -> RegistryDrops {
+        RegistryDrops {
+            series_limit: self.dropped_series.load(Ordering::Relaxed),
+            invalid: self.dropped_invalid.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Families defined.
+    pub fn families(&self) -> usize {
+        self.lock().families.len()
+    }
+
+    /// Prometheus text exposition format 0.0.4 (counters, gauges and histograms with `# HELP` and `# TYPE`;
+    /// families in name order, series in label order).
+    pub fn encode(&self) -> String {
+        self.encode_as(false)
+    }
+
+    /// OpenMetrics text without the closing `# EOF`, to insert into the hub's own OpenMetrics exposition before
+    /// its `# EOF`. Counters are declared under their name without `_total`, as OpenMetrics requires.
+    pub fn encode_openmetrics(&self) -> String {
+        self.encode_as(true)
+    }
+
+    fn encode_as(&self, openmetrics: bool) -> String {
+        let inner = self.lock();
+        let mut order: Vec<&FamilyState> = inner.families.iter().collect();
+        order.sort_by(|a, b| a.exposed.cmp(&b.exposed));
+        let mut out = String::new();
+        for f in order {
+            f.encode(&mut out, openmetrics);
+        }
+        out
+    }
+}
+
+enum Applied {
+    Yes,
+    Invalid,
+    OverLimit,
+}
+
+impl FamilyState {
+    fn apply(&mut self, labels: &[&str], value: f64, max_series: usize) -> Applied {
+        if labels.len() != self.def.label_names.len() || value.is_nan() {
+            return Applied::Invalid;
+        }
+        let kind = self.def.kind;
+        if kind == MetricKind::Counter && (value < 0.0 || value.is_infinite()) {
+            return Applied::Invalid;
+        }
+        let key: Vec<String> = labels.iter().map(|l| cut(l)).collect();
+        if !self.series.contains_key(&key) && self.series.len() >= max_series {
+            return Applied::OverLimit;
+        }
+        let buckets = self.def.buckets.len();
+        let series = self.series.entry(key).or_insert_with(|| match kind {
+            MetricKind::Histogram => Series::Histogram {
+                counts: vec![0; buckets + 1],
+                sum: 0.0,
+                count: 0,
+            },
+            _ => Series::Scalar(0.0),
+        });
+        match (kind, series) {
+            (MetricKind::Counter, Series::Scalar(v)) => *v += value,
+            (MetricKind::Gauge, Series::Scalar(v)) => *v = value,
+            (_, Series::Histogram { counts, sum, count }) => {
+                let slot = self
+                    .def
+                    .buckets
+                    .iter()
+                    .position(|&b| value <= b)
+                    .unwrap_or(counts.len() - 1);
+                counts[slot] += 1;
+                *sum += value;
+                *count += 1;
+            }
+            _ => return Applied::Invalid,
+        }
+        Applied::Yes
+    }
+
+    fn encode(&self, out: &mut String, openmetrics: bool) {
+        let (type_name, kind) = match self.def.kind {
+            MetricKind::Counter if openmetrics => (
+                self.exposed.strip_suffix("_total").unwrap_or(&self.exposed),
+                "counter",
+            ),
+            MetricKind::Counter => (self.exposed.as_str(), "counter"),
+            MetricKind::Gauge => (self.exposed.as_str(), "gauge"),
+            MetricKind::Histogram => (self.exposed.as_str(), "histogram"),
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {type_name} {}", escape(&self.def.help, false));
+        let _ = writeln!(out, "# TYPE {type_name} {kind}");
+        for (values, series) in &self.series {
+            match series {
+                Series::Scalar(v) => {
+                    out.push_str(&self.exposed);
+                    self.labels(out, values, None);
+                    let _ = writeln!(out, " {}", number(*v));
+                }
+                Series::Histogram { counts, sum, count } => {
+                    let mut cumulative = 0u64;
+                    for (i, c) in counts.iter().enumerate() {
+                        cumulative += c;
+                        let le = self
+                            .def
+                            .buckets
+                            .get(i)
+                            .map_or("+Inf".to_string(), |b| number(*b));
+                        let _ = write!(out, "{}_bucket", self.exposed);
+                        self.labels(out, values, Some(&le));
+                        let _ = writeln!(out, " {cumulative}");
+                    }
+                    let _ = write!(out, "{}_sum", self.exposed);
+                    self.labels(out, values, None);
+                    let _ = writeln!(out, " {}", number(*sum));
+                    let _ = write!(out, "{}_count", self.exposed);
+                    self.labels(out, values, None);
+                    let _ = writeln!(out, " {count}");
+                }
+            }
+        }
+    }
+
+    fn labels(&self, out: &mut String, values: &[String], le: Option<&str>) {
+        if values.is_empty() && le.is_none() {
+            return;
+        }
+        out.push('{');
+        let mut first = true;
+        let pairs = self
+            .def
+            .label_names
+            .iter()
+            .map(String::as_str)
+            .zip(values.iter().map(String::as_str))
+            .chain(le.map(|le| ("le", le)));
+        for (name, value) in pairs {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(out, "{name}=\"{}\"", escape(value, true));
+        }
+        out.push('}');
+    }
+}
+
+fn cut(s: &str) -> String {
+    if s.len() <= MAX_LABEL_VALUE {
+        return s.to_string();
+    }
+    let mut end = MAX_LABEL_VALUE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn escape(s: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,410 @@
+//! The per-adapter worker: one OS thread that owns the adapter's wasmtime store, batches what is submitted,
+//! calls the adapter, and restarts the instance after a crash.
+//!
+//! Why a dedicated thread with synchronous wasm calls (rather than async calls on tokio with epoch yields):
+//! a wasm call is CPU work that may run up to `time_per_batch` (2 s by default), and the guest's blocking
+//! `http.send` waits for the network. On a dedicated thread neither ever occupies one of the tokio worker
+//! threads that serve Check, the runtime stays responsive while an adapter spins in a loop until its epoch
+//! deadline, and the host functions can simply block. The cost is one thread per adapter (adapters are few:
+//! tens, not thousands) and the thread switch per `check` (microseconds).
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use sextant_batch::BatchKind;
+
+use crate::bindings::sextant::adapter::types::ErrorKind;
+use crate::error::{AdapterCallError, LoadError};
+use crate::handle::AdapterHandle;
+use crate::metrics::{CrashKind, DropReason};
+use crate::runtime::{AdapterSpec, Live, Shared, classify, crash_reason, run_on_thread};
+use crate::{AdapterConfig, CheckDecision};
+
+/// What the handle sends the worker.
+pub(crate) enum Msg {
+    /// Records to deliver.
+    Segment {
+        kind: BatchKind,
+        bytes: Vec<u8>,
+        records: usize,
+    },
+    /// A `check` call.
+    Check {
+        attributes: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<CheckDecision, AdapterCallError>>,
+    },
+    /// Deliver what is queued until the deadline, then stop.
+    Drain {
+        deadline: Instant,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+const KINDS: [BatchKind; 3] = [BatchKind::Metrics, BatchKind::Logs, BatchKind::Spans];
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    records: usize,
+    since: Option<Instant>,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    spec: AdapterSpec,
+    live: Option<Live>,
+    /// Wait before the next re-instantiation after a crash; doubles per consecutive crash.
+    backoff: Duration,
+    /// No instance before this instant.
+    down_until: Instant,
+    pending: [Pending; 3],
+    /// Set while draining: nothing is attempted after it.
+    deadline: Option<Instant>,
+}
+
+/// Starts the worker thread, which loads, instantiates and initialises the adapter before anything else;
+/// resolves once `init` answered.
+pub(crate) async fn start(
+    shared: Arc<Shared>,
+    cfg: AdapterConfig,
+) -> Result<AdapterHandle, LoadError> {
+    let counters = shared.metrics.for_adapter(&cfg.name);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (name, module, limits) = (cfg.name.clone(), cfg.module.to_string(), cfg.limits.clone());
+    let thread_counters = counters.clone();
+    let started = run_on_thread(format!("adapter {name}"), move || {
+        let spec = match AdapterSpec::new(&shared, &cfg, thread_counters) {
+            Ok(spec) => spec,
+            Err(e) => return drop(ready_tx.send(Err(e))),
+        };
+        let live = match spec.instantiate(&shared) {
+            Ok(live) => live,
+            Err(e) => return drop(ready_tx.send(Err(e))),
+        };
+        if ready_tx.send(Ok(live.caps)).is_err() {
+            return;
+        }
+        Worker {
+            backoff: spec.limits.backoff_initial,
+            shared,
+            spec,
+            live: Some(live),
+            down_until: Instant::now(),
+            pending: Default::default(),
+            deadline: None,
+        }
+        .run(&rx);
+    });
+    // The thread's own completion is not awaited: it runs as long as the adapter.
+    drop(started);
+    let caps = ready_rx.await.map_err(|_| LoadError::Instantiate {
+        adapter: name.clone(),
+        module,
+        reason: "the worker thread stopped before init answered".into(),
+    })??;
+    tracing::info!(adapter = %name, ?caps, "adapter started");
+    Ok(AdapterHandle::new(
+        Arc::from(name.as_str()),
+        caps,
+        tx,
+        counters,
+        limits,
+    ))
+}
+
+fn slot(kind: BatchKind) -> Option<usize> {
+    KINDS.iter().position(|k| *k == kind)
+}
+
+impl Worker {
+    fn run(mut self, rx: &Receiver<Msg>) {
+        loop {
+            let now = Instant::now();
+            let due = self
+                .pending
+                .iter()
+                .filter_map(|p| p.since)
+                .min()
+                .map(|since| since + self.spec.limits.flush_interval);
+            let msg = match due {
+                Some(due) if due <= now => {
+                    self.flush_due(now);
+                    continue;
+                }
+                Some(due) => rx.recv_timeout(due - now),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Segment {
+                    kind,
+                    bytes,
+                    records,
+                }) => self.push(kind, bytes, records),
+                Ok(Msg::Check { attributes, reply }) => {
+                    let _ = reply.send(self.check(&attributes));
+                }
+                Ok(Msg::Drain { deadline, reply }) => {
+                    self.drain(rx, deadline);
+                    let _ = reply.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => self.flush_due(Instant::now()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every handle is gone: deliver what is pending, as a drain would.
+                    let l = &self.spec.limits;
+                    let grace = l.time_per_batch * (l.retries + 1);
+                    self.drain(rx, Instant::now() + grace);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, kind: BatchKind, bytes: Vec<u8>, records: usize) {
+        let Some(i) = slot(kind) else {
+            self.spec
+                .counters
+                .dropped_queued(DropReason::Unsupported, records as u64);
+            return;
+        };
+        let p = &mut self.pending[i];
+        if p.records == 0 && p.bytes.is_empty() {
+            p.since = Some(Instant::now());
+        }
+        // Segments are self-contained, so a batch is their concatenation.
+        p.bytes.extend_from_slice(&bytes);
+        p.records += records;
+        if p.records >= self.spec.limits.batch_size {
+            self.flush(i);
+        }
+    }
+
+    fn flush_due(&mut self, now: Instant) {
+        for i in 0..KINDS.len() {
+            if self.pending[i]
+                .since
+                .is_some_and(|s| s + self.spec.limits.flush_interval <= now)
+            {
+                self.flush(i);
+            }
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let p = std::mem::take(&mut self.pending[i]);
+        if !p.bytes.is_empty() || p.records > 0 {
+            self.deliver(KINDS[i], &p.bytes, p.records as u64);
+        }
+    }
+
+    /// Deliver everything queued (including segments still in the channel) until the deadline.
+    fn drain(&mut self, rx: &Receiver<Msg>, deadline: Instant) {
+        self.deadline = Some(deadline);
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Segment {
+                    kind,
+                    bytes,
+                    records,
+                }) => self.push(kind, bytes, records),
+                Ok(Msg::Check { reply, .. }) => {
+                    let _ = reply.send(Err(AdapterCallError::Unavailable {
+                        adapter: self.spec.name.to_string(),
+                        reason: "the adapter is draining".into(),
+                    }));
+                }
+                Ok(Msg::Drain { reply, .. }) => {
+                    let _ = reply.send(());
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        for i in 0..KINDS.len() {
+            self.flush(i);
+        }
+    }
+
+    /// Sleeps until `t`; false (without sleeping past it) when the drain deadline comes first.
+    fn wait_until(&self, t: Instant) -> bool {
+        let now = Instant::now();
+        if let Some(d) = self.deadline
+            && t > d
+        {
+            return false;
+        }
+        if t > now {
+            std::thread::sleep(t - now);
+        }
+        true
+    }
+
+    fn crashed(&mut self, kind: CrashKind, reason: &str) {
+        tracing::warn!(
+            adapter = &*self.spec.name,
+            module = %self.spec.module,
+            kind = kind.as_str(),
+            backoff = ?self.backoff,
+            "adapter instance discarded: {reason}"
+        );
+        self.live = None;
+        self.spec.counters.restart(kind);
+        self.down_until = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.spec.limits.backoff_max);
+    }
+
+    /// A live instance, re-created after the backoff if the last one crashed; `Err` when it cannot be.
+    fn ensure_live(&mut self, wait: bool) -> Result<(), String> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        if !wait && Instant::now() < self.down_until {
+            return Err("restarting after a crash".into());
+        }
+        if !self.wait_until(self.down_until) {
+            return Err("drain deadline".into());
+        }
+        match self.spec.instantiate(&self.shared) {
+            Ok(live) => {
+                self.live = Some(live);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.crashed(CrashKind::Instantiate, &reason);
+                Err(reason)
+            }
+        }
+    }
+
+    fn deliver(&mut self, kind: BatchKind, batch: &[u8], n: u64) {
+        let c = self.spec.counters.clone();
+        let retries = self.spec.limits.retries;
+        let mut attempt = 0u32;
+        loop {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                c.dropped_queued(DropReason::DrainDeadline, n);
+                return;
+            }
+            if self.ensure_live(true).is_err() {
+                if self
+                    .deadline
+                    .is_some_and(|d| Instant::now() >= d || self.down_until > d)
+                {
+                    c.dropped_queued(DropReason::DrainDeadline, n);
+                    return;
+                }
+                if attempt >= retries {
+                    c.dropped_queued(DropReason::AdapterDown, n);
+                    return;
+                }
+                attempt += 1;
+                continue;
+            }
+            let Some(live) = self.live.as_mut() else {
+                c.dropped_queued(DropReason::AdapterDown, n);
+                return;
+            };
+            self.spec.arm(&mut live.store);
+            let started = Instant::now();
+            let result = match kind {
+                BatchKind::Metrics => live.adapter.call_handle_metrics(&mut live.store, batch),
+                BatchKind::Logs => live.adapter.call_handle_logs(&mut live.store, batch),
+                _ => live.adapter.call_handle_spans(&mut live.store, batch),
+            };
+            c.batch(started.elapsed(), attempt > 0);
+            match result {
+                Ok(Ok(())) => {
+                    c.delivered(n);
+                    self.backoff = self.spec.limits.backoff_initial;
+                    return;
+                }
+                Ok(Err(e)) if e.kind == ErrorKind::Permanent => {
+                    tracing::warn!(
+                        adapter = &*self.spec.name,
+                        records = n,
+                        "batch rejected (permanent): {}",
+                        e.message
+                    );
+                    c.dropped_queued(DropReason::PermanentError, n);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(
+                        adapter = &*self.spec.name,
+                        attempt,
+                        "batch failed (retryable): {}",
+                        e.message
+                    );
+                    let wait = self.retry_wait(attempt);
+                    if attempt >= retries {
+                        tracing::warn!(
+                            adapter = &*self.spec.name,
+                            records = n,
+                            "batch dropped after {} attempts: {}",
+                            attempt + 1,
+                            e.message
+                        );
+                        c.dropped_queued(DropReason::RetriesExhausted, n);
+                        return;
+                    }
+                    if !self.wait_until(Instant::now() + wait) {
+                        c.dropped_queued(DropReason::DrainDeadline, n);
+                        return;
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let kind = classify(&e, &live.store);
+                    let reason = crash_reason(&e, &live.store);
+                    self.crashed(kind, &reason);
+                    if attempt >= retries {
+                        c.dropped_queued(DropReason::RetriesExhausted, n);
+                        return;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn retry_wait(&self, attempt: u32) -> Duration {
+        let l = &self.spec.limits;
+        l.backoff_initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(l.backoff_max)
+    }
+
+    fn check(&mut self, attributes: &[u8]) -> Result<CheckDecision, AdapterCallError> {
+        let adapter = self.spec.name.to_string();
+        if let Err(reason) = self.ensure_live(false) {
+            return Err(AdapterCallError::Unavailable { adapter, reason });
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(AdapterCallError::Unavailable {
+                adapter,
+                reason: "no instance".into(),
+            });
+        };
+        self.spec.arm(&mut live.store);
+        match live.adapter.call_check(&mut live.store, attributes) {
+            Ok(Ok(decision)) => {
+                self.spec.counters.check();
+                self.backoff = self.spec.limits.backoff_initial;
+                Ok(decision.into())
+            }
+            Ok(Err(e)) => Err(AdapterCallError::Adapter {
+                adapter,
+                retryable: e.kind == ErrorKind::Retryable,
+                message: e.message,
+            }),
+            Err(e) => {
+                let kind = classify(&e, &live.store);
+                let reason = crash_reason(&e, &live.store);
+                self.crashed(kind, &reason);
+                Err(AdapterCallError::Crashed { adapter, reason })
+            }
+        }
+    }
+}
