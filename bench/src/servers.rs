@@ -76,9 +76,15 @@ impl Servers {
             config_dir: config_dir.to_path_buf(),
             grpc_addr: any,
             admin_addr: any,
+            prometheus_addr: any,
+            adapter_cache: None,
             // No reloads during the run (the files never change anyway).
             reload_interval: Duration::from_secs(3600),
-            decisions: hub_server::DecisionOptions::default(),
+            // The Check benchmark measures Check alone.
+            decisions: hub_server::DecisionOptions {
+                default_telemetry: false,
+                ..Default::default()
+            },
         };
         let hub = hub_server::start(options, stopped(stop))
             .await

@@ -21,12 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the policy hub: native Check, Envoy ext_authz and rate-limit service, admin HTTP.
+    /// Run the hub: native Check and Report, Envoy ext_authz, rate-limit and access-log services, Wasm adapters,
+    /// admin HTTP and the adapters' Prometheus exposition.
     Hub(HubArgs),
-    /// Validate resources (a file or a directory tree) without running anything.
+    /// Validate resources (a file or a directory tree): CEL, references, and each adapter's own init.
     Validate {
         /// File or directory of YAML resources.
         path: PathBuf,
+        /// Do not add the default Telemetry (Istio's standard metrics).
+        #[arg(long)]
+        no_default_telemetry: bool,
     },
     /// Print the CustomResourceDefinitions of the hub's resource kinds (YAML).
     Crds,
@@ -58,6 +62,9 @@ enum Command {
         /// Admin address.
         #[arg(long, default_value = "127.0.0.1:9093")]
         admin_addr: SocketAddr,
+        /// Address of the adapters' Prometheus exposition.
+        #[arg(long, default_value = "127.0.0.1:42422")]
+        prometheus_addr: SocketAddr,
         /// Stop after the demonstration instead of serving until interrupted.
         #[arg(long)]
         exit_after_demo: bool,
@@ -87,6 +94,23 @@ struct HubArgs {
     /// The most rate-limit buckets (distinct dimension values) one RateLimit keeps in memory.
     #[arg(long, default_value_t = 100_000)]
     max_rate_limit_keys: usize,
+    /// Listen address of the adapters' Prometheus exposition (/metrics).
+    #[arg(long, default_value = "127.0.0.1:42422")]
+    prometheus_addr: SocketAddr,
+    /// Directory of precompiled adapter components (default: ~/.cache/sextant/components).
+    #[arg(long, env = "SEXTANT_ADAPTER_CACHE")]
+    adapter_cache: Option<PathBuf>,
+    /// Do not load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
+    #[arg(long)]
+    no_default_telemetry: bool,
+}
+
+/// Where precompiled components are kept unless a flag says otherwise.
+fn default_adapter_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sextant").join("components"))
 }
 
 impl HubArgs {
@@ -95,11 +119,14 @@ impl HubArgs {
             config_dir: self.config_dir,
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
+            prometheus_addr: self.prometheus_addr,
+            adapter_cache: self.adapter_cache.or_else(default_adapter_cache),
             reload_interval: self.reload_interval,
             decisions: hub_server::DecisionOptions {
                 ttl: self.decision_ttl,
                 uses: self.decision_uses,
                 max_rate_limit_keys: self.max_rate_limit_keys,
+                default_telemetry: !self.no_default_telemetry,
             },
         }
     }
@@ -159,16 +186,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
-        Command::Validate { path } => {
-            let set = hub_config::load_path(&path)
-                .map_err(|e| fail(e, "fix the resources at the lines named above"))?;
-            let (files, p, r) = (set.files, set.policies.len(), set.rate_limits.len());
-            hub_policy::validate(set)
-                .map_err(|e| fail(e, "fix the resources at the lines named above"))?;
-            out(&format!(
-                "ok: {p} policies, {r} rate limits in {files} files\n"
-            ))
-        }
+        Command::Validate {
+            path,
+            no_default_telemetry,
+        } => validate(&path, !no_default_telemetry).await,
         Command::Crds => {
             for crd in hub_config::crds() {
                 let yaml = serde_saphyr::to_string(&crd)
@@ -212,6 +233,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             config_dir,
             grpc_addr,
             admin_addr,
+            prometheus_addr,
             exit_after_demo,
         } => {
             let config_dir = match config_dir {
@@ -231,6 +253,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 config_dir: config_dir.clone(),
                 grpc_addr,
                 admin_addr,
+                prometheus_addr,
+                adapter_cache: default_adapter_cache(),
                 reload_interval: Duration::from_secs(1),
                 decisions: hub_server::DecisionOptions::default(),
             };
@@ -247,13 +271,54 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let _ = stop_tx.send(());
             } else {
                 println!(
-                    "hub serving on {} (admin http://{}/metrics); Ctrl-C to stop",
-                    hub.grpc_addr, hub.admin_addr
+                    "hub serving on {} (admin http://{}/metrics, adapter metrics http://{}/metrics); Ctrl-C to stop",
+                    hub.grpc_addr, hub.admin_addr, hub.prometheus_addr
                 );
             }
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
     }
+}
+
+/// `sextant validate`: everything a reload checks, including each adapter's init with its config.
+async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(), Failure> {
+    const HINT: &str = "fix the resources at the lines named above";
+    let mut set = hub_config::load_path(path).map_err(|e| fail(e, HINT))?;
+    if default_telemetry {
+        hub_telemetry::add_defaults(&mut set);
+    }
+    let (files, p, r) = (set.files, set.policies.len(), set.rate_limits.len());
+    let (t, a) = (set.telemetry.len(), set.adapters.len());
+    let policy = hub_policy::validate(set.clone()).err();
+    let telemetry = hub_server::validate_telemetry(&set);
+    let mut errors: Vec<String> = policy
+        .map(|e| e.0.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    match &telemetry {
+        Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
+        Ok(v) => {
+            let runtime = hub_adapters::Runtime::new(hub_adapters::RuntimeOptions {
+                cache_dir: default_adapter_cache(),
+                builtins: Some(hub_builtin_adapters::get),
+                ..hub_adapters::RuntimeOptions::default()
+            })
+            .map_err(|e| fail(e, "this is a bug; please report it"))?;
+            for (res, cfg) in v.adapters() {
+                if let Err(e) = runtime.validate(cfg).await {
+                    errors.push(
+                        res.invalid("Adapter", "spec.config", e.to_string())
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(fail(errors.join("\n"), HINT));
+    }
+    out(&format!(
+        "ok: {p} policies, {r} rate limits, {t} telemetry, {a} adapters in {files} files\n"
+    ))
 }
 
 fn main() -> ExitCode {

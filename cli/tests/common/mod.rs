@@ -53,6 +53,16 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The cargo target directory of this test binary (`target/`), for state shared by a test run.
+pub fn target_dir() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sextant"));
+    // target/debug/sextant → target
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 /// Polls `cond` until it holds, failing with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -186,6 +196,8 @@ pub struct Hub {
     pub grpc: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
+    /// Address of the adapters' Prometheus exposition.
+    pub prometheus: SocketAddr,
     /// Its config directory.
     pub config_dir: PathBuf,
 }
@@ -195,21 +207,28 @@ impl Hub {
     pub fn start(config_dir: &Path) -> Hub {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let prometheus: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
         cmd.args(["hub", "--config-dir"]).arg(config_dir).args([
             "--grpc-addr",
             &grpc.to_string(),
             "--admin-addr",
             &admin.to_string(),
+            "--prometheus-addr",
+            &prometheus.to_string(),
             "--reload-interval",
             "100ms",
         ]);
+        // One component cache for every hub of the test run: the first compiles, the others load.
+        cmd.arg("--adapter-cache")
+            .arg(target_dir().join("sextant-test-component-cache"));
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         let proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
         let mut hub = Hub {
             proc,
             grpc,
             admin,
+            prometheus,
             config_dir: config_dir.to_path_buf(),
         };
         wait_until(Duration::from_secs(20), "the hub to be ready", || {
@@ -359,4 +378,102 @@ impl Envoy {
                 .ok()
         })
     }
+}
+
+/// The Prometheus server binary (Debian's `prometheus` package, installed by `.ci/peers`).
+pub fn prometheus_bin() -> PathBuf {
+    let bin = std::env::var_os("SEXTANT_PROMETHEUS")
+        .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
+    assert!(
+        bin.exists(),
+        "test peer missing: {} not found. Run `.ci/peers` (it installs Debian's prometheus) first.",
+        bin.display()
+    );
+    bin
+}
+
+/// A real Prometheus scraping some targets every second.
+pub struct Prometheus {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (path /metrics) every second and waits until it is ready.
+    pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        let dir = scratch("prometheus");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: hub\n  static_configs:\n  - targets: [{}]\n",
+            list.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus config");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = Command::new(prometheus_bin());
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=warn");
+        let proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
+        let mut p = Prometheus { proc, addr };
+        wait_until(Duration::from_secs(30), "Prometheus to be ready", || {
+            assert!(p.proc.alive(), "prometheus exited:\n{}", p.proc.log());
+            get(addr, "/-/ready", &[]).is_some_and(|r| r.status == 200)
+        });
+        p
+    }
+
+    /// Runs an instant PromQL query: (labels, value) per series.
+    pub fn query(&self, promql: &str) -> Vec<(std::collections::HashMap<String, String>, f64)> {
+        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let Some(r) = get(self.addr, &path, &[]) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        v["data"]["result"]
+            .as_array()
+            .map(|series| {
+                series
+                    .iter()
+                    .map(|s| {
+                        let labels = s["metric"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| {
+                                        (k.clone(), v.as_str().unwrap_or_default().to_string())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let value = s["value"][1]
+                            .as_str()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(f64::NAN);
+                        (labels, value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Percent-encodes a query parameter.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

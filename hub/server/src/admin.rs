@@ -1,4 +1,5 @@
-//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`.
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`; and the adapters' Prometheus exposition
+//! (`:42422/metrics`).
 
 use std::sync::Arc;
 
@@ -52,5 +53,27 @@ async fn debug_config(State(state): State<Arc<HubState>>) -> impl IntoResponse {
         .map(|s| s.to_json())
         .unwrap_or(serde_json::Value::Null);
     let rejected = state.last_failure().map(|f| f.errors);
-    Json(serde_json::json!({ "active": active, "lastRejected": rejected }))
+    Json(serde_json::json!({
+        "active": active,
+        "telemetry": state.telemetry.to_json(),
+        "lastRejected": rejected
+    }))
+}
+
+/// The router of the adapters' exposition port: what adapters recorded through the host metrics registry.
+pub fn exposition_router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<HubState>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    state.telemetry.runtime().registry().encode(),
+                )
+            }),
+        )
+        .with_state(state)
 }

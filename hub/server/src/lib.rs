@@ -1,17 +1,20 @@
 //! The hub process.
 //!
-//! One gRPC port serves the native `sextant.mixer.v1.Mixer` and Envoy's ext_authz and rate-limit services, all
-//! deciding with the same [`HubState`] snapshot, plus gRPC health and reflection. One admin HTTP port serves
+//! One gRPC port serves the native `sextant.mixer.v1.Mixer` (Check and Report) and Envoy's ext_authz,
+//! rate-limit and access-log services, all using the same [`HubState`], plus gRPC health and reflection. A
+//! third port serves what the adapters recorded into the host metrics registry in Prometheus format. One admin HTTP port serves
 //! health, readiness, metrics and the active configuration. A background task polls the config directory and
 //! swaps in each valid new configuration atomically.
 
 mod admin;
 mod dedup;
+mod envoy_als;
 mod envoy_authz;
 mod envoy_rls;
 mod metrics;
 mod native;
 mod state;
+mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,16 +22,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sextant_proto::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use sextant_proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use sextant_proto::mixer::mixer_server::MixerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use envoy_als::{Reporter as AlsReporter, bags_of as als_bags, response_flags};
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
 pub use metrics::Metrics;
-pub use native::to_check_response;
+pub use native::{MAX_REPORT_BAGS, report_bags, to_check_response};
 pub use state::{DecisionOptions, HubState, LoadFailure};
+pub use telemetry::{
+    Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
+    validate as validate_telemetry,
+};
 
 /// Largest gRPC message the hub decodes; bigger requests are refused with a clear status.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -42,6 +51,10 @@ pub struct HubOptions {
     pub grpc_addr: SocketAddr,
     /// Admin HTTP listen address.
     pub admin_addr: SocketAddr,
+    /// Listen address of the adapters' Prometheus exposition (`/metrics`).
+    pub prometheus_addr: SocketAddr,
+    /// Directory of precompiled adapter components (None: compile on every start).
+    pub adapter_cache: Option<PathBuf>,
     /// How often to look for configuration changes.
     pub reload_interval: Duration,
     /// Decision caching and rate-limit memory.
@@ -61,6 +74,9 @@ pub enum HubError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The Wasm adapter runtime could not start.
+    #[error("adapter runtime: {0}")]
+    Runtime(#[from] hub_adapters::RuntimeError),
     /// The gRPC server stopped with an error.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -72,6 +88,8 @@ pub struct RunningHub {
     pub grpc_addr: SocketAddr,
     /// The bound admin address.
     pub admin_addr: SocketAddr,
+    /// The bound address of the adapters' Prometheus exposition.
+    pub prometheus_addr: SocketAddr,
     /// The shared state.
     pub state: Arc<HubState>,
     server: JoinHandle<Result<(), HubError>>,
@@ -107,12 +125,19 @@ pub async fn start(
 ) -> Result<RunningHub, HubError> {
     let (grpc, grpc_addr) = bind(options.grpc_addr, "gRPC").await?;
     let (admin, admin_addr) = bind(options.admin_addr, "admin").await?;
+    let (exposition, prometheus_addr) = bind(options.prometheus_addr, "prometheus").await?;
 
+    let runtime = hub_adapters::Runtime::new(hub_adapters::RuntimeOptions {
+        cache_dir: options.adapter_cache.clone(),
+        builtins: Some(hub_builtin_adapters::get),
+        ..hub_adapters::RuntimeOptions::default()
+    })?;
     let state = Arc::new(HubState::new(
         &options.config_dir,
         options.decisions.clone(),
+        Arc::new(runtime),
     ));
-    state.reload(true);
+    state.reload(true).await;
 
     let watcher = {
         let state = state.clone();
@@ -123,9 +148,7 @@ pub async fn start(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let s = state.clone();
-                        // Reading and compiling files is blocking work.
-                        let _ = tokio::task::spawn_blocking(move || s.reload(false)).await;
+                        state.reload(false).await;
                     }
                     _ = housekeeping.tick() => state.housekeeping(),
                 }
@@ -143,6 +166,9 @@ pub async fn start(
     health
         .set_serving::<RateLimitServiceServer<envoy_rls::RlsService>>()
         .await;
+    health
+        .set_serving::<AccessLogServiceServer<envoy_als::AlsService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sextant_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -159,6 +185,21 @@ pub async fn start(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let exposition_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let exposition_router = admin::exposition_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(exposition, exposition_router)
+            .with_graceful_shutdown(exposition_stop)
+            .await
+        {
+            tracing::error!(error = %e, "prometheus exposition server stopped");
+        }
+    });
     let admin_router = admin::router(state.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_router)
@@ -175,13 +216,16 @@ pub async fn start(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let als = AccessLogServiceServer::new(envoy_als::AlsService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut grpc_stop = stop_rx;
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_optional_service(reflection.ok())
         .add_service(mixer)
         .add_service(authz)
-        .add_service(rls);
+        .add_service(rls)
+        .add_service(als);
     // Small gRPC frames must not wait for Nagle / delayed ACK (a ~40 ms tail otherwise); keepalive finds dead
     // proxies.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc)
@@ -197,10 +241,11 @@ pub async fn start(
         watcher.abort();
         result.map_err(HubError::from)
     });
-    tracing::info!(%grpc_addr, %admin_addr, "hub listening");
+    tracing::info!(%grpc_addr, %admin_addr, %prometheus_addr, "hub listening");
     Ok(RunningHub {
         grpc_addr,
         admin_addr,
+        prometheus_addr,
         state,
         server,
     })

@@ -51,6 +51,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     file: String,
     line: String,
@@ -71,6 +76,11 @@ pub struct Metrics {
     buckets: Family<RateLimitLabels, Gauge>,
     buckets_evicted: Family<RateLimitLabels, Gauge>,
     dedup_evicted: Counter,
+    reports: Family<CheckLabels, Counter>,
+    records: Family<KindLabels, Counter>,
+    telemetry_failures: Counter,
+    untraced: Counter,
+    segments_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -87,6 +97,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every family.
     pub fn new() -> Self {
+        Self::with_extra(|_| {})
+    }
+
+    /// Registers every family, and lets `extra` register more (the adapter runtime's).
+    pub fn with_extra(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::default();
         let m = Metrics {
             checks: Family::default(),
@@ -100,6 +115,11 @@ impl Metrics {
             buckets: Family::default(),
             buckets_evicted: Family::default(),
             dedup_evicted: Counter::default(),
+            reports: Family::default(),
+            records: Family::default(),
+            telemetry_failures: Counter::default(),
+            untraced: Counter::default(),
+            segments_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,7 +177,52 @@ impl Metrics {
             "Deduplication entries dropped before their time to stay within capacity",
             m.dedup_evicted.clone(),
         );
+        registry.register(
+            "sextant_hub_reports",
+            "Reported attribute bags by front door and result (accepted, invalid, unavailable)",
+            m.reports.clone(),
+        );
+        registry.register(
+            "sextant_hub_telemetry_records",
+            "Records Telemetry rules made for adapters, by kind (metric, log, span; once per adapter)",
+            m.records.clone(),
+        );
+        registry.register(
+            "sextant_hub_telemetry_eval_failures",
+            "Metric values or span fields that could not be computed (the record is skipped)",
+            m.telemetry_failures.clone(),
+        );
+        registry.register(
+            "sextant_hub_telemetry_untraced",
+            "Reports without trace context (or not sampled) for a Telemetry with traces",
+            m.untraced.clone(),
+        );
+        registry.register(
+            "sextant_hub_telemetry_segments_dropped",
+            "Batch segments an adapter's queue refused (see sextant_hub_adapter_dropped for records)",
+            m.segments_dropped.clone(),
+        );
+        extra(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Counts `n` reported bags of `front_door` with `result`.
+    pub fn reports(&self, front_door: &'static str, result: &'static str, n: u64) {
+        self.reports
+            .get_or_create(&CheckLabels { front_door, result })
+            .inc_by(n);
+    }
+
+    /// Counts what Telemetry rules produced.
+    pub fn telemetry(&self, s: &hub_telemetry::RecordStats, segments_dropped: u64) {
+        for (kind, n) in [("metric", s.metrics), ("log", s.logs), ("span", s.spans)] {
+            if n > 0 {
+                self.records.get_or_create(&KindLabels { kind }).inc_by(n);
+            }
+        }
+        self.telemetry_failures.inc_by(s.failures);
+        self.untraced.inc_by(s.untraced);
+        self.segments_dropped.inc_by(segments_dropped);
     }
 
     /// Records one decision made through `front_door`.

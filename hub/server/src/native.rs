@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hub_attributes::Bag;
 use hub_config::FailurePolicy;
 use hub_policy::{Decision, HeaderAction, HeaderTarget, Presence, QuotaRequest};
 use sextant_proto::google::protobuf::Duration as PbDuration;
@@ -190,10 +191,71 @@ impl Mixer for MixerService {
 
     async fn report(
         &self,
-        _request: Request<mixer::ReportRequest>,
+        request: Request<mixer::ReportRequest>,
     ) -> Result<Response<mixer::ReportResponse>, Status> {
-        Err(Status::unimplemented(
-            "Report is not served by this hub version: the telemetry path (Telemetry resources, adapters) is not built yet",
-        ))
+        let req = request.into_inner();
+        if req.attributes.len() > MAX_REPORT_BAGS {
+            self.state
+                .metrics
+                .reports("native", "invalid", req.attributes.len() as u64);
+            return Err(Status::invalid_argument(format!(
+                "ReportRequest has {} attribute bags; the most one Report may carry is {MAX_REPORT_BAGS}: send smaller batches",
+                req.attributes.len()
+            )));
+        }
+        let (bags, rejected, errors) = report_bags(req);
+        if rejected > 0 {
+            self.state.metrics.reports("native", "invalid", rejected);
+        }
+        let accepted = bags.len() as u64;
+        self.state.ingest("native", bags);
+        Ok(Response::new(mixer::ReportResponse {
+            accepted,
+            rejected,
+            errors,
+        }))
     }
+}
+
+/// The most attribute bags one Report may carry.
+pub const MAX_REPORT_BAGS: usize = 10_000;
+
+/// Decodes the bags of a Report: the accepted bags, how many were rejected, and one line per distinct reason.
+/// With delta encoding each entry overlays the previous bag, so an entry after a rejected one is rejected too.
+pub fn report_bags(req: mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
+    let delta = req.repeated_attributes_semantics
+        == mixer::report_request::RepeatedAttributesSemantics::DeltaEncoding as i32;
+    let mut bags = Vec::with_capacity(req.attributes.len());
+    let mut errors: Vec<String> = Vec::new();
+    let mut rejected = 0u64;
+    let mut broken_at: Option<usize> = None;
+    for (i, c) in req.attributes.into_iter().enumerate() {
+        if let Some(first) = broken_at {
+            rejected += 1;
+            let reason = format!("attributes[{first}..]: follow a rejected delta-encoded entry");
+            if !errors.contains(&reason) {
+                errors.push(reason);
+            }
+            continue;
+        }
+        let base = if delta { bags.last().cloned() } else { None };
+        match hub_attributes::from_compressed_entry(
+            c,
+            &req.default_words,
+            req.global_word_count,
+            base,
+        ) {
+            Ok(bag) => bags.push(bag),
+            Err(e) => {
+                rejected += 1;
+                if errors.len() < 10 {
+                    errors.push(format!("attributes[{i}]: {e}"));
+                }
+                if delta {
+                    broken_at = Some(i + 1);
+                }
+            }
+        }
+    }
+    (bags, rejected, errors)
 }

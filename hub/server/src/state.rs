@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hub_attributes::Bag;
 use hub_config::{ConfigErrors, ConfigFiles};
 use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
 
 use crate::metrics::Metrics;
+use crate::telemetry::{Ingested, Telemetry};
 
 /// Tunables of the decision path that are runtime flags, not resources.
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct DecisionOptions {
     pub uses: i32,
     /// The most buckets one RateLimit keeps in memory.
     pub max_rate_limit_keys: usize,
+    /// Load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
+    pub default_telemetry: bool,
 }
 
 impl Default for DecisionOptions {
@@ -30,6 +34,7 @@ impl Default for DecisionOptions {
             ttl: Duration::from_secs(60),
             uses: 10_000,
             max_rate_limit_keys: 100_000,
+            default_telemetry: true,
         }
     }
 }
@@ -53,12 +58,19 @@ pub struct HubState {
     last_digest: RwLock<Option<u64>>,
     /// The hub's metrics.
     pub metrics: Metrics,
+    /// The Report path: Telemetry rules and adapters.
+    pub telemetry: Telemetry,
 }
 
 impl HubState {
-    /// State reading resources from `config_dir`; nothing is loaded yet.
-    pub fn new(config_dir: &Path, options: DecisionOptions) -> Self {
+    /// State reading resources from `config_dir` and running adapters on `runtime`; nothing is loaded yet.
+    pub fn new(
+        config_dir: &Path,
+        options: DecisionOptions,
+        runtime: Arc<hub_adapters::Runtime>,
+    ) -> Self {
         let backend = Arc::new(LocalBackend::new(options.max_rate_limit_keys));
+        let metrics = Metrics::with_extra(|r| runtime.register_metrics(r));
         HubState {
             config_dir: config_dir.to_path_buf(),
             options,
@@ -66,8 +78,17 @@ impl HubState {
             current: RwLock::new(None),
             last_failure: RwLock::new(None),
             last_digest: RwLock::new(None),
-            metrics: Metrics::new(),
+            metrics,
+            telemetry: Telemetry::new(runtime),
         }
+    }
+
+    /// Evaluates reported bags with the Telemetry rules and hands the records to the adapters.
+    pub fn ingest(&self, front_door: &'static str, bags: Vec<Bag>) -> Ingested {
+        let n = bags.len() as u64;
+        let out = self.telemetry.ingest_with(bags, &self.metrics);
+        self.metrics.reports(front_door, "accepted", n);
+        out
     }
 
     /// The snapshot Checks are decided with, if one has loaded.
@@ -86,9 +107,10 @@ impl HubState {
             .clone()
     }
 
-    /// Reloads when the files changed since the last attempt (or always, with `force`). Returns whether a new
-    /// snapshot was swapped in.
-    pub fn reload(&self, force: bool) -> bool {
+    /// Reloads when the files (or an adapter's module file) changed since the last attempt, or always with
+    /// `force`. Returns whether a new configuration was swapped in.
+    pub async fn reload(&self, force: bool) -> bool {
+        let force = force || self.telemetry.modules_changed();
         // Reading is cheap and parsing is not: compare digests first.
         let files = match ConfigFiles::read(&self.config_dir) {
             Ok(files) => files,
@@ -103,8 +125,32 @@ impl HubState {
         if !self.swap_digest(files.digest) && !force {
             return false;
         }
-        let validated = match files.load().and_then(hub_policy::validate) {
-            Ok(v) => v,
+        let set = match files.load() {
+            Ok(mut set) => {
+                if self.options.default_telemetry {
+                    hub_telemetry::add_defaults(&mut set);
+                }
+                set
+            }
+            Err(errors) => {
+                self.fail(errors);
+                return false;
+            }
+        };
+        // Everything pure first, every error at once; adapters start only when all of it is valid.
+        let policy = hub_policy::validate(set.clone());
+        let telemetry = crate::telemetry::validate(&set);
+        let (validated, telemetry) = match (policy, telemetry) {
+            (Ok(p), Ok(t)) => (p, t),
+            (p, t) => {
+                let mut errors = p.err().map(|e| e.0).unwrap_or_default();
+                errors.extend(t.err().map(|e| e.0).unwrap_or_default());
+                self.fail(ConfigErrors(errors));
+                return false;
+            }
+        };
+        let prepared = match self.telemetry.prepare(telemetry).await {
+            Ok(p) => p,
             Err(errors) => {
                 self.fail(errors);
                 return false;
@@ -126,6 +172,7 @@ impl HubState {
         );
         self.metrics.reload_succeeded(revision);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
+        self.telemetry.commit(prepared).await;
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
         true
     }

@@ -30,3 +30,25 @@ pub const DEFAULT_TELEMETRY_FILE: &str = "<builtin>/istio-standard-telemetry.yam
 
 #[cfg(test)]
 mod tests;
+
+/// Adds the default Telemetry and Adapter resources ([`DEFAULT_TELEMETRY`]) to `set`, except those whose
+/// namespace and name the set already has: a user's resource replaces the default one.
+pub fn add_defaults(set: &mut hub_config::ConfigSet) {
+    let Ok(defaults) = hub_config::load_texts([(
+        std::path::Path::new(DEFAULT_TELEMETRY_FILE),
+        DEFAULT_TELEMETRY,
+    )]) else {
+        // The embedded file is tested to load; nothing to add if it ever did not.
+        return;
+    };
+    for t in defaults.telemetry {
+        if !set.telemetry.iter().any(|u| u.key() == t.key()) {
+            set.telemetry.push(t);
+        }
+    }
+    for a in defaults.adapters {
+        if !set.adapters.iter().any(|u| u.key() == a.key()) {
+            set.adapters.push(a);
+        }
+    }
+}

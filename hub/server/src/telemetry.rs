@@ -1,0 +1,368 @@
+//! The Report path: Telemetry rules and the adapters they deliver to, swapped as one on reload.
+//!
+//! A reload validates Telemetry and Adapter resources (pure), then starts the adapters that are new or
+//! changed (their `init` runs: an adapter that refuses its config fails the whole reload, and the running
+//! pipeline stays). Only then is the new pipeline swapped in; replaced adapters drain what they have queued in
+//! the background. Unchanged adapters keep running: their queue and instance carry over.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use hub_adapters::{AdapterConfig, AdapterHandle, Limits, ModuleSource, Runtime};
+use hub_attributes::Bag;
+use hub_config::{AdapterSpec, ConfigError, ConfigErrors, ConfigSet, Resource};
+use hub_telemetry::{Batches, RecordStats, Rules};
+
+use crate::metrics::Metrics;
+
+/// How long a replaced adapter may take to deliver what it had queued.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The rules and the running adapter of each adapter they name (same order as `rules.adapters`).
+struct Pipeline {
+    rules: Rules,
+    handles: Vec<Option<AdapterHandle>>,
+}
+
+struct RunningAdapter {
+    fingerprint: String,
+    handle: AdapterHandle,
+}
+
+/// A validated, started, not yet active pipeline.
+pub struct Prepared {
+    pipeline: Pipeline,
+    running: HashMap<String, RunningAdapter>,
+    /// Module files and their (length, mtime), to notice a rebuilt `.wasm`.
+    modules: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+}
+
+/// What happened to one batch of reported bags.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// Bags evaluated.
+    pub bags: u64,
+    /// Records made.
+    pub stats: RecordStats,
+    /// Segments an adapter's full queue refused.
+    pub segments_dropped: u64,
+}
+
+/// The hub's telemetry: the active pipeline and the adapter runtime.
+pub struct Telemetry {
+    runtime: Arc<Runtime>,
+    active: RwLock<Arc<Pipeline>>,
+    running: tokio::sync::Mutex<HashMap<String, RunningAdapter>>,
+    modules: RwLock<Vec<(PathBuf, Option<(u64, SystemTime)>)>>,
+}
+
+impl Telemetry {
+    /// An empty pipeline on `runtime`.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Telemetry {
+            runtime,
+            active: RwLock::new(Arc::new(Pipeline {
+                rules: Rules::default(),
+                handles: Vec::new(),
+            })),
+            running: tokio::sync::Mutex::new(HashMap::new()),
+            modules: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The adapter runtime (its registry is what `:42422/metrics` serves).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Evaluates `bags` and hands the records to the adapters. Never blocks: a full adapter queue drops.
+    pub fn ingest_with(&self, bags: impl IntoIterator<Item = Bag>, metrics: &Metrics) -> Ingested {
+        let p = self
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut out = Ingested::default();
+        if p.rules.is_empty() {
+            out.bags = bags.into_iter().count() as u64;
+            return out;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let mut batches: Batches = p.rules.batches();
+        for bag in bags {
+            out.stats += p.rules.record(&bag, now, &mut batches);
+            out.bags += 1;
+        }
+        for seg in batches.take() {
+            let accepted = match p.handles.get(seg.adapter).and_then(Option::as_ref) {
+                Some(h) => h.submit(seg.kind, seg.bytes, seg.records),
+                None => false,
+            };
+            if !accepted {
+                out.segments_dropped += 1;
+            }
+        }
+        metrics.telemetry(&out.stats, out.segments_dropped);
+        out
+    }
+
+    /// Whether a module file of the active adapters changed on disk since it was loaded.
+    pub fn modules_changed(&self) -> bool {
+        self.modules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(path, seen)| file_stamp(path) != *seen)
+    }
+
+    /// Starts the adapters of `v` that are new or changed (their init runs). Nothing active changes; on error
+    /// every adapter started here is stopped.
+    pub async fn prepare(&self, v: Validated<'_>) -> Result<Prepared, ConfigErrors> {
+        let Validated {
+            rules,
+            adapters: configs,
+        } = v;
+        let mut errors = Vec::new();
+        let current = self.running.lock().await;
+        let mut running = HashMap::new();
+        let mut started = Vec::new();
+        let mut modules = Vec::new();
+        for (res, cfg) in configs {
+            let key = res.key();
+            if let ModuleSource::Path(p) = &cfg.module {
+                modules.push((p.clone(), file_stamp(p)));
+            }
+            let fingerprint = fingerprint(&res.spec, &cfg);
+            if let Some(r) = current.get(&key).filter(|r| r.fingerprint == fingerprint) {
+                running.insert(
+                    key,
+                    RunningAdapter {
+                        fingerprint,
+                        handle: r.handle.clone(),
+                    },
+                );
+                continue;
+            }
+            match self.runtime.start(cfg).await {
+                Ok(handle) => {
+                    started.push(handle.clone());
+                    running.insert(
+                        key,
+                        RunningAdapter {
+                            fingerprint,
+                            handle,
+                        },
+                    );
+                }
+                Err(e) => errors.push(res.invalid("Adapter", "spec.config", e.to_string())),
+            }
+        }
+        drop(current);
+        if !errors.is_empty() {
+            for h in started {
+                tokio::spawn(async move { h.drain(Duration::ZERO).await });
+            }
+            return Err(ConfigErrors(errors));
+        }
+        let handles = rules
+            .adapters
+            .iter()
+            .map(|k| running.get(k).map(|r| r.handle.clone()))
+            .collect();
+        Ok(Prepared {
+            pipeline: Pipeline { rules, handles },
+            running,
+            modules,
+        })
+    }
+
+    /// Makes `prepared` active; adapters it no longer runs drain in the background.
+    pub async fn commit(&self, prepared: Prepared) {
+        let Prepared {
+            pipeline,
+            running,
+            modules,
+        } = prepared;
+        let mut current = self.running.lock().await;
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pipeline);
+        *self.modules.write().unwrap_or_else(|e| e.into_inner()) = modules;
+        let old = std::mem::replace(&mut *current, running);
+        for (key, r) in old {
+            let replaced = current
+                .get(&key)
+                .is_some_and(|n| n.fingerprint == r.fingerprint);
+            if replaced {
+                continue; // still running: the same handle carried over
+            }
+            tokio::spawn(async move {
+                let stats = r.handle.drain(DRAIN_DEADLINE).await;
+                tracing::info!(adapter = %key, ?stats, "replaced adapter drained");
+            });
+        }
+    }
+
+    /// Summary for `/debug/config`: the adapters and which Telemetry resources feed them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let p = self
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let adapters: Vec<_> = p
+            .rules
+            .adapters
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let h = p.handles.get(i).and_then(Option::as_ref);
+                serde_json::json!({
+                    "adapter": key,
+                    "from": p.rules.sources_of(i).collect::<Vec<_>>(),
+                    "capabilities": h.map(|h| format!("{:?}", h.capabilities())),
+                    "stats": h.map(|h| format!("{:?}", h.stats())),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "telemetry": p.rules.len(),
+            "families": p.rules.families.iter().map(|f| &f.name).collect::<Vec<_>>(),
+            "adapters": adapters,
+        })
+    }
+}
+
+/// Telemetry and Adapter resources checked without running anything.
+pub struct Validated<'a> {
+    rules: Rules,
+    adapters: Vec<(&'a Resource<AdapterSpec>, AdapterConfig)>,
+}
+
+impl Validated<'_> {
+    /// Each Adapter resource with its runtime configuration.
+    pub fn adapters(&self) -> impl Iterator<Item = (&Resource<AdapterSpec>, &AdapterConfig)> {
+        self.adapters.iter().map(|(r, c)| (*r, c))
+    }
+}
+
+/// Compiles the Telemetry resources of `set` and maps its Adapter resources (pure). All errors are returned.
+pub fn validate(set: &ConfigSet) -> Result<Validated<'_>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let rules = hub_telemetry::validate(set)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let mut adapters = Vec::new();
+    for a in &set.adapters {
+        match adapter_config(a) {
+            Ok(c) => adapters.push((a, c)),
+            Err(e) => errors.push(e),
+        }
+    }
+    match rules {
+        Some(rules) if errors.is_empty() => Ok(Validated { rules, adapters }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn file_stamp(p: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// What identifies a running adapter: its spec and, for a file, the file's size and time.
+fn fingerprint(spec: &AdapterSpec, cfg: &AdapterConfig) -> String {
+    let stamp = match &cfg.module {
+        ModuleSource::Path(p) => format!("{:?}", file_stamp(p)),
+        _ => String::new(),
+    };
+    format!("{}{stamp}", serde_json::to_string(spec).unwrap_or_default())
+}
+
+/// The runtime's view of an `Adapter` resource (pure: limits parsed, module located).
+pub fn adapter_config(r: &Resource<AdapterSpec>) -> Result<AdapterConfig, ConfigError> {
+    const KIND: &str = "Adapter";
+    let spec = &r.spec;
+    let base = r
+        .origin
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let module = match spec.module.strip_prefix("builtin:") {
+        Some(name) => {
+            if hub_builtin_adapters::get(name).is_none() {
+                return Err(r.invalid(
+                    KIND,
+                    "spec.module",
+                    format!(
+                        "no builtin adapter {name:?}; builtin adapters: {}",
+                        hub_builtin_adapters::NAMES.join(", ")
+                    ),
+                ));
+            }
+            ModuleSource::Builtin(name.to_string())
+        }
+        None => {
+            let path = base.join(&spec.module);
+            if !path.is_file() {
+                return Err(r.invalid(
+                    KIND,
+                    "spec.module",
+                    format!(
+                        "{} is not a file (a path to a .wasm component, relative to this file, or builtin:NAME)",
+                        path.display()
+                    ),
+                ));
+            }
+            ModuleSource::Path(path)
+        }
+    };
+    let mut limits = Limits::default();
+    let l = &spec.limits;
+    if let Some(m) = &l.memory {
+        limits.memory =
+            hub_config::parse_size(m).map_err(|e| r.invalid(KIND, "spec.limits.memory", e))?;
+    }
+    if let Some(t) = &l.time_per_batch {
+        limits.time_per_batch = hub_config::parse_duration(t)
+            .map_err(|e| r.invalid(KIND, "spec.limits.timePerBatch", e))?;
+    }
+    if let Some(t) = &l.flush_interval {
+        limits.flush_interval = hub_config::parse_duration(t)
+            .map_err(|e| r.invalid(KIND, "spec.limits.flushInterval", e))?;
+    }
+    if let Some(q) = l.queue_length {
+        limits.queue_records = q as usize;
+    }
+    if let Some(b) = l.batch_size {
+        limits.batch_size = b as usize;
+    }
+    for (field, zero) in [
+        ("spec.limits.queueLength", limits.queue_records == 0),
+        ("spec.limits.batchSize", limits.batch_size == 0),
+        ("spec.limits.memory", limits.memory < 64 << 10),
+        ("spec.limits.timePerBatch", limits.time_per_batch.is_zero()),
+    ] {
+        if zero {
+            return Err(r.invalid(
+                KIND,
+                field,
+                "too small (memory needs at least 64Ki; counts and times above 0)",
+            ));
+        }
+    }
+    if let Err(e) = hub_adapters::Allowlist::parse(&spec.allowed_hosts) {
+        return Err(r.invalid(KIND, "spec.allowedHosts", e));
+    }
+    Ok(AdapterConfig {
+        name: r.key(),
+        module,
+        config: spec.config.clone(),
+        limits,
+        allowed_hosts: spec.allowed_hosts.clone(),
+        stdout: spec.stdout.as_ref().map(|s| base.join(s)),
+    })
+}
