@@ -18,7 +18,7 @@ use crate::bindings::sextant::adapter::types::ErrorKind;
 use crate::error::{AdapterCallError, LoadError};
 use crate::handle::AdapterHandle;
 use crate::metrics::{CrashKind, DropReason};
-use crate::runtime::{AdapterSpec, Live, Shared, classify, crash_reason, run_on_thread};
+use crate::runtime::{AdapterSpec, Live, Shared, classify, crash_reason};
 use crate::{AdapterConfig, CheckDecision};
 
 /// What the handle sends the worker.
@@ -74,31 +74,40 @@ pub(crate) async fn start(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (name, module, limits) = (cfg.name.clone(), cfg.module.to_string(), cfg.limits.clone());
     let thread_counters = counters.clone();
-    let started = run_on_thread(format!("adapter {name}"), move || {
-        let spec = match AdapterSpec::new(&shared, &cfg, thread_counters) {
-            Ok(spec) => spec,
-            Err(e) => return drop(ready_tx.send(Err(e))),
-        };
-        let live = match spec.instantiate(&shared) {
-            Ok(live) => live,
-            Err(e) => return drop(ready_tx.send(Err(e))),
-        };
-        if ready_tx.send(Ok(live.caps)).is_err() {
-            return;
-        }
-        Worker {
-            backoff: spec.limits.backoff_initial,
-            shared,
-            spec,
-            live: Some(live),
-            down_until: Instant::now(),
-            pending: Default::default(),
-            deadline: None,
-        }
-        .run(&rx);
-    });
-    // The thread's own completion is not awaited: it runs as long as the adapter.
-    drop(started);
+    let spawned = std::thread::Builder::new()
+        .name(format!("adapter {name}"))
+        .spawn(move || {
+            let spec = match AdapterSpec::new(&shared, &cfg, thread_counters) {
+                Ok(spec) => spec,
+                Err(e) => return drop(ready_tx.send(Err(e))),
+            };
+            let live = match spec.instantiate(&shared) {
+                Ok(live) => live,
+                Err(e) => return drop(ready_tx.send(Err(e))),
+            };
+            if ready_tx.send(Ok(live.caps)).is_err() {
+                return;
+            }
+            Worker {
+                backoff: spec.limits.backoff_initial,
+                shared,
+                spec,
+                live: Some(live),
+                down_until: Instant::now(),
+                pending: Default::default(),
+                deadline: None,
+            }
+            .run(&rx);
+        });
+    // The thread is not joined: it runs as long as the adapter and ends after a drain or when every handle
+    // is dropped.
+    if let Err(e) = spawned {
+        return Err(LoadError::Instantiate {
+            adapter: name,
+            module,
+            reason: format!("cannot start the worker thread: {e}"),
+        });
+    }
     let caps = ready_rx.await.map_err(|_| LoadError::Instantiate {
         adapter: name.clone(),
         module,
