@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// The runtime could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// `Runtime::new` was called outside a tokio runtime (adapters' outbound HTTP runs on it).
+    #[error("the adapter runtime must be created inside a tokio runtime: {0}")]
+    NoTokio(String),
     /// The wasmtime engine rejected its configuration.
     #[error("wasmtime engine: {0}")]
     Engine(String),

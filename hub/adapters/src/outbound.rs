@@ -61,7 +61,10 @@ pub(crate) fn send(state: &mut HostState, req: Request, left: Duration) -> Resul
         0 => DEFAULT_HTTP_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)),
     };
-    let timeout = asked.min(left);
+    // Leave the guest a moment after a timeout to return an error (retryable) before its epoch deadline
+    // interrupts it (a crash and a restart).
+    let margin = (left / 10).clamp(Duration::from_millis(20), Duration::from_millis(200));
+    let timeout = asked.min(left.saturating_sub(margin));
     if timeout.is_zero() {
         return Err(Error::Timeout);
     }

@@ -54,7 +54,7 @@ impl Runtime {
     /// outbound HTTP runs on it.
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let tokio = tokio::runtime::Handle::try_current()
-            .map_err(|e| RuntimeError::Engine(format!("not inside a tokio runtime: {e}")))?;
+            .map_err(|e| RuntimeError::NoTokio(e.to_string()))?;
         let mut config = Config::new();
         config.wasm_component_model(true);
         // Epoch interruption rather than fuel: the deadline is wall-clock time (what `time_per_batch` means

@@ -135,3 +135,38 @@ async fn allowed_hosts_are_reached_and_others_denied_before_connecting() {
         "{text}"
     );
 }
+
+/// A collector that accepts connections and never answers: the request times out within the adapter's
+/// time limit, the guest gets `timeout` (a retryable error), nothing deadlocks and nothing is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_times_out_within_the_call_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let rt = runtime(None);
+    let mut cfg = zipkin("ns/zipkin-hang", port, &[&format!("127.0.0.1:{port}")]);
+    cfg.limits.time_per_batch = Duration::from_millis(400);
+    cfg.limits.retries = 1;
+    let h = rt.start(cfg).await.expect("start");
+    let start = std::time::Instant::now();
+    assert!(h.submit(BatchKind::Spans, spans_segment(), 1));
+    wait_for("dropped after retries", Duration::from_secs(20), || {
+        h.stats().dropped.retries_exhausted == 1
+    })
+    .await;
+    let s = h.stats();
+    assert_eq!((s.batches, s.restarts, s.delivered), (2, 0, 0), "{s:?}");
+    // Two attempts of at most 400 ms each plus the backoff between them.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -121,3 +121,13 @@ async fn a_component_file_on_disk_loads() {
     let cfg = AdapterConfig::new("ns/prom", ModuleSource::Path(path), serde_json::json!({}));
     assert!(rt.validate(&cfg).await.expect("loads").metrics);
 }
+
+#[test]
+fn a_runtime_needs_tokio() {
+    let err =
+        hub_adapters::Runtime::new(hub_adapters::RuntimeOptions::default()).expect_err("no tokio");
+    assert!(
+        matches!(err, hub_adapters::RuntimeError::NoTokio(_)),
+        "{err:?}"
+    );
+}

@@ -73,3 +73,38 @@ async fn prometheus_adapter_records_into_the_registry() {
     let drained = handle.drain(Duration::from_secs(5)).await;
     assert_eq!(drained.delivered, 5);
 }
+
+/// The logs adapter writes to stdout, which the config points at a file (appended).
+#[tokio::test]
+async fn guest_stdout_is_appended_to_the_configured_file() {
+    let dir = crate::scratch("stdout");
+    let path = dir.join("access.log");
+    std::fs::write(&path, "existing line\n").expect("seed");
+    let rt = runtime(None);
+    let mut cfg = AdapterConfig::new(
+        "ns/logs",
+        ModuleSource::Builtin("logs".into()),
+        serde_json::json!({"name": "access"}),
+    );
+    cfg.stdout = Some(path.clone());
+    cfg.limits.flush_interval = Duration::from_millis(10);
+    let h = rt.start(cfg).await.expect("start");
+    let mut w = sextant_batch::BatchWriter::new(BatchKind::Logs);
+    w.log(
+        "accesslog",
+        sextant_batch::Severity::Info,
+        1_700_000_000_000_000_000,
+        [("method", sextant_batch::Value::Str("GET"))],
+    );
+    assert!(h.submit(BatchKind::Logs, w.finish(), 1));
+    wait_for("log delivered", Duration::from_secs(10), || {
+        h.stats().delivered == 1
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.starts_with("existing line\n"), "{text}");
+    assert!(
+        text.contains("\"adapter\":\"access\"") && text.contains("\"method\":\"GET\""),
+        "{text}"
+    );
+}
