@@ -477,3 +477,126 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// One request an [`HttpSink`] received.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// Request path.
+    pub path: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked bodies are de-chunked).
+    pub body: Vec<u8>,
+}
+
+/// A local HTTP/1.1 server that records every request and answers `200` with an empty body: the collector
+/// side of the zipkin and otlp adapters (no Zipkin, Jaeger or OTel collector server is obtainable here).
+pub struct HttpSink {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// What it received.
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Captured>>>,
+}
+
+impl HttpSink {
+    /// Starts the sink on a free port.
+    pub fn start() -> HttpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let addr = listener.local_addr().expect("sink addr");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let store = store.clone();
+                std::thread::spawn(move || serve_sink(conn, &store));
+            }
+        });
+        HttpSink { addr, got }
+    }
+
+    /// Requests received on `path`.
+    pub fn on(&self, path: &str) -> Vec<Captured> {
+        self.got
+            .lock()
+            .expect("sink lock")
+            .iter()
+            .filter(|c| c.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+fn serve_sink(conn: std::net::TcpStream, store: &std::sync::Mutex<Vec<Captured>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body = vec![0; n];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        store.lock().expect("sink lock").push(Captured {
+            path,
+            headers,
+            body,
+        });
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}

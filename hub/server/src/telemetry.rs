@@ -158,7 +158,7 @@ impl Telemetry {
                         },
                     );
                 }
-                Err(e) => errors.push(res.invalid("Adapter", "spec.config", e.to_string())),
+                Err(e) => errors.push(res.invalid("Adapter", load_error_field(&e), e.to_string())),
             }
         }
         drop(current);
@@ -264,6 +264,16 @@ pub fn validate(set: &ConfigSet) -> Result<Validated<'_>, ConfigErrors> {
     match rules {
         Some(rules) if errors.is_empty() => Ok(Validated { rules, adapters }),
         _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The field of an `Adapter` a load error is about: its config when init refused it, else its module.
+pub fn load_error_field(e: &hub_adapters::LoadError) -> &'static str {
+    match e {
+        hub_adapters::LoadError::Init { .. } | hub_adapters::LoadError::InitCrashed { .. } => {
+            "spec.config"
+        }
+        _ => "spec.module",
     }
 }
 

@@ -1,0 +1,434 @@
+//! The shipped adapters deliver to their backends, and misbehaving adapters are contained.
+//!
+//! zipkin and otlp post to a local HTTP sink (no Zipkin, Jaeger or OTel collector server is obtainable
+//! here); what they send is decoded with the official schemas: zipkin.proto (Debian's zipkin-go package) and
+//! the opentelemetry-proto Python types.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{HttpSink, Hub, free_port, peers, repo, scratch, wait_until};
+use hub_attributes::{Bag, Span, Time, Value};
+use sextant_proto::mixer::{self, mixer_client::MixerClient};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn bag(i: i64) -> Bag {
+    let mut b = Bag::new();
+    let mut set = |k: &str, v: Value| {
+        b.set_by_name(k, v).expect("vocabulary attribute");
+    };
+    set(
+        "source.workload.name",
+        Value::String("productpage-v1".into()),
+    );
+    set("destination.service.name", Value::String("reviews".into()));
+    set("request.method", Value::String("GET".into()));
+    set("request.url_path", Value::String(format!("/reviews/{i}")));
+    set("request.id", Value::String(format!("req-{i}")));
+    set(
+        "request.headers",
+        Value::StringMap(
+            [(
+                "traceparent".to_string(),
+                format!("00-{TRACE}-00f067aa0ba902b7-01"),
+            )]
+            .into(),
+        ),
+    );
+    set(
+        "request.time",
+        Value::Timestamp(Time {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+    );
+    set(
+        "response.duration",
+        Value::Duration(Span {
+            seconds: 0,
+            nanos: 40_000_000,
+        }),
+    );
+    set(
+        "response.code",
+        Value::Int64(if i == 0 { 503 } else { 200 }),
+    );
+    b
+}
+
+fn report(hub: &Hub, bags: &[Bag]) -> mixer::ReportResponse {
+    let req = mixer::ReportRequest {
+        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        default_words: Vec::new(),
+        global_word_count: hub_attributes::global_word_count(),
+        repeated_attributes_semantics:
+            mixer::report_request::RepeatedAttributesSemantics::IndependentEncoding as i32,
+    };
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut client = MixerClient::connect(format!("http://{}", hub.grpc))
+                .await
+                .expect("connect");
+            client.report(req).await.expect("report").into_inner()
+        })
+}
+
+fn check_allowed(hub: &Hub) -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "check",
+            "--hub",
+            &hub.grpc.to_string(),
+            "-a",
+            "destination.service.name=reviews",
+        ])
+        .output()
+        .expect("run sextant check");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    out.status.success() && json["code"] == 0
+}
+
+fn adapters_config(sink: SocketAddr, logs: &Path) -> String {
+    format!(
+        r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: zipkin}}
+spec:
+  module: builtin:zipkin
+  config: {{endpoint: "http://{sink}/api/v2/spans"}}
+  allowedHosts: ["{sink}"]
+  limits: {{flushInterval: 100ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: otlp}}
+spec:
+  module: builtin:otlp
+  config: {{endpoint: "http://{sink}", service_name: bookinfo}}
+  allowedHosts: ["{sink}"]
+  limits: {{flushInterval: 100ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: logs}}
+spec:
+  module: builtin:logs
+  config: {{name: access}}
+  stdout: {logs}
+  limits: {{flushInterval: 100ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: everything}}
+spec:
+  adapters: [zipkin, otlp, logs]
+  metrics:
+  - name: requests_total
+    kind: COUNTER
+    dimensions: {{code: response.code}}
+  logs:
+  - name: accesslog
+    severity: 'response.code >= 500 ? "ERROR" : "INFO"'
+    fields: {{path: request.url_path, code: response.code}}
+  traces:
+    tags: {{http.status_code: response.code}}
+"#,
+        logs = logs.display()
+    )
+}
+
+fn bodies(dir: &Path, sink: &HttpSink, path: &str) -> Vec<std::path::PathBuf> {
+    sink.on(path)
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let f = dir.join(format!("{}-{i}", path.replace('/', "_")));
+            std::fs::write(&f, &c.body).expect("write body");
+            f
+        })
+        .collect()
+}
+
+fn python_lines(
+    python: &Path,
+    script: &str,
+    args: &[std::ffi::OsString],
+) -> Vec<serde_json::Value> {
+    let out = Command::new(python)
+        .arg(repo().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn zipkin_otlp_and_logs_adapters_deliver_what_the_official_schemas_accept() {
+    let dir = scratch("adapters-deliver");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let sink = HttpSink::start();
+    let logs = dir.join("access.jsonl");
+    std::fs::write(
+        config.join("adapters.yaml"),
+        adapters_config(sink.addr, &logs),
+    )
+    .expect("write");
+    let hub = Hub::start(&config);
+
+    let bags: Vec<Bag> = (0..5).map(bag).collect();
+    let ack = report(&hub, &bags);
+    assert_eq!(ack.accepted, 5, "{:?}", ack.errors);
+
+    wait_until(
+        Duration::from_secs(20),
+        "zipkin spans, OTLP traces/metrics/logs and log lines",
+        || {
+            let spans: usize = sink
+                .on("/api/v2/spans")
+                .iter()
+                .map(|c| {
+                    serde_json::from_slice::<Vec<serde_json::Value>>(&c.body).map_or(0, |v| v.len())
+                })
+                .sum();
+            spans == 5
+                && !sink.on("/v1/traces").is_empty()
+                && !sink.on("/v1/metrics").is_empty()
+                && !sink.on("/v1/logs").is_empty()
+                && std::fs::read_to_string(&logs).is_ok_and(|t| t.lines().count() == 5)
+        },
+    );
+
+    // Zipkin: every field is a zipkin.proto field with the proto's type.
+    let zipkin = sink.on("/api/v2/spans");
+    assert!(zipkin.iter().all(|c| {
+        c.headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.contains("json"))
+    }));
+    let files: Vec<_> = bodies(&dir, &sink, "/api/v2/spans")
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let mut args = vec![peers().join("zipkin/zipkin.proto").into_os_string()];
+    args.extend(files);
+    let spans = python_lines(&peers().join("venv/bin/python"), "zipkin_check.py", &args);
+    assert_eq!(spans.len(), 5);
+    let failed = spans
+        .iter()
+        .find(|s| s["name"] == "GET /reviews/0")
+        .expect("span of request 0");
+    assert_eq!(failed["trace_id"], TRACE);
+    assert_eq!(failed["parent_id"], "00f067aa0ba902b7");
+    assert_eq!(failed["kind"], "SERVER");
+    assert_eq!(failed["local"], "reviews");
+    assert_eq!(failed["remote"], "productpage-v1");
+    assert_eq!(failed["timestamp"], 1_700_000_000_000_000u64);
+    assert_eq!(failed["duration"], 40_000);
+    assert_eq!(failed["tags"]["http.status_code"], "503");
+    assert!(
+        failed["tags"].get("error").is_some(),
+        "a 5xx span carries the error tag: {failed}"
+    );
+
+    // OTLP: the bodies parse as the official Export*ServiceRequest messages.
+    let otel = peers().join("otel/bin/python");
+    let decode = |kind: &str, path: &str| {
+        let mut args = vec![std::ffi::OsString::from(kind)];
+        args.extend(bodies(&dir, &sink, path).into_iter().map(Into::into));
+        python_lines(&otel, "otlp_decode.py", &args)
+    };
+    let traces = decode("traces", "/v1/traces")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+    assert!(
+        traces.contains("GET /reviews/3") && traces.contains("SPAN_KIND_SERVER"),
+        "{traces}"
+    );
+    let metrics = decode("metrics", "/v1/metrics")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+    assert!(
+        metrics.contains("requests_total") && metrics.contains("AGGREGATION_TEMPORALITY_DELTA"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bookinfo"),
+        "the resource's service.name: {metrics}"
+    );
+    let logs_json = decode("logs", "/v1/logs")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+    assert!(
+        logs_json.contains("accesslog") || logs_json.contains("/reviews/4"),
+        "{logs_json}"
+    );
+
+    // logs: JSON lines naming the adapter, to the file the Adapter names.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&logs)
+        .expect("log file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.iter().all(|l| l["adapter"] == "access"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["severity"] == "ERROR" && l["code"] == 503),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn faulty_adapters_are_restarted_and_contained() {
+    let dir = scratch("adapters-faults");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let faulty = dir.join("faulty.wasm");
+    std::fs::write(
+        &faulty,
+        hub_builtin_adapters::test_module("faulty").expect("faulty adapter built"),
+    )
+    .expect("write");
+    let logs = dir.join("ok.jsonl");
+    let dead = free_port();
+    let mut yaml = String::new();
+    for mode in ["trap", "loop", "oom"] {
+        yaml.push_str(&format!(
+            r#"
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: {mode}}}
+spec:
+  module: {faulty}
+  config: {{mode: {mode}}}
+  limits: {{memory: 8Mi, timePerBatch: 200ms, flushInterval: 50ms}}
+"#,
+            faulty = faulty.display()
+        ));
+    }
+    yaml.push_str(&format!(
+        r#"
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: down}}
+spec:
+  module: builtin:zipkin
+  config: {{endpoint: "http://127.0.0.1:{dead}/api/v2/spans", timeout_ms: 200}}
+  allowedHosts: ["127.0.0.1:{dead}"]
+  limits: {{flushInterval: 50ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: ok}}
+spec:
+  module: builtin:logs
+  stdout: {logs}
+  limits: {{flushInterval: 50ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: fanout}}
+spec:
+  adapters: [trap, loop, oom, down, ok]
+  metrics:
+  - {{name: requests_total, kind: COUNTER}}
+  logs:
+  - {{name: access, fields: {{path: request.url_path}}}}
+  traces: {{}}
+"#,
+        logs = logs.display()
+    ));
+    std::fs::write(config.join("adapters.yaml"), yaml).expect("write");
+    let mut hub = Hub::start(&config);
+
+    for round in 0..4 {
+        let bags: Vec<Bag> = (0..10).map(|i| bag(round * 10 + i)).collect();
+        assert_eq!(report(&hub, &bags).accepted, 10);
+        assert!(check_allowed(&hub), "Check answers while adapters fail");
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the healthy adapter to deliver every record",
+        || std::fs::read_to_string(&logs).is_ok_and(|t| t.lines().count() == 40),
+    );
+    let restarts = |adapter: &str| {
+        hub.metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with("sextant_hub_adapter_restarts_total{")
+                    && l.contains(&format!("adapter=\"default/{adapter}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "each faulty adapter to be restarted",
+        || ["trap", "loop", "oom"].iter().all(|a| restarts(a) >= 1.0),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the adapter whose backend is down to drop after retries",
+        || {
+            hub.metrics().lines().any(|l| {
+                l.starts_with("sextant_hub_adapter_records_dropped_total{")
+                    && l.contains("adapter=\"default/down\"")
+                    && !l.ends_with(" 0")
+            })
+        },
+    );
+    // The default prometheus adapter is unaffected by its neighbours.
+    assert!(check_allowed(&hub));
+    assert!(hub.proc.alive());
+}
+
+#[test]
+fn a_wasm_file_that_is_not_a_component_is_refused_and_the_running_config_stays() {
+    let dir = scratch("adapters-not-a-component");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let hub = Hub::start(&config);
+    let before = hub.revision();
+    // A core module: valid Wasm, but not a component.
+    std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    let yaml = format!(
+        "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {{name: core}}\nspec:\n  module: {}\n",
+        dir.join("core.wasm").display()
+    );
+    hub.write_config("core.yaml", &yaml, false);
+    assert_eq!(
+        hub.revision(),
+        before,
+        "the previous configuration keeps serving"
+    );
+    let debug = common::get(hub.admin, "/debug/config", &[])
+        .expect("debug config")
+        .body;
+    assert!(
+        debug.contains("core.yaml:5") && debug.contains("not a valid Wasm component"),
+        "{debug}"
+    );
+    assert!(check_allowed(&hub));
+}
