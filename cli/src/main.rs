@@ -1,5 +1,6 @@
 //! The `sextant` binary: wires the roles. Each subcommand is a thin layer over a library crate.
 
+mod adapter;
 mod attrs;
 mod check;
 mod dev;
@@ -32,6 +33,9 @@ enum Command {
         #[arg(long)]
         no_default_telemetry: bool,
     },
+    /// Write and build Wasm adapters.
+    #[command(subcommand)]
+    Adapter(AdapterCommand),
     /// Print the CustomResourceDefinitions of the hub's resource kinds (YAML).
     Crds,
     /// Print the attribute vocabulary as Markdown (the source of docs/attributes.md).
@@ -68,6 +72,32 @@ enum Command {
         /// Stop after the demonstration instead of serving until interrupted.
         #[arg(long)]
         exit_after_demo: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdapterCommand {
+    /// Scaffold a buildable adapter crate (with native tests) in DIR/NAME.
+    New {
+        /// Crate name, e.g. `my-adapter`.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on (default: the sdk/ of the source tree this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build an adapter crate to a wasm32-wasip2 component and print where the `.wasm` is.
+    Build {
+        /// The adapter crate (or a workspace of adapters).
+        path: PathBuf,
+        /// Build without optimisations.
+        #[arg(long)]
+        debug: bool,
+        /// Cargo target directory (default: PATH/target).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
     },
 }
 
@@ -190,6 +220,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             path,
             no_default_telemetry,
         } => validate(&path, !no_default_telemetry).await,
+        Command::Adapter(AdapterCommand::New { name, dir, sdk }) => {
+            let made = adapter::new(&name, &dir, sdk.as_deref()).map_err(|e| {
+                fail(
+                    format!("{e:#}"),
+                    "pass --dir to choose where, --sdk to point at sextant's sdk/",
+                )
+            })?;
+            out(&format!(
+                "created {}\nbuild it with: sextant adapter build {}\ntest it with:  cargo test --manifest-path {}/Cargo.toml\n",
+                made.display(),
+                made.display(),
+                made.display()
+            ))
+        }
+        Command::Adapter(AdapterCommand::Build {
+            path,
+            debug,
+            target_dir,
+        }) => {
+            let built = adapter::build(&path, debug, target_dir).map_err(|e| {
+                fail(
+                    format!("{e:#}"),
+                    "with rustup: `rustup target add wasm32-wasip2`; on Debian: run .ci/wasm-toolchain",
+                )
+            })?;
+            for c in built {
+                out(&format!("{}\n", c.display()))?;
+            }
+            Ok(())
+        }
         Command::Crds => {
             for crd in hub_config::crds() {
                 let yaml = serde_saphyr::to_string(&crd)

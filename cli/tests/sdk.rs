@@ -1,0 +1,168 @@
+//! The adapter SDK from an author's side: `sextant adapter new` scaffolds a crate that builds and validates,
+//! and the SDK's example adapter, built by `sextant adapter build`, is loaded by a hub and records metrics.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Hub, get, repo, scratch, target_dir, wait_until};
+use hub_attributes::{Bag, Value};
+use sextant_proto::mixer::{self, mixer_client::MixerClient};
+
+/// One target directory for every guest build of the test run: the std library (-Zbuild-std) is built once.
+fn guest_target() -> PathBuf {
+    target_dir().join("sextant-test-guests")
+}
+
+fn sextant(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .output()
+        .expect("run sextant")
+}
+
+fn build(dir: &Path) -> PathBuf {
+    let out = sextant(&[
+        "adapter",
+        "build",
+        &dir.display().to_string(),
+        "--target-dir",
+        &guest_target().display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "build failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = PathBuf::from(stdout.lines().last().expect("a .wasm path").trim());
+    assert!(
+        wasm.extension().is_some_and(|e| e == "wasm") && wasm.is_file(),
+        "{stdout}"
+    );
+    wasm
+}
+
+#[test]
+fn the_example_adapter_is_built_and_loaded_by_a_hub() {
+    let wasm = build(&repo().join("examples/adapter"));
+    assert!(wasm.ends_with("status_counter.wasm"), "{}", wasm.display());
+
+    let dir = scratch("sdk-example");
+    let yaml = format!(
+        r#"apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: status-counter}}
+spec:
+  module: {}
+  limits: {{flushInterval: 50ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: codes}}
+spec:
+  adapters: [status-counter]
+  logs:
+  - {{name: accesslog, fields: {{response_code: response.code}}}}
+"#,
+        wasm.display()
+    );
+    std::fs::write(dir.join("adapter.yaml"), yaml).expect("write");
+    let hub = Hub::start(&dir);
+    let bags: Vec<Bag> = [200, 200, 503]
+        .iter()
+        .map(|code| {
+            let mut b = Bag::new();
+            b.set_by_name("response.code", Value::Int64(*code))
+                .expect("attr");
+            b
+        })
+        .collect();
+    let req = mixer::ReportRequest {
+        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        default_words: Vec::new(),
+        global_word_count: hub_attributes::global_word_count(),
+        repeated_attributes_semantics: 1,
+    };
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut c = MixerClient::connect(format!("http://{}", hub.grpc))
+                .await
+                .expect("connect");
+            assert_eq!(
+                c.report(req).await.expect("report").into_inner().accepted,
+                3
+            );
+        });
+    wait_until(
+        Duration::from_secs(20),
+        "the example adapter's counter in the exposition",
+        || {
+            let body = get(hub.prometheus, "/metrics", &[])
+                .map(|r| r.body)
+                .unwrap_or_default();
+            body.contains(r#"requests_by_code_total{code="200"} 2"#)
+                && body.contains(r#"requests_by_code_total{code="503"} 1"#)
+        },
+    );
+}
+
+#[test]
+fn a_scaffolded_adapter_builds_and_validates() {
+    let dir = scratch("sdk-new");
+    let out = sextant(&[
+        "adapter",
+        "new",
+        "hello-adapter",
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let krate = dir.join("hello-adapter");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sextant adapter build"));
+    let wasm = build(&krate);
+    assert!(wasm.ends_with("hello_adapter.wasm"), "{}", wasm.display());
+
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::write(
+        config.join("hello.yaml"),
+        format!(
+            "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {{name: hello}}\nspec:\n  module: {}\n",
+            wasm.display()
+        ),
+    )
+    .expect("write");
+    let out = sextant(&["validate", &config.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 adapters"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A name that is not a crate name is refused with one line and a hint.
+    let out = sextant(&[
+        "adapter",
+        "new",
+        "Bad Name",
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a crate name") && err.contains("hint:"),
+        "{err}"
+    );
+}
