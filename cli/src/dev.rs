@@ -1,6 +1,7 @@
 //! `sextant dev`: a local hub on the embedded example configuration, with a few demonstration calls.
 //! (It grows into the whole local mesh as pilot and the proxy land.)
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -36,8 +37,9 @@ fn headers(user: &str) -> Value {
     Value::StringMap([("x-user".to_string(), user.to_string())].into())
 }
 
-/// Runs the demonstration calls against the hub at `grpc` and prints each decision.
-pub async fn demo(grpc: &str, config_dir: &Path) -> anyhow::Result<()> {
+/// Runs the demonstration calls against the hub at `grpc` and prints each decision; then reports traffic and
+/// shows the Istio-standard metrics the prometheus adapter made of it on `exposition`.
+pub async fn demo(grpc: &str, exposition: SocketAddr, config_dir: &Path) -> anyhow::Result<()> {
     let s = |v: &str| Value::String(v.to_string());
     let calls = [
         (
@@ -90,10 +92,107 @@ pub async fn demo(grpc: &str, config_dir: &Path) -> anyhow::Result<()> {
         "  {:<28} -> {line}(5 at once, then limited)",
         "bob calls /api six times"
     );
+    report_traffic(grpc, exposition).await?;
     println!(
-        "\nTry it yourself:\n  sextant check --hub {grpc} -a destination.service.name=reviews -a 'request.headers[x-user]=guest'\n"
+        "\nTry it yourself:\n  sextant check --hub {grpc} -a destination.service.name=reviews -a 'request.headers[x-user]=guest'\n  curl -s http://{exposition}/metrics | grep istio_requests_total\n"
     );
     Ok(())
+}
+
+/// Reports a little bookinfo traffic (as inbound sidecars would) and prints the resulting request counts.
+async fn report_traffic(grpc: &str, exposition: SocketAddr) -> anyhow::Result<()> {
+    use sextant_proto::mixer;
+    let s = |v: &str| Value::String(v.to_string());
+    let mut bags = Vec::new();
+    for (version, code, n) in [("v1", 200, 6), ("v2", 200, 3), ("v3", 503, 1)] {
+        for _ in 0..n {
+            bags.push(bag(&[
+                ("context.reporter.kind", s("inbound")),
+                ("source.workload.name", s("productpage-v1")),
+                ("source.workload.namespace", s("bookinfo")),
+                (
+                    "destination.workload.name",
+                    s(&format!("reviews-{version}")),
+                ),
+                ("destination.workload.namespace", s("bookinfo")),
+                (
+                    "destination.service.host",
+                    s("reviews.bookinfo.svc.cluster.local"),
+                ),
+                ("destination.service.name", s("reviews")),
+                (
+                    "destination.labels",
+                    Value::StringMap([("version".to_string(), version.to_string())].into()),
+                ),
+                ("request.protocol", s("http")),
+                ("response.code", Value::Int64(code)),
+                (
+                    "response.duration",
+                    Value::Duration(hub_attributes::Span {
+                        seconds: 0,
+                        nanos: 8_000_000,
+                    }),
+                ),
+            ]));
+        }
+    }
+    let request = mixer::ReportRequest {
+        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        default_words: Vec::new(),
+        global_word_count: hub_attributes::global_word_count(),
+        repeated_attributes_semantics:
+            mixer::report_request::RepeatedAttributesSemantics::IndependentEncoding as i32,
+    };
+    let mut client = mixer::mixer_client::MixerClient::connect(format!("http://{grpc}"))
+        .await
+        .context("connecting to the hub")?;
+    let ack = client.report(request).await.context("Report")?.into_inner();
+    println!(
+        "\n  reported {} requests to reviews (v1: 6, v2: 3, v3: 1 failing)",
+        ack.accepted
+    );
+    // The adapter batches for up to a second.
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let body = scrape(exposition).await.unwrap_or_default();
+        lines = body
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(short)
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+    }
+    println!("  the prometheus adapter on http://{exposition}/metrics now has:");
+    for l in lines {
+        println!("    {l}");
+    }
+    Ok(())
+}
+
+/// A series line with only the labels that differ here.
+fn short(line: &str) -> String {
+    let keep = ["destination_version", "response_code"];
+    let Some((series, value)) = line.rsplit_once(' ') else {
+        return line.to_string();
+    };
+    let labels: Vec<&str> = series
+        .split(['{', '}', ','])
+        .filter(|kv| keep.iter().any(|k| kv.starts_with(&format!("{k}="))))
+        .collect();
+    format!("istio_requests_total{{{}, ...}} {value}", labels.join(","))
+}
+
+async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await?;
+    Ok(body)
 }
 
 fn summary(d: &serde_json::Value) -> String {

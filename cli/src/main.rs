@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "another hub may be running; pick ports with --grpc-addr / --admin-addr",
                 )
             })?;
-            dev::demo(&hub.grpc_addr.to_string(), &config_dir)
+            dev::demo(&hub.grpc_addr.to_string(), hub.prometheus_addr, &config_dir)
                 .await
                 .map_err(|e| fail(format!("{e:#}"), "see the hub's log above"))?;
             if exit_after_demo {

@@ -16,7 +16,8 @@ fn sextant(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn dev_runs_a_hub_on_the_embedded_example_and_shows_decisions() {
-    let (grpc, admin) = (
+    let (grpc, admin, prometheus) = (
+        format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
@@ -27,6 +28,8 @@ fn dev_runs_a_hub_on_the_embedded_example_and_shows_decisions() {
         &grpc,
         "--admin-addr",
         &admin,
+        "--prometheus-addr",
+        &prometheus,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -45,6 +48,12 @@ fn dev_runs_a_hub_on_the_embedded_example_and_shows_decisions() {
         "{stdout}"
     );
     assert!(stdout.contains("ok ok ok ok ok 429"), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#"istio_requests_total{destination_version="v1",response_code="200", ...} 6"#
+        ),
+        "the demo's reports reach the prometheus adapter: {stdout}"
+    );
 }
 
 #[test]
@@ -59,7 +68,7 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
     assert!(ok.status.success());
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
-        "ok: 2 policies, 1 rate limits in 1 files\n"
+        "ok: 2 policies, 1 rate limits, 2 telemetry, 1 adapters in 1 files\n"
     );
 
     let dir = scratch("validate");
@@ -90,7 +99,9 @@ fn crds_are_printed_for_every_kind() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("name: policies.policy.sextant.dev")
-            && text.contains("name: ratelimits.policy.sextant.dev"),
+            && text.contains("name: ratelimits.policy.sextant.dev")
+            && text.contains("name: telemetries.policy.sextant.dev")
+            && text.contains("name: adapters.policy.sextant.dev"),
         "{text}"
     );
     let docs: Vec<serde_json::Value> = text
@@ -98,7 +109,7 @@ fn crds_are_printed_for_every_kind() {
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_saphyr::from_str(d).expect("each CRD is valid YAML"))
         .collect();
-    assert_eq!(docs.len(), 2);
+    assert_eq!(docs.len(), 4);
     assert_eq!(
         docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
             ["rules"]["type"],
