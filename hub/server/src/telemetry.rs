@@ -31,12 +31,14 @@ struct RunningAdapter {
     handle: AdapterHandle,
 }
 
+/// Module files of the active adapters with their (length, mtime), to notice a rebuilt `.wasm`.
+type ModuleStamps = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+
 /// A validated, started, not yet active pipeline.
 pub struct Prepared {
     pipeline: Pipeline,
     running: HashMap<String, RunningAdapter>,
-    /// Module files and their (length, mtime), to notice a rebuilt `.wasm`.
-    modules: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+    modules: ModuleStamps,
 }
 
 /// What happened to one batch of reported bags.
@@ -55,7 +57,7 @@ pub struct Telemetry {
     runtime: Arc<Runtime>,
     active: RwLock<Arc<Pipeline>>,
     running: tokio::sync::Mutex<HashMap<String, RunningAdapter>>,
-    modules: RwLock<Vec<(PathBuf, Option<(u64, SystemTime)>)>>,
+    modules: RwLock<ModuleStamps>,
 }
 
 impl Telemetry {
