@@ -208,10 +208,16 @@ fn docs_attributes_md_is_generated_from_the_vocabulary() {
 #[test]
 fn report_entries_use_batch_words_and_delta_overlays() {
     let mut first = Bag::new();
-    first.set_by_name("destination.service.name", Value::String("reviews".into())).unwrap();
-    first.set_by_name("response.code", Value::Int64(200)).unwrap();
+    first
+        .set_by_name("destination.service.name", Value::String("reviews".into()))
+        .unwrap();
+    first
+        .set_by_name("response.code", Value::Int64(200))
+        .unwrap();
     let mut change = Bag::new();
-    change.set_by_name("response.code", Value::Int64(503)).unwrap();
+    change
+        .set_by_name("response.code", Value::Int64(503))
+        .unwrap();
 
     // The batch shares one word list: move the first entry's words to the batch level.
     let mut c1 = to_compressed(&first);
@@ -220,7 +226,13 @@ fn report_entries_use_batch_words_and_delta_overlays() {
     let b1 = from_compressed_entry(c1, &batch_words, global_word_count(), None).unwrap();
     assert_eq!(b1, first);
 
-    let b2 = from_compressed_entry(to_compressed(&change), &batch_words, global_word_count(), Some(b1)).unwrap();
+    let b2 = from_compressed_entry(
+        to_compressed(&change),
+        &batch_words,
+        global_word_count(),
+        Some(b1),
+    )
+    .unwrap();
     assert_eq!(b2.get_by_name("response.code"), Some(&Value::Int64(503)));
     assert_eq!(
         b2.get_by_name("destination.service.name"),

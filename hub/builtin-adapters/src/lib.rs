@@ -60,7 +60,7 @@ mod tests {
         if !embedded() {
             return;
         }
-        for name in ["prometheus"].iter().chain(TEST_NAMES) {
+        for name in NAMES.iter().chain(TEST_NAMES) {
             let wasm = get(name)
                 .or_else(|| test_module(name))
                 .unwrap_or_else(|| panic!("{name} missing"));

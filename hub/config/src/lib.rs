@@ -15,8 +15,8 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{ConfigFiles, ConfigSet, Origin, Resource, load_path, load_texts, yaml_files};
 pub use resources::{
     API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
-    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, Policy, PolicySpec, RateLimit,
-    RateLimitSpec, Rule, RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
+    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, Policy, PolicySpec,
+    RateLimit, RateLimitSpec, Rule, RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
 };
 
 /// The CustomResourceDefinitions of the hub's kinds, generated from the Rust types.
@@ -24,7 +24,12 @@ pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Policy::crd(), RateLimit::crd(), Telemetry::crd(), Adapter::crd()]
+    vec![
+        Policy::crd(),
+        RateLimit::crd(),
+        Telemetry::crd(),
+        Adapter::crd(),
+    ]
 }
 
 /// Parses a duration such as `60s`, `1m`, `1h30m` or `250ms`.
@@ -52,7 +57,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "K" => 1_000,
         "M" => 1_000_000,
         "G" => 1_000_000_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, k, M or G")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use Ki, Mi, Gi, k, M or G"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -342,7 +342,9 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
                 other,
                 &key,
                 "kind",
-                format!("unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit, Telemetry, Adapter"),
+                format!(
+                    "unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit, Telemetry, Adapter"
+                ),
             ));
         }
     }

@@ -150,7 +150,10 @@ spec:
     let a = &set.adapters[0];
     assert_eq!(a.spec.config["anything"][1], 2);
     assert_eq!(a.spec.limits.batch_size, Some(50));
-    assert_eq!(parse_size(a.spec.limits.memory.as_deref().unwrap()), Ok(32 << 20));
+    assert_eq!(
+        parse_size(a.spec.limits.memory.as_deref().unwrap()),
+        Ok(32 << 20)
+    );
 
     let err = load(
         "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {name: a}\nspec:\n  module: x.wasm\n  limits: {memroy: 1Mi}\n",

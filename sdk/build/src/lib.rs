@@ -106,6 +106,11 @@ pub struct BuildOptions {
 /// Builds the crate or workspace at `dir` for [`TARGET`] and returns the components it produced (one per
 /// `cdylib` crate). Progress lines and cargo's diagnostics go to stderr.
 pub fn build(dir: &Path, opts: &BuildOptions) -> Result<Vec<PathBuf>, BuildError> {
+    // cargo runs in `dir`: a relative target directory would be resolved from there.
+    let dir = &std::path::absolute(dir).map_err(|source| BuildError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let toolchain = match &opts.toolchain {
         Some(t) => t.clone(),
         None => Toolchain::detect()?,

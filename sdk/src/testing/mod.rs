@@ -22,7 +22,9 @@ mod host;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-pub use batches::{T0, attributes_batch, logs_batch, malformed_batches, metrics_batch, spans_batch};
+pub use batches::{
+    T0, attributes_batch, logs_batch, malformed_batches, metrics_batch, spans_batch,
+};
 pub use compliance::{compliance, compliance_with};
 pub use host::RecordedSample;
 pub(crate) use host::with_host;
