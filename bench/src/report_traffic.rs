@@ -160,7 +160,7 @@ impl Pool {
         let mut sets = std::collections::HashSet::new();
         for i in 0..POOL {
             let source = SOURCES[i % SOURCES.len()];
-            let outbound = (i / SOURCES.len()) % 2 == 0;
+            let outbound = (i / SOURCES.len()).is_multiple_of(2);
             let bags = (0..BAGS_PER_REPORT)
                 .map(|_| bag(&mut rng, source, outbound))
                 .collect::<anyhow::Result<Vec<_>>>()?;

@@ -363,14 +363,23 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
                 ..hub_adapters::RuntimeOptions::default()
             })
             .map_err(|e| fail(e, "this is a bug; please report it"))?;
+            let mut caps = std::collections::HashMap::new();
             for (res, cfg) in v.adapters() {
-                if let Err(e) = runtime.validate(cfg).await {
-                    errors.push(
+                match runtime.validate(cfg).await {
+                    Ok(c) => {
+                        caps.insert(res.key(), c);
+                    }
+                    Err(e) => errors.push(
                         res.invalid("Adapter", "spec.config", e.to_string())
                             .to_string(),
-                    );
+                    ),
                 }
             }
+            errors.extend(
+                v.policy_adapter_errors(|key| caps.get(key).copied())
+                    .iter()
+                    .map(ToString::to_string),
+            );
         }
     }
     if !errors.is_empty() {

@@ -554,3 +554,150 @@ spec:
         "no drops"
     );
 }
+
+/// `sextant check` against `hub` for a request to `service` at `path`: (exit ok, the printed JSON).
+fn check(hub: &Hub, service: &str, path: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "check",
+            "--hub",
+            &hub.grpc.to_string(),
+            "-a",
+            &format!("destination.service.name={service}"),
+            "-a",
+            &format!("request.path={path}"),
+        ])
+        .output()
+        .expect("run sextant check");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sextant check printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Policy adapters on the Check path: a policy names Wasm adapters whose `check` decides (the faulty test
+/// adapter denies configured attribute values; it stands in for an external policy backend), a crashing one
+/// follows its policy's failure policy, and a policy naming an adapter that cannot check is refused.
+#[test]
+fn policy_adapters_decide_checks_and_fail_as_their_policy_says() {
+    let dir = scratch("adapters-policy");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let faulty = dir.join("faulty.wasm");
+    std::fs::write(
+        &faulty,
+        hub_builtin_adapters::test_module("faulty").expect("faulty adapter built"),
+    )
+    .expect("write");
+    let yaml = format!(
+        r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: gate}}
+spec:
+  module: {faulty}
+  config: {{deny: {{request.path: /admin}}, validForMs: 2000}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: broken}}
+spec:
+  module: {faulty}
+  config: {{mode: trap}}
+  limits: {{timePerBatch: 200ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Policy
+metadata: {{name: gated}}
+spec:
+  selector: destination.service.name == "reviews"
+  adapters: [gate]
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Policy
+metadata: {{name: open}}
+spec:
+  selector: destination.service.name == "ratings"
+  failurePolicy: FAIL_OPEN
+  adapters: [broken]
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Policy
+metadata: {{name: closed}}
+spec:
+  selector: destination.service.name == "details"
+  failurePolicy: FAIL_CLOSE
+  adapters: [broken]
+"#,
+        faulty = faulty.display()
+    );
+    std::fs::write(config.join("policy.yaml"), yaml).expect("write");
+    let hub = Hub::start(&config);
+
+    let denied = check(&hub, "reviews", "/admin");
+    assert_eq!(denied["code"], 7, "PERMISSION_DENIED: {denied}");
+    assert!(
+        denied["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("request.path")),
+        "the adapter's reason reaches the caller: {denied}"
+    );
+    let allowed = check(&hub, "reviews", "/reviews/1");
+    assert_eq!(allowed["code"], 0, "{allowed}");
+    let ttl = allowed["valid_duration_ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        ttl > 0.0 && ttl <= 2000.0,
+        "cacheable for the adapter's validity at most: {allowed}"
+    );
+    assert!(
+        allowed["referenced"].to_string().contains("request.path"),
+        "the decision depends on what the adapter saw: {allowed}"
+    );
+    let others = check(&hub, "productpage", "/admin");
+    assert_eq!(
+        others["code"], 0,
+        "policies that do not apply ask no adapter: {others}"
+    );
+
+    let open = check(&hub, "ratings", "/");
+    assert_eq!(
+        open["code"], 0,
+        "FAIL_OPEN lets a request through when its adapter traps: {open}"
+    );
+    let closed = check(&hub, "details", "/");
+    assert_eq!(
+        closed["code"], 14,
+        "FAIL_CLOSE answers UNAVAILABLE: {closed}"
+    );
+    assert_eq!(
+        closed["valid_duration_ms"].as_f64().unwrap_or(0.0),
+        0.0,
+        "{closed}"
+    );
+    let hits = hub.metrics();
+    assert!(
+        hits.lines()
+            .any(|l| l.contains("adapter:default/gate") && l.contains("DENY")),
+        "adapter decisions are counted per policy: {hits}"
+    );
+
+    // A policy may only name adapters that implement check: the running configuration stays.
+    let before = hub.revision();
+    hub.write_config(
+        "bad.yaml",
+        "apiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: bad}\nspec:\n  adapters: [sextant-system/prometheus]\n",
+        false,
+    );
+    assert_eq!(hub.revision(), before);
+    let debug = common::get(hub.admin, "/debug/config", &[])
+        .expect("debug config")
+        .body;
+    assert!(
+        debug.contains("bad.yaml:5")
+            && debug.contains("adapter sextant-system/prometheus does not implement check"),
+        "{debug}"
+    );
+    assert_eq!(check(&hub, "reviews", "/admin")["code"], 7);
+}

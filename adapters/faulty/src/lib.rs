@@ -1,15 +1,21 @@
 //! Sextant adapter `faulty`: misbehaves on purpose, for the hub's fault-isolation tests. Not shipped as a
 //! `builtin:` adapter.
 //!
-//! Config: `{"mode": "ok" | "trap" | "loop" | "oom" | "error", "after": N}` (defaults `ok`, 0). The first
-//! `after` batches (of any kind) succeed; from then on every `handle-*` call
+//! Config: `{"mode": "ok" | "trap" | "loop" | "oom" | "error", "after": N, "deny": {ATTRIBUTE: TEXT},
+//! "validForMs": MS}` (defaults `ok`, 0, none, 0). The first `after` calls (batches of any kind and checks)
+//! succeed; from then on every `handle-*` and `check` call
 //! - `trap`: panics (the instance traps);
 //! - `loop`: spins forever (the hub's time limit must interrupt it);
 //! - `oom`: allocates and touches memory without bound (the hub's memory limit must stop it);
 //! - `error`: returns a retryable error;
 //! - `ok`: succeeds, like the first batches.
+//!
+//! A `check` that succeeds denies (403) when an attribute named in `deny` has that text value, and allows
+//! otherwise; either answer may be cached for `validForMs`.
 
-use sextant_adapter_sdk::{Adapter, AdapterError, Batch, Capabilities, Host, Level, parse_config};
+use sextant_adapter_sdk::{
+    Adapter, AdapterError, Batch, Capabilities, CheckDecision, Host, Level, Value, parse_config,
+};
 
 /// What to do once `after` batches were handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -35,9 +41,15 @@ pub struct Config {
     /// The misbehaviour.
     #[serde(default)]
     pub mode: Mode,
-    /// Batches handled normally before misbehaving.
+    /// Calls handled normally before misbehaving.
     #[serde(default)]
     pub after: u64,
+    /// `check` denies requests with any of these attribute values.
+    #[serde(default)]
+    pub deny: std::collections::BTreeMap<String, String>,
+    /// How long a `check` answer may be cached, in milliseconds.
+    #[serde(default, rename = "validForMs")]
+    pub valid_for_ms: u32,
 }
 
 /// The adapter.
@@ -92,7 +104,7 @@ impl Adapter for Faulty {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::METRICS | Capabilities::LOGS | Capabilities::SPANS
+        Capabilities::METRICS | Capabilities::LOGS | Capabilities::SPANS | Capabilities::CHECK
     }
 
     fn handle_metrics(&mut self, _batch: &Batch<'_>, host: &Host) -> Result<(), AdapterError> {
@@ -105,6 +117,23 @@ impl Adapter for Faulty {
 
     fn handle_spans(&mut self, _batch: &Batch<'_>, host: &Host) -> Result<(), AdapterError> {
         self.batch(host)
+    }
+
+    fn check(
+        &mut self,
+        attributes: &Batch<'_>,
+        host: &Host,
+    ) -> Result<CheckDecision, AdapterError> {
+        self.batch(host)?;
+        let denied = attributes.attributes().find_map(|f| {
+            let want = self.config.deny.get(f.key)?;
+            (f.value == Value::Str(want)).then(|| format!("faulty: {} is {want:?}", f.key))
+        });
+        let decision = match denied {
+            Some(reason) => CheckDecision::deny(403, reason),
+            None => CheckDecision::allow(),
+        };
+        Ok(decision.valid_for(self.config.valid_for_ms))
     }
 }
 
@@ -142,6 +171,20 @@ mod tests {
                 .unwrap_err()
                 .is_retryable()
         );
+    }
+
+    #[test]
+    fn check_denies_the_configured_values() {
+        let mut h = Harness::<Faulty>::new(
+            r#"{"deny": {"request.path": "/reviews/1"}, "validForMs": 500}"#,
+        )
+        .unwrap();
+        let d = h.check(&testing::attributes_batch()).unwrap();
+        assert!(!d.allow && d.http_status == 403, "{d:?}");
+        assert!(d.message.contains("request.path"), "{d:?}");
+        assert_eq!(d.valid_for_ms, 500);
+        let mut h = Harness::<Faulty>::new(r#"{"deny": {"request.path": "/admin"}}"#).unwrap();
+        assert!(h.check(&testing::attributes_batch()).unwrap().allow);
     }
 
     #[test]

@@ -60,6 +60,16 @@ impl<S> Resource<S> {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// The `namespace/name` key of a resource this one names: `name` as written when it holds a `/`, else
+    /// in this resource's namespace.
+    pub fn qualify(&self, name: &str) -> String {
+        if name.contains('/') {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.namespace)
+        }
+    }
+
     /// An error about `field` of this resource.
     pub fn invalid(&self, kind: &str, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {

@@ -38,6 +38,12 @@ pub struct PolicySpec {
     /// The rules, in order. A matching DENY rule wins over any matching ALLOW rule.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Policy adapters (names of `Adapter` resources in this namespace whose module implements `check`) asked,
+    /// in order, about every request this policy applies to that nothing denied yet, before rate limits are
+    /// charged. An adapter's denial denies (unless `dryRun`); an adapter that fails, traps or times out lets
+    /// the request through under FAIL_OPEN and denies it with UNAVAILABLE (503) under FAIL_CLOSE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<String>,
 }
 
 /// The outcome when no rule of a policy matches.

@@ -51,3 +51,20 @@ pub fn names() -> String {
 pub const PERMISSION_DENIED: i32 = 7;
 /// RESOURCE_EXHAUSTED.
 pub const RESOURCE_EXHAUSTED: i32 = 8;
+/// UNAVAILABLE.
+pub const UNAVAILABLE: i32 = 14;
+
+/// The google.rpc code that usually goes with an HTTP error status (PERMISSION_DENIED when none does).
+pub fn for_http(status: u16) -> i32 {
+    match status {
+        400 => 3,
+        401 => 16,
+        404 => 5,
+        409 => 10,
+        429 => RESOURCE_EXHAUSTED,
+        501 => 12,
+        503 => UNAVAILABLE,
+        504 => 4,
+        _ => PERMISSION_DENIED,
+    }
+}

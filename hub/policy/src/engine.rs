@@ -4,7 +4,10 @@
 //! 2. In each applicable policy, AUDIT rules are recorded, then the first matching DENY rule decides; failing
 //!    that the first matching ALLOW rule; failing that the default action. A dry-run policy is evaluated and
 //!    recorded but never denies. The first denying policy ends evaluation.
-//! 3. If the request is still allowed, every RateLimit whose selector matches takes one unit from the bucket
+//! 3. If the request is still allowed, the policy adapters of the applicable policies are asked in order
+//!    ([`PolicyAdapters`]); the first denial decides. An adapter that fails follows its policy's failure
+//!    policy: FAIL_OPEN lets the request through, FAIL_CLOSE denies it with UNAVAILABLE (503).
+//! 4. If the request is still allowed, every RateLimit whose selector matches takes one unit from the bucket
 //!    named by its dimensions; a refusal answers RESOURCE_EXHAUSTED (429) with the time until a retry would
 //!    succeed. Quotas the client asked for by name take their `amount` instead.
 //!
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use cel::objects::Value as CelValue;
 use cel::{Context, ExecutionError};
-use hub_attributes::{AttrType, Bag, Value};
+use hub_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
 use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits};
 use hub_quota::{LimitSpec, Outcome};
 
@@ -42,6 +45,43 @@ pub struct QuotaRequest {
     pub best_effort: bool,
 }
 
+/// A policy adapter's answer about one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterVerdict {
+    /// Let the request through.
+    pub allow: bool,
+    /// HTTP status of a denial (0: 403).
+    pub http_status: u16,
+    /// Why, for the caller.
+    pub message: String,
+    /// How long the answer holds for requests with the same (non-volatile) attributes; zero: not cacheable.
+    pub valid_for: Duration,
+}
+
+/// The future of one [`PolicyAdapters::check`].
+pub type VerdictFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<AdapterVerdict, String>> + Send + 'a>,
+>;
+
+/// Asks policy adapters about requests; implemented by the hub over its adapter runtime.
+pub trait PolicyAdapters: Sync {
+    /// Asks the adapter `key` (`namespace/name`) about `bag`. An error (the adapter is not running, trapped,
+    /// timed out, answered an error) is handled by the policy's failure policy.
+    fn check<'a>(&'a self, key: &'a str, bag: &'a Bag) -> VerdictFuture<'a>;
+}
+
+/// No adapter runtime: every adapter is unavailable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAdapters;
+
+impl PolicyAdapters for NoAdapters {
+    fn check<'a>(&'a self, key: &'a str, _bag: &'a Bag) -> VerdictFuture<'a> {
+        Box::pin(std::future::ready(Err(format!(
+            "no adapter runtime to run {key}"
+        ))))
+    }
+}
+
 /// The rule name recorded when a policy's default action decides.
 static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("(default)"));
 
@@ -61,6 +101,12 @@ struct Evaluation<'s> {
     charges: Vec<(usize, Vec<String>)>,
     /// (request index, rate limit index or error, bucket key).
     explicit: Vec<(usize, Result<usize, String>, Vec<String>)>,
+    /// (policy, adapter key) to ask, in order, while nothing denies.
+    consults: Vec<(&'s CompiledPolicy, &'s Arc<str>)>,
+    /// Filled by the adapter phase: (code, HTTP status, message) of a denial or a FAIL_CLOSE failure.
+    adapter_denied: Option<(i32, u16, String)>,
+    /// Filled by the adapter phase: the shortest validity an adapter gave, if one was asked.
+    adapter_valid_for: Option<Duration>,
     /// Filled by the quota phase: the RateLimit that refused and the wait it named.
     refused: Option<(Arc<str>, Duration)>,
     /// Filled by the quota phase: the explicit quotas' outcomes, by requested name.
@@ -190,6 +236,68 @@ impl<'s> Evaluation<'s> {
         {
             self.denied = Some((p, rule));
         }
+        if self.denied.is_none() {
+            self.consults.extend(p.adapters.iter().map(|a| (p, a)));
+        }
+    }
+
+    /// Records what adapter `key` of policy `p` answered.
+    fn adapter_answered(
+        &mut self,
+        p: &CompiledPolicy,
+        key: &Arc<str>,
+        answer: Result<AdapterVerdict, String>,
+    ) {
+        let rule: Arc<str> = Arc::from(format!("adapter:{key}"));
+        let hit = |action| RuleHit {
+            policy: p.name.clone(),
+            rule: rule.clone(),
+            action,
+            dry_run: p.dry_run,
+        };
+        match answer {
+            Ok(v) => {
+                self.adapter_valid_for = Some(
+                    self.adapter_valid_for
+                        .map_or(v.valid_for, |d| d.min(v.valid_for)),
+                );
+                if v.allow {
+                    self.hits.push(hit("ALLOW"));
+                    return;
+                }
+                self.hits.push(hit("DENY"));
+                if !p.dry_run {
+                    let http = if v.http_status == 0 {
+                        403
+                    } else {
+                        v.http_status
+                    };
+                    let message = if v.message.is_empty() {
+                        format!("denied by adapter {key} of policy {}", p.name)
+                    } else {
+                        v.message
+                    };
+                    self.adapter_denied = Some((codes::for_http(http), http, message));
+                }
+            }
+            Err(message) => {
+                self.adapter_valid_for = Some(Duration::ZERO);
+                self.failures.push(EvalFailure {
+                    resource: p.name.clone(),
+                    field: format!("adapters[{key}]"),
+                    kind: EvalFailureKind::Error,
+                    message: message.clone(),
+                });
+                if p.failure_policy == FailurePolicy::FailClose && !p.dry_run {
+                    self.hits.push(hit("DENY"));
+                    self.adapter_denied = Some((
+                        codes::UNAVAILABLE,
+                        503,
+                        format!("policy {} could not ask adapter {key}: {message}", p.name),
+                    ));
+                }
+            }
+        }
     }
 
     /// Queues a charge for every RateLimit whose selector matches, except those `skip` names.
@@ -263,10 +371,38 @@ fn header_ops(edits: &HeaderEdits, target: HeaderTarget, out: &mut Vec<HeaderOp>
     out.extend(edits.remove.iter().map(|n| op(HeaderAction::Remove, n, "")));
 }
 
-/// Decides a Check.
+/// Decides a Check without policy adapters (a policy that names one fails as its failure policy says).
 pub async fn check(snap: &Snapshot, bag: &Bag, quotas: &[QuotaRequest]) -> Decision {
+    check_with(snap, bag, quotas, &NoAdapters).await
+}
+
+/// Decides a Check, asking the policy adapters of the applicable policies through `adapters`.
+pub async fn check_with(
+    snap: &Snapshot,
+    bag: &Bag,
+    quotas: &[QuotaRequest],
+    adapters: &dyn PolicyAdapters,
+) -> Decision {
     let reads = ReadSet::default();
     let mut ev = evaluate(snap, bag, &reads, quotas);
+    if !ev.consults.is_empty() {
+        // An adapter sees the whole bag: the decision depends on every attribute a cache could key on.
+        for (i, def) in VOCABULARY.iter().enumerate() {
+            if !def.volatile {
+                reads.mark(AttrId(u16::try_from(i).unwrap_or(u16::MAX)));
+            }
+        }
+    }
+    for (p, key) in std::mem::take(&mut ev.consults) {
+        if ev.denied.is_some() || ev.adapter_denied.is_some() {
+            break;
+        }
+        let answer = adapters.check(key, bag).await;
+        ev.adapter_answered(p, key, answer);
+    }
+    if ev.adapter_denied.is_some() {
+        ev.charges.clear();
+    }
     for (i, key) in &ev.charges {
         let (rl, limiter) = &snap.rate_limits[*i];
         if let Outcome::Denied { retry_after } = limiter.acquire(key, 1, false).await {
@@ -347,7 +483,11 @@ fn evaluate<'s>(
 fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> Decision {
     let referenced = references(bag, reads, &ev.evaluated);
     let volatile = reads.ids().any(|id| id.def().volatile);
-    let cacheable = ev.charges.is_empty() && !volatile;
+    let cacheable =
+        ev.charges.is_empty() && !volatile && ev.adapter_valid_for != Some(Duration::ZERO);
+    let ttl = ev
+        .adapter_valid_for
+        .map_or(snap.decision_ttl, |d| d.min(snap.decision_ttl));
     let mut headers = Vec::new();
     let (code, message, http_status) = if let Some((policy, rule)) = ev.denied {
         match rule {
@@ -365,6 +505,8 @@ fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> De
                 403,
             ),
         }
+    } else if let Some((code, http, message)) = ev.adapter_denied {
+        (code, message, http)
     } else if let Some((name, wait)) = &ev.refused {
         (
             codes::RESOURCE_EXHAUSTED,
@@ -387,11 +529,7 @@ fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> De
         http_status,
         headers,
         cacheable,
-        valid_duration: if cacheable {
-            snap.decision_ttl
-        } else {
-            Duration::ZERO
-        },
+        valid_duration: if cacheable { ttl } else { Duration::ZERO },
         valid_use_count: if cacheable { snap.decision_uses } else { 0 },
         referenced,
         revision: snap.revision,

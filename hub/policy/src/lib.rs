@@ -20,7 +20,10 @@ pub use decision::{
     Decision, EvalFailure, EvalFailureKind, HeaderAction, HeaderOp, HeaderTarget, Presence,
     QuotaGrant, Reference, RuleHit,
 };
-pub use engine::{ABSENT_DIMENSION, QuotaRequest, RateLimitDecision, check, rate_limit};
+pub use engine::{
+    ABSENT_DIMENSION, AdapterVerdict, NoAdapters, PolicyAdapters, QuotaRequest, RateLimitDecision,
+    VerdictFuture, check, check_with, rate_limit,
+};
 pub use expr::{ENV, Expr, ExprError, Ty, compile as compile_expr, literal_string, segments};
 pub use resolve::{BagResolver, ReadSet};
 pub use snapshot::{

@@ -48,6 +48,8 @@ pub struct CompiledPolicy {
     pub dry_run: bool,
     /// Rules, in order.
     pub rules: Vec<CompiledRule>,
+    /// Policy adapters (`namespace/name` of Adapter resources) asked about requests nothing denied.
+    pub adapters: Vec<Arc<str>>,
 }
 
 /// A rate limit, compiled (its buckets are attached by [`Validated::build`]).
@@ -77,9 +79,10 @@ pub struct Validated {
 /// Validates a configuration: every CEL expression compiled and type-checked, every value checked. Pure.
 pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
     let mut errors = Vec::new();
+    let adapters: HashSet<String> = set.adapters.iter().map(Resource::key).collect();
     let mut policies = Vec::new();
     for p in &set.policies {
-        match validate_policy(p) {
+        match validate_policy(p, &adapters) {
             Ok(c) => policies.push(c),
             Err(e) => errors.extend(e),
         }
@@ -121,6 +124,7 @@ fn cel<S>(
 
 fn validate_policy(
     p: &Resource<hub_config::PolicySpec>,
+    known_adapters: &HashSet<String>,
 ) -> Result<CompiledPolicy, Vec<ConfigError>> {
     const KIND: &str = "Policy";
     let mut errors = Vec::new();
@@ -219,6 +223,25 @@ fn validate_policy(
             headers,
         });
     }
+    let mut adapters: Vec<Arc<str>> = Vec::new();
+    for (i, name) in p.spec.adapters.iter().enumerate() {
+        let key = p.qualify(name);
+        let field = format!("spec.adapters[{i}]");
+        if !known_adapters.contains(&key) {
+            let mut known: Vec<&str> = known_adapters.iter().map(String::as_str).collect();
+            known.sort_unstable();
+            let hint = if known.is_empty() {
+                "no Adapter resource is loaded".to_string()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            errors.push(p.invalid(KIND, &field, format!("no Adapter named {key} ({hint})")));
+        } else if adapters.iter().any(|a| **a == *key) {
+            errors.push(p.invalid(KIND, &field, format!("adapter {key} is listed twice")));
+        } else {
+            adapters.push(Arc::from(key));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -229,6 +252,7 @@ fn validate_policy(
         failure_policy: p.spec.failure_policy,
         dry_run: p.spec.dry_run,
         rules,
+        adapters,
     })
 }
 

@@ -256,7 +256,7 @@ impl Authorization for AuthzService {
             return Err(Status::unavailable("no valid configuration is loaded yet"));
         };
         let bag = bag_of(request.into_inner().attributes.unwrap_or_default());
-        let decision = hub_policy::check(&snap, &bag, &[]).await;
+        let decision = hub_policy::check_with(&snap, &bag, &[], &self.state.telemetry).await;
         self.state
             .metrics
             .decision("envoy_ext_authz", &decision, start.elapsed().as_secs_f64());

@@ -180,7 +180,7 @@ impl Mixer for MixerService {
                 best_effort: p.best_effort,
             })
             .collect();
-        let decision = hub_policy::check(&snap, &bag, &quotas).await;
+        let decision = hub_policy::check_with(&snap, &bag, &quotas, &self.state.telemetry).await;
         metrics.decision("native", &decision, start.elapsed().as_secs_f64());
         let response = to_check_response(&decision);
         if !req.deduplication_id.is_empty() {

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use hub_adapters::{AdapterConfig, AdapterHandle, Limits, ModuleSource, Runtime};
+use hub_adapters::{AdapterConfig, AdapterHandle, Capabilities, Limits, ModuleSource, Runtime};
 use hub_attributes::Bag;
-use hub_config::{AdapterSpec, ConfigError, ConfigErrors, ConfigSet, Resource};
+use hub_config::{AdapterSpec, ConfigError, ConfigErrors, ConfigSet, PolicySpec, Resource};
+use hub_policy::{AdapterVerdict, PolicyAdapters, VerdictFuture};
 use hub_telemetry::{Batches, RecordStats, Rules};
 
 use crate::metrics::Metrics;
@@ -20,10 +21,12 @@ use crate::metrics::Metrics;
 /// How long a replaced adapter may take to deliver what it had queued.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The rules and the running adapter of each adapter they name (same order as `rules.adapters`).
+/// The rules and the running adapter of each adapter they name (same order as `rules.adapters`), and every
+/// running adapter by `namespace/name` (policy adapters need not receive telemetry).
 struct Pipeline {
     rules: Rules,
     handles: Vec<Option<AdapterHandle>>,
+    by_key: HashMap<String, AdapterHandle>,
 }
 
 struct RunningAdapter {
@@ -68,6 +71,7 @@ impl Telemetry {
             active: RwLock::new(Arc::new(Pipeline {
                 rules: Rules::default(),
                 handles: Vec::new(),
+                by_key: HashMap::new(),
             })),
             running: tokio::sync::Mutex::new(HashMap::new()),
             modules: RwLock::new(Vec::new()),
@@ -79,13 +83,16 @@ impl Telemetry {
         &self.runtime
     }
 
-    /// Evaluates `bags` and hands the records to the adapters. Never blocks: a full adapter queue drops.
-    pub fn ingest_with(&self, bags: impl IntoIterator<Item = Bag>, metrics: &Metrics) -> Ingested {
-        let p = self
-            .active
+    fn pipeline(&self) -> Arc<Pipeline> {
+        self.active
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// Evaluates `bags` and hands the records to the adapters. Never blocks: a full adapter queue drops.
+    pub fn ingest_with(&self, bags: impl IntoIterator<Item = Bag>, metrics: &Metrics) -> Ingested {
+        let p = self.pipeline();
         let mut out = Ingested::default();
         if p.rules.is_empty() {
             out.bags = bags.into_iter().count() as u64;
@@ -127,6 +134,7 @@ impl Telemetry {
         let Validated {
             rules,
             adapters: configs,
+            policy_adapters,
         } = v;
         let mut errors = Vec::new();
         let current = self.running.lock().await;
@@ -164,6 +172,9 @@ impl Telemetry {
             }
         }
         drop(current);
+        errors.extend(not_policy_adapters(&policy_adapters, |key| {
+            running.get(key).map(|r| r.handle.capabilities())
+        }));
         if !errors.is_empty() {
             for h in started {
                 tokio::spawn(async move { h.drain(Duration::ZERO).await });
@@ -175,8 +186,16 @@ impl Telemetry {
             .iter()
             .map(|k| running.get(k).map(|r| r.handle.clone()))
             .collect();
+        let by_key = running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.handle.clone()))
+            .collect();
         Ok(Prepared {
-            pipeline: Pipeline { rules, handles },
+            pipeline: Pipeline {
+                rules,
+                handles,
+                by_key,
+            },
             running,
             modules,
         })
@@ -209,11 +228,7 @@ impl Telemetry {
 
     /// Summary for `/debug/config`: the adapters and which Telemetry resources feed them.
     pub fn to_json(&self) -> serde_json::Value {
-        let p = self
-            .active
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let p = self.pipeline();
         let adapters: Vec<_> = p
             .rules
             .adapters
@@ -237,10 +252,31 @@ impl Telemetry {
     }
 }
 
+impl PolicyAdapters for Telemetry {
+    fn check<'a>(&'a self, key: &'a str, bag: &'a Bag) -> VerdictFuture<'a> {
+        let handle = self.pipeline().by_key.get(key).cloned();
+        Box::pin(async move {
+            let handle = handle.ok_or_else(|| format!("adapter {key} is not running"))?;
+            let d = handle
+                .check(hub_telemetry::attributes_batch(bag))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(AdapterVerdict {
+                allow: d.allow,
+                http_status: d.http_status,
+                message: d.message,
+                valid_for: Duration::from_millis(u64::from(d.valid_for_ms)),
+            })
+        })
+    }
+}
+
 /// Telemetry and Adapter resources checked without running anything.
 pub struct Validated<'a> {
     rules: Rules,
     adapters: Vec<(&'a Resource<AdapterSpec>, AdapterConfig)>,
+    /// (policy, index in `spec.adapters`, adapter key): each must implement `check`.
+    policy_adapters: Vec<(&'a Resource<PolicySpec>, usize, String)>,
 }
 
 impl Validated<'_> {
@@ -248,6 +284,36 @@ impl Validated<'_> {
     pub fn adapters(&self) -> impl Iterator<Item = (&Resource<AdapterSpec>, &AdapterConfig)> {
         self.adapters.iter().map(|(r, c)| (*r, c))
     }
+
+    /// An error for each policy adapter that does not implement `check`; `caps` answers the capabilities of
+    /// an adapter (by `namespace/name`) that initialised.
+    pub fn policy_adapter_errors(
+        &self,
+        caps: impl Fn(&str) -> Option<Capabilities>,
+    ) -> Vec<ConfigError> {
+        not_policy_adapters(&self.policy_adapters, caps)
+    }
+}
+
+type PolicyAdapterRefs<'a> = [(&'a Resource<PolicySpec>, usize, String)];
+
+fn not_policy_adapters(
+    refs: &PolicyAdapterRefs<'_>,
+    caps: impl Fn(&str) -> Option<Capabilities>,
+) -> Vec<ConfigError> {
+    refs.iter()
+        .filter_map(|(policy, i, key)| {
+            // An adapter that did not initialise is an error of its own.
+            let caps = caps(key)?;
+            (!caps.check).then(|| {
+                policy.invalid(
+                    "Policy",
+                    &format!("spec.adapters[{i}]"),
+                    format!("adapter {key} does not implement check (its capabilities: {caps:?})"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Compiles the Telemetry resources of `set` and maps its Adapter resources (pure). All errors are returned.
@@ -263,8 +329,23 @@ pub fn validate(set: &ConfigSet) -> Result<Validated<'_>, ConfigErrors> {
             Err(e) => errors.push(e),
         }
     }
+    let policy_adapters = set
+        .policies
+        .iter()
+        .flat_map(|p| {
+            p.spec
+                .adapters
+                .iter()
+                .enumerate()
+                .map(move |(i, name)| (p, i, p.qualify(name)))
+        })
+        .collect();
     match rules {
-        Some(rules) if errors.is_empty() => Ok(Validated { rules, adapters }),
+        Some(rules) if errors.is_empty() => Ok(Validated {
+            rules,
+            adapters,
+            policy_adapters,
+        }),
         _ => Err(ConfigErrors(errors)),
     }
 }

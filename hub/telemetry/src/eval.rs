@@ -246,7 +246,7 @@ fn attribute(e: &IdedExpr) -> Option<AttrId> {
 }
 
 /// A bag value as an expression result (maps are not scalars).
-fn out_of(v: &Value) -> Option<Out<'_>> {
+pub(crate) fn out_of(v: &Value) -> Option<Out<'_>> {
     Some(match v {
         Value::String(s) => Out::Str(Cow::Borrowed(s)),
         Value::Int64(i) => Out::Int(*i),

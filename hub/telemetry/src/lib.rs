@@ -18,7 +18,7 @@ mod rules;
 pub mod tracectx;
 
 pub use eval::{CelScope, Eval, Out, Want};
-pub use report::{Batches, RecordStats, Segment};
+pub use report::{Batches, RecordStats, Segment, attributes_batch};
 pub use rules::{FamilyDef, Rules, validate};
 
 /// The Telemetry and Adapter resources a hub loads unless told not to: Istio's standard metrics, with Istio's

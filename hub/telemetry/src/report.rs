@@ -6,7 +6,7 @@ use hub_attributes::{AttrId, Bag, Value};
 use hub_policy::{BagResolver, ReadSet};
 use sextant_batch::{BatchKind, BatchWriter, Family, SPAN_ERROR, SPAN_SAMPLED, Span};
 
-use crate::eval::{CelScope, Out};
+use crate::eval::{CelScope, Out, out_of};
 use crate::rules::{CompiledTrace, Rules, SeverityOf};
 use crate::tracectx;
 
@@ -338,4 +338,34 @@ fn batch_value<'a>(o: &'a Out<'_>) -> sextant_batch::Value<'a> {
         Out::Bytes(b) => V::Bytes(b),
         Out::Null => V::Null,
     }
+}
+
+/// One request's attributes as an attributes batch, what a policy adapter's `check` receives: every attribute
+/// of the bag under its name, an IP address as text, a string map as one field per entry named
+/// `ATTRIBUTE[KEY]` (e.g. `request.headers[user-agent]`).
+pub fn attributes_batch(bag: &Bag) -> Vec<u8> {
+    let mut w = BatchWriter::new(BatchKind::Attributes);
+    let mut scalars = Vec::with_capacity(bag.len());
+    let mut entries = Vec::new();
+    for (id, v) in bag.iter() {
+        match v {
+            Value::StringMap(m) => entries.extend(
+                m.iter()
+                    .map(|(k, v)| (format!("{}[{k}]", id.name()), v.as_str())),
+            ),
+            other => {
+                if let Some(o) = out_of(other) {
+                    scalars.push((id.name(), o));
+                }
+            }
+        }
+    }
+    w.attributes(
+        scalars.iter().map(|(n, o)| (*n, batch_value(o))).chain(
+            entries
+                .iter()
+                .map(|(n, v)| (n.as_str(), sextant_batch::Value::Str(v))),
+        ),
+    );
+    w.finish()
 }

@@ -146,11 +146,7 @@ fn compile(
 
     let mut targets = Vec::new();
     for (i, a) in spec.adapters.iter().enumerate() {
-        let key = if a.contains('/') {
-            a.clone()
-        } else {
-            format!("{}/{a}", t.namespace)
-        };
+        let key = t.qualify(a);
         if !adapters.contains_key(&key) {
             let known: Vec<&str> = adapters.keys().map(String::as_str).collect();
             let hint = match known.iter().min_by_key(|k| strsim::levenshtein(k, &key)) {
