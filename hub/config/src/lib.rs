@@ -12,7 +12,10 @@ mod locate;
 mod resources;
 
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use load::{ConfigFiles, ConfigSet, Origin, Resource, load_path, load_texts, yaml_files};
+pub use load::{
+    ConfigFiles, ConfigSet, Origin, RawResource, Resource, check_duplicates, documents, load_path,
+    load_texts, yaml_files,
+};
 pub use resources::{
     API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
     HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, Policy, PolicySpec,

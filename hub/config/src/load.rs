@@ -215,25 +215,9 @@ pub fn load_texts<'a>(
 }
 
 fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<ConfigError>> {
-    let file: Arc<Path> = Arc::from(file);
-    let docs = locate::documents(text).map_err(|e| {
-        vec![ConfigError::Syntax {
-            at: Location {
-                file: file.clone(),
-                line: e.line,
-            },
-            column: e.column,
-            message: e.message,
-        }]
-    })?;
     let mut errors = Vec::new();
-    for doc in docs {
-        let origin = Origin {
-            file: file.clone(),
-            line: doc.line,
-            fields: Arc::new(doc.fields),
-        };
-        if let Err(e) = load_document(doc.text, origin, set) {
+    for doc in documents(file, text) {
+        if let Err(e) = doc.and_then(|doc| load_document(doc, set)) {
             errors.push(e);
         }
     }
@@ -244,26 +228,128 @@ fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<Con
     }
 }
 
-fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), ConfigError> {
-    let invalid = |origin: &Origin, kind: &str, name: &str, field: &str, message: String| {
+/// A resource read from one YAML document: its envelope (apiVersion, kind, metadata) checked for presence and
+/// its spec still untyped, so that each loader (the hub's, pilot's) picks the API group it knows and skips the
+/// others.
+#[derive(Clone, Debug)]
+pub struct RawResource {
+    /// `apiVersion` as written, e.g. `networking.istio.io/v1`.
+    pub api_version: String,
+    /// The group part of `apiVersion` (empty for the core group).
+    pub group: String,
+    /// The version part of `apiVersion`.
+    pub version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.name` (empty when absent: [`RawResource::check_names`] reports it).
+    pub name: String,
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// `spec`, an empty object when absent or null.
+    pub spec: serde_json::Value,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+impl RawResource {
+    /// `namespace/name`, with `?` for a missing name.
+    pub fn key(&self) -> String {
+        let name = if self.name.is_empty() {
+            "?"
+        } else {
+            &self.name
+        };
+        format!("{}/{name}", self.namespace)
+    }
+
+    /// An error about `field` of this resource.
+    pub fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
-            at: origin.locate(field),
-            kind: kind.to_string(),
-            name: name.to_string(),
+            at: self.origin.locate(field),
+            kind: self.kind.clone(),
+            name: self.key(),
             field: field.to_string(),
-            message,
+            message: message.into(),
+        }
+    }
+
+    /// Checks that `metadata.name` and `metadata.namespace` are DNS names.
+    pub fn check_names(&self) -> Result<(), ConfigError> {
+        for (what, v) in [
+            ("metadata.name", &self.name),
+            ("metadata.namespace", &self.namespace),
+        ] {
+            if let Some(msg) = dns_label_problem(v) {
+                return Err(self.invalid(what, msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deserializes the spec into `S`; an error names the field at fault (`spec.http[0].route`) and its line.
+    pub fn into_resource<S: DeserializeOwned>(self) -> Result<Resource<S>, ConfigError> {
+        let key = self.key();
+        let spec = typed_spec(self.spec, &self.origin, &self.kind, &key)?;
+        Ok(resource(&self.name, &self.namespace, spec, &self.origin))
+    }
+}
+
+/// Splits one file's text into its resources, in order. A YAML syntax error yields one error for the whole
+/// file; an empty document yields nothing; a document that is not a mapping with `apiVersion` and `kind` yields
+/// an error. Nothing here depends on the API group.
+pub fn documents(file: &Path, text: &str) -> Vec<Result<RawResource, ConfigError>> {
+    let file: Arc<Path> = Arc::from(file);
+    let docs = match locate::documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            return vec![Err(ConfigError::Syntax {
+                at: Location {
+                    file: file.clone(),
+                    line: e.line,
+                },
+                column: e.column,
+                message: e.message,
+            })];
         }
     };
+    docs.into_iter()
+        .filter_map(|doc| {
+            let origin = Origin {
+                file: file.clone(),
+                line: doc.line,
+                fields: Arc::new(doc.fields),
+            };
+            raw_resource(doc.text, origin).transpose()
+        })
+        .collect()
+}
+
+impl ConfigFiles {
+    /// Every document of every file, in file order (see [`documents`]).
+    pub fn documents(&self) -> Vec<Result<RawResource, ConfigError>> {
+        self.files
+            .iter()
+            .flat_map(|(file, text)| documents(file, text))
+            .collect()
+    }
+}
+
+fn raw_resource(text: &str, origin: Origin) -> Result<Option<RawResource>, ConfigError> {
+    let invalid = |origin: &Origin, field: &str, message: String| ConfigError::Invalid {
+        at: origin.locate(field),
+        kind: "resource".to_string(),
+        name: "?".to_string(),
+        field: field.to_string(),
+        message,
+    };
     let value: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| invalid(&origin, "resource", "?", "", format!("not a resource: {e}")))?;
+        .map_err(|e| invalid(&origin, "", format!("not a resource: {e}")))?;
     if value.is_null() {
-        return Ok(()); // an empty document
+        return Ok(None); // an empty document
     }
     let Some(obj) = value.as_object() else {
         return Err(invalid(
             &origin,
-            "resource",
-            "?",
             "",
             "a resource is a mapping with apiVersion, kind, metadata and spec".into(),
         ));
@@ -273,8 +359,6 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
     if api_version.is_empty() || kind.is_empty() {
         return Err(invalid(
             &origin,
-            "resource",
-            "?",
             if api_version.is_empty() {
                 "apiVersion"
             } else {
@@ -284,73 +368,49 @@ fn load_document(text: &str, origin: Origin, set: &mut ConfigSet) -> Result<(), 
         ));
     }
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    if group != GROUP {
-        tracing::debug!(file = %origin.file.display(), %api_version, %kind, "not a hub resource, ignored");
-        return Ok(());
-    }
     let meta = obj.get("metadata").and_then(|m| m.as_object());
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .unwrap_or_default();
-    let namespace = meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(|n| n.as_str())
-        .unwrap_or("default");
-    let key = format!("{namespace}/{}", if name.is_empty() { "?" } else { name });
-    if version != "v1alpha1" {
-        return Err(invalid(
-            &origin,
-            kind,
-            &key,
-            "apiVersion",
-            format!(
-                "unsupported version {version:?}; use {}",
-                crate::API_VERSION
-            ),
-        ));
-    }
-    for (what, v) in [("metadata.name", name), ("metadata.namespace", namespace)] {
-        if let Some(msg) = dns_label_problem(v) {
-            return Err(invalid(&origin, kind, &key, what, msg));
-        }
-    }
-    // A resource without a spec has an empty one (every Policy field is optional).
+    let meta_field = |k: &str| meta.and_then(|m| m.get(k)).and_then(|n| n.as_str());
     let spec = obj
         .get("spec")
         .filter(|s| !s.is_null())
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
-    match kind {
-        "Policy" => set.policies.push(resource(
-            name,
-            namespace,
-            typed_spec(spec, &origin, kind, &key)?,
-            &origin,
-        )),
-        "RateLimit" => set.rate_limits.push(resource(
-            name,
-            namespace,
-            typed_spec(spec, &origin, kind, &key)?,
-            &origin,
-        )),
-        "Telemetry" => set.telemetry.push(resource(
-            name,
-            namespace,
-            typed_spec(spec, &origin, kind, &key)?,
-            &origin,
-        )),
-        "Adapter" => set.adapters.push(resource(
-            name,
-            namespace,
-            typed_spec(spec, &origin, kind, &key)?,
-            &origin,
-        )),
+    Ok(Some(RawResource {
+        api_version: api_version.to_string(),
+        group: group.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        name: meta_field("name").unwrap_or_default().to_string(),
+        namespace: meta_field("namespace").unwrap_or("default").to_string(),
+        spec,
+        origin,
+    }))
+}
+
+fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigError> {
+    if doc.group != GROUP {
+        tracing::debug!(file = %doc.origin.file.display(), api_version = %doc.api_version, kind = %doc.kind, "not a hub resource, ignored");
+        return Ok(());
+    }
+    if doc.version != "v1alpha1" {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!(
+                "unsupported version {:?}; use {}",
+                doc.version,
+                crate::API_VERSION
+            ),
+        ));
+    }
+    doc.check_names()?;
+    // A resource without a spec has an empty one (every Policy field is optional).
+    match doc.kind.as_str() {
+        "Policy" => set.policies.push(doc.into_resource()?),
+        "RateLimit" => set.rate_limits.push(doc.into_resource()?),
+        "Telemetry" => set.telemetry.push(doc.into_resource()?),
+        "Adapter" => set.adapters.push(doc.into_resource()?),
         other => {
-            return Err(invalid(
-                &origin,
-                other,
-                &key,
+            return Err(doc.invalid(
                 "kind",
                 format!(
                     "unknown kind {other:?} in {GROUP}; known kinds: Policy, RateLimit, Telemetry, Adapter"
@@ -403,7 +463,8 @@ fn dns_label_problem(v: &str) -> Option<String> {
     (!ok).then(|| format!("{v:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending alphanumeric"))
 }
 
-fn check_duplicates<S>(list: &[Resource<S>], kind: &str, errors: &mut Vec<ConfigError>) {
+/// Appends a [`ConfigError::Duplicate`] for every resource of `list` whose `namespace/name` came earlier.
+pub fn check_duplicates<S>(list: &[Resource<S>], kind: &str, errors: &mut Vec<ConfigError>) {
     let mut seen: HashMap<String, &Origin> = HashMap::new();
     for r in list {
         if let Some(first) = seen.get(&r.key()) {

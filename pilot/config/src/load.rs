@@ -1,0 +1,187 @@
+//! Reading Istio networking resources from the configuration directory the hub also reads.
+//!
+//! The files are split and located by `hub-config` ([`hub_config::documents`]); this module keeps the
+//! documents of the `networking.istio.io` group, in any of the apiVersions Istio serves with the same spec
+//! shape, and types their specs. Documents of other groups (the hub's `policy.sextant.dev`) are skipped.
+
+use std::path::Path;
+
+use hub_config::{ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates};
+
+use crate::types::{
+    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec,
+};
+
+/// Istio's networking API group.
+pub const GROUP: &str = "networking.istio.io";
+
+/// The versions of [`GROUP`] accepted; they share one spec shape.
+pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+/// The kinds of [`GROUP`] Sextant reads.
+pub const KINDS: [&str; 5] = [
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+    "WorkloadEntry",
+    "Gateway",
+];
+
+/// Every networking resource found, typed but not yet validated (see [`crate::validate`]).
+#[derive(Clone, Debug, Default)]
+pub struct NetworkingSet {
+    /// VirtualService resources, in file order.
+    pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
+    /// DestinationRule resources, in file order.
+    pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
+    /// ServiceEntry resources, in file order.
+    pub service_entries: Vec<Resource<ServiceEntrySpec>>,
+    /// WorkloadEntry resources, in file order.
+    pub workload_entries: Vec<Resource<WorkloadEntrySpec>>,
+    /// Gateway resources, in file order.
+    pub gateways: Vec<Resource<GatewaySpec>>,
+    /// The digest of the files read (see [`ConfigFiles::digest`]).
+    pub digest: u64,
+}
+
+impl NetworkingSet {
+    /// Types every networking resource of `files`. All errors are collected: YAML syntax, envelopes, unknown
+    /// versions and kinds of the group, unknown or mistyped fields, and two resources of one kind with the
+    /// same namespace and name.
+    pub fn load(files: &ConfigFiles) -> Result<NetworkingSet, ConfigErrors> {
+        let mut set = NetworkingSet {
+            digest: files.digest,
+            ..NetworkingSet::default()
+        };
+        let mut errors = Vec::new();
+        for doc in files.documents() {
+            if let Err(e) = doc.and_then(|doc| set.add(doc)) {
+                errors.push(e);
+            }
+        }
+        check_duplicates(&set.virtual_services, "VirtualService", &mut errors);
+        check_duplicates(&set.destination_rules, "DestinationRule", &mut errors);
+        check_duplicates(&set.service_entries, "ServiceEntry", &mut errors);
+        check_duplicates(&set.workload_entries, "WorkloadEntry", &mut errors);
+        check_duplicates(&set.gateways, "Gateway", &mut errors);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn add(&mut self, doc: RawResource) -> Result<(), ConfigError> {
+        if doc.group != GROUP {
+            return Ok(()); // the hub's resources, or anything else that shares the directory
+        }
+        if !VERSIONS.contains(&doc.version.as_str()) {
+            return Err(doc.invalid(
+                "apiVersion",
+                format!(
+                    "unsupported version {:?} of {GROUP}; use v1, v1beta1 or v1alpha3",
+                    doc.version
+                ),
+            ));
+        }
+        doc.check_names()?;
+        match doc.kind.as_str() {
+            "VirtualService" => self.virtual_services.push(doc.into_resource()?),
+            "DestinationRule" => self.destination_rules.push(doc.into_resource()?),
+            "ServiceEntry" => self.service_entries.push(doc.into_resource()?),
+            "WorkloadEntry" => self.workload_entries.push(doc.into_resource()?),
+            "Gateway" => self.gateways.push(doc.into_resource()?),
+            other => {
+                return Err(doc.invalid(
+                    "kind",
+                    format!(
+                        "kind {other:?} of {GROUP} is not supported; supported kinds: {}",
+                        KINDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many resources were loaded.
+    pub fn len(&self) -> usize {
+        self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.service_entries.len()
+            + self.workload_entries.len()
+            + self.gateways.len()
+    }
+
+    /// Whether no resource was loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads every YAML file under `path` (or `path` itself) and types its networking resources.
+pub fn load_path(path: &Path) -> Result<NetworkingSet, ConfigErrors> {
+    let files = ConfigFiles::read(path).map_err(|e| ConfigErrors(vec![e]))?;
+    NetworkingSet::load(&files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<NetworkingSet, ConfigErrors> {
+        NetworkingSet::load(&ConfigFiles::from_texts(vec![(
+            PathBuf::from("n.yaml"),
+            text.to_string(),
+        )]))
+    }
+
+    #[test]
+    fn three_versions_one_shape_and_other_groups_skipped() {
+        let mut text = String::new();
+        for (i, v) in VERSIONS.iter().enumerate() {
+            text.push_str(&format!(
+                "apiVersion: networking.istio.io/{v}\nkind: DestinationRule\nmetadata: {{name: r{i}}}\nspec: {{host: reviews}}\n---\n"
+            ));
+        }
+        text.push_str("apiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {nonsense: 1}\n");
+        let set = load(&text).unwrap();
+        assert_eq!(set.destination_rules.len(), 3);
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.destination_rules[2].spec.host, "reviews");
+    }
+
+    #[test]
+    fn unmodelled_field_is_named_not_ignored() {
+        let err = load("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    directResponse: {status: 503}\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("n.yaml:9: VirtualService default/r: spec.http[0].directResponse: unknown field `directResponse`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_version_and_kind() {
+        let err = load("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("n.yaml:1: Gateway default/g: apiVersion: unsupported version \"v2\""),
+            "{msg}"
+        );
+        assert!(msg.contains("n.yaml:6: Sidecar default/s: kind: kind \"Sidecar\" of networking.istio.io is not supported"), "{msg}");
+    }
+
+    #[test]
+    fn duplicates_and_bad_durations() {
+        let err = load("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [a]\n  http:\n  - timeout: 5 seconds\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("n.yaml:15: VirtualService default/v: spec.http[0].timeout: \"5 seconds\" is not a duration"), "{msg}");
+        assert!(
+            msg.contains("n.yaml:7: Gateway default/g is defined twice (first at n.yaml:3)"),
+            "{msg}"
+        );
+    }
+}

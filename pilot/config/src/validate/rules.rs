@@ -1,0 +1,228 @@
+//! DestinationRules (subsets, traffic policies) and Gateways.
+
+use std::collections::BTreeMap;
+
+use hub_config::{ConfigError, Resource};
+
+use super::Errs;
+use crate::model::DestinationRule;
+use crate::protocol::Protocol;
+use crate::types::{
+    ClientTlsSettings, DestinationRuleSpec, GatewaySpec, LoadBalancerSettings, OutlierDetection,
+    ServerTlsMode, TlsMode, TrafficPolicy,
+};
+
+const DR: &str = "DestinationRule";
+
+/// Validates DestinationRules into a map by fully qualified host.
+pub(super) fn destination_rules(
+    list: &[Resource<DestinationRuleSpec>],
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, DestinationRule> {
+    let mut out: BTreeMap<String, DestinationRule> = BTreeMap::new();
+    for r in list {
+        let mut e = Errs::new(r, DR, errors);
+        e.host("spec.host", &r.spec.host);
+        let host = crate::host::resolve(&r.spec.host, &r.namespace);
+        if let Some(first) = out.get(&host) {
+            let at = first.resource.origin.locate("spec.host");
+            e.push(
+                "spec.host",
+                format!(
+                    "host {host} already has DestinationRule {} (at {at}); merge the two",
+                    first.resource.key()
+                ),
+            );
+            continue;
+        }
+        let mut subsets = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        for (i, s) in r.spec.subsets.iter().enumerate() {
+            let field = format!("spec.subsets[{i}]");
+            if s.name.is_empty() {
+                e.push(&format!("{field}.name"), "a subset needs a name");
+            }
+            e.unique(&mut seen, &format!("{field}.name"), "subset", &s.name);
+            if s.labels.is_empty() {
+                e.push(
+                    &format!("{field}.labels"),
+                    format!(
+                        "subset {:?} has no labels; a subset selects the endpoints carrying its labels (e.g. version: v1)",
+                        s.name
+                    ),
+                );
+            }
+            if let Some(tp) = &s.traffic_policy {
+                traffic_policy(&mut e, &format!("{field}.trafficPolicy"), tp);
+            }
+            subsets.insert(s.name.clone(), s.clone());
+        }
+        if let Some(tp) = &r.spec.traffic_policy {
+            traffic_policy(&mut e, "spec.trafficPolicy", tp);
+        }
+        out.insert(
+            host.clone(),
+            DestinationRule {
+                resource: r.clone(),
+                host,
+                subsets,
+            },
+        );
+    }
+    out
+}
+
+fn traffic_policy<S>(e: &mut Errs<'_, S>, field: &str, tp: &TrafficPolicy) {
+    if let Some(lb) = &tp.load_balancer {
+        load_balancer(e, &format!("{field}.loadBalancer"), lb);
+    }
+    if let Some(od) = &tp.outlier_detection {
+        outlier_detection(e, &format!("{field}.outlierDetection"), od);
+    }
+    if let Some(tls) = &tp.tls {
+        client_tls(e, &format!("{field}.tls"), tls);
+    }
+    let mut seen = BTreeMap::new();
+    for (i, p) in tp.port_level_settings.iter().enumerate() {
+        let f = format!("{field}.portLevelSettings[{i}]");
+        match &p.port {
+            None => e.push(&f, "a port-level setting needs port: {number: N}"),
+            Some(port) => {
+                e.port(&format!("{f}.port.number"), port.number);
+                e.unique(
+                    &mut seen,
+                    &format!("{f}.port.number"),
+                    "port",
+                    &port.number.to_string(),
+                );
+            }
+        }
+        if let Some(lb) = &p.load_balancer {
+            load_balancer(e, &format!("{f}.loadBalancer"), lb);
+        }
+        if let Some(od) = &p.outlier_detection {
+            outlier_detection(e, &format!("{f}.outlierDetection"), od);
+        }
+        if let Some(tls) = &p.tls {
+            client_tls(e, &format!("{f}.tls"), tls);
+        }
+    }
+}
+
+fn load_balancer<S>(e: &mut Errs<'_, S>, field: &str, lb: &LoadBalancerSettings) {
+    match (&lb.simple, &lb.consistent_hash) {
+        (Some(_), Some(_)) => e.push(field, "set one of simple and consistentHash, not both"),
+        (None, None) => e.push(field, "set simple or consistentHash"),
+        (None, Some(ch)) => {
+            let keys = [
+                ch.http_header_name.is_some(),
+                ch.http_cookie.is_some(),
+                ch.use_source_ip == Some(true),
+                ch.http_query_parameter_name.is_some(),
+            ];
+            if keys.iter().filter(|k| **k).count() != 1 {
+                e.push(
+                    &format!("{field}.consistentHash"),
+                    "set exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+                );
+            }
+        }
+        (Some(_), None) => {}
+    }
+}
+
+fn outlier_detection<S>(e: &mut Errs<'_, S>, field: &str, od: &OutlierDetection) {
+    for (name, v) in [
+        ("maxEjectionPercent", od.max_ejection_percent),
+        ("minHealthPercent", od.min_health_percent),
+    ] {
+        if let Some(v) = v {
+            e.percent(&format!("{field}.{name}"), f64::from(v));
+        }
+    }
+}
+
+fn client_tls<S>(e: &mut Errs<'_, S>, field: &str, tls: &ClientTlsSettings) {
+    if tls.mode == TlsMode::Mutual
+        && tls.credential_name.is_none()
+        && (tls.client_certificate.is_none() || tls.private_key.is_none())
+    {
+        e.push(
+            field,
+            "mode MUTUAL needs clientCertificate and privateKey, or credentialName",
+        );
+    }
+}
+
+/// Validates Gateways.
+pub(super) fn gateways(
+    list: &[Resource<GatewaySpec>],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Resource<GatewaySpec>> {
+    for r in list {
+        let mut e = Errs::new(r, "Gateway", errors);
+        if r.spec.servers.is_empty() {
+            e.push("spec.servers", "a gateway needs at least one server");
+        }
+        let mut names = BTreeMap::new();
+        for (i, s) in r.spec.servers.iter().enumerate() {
+            let f = format!("spec.servers[{i}]");
+            e.port(&format!("{f}.port.number"), s.port.number);
+            if let Some(t) = s.port.target_port {
+                e.port(&format!("{f}.port.targetPort"), t);
+            }
+            match Protocol::parse(&s.port.protocol) {
+                None => e.push(
+                    &format!("{f}.port.protocol"),
+                    format!(
+                        "unknown protocol {:?}; use HTTP, HTTPS, HTTP2, GRPC, TLS or TCP",
+                        s.port.protocol
+                    ),
+                ),
+                Some(Protocol::Https | Protocol::Tls) => {
+                    let passthrough = s.tls.as_ref().and_then(|t| t.mode).is_some_and(|m| {
+                        matches!(
+                            m,
+                            ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+                        )
+                    });
+                    if s.tls.is_none() {
+                        e.push(
+                            &f,
+                            format!("a {} server needs tls settings", s.port.protocol),
+                        );
+                    } else if !passthrough
+                        && s.tls.as_ref().is_some_and(|t| {
+                            t.credential_name.is_none() && t.server_certificate.is_none()
+                        })
+                    {
+                        e.push(
+                            &format!("{f}.tls"),
+                            "terminating TLS needs credentialName or serverCertificate and privateKey",
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+            if let Some(name) = &s.port.name {
+                e.unique(
+                    &mut names,
+                    &format!("{f}.port.name"),
+                    "server port name",
+                    name,
+                );
+            }
+            if s.hosts.is_empty() {
+                e.push(
+                    &format!("{f}.hosts"),
+                    "a server needs at least one host (\"*\" for any)",
+                );
+            }
+            for (j, h) in s.hosts.iter().enumerate() {
+                let host = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
+                e.host(&format!("{f}.hosts[{j}]"), host);
+            }
+        }
+    }
+    list.to_vec()
+}
