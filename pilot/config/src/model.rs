@@ -33,14 +33,14 @@ pub struct MeshConfig {
 
 impl MeshConfig {
     /// The VirtualServices whose hosts cover `host` (a fully qualified name) at the sidecars (`mesh`).
-    pub fn virtual_services_for<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> impl Iterator<Item = &'a VirtualService> + 'a {
-        self.virtual_services.iter().filter(move |vs| {
-            vs.gateways.iter().any(|g| g == MESH_GATEWAY)
-                && vs.hosts.iter().any(|h| crate::host::matches(h, host))
-        })
+    pub fn virtual_services_for(&self, host: &str) -> Vec<&VirtualService> {
+        self.virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.gateways.iter().any(|g| g == MESH_GATEWAY)
+                    && vs.hosts.iter().any(|h| crate::host::matches(h, host))
+            })
+            .collect()
     }
 
     /// The labels of `subset` of `host`, when a DestinationRule defines it.

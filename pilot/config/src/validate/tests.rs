@@ -1,1 +1,249 @@
+use std::path::PathBuf;
 
+use hub_config::ConfigFiles;
+
+use crate::{Matcher, MeshConfig, NetworkingSet, validate};
+
+const BASE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+
+fn check(text: &str) -> Result<MeshConfig, String> {
+    let files = ConfigFiles::from_texts(vec![
+        (PathBuf::from("base.yaml"), BASE.to_string()),
+        (PathBuf::from("t.yaml"), text.to_string()),
+    ]);
+    let set = NetworkingSet::load(&files).map_err(|e| e.to_string())?;
+    validate(&set).map_err(|e| e.to_string())
+}
+
+#[track_caller]
+fn refused(text: &str, want: &str) {
+    match check(text) {
+        Ok(_) => panic!("accepted, expected {want:?}"),
+        Err(msg) => assert!(msg.contains(want), "expected {want:?} in:\n{msg}"),
+    }
+}
+
+fn vs(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+    )
+}
+
+#[test]
+fn a_valid_route_resolves_hosts_subsets_and_regexes() {
+    let mesh = check(&vs("  - match:
+    - uri: {regex: '/api/v[0-9]+/.*'}
+      headers: {end-user: {exact: jason}, x-canary: {}}
+    route:
+    - destination: {host: reviews, subset: v2}
+      weight: 25
+    - destination: {host: reviews, subset: v1, port: {number: 9080}}
+      weight: 75
+    timeout: 0.5s
+    retries: {attempts: 3, perTryTimeout: 100ms, retryOn: '5xx,connect-failure,503'}
+"))
+    .unwrap();
+    let vs = &mesh.virtual_services[0];
+    assert_eq!(vs.hosts, ["reviews.default.svc.cluster.local"]);
+    assert_eq!(vs.gateways, ["mesh"]);
+    let route = &vs.http[0];
+    assert_eq!(route.destinations[0].labels["version"], "v2");
+    assert_eq!(route.destinations[1].port, Some(9080));
+    assert_eq!(
+        route.spec.timeout.map(|d| d.get()),
+        Some(std::time::Duration::from_millis(500))
+    );
+    let m = &route.matches[0];
+    let uri = m.uri.as_ref().unwrap();
+    assert!(
+        uri.matches("/api/v2/reviews") && !uri.matches("/x/api/v2/"),
+        "anchored"
+    );
+    assert_eq!(m.headers[1], ("x-canary".to_string(), Matcher::Present));
+    assert_eq!(
+        mesh.virtual_services_for("reviews.default.svc.cluster.local")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn unknown_subset() {
+    refused(
+        &vs("  - route:\n    - destination: {host: reviews, subset: v3}\n"),
+        "t.yaml:8: VirtualService default/r: spec.http[0].route[0].destination.subset: unknown subset \"v3\" of host reviews.default.svc.cluster.local; DestinationRule default/reviews defines v1, v2",
+    );
+    refused(
+        &vs("  - route:\n    - destination: {host: ratings, subset: v1}\n"),
+        "unknown subset \"v1\": no DestinationRule defines subsets of host ratings.default.svc.cluster.local",
+    );
+}
+
+#[test]
+fn bad_regex_names_re2() {
+    refused(
+        &vs(
+            "  - match:\n    - uri:\n        regex: '/(a'\n    route:\n    - destination: {host: reviews}\n",
+        ),
+        "t.yaml:9: VirtualService default/r: spec.http[0].match[0].uri.regex: invalid regex \"/(a\" (RE2 syntax): unclosed group",
+    );
+}
+
+#[test]
+fn weights_must_sum_to_100() {
+    refused(
+        &vs(
+            "  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 90\n    - destination: {host: reviews, subset: v2}\n      weight: 20\n",
+        ),
+        "t.yaml:7: VirtualService default/r: spec.http[0].route: route weights sum to 110, not 100 (v1: 90, v2: 20)",
+    );
+    refused(
+        &vs("  - route:\n    - destination: {host: reviews}\n      weight: 50\n"),
+        "route weights sum to 50, not 100",
+    );
+    // Two destinations without weights: Istio reads missing weights as 0.
+    refused(
+        &vs(
+            "  - route:\n    - destination: {host: reviews, subset: v1}\n    - destination: {host: reviews, subset: v2}\n",
+        ),
+        "route weights sum to 0, not 100",
+    );
+}
+
+#[test]
+fn ports_out_of_range() {
+    refused(
+        &vs("  - route:\n    - destination: {host: reviews, port: {number: 70000}}\n"),
+        "spec.http[0].route[0].destination.port.number: port 70000 is out of range 1-65535",
+    );
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 0, protocol: HTTP}\n    hosts: ['*']\n",
+        "t.yaml:6: Gateway default/g: spec.servers[0].port.number: port 0 is out of range 1-65535",
+    );
+}
+
+#[test]
+fn duplicate_names_inside_resources() {
+    refused(
+        &vs(
+            "  - name: a\n    route: [{destination: {host: reviews}}]\n  - name: a\n    route: [{destination: {host: reviews}}]\n",
+        ),
+        "t.yaml:9: VirtualService default/r: spec.http[1].name: duplicate route name \"a\" (first at spec.http[0].name)",
+    );
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v1, labels: {version: v2}}\n",
+        "spec.subsets[1].name: duplicate subset \"v1\"",
+    );
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: other}\nspec: {host: reviews.default.svc.cluster.local}\n",
+        "t.yaml:4: DestinationRule default/other: spec.host: host reviews.default.svc.cluster.local already has DestinationRule default/reviews (at base.yaml:5)",
+    );
+}
+
+#[test]
+fn subset_without_labels() {
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  subsets:\n  - name: v1\n",
+        "t.yaml:7: DestinationRule default/d: spec.subsets[0].labels: subset \"v1\" has no labels",
+    );
+}
+
+#[test]
+fn traffic_policies() {
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user, useSourceIp: true}\n    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 150}\n    tls: {mode: MUTUAL}\n",
+        "spec.trafficPolicy.loadBalancer.consistentHash: set exactly one of",
+    );
+    let err = check("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  trafficPolicy:\n    outlierDetection: {maxEjectionPercent: 150}\n    tls: {mode: MUTUAL}\n").unwrap_err();
+    assert!(
+        err.contains(
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 150 is not a percentage"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.trafficPolicy.tls: mode MUTUAL needs clientCertificate"),
+        "{err}"
+    );
+    let ok = check("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n    connectionPool:\n      tcp: {maxConnections: 100, connectTimeout: 30ms}\n      http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRequestsPerConnection: 1, maxRetries: 3, idleTimeout: 1m}\n    outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings:\n    - port: {number: 9080}\n      loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}\n").unwrap();
+    let tp = ok.destination_rules["details.default.svc.cluster.local"]
+        .resource
+        .spec
+        .traffic_policy
+        .clone()
+        .unwrap();
+    let http = tp.connection_pool.unwrap().http.unwrap();
+    assert_eq!(http.http1_max_pending_requests, Some(10));
+    assert_eq!(
+        tp.outlier_detection.unwrap().consecutive_5xx_errors,
+        Some(5)
+    );
+}
+
+#[test]
+fn static_service_entry_needs_endpoints() {
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [db.example.com]\n  ports: [{number: 5432, name: tcp-pg}]\n  resolution: STATIC\n",
+        "t.yaml:7: ServiceEntry default/s: spec.resolution: resolution STATIC needs endpoints or a workloadSelector",
+    );
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [db.example.com]\n  ports: [{number: 5432, name: tcp-pg, protocol: SCTP}]\n  resolution: STATIC\n  endpoints:\n  - {address: db.internal, ports: {pg: 5433}}\n",
+        "spec.ports[0].protocol: unknown protocol \"SCTP\"",
+    );
+    let err = check("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [db.example.com]\n  ports: [{number: 5432, name: tcp-pg}]\n  resolution: STATIC\n  endpoints:\n  - {address: db.internal, ports: {pg: 5433}}\n").unwrap_err();
+    assert!(err.contains("t.yaml:9: ServiceEntry default/s: spec.endpoints[0].address: \"db.internal\" is not an IP address"), "{err}");
+    assert!(
+        err.contains("spec.endpoints[0].ports.pg: \"pg\" is not the name of a port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn faults_percentages_and_statuses() {
+    let err = check(&vs("  - fault:\n      abort: {httpStatus: 700, percentage: {value: 150}}\n    mirror: {host: reviews, subset: v9}\n    mirrorPercentage: {value: -1}\n    route: [{destination: {host: reviews}}]\n")).unwrap_err();
+    for want in [
+        "spec.http[0].fault.abort.httpStatus: 700 is not an HTTP status",
+        "spec.http[0].fault.abort.percentage.value: 150 is not a percentage",
+        "spec.http[0].mirror.subset: unknown subset \"v9\"",
+        "spec.http[0].mirrorPercentage.value: -1 is not a percentage",
+    ] {
+        assert!(err.contains(want), "{want} in\n{err}");
+    }
+}
+
+#[test]
+fn header_names_gateways_retry_conditions_and_matches() {
+    let err = check(&vs("  - match:\n    - headers: {End-User: {exact: jason}}\n      uri: {exact: /a, prefix: /b}\n      gateways: [nowhere]\n    retries: {attempts: 2, retryOn: 'sometimes'}\n    route: [{destination: {host: reviews}}]\n")).unwrap_err();
+    for want in [
+        "spec.http[0].match[0].headers.End-User: header name \"End-User\" must be non-empty lower case",
+        "spec.http[0].match[0].uri: set only one of exact, prefix and regex",
+        "spec.http[0].match[0].gateways[0]: unknown gateway default/nowhere; gateways defined: none",
+        "spec.http[0].retries.retryOn: unknown retry condition \"sometimes\"",
+    ] {
+        assert!(err.contains(want), "{want} in\n{err}");
+    }
+    refused(
+        &vs("  - {}\n"),
+        "spec.http[0]: a route needs route (destinations) or redirect",
+    );
+}
+
+#[test]
+fn tcp_routes() {
+    let mesh = check("apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: db}\nspec:\n  hosts: [mongo.example.com]\n  tcp:\n  - match: [{port: 27017, destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: mongo.example.com, port: {number: 27017}}}]\n").unwrap();
+    let t = &mesh.virtual_services[0].tcp[0];
+    assert_eq!(t.destinations[0].weight, 100);
+    assert_eq!(t.destinations[0].host, "mongo.example.com");
+    refused(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: db}\nspec:\n  hosts: [mongo.example.com]\n  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/40]}]\n    route: [{destination: {host: mongo.example.com}}]\n",
+        "spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/40\": prefix length must be 0-32",
+    );
+}
