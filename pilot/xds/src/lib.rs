@@ -1,0 +1,33 @@
+//! Pilot's ADS server: serves immutable, versioned [`Snapshot`]s of Envoy v3 resources over
+//! `envoy.service.discovery.v3.AggregatedDiscoveryService`, both `StreamAggregatedResources` (state of the
+//! world) and `DeltaAggregatedResources` (incremental).
+//!
+//! Data flow: pilot's translator builds one snapshot per proxy view and publishes it through a
+//! [`SnapshotSource`] (checked [`Snapshot::consistent`] first); each stream's task wakes on the source's
+//! change signal, asks it for the proxy's snapshot, and sends only the types (state of the world) or the
+//! resources (delta) whose versions changed for that proxy, in push order (CDS, EDS, LDS, RDS). Requests
+//! carry acknowledgements: an ACK records the version the proxy runs, a NACK is logged and counted with its
+//! error detail, and nothing is resent until the configuration changes (the proxy keeps its last good
+//! configuration). [`Connections`] holds what every proxy was sent and acknowledged, for `/debug/syncz` and
+//! `/debug/config_dump`, and the metrics.
+
+pub mod build;
+mod delta;
+mod protocol;
+mod server;
+mod snapshot;
+mod sotw;
+mod source;
+mod status;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use delta::Delta;
+pub use protocol::{Answer, Outgoing, Protocol, Verdict};
+pub use server::AdsServer;
+pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, XdsResource};
+pub use sotw::Sotw;
+pub use source::{SharedSnapshot, SnapshotSource};
+pub use status::{Connections, Nack, ProxyStatus, TypeStatus, XdsMetrics};

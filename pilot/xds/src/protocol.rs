@@ -1,0 +1,108 @@
+//! What the two ADS protocols have in common: a per-stream state machine that turns requests and snapshot
+//! changes into responses, and reports acknowledgements and rejections.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sextant_proto::envoy::config::core::v3::Node;
+
+use crate::snapshot::{Snapshot, XdsResource};
+
+/// One response about to be sent, with what the proxy will hold of its type once it applies it.
+#[derive(Debug)]
+pub struct Outgoing<R> {
+    /// The message.
+    pub message: R,
+    /// Its type URL.
+    pub type_url: String,
+    /// The snapshot version it comes from.
+    pub version: String,
+    /// Its nonce.
+    pub nonce: String,
+    /// The resources of this type the proxy holds after applying it.
+    pub holds: BTreeMap<String, Arc<XdsResource>>,
+}
+
+/// What a request said about an earlier response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The proxy applied it.
+    Ack {
+        /// Type URL.
+        type_url: String,
+        /// The version it now runs.
+        version: String,
+    },
+    /// The proxy rejected it and keeps its previous configuration.
+    Nack {
+        /// Type URL.
+        type_url: String,
+        /// The version it rejected.
+        version: String,
+        /// The proxy's error detail.
+        message: String,
+    },
+}
+
+/// What handling one request produced.
+#[derive(Debug)]
+pub struct Answer<R> {
+    /// The response to send, if any.
+    pub response: Option<Outgoing<R>>,
+    /// What the request said about the previous response, if anything.
+    pub verdict: Option<Verdict>,
+}
+
+/// A stream's state machine for one protocol (state of the world or delta).
+pub trait Protocol: Default + Send + 'static {
+    /// Requests of the protocol.
+    type Request: Send + 'static;
+    /// Responses of the protocol.
+    type Response: Send + 'static;
+    /// `sotw` or `delta`.
+    const NAME: &'static str;
+
+    /// The node a request carries, if any.
+    fn node(request: &Self::Request) -> Option<&Node>;
+
+    /// Handles a request against the current snapshot: at most one response and at most one verdict.
+    fn on_request(
+        &mut self,
+        request: &Self::Request,
+        snapshot: &Snapshot,
+    ) -> Result<Answer<Self::Response>, tonic::Status>;
+
+    /// The responses a new snapshot calls for, in push order; nothing for types whose resources did not
+    /// change for this stream.
+    fn on_change(&mut self, snapshot: &Snapshot) -> Vec<Outgoing<Self::Response>>;
+}
+
+/// The resources of `type_url` in `snapshot` a subscription selects: all of them for a wildcard
+/// subscription, else those named that exist.
+pub(crate) fn select<'a>(
+    snapshot: &Snapshot,
+    type_url: &str,
+    wildcard: bool,
+    names: impl Iterator<Item = &'a String>,
+) -> BTreeMap<String, Arc<XdsResource>> {
+    let Some(all) = snapshot.resources(type_url) else {
+        return BTreeMap::new();
+    };
+    if wildcard {
+        return all.clone();
+    }
+    names
+        .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+        .collect()
+}
+
+/// Whether two resource sets have the same names and versions.
+pub(crate) fn same(
+    a: &BTreeMap<String, Arc<XdsResource>>,
+    b: &BTreeMap<String, Arc<XdsResource>>,
+) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+}

@@ -1,0 +1,140 @@
+//! State-of-the-world ADS (`StreamAggregatedResources`): each response carries every resource of its type
+//! that the proxy subscribes to.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use sextant_proto::envoy::config::core::v3::Node;
+use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, same, select};
+use crate::snapshot::{Snapshot, XdsResource};
+use crate::types;
+
+/// One type's subscription on a stream.
+#[derive(Debug, Default)]
+struct Watch {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// Set once a response was sent.
+    nonce: Option<String>,
+    version: String,
+    sent: BTreeMap<String, Arc<XdsResource>>,
+}
+
+/// A state-of-the-world stream.
+#[derive(Debug, Default)]
+pub struct Sotw {
+    watches: BTreeMap<String, Watch>,
+    nonces: u64,
+}
+
+impl Sotw {
+    fn respond(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+    ) -> Option<Outgoing<DiscoveryResponse>> {
+        self.nonces += 1;
+        let nonce = self.nonces.to_string();
+        let w = self.watches.get_mut(type_url)?;
+        let holds = select(snapshot, type_url, w.wildcard, w.names.iter());
+        w.nonce = Some(nonce.clone());
+        w.version = snapshot.version().to_string();
+        w.sent = holds.clone();
+        Some(Outgoing {
+            message: DiscoveryResponse {
+                version_info: w.version.clone(),
+                resources: holds.values().map(|r| r.body.clone()).collect(),
+                type_url: type_url.to_string(),
+                nonce: nonce.clone(),
+                ..Default::default()
+            },
+            type_url: type_url.to_string(),
+            version: w.version.clone(),
+            nonce,
+            holds,
+        })
+    }
+}
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<Answer<DiscoveryResponse>, tonic::Status> {
+        if req.type_url.is_empty() {
+            return Err(tonic::Status::invalid_argument(
+                "an ADS DiscoveryRequest must name its type_url",
+            ));
+        }
+        let w = self.watches.entry(req.type_url.clone()).or_default();
+        let mut verdict = None;
+        if !req.response_nonce.is_empty() {
+            if w.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                // About a response that a newer one superseded: the newer one's answer will follow.
+                return Ok(Answer {
+                    response: None,
+                    verdict: None,
+                });
+            }
+            verdict = Some(match &req.error_detail {
+                Some(e) => Verdict::Nack {
+                    type_url: req.type_url.clone(),
+                    version: w.version.clone(),
+                    message: e.message.clone(),
+                },
+                None => Verdict::Ack {
+                    type_url: req.type_url.clone(),
+                    version: req.version_info.clone(),
+                },
+            });
+        }
+        let names: BTreeSet<String> = req
+            .resource_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty() && types::wildcard_by_default(&req.type_url));
+        let changed = names != w.names || wildcard != w.wildcard;
+        let first = w.nonce.is_none();
+        w.names = names;
+        w.wildcard = wildcard;
+        let out = if first || changed {
+            self.respond(&req.type_url, snapshot)
+        } else {
+            None
+        };
+        Ok(Answer {
+            response: out,
+            verdict,
+        })
+    }
+
+    fn on_change(&mut self, snapshot: &Snapshot) -> Vec<Outgoing<DiscoveryResponse>> {
+        let mut due: Vec<String> = self
+            .watches
+            .iter()
+            .filter(|(url, w)| {
+                w.nonce.is_some()
+                    && !same(&w.sent, &select(snapshot, url, w.wildcard, w.names.iter()))
+            })
+            .map(|(url, _)| url.clone())
+            .collect();
+        due.sort_by_key(|u| types::push_rank(u));
+        due.iter()
+            .filter_map(|url| self.respond(url, snapshot))
+            .collect()
+    }
+}

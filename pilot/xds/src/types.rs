@@ -1,0 +1,38 @@
+//! The xDS resource types pilot serves, by type URL, and the order a push sends them in.
+
+/// `envoy.config.cluster.v3.Cluster` (CDS).
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// `envoy.config.listener.v3.Listener` (LDS).
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// `envoy.config.route.v3.RouteConfiguration` (RDS).
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Every type, in push order: clusters before their endpoints, listeners before their routes, and clusters
+/// before the listeners that route to them, so a proxy never points at something it does not have yet.
+pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// The short name used in metrics and debug output (`cds`, `eds`, `lds`, `rds`), or the URL itself.
+pub fn short_name(type_url: &str) -> &str {
+    match type_url {
+        CLUSTER => "cds",
+        ENDPOINT => "eds",
+        LISTENER => "lds",
+        ROUTE => "rds",
+        other => other,
+    }
+}
+
+/// Whether a client that names no resource of this type wants all of them (LDS and CDS), rather than none.
+pub fn wildcard_by_default(type_url: &str) -> bool {
+    matches!(type_url, CLUSTER | LISTENER)
+}
+
+/// The position of `type_url` in [`PUSH_ORDER`] (unknown types last).
+pub fn push_rank(type_url: &str) -> usize {
+    PUSH_ORDER
+        .iter()
+        .position(|t| *t == type_url)
+        .unwrap_or(PUSH_ORDER.len())
+}
