@@ -6,7 +6,8 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration written the Istio way (`"1s"`, `"0.5s"`, `"100ms"`, `"1m30s"`).
+/// A duration written the Istio way (`"1s"`, `"0.5s"`, `"100ms"`, `"1m30s"`), to millisecond precision as
+/// Istio requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub StdDuration);
 
@@ -33,7 +34,13 @@ impl fmt::Display for Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse(&text).map(Duration).map_err(serde::de::Error::custom)
+        let d = parse(&text).map_err(serde::de::Error::custom)?;
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is finer than a millisecond; Istio durations have millisecond precision"
+            )));
+        }
+        Ok(Duration(d))
     }
 }
 
@@ -123,6 +130,14 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn fields_take_milliseconds_at_most() {
+        let d: Duration = serde_json::from_value(serde_json::json!("1.5s")).unwrap();
+        assert_eq!(d.get(), StdDuration::from_millis(1500));
+        let err = serde_json::from_value::<Duration>(serde_json::json!("250us")).unwrap_err();
+        assert!(err.to_string().contains("millisecond precision"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! or returns every error as `file:line: Kind namespace/name: field: message` → the mesh's services go to a
 //! [`ServiceRegistry`] ([`FileRegistry::update`]) and the rest to pilot's translation into Envoy resources.
 //! An invalid change never gets past [`validate()`], so the snapshot serving stays the last good one.
+//!
+//! Not modelled yet, and refused by name when written: VirtualService `tls` routes, `delegate`,
+//! `directResponse`, `mirrors`, `uriRegexRewrite`; DestinationRule `workloadSelector`, `localityLbSetting`,
+//! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; the other `networking.istio.io` kinds
+//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`).
+//!
+//! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 64 KiB.
 
 mod duration;
 pub mod host;

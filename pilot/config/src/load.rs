@@ -86,11 +86,11 @@ impl NetworkingSet {
         }
         doc.check_names()?;
         match doc.kind.as_str() {
-            "VirtualService" => self.virtual_services.push(doc.into_resource()?),
-            "DestinationRule" => self.destination_rules.push(doc.into_resource()?),
-            "ServiceEntry" => self.service_entries.push(doc.into_resource()?),
-            "WorkloadEntry" => self.workload_entries.push(doc.into_resource()?),
-            "Gateway" => self.gateways.push(doc.into_resource()?),
+            "VirtualService" => self.virtual_services.push(typed(doc)?),
+            "DestinationRule" => self.destination_rules.push(typed(doc)?),
+            "ServiceEntry" => self.service_entries.push(typed(doc)?),
+            "WorkloadEntry" => self.workload_entries.push(typed(doc)?),
+            "Gateway" => self.gateways.push(typed(doc)?),
             other => {
                 return Err(doc.invalid(
                     "kind",
@@ -117,6 +117,19 @@ impl NetworkingSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Types a spec. An unknown field is either misspelt or a field of Istio's API that Sextant does not model
+/// yet; the message says both, so a field is never silently dropped.
+fn typed<S: serde::de::DeserializeOwned>(doc: RawResource) -> Result<Resource<S>, ConfigError> {
+    doc.into_resource().map_err(|mut e| {
+        if let ConfigError::Invalid { message, .. } = &mut e
+            && message.starts_with("unknown field")
+        {
+            message.push_str(" (misspelt, or an Istio field Sextant does not support)");
+        }
+        e
+    })
 }
 
 /// Reads every YAML file under `path` (or `path` itself) and types its networking resources.
@@ -159,6 +172,10 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.starts_with("n.yaml:9: VirtualService default/r: spec.http[0].directResponse: unknown field `directResponse`"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("(misspelt, or an Istio field Sextant does not support)"),
             "{msg}"
         );
     }

@@ -93,6 +93,23 @@ impl<'a, S> Errs<'a, S> {
         }
     }
 
+    /// Records `exportTo` entries other than `.`, `*` or a namespace name.
+    fn export_to(&mut self, list: &[String]) {
+        for (i, ns) in list.iter().enumerate() {
+            let namespace = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if ns != "." && ns != "*" && !namespace {
+                self.push(
+                    &format!("spec.exportTo[{i}]"),
+                    format!("{ns:?}: use \".\" (this namespace), \"*\" (all) or a namespace name"),
+                );
+            }
+        }
+    }
+
     /// Records a name already used by an earlier item (`seen` maps names to their first field).
     fn unique(&mut self, seen: &mut BTreeMap<String, String>, field: &str, what: &str, name: &str) {
         if let Some(first) = seen.get(name) {

@@ -56,6 +56,7 @@ pub(super) fn virtual_services(
             gateway_keys: &gateway_keys,
         };
         let spec = &r.spec;
+        e.export_to(&spec.export_to);
         if spec.hosts.is_empty() {
             e.push("spec.hosts", "a VirtualService needs at least one host");
         }

@@ -23,6 +23,7 @@ pub(super) fn destination_rules(
     for r in list {
         let mut e = Errs::new(r, DR, errors);
         e.host("spec.host", &r.spec.host);
+        e.export_to(&r.spec.export_to);
         let host = crate::host::resolve(&r.spec.host, &r.namespace);
         if let Some(first) = out.get(&host) {
             let at = first.resource.origin.locate("spec.host");

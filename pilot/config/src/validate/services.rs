@@ -27,6 +27,7 @@ pub(super) fn services(
     let mut total_endpoints = 0usize;
     for r in &set.service_entries {
         let mut e = Errs::new(r, SE, errors);
+        e.export_to(&r.spec.export_to);
         let ports = ports(&mut e, &r.spec);
         let resolution = r.spec.resolution.unwrap_or(Resolution::None);
         let endpoints = endpoints(&mut e, r, resolution, &ports, &set.workload_entries);

@@ -247,3 +247,74 @@ fn tcp_routes() {
         "spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/40\": prefix length must be 0-32",
     );
 }
+
+#[test]
+fn export_to_values() {
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  exportTo: ['.', '*', prod, 'Not A Namespace']\n",
+        "t.yaml:6: DestinationRule default/d: spec.exportTo[3]: \"Not A Namespace\": use \".\" (this namespace)",
+    );
+}
+
+#[test]
+fn services_are_bounded() {
+    let mut text = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: big}\nspec:\n  hosts: [big.example.com]\n  ports: [{number: 80, name: http}]\n  resolution: STATIC\n  endpoints:\n",
+    );
+    for i in 0..=crate::registry::limits::MAX_ENDPOINTS_PER_SERVICE {
+        text.push_str(&format!(
+            "  - {{address: 10.{}.{}.{}}}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    refused(
+        &text,
+        "ServiceEntry default/big: spec.endpoints: 10001 endpoints; a service has at most 10000",
+    );
+}
+
+#[test]
+fn service_entry_ports_and_workload_selection() {
+    let mesh = check("apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 80, name: http-web, targetPort: 8080}
+  - {number: 9000, name: grpc-api}
+  - {number: 5432, name: db, protocol: TCP}
+  workloadSelector: {labels: {app: api}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: api-1}
+spec: {address: 10.0.0.1, labels: {app: api, version: v1}, ports: {grpc-api: 9001}, weight: 3, locality: eu/west/a}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other}
+spec: {address: 10.0.0.2, labels: {app: other}}
+").unwrap();
+    let api = &mesh.services["api.internal"];
+    let protocols: Vec<_> = api.ports.iter().map(|p| p.protocol).collect();
+    use crate::Protocol::*;
+    assert_eq!(protocols, [Http, Grpc, Tcp]);
+    assert_eq!(api.endpoints.len(), 1, "only the selected workload");
+    let ep = &api.endpoints[0];
+    assert_eq!(ep.ports[&80], 8080, "targetPort");
+    assert_eq!(
+        ep.ports[&9000], 9001,
+        "the workload's own port for grpc-api"
+    );
+    assert_eq!(ep.ports[&5432], 5432);
+    assert_eq!((ep.weight, ep.locality.as_deref()), (3, Some("eu/west/a")));
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.example.com]\n  ports:\n  - {number: 80, name: http}\n  - {number: 80, name: http}\n",
+        "t.yaml:8: ServiceEntry default/s: spec.ports[1].number: duplicate port \"80\"",
+    );
+}
