@@ -44,22 +44,23 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
-/// Units Go's `time.ParseDuration` knows, longest spelling first so `ms` is not read as `m`.
-const UNITS: [(&str, f64); 8] = [
-    ("ns", 1e-9),
-    ("us", 1e-6),
-    ("µs", 1e-6),
-    ("μs", 1e-6),
-    ("ms", 1e-3),
-    ("s", 1.0),
-    ("m", 60.0),
-    ("h", 3600.0),
+/// Units Go's `time.ParseDuration` knows, in nanoseconds.
+const UNITS: [(&str, u128); 8] = [
+    ("ns", 1),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("μs", 1_000),
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("h", 3_600_000_000_000),
 ];
 
-/// Longest duration accepted: ten years, far beyond any timeout, and safe from float overflow.
-const MAX_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+/// Longest duration accepted, in seconds: ten years, far beyond any timeout.
+const MAX_SECONDS: u64 = 10 * 365 * 86_400;
 
-/// Parses `1s`, `0.5s`, `100ms`, `1m30s`, `2h`; `0` alone is zero.
+/// Parses `1s`, `0.5s`, `100ms`, `1m30s`, `2h`; `0` alone is zero. Exact: decimal fractions are computed in
+/// integer nanoseconds (digits beyond a nanosecond are dropped), never through floating point.
 pub fn parse(text: &str) -> Result<StdDuration, String> {
     let bad = |why: &str| {
         format!("{text:?} is not a duration ({why}); write e.g. 1s, 0.5s, 100ms, 1m30s")
@@ -71,18 +72,23 @@ pub fn parse(text: &str) -> Result<StdDuration, String> {
     if t.is_empty() {
         return Err(bad("empty"));
     }
+    let max_nanos = u128::from(MAX_SECONDS) * 1_000_000_000;
     let mut rest = t;
-    let mut seconds = 0.0_f64;
+    let mut nanos: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| bad("a number without a unit"))?;
-        if num_len == 0 {
-            return Err(bad("expected a number"));
+        let (whole, frac) = rest[..num_len]
+            .split_once('.')
+            .unwrap_or((&rest[..num_len], ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(bad(if num_len == 0 {
+                "expected a number"
+            } else {
+                "not a decimal number"
+            }));
         }
-        let number: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| bad("not a decimal number"))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -93,13 +99,33 @@ pub fn parse(text: &str) -> Result<StdDuration, String> {
             .find(|(u, _)| *u == unit)
             .map(|(_, s)| *s)
             .ok_or_else(|| bad(&format!("unknown unit {unit:?}; use h, m, s, ms, us or ns")))?;
-        seconds += number * scale;
         rest = &rest[unit_len..];
+        // More digits than this cannot matter below a nanosecond, and more whole digits exceed the maximum.
+        if whole.len() > 20 {
+            return Err(bad("longer than ten years"));
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad("not a decimal number"))?
+        };
+        let frac = &frac[..frac.len().min(18)];
+        let frac_nanos = if frac.is_empty() {
+            0
+        } else {
+            let digits: u128 = frac.parse().map_err(|_| bad("not a decimal number"))?;
+            digits * scale / 10u128.pow(frac.len() as u32)
+        };
+        nanos = nanos
+            .saturating_add(whole.saturating_mul(scale))
+            .saturating_add(frac_nanos);
+        if nanos > max_nanos {
+            return Err(bad("longer than ten years"));
+        }
     }
-    if !(0.0..=MAX_SECONDS).contains(&seconds) {
-        return Err(bad("longer than ten years"));
-    }
-    Ok(StdDuration::from_secs_f64(seconds))
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad("longer than ten years"))?;
+    let sub = u32::try_from(nanos % 1_000_000_000).map_err(|_| bad("not a decimal number"))?;
+    Ok(StdDuration::new(secs, sub))
 }
 
 #[cfg(test)]
@@ -115,6 +141,9 @@ mod tests {
         assert_eq!(parse("2h").unwrap(), StdDuration::from_secs(7200));
         assert_eq!(parse("250us").unwrap(), StdDuration::from_micros(250));
         assert_eq!(parse("0").unwrap(), StdDuration::ZERO);
+        assert_eq!(parse("1.1s").unwrap(), StdDuration::from_millis(1100));
+        assert_eq!(parse(".5s").unwrap(), StdDuration::from_millis(500));
+        assert_eq!(parse("1.5h").unwrap(), StdDuration::from_secs(5400));
     }
 
     #[test]
@@ -138,6 +167,19 @@ mod tests {
         assert_eq!(d.get(), StdDuration::from_millis(1500));
         let err = serde_json::from_value::<Duration>(serde_json::json!("250us")).unwrap_err();
         assert!(err.to_string().contains("millisecond precision"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn display_parses_back(ms in 0u64..10 * 365 * 86_400_000) {
+            let d = Duration(StdDuration::from_millis(ms));
+            proptest::prop_assert_eq!(parse(&d.to_string()).unwrap(), d.0);
+        }
+
+        #[test]
+        fn never_panics(text in "[0-9.a-zµ]{0,12}") {
+            let _ = parse(&text);
+        }
     }
 
     #[test]

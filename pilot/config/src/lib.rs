@@ -15,7 +15,7 @@
 //! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; the other `networking.istio.io` kinds
 //! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`).
 //!
-//! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 64 KiB.
+//! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 
 mod duration;
 pub mod host;

@@ -8,6 +8,7 @@
 //! subsets, ports, hosts); subsets have labels; STATIC ServiceEntries have endpoints or a workloadSelector;
 //! registry limits.
 
+mod matches;
 mod routes;
 mod rules;
 mod services;

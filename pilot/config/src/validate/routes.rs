@@ -3,22 +3,17 @@
 use std::collections::BTreeMap;
 
 use hub_config::{ConfigError, Resource};
-use regex::RegexBuilder;
 
 use super::Errs;
+use super::matches::{headers, string_match, subnet_problem};
 use crate::load::NetworkingSet;
 use crate::model::{
-    DestinationRule, HttpRouteModel, MESH_GATEWAY, Matcher, RequestMatch, RouteTarget,
-    TcpRouteModel, VirtualService,
+    DestinationRule, HttpRouteModel, MESH_GATEWAY, RequestMatch, RouteTarget, TcpRouteModel,
+    VirtualService,
 };
-use crate::types::{
-    Destination, Headers, HttpMatch, HttpRoute, StringMatch, TcpRoute, VirtualServiceSpec,
-};
+use crate::types::{Destination, HttpMatch, HttpRoute, StringMatch, TcpRoute, VirtualServiceSpec};
 
-type E<'a> = Errs<'a, VirtualServiceSpec>;
-
-/// Compiled size limit of one regex: Envoy's default program size keeps patterns small, and so does this.
-pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+pub(super) type E<'a> = Errs<'a, VirtualServiceSpec>;
 
 /// Conditions Envoy retries on (`retryOn`), besides HTTP status codes.
 const RETRY_ON: [&str; 16] = [
@@ -326,6 +321,15 @@ impl Vs<'_> {
                 format!("{field}[{i}].destination")
             };
             e.host(&format!("{f}.host"), &d.host);
+            if d.host.contains('*') {
+                e.push(
+                    &format!("{f}.host"),
+                    format!(
+                        "{:?}: a destination names one service, not a wildcard",
+                        d.host
+                    ),
+                );
+            }
             let host = crate::host::resolve(&d.host, self.ns);
             let port = d
                 .port
@@ -376,80 +380,6 @@ impl Vs<'_> {
         }
         out
     }
-}
-
-/// Compiles a string match. `present_ok`: `{}` means "present" (headers, query parameters).
-fn string_match(
-    e: &mut E<'_>,
-    field: &str,
-    sm: &StringMatch,
-    present_ok: bool,
-    ignore_case: bool,
-) -> Option<Matcher> {
-    match (&sm.exact, &sm.prefix, &sm.regex) {
-        (None, None, None) if present_ok => Some(Matcher::Present),
-        (None, None, None) => {
-            e.push(field, "empty match; set exact, prefix or regex");
-            None
-        }
-        (Some(s), None, None) => Some(Matcher::Exact(s.clone())),
-        (None, Some(s), None) => Some(Matcher::Prefix(s.clone())),
-        (None, None, Some(r)) => match RegexBuilder::new(&format!("^(?:{r})$"))
-            .case_insensitive(ignore_case)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
-            Ok(re) => Some(Matcher::Regex(re)),
-            Err(err) => {
-                let text = err.to_string();
-                let why = text
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or(&text);
-                e.push(
-                    &format!("{field}.regex"),
-                    format!("invalid regex {r:?} (RE2 syntax): {why}"),
-                );
-                None
-            }
-        },
-        _ => {
-            e.push(field, "set only one of exact, prefix and regex");
-            None
-        }
-    }
-}
-
-fn headers(e: &mut E<'_>, field: &str, h: &Headers) {
-    for (which, ops) in [("request", &h.request), ("response", &h.response)] {
-        let Some(ops) = ops else { continue };
-        let names = ops
-            .set
-            .keys()
-            .chain(ops.add.keys())
-            .chain(ops.remove.iter());
-        for name in names {
-            if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic()) {
-                e.push(
-                    &format!("{field}.{which}"),
-                    format!("{name:?} is not a header name"),
-                );
-            }
-        }
-    }
-}
-
-fn subnet_problem(s: &str) -> Option<String> {
-    let (addr, len) = s.split_once('/').unwrap_or((s, ""));
-    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
-        return Some(format!("{s:?} is not an IP address or CIDR"));
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if !len.is_empty() && len.parse::<u8>().map_or(true, |l| l > max) {
-        return Some(format!("{s:?}: prefix length must be 0-{max}"));
-    }
-    None
 }
 
 fn list_or_none(list: &[String]) -> String {

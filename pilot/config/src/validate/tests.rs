@@ -82,6 +82,10 @@ fn unknown_subset() {
         "t.yaml:8: VirtualService default/r: spec.http[0].route[0].destination.subset: unknown subset \"v3\" of host reviews.default.svc.cluster.local; DestinationRule default/reviews defines v1, v2",
     );
     refused(
+        &vs("  - route:\n    - destination: {host: '*.example.com'}\n"),
+        "spec.http[0].route[0].destination.host: \"*.example.com\": a destination names one service, not a wildcard",
+    );
+    refused(
         &vs("  - route:\n    - destination: {host: ratings, subset: v1}\n"),
         "unknown subset \"v1\": no DestinationRule defines subsets of host ratings.default.svc.cluster.local",
     );
