@@ -17,21 +17,27 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bookinfo")
 }
 
-/// The DestinationRules, the gateway and our services, plus one of the VirtualService samples.
+/// Our services, one sample, the gateway sample its routes may name, and the DestinationRules of
+/// `destination-rule-all.yaml` unless the sample brings its own.
 fn mesh_with(sample: &str) -> MeshConfig {
-    let files = [
-        "destination-rule-all.yaml",
-        "bookinfo-gateway.yaml",
-        "services.yaml",
-        sample,
-    ]
-    .iter()
-    .map(|f| {
-        let path = dir().join(f);
-        let text = std::fs::read_to_string(&path).expect("fixture readable");
-        (path, text)
-    })
-    .collect();
+    let own_rules = std::fs::read_to_string(dir().join(sample))
+        .expect("fixture readable")
+        .contains("kind: DestinationRule");
+    let mut names = vec!["services.yaml", sample];
+    if !own_rules {
+        names.push("destination-rule-all.yaml");
+    }
+    if sample != "bookinfo-gateway.yaml" {
+        names.push("bookinfo-gateway.yaml");
+    }
+    let files = names
+        .iter()
+        .map(|f| {
+            let path = dir().join(f);
+            let text = std::fs::read_to_string(&path).expect("fixture readable");
+            (path, text)
+        })
+        .collect();
     let set = NetworkingSet::load(&ConfigFiles::from_texts(files))
         .unwrap_or_else(|e| panic!("{sample}: {e}"));
     validate(&set).unwrap_or_else(|e| panic!("{sample}: {e}"))
@@ -233,5 +239,84 @@ fn the_hub_ignores_the_networking_resources() {
         set.policies.len() + set.rate_limits.len() + set.telemetry.len() + set.adapters.len(),
         0
     );
-    assert_eq!(set.files, 9);
+    assert_eq!(set.files, 23);
+}
+
+#[test]
+fn every_published_sample_loads_unmodified() {
+    let mut samples: Vec<String> = std::fs::read_dir(dir())
+        .expect("fixture dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "services.yaml")
+        .collect();
+    samples.sort();
+    assert_eq!(samples.len(), 22);
+    for sample in &samples {
+        let mesh = mesh_with(sample);
+        assert!(!mesh.destination_rules.is_empty(), "{sample}");
+    }
+}
+
+#[test]
+fn more_samples_mean_what_they_say() {
+    let mesh = mesh_with("virtual-service-reviews-80-20.yaml");
+    let weights: Vec<u32> = routes_of(&mesh, REVIEWS)[0]
+        .destinations
+        .iter()
+        .map(|t| t.weight)
+        .collect();
+    assert_eq!(weights, [80, 20]);
+
+    let mesh = mesh_with("virtual-service-reviews-jason-v2-v3.yaml");
+    let routes = routes_of(&mesh, REVIEWS);
+    assert_eq!(routes[0].destinations[0].labels["version"], "v2");
+    assert_eq!(routes[1].destinations[0].labels["version"], "v3");
+
+    let mesh = mesh_with("fault-injection-details-v1.yaml");
+    let routes = routes_of(&mesh, "details.default.svc.cluster.local");
+    let abort = routes[0]
+        .spec
+        .fault
+        .as_ref()
+        .unwrap()
+        .abort
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (abort.http_status, abort.percentage.unwrap().value),
+        (555, 100.0)
+    );
+
+    let mesh = mesh_with("destination-rule-all-mtls.yaml");
+    let tls = mesh.destination_rules[REVIEWS]
+        .resource
+        .spec
+        .traffic_policy
+        .as_ref()
+        .unwrap()
+        .tls
+        .as_ref()
+        .unwrap();
+    assert_eq!(tls.mode, pilot_config::types::TlsMode::IstioMutual);
+
+    let mesh = mesh_with("egress-rule-google-apis.yaml");
+    let google = &mesh.services["www.googleapis.com"];
+    assert_eq!(google.resolution, pilot_config::types::Resolution::Dns);
+    let protocols: Vec<_> = google.ports.iter().map(|p| p.protocol).collect();
+    assert_eq!(protocols, [Protocol::Http, Protocol::Https]);
+    let route = &routes_of(&mesh, "www.googleapis.com")[0];
+    assert_eq!(route.matches[0].port, Some(80));
+    assert_eq!(route.destinations[0].port, Some(443));
+
+    let mesh = mesh_with("certmanager-gateway.yaml");
+    let vs = mesh
+        .virtual_services
+        .iter()
+        .find(|v| v.resource.name == "cert-manager")
+        .unwrap();
+    assert_eq!(vs.gateways, ["istio-system/cert-manager-gateway"]);
+    assert_eq!(
+        vs.http[0].destinations[0].host, "cert-manager-resolver.istio-system.svc.cluster.local",
+        "a short name resolves in the VirtualService's namespace"
+    );
 }
