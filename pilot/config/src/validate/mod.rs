@@ -29,6 +29,11 @@ pub fn validate(set: &NetworkingSet) -> Result<MeshConfig, ConfigErrors> {
     let services = services::services(set, &mut errors);
     let virtual_services = routes::virtual_services(set, &destination_rules, &mut errors);
     if !errors.is_empty() {
+        // Reported in the order they are written, whatever order the checks ran in.
+        errors.sort_by(|a, b| {
+            let key = |e: &ConfigError| e.location().map(|l| (l.file.clone(), l.line));
+            key(a).cmp(&key(b))
+        });
         return Err(ConfigErrors(errors));
     }
     Ok(MeshConfig {

@@ -322,3 +322,70 @@ spec: {address: 10.0.0.2, labels: {app: other}}
         "t.yaml:8: ServiceEntry default/s: spec.ports[1].number: duplicate port \"80\"",
     );
 }
+
+#[test]
+fn errors_come_in_file_order() {
+    let err = check(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: nope}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b}
+spec:
+  host: details
+  subsets: [{name: v1}]
+",
+    )
+    .unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("t.yaml:7: VirtualService"), "{err}");
+    assert!(lines[1].starts_with("t.yaml:14: DestinationRule"), "{err}");
+}
+
+#[test]
+fn sidecar_routes_by_host_and_gateway() {
+    let mesh = check(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild}
+spec:
+  hosts: ['*.example.com']
+  gateways: [mesh, gw]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-only}
+spec:
+  hosts: [api.example.com]
+  gateways: [default/gw]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+",
+    )
+    .unwrap();
+    let names: Vec<&str> = mesh
+        .virtual_services_for("api.example.com")
+        .iter()
+        .map(|v| v.resource.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["wild"],
+        "the gateway-only one is not a sidecar route"
+    );
+    assert!(mesh.virtual_services_for("api.example.org").is_empty());
+    assert_eq!(mesh.virtual_services[0].gateways, ["mesh", "default/gw"]);
+}
