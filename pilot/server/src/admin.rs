@@ -1,0 +1,126 @@
+//! The monitoring port: `/metrics`, `/ready`, `/debug/syncz`, `/debug/config_dump?proxy=ID`, `/debug/config`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use pilot_xds::{Connections, types};
+use prometheus_client::registry::Registry;
+
+use crate::source::MeshSource;
+use crate::watch::ConfigWatch;
+
+/// What the monitoring handlers read.
+pub struct Monitor {
+    /// The open ADS streams.
+    pub connections: Arc<Connections>,
+    /// The served mesh.
+    pub source: Arc<MeshSource>,
+    /// The configuration directory.
+    pub watch: Arc<ConfigWatch>,
+    /// Every pilot metric.
+    pub registry: Registry,
+}
+
+/// The router.
+pub fn router(monitor: Arc<Monitor>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/config", get(config))
+        .with_state(monitor)
+}
+
+async fn ready(State(m): State<Arc<Monitor>>) -> Response {
+    let (generation, _) = m.source.mesh();
+    if generation > 0 {
+        (StatusCode::OK, format!("ready: generation {generation}\n")).into_response()
+    } else {
+        let why = m.watch.last_errors().join("\n");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: no networking configuration loaded\n{why}\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn syncz(State(m): State<Arc<Monitor>>) -> Json<serde_json::Value> {
+    Json(serde_json::Value::Array(
+        m.connections
+            .statuses()
+            .iter()
+            .map(pilot_xds::ProxyStatus::to_json)
+            .collect(),
+    ))
+}
+
+async fn config_dump(
+    State(m): State<Arc<Monitor>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(id) = q.get("proxy") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name the proxy: /debug/config_dump?proxy=NODE_ID (see /debug/syncz)\n",
+        )
+            .into_response();
+    };
+    let Some(status) = m.connections.proxy(id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no connected proxy has node id {id:?}; see /debug/syncz\n"),
+        )
+            .into_response();
+    };
+    let configs: Vec<serde_json::Value> = status
+        .types
+        .iter()
+        .map(|(url, t)| {
+            serde_json::json!({
+                "type": types::short_name(url),
+                "type_url": url,
+                "version_sent": t.sent_version,
+                "version_acked": t.acked_version,
+                "resources": t.resources.values().map(|r| serde_json::json!({
+                    "name": r.name,
+                    "version": r.version,
+                    "bytes": r.body.value.len(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({"node": status.node_id, "configs": configs})).into_response()
+}
+
+async fn config(State(m): State<Arc<Monitor>>) -> Json<serde_json::Value> {
+    let (generation, mesh) = m.source.mesh();
+    Json(serde_json::json!({
+        "generation": generation,
+        "virtual_services": mesh.config.virtual_services.len(),
+        "destination_rules": mesh.config.destination_rules.len(),
+        "gateways": mesh.config.gateways.len(),
+        "services": mesh.services.services().map(|s| &s.hostname).collect::<Vec<_>>(),
+        "last_rejected": m.watch.last_errors(),
+    }))
+}

@@ -1,0 +1,205 @@
+//! The pilot process: reads Istio networking resources from a configuration directory, translates them per
+//! proxy view into Envoy resources, and serves them over ADS, with monitoring on a second port.
+//!
+//! Data flow: [`ConfigWatch`] polls the directory (digest of names and contents), debounces bursts of
+//! changes, validates with `pilot-config` (an invalid change is logged and shown on `/debug/config`; the
+//! served mesh stays) and publishes a [`Mesh`] into [`MeshSource`]; ADS streams (`pilot-xds`) wake on it and
+//! ask the source for their proxy's snapshot, which a [`Translator`] builds once per view and generation.
+
+mod admin;
+mod source;
+mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilot_xds::AdsServer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use admin::Monitor;
+pub use source::{MAX_VIEWS, Mesh, MeshSource, Translator};
+pub use watch::ConfigWatch;
+
+/// The gRPC service name health checks ask about.
+pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+/// How pilot runs (flags, not resources).
+#[derive(Clone, Debug)]
+pub struct PilotOptions {
+    /// The configuration directory (or file).
+    pub config_dir: PathBuf,
+    /// ADS (gRPC, plaintext).
+    pub xds_addr: SocketAddr,
+    /// Monitoring HTTP.
+    pub monitoring_addr: SocketAddr,
+    /// How often the directory is read.
+    pub poll: Duration,
+    /// How long the files must stay unchanged before a change is pushed.
+    pub debounce: Duration,
+    /// Open ADS streams at most.
+    pub max_streams: usize,
+}
+
+impl Default for PilotOptions {
+    fn default() -> Self {
+        PilotOptions {
+            config_dir: PathBuf::from("."),
+            xds_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
+            monitoring_addr: SocketAddr::from(([127, 0, 0, 1], 15014)),
+            poll: Duration::from_millis(500),
+            debounce: Duration::from_millis(100),
+            max_streams: 20_000,
+        }
+    }
+}
+
+/// Why pilot could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PilotError {
+    /// A port could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which port.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("ADS server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A started pilot.
+pub struct RunningPilot {
+    /// The bound ADS address.
+    pub xds_addr: SocketAddr,
+    /// The bound monitoring address.
+    pub monitoring_addr: SocketAddr,
+    /// What the monitoring port shows.
+    pub monitor: Arc<Monitor>,
+    server: JoinHandle<Result<(), PilotError>>,
+}
+
+impl RunningPilot {
+    /// Waits until the ADS server stopped (after the shutdown future resolved).
+    pub async fn wait(self) -> Result<(), PilotError> {
+        self.server.await.unwrap_or(Ok(()))
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), PilotError> {
+    let err = |source| PilotError::Bind { what, addr, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = l.local_addr().map_err(err)?;
+    Ok((l, bound))
+}
+
+/// Binds both ports, loads the directory once, and serves until `shutdown` resolves.
+pub async fn start(
+    options: PilotOptions,
+    translator: Arc<dyn Translator>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningPilot, PilotError> {
+    let (xds, xds_addr) = bind(options.xds_addr, "xDS").await?;
+    let (monitoring, monitoring_addr) = bind(options.monitoring_addr, "monitoring").await?;
+
+    let source = Arc::new(MeshSource::new(translator));
+    let watch = Arc::new(ConfigWatch::new(options.config_dir.clone(), source.clone()));
+    {
+        let watch = watch.clone();
+        // The first load happens before anything is served, so the first proxies get the configuration.
+        let _ = tokio::task::spawn_blocking(move || watch.load(true)).await;
+    }
+    tokio::spawn(watch.clone().run(options.poll, options.debounce));
+
+    let ads = AdsServer::new(source.clone(), options.max_streams);
+    let connections = ads.connections();
+    let mut registry = Registry::default();
+    connections.metrics.register(&mut registry);
+    registry.register(
+        "pilot_config_reloads",
+        "Loads of the networking configuration, by result",
+        watch.reloads.clone(),
+    );
+    registry.register(
+        "pilot_inconsistent_snapshots",
+        "Translations that produced an inconsistent snapshot (the proxy kept its previous one)",
+        source.inconsistent.clone(),
+    );
+    registry.register(
+        "pilot_view_cache_resets",
+        "Times the per-view snapshot cache was full and started over",
+        source.cache_resets.clone(),
+    );
+    let monitor = Arc::new(Monitor {
+        connections,
+        source,
+        watch,
+        registry,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(ADS_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    let shutdown = tokio_shared(shutdown);
+    let router = admin::router(monitor.clone());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(monitoring, router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "monitoring server failed");
+            }
+        });
+    }
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(ads.into_service())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(xds).with_nodelay(Some(true)),
+                async move { shutdown.wait().await },
+            )
+            .await?;
+        Ok(())
+    });
+    tracing::info!(%xds_addr, %monitoring_addr, "pilot serving");
+    Ok(RunningPilot {
+        xds_addr,
+        monitoring_addr,
+        monitor,
+        server,
+    })
+}
+
+/// A shutdown signal several servers can wait on.
+#[derive(Clone)]
+struct Shared(tokio::sync::watch::Receiver<bool>);
+
+impl Shared {
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+fn tokio_shared(f: impl Future<Output = ()> + Send + 'static) -> Shared {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        f.await;
+        let _ = tx.send(true);
+    });
+    Shared(rx)
+}
