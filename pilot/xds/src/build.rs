@@ -149,3 +149,33 @@ pub fn api_listener(name: &str, route: &str) -> Listener {
         ..Default::default()
     }
 }
+
+/// An HTTP filter named `name` configured by `config`.
+pub fn http_filter(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+/// Like [`http_connection_manager`], with `filters` before the router (which stays last).
+pub fn http_connection_manager_with(
+    stat_prefix: &str,
+    route: &str,
+    filters: Vec<HttpFilter>,
+) -> HttpConnectionManager {
+    let mut hcm = http_connection_manager(stat_prefix, route);
+    let router = std::mem::take(&mut hcm.http_filters);
+    hcm.http_filters = filters;
+    hcm.http_filters.extend(router);
+    hcm
+}
+
+/// A network filter named `name` configured by `config`.
+pub fn network_filter(name: &str, config: Any) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}

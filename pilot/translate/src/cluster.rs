@@ -1,0 +1,203 @@
+//! Clusters: `outbound|PORT||HOST` per service port and `outbound|PORT|SUBSET|HOST` per DestinationRule
+//! subset, their assignments, and Istio's `BlackHoleCluster`, `PassthroughCluster` and (with iptables)
+//! `InboundPassthroughCluster`.
+//!
+//! Static services are EDS clusters over ADS (the cluster's name is its EDS name); DNS services are
+//! `STRICT_DNS` with their endpoints inline; services with `resolution: NONE` and `simple: PASSTHROUGH`
+//! rules go to the caller's original destination. HTTP/2 and gRPC ports speak HTTP/2 upstream.
+
+use pilot_config::types::{Labels, Resolution};
+use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
+use pilot_xds::build;
+use prost::Name;
+use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
+use sextant_proto::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
+use sextant_proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use sextant_proto::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+
+use crate::endpoint::{assignment, members};
+use crate::policy::{DEFAULT_CONNECT_TIMEOUT_MS, Effective};
+use crate::{Interception, ProxyInfo, ProxyKind, cluster_name};
+
+/// Where traffic nobody routes goes to die (a cluster without endpoints).
+pub const BLACK_HOLE: &str = "BlackHoleCluster";
+/// Traffic to destinations outside the registry, forwarded to the original destination.
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+/// Inbound traffic forwarded to the workload at its original destination.
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+
+/// The key under which Envoy looks up a cluster's upstream HTTP options.
+const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Clusters and the assignments of their EDS members.
+#[derive(Debug, Default)]
+pub struct Clusters {
+    /// Every cluster, sorted by name.
+    pub clusters: Vec<Cluster>,
+    /// One assignment per EDS cluster.
+    pub assignments: Vec<ClusterLoadAssignment>,
+}
+
+/// The clusters `proxy` needs for every service of the registry.
+pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInfo) -> Clusters {
+    let mut out = Clusters::default();
+    let grpc = proxy.kind == ProxyKind::ProxylessGrpc;
+    for service in services.services() {
+        let rule = mesh.destination_rules.get(&service.hostname);
+        for port in &service.ports {
+            let mut subsets: Vec<(Option<&str>, Labels)> = vec![(None, Labels::new())];
+            for (name, s) in rule.map(|r| &r.subsets).into_iter().flatten() {
+                subsets.push((Some(name.as_str()), s.labels.clone()));
+            }
+            for (subset, labels) in subsets {
+                let name = cluster_name(port.number, subset, &service.hostname);
+                let policy = Effective::of(rule, subset, port.number);
+                let (c, eds) =
+                    service_cluster(&name, service, port.number, port.protocol, &policy, grpc);
+                if eds {
+                    let m = members(service, port.number, &labels);
+                    out.assignments.push(assignment(&name, &m));
+                }
+                out.clusters.push(c);
+            }
+        }
+    }
+    if !grpc {
+        out.clusters.push(black_hole());
+        out.clusters.push(original_dst(PASSTHROUGH));
+        if proxy.interception == Interception::Redirect {
+            out.clusters.push(original_dst(INBOUND_PASSTHROUGH));
+        }
+    }
+    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// One service cluster, and whether its endpoints come over EDS.
+fn service_cluster(
+    name: &str,
+    service: &Service,
+    port: u16,
+    protocol: Protocol,
+    policy: &Effective,
+    grpc: bool,
+) -> (Cluster, bool) {
+    let passthrough = policy.passthrough() || service.resolution == Resolution::None;
+    let dns = matches!(
+        service.resolution,
+        Resolution::Dns | Resolution::DnsRoundRobin
+    );
+    let mut c = if passthrough && !grpc {
+        original_dst(name)
+    } else if dns && !grpc {
+        dns_cluster(name, service, port)
+    } else {
+        build::eds_cluster(name, 0)
+    };
+    let eds = matches!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32
+    );
+    policy.apply(&mut c, grpc);
+    if passthrough && !grpc {
+        // The original destination decides; no balancing policy may be set on such a cluster.
+        c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+        c.lb_config = None;
+    }
+    if let Some(options) = http_options(protocol, policy) {
+        c.typed_extension_protocol_options
+            .insert(HTTP_OPTIONS_KEY.to_string(), build::any(&options));
+    }
+    (c, eds)
+}
+
+/// The upstream HTTP options of an HTTP-family port: HTTP/2 for `http2` and `grpc` ports, HTTP/1.1 for
+/// the others, with the pool's per-connection settings. None for TCP-family ports.
+fn http_options(protocol: Protocol, policy: &Effective) -> Option<HttpProtocolOptions> {
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    let config = match protocol {
+        Protocol::Http2 | Protocol::Grpc => {
+            ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+        }
+        Protocol::Http | Protocol::GrpcWeb => {
+            ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+        }
+        _ => return None,
+    };
+    Some(HttpProtocolOptions {
+        common_http_protocol_options: policy.common_http_options(),
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(config),
+                },
+            ),
+        ),
+        ..Default::default()
+    })
+}
+
+fn dns_cluster(name: &str, service: &Service, port: u16) -> Cluster {
+    let discovery = if service.resolution == Resolution::DnsRoundRobin {
+        cluster::DiscoveryType::LogicalDns
+    } else {
+        cluster::DiscoveryType::StrictDns
+    };
+    let mut hosts: Vec<(String, u16)> = service
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.address.clone(),
+                e.ports.get(&port).copied().unwrap_or(port),
+            )
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts.push((service.hostname.clone(), port));
+    }
+    if discovery == cluster::DiscoveryType::LogicalDns {
+        hosts.truncate(1);
+    }
+    let assignment = crate::endpoint::dns_assignment(name, &hosts);
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        load_assignment: Some(assignment),
+        ..Default::default()
+    }
+}
+
+fn black_hole() -> Cluster {
+    Cluster {
+        name: BLACK_HOLE.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(crate::policy::duration(std::time::Duration::from_millis(
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        ))),
+        ..Default::default()
+    }
+}
+
+fn original_dst(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(crate::policy::duration(std::time::Duration::from_millis(
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        ))),
+        ..Default::default()
+    }
+}
+
+/// The type URL under which a cluster's upstream HTTP options are packed (for tests and debugging).
+pub fn http_options_type_url() -> String {
+    HttpProtocolOptions::type_url()
+}

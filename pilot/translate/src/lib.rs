@@ -1,0 +1,75 @@
+//! Pilot's translation: the validated mesh model and the service registry, seen from one proxy, become the
+//! Envoy v3 resources that proxy is served.
+//!
+//! Data flow: `pilot-config` validates the Istio networking resources into a [`pilot_config::MeshConfig`]
+//! and the registry hands out a [`pilot_config::RegistrySnapshot`]; the ADS server (`pilot-xds`) learns a
+//! proxy's identity from the first request of its stream ([`ProxyInfo::from_node`]); [`translate`] turns
+//! the three into an immutable [`pilot_xds::Snapshot`] that is always [`pilot_xds::Snapshot::consistent`]
+//! (every EDS cluster has its assignment, every RDS name its route configuration and the other way round),
+//! which a `SnapshotSource` publishes.
+//!
+//! What a proxy gets, Istio-shaped so existing tooling and habits carry over:
+//! - clusters `outbound|PORT||HOST` per service port and `outbound|PORT|SUBSET|HOST` per DestinationRule
+//!   subset ([`cluster`]), fed over EDS with the matching endpoints ([`endpoint`]), shaped by the rule's
+//!   traffic policy ([`policy`]: load balancing, connection pool, outlier detection, with per-subset and
+//!   per-port overrides), plus `BlackHoleCluster` and `PassthroughCluster`;
+//! - listeners ([`listener`]): with `REDIRECT` interception `virtualOutbound` (15001), `virtualInbound`
+//!   (15006) and unbound per-port listeners `0.0.0.0_PORT`; with `NONE` each port's listener binds
+//!   `127.0.0.1:PORT` itself; proxyless gRPC clients get one `api_listener` per `HOST:PORT` instead;
+//! - one route configuration per HTTP port, named by the number ([`route`], [`action`]): a virtual host per
+//!   service with Istio's domains and the VirtualServices' routes in order (matches, weights, rewrites,
+//!   redirects, timeouts, retries, faults, mirrors, header edits, CORS), or a default route.
+//!
+//! Not translated yet: TLS settings (`tls` of a DestinationRule; sidecars talk plain text), inbound
+//! listeners for the proxy's own workload (inbound traffic passes through `virtualInbound`), gateways
+//! (routers), `exportTo` visibility, per-connection TCP routes by destination subnet.
+
+pub mod action;
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod policy;
+mod proxy;
+pub mod route;
+
+#[cfg(test)]
+mod tests;
+
+use pilot_config::{MeshConfig, RegistrySnapshot};
+use pilot_xds::{Snapshot, SnapshotBuilder};
+
+pub use proxy::{Interception, ProxyInfo, ProxyKind};
+
+/// The Istio name of the cluster for `port` of `host`, or of one subset of it: `outbound|9080|v1|reviews…`.
+pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// The route configuration of an HTTP port is named by its number, as Istio names it.
+pub fn route_name(port: u16) -> String {
+    port.to_string()
+}
+
+/// Every resource `proxy` needs, as one consistent snapshot.
+///
+/// Translation never fails: whatever validated config and registry it is given, the result names only
+/// what it holds. Something Envoy could not take (a service whose name collides with another's domains)
+/// is left out rather than sent.
+pub fn translate(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInfo) -> Snapshot {
+    let mut b = SnapshotBuilder::new();
+    let clusters = cluster::clusters(mesh, services, proxy);
+    for c in &clusters.clusters {
+        b.cluster(c);
+    }
+    for e in &clusters.assignments {
+        b.endpoints(e);
+    }
+    let listeners = listener::listeners(mesh, services, proxy);
+    for l in &listeners.listeners {
+        b.listener(l);
+    }
+    for r in &listeners.routes {
+        b.route(r);
+    }
+    b.build()
+}

@@ -1,0 +1,252 @@
+//! Listeners and the route configurations they name.
+//!
+//! Sidecars with iptables (`REDIRECT`) get Istio's shape: `virtualOutbound` on 0.0.0.0:15001 hands each
+//! captured connection to the listener of its original destination port (`0.0.0.0_PORT`, not bound itself)
+//! or passes it through; `virtualInbound` on 15006 forwards inbound connections to the workload. Without
+//! interception (`NONE`) each port's listener binds `127.0.0.1:PORT` and applications call it. HTTP ports
+//! get a connection manager taking routes `PORT` over RDS (fault, CORS, router); TCP ports a TCP proxy to
+//! the service's cluster, split as its VirtualService's TCP route says. Proxyless gRPC clients get an
+//! `api_listener` per `HOST:PORT` instead.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
+use pilot_xds::build;
+use sextant_proto::envoy::config::core::v3::TrafficDirection;
+use sextant_proto::envoy::config::listener::v3::{
+    FilterChain, Listener, ListenerFilter, listener_filter,
+};
+use sextant_proto::envoy::config::route::v3::RouteConfiguration;
+use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
+use sextant_proto::envoy::extensions::filters::http::fault::v3::HttpFault;
+use sextant_proto::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use sextant_proto::google::protobuf::BoolValue;
+
+use crate::action::{CORS_FILTER, FAULT_FILTER};
+use crate::cluster::{INBOUND_PASSTHROUGH, PASSTHROUGH};
+use crate::route::{RouteContext, route_configuration, target_cluster};
+use crate::{Interception, ProxyInfo, ProxyKind, cluster_name, route_name};
+
+/// The port iptables sends outbound connections to.
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+/// The port iptables sends inbound connections to.
+pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+/// The name Envoy knows the TCP proxy by.
+pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+
+/// Listeners and the route configurations they name.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Every listener.
+    pub listeners: Vec<Listener>,
+    /// One route configuration per HTTP port a listener routes.
+    pub routes: Vec<RouteConfiguration>,
+}
+
+/// Whether a port's protocol is routed by HTTP (rather than proxied as bytes).
+pub fn is_http(p: Protocol) -> bool {
+    matches!(
+        p,
+        Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+    )
+}
+
+/// The listeners (and their routes) `proxy` needs.
+pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyInfo) -> Listeners {
+    let cx = RouteContext {
+        mesh,
+        registry,
+        proxy,
+    };
+    // Port → the services using it over HTTP, and over TCP. HTTP wins a port both use, as in Istio.
+    let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    let mut tcp: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    for s in registry.services() {
+        for p in &s.ports {
+            let into = if is_http(p.protocol) {
+                &mut http
+            } else {
+                &mut tcp
+            };
+            into.entry(p.number).or_default().push(s);
+        }
+    }
+    let mut out = Listeners::default();
+    for (port, services) in &http {
+        out.routes.push(route_configuration(cx, *port, services));
+    }
+    if proxy.kind == ProxyKind::ProxylessGrpc {
+        for (port, services) in &http {
+            for s in services {
+                let name = format!("{}:{port}", s.hostname);
+                let hcm = hcm(&name, *port, false);
+                let mut l = build::api_listener(&name, "");
+                l.api_listener = Some(sextant_proto::envoy::config::listener::v3::ApiListener {
+                    api_listener: Some(build::any(&hcm)),
+                });
+                out.listeners.push(l);
+            }
+        }
+        return out;
+    }
+    let redirect = proxy.interception == Interception::Redirect;
+    for port in http.keys() {
+        let name = listener_name(redirect, *port);
+        let chain = build::network_filter(build::HCM_FILTER, build::any(&hcm(&name, *port, true)));
+        out.listeners
+            .push(port_listener(&name, redirect, *port, chain));
+    }
+    for (port, services) in tcp.iter().filter(|(p, _)| !http.contains_key(p)) {
+        let name = listener_name(redirect, *port);
+        let proxy_filter = tcp_proxy(cx, &name, services[0], *port);
+        out.listeners
+            .push(port_listener(&name, redirect, *port, proxy_filter));
+    }
+    if redirect {
+        out.listeners.push(capture(
+            "virtualOutbound",
+            OUTBOUND_CAPTURE_PORT,
+            TrafficDirection::Outbound,
+            PASSTHROUGH,
+        ));
+        out.listeners.push(capture(
+            "virtualInbound",
+            INBOUND_CAPTURE_PORT,
+            TrafficDirection::Inbound,
+            INBOUND_PASSTHROUGH,
+        ));
+    }
+    out
+}
+
+fn listener_name(redirect: bool, port: u16) -> String {
+    if redirect {
+        format!("0.0.0.0_{port}")
+    } else {
+        format!("127.0.0.1_{port}")
+    }
+}
+
+/// A connection manager routing with `PORT` over RDS: fault, CORS (not for gRPC clients), router.
+fn hcm(stat_prefix: &str, port: u16, cors: bool) -> HttpConnectionManager {
+    let mut filters = vec![build::http_filter(
+        FAULT_FILTER,
+        build::any(&HttpFault::default()),
+    )];
+    if cors {
+        filters.push(build::http_filter(
+            CORS_FILTER,
+            build::any(&Cors::default()),
+        ));
+    }
+    build::http_connection_manager_with(stat_prefix, &route_name(port), filters)
+}
+
+fn port_listener(
+    name: &str,
+    redirect: bool,
+    port: u16,
+    filter: sextant_proto::envoy::config::listener::v3::Filter,
+) -> Listener {
+    let ip = if redirect {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    Listener {
+        name: name.to_string(),
+        address: Some(build::address(SocketAddr::new(ip, port))),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        // With iptables, virtualOutbound hands connections over; the port itself is never bound.
+        bind_to_port: redirect.then_some(BoolValue { value: false }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+/// A TCP proxy to `service`'s cluster on `port`, weighted as the first applicable VirtualService TCP
+/// route says.
+fn tcp_proxy(
+    cx: RouteContext<'_>,
+    stat_prefix: &str,
+    service: &Service,
+    port: u16,
+) -> sextant_proto::envoy::config::listener::v3::Filter {
+    let routes = cx.mesh.virtual_services_for(&service.hostname);
+    let route = routes.iter().flat_map(|vs| vs.tcp.iter()).find(|r| {
+        r.matches.is_empty()
+            || r.matches.iter().any(|m| {
+                m.port.is_none_or(|p| p == u32::from(port))
+                    && m.source_labels
+                        .iter()
+                        .all(|(k, v)| cx.proxy.labels.get(k) == Some(v))
+            })
+    });
+    let spec = match route.map(|r| r.destinations.as_slice()) {
+        Some([one]) => {
+            tcp_proxy::ClusterSpecifier::Cluster(target_cluster(one, cx.registry, port).0)
+        }
+        Some(many) if !many.is_empty() => {
+            tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+                clusters: many
+                    .iter()
+                    .map(|t| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: target_cluster(t, cx.registry, port).0,
+                        weight: t.weight,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+        }
+        _ => tcp_proxy::ClusterSpecifier::Cluster(cluster_name(port, None, &service.hostname)),
+    };
+    build::network_filter(
+        TCP_PROXY_FILTER,
+        build::any(&TcpProxy {
+            stat_prefix: stat_prefix.to_string(),
+            cluster_specifier: Some(spec),
+            ..Default::default()
+        }),
+    )
+}
+
+/// A capture listener: original destination restored, handed to the port's listener when one exists
+/// (`use_original_dst`), else proxied as bytes to `fallback`.
+fn capture(name: &str, port: u16, direction: TrafficDirection, fallback: &str) -> Listener {
+    let to_fallback = build::network_filter(
+        TCP_PROXY_FILTER,
+        build::any(&TcpProxy {
+            stat_prefix: fallback.to_string(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(fallback.to_string())),
+            ..Default::default()
+        }),
+    );
+    Listener {
+        name: name.to_string(),
+        address: Some(build::address(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port,
+        ))),
+        use_original_dst: (direction == TrafficDirection::Outbound)
+            .then_some(BoolValue { value: true }),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+                &OriginalDst::default(),
+            ))),
+            ..Default::default()
+        }],
+        default_filter_chain: Some(FilterChain {
+            filters: vec![to_fallback],
+            ..Default::default()
+        }),
+        traffic_direction: direction as i32,
+        ..Default::default()
+    }
+}

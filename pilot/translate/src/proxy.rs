@@ -1,0 +1,128 @@
+//! Who is asking: a proxy's identity, namespace, labels and interception mode, read from its xDS node.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use sextant_proto::envoy::config::core::v3::Node;
+use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
+
+/// How traffic reaches the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Interception {
+    /// iptables redirect outbound traffic to 15001 and inbound to 15006 (Istio's default).
+    #[default]
+    Redirect,
+    /// Nothing is captured: applications call the proxy's listeners on `127.0.0.1:PORT` themselves.
+    None,
+}
+
+/// What kind of xDS client the proxy is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// An Envoy (or compatible) sidecar.
+    #[default]
+    Sidecar,
+    /// A gateway (`router~…` node ids). Translated as a sidecar for now.
+    Router,
+    /// A proxyless gRPC client: it resolves `xds:///HOST:PORT` through `api_listener`s.
+    ProxylessGrpc,
+}
+
+/// A proxy as translation sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// The node id as sent.
+    pub id: String,
+    /// The workload's IP, when the node id carries one.
+    pub ip: Option<IpAddr>,
+    /// The workload's namespace (`default` when nothing says otherwise).
+    pub namespace: String,
+    /// The workload's labels (what a VirtualService's `sourceLabels` are checked against).
+    pub labels: BTreeMap<String, String>,
+    /// How traffic reaches it.
+    pub interception: Interception,
+    /// Sidecar, router or proxyless gRPC.
+    pub kind: ProxyKind,
+}
+
+/// The namespace assumed when neither metadata nor node id name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl ProxyInfo {
+    /// Reads Istio's conventions from a node: the id `TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`,
+    /// metadata `NAMESPACE`, `LABELS` (a struct of strings), `INTERCEPTION_MODE` (`REDIRECT`, the default, or
+    /// `NONE`) and `GENERATOR` (`grpc` for proxyless clients, which a `gRPC` user agent also implies).
+    /// Anything missing or malformed falls back to a default; this never fails.
+    pub fn from_node(node: &Node) -> ProxyInfo {
+        let parts: Vec<&str> = node.id.split('~').collect();
+        let meta = node.metadata.as_ref();
+        let text = |key: &str| meta.and_then(|m| string(m, key));
+        let ip = parts.get(1).and_then(|s| s.parse().ok());
+        let namespace = text("NAMESPACE")
+            .or_else(|| namespace_of_id(&parts))
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let labels = meta
+            .and_then(|m| m.fields.get("LABELS"))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StructValue(s)) => Some(s),
+                _ => None,
+            })
+            .map(|s| {
+                s.fields
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), scalar(v)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let interception = match text("INTERCEPTION_MODE").as_deref() {
+            Some(m) if m.eq_ignore_ascii_case("NONE") => Interception::None,
+            _ => Interception::Redirect,
+        };
+        let grpc = text("GENERATOR").is_some_and(|g| g.eq_ignore_ascii_case("grpc"))
+            || node
+                .user_agent_name
+                .to_ascii_lowercase()
+                .starts_with("grpc");
+        let kind = if grpc {
+            ProxyKind::ProxylessGrpc
+        } else if parts.first() == Some(&"router") {
+            ProxyKind::Router
+        } else {
+            ProxyKind::Sidecar
+        };
+        ProxyInfo {
+            id: node.id.clone(),
+            ip,
+            namespace,
+            labels,
+            interception,
+            kind,
+        }
+    }
+}
+
+/// `pod.ns` (third part) or `ns.svc.cluster.local` (fourth part) of an Istio node id.
+fn namespace_of_id(parts: &[&str]) -> Option<String> {
+    if parts.len() < 4 {
+        return None;
+    }
+    let from_pod = parts[2].split_once('.').map(|(_, ns)| ns);
+    let from_domain = parts[3].split('.').next();
+    from_pod
+        .or(from_domain)
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_string)
+}
+
+fn string(s: &Struct, key: &str) -> Option<String> {
+    scalar(s.fields.get(key)?)
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match &v.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        Some(Kind::NumberValue(n)) => Some(n.to_string()),
+        Some(Kind::BoolValue(b)) => Some(b.to_string()),
+        _ => None,
+    }
+}
