@@ -382,11 +382,23 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
             );
         }
     }
+    // Istio's networking resources in the same directory, as pilot loads them.
+    let mesh = pilot_config::load_and_validate(path)
+        .map_err(|e| errors.extend(e.0.iter().map(ToString::to_string)))
+        .ok();
     if !errors.is_empty() {
         return Err(fail(errors.join("\n"), HINT));
     }
+    let (vs, dr, gw, svc) = mesh.map_or((0, 0, 0, 0), |m| {
+        (
+            m.virtual_services.len(),
+            m.destination_rules.len(),
+            m.gateways.len(),
+            m.services.len(),
+        )
+    });
     out(&format!(
-        "ok: {p} policies, {r} rate limits, {t} telemetry, {a} adapters in {files} files\n"
+        "ok: {p} policies, {r} rate limits, {t} telemetry, {a} adapters; {vs} virtual services, {dr} destination rules, {gw} gateways, {svc} services in {files} files\n"
     ))
 }
 

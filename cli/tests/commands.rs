@@ -68,7 +68,26 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
     assert!(ok.status.success());
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
-        "ok: 2 policies, 1 rate limits, 2 telemetry, 1 adapters in 1 files\n"
+        "ok: 2 policies, 1 rate limits, 2 telemetry, 1 adapters; 0 virtual services, 0 destination rules, 0 gateways, 0 services in 1 files\n"
+    );
+
+    // Istio networking resources in the same directory are validated as pilot loads them.
+    let mesh = scratch("validate-mesh");
+    let vs = mesh.join("reviews.yaml");
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n",
+    )
+    .expect("write");
+    let out = sextant(&["validate", mesh.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:8: VirtualService default/reviews",
+            vs.display()
+        )) && stderr.contains("v9"),
+        "{stderr}"
     );
 
     let dir = scratch("validate");
