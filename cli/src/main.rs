@@ -4,6 +4,7 @@ mod adapter;
 mod attrs;
 mod check;
 mod dev;
+mod pilot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ enum Command {
     /// Run the hub: native Check and Report, Envoy ext_authz, rate-limit and access-log services, Wasm adapters,
     /// admin HTTP and the adapters' Prometheus exposition.
     Hub(HubArgs),
+    /// Run pilot: Istio networking resources translated to Envoy configuration and served over ADS
+    /// (state of the world and delta) to Envoy sidecars and proxyless gRPC clients.
+    Pilot(pilot::PilotArgs),
     /// Validate resources (a file or a directory tree): CEL, references, and each adapter's own init.
     Validate {
         /// File or directory of YAML resources.
@@ -216,6 +220,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
+        Command::Pilot(args) => pilot::run(&args).await,
         Command::Validate {
             path,
             no_default_telemetry,

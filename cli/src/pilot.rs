@@ -1,0 +1,86 @@
+//! `sextant pilot`: wires pilot-server to pilot-translate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilot_config::{MeshConfig, RegistrySnapshot};
+use pilot_translate::ProxyInfo;
+use pilot_xds::Snapshot;
+use sextant_proto::envoy::config::core::v3::Node;
+
+/// Flags of `sextant pilot`.
+#[derive(clap::Args)]
+pub struct PilotArgs {
+    /// Directory (searched recursively) or file of Istio networking resources (VirtualService,
+    /// DestinationRule, ServiceEntry, WorkloadEntry, Gateway); watched and hot-reloaded.
+    #[arg(long, env = "SEXTANT_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// ADS (xDS over gRPC) listen address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    xds_addr: SocketAddr,
+    /// Monitoring HTTP listen address (/metrics, /ready, /debug/syncz, /debug/config_dump, /debug/config).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    monitoring_addr: SocketAddr,
+    /// How long the files must stay unchanged before a change is pushed to the proxies.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    debounce: Duration,
+    /// How often to look for configuration changes.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Open ADS streams at most.
+    #[arg(long, default_value_t = 20_000)]
+    max_streams: usize,
+}
+
+impl PilotArgs {
+    /// The server options.
+    pub fn options(&self) -> pilot_server::PilotOptions {
+        pilot_server::PilotOptions {
+            config_dir: self.config_dir.clone(),
+            xds_addr: self.xds_addr,
+            monitoring_addr: self.monitoring_addr,
+            poll: self.poll_interval,
+            debounce: self.debounce,
+            max_streams: self.max_streams,
+        }
+    }
+}
+
+/// Istio-shaped translation: proxies with the same namespace, labels, interception and kind share a view.
+pub struct IstioTranslator;
+
+impl pilot_server::Translator for IstioTranslator {
+    fn view(&self, node: &Node) -> String {
+        // Translation reads neither the node id nor the IP (no per-workload inbound listeners yet).
+        let p = ProxyInfo::from_node(node);
+        format!(
+            "{}|{:?}|{:?}|{:?}",
+            p.namespace, p.labels, p.interception, p.kind
+        )
+    }
+
+    fn translate(&self, mesh: &MeshConfig, services: &RegistrySnapshot, node: &Node) -> Snapshot {
+        pilot_translate::translate(mesh, services, &ProxyInfo::from_node(node))
+    }
+}
+
+/// Runs pilot until the shutdown signal.
+pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
+    let pilot = pilot_server::start(
+        args.options(),
+        Arc::new(IstioTranslator),
+        crate::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| crate::fail(e, "pick free ports with --xds-addr / --monitoring-addr"))?;
+    eprintln!(
+        "pilot: xDS on {}, monitoring on http://{}/debug/syncz",
+        pilot.xds_addr, pilot.monitoring_addr
+    );
+    pilot
+        .wait()
+        .await
+        .map_err(|e| crate::fail(e, "see the log above"))
+}
