@@ -1,0 +1,534 @@
+//! Pilot's translation driving a real Envoy 1.40: Istio's bookinfo VirtualService and DestinationRule files,
+//! as shipped, plus ServiceEntries for local backends, translated for an Envoy without interception (its
+//! node metadata says `INTERCEPTION_MODE: NONE`, so it binds the service port on 127.0.0.1 itself) and
+//! served over ADS. Envoy ACKs every type with zero rejections and then routes exactly as the
+//! VirtualServices say: the 90/10 split, `end-user: jason` to v2, the abort and the delay of the ratings
+//! samples, retries on 503 and a route timeout.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Envoy, free_port, get, repo, scratch, wait_until};
+use pilot_translate::{Interception, ProxyInfo, translate};
+use pilot_xds::{AdsServer, Connections, SharedSnapshot, Snapshot, types};
+use sextant_proto::envoy::config::core::v3::Node;
+use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
+
+const NODE_ID: &str = "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local";
+
+/// A versioned HTTP backend: answers its name, except on `/fail-once/KEY` (503 the first time a key is
+/// seen, then 200), `/always-503/KEY` and `/slow/MS`; counts the attempts per key.
+struct Backend {
+    addr: SocketAddr,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Backend {
+    fn start(name: &'static str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let attempts = Arc::new(Mutex::new(HashMap::new()));
+        let counts = attempts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counts = counts.clone();
+                std::thread::spawn(move || serve(conn, name, &counts));
+            }
+        });
+        Backend { addr, attempts }
+    }
+
+    fn attempts(&self, key: &str) -> u32 {
+        self.attempts
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn serve(mut s: TcpStream, name: &str, counts: &Mutex<HashMap<String, u32>>) {
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut status = 200;
+        let count = |key: &str| {
+            let mut c = counts.lock().expect("lock");
+            let n = c.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if let Some(key) = path.split("/fail-once/").nth(1) {
+            if count(key) == 1 {
+                status = 503;
+            }
+        } else if let Some(key) = path.split("/always-503/").nth(1) {
+            count(key);
+            status = 503;
+        } else if let Some(ms) = path.strip_prefix("/slow/") {
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
+        let body = name;
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// An answer through Envoy.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    took: Duration,
+}
+
+/// One request to Envoy's listener for the service `host` (the Host header picks the virtual host).
+fn call(envoy: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&envoy, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Answer {
+        status,
+        body: body.to_string(),
+        took: start.elapsed(),
+    })
+}
+
+fn must(envoy: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    call(envoy, host, path, headers).unwrap_or_else(|| panic!("no answer for {host}{path}"))
+}
+
+fn text(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+/// The node Envoy's bootstrap declares: Istio's id and metadata, without interception.
+fn node() -> Node {
+    let labels = Struct {
+        fields: [
+            ("app".to_string(), text("productpage")),
+            ("version".to_string(), text("v1")),
+        ]
+        .into(),
+    };
+    Node {
+        id: NODE_ID.into(),
+        cluster: "productpage.default".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("INTERCEPTION_MODE".to_string(), text("NONE")),
+                ("NAMESPACE".to_string(), text("default")),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                ),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn bootstrap(pilot: SocketAddr, admin: u16) -> String {
+    format!(
+        r#"
+node:
+  id: "{NODE_ID}"
+  cluster: productpage.default
+  metadata: {{INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {{app: productpage, version: v1}}}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: pilot
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: pilot
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+"#,
+        port = pilot.port()
+    )
+}
+
+/// ServiceEntries for the bookinfo services on `port`, each version a local backend.
+fn service_entries(port: u16, backends: &[(&str, &str, &Backend)]) -> String {
+    let mut hosts: Vec<&str> = backends.iter().map(|(h, _, _)| *h).collect();
+    hosts.dedup();
+    let mut out = String::new();
+    for host in hosts {
+        out.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\n\
+             spec:\n  hosts: [{host}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  \
+             resolution: STATIC\n  ports: [{{number: {port}, name: http}}]\n  endpoints:\n"
+        ));
+        for (_, version, b) in backends.iter().filter(|(h, _, _)| *h == host) {
+            out.push_str(&format!(
+                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{app: {host}, version: {version}}}}}\n",
+                b.addr.port()
+            ));
+        }
+    }
+    out
+}
+
+fn samples() -> PathBuf {
+    repo().join("pilot/config/tests/fixtures/bookinfo")
+}
+
+struct Pilot {
+    snapshots: Arc<SharedSnapshot>,
+    connections: Arc<Connections>,
+    addr: SocketAddr,
+    config: PathBuf,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Pilot {
+    fn start(config: PathBuf) -> Pilot {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let snapshots = Arc::new(SharedSnapshot::default());
+        let server = AdsServer::new(snapshots.clone(), 100);
+        let connections = server.connections();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(server.into_service())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        Pilot {
+            snapshots,
+            connections,
+            addr,
+            config,
+            _rt: rt,
+        }
+    }
+
+    /// Makes `sample` (a bookinfo file, or a VirtualService text of the test's own) the only
+    /// VirtualService file of the config directory, then loads, validates, translates and publishes it.
+    fn apply(&self, vs_file: &str, text: &str) -> Arc<Snapshot> {
+        for entry in std::fs::read_dir(&self.config)
+            .expect("config dir")
+            .flatten()
+        {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("virtual-service")
+            {
+                std::fs::remove_file(entry.path()).expect("remove");
+            }
+        }
+        std::fs::write(self.config.join(vs_file), text).expect("write vs");
+        let mesh = pilot_config::load_and_validate(&self.config)
+            .unwrap_or_else(|e| panic!("{vs_file} loads: {e}"));
+        let registry = pilot_config::RegistrySnapshot {
+            version: 1,
+            services: mesh.services.clone(),
+        };
+        let proxy = ProxyInfo::from_node(&node());
+        assert_eq!(proxy.interception, Interception::None);
+        let snapshot = translate(&mesh, &registry, &proxy);
+        assert_eq!(snapshot.consistent(), Ok(()), "translation is consistent");
+        self.snapshots.publish(snapshot).expect("published");
+        let current = self.snapshots.current();
+        wait_until(
+            Duration::from_secs(20),
+            &format!("Envoy to ACK every type of the {vs_file} snapshot"),
+            || self.in_sync(&current),
+        );
+        current
+    }
+
+    /// Whether Envoy acknowledged exactly the resources of `snapshot`, for all four types.
+    fn in_sync(&self, snapshot: &Snapshot) -> bool {
+        let Some(status) = self.connections.proxy(NODE_ID) else {
+            return false;
+        };
+        types::PUSH_ORDER.iter().all(|url| {
+            let want: Vec<(&String, &String)> = snapshot
+                .resources(url)
+                .into_iter()
+                .flatten()
+                .map(|(n, r)| (n, &r.version))
+                .collect();
+            status.types.get(*url).is_some_and(|t| {
+                let have: Vec<(&String, &String)> =
+                    t.resources.iter().map(|(n, r)| (n, &r.version)).collect();
+                t.acked_version.as_ref() == Some(&t.sent_version) && have == want
+            })
+        })
+    }
+}
+
+fn rejected(envoy: &Envoy) -> u64 {
+    get(envoy.admin, "/stats?filter=update_rejected", &[])
+        .expect("envoy stats")
+        .body
+        .lines()
+        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(samples().join(name)).expect("sample")
+}
+
+/// Retries and a timeout, as a user writes them (the bookinfo samples have none).
+const RESILIENCE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /fail-once}}]
+    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "503"}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /always-503}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 1s
+    retries: {attempts: 0}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route: [{destination: {host: reviews, subset: v3}}]
+"#;
+
+#[test]
+fn envoy_routes_the_bookinfo_samples_as_istio_does() {
+    let dir = scratch("pilot-envoy");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let reviews = [
+        Backend::start("reviews-v1"),
+        Backend::start("reviews-v2"),
+        Backend::start("reviews-v3"),
+    ];
+    let ratings = Backend::start("ratings-v1");
+    let details = Backend::start("details-v1");
+    let productpage = Backend::start("productpage-v1");
+    let port = free_port();
+    let entries = service_entries(
+        port,
+        &[
+            ("productpage", "v1", &productpage),
+            ("reviews", "v1", &reviews[0]),
+            ("reviews", "v2", &reviews[1]),
+            ("reviews", "v3", &reviews[2]),
+            ("ratings", "v1", &ratings),
+            ("details", "v1", &details),
+        ],
+    );
+    std::fs::write(config.join("services.yaml"), entries).expect("services");
+    std::fs::copy(
+        samples().join("destination-rule-all.yaml"),
+        config.join("destination-rule-all.yaml"),
+    )
+    .expect("copy destination rules");
+
+    let pilot = Pilot::start(config);
+    let admin = free_port();
+    let envoy_dir = dir.join("envoy");
+    std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
+    let envoy = Envoy::start(&envoy_dir, &bootstrap(pilot.addr, admin), admin);
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Everything to v1: Envoy binds the service port itself and ACKs all four types.
+    pilot.apply(
+        "virtual-service-all-v1.yaml",
+        &sample("virtual-service-all-v1.yaml"),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "Envoy's listener on the service port",
+        || call(listen, "reviews", "/", &[]).is_some_and(|a| a.status == 200),
+    );
+    for host in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc.cluster.local",
+        &format!("reviews:{port}"),
+    ] {
+        let a = must(listen, host, "/", &[]);
+        assert_eq!((a.status, a.body.as_str()), (200, "reviews-v1"), "{host}");
+    }
+    assert_eq!(must(listen, "ratings", "/", &[]).body, "ratings-v1");
+    assert_eq!(must(listen, "details", "/", &[]).body, "details-v1");
+    assert_eq!(must(listen, "productpage", "/", &[]).body, "productpage-v1");
+    assert_eq!(
+        must(listen, "unknown.example", "/", &[]).status,
+        404,
+        "no virtual host"
+    );
+    assert_eq!(rejected(&envoy), 0);
+
+    // 90/10 between v1 and v2 over 2000 requests.
+    pilot.apply(
+        "virtual-service-reviews-90-10.yaml",
+        &sample("virtual-service-reviews-90-10.yaml"),
+    );
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for _ in 0..2000 {
+        let a = must(listen, "reviews", "/", &[]);
+        assert_eq!(a.status, 200);
+        *seen.entry(a.body).or_default() += 1;
+    }
+    let v1 = seen.get("reviews-v1").copied().unwrap_or(0);
+    let v2 = seen.get("reviews-v2").copied().unwrap_or(0);
+    eprintln!("90/10 split over 2000 requests: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, 2000, "only v1 and v2 answer: {seen:?}");
+    let share = f64::from(v2) / 20.0;
+    assert!(
+        (5.0..=15.0).contains(&share),
+        "v2 took {share}% (want 10 ± 5): {seen:?}"
+    );
+
+    // end-user: jason → v2, everyone else v1.
+    pilot.apply(
+        "virtual-service-reviews-test-v2.yaml",
+        &sample("virtual-service-reviews-test-v2.yaml"),
+    );
+    for _ in 0..50 {
+        assert_eq!(
+            must(listen, "reviews", "/", &[("end-user", "jason")]).body,
+            "reviews-v2"
+        );
+        assert_eq!(
+            must(listen, "reviews", "/", &[("end-user", "alice")]).body,
+            "reviews-v1"
+        );
+        assert_eq!(must(listen, "reviews", "/", &[]).body, "reviews-v1");
+    }
+
+    // Abort: jason's calls to ratings get 500 (100 %), other calls pass.
+    pilot.apply(
+        "virtual-service-ratings-test-abort.yaml",
+        &sample("virtual-service-ratings-test-abort.yaml"),
+    );
+    for _ in 0..50 {
+        let a = must(listen, "ratings", "/ratings/0", &[("end-user", "jason")]);
+        assert_eq!(a.status, 500, "{a:?}");
+        assert_eq!(
+            must(listen, "ratings", "/ratings/0", &[]).body,
+            "ratings-v1"
+        );
+    }
+    let aborts = envoy.stat(&format!("http.127.0.0.1_{port}.fault.aborts_injected"));
+    assert_eq!(aborts, Some(50), "Envoy counts the injected aborts");
+
+    // Delay: jason waits the sample's 7 s, others do not.
+    pilot.apply(
+        "virtual-service-ratings-test-delay.yaml",
+        &sample("virtual-service-ratings-test-delay.yaml"),
+    );
+    let quick = must(listen, "ratings", "/", &[]);
+    assert_eq!(quick.body, "ratings-v1");
+    assert!(quick.took < Duration::from_secs(2), "{quick:?}");
+    let slow = must(listen, "ratings", "/", &[("end-user", "jason")]);
+    eprintln!("fault delay observed: {:?}", slow.took);
+    assert_eq!((slow.status, slow.body.as_str()), (200, "ratings-v1"));
+    assert!(
+        // Envoy's timer may fire a few milliseconds early.
+        slow.took >= Duration::from_millis(6900) && slow.took < Duration::from_secs(12),
+        "delayed by {:?}",
+        slow.took
+    );
+
+    // Retries and a timeout.
+    pilot.apply("virtual-service-reviews-resilience.yaml", RESILIENCE);
+    assert_eq!(must(listen, "reviews", "/", &[]).body, "reviews-v3");
+    let a = must(listen, "reviews", "/fail-once/a", &[]);
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (200, "reviews-v1"),
+        "the retry succeeds"
+    );
+    assert_eq!(
+        reviews[0].attempts("a"),
+        2,
+        "the backend saw the failed try and the retry"
+    );
+    let a = must(listen, "reviews", "/always-503/b", &[]);
+    assert_eq!(a.status, 503, "attempts: 0 disables retries");
+    assert_eq!(reviews[0].attempts("b"), 1);
+    // Istio's default policy retries 503 on a route that says nothing about retries.
+    let a = must(listen, "reviews", "/other/fail-once/c", &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "reviews-v3"));
+    assert_eq!(reviews[2].attempts("c"), 2);
+    let a = must(listen, "reviews", "/slow/4000", &[]);
+    eprintln!(
+        "route timeout of 1s answered {} after {:?}",
+        a.status, a.took
+    );
+    assert_eq!(a.status, 504, "{a:?}");
+    assert!(
+        a.took >= Duration::from_millis(1000) && a.took < Duration::from_millis(3000),
+        "timed out after {:?}",
+        a.took
+    );
+
+    assert_eq!(rejected(&envoy), 0, "Envoy rejected nothing");
+    let dump = get(envoy.admin, "/config_dump", &[])
+        .expect("config dump")
+        .body;
+    for name in [
+        format!("outbound|{port}|v2|reviews.default.svc.cluster.local"),
+        format!("127.0.0.1_{port}"),
+        "BlackHoleCluster".into(),
+        "PassthroughCluster".into(),
+    ] {
+        assert!(dump.contains(&name), "{name} in Envoy's config dump");
+    }
+    drop(envoy);
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
