@@ -63,7 +63,17 @@ pub fn assignment(cluster: &str, members: &[Member]) -> ClusterLoadAssignment {
         endpoints: by_locality
             .into_iter()
             .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
-                locality: locality.map(parse_locality),
+                // gRPC's proxyless client refuses a group without a locality and ignores one without
+                // a weight; Envoy reads the weight only with locality-weighted balancing, where the
+                // endpoints' sum is the natural one.
+                locality: Some(locality.map(parse_locality).unwrap_or_default()),
+                load_balancing_weight: Some(UInt32Value {
+                    value: lb_endpoints
+                        .iter()
+                        .filter_map(|e| e.load_balancing_weight.as_ref())
+                        .fold(0u32, |sum, w| sum.saturating_add(w.value))
+                        .max(1),
+                }),
                 lb_endpoints,
                 ..Default::default()
             })
