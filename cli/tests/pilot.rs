@@ -222,3 +222,99 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     drop(envoy);
     drop(pilot);
 }
+
+/// Starts the Python gRPC backend `name` on a free port and waits until it serves.
+fn grpc_backend(name: &str) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(common::python());
+    cmd.arg(common::repo().join("tests/python/grpc_backend.py"))
+        .arg(name)
+        .arg(port.to_string());
+    let mut proc = Proc::spawn("grpc backend", cmd, scratch("grpc-backend").join("log"));
+    wait_until(Duration::from_secs(20), "the gRPC backend to serve", || {
+        assert!(proc.alive(), "backend exited:\n{}", proc.log());
+        proc.log().contains("ready")
+    });
+    (proc, port)
+}
+
+/// A real grpcio client with an `xds:///` target resolves a service through pilot (listener, routes,
+/// clusters, endpoints over ADS) and spreads its calls by the VirtualService's weights.
+#[test]
+fn a_proxyless_grpc_client_resolves_through_pilot_and_follows_weights() {
+    let dir = scratch("pilot-grpc");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let (_v1, p1) = grpc_backend("v1");
+    let (_v2, p2) = grpc_backend("v2");
+    let port = free_port();
+    std::fs::write(
+        config.join("greeter.yaml"),
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: grpc, protocol: GRPC}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{grpc: {p1}}}, labels: {{app: greeter, version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{grpc: {p2}}}, labels: {{app: greeter, version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: greeter}}
+spec:
+  host: greeter
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter]
+  http:
+  - route:
+    - {{destination: {{host: greeter, subset: v1}}, weight: 80}}
+    - {{destination: {{host: greeter, subset: v2}}, weight: 20}}
+"#
+        ),
+    )
+    .expect("write");
+    let (_pilot, xds, _monitoring) = start_pilot(&config);
+    let bootstrap = dir.join("grpc-bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        serde_json::json!({
+            "xds_servers": [{"server_uri": xds.to_string(), "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+            "node": {"id": "grpc~127.0.0.1~client.default~default.svc.cluster.local", "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"}},
+        })
+        .to_string(),
+    )
+    .expect("write");
+    let calls = 1000;
+    let out = Command::new(common::python())
+        .arg(common::repo().join("tests/python/xds_client.py"))
+        .arg(format!("xds:///greeter.default.svc.cluster.local:{port}"))
+        .arg(calls.to_string())
+        .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
+        .output()
+        .expect("run the grpcio client");
+    assert!(
+        out.status.success(),
+        "grpcio client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON counts");
+    let v1 = counts["v1"].as_f64().unwrap_or(0.0);
+    let v2 = counts["v2"].as_f64().unwrap_or(0.0);
+    assert_eq!(v1 + v2, f64::from(calls), "{counts}");
+    let share = v2 / f64::from(calls);
+    assert!(
+        (share - 0.2).abs() <= 0.05,
+        "v2 got {:.1} % of the calls, the VirtualService says 20 %: {counts}",
+        share * 100.0
+    );
+}
