@@ -182,6 +182,16 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
         )),
         "{dump}"
     );
+    // The resources themselves, as protobuf JSON, nested Anys expanded: what Envoy was sent.
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("config dump is JSON");
+    let text = dump.to_string();
+    assert!(
+        text.contains(r#""@type":"type.googleapis.com/envoy.config.cluster.v3.Cluster""#)
+            && text.contains(r#""connectTimeout""#)
+            && text.contains(r#""@type":"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager""#)
+            && text.contains(&format!(r#""routeConfigName":"{port}""#)),
+        "{dump:#}"
+    );
     let metrics = get(monitoring, "/metrics", &[]).expect("metrics").body;
     assert!(
         metrics.contains("pilot_xds_connected_proxies{protocol=\"sotw\"} 1"),

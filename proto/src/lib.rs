@@ -18,3 +18,9 @@ pub use envoy_types::pb::google;
 /// The encoded `FileDescriptorSet` of the native API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of the Envoy resources pilot sends and of Envoy's discovery service (with
+/// their imports), compiled from the protos envoy-types ships: decodes `Any` resources to JSON for
+/// `/debug/config_dump`.
+pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));

@@ -1,6 +1,6 @@
 //! The monitoring port: `/metrics`, `/ready`, `/debug/syncz`, `/debug/config_dump?proxy=ID`, `/debug/config`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use pilot_xds::{Connections, types};
 use prometheus_client::registry::Registry;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use sextant_proto::google::protobuf::Any;
 
 use crate::source::MeshSource;
 use crate::watch::ConfigWatch;
@@ -105,7 +107,7 @@ async fn config_dump(
                 "resources": t.resources.values().map(|r| serde_json::json!({
                     "name": r.name,
                     "version": r.version,
-                    "bytes": r.body.value.len(),
+                    "resource": to_json(&r.body),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -123,4 +125,37 @@ async fn config(State(m): State<Arc<Monitor>>) -> Json<serde_json::Value> {
         "services": mesh.services.services().map(|s| &s.hostname).collect::<Vec<_>>(),
         "last_rejected": m.watch.last_errors(),
     }))
+}
+
+/// Envoy's message descriptors, for turning what was sent back into JSON.
+static ENVOY_TYPES: LazyLock<Option<DescriptorPool>> = LazyLock::new(|| {
+    DescriptorPool::decode(sextant_proto::ENVOY_FILE_DESCRIPTOR_SET)
+        .map_err(|e| tracing::error!(error = %e, "the embedded Envoy descriptors do not decode"))
+        .ok()
+});
+
+/// A packed resource as protobuf JSON (`@type` first, nested `Any`s expanded), or an error object.
+fn to_json(any: &Any) -> serde_json::Value {
+    let name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let decoded = ENVOY_TYPES
+        .as_ref()
+        .ok_or_else(|| "no descriptors".to_string())
+        .and_then(|pool| {
+            pool.get_message_by_name(name)
+                .ok_or_else(|| format!("unknown type {name}"))
+        })
+        .and_then(|desc| {
+            DynamicMessage::decode(desc, any.value.as_slice()).map_err(|e| e.to_string())
+        })
+        .and_then(|msg| serde_json::to_value(&msg).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(serde_json::Value::Object(fields)) => {
+            let mut out = serde_json::Map::new();
+            out.insert("@type".into(), any.type_url.clone().into());
+            out.extend(fields);
+            serde_json::Value::Object(out)
+        }
+        Ok(other) => other,
+        Err(e) => serde_json::json!({"@type": any.type_url, "error": e, "bytes": any.value.len()}),
+    }
 }
