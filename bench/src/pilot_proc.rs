@@ -1,0 +1,175 @@
+//! `sextant pilot` as a child process: found next to the benchmark's executable (or given with
+//! `--sextant`), started on free loopback ports with its log in a file, ready when `/ready` answers 200,
+//! measured through `/proc/PID/status` (VmRSS, VmHWM) and `/proc/PID/stat` (CPU time), killed on drop.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+/// Kernel clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on every Linux architecture we run).
+const USER_HZ: f64 = 100.0;
+
+/// The `sextant` binary: `explicit`, else the one built into the same target directory as this benchmark.
+pub fn find_sextant(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        anyhow::ensure!(p.is_file(), "--sextant {}: no such file", p.display());
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("locating the benchmark executable")?;
+    let dir = exe
+        .parent()
+        .context("the benchmark executable has no directory")?;
+    let candidate = dir.join("sextant");
+    anyhow::ensure!(
+        candidate.is_file(),
+        "no sextant binary at {} (build it with `cargo build --release -p sextant-cli --bin sextant`, or pass --sextant PATH)",
+        candidate.display()
+    );
+    Ok(candidate)
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    l.local_addr().context("finding a free port")
+}
+
+/// Memory of a process, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// Resident set size now (VmRSS).
+    pub rss: u64,
+    /// Peak resident set size (VmHWM).
+    pub hwm: u64,
+}
+
+/// The running pilot.
+pub struct Pilot {
+    child: Child,
+    /// Its ADS address.
+    pub xds: SocketAddr,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Pilot {
+    /// Starts `sextant pilot --config-dir config` and waits (up to `timeout`) until it is ready.
+    pub fn start(
+        sextant: &Path,
+        config: &Path,
+        log: PathBuf,
+        timeout: Duration,
+    ) -> anyhow::Result<Pilot> {
+        let (xds, monitoring) = (free_addr()?, free_addr()?);
+        let out = std::fs::File::create(&log)
+            .with_context(|| format!("creating the pilot log {}", log.display()))?;
+        let err = out.try_clone().context("opening the pilot log")?;
+        let child = Command::new(sextant)
+            .arg("pilot")
+            .arg("--config-dir")
+            .arg(config)
+            .args(["--xds-addr", &xds.to_string()])
+            .args(["--monitoring-addr", &monitoring.to_string()])
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {} pilot", sextant.display()))?;
+        let mut pilot = Pilot { child, xds, log };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = pilot.child.try_wait().context("waiting for pilot")? {
+                anyhow::bail!(
+                    "pilot exited with {status} before it was ready; its log: {}",
+                    pilot.log.display()
+                );
+            }
+            if http_status(monitoring, "/ready") == Some(200) {
+                return Ok(pilot);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "pilot was not ready within {timeout:?}; its log: {}",
+                pilot.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its memory now; `None` off Linux or once it exited.
+    pub fn memory(&self) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let kb = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..]
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        };
+        Some(Memory {
+            rss: kb("VmRSS:")? * 1024,
+            hwm: kb("VmHWM:")? * 1024,
+        })
+    }
+
+    /// Its user + system CPU seconds so far; `None` off Linux.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))
+    }
+}
+
+impl Drop for Pilot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The benchmark process's own user + system CPU seconds so far; `None` off Linux.
+pub fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds from a `/proc/*/stat` file.
+fn cpu_seconds_of(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, i.e. 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// The status code of a minimal HTTP/1.1 GET of `path` on `addr` (the server closes after answering).
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
