@@ -1,6 +1,7 @@
 //! Translation of the bookinfo samples and of hand-written rules, checked resource by resource.
 
 mod bookinfo;
+mod edge;
 mod listeners;
 mod rules;
 
