@@ -1,9 +1,9 @@
 //! Pilot's translation driving a real Envoy 1.40: Istio's bookinfo VirtualService and DestinationRule files,
 //! as shipped, plus ServiceEntries for local backends, translated for an Envoy without interception (its
 //! node metadata says `INTERCEPTION_MODE: NONE`, so it binds the service port on 127.0.0.1 itself) and
-//! served over ADS. Envoy ACKs every type with zero rejections and then routes exactly as the
-//! VirtualServices say: the 90/10 split, `end-user: jason` to v2, the abort and the delay of the ratings
-//! samples, retries on 503 and a route timeout.
+//! served over ADS, state of the world and delta. Envoy ACKs every type with zero rejections and then
+//! routes exactly as the VirtualServices say: the 90/10 split, `end-user: jason` to v2, the abort and the
+//! delay of the ratings samples, retries on 503 and a route timeout.
 
 mod common;
 
@@ -175,7 +175,7 @@ fn node() -> Node {
     }
 }
 
-fn bootstrap(pilot: SocketAddr, admin: u16) -> String {
+fn bootstrap(pilot: SocketAddr, admin: u16, api_type: &str) -> String {
     format!(
         r#"
 node:
@@ -185,7 +185,7 @@ node:
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api_type}
     transport_api_version: V3
     grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
   cds_config: {{ads: {{}}, resource_api_version: V3}}
@@ -363,9 +363,8 @@ spec:
   - route: [{destination: {host: reviews, subset: v3}}]
 "#;
 
-#[test]
-fn envoy_routes_the_bookinfo_samples_as_istio_does() {
-    let dir = scratch("pilot-envoy");
+fn run(api_type: &str) {
+    let dir = scratch(&format!("pilot-envoy-{api_type}"));
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("config dir");
     let reviews = [
@@ -404,7 +403,7 @@ fn envoy_routes_the_bookinfo_samples_as_istio_does() {
     let admin = free_port();
     let envoy_dir = dir.join("envoy");
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
-    let envoy = Envoy::start(&envoy_dir, &bootstrap(pilot.addr, admin), admin);
+    let envoy = Envoy::start(&envoy_dir, &bootstrap(pilot.addr, admin, api_type), admin);
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
 
     // Everything to v1: Envoy binds the service port itself and ACKs all four types.
@@ -448,7 +447,7 @@ fn envoy_routes_the_bookinfo_samples_as_istio_does() {
     let v1 = seen.get("reviews-v1").copied().unwrap_or(0);
     let v2 = seen.get("reviews-v2").copied().unwrap_or(0);
     eprintln!(
-        "90/10 split over 2000 requests: v1 {v1}, v2 {v2} ({:?})",
+        "{api_type}: 90/10 split over 2000 requests: v1 {v1}, v2 {v2} ({:?})",
         started.elapsed()
     );
     assert_eq!(v1 + v2, 2000, "only v1 and v2 answer: {seen:?}");
@@ -500,7 +499,7 @@ fn envoy_routes_the_bookinfo_samples_as_istio_does() {
     assert_eq!(quick.body, "ratings-v1");
     assert!(quick.took < Duration::from_secs(2), "{quick:?}");
     let slow = must(listen, "ratings", "/", &[("end-user", "jason")]);
-    eprintln!("fault delay observed: {:?}", slow.took);
+    eprintln!("{api_type}: fault delay observed: {:?}", slow.took);
     assert_eq!((slow.status, slow.body.as_str()), (200, "ratings-v1"));
     assert!(
         // Envoy's timer may fire a few milliseconds early.
@@ -532,7 +531,7 @@ fn envoy_routes_the_bookinfo_samples_as_istio_does() {
     assert_eq!(reviews[2].attempts("c"), 2);
     let a = must(listen, "reviews", "/slow/4000", &[]);
     eprintln!(
-        "route timeout of 1s answered {} after {:?}",
+        "{api_type}: route timeout of 1s answered {} after {:?}",
         a.status, a.took
     );
     assert_eq!(a.status, 504, "{a:?}");
@@ -557,4 +556,14 @@ fn envoy_routes_the_bookinfo_samples_as_istio_does() {
     }
     drop(envoy);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+#[test]
+fn envoy_routes_the_bookinfo_samples_as_istio_does_over_state_of_the_world_ads() {
+    run("GRPC");
+}
+
+#[test]
+fn envoy_routes_the_bookinfo_samples_as_istio_does_over_delta_ads() {
+    run("DELTA_GRPC");
 }
