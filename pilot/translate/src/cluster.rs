@@ -9,7 +9,6 @@
 use pilot_config::types::{Labels, Resolution};
 use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
 use pilot_xds::build;
-use prost::Name;
 use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
 use sextant_proto::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
 use sextant_proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -195,9 +194,4 @@ fn original_dst(name: &str) -> Cluster {
         ))),
         ..Default::default()
     }
-}
-
-/// The type URL under which a cluster's upstream HTTP options are packed (for tests and debugging).
-pub fn http_options_type_url() -> String {
-    HttpProtocolOptions::type_url()
 }

@@ -15,7 +15,7 @@ use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
-    FilterChain, Listener, ListenerFilter, listener_filter,
+    ApiListener, Filter, FilterChain, Listener, ListenerFilter, listener_filter,
 };
 use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
@@ -83,10 +83,13 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
             for s in services {
                 let name = format!("{}:{port}", s.hostname);
                 let hcm = hcm(&name, *port, false);
-                let mut l = build::api_listener(&name, "");
-                l.api_listener = Some(sextant_proto::envoy::config::listener::v3::ApiListener {
-                    api_listener: Some(build::any(&hcm)),
-                });
+                let l = Listener {
+                    name,
+                    api_listener: Some(ApiListener {
+                        api_listener: Some(build::any(&hcm)),
+                    }),
+                    ..Default::default()
+                };
                 out.listeners.push(l);
             }
         }
@@ -145,12 +148,7 @@ fn hcm(stat_prefix: &str, port: u16, cors: bool) -> HttpConnectionManager {
     build::http_connection_manager_with(stat_prefix, &route_name(port), filters)
 }
 
-fn port_listener(
-    name: &str,
-    redirect: bool,
-    port: u16,
-    filter: sextant_proto::envoy::config::listener::v3::Filter,
-) -> Listener {
+fn port_listener(name: &str, redirect: bool, port: u16, filter: Filter) -> Listener {
     let ip = if redirect {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -172,12 +170,7 @@ fn port_listener(
 
 /// A TCP proxy to `service`'s cluster on `port`, weighted as the first applicable VirtualService TCP
 /// route says.
-fn tcp_proxy(
-    cx: RouteContext<'_>,
-    stat_prefix: &str,
-    service: &Service,
-    port: u16,
-) -> sextant_proto::envoy::config::listener::v3::Filter {
+fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u16) -> Filter {
     let routes = cx.mesh.virtual_services_for(&service.hostname);
     let route = routes.iter().flat_map(|vs| vs.tcp.iter()).find(|r| {
         r.matches.is_empty()
