@@ -17,7 +17,7 @@ mod pilot_sotw;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -145,6 +145,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         endpoints: args.endpoints,
         files: (mesh.files, mesh.bytes),
         pilot: (sextant.display().to_string(), pilot.pid()),
+        log: pilot.log.clone(),
     });
     // Pilot is ready once it loaded the directory; let it settle before the idle sample.
     std::thread::sleep(Duration::from_millis(500));
@@ -209,6 +210,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
         let cpu1 = cpu_now(&pilot);
         tracker.mark_change();
+        let written = SystemTime::now();
         mesh.change_weights(0)?;
         // A change that does not reach every proxy is a result too: reported, not an error.
         match wait_for(
@@ -225,6 +227,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Err(e) => println!("  {e:#}"),
         }
         let change_cpu = cpu_since(cpu1, cpu_now(&pilot));
+        let reload = pilot_proc::reloaded_at(&pilot.log, written)
+            .and_then(|t| t.duration_since(written).ok());
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after_change = pilot.memory();
         let mut sync_times = tracker.sync_times(start);
@@ -237,6 +241,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             sync_times,
             sync_bytes,
             change,
+            reload,
             after_change: tracker.after_change(),
             change_cpu,
             sync_cpu,

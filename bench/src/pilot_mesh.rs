@@ -63,9 +63,9 @@ impl MeshDir {
         self.root.join("config")
     }
 
-    /// Where pilot's log goes.
+    /// Where pilot's log goes: next to the directory, not in it, so it outlives the run.
     pub fn log_file(&self) -> PathBuf {
-        self.root.join("pilot.log")
+        self.root.with_extension("log")
     }
 
     fn service_file(&self, i: usize) -> PathBuf {

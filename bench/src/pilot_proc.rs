@@ -6,7 +6,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
@@ -74,7 +74,7 @@ impl Pilot {
             .arg(config)
             .args(["--xds-addr", &xds.to_string()])
             .args(["--monitoring-addr", &monitoring.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
@@ -140,6 +140,19 @@ impl Drop for Pilot {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// When pilot's log (at `log`) says it loaded the configuration directory at or after `since`: the
+/// timestamp of the first `networking configuration loaded` line from then on.
+pub fn reloaded_at(log: &Path, since: SystemTime) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter(|l| l.contains("networking configuration loaded"))
+        .filter_map(|l| {
+            let stamp = chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok()?;
+            Some(SystemTime::from(stamp))
+        })
+        .find(|t| *t >= since)
 }
 
 /// The benchmark process's own user + system CPU seconds so far; `None` off Linux.
