@@ -63,13 +63,18 @@ pub fn node(i: usize) -> Node {
     }
 }
 
-/// Opens `n` HTTP/2 connections to `addr`, with Envoy's large flow-control windows (a full state-of-the-world
-/// response is megabytes).
-pub async fn connect(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+/// Opens `n` HTTP/2 connections to `addr` with a flow-control window of `window` bytes per stream (four
+/// times that per connection). Envoy's own are large (a state-of-the-world response is megabytes); a small
+/// one bounds what pilot can have in flight to a slow proxy.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    n: usize,
+    window: u32,
+) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .context("pilot's xDS address")?
-        .initial_stream_window_size(Some(64 << 20))
-        .initial_connection_window_size(Some(256 << 20))
+        .initial_stream_window_size(Some(window))
+        .initial_connection_window_size(Some(window.saturating_mul(4)))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(n);
