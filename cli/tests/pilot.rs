@@ -83,38 +83,6 @@ fn routes(abort: bool) -> String {
     )
 }
 
-fn bootstrap(pilot: SocketAddr, admin: u16) -> String {
-    format!(
-        r#"
-node:
-  id: sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local
-  cluster: productpage
-  metadata: {{NAMESPACE: default, INTERCEPTION_MODE: NONE, LABELS: {{app: productpage, version: v1}}}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: pilot
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: pilot
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
-"#,
-        port = pilot.port()
-    )
-}
-
 fn start_pilot(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
     let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let monitoring = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -150,7 +118,11 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     std::fs::write(config.join("routes.yaml"), routes(false)).expect("write");
     let (pilot, xds, monitoring) = start_pilot(&config);
     let admin = free_port();
-    let envoy = Envoy::start(&dir, &bootstrap(xds, admin), admin);
+    let envoy = Envoy::start(
+        &dir,
+        &common::ads_bootstrap(xds, admin, "GRPC", common::PRODUCTPAGE_NODE),
+        admin,
+    );
     let listener = SocketAddr::from(([127, 0, 0, 1], port));
     wait_until(
         Duration::from_secs(20),

@@ -175,38 +175,6 @@ fn node() -> Node {
     }
 }
 
-fn bootstrap(pilot: SocketAddr, admin: u16, api_type: &str) -> String {
-    format!(
-        r#"
-node:
-  id: "{NODE_ID}"
-  cluster: productpage.default
-  metadata: {{INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {{app: productpage, version: v1}}}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: pilot
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: pilot
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
-"#,
-        port = pilot.port()
-    )
-}
-
 /// ServiceEntries for the bookinfo services on `port`, each version a local backend.
 fn service_entries(port: u16, backends: &[(&str, &str, &Backend)]) -> String {
     let mut hosts: Vec<&str> = backends.iter().map(|(h, _, _)| *h).collect();
@@ -403,7 +371,11 @@ fn run(api_type: &str) {
     let admin = free_port();
     let envoy_dir = dir.join("envoy");
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
-    let envoy = Envoy::start(&envoy_dir, &bootstrap(pilot.addr, admin, api_type), admin);
+    let envoy = Envoy::start(
+        &envoy_dir,
+        &common::ads_bootstrap(pilot.addr, admin, api_type, common::PRODUCTPAGE_NODE),
+        admin,
+    );
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
 
     // Everything to v1: Envoy binds the service port itself and ACKs all four types.

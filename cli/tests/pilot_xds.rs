@@ -70,35 +70,6 @@ fn mesh(backend: SocketAddr, listen: SocketAddr, v2: bool) -> SnapshotBuilder {
     b
 }
 
-fn bootstrap(pilot: SocketAddr, admin: u16, api_type: &str) -> String {
-    format!(
-        r#"
-node: {{id: envoy-under-test, cluster: test}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: pilot
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: pilot
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
-"#,
-        port = pilot.port()
-    )
-}
-
 struct Pilot {
     snapshots: Arc<SharedSnapshot>,
     connections: Arc<Connections>,
@@ -178,7 +149,16 @@ fn run(api_type: &str) {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let pilot = Pilot::start(mesh(backend.addr, listen, false).build());
     let admin = free_port();
-    let envoy = Envoy::start(&dir, &bootstrap(pilot.addr, admin, api_type), admin);
+    let envoy = Envoy::start(
+        &dir,
+        &common::ads_bootstrap(
+            pilot.addr,
+            admin,
+            api_type,
+            "{id: envoy-under-test, cluster: test}",
+        ),
+        admin,
+    );
 
     wait_until(
         Duration::from_secs(20),

@@ -600,3 +600,38 @@ fn serve_sink(conn: std::net::TcpStream, store: &std::sync::Mutex<Vec<Captured>>
         }
     }
 }
+
+/// An Envoy bootstrap that holds only the ADS cluster (pilot at `pilot`, over HTTP/2) and the admin port:
+/// everything else comes from pilot. `api_type` is `GRPC` (state of the world) or `DELTA_GRPC`; `node` is
+/// the YAML flow mapping of the node (id, cluster, metadata).
+pub fn ads_bootstrap(pilot: SocketAddr, admin: u16, api_type: &str, node: &str) -> String {
+    format!(
+        r#"
+node: {node}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: pilot
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: pilot
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+"#,
+        port = pilot.port()
+    )
+}
+
+/// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
+pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
