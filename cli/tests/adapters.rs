@@ -298,17 +298,23 @@ fn zipkin_otlp_and_logs_adapters_deliver_what_the_official_schemas_accept() {
     );
 }
 
+/// The `faulty` test adapter written to `dir/faulty.wasm`.
+fn faulty_module(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("faulty.wasm");
+    std::fs::write(
+        &path,
+        hub_builtin_adapters::test_module("faulty").expect("faulty adapter built"),
+    )
+    .expect("write");
+    path
+}
+
 #[test]
 fn faulty_adapters_are_restarted_and_contained() {
     let dir = scratch("adapters-faults");
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
-    let faulty = dir.join("faulty.wasm");
-    std::fs::write(
-        &faulty,
-        hub_builtin_adapters::test_module("faulty").expect("faulty adapter built"),
-    )
-    .expect("write");
+    let faulty = faulty_module(&dir);
     let logs = dir.join("ok.jsonl");
     let dead = free_port();
     let mut yaml = String::new();
@@ -585,12 +591,7 @@ fn policy_adapters_decide_checks_and_fail_as_their_policy_says() {
     let dir = scratch("adapters-policy");
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
-    let faulty = dir.join("faulty.wasm");
-    std::fs::write(
-        &faulty,
-        hub_builtin_adapters::test_module("faulty").expect("faulty adapter built"),
-    )
-    .expect("write");
+    let faulty = faulty_module(&dir);
     let yaml = format!(
         r#"
 apiVersion: policy.sextant.dev/v1alpha1

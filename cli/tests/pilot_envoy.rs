@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Envoy, free_port, get, repo, scratch, wait_until};
+use common::{Ads, Envoy, free_port, get, repo, scratch, wait_until};
 use pilot_translate::{Interception, ProxyInfo, translate};
-use pilot_xds::{AdsServer, Connections, SharedSnapshot, Snapshot, types};
+use pilot_xds::{Snapshot, types};
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
 
@@ -201,34 +201,15 @@ fn samples() -> PathBuf {
 }
 
 struct Pilot {
-    snapshots: Arc<SharedSnapshot>,
-    connections: Arc<Connections>,
-    addr: SocketAddr,
+    ads: Ads,
     config: PathBuf,
-    _rt: tokio::runtime::Runtime,
 }
 
 impl Pilot {
     fn start(config: PathBuf) -> Pilot {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let snapshots = Arc::new(SharedSnapshot::default());
-        let server = AdsServer::new(snapshots.clone(), 100);
-        let connections = server.connections();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(server.into_service())
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
         Pilot {
-            snapshots,
-            connections,
-            addr,
+            ads: Ads::start(),
             config,
-            _rt: rt,
         }
     }
 
@@ -258,8 +239,8 @@ impl Pilot {
         assert_eq!(proxy.interception, Interception::None);
         let snapshot = translate(&mesh, &registry, &proxy);
         assert_eq!(snapshot.consistent(), Ok(()), "translation is consistent");
-        self.snapshots.publish(snapshot).expect("published");
-        self.snapshots.current()
+        self.ads.snapshots.publish(snapshot).expect("published");
+        self.ads.snapshots.current()
     }
 
     /// [`Pilot::publish`], then waits until Envoy has ACKed exactly that snapshot.
@@ -278,7 +259,7 @@ impl Pilot {
 
     /// Whether Envoy acknowledged exactly the resources of `snapshot`, for all four types.
     fn in_sync(&self, snapshot: &Snapshot) -> bool {
-        let Some(status) = self.connections.proxy(NODE_ID) else {
+        let Some(status) = self.ads.connections.proxy(NODE_ID) else {
             return false;
         };
         types::PUSH_ORDER.iter().all(|url| {
@@ -373,7 +354,7 @@ fn run(api_type: &str) {
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
     let envoy = Envoy::start(
         &envoy_dir,
-        &common::ads_bootstrap(pilot.addr, admin, api_type, common::PRODUCTPAGE_NODE),
+        &common::ads_bootstrap(pilot.ads.addr, admin, api_type, common::PRODUCTPAGE_NODE),
         admin,
     );
     let listen = SocketAddr::from(([127, 0, 0, 1], port));

@@ -7,13 +7,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Envoy, free_port, get, scratch, wait_until};
-use pilot_xds::{
-    AdsServer, Connections, SharedSnapshot, Snapshot, SnapshotBuilder, TypeStatus, build, types,
-};
+use common::{Ads, Backend, Envoy, free_port, get, scratch, wait_until};
+use pilot_xds::{Snapshot, SnapshotBuilder, TypeStatus, build, types};
 use sextant_proto::envoy::config::core::v3::{DataSource, data_source};
 use sextant_proto::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
@@ -71,39 +68,20 @@ fn mesh(backend: SocketAddr, listen: SocketAddr, v2: bool) -> SnapshotBuilder {
 }
 
 struct Pilot {
-    snapshots: Arc<SharedSnapshot>,
-    connections: Arc<Connections>,
-    addr: SocketAddr,
-    _rt: tokio::runtime::Runtime,
+    ads: Ads,
 }
 
 impl Pilot {
     fn start(initial: Snapshot) -> Pilot {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let snapshots = Arc::new(SharedSnapshot::default());
-        snapshots.publish(initial).expect("consistent");
-        let server = AdsServer::new(snapshots.clone(), 100);
-        let connections = server.connections();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(server.into_service())
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
-        Pilot {
-            snapshots,
-            connections,
-            addr,
-            _rt: rt,
-        }
+        let ads = Ads::start();
+        ads.snapshots.publish(initial).expect("consistent");
+        Pilot { ads }
     }
 
     /// What pilot knows of the proxy, by short type name (cds, eds, lds, rds).
     fn status(&self) -> Vec<(String, TypeStatus)> {
-        self.connections
+        self.ads
+            .connections
             .proxy("envoy-under-test")
             .map(|p| {
                 p.types
@@ -152,7 +130,7 @@ fn run(api_type: &str) {
     let envoy = Envoy::start(
         &dir,
         &common::ads_bootstrap(
-            pilot.addr,
+            pilot.ads.addr,
             admin,
             api_type,
             "{id: envoy-under-test, cluster: test}",
@@ -183,6 +161,7 @@ fn run(api_type: &str) {
     // A route change reaches Envoy within a second; only the route configuration is pushed.
     let start = Instant::now();
     pilot
+        .ads
         .snapshots
         .publish(mesh(backend.addr, listen, true).build())
         .expect("consistent");
@@ -210,7 +189,11 @@ fn run(api_type: &str) {
     });
     let mut next = mesh(backend.addr, listen, true);
     next.cluster(&bad);
-    pilot.snapshots.publish(next.build()).expect("consistent");
+    pilot
+        .ads
+        .snapshots
+        .publish(next.build())
+        .expect("consistent");
     wait_until(
         Duration::from_secs(10),
         "pilot to record Envoy's NACK",
@@ -231,7 +214,7 @@ fn run(api_type: &str) {
         "Envoy keeps serving its last good configuration"
     );
     let mut registry = prometheus_client::registry::Registry::default();
-    pilot.connections.metrics.register(&mut registry);
+    pilot.ads.connections.metrics.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
     assert!(

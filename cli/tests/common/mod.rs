@@ -635,3 +635,39 @@ static_resources:
 
 /// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
 pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
+
+/// pilot's ADS server in this process, on a free port, serving whatever the test publishes.
+pub struct Ads {
+    /// What the server serves; publish to push.
+    pub snapshots: std::sync::Arc<pilot_xds::SharedSnapshot>,
+    /// The open streams: what each proxy was sent and acknowledged.
+    pub connections: std::sync::Arc<pilot_xds::Connections>,
+    /// The bound address.
+    pub addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Ads {
+    /// Starts the server with an empty snapshot.
+    pub fn start() -> Ads {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let snapshots = std::sync::Arc::new(pilot_xds::SharedSnapshot::default());
+        let server = pilot_xds::AdsServer::new(snapshots.clone(), 100);
+        let connections = server.connections();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(server.into_service())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        Ads {
+            snapshots,
+            connections,
+            addr,
+            _rt: rt,
+        }
+    }
+}

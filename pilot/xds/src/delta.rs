@@ -118,17 +118,12 @@ impl Protocol for Delta {
         let mut verdict = None;
         if !req.response_nonce.is_empty() && w.nonce.as_deref() == Some(req.response_nonce.as_str())
         {
-            verdict = Some(match &req.error_detail {
-                Some(e) => Verdict::Nack {
-                    type_url: req.type_url.clone(),
-                    version: w.version.clone(),
-                    message: e.message.clone(),
-                },
-                None => Verdict::Ack {
-                    type_url: req.type_url.clone(),
-                    version: w.version.clone(),
-                },
-            });
+            verdict = Some(Verdict::of(
+                &req.type_url,
+                &w.version,
+                &w.version,
+                req.error_detail.as_ref(),
+            ));
         }
         let first = !w.started;
         if first {

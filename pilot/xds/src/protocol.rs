@@ -53,6 +53,29 @@ pub struct Answer<R> {
     pub verdict: Option<Verdict>,
 }
 
+impl Verdict {
+    /// What a request answering a response of `type_url` says: a NACK of the `sent` version when it carries
+    /// an error detail, else an ACK of `acked`.
+    pub(crate) fn of(
+        type_url: &str,
+        sent: &str,
+        acked: &str,
+        error: Option<&sextant_proto::google::rpc::Status>,
+    ) -> Verdict {
+        match error {
+            Some(e) => Verdict::Nack {
+                type_url: type_url.to_string(),
+                version: sent.to_string(),
+                message: e.message.clone(),
+            },
+            None => Verdict::Ack {
+                type_url: type_url.to_string(),
+                version: acked.to_string(),
+            },
+        }
+    }
+}
+
 /// A stream's state machine for one protocol (state of the world or delta).
 pub trait Protocol: Default + Send + 'static {
     /// Requests of the protocol.

@@ -87,17 +87,12 @@ impl Protocol for Sotw {
                     verdict: None,
                 });
             }
-            verdict = Some(match &req.error_detail {
-                Some(e) => Verdict::Nack {
-                    type_url: req.type_url.clone(),
-                    version: w.version.clone(),
-                    message: e.message.clone(),
-                },
-                None => Verdict::Ack {
-                    type_url: req.type_url.clone(),
-                    version: req.version_info.clone(),
-                },
-            });
+            verdict = Some(Verdict::of(
+                &req.type_url,
+                &w.version,
+                &req.version_info,
+                req.error_detail.as_ref(),
+            ));
         }
         let names: BTreeSet<String> = req
             .resource_names
