@@ -62,8 +62,9 @@ pub use host::{
 };
 pub use sextant_batch;
 pub use sextant_batch::{
-    Batch, BatchKind, BatchWriter, DecodeError, Family, FamilyRef, Field, LogRef, MetricKind,
-    MetricRef, SPAN_ERROR, SPAN_SAMPLED, SampleWriter, Severity, Span, SpanKind, SpanRef, Value,
+    Batch, BatchKind, BatchWriter, DecodeError, Family, FamilyId, FamilyRef, Field, LabelSet,
+    LogRef, MetricKind, MetricRef, SPAN_ERROR, SPAN_SAMPLED, SampleWriter, SeriesKey, Severity,
+    Span, SpanKind, SpanRef, Value,
 };
 
 /// Exports an [`Adapter`] as the component's `init`, `handle-*` and `check` functions.

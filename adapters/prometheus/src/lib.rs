@@ -2,15 +2,20 @@
 //! (exposed on the hub's `:42422/metrics`).
 //!
 //! Each family of a batch is defined once through `metrics.define` (handles are cached by family name) and
-//! all the batch's samples go in one `metrics.record` call. Config (all optional):
+//! all the batch's samples go in one `metrics.record` call, each distinct label set of the batch written once
+//! and referred to by the samples that repeat it (found by the records' series keys, without reading label
+//! strings), so the host resolves it to a series once per batch. Config (all optional):
 //!
 //! ```json
 //! { "prefix": "mesh_" }
 //! ```
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use sextant_adapter_sdk::{
-    Adapter, AdapterError, Batch, Capabilities, FamilyHandle, FamilyRef, Host, Level, MetricFamily,
-    SampleWriter, parse_config,
+    Adapter, AdapterError, Batch, Capabilities, FamilyHandle, FamilyId, FamilyRef, Host, LabelSet,
+    Level, MetricFamily, SampleWriter, SeriesKey, parse_config,
 };
 
 /// The adapter's configuration.
@@ -99,9 +104,32 @@ impl Adapter for Prometheus {
         let mut samples = std::mem::take(&mut self.samples);
         samples.clear();
         let mut refused = None;
+        // Per batch (bounded by its records): the handle of each family declaration, the label set of each
+        // series.
+        let mut handles: Vec<(FamilyId, Result<FamilyHandle, String>)> = Vec::new();
+        let mut sets: HashMap<SeriesKey<'_>, LabelSet, BuildHasherDefault<Fx>> =
+            HashMap::with_capacity_and_hasher(batch.len().min(1024), BuildHasherDefault::default());
         for m in batch.metrics() {
-            match self.handle(&m.family(), host) {
-                Ok(h) => samples.sample(h.0, m.value(), m.label_values()),
+            let id = m.family_id();
+            let handle = match handles.iter().find(|(f, _)| *f == id) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h = self.handle(&m.family(), host);
+                    handles.push((id, h.clone()));
+                    h
+                }
+            };
+            match handle {
+                Ok(h) => {
+                    let key = m.series_key();
+                    match sets.get(&key) {
+                        Some(&set) => samples.sample_with(h.0, m.value(), set),
+                        None => {
+                            let set = samples.sample(h.0, m.value(), m.label_values());
+                            sets.insert(key, set);
+                        }
+                    }
+                }
                 Err(e) => refused = Some(e),
             }
         }
@@ -113,6 +141,43 @@ impl Adapter for Prometheus {
             Some(e) => Err(AdapterError::permanent(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// A small multiplicative hasher for series keys (a few integers and a short byte string made by the hub,
+/// not chosen by a client): far cheaper than SipHash in a Wasm guest.
+#[derive(Debug, Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 

@@ -6,8 +6,9 @@
 //! conflicting one is refused. Everything is bounded: families, series per family, labels per family, buckets;
 //! samples beyond the limits are dropped and counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -105,7 +106,12 @@ struct FamilyState {
     def: FamilyDef,
     /// The name samples are exposed under (`_total` added to counters).
     exposed: String,
-    series: BTreeMap<Vec<String>, Series>,
+    /// Label values (cut to [`MAX_LABEL_VALUE`]) and state of every series, in creation order.
+    series: Vec<(Box<[Box<str>]>, Series)>,
+    /// Hash of a series' label values → its indices in `series` (more than one only on a collision), so a
+    /// sample finds its series without allocating.
+    index: HashMap<u64, Vec<u32>>,
+    hasher: RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +229,9 @@ impl Registry {
         inner.families.push(FamilyState {
             def,
             exposed,
-            series: BTreeMap::new(),
+            series: Vec::new(),
+            index: HashMap::new(),
+            hasher: RandomState::new(),
         });
         Ok(handle)
     }
@@ -240,16 +248,20 @@ impl Registry {
         let mut over_limit = 0u64;
         let mut reader = SampleReader::new(samples);
         let mut labels = Vec::new();
+        // Per label set of this call: the (family handle, series) it resolved to last, so a set that repeats
+        // is looked up once. Bounded by the number of sets, which the buffer's size bounds.
+        let mut resolved: Vec<Option<(u32, usize)>> = Vec::new();
         let mut inner = self.lock();
         let mut result = Ok(());
-        while let Some(next) = reader.next_into(&mut labels) {
-            let (handle, value) = match next {
+        while let Some(next) = reader.next_raw() {
+            let sample = match next {
                 Ok(s) => s,
                 Err(e) => {
                     result = Err(format!("malformed samples: {e}"));
                     break;
                 }
             };
+            let handle = sample.handle;
             let Some(family) = inner
                 .families
                 .get_mut(handle as usize)
@@ -258,7 +270,22 @@ impl Registry {
                 out.skipped += 1;
                 continue;
             };
-            match family.apply(&labels, value, self.max_series) {
+            let set = sample.set.0 as usize;
+            if resolved.len() <= set {
+                resolved.resize(set + 1, None);
+            }
+            let applied = match resolved[set] {
+                Some((h, series)) if h == handle => family.apply_to(series, sample.value),
+                _ => {
+                    reader.labels_of(sample.set, &mut labels);
+                    let (applied, series) = family.apply(&labels, sample.value, self.max_series);
+                    if let Some(series) = series {
+                        resolved[set] = Some((handle, series));
+                    }
+                    applied
+                }
+            };
+            match applied {
                 Applied::Yes => out.applied += 1,
                 Applied::Invalid => out.skipped += 1,
                 Applied::OverLimit => {
@@ -318,27 +345,74 @@ enum Applied {
 }
 
 impl FamilyState {
-    fn apply(&mut self, labels: &[&str], value: f64, max_series: usize) -> Applied {
-        if labels.len() != self.def.label_names.len() || value.is_nan() {
+    /// Applies `value` to the series of `labels`, creating it within the limit; returns the series too.
+    fn apply(
+        &mut self,
+        labels: &[&str],
+        value: f64,
+        max_series: usize,
+    ) -> (Applied, Option<usize>) {
+        if labels.len() != self.def.label_names.len() {
+            return (Applied::Invalid, None);
+        }
+        let mut h = self.hasher.build_hasher();
+        for l in labels {
+            cut(l).hash(&mut h);
+        }
+        let hash = h.finish();
+        let found = self.index.get(&hash).and_then(|candidates| {
+            candidates.iter().copied().find(|&i| {
+                self.series[i as usize]
+                    .0
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .eq(labels.iter().map(|l| cut(l)))
+            })
+        });
+        let at = match found {
+            Some(i) => i as usize,
+            None => {
+                if !self.valid(value) {
+                    return (Applied::Invalid, None);
+                }
+                if self.series.len() >= max_series {
+                    return (Applied::OverLimit, None);
+                }
+                let Ok(i) = u32::try_from(self.series.len()) else {
+                    return (Applied::OverLimit, None);
+                };
+                let key: Box<[Box<str>]> = labels.iter().map(|l| Box::from(cut(l))).collect();
+                let state = match self.def.kind {
+                    MetricKind::Histogram => Series::Histogram {
+                        counts: vec![0; self.def.buckets.len() + 1],
+                        sum: 0.0,
+                        count: 0,
+                    },
+                    _ => Series::Scalar(0.0),
+                };
+                self.series.push((key, state));
+                self.index.entry(hash).or_default().push(i);
+                i as usize
+            }
+        };
+        (self.apply_to(at, value), Some(at))
+    }
+
+    /// Whether `value` may be applied to a series of this family.
+    fn valid(&self, value: f64) -> bool {
+        !value.is_nan()
+            && (self.def.kind != MetricKind::Counter || (value >= 0.0 && value.is_finite()))
+    }
+
+    /// Applies `value` to the existing series `at`.
+    fn apply_to(&mut self, at: usize, value: f64) -> Applied {
+        if !self.valid(value) {
             return Applied::Invalid;
         }
         let kind = self.def.kind;
-        if kind == MetricKind::Counter && (value < 0.0 || value.is_infinite()) {
+        let Some((_, series)) = self.series.get_mut(at) else {
             return Applied::Invalid;
-        }
-        let key: Vec<String> = labels.iter().map(|l| cut(l)).collect();
-        if !self.series.contains_key(&key) && self.series.len() >= max_series {
-            return Applied::OverLimit;
-        }
-        let buckets = self.def.buckets.len();
-        let series = self.series.entry(key).or_insert_with(|| match kind {
-            MetricKind::Histogram => Series::Histogram {
-                counts: vec![0; buckets + 1],
-                sum: 0.0,
-                count: 0,
-            },
-            _ => Series::Scalar(0.0),
-        });
+        };
         match (kind, series) {
             (MetricKind::Counter, Series::Scalar(v)) => *v += value,
             (MetricKind::Gauge, Series::Scalar(v)) => *v = value,
@@ -371,7 +445,10 @@ impl FamilyState {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "# HELP {type_name} {}", escape(&self.def.help, false));
         let _ = writeln!(out, "# TYPE {type_name} {kind}");
-        for (values, series) in &self.series {
+        // Series in label order, as Prometheus clients expose them.
+        let mut order: Vec<&(Box<[Box<str>]>, Series)> = self.series.iter().collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0));
+        for (values, series) in order {
             match series {
                 Series::Scalar(v) => {
                     out.push_str(&self.exposed);
@@ -402,7 +479,7 @@ impl FamilyState {
         }
     }
 
-    fn labels(&self, out: &mut String, values: &[String], le: Option<&str>) {
+    fn labels(&self, out: &mut String, values: &[Box<str>], le: Option<&str>) {
         if values.is_empty() && le.is_none() {
             return;
         }
@@ -413,7 +490,7 @@ impl FamilyState {
             .label_names
             .iter()
             .map(String::as_str)
-            .zip(values.iter().map(String::as_str))
+            .zip(values.iter().map(AsRef::as_ref))
             .chain(le.map(|le| ("le", le)));
         for (name, value) in pairs {
             if !first {
@@ -426,15 +503,16 @@ impl FamilyState {
     }
 }
 
-fn cut(s: &str) -> String {
+/// `s` cut to [`MAX_LABEL_VALUE`] bytes at a character boundary.
+fn cut(s: &str) -> &str {
     if s.len() <= MAX_LABEL_VALUE {
-        return s.to_string();
+        return s;
     }
     let mut end = MAX_LABEL_VALUE;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    &s[..end]
 }
 
 fn escape(s: &str, quote: bool) -> String {

@@ -91,13 +91,21 @@ impl Rules {
         let resolver = BagResolver::new(bag, &reads);
         let mut cel = CelScope::new(&resolver);
         let time = record_time(bag).unwrap_or(now_nanos);
-        let mut dims: Vec<Cow<'_, str>> = Vec::new();
+        // Per resource: each distinct dimension's value (computed on first use) and, per target adapter, its
+        // string index in that adapter's segment (interned on first use; `u32::MAX`: not yet).
+        let mut dim_values: Vec<Option<Cow<'_, str>>> = Vec::new();
+        let mut dim_strings: Vec<u32> = Vec::new();
+        let mut labels: Vec<u32> = Vec::new();
         let mut fields: Vec<(&str, Out<'_>)> = Vec::new();
         for t in &self.telemetry {
             if t.targets.is_empty() || t.selector.as_ref().is_some_and(|s| !s.holds(bag, &mut cel))
             {
                 continue;
             }
+            dim_values.clear();
+            dim_values.resize(t.dims.len(), None);
+            dim_strings.clear();
+            dim_strings.resize(t.dims.len() * t.targets.len(), u32::MAX);
             for m in &t.metrics {
                 if m.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
                     continue;
@@ -112,16 +120,17 @@ impl Rules {
                         }
                     },
                 };
-                dims.clear();
-                for d in &m.dimensions {
-                    dims.push(match d.eval(bag, &mut cel) {
-                        Some(Out::Str(s)) => s,
-                        Some(o) => Cow::Owned(o.text().into_owned()),
-                        None => Cow::Borrowed(UNKNOWN),
-                    });
+                for &d in &m.dimensions {
+                    if dim_values[d].is_none() {
+                        dim_values[d] = Some(match t.dims[d].eval(bag, &mut cel) {
+                            Some(Out::Str(s)) => s,
+                            Some(o) => Cow::Owned(o.text().into_owned()),
+                            None => Cow::Borrowed(UNKNOWN),
+                        });
+                    }
                 }
                 let fam = &self.families[m.family];
-                for &a in &t.targets {
+                for (ti, &a) in t.targets.iter().enumerate() {
                     let out = &mut batches.out[a];
                     let mut local = out.declared[m.family];
                     if local == u32::MAX {
@@ -135,8 +144,17 @@ impl Rules {
                         });
                         out.declared[m.family] = local;
                     }
-                    out.metrics
-                        .metric(local, value, time, dims.iter().map(|d| d.as_ref()));
+                    labels.clear();
+                    let strings = &mut dim_strings[ti * t.dims.len()..];
+                    for &d in &m.dimensions {
+                        if strings[d] == u32::MAX {
+                            strings[d] = out
+                                .metrics
+                                .intern(dim_values[d].as_deref().unwrap_or(UNKNOWN));
+                        }
+                        labels.push(strings[d]);
+                    }
+                    out.metrics.metric_interned(local, value, time, &labels);
                     stats.metrics += 1;
                 }
             }

@@ -30,8 +30,8 @@ pub(crate) struct CompiledMetric {
     pub family: usize,
     /// None: 1.
     pub value: Option<Eval>,
-    /// In the family's label order.
-    pub dimensions: Vec<Eval>,
+    /// Indexes into [`CompiledTelemetry::dims`], in the family's label order.
+    pub dimensions: Vec<usize>,
     pub when: Option<Eval>,
 }
 
@@ -67,6 +67,9 @@ pub(crate) struct CompiledTrace {
 pub(crate) struct CompiledTelemetry {
     pub key: String,
     pub selector: Option<Eval>,
+    /// The distinct dimension expressions of the resource's metrics (by source text): evaluated once per bag
+    /// however many metrics share them (Istio's HTTP metrics share all their labels).
+    pub dims: Vec<Eval>,
     pub metrics: Vec<CompiledMetric>,
     pub logs: Vec<CompiledLog>,
     pub trace: Option<CompiledTrace>,
@@ -174,6 +177,7 @@ fn compile(
     }
 
     let mut metrics = Vec::new();
+    let mut dims: Vec<Eval> = Vec::new();
     for (i, m) in spec.metrics.iter().enumerate() {
         let at = format!("spec.metrics[{i}]");
         let family = match family(t, &at, m, rules, families) {
@@ -195,11 +199,17 @@ fn compile(
                 None
             }
         };
-        let dimensions = m
-            .dimensions
-            .iter()
-            .filter_map(|(k, v)| expr(format!("{at}.dimensions.{k}"), v, Want::Scalar, &mut errors))
-            .collect();
+        let mut dimensions = Vec::with_capacity(m.dimensions.len());
+        for (k, v) in &m.dimensions {
+            if let Some(d) = dims.iter().position(|d| d.source == *v) {
+                dimensions.push(d);
+            } else if let Some(e) =
+                expr(format!("{at}.dimensions.{k}"), v, Want::Scalar, &mut errors)
+            {
+                dims.push(e);
+                dimensions.push(dims.len() - 1);
+            }
+        }
         let when = m
             .when
             .as_deref()
@@ -350,6 +360,7 @@ fn compile(
         Ok(CompiledTelemetry {
             key: t.key(),
             selector,
+            dims,
             metrics,
             logs,
             trace,

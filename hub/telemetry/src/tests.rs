@@ -127,12 +127,11 @@ fn default_expressions_take_the_fast_path_and_agree_with_cel() {
         Bag::new(),
     ];
     for t in &rules.telemetry {
-        let exprs = t.selector.iter().chain(t.metrics.iter().flat_map(|m| {
-            m.dimensions
+        let exprs = t.selector.iter().chain(t.dims.iter()).chain(
+            t.metrics
                 .iter()
-                .chain(m.value.iter())
-                .chain(m.when.iter())
-        }));
+                .flat_map(|m| m.value.iter().chain(m.when.iter())),
+        );
         for e in exprs {
             assert!(e.is_fast(), "{} runs in cel", e.source);
             for b in &bags {

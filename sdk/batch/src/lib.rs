@@ -31,8 +31,10 @@ mod read;
 mod samples;
 mod write;
 
-pub use read::{Batch, DecodeError, FamilyRef, Field, LogRef, MetricRef, SpanRef};
-pub use samples::{Sample, SampleReader, SampleWriter};
+pub use read::{
+    Batch, DecodeError, FamilyId, FamilyRef, Field, LogRef, MetricRef, SeriesKey, SpanRef,
+};
+pub use samples::{LabelSet, RawSample, Sample, SampleReader, SampleWriter};
 pub use write::BatchWriter;
 
 /// The first bytes of every segment.

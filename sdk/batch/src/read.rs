@@ -1,4 +1,9 @@
 //! Decoding: a whole buffer is validated once, then read through views that cannot fail.
+//!
+//! Metric records, the bulk of what crosses the boundary, are not copied anywhere by the validation: it
+//! checks every record's bounds and string indices in place and keeps only the byte range, and the views
+//! decode a record again, without allocating, when the adapter iterates. An adapter pays per record only
+//! for what it reads.
 
 use std::fmt;
 use std::ops::Range;
@@ -47,12 +52,6 @@ struct FamilyData {
 
 #[derive(Debug)]
 enum Record {
-    Metric {
-        family: u32,
-        value: f64,
-        time: u64,
-        labels: Range<usize>,
-    },
     Log {
         name: u32,
         severity: Severity,
@@ -77,14 +76,25 @@ enum Record {
     },
 }
 
+/// The records of a segment.
+#[derive(Debug)]
+enum Records<'a> {
+    /// Metric records: validated in place, decoded again by [`Metrics`] on iteration.
+    Metrics { bytes: &'a [u8], count: usize },
+    /// Logs, spans or attributes, indexed at parse time.
+    Indexed(Vec<Record>),
+}
+
 #[derive(Debug)]
 struct Segment<'a> {
+    /// Position of the segment in its batch.
+    seq: u32,
     strings: Vec<&'a str>,
     families: Vec<FamilyData>,
-    /// Label-name indices of families and label-value indices of metric records.
+    /// Label-name indices of families.
     idx: Vec<u32>,
     fields: Vec<(u32, RawValue<'a>)>,
-    records: Vec<Record>,
+    records: Records<'a>,
 }
 
 impl<'a> Segment<'a> {
@@ -103,6 +113,20 @@ impl<'a> Segment<'a> {
             RawValue::Bytes(b) => Value::Bytes(b),
             RawValue::Timestamp(t) => Value::Timestamp(t),
             RawValue::Duration(d) => Value::Duration(d),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.records {
+            Records::Metrics { count, .. } => *count,
+            Records::Indexed(r) => r.len(),
+        }
+    }
+
+    fn indexed(&self) -> &[Record] {
+        match &self.records {
+            Records::Indexed(r) => r,
+            Records::Metrics { .. } => &[],
         }
     }
 }
@@ -152,7 +176,9 @@ impl<'a> Batch<'a> {
                 pos: 0,
                 base: start,
             };
-            segments.push(c.segment(kind)?);
+            let mut seg = c.segment(kind)?;
+            seg.seq = u32::try_from(segments.len()).unwrap_or(u32::MAX);
+            segments.push(seg);
             if c.pos != body.len() {
                 return Err(c.err("trailing bytes in segment"));
             }
@@ -163,7 +189,7 @@ impl<'a> Batch<'a> {
 
     /// Number of records in all segments.
     pub fn len(&self) -> usize {
-        self.segments.iter().map(|s| s.records.len()).sum()
+        self.segments.iter().map(Segment::len).sum()
     }
 
     /// True when the batch holds no record.
@@ -171,31 +197,26 @@ impl<'a> Batch<'a> {
         self.len() == 0
     }
 
-    /// The metric records, in order.
+    /// The metric records, in order. Each is decoded as the iterator reaches it, without allocating.
     pub fn metrics(&self) -> impl Iterator<Item = MetricRef<'_, 'a>> {
-        self.segments.iter().flat_map(|seg| {
-            seg.records.iter().filter_map(move |r| match r {
-                Record::Metric {
-                    family,
-                    value,
-                    time,
-                    labels,
-                } => Some(MetricRef {
-                    seg,
-                    family: *family,
-                    value: *value,
-                    time: *time,
-                    labels: labels.clone(),
-                }),
-                _ => None,
-            })
+        self.segments.iter().flat_map(|seg| match seg.records {
+            Records::Metrics { bytes, count } => Metrics {
+                seg,
+                rd: Reader { buf: bytes, pos: 0 },
+                left: count,
+            },
+            Records::Indexed(_) => Metrics {
+                seg,
+                rd: Reader { buf: &[], pos: 0 },
+                left: 0,
+            },
         })
     }
 
     /// The log entries, in order.
     pub fn logs(&self) -> impl Iterator<Item = LogRef<'_, 'a>> {
         self.segments.iter().flat_map(|seg| {
-            seg.records.iter().filter_map(move |r| match r {
+            seg.indexed().iter().filter_map(move |r| match r {
                 Record::Log {
                     name,
                     severity,
@@ -216,7 +237,7 @@ impl<'a> Batch<'a> {
     /// The spans, in order.
     pub fn spans(&self) -> impl Iterator<Item = SpanRef<'_, 'a>> {
         self.segments.iter().flat_map(|seg| {
-            seg.records.iter().filter_map(move |r| match r {
+            seg.indexed().iter().filter_map(move |r| match r {
                 Record::Span { .. } => Some(SpanRef { seg, rec: r }),
                 _ => None,
             })
@@ -226,7 +247,7 @@ impl<'a> Batch<'a> {
     /// The fields of the attribute records (kind attributes), in order.
     pub fn attributes(&self) -> impl Iterator<Item = Field<'a>> + '_ {
         self.segments.iter().flat_map(|seg| {
-            seg.records.iter().flat_map(move |r| match r {
+            seg.indexed().iter().flat_map(move |r| match r {
                 Record::Attributes { fields } => fields_of(seg, fields.clone()),
                 _ => fields_of(seg, 0..0),
             })
@@ -286,14 +307,55 @@ impl<'s, 'a> FamilyRef<'s, 'a> {
     }
 }
 
-/// One metric record.
+/// Iterates the metric records of one segment, decoding each from the validated bytes.
+struct Metrics<'s, 'a> {
+    seg: &'s Segment<'a>,
+    rd: Reader<'a>,
+    left: usize,
+}
+
+impl<'s, 'a> Iterator for Metrics<'s, 'a> {
+    type Item = MetricRef<'s, 'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let family = u32::try_from(self.rd.varint()).unwrap_or(u32::MAX);
+        let value = self.rd.f64();
+        let time = self.rd.varint();
+        let n = self
+            .seg
+            .families
+            .get(family as usize)
+            .map_or(0, |f| f.labels.len());
+        let labels = self.rd.skip_varints(n);
+        Some(MetricRef {
+            seg: self.seg,
+            family,
+            value,
+            time,
+            labels,
+            n,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// One metric record: a view into the batch bytes.
 #[derive(Debug, Clone)]
 pub struct MetricRef<'s, 'a> {
     seg: &'s Segment<'a>,
     family: u32,
     value: f64,
     time: u64,
-    labels: Range<usize>,
+    /// The label-value string indices, as varints.
+    labels: &'a [u8],
+    n: usize,
 }
 
 impl<'s, 'a> MetricRef<'s, 'a> {
@@ -301,6 +363,7 @@ impl<'s, 'a> MetricRef<'s, 'a> {
     pub fn family(&self) -> FamilyRef<'s, 'a> {
         FamilyRef {
             seg: self.seg,
+            // Checked at parse time.
             f: &self.seg.families[self.family as usize],
         }
     }
@@ -314,14 +377,179 @@ impl<'s, 'a> MetricRef<'s, 'a> {
     }
     /// Label values, in the family's label order.
     pub fn label_values(&self) -> impl ExactSizeIterator<Item = &'a str> + use<'a, 's> {
-        let seg = self.seg;
-        seg.idx[self.labels.clone()]
-            .iter()
-            .map(move |&i| seg.str(i))
+        LabelValues {
+            seg: self.seg,
+            rd: Reader {
+                buf: self.labels,
+                pos: 0,
+            },
+            left: self.n,
+        }
+    }
+    /// The label values' indices in the segment's string table, in the family's label order. Two records of
+    /// one segment with the same indices have the same label values, so an adapter can key per-batch state
+    /// by them without comparing strings.
+    pub fn label_indices(&self) -> impl ExactSizeIterator<Item = u32> + use<'a> {
+        Indices {
+            rd: Reader {
+                buf: self.labels,
+                pos: 0,
+            },
+            left: self.n,
+        }
     }
     /// (label name, label value) pairs.
     pub fn labels(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 's {
         self.family().label_names().zip(self.label_values())
+    }
+    /// Identifies the record's family within the batch: equal ids mean the same family declaration.
+    pub fn family_id(&self) -> FamilyId {
+        FamilyId {
+            segment: self.seg.seq,
+            family: self.family,
+        }
+    }
+    /// Identifies the record's series within the batch without reading a string: records with equal keys
+    /// have the same family and the same label values (records of different segments may be the same
+    /// series under different keys).
+    pub fn series_key(&self) -> SeriesKey<'a> {
+        SeriesKey {
+            family: self.family_id(),
+            labels: self.labels,
+        }
+    }
+}
+
+/// A family declaration of a batch ([`MetricRef::family_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FamilyId {
+    segment: u32,
+    family: u32,
+}
+
+/// A series of a batch ([`MetricRef::series_key`]): cheap to hash and compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey<'a> {
+    family: FamilyId,
+    labels: &'a [u8],
+}
+
+impl SeriesKey<'_> {
+    /// The key's family.
+    pub fn family(&self) -> FamilyId {
+        self.family
+    }
+    /// The bytes that identify the label values within the family's segment.
+    pub fn label_bytes(&self) -> &[u8] {
+        self.labels
+    }
+}
+
+/// The label values of one metric record.
+struct LabelValues<'s, 'a> {
+    seg: &'s Segment<'a>,
+    rd: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for LabelValues<'_, 'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(
+            self.seg
+                .str(u32::try_from(self.rd.varint()).unwrap_or(u32::MAX)),
+        )
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for LabelValues<'_, '_> {}
+
+/// The label-value string indices of one metric record.
+struct Indices<'a> {
+    rd: Reader<'a>,
+    left: usize,
+}
+
+impl Iterator for Indices<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(u32::try_from(self.rd.varint()).unwrap_or(u32::MAX))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Indices<'_> {}
+
+/// Reads bytes that [`Cursor`] already validated: total, never fails (a short read yields zeros).
+#[derive(Debug, Clone, Copy)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn byte(&mut self) -> u8 {
+        let b = self.buf.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+
+    #[inline]
+    fn varint(&mut self) -> u64 {
+        let b = self.byte();
+        if b < 0x80 {
+            return u64::from(b);
+        }
+        let mut v = u64::from(b & 0x7f);
+        for shift in (7..64).step_by(7) {
+            let b = self.byte();
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                break;
+            }
+        }
+        v
+    }
+
+    fn f64(&mut self) -> f64 {
+        let mut a = [0u8; 8];
+        if let Some(s) = self.buf.get(self.pos..self.pos + 8) {
+            a.copy_from_slice(s);
+        }
+        self.pos += 8;
+        f64::from_le_bytes(a)
+    }
+
+    /// Skips `n` varints, returning their bytes.
+    #[inline]
+    fn skip_varints(&mut self, n: usize) -> &'a [u8] {
+        let start = self.pos.min(self.buf.len());
+        let mut left = n;
+        while left > 0 && self.pos < self.buf.len() {
+            if self.buf[self.pos] < 0x80 {
+                left -= 1;
+            }
+            self.pos += 1;
+        }
+        &self.buf[start..self.pos.min(self.buf.len())]
     }
 }
 
@@ -457,7 +685,18 @@ impl<'a> Cursor<'a> {
         Ok(f64::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -491,6 +730,23 @@ impl<'a> Cursor<'a> {
             return Err(self.err("string index out of range"));
         }
         Ok(i as u32)
+    }
+
+    /// Checks `n` string indices. Fast path: the next `n` bytes are all one-byte indices in range (a segment
+    /// with fewer than 128 strings).
+    #[inline]
+    fn string_indices(&mut self, n: usize, strings: usize) -> Result<(), DecodeError> {
+        let limit = strings.min(0x80);
+        if let Some(s) = self.buf.get(self.pos..self.pos.saturating_add(n))
+            && s.iter().all(|&b| usize::from(b) < limit)
+        {
+            self.pos += n;
+            return Ok(());
+        }
+        for _ in 0..n {
+            self.str_idx(strings)?;
+        }
+        Ok(())
     }
 
     fn value(&mut self, strings: usize) -> Result<RawValue<'a>, DecodeError> {
@@ -572,29 +828,36 @@ impl<'a> Cursor<'a> {
         }
 
         let nr = self.count(1)?;
+        if kind == BatchKind::Metrics {
+            let start = self.pos;
+            for _ in 0..nr {
+                let family = self.varint()?;
+                let f = families
+                    .get(family as usize)
+                    .ok_or_else(|| self.err("family index out of range"))?;
+                let nl = f.labels.len();
+                self.take(8)?;
+                self.varint()?;
+                self.string_indices(nl, ns)?;
+            }
+            return Ok(Segment {
+                seq: 0,
+                strings,
+                families,
+                idx,
+                fields: Vec::new(),
+                records: Records::Metrics {
+                    bytes: &self.buf[start..self.pos],
+                    count: nr,
+                },
+            });
+        }
         let mut records = Vec::with_capacity(nr);
         let mut fields = Vec::new();
         for _ in 0..nr {
             let rec = match kind {
-                BatchKind::Metrics => {
-                    let family = self.varint()?;
-                    let f = families
-                        .get(family as usize)
-                        .ok_or_else(|| self.err("family index out of range"))?;
-                    let nl = f.labels.len();
-                    let value = self.f64()?;
-                    let time = self.varint()?;
-                    let start = idx.len();
-                    for _ in 0..nl {
-                        idx.push(self.str_idx(ns)?);
-                    }
-                    Record::Metric {
-                        family: family as u32,
-                        value,
-                        time,
-                        labels: start..idx.len(),
-                    }
-                }
+                // Handled above; kept total rather than panicking.
+                BatchKind::Metrics => return Err(self.err("metric records in an indexed segment")),
                 BatchKind::Logs => {
                     let name = self.str_idx(ns)?;
                     let severity = Severity::from_u8(self.u8()?)
@@ -642,11 +905,12 @@ impl<'a> Cursor<'a> {
             records.push(rec);
         }
         Ok(Segment {
+            seq: 0,
             strings,
             families,
             idx,
             fields,
-            records,
+            records: Records::Indexed(records),
         })
     }
 }

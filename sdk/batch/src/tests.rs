@@ -201,3 +201,66 @@ fn samples_round_trip() {
     assert!(r.next().unwrap().is_err());
     assert!(r.next().is_none());
 }
+
+#[test]
+fn metric_views_decode_multi_byte_indices_and_share_keys() {
+    // More than 128 strings: label indices take two varint bytes, off the validation's fast path.
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let f = w.family(&family("m", &["a", "b"]));
+    let names: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+    for n in &names {
+        w.metric(f, 1.0, 1_700_000_000_000_000_000, [n.as_str(), "x"]);
+    }
+    w.metric(f, 2.0, 3, ["v299", "x"]);
+    let buf = w.finish();
+    let b = Batch::parse(&buf).unwrap();
+    let m: Vec<_> = b.metrics().collect();
+    assert_eq!(m.len(), 301);
+    for (r, n) in m.iter().zip(&names) {
+        assert_eq!(r.label_values().collect::<Vec<_>>(), [n.as_str(), "x"]);
+        assert_eq!(r.time_nanos(), 1_700_000_000_000_000_000);
+    }
+    assert_eq!(m[299].series_key(), m[300].series_key());
+    assert_ne!(m[0].series_key(), m[300].series_key());
+    assert_eq!(
+        m[300].label_indices().collect::<Vec<_>>(),
+        m[299].label_indices().collect::<Vec<_>>()
+    );
+    assert_eq!((m[300].value(), m[300].time_nanos()), (2.0, 3));
+}
+
+#[test]
+fn samples_refer_to_earlier_label_sets() {
+    let mut w = SampleWriter::new();
+    let set = w.sample(1, 1.0, ["a", "b"]);
+    w.sample_with(2, 2.0, set);
+    let other = w.sample(1, 3.0, ["c", "d"]);
+    w.sample_with(1, 4.0, set);
+    assert_eq!((set, other), (LabelSet(0), LabelSet(1)));
+    let got: Vec<_> = SampleReader::new(w.as_bytes())
+        .map(|s| s.map(|s| (s.handle, s.value, s.label_values)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            (1, 1.0, vec!["a", "b"]),
+            (2, 2.0, vec!["a", "b"]),
+            (1, 3.0, vec!["c", "d"]),
+            (1, 4.0, vec!["a", "b"]),
+        ]
+    );
+    let mut r = SampleReader::new(w.as_bytes());
+    let sets: Vec<_> = std::iter::from_fn(|| r.next_raw())
+        .map(|s| s.unwrap().set)
+        .collect();
+    assert_eq!(sets, [set, set, other, set]);
+
+    // A reference to a set not written before is malformed.
+    let mut bad = Vec::new();
+    bad.push(0);
+    bad.extend_from_slice(&1.0f64.to_le_bytes());
+    bad.push(1);
+    let e = SampleReader::new(&bad).next().unwrap().unwrap_err();
+    assert_eq!(e.what, "label set reference to a set not written before");
+}

@@ -123,6 +123,34 @@ impl BatchWriter {
         self.record_count += 1;
     }
 
+    /// Appends a metric record whose label values are already interned in this segment
+    /// ([`BatchWriter::intern`] since the last finish): for a caller that writes the same values into several
+    /// records and interns each once.
+    ///
+    /// # Panics
+    /// When `family` was not declared, `labels` has the wrong length or names a string not interned in this
+    /// segment (a bug in the caller).
+    pub fn metric_interned(&mut self, family: u32, value: f64, time_nanos: u64, labels: &[u32]) {
+        debug_assert_eq!(self.kind, BatchKind::Metrics);
+        assert_eq!(
+            labels.len(),
+            self.family_labels[family as usize],
+            "metric record label count differs from its family's"
+        );
+        let strings = self.strings.len();
+        assert!(
+            labels.iter().all(|&i| (i as usize) < strings),
+            "label value not interned in this segment"
+        );
+        put_varint(&mut self.records, u64::from(family));
+        self.records.extend_from_slice(&value.to_le_bytes());
+        put_varint(&mut self.records, time_nanos);
+        for &i in labels {
+            put_varint(&mut self.records, u64::from(i));
+        }
+        self.record_count += 1;
+    }
+
     /// Appends a log entry.
     pub fn log<'s>(
         &mut self,

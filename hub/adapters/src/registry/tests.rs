@@ -151,3 +151,57 @@ fn limits_and_invalid_samples_are_counted() {
     assert_eq!(out.applied, 0);
     assert!(r.record(&[0x80], &all).is_err());
 }
+
+#[test]
+fn label_set_references_reach_the_same_series_within_limits() {
+    let r = Registry::new(10, 2);
+    let req = r
+        .define(family("req", MetricKind::Counter, &["code"]))
+        .expect("define");
+    let mut lat = family("lat", MetricKind::Histogram, &["code"]);
+    lat.buckets = vec![1.0];
+    let lat = r.define(lat).expect("define");
+    let other = r
+        .define(family("other", MetricKind::Gauge, &["a", "b"]))
+        .expect("define");
+
+    let mut s = SampleWriter::new();
+    let ok = s.sample(req, 1.0, ["200"]);
+    s.sample_with(req, 2.0, ok);
+    // The same labels in another family: its own series.
+    s.sample_with(lat, 0.5, ok);
+    s.sample_with(lat, 5.0, ok);
+    // Invalid for a counter, whichever way the labels come.
+    s.sample_with(req, -1.0, ok);
+    // A reference with the wrong label count for the family is skipped.
+    s.sample_with(other, 1.0, ok);
+    s.sample(req, 1.0, ["503"]);
+    // A third series is over the per-family limit of 2, by reference too.
+    let third = s.sample(req, 1.0, ["404"]);
+    s.sample_with(req, 1.0, third);
+    let out = r.record(s.as_bytes(), &all).expect("record");
+    assert_eq!(
+        out,
+        RecordOutcome {
+            applied: 5,
+            skipped: 4
+        }
+    );
+    assert_eq!(
+        r.dropped(),
+        RegistryDrops {
+            series_limit: 2,
+            invalid: 2
+        }
+    );
+    let text = r.encode();
+    for line in [
+        "req_total{code=\"200\"} 3",
+        "req_total{code=\"503\"} 1",
+        "lat_bucket{code=\"200\",le=\"1\"} 1",
+        "lat_count{code=\"200\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("404"), "{text}");
+}
