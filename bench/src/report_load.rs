@@ -189,8 +189,8 @@ pub async fn closed_loop(
     })
 }
 
-/// The in-process path: decodes each Report's bags (`hub_server::report_bags`, as the gRPC handler does after
-/// prost) and hands them to `HubState::ingest`, in a loop on a thread of the server runtime. When the adapter's
+/// The in-process path: decodes each Report's bags one at a time (`hub_server::each_report_bag`, as the gRPC
+/// handler does after prost) straight into `HubState::ingest_each`, in a loop on a thread of the server runtime. When the adapter's
 /// queue refuses a segment the loop pauses 1 ms (so it measures what the adapter sustains rather than how
 /// fast records can be thrown away); every refusal is still counted as dropped.
 pub async fn in_process(
@@ -210,8 +210,10 @@ pub async fn in_process(
             }
             let req = requests[i % requests.len()].clone();
             i += 1;
-            let (decoded, rejected, _) = hub_server::report_bags(req);
-            let out = state.ingest("bench", decoded);
+            let mut rejected = 0;
+            let out = state.ingest_each("bench", |visit| {
+                rejected = hub_server::each_report_bag(req, visit).rejected;
+            });
             if start >= measure_from && Instant::now() <= end {
                 bags += out.bags;
                 errors += u64::from(rejected > 0);

@@ -84,3 +84,47 @@ fn bad_config_is_refused() {
     let e = Harness::<Prometheus>::new(r#"{"prefx": "x"}"#).unwrap_err();
     assert!(e.contains("prefx"), "{e}");
 }
+
+#[test]
+fn a_series_repeated_in_a_batch_keeps_its_labels_and_values() {
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let labels = ["code", "dest"];
+    let f = w.family(&Family {
+        name: "requests",
+        kind: MetricKind::Counter,
+        help: "",
+        label_names: &labels,
+        buckets: &[],
+    });
+    let h = w.family(&Family {
+        name: "latency",
+        kind: MetricKind::Histogram,
+        help: "",
+        label_names: &labels,
+        buckets: &[1.0],
+    });
+    for (v, code) in [(1.0, "200"), (2.0, "503"), (3.0, "200")] {
+        w.metric(f, v, 0, [code, "reviews"]);
+        w.metric(h, v / 10.0, 0, [code, "reviews"]);
+    }
+    let mut h2 = Harness::<Prometheus>::new("{}").unwrap();
+    h2.handle_metrics(&w.finish()).unwrap();
+    assert_eq!(h2.record_calls(), 1);
+    let samples = h2.samples();
+    let got: Vec<(String, Option<&str>, f64)> = samples
+        .iter()
+        .map(|s| (s.family.clone(), s.label("code"), s.value))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("requests".to_string(), Some("200"), 1.0),
+            ("latency".to_string(), Some("200"), 0.1),
+            ("requests".to_string(), Some("503"), 2.0),
+            ("latency".to_string(), Some("503"), 0.2),
+            ("requests".to_string(), Some("200"), 3.0),
+            ("latency".to_string(), Some("200"), 0.3),
+        ]
+    );
+    assert!(samples.iter().all(|s| s.label("dest") == Some("reviews")));
+}

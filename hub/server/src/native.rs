@@ -203,16 +203,18 @@ impl Mixer for MixerService {
                 req.attributes.len()
             )));
         }
-        let (bags, rejected, errors) = report_bags(req);
-        if rejected > 0 {
-            self.state.metrics.reports("native", "invalid", rejected);
+        let mut decoded = DecodedReport::default();
+        self.state
+            .ingest_each("native", |visit| decoded = each_report_bag(req, visit));
+        if decoded.rejected > 0 {
+            self.state
+                .metrics
+                .reports("native", "invalid", decoded.rejected);
         }
-        let accepted = bags.len() as u64;
-        self.state.ingest("native", bags);
         Ok(Response::new(mixer::ReportResponse {
-            accepted,
-            rejected,
-            errors,
+            accepted: decoded.accepted,
+            rejected: decoded.rejected,
+            errors: decoded.errors,
         }))
     }
 }
@@ -223,33 +225,55 @@ pub const MAX_REPORT_BAGS: usize = 10_000;
 /// Decodes the bags of a Report: the accepted bags, how many were rejected, and one line per distinct reason.
 /// With delta encoding each entry overlays the previous bag, so an entry after a rejected one is rejected too.
 pub fn report_bags(req: mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
+    let mut bags = Vec::with_capacity(req.attributes.len());
+    let decoded = each_report_bag(req, &mut |b: &Bag| bags.push(b.clone()));
+    (bags, decoded.rejected, decoded.errors)
+}
+
+/// What [`each_report_bag`] decoded.
+#[derive(Debug, Default)]
+pub struct DecodedReport {
+    /// Bags accepted (handed to the visitor).
+    pub accepted: u64,
+    /// Entries rejected.
+    pub rejected: u64,
+    /// One line per distinct reason (at most ten).
+    pub errors: Vec<String>,
+}
+
+/// Decodes the bags of a Report one at a time and hands each to `visit`, like [`report_bags`] but without
+/// keeping them: with delta encoding each entry overlays the previous bag in place instead of a copy of it.
+pub fn each_report_bag(req: mixer::ReportRequest, visit: &mut dyn FnMut(&Bag)) -> DecodedReport {
     let delta = req.repeated_attributes_semantics
         == mixer::report_request::RepeatedAttributesSemantics::DeltaEncoding as i32;
-    let mut bags = Vec::with_capacity(req.attributes.len());
-    let mut errors: Vec<String> = Vec::new();
-    let mut rejected = 0u64;
+    let mut out = DecodedReport::default();
+    let mut previous: Option<Bag> = None;
     let mut broken_at: Option<usize> = None;
     for (i, c) in req.attributes.into_iter().enumerate() {
         if let Some(first) = broken_at {
-            rejected += 1;
+            out.rejected += 1;
             let reason = format!("attributes[{first}..]: follow a rejected delta-encoded entry");
-            if !errors.contains(&reason) {
-                errors.push(reason);
+            if !out.errors.contains(&reason) {
+                out.errors.push(reason);
             }
             continue;
         }
-        let base = if delta { bags.last().cloned() } else { None };
+        let base = if delta { previous.take() } else { None };
         match hub_attributes::from_compressed_entry(
             c,
             &req.default_words,
             req.global_word_count,
             base,
         ) {
-            Ok(bag) => bags.push(bag),
+            Ok(bag) => {
+                visit(&bag);
+                out.accepted += 1;
+                previous = Some(bag);
+            }
             Err(e) => {
-                rejected += 1;
-                if errors.len() < 10 {
-                    errors.push(format!("attributes[{i}]: {e}"));
+                out.rejected += 1;
+                if out.errors.len() < 10 {
+                    out.errors.push(format!("attributes[{i}]: {e}"));
                 }
                 if delta {
                     broken_at = Some(i + 1);
@@ -257,5 +281,5 @@ pub fn report_bags(req: mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
             }
         }
     }
-    (bags, rejected, errors)
+    out
 }

@@ -91,6 +91,18 @@ impl HubState {
         out
     }
 
+    /// Like [`State::ingest`] for bags produced one at a time: `feed` hands each bag to the visitor it is given
+    /// (the bag need not outlive the call).
+    pub fn ingest_each(
+        &self,
+        front_door: &'static str,
+        feed: impl FnOnce(&mut dyn FnMut(&Bag)),
+    ) -> Ingested {
+        let out = self.telemetry.ingest_each(feed, &self.metrics);
+        self.metrics.reports(front_door, "accepted", out.bags);
+        out
+    }
+
     /// The snapshot Checks are decided with, if one has loaded.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current

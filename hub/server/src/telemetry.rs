@@ -92,20 +92,37 @@ impl Telemetry {
 
     /// Evaluates `bags` and hands the records to the adapters. Never blocks: a full adapter queue drops.
     pub fn ingest_with(&self, bags: impl IntoIterator<Item = Bag>, metrics: &Metrics) -> Ingested {
+        self.ingest_each(
+            |visit| {
+                for bag in bags {
+                    visit(&bag);
+                }
+            },
+            metrics,
+        )
+    }
+
+    /// Like [`Telemetry::ingest_with`] for bags produced one at a time: `feed` hands each bag to the visitor it
+    /// is given.
+    pub fn ingest_each(
+        &self,
+        feed: impl FnOnce(&mut dyn FnMut(&Bag)),
+        metrics: &Metrics,
+    ) -> Ingested {
         let p = self.pipeline();
         let mut out = Ingested::default();
         if p.rules.is_empty() {
-            out.bags = bags.into_iter().count() as u64;
+            feed(&mut |_| out.bags += 1);
             return out;
         }
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut batches: Batches = p.rules.batches();
-        for bag in bags {
-            out.stats += p.rules.record(&bag, now, &mut batches);
+        feed(&mut |bag| {
+            out.stats += p.rules.record(bag, now, &mut batches);
             out.bags += 1;
-        }
+        });
         for seg in batches.take() {
             let accepted = match p.handles.get(seg.adapter).and_then(Option::as_ref) {
                 Some(h) => h.submit(seg.kind, seg.bytes, seg.records),

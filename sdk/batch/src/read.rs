@@ -696,16 +696,22 @@ impl<'a> Cursor<'a> {
         self.varint_long()
     }
 
+    /// A varint of more than one byte, read from the slice directly (a timestamp takes nine).
     fn varint_long(&mut self) -> Result<u64, DecodeError> {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
         let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
-        Err(self.err("varint longer than 10 bytes"))
+        Err(if rest.len() < 10 {
+            self.err("unexpected end")
+        } else {
+            self.err("varint longer than 10 bytes")
+        })
     }
 
     fn zigzag(&mut self) -> Result<i64, DecodeError> {
