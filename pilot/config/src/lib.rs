@@ -27,7 +27,7 @@ pub mod types;
 mod validate;
 
 pub use duration::{Duration, parse as parse_duration};
-pub use load::{GROUP, KINDS, NetworkingSet, VERSIONS, load_path};
+pub use load::{GROUP, KINDS, NetworkingSet, ParsedFiles, VERSIONS, load_path};
 pub use model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, Matcher, MeshConfig, RequestMatch, RouteTarget,
     TcpRouteModel, VirtualService,

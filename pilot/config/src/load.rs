@@ -4,9 +4,13 @@
 //! documents of the `networking.istio.io` group, in any of the apiVersions Istio serves with the same spec
 //! shape, and types their specs. Documents of other groups (the hub's `policy.sextant.dev`) are skipped.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 
-use hub_config::{ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates};
+use hub_config::{
+    ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates, documents,
+};
 
 use crate::types::{
     DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec,
@@ -49,16 +53,47 @@ impl NetworkingSet {
     /// versions and kinds of the group, unknown or mistyped fields, and two resources of one kind with the
     /// same namespace and name.
     pub fn load(files: &ConfigFiles) -> Result<NetworkingSet, ConfigErrors> {
+        Self::load_with(files, &mut ParsedFiles::default())
+    }
+
+    /// [`NetworkingSet::load`], parsing only the files whose text changed since the last load with `parsed`.
+    pub fn load_with(
+        files: &ConfigFiles,
+        parsed: &mut ParsedFiles,
+    ) -> Result<NetworkingSet, ConfigErrors> {
         let mut set = NetworkingSet {
             digest: files.digest,
             ..NetworkingSet::default()
         };
         let mut errors = Vec::new();
-        for doc in files.documents() {
-            if let Err(e) = doc.and_then(|doc| set.add(doc)) {
-                errors.push(e);
-            }
+        let mut next = HashMap::with_capacity(files.files.len());
+        for (path, text) in &files.files {
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            let digest = h.finish();
+            let typed = match parsed.by_file.remove(path) {
+                Some((d, typed)) if d == digest => typed,
+                _ => {
+                    let mut typed = NetworkingSet::default();
+                    let before = errors.len();
+                    for doc in documents(path, text) {
+                        if let Err(e) = doc.and_then(|doc| typed.add(doc)) {
+                            errors.push(e);
+                        }
+                    }
+                    if errors.len() > before {
+                        // Not kept, so parsed again next time with the same errors; its valid resources
+                        // still take part in the checks across files.
+                        set.extend(&typed);
+                        continue;
+                    }
+                    typed
+                }
+            };
+            set.extend(&typed);
+            next.insert(path.clone(), (digest, typed));
         }
+        parsed.by_file = next;
         check_duplicates(&set.virtual_services, "VirtualService", &mut errors);
         check_duplicates(&set.destination_rules, "DestinationRule", &mut errors);
         check_duplicates(&set.service_entries, "ServiceEntry", &mut errors);
@@ -69,6 +104,18 @@ impl NetworkingSet {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    fn extend(&mut self, other: &NetworkingSet) {
+        self.virtual_services
+            .extend_from_slice(&other.virtual_services);
+        self.destination_rules
+            .extend_from_slice(&other.destination_rules);
+        self.service_entries
+            .extend_from_slice(&other.service_entries);
+        self.workload_entries
+            .extend_from_slice(&other.workload_entries);
+        self.gateways.extend_from_slice(&other.gateways);
     }
 
     fn add(&mut self, doc: RawResource) -> Result<(), ConfigError> {
@@ -121,6 +168,13 @@ impl NetworkingSet {
 
 /// Types a spec. An unknown field is either misspelt or a field of Istio's API that Sextant does not model
 /// yet; the message says both, so a field is never silently dropped.
+/// The networking resources of each file of the last load, by path, with a digest of the file's text: what
+/// [`NetworkingSet::load_with`] reuses for files that did not change. Holds only the files of the last load.
+#[derive(Debug, Default)]
+pub struct ParsedFiles {
+    by_file: HashMap<PathBuf, (u64, NetworkingSet)>,
+}
+
 fn typed<S: serde::de::DeserializeOwned>(doc: RawResource) -> Result<Resource<S>, ConfigError> {
     doc.into_resource().map_err(|mut e| {
         if let ConfigError::Invalid { message, .. } = &mut e
@@ -149,6 +203,69 @@ mod tests {
             PathBuf::from("n.yaml"),
             text.to_string(),
         )]))
+    }
+
+    fn rule(name: &str, host: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec: {{host: {host}}}\n"
+        )
+    }
+
+    fn hosts(set: &NetworkingSet) -> Vec<(String, String)> {
+        set.destination_rules
+            .iter()
+            .map(|r| (r.name.clone(), r.spec.host.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn reloading_with_parsed_files_sees_every_change() {
+        let mut parsed = ParsedFiles::default();
+        let files = |b: &str, c: Option<&str>| {
+            let mut f = vec![
+                (PathBuf::from("a.yaml"), rule("a", "ratings")),
+                (PathBuf::from("b.yaml"), b.to_string()),
+            ];
+            if let Some(c) = c {
+                f.push((PathBuf::from("c.yaml"), c.to_string()));
+            }
+            ConfigFiles::from_texts(f)
+        };
+        let first = NetworkingSet::load_with(&files(&rule("b", "reviews"), None), &mut parsed);
+        assert_eq!(
+            hosts(&first.unwrap()),
+            [
+                ("a".into(), "ratings".into()),
+                ("b".into(), "reviews".into())
+            ]
+        );
+        // One file edited, one added: both seen, the unchanged one kept.
+        let second = NetworkingSet::load_with(
+            &files(&rule("b", "details"), Some(&rule("c", "x"))),
+            &mut parsed,
+        );
+        assert_eq!(
+            hosts(&second.unwrap()),
+            [
+                ("a".into(), "ratings".into()),
+                ("b".into(), "details".into()),
+                ("c".into(), "x".into())
+            ]
+        );
+        // A broken file is reported every time until it is fixed, and a removed file's resources go.
+        let broken = files("kind: [", None);
+        for _ in 0..2 {
+            let err = NetworkingSet::load_with(&broken, &mut parsed).unwrap_err();
+            assert!(err.to_string().contains("b.yaml:1"), "{err}");
+        }
+        let fixed = NetworkingSet::load_with(&files(&rule("b", "reviews"), None), &mut parsed);
+        assert_eq!(
+            hosts(&fixed.unwrap()),
+            [
+                ("a".into(), "ratings".into()),
+                ("b".into(), "reviews".into())
+            ]
+        );
     }
 
     #[test]

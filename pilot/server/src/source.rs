@@ -2,7 +2,7 @@
 //! view, cached, and replaced as a whole when the mesh changes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_xds::{Snapshot, SnapshotSource};
@@ -36,12 +36,23 @@ struct Current {
     mesh: Mesh,
 }
 
-/// The mesh, translated lazily per view, with a change signal for the ADS streams.
+/// One view's snapshot for one generation: translated once, by whichever stream (or publication) gets there
+/// first, while the view's other streams wait for it.
+struct Entry {
+    generation: u64,
+    /// A proxy of the view, to translate it again when the mesh changes.
+    node: Node,
+    snapshot: Arc<OnceLock<Arc<Snapshot>>>,
+}
+
+/// The mesh, translated per view, with a change signal for the ADS streams.
 pub struct MeshSource {
     translator: Arc<dyn Translator>,
     current: RwLock<Arc<Current>>,
-    /// (generation, view) → snapshot, and the last consistent snapshot of each view.
-    cache: Mutex<HashMap<String, (u64, Arc<Snapshot>)>>,
+    /// View → its snapshot for a generation.
+    cache: Mutex<HashMap<String, Entry>>,
+    /// One publication at a time.
+    publishing: Mutex<()>,
     changes: watch::Sender<u64>,
     /// Translations that produced an inconsistent snapshot (the view kept its previous one).
     pub inconsistent: Counter,
@@ -59,20 +70,45 @@ impl MeshSource {
                 mesh: Mesh::default(),
             })),
             cache: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(()),
             changes: watch::Sender::new(0),
             inconsistent: Counter::default(),
             cache_resets: Counter::default(),
         }
     }
 
-    /// Serves `mesh` from now on and wakes every stream.
+    fn cache(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `mesh` from now on and wakes every stream. The views in use are translated first, once each,
+    /// so their streams find their snapshots ready instead of translating in turn.
     pub fn publish(&self, mesh: Mesh) -> u64 {
-        let generation = {
-            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-            let generation = cur.generation + 1;
-            *cur = Arc::new(Current { generation, mesh });
-            generation
-        };
+        let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.mesh().0 + 1;
+        let in_use: Vec<(String, Node, Option<Arc<Snapshot>>)> = self
+            .cache()
+            .iter()
+            .map(|(view, e)| (view.clone(), e.node.clone(), e.snapshot.get().cloned()))
+            .collect();
+        let fresh: Vec<(String, Entry)> = in_use
+            .into_iter()
+            .map(|(view, node, previous)| {
+                let snapshot = self.build(&view, &mesh, &node, previous.as_ref());
+                let entry = Entry {
+                    generation,
+                    node,
+                    snapshot: Arc::new(OnceLock::from(snapshot)),
+                };
+                (view, entry)
+            })
+            .collect();
+        {
+            let mut cache = self.cache();
+            cache.extend(fresh);
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(Current { generation, mesh });
+        }
         self.changes.send_replace(generation);
         generation
     }
@@ -86,6 +122,33 @@ impl MeshSource {
             .clone();
         (cur.generation, cur.mesh.clone())
     }
+
+    /// Translates one view; an inconsistent result keeps `previous`. Types whose resources did not change
+    /// keep `previous`'s maps, so streams see at a glance that they have nothing to send.
+    fn build(
+        &self,
+        view: &str,
+        mesh: &Mesh,
+        node: &Node,
+        previous: Option<&Arc<Snapshot>>,
+    ) -> Arc<Snapshot> {
+        let mut fresh = self
+            .translator
+            .translate(&mesh.config, &mesh.services, node);
+        match fresh.consistent() {
+            Ok(()) => {
+                if let Some(previous) = previous {
+                    fresh.reuse_unchanged(previous);
+                }
+                Arc::new(fresh)
+            }
+            Err(e) => {
+                self.inconsistent.inc();
+                tracing::error!(%view, error = %e, "translation produced an inconsistent snapshot; the proxy keeps its previous one");
+                previous.map_or_else(|| Arc::new(Snapshot::default()), Arc::clone)
+            }
+        }
+    }
 }
 
 impl SnapshotSource for MeshSource {
@@ -96,36 +159,33 @@ impl SnapshotSource for MeshSource {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let view = self.translator.view(node);
-        if let Some((g, s)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&view)
-            && *g == cur.generation
-        {
-            return s.clone();
-        }
-        // Translated outside the lock: proxies of other views are not held up.
-        let fresh = self
-            .translator
-            .translate(&cur.mesh.config, &cur.mesh.services, node);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = match fresh.consistent() {
-            Ok(()) => Arc::new(fresh),
-            Err(e) => {
-                self.inconsistent.inc();
-                tracing::error!(%view, error = %e, "translation produced an inconsistent snapshot; the proxy keeps its previous one");
-                cache
-                    .get(&view)
-                    .map_or_else(|| Arc::new(Snapshot::default()), |(_, s)| s.clone())
+        let (cell, previous) = {
+            let mut cache = self.cache();
+            let known = cache
+                .get(&view)
+                .map(|e| (e.generation == cur.generation, e.snapshot.clone()));
+            match known {
+                Some((true, cell)) => (cell, None),
+                stale => {
+                    let previous = stale.as_ref().and_then(|(_, cell)| cell.get().cloned());
+                    if cache.len() >= MAX_VIEWS && stale.is_none() {
+                        cache.clear();
+                        self.cache_resets.inc();
+                    }
+                    let cell = Arc::new(OnceLock::new());
+                    let entry = Entry {
+                        generation: cur.generation,
+                        node: node.clone(),
+                        snapshot: cell.clone(),
+                    };
+                    cache.insert(view.clone(), entry);
+                    (cell, previous)
+                }
             }
         };
-        if cache.len() >= MAX_VIEWS && !cache.contains_key(&view) {
-            cache.clear();
-            self.cache_resets.inc();
-        }
-        cache.insert(view, (cur.generation, snapshot.clone()));
-        snapshot
+        // Translated outside the lock: proxies of other views are not held up.
+        cell.get_or_init(|| self.build(&view, &cur.mesh, node, previous.as_ref()))
+            .clone()
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

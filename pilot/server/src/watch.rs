@@ -1,13 +1,17 @@
-//! Watches the configuration directory: reads and hashes the files every poll interval, and when they
-//! changed and then stayed unchanged for the debounce time, validates them and publishes the new mesh. An
-//! invalid change is logged and kept for `/debug/config`; the mesh being served stays.
+//! Watches the configuration directory: woken by file-system events (inotify) and, as a safety net, by a
+//! poll that compares the files' names, sizes and modification times. Once a change stayed still for the
+//! debounce time, the files are read; if their contents changed, the changed files are parsed (the others'
+//! resources are reused), the whole set is validated and the new mesh is published. An invalid change is
+//! logged and kept for `/debug/config`; the mesh being served stays.
 
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use hub_config::{ConfigErrors, ConfigFiles};
-use pilot_config::{FileRegistry, NetworkingSet, ServiceRegistry};
+use hub_config::{ConfigErrors, ConfigFiles, yaml_files};
+use pilot_config::{FileRegistry, NetworkingSet, ParsedFiles, ServiceRegistry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,6 +29,9 @@ pub struct ConfigWatch {
     registry: FileRegistry,
     source: Arc<MeshSource>,
     last_digest: RwLock<Option<u64>>,
+    /// The files' names, sizes and times when they were last read.
+    last_fingerprint: RwLock<Option<u64>>,
+    parsed: Mutex<ParsedFiles>,
     last_errors: RwLock<Vec<String>>,
     pub(crate) reloads: Family<ResultLabels, Counter>,
 }
@@ -37,6 +44,8 @@ impl ConfigWatch {
             registry: FileRegistry::new(),
             source,
             last_digest: RwLock::new(None),
+            last_fingerprint: RwLock::new(None),
+            parsed: Mutex::new(ParsedFiles::default()),
             last_errors: RwLock::new(Vec::new()),
             reloads: Family::default(),
         }
@@ -63,6 +72,11 @@ impl ConfigWatch {
 
     /// Loads the directory now if its files changed (always with `force`); true when a mesh was published.
     pub fn load(&self, force: bool) -> bool {
+        let started = Instant::now();
+        *self
+            .last_fingerprint
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fingerprint(&self.dir));
         let files = match ConfigFiles::read(&self.dir) {
             Ok(f) => f,
             Err(e) => {
@@ -77,8 +91,15 @@ impl ConfigWatch {
             }
             *last = Some(files.digest);
         }
-        match NetworkingSet::load(&files).and_then(|set| pilot_config::validate(&set)) {
+        let read = started.elapsed();
+        let parsed = {
+            let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+            NetworkingSet::load_with(&files, &mut cache)
+        };
+        let typed = started.elapsed();
+        match parsed.and_then(|set| pilot_config::validate(&set)) {
             Ok(config) => {
+                let validated = started.elapsed();
                 self.registry.update(config.services.clone());
                 let generation = self.source.publish(Mesh {
                     config: Arc::new(config),
@@ -94,6 +115,10 @@ impl ConfigWatch {
                 tracing::info!(
                     generation,
                     files = files.files.len(),
+                    read_ms = millis(read),
+                    parse_ms = millis(typed - read),
+                    validate_ms = millis(validated - typed),
+                    translate_ms = millis(started.elapsed() - validated),
                     "networking configuration loaded"
                 );
                 true
@@ -105,33 +130,91 @@ impl ConfigWatch {
         }
     }
 
-    /// Polls every `poll`; a change is loaded once the files stayed the same for `debounce`, so a burst of
-    /// edits makes one push.
+    /// Waits for changes (file-system events, or every `poll` a look at the files' names, sizes and times);
+    /// a change is loaded once the files stayed the same for `debounce`, so a burst of edits makes one push.
     pub async fn run(self: Arc<Self>, poll: Duration, debounce: Duration) {
+        let events = Arc::new(Events::default());
+        let _watcher = events.watch(&self.dir);
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let Some(mut digest) = self.changed_digest() else {
-                continue;
+            let woken_by_event = tokio::select! {
+                _ = tick.tick() => false,
+                () = events.wake.notified() => true,
             };
+            let mut seen = fingerprint(&self.dir);
+            let last = *self
+                .last_fingerprint
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if !woken_by_event && last == Some(seen) {
+                continue;
+            }
             loop {
+                let count = events.count.load(Ordering::Relaxed);
                 tokio::time::sleep(debounce).await;
-                match ConfigFiles::read(&self.dir) {
-                    Ok(f) if f.digest != digest => digest = f.digest,
-                    _ => break,
+                let now = fingerprint(&self.dir);
+                if now == seen && events.count.load(Ordering::Relaxed) == count {
+                    break;
                 }
+                seen = now;
             }
             let watch = self.clone();
-            // Parsing and validation are CPU work: off the async workers.
+            // Reading, parsing, validation and translation are CPU work: off the async workers. Unchanged
+            // contents (an event that changed nothing) publish nothing.
             let _ = tokio::task::spawn_blocking(move || watch.load(false)).await;
         }
     }
+}
 
-    /// The digest of the files when it differs from the last loaded one.
-    fn changed_digest(&self) -> Option<u64> {
-        let digest = ConfigFiles::read(&self.dir).map_or(0, |f| f.digest);
-        let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
-        (last != Some(digest)).then_some(digest)
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A digest of the YAML files' names, sizes and modification times: cheap to take every poll.
+fn fingerprint(dir: &Path) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for f in yaml_files(dir).unwrap_or_default() {
+        f.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(&f) {
+            m.len().hash(&mut h);
+            m.modified().ok().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// File-system events under the configuration directory: a count and a wake-up (coalesced).
+#[derive(Default)]
+struct Events {
+    count: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Events {
+    /// Starts watching `dir` (recursively); `None`, with a warning, where the platform cannot, and then the
+    /// poll alone finds changes.
+    fn watch(self: &Arc<Self>, dir: &Path) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let events = self.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Reads (ours included) are not changes.
+            if event.is_ok_and(|e| e.kind.is_access()) {
+                return;
+            }
+            events.count.fetch_add(1, Ordering::Relaxed);
+            events.wake.notify_one();
+        };
+        let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+            w.watch(dir, notify::RecursiveMode::Recursive)?;
+            Ok(w)
+        });
+        match watched {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory for changes; polling it only");
+                None
+            }
+        }
     }
 }

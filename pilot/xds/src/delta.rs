@@ -1,7 +1,7 @@
 //! Incremental ADS (`DeltaAggregatedResources`): a response carries only the resources that changed for the
 //! proxy and the names of those that went away.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sextant_proto::envoy::config::core::v3::Node;
@@ -9,8 +9,9 @@ use sextant_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
+use crate::names::Names;
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
-use crate::snapshot::{Snapshot, XdsResource};
+use crate::snapshot::{Resources, Snapshot, XdsResource};
 use crate::types;
 
 /// One type's subscription on a stream.
@@ -18,11 +19,10 @@ use crate::types;
 struct Watch {
     started: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
-    /// What the proxy holds: name → version (from `initial_resource_versions`, then from what was sent).
-    holds: BTreeMap<String, String>,
-    /// The resources behind `holds`, for debug output.
-    held: BTreeMap<String, Arc<XdsResource>>,
+    names: Names,
+    /// What the proxy holds: what was sent to it (after the first response, exactly what it subscribes to),
+    /// or before that the versions it announced in `initial_resource_versions` (without bodies).
+    holds: Resources,
     nonce: Option<String>,
     version: String,
 }
@@ -43,17 +43,23 @@ impl Delta {
         force: bool,
     ) -> Option<Outgoing<DeltaDiscoveryResponse>> {
         let w = self.watches.get_mut(type_url)?;
-        let wanted = select(snapshot, type_url, w.wildcard, w.names.iter());
-        let changed: Vec<&Arc<XdsResource>> = wanted
-            .values()
-            .filter(|r| w.holds.get(&r.name) != Some(&r.version))
-            .collect();
-        let removed: Vec<String> = w
-            .holds
-            .keys()
-            .filter(|n| !wanted.contains_key(*n))
-            .cloned()
-            .collect();
+        let wanted = select(snapshot, type_url, w.wildcard, &w.names);
+        let (changed, removed): (Vec<&Arc<XdsResource>>, Vec<String>) =
+            if Arc::ptr_eq(&wanted, &w.holds) {
+                (Vec::new(), Vec::new())
+            } else {
+                (
+                    wanted
+                        .values()
+                        .filter(|r| w.holds.get(&r.name).map(|h| &h.version) != Some(&r.version))
+                        .collect(),
+                    w.holds
+                        .keys()
+                        .filter(|n| !wanted.contains_key(*n))
+                        .cloned()
+                        .collect(),
+                )
+            };
         if changed.is_empty() && removed.is_empty() && !force {
             return None;
         }
@@ -75,14 +81,8 @@ impl Delta {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        for r in &changed {
-            w.holds.insert(r.name.clone(), r.version.clone());
-            w.held.insert(r.name.clone(), (*r).clone());
-        }
-        for n in &removed {
-            w.holds.remove(n);
-            w.held.remove(n);
-        }
+        // The proxy now holds exactly what it subscribes to: the changes sent, the rest unchanged.
+        w.holds = wanted.clone();
         w.nonce = Some(nonce.clone());
         w.version = snapshot.version().to_string();
         Some(Outgoing {
@@ -90,7 +90,7 @@ impl Delta {
             type_url: type_url.to_string(),
             version: w.version.clone(),
             nonce,
-            holds: w.held.clone(),
+            holds: w.holds.clone(),
         })
     }
 }
@@ -128,11 +128,19 @@ impl Protocol for Delta {
         let first = !w.started;
         if first {
             w.started = true;
-            w.holds = req
-                .initial_resource_versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            w.holds = Arc::new(
+                req.initial_resource_versions
+                    .iter()
+                    .map(|(name, version)| {
+                        let announced = XdsResource {
+                            name: name.clone(),
+                            version: version.clone(),
+                            body: Default::default(),
+                        };
+                        (name.clone(), Arc::new(announced))
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            );
             w.wildcard = req.resource_names_subscribe.is_empty()
                 && types::wildcard_by_default(&req.type_url);
         }
@@ -140,7 +148,7 @@ impl Protocol for Delta {
             if n == "*" {
                 w.wildcard = true;
             } else {
-                w.names.insert(n.clone());
+                w.names.insert(n);
             }
         }
         for n in &req.resource_names_unsubscribe {
@@ -148,10 +156,12 @@ impl Protocol for Delta {
                 w.wildcard = false;
             } else {
                 w.names.remove(n);
-                w.holds.remove(n);
-                w.held.remove(n);
+                if w.holds.contains_key(n) {
+                    Arc::make_mut(&mut w.holds).remove(n);
+                }
             }
         }
+        w.names = std::mem::take(&mut w.names).compact(snapshot, &req.type_url);
         // The first request of a type is always answered, so a proxy waiting for it can finish starting.
         let out = self.respond(&req.type_url, snapshot, first);
         Ok(Answer {

@@ -11,8 +11,10 @@
 //! configuration). [`Connections`] holds what every proxy was sent and acknowledged, for `/debug/syncz` and
 //! `/debug/config_dump`, and the metrics.
 
+mod budget;
 pub mod build;
 mod delta;
+mod names;
 mod protocol;
 mod server;
 mod snapshot;
@@ -24,10 +26,11 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{ANSWER_TIMEOUT, DEFAULT_BUDGET_BYTES, PushBudget};
 pub use delta::Delta;
 pub use protocol::{Answer, Outgoing, Protocol, Verdict};
 pub use server::AdsServer;
-pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, XdsResource};
+pub use snapshot::{Resources, Snapshot, SnapshotBuilder, SnapshotError, XdsResource};
 pub use sotw::Sotw;
 pub use source::{SharedSnapshot, SnapshotSource};
 pub use status::{Connections, Nack, ProxyStatus, TypeStatus, XdsMetrics};

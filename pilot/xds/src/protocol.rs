@@ -1,12 +1,12 @@
 //! What the two ADS protocols have in common: a per-stream state machine that turns requests and snapshot
 //! changes into responses, and reports acknowledgements and rejections.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sextant_proto::envoy::config::core::v3::Node;
 
-use crate::snapshot::{Snapshot, XdsResource};
+use crate::names::Names;
+use crate::snapshot::{Resources, Snapshot};
 
 /// One response about to be sent, with what the proxy will hold of its type once it applies it.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Outgoing<R> {
     /// Its nonce.
     pub nonce: String,
     /// The resources of this type the proxy holds after applying it.
-    pub holds: BTreeMap<String, Arc<XdsResource>>,
+    pub holds: Resources,
 }
 
 /// What a request said about an earlier response.
@@ -54,6 +54,13 @@ pub struct Answer<R> {
 }
 
 impl Verdict {
+    /// The type URL the verdict is about.
+    pub fn type_url(&self) -> &str {
+        match self {
+            Verdict::Ack { type_url, .. } | Verdict::Nack { type_url, .. } => type_url,
+        }
+    }
+
     /// What a request answering a response of `type_url` says: a NACK of the `sent` version when it carries
     /// an error detail, else an ACK of `acked`.
     pub(crate) fn of(
@@ -101,31 +108,28 @@ pub trait Protocol: Default + Send + 'static {
 }
 
 /// The resources of `type_url` in `snapshot` a subscription selects: all of them for a wildcard
-/// subscription, else those named that exist.
-pub(crate) fn select<'a>(
+/// subscription, else those named that exist. Shared with the snapshot whenever that is all of them.
+pub(crate) fn select(
     snapshot: &Snapshot,
     type_url: &str,
     wildcard: bool,
-    names: impl Iterator<Item = &'a String>,
-) -> BTreeMap<String, Arc<XdsResource>> {
-    let Some(all) = snapshot.resources(type_url) else {
-        return BTreeMap::new();
+    names: &Names,
+) -> Resources {
+    let Some(all) = snapshot.shared(type_url) else {
+        return Resources::default();
     };
     if wildcard {
         return all.clone();
     }
-    names
-        .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-        .collect()
-}
-
-/// Whether two resource sets have the same names and versions.
-pub(crate) fn same(
-    a: &BTreeMap<String, Arc<XdsResource>>,
-    b: &BTreeMap<String, Arc<XdsResource>>,
-) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+    if let Names::Keys(keys) = names
+        && (Arc::ptr_eq(keys, all) || (keys.len() == all.len() && keys.keys().eq(all.keys())))
+    {
+        return all.clone();
+    }
+    Arc::new(
+        names
+            .iter()
+            .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+            .collect(),
+    )
 }

@@ -16,6 +16,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
 use crate::sotw::Sotw;
@@ -29,6 +30,7 @@ const SEND_BUFFER: usize = 8;
 pub struct AdsServer<S> {
     source: Arc<S>,
     connections: Arc<Connections>,
+    budget: PushBudget,
 }
 
 impl<S: SnapshotSource> AdsServer<S> {
@@ -37,7 +39,15 @@ impl<S: SnapshotSource> AdsServer<S> {
         AdsServer {
             source,
             connections: Arc::new(Connections::new(max_streams)),
+            budget: PushBudget::default(),
         }
+    }
+
+    /// Bounds the bytes of responses on their way to proxies at once (default
+    /// [`crate::DEFAULT_BUDGET_BYTES`]); see [`PushBudget`].
+    pub fn with_push_budget(mut self, bytes: usize) -> Self {
+        self.budget = PushBudget::new(bytes);
+        self
     }
 
     /// The open streams and the metrics (for `/debug/syncz` and `/metrics`).
@@ -57,11 +67,13 @@ impl<S: SnapshotSource> AdsServer<S> {
     where
         P: Protocol,
         P::Request: prost::Message + Default,
+        P::Response: prost::Message,
     {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         tokio::spawn(serve::<P, S>(
             self.source.clone(),
             self.connections.clone(),
+            self.budget.clone(),
             inbound,
             tx,
         ));
@@ -99,12 +111,14 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
 async fn serve<P, S>(
     source: Arc<S>,
     connections: Arc<Connections>,
+    budget: PushBudget,
     mut inbound: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) where
     P: Protocol,
     S: SnapshotSource,
     P::Request: prost::Message + Default,
+    P::Response: prost::Message,
 {
     let Ok(Some(first)) = inbound.message().await else {
         return;
@@ -138,7 +152,9 @@ async fn serve<P, S>(
     let mut snapshot = source.snapshot(&node);
     let mut state = P::default();
     let mut pending = Some(first);
+    let mut share: Option<Share> = None;
     let reason = loop {
+        let deadline = share.as_ref().map(|s| s.deadline);
         let request = match pending.take() {
             Some(r) => r,
             None => tokio::select! {
@@ -153,16 +169,15 @@ async fn serve<P, S>(
                     }
                     let start = Instant::now();
                     snapshot = source.snapshot(&node);
-                    let mut gone = false;
-                    for out in state.on_change(&snapshot) {
-                        if !send(&connections, id, &tx, out, start).await {
-                            gone = true;
-                            break;
-                        }
-                    }
-                    if gone {
+                    let batch = state.on_change(&snapshot);
+                    if !push(&budget, &mut share, &connections, id, &tx, batch, start).await {
                         break "the proxy stopped reading".to_string();
                     }
+                    continue;
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    // The proxy did not answer in time: its share goes back to the others.
+                    share = None;
                     continue;
                 }
             },
@@ -175,11 +190,13 @@ async fn serve<P, S>(
             }
             Ok(Answer { response, verdict }) => {
                 if let Some(v) = verdict {
+                    if share.as_mut().is_some_and(|s| s.answered(v.type_url())) {
+                        share = None;
+                    }
                     record(&connections, id, &node.id, v);
                 }
-                if let Some(out) = response
-                    && !send(&connections, id, &tx, out, start).await
-                {
+                let batch: Vec<_> = response.into_iter().collect();
+                if !push(&budget, &mut share, &connections, id, &tx, batch, start).await {
                     break "the proxy stopped reading".to_string();
                 }
             }
@@ -187,6 +204,40 @@ async fn serve<P, S>(
     };
     tracing::info!(node = %node.id, protocol = P::NAME, %reason, "proxy disconnected");
     connections.close(id);
+}
+
+/// Waits for the push budget, then queues the responses of `batch` in order; false when the proxy is gone.
+/// The stream's previous share is given back first, so a stream never waits while holding one.
+async fn push<R: prost::Message>(
+    budget: &PushBudget,
+    share: &mut Option<Share>,
+    connections: &Connections,
+    id: u64,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    batch: Vec<Outgoing<R>>,
+    start: Instant,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    *share = None;
+    let bytes = batch.iter().map(|o| o.message.encoded_len()).sum();
+    let types = batch.iter().map(|o| o.type_url.clone()).collect();
+    *share = Some(budget.take(bytes, types).await);
+    for out in batch {
+        if !send(connections, id, tx, out, start).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Waits until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends one response and records it; false when the proxy is gone.

@@ -27,6 +27,10 @@ pub struct XdsResource {
     pub body: Any,
 }
 
+/// The resources of one type by name, shared by snapshots and by the streams that sent them: a proxy that holds
+/// every resource of a type costs its stream one pointer, not a copy of the map.
+pub type Resources = Arc<BTreeMap<String, Arc<XdsResource>>>;
+
 /// Why a snapshot cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -68,7 +72,7 @@ pub enum SnapshotError {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     version: String,
-    by_type: HashMap<String, BTreeMap<String, Arc<XdsResource>>>,
+    by_type: HashMap<String, Resources>,
 }
 
 impl Snapshot {
@@ -79,7 +83,25 @@ impl Snapshot {
 
     /// The resources of one type, by name.
     pub fn resources(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<XdsResource>>> {
+        self.by_type.get(type_url).map(|r| &**r)
+    }
+
+    /// The resources of one type, as the shared map.
+    pub fn shared(&self, type_url: &str) -> Option<&Resources> {
         self.by_type.get(type_url)
+    }
+
+    /// Takes over `previous`'s map of every type whose names and versions did not change, so that streams
+    /// comparing what they sent with this snapshot find unchanged types by pointer and keep sharing them.
+    pub fn reuse_unchanged(&mut self, previous: &Snapshot) {
+        for (url, mine) in &mut self.by_type {
+            if let Some(theirs) = previous.by_type.get(url)
+                && !Arc::ptr_eq(mine, theirs)
+                && same_versions(mine, theirs)
+            {
+                *mine = theirs.clone();
+            }
+        }
     }
 
     /// The type URLs present.
@@ -141,6 +163,15 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// Whether two maps hold the same names at the same versions.
+pub(crate) fn same_versions(a: &Resources, b: &Resources) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
+                .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version))
 }
 
 fn decode<M: Message + Default>(type_url: &str, name: &str, any: &Any) -> Result<M, SnapshotError> {
@@ -249,7 +280,11 @@ impl SnapshotBuilder {
         }
         Snapshot {
             version: format!("{:016x}", h.finish()),
-            by_type: self.by_type,
+            by_type: self
+                .by_type
+                .into_iter()
+                .map(|(url, r)| (url, Arc::new(r)))
+                .collect(),
         }
     }
 }

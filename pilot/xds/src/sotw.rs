@@ -1,25 +1,25 @@
 //! State-of-the-world ADS (`StreamAggregatedResources`): each response carries every resource of its type
 //! that the proxy subscribes to.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use crate::protocol::{Answer, Outgoing, Protocol, Verdict, same, select};
-use crate::snapshot::{Snapshot, XdsResource};
+use crate::names::Names;
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
+use crate::snapshot::{Resources, Snapshot, same_versions};
 use crate::types;
 
 /// One type's subscription on a stream.
 #[derive(Debug, Default)]
 struct Watch {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Names,
     /// Set once a response was sent.
     nonce: Option<String>,
     version: String,
-    sent: BTreeMap<String, Arc<XdsResource>>,
+    sent: Resources,
 }
 
 /// A state-of-the-world stream.
@@ -38,7 +38,7 @@ impl Sotw {
         self.nonces += 1;
         let nonce = self.nonces.to_string();
         let w = self.watches.get_mut(type_url)?;
-        let holds = select(snapshot, type_url, w.wildcard, w.names.iter());
+        let holds = select(snapshot, type_url, w.wildcard, &w.names);
         w.nonce = Some(nonce.clone());
         w.version = snapshot.version().to_string();
         w.sent = holds.clone();
@@ -94,17 +94,17 @@ impl Protocol for Sotw {
                 req.error_detail.as_ref(),
             ));
         }
-        let names: BTreeSet<String> = req
-            .resource_names
-            .iter()
-            .filter(|n| *n != "*")
-            .cloned()
-            .collect();
+        let requested = req.resource_names.iter().filter(|n| *n != "*");
         let wildcard = req.resource_names.iter().any(|n| n == "*")
             || (req.resource_names.is_empty() && types::wildcard_by_default(&req.type_url));
-        let changed = names != w.names || wildcard != w.wildcard;
+        // An ACK usually repeats the names: then nothing is collected.
+        let mut changed = wildcard != w.wildcard;
+        if !requested.clone().eq(w.names.iter()) {
+            let names = Names::from_request(requested, snapshot, &req.type_url);
+            changed |= !names.same(&w.names);
+            w.names = names;
+        }
         let first = w.nonce.is_none();
-        w.names = names;
         w.wildcard = wildcard;
         let out = if first || changed {
             self.respond(&req.type_url, snapshot)
@@ -123,7 +123,7 @@ impl Protocol for Sotw {
             .iter()
             .filter(|(url, w)| {
                 w.nonce.is_some()
-                    && !same(&w.sent, &select(snapshot, url, w.wildcard, w.names.iter()))
+                    && !same_versions(&w.sent, &select(snapshot, url, w.wildcard, &w.names))
             })
             .map(|(url, _)| url.clone())
             .collect();

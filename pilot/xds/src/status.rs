@@ -1,8 +1,8 @@
 //! What each connected proxy was sent and acknowledged (`/debug/syncz`), and the server's metrics.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::snapshot::XdsResource;
+use crate::snapshot::Resources;
 use crate::types;
 
 /// A rejected push, as the proxy reported it.
@@ -40,7 +40,7 @@ pub struct TypeStatus {
     /// Every response sent for this type.
     pub pushes: u64,
     /// What the proxy holds of this type, as far as pilot knows: the last resources sent, by name.
-    pub resources: BTreeMap<String, Arc<XdsResource>>,
+    pub resources: Resources,
 }
 
 /// One connected proxy.

@@ -1,0 +1,101 @@
+//! What a stream subscribes to for one type, kept compact: a proxy that asks for every resource of a type
+//! by name (Envoy asks for the endpoints of every cluster it has) shares the snapshot's map instead of
+//! holding its own copy of thousands of names.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::snapshot::{Resources, Snapshot};
+
+/// The names of one type's subscription.
+#[derive(Clone, Debug)]
+pub(crate) enum Names {
+    /// Names of its own.
+    Set(BTreeSet<String>),
+    /// Exactly the names of this map (a snapshot's resources of the type when the proxy subscribed).
+    Keys(Resources),
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::Set(BTreeSet::new())
+    }
+}
+
+impl Names {
+    /// The names `requested`, shared with `snapshot`'s map of `type_url` when they are exactly its names.
+    pub(crate) fn from_request<'a>(
+        requested: impl Iterator<Item = &'a String>,
+        snapshot: &Snapshot,
+        type_url: &str,
+    ) -> Names {
+        Names::Set(requested.cloned().collect()).compact(snapshot, type_url)
+    }
+
+    /// The same names, shared with `snapshot`'s map of `type_url` when they are exactly its names.
+    pub(crate) fn compact(self, snapshot: &Snapshot, type_url: &str) -> Names {
+        match (self, snapshot.shared(type_url)) {
+            (Names::Set(set), Some(all)) if set.len() == all.len() && set.iter().eq(all.keys()) => {
+                Names::Keys(all.clone())
+            }
+            (names, _) => names,
+        }
+    }
+
+    /// The names, in order.
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+        match self {
+            Names::Set(s) => Box::new(s.iter()),
+            Names::Keys(k) => Box::new(k.keys()),
+        }
+    }
+
+    /// How many names.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Names::Set(s) => s.len(),
+            Names::Keys(k) => k.len(),
+        }
+    }
+
+    /// Whether both hold the same names.
+    pub(crate) fn same(&self, other: &Names) -> bool {
+        match (self, other) {
+            (Names::Keys(a), Names::Keys(b)) if Arc::ptr_eq(a, b) => true,
+            _ => self.len() == other.len() && self.iter().eq(other.iter()),
+        }
+    }
+
+    /// Whether `name` is one of them.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        match self {
+            Names::Set(s) => s.contains(name),
+            Names::Keys(k) => k.contains_key(name),
+        }
+    }
+
+    /// The names as a set of their own, to change them.
+    fn set_mut(&mut self) -> &mut BTreeSet<String> {
+        if let Names::Keys(k) = self {
+            *self = Names::Set(k.keys().cloned().collect());
+        }
+        match self {
+            Names::Set(s) => s,
+            Names::Keys(_) => unreachable!("just replaced by a set"),
+        }
+    }
+
+    /// Adds a name.
+    pub(crate) fn insert(&mut self, name: &str) {
+        if !self.contains(name) {
+            self.set_mut().insert(name.to_string());
+        }
+    }
+
+    /// Removes a name.
+    pub(crate) fn remove(&mut self, name: &str) {
+        if self.contains(name) {
+            self.set_mut().remove(name);
+        }
+    }
+}
