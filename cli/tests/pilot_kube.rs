@@ -2,7 +2,7 @@
 //! API-server responses (`pilot/kube/tests/fixtures`, served by `pilot/kube/tests/replay`) because no API
 //! server can run on the build machines. The reviews EndpointSlices are templated to point at local
 //! backends; a real Envoy routes through pilot to the pod the DestinationRule subset selects by the Pod's
-//! `version` label.
+//! `version` label, and a replayed watch event removing a pod reaches Envoy.
 
 mod common;
 #[path = "../../pilot/kube/tests/replay/mod.rs"]
@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Backend, Envoy, Proc, call, free_port, get, scratch, wait_until};
-use replay::{ENDPOINT_SLICES, PODS, Replay, SERVICES, fixture};
+use replay::{ENDPOINT_SLICES, PODS, Replay, SERVICES, events, fixture};
 
 /// The recorded list `name` with only the items `keep` accepts: the sidecar here binds every service port
 /// on 127.0.0.1, so only the reviews Service (its port templated to a free one) is kept.
@@ -122,7 +122,7 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     let dir = scratch("pilot-kube");
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
-    std::fs::write(config.join("routes.yaml"), routes("v2")).expect("write");
+    std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
     std::fs::write(config.join("payments.yaml"), service_entry(free_port())).expect("write");
     let (mut pilot, xds, monitoring) = pilot(&config, &replay.kubeconfig(&dir));
     wait_until(Duration::from_secs(20), "pilot to be ready", || {
@@ -146,6 +146,19 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     wait_until(Duration::from_secs(20), "Envoy to route reviews", || {
         call(listener, "reviews", "/").is_some_and(|(s, _)| s == 200)
     });
+    // Subset v1 is the pod labelled version: v1 (its terminating sibling in the recorded slice is not
+    // ready and gets nothing).
+    for _ in 0..10 {
+        assert_eq!(
+            call(listener, "reviews", "/"),
+            Some((200, "reviews-v1".to_string()))
+        );
+    }
+
+    std::fs::write(config.join("routes.yaml"), routes("v2")).expect("write");
+    wait_until(Duration::from_secs(10), "Envoy to route to v2", || {
+        call(listener, "reviews", "/").is_some_and(|(s, b)| s == 200 && b == "reviews-v2")
+    });
     for _ in 0..10 {
         assert_eq!(
             call(listener, "reviews", "/"),
@@ -154,18 +167,16 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
         );
     }
 
-    // The other subset: the v1 pod (its terminating sibling in the recorded slice is not ready and
-    // gets nothing).
-    std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
-    wait_until(Duration::from_secs(10), "Envoy to route to v1", || {
-        call(listener, "reviews", "/").is_some_and(|(s, b)| s == 200 && b == "reviews-v1")
-    });
-    for _ in 0..10 {
-        assert_eq!(
-            call(listener, "reviews", "/"),
-            Some((200, "reviews-v1".to_string()))
-        );
-    }
+    // The recorded watch event that empties reviews-v2's slice (its pod went away): Envoy is pushed the
+    // change and subset v2 has no endpoint left.
+    let removal = &events("watch-endpointslices.jsonl", &vars)[1];
+    assert!(removal.contains(r#""name":"reviews-m2vtn""#) && removal.contains(r#""endpoints":[]"#));
+    replay.release(ENDPOINT_SLICES, removal);
+    wait_until(
+        Duration::from_secs(10),
+        "subset v2 to lose its endpoint",
+        || call(listener, "reviews", "/").is_some_and(|(s, _)| s == 503),
+    );
     let metrics = get(monitoring, "/metrics", &[]).expect("metrics").body;
     assert!(
         metrics.contains(r#"pilot_kube_events_total{kind="EndpointSlice",event="list"} 2"#),
