@@ -25,16 +25,13 @@ pub const PODS: &str = "/api/v1/pods";
 
 /// A fixture file's text with `{{NAME}}` placeholders filled from `vars`.
 pub fn fixture(name: &str, vars: &[(&str, String)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pilot/kube/tests/fixtures")
-        .join(name);
-    // CARGO_MANIFEST_DIR is pilot/kube or cli: both reach the fixtures through the repository root.
-    let path = if path.exists() {
-        path
+    // Compiled into pilot/kube's tests (fixtures in its tests/) and into cli's (one level below the root).
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let own = manifest.join("tests/fixtures").join(name);
+    let path = if own.exists() {
+        own
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
+        manifest.join("../pilot/kube/tests/fixtures").join(name)
     };
     let mut text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
