@@ -32,6 +32,26 @@ pub struct PilotArgs {
     /// Open ADS streams at most.
     #[arg(long, default_value_t = 20_000)]
     max_streams: usize,
+    /// Where services come from: `file` (the directory's ServiceEntries) or `kubernetes` (also the
+    /// cluster's Services, EndpointSlices and Pods, watched through the API server).
+    #[arg(long, value_enum, default_value_t = Registry::File)]
+    registry: Registry,
+    /// With `--registry kubernetes`: the kubeconfig to use (default: in-cluster, else $KUBECONFIG or
+    /// ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// With `--registry kubernetes`: the cluster's DNS domain (hosts are NAME.NAMESPACE.svc.DOMAIN).
+    #[arg(long, default_value = pilot_kube::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
+}
+
+/// The service registry modes of `--registry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registry {
+    /// ServiceEntries and WorkloadEntries of the configuration directory.
+    File,
+    /// Kubernetes Services, EndpointSlices and Pods, plus the directory's ServiceEntries.
+    Kubernetes,
 }
 
 impl PilotArgs {
@@ -44,6 +64,16 @@ impl PilotArgs {
             poll: self.poll_interval,
             debounce: self.debounce,
             max_streams: self.max_streams,
+            registry: match self.registry {
+                Registry::File => pilot_server::RegistryMode::File,
+                Registry::Kubernetes => {
+                    pilot_server::RegistryMode::Kubernetes(pilot_kube::KubeOptions {
+                        kubeconfig: self.kubeconfig.clone(),
+                        cluster_domain: self.cluster_domain.clone(),
+                        debounce: self.debounce,
+                    })
+                }
+            },
         }
     }
 }
@@ -74,7 +104,15 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
         crate::shutdown_signal(),
     )
     .await
-    .map_err(|e| crate::fail(e, "pick free ports with --xds-addr / --monitoring-addr"))?;
+    .map_err(|e| {
+        let hint = match e {
+            pilot_server::PilotError::Kube(_) => {
+                "check --kubeconfig / --cluster-domain (or $KUBECONFIG)"
+            }
+            _ => "pick free ports with --xds-addr / --monitoring-addr",
+        };
+        crate::fail(e, hint)
+    })?;
     eprintln!(
         "pilot: xDS on {}, monitoring on http://{}/debug/syncz",
         pilot.xds_addr, pilot.monitoring_addr

@@ -4,49 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Envoy, Proc, free_port, get, scratch, wait_until};
-
-/// GET `path` through `addr` for the service `host`: (status, body). Reads exactly the response (by its
-/// content-length) instead of waiting for the close: Envoy delays closing after a local reply.
-fn call(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len || n == 0 {
-                let status = head.split_whitespace().nth(1)?.parse().ok()?;
-                return Some((status, body.to_string()));
-            }
-        }
-        if n == 0 {
-            return None;
-        }
-    }
-}
+use common::{Backend, Envoy, Proc, call, free_port, get, scratch, wait_until};
 
 fn services(port: u16, backend: SocketAddr) -> String {
     format!(

@@ -128,6 +128,42 @@ pub fn http(
     })
 }
 
+/// GET `path` through `addr` for the service `host`: (status, body). Reads exactly the response (by its
+/// content-length) instead of waiting for the close: Envoy delays closing after a local reply.
+pub fn call(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len || n == 0 {
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                return Some((status, body.to_string()));
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+    }
+}
+
 /// GET on 127.0.0.1.
 pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<HttpResponse> {
     http(addr, "GET", path, headers)
@@ -299,18 +335,23 @@ pub struct Backend {
 impl Backend {
     /// Starts the backend on a free port (a thread per connection).
     pub fn start() -> Backend {
+        Backend::answering("backend ok")
+    }
+
+    /// Starts a backend whose responses' body is `body` (to tell backends apart).
+    pub fn answering(body: &'static str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || serve_one(stream));
+                std::thread::spawn(move || serve_one(stream, body));
             }
         });
         Backend { addr }
     }
 }
 
-fn serve_one(mut s: TcpStream) {
+fn serve_one(mut s: TcpStream, body: &str) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     loop {
         let mut buf = Vec::new();
@@ -328,7 +369,6 @@ fn serve_one(mut s: TcpStream) {
             .map(str::trim)
             .unwrap_or("")
             .to_string();
-        let body = "backend ok";
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\n\r\n{body}",
             body.len()

@@ -111,7 +111,7 @@ impl RegistrySnapshot {
     }
 }
 
-/// A source of services and endpoints (files now, Kubernetes later).
+/// A source of services and endpoints: files ([`FileRegistry`]) or Kubernetes (`pilot-kube`).
 pub trait ServiceRegistry: Send + Sync {
     /// The current services. Cheap: an `Arc` clone.
     fn snapshot(&self) -> Arc<RegistrySnapshot>;

@@ -23,6 +23,8 @@ pub struct Monitor {
     pub source: Arc<MeshSource>,
     /// The configuration directory.
     pub watch: Arc<ConfigWatch>,
+    /// The Kubernetes registry, in Kubernetes mode.
+    pub kube: Option<Arc<pilot_kube::KubeRegistry>>,
     /// Every pilot metric.
     pub registry: Registry,
 }
@@ -40,6 +42,15 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
 
 async fn ready(State(m): State<Arc<Monitor>>) -> Response {
     let (generation, _) = m.source.mesh();
+    if let Some(kube) = &m.kube
+        && !kube.synced()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first full list of Kubernetes Services, EndpointSlices and Pods (watch errors are in the log and pilot_kube_watch_errors_total)\n",
+        )
+            .into_response();
+    }
     if generation > 0 {
         (StatusCode::OK, format!("ready: generation {generation}\n")).into_response()
     } else {

@@ -5,6 +5,8 @@
 //! changes, validates with `pilot-config` (an invalid change is logged and shown on `/debug/config`; the
 //! served mesh stays) and publishes a [`Mesh`] into [`MeshSource`]; ADS streams (`pilot-xds`) wake on it and
 //! ask the source for their proxy's snapshot, which a [`Translator`] builds once per view and generation.
+//! In Kubernetes mode ([`RegistryMode::Kubernetes`]) a `pilot-kube` registry adds the cluster's Services to
+//! the directory's ServiceEntries, and `/ready` waits for its first full sync.
 
 mod admin;
 mod source;
@@ -25,6 +27,16 @@ pub use admin::Monitor;
 pub use source::{MAX_VIEWS, Mesh, MeshSource, Translator};
 pub use watch::ConfigWatch;
 
+/// Where services come from besides the configuration directory's ServiceEntries.
+#[derive(Clone, Debug, Default)]
+pub enum RegistryMode {
+    /// Only the directory's ServiceEntries and WorkloadEntries.
+    #[default]
+    File,
+    /// Also the Services, EndpointSlices and Pods of a Kubernetes cluster.
+    Kubernetes(pilot_kube::KubeOptions),
+}
+
 /// The gRPC service name health checks ask about.
 pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
@@ -43,6 +55,8 @@ pub struct PilotOptions {
     pub debounce: Duration,
     /// Open ADS streams at most.
     pub max_streams: usize,
+    /// The service registry besides the directory.
+    pub registry: RegistryMode,
 }
 
 impl Default for PilotOptions {
@@ -54,6 +68,7 @@ impl Default for PilotOptions {
             poll: Duration::from_millis(500),
             debounce: Duration::from_millis(100),
             max_streams: 20_000,
+            registry: RegistryMode::File,
         }
     }
 }
@@ -71,6 +86,9 @@ pub enum PilotError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The Kubernetes registry could not start.
+    #[error("Kubernetes registry: {0}")]
+    Kube(#[from] pilot_kube::KubeError),
     /// The gRPC server failed.
     #[error("ADS server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -113,14 +131,23 @@ pub async fn start(
     let (xds, xds_addr) = bind(options.xds_addr, "xDS").await?;
     let (monitoring, monitoring_addr) = bind(options.monitoring_addr, "monitoring").await?;
 
+    let kube = match &options.registry {
+        RegistryMode::File => None,
+        RegistryMode::Kubernetes(o) => Some(pilot_kube::start(o).await?),
+    };
     let source = Arc::new(MeshSource::new(translator));
-    let watch = Arc::new(ConfigWatch::new(options.config_dir.clone(), source.clone()));
+    let mut watch = ConfigWatch::new(options.config_dir.clone(), source.clone());
+    if let Some(kube) = &kube {
+        watch = watch.with_registry(kube.clone());
+    }
+    let watch = Arc::new(watch);
     {
         let watch = watch.clone();
         // The first load happens before anything is served, so the first proxies get the configuration.
         let _ = tokio::task::spawn_blocking(move || watch.load(true)).await;
     }
     tokio::spawn(watch.clone().run(options.poll, options.debounce));
+    tokio::spawn(watch.clone().follow());
 
     let ads = AdsServer::new(source.clone(), options.max_streams);
     let connections = ads.connections();
@@ -141,10 +168,14 @@ pub async fn start(
         "Times the per-view snapshot cache was full and started over",
         source.cache_resets.clone(),
     );
+    if let Some(kube) = &kube {
+        kube.metrics.register(&mut registry);
+    }
     let monitor = Arc::new(Monitor {
         connections,
         source,
         watch,
+        kube,
         registry,
     });
 

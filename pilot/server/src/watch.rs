@@ -3,6 +3,10 @@
 //! debounce time, the files are read; if their contents changed, the changed files are parsed (the others'
 //! resources are reused), the whole set is validated and the new mesh is published. An invalid change is
 //! logged and kept for `/debug/config`; the mesh being served stays.
+//!
+//! With a second registry (Kubernetes), its services are served together with the directory's
+//! ServiceEntries (a host both define is the Kubernetes Service's), and each of its changes republishes the
+//! mesh with the configuration last loaded.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -11,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hub_config::{ConfigErrors, ConfigFiles, yaml_files};
-use pilot_config::{FileRegistry, NetworkingSet, ParsedFiles, ServiceRegistry};
+use pilot_config::{
+    FileRegistry, MeshConfig, NetworkingSet, ParsedFiles, RegistrySnapshot, ServiceRegistry,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +33,9 @@ pub(crate) struct ResultLabels {
 pub struct ConfigWatch {
     dir: PathBuf,
     registry: FileRegistry,
+    kube: Option<Arc<dyn ServiceRegistry>>,
+    /// Held while a mesh is composed and published, so the last publish has the latest of both sources.
+    publishing: Mutex<()>,
     source: Arc<MeshSource>,
     last_digest: RwLock<Option<u64>>,
     /// The files' names, sizes and times when they were last read.
@@ -42,6 +51,8 @@ impl ConfigWatch {
         ConfigWatch {
             dir,
             registry: FileRegistry::new(),
+            kube: None,
+            publishing: Mutex::new(()),
             source,
             last_digest: RwLock::new(None),
             last_fingerprint: RwLock::new(None),
@@ -49,6 +60,55 @@ impl ConfigWatch {
             last_errors: RwLock::new(Vec::new()),
             reloads: Family::default(),
         }
+    }
+
+    /// Serves `registry`'s services too (Kubernetes mode); follow its changes with [`ConfigWatch::follow`].
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<dyn ServiceRegistry>) -> Self {
+        self.kube = Some(registry);
+        self
+    }
+
+    /// Republishes the mesh whenever the second registry's services change (after the first successful
+    /// load: a mesh is never served without a loaded configuration).
+    pub async fn follow(self: Arc<Self>) {
+        let Some(kube) = self.kube.clone() else {
+            return;
+        };
+        let mut changes = kube.changes();
+        while changes.changed().await.is_ok() {
+            if let Some(generation) = self.publish(None) {
+                tracing::debug!(generation, "registry services changed; mesh republished");
+            }
+        }
+    }
+
+    /// Publishes `config` (or, for `None`, the configuration being served, if one was loaded) with the
+    /// services of both registries; the generation published.
+    fn publish(&self, config: Option<Arc<MeshConfig>>) -> Option<u64> {
+        let _guard = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let config = match config {
+            Some(c) => c,
+            None => match self.source.mesh() {
+                (0, _) => return None,
+                (_, mesh) => mesh.config,
+            },
+        };
+        let file = self.registry.snapshot();
+        let services = match &self.kube {
+            None => file,
+            Some(kube) => {
+                let kube = kube.snapshot();
+                let mut merged = (*file.services).clone();
+                merged.extend(kube.services.iter().map(|(h, s)| (h.clone(), s.clone())));
+                Arc::new(RegistrySnapshot {
+                    // Both versions only grow, so their sum grows whenever either changes.
+                    version: file.version + kube.version,
+                    services: Arc::new(merged),
+                })
+            }
+        };
+        Some(self.source.publish(Mesh { config, services }))
     }
 
     /// The errors of the last rejected change (empty when the last attempt loaded).
@@ -101,10 +161,7 @@ impl ConfigWatch {
             Ok(config) => {
                 let validated = started.elapsed();
                 self.registry.update(config.services.clone());
-                let generation = self.source.publish(Mesh {
-                    config: Arc::new(config),
-                    services: self.registry.snapshot(),
-                });
+                let generation = self.publish(Some(Arc::new(config)));
                 self.reloads
                     .get_or_create(&ResultLabels { result: "success" })
                     .inc();

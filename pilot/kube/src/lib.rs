@@ -1,0 +1,138 @@
+//! The Kubernetes-mode service registry: pilot's services from core/v1 Services, discovery.k8s.io/v1
+//! EndpointSlices and core/v1 Pods, watched through `kube` watchers.
+//!
+//! Data flow: three watchers ([`registry`]) → per-kind projections ([`objects`]) in bounded stores
+//! ([`store`]) → once all three kinds have listed, the pure [`build::build`] step makes the services →
+//! [`KubeRegistry`] hands out a new [`pilot_config::RegistrySnapshot`] version when they changed.
+//!
+//! What a user sees: Service `NAME` in `NAMESPACE` is host `NAME.NAMESPACE.svc.DOMAIN` (domain
+//! `cluster.local` unless configured). A port's protocol is its `appProtocol` (`http`, `grpc`,
+//! `kubernetes.io/h2c`, …), else UDP for UDP ports, else Istio's port-name rules (`http-web` is HTTP, an
+//! unnamed port TCP). Its endpoints are the ready addresses of the EndpointSlices labelled
+//! `kubernetes.io/service-name: NAME`, each service port mapped to the slice port of the same name, with the
+//! labels and service account of the Pod the endpoint's `targetRef` names (so DestinationRule subsets by
+//! `version` work) and the slice's zone as locality (`/ZONE`; Nodes are not watched, so no region).
+//! Headless Services (`clusterIP: None`) are served like the others, balancing over the ready pods;
+//! ExternalName Services become mesh-external services resolved by DNS to the external name.
+//!
+//! Bounds: at most [`pilot_config::registry::limits::MAX_SERVICES`] Services and
+//! [`pilot_config::registry::limits::MAX_ENDPOINTS`] EndpointSlices and Pods are kept (more are refused
+//! and counted), and the endpoint limits per service and in all hold (left-out endpoints are counted).
+
+pub mod build;
+pub mod objects;
+mod registry;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use registry::{EventLabels, KindLabels, KubeMetrics, KubeRegistry};
+
+/// The domain of cluster host names unless configured.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// How the Kubernetes registry runs.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// The kubeconfig to use; `None` infers (in-cluster service account, else `$KUBECONFIG` or
+    /// `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// How long a burst of watch events may go on before the services are rebuilt once.
+    pub debounce: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            kubeconfig: None,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
+            debounce: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why the Kubernetes registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it: the first line of the reader's error (a YAML error names the line and
+        /// column there; the lines after it only draw the snippet again).
+        reason: String,
+    },
+    /// No kubeconfig given, and none could be inferred.
+    #[error(
+        "no Kubernetes configuration found (not in a cluster, no $KUBECONFIG or ~/.kube/config): {0}"
+    )]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// The cluster domain is not a DNS name.
+    #[error("cluster domain {0:?} is not a DNS name (like cluster.local)")]
+    Domain(String),
+}
+
+/// Checks that `domain` is a DNS name (labels of letters, digits and `-`, separated by dots).
+pub fn validate_domain(domain: &str) -> Result<(), KubeError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if domain.len() <= 253 && domain.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(KubeError::Domain(domain.to_string()))
+    }
+}
+
+/// A client for the API server named by `kubeconfig` (or the inferred configuration). Must run on a
+/// tokio runtime. Nothing is contacted yet: an unreachable server shows as watch errors later.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |e: kube::config::KubeconfigError| KubeError::Kubeconfig {
+                path: path.to_path_buf(),
+                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
+            };
+            let file = Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Validates `options`, builds the client and starts the registry.
+pub async fn start(options: &KubeOptions) -> Result<std::sync::Arc<KubeRegistry>, KubeError> {
+    validate_domain(&options.cluster_domain)?;
+    let client = client(options.kubeconfig.as_deref()).await?;
+    Ok(KubeRegistry::start(client, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains() {
+        assert!(validate_domain("cluster.local").is_ok());
+        assert!(validate_domain("corp-1.example").is_ok());
+        for bad in ["", "a..b", "-a.b", "a_b.local", "a.b."] {
+            assert!(validate_domain(bad).is_err(), "{bad}");
+        }
+    }
+}
