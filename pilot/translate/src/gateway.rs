@@ -6,10 +6,11 @@
 //! endpoint labels the router carries (Istio maps a gateway's port through the gateway's Kubernetes
 //! Service the same way), else the server port itself.
 //!
-//! - HTTP servers on a port share one connection manager taking routes `http.PORT` over RDS.
+//! - HTTP servers on a port share one connection manager taking routes `http.NUMBER` over RDS (`NUMBER`: the
+//!   server's port as the Gateway writes it).
 //! - HTTPS servers (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`) get a filter chain each, chosen by SNI (the
 //!   server's hosts; `*` for any), terminating TLS with the server's certificate files, and routes
-//!   `https.PORT.SERVER.GATEWAY.NAMESPACE` of their own.
+//!   `https.NUMBER.SERVER.GATEWAY.NAMESPACE` of their own.
 //!
 //! Route configurations hold a virtual host per VirtualService bound to the gateway (`gateways: [gw]`,
 //! `ns/gw`, or a match's `gateways`) whose hosts meet the server's hosts (`ns/host` limits which namespaces'
@@ -124,9 +125,11 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
                 });
             }
         } else {
+            // Named by the server's port, as Istio names it, whatever port the listener binds.
+            let number = servers[0].server.port.number;
             let route = match ip {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED) => format!("http.{listen}"),
-                _ => format!("http.{listen}.{ip}"),
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED) => format!("http.{number}"),
+                _ => format!("http.{number}.{ip}"),
             };
             out.routes
                 .push(route_configuration(mesh, registry, proxy, &route, &servers));

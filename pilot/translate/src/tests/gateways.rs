@@ -240,7 +240,11 @@ spec:
     ));
     let s = snap(&mesh, &ingress());
     assert_eq!(names(&s, types::LISTENER), ["0.0.0.0_18080"]);
-    assert_eq!(names(&s, types::ROUTE), ["http.18080"]);
+    assert_eq!(
+        names(&s, types::ROUTE),
+        ["http.8080"],
+        "named as Istio names it"
+    );
 }
 
 #[test]
