@@ -1,7 +1,7 @@
 //! Pilot's gateway translation driving a real Envoy 1.40 as an Istio ingress gateway: its node id is
 //! `router~…` and its labels `istio: ingressgateway`. It gets Istio's bookinfo-gateway.yaml as shipped, a
-//! second Gateway of our own with an HTTPS server (certificates made with the openssl CLI) and an HTTP
-//! server redirecting to it, ServiceEntries for local backends (the ingress gateway's own service maps the
+//! second Gateway of our own with HTTPS servers (SIMPLE and MUTUAL on one port, by SNI; certificates made
+//! with the openssl CLI) and an HTTP server redirecting to them, ServiceEntries for local backends (the ingress gateway's own service maps the
 //! gateways' ports to free local ports, as a Kubernetes Service maps them to the pod's ports), and a
 //! DestinationRule originating TLS to a backend served by `openssl s_server`. Requests go through the gateway
 //! with curl; Envoy ACKs everything and rejects nothing.
@@ -179,7 +179,15 @@ fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls() {
     for d in [&config, &certs, &www] {
         std::fs::create_dir_all(d).expect("dirs");
     }
-    certificates(&certs, &["bookinfo.example.com", "details.example.com"]);
+    certificates(
+        &certs,
+        &[
+            "bookinfo.example.com",
+            "partner.example.com",
+            "client.example.com",
+            "details.example.com",
+        ],
+    );
     let cert = |name: &str| certs.join(name).to_string_lossy().to_string();
 
     // Backends: productpage in plain HTTP; details behind TLS (openssl s_server serving files of `www`).
@@ -261,12 +269,19 @@ spec:
       mode: SIMPLE
       serverCertificate: {server_cert}
       privateKey: {server_key}
+  - port: {{number: 443, name: https-partner, protocol: HTTPS}}
+    hosts: [partner.example.com]
+    tls:
+      mode: MUTUAL
+      serverCertificate: {partner_cert}
+      privateKey: {partner_key}
+      caCertificates: {ca}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: bookinfo-secure}}
 spec:
-  hosts: [bookinfo.example.com]
+  hosts: [bookinfo.example.com, partner.example.com]
   gateways: [secure-gateway]
   http:
   - match: [{{uri: {{exact: /details}}}}]
@@ -288,6 +303,8 @@ spec:
 "#,
         server_cert = cert("bookinfo.example.com.pem"),
         server_key = cert("bookinfo.example.com.key"),
+        partner_cert = cert("partner.example.com.pem"),
+        partner_key = cert("partner.example.com.key"),
         ca = cert("ca.pem"),
     );
     std::fs::write(config.join("secure.yaml"), secure).expect("secure gateway");
@@ -374,6 +391,36 @@ spec:
     assert_eq!(
         curl(&secure_url("/productpage"), &["--resolve", &resolve]),
         None
+    );
+
+    // MUTUAL on the same port, chosen by SNI: only a client with a certificate of the CA gets through.
+    let partner = format!("partner.example.com:{https}:127.0.0.1");
+    let partner_url = format!("https://partner.example.com:{https}/productpage");
+    assert_eq!(
+        curl(&partner_url, &["--resolve", &partner, "--cacert", &ca]),
+        None,
+        "no client certificate, no answer"
+    );
+    let (client_cert, client_key) = (
+        cert("client.example.com.pem"),
+        cert("client.example.com.key"),
+    );
+    assert_eq!(
+        curl(
+            &partner_url,
+            &[
+                "--resolve",
+                &partner,
+                "--cacert",
+                &ca,
+                "--cert",
+                &client_cert,
+                "--key",
+                &client_key,
+            ],
+        ),
+        Some((200, "backend ok".into())),
+        "mutual TLS with a client certificate"
     );
 
     // The DestinationRule's tls SIMPLE: Envoy originates TLS to openssl s_server and checks its
