@@ -3,8 +3,8 @@
 //! second Gateway of our own with HTTPS servers (SIMPLE and MUTUAL on one port, by SNI; certificates made
 //! with the openssl CLI) and an HTTP server redirecting to them, ServiceEntries for local backends (the ingress gateway's own service maps the
 //! gateways' ports to free local ports, as a Kubernetes Service maps them to the pod's ports), and a
-//! DestinationRule originating TLS to a backend served by `openssl s_server`. Requests go through the gateway
-//! with curl; Envoy ACKs everything and rejects nothing.
+//! DestinationRule originating TLS to a backend served by `openssl s_server`, over state-of-the-world and
+//! delta ADS. Requests go through the gateway with curl; Envoy ACKs everything and rejects nothing.
 
 mod common;
 
@@ -171,8 +171,18 @@ fn acked(ads: &Ads) -> bool {
 }
 
 #[test]
-fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls() {
-    let dir = scratch("pilot-gateway");
+fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_state_of_the_world_ads()
+ {
+    run("GRPC");
+}
+
+#[test]
+fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_delta_ads() {
+    run("DELTA_GRPC");
+}
+
+fn run(api_type: &str) {
+    let dir = scratch(&format!("pilot-gateway-{api_type}"));
     let config = dir.join("config");
     let certs = dir.join("certs");
     let www = dir.join("www");
@@ -326,7 +336,7 @@ spec:
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
     let envoy = Envoy::start(
         &envoy_dir,
-        &common::ads_bootstrap(ads.addr, admin, "GRPC", NODE),
+        &common::ads_bootstrap(ads.addr, admin, api_type, NODE),
         admin,
     );
     wait_until(Duration::from_secs(20), "Envoy to ACK every type", || {
