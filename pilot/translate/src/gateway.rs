@@ -28,7 +28,7 @@ use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, VirtualService};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
 use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -197,10 +197,7 @@ fn host_part(h: &str) -> &str {
 
 /// The connection manager of a gateway port: routes `route` over RDS, the client's address as the
 /// downstream address (the gateway is the edge), `Host` ports ignored when matching virtual hosts.
-fn connection_manager(
-    stat_prefix: &str,
-    route: &str,
-) -> sextant_proto::envoy::config::listener::v3::Filter {
+fn connection_manager(stat_prefix: &str, route: &str) -> Filter {
     let mut hcm = hcm_named(stat_prefix, route, true);
     hcm.use_remote_address = Some(BoolValue { value: true });
     hcm.strip_port_mode = Some(http_connection_manager::StripPortMode::StripAnyHostPort(
