@@ -83,7 +83,8 @@ pub struct IstioTranslator;
 
 impl pilot_server::Translator for IstioTranslator {
     fn view(&self, node: &Node) -> String {
-        // Translation reads neither the node id nor the IP (no per-workload inbound listeners yet).
+        // Translation reads neither the node id nor the IP (no per-workload inbound listeners yet); a
+        // router's gateways and listening ports follow from its labels.
         let p = ProxyInfo::from_node(node);
         format!(
             "{}|{:?}|{:?}|{:?}",

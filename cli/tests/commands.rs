@@ -89,6 +89,28 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
         )) && stderr.contains("v9"),
         "{stderr}"
     );
+    // A Gateway terminating TLS without a certificate, and a DestinationRule asking for mesh mTLS.
+    let gw = mesh.join("gateway.yaml");
+    std::fs::write(
+        &gw,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n",
+    )
+    .expect("write");
+    let out = sextant(&["validate", mesh.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        format!(
+            "{}:9: Gateway default/edge: spec.servers[0].tls: terminating TLS needs serverCertificate and privateKey",
+            gw.display()
+        ),
+        format!(
+            "{}:17: DestinationRule default/reviews: spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL",
+            gw.display()
+        ),
+    ] {
+        assert!(stderr.contains(&want), "{want} in:\n{stderr}");
+    }
 
     let dir = scratch("validate");
     let bad = dir.join("bad.yaml");

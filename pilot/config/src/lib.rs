@@ -13,7 +13,9 @@
 //! Not modelled yet, and refused by name when written: VirtualService `tls` routes, `delegate`,
 //! `directResponse`, `mirrors`, `uriRegexRewrite`; DestinationRule `workloadSelector`, `localityLbSetting`,
 //! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; the other `networking.istio.io` kinds
-//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`).
+//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`). Refused by value: TLS mode `ISTIO_MUTUAL` and
+//! `credentialName` (pilot issues no mesh certificates and reads no secrets), Gateway `PASSTHROUGH` servers
+//! and TCP/TLS servers, relative certificate paths.
 //!
 //! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 

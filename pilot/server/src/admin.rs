@@ -170,3 +170,52 @@ fn to_json(any: &Any) -> serde_json::Value {
         Err(e) => serde_json::json!({"@type": any.type_url, "error": e, "bytes": any.value.len()}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pilot_xds::build;
+    use sextant_proto::envoy::config::cluster::v3::Cluster;
+    use sextant_proto::envoy::config::core::v3::{TransportSocket, transport_socket};
+    use sextant_proto::envoy::config::listener::v3::{Listener, ListenerFilter, listener_filter};
+    use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    use sextant_proto::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+
+    use super::to_json;
+
+    #[test]
+    fn gateway_and_tls_resources_decode_to_json() {
+        let cluster = Cluster {
+            name: "outbound|443||api.example.com".into(),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(build::any(
+                    &UpstreamTlsContext {
+                        sni: "api.example.com".into(),
+                        ..Default::default()
+                    },
+                ))),
+            }),
+            ..Default::default()
+        };
+        let json = to_json(&build::any(&cluster)).to_string();
+        assert!(!json.contains("\"error\""), "{json}");
+        assert!(
+            json.contains("api.example.com\"") && json.contains("\"sni\""),
+            "{json}"
+        );
+        let listener = Listener {
+            name: "0.0.0.0_443".into(),
+            listener_filters: vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let json = to_json(&build::any(&listener)).to_string();
+        assert!(!json.contains("\"error\""), "{json}");
+        assert!(json.contains("TlsInspector"), "{json}");
+    }
+}

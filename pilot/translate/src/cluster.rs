@@ -4,7 +4,9 @@
 //!
 //! Static services are EDS clusters over ADS (the cluster's name is its EDS name); DNS services are
 //! `STRICT_DNS` with their endpoints inline; services with `resolution: NONE` and `simple: PASSTHROUGH`
-//! rules go to the caller's original destination. HTTP/2 and gRPC ports speak HTTP/2 upstream.
+//! rules go to the caller's original destination. HTTP/2 and gRPC ports speak HTTP/2 upstream. A rule's
+//! `tls` (SIMPLE, MUTUAL) gives the cluster a TLS transport socket ([`crate::tls`]); proxyless gRPC clients
+//! do not take file-based certificates, so their clusters stay plain text.
 
 use pilot_config::types::{Labels, Resolution};
 use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
@@ -66,7 +68,7 @@ pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInf
     if !grpc {
         out.clusters.push(black_hole());
         out.clusters.push(original_dst(PASSTHROUGH));
-        if proxy.interception == Interception::Redirect {
+        if proxy.interception == Interception::Redirect && proxy.kind != ProxyKind::Router {
             out.clusters.push(original_dst(INBOUND_PASSTHROUGH));
         }
     }
@@ -100,6 +102,10 @@ fn service_cluster(
         Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32
     );
     policy.apply(&mut c, grpc);
+    if !grpc {
+        c.transport_socket =
+            (policy.tls.as_ref()).and_then(|t| crate::tls::upstream(t, &service.hostname));
+    }
     if passthrough && !grpc {
         // The original destination decides; no balancing policy may be set on such a cluster.
         c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;

@@ -20,17 +20,23 @@
 //!   service with Istio's domains and the VirtualServices' routes in order (matches, weights, rewrites,
 //!   redirects, timeouts, retries, faults, mirrors, header edits, CORS), or a default route.
 //!
-//! Not translated yet: TLS settings (`tls` of a DestinationRule; sidecars talk plain text), inbound
-//! listeners for the proxy's own workload (inbound traffic passes through `virtualInbound`), gateways
-//! (routers), `exportTo` visibility, per-connection TCP routes by destination subnet.
+//! - routers (ingress gateways) get only the listeners and routes of the Gateways selecting them
+//!   ([`gateway`]); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]).
+//!
+//! Not translated yet: inbound listeners for the proxy's own workload (inbound traffic passes through
+//! `virtualInbound`), TCP/TLS/PASSTHROUGH gateway servers (refused at validation), `exportTo` visibility,
+//! per-connection TCP routes by destination subnet, TLS for proxyless gRPC clients (they take no certificate
+//! files; their clusters stay plain text).
 
 pub mod action;
 pub mod cluster;
 pub mod endpoint;
+pub mod gateway;
 pub mod listener;
 pub mod policy;
 mod proxy;
 pub mod route;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

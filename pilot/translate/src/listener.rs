@@ -6,7 +6,8 @@
 //! interception (`NONE`) each port's listener binds `127.0.0.1:PORT` and applications call it. HTTP ports
 //! get a connection manager taking routes `PORT` over RDS (fault, CORS, router); TCP ports a TCP proxy to
 //! the service's cluster, split as its VirtualService's TCP route says. Proxyless gRPC clients get an
-//! `api_listener` per `HOST:PORT` instead.
+//! `api_listener` per `HOST:PORT` instead. Routers (gateways) get only their gateway listeners
+//! ([`crate::gateway`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,10 +57,14 @@ pub fn is_http(p: Protocol) -> bool {
 
 /// The listeners (and their routes) `proxy` needs.
 pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyInfo) -> Listeners {
+    if proxy.kind == ProxyKind::Router {
+        return crate::gateway::listeners(mesh, registry, proxy);
+    }
     let cx = RouteContext {
         mesh,
         registry,
         proxy,
+        gateway: pilot_config::MESH_GATEWAY,
     };
     // Port → the services using it over HTTP, and over TCP. HTTP wins a port both use, as in Istio.
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
@@ -135,6 +140,11 @@ fn listener_name(redirect: bool, port: u16) -> String {
 
 /// A connection manager routing with `PORT` over RDS: fault, CORS (not for gRPC clients), router.
 fn hcm(stat_prefix: &str, port: u16, cors: bool) -> HttpConnectionManager {
+    hcm_named(stat_prefix, &route_name(port), cors)
+}
+
+/// A connection manager routing with `route` over RDS: fault, CORS (when `cors`), router.
+pub(crate) fn hcm_named(stat_prefix: &str, route: &str, cors: bool) -> HttpConnectionManager {
     let mut filters = vec![build::http_filter(
         FAULT_FILTER,
         build::any(&HttpFault::default()),
@@ -145,7 +155,7 @@ fn hcm(stat_prefix: &str, port: u16, cors: bool) -> HttpConnectionManager {
             build::any(&Cors::default()),
         ));
     }
-    build::http_connection_manager_with(stat_prefix, &route_name(port), filters)
+    build::http_connection_manager_with(stat_prefix, route, filters)
 }
 
 fn port_listener(name: &str, redirect: bool, port: u16, filter: Filter) -> Listener {

@@ -1,11 +1,12 @@
 //! A DestinationRule's traffic policy for one cluster: the rule's policy, overridden by its port-level
 //! settings, then by the subset's policy and the subset's port-level settings (each section replaces the
-//! one below it as a whole, as Istio merges them), applied to an Envoy cluster.
+//! one below it as a whole, as Istio merges them), applied to an Envoy cluster. The `tls` section becomes the
+//! cluster's transport socket ([`crate::tls`]).
 
 use pilot_config::DestinationRule;
 use pilot_config::types::{
-    ConnectionPoolSettings, ConsistentHash, LoadBalancerSettings, OutlierDetection, SimpleLb,
-    TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, ConsistentHash, LoadBalancerSettings,
+    OutlierDetection, SimpleLb, TrafficPolicy,
 };
 use sextant_proto::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers, cluster,
@@ -27,6 +28,8 @@ pub struct Effective {
     pub connection_pool: Option<ConnectionPoolSettings>,
     /// Ejection of failing endpoints.
     pub outlier_detection: Option<OutlierDetection>,
+    /// TLS towards the service.
+    pub tls: Option<ClientTlsSettings>,
 }
 
 impl Effective {
@@ -48,6 +51,7 @@ impl Effective {
         replace(&mut self.load_balancer, &p.load_balancer);
         replace(&mut self.connection_pool, &p.connection_pool);
         replace(&mut self.outlier_detection, &p.outlier_detection);
+        replace(&mut self.tls, &p.tls);
         let by_port = p
             .port_level_settings
             .iter()
@@ -56,6 +60,7 @@ impl Effective {
             replace(&mut self.load_balancer, &s.load_balancer);
             replace(&mut self.connection_pool, &s.connection_pool);
             replace(&mut self.outlier_detection, &s.outlier_detection);
+            replace(&mut self.tls, &s.tls);
         }
     }
 

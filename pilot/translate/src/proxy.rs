@@ -22,7 +22,7 @@ pub enum ProxyKind {
     /// An Envoy (or compatible) sidecar.
     #[default]
     Sidecar,
-    /// A gateway (`router~…` node ids). Translated as a sidecar for now.
+    /// A gateway (`router~…` node ids): gets the listeners of the Gateways whose selector its labels match.
     Router,
     /// A proxyless gRPC client: it resolves `xds:///HOST:PORT` through `api_listener`s.
     ProxylessGrpc,

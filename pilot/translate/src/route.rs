@@ -5,9 +5,7 @@
 use std::collections::BTreeSet;
 
 use pilot_config::types::{CorsPolicy as IstioCors, StringMatch};
-use pilot_config::{
-    HttpRouteModel, MESH_GATEWAY, MeshConfig, RegistrySnapshot, RouteTarget, Service,
-};
+use pilot_config::{HttpRouteModel, MeshConfig, RegistrySnapshot, RouteTarget, Service};
 use sextant_proto::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
     route_action, route_match, weighted_cluster,
@@ -32,6 +30,8 @@ pub struct RouteContext<'a> {
     pub registry: &'a RegistrySnapshot,
     /// The proxy asking.
     pub proxy: &'a ProxyInfo,
+    /// The gateway the routes are for: [`pilot_config::MESH_GATEWAY`] for sidecars, `namespace/name` for a router.
+    pub gateway: &'a str,
 }
 
 /// The route configuration of HTTP `port`, for the `services` serving HTTP on it.
@@ -121,7 +121,7 @@ fn routes(cx: RouteContext<'_>, service: &Service, port: u16) -> Vec<Route> {
         return vec![route];
     }
     http.into_iter()
-        .flat_map(|r| http_route(cx, r, port))
+        .flat_map(|r| http_route(cx, r, port, true))
         .collect()
 }
 
@@ -148,8 +148,9 @@ fn forward(m: RouteMatch, name: &str, cluster: String) -> Route {
 }
 
 /// Whether a match applies to this proxy on this port: its port, the caller's labels and namespace, and
-/// its gateways (a sidecar is the `mesh` gateway).
-fn applies(cx: RouteContext<'_>, r: &HttpRouteModel, i: usize, port: u16) -> bool {
+/// its gateways (a sidecar is the `mesh` gateway); a match naming no gateways applies where its
+/// VirtualService is `bound`.
+fn applies(cx: RouteContext<'_>, r: &HttpRouteModel, i: usize, port: u16, bound: bool) -> bool {
     let Some(m) = r.matches.get(i) else {
         return false;
     };
@@ -163,16 +164,27 @@ fn applies(cx: RouteContext<'_>, r: &HttpRouteModel, i: usize, port: u16) -> boo
             .iter()
             .all(|(k, v)| cx.proxy.labels.get(k) == Some(v))
         && source_ns.is_none_or(|ns| *ns == cx.proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == MESH_GATEWAY))
+        && if m.gateways.is_empty() {
+            bound
+        } else {
+            m.gateways.iter().any(|g| g == cx.gateway)
+        }
 }
 
-/// One VirtualService HTTP route: an Envoy route per match that applies here, sharing one action.
-fn http_route(cx: RouteContext<'_>, r: &HttpRouteModel, port: u16) -> Vec<Route> {
+/// One VirtualService HTTP route: an Envoy route per match that applies here, sharing one action. `bound`:
+/// whether the route's VirtualService lists `cx.gateway` among its gateways (a route without matches
+/// applies only then).
+pub(crate) fn http_route(
+    cx: RouteContext<'_>,
+    r: &HttpRouteModel,
+    port: u16,
+    bound: bool,
+) -> Vec<Route> {
     let matches: Vec<RouteMatch> = if r.matches.is_empty() {
-        vec![catch_all()]
+        if bound { vec![catch_all()] } else { Vec::new() }
     } else {
         (0..r.matches.len())
-            .filter(|i| applies(cx, r, *i, port))
+            .filter(|i| applies(cx, r, *i, port, bound))
             .map(|i| action::route_match(&r.matches[i]))
             .collect()
     };

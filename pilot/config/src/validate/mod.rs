@@ -8,6 +8,7 @@
 //! subsets, ports, hosts); subsets have labels; STATIC ServiceEntries have endpoints or a workloadSelector;
 //! registry limits.
 
+mod gateways;
 mod matches;
 mod routes;
 mod rules;
@@ -25,7 +26,7 @@ use crate::model::MeshConfig;
 pub fn validate(set: &NetworkingSet) -> Result<MeshConfig, ConfigErrors> {
     let mut errors = Vec::new();
     let destination_rules = rules::destination_rules(&set.destination_rules, &mut errors);
-    let gateways = rules::gateways(&set.gateways, &mut errors);
+    let gateways = gateways::gateways(&set.gateways, &mut errors);
     let services = services::services(set, &mut errors);
     let virtual_services = routes::virtual_services(set, &destination_rules, &mut errors);
     if !errors.is_empty() {
@@ -86,6 +87,19 @@ impl<'a, S> Errs<'a, S> {
     fn host(&mut self, field: &str, host: &str) {
         if let Some(problem) = crate::host::problem(host) {
             self.push(field, problem);
+        }
+    }
+
+    /// Records a certificate or key path the proxy could not read reliably: it must be absolute (the
+    /// proxy's working directory is not pilot's).
+    fn file(&mut self, field: &str, path: &str) {
+        if !path.starts_with('/') {
+            self.push(
+                field,
+                format!(
+                    "{path:?} is not an absolute path; the proxy reads it from its own file system"
+                ),
+            );
         }
     }
 

@@ -1,4 +1,4 @@
-//! DestinationRules (subsets, traffic policies) and Gateways.
+//! DestinationRules: subsets and traffic policies (balancing, pools, outlier detection, client TLS).
 
 use std::collections::BTreeMap;
 
@@ -6,10 +6,9 @@ use hub_config::{ConfigError, Resource};
 
 use super::Errs;
 use crate::model::DestinationRule;
-use crate::protocol::Protocol;
 use crate::types::{
-    ClientTlsSettings, DestinationRuleSpec, GatewaySpec, LoadBalancerSettings, OutlierDetection,
-    ServerTlsMode, TlsMode, TrafficPolicy,
+    ClientTlsSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, TlsMode,
+    TrafficPolicy,
 };
 
 const DR: &str = "DestinationRule";
@@ -144,86 +143,39 @@ fn outlier_detection<S>(e: &mut Errs<'_, S>, field: &str, od: &OutlierDetection)
 }
 
 fn client_tls<S>(e: &mut Errs<'_, S>, field: &str, tls: &ClientTlsSettings) {
+    if tls.mode == TlsMode::IstioMutual {
+        e.push(
+            &format!("{field}.mode"),
+            "mode ISTIO_MUTUAL needs the mesh's workload certificates, which pilot does not issue; \
+             use MUTUAL with clientCertificate, privateKey and caCertificates files, SIMPLE, or DISABLE",
+        );
+    }
+    if tls.credential_name.is_some() {
+        e.push(
+            &format!("{field}.credentialName"),
+            "credentialName names a Kubernetes secret and pilot reads no secrets; \
+             use clientCertificate, privateKey and caCertificates file paths",
+        );
+    }
     if tls.mode == TlsMode::Mutual
         && tls.credential_name.is_none()
         && (tls.client_certificate.is_none() || tls.private_key.is_none())
     {
+        e.push(field, "mode MUTUAL needs clientCertificate and privateKey");
+    }
+    for (name, path) in [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ] {
+        if let Some(p) = path {
+            e.file(&format!("{field}.{name}"), p);
+        }
+    }
+    if tls.sni.as_deref().is_some_and(str::is_empty) {
         e.push(
-            field,
-            "mode MUTUAL needs clientCertificate and privateKey, or credentialName",
+            &format!("{field}.sni"),
+            "sni is empty; leave it out or name a host",
         );
     }
-}
-
-/// Validates Gateways.
-pub(super) fn gateways(
-    list: &[Resource<GatewaySpec>],
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Resource<GatewaySpec>> {
-    for r in list {
-        let mut e = Errs::new(r, "Gateway", errors);
-        if r.spec.servers.is_empty() {
-            e.push("spec.servers", "a gateway needs at least one server");
-        }
-        let mut names = BTreeMap::new();
-        for (i, s) in r.spec.servers.iter().enumerate() {
-            let f = format!("spec.servers[{i}]");
-            e.port(&format!("{f}.port.number"), s.port.number);
-            if let Some(t) = s.port.target_port {
-                e.port(&format!("{f}.port.targetPort"), t);
-            }
-            match Protocol::parse(&s.port.protocol) {
-                None => e.push(
-                    &format!("{f}.port.protocol"),
-                    format!(
-                        "unknown protocol {:?}; use HTTP, HTTPS, HTTP2, GRPC, TLS or TCP",
-                        s.port.protocol
-                    ),
-                ),
-                Some(Protocol::Https | Protocol::Tls) => {
-                    let passthrough = s.tls.as_ref().and_then(|t| t.mode).is_some_and(|m| {
-                        matches!(
-                            m,
-                            ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
-                        )
-                    });
-                    if s.tls.is_none() {
-                        e.push(
-                            &f,
-                            format!("a {} server needs tls settings", s.port.protocol),
-                        );
-                    } else if !passthrough
-                        && s.tls.as_ref().is_some_and(|t| {
-                            t.credential_name.is_none() && t.server_certificate.is_none()
-                        })
-                    {
-                        e.push(
-                            &format!("{f}.tls"),
-                            "terminating TLS needs credentialName or serverCertificate and privateKey",
-                        );
-                    }
-                }
-                Some(_) => {}
-            }
-            if let Some(name) = &s.port.name {
-                e.unique(
-                    &mut names,
-                    &format!("{f}.port.name"),
-                    "server port name",
-                    name,
-                );
-            }
-            if s.hosts.is_empty() {
-                e.push(
-                    &format!("{f}.hosts"),
-                    "a server needs at least one host (\"*\" for any)",
-                );
-            }
-            for (j, h) in s.hosts.iter().enumerate() {
-                let host = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
-                e.host(&format!("{f}.hosts[{j}]"), host);
-            }
-        }
-    }
-    list.to_vec()
 }

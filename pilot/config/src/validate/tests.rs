@@ -177,7 +177,7 @@ fn traffic_policies() {
         err.contains("spec.trafficPolicy.tls: mode MUTUAL needs clientCertificate"),
         "{err}"
     );
-    let ok = check("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n    connectionPool:\n      tcp: {maxConnections: 100, connectTimeout: 30ms}\n      http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRequestsPerConnection: 1, maxRetries: 3, idleTimeout: 1m}\n    outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n    tls: {mode: ISTIO_MUTUAL}\n    portLevelSettings:\n    - port: {number: 9080}\n      loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}\n").unwrap();
+    let ok = check("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n    connectionPool:\n      tcp: {maxConnections: 100, connectTimeout: 30ms}\n      http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRequestsPerConnection: 1, maxRetries: 3, idleTimeout: 1m}\n    outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: details.example.com}\n    portLevelSettings:\n    - port: {number: 9080}\n      loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}\n").unwrap();
     let tp = ok.destination_rules["details.default.svc.cluster.local"]
         .resource
         .spec
@@ -388,4 +388,112 @@ spec:
     );
     assert!(mesh.virtual_services_for("api.example.org").is_empty());
     assert_eq!(mesh.virtual_services[0].gateways, ["mesh", "default/gw"]);
+}
+
+fn gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+    )
+}
+
+#[test]
+fn gateway_servers_are_checked() {
+    refused(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  selector: {istio: ingressgateway}\n",
+        "t.yaml:4: Gateway default/g: spec.servers: a gateway needs at least one server",
+    );
+    refused(
+        &gateway("  - port: {number: 70000, protocol: HTTP}\n    hosts: ['*']\n"),
+        "t.yaml:7: Gateway default/g: spec.servers[0].port.number: port 70000 is out of range",
+    );
+    refused(
+        &gateway("  - port: {number: 80, protocol: HTTP}\n    hosts: ['bad ns/a.com']\n"),
+        "spec.servers[0].hosts[0]: \"bad ns/a.com\": the part before '/' must be",
+    );
+    refused(
+        &gateway("  - port: {number: 80, protocol: HTTP}\n    hosts: ['prod/a..com']\n"),
+        "spec.servers[0].hosts[0]: \"a..com\" is not a host name",
+    );
+    refused(
+        &gateway("  - port: {number: 80, protocol: HTTP}\n    hosts: []\n"),
+        "spec.servers[0].hosts: a server needs at least one host",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE}\n",
+        ),
+        "t.yaml:9: Gateway default/g: spec.servers[0].tls: terminating TLS needs serverCertificate and privateKey",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, serverCertificate: cert.pem, privateKey: /k.pem}\n",
+        ),
+        "spec.servers[0].tls.serverCertificate: \"cert.pem\" is not an absolute path",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",
+        ),
+        "spec.servers[0].tls.mode: PASSTHROUGH needs VirtualService tls routes",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: bookinfo-cert}\n",
+        ),
+        "spec.servers[0].tls.credentialName: credentialName names a Kubernetes secret",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}\n",
+        ),
+        "MUTUAL and OPTIONAL_MUTUAL need caCertificates",
+    );
+    refused(
+        &gateway("  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n"),
+        "spec.servers[0]: an HTTPS server needs tls settings",
+    );
+    refused(
+        &gateway("  - port: {number: 31400, protocol: TCP}\n    hosts: ['*']\n"),
+        "spec.servers[0].port.protocol: TCP gateway servers are not translated yet",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 80, protocol: HTTP}\n    hosts: ['*']\n    bind: unix:///sock\n",
+        ),
+        "spec.servers[0].bind: \"unix:///sock\" is not an IP address",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 80, protocol: HTTP}\n    hosts: [a.com]\n  - port: {number: 80, protocol: HTTPS}\n    hosts: [b.com]\n    tls: {serverCertificate: /c.pem, privateKey: /k.pem}\n",
+        ),
+        "spec.servers[1].port: port 80 is already served as HTTP by spec.servers[0]",
+    );
+    let ok = check(&gateway(
+        "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['./a.example.com', '*/b.example.com', 'prod/*']\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    bind: 0.0.0.0\n    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}\n",
+    ))
+    .unwrap();
+    assert_eq!(ok.gateways[0].spec.servers.len(), 2);
+}
+
+#[test]
+fn client_tls_is_checked() {
+    let dr = |tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: details\n  trafficPolicy:\n    tls: {tls}\n"
+        )
+    };
+    refused(
+        &dr("{mode: ISTIO_MUTUAL}"),
+        "t.yaml:7: DestinationRule default/d: spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL needs the mesh's workload certificates",
+    );
+    refused(
+        &dr("{mode: SIMPLE, credentialName: c}"),
+        "spec.trafficPolicy.tls.credentialName: credentialName names a Kubernetes secret",
+    );
+    refused(
+        &dr("{mode: SIMPLE, caCertificates: ca.pem}"),
+        "spec.trafficPolicy.tls.caCertificates: \"ca.pem\" is not an absolute path",
+    );
+    check(&dr("{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, subjectAltNames: [details.example.com]}")).unwrap();
+    check(&dr("{mode: DISABLE}")).unwrap();
 }

@@ -2,6 +2,7 @@
 
 mod bookinfo;
 mod edge;
+mod gateways;
 mod listeners;
 mod rules;
 

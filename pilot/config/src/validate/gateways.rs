@@ -1,0 +1,183 @@
+//! Gateways: servers, ports, hosts and server TLS, checked against what pilot translates for router proxies.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hub_config::{ConfigError, Resource};
+
+use super::Errs;
+use crate::protocol::Protocol;
+use crate::types::{GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
+
+/// Validates Gateways.
+pub(super) fn gateways(
+    list: &[Resource<GatewaySpec>],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Resource<GatewaySpec>> {
+    for r in list {
+        let mut e = Errs::new(r, "Gateway", errors);
+        if r.spec.servers.is_empty() {
+            e.push("spec.servers", "a gateway needs at least one server");
+        }
+        let mut names = BTreeMap::new();
+        // Port → (whether it terminates TLS, the first server's field), so one port has one kind of server.
+        let mut kinds: BTreeMap<u32, (bool, String)> = BTreeMap::new();
+        for (i, s) in r.spec.servers.iter().enumerate() {
+            let f = format!("spec.servers[{i}]");
+            server(&mut e, &f, s);
+            if let Some(name) = &s.port.name {
+                e.unique(
+                    &mut names,
+                    &format!("{f}.port.name"),
+                    "server port name",
+                    name,
+                );
+            }
+            let tls = Protocol::parse(&s.port.protocol) == Some(Protocol::Https);
+            match kinds.get(&s.port.number) {
+                Some((first_tls, first)) if *first_tls != tls => e.push(
+                    &format!("{f}.port"),
+                    format!(
+                        "port {} is already served as {} by {first}; one port serves either HTTP or HTTPS",
+                        s.port.number,
+                        if *first_tls { "HTTPS" } else { "HTTP" }
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    kinds.insert(s.port.number, (tls, f.clone()));
+                }
+            }
+        }
+    }
+    list.to_vec()
+}
+
+fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
+    e.port(&format!("{f}.port.number"), s.port.number);
+    if let Some(t) = s.port.target_port {
+        e.port(&format!("{f}.port.targetPort"), t);
+    }
+    if let Some(bind) = &s.bind
+        && bind.parse::<IpAddr>().is_err()
+    {
+        e.push(
+            &format!("{f}.bind"),
+            format!("{bind:?} is not an IP address (unix domain sockets are not supported)"),
+        );
+    }
+    match Protocol::parse(&s.port.protocol) {
+        None => e.push(
+            &format!("{f}.port.protocol"),
+            format!(
+                "unknown protocol {:?}; use HTTP, HTTPS, HTTP2 or GRPC",
+                s.port.protocol
+            ),
+        ),
+        Some(Protocol::Https) => match &s.tls {
+            None => e.push(
+                f,
+                "an HTTPS server needs tls settings (mode SIMPLE with serverCertificate and privateKey)",
+            ),
+            Some(tls) => server_tls(e, &format!("{f}.tls"), tls),
+        },
+        Some(Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb) => {
+            if let Some(tls) = &s.tls
+                && (tls.mode.is_some() || tls.server_certificate.is_some())
+            {
+                e.push(
+                    &format!("{f}.tls"),
+                    format!(
+                        "a plain {} server takes only tls.httpsRedirect; terminate TLS on an HTTPS server",
+                        s.port.protocol
+                    ),
+                );
+            }
+        }
+        Some(p) => e.push(
+            &format!("{f}.port.protocol"),
+            format!(
+                "{} gateway servers are not translated yet (they need VirtualService tcp/tls routes at \
+                 gateways); use HTTP or HTTPS",
+                p.as_str()
+            ),
+        ),
+    }
+    if s.hosts.is_empty() {
+        e.push(
+            &format!("{f}.hosts"),
+            "a server needs at least one host (\"*\" for any)",
+        );
+    }
+    for (j, h) in s.hosts.iter().enumerate() {
+        let field = format!("{f}.hosts[{j}]");
+        let host = match h.split_once('/') {
+            Some((ns, host)) => {
+                let namespace = !ns.is_empty()
+                    && ns.len() <= 63
+                    && ns
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if ns != "." && ns != "*" && !namespace {
+                    e.push(
+                        &field,
+                        format!(
+                            "{h:?}: the part before '/' must be \".\" (the gateway's namespace), \"*\" or a namespace name"
+                        ),
+                    );
+                }
+                host
+            }
+            None => h.as_str(),
+        };
+        e.host(&field, host);
+    }
+}
+
+fn server_tls<S>(e: &mut Errs<'_, S>, f: &str, tls: &ServerTlsSettings) {
+    let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
+    match mode {
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
+            return e.push(
+                &format!("{f}.mode"),
+                "PASSTHROUGH needs VirtualService tls routes, which Sextant does not model yet; \
+                 terminate TLS at the gateway with mode SIMPLE",
+            );
+        }
+        ServerTlsMode::IstioMutual => {
+            return e.push(
+                &format!("{f}.mode"),
+                "ISTIO_MUTUAL needs the mesh's workload certificates, which pilot does not issue; \
+                 use MUTUAL with caCertificates",
+            );
+        }
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {}
+    }
+    if tls.credential_name.is_some() {
+        e.push(
+            &format!("{f}.credentialName"),
+            "credentialName names a Kubernetes secret and pilot reads no secrets; \
+             use serverCertificate and privateKey file paths",
+        );
+    } else if tls.server_certificate.is_none() || tls.private_key.is_none() {
+        e.push(
+            f,
+            "terminating TLS needs serverCertificate and privateKey (file paths on the gateway proxy)",
+        );
+    }
+    if mode != ServerTlsMode::Simple && tls.ca_certificates.is_none() {
+        e.push(
+            f,
+            "mode MUTUAL and OPTIONAL_MUTUAL need caCertificates to check client certificates",
+        );
+    }
+    for (name, path) in [
+        ("serverCertificate", &tls.server_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ] {
+        if let Some(p) = path {
+            e.file(&format!("{f}.{name}"), p);
+        }
+    }
+}

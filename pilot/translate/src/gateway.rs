@@ -1,0 +1,300 @@
+//! Gateways: what a router proxy (an ingress gateway, node id `router~…`) serves.
+//!
+//! A Gateway applies to a router when every label of its `selector` is among the router's labels. Each
+//! server port becomes one listener on `BIND:PORT` (`0.0.0.0` unless the server says `bind`), where `PORT` is
+//! the port the router's own service maps the server port to: the endpoint port of a registry service whose
+//! endpoint labels the router carries (Istio maps a gateway's port through the gateway's Kubernetes
+//! Service the same way), else the server port itself.
+//!
+//! - HTTP servers on a port share one connection manager taking routes `http.NUMBER` over RDS (`NUMBER`: the
+//!   server's port as the Gateway writes it).
+//! - HTTPS servers (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`) get a filter chain each, chosen by SNI (the
+//!   server's hosts; `*` for any), terminating TLS with the server's certificate files, and routes
+//!   `https.NUMBER.SERVER.GATEWAY.NAMESPACE` of their own.
+//!
+//! Route configurations hold a virtual host per VirtualService bound to the gateway (`gateways: [gw]`,
+//! `ns/gw`, or a match's `gateways`) whose hosts meet the server's hosts (`ns/host` limits which namespaces'
+//! VirtualServices may bind; the narrower of two matching hosts is the domain), with the routes a sidecar
+//! would get ([`crate::route`]). A server with `tls.httpsRedirect` answers plain HTTP with a redirect to
+//! HTTPS. Request ports in `Host` are ignored. A port whose first server is HTTP takes no HTTPS server from
+//! another gateway, and the other way round (validation refuses that within one gateway).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use hub_config::Resource;
+use pilot_config::types::{GatewaySpec, Server};
+use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, VirtualService};
+use pilot_xds::build;
+use sextant_proto::envoy::config::core::v3::TrafficDirection;
+use sextant_proto::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
+use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
+use sextant_proto::google::protobuf::BoolValue;
+
+use crate::listener::{Listeners, hcm_named};
+use crate::route::{RouteContext, http_route};
+use crate::{ProxyInfo, tls};
+
+/// The name Envoy knows the TLS inspector (which reads SNI) by.
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+
+/// A server of a gateway that applies to the router.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    gateway: &'a Resource<GatewaySpec>,
+    key: &'a str,
+    index: usize,
+    server: &'a Server,
+}
+
+/// The listeners and routes of a router proxy.
+pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyInfo) -> Listeners {
+    let keys: Vec<String> = mesh.gateways.iter().map(Resource::key).collect();
+    // (bind address, listening port) → its servers, in file order; the first decides HTTP or HTTPS.
+    let mut ports: BTreeMap<(IpAddr, u16), Vec<Bound<'_>>> = BTreeMap::new();
+    for (g, key) in mesh.gateways.iter().zip(&keys) {
+        let selected = (g.spec.selector.iter()).all(|(k, v)| proxy.labels.get(k) == Some(v));
+        if !selected {
+            continue;
+        }
+        for (index, server) in g.spec.servers.iter().enumerate() {
+            let Ok(number) = u16::try_from(server.port.number) else {
+                continue;
+            };
+            let ip = (server.bind.as_deref())
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let listen = own_port(registry, proxy, number);
+            ports.entry((ip, listen)).or_default().push(Bound {
+                gateway: g,
+                key,
+                index,
+                server,
+            });
+        }
+    }
+    let mut out = Listeners::default();
+    for ((ip, listen), servers) in &ports {
+        let https = is_https(servers[0].server);
+        let servers: Vec<Bound<'_>> = (servers.iter().copied())
+            .filter(|b| is_https(b.server) == https)
+            .collect();
+        let name = format!("{ip}_{listen}");
+        let mut chains = Vec::new();
+        if https {
+            let mut seen = BTreeSet::new();
+            for b in &servers {
+                let Some(socket) = b.server.tls.as_ref().and_then(tls::downstream) else {
+                    continue;
+                };
+                let names = server_names(b.server);
+                // Envoy refuses two chains matching the same names; the first server keeps them.
+                if !seen.insert(names.clone()) {
+                    continue;
+                }
+                let route = format!(
+                    "https.{}.{}.{}.{}",
+                    b.server.port.number,
+                    b.server
+                        .port
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| b.index.to_string()),
+                    b.gateway.name,
+                    b.gateway.namespace
+                );
+                out.routes.push(route_configuration(
+                    mesh,
+                    registry,
+                    proxy,
+                    &route,
+                    std::slice::from_ref(b),
+                ));
+                chains.push(FilterChain {
+                    filter_chain_match: (!names.is_empty()).then(|| FilterChainMatch {
+                        server_names: names,
+                        ..Default::default()
+                    }),
+                    filters: vec![connection_manager(&name, &route)],
+                    transport_socket: Some(socket),
+                    ..Default::default()
+                });
+            }
+        } else {
+            // Named by the server's port, as Istio names it, whatever port the listener binds.
+            let number = servers[0].server.port.number;
+            let route = match ip {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED) => format!("http.{number}"),
+                _ => format!("http.{number}.{ip}"),
+            };
+            out.routes
+                .push(route_configuration(mesh, registry, proxy, &route, &servers));
+            chains.push(FilterChain {
+                filters: vec![connection_manager(&name, &route)],
+                ..Default::default()
+            });
+        }
+        if chains.is_empty() {
+            continue;
+        }
+        out.listeners.push(Listener {
+            name,
+            address: Some(build::address(SocketAddr::new(*ip, *listen))),
+            listener_filters: https
+                .then(|| ListenerFilter {
+                    name: TLS_INSPECTOR.into(),
+                    config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+                        &TlsInspector::default(),
+                    ))),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            filter_chains: chains,
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        });
+    }
+    out
+}
+
+fn is_https(s: &Server) -> bool {
+    Protocol::parse(&s.port.protocol) == Some(Protocol::Https)
+}
+
+/// The port the router listens on for server port `number`: the endpoint port of the router's own service
+/// (a registry service with an endpoint whose labels the router all carries), else `number`.
+pub fn own_port(registry: &RegistrySnapshot, proxy: &ProxyInfo, number: u16) -> u16 {
+    registry
+        .services()
+        .filter(|s| s.port(number).is_some())
+        .flat_map(|s| s.endpoints.iter())
+        .find(|e| {
+            !e.labels.is_empty() && (e.labels.iter()).all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+        .and_then(|e| e.ports.get(&number).copied())
+        .unwrap_or(number)
+}
+
+/// The SNI names a server's filter chain matches; empty (any) when one of its hosts is `*`.
+fn server_names(s: &Server) -> Vec<String> {
+    let hosts: BTreeSet<String> = (s.hosts.iter())
+        .map(|h| host_part(h).to_ascii_lowercase())
+        .collect();
+    if hosts.contains("*") {
+        return Vec::new();
+    }
+    hosts.into_iter().collect()
+}
+
+fn host_part(h: &str) -> &str {
+    h.split_once('/').map_or(h, |(_, host)| host)
+}
+
+/// The connection manager of a gateway port: routes `route` over RDS, the client's address as the
+/// downstream address (the gateway is the edge), `Host` ports ignored when matching virtual hosts.
+fn connection_manager(stat_prefix: &str, route: &str) -> Filter {
+    let mut hcm = hcm_named(stat_prefix, route, true);
+    hcm.use_remote_address = Some(BoolValue { value: true });
+    hcm.strip_port_mode = Some(http_connection_manager::StripPortMode::StripAnyHostPort(
+        true,
+    ));
+    build::network_filter(build::HCM_FILTER, build::any(&hcm))
+}
+
+/// The route configuration `name` for `servers`: a virtual host per VirtualService bound to one of their
+/// gateways, with the domains where its hosts meet the servers' hosts.
+fn route_configuration(
+    mesh: &MeshConfig,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    name: &str,
+    servers: &[Bound<'_>],
+) -> RouteConfiguration {
+    let mut seen = BTreeSet::new();
+    let mut virtual_hosts = Vec::new();
+    for b in servers {
+        let cx = RouteContext {
+            mesh,
+            registry,
+            proxy,
+            gateway: b.key,
+        };
+        let port = u16::try_from(b.server.port.number).unwrap_or(0);
+        let redirect = b.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+        for vs in &mesh.virtual_services {
+            let bound = vs.gateways.iter().any(|g| g == b.key);
+            let via_match = (vs.http.iter())
+                .flat_map(|r| &r.matches)
+                .any(|m| m.gateways.iter().any(|g| g == b.key));
+            if !bound && !via_match {
+                continue;
+            }
+            let domains: Vec<String> = domains(vs, b)
+                .into_iter()
+                // Envoy refuses a configuration that lists a domain twice; the first binding keeps it.
+                .filter(|d| seen.insert(d.clone()))
+                .collect();
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = (vs.http.iter())
+                .flat_map(|r| http_route(cx, r, port, bound))
+                .collect();
+            virtual_hosts.push(VirtualHost {
+                name: format!("{}:{}", vs.resource.key(), domains[0]),
+                domains,
+                routes,
+                require_tls: if redirect {
+                    virtual_host::TlsRequirementType::All as i32
+                } else {
+                    virtual_host::TlsRequirementType::None as i32
+                },
+                include_request_attempt_count: true,
+                ..Default::default()
+            });
+        }
+    }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// Where a VirtualService's hosts meet a server's hosts: for each pair that matches (either may be a
+/// wildcard), the narrower one. A server host `ns/host` admits VirtualServices of namespace `ns` only
+/// (`.`: the gateway's namespace, `*`: any).
+fn domains(vs: &VirtualService, b: &Bound<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in &b.server.hosts {
+        let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
+        let admitted = match ns {
+            "*" => true,
+            "." => vs.resource.namespace == b.gateway.namespace,
+            ns => vs.resource.namespace == ns,
+        };
+        if !admitted {
+            continue;
+        }
+        let host = host.to_ascii_lowercase();
+        for v in &vs.hosts {
+            let d = if pilot_config::host::matches(&host, v) {
+                v.clone()
+            } else if pilot_config::host::matches(v, &host) {
+                host.clone()
+            } else {
+                continue;
+            };
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}

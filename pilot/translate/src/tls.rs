@@ -1,0 +1,136 @@
+//! TLS transport sockets: a DestinationRule's `tls` towards a service (upstream) and a gateway server's
+//! `tls` towards clients (downstream), both from certificate and key files on the proxy's file system.
+//!
+//! Without `caCertificates` (and without `insecureSkipVerify`), upstream certificates are checked against
+//! [`SYSTEM_CA_BUNDLE`], as Istio checks them against the proxy's OS bundle.
+
+use pilot_config::types::{ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsMode};
+use pilot_xds::build;
+use sextant_proto::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
+use sextant_proto::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
+    TlsCertificate, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+};
+use sextant_proto::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use sextant_proto::google::protobuf::BoolValue;
+
+/// The name Envoy knows the TLS transport socket by.
+pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+/// The CA bundle upstream certificates are checked against when the rule names none (Debian and Ubuntu's
+/// path, which Istio's proxy image has).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The transport socket for traffic to `host` under `tls`, or `None` for plain text (`DISABLE`).
+/// `ISTIO_MUTUAL` and `credentialName` never get here: validation refuses them.
+pub fn upstream(tls: &ClientTlsSettings, host: &str) -> Option<TransportSocket> {
+    if !matches!(tls.mode, TlsMode::Simple | TlsMode::Mutual) {
+        return None;
+    }
+    let validation = if tls.insecure_skip_verify == Some(true) {
+        None
+    } else {
+        let ca = tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE);
+        Some(validation_context(ca, &tls.subject_alt_names))
+    };
+    let mut certificates = Vec::new();
+    if tls.mode == TlsMode::Mutual
+        && let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key)
+    {
+        certificates.push(certificate(cert, key));
+    }
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: certificates,
+            validation_context_type: validation
+                .map(common_tls_context::ValidationContextType::ValidationContext),
+            ..Default::default()
+        }),
+        sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
+        ..Default::default()
+    };
+    Some(socket(build::any(&context)))
+}
+
+/// The transport socket terminating TLS for a gateway server (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`), or
+/// `None` when the settings do not terminate (validation refuses such servers).
+pub fn downstream(tls: &ServerTlsSettings) -> Option<TransportSocket> {
+    let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
+    if !matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    ) {
+        return None;
+    }
+    let cert = certificate(
+        tls.server_certificate.as_deref()?,
+        tls.private_key.as_deref()?,
+    );
+    let validation = match (&tls.ca_certificates, mode) {
+        (Some(ca), ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) => {
+            Some(validation_context(ca, &tls.subject_alt_names))
+        }
+        _ => None,
+    };
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![cert],
+            validation_context_type: validation
+                .map(common_tls_context::ValidationContextType::ValidationContext),
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..Default::default()
+        }),
+        require_client_certificate: (mode == ServerTlsMode::Mutual)
+            .then_some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    Some(socket(build::any(&context)))
+}
+
+fn socket(config: sextant_proto::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
+    }
+}
+
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
+}
+
+fn certificate(cert: &str, key: &str) -> TlsCertificate {
+    TlsCertificate {
+        certificate_chain: Some(file(cert)),
+        private_key: Some(file(key)),
+        ..Default::default()
+    }
+}
+
+/// Trust `ca`; when `names` are given, the peer's certificate must carry one of them (`spiffe://…` and
+/// other URIs as URI names, the rest as DNS names).
+fn validation_context(ca: &str, names: &[String]) -> CertificateValidationContext {
+    use subject_alt_name_matcher::SanType;
+    CertificateValidationContext {
+        trusted_ca: Some(file(ca)),
+        match_typed_subject_alt_names: names
+            .iter()
+            .map(|n| SubjectAltNameMatcher {
+                san_type: if n.contains("://") {
+                    SanType::Uri
+                } else {
+                    SanType::Dns
+                } as i32,
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(n.clone())),
+                    ignore_case: false,
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
