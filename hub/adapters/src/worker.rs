@@ -43,6 +43,9 @@ pub(crate) enum Msg {
 
 const KINDS: [BatchKind; 3] = [BatchKind::Metrics, BatchKind::Logs, BatchKind::Spans];
 
+/// Largest batch buffer a worker keeps allocated between batches.
+const MAX_KEPT_BUFFER: usize = 1 << 20;
+
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
@@ -182,8 +185,13 @@ impl Worker {
         if p.records == 0 && p.bytes.is_empty() {
             p.since = Some(Instant::now());
         }
-        // Segments are self-contained, so a batch is their concatenation.
-        p.bytes.extend_from_slice(&bytes);
+        // Segments are self-contained, so a batch is their concatenation. The first segment of a batch is taken
+        // as is when the kept buffer could not hold it without growing.
+        if p.bytes.is_empty() && p.bytes.capacity() < bytes.len() {
+            p.bytes = bytes;
+        } else {
+            p.bytes.extend_from_slice(&bytes);
+        }
         p.records += records;
         if p.records >= self.spec.limits.batch_size {
             self.flush(i);
@@ -202,9 +210,14 @@ impl Worker {
     }
 
     fn flush(&mut self, i: usize) {
-        let p = std::mem::take(&mut self.pending[i]);
+        let mut p = std::mem::take(&mut self.pending[i]);
         if !p.bytes.is_empty() || p.records > 0 {
             self.deliver(KINDS[i], &p.bytes, p.records as u64);
+        }
+        // Keep the buffer's allocation for the next batch, unless an unusually large batch made it big.
+        if p.bytes.capacity() <= MAX_KEPT_BUFFER {
+            p.bytes.clear();
+            self.pending[i].bytes = p.bytes;
         }
     }
 
