@@ -55,7 +55,7 @@ pub fn header(h: &Header) {
     );
     println!(
         "change: svc-0's VirtualService rewritten 90/10 → 50/50; latency = file write → the proxy ACKed the new \
-         route configuration (pilot polls its directory every 500 ms and debounces 100 ms: its defaults)"
+         route configuration (pilot watches its directory with inotify and debounces 100 ms: its defaults)"
     );
     println!(
         "pilot: {} (pid {}), log {}\n",
@@ -163,7 +163,7 @@ pub fn summary(r: &Results) {
         format!("{}/{n}", r.change.len())
     );
     println!(
-        "  of which file write → pilot loaded the directory (its log): {} (poll + debounce + read, parse, \
+        "  of which file write → pilot loaded the directory (its log): {} (detect + debounce + read, parse, \
          validate); the rest is translation and the push to each proxy",
         ms(r.reload)
     );

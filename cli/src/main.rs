@@ -407,6 +407,11 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
     ))
 }
 
+/// mimalloc rather than glibc's allocator: it gives freed memory back to the OS, where glibc keeps the pages
+/// of a burst (pilot pushing megabytes to each of thousands of proxies at once) for the rest of the process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -197,7 +197,11 @@ pub async fn start(
         });
     }
     let server = tokio::spawn(async move {
+        // Envoy's EDS requests name every cluster (hundreds of KiB at scale): windows larger than HTTP/2's
+        // 64 KiB default let a request arrive in one go.
         tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(16 << 20))
             .add_service(health_service)
             .add_service(ads.into_service())
             .serve_with_incoming_shutdown(

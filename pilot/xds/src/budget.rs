@@ -1,13 +1,13 @@
 //! The push budget: how many bytes of responses may be on their way to proxies at once. A response is on its
-//! way from the moment its stream queues it until the proxy answers it (ACK or NACK), so the budget bounds
-//! what pilot holds in send queues and encoding buffers when a change reaches thousands of proxies at once,
-//! and serves them in turn instead of all at the same time.
+//! way from the moment its stream decides to send it until the proxy answers a response of its type (ACK or
+//! NACK), so the budget bounds what pilot holds in send queues and HTTP/2 buffers when a change reaches
+//! thousands of proxies at once, and serves them in turn instead of all at the same time.
 //!
-//! A stream holds at most one share at a time: it gives back the previous one before it waits for the next,
-//! so streams never wait on each other in a cycle. A share is also given back when its proxy does not answer
-//! within [`ANSWER_TIMEOUT`], or when the stream ends.
+//! A stream may wait for more while it holds a share: what it holds is on its way already, and the proxy's
+//! answers, read while the stream waits, give it back; so waits never form a cycle. A stream's share is also
+//! given back when its proxy does not answer within [`ANSWER_TIMEOUT`], or when the stream ends.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use tokio::time::Instant;
 /// How long a share stays taken waiting for the proxy's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The default budget: 64 MiB.
-pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
+/// The default budget: 16 MiB.
+pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
 
 /// The bytes the ADS server may have on their way to proxies at once (counted in KiB).
 #[derive(Debug, Clone)]
@@ -39,23 +39,16 @@ impl PushBudget {
         }
     }
 
-    /// Waits for room for `bytes` (a push larger than the whole budget waits for all of it) and returns the
-    /// share, to be given back once the proxy answered every type in `types`.
-    pub(crate) async fn take(&self, bytes: usize, types: BTreeSet<String>) -> Share {
+    /// Waits for room for `bytes` (a push larger than the whole budget waits for all of it).
+    pub(crate) async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.total_kib);
-        let permit = self
-            .kib
+        self.kib
             .clone()
             .acquire_many_owned(kib)
             .await
-            .expect("the budget's semaphore is never closed");
-        Share {
-            _permit: permit,
-            pending: types,
-            deadline: Instant::now() + ANSWER_TIMEOUT,
-        }
+            .expect("the budget's semaphore is never closed")
     }
 
     /// KiB free now (for tests and metrics).
@@ -70,20 +63,42 @@ impl Default for PushBudget {
     }
 }
 
-/// One stream's share of the budget: its last push, until the proxy answered each of its types.
-#[derive(Debug)]
+/// One stream's share of the budget: what it sent, by type, that its proxy has not answered yet.
+#[derive(Debug, Default)]
 pub(crate) struct Share {
-    _permit: OwnedSemaphorePermit,
-    pending: BTreeSet<String>,
-    /// When the share is given back even without answers.
-    pub(crate) deadline: Instant,
+    by_type: BTreeMap<String, OwnedSemaphorePermit>,
+    deadline: Option<Instant>,
 }
 
 impl Share {
-    /// Records the proxy's answer for `type_url`; true once every type of the push was answered.
-    pub(crate) fn answered(&mut self, type_url: &str) -> bool {
-        self.pending.remove(type_url);
-        self.pending.is_empty()
+    /// Adds a push of `type_url` (with `permit` for its bytes).
+    pub(crate) fn add(&mut self, type_url: &str, permit: OwnedSemaphorePermit) {
+        match self.by_type.get_mut(type_url) {
+            Some(held) => held.merge(permit),
+            None => {
+                self.by_type.insert(type_url.to_string(), permit);
+            }
+        }
+        self.deadline = Some(Instant::now() + ANSWER_TIMEOUT);
+    }
+
+    /// The proxy answered a response of `type_url`: what was held for that type goes back.
+    pub(crate) fn answered(&mut self, type_url: &str) {
+        self.by_type.remove(type_url);
+        if self.by_type.is_empty() {
+            self.deadline = None;
+        }
+    }
+
+    /// When the share goes back even without answers, if anything is held.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Gives everything back.
+    pub(crate) fn clear(&mut self) {
+        self.by_type.clear();
+        self.deadline = None;
     }
 }
 
@@ -91,29 +106,29 @@ impl Share {
 mod tests {
     use super::*;
 
-    fn types(t: &[&str]) -> BTreeSet<String> {
-        t.iter().map(|s| s.to_string()).collect()
-    }
-
     #[tokio::test]
     async fn a_push_waits_until_earlier_ones_are_answered() {
         let budget = PushBudget::new(100 << 10);
-        let mut first = budget.take(60 << 10, types(&["cds", "eds"])).await;
-        assert_eq!(budget.available_kib(), 40);
-        let second = tokio::spawn({
+        let mut share = Share::default();
+        share.add("cds", budget.take(40 << 10).await);
+        share.add("cds", budget.take(20 << 10).await);
+        share.add("eds", budget.take(10 << 10).await);
+        assert_eq!(budget.available_kib(), 30);
+        assert!(share.deadline().is_some());
+        let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.take(60 << 10, types(&["rds"])).await }
+            async move { budget.take(60 << 10).await }
         });
         tokio::task::yield_now().await;
-        assert!(!second.is_finished(), "only 40 KiB are free");
-        assert!(!first.answered("cds"), "eds is still unanswered");
-        assert!(first.answered("eds"));
-        drop(first);
-        let second = second.await.unwrap();
-        assert_eq!(budget.available_kib(), 40);
-        drop(second);
+        assert!(!waiting.is_finished(), "only 30 KiB are free");
+        share.answered("cds");
+        let permit = waiting.await.unwrap();
+        assert_eq!(budget.available_kib(), 30);
+        share.answered("eds");
+        assert!(share.deadline().is_none(), "nothing held");
+        drop(permit);
         // A push larger than the whole budget takes all of it rather than waiting forever.
-        let huge = budget.take(1 << 30, types(&["cds"])).await;
+        let huge = budget.take(1 << 30).await;
         assert_eq!(budget.available_kib(), 0);
         drop(huge);
         assert_eq!(budget.available_kib(), 100);

@@ -65,8 +65,15 @@ impl Delta {
         }
         self.nonces += 1;
         let nonce = self.nonces.to_string();
-        let message = DeltaDiscoveryResponse {
-            system_version_info: snapshot.version().to_string(),
+        let changed: Vec<Arc<XdsResource>> = changed.into_iter().cloned().collect();
+        let size = changed.iter().map(|r| r.body.value.len()).sum();
+        let (system_version, url, sent_nonce) = (
+            snapshot.version().to_string(),
+            type_url.to_string(),
+            nonce.clone(),
+        );
+        let build = move || DeltaDiscoveryResponse {
+            system_version_info: system_version.clone(),
             resources: changed
                 .iter()
                 .map(|r| Resource {
@@ -76,9 +83,9 @@ impl Delta {
                     ..Default::default()
                 })
                 .collect(),
-            type_url: type_url.to_string(),
+            type_url: url.clone(),
             removed_resources: removed.clone(),
-            nonce: nonce.clone(),
+            nonce: sent_nonce.clone(),
             ..Default::default()
         };
         // The proxy now holds exactly what it subscribes to: the changes sent, the rest unchanged.
@@ -86,7 +93,8 @@ impl Delta {
         w.nonce = Some(nonce.clone());
         w.version = snapshot.version().to_string();
         Some(Outgoing {
-            message,
+            build: Box::new(build),
+            size,
             type_url: type_url.to_string(),
             version: w.version.clone(),
             nonce,
@@ -102,6 +110,10 @@ impl Protocol for Delta {
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
+    }
+
+    fn answers(request: &DeltaDiscoveryRequest) -> Option<&str> {
+        (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
     fn on_request(

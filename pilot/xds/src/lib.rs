@@ -8,12 +8,15 @@
 //! resources (delta) whose versions changed for that proxy, in push order (CDS, EDS, LDS, RDS). Requests
 //! carry acknowledgements: an ACK records the version the proxy runs, a NACK is logged and counted with its
 //! error detail, and nothing is resent until the configuration changes (the proxy keeps its last good
-//! configuration). [`Connections`] holds what every proxy was sent and acknowledged, for `/debug/syncz` and
+//! configuration). Streams wait for a [`PushBudget`] of bytes on their way to proxies (released by the
+//! proxies' answers), so a change reaching thousands of proxies is served in turn within bounded memory, and
+//! resources are shared, never copied per stream, until a response is framed. [`Connections`] holds what every proxy was sent and acknowledged, for `/debug/syncz` and
 //! `/debug/config_dump`, and the metrics.
 
 mod budget;
 pub mod build;
 mod delta;
+mod grpc;
 mod names;
 mod protocol;
 mod server;
@@ -28,6 +31,7 @@ mod tests;
 
 pub use budget::{ANSWER_TIMEOUT, DEFAULT_BUDGET_BYTES, PushBudget};
 pub use delta::Delta;
+pub use grpc::AdsService;
 pub use protocol::{Answer, Outgoing, Protocol, Verdict};
 pub use server::AdsServer;
 pub use snapshot::{Resources, Snapshot, SnapshotBuilder, SnapshotError, XdsResource};

@@ -8,11 +8,17 @@ use sextant_proto::envoy::config::core::v3::Node;
 use crate::names::Names;
 use crate::snapshot::{Resources, Snapshot};
 
-/// One response about to be sent, with what the proxy will hold of its type once it applies it.
-#[derive(Debug)]
+/// Builds a response's message from shared resources.
+pub type Build<R> = Box<dyn Fn() -> R + Send + Sync>;
+
+/// One response about to be sent, with what the proxy will hold of its type once it applies it. The message
+/// itself is built only when the stream may send it (see [`Outgoing::message`]), so that streams waiting for
+/// the push budget hold pointers to shared resources, not copies of them.
 pub struct Outgoing<R> {
-    /// The message.
-    pub message: R,
+    /// Builds the message.
+    pub build: Build<R>,
+    /// The bytes of the resources it carries.
+    pub size: usize,
     /// Its type URL.
     pub type_url: String,
     /// The snapshot version it comes from.
@@ -21,6 +27,25 @@ pub struct Outgoing<R> {
     pub nonce: String,
     /// The resources of this type the proxy holds after applying it.
     pub holds: Resources,
+}
+
+impl<R> Outgoing<R> {
+    /// The message.
+    pub fn message(&self) -> R {
+        (self.build)()
+    }
+}
+
+impl<R> std::fmt::Debug for Outgoing<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("type_url", &self.type_url)
+            .field("version", &self.version)
+            .field("nonce", &self.nonce)
+            .field("size", &self.size)
+            .field("resources", &self.holds.len())
+            .finish()
+    }
 }
 
 /// What a request said about an earlier response.
@@ -94,6 +119,9 @@ pub trait Protocol: Default + Send + 'static {
 
     /// The node a request carries, if any.
     fn node(request: &Self::Request) -> Option<&Node>;
+
+    /// The type of the response a request answers (ACK or NACK), if it answers one.
+    fn answers(request: &Self::Request) -> Option<&str>;
 
     /// Handles a request against the current snapshot: at most one response and at most one verdict.
     fn on_request(

@@ -1,23 +1,19 @@
 //! The gRPC service: one task per stream, woken by the proxy's requests and by snapshot changes. A slow or
 //! dead proxy only ever blocks its own task.
 
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use sextant_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use sextant_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
+use crate::grpc::{AdsService, Requests};
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
 use crate::sotw::Sotw;
 use crate::source::SnapshotSource;
@@ -55,15 +51,28 @@ impl<S: SnapshotSource> AdsServer<S> {
         self.connections.clone()
     }
 
-    /// The tonic service.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(4 << 20)
+    /// The gRPC service, to add to a tonic server.
+    pub fn into_service(self) -> AdsService<S> {
+        AdsService::new(self)
     }
 
-    fn spawn<P>(
+    /// Serves a `StreamAggregatedResources` stream; the receiver yields its responses.
+    pub(crate) fn sotw(
         &self,
-        inbound: Streaming<P::Request>,
-    ) -> ReceiverStream<Result<P::Response, Status>>
+        inbound: Requests<DiscoveryRequest>,
+    ) -> mpsc::Receiver<Result<DiscoveryResponse, Status>> {
+        self.spawn::<Sotw>(inbound)
+    }
+
+    /// Serves a `DeltaAggregatedResources` stream; the receiver yields its responses.
+    pub(crate) fn delta(
+        &self,
+        inbound: Requests<DeltaDiscoveryRequest>,
+    ) -> mpsc::Receiver<Result<DeltaDiscoveryResponse, Status>> {
+        self.spawn::<Delta>(inbound)
+    }
+
+    fn spawn<P>(&self, inbound: Requests<P::Request>) -> mpsc::Receiver<Result<P::Response, Status>>
     where
         P: Protocol,
         P::Request: prost::Message + Default,
@@ -77,33 +86,7 @@ impl<S: SnapshotSource> AdsServer<S> {
             inbound,
             tx,
         ));
-        ReceiverStream::new(rx)
-    }
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(Box::pin(
-            self.spawn::<Sotw>(request.into_inner()),
-        )))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(Box::pin(
-            self.spawn::<Delta>(request.into_inner()),
-        )))
+        rx
     }
 }
 
@@ -112,7 +95,7 @@ async fn serve<P, S>(
     source: Arc<S>,
     connections: Arc<Connections>,
     budget: PushBudget,
-    mut inbound: Streaming<P::Request>,
+    mut inbound: Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) where
     P: Protocol,
@@ -151,52 +134,68 @@ async fn serve<P, S>(
     changes.borrow_and_update();
     let mut snapshot = source.snapshot(&node);
     let mut state = P::default();
-    let mut pending = Some(first);
-    let mut share: Option<Share> = None;
+    let mut inbound = Inbound {
+        stream: inbound,
+        backlog: VecDeque::from([Event::Request(first)]),
+        ended: false,
+        share: Share::default(),
+        answers: P::answers,
+    };
     let reason = loop {
-        let deadline = share.as_ref().map(|s| s.deadline);
-        let request = match pending.take() {
-            Some(r) => r,
-            None => tokio::select! {
-                m = inbound.message() => match m {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break "closed by the proxy".to_string(),
-                    Err(e) => break format!("stream error: {}", e.message()),
-                },
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        break "pilot is shutting down".to_string();
-                    }
-                    let start = Instant::now();
-                    snapshot = source.snapshot(&node);
-                    let batch = state.on_change(&snapshot);
-                    if !push(&budget, &mut share, &connections, id, &tx, batch, start).await {
-                        break "the proxy stopped reading".to_string();
-                    }
-                    continue;
-                }
-                () = sleep_until(deadline), if deadline.is_some() => {
-                    // The proxy did not answer in time: its share goes back to the others.
-                    share = None;
-                    continue;
-                }
-            },
+        let deadline = inbound.share.deadline();
+        let wake = tokio::select! {
+            e = inbound.next() => Wake::Inbound(e),
+            changed = changes.changed() => Wake::Changed(changed.is_ok()),
+            () = sleep_until(deadline), if deadline.is_some() => Wake::Expired,
         };
         let start = Instant::now();
-        match state.on_request(&request, &snapshot) {
+        let request = match wake {
+            Wake::Inbound(Event::Request(r)) => r,
+            Wake::Inbound(Event::Closed) => break "closed by the proxy".to_string(),
+            Wake::Inbound(Event::Failed(e)) => break format!("stream error: {e}"),
+            Wake::Changed(false) => break "pilot is shutting down".to_string(),
+            Wake::Changed(true) => {
+                snapshot = source.snapshot(&node);
+                let batch = state.on_change(&snapshot);
+                let out = Push {
+                    budget: &budget,
+                    connections: &connections,
+                    id,
+                    tx: &tx,
+                    start,
+                };
+                if !out.push(&mut inbound, batch).await {
+                    break "the proxy stopped reading".to_string();
+                }
+                continue;
+            }
+            Wake::Expired => {
+                // The proxy did not answer in time: its share goes back to the others.
+                inbound.share.clear();
+                continue;
+            }
+        };
+        let answer = state.on_request(&request, &snapshot);
+        // Not kept while the push waits: an EDS request names every cluster.
+        drop(request);
+        match answer {
             Err(status) => {
                 let _ = tx.send(Err(status.clone())).await;
                 break format!("bad request: {}", status.message());
             }
             Ok(Answer { response, verdict }) => {
                 if let Some(v) = verdict {
-                    if share.as_mut().is_some_and(|s| s.answered(v.type_url())) {
-                        share = None;
-                    }
                     record(&connections, id, &node.id, v);
                 }
                 let batch: Vec<_> = response.into_iter().collect();
-                if !push(&budget, &mut share, &connections, id, &tx, batch, start).await {
+                let out = Push {
+                    budget: &budget,
+                    connections: &connections,
+                    id,
+                    tx: &tx,
+                    start,
+                };
+                if !out.push(&mut inbound, batch).await {
                     break "the proxy stopped reading".to_string();
                 }
             }
@@ -206,30 +205,111 @@ async fn serve<P, S>(
     connections.close(id);
 }
 
-/// Waits for the push budget, then queues the responses of `batch` in order; false when the proxy is gone.
-/// The stream's previous share is given back first, so a stream never waits while holding one.
-async fn push<R: prost::Message>(
-    budget: &PushBudget,
-    share: &mut Option<Share>,
-    connections: &Connections,
-    id: u64,
-    tx: &mpsc::Sender<Result<R, Status>>,
-    batch: Vec<Outgoing<R>>,
-    start: Instant,
-) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    *share = None;
-    let bytes = batch.iter().map(|o| o.message.encoded_len()).sum();
-    let types = batch.iter().map(|o| o.type_url.clone()).collect();
-    *share = Some(budget.take(bytes, types).await);
-    for out in batch {
-        if !send(connections, id, tx, out, start).await {
-            return false;
+/// What woke a stream's task.
+enum Wake<R> {
+    Inbound(Event<R>),
+    /// The snapshots changed (false: the source is gone).
+    Changed(bool),
+    /// The proxy did not answer the last push in time.
+    Expired,
+}
+
+/// What the proxy sent.
+enum Event<R> {
+    Request(R),
+    Closed,
+    Failed(String),
+}
+
+/// Requests read ahead of time while the stream waits for the push budget.
+const MAX_BACKLOG: usize = 64;
+
+/// The proxy's requests, with those read while the stream was waiting for something else, and the share of
+/// the push budget its unanswered responses hold (given back as soon as an answer is read).
+struct Inbound<R> {
+    stream: Requests<R>,
+    backlog: VecDeque<Event<R>>,
+    ended: bool,
+    share: Share,
+    answers: fn(&R) -> Option<&str>,
+}
+
+impl<R: prost::Message + Default + Send + 'static> Inbound<R> {
+    async fn read(&mut self) -> Event<R> {
+        match self.stream.message().await {
+            Ok(Some(r)) => {
+                if let Some(type_url) = (self.answers)(&r) {
+                    self.share.answered(type_url);
+                }
+                Event::Request(r)
+            }
+            Ok(None) => {
+                self.ended = true;
+                Event::Closed
+            }
+            Err(e) => {
+                self.ended = true;
+                Event::Failed(e.message().to_string())
+            }
         }
     }
-    true
+
+    /// The next event, read ahead ones first.
+    async fn next(&mut self) -> Event<R> {
+        match self.backlog.pop_front() {
+            Some(e) => e,
+            None if self.ended => std::future::pending().await,
+            None => self.read().await,
+        }
+    }
+
+    /// Runs `fut` to its end while reading requests ahead (up to [`MAX_BACKLOG`]): a stream that waits keeps
+    /// consuming what its proxy sends, so it never holds HTTP/2 flow-control window that the answers of
+    /// other streams on the same connection need (they would wait for their shares forever).
+    async fn meanwhile<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            if self.ended || self.backlog.len() >= MAX_BACKLOG {
+                return fut.await;
+            }
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                e = self.read() => self.backlog.push_back(e),
+            }
+        }
+    }
+}
+
+/// Where a stream's responses go.
+struct Push<'a, R> {
+    budget: &'a PushBudget,
+    connections: &'a Connections,
+    id: u64,
+    tx: &'a mpsc::Sender<Result<R, Status>>,
+    /// When the change or request that caused the push arrived.
+    start: Instant,
+}
+
+impl<R: prost::Message> Push<'_, R> {
+    /// Waits for the push budget (reading requests, and so answers, meanwhile), then queues the responses of
+    /// `batch` in order; false when the proxy is gone.
+    async fn push<Req: prost::Message + Default + Send + 'static>(
+        &self,
+        inbound: &mut Inbound<Req>,
+        batch: Vec<Outgoing<R>>,
+    ) -> bool {
+        // Each response is queued as soon as its bytes are granted, so all a stream holds while it waits is
+        // on its way to the proxy, whose answers give it back.
+        for out in batch {
+            let permit = inbound.meanwhile(self.budget.take(out.size)).await;
+            inbound.share.add(&out.type_url, permit);
+            if !send(self.connections, self.id, self.tx, out, self.start).await {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Waits until `deadline` (forever without one).
@@ -248,16 +328,16 @@ async fn send<R>(
     out: Outgoing<R>,
     start: Instant,
 ) -> bool {
+    if tx.send(Ok(out.message())).await.is_err() {
+        return false;
+    }
     let Outgoing {
-        message,
         type_url,
         version,
         nonce,
         holds,
+        ..
     } = out;
-    if tx.send(Ok(message)).await.is_err() {
-        return false;
-    }
     connections
         .metrics
         .push(&type_url, start.elapsed().as_secs_f64());

@@ -42,14 +42,21 @@ impl Sotw {
         w.nonce = Some(nonce.clone());
         w.version = snapshot.version().to_string();
         w.sent = holds.clone();
+        let (version, url, sent_nonce, resources) = (
+            w.version.clone(),
+            type_url.to_string(),
+            nonce.clone(),
+            holds.clone(),
+        );
         Some(Outgoing {
-            message: DiscoveryResponse {
-                version_info: w.version.clone(),
-                resources: holds.values().map(|r| r.body.clone()).collect(),
-                type_url: type_url.to_string(),
-                nonce: nonce.clone(),
+            build: Box::new(move || DiscoveryResponse {
+                version_info: version.clone(),
+                resources: resources.values().map(|r| r.body.clone()).collect(),
+                type_url: url.clone(),
+                nonce: sent_nonce.clone(),
                 ..Default::default()
-            },
+            }),
+            size: holds.values().map(|r| r.body.value.len()).sum(),
             type_url: type_url.to_string(),
             version: w.version.clone(),
             nonce,
@@ -65,6 +72,10 @@ impl Protocol for Sotw {
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
+    }
+
+    fn answers(request: &DiscoveryRequest) -> Option<&str> {
+        (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
     fn on_request(

@@ -88,8 +88,8 @@ fn sotw_answers_subscriptions_records_acks_and_nacks_and_pushes_only_changed_typ
     // Wildcard CDS: every cluster.
     let a = s.on_request(&sotw(CLUSTER, &[], "", ""), &snap).unwrap();
     let out = a.response.expect("first CDS request answered");
-    assert_eq!(out.message.resources.len(), 2);
-    assert_eq!(out.message.version_info, snap.version());
+    assert_eq!(out.message().resources.len(), 2);
+    assert_eq!(out.message().version_info, snap.version());
     assert!(a.verdict.is_none());
     // Named EDS: only what is named and exists.
     let eds = s
@@ -178,14 +178,14 @@ fn delta_sends_only_what_changed_and_names_what_went_away() {
         .unwrap()
         .response
         .expect("answered");
-    assert_eq!(first.message.resources.len(), 2);
+    assert_eq!(first.message().resources.len(), 2);
     // A route type nobody named yet: answered (empty) so the proxy can finish starting.
     let routes = d
         .on_request(&delta(ROUTE, &["r1"], ""), &snap)
         .unwrap()
         .response
         .expect("answered");
-    assert_eq!(routes.message.resources.len(), 1);
+    assert_eq!(routes.message().resources.len(), 1);
     let ack = d
         .on_request(&delta(CLUSTER, &[], &first.nonce), &snap)
         .unwrap();
@@ -199,14 +199,10 @@ fn delta_sends_only_what_changed_and_names_what_went_away() {
         .iter()
         .find(|o| o.type_url == CLUSTER)
         .expect("CDS push");
-    let sent: Vec<&str> = cds
-        .message
-        .resources
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
+    let message = cds.message();
+    let sent: Vec<&str> = message.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(sent, ["c"]);
-    assert_eq!(cds.message.removed_resources, ["b"]);
+    assert_eq!(message.removed_resources, ["b"]);
     assert_eq!(cds.holds.keys().collect::<Vec<_>>(), ["a", "c"]);
     assert!(d.on_change(&next).is_empty(), "nothing changed since");
 
@@ -222,5 +218,5 @@ fn delta_sends_only_what_changed_and_names_what_went_away() {
         .unwrap()
         .response
         .expect("answered");
-    assert!(resumed.message.resources.is_empty());
+    assert!(resumed.message().resources.is_empty());
 }
