@@ -225,3 +225,63 @@ fn frame<M: Message>(message: &M) -> Bytes {
         .expect("the buffer was sized by encoded_len");
     Bytes::from(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use sextant_proto::envoy::service::discovery::v3::DiscoveryRequest;
+
+    use super::*;
+
+    fn body(bytes: Vec<u8>) -> Body {
+        Body::new(http_body_util::Full::new(Bytes::from(bytes)))
+    }
+
+    fn request(type_url: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.to_string(),
+            resource_names: vec!["a".into(), "b".into()],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_input_is_named() {
+        let mut two = frame(&request("cds")).to_vec();
+        two.extend_from_slice(&frame(&request("eds")));
+        let mut requests = Requests::<DiscoveryRequest>::new(body(two));
+        assert_eq!(requests.message().await.unwrap(), Some(request("cds")));
+        assert_eq!(requests.message().await.unwrap(), Some(request("eds")));
+        assert_eq!(requests.message().await.unwrap(), None);
+
+        let mut compressed = frame(&request("cds")).to_vec();
+        compressed[0] = 1;
+        let err = Requests::<DiscoveryRequest>::new(body(compressed))
+            .message()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+        let mut huge = vec![0u8];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        let err = Requests::<DiscoveryRequest>::new(body(huge))
+            .message()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("over the limit"), "{err}");
+
+        let truncated = frame(&request("cds"))[..8].to_vec();
+        let err = Requests::<DiscoveryRequest>::new(body(truncated))
+            .message()
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("ended inside a message"), "{err}");
+
+        let garbage = vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
+        let err = Requests::<DiscoveryRequest>::new(body(garbage))
+            .message()
+            .await
+            .unwrap_err();
+        assert!(err.message().starts_with("malformed request"), "{err}");
+    }
+}
