@@ -141,6 +141,12 @@ async fn serve<P, S>(
         share: Share::default(),
         answers: P::answers,
     };
+    let pushes = Push {
+        budget: &budget,
+        connections: &connections,
+        id,
+        tx: &tx,
+    };
     let reason = loop {
         let deadline = inbound.share.deadline();
         let wake = tokio::select! {
@@ -157,14 +163,7 @@ async fn serve<P, S>(
             Wake::Changed(true) => {
                 snapshot = source.snapshot(&node);
                 let batch = state.on_change(&snapshot);
-                let out = Push {
-                    budget: &budget,
-                    connections: &connections,
-                    id,
-                    tx: &tx,
-                    start,
-                };
-                if !out.push(&mut inbound, batch).await {
+                if !pushes.push(&mut inbound, batch, start).await {
                     break "the proxy stopped reading".to_string();
                 }
                 continue;
@@ -188,14 +187,7 @@ async fn serve<P, S>(
                     record(&connections, id, &node.id, v);
                 }
                 let batch: Vec<_> = response.into_iter().collect();
-                let out = Push {
-                    budget: &budget,
-                    connections: &connections,
-                    id,
-                    tx: &tx,
-                    start,
-                };
-                if !out.push(&mut inbound, batch).await {
+                if !pushes.push(&mut inbound, batch, start).await {
                     break "the proxy stopped reading".to_string();
                 }
             }
@@ -287,24 +279,24 @@ struct Push<'a, R> {
     connections: &'a Connections,
     id: u64,
     tx: &'a mpsc::Sender<Result<R, Status>>,
-    /// When the change or request that caused the push arrived.
-    start: Instant,
 }
 
 impl<R: prost::Message> Push<'_, R> {
     /// Waits for the push budget (reading requests, and so answers, meanwhile), then queues the responses of
-    /// `batch` in order; false when the proxy is gone.
+    /// `batch` in order; false when the proxy is gone. `start`: when the change or request that caused the
+    /// push arrived.
     async fn push<Req: prost::Message + Default + Send + 'static>(
         &self,
         inbound: &mut Inbound<Req>,
         batch: Vec<Outgoing<R>>,
+        start: Instant,
     ) -> bool {
         // Each response is queued as soon as its bytes are granted, so all a stream holds while it waits is
         // on its way to the proxy, whose answers give it back.
         for out in batch {
             let permit = inbound.meanwhile(self.budget.take(out.size)).await;
             inbound.share.add(&out.type_url, permit);
-            if !send(self.connections, self.id, self.tx, out, self.start).await {
+            if !send(self.connections, self.id, self.tx, out, start).await {
                 return false;
             }
         }
