@@ -79,13 +79,6 @@ pub struct Answer<R> {
 }
 
 impl Verdict {
-    /// The type URL the verdict is about.
-    pub fn type_url(&self) -> &str {
-        match self {
-            Verdict::Ack { type_url, .. } | Verdict::Nack { type_url, .. } => type_url,
-        }
-    }
-
     /// What a request answering a response of `type_url` says: a NACK of the `sent` version when it carries
     /// an error detail, else an ACK of `acked`.
     pub(crate) fn of(
