@@ -278,15 +278,6 @@ impl Pilot {
     }
 }
 
-fn rejected(envoy: &Envoy) -> u64 {
-    get(envoy.admin, "/stats?filter=update_rejected", &[])
-        .expect("envoy stats")
-        .body
-        .lines()
-        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
-        .sum()
-}
-
 fn sample(name: &str) -> String {
     std::fs::read_to_string(samples().join(name)).expect("sample")
 }
@@ -383,7 +374,7 @@ fn run(api_type: &str) {
         404,
         "no virtual host"
     );
-    assert_eq!(rejected(&envoy), 0);
+    assert_eq!(envoy.rejected_updates(), 0);
 
     // 90/10 between v1 and v2 over 2000 requests.
     pilot.apply(
@@ -495,7 +486,7 @@ fn run(api_type: &str) {
         a.took
     );
 
-    assert_eq!(rejected(&envoy), 0, "Envoy rejected nothing");
+    assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected nothing");
     let dump = get(envoy.admin, "/config_dump", &[])
         .expect("config dump")
         .body;

@@ -149,15 +149,6 @@ fn curl(url: &str, extra: &[&str]) -> Option<(u16, String)> {
     Some((code.trim().parse().ok()?, body.to_string()))
 }
 
-fn rejected(envoy: &Envoy) -> u64 {
-    get(envoy.admin, "/stats?filter=update_rejected", &[])
-        .expect("envoy stats")
-        .body
-        .lines()
-        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// Whether Envoy ACKed the last version pilot sent of every type.
 fn acked(ads: &Ads) -> bool {
     ads.connections.proxy(NODE_ID).is_some_and(|status| {
@@ -457,7 +448,7 @@ spec:
         "Envoy counted {handshakes} upstream TLS handshakes"
     );
 
-    assert_eq!(rejected(&envoy), 0, "Envoy rejected nothing");
+    assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected nothing");
     let listeners = get(envoy.admin, "/listeners", &[]).expect("listeners").body;
     for want in [
         format!("0.0.0.0_{http_gw}"),

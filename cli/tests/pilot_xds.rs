@@ -112,15 +112,6 @@ impl Pilot {
     }
 }
 
-fn rejected(envoy: &Envoy) -> u64 {
-    let body = get(envoy.admin, "/stats?filter=update_rejected", &[])
-        .expect("envoy stats")
-        .body;
-    body.lines()
-        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
-        .sum()
-}
-
 fn run(api_type: &str) {
     let dir = scratch(&format!("pilot-xds-{api_type}"));
     let backend = Backend::start();
@@ -149,7 +140,7 @@ fn run(api_type: &str) {
         || pilot.all_acked(),
     );
     assert_eq!(
-        rejected(&envoy),
+        envoy.rejected_updates(),
         0,
         "Envoy rejected nothing: {}",
         get(envoy.admin, "/stats?filter=update_rejected", &[])
@@ -179,7 +170,7 @@ fn run(api_type: &str) {
         [before[0], before[1], before[2], before[3] + 1],
         "only RDS was pushed (took {took:?})"
     );
-    assert_eq!(rejected(&envoy), 0);
+    assert_eq!(envoy.rejected_updates(), 0);
 
     // A cluster whose connect timeout is negative: consistent for pilot, invalid for Envoy (NACK).
     let mut bad = build::eds_cluster("svc", 1000);
@@ -208,7 +199,7 @@ fn run(api_type: &str) {
         nack.contains("Expected positive duration"),
         "the NACK's detail is kept: {nack}"
     );
-    assert!(rejected(&envoy) >= 1);
+    assert!(envoy.rejected_updates() >= 1);
     assert!(
         get(listen, "/v2", &[]).is_some_and(|r| r.body == "v2"),
         "Envoy keeps serving its last good configuration"

@@ -418,6 +418,16 @@ impl Envoy {
                 .ok()
         })
     }
+
+    /// Every `update_rejected` counter of Envoy's xDS subscriptions, summed: pushes it refused.
+    pub fn rejected_updates(&self) -> u64 {
+        get(self.admin, "/stats?filter=update_rejected", &[])
+            .expect("envoy stats")
+            .body
+            .lines()
+            .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    }
 }
 
 /// The Prometheus server binary (Debian's `prometheus` package, installed by `.ci/peers`).
