@@ -1,7 +1,7 @@
 //! Incremental ADS (`DeltaAggregatedResources`): a response carries only the resources that changed for the
 //! proxy and the names of those that went away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sextant_proto::envoy::config::core::v3::Node;
@@ -25,6 +25,21 @@ struct Watch {
     holds: Resources,
     nonce: Option<String>,
     version: String,
+}
+
+/// A `DeltaDiscoveryRequest` as a stream keeps it (see [`Protocol::Parsed`]).
+#[derive(Debug)]
+pub struct DeltaRequest {
+    type_url: String,
+    response_nonce: String,
+    error: Option<sextant_proto::google::rpc::Status>,
+    initial_resource_versions: HashMap<String, String>,
+    /// Whether the subscribe list was empty (`*` counts).
+    subscribes_nothing: bool,
+    subscribe_wildcard: bool,
+    subscribe: Names,
+    unsubscribe_wildcard: bool,
+    unsubscribe: Vec<String>,
 }
 
 /// A delta stream.
@@ -105,6 +120,7 @@ impl Delta {
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
+    type Parsed = DeltaRequest;
     type Response = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
 
@@ -112,13 +128,32 @@ impl Protocol for Delta {
         request.node.as_ref()
     }
 
-    fn answers(request: &DeltaDiscoveryRequest) -> Option<&str> {
+    fn parse(req: DeltaDiscoveryRequest, snapshot: &Snapshot) -> DeltaRequest {
+        let subscribes_nothing = req.resource_names_subscribe.is_empty();
+        let (mut subscribe, mut unsubscribe) =
+            (req.resource_names_subscribe, req.resource_names_unsubscribe);
+        let subscribe_wildcard = take_wildcard(&mut subscribe);
+        let unsubscribe_wildcard = take_wildcard(&mut unsubscribe);
+        DeltaRequest {
+            subscribe: Names::from_list(subscribe, snapshot, &req.type_url),
+            subscribes_nothing,
+            subscribe_wildcard,
+            unsubscribe,
+            unsubscribe_wildcard,
+            type_url: req.type_url,
+            response_nonce: req.response_nonce,
+            error: req.error_detail,
+            initial_resource_versions: req.initial_resource_versions,
+        }
+    }
+
+    fn answers(request: &DeltaRequest) -> Option<&str> {
         (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
     fn on_request(
         &mut self,
-        req: &DeltaDiscoveryRequest,
+        req: DeltaRequest,
         snapshot: &Snapshot,
     ) -> Result<Answer<DeltaDiscoveryResponse>, tonic::Status> {
         if req.type_url.is_empty() {
@@ -134,7 +169,7 @@ impl Protocol for Delta {
                 &req.type_url,
                 &w.version,
                 &w.version,
-                req.error_detail.as_ref(),
+                req.error.as_ref(),
             ));
         }
         let first = !w.started;
@@ -142,35 +177,34 @@ impl Protocol for Delta {
             w.started = true;
             w.holds = Arc::new(
                 req.initial_resource_versions
-                    .iter()
+                    .into_iter()
                     .map(|(name, version)| {
                         let announced = XdsResource {
                             name: name.clone(),
-                            version: version.clone(),
+                            version,
                             body: Default::default(),
                         };
-                        (name.clone(), Arc::new(announced))
+                        (name, Arc::new(announced))
                     })
                     .collect::<BTreeMap<_, _>>(),
             );
-            w.wildcard = req.resource_names_subscribe.is_empty()
-                && types::wildcard_by_default(&req.type_url);
+            w.wildcard = req.subscribes_nothing && types::wildcard_by_default(&req.type_url);
         }
-        for n in &req.resource_names_subscribe {
-            if n == "*" {
-                w.wildcard = true;
-            } else {
+        w.wildcard |= req.subscribe_wildcard;
+        if w.names.is_empty() {
+            w.names = req.subscribe;
+        } else {
+            for n in req.subscribe.iter() {
                 w.names.insert(n);
             }
         }
-        for n in &req.resource_names_unsubscribe {
-            if n == "*" {
-                w.wildcard = false;
-            } else {
-                w.names.remove(n);
-                if w.holds.contains_key(n) {
-                    Arc::make_mut(&mut w.holds).remove(n);
-                }
+        if req.unsubscribe_wildcard {
+            w.wildcard = false;
+        }
+        for n in &req.unsubscribe {
+            w.names.remove(n);
+            if w.holds.contains_key(n) {
+                Arc::make_mut(&mut w.holds).remove(n);
             }
         }
         w.names = std::mem::take(&mut w.names).compact(snapshot, &req.type_url);
@@ -194,4 +228,11 @@ impl Protocol for Delta {
             .filter_map(|u| self.respond(u, snapshot, false))
             .collect()
     }
+}
+
+/// Takes `*` out of a list of names; whether it was there.
+fn take_wildcard(names: &mut Vec<String>) -> bool {
+    let before = names.len();
+    names.retain(|n| n != "*");
+    names.len() != before
 }

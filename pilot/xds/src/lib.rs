@@ -30,11 +30,11 @@ pub mod types;
 mod tests;
 
 pub use budget::{ANSWER_TIMEOUT, DEFAULT_BUDGET_BYTES, PushBudget};
-pub use delta::Delta;
+pub use delta::{Delta, DeltaRequest};
 pub use grpc::AdsService;
 pub use protocol::{Answer, Outgoing, Protocol, Verdict};
 pub use server::AdsServer;
 pub use snapshot::{Resources, Snapshot, SnapshotBuilder, SnapshotError, XdsResource};
-pub use sotw::Sotw;
+pub use sotw::{Sotw, SotwRequest};
 pub use source::{SharedSnapshot, SnapshotSource};
 pub use status::{Connections, Nack, ProxyStatus, TypeStatus, XdsMetrics};

@@ -103,23 +103,29 @@ impl Verdict {
 
 /// A stream's state machine for one protocol (state of the world or delta).
 pub trait Protocol: Default + Send + 'static {
-    /// Requests of the protocol.
-    type Request: Send + 'static;
+    /// Requests of the protocol, as they arrive.
+    type Request: prost::Message + Default + Send + 'static;
+    /// A request as the stream keeps it until it is handled: its resource names compacted (see [`Names`]),
+    /// so that requests read ahead while the stream waits hold no copies of thousands of names.
+    type Parsed: Send + 'static;
     /// Responses of the protocol.
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     /// `sotw` or `delta`.
     const NAME: &'static str;
 
     /// The node a request carries, if any.
     fn node(request: &Self::Request) -> Option<&Node>;
 
+    /// The request as kept, its names shared with `snapshot`'s where they are the same.
+    fn parse(request: Self::Request, snapshot: &Snapshot) -> Self::Parsed;
+
     /// The type of the response a request answers (ACK or NACK), if it answers one.
-    fn answers(request: &Self::Request) -> Option<&str>;
+    fn answers(request: &Self::Parsed) -> Option<&str>;
 
     /// Handles a request against the current snapshot: at most one response and at most one verdict.
     fn on_request(
         &mut self,
-        request: &Self::Request,
+        request: Self::Parsed,
         snapshot: &Snapshot,
     ) -> Result<Answer<Self::Response>, tonic::Status>;
 

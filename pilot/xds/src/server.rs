@@ -15,6 +15,7 @@ use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
 use crate::grpc::{AdsService, Requests};
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
+use crate::snapshot::Snapshot;
 use crate::sotw::Sotw;
 use crate::source::SnapshotSource;
 use crate::status::{Connections, Nack, ProxyStatus};
@@ -72,12 +73,10 @@ impl<S: SnapshotSource> AdsServer<S> {
         self.spawn::<Delta>(inbound)
     }
 
-    fn spawn<P>(&self, inbound: Requests<P::Request>) -> mpsc::Receiver<Result<P::Response, Status>>
-    where
-        P: Protocol,
-        P::Request: prost::Message + Default,
-        P::Response: prost::Message,
-    {
+    fn spawn<P: Protocol>(
+        &self,
+        inbound: Requests<P::Request>,
+    ) -> mpsc::Receiver<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         tokio::spawn(serve::<P, S>(
             self.source.clone(),
@@ -91,18 +90,13 @@ impl<S: SnapshotSource> AdsServer<S> {
 }
 
 /// Runs one stream until the proxy goes away.
-async fn serve<P, S>(
+async fn serve<P: Protocol, S: SnapshotSource>(
     source: Arc<S>,
     connections: Arc<Connections>,
     budget: PushBudget,
     mut inbound: Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
-) where
-    P: Protocol,
-    S: SnapshotSource,
-    P::Request: prost::Message + Default,
-    P::Response: prost::Message,
-{
+) {
     let Ok(Some(first)) = inbound.message().await else {
         return;
     };
@@ -134,12 +128,12 @@ async fn serve<P, S>(
     changes.borrow_and_update();
     let mut snapshot = source.snapshot(&node);
     let mut state = P::default();
-    let mut inbound = Inbound {
+    let mut inbound = Inbound::<P> {
+        backlog: VecDeque::from([Event::Request(P::parse(first, &snapshot))]),
         stream: inbound,
-        backlog: VecDeque::from([Event::Request(first)]),
         ended: false,
         share: Share::default(),
-        answers: P::answers,
+        snapshot: snapshot.clone(),
     };
     let pushes = Push {
         budget: &budget,
@@ -162,6 +156,7 @@ async fn serve<P, S>(
             Wake::Changed(false) => break "pilot is shutting down".to_string(),
             Wake::Changed(true) => {
                 snapshot = source.snapshot(&node);
+                inbound.snapshot = snapshot.clone();
                 let batch = state.on_change(&snapshot);
                 if !pushes.push(&mut inbound, batch, start).await {
                     break "the proxy stopped reading".to_string();
@@ -174,10 +169,7 @@ async fn serve<P, S>(
                 continue;
             }
         };
-        let answer = state.on_request(&request, &snapshot);
-        // Not kept while the push waits: an EDS request names every cluster.
-        drop(request);
-        match answer {
+        match state.on_request(request, &snapshot) {
             Err(status) => {
                 let _ = tx.send(Err(status.clone())).await;
                 break format!("bad request: {}", status.message());
@@ -218,19 +210,21 @@ const MAX_BACKLOG: usize = 64;
 
 /// The proxy's requests, with those read while the stream was waiting for something else, and the share of
 /// the push budget its unanswered responses hold (given back as soon as an answer is read).
-struct Inbound<R> {
-    stream: Requests<R>,
-    backlog: VecDeque<Event<R>>,
+struct Inbound<P: Protocol> {
+    stream: Requests<P::Request>,
+    backlog: VecDeque<Event<P::Parsed>>,
     ended: bool,
     share: Share,
-    answers: fn(&R) -> Option<&str>,
+    /// What requests are parsed against: the stream's current snapshot.
+    snapshot: Arc<Snapshot>,
 }
 
-impl<R: prost::Message + Default + Send + 'static> Inbound<R> {
-    async fn read(&mut self) -> Event<R> {
+impl<P: Protocol> Inbound<P> {
+    async fn read(&mut self) -> Event<P::Parsed> {
         match self.stream.message().await {
             Ok(Some(r)) => {
-                if let Some(type_url) = (self.answers)(&r) {
+                let r = P::parse(r, &self.snapshot);
+                if let Some(type_url) = P::answers(&r) {
                     self.share.answered(type_url);
                 }
                 Event::Request(r)
@@ -247,7 +241,7 @@ impl<R: prost::Message + Default + Send + 'static> Inbound<R> {
     }
 
     /// The next event, read ahead ones first.
-    async fn next(&mut self) -> Event<R> {
+    async fn next(&mut self) -> Event<P::Parsed> {
         match self.backlog.pop_front() {
             Some(e) => e,
             None if self.ended => std::future::pending().await,
@@ -285,9 +279,9 @@ impl<R: prost::Message> Push<'_, R> {
     /// Waits for the push budget (reading requests, and so answers, meanwhile), then queues the responses of
     /// `batch` in order; false when the proxy is gone. `start`: when the change or request that caused the
     /// push arrived.
-    async fn push<Req: prost::Message + Default + Send + 'static>(
+    async fn push<P: Protocol>(
         &self,
-        inbound: &mut Inbound<Req>,
+        inbound: &mut Inbound<P>,
         batch: Vec<Outgoing<R>>,
         start: Instant,
     ) -> bool {

@@ -22,6 +22,17 @@ struct Watch {
     sent: Resources,
 }
 
+/// A `DiscoveryRequest` as a stream keeps it (see [`Protocol::Parsed`]).
+#[derive(Debug)]
+pub struct SotwRequest {
+    type_url: String,
+    version_info: String,
+    response_nonce: String,
+    error: Option<sextant_proto::google::rpc::Status>,
+    wildcard: bool,
+    names: Names,
+}
+
 /// A state-of-the-world stream.
 #[derive(Debug, Default)]
 pub struct Sotw {
@@ -67,6 +78,7 @@ impl Sotw {
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
+    type Parsed = SotwRequest;
     type Response = DiscoveryResponse;
     const NAME: &'static str = "sotw";
 
@@ -74,13 +86,28 @@ impl Protocol for Sotw {
         request.node.as_ref()
     }
 
-    fn answers(request: &DiscoveryRequest) -> Option<&str> {
+    fn parse(req: DiscoveryRequest, snapshot: &Snapshot) -> SotwRequest {
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty() && types::wildcard_by_default(&req.type_url));
+        let mut list = req.resource_names;
+        list.retain(|n| n != "*");
+        SotwRequest {
+            names: Names::from_list(list, snapshot, &req.type_url),
+            wildcard,
+            type_url: req.type_url,
+            version_info: req.version_info,
+            response_nonce: req.response_nonce,
+            error: req.error_detail,
+        }
+    }
+
+    fn answers(request: &SotwRequest) -> Option<&str> {
         (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
     fn on_request(
         &mut self,
-        req: &DiscoveryRequest,
+        req: SotwRequest,
         snapshot: &Snapshot,
     ) -> Result<Answer<DiscoveryResponse>, tonic::Status> {
         if req.type_url.is_empty() {
@@ -102,21 +129,16 @@ impl Protocol for Sotw {
                 &req.type_url,
                 &w.version,
                 &req.version_info,
-                req.error_detail.as_ref(),
+                req.error.as_ref(),
             ));
         }
-        let requested = req.resource_names.iter().filter(|n| *n != "*");
-        let wildcard = req.resource_names.iter().any(|n| n == "*")
-            || (req.resource_names.is_empty() && types::wildcard_by_default(&req.type_url));
-        // An ACK usually repeats the names: then nothing is collected.
-        let mut changed = wildcard != w.wildcard;
-        if !requested.clone().eq(w.names.iter()) {
-            let names = Names::from_request(requested, snapshot, &req.type_url);
-            changed |= !names.same(&w.names);
-            w.names = names;
+        // An ACK usually repeats the names.
+        let changed = req.wildcard != w.wildcard || !req.names.same(&w.names);
+        if changed {
+            w.names = req.names;
         }
+        w.wildcard = req.wildcard;
         let first = w.nonce.is_none();
-        w.wildcard = wildcard;
         let out = if first || changed {
             self.respond(&req.type_url, snapshot)
         } else {

@@ -8,7 +8,7 @@ use sextant_proto::google::rpc::Status as RpcStatus;
 
 use crate::build;
 use crate::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-use crate::{Delta, Protocol, Snapshot, SnapshotBuilder, SnapshotError, Sotw, Verdict};
+use crate::{Answer, Delta, Protocol, Snapshot, SnapshotBuilder, SnapshotError, Sotw, Verdict};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -37,6 +37,15 @@ fn sotw(type_url: &str, names: &[&str], version: &str, nonce: &str) -> Discovery
         response_nonce: nonce.into(),
         ..Default::default()
     }
+}
+
+/// Handles one request as a stream does: parsed, then answered.
+fn ask<P: Protocol>(
+    p: &mut P,
+    request: P::Request,
+    snapshot: &Snapshot,
+) -> Result<Answer<P::Response>, tonic::Status> {
+    p.on_request(P::parse(request, snapshot), snapshot)
 }
 
 #[test]
@@ -86,22 +95,24 @@ fn sotw_answers_subscriptions_records_acks_and_nacks_and_pushes_only_changed_typ
     let snap = mesh(&["a", "b"], 1);
     let mut s = Sotw::default();
     // Wildcard CDS: every cluster.
-    let a = s.on_request(&sotw(CLUSTER, &[], "", ""), &snap).unwrap();
+    let a = ask(&mut s, sotw(CLUSTER, &[], "", ""), &snap).unwrap();
     let out = a.response.expect("first CDS request answered");
     assert_eq!(out.message().resources.len(), 2);
     assert_eq!(out.message().version_info, snap.version());
     assert!(a.verdict.is_none());
     // Named EDS: only what is named and exists.
-    let eds = s
-        .on_request(&sotw(ENDPOINT, &["a", "missing"], "", ""), &snap)
+    let eds = ask(&mut s, sotw(ENDPOINT, &["a", "missing"], "", ""), &snap)
         .unwrap()
         .response
         .expect("EDS answered");
     assert_eq!(eds.holds.keys().collect::<Vec<_>>(), ["a"]);
     // ACK: recorded, nothing resent.
-    let ack = s
-        .on_request(&sotw(CLUSTER, &[], snap.version(), &out.nonce), &snap)
-        .unwrap();
+    let ack = ask(
+        &mut s,
+        sotw(CLUSTER, &[], snap.version(), &out.nonce),
+        &snap,
+    )
+    .unwrap();
     assert!(ack.response.is_none());
     assert_eq!(
         ack.verdict,
@@ -134,7 +145,7 @@ fn sotw_answers_subscriptions_records_acks_and_nacks_and_pushes_only_changed_typ
         message: "bad endpoint".into(),
         details: vec![],
     });
-    let n = s.on_request(&nack, &changed).unwrap();
+    let n = ask(&mut s, nack, &changed).unwrap();
     assert!(n.response.is_none());
     assert_eq!(
         n.verdict,
@@ -144,20 +155,18 @@ fn sotw_answers_subscriptions_records_acks_and_nacks_and_pushes_only_changed_typ
             message: "bad endpoint".into()
         })
     );
-    let stale = s
-        .on_request(&sotw(ENDPOINT, &["b"], "", "0"), &changed)
-        .unwrap();
+    let stale = ask(&mut s, sotw(ENDPOINT, &["b"], "", "0"), &changed).unwrap();
     assert!(stale.response.is_none() && stale.verdict.is_none());
     // A new cluster: CDS and EDS change, pushed in that order.
     let grown = mesh(&["a", "b", "c"], 2);
-    s.on_request(&sotw(LISTENER, &[], "", ""), &grown).unwrap();
+    ask(&mut s, sotw(LISTENER, &[], "", ""), &grown).unwrap();
     let order: Vec<String> = s
         .on_change(&grown)
         .into_iter()
         .map(|o| o.type_url)
         .collect();
     assert_eq!(order, [CLUSTER]);
-    assert!(s.on_request(&sotw("", &[], "", ""), &grown).is_err());
+    assert!(ask(&mut s, sotw("", &[], "", ""), &grown).is_err());
 }
 
 fn delta(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
@@ -173,22 +182,18 @@ fn delta(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryReque
 fn delta_sends_only_what_changed_and_names_what_went_away() {
     let snap = mesh(&["a", "b"], 1);
     let mut d = Delta::default();
-    let first = d
-        .on_request(&delta(CLUSTER, &[], ""), &snap)
+    let first = ask(&mut d, delta(CLUSTER, &[], ""), &snap)
         .unwrap()
         .response
         .expect("answered");
     assert_eq!(first.message().resources.len(), 2);
     // A route type nobody named yet: answered (empty) so the proxy can finish starting.
-    let routes = d
-        .on_request(&delta(ROUTE, &["r1"], ""), &snap)
+    let routes = ask(&mut d, delta(ROUTE, &["r1"], ""), &snap)
         .unwrap()
         .response
         .expect("answered");
     assert_eq!(routes.message().resources.len(), 1);
-    let ack = d
-        .on_request(&delta(CLUSTER, &[], &first.nonce), &snap)
-        .unwrap();
+    let ack = ask(&mut d, delta(CLUSTER, &[], &first.nonce), &snap).unwrap();
     assert!(ack.response.is_none());
     assert!(matches!(ack.verdict, Some(Verdict::Ack { .. })));
 
@@ -213,10 +218,34 @@ fn delta_sends_only_what_changed_and_names_what_went_away() {
         req.initial_resource_versions
             .insert(name.clone(), r.version.clone());
     }
-    let resumed = again
-        .on_request(&req, &next)
+    let resumed = ask(&mut again, req, &next)
         .unwrap()
         .response
         .expect("answered");
     assert!(resumed.message().resources.is_empty());
+}
+
+#[test]
+fn a_request_naming_every_resource_shares_the_snapshots_names() {
+    use crate::names::Names;
+    let snap = mesh(&["a", "b", "c"], 1);
+    let list = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let shared = |n: &Names| matches!(n, Names::Keys(k) if std::sync::Arc::ptr_eq(k, snap.shared(ENDPOINT).unwrap()));
+
+    assert!(shared(&Names::from_list(
+        list(&["a", "b", "c"]),
+        &snap,
+        ENDPOINT
+    )));
+    assert!(shared(&Names::from_list(
+        list(&["c", "a", "b"]),
+        &snap,
+        ENDPOINT
+    )));
+    // Same count, but a repeat hides a missing name.
+    let repeated = Names::from_list(list(&["a", "a", "b"]), &snap, ENDPOINT);
+    assert!(!shared(&repeated));
+    assert_eq!(repeated.iter().collect::<Vec<_>>(), ["a", "b"]);
+    let some = Names::from_list(list(&["b"]), &snap, ENDPOINT);
+    assert!(!shared(&some) && some.contains("b") && !some.contains("a"));
 }
