@@ -11,23 +11,25 @@ use crate::error::{ConfigError, ConfigErrors, Location};
 use crate::locate;
 use crate::resources::{AdapterSpec, GROUP, PolicySpec, RateLimitSpec, TelemetrySpec};
 
-/// Where a resource was written, with the line of each of its fields.
+/// Where a resource was written: its file, line, and document text (from which the line of any of its
+/// fields is found when asked; see [`locate`]).
 #[derive(Clone, Debug)]
 pub struct Origin {
     /// The file.
     pub file: Arc<Path>,
     /// Line of the document's start.
     pub line: u32,
-    fields: Arc<HashMap<String, u32>>,
+    text: Arc<str>,
 }
 
 impl Origin {
     /// The location of `field` (e.g. `spec.rules[0].when`), or of its closest written parent.
     pub fn locate(&self, field: &str) -> Location {
+        let fields = locate::field_lines(&self.text);
         let mut f = field;
         let line = loop {
-            if let Some(l) = self.fields.get(f) {
-                break *l;
+            if let Some(l) = fields.get(f) {
+                break self.line + l - 1;
             }
             match f.rfind(['.', '[']) {
                 Some(i) => f = &f[..i],
@@ -317,7 +319,7 @@ pub fn documents(file: &Path, text: &str) -> Vec<Result<RawResource, ConfigError
             let origin = Origin {
                 file: file.clone(),
                 line: doc.line,
-                fields: Arc::new(doc.fields),
+                text: Arc::from(doc.text),
             };
             raw_resource(doc.text, origin).transpose()
         })
