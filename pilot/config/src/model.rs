@@ -45,7 +45,7 @@ impl MeshConfig {
 
     /// The labels of `subset` of `host`, when a DestinationRule defines it.
     pub fn subset(&self, host: &str, subset: &str) -> Option<&Subset> {
-        self.destination_rules.get(host)?.subsets.get(subset)
+        self.destination_rules.get(host)?.subset(subset)
     }
 }
 
@@ -176,6 +176,16 @@ pub struct DestinationRule {
     pub resource: Resource<DestinationRuleSpec>,
     /// The fully qualified host.
     pub host: String,
-    /// Subsets by name.
-    pub subsets: BTreeMap<String, Subset>,
+}
+
+impl DestinationRule {
+    /// The subset named `name`.
+    pub fn subset(&self, name: &str) -> Option<&Subset> {
+        self.subsets().find(|s| s.name == name)
+    }
+
+    /// Its subsets (names are unique: validation refuses repeats).
+    pub fn subsets(&self) -> impl Iterator<Item = &Subset> {
+        self.resource.spec.subsets.iter()
+    }
 }

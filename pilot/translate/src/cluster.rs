@@ -49,8 +49,8 @@ pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInf
         let rule = mesh.destination_rules.get(&service.hostname);
         for port in &service.ports {
             let mut subsets: Vec<(Option<&str>, Labels)> = vec![(None, Labels::new())];
-            for (name, s) in rule.map(|r| &r.subsets).into_iter().flatten() {
-                subsets.push((Some(name.as_str()), s.labels.clone()));
+            for s in rule.into_iter().flat_map(|r| r.subsets()) {
+                subsets.push((Some(s.name.as_str()), s.labels.clone()));
             }
             for (subset, labels) in subsets {
                 let name = cluster_name(port.number, subset, &service.hostname);

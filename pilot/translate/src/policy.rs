@@ -40,7 +40,7 @@ impl Effective {
             return out;
         };
         out.overlay(rule.resource.spec.traffic_policy.as_ref(), port);
-        if let Some(s) = subset.and_then(|s| rule.subsets.get(s)) {
+        if let Some(s) = subset.and_then(|s| rule.subset(s)) {
             out.overlay(s.traffic_policy.as_ref(), port);
         }
         out

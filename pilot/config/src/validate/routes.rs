@@ -342,14 +342,14 @@ impl Vs<'_> {
                         &format!("{f}.subset"),
                         format!("unknown subset {subset:?}: no DestinationRule defines subsets of host {host}"),
                     ),
-                    Some(rule) => match rule.subsets.get(subset) {
+                    Some(rule) => match rule.subset(subset) {
                         Some(s) => labels = s.labels.clone(),
                         None => e.push(
                             &format!("{f}.subset"),
                             format!(
                                 "unknown subset {subset:?} of host {host}; DestinationRule {} defines {}",
                                 rule.resource.key(),
-                                list_or_none(&rule.subsets.keys().cloned().collect::<Vec<_>>())
+                                list_or_none(&subset_names(rule))
                             ),
                         ),
                     },
@@ -388,4 +388,11 @@ fn list_or_none(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
+}
+
+/// The names of a DestinationRule's subsets, in order.
+fn subset_names(rule: &DestinationRule) -> Vec<String> {
+    let mut names: Vec<String> = rule.subsets().map(|s| s.name.clone()).collect();
+    names.sort();
+    names
 }

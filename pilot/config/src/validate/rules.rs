@@ -35,7 +35,6 @@ pub(super) fn destination_rules(
             );
             continue;
         }
-        let mut subsets = BTreeMap::new();
         let mut seen = BTreeMap::new();
         for (i, s) in r.spec.subsets.iter().enumerate() {
             let field = format!("spec.subsets[{i}]");
@@ -55,7 +54,6 @@ pub(super) fn destination_rules(
             if let Some(tp) = &s.traffic_policy {
                 traffic_policy(&mut e, &format!("{field}.trafficPolicy"), tp);
             }
-            subsets.insert(s.name.clone(), s.clone());
         }
         if let Some(tp) = &r.spec.traffic_policy {
             traffic_policy(&mut e, "spec.trafficPolicy", tp);
@@ -65,7 +63,6 @@ pub(super) fn destination_rules(
             DestinationRule {
                 resource: r.clone(),
                 host,
-                subsets,
             },
         );
     }
