@@ -189,8 +189,9 @@ pub async fn closed_loop(
     })
 }
 
-/// The in-process path: decodes each Report's bags one at a time (`hub_server::each_report_bag`, as the gRPC
-/// handler does after prost) straight into `HubState::ingest_each`, in a loop on a thread of the server runtime. When the adapter's
+/// The in-process path: decodes each encoded Report's bags one at a time (`hub_server::each_report_bag` on a
+/// `hub_attributes::ReportWire`, as the gRPC handler does with the request's bytes) straight into
+/// `HubState::ingest_each`, in a loop on a thread of the server runtime. When the adapter's
 /// queue refuses a segment the loop pauses 1 ms (so it measures what the adapter sustains rather than how
 /// fast records can be thrown away); every refusal is still counted as dropped.
 pub async fn in_process(
@@ -201,6 +202,7 @@ pub async fn in_process(
     let measure_from = Instant::now() + shape.warmup;
     let end = measure_from + shape.duration;
     let counted = state.clone();
+    let encoded: Vec<Vec<u8>> = requests.iter().map(prost::Message::encode_to_vec).collect();
     let worker = tokio::task::spawn_blocking(move || {
         let (mut bags, mut errors, mut i) = (0u64, 0u64, 0usize);
         loop {
@@ -208,12 +210,18 @@ pub async fn in_process(
             if start >= end {
                 break;
             }
-            let req = requests[i % requests.len()].clone();
+            let bytes = &encoded[i % encoded.len()];
             i += 1;
             let mut rejected = 0;
-            let out = state.ingest_each("bench", |visit| {
-                rejected = hub_server::each_report_bag(req, visit).rejected;
-            });
+            let out = match hub_attributes::ReportWire::parse(bytes) {
+                Ok(wire) => state.ingest_each("bench", |visit| {
+                    rejected = hub_server::each_report_bag(&wire, visit).rejected;
+                }),
+                Err(_) => {
+                    rejected = 1;
+                    Default::default()
+                }
+            };
             if start >= measure_from && Instant::now() <= end {
                 bags += out.bags;
                 errors += u64::from(rejected > 0);

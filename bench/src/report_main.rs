@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
 
     // One Report in process: checks the pipeline and tells how many metric records a bag makes.
     let probe = {
-        let (bags, rejected, errors) = hub_server::report_bags(pool.requests[0].clone());
+        let (bags, rejected, errors) = hub_server::report_bags(&pool.requests[0]);
         anyhow::ensure!(rejected == 0, "the hub rejected bench bags: {errors:?}");
         servers.state.ingest("bench", bags)
     };

@@ -3,8 +3,8 @@
 //!
 //! Each family of a batch is defined once through `metrics.define` (handles are cached by family name) and
 //! all the batch's samples go in one `metrics.record` call, each distinct label set of the batch written once
-//! and referred to by the samples that repeat it (found by the records' series keys, without reading label
-//! strings), so the host resolves it to a series once per batch. Config (all optional):
+//! and referred to by the samples that repeat it, in any family (found by the records' label bytes within
+//! their segment, without reading label strings), so the host reads and hashes it once per batch. Config (all optional):
 //!
 //! ```json
 //! { "prefix": "mesh_" }
@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sextant_adapter_sdk::{
     Adapter, AdapterError, Batch, Capabilities, FamilyHandle, FamilyId, FamilyRef, Host, LabelSet,
-    Level, MetricFamily, SampleWriter, SeriesKey, parse_config,
+    Level, MetricFamily, SampleWriter, parse_config,
 };
 
 /// The adapter's configuration.
@@ -105,9 +105,10 @@ impl Adapter for Prometheus {
         samples.clear();
         let mut refused = None;
         // Per batch (bounded by its records): the handle of each family declaration, the label set of each
-        // series.
+        // distinct label values of a segment (Istio's metrics share their labels: one set serves the
+        // request counter and the three histograms of a request).
         let mut handles: Vec<(FamilyId, Result<FamilyHandle, String>)> = Vec::new();
-        let mut sets: HashMap<SeriesKey<'_>, LabelSet, BuildHasherDefault<Fx>> =
+        let mut sets: HashMap<(u32, &[u8]), LabelSet, BuildHasherDefault<Fx>> =
             HashMap::with_capacity_and_hasher(batch.len().min(1024), BuildHasherDefault::default());
         for m in batch.metrics() {
             let id = m.family_id();
@@ -121,7 +122,8 @@ impl Adapter for Prometheus {
             };
             match handle {
                 Ok(h) => {
-                    let key = m.series_key();
+                    let series = m.series_key();
+                    let key = (id.segment(), series.label_bytes());
                     match sets.get(&key) {
                         Some(&set) => samples.sample_with(h.0, m.value(), set),
                         None => {

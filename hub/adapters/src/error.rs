@@ -58,6 +58,23 @@ pub enum LoadError {
         /// What wasmtime said.
         reason: String,
     },
+    /// The component was built against another version of the adapter ABI (`sdk/wit`, the WIT package
+    /// `sextant:adapter@VERSION` its imports name) than the one this hub implements.
+    #[error(
+        "adapter {adapter}: module {module} was built against the adapter ABI sextant:adapter@{built_with}, \
+         but this hub implements sextant:adapter@{hub}: rebuild the adapter with a sextant-adapter-sdk for \
+         sextant:adapter@{hub}"
+    )]
+    IncompatibleSdk {
+        /// The adapter's name.
+        adapter: String,
+        /// The module.
+        module: String,
+        /// The ABI version the component imports.
+        built_with: String,
+        /// The ABI version of this hub ([`crate::ABI_VERSION`]).
+        hub: &'static str,
+    },
     /// Instantiation failed or trapped.
     #[error("adapter {adapter}: module {module}: instantiation failed: {reason}")]
     Instantiate {

@@ -45,6 +45,11 @@
 //! component, the wasmtime version and the engine configuration; a corrupt or stale entry is recompiled.
 //! Each distinct module is pre-instantiated once (`InstancePre`); instances are created from it.
 
+/// The version of the adapter ABI this hub implements: the WIT package `sextant:adapter` of `sdk/wit`. A
+/// component that imports the package's interfaces at another version is refused at load
+/// ([`LoadError::IncompatibleSdk`]): the sample encoding of `metrics.record` changed in 0.2.0.
+pub const ABI_VERSION: &str = "0.2.0";
+
 mod allowlist;
 mod bindings;
 mod cache;

@@ -108,10 +108,9 @@ struct FamilyState {
     exposed: String,
     /// Label values (cut to [`MAX_LABEL_VALUE`]) and state of every series, in creation order.
     series: Vec<(Box<[Box<str>]>, Series)>,
-    /// Hash of a series' label values → its indices in `series` (more than one only on a collision), so a
-    /// sample finds its series without allocating.
+    /// Hash of a series' label values (the registry's [`label_hash`]) → its indices in `series` (more than one
+    /// only on a collision), so a sample finds its series without allocating.
     index: HashMap<u64, Vec<u32>>,
-    hasher: RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +125,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Hashes label values for every family, so a label set shared by several families is hashed once.
+    hasher: RandomState,
     max_families: usize,
     max_series: usize,
     dropped_series: AtomicU64,
@@ -150,6 +151,7 @@ impl Registry {
     pub fn new(max_families: usize, max_series: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            hasher: RandomState::new(),
             max_families,
             max_series,
             dropped_series: AtomicU64::new(0),
@@ -231,7 +233,6 @@ impl Registry {
             exposed,
             series: Vec::new(),
             index: HashMap::new(),
-            hasher: RandomState::new(),
         });
         Ok(handle)
     }
@@ -248,9 +249,10 @@ impl Registry {
         let mut over_limit = 0u64;
         let mut reader = SampleReader::new(samples);
         let mut labels = Vec::new();
-        // Per label set of this call: the (family handle, series) it resolved to last, so a set that repeats
-        // is looked up once. Bounded by the number of sets, which the buffer's size bounds.
-        let mut resolved: Vec<Option<(u32, usize)>> = Vec::new();
+        // Per label set of this call: the hash of its values (computed on first use) and the series it
+        // resolved to in the last few families that used it, so a set that repeats, in one family or in
+        // several, is read and hashed once. Bounded by the number of sets, which the buffer's size bounds.
+        let mut resolved: Vec<Resolved> = Vec::new();
         let mut inner = self.lock();
         let mut result = Ok(());
         while let Some(next) = reader.next_raw() {
@@ -272,15 +274,20 @@ impl Registry {
             };
             let set = sample.set.0 as usize;
             if resolved.len() <= set {
-                resolved.resize(set + 1, None);
+                resolved.resize(set + 1, Resolved::default());
             }
-            let applied = match resolved[set] {
-                Some((h, series)) if h == handle => family.apply_to(series, sample.value),
-                _ => {
+            let r = &mut resolved[set];
+            let applied = match r.series_in(handle) {
+                Some(series) => family.apply_to(series, sample.value),
+                None => {
                     reader.labels_of(sample.set, &mut labels);
-                    let (applied, series) = family.apply(&labels, sample.value, self.max_series);
+                    let hash = *r
+                        .hash
+                        .get_or_insert_with(|| label_hash(&self.hasher, &labels));
+                    let (applied, series) =
+                        family.apply(&labels, hash, sample.value, self.max_series);
                     if let Some(series) = series {
-                        resolved[set] = Some((handle, series));
+                        r.remember(handle, series);
                     }
                     applied
                 }
@@ -338,6 +345,42 @@ impl Registry {
     }
 }
 
+/// The hash a family indexes its series by: of the label values as kept (cut to [`MAX_LABEL_VALUE`]).
+fn label_hash(hasher: &RandomState, labels: &[&str]) -> u64 {
+    let mut h = hasher.build_hasher();
+    for l in labels {
+        cut(l).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// How many families one label set of a `record` call remembers its series in.
+const RESOLVED_PER_SET: usize = 4;
+
+/// What one label set of a `record` call resolved to.
+#[derive(Clone, Copy, Default)]
+struct Resolved {
+    hash: Option<u64>,
+    /// (family handle, series) of the last families the set was applied to; the oldest is replaced.
+    series: [Option<(u32, usize)>; RESOLVED_PER_SET],
+    next: usize,
+}
+
+impl Resolved {
+    fn series_in(&self, handle: u32) -> Option<usize> {
+        self.series
+            .iter()
+            .flatten()
+            .find(|(h, _)| *h == handle)
+            .map(|(_, s)| *s)
+    }
+
+    fn remember(&mut self, handle: u32, series: usize) {
+        self.series[self.next] = Some((handle, series));
+        self.next = (self.next + 1) % RESOLVED_PER_SET;
+    }
+}
+
 enum Applied {
     Yes,
     Invalid,
@@ -346,20 +389,17 @@ enum Applied {
 
 impl FamilyState {
     /// Applies `value` to the series of `labels`, creating it within the limit; returns the series too.
+    /// `hash` is [`label_hash`] of `labels`.
     fn apply(
         &mut self,
         labels: &[&str],
+        hash: u64,
         value: f64,
         max_series: usize,
     ) -> (Applied, Option<usize>) {
         if labels.len() != self.def.label_names.len() {
             return (Applied::Invalid, None);
         }
-        let mut h = self.hasher.build_hasher();
-        for l in labels {
-            cut(l).hash(&mut h);
-        }
-        let hash = h.finish();
         let found = self.index.get(&hash).and_then(|candidates| {
             candidates.iter().copied().find(|&i| {
                 self.series[i as usize]

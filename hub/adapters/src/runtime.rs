@@ -366,6 +366,16 @@ fn load_module(shared: &Shared, cfg: &AdapterConfig) -> Result<AdapterPre<HostSt
         .cache
         .load_or_compile(&shared.engine, &bytes, &hash)
         .map_err(|e| not_a_component(format!("{e:#}")))?;
+    if let Some(built_with) = abi_version_of(&component, &shared.engine)
+        && built_with != crate::ABI_VERSION
+    {
+        return Err(LoadError::IncompatibleSdk {
+            adapter: cfg.name.clone(),
+            module: module.clone(),
+            built_with,
+            hub: crate::ABI_VERSION,
+        });
+    }
     let world_error = |e: wasmtime::Error| LoadError::World {
         adapter: cfg.name.clone(),
         module: module.clone(),
@@ -382,4 +392,19 @@ fn load_module(shared: &Shared, cfg: &AdapterConfig) -> Result<AdapterPre<HostSt
     }
     map.insert(hash, pre.clone());
     Ok(pre)
+}
+
+/// The version of the `sextant:adapter` package whose interfaces the component imports (`unversioned` for an
+/// import without one); `None` when it imports none of them (nothing it calls can differ).
+fn abi_version_of(component: &Component, engine: &wasmtime::Engine) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .find_map(|(name, _)| {
+            let rest = name.strip_prefix("sextant:adapter/")?;
+            Some(
+                rest.split_once('@')
+                    .map_or_else(|| "unversioned".to_string(), |(_, v)| v.to_string()),
+            )
+        })
 }

@@ -5,9 +5,16 @@ use crate::value::Value;
 use crate::vocabulary::{AttrId, AttrType, VOCABULARY};
 
 /// The attributes of one request. Lookups are an array index, no hashing.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Bag {
     values: Vec<Option<Value>>,
+}
+
+/// Two bags are equal when they hold the same attributes with the same values.
+impl PartialEq for Bag {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
 }
 
 impl Bag {
@@ -44,6 +51,35 @@ impl Bag {
             v => v,
         };
         Ok(self.values[id.index()].replace(value))
+    }
+
+    /// Sets a string attribute to `text`, reusing the previous value's allocation when it was a string too.
+    /// Returns whether the attribute was present.
+    pub fn set_str(&mut self, id: AttrId, text: &str) -> Result<bool, DecodeError> {
+        if id.ty() != AttrType::String {
+            return Err(DecodeError::WrongType {
+                name: id.name(),
+                expected: id.ty().name(),
+                got: AttrType::String.name(),
+            });
+        }
+        if self.values.len() <= id.index() {
+            self.values.resize(VOCABULARY.len(), None);
+        }
+        let slot = &mut self.values[id.index()];
+        match slot {
+            Some(Value::String(s)) => {
+                s.clear();
+                s.push_str(text);
+                Ok(true)
+            }
+            other => Ok(other.replace(Value::String(text.to_string())).is_some()),
+        }
+    }
+
+    /// Removes every attribute, keeping the allocation of the slots.
+    pub fn clear(&mut self) {
+        self.values.iter_mut().for_each(|v| *v = None);
     }
 
     /// Sets an attribute by name (for tests, tools and front doors); unknown names are an error.

@@ -74,6 +74,14 @@ pub enum DecodeError {
         /// Attribute name.
         name: &'static str,
     },
+    /// Bytes that are not a valid protobuf encoding of the message (truncated, wrong wire type, bad UTF-8).
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// The message or field at fault (`ReportRequest.attributes[3]`).
+        what: String,
+        /// What was wrong.
+        detail: &'static str,
+    },
     /// Both plain and compressed forms in one request.
     #[error("send either `attributes` or `compressed`, not both")]
     BothForms,

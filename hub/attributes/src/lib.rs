@@ -7,14 +7,17 @@
 //! doors, the policy engine and (later) the proxy all build and read the same [`Bag`].
 
 mod bag;
+mod changes;
 mod compressed;
 mod docs;
 mod error;
 mod plain;
+mod report;
 mod value;
 mod vocabulary;
 
 pub use bag::Bag;
+pub use changes::{AttrSet, Changes};
 pub use compressed::{
     COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, from_compressed_entry, global_word_count,
     to_compressed,
@@ -23,6 +26,7 @@ pub use docs::attributes_markdown;
 pub use error::DecodeError;
 pub(crate) use plain::lowercase_keys;
 pub use plain::{from_plain, to_plain};
+pub use report::{BagDecoder, ReportWire};
 pub use value::{Span, Time, Value};
 pub use vocabulary::{AttrId, AttrType, AttributeDef, VOCABULARY, lookup, names_under, suggest};
 

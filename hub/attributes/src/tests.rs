@@ -240,3 +240,152 @@ fn report_entries_use_batch_words_and_delta_overlays() {
         "delta entries keep what they do not change"
     );
 }
+
+/// The bags of a Report as the prost message and `from_compressed_entry` give them (the reference decoding),
+/// each entry's result as text so errors compare too.
+fn reference_bags(req: &mixer::ReportRequest) -> Vec<Result<Bag, String>> {
+    let delta = req.repeated_attributes_semantics == 0;
+    let mut out = Vec::new();
+    let mut previous: Option<Bag> = None;
+    for c in req.attributes.clone() {
+        let base = if delta { previous.take() } else { None };
+        let r = from_compressed_entry(c, &req.default_words, req.global_word_count, base);
+        previous = r.as_ref().ok().cloned();
+        out.push(r.map_err(|e| e.to_string()));
+        if previous.is_none() && delta {
+            break;
+        }
+    }
+    out
+}
+
+/// The bags [`ReportWire`] gives, with each bag's changes checked against the previous bag: an attribute not
+/// in the change set has the previous bag's value.
+fn wire_bags(bytes: &[u8]) -> Vec<Result<Bag, String>> {
+    let wire = ReportWire::parse(bytes).expect("the top level parses");
+    let mut out = Vec::new();
+    let mut previous: Option<Bag> = None;
+    let mut bags = wire.bags();
+    while let Some(next) = bags.next() {
+        match next {
+            Ok((bag, changes)) => {
+                if let (Changes::Only(set), Some(prev)) = (changes, &previous) {
+                    for i in 0..VOCABULARY.len() {
+                        let id = AttrId(u16::try_from(i).unwrap_or(0));
+                        if !set.contains(id) {
+                            assert_eq!(
+                                bag.get(id),
+                                prev.get(id),
+                                "{} changed unannounced",
+                                id.name()
+                            );
+                        }
+                    }
+                } else {
+                    assert!(
+                        matches!(changes, Changes::All),
+                        "an entry that is not an overlay changes everything"
+                    );
+                }
+                previous = Some(bag.clone());
+                out.push(Ok(bag.clone()));
+            }
+            Err(e) => {
+                out.push(Err(e.to_string()));
+                if wire.is_delta() {
+                    break;
+                }
+                previous = None;
+            }
+        }
+    }
+    out
+}
+
+/// A Report of `bags`, each entry delta-encoded against the previous bag when `delta`, with some words moved
+/// to the batch's default words.
+fn report_of(bags: &[Bag], delta: bool, batch_words: bool) -> mixer::ReportRequest {
+    let mut entries = Vec::new();
+    let mut prev: Option<&Bag> = None;
+    for b in bags {
+        let entry = match prev.filter(|_| delta) {
+            None => to_compressed(b),
+            Some(p) => {
+                let mut d = Bag::new();
+                for (id, v) in b.iter() {
+                    if p.get(id) != Some(v) {
+                        d.set(id, v.clone()).expect("same type");
+                    }
+                }
+                to_compressed(&d)
+            }
+        };
+        entries.push(entry);
+        prev = Some(b);
+    }
+    let mut default_words = Vec::new();
+    if batch_words && let Some(first) = entries.first_mut() {
+        default_words = std::mem::take(&mut first.words);
+        first.global_word_count = 0;
+        // Entries without words of their own use the batch's: only valid when they need none.
+        for e in entries.iter_mut().skip(1) {
+            if e.words.is_empty() {
+                e.global_word_count = 0;
+            }
+        }
+    }
+    mixer::ReportRequest {
+        attributes: entries,
+        default_words,
+        global_word_count: global_word_count(),
+        repeated_attributes_semantics: i32::from(!delta),
+    }
+}
+
+proptest! {
+    #[test]
+    fn report_wire_decodes_as_prost_and_from_compressed_entry_do(
+        bags in proptest::collection::vec(bag_strategy(), 1..6),
+        delta in any::<bool>(),
+        batch_words in any::<bool>(),
+    ) {
+        let req = report_of(&bags, delta, batch_words);
+        let bytes = prost::Message::encode_to_vec(&req);
+        prop_assert_eq!(wire_bags(&bytes), reference_bags(&req));
+    }
+}
+
+#[test]
+fn report_wire_names_the_entry_and_error() {
+    let mut bag = Bag::new();
+    bag.set_by_name("response.code", Value::Int64(200)).unwrap();
+    let mut req = report_of(&[bag.clone(), bag], true, false);
+    req.attributes[1].strings.insert(-9, 3); // no per-message word 9
+    let bytes = prost::Message::encode_to_vec(&req);
+    assert_eq!(wire_bags(&bytes), reference_bags(&req));
+    assert!(
+        wire_bags(&bytes)[1]
+            .as_ref()
+            .is_err_and(|e| e.contains("word index -9"))
+    );
+
+    // Cut inside the second entry: the top level is still whole, the entry is not.
+    let wire = ReportWire::parse(&bytes[..bytes.len() - 1]);
+    let err = wire.expect_err("a cut message is malformed").to_string();
+    assert!(err.contains("malformed ReportRequest"), "{err}");
+    let mut one = Vec::new();
+    prost::Message::encode(&req.attributes[0], &mut one).unwrap();
+    let mut framed = vec![0x0a, u8::try_from(one.len() + 5).unwrap()];
+    framed.extend_from_slice(&one);
+    framed.extend_from_slice(&[0x18, 0x96, 0x01, 0x20, 0x00]); // a field 3 of CompressedAttributes, varint
+    let wire = ReportWire::parse(&framed).unwrap();
+    let mut bags = wire.bags();
+    let err = bags
+        .next()
+        .unwrap()
+        .expect_err("a map field that is not a message");
+    assert_eq!(
+        err.to_string(),
+        "malformed ReportRequest.attributes[0]: wrong wire type for a map entry"
+    );
+}

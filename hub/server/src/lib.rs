@@ -13,6 +13,7 @@ mod envoy_authz;
 mod envoy_rls;
 mod metrics;
 mod native;
+mod report;
 mod state;
 mod telemetry;
 
@@ -33,6 +34,7 @@ pub use envoy_als::{Reporter as AlsReporter, bags_of as als_bags, response_flags
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
 pub use metrics::Metrics;
 pub use native::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report_bags, to_check_response};
+pub use report::{MixerRoutes, report};
 pub use state::{DecisionOptions, HubState, LoadFailure};
 pub use telemetry::{
     Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
@@ -210,8 +212,7 @@ pub async fn start(
         }
     });
 
-    let mixer = MixerServer::new(native::MixerService::new(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mixer = report::MixerRoutes::new(state.clone(), MAX_MESSAGE_BYTES);
     let authz = AuthorizationServer::new(envoy_authz::AuthzService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone()))

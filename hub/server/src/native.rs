@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hub_attributes::Bag;
+use hub_attributes::{Bag, Changes, ReportWire};
 use hub_config::FailurePolicy;
 use hub_policy::{Decision, HeaderAction, HeaderTarget, Presence, QuotaRequest};
 use sextant_proto::google::protobuf::Duration as PbDuration;
@@ -193,29 +193,10 @@ impl Mixer for MixerService {
         &self,
         request: Request<mixer::ReportRequest>,
     ) -> Result<Response<mixer::ReportResponse>, Status> {
-        let req = request.into_inner();
-        if req.attributes.len() > MAX_REPORT_BAGS {
-            self.state
-                .metrics
-                .reports("native", "invalid", req.attributes.len() as u64);
-            return Err(Status::invalid_argument(format!(
-                "ReportRequest has {} attribute bags; the most one Report may carry is {MAX_REPORT_BAGS}: send smaller batches",
-                req.attributes.len()
-            )));
-        }
-        let mut decoded = DecodedReport::default();
-        self.state
-            .ingest_each("native", |visit| decoded = each_report_bag(req, visit));
-        if decoded.rejected > 0 {
-            self.state
-                .metrics
-                .reports("native", "invalid", decoded.rejected);
-        }
-        Ok(Response::new(mixer::ReportResponse {
-            accepted: decoded.accepted,
-            rejected: decoded.rejected,
-            errors: decoded.errors,
-        }))
+        // The hub's router sends Reports to [`crate::report::ReportService`], which reads the request bytes
+        // itself; this path (a `MixerServer` used on its own) encodes the decoded message again.
+        let bytes = prost::Message::encode_to_vec(&request.into_inner());
+        crate::report::report(&self.state, &bytes).map(Response::new)
     }
 }
 
@@ -224,9 +205,17 @@ pub const MAX_REPORT_BAGS: usize = 10_000;
 
 /// Decodes the bags of a Report: the accepted bags, how many were rejected, and one line per distinct reason.
 /// With delta encoding each entry overlays the previous bag, so an entry after a rejected one is rejected too.
-pub fn report_bags(req: mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
+pub fn report_bags(req: &mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
+    let bytes = prost::Message::encode_to_vec(req);
     let mut bags = Vec::with_capacity(req.attributes.len());
-    let decoded = each_report_bag(req, &mut |b: &Bag| bags.push(b.clone()));
+    let decoded = match ReportWire::parse(&bytes) {
+        Ok(wire) => each_report_bag(&wire, &mut |b: &Bag, _| bags.push(b.clone())),
+        Err(e) => DecodedReport {
+            accepted: 0,
+            rejected: req.attributes.len() as u64,
+            errors: vec![e.to_string()],
+        },
+    };
     (bags, decoded.rejected, decoded.errors)
 }
 
@@ -241,45 +230,42 @@ pub struct DecodedReport {
     pub errors: Vec<String>,
 }
 
-/// Decodes the bags of a Report one at a time and hands each to `visit`, like [`report_bags`] but without
-/// keeping them: with delta encoding each entry overlays the previous bag in place instead of a copy of it.
-pub fn each_report_bag(req: mixer::ReportRequest, visit: &mut dyn FnMut(&Bag)) -> DecodedReport {
-    let delta = req.repeated_attributes_semantics
-        == mixer::report_request::RepeatedAttributesSemantics::DeltaEncoding as i32;
+/// Decodes the bags of a Report one at a time and hands each to `visit` with what its entry changed from the
+/// previous bag: with delta encoding each entry overlays the previous bag in place.
+pub fn each_report_bag(
+    report: &ReportWire<'_>,
+    visit: &mut dyn FnMut(&Bag, Changes<'_>),
+) -> DecodedReport {
+    let delta = report.is_delta();
     let mut out = DecodedReport::default();
-    let mut previous: Option<Bag> = None;
     let mut broken_at: Option<usize> = None;
-    for (i, c) in req.attributes.into_iter().enumerate() {
+    let mut bags = report.bags();
+    let mut i = 0;
+    while let Some(next) = bags.next() {
         if let Some(first) = broken_at {
             out.rejected += 1;
             let reason = format!("attributes[{first}..]: follow a rejected delta-encoded entry");
             if !out.errors.contains(&reason) {
                 out.errors.push(reason);
             }
-            continue;
-        }
-        let base = if delta { previous.take() } else { None };
-        match hub_attributes::from_compressed_entry(
-            c,
-            &req.default_words,
-            req.global_word_count,
-            base,
-        ) {
-            Ok(bag) => {
-                visit(&bag);
-                out.accepted += 1;
-                previous = Some(bag);
-            }
-            Err(e) => {
-                out.rejected += 1;
-                if out.errors.len() < 10 {
-                    out.errors.push(format!("attributes[{i}]: {e}"));
+        } else {
+            match next {
+                Ok((bag, changes)) => {
+                    visit(bag, changes);
+                    out.accepted += 1;
                 }
-                if delta {
-                    broken_at = Some(i + 1);
+                Err(e) => {
+                    out.rejected += 1;
+                    if out.errors.len() < 10 {
+                        out.errors.push(format!("attributes[{i}]: {e}"));
+                    }
+                    if delta {
+                        broken_at = Some(i + 1);
+                    }
                 }
             }
         }
+        i += 1;
     }
     out
 }

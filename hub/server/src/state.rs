@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hub_attributes::Bag;
+use hub_attributes::{Bag, Changes};
 use hub_config::{ConfigErrors, ConfigFiles};
 use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
@@ -92,11 +92,11 @@ impl HubState {
     }
 
     /// Like [`State::ingest`] for bags produced one at a time: `feed` hands each bag to the visitor it is given
-    /// (the bag need not outlive the call).
+    /// with what changed since the previous bag (the bag need not outlive the call).
     pub fn ingest_each(
         &self,
         front_door: &'static str,
-        feed: impl FnOnce(&mut dyn FnMut(&Bag)),
+        feed: impl FnOnce(&mut dyn FnMut(&Bag, Changes<'_>)),
     ) -> Ingested {
         let out = self.telemetry.ingest_each(feed, &self.metrics);
         self.metrics.reports(front_door, "accepted", out.bags);

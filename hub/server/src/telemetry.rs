@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use hub_adapters::{AdapterConfig, AdapterHandle, Capabilities, Limits, ModuleSource, Runtime};
-use hub_attributes::Bag;
+use hub_attributes::{Bag, Changes};
 use hub_config::{AdapterSpec, ConfigError, ConfigErrors, ConfigSet, PolicySpec, Resource};
 use hub_policy::{AdapterVerdict, PolicyAdapters, VerdictFuture};
 use hub_telemetry::{Batches, RecordStats, Rules};
@@ -27,6 +27,22 @@ struct Pipeline {
     rules: Rules,
     handles: Vec<Option<AdapterHandle>>,
     by_key: HashMap<String, AdapterHandle>,
+    /// Told when the pipeline is dropped, that is when the last Report still evaluating with it (after a
+    /// reload replaced it) has submitted its records: the adapters it replaced drain only then.
+    on_retired: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let tx = self
+            .on_retired
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
 }
 
 struct RunningAdapter {
@@ -72,6 +88,7 @@ impl Telemetry {
                 rules: Rules::default(),
                 handles: Vec::new(),
                 by_key: HashMap::new(),
+                on_retired: std::sync::Mutex::new(None),
             })),
             running: tokio::sync::Mutex::new(HashMap::new()),
             modules: RwLock::new(Vec::new()),
@@ -95,7 +112,7 @@ impl Telemetry {
         self.ingest_each(
             |visit| {
                 for bag in bags {
-                    visit(&bag);
+                    visit(&bag, Changes::All);
                 }
             },
             metrics,
@@ -103,24 +120,24 @@ impl Telemetry {
     }
 
     /// Like [`Telemetry::ingest_with`] for bags produced one at a time: `feed` hands each bag to the visitor it
-    /// is given.
+    /// is given, with what changed since the previous one (values computed from unchanged attributes are kept).
     pub fn ingest_each(
         &self,
-        feed: impl FnOnce(&mut dyn FnMut(&Bag)),
+        feed: impl FnOnce(&mut dyn FnMut(&Bag, Changes<'_>)),
         metrics: &Metrics,
     ) -> Ingested {
         let p = self.pipeline();
         let mut out = Ingested::default();
         if p.rules.is_empty() {
-            feed(&mut |_| out.bags += 1);
+            feed(&mut |_, _| out.bags += 1);
             return out;
         }
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let mut batches: Batches = p.rules.batches();
-        feed(&mut |bag| {
-            out.stats += p.rules.record(bag, now, &mut batches);
+        feed(&mut |bag, changes| {
+            out.stats += p.rules.record_changed(bag, changes, now, &mut batches);
             out.bags += 1;
         });
         for seg in batches.take() {
@@ -212,6 +229,7 @@ impl Telemetry {
                 rules,
                 handles,
                 by_key,
+                on_retired: std::sync::Mutex::new(None),
             },
             running,
             modules,
@@ -226,21 +244,38 @@ impl Telemetry {
             modules,
         } = prepared;
         let mut current = self.running.lock().await;
-        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pipeline);
+        let old = std::mem::replace(
+            &mut *self.active.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(pipeline),
+        );
+        let (retired_tx, retired) = tokio::sync::oneshot::channel();
+        *old.on_retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(retired_tx);
+        drop(old);
         *self.modules.write().unwrap_or_else(|e| e.into_inner()) = modules;
         let old = std::mem::replace(&mut *current, running);
-        for (key, r) in old {
-            let replaced = current
-                .get(&key)
-                .is_some_and(|n| n.fingerprint == r.fingerprint);
-            if replaced {
-                continue; // still running: the same handle carried over
-            }
-            tokio::spawn(async move {
-                let stats = r.handle.drain(DRAIN_DEADLINE).await;
-                tracing::info!(adapter = %key, ?stats, "replaced adapter drained");
-            });
+        let replaced: Vec<(String, RunningAdapter)> = old
+            .into_iter()
+            .filter(|(key, r)| {
+                // Still running when the same handle carried over.
+                current
+                    .get(key)
+                    .is_none_or(|n| n.fingerprint != r.fingerprint)
+            })
+            .collect();
+        if replaced.is_empty() {
+            return;
         }
+        tokio::spawn(async move {
+            // Reports that took the old pipeline before the swap submit to the replaced adapters: drain them
+            // once those are done (bounded: a drain is bounded anyway).
+            let _ = tokio::time::timeout(DRAIN_DEADLINE, retired).await;
+            for (key, r) in replaced {
+                tokio::spawn(async move {
+                    let stats = r.handle.drain(DRAIN_DEADLINE).await;
+                    tracing::info!(adapter = %key, ?stats, "replaced adapter drained");
+                });
+            }
+        });
     }
 
     /// Summary for `/debug/config`: the adapters and which Telemetry resources feed them.

@@ -286,6 +286,8 @@ pub struct Eval {
     pub source: String,
     fast: Option<Fast>,
     cel: Expr,
+    /// Every attribute the value depends on; `None` when that cannot be known statically.
+    reads: Option<Vec<AttrId>>,
 }
 
 impl Eval {
@@ -315,11 +317,19 @@ impl Eval {
                 cel.ty
             )));
         }
+        let reads = pure_reads(cel.root()).then(|| cel.attributes.clone());
         Ok(Eval {
             source: source.to_string(),
             fast: Fast::of(cel.root()),
             cel,
+            reads,
         })
+    }
+
+    /// The attributes the value depends on: on two bags that agree on them it is the same. `None` when the
+    /// expression holds something whose inputs are not known statically (it is then evaluated every time).
+    pub fn reads(&self) -> Option<&[AttrId]> {
+        self.reads.as_deref()
     }
 
     /// Whether this expression runs without cel.
@@ -343,6 +353,35 @@ impl Eval {
     /// Evaluates a condition: true only when it evaluates to true.
     pub fn holds<'b>(&'b self, bag: &'b Bag, cel: &mut CelScope<'b>) -> bool {
         matches!(self.eval(bag, cel), Some(Out::Bool(true)))
+    }
+}
+
+/// Whether the attributes an expression reads (hub-policy's analysis: every name chain and `has` test) are all
+/// its inputs. CEL's standard library and string extension are pure functions of their arguments; message
+/// construction is not analysed, so an expression that builds one opts out.
+fn pure_reads(e: &IdedExpr) -> bool {
+    use cel::common::ast::EntryExpr;
+    match &e.expr {
+        Node::Ident(_) | Node::Literal(_) => true,
+        Node::Select(s) => pure_reads(&s.operand),
+        Node::Call(c) => {
+            c.target.as_deref().is_none_or(pure_reads) && c.args.iter().all(pure_reads)
+        }
+        Node::List(l) => l.elements.iter().all(pure_reads),
+        Node::Map(m) => m.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => pure_reads(&me.key) && pure_reads(&me.value),
+            EntryExpr::StructField(_) => false,
+        }),
+        Node::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .all(pure_reads),
+        Node::Struct(_) | Node::Unspecified => false,
     }
 }
 

@@ -2,12 +2,12 @@
 
 use std::borrow::Cow;
 
-use hub_attributes::{AttrId, Bag, Value};
+use hub_attributes::{AttrId, Bag, Changes, Value};
 use hub_policy::{BagResolver, ReadSet};
 use sextant_batch::{BatchKind, BatchWriter, Family, SPAN_ERROR, SPAN_SAMPLED, Span};
 
-use crate::eval::{CelScope, Out, out_of};
-use crate::rules::{CompiledTrace, Rules, SeverityOf};
+use crate::eval::{CelScope, Eval, Out, out_of};
+use crate::rules::{CompiledTelemetry, CompiledTrace, Rules, SeverityOf};
 use crate::tracectx;
 
 /// What one adapter receives from the bags recorded so far.
@@ -24,6 +24,54 @@ struct AdapterOut {
 #[derive(Debug)]
 pub struct Batches {
     out: Vec<AdapterOut>,
+    /// Per Telemetry resource, what the previous bag computed that the next one may keep.
+    memo: Vec<Memo>,
+}
+
+/// What one Telemetry resource computed for the previous bag recorded into the current segments.
+#[derive(Debug, Default)]
+struct Memo {
+    /// Whether the selector held.
+    selector: Option<bool>,
+    /// Per target adapter (outer) and dimension (inner): the dimension value's string index in the target's
+    /// metrics segment; `u32::MAX`: not computed.
+    strings: Vec<u32>,
+}
+
+impl Memo {
+    fn new(t: &CompiledTelemetry) -> Self {
+        Memo {
+            selector: None,
+            strings: vec![u32::MAX; t.dims.len() * t.targets.len()],
+        }
+    }
+
+    /// Drops what depends on an attribute in `changes` (or on anything not known statically).
+    fn forget(&mut self, t: &CompiledTelemetry, changes: Changes<'_>) {
+        let stale = |e: &Eval| e.reads().is_none_or(|r| changes.touches(r));
+        if t.selector.as_ref().is_some_and(stale) {
+            self.selector = None;
+        }
+        let n = t.dims.len();
+        if n == 0 {
+            return;
+        }
+        for (d, e) in t.dims.iter().enumerate() {
+            if stale(e) {
+                self.strings
+                    .iter_mut()
+                    .skip(d)
+                    .step_by(n)
+                    .for_each(|s| *s = u32::MAX);
+            }
+        }
+    }
+
+    /// Forgets everything (the segments the strings index were finished).
+    fn reset(&mut self) {
+        self.selector = None;
+        self.strings.iter_mut().for_each(|s| *s = u32::MAX);
+    }
 }
 
 /// One finished segment for one adapter.
@@ -80,32 +128,60 @@ impl Rules {
                     spans: BatchWriter::new(BatchKind::Spans),
                 })
                 .collect(),
+            memo: self.telemetry.iter().map(Memo::new).collect(),
         }
     }
 
     /// Evaluates every Telemetry resource on `bag` and writes the records into `batches`. `now_nanos` is the
     /// time of records whose bag has no `response.time` / `context.time`.
     pub fn record(&self, bag: &Bag, now_nanos: u64, batches: &mut Batches) -> RecordStats {
+        self.record_changed(bag, Changes::All, now_nanos, batches)
+    }
+
+    /// Like [`Rules::record`] for a bag that differs from the previous bag recorded into `batches` only as
+    /// `changes` says (the next bag of a delta-encoded Report): selectors and dimensions that read none of the
+    /// changed attributes keep the value (and interned string) they had for the previous bag. The records are
+    /// the same as [`Rules::record`]'s.
+    pub fn record_changed(
+        &self,
+        bag: &Bag,
+        changes: Changes<'_>,
+        now_nanos: u64,
+        batches: &mut Batches,
+    ) -> RecordStats {
         let mut stats = RecordStats::default();
         let reads = ReadSet::default();
         let resolver = BagResolver::new(bag, &reads);
         let mut cel = CelScope::new(&resolver);
         let time = record_time(bag).unwrap_or(now_nanos);
-        // Per resource: each distinct dimension's value (computed on first use) and, per target adapter, its
-        // string index in that adapter's segment (interned on first use; `u32::MAX`: not yet).
+        // Per resource: each distinct dimension's value for this bag, computed on first use unless its string
+        // index in each target adapter's segment is kept from the previous bag (`Memo`).
         let mut dim_values: Vec<Option<Cow<'_, str>>> = Vec::new();
-        let mut dim_strings: Vec<u32> = Vec::new();
         let mut labels: Vec<u32> = Vec::new();
         let mut fields: Vec<(&str, Out<'_>)> = Vec::new();
-        for t in &self.telemetry {
-            if t.targets.is_empty() || t.selector.as_ref().is_some_and(|s| !s.holds(bag, &mut cel))
-            {
+        let Batches { out: outs, memo } = batches;
+        for (t, memo) in self.telemetry.iter().zip(memo.iter_mut()) {
+            memo.forget(t, changes);
+            if t.targets.is_empty() {
                 continue;
+            }
+            if let Some(s) = &t.selector {
+                let holds = match memo.selector {
+                    Some(h) => h,
+                    None => {
+                        let h = s.holds(bag, &mut cel);
+                        if s.reads().is_some() {
+                            memo.selector = Some(h);
+                        }
+                        h
+                    }
+                };
+                if !holds {
+                    continue;
+                }
             }
             dim_values.clear();
             dim_values.resize(t.dims.len(), None);
-            dim_strings.clear();
-            dim_strings.resize(t.dims.len() * t.targets.len(), u32::MAX);
             for m in &t.metrics {
                 if m.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
                     continue;
@@ -120,18 +196,9 @@ impl Rules {
                         }
                     },
                 };
-                for &d in &m.dimensions {
-                    if dim_values[d].is_none() {
-                        dim_values[d] = Some(match t.dims[d].eval(bag, &mut cel) {
-                            Some(Out::Str(s)) => s,
-                            Some(o) => Cow::Owned(o.text().into_owned()),
-                            None => Cow::Borrowed(UNKNOWN),
-                        });
-                    }
-                }
                 let fam = &self.families[m.family];
                 for (ti, &a) in t.targets.iter().enumerate() {
-                    let out = &mut batches.out[a];
+                    let out = &mut outs[a];
                     let mut local = out.declared[m.family];
                     if local == u32::MAX {
                         let names: Vec<&str> = fam.label_names.iter().map(String::as_str).collect();
@@ -145,12 +212,17 @@ impl Rules {
                         out.declared[m.family] = local;
                     }
                     labels.clear();
-                    let strings = &mut dim_strings[ti * t.dims.len()..];
+                    let strings = &mut memo.strings[ti * t.dims.len()..];
                     for &d in &m.dimensions {
                         if strings[d] == u32::MAX {
-                            strings[d] = out
-                                .metrics
-                                .intern(dim_values[d].as_deref().unwrap_or(UNKNOWN));
+                            let v = dim_values[d].get_or_insert_with(|| {
+                                match t.dims[d].eval(bag, &mut cel) {
+                                    Some(Out::Str(s)) => s,
+                                    Some(o) => Cow::Owned(o.text().into_owned()),
+                                    None => Cow::Borrowed(UNKNOWN),
+                                }
+                            });
+                            strings[d] = out.metrics.intern(v);
                         }
                         labels.push(strings[d]);
                     }
@@ -176,7 +248,7 @@ impl Rules {
                     }
                 }
                 for &a in &t.targets {
-                    batches.out[a].logs.log(
+                    outs[a].logs.log(
                         &l.name,
                         severity,
                         time,
@@ -205,7 +277,7 @@ impl Rules {
                         };
                         let tags = &p.tags;
                         for &a in &t.targets {
-                            batches.out[a]
+                            outs[a]
                                 .spans
                                 .span(&s, tags.iter().map(|(k, v)| (*k, batch_value(v))));
                             stats.spans += 1;
@@ -253,6 +325,7 @@ impl Batches {
             }
             o.declared.iter_mut().for_each(|d| *d = u32::MAX);
         }
+        self.memo.iter_mut().for_each(Memo::reset);
         segments
     }
 }
@@ -334,14 +407,18 @@ fn attr<'b>(bag: &'b Bag, name: &str) -> Option<&'b Value> {
 
 /// The time of a bag's records: `response.time`, else `context.time`, else `request.time`.
 fn record_time(bag: &Bag) -> Option<u64> {
-    ["response.time", "context.time", "request.time"]
-        .iter()
-        .find_map(|n| match attr(bag, n) {
-            Some(Value::Timestamp(t)) => u64::try_from(t.seconds)
-                .ok()
-                .map(|s| s * 1_000_000_000 + u64::try_from(t.nanos).unwrap_or(0)),
-            _ => None,
-        })
+    static TIMES: std::sync::LazyLock<Vec<AttrId>> = std::sync::LazyLock::new(|| {
+        ["response.time", "context.time", "request.time"]
+            .iter()
+            .filter_map(|n| hub_attributes::lookup(n))
+            .collect()
+    });
+    TIMES.iter().find_map(|&id| match bag.get(id) {
+        Some(Value::Timestamp(t)) => u64::try_from(t.seconds)
+            .ok()
+            .map(|s| s * 1_000_000_000 + u64::try_from(t.nanos).unwrap_or(0)),
+        _ => None,
+    })
 }
 
 fn batch_value<'a>(o: &'a Out<'_>) -> sextant_batch::Value<'a> {

@@ -249,3 +249,146 @@ spec:
     );
     assert!(err.contains("9bad"), "{err}");
 }
+
+/// Bags as a delta-encoded Report carries them: each differs from the one before in a few attributes.
+fn changing_bags(n: usize) -> Vec<Bag> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut b = http_bag(200);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = next();
+        if r % 3 == 0 {
+            let codes = [200, 404, 503];
+            b.set_by_name("response.code", Value::Int64(codes[(r / 3 % 3) as usize]))
+                .unwrap();
+        }
+        if r % 5 == 0 {
+            let d = ["reviews", "ratings", "details"][(r / 5 % 3) as usize];
+            b.set_by_name("destination.service.name", Value::String(d.into()))
+                .unwrap();
+        }
+        if r % 7 == 0 {
+            let v = ["v1", "v2"][(r / 7 % 2) as usize];
+            let m = [("version".to_string(), v.to_string())].into();
+            b.set_by_name("destination.labels", Value::StringMap(m))
+                .unwrap();
+        }
+        if r % 11 == 0 {
+            let p = if r / 11 % 2 == 0 { "http" } else { "grpc" };
+            b.set_by_name("request.protocol", Value::String(p.into()))
+                .unwrap();
+        }
+        if r % 13 == 0 {
+            let id = hub_attributes::lookup("context.proxy_error_code").unwrap();
+            if b.get(id).is_some() {
+                b.remove(id);
+            } else {
+                b.set(id, Value::String("UF".into())).unwrap();
+            }
+        }
+        b.set_by_name(
+            "response.duration",
+            Value::Duration(Span {
+                seconds: 0,
+                nanos: i32::try_from(r % 1_000_000_000).unwrap(),
+            }),
+        )
+        .unwrap();
+        out.push(b.clone());
+    }
+    out
+}
+
+/// The attributes that differ between two bags.
+fn changed_between(prev: &Bag, next: &Bag) -> hub_attributes::AttrSet {
+    let mut set = hub_attributes::AttrSet::new();
+    for i in 0..hub_attributes::VOCABULARY.len() {
+        let id = hub_attributes::AttrId(u16::try_from(i).unwrap());
+        if prev.get(id) != next.get(id) {
+            set.insert(id);
+        }
+    }
+    set
+}
+
+#[test]
+fn delta_aware_recording_writes_what_full_evaluation_writes() {
+    // The defaults (fast shapes) plus cel dimensions and a cel selector that read several attributes.
+    let rules = rules_of(
+        r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {name: cel-dims, namespace: sextant-system}
+spec:
+  selector: 'request.protocol == "http" || response.code >= 500'
+  adapters: [prometheus]
+  metrics:
+  - name: routed_total
+    kind: COUNTER
+    dimensions:
+      route: 'destination.service.name + "/" + destination.labels["version"]'
+      class: 'response.code >= 500 ? "error" : (has(context.proxy_error_code) ? "flagged" : "ok")'
+      slow: 'response.duration > duration("500ms") ? "slow" : "fast"'
+      tag: '"fixed"'
+"#,
+    )
+    .unwrap();
+    let bags = changing_bags(300);
+    let mut full = rules.batches();
+    let mut delta = rules.batches();
+    for (i, b) in bags.iter().enumerate() {
+        let full_stats = rules.record(b, 7, &mut full);
+        let delta_stats = if i == 0 {
+            rules.record_changed(b, hub_attributes::Changes::All, 7, &mut delta)
+        } else {
+            let set = changed_between(&bags[i - 1], b);
+            rules.record_changed(b, hub_attributes::Changes::Only(&set), 7, &mut delta)
+        };
+        assert_eq!(full_stats, delta_stats, "bag {i}");
+        // A segment boundary in the middle: what was kept must not survive it.
+        if i == 150 {
+            let (f, d) = (full.take(), delta.take());
+            assert_eq!(f.len(), d.len());
+            for (f, d) in f.iter().zip(&d) {
+                assert_eq!(f.bytes, d.bytes, "segments up to bag {i}");
+            }
+        }
+    }
+    let (f, d) = (full.take(), delta.take());
+    assert!(!f.is_empty());
+    for (f, d) in f.iter().zip(&d) {
+        assert_eq!(f.records, d.records);
+        assert_eq!(f.bytes, d.bytes, "the same records, strings and order");
+    }
+}
+
+#[test]
+fn expressions_know_what_they_read() {
+    let e = |src: &str| Eval::compile(src, Want::Scalar).unwrap();
+    let names = |e: &Eval| -> Option<Vec<&str>> {
+        e.reads().map(|r| r.iter().map(|id| id.name()).collect())
+    };
+    assert_eq!(
+        names(&e(
+            r#"context.reporter.kind == "outbound" ? "source" : "destination""#
+        )),
+        Some(vec!["context.reporter.kind"])
+    );
+    assert_eq!(
+        names(&e(r#"destination.labels["version"]"#)),
+        Some(vec!["destination.labels"])
+    );
+    assert_eq!(names(&e(r#""tcp""#)), Some(vec![]));
+    let mut both = names(&e(
+        r#"request.headers.exists(k, k == source.workload.name) ? "y" : "n""#,
+    ))
+    .unwrap();
+    both.sort_unstable();
+    assert_eq!(both, ["request.headers", "source.workload.name"]);
+}

@@ -427,6 +427,15 @@ pub struct FamilyId {
     family: u32,
 }
 
+impl FamilyId {
+    /// The segment of the batch that declares the family: label bytes ([`SeriesKey::label_bytes`]) of one
+    /// segment name the same strings, so records of one segment with equal label bytes have the same label
+    /// values, whatever their family.
+    pub fn segment(&self) -> u32 {
+        self.segment
+    }
+}
+
 /// A series of a batch ([`MetricRef::series_key`]): cheap to hash and compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SeriesKey<'a> {
@@ -434,13 +443,13 @@ pub struct SeriesKey<'a> {
     labels: &'a [u8],
 }
 
-impl SeriesKey<'_> {
+impl<'a> SeriesKey<'a> {
     /// The key's family.
     pub fn family(&self) -> FamilyId {
         self.family
     }
     /// The bytes that identify the label values within the family's segment.
-    pub fn label_bytes(&self) -> &[u8] {
+    pub fn label_bytes(&self) -> &'a [u8] {
         self.labels
     }
 }

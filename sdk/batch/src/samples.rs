@@ -112,8 +112,10 @@ pub struct SampleReader<'a> {
     buf: &'a [u8],
     pos: usize,
     failed: bool,
-    /// Byte offset and label count of every new label set read so far (each validated when read).
+    /// Where the labels of every new label set read so far start in `labels`, and how many there are.
     sets: Vec<(usize, usize)>,
+    /// The label values of every new label set read so far, validated when read.
+    labels: Vec<&'a str>,
 }
 
 impl<'a> SampleReader<'a> {
@@ -124,6 +126,7 @@ impl<'a> SampleReader<'a> {
             pos: 0,
             failed: false,
             sets: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -143,17 +146,8 @@ impl<'a> SampleReader<'a> {
     /// first).
     pub fn labels_of(&self, set: LabelSet, labels: &mut Vec<&'a str>) {
         labels.clear();
-        let Some(&(mut at, n)) = self.sets.get(set.0 as usize) else {
-            return;
-        };
-        // Validated when the set was read: total, with "" for what cannot happen.
-        for _ in 0..n {
-            let (len, next) = varint_at(self.buf, at).unwrap_or((0, self.buf.len()));
-            let end = next.saturating_add(len as usize).min(self.buf.len());
-            labels.push(
-                std::str::from_utf8(self.buf.get(next..end).unwrap_or(&[])).unwrap_or_default(),
-            );
-            at = end;
+        if let Some(&(at, n)) = self.sets.get(set.0 as usize) {
+            labels.extend_from_slice(&self.labels[at..at + n]);
         }
     }
 
@@ -208,7 +202,7 @@ impl<'a> SampleReader<'a> {
         if n > (self.buf.len() - self.pos) as u64 {
             return Err(self.err("label count larger than the remaining bytes"));
         }
-        let start = self.pos;
+        let start = self.labels.len();
         for _ in 0..n {
             let len = self.varint()? as usize;
             let at = self.pos;
@@ -216,10 +210,11 @@ impl<'a> SampleReader<'a> {
                 .buf
                 .get(at..at.saturating_add(len))
                 .ok_or_else(|| self.err("unexpected end"))?;
-            std::str::from_utf8(bytes).map_err(|_| DecodeError {
+            let text = std::str::from_utf8(bytes).map_err(|_| DecodeError {
                 offset: at,
                 what: "invalid UTF-8",
             })?;
+            self.labels.push(text);
             self.pos += len;
         }
         let set = u32::try_from(self.sets.len()).map_err(|_| self.err("too many label sets"))?;

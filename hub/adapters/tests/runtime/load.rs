@@ -131,3 +131,70 @@ fn a_runtime_needs_tokio() {
         "{err:?}"
     );
 }
+
+/// `bytes` with every import of the `sextant:adapter` interfaces renamed from version `from` to `to` (of the
+/// same length): the component an adapter built against an SDK of version `to` would be.
+fn with_abi(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut renamed = 0;
+    for iface in ["types", "log", "clock", "metrics", "http"] {
+        let old = format!("sextant:adapter/{iface}@{from}");
+        let new = format!("sextant:adapter/{iface}@{to}");
+        let mut at = 0;
+        while let Some(i) = out[at..]
+            .windows(old.len())
+            .position(|w| w == old.as_bytes())
+        {
+            out[at + i..at + i + old.len()].copy_from_slice(new.as_bytes());
+            at += i + old.len();
+            renamed += 1;
+        }
+    }
+    assert!(
+        renamed > 0,
+        "the component imports no sextant:adapter@{from} interface"
+    );
+    out
+}
+
+#[tokio::test]
+async fn an_adapter_built_against_another_abi_version_is_refused_naming_both() {
+    let wit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/wit/adapter.wit"),
+    )
+    .expect("sdk/wit/adapter.wit");
+    assert!(
+        wit.contains(&format!(
+            "package sextant:adapter@{};",
+            hub_adapters::ABI_VERSION
+        )),
+        "ABI_VERSION must be the WIT package version"
+    );
+
+    let rt = runtime(None);
+    let real = hub_builtin_adapters::get("prometheus").expect("prometheus");
+    let old = with_abi(real, hub_adapters::ABI_VERSION, "0.1.0");
+    let err = rt
+        .validate(&bytes("prometheus-old.wasm", &old))
+        .await
+        .expect_err("an older ABI");
+    assert!(
+        matches!(&err, LoadError::IncompatibleSdk { built_with, .. } if built_with == "0.1.0"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ns/broken")
+            && msg.contains("prometheus-old.wasm")
+            && msg.contains("sextant:adapter@0.1.0")
+            && msg.contains(&format!("sextant:adapter@{}", hub_adapters::ABI_VERSION)),
+        "{msg}"
+    );
+    assert!(rt.start(bytes("prometheus-old.wasm", &old)).await.is_err());
+
+    // The same component at the hub's version loads.
+    rt.validate(&bytes("prometheus.wasm", real))
+        .await
+        .expect("the current ABI loads");
+}
