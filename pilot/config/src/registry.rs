@@ -86,7 +86,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Whether this endpoint carries every label of `labels`.
     pub fn has_labels(&self, labels: &Labels) -> bool {
-        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        self.labels.matches(labels)
     }
 }
 

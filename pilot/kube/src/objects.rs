@@ -185,7 +185,7 @@ impl PodInfo {
     /// The projection of a Pod.
     pub fn of(pod: &Pod) -> PodInfo {
         PodInfo {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default().into(),
             service_account: pod
                 .spec
                 .as_ref()

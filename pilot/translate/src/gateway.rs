@@ -57,7 +57,7 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
     // (bind address, listening port) → its servers, in file order; the first decides HTTP or HTTPS.
     let mut ports: BTreeMap<(IpAddr, u16), Vec<Bound<'_>>> = BTreeMap::new();
     for (g, key) in mesh.gateways.iter().zip(&keys) {
-        let selected = (g.spec.selector.iter()).all(|(k, v)| proxy.labels.get(k) == Some(v));
+        let selected = proxy.labels.matches(&g.spec.selector);
         if !selected {
             continue;
         }
@@ -173,9 +173,7 @@ pub fn own_port(registry: &RegistrySnapshot, proxy: &ProxyInfo, number: u16) -> 
         .services()
         .filter(|s| s.port(number).is_some())
         .flat_map(|s| s.endpoints.iter())
-        .find(|e| {
-            !e.labels.is_empty() && (e.labels.iter()).all(|(k, v)| proxy.labels.get(k) == Some(v))
-        })
+        .find(|e| !e.labels.is_empty() && proxy.labels.matches(&e.labels))
         .and_then(|e| e.ports.get(&number).copied())
         .unwrap_or(number)
 }

@@ -186,9 +186,7 @@ fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u
         r.matches.is_empty()
             || r.matches.iter().any(|m| {
                 m.port.is_none_or(|p| p == u32::from(port))
-                    && m.source_labels
-                        .iter()
-                        .all(|(k, v)| cx.proxy.labels.get(k) == Some(v))
+                    && cx.proxy.labels.matches(&m.source_labels)
             })
     });
     let spec = match route.map(|r| r.destinations.as_slice()) {

@@ -1,6 +1,6 @@
 //! Who is asking: a proxy's identity, namespace, labels and interception mode, read from its xDS node.
 
-use std::collections::BTreeMap;
+use pilot_config::types::Labels;
 use std::net::IpAddr;
 
 use sextant_proto::envoy::config::core::v3::Node;
@@ -38,7 +38,7 @@ pub struct ProxyInfo {
     /// The workload's namespace (`default` when nothing says otherwise).
     pub namespace: String,
     /// The workload's labels (what a VirtualService's `sourceLabels` are checked against).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// How traffic reaches it.
     pub interception: Interception,
     /// Sidecar, router or proxyless gRPC.

@@ -160,9 +160,7 @@ fn applies(cx: RouteContext<'_>, r: &HttpRouteModel, i: usize, port: u16, bound:
         .get(i)
         .and_then(|w| w.source_namespace.as_ref());
     m.port.is_none_or(|p| p == port)
-        && m.source_labels
-            .iter()
-            .all(|(k, v)| cx.proxy.labels.get(k) == Some(v))
+        && cx.proxy.labels.matches(&m.source_labels)
         && source_ns.is_none_or(|ns| *ns == cx.proxy.namespace)
         && if m.gateways.is_empty() {
             bound

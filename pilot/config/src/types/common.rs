@@ -4,9 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// Labels (`app: reviews`, `version: v1`), sorted by key.
-pub type Labels = BTreeMap<String, String>;
-
 /// How a string is matched: exactly one of `exact`, `prefix` or `regex` (RE2 syntax). Empty (`{}`) in a
 /// header match means only that the header is present.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

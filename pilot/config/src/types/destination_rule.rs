@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use super::common::{Labels, PortSelector};
+use super::common::PortSelector;
+use super::labels::Labels;
 use crate::duration::Duration;
 
 /// The spec of a `DestinationRule`.

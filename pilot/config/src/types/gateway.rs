@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::common::Labels;
+use super::labels::Labels;
 
 /// The spec of a `Gateway`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

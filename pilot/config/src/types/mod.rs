@@ -6,18 +6,18 @@
 mod common;
 mod destination_rule;
 mod gateway;
+mod labels;
 mod service_entry;
 mod virtual_service;
 
-pub use common::{
-    Destination, HeaderOperations, Headers, Labels, Percent, PortSelector, StringMatch,
-};
+pub use common::{Destination, HeaderOperations, Headers, Percent, PortSelector, StringMatch};
 pub use destination_rule::{
     ClientTlsSettings, ConnectionPoolSettings, ConsistentHash, DestinationRuleSpec, HttpCookie,
     HttpSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset,
     TcpSettings, TlsMode, TrafficPolicy,
 };
 pub use gateway::{GatewayPort, GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
+pub use labels::Labels;
 pub use service_entry::{
     Location, Resolution, ServiceEntrySpec, ServicePort, WorkloadEntrySpec, WorkloadSelector,
 };

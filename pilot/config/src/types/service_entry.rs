@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::Labels;
+use super::labels::Labels;
 
 /// The spec of a `ServiceEntry`: a service, its ports and (for STATIC resolution) its endpoints.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{Destination, Headers, Labels, Percent, StringMatch};
+use super::common::{Destination, Headers, Percent, StringMatch};
+use super::labels::Labels;
 use crate::duration::Duration;
 
 /// The spec of a `VirtualService`.

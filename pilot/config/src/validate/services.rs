@@ -187,11 +187,7 @@ fn endpoints(
                 workloads
                     .iter()
                     .filter(|w| w.namespace == r.namespace)
-                    .filter(|w| {
-                        sel.labels
-                            .iter()
-                            .all(|(k, v)| w.spec.labels.get(k) == Some(v))
-                    })
+                    .filter(|w| w.spec.labels.matches(&sel.labels))
                     .map(|w| endpoint(&w.spec, ports)),
             );
         }

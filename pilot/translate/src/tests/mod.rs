@@ -6,7 +6,6 @@ mod gateways;
 mod listeners;
 mod rules;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hub_config::ConfigFiles;

@@ -175,7 +175,7 @@ spec:
 
     // The same rules for a canary workload: its sourceLabels route appears.
     let mut canary = proxy(Interception::None);
-    canary.labels = BTreeMap::from([("track".into(), "canary".into())]);
+    canary.labels = pilot_config::types::Labels::from([("track".into(), "canary".into())]);
     let s = snap(&mesh, &canary);
     let vh = vhost(&s, "8080", "web.default.svc.cluster.local");
     assert_eq!(vh.routes[2].name, "from-canary");
