@@ -29,8 +29,8 @@ impl Names {
     pub(crate) fn from_list(list: Vec<String>, snapshot: &Snapshot, type_url: &str) -> Names {
         if let Some(all) = snapshot.shared(type_url)
             && list.len() == all.len()
-            && list.iter().all(|n| all.contains_key(n))
-            && distinct(&list)
+            && (list.iter().eq(all.keys())
+                || (list.iter().all(|n| all.contains_key(n)) && distinct(&list)))
         {
             return Names::Keys(all.clone());
         }
