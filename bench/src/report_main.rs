@@ -25,6 +25,10 @@ use clap::Parser;
 use crate::report_load::Shape;
 use crate::report_servers::AdapterCounts;
 
+/// The allocator of the `sextant` binary (cli/src/main.rs), so the hub runs here as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command-line flags.
 #[derive(Parser, Debug)]
 #[command(

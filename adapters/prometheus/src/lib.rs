@@ -110,6 +110,9 @@ impl Adapter for Prometheus {
         let mut handles: Vec<(FamilyId, Result<FamilyHandle, String>)> = Vec::new();
         let mut sets: HashMap<(u32, &[u8]), LabelSet, BuildHasherDefault<Fx>> =
             HashMap::with_capacity_and_hasher(batch.len().min(1024), BuildHasherDefault::default());
+        // The hub writes a request's records one after the other with the same labels: the previous record's
+        // set is tried before the map.
+        let mut last: Option<((u32, &[u8]), LabelSet)> = None;
         for m in batch.metrics() {
             let id = m.family_id();
             let handle = match handles.iter().find(|(f, _)| *f == id) {
@@ -124,13 +127,22 @@ impl Adapter for Prometheus {
                 Ok(h) => {
                     let series = m.series_key();
                     let key = (id.segment(), series.label_bytes());
-                    match sets.get(&key) {
-                        Some(&set) => samples.sample_with(h.0, m.value(), set),
+                    let known = match last {
+                        Some((k, set)) if k == key => Some(set),
+                        _ => sets.get(&key).copied(),
+                    };
+                    let set = match known {
+                        Some(set) => {
+                            samples.sample_with(h.0, m.value(), set);
+                            set
+                        }
                         None => {
                             let set = samples.sample(h.0, m.value(), m.label_values());
                             sets.insert(key, set);
+                            set
                         }
-                    }
+                    };
+                    last = Some((key, set));
                 }
                 Err(e) => refused = Some(e),
             }

@@ -35,6 +35,7 @@ impl AttrSet {
     }
 
     /// Whether `id` is in the set.
+    #[inline]
     pub fn contains(&self, id: AttrId) -> bool {
         let i = id.index();
         self.words
@@ -43,6 +44,7 @@ impl AttrSet {
     }
 
     /// Whether any of `ids` is in the set.
+    #[inline]
     pub fn contains_any(&self, ids: &[AttrId]) -> bool {
         ids.iter().any(|&id| self.contains(id))
     }
@@ -70,6 +72,7 @@ pub enum Changes<'a> {
 
 impl Changes<'_> {
     /// Whether a value computed from `reads` on the previous bag may differ on this one.
+    #[inline]
     pub fn touches(&self, reads: &[AttrId]) -> bool {
         match self {
             Changes::All => true,

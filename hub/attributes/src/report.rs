@@ -48,7 +48,15 @@ impl<'a> Fields<'a> {
         Fields { buf }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, &'static str> {
+        // Field keys, lengths and word indexes mostly fit one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let (&b, rest) = self.buf.split_first().ok_or("truncated varint")?;
@@ -71,6 +79,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field number and payload; `None` at the end.
+    #[inline]
     fn next(&mut self) -> Option<Result<(u32, Payload<'a>), &'static str>> {
         if self.buf.is_empty() {
             return None;

@@ -26,6 +26,8 @@ pub struct Batches {
     out: Vec<AdapterOut>,
     /// Per Telemetry resource, what the previous bag computed that the next one may keep.
     memo: Vec<Memo>,
+    /// A metric record's label strings, reused.
+    labels: Vec<u32>,
 }
 
 /// What one Telemetry resource computed for the previous bag recorded into the current segments.
@@ -129,6 +131,7 @@ impl Rules {
                 })
                 .collect(),
             memo: self.telemetry.iter().map(Memo::new).collect(),
+            labels: Vec::new(),
         }
     }
 
@@ -154,12 +157,14 @@ impl Rules {
         let resolver = BagResolver::new(bag, &reads);
         let mut cel = CelScope::new(&resolver);
         let time = record_time(bag).unwrap_or(now_nanos);
-        // Per resource: each distinct dimension's value for this bag, computed on first use unless its string
-        // index in each target adapter's segment is kept from the previous bag (`Memo`).
-        let mut dim_values: Vec<Option<Cow<'_, str>>> = Vec::new();
-        let mut labels: Vec<u32> = Vec::new();
+        // Per resource, each distinct dimension's string index in each target adapter's segment: kept from the
+        // previous bag (`Memo`) or computed on first use.
         let mut fields: Vec<(&str, Out<'_>)> = Vec::new();
-        let Batches { out: outs, memo } = batches;
+        let Batches {
+            out: outs,
+            memo,
+            labels,
+        } = batches;
         for (t, memo) in self.telemetry.iter().zip(memo.iter_mut()) {
             memo.forget(t, changes);
             if t.targets.is_empty() {
@@ -180,8 +185,6 @@ impl Rules {
                     continue;
                 }
             }
-            dim_values.clear();
-            dim_values.resize(t.dims.len(), None);
             for m in &t.metrics {
                 if m.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
                     continue;
@@ -215,18 +218,15 @@ impl Rules {
                     let strings = &mut memo.strings[ti * t.dims.len()..];
                     for &d in &m.dimensions {
                         if strings[d] == u32::MAX {
-                            let v = dim_values[d].get_or_insert_with(|| {
-                                match t.dims[d].eval(bag, &mut cel) {
-                                    Some(Out::Str(s)) => s,
-                                    Some(o) => Cow::Owned(o.text().into_owned()),
-                                    None => Cow::Borrowed(UNKNOWN),
-                                }
-                            });
-                            strings[d] = out.metrics.intern(v);
+                            strings[d] = match t.dims[d].eval(bag, &mut cel) {
+                                Some(Out::Str(s)) => out.metrics.intern(&s),
+                                Some(o) => out.metrics.intern(&o.text()),
+                                None => out.metrics.intern(UNKNOWN),
+                            };
                         }
                         labels.push(strings[d]);
                     }
-                    out.metrics.metric_interned(local, value, time, &labels);
+                    out.metrics.metric_interned(local, value, time, labels);
                     stats.metrics += 1;
                 }
             }
