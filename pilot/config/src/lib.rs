@@ -20,6 +20,7 @@
 //! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 
 mod duration;
+pub mod export;
 pub mod host;
 mod load;
 mod model;

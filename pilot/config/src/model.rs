@@ -10,6 +10,7 @@ use std::sync::Arc;
 use hub_config::Resource;
 use regex::Regex;
 
+use crate::export::ExportTo;
 use crate::registry::Service;
 use crate::types::{
     DestinationRuleSpec, GatewaySpec, HttpRoute, L4Match, Labels, Subset, VirtualServiceSpec,
@@ -32,15 +33,24 @@ pub struct MeshConfig {
 }
 
 impl MeshConfig {
-    /// The VirtualServices whose hosts cover `host` (a fully qualified name) at the sidecars (`mesh`).
-    pub fn virtual_services_for(&self, host: &str) -> Vec<&VirtualService> {
+    /// The VirtualServices exported to `namespace` whose hosts cover `host` (a fully qualified name) at the
+    /// sidecars (`mesh`).
+    pub fn virtual_services_for(&self, host: &str, namespace: &str) -> Vec<&VirtualService> {
         self.virtual_services
             .iter()
             .filter(|vs| {
-                vs.gateways.iter().any(|g| g == MESH_GATEWAY)
+                vs.export_to.visible_to(namespace)
+                    && vs.gateways.iter().any(|g| g == MESH_GATEWAY)
                     && vs.hosts.iter().any(|h| crate::host::matches(h, host))
             })
             .collect()
+    }
+
+    /// The DestinationRule of `host`, when it is exported to `namespace`.
+    pub fn destination_rule(&self, host: &str, namespace: &str) -> Option<&DestinationRule> {
+        self.destination_rules
+            .get(host)
+            .filter(|r| r.export_to.visible_to(namespace))
     }
 
     /// The labels of `subset` of `host`, when a DestinationRule defines it.
@@ -65,6 +75,8 @@ pub struct VirtualService {
     pub http: Vec<HttpRouteModel>,
     /// TCP routes, in order.
     pub tcp: Vec<TcpRouteModel>,
+    /// The namespaces whose proxies apply it.
+    pub export_to: ExportTo,
 }
 
 /// A validated HTTP route.
@@ -176,6 +188,8 @@ pub struct DestinationRule {
     pub resource: Resource<DestinationRuleSpec>,
     /// The fully qualified host.
     pub host: String,
+    /// The namespaces whose proxies apply it.
+    pub export_to: ExportTo,
 }
 
 impl DestinationRule {

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
+use crate::export::ExportTo;
 use crate::protocol::Protocol;
 use crate::types::{Labels, Location, Resolution};
 
@@ -41,6 +42,8 @@ pub struct Service {
     pub resolution: Resolution,
     /// Its endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// The namespaces whose proxies see it.
+    pub export_to: ExportTo,
 }
 
 impl Service {
@@ -108,6 +111,12 @@ impl RegistrySnapshot {
     /// Every service, by host name.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values()
+    }
+
+    /// The services proxies in `namespace` see (see [`ExportTo`]), by host name.
+    pub fn visible_to<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Service>> {
+        self.services()
+            .filter(move |s| s.export_to.visible_to(namespace))
     }
 }
 
@@ -195,6 +204,7 @@ mod tests {
             }],
             location: Location::MeshInternal,
             resolution: Resolution::Static,
+            export_to: Default::default(),
             endpoints: versions
                 .iter()
                 .enumerate()

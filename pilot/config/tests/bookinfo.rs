@@ -44,7 +44,7 @@ fn mesh_with(sample: &str) -> MeshConfig {
 }
 
 fn routes_of<'a>(mesh: &'a MeshConfig, host: &str) -> &'a [pilot_config::HttpRouteModel] {
-    let vs = mesh.virtual_services_for(host);
+    let vs = mesh.virtual_services_for(host, "default");
     assert_eq!(vs.len(), 1, "one VirtualService for {host}");
     &vs[0].http
 }
@@ -181,7 +181,7 @@ fn gateway_routes_productpage_paths() {
     assert_eq!(route.destinations[0].port, Some(9080));
     // A gateway-only VirtualService does not apply to the sidecars.
     assert_eq!(
-        mesh.virtual_services_for("productpage.default.svc.cluster.local")
+        mesh.virtual_services_for("productpage.default.svc.cluster.local", "default")
             .len(),
         0
     );

@@ -95,6 +95,7 @@ pub fn build(
                 location,
                 resolution,
                 endpoints,
+                export_to: info.export_to.clone(),
             }),
         );
     }
@@ -161,6 +162,7 @@ mod tests {
                     number: 9080,
                     protocol: Protocol::Http,
                 }],
+                export_to: Default::default(),
             },
         )]);
         let endpoint = |ip: &str, ready: bool, pod: &str| SliceEndpoint {
@@ -210,6 +212,7 @@ mod tests {
                     number: 5432,
                     protocol: Protocol::Tcp,
                 }],
+                export_to: Default::default(),
             },
         )]);
         let built = build(&services, &BTreeMap::new(), &BTreeMap::new(), "corp.local");

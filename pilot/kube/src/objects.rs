@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use pilot_config::Protocol;
+use pilot_config::export::ExportTo;
 use pilot_config::types::Labels;
 
 /// The label an EndpointSlice names its Service with.
@@ -51,7 +52,12 @@ pub struct ServiceInfo {
     pub kind: ServiceKind,
     /// Its ports (ports out of the 1–65535 range are left out).
     pub ports: Vec<PortInfo>,
+    /// Its annotation `networking.istio.io/exportTo` (comma-separated, as Istio reads it), resolved.
+    pub export_to: ExportTo,
 }
+
+/// The annotation that limits which namespaces see a Service.
+const EXPORT_TO: &str = "networking.istio.io/exportTo";
 
 /// The protocol Istio gives an `appProtocol` value, when it knows it.
 fn app_protocol(value: &str) -> Option<Protocol> {
@@ -95,7 +101,23 @@ impl ServiceInfo {
                 })
             })
             .collect();
-        ServiceInfo { kind, ports }
+        let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+        let export_to = (service.metadata.annotations.as_ref())
+            .and_then(|a| a.get(EXPORT_TO))
+            .map(|list| {
+                let list: Vec<String> = (list.split(','))
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect();
+                ExportTo::resolve(&list, namespace)
+            })
+            .unwrap_or_default();
+        ServiceInfo {
+            kind,
+            ports,
+            export_to,
+        }
     }
 }
 

@@ -162,6 +162,14 @@ async fn listed_services_are_what_a_user_sees() {
     );
     assert_eq!(members[0].locality.as_deref(), Some("/us-east-1b"));
 
+    // Istio's exportTo annotation: legacy-db is seen in its own namespace and in payments only.
+    let seen_in = |ns: &str| {
+        snap.visible_to(ns)
+            .any(|s| s.hostname.starts_with("legacy-db."))
+    };
+    assert!(seen_in("billing") && seen_in("payments") && !seen_in("default"));
+    assert!(snap.visible_to("default").any(|s| s.hostname == REVIEWS));
+
     // The API server's own endpoint has no pod: no labels, no service account.
     let api = &snap
         .service("kubernetes.default.svc.cluster.local")

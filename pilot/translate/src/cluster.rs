@@ -45,8 +45,8 @@ pub struct Clusters {
 pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInfo) -> Clusters {
     let mut out = Clusters::default();
     let grpc = proxy.kind == ProxyKind::ProxylessGrpc;
-    for service in services.services() {
-        let rule = mesh.destination_rules.get(&service.hostname);
+    for service in services.visible_to(&proxy.namespace) {
+        let rule = mesh.destination_rule(&service.hostname, &proxy.namespace);
         for port in &service.ports {
             let mut subsets: Vec<(Option<&str>, Labels)> = vec![(None, Labels::new())];
             for s in rule.into_iter().flat_map(|r| r.subsets()) {

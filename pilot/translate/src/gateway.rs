@@ -224,7 +224,9 @@ fn route_configuration(
         };
         let port = u16::try_from(b.server.port.number).unwrap_or(0);
         let redirect = b.server.tls.as_ref().is_some_and(|t| t.https_redirect);
-        for vs in &mesh.virtual_services {
+        let visible =
+            (mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&proxy.namespace));
+        for vs in visible {
             let bound = vs.gateways.iter().any(|g| g == b.key);
             let via_match = (vs.http.iter())
                 .flat_map(|r| &r.matches)

@@ -18,15 +18,16 @@
 //!   `127.0.0.1:PORT` itself; proxyless gRPC clients get one `api_listener` per `HOST:PORT` instead;
 //! - one route configuration per HTTP port, named by the number ([`route`], [`action`]): a virtual host per
 //!   service with Istio's domains and the VirtualServices' routes in order (matches, weights, rewrites,
-//!   redirects, timeouts, retries, faults, mirrors, header edits, CORS), or a default route.
-//!
+//!   redirects, timeouts, retries, faults, mirrors, header edits, CORS), or a default route;
+//! - a proxy sees only the services, VirtualServices and DestinationRules exported to its namespace
+//!   (`exportTo`, [`pilot_config::export`]);
 //! - routers (ingress gateways) get only the listeners and routes of the Gateways selecting them
 //!   ([`gateway`]); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]).
 //!
 //! Not translated yet: inbound listeners for the proxy's own workload (inbound traffic passes through
-//! `virtualInbound`), TCP/TLS/PASSTHROUGH gateway servers (refused at validation), `exportTo` visibility,
-//! per-connection TCP routes by destination subnet, TLS for proxyless gRPC clients (they take no certificate
-//! files; their clusters stay plain text).
+//! `virtualInbound`), TCP/TLS/PASSTHROUGH gateway servers (refused at validation), per-connection TCP
+//! routes by destination subnet, TLS for proxyless gRPC clients (they take no certificate files; their
+//! clusters stay plain text).
 
 pub mod action;
 pub mod cluster;

@@ -69,7 +69,7 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
     // Port → the services using it over HTTP, and over TCP. HTTP wins a port both use, as in Istio.
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
-    for s in registry.services() {
+    for s in registry.visible_to(&proxy.namespace) {
         for p in &s.ports {
             let into = if is_http(p.protocol) {
                 &mut http
@@ -181,7 +181,9 @@ fn port_listener(name: &str, redirect: bool, port: u16, filter: Filter) -> Liste
 /// A TCP proxy to `service`'s cluster on `port`, weighted as the first applicable VirtualService TCP
 /// route says.
 fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u16) -> Filter {
-    let routes = cx.mesh.virtual_services_for(&service.hostname);
+    let routes = cx
+        .mesh
+        .virtual_services_for(&service.hostname, &cx.proxy.namespace);
     let route = routes.iter().flat_map(|vs| vs.tcp.iter()).find(|r| {
         r.matches.is_empty()
             || r.matches.iter().any(|m| {

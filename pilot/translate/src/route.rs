@@ -106,12 +106,16 @@ pub fn domains(host: &str, proxy_namespace: &str, port: u16) -> Vec<String> {
 
 /// The routes of `service` on `port` for this proxy.
 fn routes(cx: RouteContext<'_>, service: &Service, port: u16) -> Vec<Route> {
-    let vss = cx.mesh.virtual_services_for(&service.hostname);
+    let vss = cx
+        .mesh
+        .virtual_services_for(&service.hostname, &cx.proxy.namespace);
     let http: Vec<&HttpRouteModel> = vss.iter().flat_map(|vs| vs.http.iter()).collect();
     if http.is_empty() {
         let cluster = cluster_name(port, None, &service.hostname);
         let mut route = forward(catch_all(), "default", cluster);
-        let rule = cx.mesh.destination_rules.get(&service.hostname);
+        let rule = cx
+            .mesh
+            .destination_rule(&service.hostname, &cx.proxy.namespace);
         let hash = Effective::of(rule, None, port)
             .consistent_hash()
             .and_then(crate::policy::hash_policy);
@@ -272,7 +276,7 @@ fn route_action(
     let hashes: Vec<_> = targets
         .iter()
         .map(|(_, p, t)| {
-            let rule = cx.mesh.destination_rules.get(&t.host);
+            let rule = cx.mesh.destination_rule(&t.host, &cx.proxy.namespace);
             Effective::of(rule, t.subset.as_deref(), *p)
                 .consistent_hash()
                 .and_then(crate::policy::hash_policy)

@@ -113,9 +113,18 @@ impl<'a, S> Errs<'a, S> {
         }
     }
 
-    /// Records `exportTo` entries other than `.`, `*` or a namespace name.
+    /// Records `exportTo` entries other than `.`, `*`, `~` (alone) or a namespace name.
     fn export_to(&mut self, list: &[String]) {
         for (i, ns) in list.iter().enumerate() {
+            if ns == "~" {
+                if list.len() > 1 {
+                    self.push(
+                        &format!("spec.exportTo[{i}]"),
+                        "\"~\" (exported nowhere) cannot be combined with other entries",
+                    );
+                }
+                continue;
+            }
             let namespace = !ns.is_empty()
                 && ns.len() <= 63
                 && ns
@@ -124,7 +133,9 @@ impl<'a, S> Errs<'a, S> {
             if ns != "." && ns != "*" && !namespace {
                 self.push(
                     &format!("spec.exportTo[{i}]"),
-                    format!("{ns:?}: use \".\" (this namespace), \"*\" (all) or a namespace name"),
+                    format!(
+                        "{ns:?}: use \".\" (this namespace), \"*\" (all), \"~\" (none) or a namespace name"
+                    ),
                 );
             }
         }

@@ -6,6 +6,7 @@ use hub_config::{ConfigError, Resource};
 
 use super::Errs;
 use super::matches::{headers, string_match, subnet_problem};
+use crate::export::ExportTo;
 use crate::load::NetworkingSet;
 use crate::model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, RequestMatch, RouteTarget, TcpRouteModel,
@@ -90,6 +91,7 @@ pub(super) fn virtual_services(
             gateways,
             http,
             tcp,
+            export_to: ExportTo::resolve(&spec.export_to, &r.namespace),
         });
     }
     out

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use hub_config::{ConfigError, Resource};
 
 use super::Errs;
+use crate::export::ExportTo;
 use crate::model::DestinationRule;
 use crate::types::{
     ClientTlsSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, TlsMode,
@@ -63,6 +64,7 @@ pub(super) fn destination_rules(
             DestinationRule {
                 resource: r.clone(),
                 host,
+                export_to: ExportTo::resolve(&r.spec.export_to, &r.namespace),
             },
         );
     }

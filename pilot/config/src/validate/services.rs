@@ -7,6 +7,7 @@ use std::sync::Arc;
 use hub_config::{ConfigError, Resource};
 
 use super::Errs;
+use crate::export::ExportTo;
 use crate::load::NetworkingSet;
 use crate::protocol::Protocol;
 use crate::registry::{Endpoint, Service, ServicePort, limits};
@@ -76,6 +77,7 @@ pub(super) fn services(
                     location: r.spec.location.unwrap_or(Location::MeshExternal),
                     resolution,
                     endpoints: endpoints.clone(),
+                    export_to: ExportTo::resolve(&r.spec.export_to, &r.namespace),
                 }),
             );
         }

@@ -69,7 +69,7 @@ fn a_valid_route_resolves_hosts_subsets_and_regexes() {
     );
     assert_eq!(m.headers[1], ("x-canary".to_string(), Matcher::Present));
     assert_eq!(
-        mesh.virtual_services_for("reviews.default.svc.cluster.local")
+        mesh.virtual_services_for("reviews.default.svc.cluster.local", "default")
             .len(),
         1
     );
@@ -257,6 +257,9 @@ fn export_to_values() {
     refused(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  exportTo: ['.', '*', prod, 'Not A Namespace']\n",
         "t.yaml:6: DestinationRule default/d: spec.exportTo[3]: \"Not A Namespace\": use \".\" (this namespace)",
+    );    refused(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [details]\n  exportTo: ['~', '.']\n  http: [{route: [{destination: {host: details}}]}]\n",
+        "spec.exportTo[0]: \"~\" (exported nowhere) cannot be combined with other entries",
     );
 }
 
@@ -377,7 +380,7 @@ spec:
     )
     .unwrap();
     let names: Vec<&str> = mesh
-        .virtual_services_for("api.example.com")
+        .virtual_services_for("api.example.com", "default")
         .iter()
         .map(|v| v.resource.name.as_str())
         .collect();
@@ -386,7 +389,10 @@ spec:
         ["wild"],
         "the gateway-only one is not a sidecar route"
     );
-    assert!(mesh.virtual_services_for("api.example.org").is_empty());
+    assert!(
+        mesh.virtual_services_for("api.example.org", "default")
+            .is_empty()
+    );
     assert_eq!(mesh.virtual_services[0].gateways, ["mesh", "default/gw"]);
 }
 

@@ -314,3 +314,68 @@ spec:
             .is_empty()
     );
 }
+
+#[test]
+fn export_to_limits_what_proxies_of_other_namespaces_get() {
+    let mesh = yaml(&format!(
+        "{SERVICES}---\n{}",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ledger, namespace: finance}
+spec:
+  hosts: [ledger.finance.svc.cluster.local]
+  exportTo: ["."]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http}]
+  endpoints: [{address: 10.0.2.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-canary, namespace: default}
+spec:
+  hosts: [web]
+  exportTo: [".", finance]
+  http:
+  - route: [{destination: {host: web, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web
+  exportTo: [".", finance]
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#
+    ));
+    let in_ns = |ns: &str| ProxyInfo {
+        namespace: ns.into(),
+        ..proxy(Interception::Redirect)
+    };
+    let ledger = "outbound|8080||ledger.finance.svc.cluster.local";
+    let web_v2 = "outbound|8080|v2|web.default.svc.cluster.local";
+
+    // Its own namespace sees the private service; the others do not.
+    let finance = snap(&mesh, &in_ns("finance"));
+    assert!(names(&finance, types::CLUSTER).contains(&ledger.to_string()));
+    let default = snap(&mesh, &in_ns("default"));
+    assert!(!names(&default, types::CLUSTER).contains(&ledger.to_string()));
+
+    // The VirtualService and DestinationRule apply where exported: web goes to v2 there.
+    for s in [&default, &finance] {
+        let r = &vhost(s, "8080", "web.default.svc.cluster.local").routes[0];
+        assert_eq!(weights(action(r)), [(web_v2.to_string(), 100)]);
+    }
+    // Elsewhere web is a plain service: no subsets, the default route.
+    let other = snap(&mesh, &in_ns("shop"));
+    assert!(!names(&other, types::CLUSTER).contains(&web_v2.to_string()));
+    let r = &vhost(&other, "8080", "web.default.svc.cluster.local").routes[0];
+    assert_eq!(
+        weights(action(r)),
+        [(
+            "outbound|8080||web.default.svc.cluster.local".to_string(),
+            100
+        )]
+    );
+}
