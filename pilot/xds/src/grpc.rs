@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -160,10 +159,12 @@ impl<R: Message + Default> Requests<R> {
     }
 }
 
-/// A gRPC response whose body frames each message the stream's task queues, then ends with the status.
-fn respond<M: Message + Send + 'static>(
-    outbound: mpsc::Receiver<Result<M, Status>>,
-) -> http::Response<Body> {
+/// What a stream's task queues for its response body: a message already framed (see [`frame`]), or the
+/// status that ends the stream (boxed: a queue's slots are as large as their largest item).
+pub(crate) type Frame = Result<Bytes, Box<Status>>;
+
+/// A gRPC response whose body carries the frames the stream's task queues, then ends with the status.
+fn respond(outbound: mpsc::Receiver<Frame>) -> http::Response<Body> {
     let mut response = http::Response::new(Body::new(Framed {
         outbound,
         done: false,
@@ -175,30 +176,29 @@ fn respond<M: Message + Send + 'static>(
     response
 }
 
-/// Messages framed as gRPC (a zero compression flag, a big-endian length, the message), each in a buffer
-/// of its own, then the trailers.
-struct Framed<M> {
-    outbound: mpsc::Receiver<Result<M, Status>>,
+/// Messages framed as gRPC, each in a buffer of its own, then the trailers.
+struct Framed {
+    outbound: mpsc::Receiver<Frame>,
     done: bool,
 }
 
-impl<M: Message + Send + 'static> http_body::Body for Framed<M> {
+impl http_body::Body for Framed {
     type Data = Bytes;
     type Error = Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         if self.done {
             return Poll::Ready(None);
         }
         let status = match self.outbound.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(message))) => {
-                return Poll::Ready(Some(Ok(Frame::data(frame(&message)))));
+            Poll::Ready(Some(Ok(bytes))) => {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(bytes))));
             }
-            Poll::Ready(Some(Err(status))) => status,
+            Poll::Ready(Some(Err(status))) => *status,
             Poll::Ready(None) => Status::ok(""),
         };
         self.done = true;
@@ -206,7 +206,7 @@ impl<M: Message + Send + 'static> http_body::Body for Framed<M> {
         if let Err(e) = status.add_header(&mut trailers) {
             return Poll::Ready(Some(Err(e)));
         }
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -214,8 +214,9 @@ impl<M: Message + Send + 'static> http_body::Body for Framed<M> {
     }
 }
 
-/// One message as a gRPC length-prefixed frame.
-fn frame<M: Message>(message: &M) -> Bytes {
+/// One message as a gRPC length-prefixed frame (a zero compression flag, a big-endian length, the
+/// message).
+pub(crate) fn frame<M: Message>(message: &M) -> Bytes {
     let len = message.encoded_len();
     let mut buf = Vec::with_capacity(5 + len);
     buf.push(0);

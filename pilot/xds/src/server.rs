@@ -5,15 +5,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use sextant_proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use sextant_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
-use crate::grpc::{AdsService, Requests};
+use crate::grpc::{AdsService, Frame, Requests, frame};
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
 use crate::snapshot::Snapshot;
 use crate::sotw::Sotw;
@@ -58,25 +56,16 @@ impl<S: SnapshotSource> AdsServer<S> {
     }
 
     /// Serves a `StreamAggregatedResources` stream; the receiver yields its responses.
-    pub(crate) fn sotw(
-        &self,
-        inbound: Requests<DiscoveryRequest>,
-    ) -> mpsc::Receiver<Result<DiscoveryResponse, Status>> {
+    pub(crate) fn sotw(&self, inbound: Requests<DiscoveryRequest>) -> mpsc::Receiver<Frame> {
         self.spawn::<Sotw>(inbound)
     }
 
     /// Serves a `DeltaAggregatedResources` stream; the receiver yields its responses.
-    pub(crate) fn delta(
-        &self,
-        inbound: Requests<DeltaDiscoveryRequest>,
-    ) -> mpsc::Receiver<Result<DeltaDiscoveryResponse, Status>> {
+    pub(crate) fn delta(&self, inbound: Requests<DeltaDiscoveryRequest>) -> mpsc::Receiver<Frame> {
         self.spawn::<Delta>(inbound)
     }
 
-    fn spawn<P: Protocol>(
-        &self,
-        inbound: Requests<P::Request>,
-    ) -> mpsc::Receiver<Result<P::Response, Status>> {
+    fn spawn<P: Protocol>(&self, inbound: Requests<P::Request>) -> mpsc::Receiver<Frame> {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         tokio::spawn(serve::<P, S>(
             self.source.clone(),
@@ -95,7 +84,7 @@ async fn serve<P: Protocol, S: SnapshotSource>(
     connections: Arc<Connections>,
     budget: PushBudget,
     mut inbound: Requests<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Frame>,
 ) {
     let Ok(Some(first)) = inbound.message().await else {
         return;
@@ -103,9 +92,9 @@ async fn serve<P: Protocol, S: SnapshotSource>(
     // gRPC clients send the node only on the first request of a stream; Envoy on every one.
     let Some(node) = P::node(&first).cloned() else {
         let _ = tx
-            .send(Err(Status::invalid_argument(
+            .send(Err(Box::new(Status::invalid_argument(
                 "the first request of an ADS stream must carry the node",
-            )))
+            ))))
             .await;
         return;
     };
@@ -117,9 +106,9 @@ async fn serve<P: Protocol, S: SnapshotSource>(
         types: Default::default(),
     }) else {
         let _ = tx
-            .send(Err(Status::resource_exhausted(
+            .send(Err(Box::new(Status::resource_exhausted(
                 "pilot serves its maximum number of ADS streams; retry later or raise --max-streams",
-            )))
+            ))))
             .await;
         return;
     };
@@ -171,7 +160,7 @@ async fn serve<P: Protocol, S: SnapshotSource>(
         };
         match state.on_request(request, &snapshot) {
             Err(status) => {
-                let _ = tx.send(Err(status.clone())).await;
+                let _ = tx.send(Err(Box::new(status.clone()))).await;
                 break format!("bad request: {}", status.message());
             }
             Ok(Answer { response, verdict }) => {
@@ -268,21 +257,21 @@ impl<P: Protocol> Inbound<P> {
 }
 
 /// Where a stream's responses go.
-struct Push<'a, R> {
+struct Push<'a> {
     budget: &'a PushBudget,
     connections: &'a Connections,
     id: u64,
-    tx: &'a mpsc::Sender<Result<R, Status>>,
+    tx: &'a mpsc::Sender<Frame>,
 }
 
-impl<R: prost::Message> Push<'_, R> {
+impl Push<'_> {
     /// Waits for the push budget (reading requests, and so answers, meanwhile), then queues the responses of
     /// `batch` in order; false when the proxy is gone. `start`: when the change or request that caused the
     /// push arrived.
     async fn push<P: Protocol>(
         &self,
         inbound: &mut Inbound<P>,
-        batch: Vec<Outgoing<R>>,
+        batch: Vec<Outgoing<P::Response>>,
         start: Instant,
     ) -> bool {
         // Each response is queued as soon as its bytes are granted, so all a stream holds while it waits is
@@ -307,14 +296,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Sends one response and records it; false when the proxy is gone.
-async fn send<R>(
+async fn send<R: prost::Message>(
     connections: &Connections,
     id: u64,
-    tx: &mpsc::Sender<Result<R, Status>>,
+    tx: &mpsc::Sender<Frame>,
     out: Outgoing<R>,
     start: Instant,
 ) -> bool {
-    if tx.send(Ok(out.message())).await.is_err() {
+    if tx.send(Ok(frame(&out.message()))).await.is_err() {
         return false;
     }
     let Outgoing {
