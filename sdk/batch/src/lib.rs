@@ -15,7 +15,10 @@
 //! families := varint n, n × family                           (metrics segments only; n = 0 otherwise)
 //! family   := name:str kind:u8 help:str varint n, n × label_name:str, varint m, m × bucket:f64
 //! records  := varint n, n × record
-//! metric   := family:varint value:f64 time:varint n_labels × value:str      (label values, in family order)
+//! metric   := head:varint value:f64 time:varint [labels]
+//!             head = 2 × family + repeat; repeat = 0: n_labels × value:str follow (label values, in family
+//!             order); repeat = 1: none follow, the record has the previous metric record's label values
+//!             (which has as many labels)
 //! log      := name:str severity:u8 time:varint varint n, n × (key:str value)
 //! span     := trace:[16] span:[8] parent:[8] name:str kind:u8 start:varint end:varint flags:u8
 //!             service:str peer:str varint n, n × (key:str value)
@@ -39,8 +42,8 @@ pub use write::BatchWriter;
 
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 3] = *b"SXB";
-/// The encoding version this crate reads and writes.
-pub const VERSION: u8 = 1;
+/// The encoding version this crate reads and writes (2: a metric record may repeat the previous one's labels).
+pub const VERSION: u8 = 2;
 /// Bytes before a segment's body: magic, version, kind, body length.
 pub const SEGMENT_HEADER_LEN: usize = 9;
 

@@ -204,11 +204,13 @@ impl<'a> Batch<'a> {
                 seg,
                 rd: Reader { buf: bytes, pos: 0 },
                 left: count,
+                previous: &[],
             },
             Records::Indexed(_) => Metrics {
                 seg,
                 rd: Reader { buf: &[], pos: 0 },
                 left: 0,
+                previous: &[],
             },
         })
     }
@@ -312,6 +314,8 @@ struct Metrics<'s, 'a> {
     seg: &'s Segment<'a>,
     rd: Reader<'a>,
     left: usize,
+    /// The previous record's label bytes (a record may repeat them).
+    previous: &'a [u8],
 }
 
 impl<'s, 'a> Iterator for Metrics<'s, 'a> {
@@ -322,7 +326,8 @@ impl<'s, 'a> Iterator for Metrics<'s, 'a> {
             return None;
         }
         self.left -= 1;
-        let family = u32::try_from(self.rd.varint()).unwrap_or(u32::MAX);
+        let head = self.rd.varint();
+        let family = u32::try_from(head / 2).unwrap_or(u32::MAX);
         let value = self.rd.f64();
         let time = self.rd.varint();
         let n = self
@@ -330,7 +335,13 @@ impl<'s, 'a> Iterator for Metrics<'s, 'a> {
             .families
             .get(family as usize)
             .map_or(0, |f| f.labels.len());
-        let labels = self.rd.skip_varints(n);
+        // Validated at parse time: a repeat follows a record with as many labels.
+        let labels = if head % 2 == 1 {
+            self.previous
+        } else {
+            self.rd.skip_varints(n)
+        };
+        self.previous = labels;
         Some(MetricRef {
             seg: self.seg,
             family,
@@ -845,15 +856,26 @@ impl<'a> Cursor<'a> {
         let nr = self.count(1)?;
         if kind == BatchKind::Metrics {
             let start = self.pos;
+            // Label count of the previous record, for a record that repeats its labels.
+            let mut previous: Option<usize> = None;
             for _ in 0..nr {
-                let family = self.varint()?;
+                let head = self.varint()?;
                 let f = families
-                    .get(family as usize)
+                    .get((head / 2) as usize)
                     .ok_or_else(|| self.err("family index out of range"))?;
                 let nl = f.labels.len();
                 self.take(8)?;
                 self.varint()?;
-                self.string_indices(nl, ns)?;
+                if head % 2 == 1 {
+                    if previous != Some(nl) {
+                        return Err(self.err(
+                            "a record repeats the labels of a previous record that has another label count or does not exist",
+                        ));
+                    }
+                } else {
+                    self.string_indices(nl, ns)?;
+                }
+                previous = Some(nl);
             }
             return Ok(Segment {
                 seq: 0,

@@ -264,3 +264,64 @@ fn samples_refer_to_earlier_label_sets() {
     let e = SampleReader::new(&bad).next().unwrap().unwrap_err();
     assert_eq!(e.what, "label set reference to a set not written before");
 }
+
+#[test]
+fn records_with_the_previous_records_labels_repeat_them_by_reference() {
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let labels = ["response_code", "destination_workload"];
+    let a = w.family(&family("a_total", &labels));
+    let b = w.family(&family("b_total", &labels));
+    let (ok, reviews, bad) = (w.intern("200"), w.intern("reviews-v1"), w.intern("503"));
+    w.metric_interned(a, 1.0, 7, &[ok, reviews]);
+    let whole = w.encoded_len();
+    w.metric_interned(b, 2.0, 7, &[ok, reviews]); // repeated: no label indices written
+    let repeated = w.encoded_len() - whole;
+    w.metric_interned(a, 3.0, 7, &[bad, reviews]);
+    w.metric_interned(b, 4.0, 7, &[bad, reviews]);
+    assert_eq!(repeated, 1 + 8 + 1, "head, value and time only");
+    let mut buf = Vec::new();
+    w.finish_into(&mut buf);
+    // A new segment starts without a previous record.
+    let a2 = w.family(&family("a_total", &labels));
+    let again = [w.intern("200"), w.intern("reviews-v1")];
+    w.metric_interned(a2, 5.0, 8, &again);
+    w.finish_into(&mut buf);
+
+    let batch = Batch::parse(&buf).unwrap();
+    let got: Vec<(String, f64, Vec<&str>)> = batch
+        .metrics()
+        .map(|m| {
+            (
+                m.family().name().to_string(),
+                m.value(),
+                m.label_values().collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a_total".to_string(), 1.0, vec!["200", "reviews-v1"]),
+            ("b_total".to_string(), 2.0, vec!["200", "reviews-v1"]),
+            ("a_total".to_string(), 3.0, vec!["503", "reviews-v1"]),
+            ("b_total".to_string(), 4.0, vec!["503", "reviews-v1"]),
+            ("a_total".to_string(), 5.0, vec!["200", "reviews-v1"]),
+        ]
+    );
+    let keys: Vec<_> = batch
+        .metrics()
+        .map(|m| m.series_key().label_bytes())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+
+    // A repeat with no record before it, or after a record of another label count, is refused.
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let f = w.family(&family("a_total", &labels));
+    w.metric_interned(f, 1.0, 7, &[0, 0]);
+    let mut bytes = w.finish();
+    let head_at = bytes.len() - (1 + 8 + 1 + 2);
+    assert_eq!(bytes[head_at], 0, "family 0, not a repeat");
+    bytes[head_at] = 1;
+    let err = Batch::parse(&bytes).expect_err("a repeat without a previous record");
+    assert!(err.to_string().contains("repeats the labels"), "{err}");
+}

@@ -19,6 +19,10 @@ pub struct BatchWriter {
     record_count: u32,
     /// Reused buffer for a record's fields (their count is written before them).
     scratch: Vec<u8>,
+    /// The label strings of the previous metric record of this segment (if `has_last`), which the next one
+    /// repeats by reference when it has the same.
+    last_labels: Vec<u32>,
+    has_last: bool,
 }
 
 impl BatchWriter {
@@ -34,6 +38,8 @@ impl BatchWriter {
             records: Vec::new(),
             record_count: 0,
             scratch: Vec::new(),
+            last_labels: Vec::new(),
+            has_last: false,
         };
         w.intern("");
         w
@@ -105,21 +111,24 @@ impl BatchWriter {
     ) {
         debug_assert_eq!(self.kind, BatchKind::Metrics);
         let want = self.family_labels[family as usize];
-        let mut rec = std::mem::take(&mut self.records);
-        put_varint(&mut rec, u64::from(family));
-        rec.extend_from_slice(&value.to_le_bytes());
-        put_varint(&mut rec, time_nanos);
-        let mut n = 0;
+        let mut interned = std::mem::take(&mut self.last_labels);
+        interned.clear();
         for l in labels {
-            let i = self.intern(l);
-            put_varint(&mut rec, u64::from(i));
-            n += 1;
+            interned.push(self.intern(l));
         }
         assert_eq!(
-            n, want,
+            interned.len(),
+            want,
             "metric record label count differs from its family's"
         );
-        self.records = rec;
+        put_varint(&mut self.records, 2 * u64::from(family));
+        self.records.extend_from_slice(&value.to_le_bytes());
+        put_varint(&mut self.records, time_nanos);
+        for &i in &interned {
+            put_varint(&mut self.records, u64::from(i));
+        }
+        self.last_labels = interned;
+        self.has_last = true;
         self.record_count += 1;
     }
 
@@ -142,11 +151,17 @@ impl BatchWriter {
             labels.iter().all(|&i| (i as usize) < strings),
             "label value not interned in this segment"
         );
-        put_varint(&mut self.records, u64::from(family));
+        let repeat = self.has_last && self.last_labels == labels;
+        put_varint(&mut self.records, 2 * u64::from(family) + u64::from(repeat));
         self.records.extend_from_slice(&value.to_le_bytes());
         put_varint(&mut self.records, time_nanos);
-        for &i in labels {
-            put_varint(&mut self.records, u64::from(i));
+        if !repeat {
+            for &i in labels {
+                put_varint(&mut self.records, u64::from(i));
+            }
+            self.last_labels.clear();
+            self.last_labels.extend_from_slice(labels);
+            self.has_last = true;
         }
         self.record_count += 1;
     }
@@ -283,6 +298,7 @@ impl BatchWriter {
         self.family_labels.clear();
         self.records.clear();
         self.record_count = 0;
+        self.has_last = false;
         self.intern("");
     }
 
