@@ -3,7 +3,7 @@
 //! (decode + ingest called in process), an empty tonic server answering the same Reports (the baseline), and
 //! the Wasm boundary cost per record (`hub_adapters` against the `faulty` adapter, which ignores batches).
 //!
-//! A record is one reported attribute bag (~16 attributes of an HTTP request; 100 per Report, delta-encoded).
+//! A record is one reported attribute bag (19 attributes of an HTTP request; 100 per Report, delta-encoded).
 //! The server and the load client run on two tokio runtimes of one worker thread each; the adapter's worker is
 //! a third thread. CPU time is taken per thread group from `/proc` and for the whole process.
 //! Goals (DESIGN.md, reported, never asserted): ≥ 300k records/s per core end to end; ≤ 100 ns per record at

@@ -1,12 +1,13 @@
-//! The Reports sent: realistic HTTP attribute bags (the attributes an Istio proxy reports, ~16 per bag), 100
+//! The Reports sent: realistic HTTP attribute bags (the attributes an Istio proxy reports, 19 per bag), 100
 //! per Report, delta-encoded (the first bag whole, then only the attributes that changed from the previous
-//! one). Each Report comes from one proxy (one source workload and reporter kind); its bags go to a handful of
+//! one). What identifies and times a request (its id, start and end, duration, sizes) differs in every bag, as
+//! it does in real traffic; the id is a per-message word of each entry. Each Report comes from one proxy (one source workload and reporter kind); its bags go to a handful of
 //! destinations with a handful of response codes, so metric label sets repeat as in real traffic.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hub_attributes::{Bag, Span, Value};
+use hub_attributes::{Bag, Span, Time, Value};
 use prost::Message as _;
 use sextant_proto::mixer;
 
@@ -70,7 +71,7 @@ fn set(b: &mut Bag, name: &str, v: Value) -> anyhow::Result<()> {
 }
 
 /// One request as a proxy reports it.
-fn bag(rng: &mut Rng, source: &str, outbound: bool) -> anyhow::Result<Bag> {
+fn bag(rng: &mut Rng, source: &str, outbound: bool, seq: u64) -> anyhow::Result<Bag> {
     let (workload, service, version) = rng.pick(&DESTINATIONS);
     let s = |v: &str| Value::String(v.to_string());
     let mut b = Bag::new();
@@ -100,6 +101,20 @@ fn bag(rng: &mut Rng, source: &str, outbound: bool) -> anyhow::Result<Bag> {
     set(&mut b, "request.path", s(rng.pick(&PATHS)))?;
     set(&mut b, "response.code", Value::Int64(rng.pick(&CODES)))?;
     let millis = 1 + rng.next() % 200;
+    set(
+        &mut b,
+        "request.id",
+        Value::String(format!("{:016x}-{:016x}", rng.next(), rng.next())),
+    )?;
+    // One request every 2 ms from a fixed start, each lasting `millis`.
+    let start_ns = 1_760_000_000_000_000_000u64 + seq * 2_000_000;
+    let end_ns = start_ns + millis * 1_000_000;
+    let at = |ns: u64| Time {
+        seconds: i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX),
+        nanos: i32::try_from(ns % 1_000_000_000).unwrap_or(0),
+    };
+    set(&mut b, "request.time", Value::Timestamp(at(start_ns)))?;
+    set(&mut b, "response.time", Value::Timestamp(at(end_ns)))?;
     set(
         &mut b,
         "response.duration",
@@ -162,7 +177,7 @@ impl Pool {
             let source = SOURCES[i % SOURCES.len()];
             let outbound = (i / SOURCES.len()).is_multiple_of(2);
             let bags = (0..BAGS_PER_REPORT)
-                .map(|_| bag(&mut rng, source, outbound))
+                .map(|k| bag(&mut rng, source, outbound, (i * BAGS_PER_REPORT + k) as u64))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for b in &bags {
                 attributes_per_bag = attributes_per_bag.max(b.len());

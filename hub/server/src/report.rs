@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use prost::bytes::Buf as _;
+use prost::bytes::{Buf as _, Bytes};
 use sextant_proto::mixer::{self, mixer_server::MixerServer};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{Body, StdError};
@@ -52,23 +52,17 @@ pub fn report(state: &HubState, bytes: &[u8]) -> Result<mixer::ReportResponse, S
     })
 }
 
-/// The message bytes of a request, undecoded.
+/// The message bytes of a request, undecoded (taken from the receive buffer without a copy).
 #[derive(Debug, Default)]
 struct RawDecoder;
 
 impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut out = Vec::with_capacity(buf.remaining());
-        while buf.has_remaining() {
-            let chunk = buf.chunk();
-            let n = chunk.len();
-            out.extend_from_slice(chunk);
-            buf.advance(n);
-        }
-        Ok(Some(out))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = buf.remaining();
+        Ok(Some(buf.copy_to_bytes(n)))
     }
 }
 
@@ -78,7 +72,7 @@ struct ReportCodec(PhantomData<mixer::ReportResponse>);
 
 impl Codec for ReportCodec {
     type Encode = mixer::ReportResponse;
-    type Decode = Vec<u8>;
+    type Decode = Bytes;
     type Encoder = tonic_prost::ProstEncoder<mixer::ReportResponse>;
     type Decoder = RawDecoder;
 
@@ -95,12 +89,12 @@ impl Codec for ReportCodec {
 #[derive(Clone)]
 struct ReportService(Arc<HubState>);
 
-impl UnaryService<Vec<u8>> for ReportService {
+impl UnaryService<Bytes> for ReportService {
     type Response = mixer::ReportResponse;
     type Future =
         std::pin::Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
 
-    fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let state = self.0.clone();
         Box::pin(async move { report(&state, request.get_ref()).map(Response::new) })
     }
