@@ -257,7 +257,8 @@ fn export_to_values() {
     refused(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: details\n  exportTo: ['.', '*', prod, 'Not A Namespace']\n",
         "t.yaml:6: DestinationRule default/d: spec.exportTo[3]: \"Not A Namespace\": use \".\" (this namespace)",
-    );    refused(
+    );
+    refused(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\nspec:\n  hosts: [details]\n  exportTo: ['~', '.']\n  http: [{route: [{destination: {host: details}}]}]\n",
         "spec.exportTo[0]: \"~\" (exported nowhere) cannot be combined with other entries",
     );
