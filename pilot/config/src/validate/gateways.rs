@@ -113,12 +113,7 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
         let field = format!("{f}.hosts[{j}]");
         let host = match h.split_once('/') {
             Some((ns, host)) => {
-                let namespace = !ns.is_empty()
-                    && ns.len() <= 63
-                    && ns
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-                if ns != "." && ns != "*" && !namespace {
+                if ns != "." && ns != "*" && !super::is_namespace_name(ns) {
                     e.push(
                         &field,
                         format!(

@@ -125,12 +125,7 @@ impl<'a, S> Errs<'a, S> {
                 }
                 continue;
             }
-            let namespace = !ns.is_empty()
-                && ns.len() <= 63
-                && ns
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if ns != "." && ns != "*" && !namespace {
+            if ns != "." && ns != "*" && !is_namespace_name(ns) {
                 self.push(
                     &format!("spec.exportTo[{i}]"),
                     format!(
@@ -152,6 +147,15 @@ impl<'a, S> Errs<'a, S> {
             seen.insert(name.to_string(), field.to_string());
         }
     }
+}
+
+/// Whether `ns` can name a Kubernetes namespace (a DNS label: lowercase letters, digits and `-`, at most 63).
+fn is_namespace_name(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
