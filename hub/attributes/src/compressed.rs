@@ -124,6 +124,32 @@ pub fn global_word_count() -> u32 {
     u32::try_from(GLOBAL_DICTIONARY.len()).unwrap_or(u32::MAX)
 }
 
+/// The word `index` names: for 0, 1, … the global dictionary's (as far as the client knows it: `global`
+/// words), for -1, -2, … the message's own (`local(0)`, `local(1)`, …, of which there are `local_len`).
+#[inline]
+pub(crate) fn word_at<'a>(
+    index: i32,
+    global: u32,
+    local_len: usize,
+    local: impl FnOnce(usize) -> Option<&'a str>,
+) -> Result<&'a str, DecodeError> {
+    let found = if index >= 0 {
+        u32::try_from(index)
+            .ok()
+            .filter(|i| *i < global)
+            .map(|i| GLOBAL_DICTIONARY[i as usize])
+    } else {
+        usize::try_from(-(i64::from(index)) - 1)
+            .ok()
+            .and_then(local)
+    };
+    found.ok_or(DecodeError::BadIndex {
+        index,
+        global,
+        local: local_len,
+    })
+}
+
 /// Resolves word indexes against the global dictionary (as far as the client knows it) and per-message words.
 struct Words<'a> {
     global: u32,
@@ -146,21 +172,8 @@ impl<'a> Words<'a> {
     }
 
     fn word(&self, index: i32) -> Result<&'a str, DecodeError> {
-        let found = if index >= 0 {
-            u32::try_from(index)
-                .ok()
-                .filter(|i| *i < self.global)
-                .map(|i| GLOBAL_DICTIONARY[i as usize])
-        } else {
-            usize::try_from(-(i64::from(index)) - 1)
-                .ok()
-                .and_then(|i| self.local.get(i))
-                .map(String::as_str)
-        };
-        found.ok_or(DecodeError::BadIndex {
-            index,
-            global: self.global,
-            local: self.local.len(),
+        word_at(index, self.global, self.local.len(), |i| {
+            self.local.get(i).map(String::as_str)
         })
     }
 

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use crate::bag::Bag;
 use crate::changes::{AttrSet, Changes};
-use crate::compressed::{GLOBAL_DICTIONARY, global_word_count};
+use crate::compressed::{GLOBAL_DICTIONARY, global_word_count, word_at};
 use crate::error::DecodeError;
 use crate::plain::{parse_ip_bytes, parse_ip_text};
 use crate::value::{Span, Time, Value};
@@ -268,21 +268,8 @@ struct Words<'w, 'a> {
 
 impl<'a> Words<'_, 'a> {
     fn word(&self, index: i32) -> Result<&'a str, DecodeError> {
-        let found = if index >= 0 {
-            u32::try_from(index)
-                .ok()
-                .filter(|i| *i < self.global)
-                .map(|i| GLOBAL_DICTIONARY[i as usize])
-        } else {
-            usize::try_from(-(i64::from(index)) - 1)
-                .ok()
-                .and_then(|i| self.local.get(i))
-                .copied()
-        };
-        found.ok_or(DecodeError::BadIndex {
-            index,
-            global: self.global,
-            local: self.local.len(),
+        word_at(index, self.global, self.local.len(), |i| {
+            self.local.get(i).copied()
         })
     }
 
