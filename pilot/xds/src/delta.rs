@@ -9,7 +9,7 @@ use sextant_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
-use crate::names::Names;
+use crate::names::{Names, take_wildcard};
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
 use crate::snapshot::{Resources, Snapshot, XdsResource};
 use crate::types;
@@ -228,11 +228,4 @@ impl Protocol for Delta {
             .filter_map(|u| self.respond(u, snapshot, false))
             .collect()
     }
-}
-
-/// Takes `*` out of a list of names; whether it was there.
-fn take_wildcard(names: &mut Vec<String>) -> bool {
-    let before = names.len();
-    names.retain(|n| n != "*");
-    names.len() != before
 }

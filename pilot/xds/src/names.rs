@@ -110,13 +110,18 @@ impl Names {
     }
 }
 
-/// Whether no name repeats (usually seen at once: proxies tend to send names in order).
+/// Whether no name repeats.
 fn distinct(list: &[String]) -> bool {
-    list.windows(2).all(|w| w[0] < w[1])
-        || list
-            .iter()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>()
-            .len()
-            == list.len()
+    list.iter()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .len()
+        == list.len()
+}
+
+/// Takes `*` out of a request's list of names; whether it was there.
+pub(crate) fn take_wildcard(names: &mut Vec<String>) -> bool {
+    let before = names.len();
+    names.retain(|n| n != "*");
+    names.len() != before
 }

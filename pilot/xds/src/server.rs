@@ -115,14 +115,14 @@ async fn serve<P: Protocol, S: SnapshotSource>(
     tracing::info!(node = %node.id, protocol = P::NAME, "proxy connected");
     let mut changes = source.changes();
     changes.borrow_and_update();
-    let mut snapshot = source.snapshot(&node);
+    let snapshot = source.snapshot(&node);
     let mut state = P::default();
     let mut inbound = Inbound::<P> {
         backlog: VecDeque::from([Event::Request(P::parse(first, &snapshot))]),
         stream: inbound,
         ended: false,
         share: Share::default(),
-        snapshot: snapshot.clone(),
+        snapshot,
     };
     let pushes = Push {
         budget: &budget,
@@ -144,9 +144,8 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             Wake::Inbound(Event::Failed(e)) => break format!("stream error: {e}"),
             Wake::Changed(false) => break "pilot is shutting down".to_string(),
             Wake::Changed(true) => {
-                snapshot = source.snapshot(&node);
-                inbound.snapshot = snapshot.clone();
-                let batch = state.on_change(&snapshot);
+                inbound.snapshot = source.snapshot(&node);
+                let batch = state.on_change(&inbound.snapshot);
                 if !pushes.push(&mut inbound, batch, start).await {
                     break "the proxy stopped reading".to_string();
                 }
@@ -158,7 +157,7 @@ async fn serve<P: Protocol, S: SnapshotSource>(
                 continue;
             }
         };
-        match state.on_request(request, &snapshot) {
+        match state.on_request(request, &inbound.snapshot) {
             Err(status) => {
                 let _ = tx.send(Err(Box::new(status.clone()))).await;
                 break format!("bad request: {}", status.message());
@@ -204,7 +203,7 @@ struct Inbound<P: Protocol> {
     backlog: VecDeque<Event<P::Parsed>>,
     ended: bool,
     share: Share,
-    /// What requests are parsed against: the stream's current snapshot.
+    /// The stream's current snapshot, which requests are parsed and answered against.
     snapshot: Arc<Snapshot>,
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use crate::names::Names;
+use crate::names::{Names, take_wildcard};
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
 use crate::snapshot::{Resources, Snapshot, same_versions};
 use crate::types;
@@ -87,10 +87,9 @@ impl Protocol for Sotw {
     }
 
     fn parse(req: DiscoveryRequest, snapshot: &Snapshot) -> SotwRequest {
-        let wildcard = req.resource_names.iter().any(|n| n == "*")
-            || (req.resource_names.is_empty() && types::wildcard_by_default(&req.type_url));
         let mut list = req.resource_names;
-        list.retain(|n| n != "*");
+        let wildcard = take_wildcard(&mut list)
+            || (list.is_empty() && types::wildcard_by_default(&req.type_url));
         SotwRequest {
             names: Names::from_list(list, snapshot, &req.type_url),
             wildcard,
