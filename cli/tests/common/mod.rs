@@ -721,3 +721,120 @@ impl Ads {
         }
     }
 }
+
+/// A network namespace of its own (`ip netns`), deleted on drop. Its name starts `sxt-PID-`; creating one
+/// first removes what a crashed earlier run left: namespaces of that shape whose PID is no longer alive
+/// (their processes killed), and one of the same name (a reused PID).
+pub struct Netns {
+    /// Its name (`ip netns exec NAME ...`).
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace `sxt-PID-SUFFIX` with its loopback up.
+    pub fn create(suffix: &str) -> Netns {
+        Netns::sweep_stale();
+        let name = format!("sxt-{}-{suffix}", std::process::id());
+        Netns::remove(&name);
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// A command running `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `program args...` inside the namespace; it must succeed.
+    pub fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `curl` inside the namespace (5 s at most): (status, body), or None when no response came.
+    pub fn curl(&self, args: &[&str]) -> Option<(u16, String)> {
+        let out = self
+            .command("curl")
+            .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        (code != 0).then(|| (code, body.to_string()))
+    }
+
+    /// Deletes `name` after killing what runs in it.
+    fn remove(name: &str) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Removes the namespaces of test processes that are gone.
+    fn sweep_stale() {
+        let list = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            let Some(pid) = name.strip_prefix("sxt-").and_then(|r| r.split('-').next()) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                Netns::remove(name);
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        Netns::remove(&self.name);
+    }
+}
+
+/// Runs `ip ARGS...`; it must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip (iproute2; `.ci/peers` installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
