@@ -21,8 +21,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::pilot_mesh::NAMESPACE;
 
-/// The xDS types in push order (CDS, EDS, LDS, RDS); indexes into per-type arrays.
-pub const TYPES: [&str; 4] = types::PUSH_ORDER;
+/// The xDS types a sidecar without mesh mTLS subscribes to, in push order (CDS, EDS, LDS, RDS); indexes into
+/// per-type arrays.
+pub const TYPES: [&str; 4] = [
+    types::CLUSTER,
+    types::ENDPOINT,
+    types::LISTENER,
+    types::ROUTE,
+];
 /// Index of CDS in [`TYPES`].
 pub const CDS: usize = 0;
 /// Index of EDS in [`TYPES`].

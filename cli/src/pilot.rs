@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pilot_ca::Authority;
 use pilot_config::{MeshConfig, RegistrySnapshot};
-use pilot_translate::ProxyInfo;
+use pilot_translate::{MeshTls, ProxyInfo, WorkloadCertificate};
 use pilot_xds::Snapshot;
 use sextant_proto::envoy::config::core::v3::Node;
 
@@ -43,6 +44,17 @@ pub struct PilotArgs {
     /// With `--registry kubernetes`: the cluster's DNS domain (hosts are NAME.NAMESPACE.svc.DOMAIN).
     #[arg(long, default_value = pilot_kube::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
+    /// The trust domain of the mesh's identities (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT).
+    #[arg(long, default_value = pilot_ca::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The mesh CA's directory, Istio's plugged-in CA layout (ca-cert.pem, ca-key.pem, optional
+    /// root-cert.pem and cert-chain.pem); an empty directory gets a self-signed root that restarts keep.
+    /// Without it, a self-signed root is made at each start.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// How long workload certificates are valid; each is renewed and pushed at half its lifetime.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    workload_cert_ttl: Duration,
 }
 
 /// The service registry modes of `--registry`.
@@ -78,8 +90,18 @@ impl PilotArgs {
     }
 }
 
-/// Istio-shaped translation: proxies with the same namespace, labels, interception and kind share a view.
-pub struct IstioTranslator;
+/// Istio-shaped translation: proxies with the same namespace, service account, labels, interception and
+/// kind share a view; each identity gets its certificate from the mesh CA.
+pub struct IstioTranslator {
+    ca: Authority,
+}
+
+impl IstioTranslator {
+    /// Translation issuing workload certificates from `ca`.
+    pub fn new(ca: Authority) -> Self {
+        IstioTranslator { ca }
+    }
+}
 
 impl pilot_server::Translator for IstioTranslator {
     fn view(&self, node: &Node) -> String {
@@ -87,21 +109,47 @@ impl pilot_server::Translator for IstioTranslator {
         // router's gateways and listening ports follow from its labels.
         let p = ProxyInfo::from_node(node);
         format!(
-            "{}|{:?}|{:?}|{:?}",
-            p.namespace, p.labels, p.interception, p.kind
+            "{}|{}|{:?}|{:?}|{:?}",
+            p.namespace, p.service_account, p.labels, p.interception, p.kind
         )
     }
 
     fn translate(&self, mesh: &MeshConfig, services: &RegistrySnapshot, node: &Node) -> Snapshot {
-        pilot_translate::translate(mesh, services, &ProxyInfo::from_node(node))
+        let proxy = ProxyInfo::from_node(node);
+        let trust_domain = self.ca.trust_domain();
+        let issued = proxy.takes_certificates().then(|| {
+            self.ca
+                .certificate(&proxy.identity(trust_domain))
+                .inspect_err(|e| tracing::error!(node = %proxy.id, error = %e, "no workload certificate; the proxy's mesh mTLS will not connect"))
+                .ok()
+        });
+        let certificate = issued.flatten();
+        let mtls = MeshTls {
+            trust_domain,
+            certificate: certificate.as_ref().map(|c| WorkloadCertificate {
+                chain_pem: &c.chain_pem,
+                key_pem: &c.key_pem,
+                root_pem: self.ca.root_pem(),
+            }),
+        };
+        pilot_translate::translate(mesh, services, &proxy, &mtls)
+    }
+
+    fn renewal_after(&self, after: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        self.ca.next_refresh_after(after)
     }
 }
 
 /// Runs pilot until the shutdown signal.
 pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
+    let ca = match &args.ca_dir {
+        Some(dir) => Authority::from_dir(dir, &args.trust_domain, args.workload_cert_ttl),
+        None => Authority::self_signed(&args.trust_domain, args.workload_cert_ttl),
+    }
+    .map_err(|e| crate::fail(e, "check --ca-dir and --trust-domain"))?;
     let pilot = pilot_server::start(
         args.options(),
-        Arc::new(IstioTranslator),
+        Arc::new(IstioTranslator::new(ca)),
         crate::shutdown_signal(),
     )
     .await

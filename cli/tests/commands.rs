@@ -89,11 +89,11 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
         )) && stderr.contains("v9"),
         "{stderr}"
     );
-    // A Gateway terminating TLS without a certificate, and a DestinationRule asking for mesh mTLS.
+    // A Gateway terminating TLS without a certificate, and a DestinationRule mixing mesh mTLS with files.
     let gw = mesh.join("gateway.yaml");
     std::fs::write(
         &gw,
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL, caCertificates: /etc/ca.pem}\n",
     )
     .expect("write");
     let out = sextant(&["validate", mesh.to_str().expect("utf-8 path")]);
@@ -105,7 +105,7 @@ fn validate_accepts_the_examples_and_names_file_and_line_of_errors() {
             gw.display()
         ),
         format!(
-            "{}:17: DestinationRule default/reviews: spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL",
+            "{}:17: DestinationRule default/reviews: spec.trafficPolicy.tls.caCertificates: ISTIO_MUTUAL uses the mesh's workload certificates",
             gw.display()
         ),
     ] {

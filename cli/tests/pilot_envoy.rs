@@ -237,7 +237,12 @@ impl Pilot {
         };
         let proxy = ProxyInfo::from_node(&node());
         assert_eq!(proxy.interception, Interception::None);
-        let snapshot = translate(&mesh, &registry, &proxy);
+        let snapshot = translate(
+            &mesh,
+            &registry,
+            &proxy,
+            &pilot_translate::MeshTls::default(),
+        );
         assert_eq!(snapshot.consistent(), Ok(()), "translation is consistent");
         self.ads.snapshots.publish(snapshot).expect("published");
         self.ads.snapshots.current()
@@ -257,12 +262,20 @@ impl Pilot {
         );
     }
 
-    /// Whether Envoy acknowledged exactly the resources of `snapshot`, for all four types.
+    /// Whether Envoy acknowledged exactly the resources of `snapshot`, for all four types (no mesh mTLS
+    /// here, so no secrets).
     fn in_sync(&self, snapshot: &Snapshot) -> bool {
         let Some(status) = self.ads.connections.proxy(NODE_ID) else {
             return false;
         };
-        types::PUSH_ORDER.iter().all(|url| {
+        [
+            types::CLUSTER,
+            types::ENDPOINT,
+            types::LISTENER,
+            types::ROUTE,
+        ]
+        .iter()
+        .all(|url| {
             let want: Vec<(&String, &String)> = snapshot
                 .resources(url)
                 .into_iter()

@@ -13,9 +13,10 @@
 //! Not modelled yet, and refused by name when written: VirtualService `tls` routes, `delegate`,
 //! `directResponse`, `mirrors`, `uriRegexRewrite`; DestinationRule `workloadSelector`, `localityLbSetting`,
 //! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; the other `networking.istio.io` kinds
-//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`). Refused by value: TLS mode `ISTIO_MUTUAL` and
-//! `credentialName` (pilot issues no mesh certificates and reads no secrets), Gateway `PASSTHROUGH` servers
-//! and TCP/TLS servers, relative certificate paths.
+//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`), and `security.istio.io` (`PeerAuthentication`:
+//! inbound mTLS is always PERMISSIVE). Refused by value: `credentialName` (pilot reads no secrets),
+//! certificate files with `ISTIO_MUTUAL` (which uses the mesh's certificates), Gateway `PASSTHROUGH`
+//! servers and TCP/TLS servers, relative certificate paths.
 //!
 //! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 
@@ -37,7 +38,7 @@ pub use model::{
 };
 pub use protocol::Protocol;
 pub use registry::{
-    Endpoint, FileRegistry, RegistrySnapshot, Service, ServicePort, ServiceRegistry,
+    Endpoint, FileRegistry, RegistrySnapshot, Service, ServicePort, ServiceRegistry, spiffe_id,
 };
 pub use validate::validate;
 

@@ -27,6 +27,12 @@ pub mod limits {
     pub const MAX_ENDPOINTS: usize = 200_000;
 }
 
+/// The SPIFFE ID of the workloads running as `service_account` in `namespace`:
+/// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`, the identity mesh mTLS certificates carry.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
 /// A service: a host name with ports and endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -44,9 +50,34 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// The namespaces whose proxies see it.
     pub export_to: ExportTo,
+    /// The identities its servers present, as written (a ServiceEntry's `subjectAltNames`); the endpoints'
+    /// service accounts add theirs (see [`Service::identities`]).
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
+    /// The names a client checks this service's servers' certificates against under mesh mTLS: the written
+    /// `subjectAltNames`, then the SPIFFE ID of each distinct endpoint service account (in the service's
+    /// namespace, under `trust_domain`), sorted. Empty when nothing is known: then only the trust root is
+    /// checked.
+    pub fn identities(&self, trust_domain: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.subject_alt_names.clone();
+        let mut accounts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.service_account.as_deref())
+            .collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        out.extend(
+            accounts
+                .into_iter()
+                .map(|sa| spiffe_id(trust_domain, &self.namespace, sa)),
+        );
+        out.dedup();
+        out
+    }
+
     /// The port numbered `number`.
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
@@ -205,6 +236,7 @@ mod tests {
             location: Location::MeshInternal,
             resolution: Resolution::Static,
             export_to: Default::default(),
+            subject_alt_names: Vec::new(),
             endpoints: versions
                 .iter()
                 .enumerate()

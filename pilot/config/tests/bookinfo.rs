@@ -243,7 +243,7 @@ fn the_hub_ignores_the_networking_resources() {
 }
 
 #[test]
-fn every_published_sample_but_the_istio_mutual_one_loads_unmodified() {
+fn every_published_sample_loads_unmodified() {
     let mut samples: Vec<String> = std::fs::read_dir(dir())
         .expect("fixture dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -251,8 +251,6 @@ fn every_published_sample_but_the_istio_mutual_one_loads_unmodified() {
         .collect();
     samples.sort();
     assert_eq!(samples.len(), 22);
-    // All but the mutual-TLS one, which is refused (see more_samples_mean_what_they_say).
-    samples.retain(|s| s != "destination-rule-all-mtls.yaml");
     for sample in &samples {
         let mesh = mesh_with(sample);
         assert!(!mesh.destination_rules.is_empty(), "{sample}");
@@ -289,18 +287,19 @@ fn more_samples_mean_what_they_say() {
         (555, 100.0)
     );
 
-    // Istio's mutual TLS sample needs mesh certificates pilot does not issue: refused, naming where.
-    let path = dir().join("destination-rule-all-mtls.yaml");
-    let text = std::fs::read_to_string(&path).expect("fixture readable");
-    let set = NetworkingSet::load(&ConfigFiles::from_texts(vec![(path, text)])).expect("loads");
-    let err = validate(&set)
-        .expect_err("ISTIO_MUTUAL refused")
-        .to_string();
-    assert!(
-        err.contains("destination-rule-all-mtls.yaml:")
-            && err.contains("spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL needs the mesh's workload certificates"),
-        "{err}"
-    );
+    // Istio's mutual TLS sample: every service's traffic (and each subset's) uses the mesh certificates.
+    let mesh = mesh_with("destination-rule-all-mtls.yaml");
+    for rule in mesh.destination_rules.values() {
+        let spec = &rule.resource.spec;
+        let tls = spec.traffic_policy.as_ref().and_then(|p| p.tls.as_ref());
+        assert_eq!(
+            tls.map(|t| t.mode),
+            Some(pilot_config::types::TlsMode::IstioMutual),
+            "{}",
+            rule.host
+        );
+    }
+    assert_eq!(mesh.destination_rules.len(), 4);
 
     let mesh = mesh_with("egress-rule-google-apis.yaml");
     let google = &mesh.services["www.googleapis.com"];

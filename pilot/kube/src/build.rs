@@ -96,6 +96,7 @@ pub fn build(
                 resolution,
                 endpoints,
                 export_to: info.export_to.clone(),
+                subject_alt_names: Vec::new(),
             }),
         );
     }

@@ -118,7 +118,7 @@ async fn config_dump(
                 "resources": t.resources.values().map(|r| serde_json::json!({
                     "name": r.name,
                     "version": r.version,
-                    "resource": to_json(&r.body),
+                    "resource": redact(to_json(&r.body)),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -171,6 +171,34 @@ fn to_json(any: &Any) -> serde_json::Value {
     }
 }
 
+/// Hides inline private keys (SDS secrets carry the workload's key), as Envoy's own config dump does; file
+/// names stay visible.
+fn redact(mut v: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(fields) => {
+                for (k, field) in fields.iter_mut() {
+                    if k == "privateKey"
+                        && let serde_json::Value::Object(source) = field
+                    {
+                        for inline in ["inlineBytes", "inlineString"] {
+                            if let Some(x) = source.get_mut(inline) {
+                                *x = "[redacted]".into();
+                            }
+                        }
+                    } else {
+                        walk(field);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use pilot_xds::build;
@@ -180,7 +208,7 @@ mod tests {
     use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
     use sextant_proto::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 
-    use super::to_json;
+    use super::{redact, to_json};
 
     #[test]
     fn gateway_and_tls_resources_decode_to_json() {
@@ -217,5 +245,34 @@ mod tests {
         let json = to_json(&build::any(&listener)).to_string();
         assert!(!json.contains("\"error\""), "{json}");
         assert!(json.contains("TlsInspector"), "{json}");
+    }
+
+    #[test]
+    fn secrets_show_their_certificate_but_not_their_key() {
+        use sextant_proto::envoy::config::core::v3::{DataSource, data_source::Specifier};
+        use sextant_proto::envoy::extensions::transport_sockets::tls::v3::{
+            Secret, TlsCertificate, secret,
+        };
+        let inline = |s: &str| DataSource {
+            specifier: Some(Specifier::InlineBytes(s.as_bytes().to_vec())),
+            ..Default::default()
+        };
+        let secret = Secret {
+            name: "default".into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline("-----BEGIN CERTIFICATE-----")),
+                private_key: Some(inline("-----BEGIN PRIVATE KEY----- very secret")),
+                ..Default::default()
+            })),
+        };
+        let json = redact(to_json(&build::any(&secret))).to_string();
+        assert!(!json.contains("\"error\""), "{json}");
+        assert!(json.contains("\"certificateChain\""), "{json}");
+        assert!(json.contains("[redacted]"), "{json}");
+        // Inline bytes are base64 in JSON: neither form of the key may appear.
+        assert!(
+            !json.contains("very secret") && !json.contains("LS0tLS1CRUdJTiBQUklWQVRF"),
+            "{json}"
+        );
     }
 }

@@ -148,6 +148,7 @@ pub async fn start(
     }
     tokio::spawn(watch.clone().run(options.poll, options.debounce));
     tokio::spawn(watch.clone().follow());
+    tokio::spawn(watch.clone().renew());
 
     let ads = AdsServer::new(source.clone(), options.max_streams);
     let connections = ads.connections();

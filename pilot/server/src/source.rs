@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::SystemTime;
 
 use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_xds::{Snapshot, SnapshotSource};
@@ -17,6 +18,12 @@ pub trait Translator: Send + Sync + 'static {
 
     /// The resources of the proxies of `node`'s view.
     fn translate(&self, mesh: &MeshConfig, services: &RegistrySnapshot, node: &Node) -> Snapshot;
+
+    /// The first time later than `after` when translations go stale by themselves (a workload certificate
+    /// due for renewal): the server translates the views in use again then. `None`: never.
+    fn renewal_after(&self, _after: SystemTime) -> Option<SystemTime> {
+        None
+    }
 }
 
 /// The mesh a generation of snapshots is built from.
@@ -61,6 +68,11 @@ pub struct MeshSource {
 }
 
 impl MeshSource {
+    /// The translator's next renewal after `after` (see [`Translator::renewal_after`]).
+    pub fn renewal_after(&self, after: SystemTime) -> Option<SystemTime> {
+        self.translator.renewal_after(after)
+    }
+
     /// A source with an empty mesh.
     pub fn new(translator: Arc<dyn Translator>) -> Self {
         MeshSource {

@@ -83,6 +83,37 @@ impl ConfigWatch {
         }
     }
 
+    /// Translates the mesh being served again (after the first successful load) whenever the translator
+    /// says its translations went stale by themselves: workload certificates due for renewal.
+    pub async fn renew(self: Arc<Self>) {
+        // Woken at least this often, so a clock that jumps does not delay renewal for long.
+        const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+        let mut handled = std::time::SystemTime::UNIX_EPOCH;
+        loop {
+            let now = std::time::SystemTime::now();
+            match self.source.renewal_after(handled) {
+                Some(due) if due <= now => {
+                    let watch = self.clone();
+                    if let Ok(Some(generation)) =
+                        tokio::task::spawn_blocking(move || watch.publish(None)).await
+                    {
+                        tracing::info!(
+                            generation,
+                            "workload certificates renewed; mesh republished"
+                        );
+                    }
+                    handled = now;
+                }
+                due => {
+                    let wait = due.map_or(AT_MOST, |d| {
+                        d.duration_since(now).unwrap_or_default().min(AT_MOST)
+                    });
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
     /// Publishes `config` (or, for `None`, the configuration being served, if one was loaded) with the
     /// services of both registries; the generation published.
     fn publish(&self, config: Option<Arc<MeshConfig>>) -> Option<u64> {

@@ -5,10 +5,10 @@
 //! Static services are EDS clusters over ADS (the cluster's name is its EDS name); DNS services are
 //! `STRICT_DNS` with their endpoints inline; services with `resolution: NONE` and `simple: PASSTHROUGH`
 //! rules go to the caller's original destination. HTTP/2 and gRPC ports speak HTTP/2 upstream. A rule's
-//! `tls` (SIMPLE, MUTUAL) gives the cluster a TLS transport socket ([`crate::tls`]); proxyless gRPC clients
-//! do not take file-based certificates, so their clusters stay plain text.
+//! `tls` (SIMPLE, MUTUAL, ISTIO_MUTUAL) gives the cluster a TLS transport socket ([`crate::tls`]);
+//! proxyless gRPC clients do not take file-based certificates, so their clusters stay plain text.
 
-use pilot_config::types::{Labels, Resolution};
+use pilot_config::types::{Labels, Resolution, TlsMode};
 use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
@@ -20,7 +20,7 @@ use sextant_proto::envoy::extensions::upstreams::http::v3::{
 
 use crate::endpoint::{assignment, members};
 use crate::policy::{DEFAULT_CONNECT_TIMEOUT_MS, Effective};
-use crate::{Interception, ProxyInfo, ProxyKind, cluster_name};
+use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name};
 
 /// Where traffic nobody routes goes to die (a cluster without endpoints).
 pub const BLACK_HOLE: &str = "BlackHoleCluster";
@@ -42,7 +42,12 @@ pub struct Clusters {
 }
 
 /// The clusters `proxy` needs for every service of the registry.
-pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInfo) -> Clusters {
+pub fn clusters(
+    mesh: &MeshConfig,
+    services: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+) -> Clusters {
     let mut out = Clusters::default();
     let grpc = proxy.kind == ProxyKind::ProxylessGrpc;
     for service in services.visible_to(&proxy.namespace) {
@@ -55,8 +60,14 @@ pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInf
             for (subset, labels) in subsets {
                 let name = cluster_name(port.number, subset, &service.hostname);
                 let policy = Effective::of(rule, subset, port.number);
-                let (c, eds) =
-                    service_cluster(&name, service, port.number, port.protocol, &policy, grpc);
+                let shape = Shape {
+                    service,
+                    port: port.number,
+                    protocol: port.protocol,
+                    grpc,
+                    trust_domain: mtls.trust_domain,
+                };
+                let (c, eds) = service_cluster(&name, &shape, &policy);
                 if eds {
                     let m = members(service, port.number, &labels);
                     out.assignments.push(assignment(&name, &m));
@@ -76,15 +87,26 @@ pub fn clusters(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInf
     out
 }
 
-/// One service cluster, and whether its endpoints come over EDS.
-fn service_cluster(
-    name: &str,
-    service: &Service,
+/// What a service cluster is for.
+struct Shape<'a> {
+    service: &'a Service,
     port: u16,
     protocol: Protocol,
-    policy: &Effective,
+    /// For a proxyless gRPC client.
     grpc: bool,
-) -> (Cluster, bool) {
+    /// The mesh's trust domain (the servers' SPIFFE IDs under ISTIO_MUTUAL).
+    trust_domain: &'a str,
+}
+
+/// One service cluster, and whether its endpoints come over EDS.
+fn service_cluster(name: &str, shape: &Shape<'_>, policy: &Effective) -> (Cluster, bool) {
+    let Shape {
+        service,
+        port,
+        protocol,
+        grpc,
+        trust_domain,
+    } = *shape;
     let passthrough = policy.passthrough() || service.resolution == Resolution::None;
     let dns = matches!(
         service.resolution,
@@ -103,8 +125,19 @@ fn service_cluster(
     );
     policy.apply(&mut c, grpc);
     if !grpc {
-        c.transport_socket =
-            (policy.tls.as_ref()).and_then(|t| crate::tls::upstream(t, &service.hostname));
+        c.transport_socket = policy.tls.as_ref().and_then(|t| {
+            if t.mode != TlsMode::IstioMutual {
+                return crate::tls::upstream(t, &service.hostname);
+            }
+            let identities = if t.subject_alt_names.is_empty() {
+                service.identities(trust_domain)
+            } else {
+                t.subject_alt_names.clone()
+            };
+            // Istio's SNI for mesh traffic: the cluster name with `|` spelled `_.`.
+            let sni = t.sni.clone().unwrap_or_else(|| name.replace('|', "_."));
+            Some(crate::tls::istio_mutual(&identities, sni))
+        });
     }
     if passthrough && !grpc {
         // The original destination decides; no balancing policy may be set on such a cluster.

@@ -22,12 +22,15 @@
 //! - a proxy sees only the services, VirtualServices and DestinationRules exported to its namespace
 //!   (`exportTo`, [`pilot_config::export`]);
 //! - routers (ingress gateways) get only the listeners and routes of the Gateways selecting them
-//!   ([`gateway`]); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]).
+//!   ([`gateway`]); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]);
+//! - mesh mTLS ([`MeshTls`]): sidecars and gateways get their workload certificate and the trust root as SDS
+//!   secrets `default` and `ROOTCA`; `ISTIO_MUTUAL` clusters present the one and check the server's SPIFFE
+//!   ID against the other, and `virtualInbound` terminates mesh mTLS (PERMISSIVE: plain text still passes).
 //!
 //! Not translated yet: inbound listeners for the proxy's own workload (inbound traffic passes through
 //! `virtualInbound`), TCP/TLS/PASSTHROUGH gateway servers (refused at validation), per-connection TCP
-//! routes by destination subnet, TLS for proxyless gRPC clients (they take no certificate files; their
-//! clusters stay plain text).
+//! routes by destination subnet, STRICT inbound mTLS (PeerAuthentication), TLS for proxyless gRPC clients
+//! (they take no certificate files; their clusters stay plain text).
 
 pub mod action;
 pub mod cluster;
@@ -57,21 +60,62 @@ pub fn route_name(port: u16) -> String {
     port.to_string()
 }
 
+/// The mesh's mTLS as one proxy sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct MeshTls<'a> {
+    /// The trust domain of the mesh's SPIFFE IDs.
+    pub trust_domain: &'a str,
+    /// The proxy's own certificate, for proxies that take one; without it `ISTIO_MUTUAL` clusters still
+    /// name the secrets, and `virtualInbound` passes everything through.
+    pub certificate: Option<WorkloadCertificate<'a>>,
+}
+
+impl Default for MeshTls<'_> {
+    /// Trust domain `cluster.local`, no certificate.
+    fn default() -> Self {
+        MeshTls {
+            trust_domain: "cluster.local",
+            certificate: None,
+        }
+    }
+}
+
+/// A workload's certificate and the trust root, PEM.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkloadCertificate<'a> {
+    /// The workload certificate and its chain up to the root.
+    pub chain_pem: &'a str,
+    /// The workload's private key.
+    pub key_pem: &'a str,
+    /// The mesh's trust root.
+    pub root_pem: &'a str,
+}
+
 /// Every resource `proxy` needs, as one consistent snapshot.
 ///
 /// Translation never fails: whatever validated config and registry it is given, the result names only
 /// what it holds. Something Envoy could not take (a service whose name collides with another's domains)
 /// is left out rather than sent.
-pub fn translate(mesh: &MeshConfig, services: &RegistrySnapshot, proxy: &ProxyInfo) -> Snapshot {
+pub fn translate(
+    mesh: &MeshConfig,
+    services: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+) -> Snapshot {
     let mut b = SnapshotBuilder::new();
-    let clusters = cluster::clusters(mesh, services, proxy);
+    if let Some(cert) = &mtls.certificate {
+        for secret in tls::secrets(cert) {
+            b.secret(&secret);
+        }
+    }
+    let clusters = cluster::clusters(mesh, services, proxy, mtls);
     for c in &clusters.clusters {
         b.cluster(c);
     }
     for e in &clusters.assignments {
         b.endpoints(e);
     }
-    let listeners = listener::listeners(mesh, services, proxy);
+    let listeners = listener::listeners(mesh, services, proxy, mtls);
     for l in &listeners.listeners {
         b.listener(l);
     }

@@ -2,7 +2,9 @@
 //!
 //! Sidecars with iptables (`REDIRECT`) get Istio's shape: `virtualOutbound` on 0.0.0.0:15001 hands each
 //! captured connection to the listener of its original destination port (`0.0.0.0_PORT`, not bound itself)
-//! or passes it through; `virtualInbound` on 15006 forwards inbound connections to the workload. Without
+//! or passes it through; `virtualInbound` on 15006 forwards inbound connections to the workload, ending
+//! mesh mTLS first when the proxy has a certificate (PERMISSIVE: plain text and other TLS pass as they
+//! came, told apart by the TLS inspector and Istio's ALPN values). Without
 //! interception (`NONE`) each port's listener binds `127.0.0.1:PORT` and applications call it. HTTP ports
 //! get a connection manager taking routes `PORT` over RDS (fault, CORS, router); TCP ports a TCP proxy to
 //! the service's cluster, split as its VirtualService's TCP route says. Proxyless gRPC clients get an
@@ -16,20 +18,22 @@ use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
-    ApiListener, Filter, FilterChain, Listener, ListenerFilter, listener_filter,
+    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
 use sextant_proto::envoy::extensions::filters::http::fault::v3::HttpFault;
 use sextant_proto::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use sextant_proto::google::protobuf::BoolValue;
 
 use crate::action::{CORS_FILTER, FAULT_FILTER};
 use crate::cluster::{INBOUND_PASSTHROUGH, PASSTHROUGH};
+use crate::gateway::TLS_INSPECTOR;
 use crate::route::{RouteContext, route_configuration, target_cluster};
-use crate::{Interception, ProxyInfo, ProxyKind, cluster_name, route_name};
+use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name, route_name};
 
 /// The port iptables sends outbound connections to.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
@@ -56,7 +60,12 @@ pub fn is_http(p: Protocol) -> bool {
 }
 
 /// The listeners (and their routes) `proxy` needs.
-pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyInfo) -> Listeners {
+pub fn listeners(
+    mesh: &MeshConfig,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+) -> Listeners {
     if proxy.kind == ProxyKind::Router {
         return crate::gateway::listeners(mesh, registry, proxy);
     }
@@ -120,12 +129,16 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
             TrafficDirection::Outbound,
             PASSTHROUGH,
         ));
-        out.listeners.push(capture(
+        let mut inbound = capture(
             "virtualInbound",
             INBOUND_CAPTURE_PORT,
             TrafficDirection::Inbound,
             INBOUND_PASSTHROUGH,
-        ));
+        );
+        if mtls.certificate.is_some() {
+            terminate_mesh_tls(&mut inbound);
+        }
+        out.listeners.push(inbound);
     }
     out
 }
@@ -217,6 +230,36 @@ fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u
             ..Default::default()
         }),
     )
+}
+
+/// Adds to an inbound capture listener a filter chain ending mesh mTLS (transport `tls` with one of
+/// Istio's ALPN values) before the same forwarding; other connections keep the default chain.
+fn terminate_mesh_tls(l: &mut Listener) {
+    let Some(plain) = l.default_filter_chain.clone() else {
+        return;
+    };
+    l.listener_filters.push(ListenerFilter {
+        name: TLS_INSPECTOR.into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    });
+    // Server-first protocols send nothing for the inspector to read: let them through as plain text.
+    l.continue_on_listener_filters_timeout = true;
+    l.filter_chains.push(FilterChain {
+        name: format!("{}-mtls", l.name),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "tls".into(),
+            application_protocols: crate::tls::MESH_ALPN
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            ..Default::default()
+        }),
+        transport_socket: Some(crate::tls::mesh_inbound()),
+        ..plain
+    });
 }
 
 /// A capture listener: original destination restored, handed to the port's listener when one exists

@@ -43,15 +43,20 @@ pub struct ProxyInfo {
     pub interception: Interception,
     /// Sidecar, router or proxyless gRPC.
     pub kind: ProxyKind,
+    /// The workload's service account: with the namespace, its mesh identity.
+    pub service_account: String,
 }
 
 /// The namespace assumed when neither metadata nor node id name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The service account assumed when the metadata names none (Kubernetes' own default).
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 impl ProxyInfo {
     /// Reads Istio's conventions from a node: the id `TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`,
-    /// metadata `NAMESPACE`, `LABELS` (a struct of strings), `INTERCEPTION_MODE` (`REDIRECT`, the default, or
-    /// `NONE`) and `GENERATOR` (`grpc` for proxyless clients, which a `gRPC` user agent also implies).
+    /// metadata `NAMESPACE`, `SERVICE_ACCOUNT`, `LABELS` (a struct of strings), `INTERCEPTION_MODE`
+    /// (`REDIRECT`, the default, or `NONE`) and `GENERATOR` (`grpc` for proxyless clients, which a `gRPC` user
+    /// agent also implies).
     /// Anything missing or malformed falls back to a default; this never fails.
     pub fn from_node(node: &Node) -> ProxyInfo {
         let parts: Vec<&str> = node.id.split('~').collect();
@@ -90,6 +95,9 @@ impl ProxyInfo {
         } else {
             ProxyKind::Sidecar
         };
+        let service_account = text("SERVICE_ACCOUNT")
+            .filter(|sa| !sa.is_empty())
+            .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_string());
         ProxyInfo {
             id: node.id.clone(),
             ip,
@@ -97,6 +105,7 @@ impl ProxyInfo {
             labels,
             interception,
             kind,
+            service_account,
         }
     }
 }
@@ -112,6 +121,19 @@ fn namespace_of_id(parts: &[&str]) -> Option<String> {
         .or(from_domain)
         .filter(|ns| !ns.is_empty())
         .map(str::to_string)
+}
+
+impl ProxyInfo {
+    /// The proxy's SPIFFE ID under `trust_domain`.
+    pub fn identity(&self, trust_domain: &str) -> String {
+        pilot_config::spiffe_id(trust_domain, &self.namespace, &self.service_account)
+    }
+
+    /// Whether the proxy takes mesh certificates over SDS (sidecars and gateways; proxyless gRPC clients
+    /// read theirs from files).
+    pub fn takes_certificates(&self) -> bool {
+        self.kind != ProxyKind::ProxylessGrpc
+    }
 }
 
 fn string(s: &Struct, key: &str) -> Option<String> {

@@ -3,6 +3,11 @@
 //!
 //! Without `caCertificates` (and without `insecureSkipVerify`), upstream certificates are checked against
 //! [`SYSTEM_CA_BUNDLE`], as Istio checks them against the proxy's OS bundle.
+//!
+//! Mesh mTLS (`ISTIO_MUTUAL`) takes its certificates from SDS over ADS instead: the proxy's own
+//! ([`WORKLOAD_SECRET`]) and the trust root ([`ROOT_SECRET`]), Istio's secret names. The client offers
+//! Istio's ALPN values, so the server side (ours or an Istio sidecar) tells mesh mTLS from an application's
+//! own TLS, and checks the server's SPIFFE ID.
 
 use pilot_config::types::{ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsMode};
 use pilot_xds::build;
@@ -10,8 +15,9 @@ use sextant_proto::envoy::config::core::v3::{
     DataSource, TransportSocket, data_source, transport_socket,
 };
 use sextant_proto::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
-    TlsCertificate, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context, secret,
+    subject_alt_name_matcher,
 };
 use sextant_proto::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use sextant_proto::google::protobuf::BoolValue;
@@ -22,8 +28,104 @@ pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 /// path, which Istio's proxy image has).
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The transport socket for traffic to `host` under `tls`, or `None` for plain text (`DISABLE`).
-/// `ISTIO_MUTUAL` and `credentialName` never get here: validation refuses them.
+/// The SDS secret holding the proxy's own certificate and key.
+pub const WORKLOAD_SECRET: &str = "default";
+/// The SDS secret holding the mesh's trust root.
+pub const ROOT_SECRET: &str = "ROOTCA";
+/// The ALPN values of mesh mTLS: what clients offer and what `virtualInbound`'s mTLS chain matches
+/// (Istio's, so our sidecars and Istio's interoperate).
+pub const MESH_ALPN: [&str; 5] = [
+    "istio-peer-exchange",
+    "istio",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+
+/// The proxy's two SDS secrets: its certificate and key ([`WORKLOAD_SECRET`]) and the trust root
+/// ([`ROOT_SECRET`]), inline.
+pub fn secrets(cert: &crate::WorkloadCertificate<'_>) -> [Secret; 2] {
+    [
+        Secret {
+            name: WORKLOAD_SECRET.into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(cert.chain_pem)),
+                private_key: Some(inline(cert.key_pem)),
+                ..Default::default()
+            })),
+        },
+        Secret {
+            name: ROOT_SECRET.into(),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline(cert.root_pem)),
+                    ..Default::default()
+                },
+            )),
+        },
+    ]
+}
+
+/// Mesh mTLS towards a service: the proxy's certificate, the server's checked against the trust root and,
+/// when any are known, against `identities`; `sni` is Istio's `outbound_.PORT_.SUBSET_.HOST`.
+pub fn istio_mutual(identities: &[String], sni: String) -> TransportSocket {
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(mesh_context(
+            identities,
+            MESH_ALPN[..2].iter().map(|a| a.to_string()).collect(),
+        )),
+        sni,
+        ..Default::default()
+    };
+    socket(build::any(&context))
+}
+
+/// Mesh mTLS terminated for inbound traffic: the proxy's certificate, and a client certificate under the
+/// trust root required.
+pub fn mesh_inbound() -> TransportSocket {
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(mesh_context(&[], Vec::new())),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    socket(build::any(&context))
+}
+
+fn mesh_context(identities: &[String], alpn: Vec<String>) -> CommonTlsContext {
+    use common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_SECRET)],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: san_matchers(identities),
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
+                ..Default::default()
+            },
+        )),
+        alpn_protocols: alpn,
+        ..Default::default()
+    }
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.into(),
+        sds_config: Some(build::ads()),
+    }
+}
+
+fn inline(pem: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    }
+}
+
+/// The transport socket for traffic to `host` under `tls`, or `None` for plain text (`DISABLE`) and for
+/// `ISTIO_MUTUAL`, which [`istio_mutual`] builds. `credentialName` never gets here: validation refuses it.
 pub fn upstream(tls: &ClientTlsSettings, host: &str) -> Option<TransportSocket> {
     if !matches!(tls.mode, TlsMode::Simple | TlsMode::Mutual) {
         return None;
@@ -113,24 +215,30 @@ fn certificate(cert: &str, key: &str) -> TlsCertificate {
 /// Trust `ca`; when `names` are given, the peer's certificate must carry one of them (`spiffe://…` and
 /// other URIs as URI names, the rest as DNS names).
 fn validation_context(ca: &str, names: &[String]) -> CertificateValidationContext {
-    use subject_alt_name_matcher::SanType;
     CertificateValidationContext {
         trusted_ca: Some(file(ca)),
-        match_typed_subject_alt_names: names
-            .iter()
-            .map(|n| SubjectAltNameMatcher {
-                san_type: if n.contains("://") {
-                    SanType::Uri
-                } else {
-                    SanType::Dns
-                } as i32,
-                matcher: Some(StringMatcher {
-                    match_pattern: Some(string_matcher::MatchPattern::Exact(n.clone())),
-                    ignore_case: false,
-                }),
-                ..Default::default()
-            })
-            .collect(),
+        match_typed_subject_alt_names: san_matchers(names),
         ..Default::default()
     }
+}
+
+/// Matchers accepting a certificate that carries one of `names` (`spiffe://…` and other URIs as URI names,
+/// the rest as DNS names).
+fn san_matchers(names: &[String]) -> Vec<SubjectAltNameMatcher> {
+    use subject_alt_name_matcher::SanType;
+    names
+        .iter()
+        .map(|n| SubjectAltNameMatcher {
+            san_type: if n.contains("://") {
+                SanType::Uri
+            } else {
+                SanType::Dns
+            } as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(n.clone())),
+                ignore_case: false,
+            }),
+            ..Default::default()
+        })
+        .collect()
 }

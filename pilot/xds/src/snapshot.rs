@@ -12,6 +12,7 @@ use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
+use sextant_proto::envoy::extensions::transport_sockets::tls::v3::Secret;
 use sextant_proto::google::protobuf::Any;
 
 use crate::types;
@@ -240,6 +241,11 @@ impl SnapshotBuilder {
     /// Adds a route configuration.
     pub fn route(&mut self, r: &RouteConfiguration) -> &mut Self {
         self.add(&r.name.clone(), r)
+    }
+
+    /// Adds an SDS secret.
+    pub fn secret(&mut self, s: &Secret) -> &mut Self {
+        self.add(&s.name.clone(), s)
     }
 
     /// Adds any message under `name`; a later resource of the same type and name replaces an earlier one.

@@ -9,17 +9,22 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 /// `envoy.config.route.v3.RouteConfiguration` (RDS).
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
-/// Every type, in push order: clusters before their endpoints, listeners before their routes, and clusters
-/// before the listeners that route to them, so a proxy never points at something it does not have yet.
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS over ADS): workload certificates and trust roots.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The short name used in metrics and debug output (`cds`, `eds`, `lds`, `rds`), or the URL itself.
+/// Every type, in push order: secrets before the clusters and listeners whose TLS uses them, clusters before
+/// their endpoints, listeners before their routes, and clusters before the listeners that route to them, so
+/// a proxy never points at something it does not have yet.
+pub const PUSH_ORDER: [&str; 5] = [SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// The short name used in metrics and debug output (`cds`, `eds`, `lds`, `rds`, `sds`), or the URL itself.
 pub fn short_name(type_url: &str) -> &str {
     match type_url {
         CLUSTER => "cds",
         ENDPOINT => "eds",
         LISTENER => "lds",
         ROUTE => "rds",
+        SECRET => "sds",
         other => other,
     }
 }

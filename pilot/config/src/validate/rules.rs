@@ -143,11 +143,18 @@ fn outlier_detection<S>(e: &mut Errs<'_, S>, field: &str, od: &OutlierDetection)
 
 fn client_tls<S>(e: &mut Errs<'_, S>, field: &str, tls: &ClientTlsSettings) {
     if tls.mode == TlsMode::IstioMutual {
-        e.push(
-            &format!("{field}.mode"),
-            "mode ISTIO_MUTUAL needs the mesh's workload certificates, which pilot does not issue; \
-             use MUTUAL with clientCertificate, privateKey and caCertificates files, SIMPLE, or DISABLE",
-        );
+        for (name, set) in [
+            ("clientCertificate", tls.client_certificate.is_some()),
+            ("privateKey", tls.private_key.is_some()),
+            ("caCertificates", tls.ca_certificates.is_some()),
+        ] {
+            if set {
+                e.push(
+                    &format!("{field}.{name}"),
+                    "ISTIO_MUTUAL uses the mesh's workload certificates; certificate files belong to MUTUAL",
+                );
+            }
+        }
     }
     if tls.credential_name.is_some() {
         e.push(

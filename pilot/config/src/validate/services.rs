@@ -78,6 +78,7 @@ pub(super) fn services(
                     resolution,
                     endpoints: endpoints.clone(),
                     export_to: ExportTo::resolve(&r.spec.export_to, &r.namespace),
+                    subject_alt_names: r.spec.subject_alt_names.clone(),
                 }),
             );
         }

@@ -489,9 +489,11 @@ fn client_tls_is_checked() {
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: details\n  trafficPolicy:\n    tls: {tls}\n"
         )
     };
+    check(&dr("{mode: ISTIO_MUTUAL}")).unwrap();
+    check(&dr("{mode: ISTIO_MUTUAL, sni: details.example.com, subjectAltNames: [spiffe://cluster.local/ns/default/sa/details]}")).unwrap();
     refused(
-        &dr("{mode: ISTIO_MUTUAL}"),
-        "t.yaml:7: DestinationRule default/d: spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL needs the mesh's workload certificates",
+        &dr("{mode: ISTIO_MUTUAL, clientCertificate: /c.pem}"),
+        "t.yaml:7: DestinationRule default/d: spec.trafficPolicy.tls.clientCertificate: ISTIO_MUTUAL uses the mesh's workload certificates",
     );
     refused(
         &dr("{mode: SIMPLE, credentialName: c}"),

@@ -22,7 +22,7 @@ fn every_bookinfo_sample_translates_to_a_consistent_snapshot_for_every_kind_of_p
             proxy(Interception::None),
             grpc.clone(),
         ] {
-            let s = translate(&mesh, &registry(&mesh), &p);
+            let s = translate(&mesh, &registry(&mesh), &p, &MeshTls::default());
             assert_eq!(s.consistent(), Ok(()), "{sample} for {p:?}");
             assert_eq!(names(&s, types::ROUTE), ["9080"], "{sample}");
         }

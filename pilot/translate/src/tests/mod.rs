@@ -4,6 +4,7 @@ mod bookinfo;
 mod edge;
 mod gateways;
 mod listeners;
+mod mtls;
 mod rules;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use sextant_proto::envoy::extensions::upstreams::http::v3::{
 };
 use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
 
-use crate::{Interception, ProxyInfo, ProxyKind, translate};
+use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, translate};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const RATINGS: &str = "ratings.default.svc.cluster.local";
@@ -79,7 +80,7 @@ fn proxy(interception: Interception) -> ProxyInfo {
 }
 
 fn snap(mesh: &MeshConfig, p: &ProxyInfo) -> Snapshot {
-    let s = translate(mesh, &registry(mesh), p);
+    let s = translate(mesh, &registry(mesh), p, &MeshTls::default());
     s.consistent().expect("consistent");
     s
 }
