@@ -83,8 +83,13 @@ pub fn istio_mutual(identities: &[String], sni: String) -> TransportSocket {
 /// Mesh mTLS terminated for inbound traffic: the proxy's certificate, and a client certificate under the
 /// trust root required.
 pub fn mesh_inbound() -> TransportSocket {
+    mesh_downstream(Vec::new())
+}
+
+/// Mesh mTLS terminated, offering `alpn`.
+fn mesh_downstream(alpn: Vec<String>) -> TransportSocket {
     let context = DownstreamTlsContext {
-        common_tls_context: Some(mesh_context(&[], Vec::new())),
+        common_tls_context: Some(mesh_context(&[], alpn)),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     };
@@ -155,10 +160,14 @@ pub fn upstream(tls: &ClientTlsSettings, host: &str) -> Option<TransportSocket> 
     Some(socket(build::any(&context)))
 }
 
-/// The transport socket terminating TLS for a gateway server (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`), or
-/// `None` when the settings do not terminate (validation refuses such servers).
+/// The transport socket terminating TLS for a gateway server (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL` from
+/// files; `ISTIO_MUTUAL` with the gateway's mesh certificate, a mesh client certificate required), or `None`
+/// when the settings do not terminate (validation refuses such servers).
 pub fn downstream(tls: &ServerTlsSettings) -> Option<TransportSocket> {
     let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
+    if mode == ServerTlsMode::IstioMutual {
+        return Some(mesh_downstream(vec!["h2".into(), "http/1.1".into()]));
+    }
     if !matches!(
         mode,
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual

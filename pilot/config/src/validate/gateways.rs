@@ -140,11 +140,20 @@ fn server_tls<S>(e: &mut Errs<'_, S>, f: &str, tls: &ServerTlsSettings) {
             );
         }
         ServerTlsMode::IstioMutual => {
-            return e.push(
-                &format!("{f}.mode"),
-                "ISTIO_MUTUAL needs the mesh's workload certificates, which pilot does not issue; \
-                 use MUTUAL with caCertificates",
-            );
+            for (name, set) in [
+                ("serverCertificate", tls.server_certificate.is_some()),
+                ("privateKey", tls.private_key.is_some()),
+                ("caCertificates", tls.ca_certificates.is_some()),
+                ("credentialName", tls.credential_name.is_some()),
+            ] {
+                if set {
+                    e.push(
+                        &format!("{f}.{name}"),
+                        "ISTIO_MUTUAL uses the gateway's mesh certificate; certificates belong to SIMPLE and MUTUAL",
+                    );
+                }
+            }
+            return;
         }
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {}
     }

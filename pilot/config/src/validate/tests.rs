@@ -437,6 +437,16 @@ fn gateway_servers_are_checked() {
         ),
         "spec.servers[0].tls.serverCertificate: \"cert.pem\" is not an absolute path",
     );
+    check(&gateway(
+        "  - port: {number: 15443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: ISTIO_MUTUAL}\n",
+    ))
+    .unwrap();
+    refused(
+        &gateway(
+            "  - port: {number: 15443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: ISTIO_MUTUAL, serverCertificate: /c.pem}\n",
+        ),
+        "spec.servers[0].tls.serverCertificate: ISTIO_MUTUAL uses the gateway's mesh certificate",
+    );
     refused(
         &gateway(
             "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",

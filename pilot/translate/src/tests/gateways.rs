@@ -122,6 +122,9 @@ spec:
     bind: 127.0.0.1
     hosts: ["*"]
     tls: {mode: SIMPLE, serverCertificate: /certs/any.pem, privateKey: /certs/any.key}
+  - port: {number: 15443, name: https-mesh, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: ISTIO_MUTUAL}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -152,7 +155,12 @@ fn servers_hosts_namespaces_redirects_and_tls() {
     let s = snap(&mesh, &ingress());
     assert_eq!(
         names(&s, types::LISTENER),
-        ["0.0.0.0_443", "0.0.0.0_80", "127.0.0.1_8443"]
+        [
+            "0.0.0.0_15443",
+            "0.0.0.0_443",
+            "0.0.0.0_80",
+            "127.0.0.1_8443"
+        ]
     );
 
     // HTTP on 80: the server's hosts filter the VirtualService's; `ops` is admitted only from the
@@ -217,6 +225,23 @@ fn servers_hosts_namespaces_redirects_and_tls() {
     assert_eq!(rds(&hcm(&l, 1)), "https.443.https-any.edge.istio-system");
     let bound: Listener = get(&s, types::LISTENER, "127.0.0.1_8443");
     assert!(format!("{:?}", bound.address).contains("127.0.0.1"));
+
+    // ISTIO_MUTUAL: the gateway's own mesh certificate (SDS), and a mesh client certificate required.
+    let mesh_port: Listener = get(&s, types::LISTENER, "0.0.0.0_15443");
+    let m = downstream(
+        mesh_port.filter_chains[0]
+            .transport_socket
+            .as_ref()
+            .unwrap(),
+    );
+    assert_eq!(m.require_client_certificate.map(|b| b.value), Some(true));
+    let common = m.common_tls_context.unwrap();
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    assert!(matches!(
+        common.validation_context_type,
+        Some(common_tls_context::ValidationContextType::CombinedValidationContext(v))
+            if v.validation_context_sds_secret_config.as_ref().is_some_and(|c| c.name == "ROOTCA")
+    ));
 }
 
 #[test]
