@@ -11,14 +11,21 @@
 //! captured again in B, where Envoy's `virtualInbound` listener hands it to the application. The answer
 //! is the backend's, each Envoy's stats show the hop it made, nothing looped through the passthrough
 //! cluster, and neither Envoy refused any configuration.
+//!
+//! With Istio's bookinfo `destination-rule-all-mtls.yaml` (ISTIO_MUTUAL) the same call goes over mesh mTLS:
+//! both sidecars take their workload certificate (`default`) and the trust root (`ROOTCA`) from pilot
+//! over ADS, A's cluster handshakes with B, whose `virtualInbound` terminates the mTLS and presents
+//! `spiffe://cluster.local/ns/default/sa/bookinfo-reviews`. When the ServiceEntry says reviews runs as
+//! another service account, A refuses B's certificate (a 503, `ssl.fail_verify_san`); saying it back
+//! restores the service. No NACK anywhere.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Netns, Proc, free_port, peers, python, scratch, wait_until};
+use common::{Netns, Proc, free_port, peers, python, repo, scratch, wait_until};
 
 /// The service both pods' sidecars know, and its port (the mesh's convention inside private namespaces).
 const HOST: &str = "reviews.default.svc.cluster.local";
@@ -28,6 +35,10 @@ const OUTBOUND_CLUSTER: &str = "outbound|9080||reviews.default.svc.cluster.local
 const MARK: &str = "0x539";
 /// Envoy's admin port inside each pod (private to the namespace).
 const ADMIN_PORT: u16 = 15000;
+/// How long a changed cluster may take to be used. Envoy warms an updated EDS cluster until it gets the
+/// cluster's endpoints again; pilot sends EDS only when the endpoints changed, so a cluster whose checked
+/// identities changed while its endpoints did not waits out Envoy's `initial_fetch_timeout` (15 s).
+const CLUSTER_CHANGE: Duration = Duration::from_secs(30);
 
 /// The backend in B: answers every GET with its name.
 const BACKEND: &str = r#"
@@ -130,6 +141,7 @@ struct Mesh {
     pilot: Proc,
     /// pilot's monitoring address, inside B.
     monitoring: String,
+    config: PathBuf,
     a: Pod,
     b: Pod,
 }
@@ -183,6 +195,7 @@ impl Mesh {
             backend,
             pilot,
             monitoring,
+            config,
             a,
             b,
         }
@@ -206,6 +219,24 @@ impl Mesh {
             .curl(&[&format!("http://{}/debug/syncz", self.monitoring)])
             .and_then(|(_, body)| serde_json::from_str(&body).ok())
             .unwrap_or_default()
+    }
+
+    /// pilot's generation of the configuration (`/ready`).
+    fn generation(&self) -> u64 {
+        self.b
+            .ns
+            .curl(&[&format!("http://{}/ready", self.monitoring)])
+            .and_then(|(_, body)| body.trim().strip_prefix("ready: generation ")?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Rewrites a config file and waits until pilot has loaded it.
+    fn write_config(&self, file: &str, text: &str) {
+        let before = self.generation();
+        std::fs::write(self.config.join(file), text).expect("write config");
+        wait_until(Duration::from_secs(10), "pilot to load the change", || {
+            self.generation() > before
+        });
     }
 
     /// Waits until pilot's `/debug/syncz` shows both sidecars with every type in `types` acknowledged at
@@ -430,6 +461,116 @@ fn sidecar_to_sidecar_through_istio_init_interception() {
         cx(b, &format!("cluster.{OUTBOUND_CLUSTER}.upstream_rq_total")),
         0
     );
+    mesh.assert_no_nacks();
+    mesh.assert_alive();
+}
+
+/// Istio's bookinfo `destination-rule-all-mtls.yaml`, as shipped: ISTIO_MUTUAL for every bookinfo service.
+fn all_mtls() -> String {
+    std::fs::read_to_string(
+        repo().join("pilot/config/tests/fixtures/bookinfo/destination-rule-all-mtls.yaml"),
+    )
+    .expect("read bookinfo destination-rule-all-mtls.yaml")
+}
+
+/// The SPIFFE ID of a bookinfo service account in namespace default.
+fn spiffe(service_account: &str) -> String {
+    format!("spiffe://cluster.local/ns/default/sa/{service_account}")
+}
+
+/// The names of the SDS secrets a sidecar has accepted and uses.
+fn active_secrets(pod: &Pod) -> Vec<String> {
+    let dump: serde_json::Value = pod
+        .admin("/config_dump?resource=dynamic_active_secrets")
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or_default();
+    let mut names: Vec<String> = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some(s["name"].as_str()?.to_string()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn istio_mutual_between_sidecars_checks_the_servers_identity() {
+    let mut mesh = Mesh::start(|b| {
+        vec![
+            ("reviews.yaml", service_entry(b, "bookinfo-reviews")),
+            ("destination-rule-all-mtls.yaml", all_mtls()),
+        ]
+    });
+    mesh.wait_synced(&["sds", "cds", "eds", "lds", "rds"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the application in A to get the backend's answer over mesh mTLS",
+        || {
+            mesh.call()
+                .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
+        },
+    );
+    for _ in 0..5 {
+        assert_eq!(mesh.call(), Some((200, "reviews-v1".to_string())));
+    }
+    let (a, b) = (&mesh.a, &mesh.b);
+    let handshakes = counter(a, &format!("cluster.{OUTBOUND_CLUSTER}.ssl.handshake"));
+    assert!(handshakes >= 1, "A made no TLS handshake to reviews");
+    assert_eq!(
+        counter(a, &format!("cluster.{OUTBOUND_CLUSTER}.upstream_cx_total")),
+        handshakes,
+        "every connection A opened to reviews is TLS"
+    );
+    // B terminated each of them with its mesh certificate and handed the plain bytes to the application.
+    assert_eq!(
+        counter(b, "listener.0.0.0.0_15006.ssl.handshake"),
+        handshakes
+    );
+    assert_eq!(counter(b, "listener.0.0.0.0_15006.ssl.no_certificate"), 0);
+    assert_eq!(
+        counter(b, "cluster.InboundPassthroughCluster.upstream_cx_total"),
+        handshakes
+    );
+    // Both took their certificate and the trust root over ADS (SDS), and serve their own identity.
+    for pod in [a, b] {
+        assert_eq!(
+            active_secrets(pod),
+            ["ROOTCA", "default"],
+            "{}",
+            pod.ns.name
+        );
+    }
+    let certs_b = b.admin("/certs").expect("B's /certs");
+    assert!(certs_b.contains(&spiffe("bookinfo-reviews")), "{certs_b}");
+    let certs_a = a.admin("/certs").expect("A's /certs");
+    assert!(
+        certs_a.contains(&spiffe("bookinfo-productpage")),
+        "{certs_a}"
+    );
+    mesh.assert_no_nacks();
+
+    // The registry says reviews runs as someone else: A refuses B's certificate.
+    let san = format!("cluster.{OUTBOUND_CLUSTER}.ssl.fail_verify_san");
+    let refused = counter(&mesh.a, &san);
+    mesh.write_config("reviews.yaml", &service_entry(&mesh.b.ip, "someone-else"));
+    wait_until(CLUSTER_CHANGE, "A to refuse B's certificate", || {
+        mesh.call().is_none_or(|(s, _)| s == 503) && counter(&mesh.a, &san) > refused
+    });
+    for _ in 0..3 {
+        let answer = mesh.call();
+        assert!(answer.as_ref().is_none_or(|(s, _)| *s == 503), "{answer:?}");
+    }
+    // And back: served again.
+    mesh.write_config(
+        "reviews.yaml",
+        &service_entry(&mesh.b.ip, "bookinfo-reviews"),
+    );
+    wait_until(CLUSTER_CHANGE, "A to accept B's certificate again", || {
+        mesh.call()
+            .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
+    });
+    mesh.wait_synced(&["sds", "cds", "eds", "lds", "rds"]);
     mesh.assert_no_nacks();
     mesh.assert_alive();
 }
