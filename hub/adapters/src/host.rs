@@ -1,7 +1,6 @@
 //! The store data of one adapter instance and the host interfaces it imports (log, clock, metrics, http),
 //! plus the restricted WASI p2 context every Rust `std` guest needs.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +23,8 @@ pub(crate) struct HostState {
     pub(crate) counters: Arc<AdapterCounters>,
     pub(crate) allowlist: Arc<crate::Allowlist>,
     /// Families this adapter defined: it may record only into these.
-    families: HashSet<u32>,
+    /// Indexed by family handle (handles are dense registry indexes): asked once per recorded sample.
+    families: Vec<bool>,
     /// When the current call must end; host calls that wait (http.send) stop by then.
     pub(crate) deadline: Instant,
     started: Instant,
@@ -47,7 +47,7 @@ impl HostState {
             shared,
             counters,
             allowlist,
-            families: HashSet::new(),
+            families: Vec::new(),
             deadline: Instant::now(),
             started: Instant::now(),
         }
@@ -182,16 +182,19 @@ impl metrics::Host for HostState {
                 buckets: family.buckets,
             })
             .map_err(|e| e.to_string())?;
-        self.families.insert(handle);
+        let i = handle as usize;
+        if self.families.len() <= i {
+            self.families.resize(i + 1, false);
+        }
+        self.families[i] = true;
         Ok(handle)
     }
 
     fn record(&mut self, samples: Vec<u8>) -> Result<u32, String> {
         let families = &self.families;
-        let outcome = self
-            .shared
-            .registry
-            .record(&samples, &|h| families.contains(&h))?;
+        let outcome = self.shared.registry.record(&samples, &|h| {
+            families.get(h as usize).copied().unwrap_or(false)
+        })?;
         if outcome.skipped > 0 {
             self.counters.samples_skipped(u64::from(outcome.skipped));
         }

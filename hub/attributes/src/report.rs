@@ -48,7 +48,7 @@ impl<'a> Fields<'a> {
         Fields { buf }
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, &'static str> {
         // Field keys, lengths and word indexes mostly fit one byte.
         if let Some((&b, rest)) = self.buf.split_first()
@@ -57,6 +57,11 @@ impl<'a> Fields<'a> {
             self.buf = rest;
             return Ok(u64::from(b));
         }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, &'static str> {
         let mut v = 0u64;
         for i in 0..10 {
             let (&b, rest) = self.buf.split_first().ok_or("truncated varint")?;
@@ -69,6 +74,7 @@ impl<'a> Fields<'a> {
         Err("varint longer than 10 bytes")
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         if self.buf.len() < n {
             return Err("truncated field");
@@ -79,7 +85,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field number and payload; `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Result<(u32, Payload<'a>), &'static str>> {
         if self.buf.is_empty() {
             return None;
@@ -87,6 +93,7 @@ impl<'a> Fields<'a> {
         Some(self.field())
     }
 
+    #[inline(always)]
     fn field(&mut self) -> Result<(u32, Payload<'a>), &'static str> {
         let key = self.varint()?;
         let number = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
@@ -125,6 +132,7 @@ fn zigzag32(v: u64) -> i32 {
 }
 
 /// A map entry's key (field 1) and value (field 2) payloads; absent ones are `None` (protobuf defaults).
+#[inline(always)]
 fn map_entry<'a>(b: &'a [u8]) -> Result<(Option<Payload<'a>>, Option<Payload<'a>>), &'static str> {
     let mut key = None;
     let mut value = None;
@@ -164,6 +172,7 @@ fn bytes_of<'a>(p: Option<Payload<'a>>) -> Result<&'a [u8], &'static str> {
 }
 
 /// `google.protobuf.Timestamp` / `Duration`: (seconds, nanos).
+#[inline]
 fn seconds_nanos(b: &[u8]) -> Result<(i64, i32), &'static str> {
     let (mut s, mut n) = (0i64, 0i32);
     let mut f = Fields::new(b);
@@ -244,6 +253,7 @@ impl<'a> ReportWire<'a> {
             set_by: Vec::new(),
             touched: Vec::new(),
             own_words: Vec::new(),
+            maps: Vec::new(),
         }
     }
 }
@@ -258,6 +268,9 @@ pub struct BagDecoder<'a, 'r> {
     set_by: Vec<u8>,
     touched: Vec<AttrId>,
     own_words: Vec<&'a str>,
+    /// The current entry's map fields (value type, payload), in order: read once by the pass that finds the
+    /// entry's words, then decoded.
+    maps: Vec<(u8, &'a [u8])>,
 }
 
 /// Resolves word indexes of one entry.
@@ -321,8 +334,10 @@ impl<'a> BagDecoder<'a, '_> {
             self.set_by = vec![0; crate::VOCABULARY.len()];
         }
         let what = || format!("ReportRequest.attributes[{i}]");
-        // Words and the dictionary size first: protobuf allows them after the maps.
+        // Words and the dictionary size first: protobuf allows them after the maps, so the maps are only
+        // collected by this pass and decoded once every word is known.
         self.own_words.clear();
+        self.maps.clear();
         let mut global = 0u32;
         let mut f = Fields::new(entry);
         while let Some(next) = f.next() {
@@ -332,6 +347,8 @@ impl<'a> BagDecoder<'a, '_> {
                     .own_words
                     .push(utf8(b).map_err(|d| malformed(what(), d))?),
                 (1 | 2, _) => return Err(malformed(what(), "wrong wire type")),
+                (field @ 3..=10, Payload::Bytes(b)) => self.maps.push((field as u8, b)),
+                (3..=10, _) => self.maps.push((0, &[])),
                 _ => {}
             }
         }
@@ -354,126 +371,133 @@ impl<'a> BagDecoder<'a, '_> {
             &own
         };
         let words = Words { global, local };
-        let r = self.values(entry, &words, overlay, &what);
+        let r = self.values(&words, overlay, &what);
         self.own_words = own;
         r
     }
 
     fn values(
         &mut self,
-        entry: &'a [u8],
         words: &Words<'_, 'a>,
         overlay: bool,
         what: &dyn Fn() -> String,
     ) -> Result<(), DecodeError> {
         let bad = |d| malformed(what(), d);
-        let mut f = Fields::new(entry);
-        while let Some(next) = f.next() {
-            let (field, payload) = next.map_err(bad)?;
-            if !(3..=10).contains(&field) {
-                continue;
-            }
-            let Payload::Bytes(b) = payload else {
-                return Err(bad("wrong wire type for a map entry"));
-            };
-            let (k, v) = map_entry(b).map_err(bad)?;
-            let id = words.attribute(sint32_of(k).map_err(bad)?)?;
-            // Which field a value of this attribute came from decides between two of one entry: the same
-            // field again replaces it (a repeated map key), another one is a duplicate unless the entry
-            // overlays the previous bag, where the later field wins as in the field-by-field decoding.
-            let prior = self.set_by[id.index()];
-            let field = field as u8;
-            if prior != 0 && prior != field {
-                if !overlay {
-                    return Err(DecodeError::Duplicate { name: id.name() });
-                }
-                if prior > field {
-                    continue;
-                }
-            }
-            match field {
-                3 => {
-                    let text = words.word(sint32_of(v).map_err(bad)?)?;
-                    if id.ty() == AttrType::IpAddress {
-                        self.bag.set(id, Value::Ip(parse_ip_text(id, text)?))?;
-                    } else {
-                        self.bag.set_str(id, text)?;
-                    }
-                }
-                4 => {
-                    let n = varint_of(v).map_err(bad)? as i64;
-                    self.bag.set(id, Value::Int64(n))?;
-                }
-                5 => {
-                    let d = match v {
-                        None => 0.0,
-                        Some(Payload::Fixed64(bits)) => f64::from_bits(bits),
-                        Some(_) => return Err(bad("wrong wire type for a double")),
-                    };
-                    self.bag.set(id, Value::Double(d))?;
-                }
-                6 => {
-                    let b = varint_of(v).map_err(bad)? != 0;
-                    self.bag.set(id, Value::Bool(b))?;
-                }
-                7 => {
-                    let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
-                    if !(0..1_000_000_000).contains(&nanos) {
-                        return Err(DecodeError::BadNanos {
-                            name: id.name(),
-                            nanos,
-                        });
-                    }
-                    self.bag
-                        .set(id, Value::Timestamp(Time { seconds, nanos }))?;
-                }
-                8 => {
-                    let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
-                    if nanos.unsigned_abs() >= 1_000_000_000
-                        || (seconds != 0
-                            && nanos != 0
-                            && seconds.signum() != i64::from(nanos.signum()))
-                    {
-                        return Err(DecodeError::BadNanos {
-                            name: id.name(),
-                            nanos,
-                        });
-                    }
-                    self.bag.set(id, Value::Duration(Span { seconds, nanos }))?;
-                }
-                9 => {
-                    let b = bytes_of(v).map_err(bad)?;
-                    let value = if id.ty() == AttrType::IpAddress {
-                        Value::Ip(parse_ip_bytes(id, b)?)
-                    } else {
-                        Value::Bytes(b.to_vec())
-                    };
-                    self.bag.set(id, value)?;
-                }
-                _ => {
-                    let mut entries = HashMap::new();
-                    let mut m = Fields::new(bytes_of(v).map_err(bad)?);
-                    while let Some(next) = m.next() {
-                        match next.map_err(bad)? {
-                            (1, Payload::Bytes(e)) => {
-                                let (mk, mv) = map_entry(e).map_err(bad)?;
-                                let mk = words.word(sint32_of(mk).map_err(bad)?)?;
-                                let mv = words.word(sint32_of(mv).map_err(bad)?)?;
-                                entries.insert(mk.to_string(), mv.to_string());
-                            }
-                            (1, _) => return Err(bad("wrong wire type for a map entry")),
-                            _ => {}
-                        }
-                    }
-                    self.bag.set(id, Value::StringMap(entries))?;
-                }
-            }
-            if prior == 0 {
-                self.touched.push(id);
-            }
-            self.set_by[id.index()] = field;
-            self.changed.insert(id);
+        let maps = std::mem::take(&mut self.maps);
+        let r = maps
+            .iter()
+            .try_for_each(|&(field, b)| self.value(field, b, words, overlay, &bad));
+        self.maps = maps;
+        r
+    }
+
+    /// Decodes one map entry of the value type `field` (0: a map field of another wire type).
+    #[inline(always)]
+    fn value(
+        &mut self,
+        field: u8,
+        b: &'a [u8],
+        words: &Words<'_, 'a>,
+        overlay: bool,
+        bad: &dyn Fn(&'static str) -> DecodeError,
+    ) -> Result<(), DecodeError> {
+        if field == 0 {
+            return Err(bad("wrong wire type for a map entry"));
         }
+        let (k, v) = map_entry(b).map_err(bad)?;
+        let id = words.attribute(sint32_of(k).map_err(bad)?)?;
+        // Which field a value of this attribute came from decides between two of one entry: the same
+        // field again replaces it (a repeated map key), another one is a duplicate unless the entry
+        // overlays the previous bag, where the later field wins as in the field-by-field decoding.
+        let prior = self.set_by[id.index()];
+        if prior != 0 && prior != field {
+            if !overlay {
+                return Err(DecodeError::Duplicate { name: id.name() });
+            }
+            if prior > field {
+                return Ok(());
+            }
+        }
+        match field {
+            3 => {
+                let text = words.word(sint32_of(v).map_err(bad)?)?;
+                if id.ty() == AttrType::IpAddress {
+                    self.bag.set(id, Value::Ip(parse_ip_text(id, text)?))?;
+                } else {
+                    self.bag.set_str(id, text)?;
+                }
+            }
+            4 => {
+                let n = varint_of(v).map_err(bad)? as i64;
+                self.bag.set(id, Value::Int64(n))?;
+            }
+            5 => {
+                let d = match v {
+                    None => 0.0,
+                    Some(Payload::Fixed64(bits)) => f64::from_bits(bits),
+                    Some(_) => return Err(bad("wrong wire type for a double")),
+                };
+                self.bag.set(id, Value::Double(d))?;
+            }
+            6 => {
+                let b = varint_of(v).map_err(bad)? != 0;
+                self.bag.set(id, Value::Bool(b))?;
+            }
+            7 => {
+                let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
+                if !(0..1_000_000_000).contains(&nanos) {
+                    return Err(DecodeError::BadNanos {
+                        name: id.name(),
+                        nanos,
+                    });
+                }
+                self.bag
+                    .set(id, Value::Timestamp(Time { seconds, nanos }))?;
+            }
+            8 => {
+                let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
+                if nanos.unsigned_abs() >= 1_000_000_000
+                    || (seconds != 0 && nanos != 0 && seconds.signum() != i64::from(nanos.signum()))
+                {
+                    return Err(DecodeError::BadNanos {
+                        name: id.name(),
+                        nanos,
+                    });
+                }
+                self.bag.set(id, Value::Duration(Span { seconds, nanos }))?;
+            }
+            9 => {
+                let b = bytes_of(v).map_err(bad)?;
+                let value = if id.ty() == AttrType::IpAddress {
+                    Value::Ip(parse_ip_bytes(id, b)?)
+                } else {
+                    Value::Bytes(b.to_vec())
+                };
+                self.bag.set(id, value)?;
+            }
+            _ => {
+                let mut entries = HashMap::new();
+                let mut m = Fields::new(bytes_of(v).map_err(bad)?);
+                while let Some(next) = m.next() {
+                    match next.map_err(bad)? {
+                        (1, Payload::Bytes(e)) => {
+                            let (mk, mv) = map_entry(e).map_err(bad)?;
+                            let mk = words.word(sint32_of(mk).map_err(bad)?)?;
+                            let mv = words.word(sint32_of(mv).map_err(bad)?)?;
+                            entries.insert(mk.to_string(), mv.to_string());
+                        }
+                        (1, _) => return Err(bad("wrong wire type for a map entry")),
+                        _ => {}
+                    }
+                }
+                self.bag.set(id, Value::StringMap(entries))?;
+            }
+        }
+        if prior == 0 {
+            self.touched.push(id);
+        }
+        self.set_by[id.index()] = field;
+        self.changed.insert(id);
         Ok(())
     }
 }

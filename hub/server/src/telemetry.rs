@@ -30,7 +30,13 @@ struct Pipeline {
     /// Told when the pipeline is dropped, that is when the last Report still evaluating with it (after a
     /// reload replaced it) has submitted its records: the adapters it replaced drain only then.
     on_retired: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Segment writers of finished Reports (empty, reset by `Batches::take`), kept so the next Report writes
+    /// into grown buffers and string tables instead of new ones. Bounded by [`SPARE_BATCHES`].
+    spare: std::sync::Mutex<Vec<Batches>>,
 }
+
+/// Most spare segment writers a pipeline keeps (about the Reports evaluated at the same time).
+const SPARE_BATCHES: usize = 16;
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
@@ -89,6 +95,7 @@ impl Telemetry {
                 handles: Vec::new(),
                 by_key: HashMap::new(),
                 on_retired: std::sync::Mutex::new(None),
+                spare: std::sync::Mutex::new(Vec::new()),
             })),
             running: tokio::sync::Mutex::new(HashMap::new()),
             modules: RwLock::new(Vec::new()),
@@ -135,12 +142,20 @@ impl Telemetry {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut batches: Batches = p.rules.batches();
+        let spare = || p.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batches: Batches = spare().pop().unwrap_or_else(|| p.rules.batches());
         feed(&mut |bag, changes| {
             out.stats += p.rules.record_changed(bag, changes, now, &mut batches);
             out.bags += 1;
         });
-        for seg in batches.take() {
+        let segments = batches.take();
+        {
+            let mut spare = spare();
+            if spare.len() < SPARE_BATCHES {
+                spare.push(batches);
+            }
+        }
+        for seg in segments {
             let accepted = match p.handles.get(seg.adapter).and_then(Option::as_ref) {
                 Some(h) => h.submit(seg.kind, seg.bytes, seg.records),
                 None => false,
@@ -230,6 +245,7 @@ impl Telemetry {
                 handles,
                 by_key,
                 on_retired: std::sync::Mutex::new(None),
+                spare: std::sync::Mutex::new(Vec::new()),
             },
             running,
             modules,

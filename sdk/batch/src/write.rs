@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use crate::{BatchKind, Family, MAGIC, SEGMENT_HEADER_LEN, Span, VERSION, Value};
 
 /// Builds one segment: interns strings, declares families, appends records. Reusable: [`BatchWriter::finish_into`]
@@ -9,7 +11,9 @@ use crate::{BatchKind, Family, MAGIC, SEGMENT_HEADER_LEN, Span, VERSION, Value};
 #[derive(Debug)]
 pub struct BatchWriter {
     kind: BatchKind,
-    strings: HashMap<Box<str>, u32>,
+    /// Interned strings. foldhash rather than SipHash: strings are hashed for every label value of every
+    /// record, and foldhash's per-map seed still keeps a client from choosing colliding values in advance.
+    strings: HashMap<Box<str>, u32, RandomState>,
     string_bytes: Vec<u8>,
     families: Vec<u8>,
     family_count: u32,
@@ -30,7 +34,7 @@ impl BatchWriter {
     pub fn new(kind: BatchKind) -> Self {
         let mut w = Self {
             kind,
-            strings: HashMap::new(),
+            strings: HashMap::with_hasher(RandomState::default()),
             string_bytes: Vec::new(),
             families: Vec::new(),
             family_count: 0,
