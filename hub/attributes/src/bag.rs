@@ -77,6 +77,53 @@ impl Bag {
         }
     }
 
+    /// Sets a string map attribute to `entries` (of two with the same key, the later wins), reusing the
+    /// previous value's table when it was a map too, and its strings when it had the same keys. The bag is
+    /// then as after [`Bag::set`] with the map built from `entries`.
+    pub fn set_str_map(&mut self, id: AttrId, entries: &[(&str, &str)]) -> Result<(), DecodeError> {
+        if id.ty() != AttrType::StringMap {
+            return Err(DecodeError::WrongType {
+                name: id.name(),
+                expected: id.ty().name(),
+                got: AttrType::StringMap.name(),
+            });
+        }
+        let owned = || {
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        };
+        if is_header_map(id) {
+            return self.set(id, Value::StringMap(owned().collect())).map(drop);
+        }
+        if self.values.len() <= id.index() {
+            self.values.resize(VOCABULARY.len(), None);
+        }
+        let slot = &mut self.values[id.index()];
+        let Some(Value::StringMap(map)) = slot else {
+            *slot = Some(Value::StringMap(owned().collect()));
+            return Ok(());
+        };
+        // Small maps whose keys are the previous value's (a workload's labels): values rewritten in place.
+        let same_keys = entries.len() == map.len()
+            && entries.len() <= 8
+            && entries.iter().enumerate().all(|(i, (k, _))| {
+                map.contains_key(*k) && entries[..i].iter().all(|(earlier, _)| earlier != k)
+            });
+        if same_keys {
+            for (k, v) in entries {
+                if let Some(value) = map.get_mut(*k) {
+                    value.clear();
+                    value.push_str(v);
+                }
+            }
+        } else {
+            map.clear();
+            map.extend(owned());
+        }
+        Ok(())
+    }
+
     /// Removes every attribute, keeping the allocation of the slots.
     pub fn clear(&mut self) {
         self.values.iter_mut().for_each(|v| *v = None);

@@ -9,7 +9,6 @@
 //! The result is the same as decoding with prost and then [`crate::from_compressed_entry`] (the tests compare
 //! both): the same bags, the same entries rejected.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::bag::Bag;
@@ -62,6 +61,18 @@ impl<'a> Fields<'a> {
 
     #[inline(never)]
     fn long_varint(&mut self) -> Result<u64, &'static str> {
+        // Timestamps, sizes and word indexes past 63: with 10 bytes left, no check per byte.
+        if let Some(b) = self.buf.first_chunk::<10>() {
+            let mut v = 0u64;
+            for (i, &byte) in b.iter().enumerate() {
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    self.buf = &self.buf[i + 1..];
+                    return Ok(v);
+                }
+            }
+            return Err("varint longer than 10 bytes");
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let (&b, rest) = self.buf.split_first().ok_or("truncated varint")?;
@@ -254,6 +265,7 @@ impl<'a> ReportWire<'a> {
             touched: Vec::new(),
             own_words: Vec::new(),
             maps: Vec::new(),
+            map_words: Vec::new(),
         }
     }
 }
@@ -271,6 +283,8 @@ pub struct BagDecoder<'a, 'r> {
     /// The current entry's map fields (value type, payload), in order: read once by the pass that finds the
     /// entry's words, then decoded.
     maps: Vec<(u8, &'a [u8])>,
+    /// A string map value's entries, words borrowed.
+    map_words: Vec<(&'a str, &'a str)>,
 }
 
 /// Resolves word indexes of one entry.
@@ -476,7 +490,8 @@ impl<'a> BagDecoder<'a, '_> {
                 self.bag.set(id, value)?;
             }
             _ => {
-                let mut entries = HashMap::new();
+                let mut entries = std::mem::take(&mut self.map_words);
+                entries.clear();
                 let mut m = Fields::new(bytes_of(v).map_err(bad)?);
                 while let Some(next) = m.next() {
                     match next.map_err(bad)? {
@@ -484,13 +499,15 @@ impl<'a> BagDecoder<'a, '_> {
                             let (mk, mv) = map_entry(e).map_err(bad)?;
                             let mk = words.word(sint32_of(mk).map_err(bad)?)?;
                             let mv = words.word(sint32_of(mv).map_err(bad)?)?;
-                            entries.insert(mk.to_string(), mv.to_string());
+                            entries.push((mk, mv));
                         }
                         (1, _) => return Err(bad("wrong wire type for a map entry")),
                         _ => {}
                     }
                 }
-                self.bag.set(id, Value::StringMap(entries))?;
+                let set = self.bag.set_str_map(id, &entries);
+                self.map_words = entries;
+                set?;
             }
         }
         if prior == 0 {

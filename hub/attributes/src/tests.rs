@@ -389,3 +389,37 @@ fn report_wire_names_the_entry_and_error() {
         "malformed ReportRequest.attributes[0]: wrong wire type for a map entry"
     );
 }
+
+#[test]
+fn string_maps_set_from_entries_equal_maps_set_whole() {
+    let labels = lookup("destination.labels").unwrap();
+    let headers = lookup("request.headers").unwrap();
+    let map = |pairs: &[(&str, &str)]| {
+        Value::StringMap(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        )
+    };
+    let cases: [&[(&str, &str)]; 6] = [
+        &[("version", "v1")],
+        &[("version", "v2")],
+        &[("app", "reviews"), ("version", "v2")],
+        &[("version", "v3"), ("version", "v4")],
+        &[],
+        &[("Version", "v5"), ("app", "x")],
+    ];
+    let (mut by_entries, mut whole) = (Bag::new(), Bag::new());
+    for entries in cases {
+        for id in [labels, headers] {
+            by_entries.set_str_map(id, entries).unwrap();
+            whole.set(id, map(entries)).unwrap();
+        }
+        assert_eq!(by_entries, whole, "{entries:?}");
+    }
+    assert!(matches!(
+        by_entries.set_str_map(lookup("request.path").unwrap(), &[]),
+        Err(DecodeError::WrongType { .. })
+    ));
+}

@@ -38,6 +38,8 @@ struct Memo {
     /// Per target adapter (outer) and dimension (inner): the dimension value's string index in the target's
     /// metrics segment; `u32::MAX`: not computed.
     strings: Vec<u32>,
+    /// Whether every entry of `strings` is `u32::MAX` since the selector was found not to hold.
+    dims_forgotten: bool,
 }
 
 impl Memo {
@@ -45,6 +47,7 @@ impl Memo {
         Memo {
             selector: None,
             strings: vec![u32::MAX; t.dims.len() * t.targets.len()],
+            dims_forgotten: false,
         }
     }
 
@@ -54,6 +57,17 @@ impl Memo {
         if t.selector.as_ref().is_some_and(stale) {
             self.selector = None;
         }
+        // A resource whose selector is known not to hold writes nothing for this bag: its dimensions are
+        // forgotten all at once, when the selector is first found not to hold, rather than checked on every bag
+        // (another resource's traffic, e.g. HTTP requests for the TCP metrics).
+        if self.selector == Some(false) {
+            if !self.dims_forgotten {
+                self.strings.iter_mut().for_each(|s| *s = u32::MAX);
+                self.dims_forgotten = true;
+            }
+            return;
+        }
+        self.dims_forgotten = false;
         let n = t.dims.len();
         if n == 0 {
             return;
@@ -73,6 +87,7 @@ impl Memo {
     fn reset(&mut self) {
         self.selector = None;
         self.strings.iter_mut().for_each(|s| *s = u32::MAX);
+        self.dims_forgotten = true;
     }
 }
 
