@@ -200,6 +200,10 @@ impl Rules {
                     continue;
                 }
             }
+            // The dimensions of the last metric record written for this resource: with one target, a metric
+            // with the same dimensions has the same labels (the resource's strings are set for this bag) and is
+            // written as a repeat without building and comparing them again.
+            let mut written_dims: Option<&[usize]> = None;
             for m in &t.metrics {
                 if m.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {
                     continue;
@@ -229,6 +233,11 @@ impl Rules {
                         });
                         out.declared[m.family] = local;
                     }
+                    if t.targets.len() == 1 && written_dims == Some(&m.dimensions[..]) {
+                        out.metrics.metric_repeat(local, value, time);
+                        stats.metrics += 1;
+                        continue;
+                    }
                     labels.clear();
                     let strings = &mut memo.strings[ti * t.dims.len()..];
                     for &d in &m.dimensions {
@@ -244,6 +253,7 @@ impl Rules {
                     out.metrics.metric_interned(local, value, time, labels);
                     stats.metrics += 1;
                 }
+                written_dims = Some(&m.dimensions);
             }
             for l in &t.logs {
                 if l.when.as_ref().is_some_and(|w| !w.holds(bag, &mut cel)) {

@@ -325,3 +325,30 @@ fn records_with_the_previous_records_labels_repeat_them_by_reference() {
     let err = Batch::parse(&bytes).expect_err("a repeat without a previous record");
     assert!(err.to_string().contains("repeats the labels"), "{err}");
 }
+
+#[test]
+fn a_repeat_written_as_such_is_what_the_same_labels_again_write() {
+    let labels = ["response_code", "destination_workload"];
+    let segment = |repeat: bool| {
+        let mut w = BatchWriter::new(BatchKind::Metrics);
+        let a = w.family(&family("a_total", &labels));
+        let b = w.family(&family("b_total", &labels));
+        let set = [w.intern("200"), w.intern("reviews-v1")];
+        w.metric_interned(a, 1.0, 7, &set);
+        if repeat {
+            w.metric_repeat(b, 2.0, 8);
+        } else {
+            w.metric_interned(b, 2.0, 8, &set);
+        }
+        w.finish()
+    };
+    assert_eq!(segment(true), segment(false));
+}
+
+#[test]
+#[should_panic(expected = "no previous metric record")]
+fn a_repeat_needs_a_previous_record() {
+    let mut w = BatchWriter::new(BatchKind::Metrics);
+    let a = w.family(&family("a_total", &["code"]));
+    w.metric_repeat(a, 1.0, 7);
+}

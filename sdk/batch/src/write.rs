@@ -170,6 +170,26 @@ impl BatchWriter {
         self.record_count += 1;
     }
 
+    /// Appends a metric record with the labels of the previous metric record of this segment: what
+    /// [`BatchWriter::metric_interned`] writes given the same labels again, for a caller that knows they are.
+    ///
+    /// # Panics
+    /// When no metric record was written since the last finish, or `family` was not declared or has another
+    /// label count (a bug in the caller).
+    pub fn metric_repeat(&mut self, family: u32, value: f64, time_nanos: u64) {
+        debug_assert_eq!(self.kind, BatchKind::Metrics);
+        assert!(self.has_last, "no previous metric record to repeat");
+        assert_eq!(
+            self.last_labels.len(),
+            self.family_labels[family as usize],
+            "metric record label count differs from its family's"
+        );
+        put_varint(&mut self.records, 2 * u64::from(family) + 1);
+        self.records.extend_from_slice(&value.to_le_bytes());
+        put_varint(&mut self.records, time_nanos);
+        self.record_count += 1;
+    }
+
     /// Appends a log entry.
     pub fn log<'s>(
         &mut self,
