@@ -35,10 +35,9 @@ const OUTBOUND_CLUSTER: &str = "outbound|9080||reviews.default.svc.cluster.local
 const MARK: &str = "0x539";
 /// Envoy's admin port inside each pod (private to the namespace).
 const ADMIN_PORT: u16 = 15000;
-/// How long a changed cluster may take to be used. Envoy warms an updated EDS cluster until it gets the
-/// cluster's endpoints again; pilot sends EDS only when the endpoints changed, so a cluster whose checked
-/// identities changed while its endpoints did not waits out Envoy's `initial_fetch_timeout` (15 s).
-const CLUSTER_CHANGE: Duration = Duration::from_secs(30);
+/// How long a changed cluster may take to be used: well under Envoy's `initial_fetch_timeout` (15 s), which
+/// an updated EDS cluster waits out when pilot does not send its (unchanged) endpoints again.
+const CLUSTER_CHANGE: Duration = Duration::from_secs(5);
 
 /// The backend in B: answers every GET with its name.
 const BACKEND: &str = r#"

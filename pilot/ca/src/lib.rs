@@ -29,6 +29,8 @@ use rcgen::{
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// How long a workload certificate is valid unless configured otherwise (Istio's default).
 pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The shortest workload certificate lifetime accepted (renewal happens at half of it).
+pub const MIN_WORKLOAD_TTL: Duration = Duration::from_secs(10);
 /// Identities with a certificate kept at most; beyond, the oldest is forgotten (and issued anew when asked).
 pub const MAX_IDENTITIES: usize = 10_000;
 /// How long a self-signed root is valid.
@@ -79,6 +81,9 @@ pub enum CaError {
         /// The file missing.
         missing: &'static str,
     },
+    /// The workload certificate lifetime is too short to renew in time.
+    #[error("workload certificate lifetime {0:?}: use at least {MIN_WORKLOAD_TTL:?}")]
+    Lifetime(Duration),
     /// The trust domain is not a valid SPIFFE trust domain.
     #[error("trust domain {0:?}: use lowercase letters, digits, '.', '-' and '_'")]
     TrustDomain(String),
@@ -135,6 +140,9 @@ impl Authority {
     /// self-signed root written into it (the key readable by its owner only), so restarts keep the root.
     pub fn from_dir(dir: &Path, trust_domain: &str, ttl: Duration) -> Result<Authority, CaError> {
         check_trust_domain(trust_domain)?;
+        if ttl < MIN_WORKLOAD_TTL {
+            return Err(CaError::Lifetime(ttl));
+        }
         let cert_path = dir.join(files::CA_CERT);
         let key_path = dir.join(files::CA_KEY);
         match (cert_path.exists(), key_path.exists()) {
@@ -192,6 +200,9 @@ impl Authority {
         chain_pem: Option<String>,
     ) -> Result<Authority, CaError> {
         check_trust_domain(trust_domain)?;
+        if ttl < MIN_WORKLOAD_TTL {
+            return Err(CaError::Lifetime(ttl));
+        }
         check_pair(cert_pem, &key)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         let own_root = root_pem.is_none();
@@ -205,7 +216,7 @@ impl Authority {
             root_pem: root_pem.unwrap_or_else(|| cert_pem.to_string()),
             chain_pem,
             trust_domain: trust_domain.to_string(),
-            ttl: ttl.max(Duration::from_secs(120)),
+            ttl,
             issued: Mutex::new(HashMap::new()),
         })
     }

@@ -201,6 +201,11 @@ fn bad_ca_directories_are_refused_with_the_file_named() {
     );
     std::fs::remove_dir_all(&dir).ok();
 
+    let e = Authority::self_signed("cluster.local", Duration::from_secs(1)).unwrap_err();
+    assert!(
+        e.to_string().contains("lifetime 1s: use at least 10s"),
+        "{e}"
+    );
     let e = Authority::self_signed("Cluster Local", DEFAULT_WORKLOAD_TTL).unwrap_err();
     assert!(
         e.to_string().contains("trust domain \"Cluster Local\""),

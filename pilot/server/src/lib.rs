@@ -200,16 +200,26 @@ pub async fn start(
     let server = tokio::spawn(async move {
         // Envoy's EDS requests name every cluster (hundreds of KiB at scale): windows larger than HTTP/2's
         // 64 KiB default let a request arrive in one go.
-        tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(16 << 20))
             .add_service(health_service)
             .add_service(ads.into_service())
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(xds).with_nodelay(Some(true)),
-                async move { shutdown.wait().await },
-            )
-            .await?;
+                shutdown.clone().wait(),
+            );
+        // A graceful shutdown waits for open streams, and ADS streams end only when their proxies leave:
+        // after the grace period, the proxies are cut off (they reconnect to another pilot).
+        let grace = async {
+            shutdown.wait().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "ADS streams still open after the grace period; closing them");
+        };
+        tokio::select! {
+            served = serve => served?,
+            () = grace => {}
+        }
         Ok(())
     });
     tracing::info!(%xds_addr, %monitoring_addr, "pilot serving");
@@ -220,6 +230,9 @@ pub async fn start(
         server,
     })
 }
+
+/// How long a shutdown waits for connected proxies to leave before closing their streams.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A shutdown signal several servers can wait on.
 #[derive(Clone)]

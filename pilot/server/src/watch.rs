@@ -84,10 +84,10 @@ impl ConfigWatch {
     }
 
     /// Translates the mesh being served again (after the first successful load) whenever the translator
-    /// says its translations went stale by themselves: workload certificates due for renewal.
+    /// says its translations went stale by themselves: workload certificates due for renewal. Checked every
+    /// second, since certificates are issued whenever a new proxy's view is first translated.
     pub async fn renew(self: Arc<Self>) {
-        // Woken at least this often, so a clock that jumps does not delay renewal for long.
-        const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+        const CHECK_EVERY: Duration = Duration::from_secs(1);
         let mut handled = std::time::SystemTime::UNIX_EPOCH;
         loop {
             let now = std::time::SystemTime::now();
@@ -105,8 +105,8 @@ impl ConfigWatch {
                     handled = now;
                 }
                 due => {
-                    let wait = due.map_or(AT_MOST, |d| {
-                        d.duration_since(now).unwrap_or_default().min(AT_MOST)
+                    let wait = due.map_or(CHECK_EVERY, |d| {
+                        d.duration_since(now).unwrap_or_default().min(CHECK_EVERY)
                     });
                     tokio::time::sleep(wait).await;
                 }

@@ -1,7 +1,7 @@
 //! Incremental ADS (`DeltaAggregatedResources`): a response carries only the resources that changed for the
 //! proxy and the names of those that went away.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sextant_proto::envoy::config::core::v3::Node;
@@ -10,7 +10,7 @@ use sextant_proto::envoy::service::discovery::v3::{
 };
 
 use crate::names::{Names, take_wildcard};
-use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select, updated};
 use crate::snapshot::{Resources, Snapshot, XdsResource};
 use crate::types;
 
@@ -50,23 +50,28 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// The changes for one type, if any (or always, with `force`).
+    /// The changes for one type, plus the resources named in `resend` even if unchanged, if any (or always,
+    /// with `force`).
     fn respond(
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
         force: bool,
+        resend: &BTreeSet<String>,
     ) -> Option<Outgoing<DeltaDiscoveryResponse>> {
         let w = self.watches.get_mut(type_url)?;
         let wanted = select(snapshot, type_url, w.wildcard, &w.names);
         let (changed, removed): (Vec<&Arc<XdsResource>>, Vec<String>) =
-            if Arc::ptr_eq(&wanted, &w.holds) {
+            if Arc::ptr_eq(&wanted, &w.holds) && resend.is_empty() {
                 (Vec::new(), Vec::new())
             } else {
                 (
                     wanted
                         .values()
-                        .filter(|r| w.holds.get(&r.name).map(|h| &h.version) != Some(&r.version))
+                        .filter(|r| {
+                            w.holds.get(&r.name).map(|h| &h.version) != Some(&r.version)
+                                || resend.contains(&r.name)
+                        })
                         .collect(),
                     w.holds
                         .keys()
@@ -209,7 +214,7 @@ impl Protocol for Delta {
         }
         w.names = std::mem::take(&mut w.names).compact(snapshot, &req.type_url);
         // The first request of a type is always answered, so a proxy waiting for it can finish starting.
-        let out = self.respond(&req.type_url, snapshot, first);
+        let out = self.respond(&req.type_url, snapshot, first, &BTreeSet::new());
         Ok(Answer {
             response: out,
             verdict,
@@ -224,8 +229,28 @@ impl Protocol for Delta {
             .map(|(u, _)| u.clone())
             .collect();
         urls.sort_by_key(|u| types::push_rank(u));
+        // Envoy warms an updated EDS cluster again and waits for its endpoints (up to its initial fetch
+        // timeout, 15 s): resend them even when they did not change.
+        let clusters_updated = self
+            .watches
+            .get(types::CLUSTER)
+            .map(|w| {
+                updated(
+                    &w.holds,
+                    &select(snapshot, types::CLUSTER, w.wildcard, &w.names),
+                )
+            })
+            .unwrap_or_default();
+        let none = BTreeSet::new();
         urls.iter()
-            .filter_map(|u| self.respond(u, snapshot, false))
+            .filter_map(|u| {
+                let resend = if u == types::ENDPOINT {
+                    &clusters_updated
+                } else {
+                    &none
+                };
+                self.respond(u, snapshot, false, resend)
+            })
             .collect()
     }
 }

@@ -160,3 +160,15 @@ pub(crate) fn select(
             .collect(),
     )
 }
+
+/// The names both maps hold at different versions: resources updated in place (not added or removed).
+pub(crate) fn updated(before: &Resources, after: &Resources) -> std::collections::BTreeSet<String> {
+    if Arc::ptr_eq(before, after) {
+        return Default::default();
+    }
+    after
+        .values()
+        .filter(|r| before.get(&r.name).is_some_and(|b| b.version != r.version))
+        .map(|r| r.name.clone())
+        .collect()
+}

@@ -7,7 +7,7 @@ use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::names::{Names, take_wildcard};
-use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select};
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select, updated};
 use crate::snapshot::{Resources, Snapshot, same_versions};
 use crate::types;
 
@@ -150,15 +150,26 @@ impl Protocol for Sotw {
     }
 
     fn on_change(&mut self, snapshot: &Snapshot) -> Vec<Outgoing<DiscoveryResponse>> {
+        let selected = |url: &str, w: &Watch| select(snapshot, url, w.wildcard, &w.names);
         let mut due: Vec<String> = self
             .watches
             .iter()
-            .filter(|(url, w)| {
-                w.nonce.is_some()
-                    && !same_versions(&w.sent, &select(snapshot, url, w.wildcard, &w.names))
-            })
+            .filter(|(url, w)| w.nonce.is_some() && !same_versions(&w.sent, &selected(url, w)))
             .map(|(url, _)| url.clone())
             .collect();
+        // Envoy warms an updated EDS cluster again and waits for its endpoints (up to its initial fetch
+        // timeout, 15 s): resend them even when they did not change.
+        let clusters = self.watches.get(types::CLUSTER);
+        let endpoints = self.watches.get(types::ENDPOINT);
+        if let (Some(c), Some(e)) = (clusters, endpoints)
+            && e.nonce.is_some()
+            && !due.iter().any(|u| u == types::ENDPOINT)
+            && updated(&c.sent, &selected(types::CLUSTER, c))
+                .iter()
+                .any(|name| e.sent.contains_key(name))
+        {
+            due.push(types::ENDPOINT.to_string());
+        }
         due.sort_by_key(|u| types::push_rank(u));
         due.iter()
             .filter_map(|url| self.respond(url, snapshot))

@@ -169,6 +169,64 @@ fn sotw_answers_subscriptions_records_acks_and_nacks_and_pushes_only_changed_typ
     assert!(ask(&mut s, sotw("", &[], "", ""), &grown).is_err());
 }
 
+/// `mesh(["a", "b"], 1)` with cluster `a`'s connect timeout changed and its endpoints as they were.
+fn a_updated() -> Snapshot {
+    let mut b = SnapshotBuilder::new();
+    for (n, timeout) in [("a", 2000), ("b", 1000)] {
+        b.cluster(&build::eds_cluster(n, timeout))
+            .endpoints(&build::assignment(n, &[(addr(1), 1)]));
+    }
+    b.listener(&build::http_listener("http", addr(15001), "r1"))
+        .route(&RouteConfiguration {
+            name: "r1".into(),
+            ..Default::default()
+        });
+    b.build()
+}
+
+#[test]
+fn an_updated_eds_cluster_gets_its_unchanged_endpoints_again() {
+    // Envoy warms an updated EDS cluster again and waits for its endpoints: both protocols resend them.
+    let snap = mesh(&["a", "b"], 1);
+    let next = a_updated();
+    let mut s = Sotw::default();
+    ask(&mut s, sotw(CLUSTER, &[], "", ""), &snap).unwrap();
+    ask(&mut s, sotw(ENDPOINT, &["a", "b"], "", ""), &snap).unwrap();
+    let pushes = s.on_change(&next);
+    let types: Vec<&str> = pushes.iter().map(|o| o.type_url.as_str()).collect();
+    assert_eq!(types, [CLUSTER, ENDPOINT]);
+    assert_eq!(
+        pushes[1].message().resources.len(),
+        2,
+        "SotW sends the whole type"
+    );
+
+    let mut d = Delta::default();
+    ask(&mut d, delta(CLUSTER, &[], ""), &snap).unwrap();
+    ask(&mut d, delta(ENDPOINT, &["a", "b"], ""), &snap).unwrap();
+    let pushes = d.on_change(&next);
+    let sent: Vec<(String, Vec<String>)> = pushes
+        .iter()
+        .map(|o| {
+            let m = o.message();
+            (
+                o.type_url.clone(),
+                m.resources.into_iter().map(|r| r.name).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (CLUSTER.to_string(), vec!["a".to_string()]),
+            (ENDPOINT.to_string(), vec!["a".to_string()])
+        ],
+        "only the updated cluster's endpoints"
+    );
+    // Nothing changed since: nothing resent.
+    assert!(d.on_change(&next).is_empty() && s.on_change(&next).is_empty());
+}
+
 fn delta(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: type_url.into(),
