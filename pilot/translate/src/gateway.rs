@@ -144,22 +144,24 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
         out.listeners.push(Listener {
             name,
             address: Some(build::address(SocketAddr::new(*ip, *listen))),
-            listener_filters: https
-                .then(|| ListenerFilter {
-                    name: TLS_INSPECTOR.into(),
-                    config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
-                        &TlsInspector::default(),
-                    ))),
-                    ..Default::default()
-                })
-                .into_iter()
-                .collect(),
+            listener_filters: https.then(tls_inspector).into_iter().collect(),
             filter_chains: chains,
             traffic_direction: TrafficDirection::Outbound as i32,
             ..Default::default()
         });
     }
     out
+}
+
+/// The listener filter that reads a connection's TLS ClientHello (SNI, ALPN) for filter chain matching.
+pub(crate) fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: TLS_INSPECTOR.into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
 }
 
 fn is_https(s: &Server) -> bool {

@@ -24,14 +24,13 @@ use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
 use sextant_proto::envoy::extensions::filters::http::fault::v3::HttpFault;
 use sextant_proto::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use sextant_proto::google::protobuf::BoolValue;
 
 use crate::action::{CORS_FILTER, FAULT_FILTER};
 use crate::cluster::{INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::gateway::TLS_INSPECTOR;
+use crate::gateway::tls_inspector;
 use crate::route::{RouteContext, route_configuration, target_cluster};
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name, route_name};
 
@@ -238,13 +237,7 @@ fn terminate_mesh_tls(l: &mut Listener) {
     let Some(plain) = l.default_filter_chain.clone() else {
         return;
     };
-    l.listener_filters.push(ListenerFilter {
-        name: TLS_INSPECTOR.into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
-            &TlsInspector::default(),
-        ))),
-        ..Default::default()
-    });
+    l.listener_filters.push(tls_inspector());
     // Server-first protocols send nothing for the inspector to read: let them through as plain text.
     l.continue_on_listener_filters_timeout = true;
     l.filter_chains.push(FilterChain {
