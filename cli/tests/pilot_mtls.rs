@@ -211,6 +211,17 @@ impl Mesh {
         ])
     }
 
+    /// Waits until A's call gets the backend's answer, then checks that five more calls do too.
+    fn wait_served(&self, what: &str) {
+        wait_until(Duration::from_secs(20), what, || {
+            self.call()
+                .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
+        });
+        for _ in 0..5 {
+            assert_eq!(self.call(), Some((200, "reviews-v1".to_string())));
+        }
+    }
+
     /// pilot's `/debug/syncz`.
     fn syncz(&self) -> serde_json::Value {
         self.b
@@ -356,39 +367,14 @@ fn pods() -> (Pod, Pod) {
 /// upstream socket marked so A's capture lets it through) and waits until its admin says LIVE.
 fn sidecar(pod: &Pod, dir: &Path, app: &str, xds: &str) -> Proc {
     std::fs::create_dir_all(dir).expect("mkdir envoy");
-    let (pilot_ip, pilot_port) = xds.rsplit_once(':').expect("xds address");
-    let bootstrap = format!(
-        r#"
-node:
-  id: "{id}"
-  cluster: {app}.default
-  metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {ADMIN_PORT}}}}}}}
-cluster_manager:
-  upstream_bind_config:
-    socket_options: [{{level: 1, name: 36, int_value: 1337, state: STATE_PREBIND}}]
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: pilot
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: pilot
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {pilot_ip}, port_value: {pilot_port}}}}}}}}}]}}]
-"#,
+    let xds: std::net::SocketAddr = xds.parse().expect("xds address");
+    let node = format!(
+        "{{id: \"{id}\", cluster: {app}.default, metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}}}}}",
         id = node_id(&pod.ip, app),
     );
+    // The mark on every upstream socket, the ADS connection's too, is appended as a top-level key.
+    let bootstrap = common::ads_bootstrap(xds, ADMIN_PORT, "GRPC", &node)
+        + "cluster_manager:\n  upstream_bind_config:\n    socket_options: [{level: 1, name: 36, int_value: 1337, state: STATE_PREBIND}]\n";
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, bootstrap).expect("write bootstrap");
     let mut cmd = pod.ns.command(peers().join("venv/bin/envoy"));
@@ -425,17 +411,7 @@ fn sidecar_to_sidecar_through_istio_init_interception() {
     // would be redirected to a 15001 nobody listens on before LDS) and acknowledged everything.
     mesh.wait_synced(&["cds", "eds", "lds", "rds"]);
 
-    wait_until(
-        Duration::from_secs(20),
-        "the application in A to get the backend's answer",
-        || {
-            mesh.call()
-                .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
-        },
-    );
-    for _ in 0..5 {
-        assert_eq!(mesh.call(), Some((200, "reviews-v1".to_string())));
-    }
+    mesh.wait_served("the application in A to get the backend's answer");
 
     // A: each call captured by virtualOutbound, handed to the 9080 listener, routed to reviews' cluster.
     let (a, b) = (&mesh.a, &mesh.b);
@@ -502,17 +478,7 @@ fn istio_mutual_between_sidecars_checks_the_servers_identity() {
         ]
     });
     mesh.wait_synced(&["sds", "cds", "eds", "lds", "rds"]);
-    wait_until(
-        Duration::from_secs(20),
-        "the application in A to get the backend's answer over mesh mTLS",
-        || {
-            mesh.call()
-                .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
-        },
-    );
-    for _ in 0..5 {
-        assert_eq!(mesh.call(), Some((200, "reviews-v1".to_string())));
-    }
+    mesh.wait_served("the application in A to get the backend's answer over mesh mTLS");
     let (a, b) = (&mesh.a, &mesh.b);
     let handshakes = counter(a, &format!("cluster.{OUTBOUND_CLUSTER}.ssl.handshake"));
     assert!(handshakes >= 1, "A made no TLS handshake to reviews");
