@@ -19,7 +19,7 @@ pub use load::{
 };
 pub use resources::{
     API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
-    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, Policy, PolicySpec,
+    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, OnError, Policy, PolicySpec,
     RateLimit, RateLimitSpec, Rule, RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
 };
 

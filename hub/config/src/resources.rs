@@ -35,6 +35,12 @@ pub struct PolicySpec {
     /// Evaluate and record decisions, but never deny.
     #[serde(default)]
     pub dry_run: bool,
+    /// What an expression of this policy that cannot be evaluated (it read an attribute or map key the request
+    /// lacks, or failed at run time) decides: DENY (the request is refused, naming the rule and the error) or
+    /// SKIP (the selector does not select, the rule does not match). Unset: DENY for the selector and for DENY
+    /// rules, SKIP for ALLOW and AUDIT rules. A rule's own `onError` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<OnError>,
     /// The rules, in order. A matching DENY rule wins over any matching ALLOW rule.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -55,6 +61,16 @@ pub enum DefaultAction {
     Allow,
     /// Refuse the request with PERMISSION_DENIED (403).
     Deny,
+}
+
+/// What an expression that cannot be evaluated decides.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OnError {
+    /// Refuse the request, with a message naming the rule and the error.
+    Deny,
+    /// Treat the expression as false: the selector does not select, the rule does not match.
+    Skip,
 }
 
 /// Proxy behaviour when the hub is unreachable.
@@ -81,6 +97,10 @@ pub struct Rule {
     pub when: Option<String>,
     /// ALLOW, DENY or AUDIT (record the match, decide nothing).
     pub action: Action,
+    /// What this rule's condition decides when it cannot be evaluated: DENY or SKIP (does not match). Unset: the
+    /// policy's `onError`, else DENY for DENY rules and SKIP for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<OnError>,
     /// For DENY: the status returned. Default PERMISSION_DENIED, HTTP 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<RuleStatus>,

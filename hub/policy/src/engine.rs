@@ -16,13 +16,14 @@
 //! map key; test presence with `has()` or `in`) or `Error`. A dimension that fails evaluates to one shared
 //! "absent" value, so clients cannot escape a per-key limit by omitting the key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cel::objects::Value as CelValue;
 use cel::{Context, ExecutionError};
 use hub_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
-use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits};
+use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits, OnError};
 use hub_quota::{LimitSpec, Outcome};
 
 use crate::codes;
@@ -85,8 +86,32 @@ impl PolicyAdapters for NoAdapters {
 /// The rule name recorded when a policy's default action decides.
 static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("(default)"));
 
+/// The rule name recorded when a policy's selector could not be evaluated and denied.
+static SELECTOR_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("(selector)"));
+
 /// The dimension value used when a dimension cannot be evaluated.
 pub const ABSENT_DIMENSION: &str = "\u{0}absent";
+
+/// Why a policy denied.
+enum Denial<'s> {
+    /// A DENY rule matched.
+    Rule(&'s CompiledRule),
+    /// No rule matched and the default action is DENY.
+    Default,
+    /// The selector (no rule) or a rule could not be evaluated, and its `onError` is DENY.
+    Error {
+        rule: Option<&'s CompiledRule>,
+        message: String,
+    },
+}
+
+/// What a condition came to.
+enum Match {
+    Yes,
+    No,
+    /// It could not be evaluated: the error's text.
+    Failed(String),
+}
 
 /// Everything decided synchronously, before any quota is taken.
 #[derive(Default)]
@@ -94,7 +119,7 @@ struct Evaluation<'s> {
     failures: Vec<EvalFailure>,
     evaluated: Vec<&'s Expr>,
     hits: Vec<RuleHit>,
-    denied: Option<(&'s CompiledPolicy, Option<&'s CompiledRule>)>,
+    denied: Option<(&'s CompiledPolicy, Denial<'s>)>,
     allow_rules: Vec<&'s CompiledRule>,
     failure_policy: Option<FailurePolicy>,
     /// (rate limit index, bucket key) to charge one unit each.
@@ -140,104 +165,168 @@ impl<'s> Evaluation<'s> {
         }
     }
 
-    fn matches(
+    /// Evaluates a condition (None holds always); a failure is recorded and returned.
+    fn condition(
         &mut self,
         ctx: &Context<'_, '_>,
         e: Option<&'s Expr>,
         resource: &Arc<str>,
         field: impl Fn() -> String,
-    ) -> bool {
-        let Some(e) = e else { return true };
+    ) -> Match {
+        let Some(e) = e else { return Match::Yes };
         // The field name is only built when something fails: this runs for every rule of every request.
         match self.eval(ctx, e, resource, &field) {
-            Some(CelValue::Bool(b)) => b,
+            Some(CelValue::Bool(true)) => Match::Yes,
+            Some(CelValue::Bool(false)) => Match::No,
             Some(other) => {
+                let message = format!("expected a bool, got {other:?}");
                 self.failures.push(EvalFailure {
                     resource: resource.clone(),
                     field: field(),
                     kind: EvalFailureKind::Error,
-                    message: format!("expected a bool, got {other:?}"),
+                    message: message.clone(),
                 });
-                false
+                Match::Failed(message)
             }
-            None => false,
+            None => Match::Failed(
+                self.failures
+                    .last()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default(),
+            ),
         }
     }
 
-    fn rule_matches(
+    /// Whether a RateLimit's selector selects; one that cannot be evaluated does not (the failure is counted).
+    fn selects(&mut self, ctx: &Context<'_, '_>, e: Option<&'s Expr>, resource: &Arc<str>) -> bool {
+        matches!(
+            self.condition(ctx, e, resource, || "selector".into()),
+            Match::Yes
+        )
+    }
+
+    /// What rule `r` of `p` comes to: whether it matches, or the denial its failure makes under `onError: DENY`.
+    fn rule(
         &mut self,
         ctx: &Context<'_, '_>,
         p: &CompiledPolicy,
         r: &'s CompiledRule,
-    ) -> bool {
-        self.matches(ctx, r.when.as_ref(), &p.name, || {
+    ) -> Result<bool, Denial<'s>> {
+        match self.condition(ctx, r.when.as_ref(), &p.name, || {
             format!("rules[{}].when", r.name)
-        })
+        }) {
+            Match::Yes => Ok(true),
+            Match::No => Ok(false),
+            Match::Failed(_) if r.on_error == OnError::Skip => Ok(false),
+            Match::Failed(error) => Err(Denial::Error {
+                rule: Some(r),
+                message: format!(
+                    "policy {} rule {} could not be evaluated ({error}); denied by its onError: DENY",
+                    p.name, r.name
+                ),
+            }),
+        }
     }
 
-    /// The first rule of `p` with `action` whose condition holds.
+    /// The first rule of `p` with `action` whose condition holds, or the first failure that denies.
     fn first_match(
         &mut self,
         ctx: &Context<'_, '_>,
         p: &'s CompiledPolicy,
         action: Action,
-    ) -> Option<&'s CompiledRule> {
-        p.rules
-            .iter()
-            .filter(|r| r.action == action)
-            .find(|r| self.rule_matches(ctx, p, r))
+    ) -> Result<Option<&'s CompiledRule>, Denial<'s>> {
+        for r in p.rules.iter().filter(|r| r.action == action) {
+            if self.rule(ctx, p, r)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     fn policy(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) {
-        if !self.matches(ctx, p.selector.as_ref(), &p.name, || "selector".into()) {
-            return;
-        }
-        self.failure_policy = self.failure_policy.max(Some(p.failure_policy));
         let hit = |rule: &Arc<str>, action: &'static str| RuleHit {
             policy: p.name.clone(),
             rule: rule.clone(),
             action,
             dry_run: p.dry_run,
         };
+        let denied = match self.condition(ctx, p.selector.as_ref(), &p.name, || "selector".into()) {
+            Match::No => return,
+            Match::Failed(_) if p.selector_on_error == OnError::Skip => return,
+            Match::Failed(error) => Some(Denial::Error {
+                rule: None,
+                message: format!(
+                    "policy {} could not tell whether it applies: its selector could not be evaluated ({error}); \
+                     denied by its onError: DENY",
+                    p.name
+                ),
+            }),
+            Match::Yes => None,
+        };
+        self.failure_policy = self.failure_policy.max(Some(p.failure_policy));
+        let denied = denied.or_else(|| self.rules(ctx, p));
+        match &denied {
+            Some(Denial::Rule(r)) => self.hits.push(hit(&r.name, "DENY")),
+            Some(Denial::Default) => self.hits.push(hit(&DEFAULT_RULE, "DENY")),
+            Some(Denial::Error { rule, .. }) => self
+                .hits
+                .push(hit(rule.map_or(&*SELECTOR_RULE, |r| &r.name), "DENY")),
+            None => {}
+        }
+        if let Some(denial) = denied
+            && !p.dry_run
+            && self.denied.is_none()
+        {
+            self.denied = Some((p, denial));
+        }
+        if self.denied.is_none() {
+            self.consults.extend(p.adapters.iter().map(|a| (p, a)));
+        }
+    }
+
+    /// The rules of an applicable policy: AUDIT rules recorded, then the first DENY, else ALLOW, else default.
+    fn rules(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) -> Option<Denial<'s>> {
         for r in p.rules.iter().filter(|r| r.action == Action::Audit) {
-            if self.rule_matches(ctx, p, r) {
-                self.hits.push(hit(&r.name, "AUDIT"));
+            match self.rule(ctx, p, r) {
+                Ok(true) => self.hits.push(RuleHit {
+                    policy: p.name.clone(),
+                    rule: r.name.clone(),
+                    action: "AUDIT",
+                    dry_run: p.dry_run,
+                }),
+                Ok(false) => {}
+                Err(denial) => return Some(denial),
             }
         }
-        let deny = self.first_match(ctx, p, Action::Deny);
-        let allow = match deny {
-            Some(_) => None,
-            None => self.first_match(ctx, p, Action::Allow),
-        };
-        let denied = match (deny, allow) {
-            (Some(r), _) => {
-                self.hits.push(hit(&r.name, "DENY"));
-                Some(Some(r))
-            }
-            (None, Some(r)) => {
-                self.hits.push(hit(&r.name, "ALLOW"));
+        match self.first_match(ctx, p, Action::Deny) {
+            Ok(Some(r)) => return Some(Denial::Rule(r)),
+            Ok(None) => {}
+            Err(denial) => return Some(denial),
+        }
+        match self.first_match(ctx, p, Action::Allow) {
+            Ok(Some(r)) => {
+                self.hits.push(RuleHit {
+                    policy: p.name.clone(),
+                    rule: r.name.clone(),
+                    action: "ALLOW",
+                    dry_run: p.dry_run,
+                });
                 if !p.dry_run {
                     self.allow_rules.push(r);
                 }
                 None
             }
-            (None, None) if p.default_action == DefaultAction::Deny => {
-                self.hits.push(hit(&DEFAULT_RULE, "DENY"));
-                Some(None)
-            }
-            (None, None) => {
-                self.hits.push(hit(&DEFAULT_RULE, "ALLOW"));
+            Ok(None) if p.default_action == DefaultAction::Deny => Some(Denial::Default),
+            Ok(None) => {
+                self.hits.push(RuleHit {
+                    policy: p.name.clone(),
+                    rule: DEFAULT_RULE.clone(),
+                    action: "ALLOW",
+                    dry_run: p.dry_run,
+                });
                 None
             }
-        };
-        if let Some(rule) = denied
-            && !p.dry_run
-            && self.denied.is_none()
-        {
-            self.denied = Some((p, rule));
-        }
-        if self.denied.is_none() {
-            self.consults.extend(p.adapters.iter().map(|a| (p, a)));
+            Err(denial) => Some(denial),
         }
     }
 
@@ -311,7 +400,7 @@ impl<'s> Evaluation<'s> {
     ) {
         for i in snap.rate_limit_index.candidates(bag, reads) {
             let (rl, _) = &snap.rate_limits[i];
-            if !skip(i) && self.matches(ctx, rl.selector.as_ref(), &rl.name, || "selector".into()) {
+            if !skip(i) && self.selects(ctx, rl.selector.as_ref(), &rl.name) {
                 let key = self.bucket(ctx, &rl.dimensions, &rl.name);
                 self.charges.push((i, key));
             }
@@ -437,7 +526,40 @@ pub async fn check_with(
         };
         ev.grants.push((req.name.clone(), grant));
     }
-    finish(snap, bag, &reads, ev)
+    let decision = finish(snap, bag, &reads, ev);
+    log_failures(&decision.failures);
+    decision
+}
+
+/// Logs expressions that could not be evaluated: at most one line a second for the whole process, saying how
+/// many were left out since (every failure is counted in `sextant_hub_eval_failures_total`).
+fn log_failures(failures: &[EvalFailure]) {
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    let Some(first) = failures.first() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_SECOND.load(Ordering::Relaxed);
+    if now > last
+        && LAST_SECOND
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            resource = %first.resource,
+            field = %first.field,
+            kind = ?first.kind,
+            error = %first.message,
+            more_in_this_check = failures.len() - 1,
+            left_out_since_last_line = LEFT_OUT.swap(0, Ordering::Relaxed),
+            "an expression could not be evaluated"
+        );
+    } else {
+        LEFT_OUT.fetch_add(failures.len() as u64, Ordering::Relaxed);
+    }
 }
 
 fn evaluate<'s>(
@@ -489,14 +611,14 @@ fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> De
         .adapter_valid_for
         .map_or(snap.decision_ttl, |d| d.min(snap.decision_ttl));
     let mut headers = Vec::new();
-    let (code, message, http_status) = if let Some((policy, rule)) = ev.denied {
-        match rule {
-            Some(r) => {
+    let (code, message, http_status) = if let Some((policy, denial)) = ev.denied {
+        match denial {
+            Denial::Rule(r) => {
                 header_ops(&r.headers.request, HeaderTarget::Request, &mut headers);
                 header_ops(&r.headers.response, HeaderTarget::Response, &mut headers);
                 (r.code, r.message.clone(), r.http_status)
             }
-            None => (
+            Denial::Default => (
                 codes::PERMISSION_DENIED,
                 format!(
                     "denied by policy {}: no rule allowed the request",
@@ -504,6 +626,12 @@ fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> De
                 ),
                 403,
             ),
+            // A DENY rule that failed answers with its own status; anything else with PERMISSION_DENIED.
+            Denial::Error {
+                rule: Some(r),
+                message,
+            } if r.action == Action::Deny => (r.code, message, r.http_status),
+            Denial::Error { message, .. } => (codes::PERMISSION_DENIED, message, 403),
         }
     } else if let Some((code, http, message)) = ev.adapter_denied {
         (code, message, http)
@@ -650,5 +778,6 @@ pub async fn rate_limit(snap: &Snapshot, bag: &Bag, amount: u32) -> RateLimitDec
     if out.limit.is_none() {
         out.remaining = 0;
     }
+    log_failures(&out.failures);
     out
 }

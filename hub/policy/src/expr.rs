@@ -11,13 +11,22 @@ use cel::common::ast::{Expr as Node, LiteralValue, operators};
 use cel::{Env, IdedExpr, Program};
 use hub_attributes::{AttrId, AttrType};
 
+use crate::functions;
 use crate::resolve::is_namespace;
 
-/// The shared CEL environment: the standard library and the strings extension.
+/// The shared CEL environment: the standard library, the strings extension and the `ip`/`cidr` library.
 pub static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
-    // The extension only adds functions; failure would mean a clash inside cel itself.
-    let _ = env.add_extension(cel::extensions::strings);
+    // The libraries only add functions; a failure would be a clash of names, which the tests of every function
+    // through this environment catch (a function missing from it fails at run time).
+    for (name, result) in [
+        ("strings", env.add_extension(cel::extensions::strings)),
+        ("net", env.add_extension(crate::net::library)),
+    ] {
+        if let Err(e) = result {
+            tracing::error!(library = name, error = %e, "CEL library not registered");
+        }
+    }
     Arc::new(env)
 });
 
@@ -46,6 +55,12 @@ pub enum Ty {
     List,
     /// null
     Null,
+    /// an IP address (`ip("10.0.0.1")`)
+    Ip,
+    /// an IP prefix (`cidr("10.0.0.0/8")`)
+    Cidr,
+    /// an optional value (`m[?"k"]`)
+    Optional,
     /// unknown until run time
     Dyn,
 }
@@ -64,7 +79,8 @@ impl Ty {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The CEL name of the type.
+    pub fn name(self) -> &'static str {
         match self {
             Ty::Bool => "bool",
             Ty::Int => "int",
@@ -77,6 +93,9 @@ impl Ty {
             Ty::Map => "map",
             Ty::List => "list",
             Ty::Null => "null",
+            Ty::Ip => "ip",
+            Ty::Cidr => "cidr",
+            Ty::Optional => "optional",
             Ty::Dyn => "dyn",
         }
     }
@@ -183,10 +202,13 @@ pub fn compile(source: &str, want_bool: bool) -> Result<Expr, ExprError> {
 
 #[derive(Default)]
 struct Analysis {
-    scope: Vec<String>,
+    /// Comprehension variables in scope, with their types.
+    scope: Vec<(String, Ty)>,
     keys: Vec<(AttrId, String)>,
     whole: Vec<AttrId>,
     attributes: Vec<AttrId>,
+    /// Set by a parent whose operand may be a whole map attribute (iterated, sized, indexed, `in`).
+    whole_map_ok: bool,
 }
 
 /// The dotted segments of an identifier or a chain of field selections.
@@ -212,16 +234,19 @@ pub fn literal_string(e: &IdedExpr) -> Option<&str> {
 
 /// What a chain of names refers to.
 enum Target {
-    /// A comprehension variable.
-    Local,
+    /// A comprehension variable, with its type.
+    Local(Ty),
     /// An attribute, and a map key selected on it (`request.headers.x`).
     Attribute(AttrId, Option<String>),
 }
 
+/// Function namespaces of CEL libraries the hub does not load.
+const UNLOADED_NAMESPACES: &[&str] = &["optional", "strings", "math", "base64", "sets", "lists"];
+
 impl Analysis {
     fn resolve(&mut self, segs: &[&str]) -> Result<Target, ExprError> {
-        if self.scope.iter().any(|v| v == segs[0]) {
-            return Ok(Target::Local);
+        if let Some((_, ty)) = self.scope.iter().rev().find(|(v, _)| v == segs[0]) {
+            return Ok(Target::Local(if segs.len() == 1 { *ty } else { Ty::Dyn }));
         }
         for k in (1..=segs.len()).rev() {
             let name = segs[..k].join(".");
@@ -253,15 +278,23 @@ impl Analysis {
         Err(ExprError::UnknownAttribute { name, suggestion })
     }
 
-    fn chain(&mut self, segs: &[&str]) -> Result<Ty, ExprError> {
+    fn chain(&mut self, segs: &[&str], whole_map_ok: bool) -> Result<Ty, ExprError> {
         Ok(match self.resolve(segs)? {
-            Target::Local => Ty::Dyn,
+            Target::Local(ty) => ty,
             Target::Attribute(id, Some(key)) => {
                 self.keys.push((id, key));
                 Ty::String
             }
             Target::Attribute(id, None) => {
                 if id.ty() == AttrType::StringMap {
+                    if !whole_map_ok {
+                        return Err(ExprError::Type(format!(
+                            "`{}` is a map: index it (`{0}[\"key\"]`), test a key with `in` or `has()`, take \
+                             its `size()`, or iterate its keys with all/exists/exists_one/map/filter; it cannot \
+                             be used whole here",
+                            id.name()
+                        )));
+                    }
                     self.whole.push(id);
                 }
                 Ty::of(id.ty())
@@ -269,26 +302,33 @@ impl Analysis {
         })
     }
 
+    /// Visits `e` where a whole map attribute may stand.
+    fn visit_map_operand(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
+        self.whole_map_ok = true;
+        self.visit(e)
+    }
+
     fn visit(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
+        let whole_map_ok = std::mem::take(&mut self.whole_map_ok);
         match &e.expr {
-            Node::Ident(_) => self.chain(&segments(e).unwrap_or_default()),
+            Node::Ident(_) => self.chain(&segments(e).unwrap_or_default(), whole_map_ok),
             Node::Select(s) if s.test => {
                 // has(a.b.c): the presence of attribute `a.b.c`, or of key `c` in map attribute `a.b`.
                 let Some(mut segs) = segments(&s.operand) else {
-                    self.visit(&s.operand)?;
+                    self.visit_map_operand(&s.operand)?;
                     return Ok(Ty::Bool);
                 };
                 segs.push(&s.field);
                 match self.resolve(&segs)? {
                     Target::Attribute(id, Some(key)) => self.keys.push((id, key)),
-                    Target::Attribute(..) | Target::Local => {}
+                    Target::Attribute(..) | Target::Local(_) => {}
                 }
                 Ok(Ty::Bool)
             }
             Node::Select(s) => match segments(e) {
-                Some(segs) => self.chain(&segs),
+                Some(segs) => self.chain(&segs, whole_map_ok),
                 None => {
-                    self.visit(&s.operand)?;
+                    self.visit_map_operand(&s.operand)?;
                     Ok(Ty::Dyn)
                 }
             },
@@ -316,20 +356,39 @@ impl Analysis {
                 }
                 Ok(Ty::Map)
             }
-            Node::Struct(_) | Node::Unspecified => Ok(Ty::Dyn),
+            Node::Struct(s) => Err(ExprError::Type(format!(
+                "message literals (`{}{{…}}`) are not supported",
+                s.type_name
+            ))),
+            Node::Unspecified => Err(ExprError::Type("empty expression".into())),
             Node::Comprehension(c) => {
-                self.visit(&c.iter_range)?;
-                let pushed = 2 + usize::from(c.iter_var2.is_some());
-                self.scope.push(c.iter_var.clone());
-                self.scope.extend(c.iter_var2.clone());
-                self.scope.push(c.accu_var.clone());
+                if c.iter_var2.is_some() {
+                    return Err(ExprError::Type(
+                        "two-variable comprehensions are not supported; iterate the keys with one variable"
+                            .into(),
+                    ));
+                }
+                let range = self.visit_map_operand(&c.iter_range)?;
+                let element = match range {
+                    // A map yields its keys; a map attribute's keys are strings.
+                    Ty::Map if segments(&c.iter_range).is_some() => Ty::String,
+                    Ty::Map | Ty::List | Ty::Dyn => Ty::Dyn,
+                    other => {
+                        return Err(ExprError::Type(format!(
+                            "a {} cannot be iterated; all/exists/exists_one/map/filter take a list or a map",
+                            other.name()
+                        )));
+                    }
+                };
+                let accu = self.visit(&c.accu_init)?;
+                self.scope.push((c.iter_var.clone(), element));
+                self.scope.push((c.accu_var.clone(), accu));
                 let r = (|| {
-                    self.visit(&c.accu_init)?;
                     self.visit(&c.loop_cond)?;
                     self.visit(&c.loop_step)?;
                     self.visit(&c.result)
                 })();
-                self.scope.truncate(self.scope.len() - pushed);
+                self.scope.truncate(self.scope.len() - 2);
                 r
             }
             Node::Call(call) => self.call(call),
@@ -338,16 +397,22 @@ impl Analysis {
 
     fn call(&mut self, call: &cel::common::ast::CallExpr) -> Result<Ty, ExprError> {
         let f = call.func_name.as_str();
-        // m["k"] on a map attribute: a read of one key, not of the whole map.
-        if (f == operators::INDEX || f == operators::OPT_INDEX)
-            && call.args.len() == 2
+        // m["k"], m[?"k"], m.?k on a map attribute: a read of one key, not of the whole map.
+        if matches!(
+            f,
+            operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT
+        ) && call.args.len() == 2
             && let (Some(segs), Some(key)) =
                 (segments(&call.args[0]), literal_string(&call.args[1]))
             && let Target::Attribute(id, None) = self.resolve(&segs)?
         {
             if id.ty() == AttrType::StringMap {
                 self.keys.push((id, key.to_string()));
-                return Ok(Ty::String);
+                return Ok(if f == operators::INDEX {
+                    Ty::String
+                } else {
+                    Ty::Optional
+                });
             }
             return Err(ExprError::Type(format!(
                 "`{}` is a {}; it cannot be indexed",
@@ -366,13 +431,36 @@ impl Analysis {
             self.keys.push((id, key.to_string()));
             return Ok(Ty::Bool);
         }
+        if let Some(t) = &call.target
+            && let Node::Ident(ns) = &t.expr
+            && UNLOADED_NAMESPACES.contains(&ns.as_str())
+            && !self.scope.iter().any(|(v, _)| v == ns)
+        {
+            return Err(ExprError::Type(format!(
+                "unsupported function `{ns}.{f}`; the functions expressions may call are listed in docs/policies.md"
+            )));
+        }
+        // Operands that may be a whole map: the receiver of `size()`, the argument of `size(m)`, the container
+        // of `in`, the map of `m[k]`.
+        let map_receiver = f == "size";
         let target = match &call.target {
+            Some(t) if map_receiver => Some(self.visit_map_operand(t)?),
             Some(t) => Some(self.visit(t)?),
             None => None,
         };
         let mut args = Vec::with_capacity(call.args.len());
-        for a in &call.args {
-            args.push(self.visit(a)?);
+        for (i, a) in call.args.iter().enumerate() {
+            let whole_ok = match f {
+                "size" => call.target.is_none(),
+                operators::IN => i == 1,
+                operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT => i == 0,
+                _ => false,
+            };
+            args.push(if whole_ok {
+                self.visit_map_operand(a)?
+            } else {
+                self.visit(a)?
+            });
         }
         let expect = |ty: Ty, want: Ty, what: &str| -> Result<(), ExprError> {
             if ty == want || ty == Ty::Dyn {
@@ -395,17 +483,45 @@ impl Analysis {
                 expect(*a, Ty::Bool, "!")?;
                 Ty::Bool
             }
+            (operators::NOT_STRICTLY_FALSE, None, [_]) => Ty::Bool,
+            (operators::NEGATE, None, [a]) => {
+                if !matches!(a, Ty::Int | Ty::Double | Ty::Duration | Ty::Dyn) {
+                    return Err(ExprError::Type(format!("a {} cannot be negated", a.name())));
+                }
+                *a
+            }
+            (operators::EQUALS | operators::NOT_EQUALS, None, [a, b]) => {
+                if !a.comparable_with(*b) {
+                    return Err(ExprError::Type(format!(
+                        "`{}` compares a {} with a {}",
+                        f.trim_matches('_'),
+                        a.name(),
+                        b.name()
+                    )));
+                }
+                Ty::Bool
+            }
             (
-                operators::EQUALS
-                | operators::NOT_EQUALS
-                | operators::LESS
+                operators::LESS
                 | operators::LESS_EQUALS
                 | operators::GREATER
                 | operators::GREATER_EQUALS,
                 None,
                 [a, b],
             ) => {
-                if !a.comparable_with(*b) {
+                let ordered = |t: Ty| {
+                    t.numeric()
+                        || matches!(
+                            t,
+                            Ty::String
+                                | Ty::Bytes
+                                | Ty::Bool
+                                | Ty::Timestamp
+                                | Ty::Duration
+                                | Ty::Dyn
+                        )
+                };
+                if !a.comparable_with(*b) || !ordered(*a) || !ordered(*b) || *a == Ty::Null {
                     return Err(ExprError::Type(format!(
                         "`{}` compares a {} with a {}",
                         f.trim_matches('_'),
@@ -419,7 +535,37 @@ impl Analysis {
                 expect(*c, Ty::Bool, "the condition of ?:")?;
                 if a == b { *a } else { Ty::Dyn }
             }
-            (operators::IN, None, _) => Ty::Bool,
+            (operators::IN, None, [_, container]) => {
+                if !matches!(container, Ty::List | Ty::Map | Ty::Dyn) {
+                    return Err(ExprError::Type(format!(
+                        "`in` needs a list or a map on its right, not a {}",
+                        container.name()
+                    )));
+                }
+                Ty::Bool
+            }
+            (operators::INDEX, None, [container, index]) => match container {
+                Ty::List => {
+                    expect(*index, Ty::Int, "a list index")?;
+                    Ty::Dyn
+                }
+                Ty::Map | Ty::Dyn => Ty::Dyn,
+                other => {
+                    return Err(ExprError::Type(format!(
+                        "a {} cannot be indexed",
+                        other.name()
+                    )));
+                }
+            },
+            (operators::OPT_INDEX | operators::OPT_SELECT, None, [container, _]) => {
+                if !matches!(container, Ty::List | Ty::Map | Ty::Dyn) {
+                    return Err(ExprError::Type(format!(
+                        "a {} cannot be indexed",
+                        container.name()
+                    )));
+                }
+                Ty::Optional
+            }
             (
                 operators::ADD
                 | operators::SUBSTRACT
@@ -428,31 +574,64 @@ impl Analysis {
                 | operators::MODULO,
                 None,
                 [a, b],
-            ) => {
-                if a == b {
-                    *a
-                } else {
-                    Ty::Dyn
-                }
+            ) => arithmetic(f, *a, *b)?,
+            (name, receiver, args) if !name.starts_with('_') && !name.starts_with('@') => {
+                let Some(function) = functions::lookup(name) else {
+                    return Err(ExprError::Type(format!(
+                        "unknown function `{name}`; expressions may call {} (see docs/policies.md)",
+                        functions::names().collect::<Vec<_>>().join(", ")
+                    )));
+                };
+                function.check(receiver, args).map_err(ExprError::Type)?
             }
-            ("startsWith" | "endsWith" | "contains" | "matches", Some(t), args) => {
-                expect(t, Ty::String, &format!("`{f}`"))?;
-                if let [arg] = args {
-                    expect(*arg, Ty::String, &format!("the argument of `{f}`"))?;
-                }
-                Ty::Bool
+            (name, ..) => {
+                return Err(ExprError::Type(format!(
+                    "unsupported operator `{}`",
+                    name.trim_matches(['_', '@'])
+                )));
             }
-            ("size", _, _) => Ty::Int,
-            ("string", None, _)
-            | ("lowerAscii" | "upperAscii" | "trim" | "replace" | "substring", Some(_), _) => {
-                Ty::String
-            }
-            ("int", None, _) => Ty::Int,
-            ("double", None, _) => Ty::Double,
-            ("timestamp", None, _) => Ty::Timestamp,
-            ("duration", None, _) => Ty::Duration,
-            _ => Ty::Dyn,
         })
+    }
+}
+
+/// The type of `a OP b` for the arithmetic operators, or why CEL refuses it.
+fn arithmetic(f: &str, a: Ty, b: Ty) -> Result<Ty, ExprError> {
+    use Ty::{Double, Duration, Dyn, Int, List, String, Timestamp, Uint};
+    let op = f.trim_matches('_');
+    let ok = match (f, a, b) {
+        (_, Dyn, _) | (_, _, Dyn) => Some(if a == Dyn { b } else { a }),
+        (operators::ADD, Timestamp, Duration) | (operators::ADD, Duration, Timestamp) => {
+            Some(Timestamp)
+        }
+        (operators::SUBSTRACT, Timestamp, Duration) => Some(Timestamp),
+        (operators::SUBSTRACT, Timestamp, Timestamp) => Some(Duration),
+        (operators::ADD | operators::SUBSTRACT, Duration, Duration) => Some(Duration),
+        (operators::ADD, String, String) | (operators::ADD, List, List) => Some(a),
+        (operators::ADD, Ty::Bytes, Ty::Bytes) => Some(a),
+        (_, Int, Int) | (_, Uint, Uint) => Some(a),
+        (
+            operators::ADD | operators::SUBSTRACT | operators::MULTIPLY | operators::DIVIDE,
+            Double,
+            Double,
+        ) => Some(a),
+        _ => None,
+    };
+    match ok {
+        // Dyn + T is only known at run time; T + Dyn the same.
+        Some(_) if a == Dyn && b == Dyn => Ok(Dyn),
+        Some(t) if a == Dyn || b == Dyn => {
+            Ok(if matches!(t, Int | Uint | Double | String | List) {
+                t
+            } else {
+                Dyn
+            })
+        }
+        Some(t) => Ok(t),
+        None => Err(ExprError::Type(format!(
+            "`{op}` is not defined for a {} and a {} (CEL does not mix numeric types: convert with int(), uint() or double())",
+            a.name(),
+            b.name()
+        ))),
     }
 }
 
@@ -496,7 +675,7 @@ mod tests {
             compile("request.path.startsWith(1)", true)
                 .unwrap_err()
                 .to_string(),
-            "type error: the argument of `startsWith` needs a string, not a int"
+            "type error: `startsWith` cannot be called as string.startsWith(int); it takes string.startsWith(string)"
         );
         assert!(
             compile("request.path.foo == 1", true)

@@ -17,14 +17,21 @@ use crate::resolve::ReadSet;
 #[derive(Debug, Default)]
 pub struct Index {
     by_value: Vec<(AttrId, HashMap<String, Vec<usize>>)>,
+    /// Per indexed attribute, the items to evaluate when a request lacks it.
+    when_absent: HashMap<AttrId, Vec<usize>>,
     always: Vec<usize>,
 }
 
 impl Index {
-    /// Adds item `item` with its selector (None: applies to every request).
-    pub fn add(&mut self, item: usize, selector: Option<&IdedExpr>) {
+    /// Adds item `item` with its selector (None: applies to every request). With `evaluate_when_absent`, a
+    /// request that lacks the indexed attribute still evaluates the selector (whose failure then decides,
+    /// by the item's `onError`); without, such a request skips the item, as the failing selector would.
+    pub fn add(&mut self, item: usize, selector: Option<&IdedExpr>, evaluate_when_absent: bool) {
         match selector.and_then(constraint) {
             Some((id, values)) => {
+                if evaluate_when_absent {
+                    self.when_absent.entry(id).or_default().push(item);
+                }
                 let slot = match self.by_value.iter().position(|(a, _)| *a == id) {
                     Some(i) => i,
                     None => {
@@ -40,17 +47,25 @@ impl Index {
         }
     }
 
-    /// The items that may apply to `bag`, in ascending order. Reading an indexed attribute is recorded.
+    /// The items that may apply to `bag`, in ascending order. Reading an indexed attribute is recorded. When
+    /// the bag lacks an indexed attribute, the items indexed under it that asked to be evaluated then are
+    /// candidates.
     pub fn candidates(&self, bag: &Bag, reads: &ReadSet) -> Vec<usize> {
         let mut out = self.always.clone();
         for (id, map) in &self.by_value {
             reads.mark(*id);
             let key = match bag.get(*id) {
-                Some(Value::String(s)) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-                Some(Value::Ip(ip)) => Some(std::borrow::Cow::Owned(ip.to_string())),
-                _ => None,
+                Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+                Some(Value::Ip(ip)) => std::borrow::Cow::Owned(ip.to_string()),
+                Some(_) => continue,
+                None => {
+                    if let Some(items) = self.when_absent.get(id) {
+                        out.extend_from_slice(items);
+                    }
+                    continue;
+                }
             };
-            if let Some(items) = key.and_then(|k| map.get(k.as_ref())) {
+            if let Some(items) = map.get(key.as_ref()) {
                 out.extend_from_slice(items);
             }
         }

@@ -11,7 +11,9 @@ mod codes;
 mod decision;
 mod engine;
 mod expr;
+mod functions;
 mod index;
+mod net;
 mod resolve;
 mod snapshot;
 
@@ -25,6 +27,8 @@ pub use engine::{
     VerdictFuture, check, check_with, rate_limit,
 };
 pub use expr::{ENV, Expr, ExprError, Ty, compile as compile_expr, literal_string, segments};
+pub use functions::{FUNCTIONS, Function, Overload};
+pub use net::{Cidr, Ip};
 pub use resolve::{BagResolver, ReadSet};
 pub use snapshot::{
     CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,

@@ -8,17 +8,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 
 use cel::ExecutionError;
-use cel::common::traits::{Container, Indexer, Sizer};
+use cel::common::traits::{self, Container, Indexer, Iterable, Sizer};
 use cel::common::types::{
     CelBool, CelBytes, CelDouble, CelDuration, CelInt, CelString, CelTimestamp, MAP_TYPE, Type,
 };
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use hub_attributes::{AttrId, Bag, VOCABULARY, Value};
+use hub_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
 
 const WORDS: usize = VOCABULARY.len().div_ceil(64);
 
@@ -77,10 +77,18 @@ impl<'a> BagResolver<'a> {
     }
 }
 
+/// What a map attribute the request does not carry reads as.
+static EMPTY_MAP: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
+
 fn attribute<'a>(bag: &'a Bag, reads: &'a ReadSet, name: &str) -> Option<CowVal<'a, 'a>> {
     if let Some(id) = hub_attributes::lookup(name) {
         reads.mark(id);
-        return bag.get(id).map(to_val);
+        return match bag.get(id) {
+            Some(v) => Some(to_val(v)),
+            // A request without headers has no header named x: maps are never absent, only empty.
+            None if id.ty() == AttrType::StringMap => Some(CowVal::owned(StrMap::new(&EMPTY_MAP))),
+            None => None,
+        };
     }
     is_namespace(name).then(|| {
         CowVal::owned(Namespace {
@@ -106,7 +114,7 @@ fn to_val(v: &Value) -> CowVal<'_, '_> {
         Value::Bool(b) => CowVal::owned(CelBool::from(*b)),
         Value::Bytes(b) => CowVal::owned(CelBytes::from(b.as_slice())),
         Value::Ip(ip) => CowVal::owned(CelString::from(ip.to_string())),
-        Value::StringMap(m) => CowVal::owned(StrMap(m)),
+        Value::StringMap(m) => CowVal::owned(StrMap::new(m)),
         Value::Timestamp(t) => {
             let dt =
                 chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
@@ -131,9 +139,24 @@ fn key_str(idx: &dyn Val) -> Result<&str, ExecutionError> {
 
 static STR_MAP_TYPE: Type = MAP_TYPE;
 
-/// A string map attribute, read in place.
+/// A string map attribute, read in place. Comprehensions iterate its keys in sorted order (CEL leaves a map's
+/// order unspecified; sorted makes `map()` over headers give the same list for the same headers).
 #[derive(Debug)]
-pub struct StrMap<'a>(&'a HashMap<String, String>);
+pub struct StrMap<'a> {
+    map: &'a HashMap<String, String>,
+    /// The keys as CEL strings borrowing from the map, made on the first iteration.
+    keys: OnceLock<Vec<CelString<'a>>>,
+}
+
+impl<'a> StrMap<'a> {
+    /// A view of `map`.
+    pub fn new(map: &'a HashMap<String, String>) -> Self {
+        StrMap {
+            map,
+            keys: OnceLock::new(),
+        }
+    }
+}
 
 impl Val for StrMap<'_> {
     fn get_type(&self) -> &Type {
@@ -159,11 +182,41 @@ impl Val for StrMap<'_> {
         Some(self)
     }
 
+    fn as_iterable<'b, 'v>(&'b self) -> Option<&'b (dyn Iterable + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
     fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
     where
         Self: 'v,
     {
-        Box::new(StrMap(self.0))
+        Box::new(StrMap::new(self.map))
+    }
+}
+
+impl Iterable for StrMap<'_> {
+    fn iter<'b, 'v>(&'b self) -> Box<dyn traits::Iterator<'b, 'v> + 'b>
+    where
+        Self: 'v,
+    {
+        let keys = self.keys.get_or_init(|| {
+            let mut keys: Vec<&str> = self.map.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            keys.into_iter().map(CelString::from).collect()
+        });
+        Box::new(Keys(keys.iter()))
+    }
+}
+
+/// The keys of a [`StrMap`], lent one by one.
+struct Keys<'b, 'a>(std::slice::Iter<'b, CelString<'a>>);
+
+impl<'b, 'a: 'v, 'v> traits::Iterator<'b, 'v> for Keys<'b, 'a> {
+    fn next(&mut self) -> Option<&'b (dyn Val + 'v)> {
+        self.0.next().map(|k| k as &(dyn Val + 'v))
     }
 }
 
@@ -173,7 +226,7 @@ impl Indexer for StrMap<'_> {
         Self: 'v,
     {
         let key = key_str(idx)?;
-        let map: &'v HashMap<String, String> = self.0;
+        let map: &'v HashMap<String, String> = self.map;
         match map.get(key) {
             Some(v) => Ok(CowVal::owned(CelString::from(v.as_str()))),
             None => Err(ExecutionError::NoSuchKey(Arc::new(key.to_owned()))),
@@ -190,13 +243,13 @@ impl Indexer for StrMap<'_> {
 
 impl Container for StrMap<'_> {
     fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
-        Ok(self.0.contains_key(key_str(value)?))
+        Ok(self.map.contains_key(key_str(value)?))
     }
 }
 
 impl Sizer for StrMap<'_> {
     fn size(&self) -> CelInt {
-        CelInt::from(i64::try_from(self.0.len()).unwrap_or(i64::MAX))
+        CelInt::from(i64::try_from(self.map.len()).unwrap_or(i64::MAX))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hub_config::{
     Action, ConfigError, ConfigErrors, ConfigSet, DefaultAction, FailurePolicy, HeaderRules,
-    Resource,
+    OnError, Resource,
 };
 use hub_quota::{LimitSpec, Limiter, QuotaBackend};
 
@@ -31,6 +31,9 @@ pub struct CompiledRule {
     pub message: String,
     /// Header operations.
     pub headers: HeaderRules,
+    /// What the condition decides when it cannot be evaluated (the rule's, else the policy's, else the
+    /// action's default: DENY for DENY rules, SKIP for the others).
+    pub on_error: OnError,
 }
 
 /// A policy, compiled.
@@ -40,6 +43,8 @@ pub struct CompiledPolicy {
     pub name: Arc<str>,
     /// Selector; None applies to every request.
     pub selector: Option<Expr>,
+    /// What the selector decides when it cannot be evaluated (the policy's `onError`, else DENY).
+    pub selector_on_error: OnError,
     /// When no rule matches.
     pub default_action: DefaultAction,
     /// For proxies that cannot reach the hub.
@@ -221,6 +226,10 @@ fn validate_policy(
             http_status,
             message,
             headers,
+            on_error: r.on_error.or(p.spec.on_error).unwrap_or(match r.action {
+                Action::Deny => OnError::Deny,
+                Action::Allow | Action::Audit => OnError::Skip,
+            }),
         });
     }
     let mut adapters: Vec<Arc<str>> = Vec::new();
@@ -248,6 +257,7 @@ fn validate_policy(
     Ok(CompiledPolicy {
         name: Arc::from(p.key()),
         selector,
+        selector_on_error: p.spec.on_error.unwrap_or(OnError::Deny),
         default_action: p.spec.default_action,
         failure_policy: p.spec.failure_policy,
         dry_run: p.spec.dry_run,
@@ -338,13 +348,17 @@ impl Validated {
     ) -> Snapshot {
         let mut policy_index = Index::default();
         for (i, p) in self.policies.iter().enumerate() {
-            policy_index.add(i, p.selector.as_ref().map(Expr::root));
+            policy_index.add(
+                i,
+                p.selector.as_ref().map(Expr::root),
+                p.selector_on_error == OnError::Deny,
+            );
         }
         let mut rate_limit_index = Index::default();
         let mut rate_limit_by_name: HashMap<String, Option<usize>> = HashMap::new();
         let mut rate_limits = Vec::with_capacity(self.rate_limits.len());
         for (i, r) in self.rate_limits.into_iter().enumerate() {
-            rate_limit_index.add(i, r.selector.as_ref().map(Expr::root));
+            rate_limit_index.add(i, r.selector.as_ref().map(Expr::root), false);
             rate_limit_by_name.insert(r.name.to_string(), Some(i));
             // A bare name resolves when it is unique across namespaces.
             let bare = r
