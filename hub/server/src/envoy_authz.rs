@@ -39,6 +39,41 @@ impl AuthzService {
     }
 }
 
+/// An ext_authz request that decodes but lacks what the hub decides on. Envoy's HTTP filter always sends
+/// `attributes.request.http` and both peers; its network (TCP) filter sends the peers and no `request`.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum InvalidRequest {
+    /// No `attributes` at all.
+    #[error("CheckRequest.attributes is missing: the hub decides on the request's attributes")]
+    NoAttributes,
+    /// A `request` without its HTTP part.
+    #[error(
+        "CheckRequest.attributes.request.http is missing (Envoy's HTTP ext_authz filter always sends it)"
+    )]
+    NoHttp,
+    /// Neither an HTTP request nor the connection's peers.
+    #[error(
+        "CheckRequest.attributes has no request.http and no source or destination peer: nothing to decide on"
+    )]
+    Empty,
+}
+
+/// Checks that `req` carries what a decision needs.
+fn validate(req: &CheckRequest) -> Result<(), InvalidRequest> {
+    let attributes = req
+        .attributes
+        .as_ref()
+        .ok_or(InvalidRequest::NoAttributes)?;
+    match &attributes.request {
+        Some(r) if r.http.is_none() => Err(InvalidRequest::NoHttp),
+        // A network filter's check: decided on the peers.
+        None if attributes.source.is_none() && attributes.destination.is_none() => {
+            Err(InvalidRequest::Empty)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn set(bag: &mut Bag, name: &str, value: Value) {
     // Names here are compile-time vocabulary names with matching types.
     let _ = bag.set_by_name(name, value);
@@ -249,13 +284,18 @@ impl Authorization for AuthzService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let start = Instant::now();
+        let mut request = request.into_inner();
+        if let Err(e) = validate(&request) {
+            self.state.metrics.rejected("envoy_ext_authz", "invalid");
+            return Err(Status::invalid_argument(e.to_string()));
+        }
         let Some(snap) = self.state.snapshot() else {
             self.state
                 .metrics
                 .rejected("envoy_ext_authz", "unavailable");
             return Err(Status::unavailable("no valid configuration is loaded yet"));
         };
-        let bag = bag_of(request.into_inner().attributes.unwrap_or_default());
+        let bag = bag_of(request.attributes.take().unwrap_or_default());
         let decision = hub_policy::check_with(&snap, &bag, &[], &self.state.telemetry).await;
         self.state
             .metrics

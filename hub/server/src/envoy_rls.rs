@@ -29,6 +29,52 @@ impl RlsService {
     }
 }
 
+/// A rate-limit request that decodes but lacks what the hub decides on. Envoy's filter always sends its
+/// configured (non-empty) domain and only calls with at least one descriptor, each with entries whose keys
+/// are set (a value may be empty).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum InvalidRequest {
+    /// An empty `domain`.
+    #[error("RateLimitRequest.domain is empty")]
+    NoDomain,
+    /// No descriptor.
+    #[error("RateLimitRequest.descriptors is empty: nothing to decide")]
+    NoDescriptors,
+    /// A descriptor without entries.
+    #[error("RateLimitRequest.descriptors[{0}] has no entries")]
+    NoEntries(usize),
+    /// An entry with an empty key.
+    #[error("RateLimitRequest.descriptors[{descriptor}].entries[{entry}].key is empty")]
+    EmptyKey {
+        /// The descriptor's index.
+        descriptor: usize,
+        /// The entry's index in it.
+        entry: usize,
+    },
+}
+
+/// Checks that `req` carries what a decision needs.
+fn validate(req: &RateLimitRequest) -> Result<(), InvalidRequest> {
+    if req.domain.is_empty() {
+        return Err(InvalidRequest::NoDomain);
+    }
+    if req.descriptors.is_empty() {
+        return Err(InvalidRequest::NoDescriptors);
+    }
+    for (i, d) in req.descriptors.iter().enumerate() {
+        if d.entries.is_empty() {
+            return Err(InvalidRequest::NoEntries(i));
+        }
+        if let Some(entry) = d.entries.iter().position(|e| e.key.is_empty()) {
+            return Err(InvalidRequest::EmptyKey {
+                descriptor: i,
+                entry,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The limit in Envoy's terms, when the window is one of its units.
 fn current_limit(name: &str, spec: &LimitSpec) -> Option<RateLimit> {
     let unit = match spec.per {
@@ -53,11 +99,15 @@ impl RateLimitService for RlsService {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let start = Instant::now();
+        let req = request.into_inner();
+        if let Err(e) = validate(&req) {
+            self.state.metrics.rejected("envoy_rls", "invalid");
+            return Err(Status::invalid_argument(e.to_string()));
+        }
         let Some(snap) = self.state.snapshot() else {
             self.state.metrics.rejected("envoy_rls", "unavailable");
             return Err(Status::unavailable("no valid configuration is loaded yet"));
         };
-        let req = request.into_inner();
         let mut statuses = Vec::with_capacity(req.descriptors.len());
         let mut over = None;
         for descriptor in req.descriptors {
