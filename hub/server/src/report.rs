@@ -58,6 +58,7 @@ enum RequestError {
     Report(hub_attributes::DecodeError),
 }
 
+/// "N bytes", or "too large" when the size is unknown.
 fn size(bytes: Option<usize>) -> String {
     bytes.map_or_else(|| "too large".to_string(), |n| format!("{n} bytes"))
 }
@@ -65,7 +66,8 @@ fn size(bytes: Option<usize>) -> String {
 impl RequestError {
     /// Restates prost's error for `message`: prost records the fields it was in as `Message.field` frames,
     /// innermost first, before the description; they are turned into one path from the top-level message
-    /// (`CheckRequest.attributes.values: buffer underflow`).
+    /// (`CheckRequest.attributes.values: buffer underflow`). prost exposes the frames only through `Display`,
+    /// so they are read back from its text; anything not shaped like a frame is kept as the description.
     fn malformed(message: &'static str, e: &prost::DecodeError) -> Self {
         let text = e.to_string();
         let mut rest = text
