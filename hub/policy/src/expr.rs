@@ -267,14 +267,14 @@ impl Analysis {
             };
         }
         let name = segs.join(".");
-        let suggestion = hub_attributes::suggest(&name);
-        if suggestion.is_none() && is_namespace(&name) {
+        if is_namespace(&name) {
             let under: Vec<_> = hub_attributes::names_under(&name).take(6).collect();
             return Err(ExprError::Type(format!(
                 "`{name}` is not an attribute; attributes under it: {}",
                 under.join(", ")
             )));
         }
+        let suggestion = hub_attributes::suggest(&name);
         Err(ExprError::UnknownAttribute { name, suggestion })
     }
 
@@ -431,6 +431,20 @@ impl Analysis {
             self.keys.push((id, key.to_string()));
             return Ok(Ty::Bool);
         }
+        if matches!(
+            f,
+            "all" | "exists" | "exists_one" | "map" | "filter" | "has"
+        ) {
+            // A macro's name left as a call: it was not written the way the macro expands.
+            return Err(ExprError::Type(format!(
+                "`{f}` is a macro: write `x.{f}(v, predicate)`{}; two-variable comprehensions are not supported",
+                if f == "map" {
+                    " or `x.map(v, predicate, value)`"
+                } else {
+                    ""
+                }
+            )));
+        }
         if let Some(t) = &call.target
             && let Node::Ident(ns) = &t.expr
             && UNLOADED_NAMESPACES.contains(&ns.as_str())
@@ -485,7 +499,7 @@ impl Analysis {
             }
             (operators::NOT_STRICTLY_FALSE, None, [_]) => Ty::Bool,
             (operators::NEGATE, None, [a]) => {
-                if !matches!(a, Ty::Int | Ty::Double | Ty::Duration | Ty::Dyn) {
+                if !matches!(a, Ty::Int | Ty::Double | Ty::Dyn) {
                     return Err(ExprError::Type(format!("a {} cannot be negated", a.name())));
                 }
                 *a

@@ -569,7 +569,10 @@ fn a_decision_holds_for_every_request_that_matches_its_referenced_attributes() {
                 .map_err(|e| TestCaseError::fail(e.to_string()))?
                 .build(1, &hub_quota::LocalBackend::new(10), Duration::from_secs(60), 100);
             let d1 = rt.block_on(hub_policy::check(&snap, &first, &[]));
-            prop_assume!(d1.cacheable);
+            if !d1.cacheable {
+                // It read the clock or a request id: a proxy never reuses it.
+                return Ok(());
+            }
             let second = agreeing(&first, &d1.referenced, &other);
             let d2 = rt.block_on(hub_policy::check(&snap, &second, &[]));
             checked.set(checked.get() + 1);
