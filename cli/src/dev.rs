@@ -80,6 +80,7 @@ pub async fn demo(grpc: &str, exposition: SocketAddr, config_dir: &Path) -> anyh
         println!("  {what:<28} -> {}", summary(&d));
     }
     let api = bag(&[
+        ("destination.service.name", s("details")),
         ("request.path", s("/api/books")),
         ("request.headers", headers("bob")),
     ]);

@@ -11,10 +11,12 @@
 //!    named by its dimensions; a refusal answers RESOURCE_EXHAUSTED (429) with the time until a retry would
 //!    succeed. Quotas the client asked for by name take their `amount` instead.
 //!
-//! Runtime errors rule: an expression that fails at run time does not match (a selector does not select, a
-//! condition is false) and is reported in [`Decision::failures`] as `Absent` (it read a missing attribute or
-//! map key; test presence with `has()` or `in`) or `Error`. A dimension that fails evaluates to one shared
-//! "absent" value, so clients cannot escape a per-key limit by omitting the key.
+//! Runtime errors: an expression that fails at run time is reported in [`Decision::failures`] as `Absent` (it
+//! read a missing attribute or map key) or `Error`, and decides what its `onError` says: DENY refuses the
+//! request naming the policy, the rule (or selector) and the error; SKIP makes it false. Unset, selectors and
+//! DENY rules deny, ALLOW and AUDIT rules skip. A RateLimit selector that fails does not select; a dimension
+//! that fails evaluates to one shared "absent" value, so clients cannot escape a per-key limit by omitting
+//! the key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};

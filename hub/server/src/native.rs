@@ -257,7 +257,14 @@ pub fn each_report_bag(
                 Err(e) => {
                     out.rejected += 1;
                     if out.errors.len() < 10 {
-                        out.errors.push(format!("attributes[{i}]: {e}"));
+                        // A malformed entry's error names the entry already.
+                        let e = e.to_string();
+                        let entry = format!("attributes[{i}]");
+                        out.errors.push(if e.contains(&entry) {
+                            e
+                        } else {
+                            format!("{entry}: {e}")
+                        });
                     }
                     if delta {
                         broken_at = Some(i + 1);

@@ -300,7 +300,10 @@ impl Eval {
                 cel.ty,
                 Ty::Int | Ty::Uint | Ty::Double | Ty::Duration | Ty::Bool | Ty::Dyn
             ),
-            Want::Scalar => !matches!(cel.ty, Ty::Map | Ty::List),
+            Want::Scalar => !matches!(
+                cel.ty,
+                Ty::Map | Ty::List | Ty::Ip | Ty::Cidr | Ty::Optional
+            ),
             Want::String => matches!(cel.ty, Ty::String | Ty::Dyn),
             Want::Timestamp => matches!(cel.ty, Ty::Timestamp | Ty::Dyn),
         };
@@ -308,7 +311,9 @@ impl Eval {
             let what = match want {
                 Want::Bool => "a bool",
                 Want::Number => "a number (int, double or duration)",
-                Want::Scalar => "a single value (not a map or list)",
+                Want::Scalar => {
+                    "a single value (not a map, list, ip, cidr or optional: convert with string())"
+                }
                 Want::String => "a string",
                 Want::Timestamp => "a timestamp",
             };
