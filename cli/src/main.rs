@@ -128,6 +128,9 @@ struct HubArgs {
     /// The most rate-limit buckets (distinct dimension values) one RateLimit keeps in memory.
     #[arg(long, default_value_t = 100_000)]
     max_rate_limit_keys: usize,
+    /// New keys of a RateLimit whose buckets are all in use: share one overflow bucket, or are refused.
+    #[arg(long, value_enum, default_value = "shared")]
+    rate_limit_overflow: OverflowArg,
     /// Listen address of the adapters' Prometheus exposition (/metrics).
     #[arg(long, default_value = "127.0.0.1:42422")]
     prometheus_addr: SocketAddr,
@@ -137,6 +140,15 @@ struct HubArgs {
     /// Do not load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
     #[arg(long)]
     no_default_telemetry: bool,
+}
+
+/// The choices of `--rate-limit-overflow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OverflowArg {
+    /// New keys share one bucket of the limit until buckets free up.
+    Shared,
+    /// New keys are refused (429) until buckets free up.
+    Deny,
 }
 
 /// Where precompiled components are kept unless a flag says otherwise.
@@ -160,6 +172,10 @@ impl HubArgs {
                 ttl: self.decision_ttl,
                 uses: self.decision_uses,
                 max_rate_limit_keys: self.max_rate_limit_keys,
+                rate_limit_overflow: match self.rate_limit_overflow {
+                    OverflowArg::Shared => hub_server::RateLimitOverflow::Shared,
+                    OverflowArg::Deny => hub_server::RateLimitOverflow::Deny,
+                },
                 default_telemetry: !self.no_default_telemetry,
             },
         }

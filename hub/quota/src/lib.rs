@@ -2,7 +2,7 @@
 //!
 //! A `RateLimit` resource becomes a [`Limiter`]: buckets keyed by the values of its dimensions, each allowing
 //! `requests` per `per` spaced evenly (GCRA) plus `burst` at once. [`QuotaBackend`] is the seam between the
-//! policy engine and where bucket state lives: [`LocalBackend`] keeps it in this process with governor; a
+//! policy engine and where bucket state lives: [`LocalBackend`] keeps it in this process (GCRA, bounded without forgiving buckets in use); a
 //! shared backend (Redis) implements the same trait so every hub replica counts against one budget.
 
 mod local;
@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use local::{LocalBackend, LocalLimiter};
+pub use local::{LimiterStats, LocalBackend, LocalLimiter, Overflow};
 
 /// A validated limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 pub use envoy_als::{Reporter as AlsReporter, bags_of as als_bags, response_flags};
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
+pub use hub_quota::Overflow as RateLimitOverflow;
 pub use metrics::Metrics;
 pub use native::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report_bags, to_check_response};
 pub use report::{MixerRoutes, report};

@@ -75,6 +75,7 @@ pub struct Metrics {
     config_errors: Family<ErrorLabels, Gauge>,
     buckets: Family<RateLimitLabels, Gauge>,
     buckets_evicted: Family<RateLimitLabels, Gauge>,
+    buckets_overflow: Family<RateLimitLabels, Gauge>,
     dedup_evicted: Counter,
     reports: Family<CheckLabels, Counter>,
     records: Family<KindLabels, Counter>,
@@ -114,6 +115,7 @@ impl Metrics {
             config_errors: Family::default(),
             buckets: Family::default(),
             buckets_evicted: Family::default(),
+            buckets_overflow: Family::default(),
             dedup_evicted: Counter::default(),
             reports: Family::default(),
             records: Family::default(),
@@ -169,8 +171,13 @@ impl Metrics {
         );
         registry.register(
             "sextant_hub_ratelimit_buckets_evicted",
-            "Rate-limit buckets dropped because the key limit was reached",
+            "Idle rate-limit buckets dropped to make room for new keys (each was full again)",
             m.buckets_evicted.clone(),
+        );
+        registry.register(
+            "sextant_hub_ratelimit_overflow",
+            "Requests of new keys charged to a RateLimit's shared overflow bucket (or refused) because all its buckets were in use",
+            m.buckets_overflow.clone(),
         );
         registry.register(
             "sextant_hub_dedup_evictions",
@@ -331,18 +338,22 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn rate_limit_buckets(&self, stats: &[(String, usize, u64)]) {
+    pub(crate) fn rate_limit_buckets(&self, stats: &[hub_quota::LimiterStats]) {
         self.buckets.clear();
-        for (name, keys, evicted) in stats {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for s in stats {
             let labels = RateLimitLabels {
-                ratelimit: name.clone(),
+                ratelimit: s.name.clone(),
             };
             self.buckets
                 .get_or_create(&labels)
-                .set(i64::try_from(*keys).unwrap_or(i64::MAX));
+                .set(gauge(s.keys as u64));
             self.buckets_evicted
                 .get_or_create(&labels)
-                .set(i64::try_from(*evicted).unwrap_or(i64::MAX));
+                .set(gauge(s.evicted));
+            self.buckets_overflow
+                .get_or_create(&labels)
+                .set(gauge(s.overflowed));
         }
     }
 

@@ -24,6 +24,8 @@ pub struct DecisionOptions {
     pub uses: i32,
     /// The most buckets one RateLimit keeps in memory.
     pub max_rate_limit_keys: usize,
+    /// What happens to new keys of a RateLimit whose buckets are all in use: share one bucket, or be refused.
+    pub rate_limit_overflow: hub_quota::Overflow,
     /// Load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
     pub default_telemetry: bool,
 }
@@ -34,6 +36,7 @@ impl Default for DecisionOptions {
             ttl: Duration::from_secs(60),
             uses: 10_000,
             max_rate_limit_keys: 100_000,
+            rate_limit_overflow: hub_quota::Overflow::Shared,
             default_telemetry: true,
         }
     }
@@ -69,7 +72,10 @@ impl HubState {
         options: DecisionOptions,
         runtime: Arc<hub_adapters::Runtime>,
     ) -> Self {
-        let backend = Arc::new(LocalBackend::new(options.max_rate_limit_keys));
+        let backend = Arc::new(LocalBackend::with_overflow(
+            options.max_rate_limit_keys,
+            options.rate_limit_overflow,
+        ));
         let metrics = Metrics::with_extra(|r| runtime.register_metrics(r));
         HubState {
             config_dir: config_dir.to_path_buf(),
