@@ -28,7 +28,10 @@ pub(crate) use plain::lowercase_keys;
 pub use plain::{from_plain, to_plain};
 pub use report::{BagDecoder, ReportWire};
 pub use value::{Span, Time, Value};
-pub use vocabulary::{AttrId, AttrType, AttributeDef, VOCABULARY, lookup, names_under, suggest};
+pub use vocabulary::{
+    AttrId, AttrType, AttributeDef, DESTINATION, PeerAttrs, SOURCE, VOCABULARY, id_of, lookup,
+    names_under, suggest,
+};
 
 #[cfg(test)]
 mod tests;

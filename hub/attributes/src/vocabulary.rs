@@ -385,6 +385,100 @@ static BY_NAME: LazyLock<HashMap<&'static str, AttrId>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The id of attribute `name`, which must have type `ty`, computed at compile time when used in a `const` item:
+/// a name missing from the vocabulary, or of another type, fails the build instead of being dropped at run
+/// time. [`attr!`](crate::attr) is the way to call it.
+pub const fn id_of(name: &str, ty: AttrType) -> AttrId {
+    let mut i = 0;
+    while i < VOCABULARY.len() {
+        let d = &VOCABULARY[i];
+        if bytes_eq(d.name.as_bytes(), name.as_bytes()) {
+            assert!(
+                d.ty as u8 == ty as u8,
+                "the attribute has another type in the vocabulary"
+            );
+            assert!(i <= u16::MAX as usize, "the vocabulary outgrew AttrId");
+            return AttrId(i as u16);
+        }
+        i += 1;
+    }
+    panic!("no attribute of that name in the vocabulary")
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The attributes of one side of a connection, `source.*` or `destination.*`.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAttrs {
+    /// `*.ip`
+    pub ip: AttrId,
+    /// `*.port`
+    pub port: AttrId,
+    /// `*.principal`
+    pub principal: AttrId,
+    /// `*.labels`
+    pub labels: AttrId,
+    /// `*.workload.name`
+    pub workload_name: AttrId,
+    /// `*.workload.namespace`
+    pub workload_namespace: AttrId,
+}
+
+/// The client's side.
+pub const SOURCE: PeerAttrs = PeerAttrs {
+    ip: crate::attr!("source.ip", IpAddress),
+    port: crate::attr!("source.port", Int64),
+    principal: crate::attr!("source.principal", String),
+    labels: crate::attr!("source.labels", StringMap),
+    workload_name: crate::attr!("source.workload.name", String),
+    workload_namespace: crate::attr!("source.workload.namespace", String),
+};
+
+/// The server's side.
+pub const DESTINATION: PeerAttrs = PeerAttrs {
+    ip: crate::attr!("destination.ip", IpAddress),
+    port: crate::attr!("destination.port", Int64),
+    principal: crate::attr!("destination.principal", String),
+    labels: crate::attr!("destination.labels", StringMap),
+    workload_name: crate::attr!("destination.workload.name", String),
+    workload_namespace: crate::attr!("destination.workload.namespace", String),
+};
+
+/// The [`AttrId`] of a vocabulary attribute, checked at compile time. A misspelt or renamed name, or a type
+/// that is not the attribute's, is a build error instead of an attribute silently never set:
+///
+/// ```
+/// let path = hub_attributes::attr!("request.path", String);
+/// assert_eq!(path.name(), "request.path");
+/// ```
+///
+/// ```compile_fail
+/// let headers = hub_attributes::attr!("request.hedaers", StringMap);
+/// ```
+///
+/// ```compile_fail
+/// let size = hub_attributes::attr!("request.size", String);
+/// ```
+#[macro_export]
+macro_rules! attr {
+    ($name:literal, $ty:ident) => {{
+        const ID: $crate::AttrId = $crate::id_of($name, $crate::AttrType::$ty);
+        ID
+    }};
+}
+
 /// Looks an attribute up by name.
 pub fn lookup(name: &str) -> Option<AttrId> {
     BY_NAME.get(name).copied()

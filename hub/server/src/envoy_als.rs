@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hub_attributes::{Bag, Span, Time, Value};
+use hub_attributes::{AttrId, Bag, DESTINATION, PeerAttrs, SOURCE, Span, Time, Value, attr};
 use sextant_proto::envoy::config::core::v3::{
     Address, RequestMethod, address, socket_address::PortSpecifier,
 };
@@ -113,48 +113,38 @@ pub fn bags_of(msg: &StreamAccessLogsMessage, reporter: &Reporter) -> Vec<Bag> {
     }
 }
 
-fn set(bag: &mut Bag, name: &str, value: Value) {
-    // Names here are compile-time vocabulary names with matching types.
-    let _ = bag.set_by_name(name, value);
+fn set(bag: &mut Bag, id: AttrId, value: Value) {
+    // Ids and their types are checked at compile time (`attr!`); the value's case matches the type by construction.
+    let set = bag.set(id, value);
+    debug_assert!(set.is_ok(), "{}: {set:?}", id.name());
 }
 
-fn set_str(bag: &mut Bag, name: &str, s: &str) {
+fn set_str(bag: &mut Bag, id: AttrId, s: &str) {
     if !s.is_empty() {
-        set(bag, name, Value::String(s.to_string()));
+        set(bag, id, Value::String(s.to_string()));
     }
 }
 
-fn set_int(bag: &mut Bag, name: &str, v: u64) {
-    set(
-        bag,
-        name,
-        Value::Int64(i64::try_from(v).unwrap_or(i64::MAX)),
-    );
+fn set_int(bag: &mut Bag, id: AttrId, v: u64) {
+    set(bag, id, Value::Int64(i64::try_from(v).unwrap_or(i64::MAX)));
 }
 
 fn common(bag: &mut Bag, c: &AccessLogCommon, r: &Reporter) {
     set_str(
         bag,
-        "context.reporter.kind",
+        attr!("context.reporter.kind", String),
         if r.outbound { "outbound" } else { "inbound" },
     );
-    set_str(bag, "context.reporter.uid", &r.uid);
-    let (side, ns) = if r.outbound {
-        ("source.workload.name", "source.workload.namespace")
-    } else {
-        (
-            "destination.workload.name",
-            "destination.workload.namespace",
-        )
-    };
-    set_str(bag, side, &r.workload);
-    set_str(bag, ns, &r.namespace);
-    address(bag, "source", c.downstream_remote_address.as_ref());
-    address(bag, "destination", c.downstream_local_address.as_ref());
+    set_str(bag, attr!("context.reporter.uid", String), &r.uid);
+    let side = if r.outbound { &SOURCE } else { &DESTINATION };
+    set_str(bag, side.workload_name, &r.workload);
+    set_str(bag, side.workload_namespace, &r.namespace);
+    address(bag, &SOURCE, c.downstream_remote_address.as_ref());
+    address(bag, &DESTINATION, c.downstream_local_address.as_ref());
     if let Some(t) = &c.start_time {
         set(
             bag,
-            "request.time",
+            attr!("request.time", Timestamp),
             Value::Timestamp(Time {
                 seconds: t.seconds,
                 nanos: t.nanos,
@@ -162,7 +152,11 @@ fn common(bag: &mut Bag, c: &AccessLogCommon, r: &Reporter) {
         );
     }
     if let Some(flags) = &c.response_flags {
-        set_str(bag, "context.proxy_error_code", &response_flags(flags));
+        set_str(
+            bag,
+            attr!("context.proxy_error_code", String),
+            &response_flags(flags),
+        );
     }
     if let Some(tls) = &c.tls_properties {
         let principal = tls.peer_certificate_properties.as_ref().and_then(|p| {
@@ -171,13 +165,17 @@ fn common(bag: &mut Bag, c: &AccessLogCommon, r: &Reporter) {
                 _ => None,
             })
         });
-        set(bag, "connection.mtls", Value::Bool(principal.is_some()));
+        set(
+            bag,
+            attr!("connection.mtls", Bool),
+            Value::Bool(principal.is_some()),
+        );
         if let Some(p) = principal {
-            set_str(bag, "source.principal", &p);
+            set_str(bag, attr!("source.principal", String), &p);
         }
         set_str(
             bag,
-            "connection.requested_server_name",
+            attr!("connection.requested_server_name", String),
             &tls.tls_sni_hostname,
         );
     }
@@ -186,24 +184,24 @@ fn common(bag: &mut Bag, c: &AccessLogCommon, r: &Reporter) {
     if let (Some(_), Some(_), Some(_), Some(host)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     {
-        set_str(bag, "destination.service.host", host);
+        set_str(bag, attr!("destination.service.host", String), host);
         let mut labels = host.split('.');
         if let Some(name) = labels.next() {
-            set_str(bag, "destination.service.name", name);
+            set_str(bag, attr!("destination.service.name", String), name);
         }
         if let Some(ns) = labels.next() {
-            set_str(bag, "destination.service.namespace", ns);
+            set_str(bag, attr!("destination.service.namespace", String), ns);
         }
     }
 }
 
-fn address(bag: &mut Bag, side: &str, a: Option<&Address>) {
+fn address(bag: &mut Bag, side: &PeerAttrs, a: Option<&Address>) {
     if let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) {
         if let Ok(ip) = sa.address.parse() {
-            set(bag, &format!("{side}.ip"), Value::Ip(ip));
+            set(bag, side.ip, Value::Ip(ip));
         }
         if let Some(PortSpecifier::PortValue(port)) = sa.port_specifier {
-            set_int(bag, &format!("{side}.port"), u64::from(port));
+            set_int(bag, side.port, u64::from(port));
         }
     }
 }
@@ -220,22 +218,30 @@ fn http_bag(e: &HttpAccessLogEntry, r: &Reporter) -> Bag {
         if let Ok(m) = RequestMethod::try_from(req.request_method)
             && m != RequestMethod::MethodUnspecified
         {
-            set_str(&mut bag, "request.method", m.as_str_name());
+            set_str(&mut bag, attr!("request.method", String), m.as_str_name());
         }
-        set_str(&mut bag, "request.scheme", &req.scheme);
-        set_str(&mut bag, "request.host", &req.authority);
-        set_str(&mut bag, "request.path", &req.path);
+        set_str(&mut bag, attr!("request.scheme", String), &req.scheme);
+        set_str(&mut bag, attr!("request.host", String), &req.authority);
+        set_str(&mut bag, attr!("request.path", String), &req.path);
         set_str(
             &mut bag,
-            "request.url_path",
+            attr!("request.url_path", String),
             req.path.split('?').next().unwrap_or_default(),
         );
-        set_str(&mut bag, "request.useragent", &req.user_agent);
-        set_str(&mut bag, "request.id", &req.request_id);
-        set_int(&mut bag, "request.size", req.request_body_bytes);
+        set_str(
+            &mut bag,
+            attr!("request.useragent", String),
+            &req.user_agent,
+        );
+        set_str(&mut bag, attr!("request.id", String), &req.request_id);
         set_int(
             &mut bag,
-            "request.total_size",
+            attr!("request.size", Int64),
+            req.request_body_bytes,
+        );
+        set_int(
+            &mut bag,
+            attr!("request.total_size", Int64),
             req.request_headers_bytes + req.request_body_bytes,
         );
         let headers: HashMap<String, String> = req
@@ -250,23 +256,35 @@ fn http_bag(e: &HttpAccessLogEntry, r: &Reporter) -> Bag {
             protocol = "grpc";
         }
         if !headers.is_empty() {
-            set(&mut bag, "request.headers", Value::StringMap(headers));
+            set(
+                &mut bag,
+                attr!("request.headers", StringMap),
+                Value::StringMap(headers),
+            );
         }
     }
-    set_str(&mut bag, "request.protocol", protocol);
+    set_str(&mut bag, attr!("request.protocol", String), protocol);
     set_str(
         &mut bag,
-        "context.protocol",
+        attr!("context.protocol", String),
         if protocol == "grpc" { "grpc" } else { "http" },
     );
     if let Some(resp) = &e.response {
         if let Some(code) = resp.response_code {
-            set_int(&mut bag, "response.code", u64::from(code.value));
+            set_int(
+                &mut bag,
+                attr!("response.code", Int64),
+                u64::from(code.value),
+            );
         }
-        set_int(&mut bag, "response.size", resp.response_body_bytes);
         set_int(
             &mut bag,
-            "response.total_size",
+            attr!("response.size", Int64),
+            resp.response_body_bytes,
+        );
+        set_int(
+            &mut bag,
+            attr!("response.total_size", Int64),
             resp.response_headers_bytes + resp.response_body_bytes,
         );
         let grpc_status = resp
@@ -274,7 +292,7 @@ fn http_bag(e: &HttpAccessLogEntry, r: &Reporter) -> Bag {
             .get("grpc-status")
             .or_else(|| resp.response_headers.get("grpc-status"));
         if let Some(s) = grpc_status {
-            set_str(&mut bag, "response.grpc_status", s);
+            set_str(&mut bag, attr!("response.grpc_status", String), s);
         }
         if !resp.response_headers.is_empty() {
             let h = resp
@@ -282,13 +300,17 @@ fn http_bag(e: &HttpAccessLogEntry, r: &Reporter) -> Bag {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect();
-            set(&mut bag, "response.headers", Value::StringMap(h));
+            set(
+                &mut bag,
+                attr!("response.headers", StringMap),
+                Value::StringMap(h),
+            );
         }
     }
     if let Some(d) = &c.time_to_last_downstream_tx_byte {
         set(
             &mut bag,
-            "response.duration",
+            attr!("response.duration", Duration),
             Value::Duration(Span {
                 seconds: d.seconds,
                 nanos: d.nanos,
@@ -300,7 +322,11 @@ fn http_bag(e: &HttpAccessLogEntry, r: &Reporter) -> Bag {
                 seconds: t.seconds + d.seconds + total.div_euclid(1_000_000_000),
                 nanos: i32::try_from(total.rem_euclid(1_000_000_000)).unwrap_or(0),
             };
-            set(&mut bag, "response.time", Value::Timestamp(time));
+            set(
+                &mut bag,
+                attr!("response.time", Timestamp),
+                Value::Timestamp(time),
+            );
         }
     }
     bag
@@ -310,24 +336,32 @@ fn tcp_bag(e: &TcpAccessLogEntry, r: &Reporter) -> Bag {
     let mut bag = Bag::new();
     let c = e.common_properties.clone().unwrap_or_default();
     common(&mut bag, &c, r);
-    set_str(&mut bag, "context.protocol", "tcp");
+    set_str(&mut bag, attr!("context.protocol", String), "tcp");
     let event = match AccessLogType::try_from(c.access_log_type) {
         Ok(AccessLogType::TcpUpstreamConnected | AccessLogType::TcpConnectionStart) => "open",
         Ok(AccessLogType::TcpPeriodic) => "continue",
         _ => "close",
     };
-    set_str(&mut bag, "connection.event", event);
+    set_str(&mut bag, attr!("connection.event", String), event);
     if !c.stream_id.is_empty() {
-        set_str(&mut bag, "connection.id", &c.stream_id);
+        set_str(&mut bag, attr!("connection.id", String), &c.stream_id);
     }
     if let Some(p) = &e.connection_properties {
-        set_int(&mut bag, "connection.received.bytes", p.received_bytes);
-        set_int(&mut bag, "connection.sent.bytes", p.sent_bytes);
+        set_int(
+            &mut bag,
+            attr!("connection.received.bytes", Int64),
+            p.received_bytes,
+        );
+        set_int(
+            &mut bag,
+            attr!("connection.sent.bytes", Int64),
+            p.sent_bytes,
+        );
     }
     if let Some(d) = &c.duration {
         set(
             &mut bag,
-            "connection.duration",
+            attr!("connection.duration", Duration),
             Value::Duration(Span {
                 seconds: d.seconds,
                 nanos: d.nanos,

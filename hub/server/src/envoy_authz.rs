@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hub_attributes::{AttrType, Bag, Time, Value};
+use hub_attributes::{AttrId, AttrType, Bag, DESTINATION, PeerAttrs, SOURCE, Time, Value, attr};
 use hub_policy::{Decision, HeaderAction, HeaderTarget};
 use sextant_proto::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
@@ -74,38 +74,35 @@ fn validate(req: &CheckRequest) -> Result<(), InvalidRequest> {
     }
 }
 
-fn set(bag: &mut Bag, name: &str, value: Value) {
-    // Names here are compile-time vocabulary names with matching types.
-    let _ = bag.set_by_name(name, value);
+fn set(bag: &mut Bag, id: AttrId, value: Value) {
+    // Ids and their types are checked at compile time (`attr!`); the value's case matches the type by construction.
+    let set = bag.set(id, value);
+    debug_assert!(set.is_ok(), "{}: {set:?}", id.name());
 }
 
-fn set_str(bag: &mut Bag, name: &str, s: &str) {
+fn set_str(bag: &mut Bag, id: AttrId, s: &str) {
     if !s.is_empty() {
-        set(bag, name, Value::String(s.to_string()));
+        set(bag, id, Value::String(s.to_string()));
     }
 }
 
 fn peer(
     bag: &mut Bag,
-    side: &str,
+    side: &PeerAttrs,
     p: &sextant_proto::envoy::service::auth::v3::attribute_context::Peer,
 ) {
     use sextant_proto::envoy::config::core::v3::{address::Address, socket_address::PortSpecifier};
     if let Some(Address::SocketAddress(sa)) = p.address.as_ref().and_then(|a| a.address.as_ref()) {
         if let Ok(ip) = sa.address.parse() {
-            set(bag, &format!("{side}.ip"), Value::Ip(ip));
+            set(bag, side.ip, Value::Ip(ip));
         }
         if let Some(PortSpecifier::PortValue(port)) = sa.port_specifier {
-            set(bag, &format!("{side}.port"), Value::Int64(i64::from(port)));
+            set(bag, side.port, Value::Int64(i64::from(port)));
         }
     }
-    set_str(bag, &format!("{side}.principal"), &p.principal);
+    set_str(bag, side.principal, &p.principal);
     if !p.labels.is_empty() {
-        set(
-            bag,
-            &format!("{side}.labels"),
-            Value::StringMap(p.labels.clone()),
-        );
+        set(bag, side.labels, Value::StringMap(p.labels.clone()));
     }
 }
 
@@ -113,19 +110,23 @@ fn peer(
 pub fn bag_of(ctx: AttributeContext) -> Bag {
     let mut bag = Bag::new();
     if let Some(s) = &ctx.source {
-        peer(&mut bag, "source", s);
+        peer(&mut bag, &SOURCE, s);
     }
     if let Some(d) = &ctx.destination {
-        peer(&mut bag, "destination", d);
+        peer(&mut bag, &DESTINATION, d);
     }
     if let Some(tls) = &ctx.tls_session {
-        set_str(&mut bag, "connection.requested_server_name", &tls.sni);
+        set_str(
+            &mut bag,
+            attr!("connection.requested_server_name", String),
+            &tls.sni,
+        );
     }
     if let Some(req) = ctx.request {
         if let Some(t) = req.time {
             set(
                 &mut bag,
-                "request.time",
+                attr!("request.time", Timestamp),
                 Value::Timestamp(Time {
                     seconds: t.seconds,
                     nanos: t.nanos,
@@ -151,7 +152,7 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
                 }
             }
             let (url_path, query) = http.path.split_once('?').unwrap_or((&http.path, ""));
-            set_str(&mut bag, "request.url_path", url_path);
+            set_str(&mut bag, attr!("request.url_path", String), url_path);
             if !query.is_empty() {
                 let mut params = HashMap::new();
                 for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -159,15 +160,23 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
                         .entry(k.into_owned())
                         .or_insert_with(|| v.into_owned());
                 }
-                set(&mut bag, "request.query_params", Value::StringMap(params));
+                set(
+                    &mut bag,
+                    attr!("request.query_params", StringMap),
+                    Value::StringMap(params),
+                );
             }
-            set_str(&mut bag, "request.path", &http.path);
-            set_str(&mut bag, "request.host", &http.host);
-            set_str(&mut bag, "request.method", &http.method);
-            set_str(&mut bag, "request.scheme", &http.scheme);
-            set_str(&mut bag, "request.id", &http.id);
+            set_str(&mut bag, attr!("request.path", String), &http.path);
+            set_str(&mut bag, attr!("request.host", String), &http.host);
+            set_str(&mut bag, attr!("request.method", String), &http.method);
+            set_str(&mut bag, attr!("request.scheme", String), &http.scheme);
+            set_str(&mut bag, attr!("request.id", String), &http.id);
             if http.size >= 0 {
-                set(&mut bag, "request.size", Value::Int64(http.size));
+                set(
+                    &mut bag,
+                    attr!("request.size", Int64),
+                    Value::Int64(http.size),
+                );
             }
             let grpc = headers
                 .get("content-type")
@@ -179,21 +188,25 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
             } else {
                 "http"
             };
-            set_str(&mut bag, "request.protocol", protocol);
+            set_str(&mut bag, attr!("request.protocol", String), protocol);
             set_str(
                 &mut bag,
-                "context.protocol",
+                attr!("context.protocol", String),
                 if grpc { "grpc" } else { "http" },
             );
             if let Some(ua) = headers.get("user-agent") {
-                set_str(&mut bag, "request.useragent", ua);
+                set_str(&mut bag, attr!("request.useragent", String), ua);
             }
-            set(&mut bag, "request.headers", Value::StringMap(headers));
+            set(
+                &mut bag,
+                attr!("request.headers", StringMap),
+                Value::StringMap(headers),
+            );
         }
     }
     for (k, v) in ctx.context_extensions {
-        if hub_attributes::lookup(&k).is_some_and(|id| id.ty() == AttrType::String) {
-            set(&mut bag, &k, Value::String(v));
+        if let Some(id) = hub_attributes::lookup(&k).filter(|id| id.ty() == AttrType::String) {
+            set(&mut bag, id, Value::String(v));
         }
     }
     bag

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hub_attributes::{Bag, Value};
+use hub_attributes::{Bag, Value, attr};
 use hub_quota::LimitSpec;
 use sextant_proto::envoy::service::ratelimit::v3::{
     RateLimitRequest, RateLimitResponse,
@@ -117,9 +117,16 @@ impl RateLimitService for RlsService {
                 .into_iter()
                 .map(|e| (e.key, e.value))
                 .collect();
-            // Both names are string attributes of the vocabulary.
-            let _ = bag.set_by_name("ratelimit.domain", Value::String(req.domain.clone()));
-            let _ = bag.set_by_name("ratelimit.descriptor", Value::StringMap(entries));
+            // Ids and types checked at compile time: neither can fail.
+            let set_domain = bag.set(
+                attr!("ratelimit.domain", String),
+                Value::String(req.domain.clone()),
+            );
+            let set_descriptor = bag.set(
+                attr!("ratelimit.descriptor", StringMap),
+                Value::StringMap(entries),
+            );
+            debug_assert!(set_domain.is_ok() && set_descriptor.is_ok());
             let hits = descriptor.hits_addend.map_or(req.hits_addend, |h| {
                 u32::try_from(h.value).unwrap_or(u32::MAX)
             });
