@@ -11,7 +11,8 @@
 //! - `ok`: succeeds, like the first batches.
 //!
 //! A `check` that succeeds denies (403) when an attribute named in `deny` has that text value, and allows
-//! otherwise; either answer may be cached for `validForMs`.
+//! otherwise; either answer may be cached for `validForMs`. With `"checksBehave": true` only batches
+//! misbehave: every `check` succeeds.
 
 use sextant_adapter_sdk::{
     Adapter, AdapterError, Batch, Capabilities, CheckDecision, Host, Level, Value, parse_config,
@@ -50,6 +51,9 @@ pub struct Config {
     /// How long a `check` answer may be cached, in milliseconds.
     #[serde(default, rename = "validForMs")]
     pub valid_for_ms: u32,
+    /// Only batches misbehave; `check` always succeeds.
+    #[serde(default, rename = "checksBehave")]
+    pub checks_behave: bool,
 }
 
 /// The adapter.
@@ -124,7 +128,9 @@ impl Adapter for Faulty {
         attributes: &Batch<'_>,
         host: &Host,
     ) -> Result<CheckDecision, AdapterError> {
-        self.batch(host)?;
+        if !self.config.checks_behave {
+            self.batch(host)?;
+        }
         let denied = attributes.attributes().find_map(|f| {
             let want = self.config.deny.get(f.key)?;
             (f.value == Value::Str(want)).then(|| format!("faulty: {} is {want:?}", f.key))

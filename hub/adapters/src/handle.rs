@@ -1,7 +1,7 @@
 //! [`AdapterHandle`]: what the hub holds of a running adapter.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use sextant_batch::BatchKind;
 
 use crate::error::AdapterCallError;
 use crate::metrics::{AdapterCounters, DeliveryStats, DropReason};
-use crate::worker::Msg;
+use crate::worker::{CheckCall, Msg};
 use crate::{Capabilities, CheckDecision, Limits};
 
 /// A running adapter. Cheap to clone; all clones feed the same worker. `submit` never blocks and never
@@ -24,9 +24,15 @@ struct Inner {
     caps: Capabilities,
     /// `None` once drained: the lock orders `submit` against `drain`, so no segment is sent after the drain
     /// request (it would be neither delivered nor counted).
-    tx: Mutex<Option<Sender<Msg>>>,
+    tx: Mutex<Option<Channels>>,
     counters: Arc<AdapterCounters>,
     limits: Limits,
+}
+
+/// The worker's two inputs: batches and control messages in order, and the bounded check lane it serves first.
+pub(crate) struct Channels {
+    pub(crate) msgs: Sender<Msg>,
+    pub(crate) checks: SyncSender<CheckCall>,
 }
 
 impl std::fmt::Debug for AdapterHandle {
@@ -42,7 +48,7 @@ impl AdapterHandle {
     pub(crate) fn new(
         name: Arc<str>,
         caps: Capabilities,
-        tx: Sender<Msg>,
+        tx: Channels,
         counters: Arc<AdapterCounters>,
         limits: Limits,
     ) -> Self {
@@ -57,7 +63,7 @@ impl AdapterHandle {
         }
     }
 
-    fn sender(&self) -> std::sync::MutexGuard<'_, Option<Sender<Msg>>> {
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<Channels>> {
         // The lock only guards a send on an unbounded channel; poisoning cannot leave it inconsistent.
         self.inner.tx.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -104,7 +110,7 @@ impl AdapterHandle {
             bytes: segment,
             records,
         };
-        if tx.send(msg).is_err() {
+        if tx.msgs.send(msg).is_err() {
             c.queued.fetch_sub(n, Ordering::AcqRel);
             c.refused(DropReason::AdapterDown, n);
             return false;
@@ -113,8 +119,11 @@ impl AdapterHandle {
         true
     }
 
-    /// Policy adapters: calls `check` with an attributes segment. The call is bounded by
-    /// `limits.time_per_batch`; waiting for the worker (busy with a batch) by another `time_per_batch`.
+    /// Policy adapters: calls `check` with an attributes segment. Checks have a lane of their own, bounded
+    /// ([`CHECK_LANE`](crate::CHECK_LANE) waiting calls; over it a call is refused at once, counted as
+    /// `queue_full`) and served before batches, also while a failed batch waits to be retried: a check waits
+    /// for at most the call in progress. The call is bounded by `limits.time_per_batch`, the wait by another
+    /// `time_per_batch`; a check still waiting when its caller gave up is skipped, counted as `expired`.
     pub async fn check(&self, attributes: Vec<u8>) -> Result<CheckDecision, AdapterCallError> {
         let adapter = self.inner.name.to_string();
         if !self.inner.caps.check {
@@ -123,20 +132,41 @@ impl AdapterHandle {
                 reason: "the adapter does not implement check".into(),
             });
         }
+        let wait = self.inner.limits.time_per_batch * 2 + Duration::from_millis(100);
         let (reply, rx) = tokio::sync::oneshot::channel();
         {
             let tx = self.sender();
-            let sent = tx
-                .as_ref()
-                .map(|tx| tx.send(Msg::Check { attributes, reply }).is_ok());
-            if sent != Some(true) {
+            let Some(tx) = tx.as_ref() else {
                 return Err(AdapterCallError::Unavailable {
                     adapter,
                     reason: "the adapter was drained or stopped".into(),
                 });
+            };
+            let call = CheckCall {
+                attributes,
+                reply,
+                deadline: Instant::now() + wait,
+            };
+            match tx.checks.try_send(call) {
+                Ok(()) => {
+                    // Wakes a worker waiting for batches; a worker busy delivering finds the lane by itself.
+                    let _ = tx.msgs.send(Msg::Wake);
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.inner.counters.check_refused();
+                    return Err(AdapterCallError::Unavailable {
+                        adapter,
+                        reason: "too many checks waiting for the adapter".into(),
+                    });
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(AdapterCallError::Unavailable {
+                        adapter,
+                        reason: "the adapter was drained or stopped".into(),
+                    });
+                }
             }
         }
-        let wait = self.inner.limits.time_per_batch * 2 + Duration::from_millis(100);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(AdapterCallError::Unavailable {
@@ -154,7 +184,7 @@ impl AdapterHandle {
     pub async fn drain(self, deadline: Duration) -> DeliveryStats {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = self.sender().take();
-        if let Some(tx) = tx {
+        if let Some(Channels { msgs: tx, .. }) = tx {
             let until = Instant::now() + deadline;
             if tx
                 .send(Msg::Drain {

@@ -74,3 +74,4 @@ pub use registry::{DefineError, FamilyDef, RecordOutcome, Registry, RegistryDrop
 pub use runtime::Runtime;
 pub use sextant_batch::BatchKind;
 pub use types::{Capabilities, CheckDecision};
+pub use worker::CHECK_LANE;

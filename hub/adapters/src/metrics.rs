@@ -100,6 +100,10 @@ pub struct DeliveryStats {
     pub restarts: u64,
     /// `check` calls answered with a decision.
     pub checks: u64,
+    /// `check` calls skipped because their caller had given up before the worker reached them.
+    pub checks_expired: u64,
+    /// `check` calls refused at once because the check lane was full.
+    pub checks_refused: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,6 +130,7 @@ pub(crate) struct RuntimeMetrics {
     latency: Family<AdapterLabels, Histogram, fn() -> Histogram>,
     http_denied: Family<AdapterLabels, Counter>,
     samples_skipped: Family<AdapterLabels, Counter>,
+    checks: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -146,6 +151,7 @@ impl RuntimeMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             http_denied: Family::default(),
             samples_skipped: Family::default(),
+            checks: Family::default(),
         }
     }
 
@@ -201,6 +207,11 @@ impl RuntimeMetrics {
             "Samples an adapter recorded that the registry skipped (unknown family, wrong labels, limits)",
             self.samples_skipped.clone(),
         );
+        r.register(
+            format!("{p}checks"),
+            "Policy check calls, by result: answered, expired (the caller gave up first), queue_full",
+            self.checks.clone(),
+        );
     }
 
     /// The counters of one adapter handle, bound to its label values.
@@ -221,7 +232,11 @@ impl RuntimeMetrics {
             retried: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             checks: AtomicU64::new(0),
+            checks_expired: AtomicU64::new(0),
+            checks_refused: AtomicU64::new(0),
             http_denied: AtomicU64::new(0),
+            m_checks: ["answered", "expired", "queue_full"]
+                .map(|r| self.checks.get_or_create(&reason(r)).clone()),
             m_accepted: self.accepted.get_or_create(&l).clone(),
             m_delivered: self.delivered.get_or_create(&l).clone(),
             m_dropped: DropReason::ALL
@@ -270,6 +285,10 @@ pub(crate) struct AdapterCounters {
     retried: AtomicU64,
     restarts: AtomicU64,
     checks: AtomicU64,
+    checks_expired: AtomicU64,
+    checks_refused: AtomicU64,
+    /// answered, expired, queue_full
+    m_checks: [Counter; 3],
     http_denied: AtomicU64,
     m_accepted: Counter,
     m_delivered: Counter,
@@ -339,6 +358,17 @@ impl AdapterCounters {
 
     pub(crate) fn check(&self) {
         self.checks.fetch_add(1, Ordering::Relaxed);
+        self.m_checks[0].inc();
+    }
+
+    pub(crate) fn check_expired(&self) {
+        self.checks_expired.fetch_add(1, Ordering::Relaxed);
+        self.m_checks[1].inc();
+    }
+
+    pub(crate) fn check_refused(&self) {
+        self.checks_refused.fetch_add(1, Ordering::Relaxed);
+        self.m_checks[2].inc();
     }
 
     pub(crate) fn http_denied(&self) {
@@ -372,6 +402,8 @@ impl AdapterCounters {
             retried: self.retried.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             checks: self.checks.load(Ordering::Relaxed),
+            checks_expired: self.checks_expired.load(Ordering::Relaxed),
+            checks_refused: self.checks_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -29,17 +29,25 @@ pub(crate) enum Msg {
         bytes: Vec<u8>,
         records: usize,
     },
-    /// A `check` call.
-    Check {
-        attributes: Vec<u8>,
-        reply: tokio::sync::oneshot::Sender<Result<CheckDecision, AdapterCallError>>,
-    },
+    /// A check was put in the check lane: look at it.
+    Wake,
     /// Deliver what is queued until the deadline, then stop.
     Drain {
         deadline: Instant,
         reply: tokio::sync::oneshot::Sender<()>,
     },
 }
+
+/// A `check` call, sent through the check lane.
+pub(crate) struct CheckCall {
+    pub(crate) attributes: Vec<u8>,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<CheckDecision, AdapterCallError>>,
+    /// When the caller stops waiting: a call still queued then is skipped.
+    pub(crate) deadline: Instant,
+}
+
+/// The most `check` calls waiting for one adapter; more are refused at once.
+pub const CHECK_LANE: usize = 1024;
 
 const KINDS: [BatchKind; 3] = [BatchKind::Metrics, BatchKind::Logs, BatchKind::Spans];
 
@@ -64,6 +72,8 @@ struct Worker {
     pending: [Pending; 3],
     /// Set while draining: nothing is attempted after it.
     deadline: Option<Instant>,
+    /// The check lane, served before anything else.
+    checks: Receiver<CheckCall>,
 }
 
 /// Starts the worker thread, which loads, instantiates and initialises the adapter before anything else;
@@ -74,6 +84,7 @@ pub(crate) async fn start(
 ) -> Result<AdapterHandle, LoadError> {
     let counters = shared.metrics.for_adapter(&cfg.name);
     let (tx, rx) = std::sync::mpsc::channel();
+    let (checks_tx, checks_rx) = std::sync::mpsc::sync_channel(CHECK_LANE);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (name, module, limits) = (cfg.name.clone(), cfg.module.to_string(), cfg.limits.clone());
     let thread_counters = counters.clone();
@@ -99,6 +110,7 @@ pub(crate) async fn start(
                 down_until: Instant::now(),
                 pending: Default::default(),
                 deadline: None,
+                checks: checks_rx,
             }
             .run(&rx);
         });
@@ -120,7 +132,10 @@ pub(crate) async fn start(
     Ok(AdapterHandle::new(
         Arc::from(name.as_str()),
         caps,
-        tx,
+        crate::handle::Channels {
+            msgs: tx,
+            checks: checks_tx,
+        },
         counters,
         limits,
     ))
@@ -133,6 +148,7 @@ fn slot(kind: BatchKind) -> Option<usize> {
 impl Worker {
     fn run(mut self, rx: &Receiver<Msg>) {
         loop {
+            self.serve_checks();
             let now = Instant::now();
             let due = self
                 .pending
@@ -154,9 +170,7 @@ impl Worker {
                     bytes,
                     records,
                 }) => self.push(kind, bytes, records),
-                Ok(Msg::Check { attributes, reply }) => {
-                    let _ = reply.send(self.check(&attributes));
-                }
+                Ok(Msg::Wake) => {}
                 Ok(Msg::Drain { deadline, reply }) => {
                     self.drain(rx, deadline);
                     let _ = reply.send(());
@@ -231,33 +245,59 @@ impl Worker {
                     bytes,
                     records,
                 }) => self.push(kind, bytes, records),
-                Ok(Msg::Check { reply, .. }) => {
-                    let _ = reply.send(Err(AdapterCallError::Unavailable {
-                        adapter: self.spec.name.to_string(),
-                        reason: "the adapter is draining".into(),
-                    }));
-                }
+                Ok(Msg::Wake) => {}
                 Ok(Msg::Drain { reply, .. }) => {
                     let _ = reply.send(());
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        while let Ok(call) = self.checks.try_recv() {
+            let _ = call.reply.send(Err(AdapterCallError::Unavailable {
+                adapter: self.spec.name.to_string(),
+                reason: "the adapter is draining".into(),
+            }));
+        }
         for i in 0..KINDS.len() {
             self.flush(i);
         }
     }
 
+    /// Answers every check waiting in the lane (skipping those whose caller gave up).
+    fn serve_checks(&mut self) {
+        while let Ok(call) = self.checks.try_recv() {
+            self.serve_check(call);
+        }
+    }
+
+    fn serve_check(&mut self, call: CheckCall) {
+        if Instant::now() >= call.deadline || call.reply.is_closed() {
+            self.spec.counters.check_expired();
+            return;
+        }
+        let _ = call.reply.send(self.check(&call.attributes));
+    }
+
     /// Sleeps until `t`; false (without sleeping past it) when the drain deadline comes first.
-    fn wait_until(&self, t: Instant) -> bool {
+    fn wait_until(&mut self, t: Instant) -> bool {
         let now = Instant::now();
         if let Some(d) = self.deadline
             && t > d
         {
             return false;
         }
-        if t > now {
-            std::thread::sleep(t - now);
+        // A wait between retries of a batch serves the check lane: checks never wait behind a backoff.
+        let mut now = now;
+        while t > now {
+            match self.checks.recv_timeout(t - now) {
+                Ok(call) => self.serve_check(call),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(t - now);
+                    break;
+                }
+            }
+            now = Instant::now();
         }
         true
     }

@@ -185,3 +185,45 @@ async fn a_full_queue_refuses_at_once_and_drain_delivers_the_rest() {
     assert!(!other.submit(BatchKind::Metrics, metrics_segment(1, "200"), 1));
     assert_eq!(other.stats().dropped.adapter_down, 1);
 }
+
+/// The defect of 41954b2: a `check` waited in the same queue as the batches, behind a failing batch's retry
+/// backoff, and its caller timed out. Checks have a lane of their own, served during backoffs.
+#[tokio::test]
+async fn a_check_is_answered_while_a_failing_batch_waits_for_its_retries() {
+    let rt = runtime(None);
+    let bytes = hub_builtin_adapters::test_module("faulty").expect("faulty component");
+    let mut cfg = hub_adapters::AdapterConfig::new(
+        "ns/lane",
+        hub_adapters::ModuleSource::Bytes {
+            label: "faulty.wasm".into(),
+            bytes: Arc::from(bytes),
+        },
+        serde_json::json!({"mode": "error", "checksBehave": true}),
+    );
+    cfg.limits = Limits {
+        // Retried for 1 + 2 + 4 + 4 + 4 s: far longer than a check's caller waits (2 x 300 ms + 100 ms).
+        retries: 5,
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(4),
+        ..crate::fast_limits()
+    };
+    let h = rt.start(cfg).await.expect("start");
+    submit_one(&h);
+    wait_for("the first attempt to fail", WAIT, || h.stats().batches >= 1).await;
+    let answer = h.check(Vec::new()).await;
+    let s = h.stats();
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(s.queued, 1, "the batch is still being retried: {s:?}");
+    assert_eq!(
+        (s.checks, s.checks_expired, s.checks_refused),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    assert!(
+        exposition(&rt).contains(
+            "sextant_hub_adapter_checks_total{adapter=\"ns/lane\",reason=\"answered\"} 1"
+        ),
+        "{}",
+        exposition(&rt)
+    );
+}
