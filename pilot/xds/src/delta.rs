@@ -9,8 +9,9 @@ use sextant_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
+use crate::limits::{Refusal, measure, names_cost};
 use crate::names::{Names, take_wildcard};
-use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select, updated};
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, kept_error, select, updated};
 use crate::snapshot::{Resources, Snapshot, XdsResource};
 use crate::types;
 
@@ -40,6 +41,8 @@ pub struct DeltaRequest {
     subscribe: Names,
     unsubscribe_wildcard: bool,
     unsubscribe: Vec<String>,
+    /// Set when the request is refused whatever the stream's state (its names are then dropped at once).
+    refused: Option<Refusal>,
 }
 
 /// A delta stream.
@@ -123,6 +126,14 @@ impl Delta {
     }
 }
 
+#[cfg(test)]
+impl Delta {
+    /// The type URLs the stream watches.
+    pub(crate) fn watched(&self) -> Vec<&str> {
+        self.watches.keys().map(String::as_str).collect()
+    }
+}
+
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
     type Parsed = DeltaRequest;
@@ -135,8 +146,28 @@ impl Protocol for Delta {
 
     fn parse(req: DeltaDiscoveryRequest, snapshot: &Snapshot) -> DeltaRequest {
         let subscribes_nothing = req.resource_names_subscribe.is_empty();
-        let (mut subscribe, mut unsubscribe) =
-            (req.resource_names_subscribe, req.resource_names_unsubscribe);
+        let (mut subscribe, mut unsubscribe, mut initial) = (
+            req.resource_names_subscribe,
+            req.resource_names_unsubscribe,
+            req.initial_resource_versions,
+        );
+        let refused = if !types::is_served(&req.type_url) {
+            (!req.type_url.is_empty()).then(|| Refusal::unknown_type(&req.type_url))
+        } else {
+            let (versions, version_bytes) = measure(initial.values());
+            let (names, name_bytes) = measure(initial.keys());
+            [
+                measure(&subscribe),
+                measure(&unsubscribe),
+                (names.max(versions), name_bytes + version_bytes),
+            ]
+            .into_iter()
+            .try_for_each(|(count, bytes)| Refusal::check_names(&req.type_url, count, bytes))
+            .err()
+        };
+        if refused.is_some() {
+            (subscribe, unsubscribe, initial) = Default::default();
+        }
         let subscribe_wildcard = take_wildcard(&mut subscribe);
         let unsubscribe_wildcard = take_wildcard(&mut unsubscribe);
         DeltaRequest {
@@ -147,8 +178,9 @@ impl Protocol for Delta {
             unsubscribe_wildcard,
             type_url: req.type_url,
             response_nonce: req.response_nonce,
-            error: req.error_detail,
-            initial_resource_versions: req.initial_resource_versions,
+            error: req.error_detail.map(kept_error),
+            initial_resource_versions: initial,
+            refused,
         }
     }
 
@@ -156,15 +188,34 @@ impl Protocol for Delta {
         (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
+    fn cost(r: &DeltaRequest) -> usize {
+        let (count, bytes) = r.subscribe.owned();
+        let (unsubscribed, unsubscribed_bytes) = measure(&r.unsubscribe);
+        let (initial, initial_bytes) = measure(
+            r.initial_resource_versions
+                .keys()
+                .chain(r.initial_resource_versions.values()),
+        );
+        names_cost(count, bytes)
+            + names_cost(unsubscribed, unsubscribed_bytes)
+            + names_cost(initial, initial_bytes)
+            + r.type_url.len()
+            + r.response_nonce.len()
+            + r.error.as_ref().map_or(0, |e| e.message.len())
+    }
+
     fn on_request(
         &mut self,
         req: DeltaRequest,
         snapshot: &Snapshot,
-    ) -> Result<Answer<DeltaDiscoveryResponse>, tonic::Status> {
+    ) -> Result<Answer<DeltaDiscoveryResponse>, Refusal> {
         if req.type_url.is_empty() {
-            return Err(tonic::Status::invalid_argument(
-                "a DeltaDiscoveryRequest must name its type_url",
-            ));
+            return Err(Refusal::NoType {
+                protocol: Self::NAME,
+            });
+        }
+        if let Some(refusal) = req.refused {
+            return Err(refusal);
         }
         let w = self.watches.entry(req.type_url.clone()).or_default();
         let mut verdict = None;
@@ -213,6 +264,10 @@ impl Protocol for Delta {
             }
         }
         w.names = std::mem::take(&mut w.names).compact(snapshot, &req.type_url);
+        // Names accumulate over requests (each one bounded when parsed): a stream subscribing to more than
+        // the bound, existing or not, is refused, and its state goes with it.
+        let (count, bytes) = w.names.owned();
+        Refusal::check_names(&req.type_url, count, bytes)?;
         // The first request of a type is always answered, so a proxy waiting for it can finish starting.
         let out = self.respond(&req.type_url, snapshot, first, &BTreeSet::new());
         Ok(Answer {

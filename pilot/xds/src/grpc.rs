@@ -25,8 +25,7 @@ use crate::source::SnapshotSource;
 /// The service's gRPC name.
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 
-/// Requests larger than this are refused.
-const MAX_REQUEST_BYTES: usize = 4 << 20;
+use crate::limits::MAX_REQUEST_BYTES;
 
 /// `envoy.service.discovery.v3.AggregatedDiscoveryService` over an [`AdsServer`], to add to a tonic server.
 pub struct AdsService<S> {

@@ -12,11 +12,17 @@
 //! proxies' answers), so a change reaching thousands of proxies is served in turn within bounded memory, and
 //! resources are shared, never copied per stream, until a response is framed. [`Connections`] holds what every proxy was sent and acknowledged, for `/debug/syncz` and
 //! `/debug/config_dump`, and the metrics.
+//!
+//! Nothing a client chooses grows without a bound ([`limits`]): requests for types pilot does not serve are
+//! ignored and counted, never watched; metric labels take only the served types' short names (or `other`);
+//! a stream's names per type are bounded in number and bytes (over the bound, the stream is closed with
+//! `RESOURCE_EXHAUSTED`), and so are the bytes of requests it reads ahead.
 
 mod budget;
 pub mod build;
 mod delta;
 mod grpc;
+pub mod limits;
 mod names;
 mod protocol;
 mod server;
@@ -27,11 +33,14 @@ mod status;
 pub mod types;
 
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod tests;
 
 pub use budget::{ANSWER_TIMEOUT, DEFAULT_BUDGET_BYTES, PushBudget};
 pub use delta::{Delta, DeltaRequest};
 pub use grpc::AdsService;
+pub use limits::Refusal;
 pub use protocol::{Answer, Outgoing, Protocol, Verdict};
 pub use server::AdsServer;
 pub use snapshot::{Resources, Snapshot, SnapshotBuilder, SnapshotError, XdsResource};

@@ -11,14 +11,22 @@ use crate::snapshot::{Resources, Snapshot};
 #[derive(Clone, Debug)]
 pub(crate) enum Names {
     /// Names of its own.
-    Set(BTreeSet<String>),
+    Set {
+        /// The names.
+        names: BTreeSet<String>,
+        /// Their bytes, summed (what [`crate::limits::MAX_NAME_BYTES`] bounds).
+        bytes: usize,
+    },
     /// Exactly the names of this map (a snapshot's resources of the type when the proxy subscribed).
     Keys(Resources),
 }
 
 impl Default for Names {
     fn default() -> Self {
-        Names::Set(BTreeSet::new())
+        Names::Set {
+            names: BTreeSet::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -34,13 +42,30 @@ impl Names {
         {
             return Names::Keys(all.clone());
         }
-        Names::Set(list.into_iter().collect())
+        Names::own(list.into_iter().collect())
+    }
+
+    /// Names of its own.
+    fn own(names: BTreeSet<String>) -> Names {
+        let bytes = names.iter().map(String::len).sum();
+        Names::Set { names, bytes }
+    }
+
+    /// How many names the subscription holds of its own, and their bytes: what the stream pays for (names
+    /// shared with a snapshot cost nothing more).
+    pub(crate) fn owned(&self) -> (usize, usize) {
+        match self {
+            Names::Set { names, bytes } => (names.len(), *bytes),
+            Names::Keys(_) => (0, 0),
+        }
     }
 
     /// The same names, shared with `snapshot`'s map of `type_url` when they are exactly its names.
     pub(crate) fn compact(self, snapshot: &Snapshot, type_url: &str) -> Names {
         match (self, snapshot.shared(type_url)) {
-            (Names::Set(set), Some(all)) if set.len() == all.len() && set.iter().eq(all.keys()) => {
+            (Names::Set { names, .. }, Some(all))
+                if names.len() == all.len() && names.iter().eq(all.keys()) =>
+            {
                 Names::Keys(all.clone())
             }
             (names, _) => names,
@@ -50,7 +75,7 @@ impl Names {
     /// The names, in order.
     pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &String> + '_> {
         match self {
-            Names::Set(s) => Box::new(s.iter()),
+            Names::Set { names, .. } => Box::new(names.iter()),
             Names::Keys(k) => Box::new(k.keys()),
         }
     }
@@ -58,7 +83,7 @@ impl Names {
     /// How many names.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Names::Set(s) => s.len(),
+            Names::Set { names, .. } => names.len(),
             Names::Keys(k) => k.len(),
         }
     }
@@ -79,18 +104,18 @@ impl Names {
     /// Whether `name` is one of them.
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
-            Names::Set(s) => s.contains(name),
+            Names::Set { names, .. } => names.contains(name),
             Names::Keys(k) => k.contains_key(name),
         }
     }
 
-    /// The names as a set of their own, to change them.
-    fn set_mut(&mut self) -> &mut BTreeSet<String> {
+    /// The names as a set of their own, to change them, with their bytes.
+    fn set_mut(&mut self) -> (&mut BTreeSet<String>, &mut usize) {
         if let Names::Keys(k) = self {
-            *self = Names::Set(k.keys().cloned().collect());
+            *self = Names::own(k.keys().cloned().collect());
         }
         match self {
-            Names::Set(s) => s,
+            Names::Set { names, bytes } => (names, bytes),
             Names::Keys(_) => unreachable!("just replaced by a set"),
         }
     }
@@ -98,14 +123,18 @@ impl Names {
     /// Adds a name.
     pub(crate) fn insert(&mut self, name: &str) {
         if !self.contains(name) {
-            self.set_mut().insert(name.to_string());
+            let (names, bytes) = self.set_mut();
+            names.insert(name.to_string());
+            *bytes += name.len();
         }
     }
 
     /// Removes a name.
     pub(crate) fn remove(&mut self, name: &str) {
         if self.contains(name) {
-            self.set_mut().remove(name);
+            let (names, bytes) = self.set_mut();
+            names.remove(name);
+            *bytes -= name.len();
         }
     }
 }

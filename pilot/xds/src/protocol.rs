@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sextant_proto::envoy::config::core::v3::Node;
 
+use crate::limits::Refusal;
 use crate::names::Names;
 use crate::snapshot::{Resources, Snapshot};
 
@@ -101,6 +102,31 @@ impl Verdict {
     }
 }
 
+/// How many bytes of a NACK's error detail pilot keeps (for `/debug/syncz` and the log): enough for
+/// Envoy's messages, which name the resource and the field, and not the megabytes a client may send.
+pub(crate) const MAX_NACK_MESSAGE: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    s[..end].to_string()
+}
+
+/// A NACK's error detail as a stream keeps it: its message cut to [`MAX_NACK_MESSAGE`], without details.
+pub(crate) fn kept_error(
+    mut e: sextant_proto::google::rpc::Status,
+) -> sextant_proto::google::rpc::Status {
+    e.message = cut(&e.message, MAX_NACK_MESSAGE);
+    e.details = Vec::new();
+    e
+}
+
 /// A stream's state machine for one protocol (state of the world or delta).
 pub trait Protocol: Default + Send + 'static {
     /// Requests of the protocol, as they arrive.
@@ -122,12 +148,18 @@ pub trait Protocol: Default + Send + 'static {
     /// The type of the response a request answers (ACK or NACK), if it answers one.
     fn answers(request: &Self::Parsed) -> Option<&str>;
 
-    /// Handles a request against the current snapshot: at most one response and at most one verdict.
+    /// About how many heap bytes the request holds as kept (names counted with
+    /// [`crate::limits::NAME_OVERHEAD`]): what the read-ahead backlog is bounded by.
+    fn cost(request: &Self::Parsed) -> usize;
+
+    /// Handles a request against the current snapshot: at most one response and at most one verdict. A
+    /// request of a type pilot does not serve, or over a bound of [`crate::limits`], is refused and changes
+    /// nothing.
     fn on_request(
         &mut self,
         request: Self::Parsed,
         snapshot: &Snapshot,
-    ) -> Result<Answer<Self::Response>, tonic::Status>;
+    ) -> Result<Answer<Self::Response>, Refusal>;
 
     /// The responses a new snapshot calls for, in push order; nothing for types whose resources did not
     /// change for this stream.

@@ -12,6 +12,7 @@ use tonic::Status;
 use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
 use crate::grpc::{AdsService, Frame, Requests, frame};
+use crate::limits::MAX_BACKLOG_BYTES;
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
 use crate::snapshot::Snapshot;
 use crate::sotw::Sotw;
@@ -117,8 +118,10 @@ async fn serve<P: Protocol, S: SnapshotSource>(
     changes.borrow_and_update();
     let snapshot = source.snapshot(&node);
     let mut state = P::default();
+    let first = P::parse(first, &snapshot);
     let mut inbound = Inbound::<P> {
-        backlog: VecDeque::from([Event::Request(P::parse(first, &snapshot))]),
+        backlog_bytes: P::cost(&first),
+        backlog: VecDeque::from([Event::Request(first)]),
         stream: inbound,
         ended: false,
         share: Share::default(),
@@ -158,9 +161,12 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             }
         };
         match state.on_request(request, &inbound.snapshot) {
-            Err(status) => {
-                let _ = tx.send(Err(Box::new(status.clone()))).await;
-                break format!("bad request: {}", status.message());
+            Err(refusal) => {
+                connections.refused_request(&node.id, &refusal);
+                if let Some(status) = refusal.status() {
+                    let _ = tx.send(Err(Box::new(status))).await;
+                    break format!("bad request: {refusal}");
+                }
             }
             Ok(Answer { response, verdict }) => {
                 if let Some(v) = verdict {
@@ -193,14 +199,13 @@ enum Event<R> {
     Failed(String),
 }
 
-/// Requests read ahead of time while the stream waits for the push budget.
-const MAX_BACKLOG: usize = 64;
-
 /// The proxy's requests, with those read while the stream was waiting for something else, and the share of
 /// the push budget its unanswered responses hold (given back as soon as an answer is read).
 struct Inbound<P: Protocol> {
     stream: Requests<P::Request>,
     backlog: VecDeque<Event<P::Parsed>>,
+    /// What the backlog's requests hold ([`Protocol::cost`]), bounded by [`MAX_BACKLOG_BYTES`].
+    backlog_bytes: usize,
     ended: bool,
     share: Share,
     /// The stream's current snapshot, which requests are parsed and answered against.
@@ -231,25 +236,36 @@ impl<P: Protocol> Inbound<P> {
     /// The next event, read ahead ones first.
     async fn next(&mut self) -> Event<P::Parsed> {
         match self.backlog.pop_front() {
-            Some(e) => e,
+            Some(e) => {
+                if let Event::Request(r) = &e {
+                    self.backlog_bytes = self.backlog_bytes.saturating_sub(P::cost(r));
+                }
+                e
+            }
             None if self.ended => std::future::pending().await,
             None => self.read().await,
         }
     }
 
-    /// Runs `fut` to its end while reading requests ahead (up to [`MAX_BACKLOG`]): a stream that waits keeps
-    /// consuming what its proxy sends, so it never holds HTTP/2 flow-control window that the answers of
-    /// other streams on the same connection need (they would wait for their shares forever).
+    /// Runs `fut` to its end while reading requests ahead (until they hold [`MAX_BACKLOG_BYTES`]): a stream
+    /// that waits keeps consuming what its proxy sends, so it never holds HTTP/2 flow-control window that
+    /// the answers of other streams on the same connection need (they would wait for their shares forever).
+    /// A proxy that sends more than that meanwhile waits for the stream, as HTTP/2 flow control makes it.
     async fn meanwhile<T>(&mut self, fut: impl Future<Output = T>) -> T {
         tokio::pin!(fut);
         loop {
-            if self.ended || self.backlog.len() >= MAX_BACKLOG {
+            if self.ended || self.backlog_bytes >= MAX_BACKLOG_BYTES {
                 return fut.await;
             }
             tokio::select! {
                 biased;
                 out = &mut fut => return out,
-                e = self.read() => self.backlog.push_back(e),
+                e = self.read() => {
+                    if let Event::Request(r) = &e {
+                        self.backlog_bytes += P::cost(r);
+                    }
+                    self.backlog.push_back(e);
+                }
             }
         }
     }

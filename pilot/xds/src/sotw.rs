@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
+use crate::limits::{Refusal, measure, names_cost};
 use crate::names::{Names, take_wildcard};
-use crate::protocol::{Answer, Outgoing, Protocol, Verdict, select, updated};
+use crate::protocol::{Answer, Outgoing, Protocol, Verdict, kept_error, select, updated};
 use crate::snapshot::{Resources, Snapshot, same_versions};
 use crate::types;
 
@@ -31,6 +32,8 @@ pub struct SotwRequest {
     error: Option<sextant_proto::google::rpc::Status>,
     wildcard: bool,
     names: Names,
+    /// Set when the request is refused whatever the stream's state (its names are then dropped at once).
+    refused: Option<Refusal>,
 }
 
 /// A state-of-the-world stream.
@@ -76,6 +79,14 @@ impl Sotw {
     }
 }
 
+#[cfg(test)]
+impl Sotw {
+    /// The type URLs the stream watches.
+    pub(crate) fn watched(&self) -> Vec<&str> {
+        self.watches.keys().map(String::as_str).collect()
+    }
+}
+
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
     type Parsed = SotwRequest;
@@ -88,6 +99,15 @@ impl Protocol for Sotw {
 
     fn parse(req: DiscoveryRequest, snapshot: &Snapshot) -> SotwRequest {
         let mut list = req.resource_names;
+        let (count, bytes) = measure(&list);
+        let refused = if !types::is_served(&req.type_url) {
+            (!req.type_url.is_empty()).then(|| Refusal::unknown_type(&req.type_url))
+        } else {
+            Refusal::check_names(&req.type_url, count, bytes).err()
+        };
+        if refused.is_some() {
+            list = Vec::new();
+        }
         let wildcard = take_wildcard(&mut list)
             || (list.is_empty() && types::wildcard_by_default(&req.type_url));
         SotwRequest {
@@ -96,7 +116,8 @@ impl Protocol for Sotw {
             type_url: req.type_url,
             version_info: req.version_info,
             response_nonce: req.response_nonce,
-            error: req.error_detail,
+            error: req.error_detail.map(kept_error),
+            refused,
         }
     }
 
@@ -104,15 +125,27 @@ impl Protocol for Sotw {
         (!request.response_nonce.is_empty()).then_some(request.type_url.as_str())
     }
 
+    fn cost(r: &SotwRequest) -> usize {
+        let (count, bytes) = r.names.owned();
+        names_cost(count, bytes)
+            + r.type_url.len()
+            + r.version_info.len()
+            + r.response_nonce.len()
+            + r.error.as_ref().map_or(0, |e| e.message.len())
+    }
+
     fn on_request(
         &mut self,
         req: SotwRequest,
         snapshot: &Snapshot,
-    ) -> Result<Answer<DiscoveryResponse>, tonic::Status> {
+    ) -> Result<Answer<DiscoveryResponse>, Refusal> {
         if req.type_url.is_empty() {
-            return Err(tonic::Status::invalid_argument(
-                "an ADS DiscoveryRequest must name its type_url",
-            ));
+            return Err(Refusal::NoType {
+                protocol: Self::NAME,
+            });
+        }
+        if let Some(refusal) = req.refused {
+            return Err(refusal);
         }
         let w = self.watches.entry(req.type_url.clone()).or_default();
         let mut verdict = None;

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::limits::Refusal;
 use crate::snapshot::Resources;
 use crate::types;
 
@@ -106,6 +107,14 @@ struct ProtocolLabels {
     protocol: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// How often, at most, an ignored request is logged (the counter counts every one).
+const IGNORED_LOG_EVERY_SECS: u64 = 10;
+
 /// The ADS server's metrics.
 #[derive(Clone, Debug)]
 pub struct XdsMetrics {
@@ -114,6 +123,9 @@ pub struct XdsMetrics {
     pushes: Family<TypeLabels, Counter>,
     nacks: Family<TypeLabels, Counter>,
     push_latency: Family<TypeLabels, Histogram, fn() -> Histogram>,
+    rejected: Family<ReasonLabels, Counter>,
+    /// When an ignored request was last logged (seconds since the epoch), for the rate limit.
+    ignored_logged_at: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for XdsMetrics {
@@ -126,6 +138,8 @@ impl Default for XdsMetrics {
             push_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            rejected: Family::default(),
+            ignored_logged_at: Default::default(),
         }
     }
 }
@@ -145,7 +159,7 @@ impl XdsMetrics {
         );
         r.register(
             "pilot_xds_pushes",
-            "Discovery responses sent, by type (cds, eds, lds, rds)",
+            "Discovery responses sent, by type (sds, cds, eds, lds, rds)",
             self.pushes.clone(),
         );
         r.register(
@@ -158,6 +172,35 @@ impl XdsMetrics {
             "From a configuration change (or a request) to the response being handed to the stream, by type",
             self.push_latency.clone(),
         );
+        r.register(
+            "pilot_xds_rejected_requests",
+            "ADS requests refused, by reason: unknown_type (ignored), no_type (stream closed), too_many_names and names_too_large (over a per-stream bound: stream closed)",
+            self.rejected.clone(),
+        );
+    }
+
+    /// Counts a refused request and logs it: every one that closes its stream, ignored ones at most once
+    /// every 10 s (a client may send them as fast as it likes).
+    pub(crate) fn rejected(&self, node: &str, refusal: &Refusal) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason(),
+            })
+            .inc();
+        if refusal.status().is_some() {
+            tracing::warn!(%node, %refusal, "ADS request refused; closing the stream");
+            return;
+        }
+        let now = humantime_secs(SystemTime::now());
+        let last = self.ignored_logged_at.load(Ordering::Relaxed);
+        if now >= last + IGNORED_LOG_EVERY_SECS
+            && self
+                .ignored_logged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%node, %refusal, "ADS request ignored (further ones are only counted in pilot_xds_rejected_requests_total for 10 s)");
+        }
     }
 
     pub(crate) fn push(&self, type_url: &str, seconds: f64) {
@@ -218,6 +261,11 @@ impl Connections {
             .inc();
         open.insert(id, status);
         Some(id)
+    }
+
+    /// Counts (and logs) a request the stream refused.
+    pub(crate) fn refused_request(&self, node: &str, refusal: &Refusal) {
+        self.metrics.rejected(node, refusal);
     }
 
     /// Updates a stream's status.

@@ -44,7 +44,7 @@ fn ask<P: Protocol>(
     p: &mut P,
     request: P::Request,
     snapshot: &Snapshot,
-) -> Result<Answer<P::Response>, tonic::Status> {
+) -> Result<Answer<P::Response>, crate::Refusal> {
     p.on_request(P::parse(request, snapshot), snapshot)
 }
 

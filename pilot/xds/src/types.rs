@@ -17,16 +17,23 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 /// a proxy never points at something it does not have yet.
 pub const PUSH_ORDER: [&str; 5] = [SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
-/// The short name used in metrics and debug output (`cds`, `eds`, `lds`, `rds`, `sds`), or the URL itself.
-pub fn short_name(type_url: &str) -> &str {
+/// The short name used in metrics and debug output (`cds`, `eds`, `lds`, `rds`, `sds`), or `other` for a type
+/// pilot does not serve: a client chooses its type URLs, so they never become label values of their own.
+pub fn short_name(type_url: &str) -> &'static str {
     match type_url {
         CLUSTER => "cds",
         ENDPOINT => "eds",
         LISTENER => "lds",
         ROUTE => "rds",
         SECRET => "sds",
-        other => other,
+        _ => "other",
     }
+}
+
+/// Whether pilot serves `type_url` (one of [`PUSH_ORDER`]). Requests for any other type are ignored and
+/// counted; a stream keeps no state for them.
+pub fn is_served(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
 }
 
 /// Whether a client that names no resource of this type wants all of them (LDS and CDS), rather than none.
