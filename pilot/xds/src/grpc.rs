@@ -93,7 +93,7 @@ pub(crate) struct Requests<R> {
 }
 
 impl<R: Message + Default> Requests<R> {
-    fn new(body: Body) -> Self {
+    pub(crate) fn new(body: Body) -> Self {
         Requests {
             body,
             buf: Vec::new(),

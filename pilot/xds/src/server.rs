@@ -363,3 +363,63 @@ fn record(connections: &Connections, id: u64, node: &str, verdict: Verdict) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sextant_proto::envoy::service::discovery::v3::DiscoveryRequest;
+    use tonic::body::Body;
+
+    use super::*;
+    use crate::types;
+
+    #[tokio::test]
+    async fn a_waiting_stream_reads_ahead_only_up_to_the_backlog_bound() {
+        // 20 EDS requests of 80 000 names of their own each (about 4.6 MB each as kept), all sent at once.
+        let mut bytes = Vec::new();
+        for r in 0..20 {
+            let request = DiscoveryRequest {
+                type_url: types::ENDPOINT.into(),
+                resource_names: (0..80_000).map(|i| format!("r{r:02}-{i:05}")).collect(),
+                ..Default::default()
+            };
+            bytes.extend_from_slice(&frame(&request));
+        }
+        let body = Body::new(http_body_util::Full::new(tonic::codegen::Bytes::from(
+            bytes,
+        )));
+        let mut inbound = Inbound::<Sotw> {
+            stream: Requests::new(body),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            ended: false,
+            share: Share::default(),
+            snapshot: Arc::new(Snapshot::default()),
+        };
+        // The stream waits for something that does not come (the push budget, say): it reads ahead until
+        // the backlog is full, then waits.
+        tokio::select! {
+            biased;
+            () = inbound.meanwhile(std::future::pending::<()>()) => unreachable!("pending"),
+            () = std::future::ready(()) => {}
+        }
+        let held: usize = inbound
+            .backlog
+            .iter()
+            .map(|e| match e {
+                Event::Request(r) => Sotw::cost(r),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(inbound.backlog.len(), 2, "read ahead: {held} bytes");
+        assert_eq!(held, inbound.backlog_bytes);
+        assert!((MAX_BACKLOG_BYTES..MAX_BACKLOG_BYTES + 5_000_000).contains(&held));
+        // Handling one makes room for another.
+        assert!(matches!(inbound.next().await, Event::Request(_)));
+        tokio::select! {
+            biased;
+            () = inbound.meanwhile(std::future::pending::<()>()) => unreachable!("pending"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(inbound.backlog.len(), 2);
+    }
+}
