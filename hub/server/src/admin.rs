@@ -22,6 +22,13 @@ pub fn router(state: Arc<HubState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<HubState>>) -> impl IntoResponse {
+    let down = state.tasks.down();
+    if !down.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: a task is down\n{}\n", down.join("\n")),
+        );
+    }
     match state.snapshot() {
         Some(s) => (StatusCode::OK, format!("ready: revision {}\n", s.revision)),
         None => {

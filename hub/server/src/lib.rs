@@ -15,6 +15,7 @@ mod metrics;
 mod native;
 mod report;
 mod state;
+mod supervise;
 mod telemetry;
 
 use std::future::Future;
@@ -83,6 +84,9 @@ pub enum HubError {
     /// The gRPC server stopped with an error.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The gRPC server's task panicked or was cancelled.
+    #[error("gRPC server task failed: {0}")]
+    Panicked(String),
 }
 
 /// A hub that is running.
@@ -104,10 +108,11 @@ impl RunningHub {
     pub async fn wait(self) -> Result<(), HubError> {
         match self.server.await {
             Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "hub server task failed");
-                Ok(())
+            // The gRPC server cannot be restarted in place: the process must exit non-zero.
+            Err(e) if e.is_panic() => {
+                Err(HubError::Panicked(supervise::panic_message(e.into_panic())))
             }
+            Err(e) => Err(HubError::Panicked(e.to_string())),
         }
     }
 }
@@ -142,21 +147,30 @@ pub async fn start(
     ));
     state.reload(true).await;
 
+    // Restarting the watcher is safe: it holds nothing but timers, and reads the directory anew.
     let watcher = {
-        let state = state.clone();
+        let (watched, counted) = (state.clone(), state.clone());
         let interval = options.reload_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        state.reload(false).await;
+        supervise::restarting(
+            "config-watcher",
+            state.tasks.clone(),
+            move |task| counted.metrics.task_panic(task),
+            move || {
+                let state = watched.clone();
+                async move {
+                    let mut tick = tokio::time::interval(interval);
+                    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                state.reload(false).await;
+                            }
+                            _ = housekeeping.tick() => state.housekeeping(),
+                        }
                     }
-                    _ = housekeeping.tick() => state.housekeeping(),
                 }
-            }
-        })
+            },
+        )
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();

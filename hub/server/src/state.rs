@@ -63,6 +63,8 @@ pub struct HubState {
     pub metrics: Metrics,
     /// The Report path: Telemetry rules and adapters.
     pub telemetry: Telemetry,
+    /// Supervised tasks that are down (shown by `/readyz`).
+    pub tasks: Arc<crate::supervise::TaskHealth>,
 }
 
 impl HubState {
@@ -86,6 +88,7 @@ impl HubState {
             last_digest: RwLock::new(None),
             metrics,
             telemetry: Telemetry::new(runtime),
+            tasks: Arc::default(),
         }
     }
 
