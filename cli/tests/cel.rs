@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::{Hub, scratch};
 use sextant_proto::mixer::{self, attribute_value::Value as V, mixer_client::MixerClient};
 
@@ -404,19 +402,9 @@ fn every_macro_and_function_evaluates_through_a_real_hub() {
     let mut wrong = Vec::new();
     for (i, (expr, want)) in ROWS.iter().enumerate() {
         let mut attrs = request();
-        attrs.push(("destination.service.name", s(&format!("row-{i}"))));
-        let values: HashMap<String, mixer::AttributeValue> = attrs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), mixer::AttributeValue { value: Some(v) }))
-            .collect();
-        let resp = rt
-            .block_on(client.check(mixer::CheckRequest {
-                attributes: Some(mixer::Attributes { values }),
-                ..Default::default()
-            }))
-            .expect("check")
-            .into_inner();
-        let status = resp.precondition.and_then(|p| p.status).expect("a status");
+        let service = format!("row-{i}");
+        attrs.push(("destination.service.name", s(&service)));
+        let status = check_status(&rt, &mut client, attrs);
         let got = match (status.code, status.message.as_str()) {
             (0, _) => False,
             (7, m) if m == format!("row-{i} holds") => True,
@@ -474,25 +462,33 @@ fn every_macro_and_function_evaluates_through_a_real_hub() {
     assert_eq!(hub.revision(), revision, "nothing refused was swapped in");
 }
 
+/// The status of a Check of `attrs` (plain attributes).
+fn check_status(
+    rt: &tokio::runtime::Runtime,
+    client: &mut MixerClient<tonic::transport::Channel>,
+    attrs: Vec<(&str, V)>,
+) -> sextant_proto::google::rpc::Status {
+    let values = attrs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), mixer::AttributeValue { value: Some(v) }))
+        .collect();
+    rt.block_on(client.check(mixer::CheckRequest {
+        attributes: Some(mixer::Attributes { values }),
+        ..Default::default()
+    }))
+    .expect("check")
+    .into_inner()
+    .precondition
+    .and_then(|p| p.status)
+    .expect("a status")
+}
+
 fn check_code(
     rt: &tokio::runtime::Runtime,
     client: &mut MixerClient<tonic::transport::Channel>,
     attrs: Vec<(&str, V)>,
 ) -> (i32, String) {
-    let values = attrs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), mixer::AttributeValue { value: Some(v) }))
-        .collect();
-    let status = rt
-        .block_on(client.check(mixer::CheckRequest {
-            attributes: Some(mixer::Attributes { values }),
-            ..Default::default()
-        }))
-        .expect("check")
-        .into_inner()
-        .precondition
-        .and_then(|p| p.status)
-        .expect("a status");
+    let status = check_status(rt, client, attrs);
     (status.code, status.message)
 }
 

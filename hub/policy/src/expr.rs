@@ -504,25 +504,17 @@ impl Analysis {
                 }
                 *a
             }
-            (operators::EQUALS | operators::NOT_EQUALS, None, [a, b]) => {
-                if !a.comparable_with(*b) {
-                    return Err(ExprError::Type(format!(
-                        "`{}` compares a {} with a {}",
-                        f.trim_matches('_'),
-                        a.name(),
-                        b.name()
-                    )));
-                }
-                Ty::Bool
-            }
             (
-                operators::LESS
+                operators::EQUALS
+                | operators::NOT_EQUALS
+                | operators::LESS
                 | operators::LESS_EQUALS
                 | operators::GREATER
                 | operators::GREATER_EQUALS,
                 None,
                 [a, b],
             ) => {
+                let equality = matches!(f, operators::EQUALS | operators::NOT_EQUALS);
                 let ordered = |t: Ty| {
                     t.numeric()
                         || matches!(
@@ -535,7 +527,7 @@ impl Analysis {
                                 | Ty::Dyn
                         )
                 };
-                if !a.comparable_with(*b) || !ordered(*a) || !ordered(*b) || *a == Ty::Null {
+                if !a.comparable_with(*b) || !(equality || ordered(*a) && ordered(*b)) {
                     return Err(ExprError::Type(format!(
                         "`{}` compares a {} with a {}",
                         f.trim_matches('_'),
