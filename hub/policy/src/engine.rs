@@ -111,8 +111,18 @@ enum Denial<'s> {
 enum Match {
     Yes,
     No,
-    /// It could not be evaluated: the error's text.
-    Failed(String),
+    /// It could not be evaluated (the failure is the last one recorded).
+    Failed,
+}
+
+/// A hit of `rule` of `p` with `action`.
+fn hit(p: &CompiledPolicy, rule: &Arc<str>, action: &'static str) -> RuleHit {
+    RuleHit {
+        policy: p.name.clone(),
+        rule: rule.clone(),
+        action,
+        dry_run: p.dry_run,
+    }
 }
 
 /// Everything decided synchronously, before any quota is taken.
@@ -181,22 +191,21 @@ impl<'s> Evaluation<'s> {
             Some(CelValue::Bool(true)) => Match::Yes,
             Some(CelValue::Bool(false)) => Match::No,
             Some(other) => {
-                let message = format!("expected a bool, got {other:?}");
                 self.failures.push(EvalFailure {
                     resource: resource.clone(),
                     field: field(),
                     kind: EvalFailureKind::Error,
-                    message: message.clone(),
+                    message: format!("expected a bool, got {other:?}"),
                 });
-                Match::Failed(message)
+                Match::Failed
             }
-            None => Match::Failed(
-                self.failures
-                    .last()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default(),
-            ),
+            None => Match::Failed,
         }
+    }
+
+    /// The text of the failure [`Match::Failed`] stands for.
+    fn last_failure(&self) -> &str {
+        self.failures.last().map_or("", |f| f.message.as_str())
     }
 
     /// Whether a RateLimit's selector selects; one that cannot be evaluated does not (the failure is counted).
@@ -219,12 +228,14 @@ impl<'s> Evaluation<'s> {
         }) {
             Match::Yes => Ok(true),
             Match::No => Ok(false),
-            Match::Failed(_) if r.on_error == OnError::Skip => Ok(false),
-            Match::Failed(error) => Err(Denial::Error {
+            Match::Failed if r.on_error == OnError::Skip => Ok(false),
+            Match::Failed => Err(Denial::Error {
                 rule: Some(r),
                 message: format!(
-                    "policy {} rule {} could not be evaluated ({error}); denied by its onError: DENY",
-                    p.name, r.name
+                    "policy {} rule {} could not be evaluated ({}); denied by its onError: DENY",
+                    p.name,
+                    r.name,
+                    self.last_failure()
                 ),
             }),
         }
@@ -246,21 +257,16 @@ impl<'s> Evaluation<'s> {
     }
 
     fn policy(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) {
-        let hit = |rule: &Arc<str>, action: &'static str| RuleHit {
-            policy: p.name.clone(),
-            rule: rule.clone(),
-            action,
-            dry_run: p.dry_run,
-        };
         let denied = match self.condition(ctx, p.selector.as_ref(), &p.name, || "selector".into()) {
             Match::No => return,
-            Match::Failed(_) if p.selector_on_error == OnError::Skip => return,
-            Match::Failed(error) => Some(Denial::Error {
+            Match::Failed if p.selector_on_error == OnError::Skip => return,
+            Match::Failed => Some(Denial::Error {
                 rule: None,
                 message: format!(
-                    "policy {} could not tell whether it applies: its selector could not be evaluated ({error}); \
+                    "policy {} could not tell whether it applies: its selector could not be evaluated ({}); \
                      denied by its onError: DENY",
-                    p.name
+                    p.name,
+                    self.last_failure()
                 ),
             }),
             Match::Yes => None,
@@ -268,11 +274,12 @@ impl<'s> Evaluation<'s> {
         self.failure_policy = self.failure_policy.max(Some(p.failure_policy));
         let denied = denied.or_else(|| self.rules(ctx, p));
         match &denied {
-            Some(Denial::Rule(r)) => self.hits.push(hit(&r.name, "DENY")),
-            Some(Denial::Default) => self.hits.push(hit(&DEFAULT_RULE, "DENY")),
-            Some(Denial::Error { rule, .. }) => self
-                .hits
-                .push(hit(rule.map_or(&*SELECTOR_RULE, |r| &r.name), "DENY")),
+            Some(Denial::Rule(r)) => self.hits.push(hit(p, &r.name, "DENY")),
+            Some(Denial::Default) => self.hits.push(hit(p, &DEFAULT_RULE, "DENY")),
+            Some(Denial::Error { rule, .. }) => {
+                self.hits
+                    .push(hit(p, rule.map_or(&*SELECTOR_RULE, |r| &r.name), "DENY"))
+            }
             None => {}
         }
         if let Some(denial) = denied
@@ -290,12 +297,7 @@ impl<'s> Evaluation<'s> {
     fn rules(&mut self, ctx: &Context<'_, '_>, p: &'s CompiledPolicy) -> Option<Denial<'s>> {
         for r in p.rules.iter().filter(|r| r.action == Action::Audit) {
             match self.rule(ctx, p, r) {
-                Ok(true) => self.hits.push(RuleHit {
-                    policy: p.name.clone(),
-                    rule: r.name.clone(),
-                    action: "AUDIT",
-                    dry_run: p.dry_run,
-                }),
+                Ok(true) => self.hits.push(hit(p, &r.name, "AUDIT")),
                 Ok(false) => {}
                 Err(denial) => return Some(denial),
             }
@@ -307,12 +309,7 @@ impl<'s> Evaluation<'s> {
         }
         match self.first_match(ctx, p, Action::Allow) {
             Ok(Some(r)) => {
-                self.hits.push(RuleHit {
-                    policy: p.name.clone(),
-                    rule: r.name.clone(),
-                    action: "ALLOW",
-                    dry_run: p.dry_run,
-                });
+                self.hits.push(hit(p, &r.name, "ALLOW"));
                 if !p.dry_run {
                     self.allow_rules.push(r);
                 }
@@ -320,12 +317,7 @@ impl<'s> Evaluation<'s> {
             }
             Ok(None) if p.default_action == DefaultAction::Deny => Some(Denial::Default),
             Ok(None) => {
-                self.hits.push(RuleHit {
-                    policy: p.name.clone(),
-                    rule: DEFAULT_RULE.clone(),
-                    action: "ALLOW",
-                    dry_run: p.dry_run,
-                });
+                self.hits.push(hit(p, &DEFAULT_RULE, "ALLOW"));
                 None
             }
             Err(denial) => Some(denial),
@@ -340,12 +332,7 @@ impl<'s> Evaluation<'s> {
         answer: Result<AdapterVerdict, String>,
     ) {
         let rule: Arc<str> = Arc::from(format!("adapter:{key}"));
-        let hit = |action| RuleHit {
-            policy: p.name.clone(),
-            rule: rule.clone(),
-            action,
-            dry_run: p.dry_run,
-        };
+        let adapter_hit = |action| hit(p, &rule, action);
         match answer {
             Ok(v) => {
                 self.adapter_valid_for = Some(
@@ -353,10 +340,10 @@ impl<'s> Evaluation<'s> {
                         .map_or(v.valid_for, |d| d.min(v.valid_for)),
                 );
                 if v.allow {
-                    self.hits.push(hit("ALLOW"));
+                    self.hits.push(adapter_hit("ALLOW"));
                     return;
                 }
-                self.hits.push(hit("DENY"));
+                self.hits.push(adapter_hit("DENY"));
                 if !p.dry_run {
                     let http = if v.http_status == 0 {
                         403
@@ -380,7 +367,7 @@ impl<'s> Evaluation<'s> {
                     message: message.clone(),
                 });
                 if p.failure_policy == FailurePolicy::FailClose && !p.dry_run {
-                    self.hits.push(hit("DENY"));
+                    self.hits.push(adapter_hit("DENY"));
                     self.adapter_denied = Some((
                         codes::UNAVAILABLE,
                         503,

@@ -207,8 +207,6 @@ struct Analysis {
     keys: Vec<(AttrId, String)>,
     whole: Vec<AttrId>,
     attributes: Vec<AttrId>,
-    /// Set by a parent whose operand may be a whole map attribute (iterated, sized, indexed, `in`).
-    whole_map_ok: bool,
 }
 
 /// The dotted segments of an identifier or a chain of field selections.
@@ -302,14 +300,16 @@ impl Analysis {
         })
     }
 
-    /// Visits `e` where a whole map attribute may stand.
-    fn visit_map_operand(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
-        self.whole_map_ok = true;
-        self.visit(e)
+    fn visit(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
+        self.visit_in(e, false)
     }
 
-    fn visit(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
-        let whole_map_ok = std::mem::take(&mut self.whole_map_ok);
+    /// Visits `e` where a whole map attribute may stand (iterated, sized, indexed, the right of `in`).
+    fn visit_map_operand(&mut self, e: &IdedExpr) -> Result<Ty, ExprError> {
+        self.visit_in(e, true)
+    }
+
+    fn visit_in(&mut self, e: &IdedExpr, whole_map_ok: bool) -> Result<Ty, ExprError> {
         match &e.expr {
             Node::Ident(_) => self.chain(&segments(e).unwrap_or_default(), whole_map_ok),
             Node::Select(s) if s.test => {
@@ -456,25 +456,19 @@ impl Analysis {
         }
         // Operands that may be a whole map: the receiver of `size()`, the argument of `size(m)`, the container
         // of `in`, the map of `m[k]`.
-        let map_receiver = f == "size";
         let target = match &call.target {
-            Some(t) if map_receiver => Some(self.visit_map_operand(t)?),
-            Some(t) => Some(self.visit(t)?),
+            Some(t) => Some(self.visit_in(t, f == "size")?),
             None => None,
         };
         let mut args = Vec::with_capacity(call.args.len());
         for (i, a) in call.args.iter().enumerate() {
-            let whole_ok = match f {
+            let whole_map_ok = match f {
                 "size" => call.target.is_none(),
                 operators::IN => i == 1,
                 operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT => i == 0,
                 _ => false,
             };
-            args.push(if whole_ok {
-                self.visit_map_operand(a)?
-            } else {
-                self.visit(a)?
-            });
+            args.push(self.visit_in(a, whole_map_ok)?);
         }
         let expect = |ty: Ty, want: Ty, what: &str| -> Result<(), ExprError> {
             if ty == want || ty == Ty::Dyn {
