@@ -1,6 +1,6 @@
 //! [`AdapterHandle`]: what the hub holds of a running adapter.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ struct Inner {
 pub(crate) struct Channels {
     pub(crate) msgs: Sender<Msg>,
     pub(crate) checks: SyncSender<CheckCall>,
+    /// A [`Msg::Wake`] is on its way (at most one is: checks never pile wake-ups into the unbounded channel).
+    pub(crate) wake_sent: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AdapterHandle {
@@ -150,7 +152,9 @@ impl AdapterHandle {
             match tx.checks.try_send(call) {
                 Ok(()) => {
                     // Wakes a worker waiting for batches; a worker busy delivering finds the lane by itself.
-                    let _ = tx.msgs.send(Msg::Wake);
+                    if !tx.wake_sent.swap(true, Ordering::AcqRel) {
+                        let _ = tx.msgs.send(Msg::Wake);
+                    }
                 }
                 Err(TrySendError::Full(_)) => {
                     self.inner.counters.check_refused();

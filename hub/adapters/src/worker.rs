@@ -9,6 +9,7 @@
 //! tens, not thousands) and the thread switch per `check` (microseconds).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ struct Worker {
     deadline: Option<Instant>,
     /// The check lane, served before anything else.
     checks: Receiver<CheckCall>,
+    /// Cleared when the [`Msg::Wake`] it stands for is received.
+    wake_sent: Arc<AtomicBool>,
 }
 
 /// Starts the worker thread, which loads, instantiates and initialises the adapter before anything else;
@@ -85,6 +88,8 @@ pub(crate) async fn start(
     let counters = shared.metrics.for_adapter(&cfg.name);
     let (tx, rx) = std::sync::mpsc::channel();
     let (checks_tx, checks_rx) = std::sync::mpsc::sync_channel(CHECK_LANE);
+    let wake_sent = Arc::new(AtomicBool::new(false));
+    let worker_wake_sent = wake_sent.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (name, module, limits) = (cfg.name.clone(), cfg.module.to_string(), cfg.limits.clone());
     let thread_counters = counters.clone();
@@ -111,6 +116,7 @@ pub(crate) async fn start(
                 pending: Default::default(),
                 deadline: None,
                 checks: checks_rx,
+                wake_sent: worker_wake_sent,
             }
             .run(&rx);
         });
@@ -135,6 +141,7 @@ pub(crate) async fn start(
         crate::handle::Channels {
             msgs: tx,
             checks: checks_tx,
+            wake_sent,
         },
         counters,
         limits,
@@ -170,7 +177,9 @@ impl Worker {
                     bytes,
                     records,
                 }) => self.push(kind, bytes, records),
-                Ok(Msg::Wake) => {}
+                // Cleared before the lane is served at the top of the loop: a check enqueued after that
+                // sends a new wake-up.
+                Ok(Msg::Wake) => self.wake_sent.store(false, Ordering::Release),
                 Ok(Msg::Drain { deadline, reply }) => {
                     self.drain(rx, deadline);
                     let _ = reply.send(());
