@@ -34,6 +34,7 @@ use sextant_proto::envoy::service::accesslog::v3::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::fill::{set, set_str};
 use crate::state::HubState;
 
 /// The access-log service.
@@ -110,18 +111,6 @@ pub fn bags_of(msg: &StreamAccessLogsMessage, reporter: &Reporter) -> Vec<Bag> {
         }
         Some(LogEntries::TcpLogs(t)) => t.log_entry.iter().map(|e| tcp_bag(e, reporter)).collect(),
         None => Vec::new(),
-    }
-}
-
-fn set(bag: &mut Bag, id: AttrId, value: Value) {
-    // Ids and their types are checked at compile time (`attr!`); the value's case matches the type by construction.
-    let set = bag.set(id, value);
-    debug_assert!(set.is_ok(), "{}: {set:?}", id.name());
-}
-
-fn set_str(bag: &mut Bag, id: AttrId, s: &str) {
-    if !s.is_empty() {
-        set(bag, id, Value::String(s.to_string()));
     }
 }
 

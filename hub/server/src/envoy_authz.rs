@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hub_attributes::{AttrId, AttrType, Bag, DESTINATION, PeerAttrs, SOURCE, Time, Value, attr};
+use hub_attributes::{AttrType, Bag, DESTINATION, PeerAttrs, SOURCE, Time, Value, attr};
 use hub_policy::{Decision, HeaderAction, HeaderTarget};
 use sextant_proto::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
@@ -25,6 +25,7 @@ use sextant_proto::envoy::r#type::v3::HttpStatus;
 use sextant_proto::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
 
+use crate::fill::{set, set_str};
 use crate::state::HubState;
 
 /// The ext_authz service.
@@ -71,18 +72,6 @@ fn validate(req: &CheckRequest) -> Result<(), InvalidRequest> {
             Err(InvalidRequest::Empty)
         }
         _ => Ok(()),
-    }
-}
-
-fn set(bag: &mut Bag, id: AttrId, value: Value) {
-    // Ids and their types are checked at compile time (`attr!`); the value's case matches the type by construction.
-    let set = bag.set(id, value);
-    debug_assert!(set.is_ok(), "{}: {set:?}", id.name());
-}
-
-fn set_str(bag: &mut Bag, id: AttrId, s: &str) {
-    if !s.is_empty() {
-        set(bag, id, Value::String(s.to_string()));
     }
 }
 

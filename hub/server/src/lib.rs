@@ -11,6 +11,7 @@ mod dedup;
 mod envoy_als;
 mod envoy_authz;
 mod envoy_rls;
+mod fill;
 mod metrics;
 mod native;
 mod report;
