@@ -371,7 +371,7 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
     let (files, p, r) = (set.files, set.policies.len(), set.rate_limits.len());
     let (t, a) = (set.telemetry.len(), set.adapters.len());
     let policy = hub_policy::validate(set.clone()).err();
-    let telemetry = hub_server::validate_telemetry(&set);
+    let telemetry = hub_server::validate_telemetry(&set, hub_telemetry::validate(&set));
     let mut errors: Vec<String> = policy
         .map(|e| e.0.iter().map(ToString::to_string).collect())
         .unwrap_or_default();

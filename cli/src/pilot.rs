@@ -9,7 +9,6 @@ use pilot_ca::Authority;
 use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_translate::{MeshTls, ProxyInfo, WorkloadCertificate};
 use pilot_xds::Snapshot;
-use sextant_proto::envoy::config::core::v3::Node;
 
 /// Flags of `sextant pilot`.
 #[derive(clap::Args)]
@@ -90,8 +89,8 @@ impl PilotArgs {
     }
 }
 
-/// Istio-shaped translation: proxies with the same namespace, service account, labels, interception and
-/// kind share a view; each identity gets its certificate from the mesh CA.
+/// Istio-shaped translation of a proxy view ([`ProxyInfo::view`]); each identity gets its certificate from
+/// the mesh CA.
 pub struct IstioTranslator {
     ca: Authority,
 }
@@ -104,23 +103,17 @@ impl IstioTranslator {
 }
 
 impl pilot_server::Translator for IstioTranslator {
-    fn view(&self, node: &Node) -> String {
-        // Translation reads neither the node id nor the IP (no per-workload inbound listeners yet); a
-        // router's gateways and listening ports follow from its labels.
-        let p = ProxyInfo::from_node(node);
-        format!(
-            "{}|{}|{:?}|{:?}|{:?}",
-            p.namespace, p.service_account, p.labels, p.interception, p.kind
-        )
-    }
-
-    fn translate(&self, mesh: &MeshConfig, services: &RegistrySnapshot, node: &Node) -> Snapshot {
-        let proxy = ProxyInfo::from_node(node);
+    fn translate(
+        &self,
+        mesh: &MeshConfig,
+        services: &RegistrySnapshot,
+        proxy: &ProxyInfo,
+    ) -> Snapshot {
         let trust_domain = self.ca.trust_domain();
         let issued = proxy.takes_certificates().then(|| {
             self.ca
                 .certificate(&proxy.identity(trust_domain))
-                .inspect_err(|e| tracing::error!(node = %proxy.id, error = %e, "no workload certificate; the proxy's mesh mTLS will not connect"))
+                .inspect_err(|e| tracing::error!(namespace = %proxy.namespace, service_account = %proxy.service_account, error = %e, "no workload certificate; the proxies' mesh mTLS will not connect"))
                 .ok()
         });
         let certificate = issued.flatten();
@@ -132,7 +125,7 @@ impl pilot_server::Translator for IstioTranslator {
                 root_pem: self.ca.root_pem(),
             }),
         };
-        pilot_translate::translate(mesh, services, &proxy, &mtls)
+        pilot_translate::translate(mesh, services, proxy, &mtls)
     }
 
     fn renewal_after(&self, after: std::time::SystemTime) -> Option<std::time::SystemTime> {

@@ -101,42 +101,9 @@ pub struct ConfigSet {
     pub digest: u64,
 }
 
-/// The YAML files under `path` (or `path` itself), sorted.
+/// The YAML files under `path` (or `path` itself), sorted (see [`sextant_watch::yaml_files`]).
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let io = |source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| ConfigError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| ConfigError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let p = entry.path();
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue; // editor swap files, .git
-            }
-            if p.is_dir() {
-                dirs.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io { path, source })
 }
 
 /// The YAML files under a path, read into memory, with a digest of their names and contents. Reading is cheap;

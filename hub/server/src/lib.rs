@@ -16,7 +16,6 @@ mod metrics;
 mod native;
 mod report;
 mod state;
-mod supervise;
 mod telemetry;
 
 use std::future::Future;
@@ -107,13 +106,38 @@ impl RunningHub {
     /// Waits until the hub has stopped (after the shutdown future given to [`start`] resolved and in-flight
     /// calls drained).
     pub async fn wait(self) -> Result<(), HubError> {
-        match self.server.await {
-            Ok(r) => r,
-            // The gRPC server cannot be restarted in place: the process must exit non-zero.
-            Err(e) if e.is_panic() => {
-                Err(HubError::Panicked(supervise::panic_message(e.into_panic())))
+        // The gRPC server cannot be restarted in place: the process must exit non-zero.
+        sextant_supervise::ended("grpc-server", &self.state.tasks, self.server.await)
+            .map_err(HubError::Panicked)?
+    }
+}
+
+/// How long the configuration files must stay unchanged before a change is loaded: a burst of writes (an
+/// editor saving, `kubectl cp` of a directory) is one reload.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Reloads when the configuration directory changes ([`sextant_watch::DirWatch`], polled every `interval`
+/// as a safety net) or an adapter's module file does (checked every `interval`), and does the rate limits'
+/// housekeeping every 10 s.
+async fn watch_config(state: Arc<HubState>, interval: Duration) {
+    let mut dir =
+        sextant_watch::DirWatch::start(state.config_dir().to_path_buf(), interval, RELOAD_DEBOUNCE)
+            .await;
+    // What changed before the watch started (the load at start, or before a restart) is loaded now.
+    state.reload(false).await;
+    let mut modules = tokio::time::interval(interval);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = dir.changed() => {
+                state.reload(false).await;
             }
-            Err(e) => Err(HubError::Panicked(e.to_string())),
+            _ = modules.tick() => {
+                if state.modules_changed() {
+                    state.reload(true).await;
+                }
+            }
+            _ = housekeeping.tick() => state.housekeeping(),
         }
     }
 }
@@ -150,28 +174,11 @@ pub async fn start(
 
     // Restarting the watcher is safe: it holds nothing but timers, and reads the directory anew.
     let watcher = {
-        let (watched, counted) = (state.clone(), state.clone());
+        let watched = state.clone();
         let interval = options.reload_interval;
-        supervise::restarting(
-            "config-watcher",
-            state.tasks.clone(),
-            move |task| counted.metrics.task_panic(task),
-            move || {
-                let state = watched.clone();
-                async move {
-                    let mut tick = tokio::time::interval(interval);
-                    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {
-                                state.reload(false).await;
-                            }
-                            _ = housekeeping.tick() => state.housekeeping(),
-                        }
-                    }
-                }
-            },
-        )
+        sextant_supervise::restarting("config-watcher", state.tasks.clone(), move || {
+            watch_config(watched.clone(), interval)
+        })
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -46,11 +46,6 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TaskLabels {
-    task: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -81,7 +76,6 @@ pub struct Metrics {
     buckets: Family<RateLimitLabels, Gauge>,
     buckets_evicted: Family<RateLimitLabels, Gauge>,
     buckets_overflow: Family<RateLimitLabels, Gauge>,
-    task_panics: Family<TaskLabels, Counter>,
     dedup_evicted: Counter,
     reports: Family<CheckLabels, Counter>,
     records: Family<KindLabels, Counter>,
@@ -122,7 +116,6 @@ impl Metrics {
             buckets: Family::default(),
             buckets_evicted: Family::default(),
             buckets_overflow: Family::default(),
-            task_panics: Family::default(),
             dedup_evicted: Counter::default(),
             reports: Family::default(),
             records: Family::default(),
@@ -185,11 +178,6 @@ impl Metrics {
             "sextant_hub_ratelimit_overflow",
             "Requests of new keys charged to a RateLimit's shared overflow bucket (or refused) because all its buckets were in use",
             m.buckets_overflow.clone(),
-        );
-        registry.register(
-            "sextant_hub_task_panics",
-            "Panics of the hub's long-lived tasks, by task (each restarted, or left down after repeated panics)",
-            m.task_panics.clone(),
         );
         registry.register(
             "sextant_hub_dedup_evictions",
@@ -367,10 +355,6 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(gauge(s.overflowed));
         }
-    }
-
-    pub(crate) fn task_panic(&self, task: &'static str) {
-        self.task_panics.get_or_create(&TaskLabels { task }).inc();
     }
 
     pub(crate) fn dedup_evicted(&self, n: u64) {

@@ -8,9 +8,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hub_attributes::{Bag, Changes};
-use hub_config::{ConfigErrors, ConfigFiles};
+use hub_config::{ConfigErrors, ConfigFiles, ConfigSet};
 use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
+use hub_telemetry::Rules;
 
 use crate::metrics::Metrics;
 use crate::telemetry::{Ingested, Telemetry};
@@ -64,7 +65,7 @@ pub struct HubState {
     /// The Report path: Telemetry rules and adapters.
     pub telemetry: Telemetry,
     /// Supervised tasks that are down (shown by `/readyz`).
-    pub tasks: Arc<crate::supervise::TaskHealth>,
+    pub tasks: Arc<sextant_supervise::TaskHealth>,
 }
 
 impl HubState {
@@ -78,7 +79,15 @@ impl HubState {
             options.max_rate_limit_keys,
             options.rate_limit_overflow,
         ));
-        let metrics = Metrics::with_extra(|r| runtime.register_metrics(r));
+        let tasks = Arc::new(sextant_supervise::TaskHealth::default());
+        let metrics = Metrics::with_extra(|r| {
+            runtime.register_metrics(r);
+            r.register(
+                "sextant_hub_task_panics",
+                "Panics of the hub's long-lived tasks, by task (each restarted, or left down after repeated panics)",
+                tasks.panics(),
+            );
+        });
         HubState {
             config_dir: config_dir.to_path_buf(),
             options,
@@ -88,7 +97,7 @@ impl HubState {
             last_digest: RwLock::new(None),
             metrics,
             telemetry: Telemetry::new(runtime),
-            tasks: Arc::default(),
+            tasks,
         }
     }
 
@@ -120,6 +129,16 @@ impl HubState {
             .clone()
     }
 
+    /// The configuration directory (or file).
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// Whether an adapter's module file changed since it was loaded.
+    pub fn modules_changed(&self) -> bool {
+        self.telemetry.modules_changed()
+    }
+
     /// The errors of the last failed reload, if the last attempt failed.
     pub fn last_failure(&self) -> Option<LoadFailure> {
         self.last_failure
@@ -129,44 +148,35 @@ impl HubState {
     }
 
     /// Reloads when the files (or an adapter's module file) changed since the last attempt, or always with
-    /// `force`. Returns whether a new configuration was swapped in.
+    /// `force`. Returns whether a new configuration was swapped in. Reading, parsing, validation and CEL
+    /// compilation run on the blocking pool; only starting adapters and the swap run here.
     pub async fn reload(&self, force: bool) -> bool {
-        let force = force || self.telemetry.modules_changed();
-        // Reading is cheap and parsing is not: compare digests first.
-        let files = match ConfigFiles::read(&self.config_dir) {
-            Ok(files) => files,
-            Err(e) => {
-                let changed = self.swap_digest(digest_of(&e.to_string()));
-                if force || changed {
-                    self.fail(ConfigErrors(vec![e]));
-                }
-                return false;
-            }
+        let force = force || self.modules_changed();
+        let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
+        let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
+        let parsed = tokio::task::spawn_blocking(move || parse(&dir, defaults, last, force)).await;
+        let (digest, parsed) = match parsed {
+            Ok(p) => p,
+            // A panic is the watcher's: its supervisor counts it and starts it over.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return false,
         };
-        if !self.swap_digest(files.digest) && !force {
-            return false;
-        }
-        let set = match files.load() {
-            Ok(mut set) => {
-                if self.options.default_telemetry {
-                    hub_telemetry::add_defaults(&mut set);
-                }
-                set
-            }
-            Err(errors) => {
+        self.swap_digest(digest);
+        let (set, validated, rules) = match parsed {
+            Parsed::Unchanged => return false,
+            Parsed::Failed(errors) => {
                 self.fail(errors);
                 return false;
             }
+            Parsed::Valid(v) => {
+                let Valid { set, policy, rules } = *v;
+                (set, policy, rules)
+            }
         };
-        // Everything pure first, every error at once; adapters start only when all of it is valid.
-        let policy = hub_policy::validate(set.clone());
-        let telemetry = crate::telemetry::validate(&set);
-        let (validated, telemetry) = match (policy, telemetry) {
-            (Ok(p), Ok(t)) => (p, t),
-            (p, t) => {
-                let mut errors = p.err().map(|e| e.0).unwrap_or_default();
-                errors.extend(t.err().map(|e| e.0).unwrap_or_default());
-                self.fail(ConfigErrors(errors));
+        let telemetry = match crate::telemetry::validate(&set, Ok(rules)) {
+            Ok(t) => t,
+            Err(errors) => {
+                self.fail(errors);
                 return false;
             }
         };
@@ -240,6 +250,68 @@ impl HubState {
         self.backend.housekeeping();
         self.metrics.rate_limit_buckets(&self.backend.stats());
     }
+}
+
+/// What the blocking part of a reload found.
+enum Parsed {
+    /// The files are those last attempted (and nothing forces a reload).
+    Unchanged,
+    /// Reading, parsing or validation failed.
+    Failed(ConfigErrors),
+    /// A valid set (boxed: it is large and the other outcomes are not).
+    Valid(Box<Valid>),
+}
+
+/// A valid set, its policies validated and its Telemetry rules compiled.
+struct Valid {
+    set: ConfigSet,
+    policy: hub_policy::Validated,
+    rules: Rules,
+}
+
+/// The CPU part of a reload: reads the files under `dir` and, when their digest differs from `last` (or
+/// with `force`), parses and validates them whole, compiling every CEL expression. Returns the digest
+/// attempted. Blocking.
+fn parse(dir: &Path, default_telemetry: bool, last: Option<u64>, force: bool) -> (u64, Parsed) {
+    // Reading is cheap and parsing is not: compare digests first.
+    let files = match ConfigFiles::read(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            let digest = digest_of(&e.to_string());
+            let outcome = if force || last != Some(digest) {
+                Parsed::Failed(ConfigErrors(vec![e]))
+            } else {
+                Parsed::Unchanged
+            };
+            return (digest, outcome);
+        }
+    };
+    if !force && last == Some(files.digest) {
+        return (files.digest, Parsed::Unchanged);
+    }
+    let mut set = match files.load() {
+        Ok(set) => set,
+        Err(errors) => return (files.digest, Parsed::Failed(errors)),
+    };
+    if default_telemetry {
+        hub_telemetry::add_defaults(&mut set);
+    }
+    // Everything pure first, every error at once; adapters start only when all of it is valid.
+    let policy = hub_policy::validate(set.clone());
+    let rules = hub_telemetry::validate(&set);
+    let outcome = match (policy, rules) {
+        (Ok(policy), Ok(rules)) => Parsed::Valid(Box::new(Valid { set, policy, rules })),
+        (p, r) => {
+            let mut errors = p.err().map(|e| e.0).unwrap_or_default();
+            errors.extend(r.err().unwrap_or_default());
+            // Adapter resources are checked too, so one reload reports every error.
+            if let Err(e) = crate::telemetry::validate(&set, Ok(Rules::default())) {
+                errors.extend(e.0);
+            }
+            Parsed::Failed(ConfigErrors(errors))
+        }
+    };
+    (files.digest, outcome)
 }
 
 fn digest_of(text: &str) -> u64 {

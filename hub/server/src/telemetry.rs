@@ -384,12 +384,14 @@ fn not_policy_adapters(
         .collect()
 }
 
-/// Compiles the Telemetry resources of `set` and maps its Adapter resources (pure). All errors are returned.
-pub fn validate(set: &ConfigSet) -> Result<Validated<'_>, ConfigErrors> {
+/// Maps the Adapter resources of `set` and joins them with its compiled Telemetry `rules` (pure). All errors
+/// are returned.
+pub fn validate(
+    set: &ConfigSet,
+    rules: Result<Rules, Vec<ConfigError>>,
+) -> Result<Validated<'_>, ConfigErrors> {
     let mut errors = Vec::new();
-    let rules = hub_telemetry::validate(set)
-        .map_err(|e| errors.extend(e))
-        .ok();
+    let rules = rules.map_err(|e| errors.extend(e)).ok();
     let mut adapters = Vec::new();
     for a in &set.adapters {
         match adapter_config(a) {

@@ -117,10 +117,13 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError
 }
 
 /// Validates `options`, builds the client and starts the registry.
-pub async fn start(options: &KubeOptions) -> Result<std::sync::Arc<KubeRegistry>, KubeError> {
+pub async fn start(
+    options: &KubeOptions,
+    health: &std::sync::Arc<sextant_supervise::TaskHealth>,
+) -> Result<std::sync::Arc<KubeRegistry>, KubeError> {
     validate_domain(&options.cluster_domain)?;
     let client = client(options.kubeconfig.as_deref()).await?;
-    Ok(KubeRegistry::start(client, options))
+    Ok(KubeRegistry::start(client, options, health))
 }
 
 #[cfg(test)]

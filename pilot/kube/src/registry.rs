@@ -19,6 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
+use sextant_supervise::TaskHealth;
 use tokio::sync::{Notify, watch};
 
 use crate::KubeOptions;
@@ -127,8 +128,13 @@ impl Debug for KubeRegistry {
 
 impl KubeRegistry {
     /// Starts watching through `client` (on the current tokio runtime); the tasks end when the registry
-    /// is dropped.
-    pub fn start(client: Client, options: &KubeOptions) -> Arc<KubeRegistry> {
+    /// is dropped. Each task is supervised in `health`: a panic is counted and the task restarted (a
+    /// restarted watch lists its kind again).
+    pub fn start(
+        client: Client,
+        options: &KubeOptions,
+        health: &Arc<TaskHealth>,
+    ) -> Arc<KubeRegistry> {
         let registry = Arc::new(KubeRegistry {
             current: RwLock::new(Arc::new(RegistrySnapshot::default())),
             version: watch::Sender::new(0),
@@ -144,29 +150,28 @@ impl KubeRegistry {
             metrics: KubeMetrics::default(),
         });
         let weak = Arc::downgrade(&registry);
+        let (dirty, debounce) = (registry.dirty.clone(), options.debounce);
         let tasks = [
-            tokio::spawn(watch_kind::<KubeService, _>(
-                weak.clone(),
-                Api::all(client.clone()),
+            supervised_watch::<KubeService, _>(
+                health,
+                &weak,
+                &client,
                 "Service",
                 ServiceInfo::of,
                 |s| &mut s.services,
-            )),
-            tokio::spawn(watch_kind::<EndpointSlice, _>(
-                weak.clone(),
-                Api::all(client.clone()),
+            ),
+            supervised_watch::<EndpointSlice, _>(
+                health,
+                &weak,
+                &client,
                 "EndpointSlice",
                 SliceInfo::of,
                 |s| &mut s.slices,
-            )),
-            tokio::spawn(watch_kind::<Pod, _>(
-                weak.clone(),
-                Api::all(client),
-                "Pod",
-                PodInfo::of,
-                |s| &mut s.pods,
-            )),
-            tokio::spawn(rebuild_loop(weak, registry.dirty.clone(), options.debounce)),
+            ),
+            supervised_watch::<Pod, _>(health, &weak, &client, "Pod", PodInfo::of, |s| &mut s.pods),
+            sextant_supervise::restarting("kube-rebuild", health.clone(), move || {
+                rebuild_loop(weak.clone(), dirty.clone(), debounce)
+            }),
         ];
         *registry.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks
             .iter()
@@ -210,27 +215,26 @@ impl KubeRegistry {
                 limits::MAX_ENDPOINTS
             );
         }
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if *current.services != built.services {
-            let version = current.version + 1;
-            let count = built.services.len();
-            *current = Arc::new(RegistrySnapshot {
-                version,
-                services: Arc::new(built.services),
-            });
-            drop(current);
-            tracing::info!(
-                version,
-                services = count,
-                "Kubernetes registry: services changed"
-            );
-            self.version.send_replace(version);
-        } else {
-            drop(current);
-        }
+        let changed = {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            (*current.services != built.services).then(|| {
+                let version = current.version + 1;
+                let count = built.services.len();
+                *current = Arc::new(RegistrySnapshot {
+                    version,
+                    services: Arc::new(built.services),
+                });
+                (version, count)
+            })
+        };
+        // Synced before the new version is announced: whoever sees the services sees them synced.
         if !self.synced() {
             tracing::info!("Kubernetes registry: first full sync done");
             self.synced.send_replace(true);
+        }
+        if let Some((version, services)) = changed {
+            tracing::info!(version, services, "Kubernetes registry: services changed");
+            self.version.send_replace(version);
         }
     }
 }
@@ -261,8 +265,45 @@ async fn rebuild_loop(
         let Some(strong) = registry.upgrade() else {
             return;
         };
-        strong.rebuild();
+        // Joining every Service with its slices and pods is CPU work: off the runtime's workers. A panic
+        // there is this task's (its supervisor counts it and starts it over).
+        if let Err(e) = tokio::task::spawn_blocking(move || strong.rebuild()).await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
+}
+
+/// [`watch_kind`] of `K`, supervised as task `kube-watch-KIND`.
+fn supervised_watch<K, T>(
+    health: &Arc<TaskHealth>,
+    registry: &std::sync::Weak<KubeRegistry>,
+    client: &Client,
+    kind: &'static str,
+    project: fn(&K) -> T,
+    store: fn(&mut Stores) -> &mut Store<T>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+    T: PartialEq + Send + 'static,
+{
+    let name = match kind {
+        "Service" => "kube-watch-services",
+        "EndpointSlice" => "kube-watch-endpointslices",
+        _ => "kube-watch-pods",
+    };
+    let (registry, client) = (registry.clone(), client.clone());
+    sextant_supervise::restarting(name, health.clone(), move || {
+        watch_kind::<K, T>(
+            registry.clone(),
+            Api::all(client.clone()),
+            kind,
+            project,
+            store,
+        )
+    })
 }
 
 /// Feeds one kind's watcher events into its store. Errors are counted and logged; the watcher re-lists

@@ -54,11 +54,14 @@ async fn replay(services_after: Vec<String>) -> Replay {
 }
 
 async fn registry(replay: &Replay) -> Arc<KubeRegistry> {
-    pilot_kube::start(&KubeOptions {
-        kubeconfig: Some(replay.kubeconfig(&scratch())),
-        cluster_domain: "cluster.local".into(),
-        debounce: Duration::from_millis(20),
-    })
+    pilot_kube::start(
+        &KubeOptions {
+            kubeconfig: Some(replay.kubeconfig(&scratch())),
+            cluster_domain: "cluster.local".into(),
+            debounce: Duration::from_millis(20),
+        },
+        &Arc::default(),
+    )
     .await
     .expect("registry starts")
 }
@@ -370,10 +373,13 @@ async fn bad_kubeconfig_is_named() {
     let dir = scratch();
     let path = dir.join("kubeconfig");
     std::fs::write(&path, "apiVersion: v1\nkind: Config\nclusters: [oops\n").unwrap();
-    let err = pilot_kube::start(&KubeOptions {
-        kubeconfig: Some(path.clone()),
-        ..KubeOptions::default()
-    })
+    let err = pilot_kube::start(
+        &KubeOptions {
+            kubeconfig: Some(path.clone()),
+            ..KubeOptions::default()
+        },
+        &Arc::default(),
+    )
     .await
     .expect_err("a broken kubeconfig is refused");
     let text = err.to_string();

@@ -25,6 +25,8 @@ pub struct Monitor {
     pub watch: Arc<ConfigWatch>,
     /// The Kubernetes registry, in Kubernetes mode.
     pub kube: Option<Arc<pilot_kube::KubeRegistry>>,
+    /// The supervised tasks that are down.
+    pub tasks: Arc<sextant_supervise::TaskHealth>,
     /// Every pilot metric.
     pub registry: Registry,
 }
@@ -42,6 +44,14 @@ pub fn router(monitor: Arc<Monitor>) -> Router {
 
 async fn ready(State(m): State<Arc<Monitor>>) -> Response {
     let (generation, _) = m.source.mesh();
+    let down = m.tasks.down();
+    if !down.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: a task is down\n{}\n", down.join("\n")),
+        )
+            .into_response();
+    }
     if let Some(kube) = &m.kube
         && !kube.synced()
     {

@@ -92,6 +92,14 @@ pub enum PilotError {
     /// The gRPC server failed.
     #[error("ADS server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A server task that cannot be restarted panicked: the process must exit non-zero.
+    #[error("{task} panicked: {why}")]
+    Panicked {
+        /// The task.
+        task: &'static str,
+        /// The panic's message.
+        why: String,
+    },
 }
 
 /// A started pilot.
@@ -103,12 +111,29 @@ pub struct RunningPilot {
     /// What the monitoring port shows.
     pub monitor: Arc<Monitor>,
     server: JoinHandle<Result<(), PilotError>>,
+    monitoring: JoinHandle<()>,
 }
 
 impl RunningPilot {
-    /// Waits until the ADS server stopped (after the shutdown future resolved).
+    /// Waits until the ADS server stopped (after the shutdown future resolved). A panic of the ADS or the
+    /// monitoring server is an error (neither can be restarted in place).
     pub async fn wait(self) -> Result<(), PilotError> {
-        self.server.await.unwrap_or(Ok(()))
+        let tasks = &self.monitor.tasks;
+        let panicked = |task| move |why| PilotError::Panicked { task, why };
+        let mut monitoring = self.monitoring;
+        let mut server = self.server;
+        tokio::select! {
+            served = &mut server => {
+                sextant_supervise::ended("ads-server", tasks, served).map_err(panicked("ads-server"))?
+            }
+            ended = &mut monitoring => {
+                // The monitoring server ends only with the ADS server, or by panicking.
+                sextant_supervise::ended("monitoring-server", tasks, ended)
+                    .map_err(panicked("monitoring-server"))?;
+                sextant_supervise::ended("ads-server", tasks, server.await)
+                    .map_err(panicked("ads-server"))?
+            }
+        }
     }
 }
 
@@ -131,9 +156,10 @@ pub async fn start(
     let (xds, xds_addr) = bind(options.xds_addr, "xDS").await?;
     let (monitoring, monitoring_addr) = bind(options.monitoring_addr, "monitoring").await?;
 
+    let tasks = Arc::new(sextant_supervise::TaskHealth::default());
     let kube = match &options.registry {
         RegistryMode::File => None,
-        RegistryMode::Kubernetes(o) => Some(pilot_kube::start(o).await?),
+        RegistryMode::Kubernetes(o) => Some(pilot_kube::start(o, &tasks).await?),
     };
     let source = Arc::new(MeshSource::new(translator));
     let mut watch = ConfigWatch::new(options.config_dir.clone(), source.clone());
@@ -146,9 +172,16 @@ pub async fn start(
         // The first load happens before anything is served, so the first proxies get the configuration.
         let _ = tokio::task::spawn_blocking(move || watch.load(true)).await;
     }
-    tokio::spawn(watch.clone().run(options.poll, options.debounce));
-    tokio::spawn(watch.clone().follow());
-    tokio::spawn(watch.clone().renew());
+    // Each holds nothing a panic can leave half-done (they read, translate and publish whole meshes), so
+    // each is restarted after one.
+    let (poll, debounce) = (options.poll, options.debounce);
+    let loops = [
+        supervise("config-watcher", &tasks, &watch, move |w| {
+            w.run(poll, debounce)
+        }),
+        supervise("registry-follower", &tasks, &watch, ConfigWatch::follow),
+        supervise("certificate-renewal", &tasks, &watch, ConfigWatch::renew),
+    ];
 
     let ads = AdsServer::new(source.clone(), options.max_streams);
     let connections = ads.connections();
@@ -169,6 +202,21 @@ pub async fn start(
         "Times the per-view snapshot cache was full and started over",
         source.cache_resets.clone(),
     );
+    registry.register(
+        "pilot_views_pruned",
+        "Cached views dropped because no proxy of theirs asked for two generations",
+        source.views_pruned.clone(),
+    );
+    registry.register(
+        "pilot_translation_panics",
+        "Translations that panicked (the view kept its previous snapshot)",
+        source.translation_panics.clone(),
+    );
+    registry.register(
+        "pilot_task_panics",
+        "Panics of pilot's long-lived tasks, by task (each restarted, or left down after repeated panics)",
+        tasks.panics(),
+    );
     if let Some(kube) = &kube {
         kube.metrics.register(&mut registry);
     }
@@ -177,6 +225,7 @@ pub async fn start(
         source,
         watch,
         kube,
+        tasks,
         registry,
     });
 
@@ -186,7 +235,7 @@ pub async fn start(
         .await;
     let shutdown = tokio_shared(shutdown);
     let router = admin::router(monitor.clone());
-    {
+    let monitoring = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(monitoring, router)
@@ -195,8 +244,8 @@ pub async fn start(
             if let Err(e) = served {
                 tracing::error!(error = %e, "monitoring server failed");
             }
-        });
-    }
+        })
+    };
     let server = tokio::spawn(async move {
         // Envoy's EDS requests name every cluster (hundreds of KiB at scale): windows larger than HTTP/2's
         // 64 KiB default let a request arrive in one go.
@@ -220,6 +269,9 @@ pub async fn start(
             served = serve => served?,
             () = grace => {}
         }
+        for l in loops {
+            l.abort();
+        }
         Ok(())
     });
     tracing::info!(%xds_addr, %monitoring_addr, "pilot serving");
@@ -228,7 +280,23 @@ pub async fn start(
         monitoring_addr,
         monitor,
         server,
+        monitoring,
     })
+}
+
+/// Runs `run(watch)` as the supervised, restarting task `name`.
+fn supervise<F, Fut>(
+    name: &'static str,
+    tasks: &Arc<sextant_supervise::TaskHealth>,
+    watch: &Arc<ConfigWatch>,
+    run: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<ConfigWatch>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let watch = watch.clone();
+    sextant_supervise::restarting(name, tasks.clone(), move || run(watch.clone()))
 }
 
 /// How long a shutdown waits for connected proxies to leave before closing their streams.

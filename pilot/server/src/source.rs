@@ -1,23 +1,30 @@
 //! The snapshot source pilot serves: the current mesh (configuration and services) translated per proxy
 //! view, cached, and replaced as a whole when the mesh changes.
+//!
+//! A view is [`ProxyInfo::view`]: what translation may read of a proxy, so proxies with equal views share one
+//! translation and translation is given the view, never the proxy. Translations run on the blocking pool:
+//! a stream that misses the cache waits for its view's translation without holding a runtime worker.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use pilot_config::{MeshConfig, RegistrySnapshot};
+use pilot_translate::ProxyInfo;
 use pilot_xds::{Snapshot, SnapshotSource};
 use prometheus_client::metrics::counter::Counter;
 use sextant_proto::envoy::config::core::v3::Node;
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 
-/// Turns the mesh into one proxy's resources.
+/// Turns the mesh into one view's resources.
 pub trait Translator: Send + Sync + 'static {
-    /// A key equal for proxies that get identical resources (same namespace, labels, interception…).
-    fn view(&self, node: &Node) -> String;
-
-    /// The resources of the proxies of `node`'s view.
-    fn translate(&self, mesh: &MeshConfig, services: &RegistrySnapshot, node: &Node) -> Snapshot;
+    /// The resources of the proxies whose [`ProxyInfo::view`] is `view`. Runs on a blocking thread.
+    fn translate(
+        &self,
+        mesh: &MeshConfig,
+        services: &RegistrySnapshot,
+        view: &ProxyInfo,
+    ) -> Snapshot;
 
     /// The first time later than `after` when translations go stale by themselves (a workload certificate
     /// due for renewal): the server translates the views in use again then. `None`: never.
@@ -47,36 +54,107 @@ struct Current {
 /// first, while the view's other streams wait for it.
 struct Entry {
     generation: u64,
-    /// A proxy of the view, to translate it again when the mesh changes.
-    node: Node,
-    snapshot: Arc<OnceLock<Arc<Snapshot>>>,
+    /// The latest generation a stream of the view asked for: a view nobody asked for during the last two
+    /// generations has no proxy left, and a publication drops it instead of translating it again.
+    asked: u64,
+    snapshot: Arc<OnceCell<Arc<Snapshot>>>,
+}
+
+/// What translating needs, apart from the mesh: shared with the blocking threads translations run on.
+#[derive(Clone)]
+struct Translation {
+    translator: Arc<dyn Translator>,
+    inconsistent: Counter,
+    panics: Counter,
+}
+
+impl Translation {
+    /// Translates one view; an inconsistent result keeps `previous`. Types whose resources did not change
+    /// keep `previous`'s maps, so streams see at a glance that they have nothing to send.
+    fn build(
+        &self,
+        view: &ProxyInfo,
+        mesh: &Mesh,
+        previous: Option<&Arc<Snapshot>>,
+    ) -> Arc<Snapshot> {
+        let mut fresh = self
+            .translator
+            .translate(&mesh.config, &mesh.services, view);
+        match fresh.consistent() {
+            Ok(()) => {
+                if let Some(previous) = previous {
+                    fresh.reuse_unchanged(previous);
+                }
+                Arc::new(fresh)
+            }
+            Err(e) => {
+                self.inconsistent.inc();
+                tracing::error!(?view, error = %e, "translation produced an inconsistent snapshot; the proxy keeps its previous one");
+                previous.map_or_else(|| Arc::new(Snapshot::default()), Arc::clone)
+            }
+        }
+    }
+
+    /// [`Translation::build`] on the blocking pool. A panicking translation is logged and counted, and the
+    /// view keeps `previous` (a new view gets nothing).
+    async fn build_blocking(
+        &self,
+        view: ProxyInfo,
+        mesh: Mesh,
+        previous: Option<Arc<Snapshot>>,
+    ) -> Arc<Snapshot> {
+        let this = self.clone();
+        let kept = previous.clone();
+        let built =
+            tokio::task::spawn_blocking(move || this.build(&view, &mesh, previous.as_ref()));
+        match built.await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                self.panics.inc();
+                let why = e
+                    .try_into_panic()
+                    .map_or_else(|e| e.to_string(), sextant_supervise::panic_message);
+                tracing::error!(panic = %why, "translation panicked; the proxy keeps its previous resources");
+                kept.unwrap_or_default()
+            }
+        }
+    }
 }
 
 /// The mesh, translated per view, with a change signal for the ADS streams.
 pub struct MeshSource {
-    translator: Arc<dyn Translator>,
+    translation: Translation,
     current: RwLock<Arc<Current>>,
     /// View → its snapshot for a generation.
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: Mutex<HashMap<ProxyInfo, Entry>>,
     /// One publication at a time.
     publishing: Mutex<()>,
     changes: watch::Sender<u64>,
     /// Translations that produced an inconsistent snapshot (the view kept its previous one).
     pub inconsistent: Counter,
+    /// Translations that panicked (the view kept its previous snapshot).
+    pub translation_panics: Counter,
     /// Times the view cache was full and started over.
     pub cache_resets: Counter,
+    /// Views dropped because no proxy of theirs asked for two generations.
+    pub views_pruned: Counter,
 }
 
 impl MeshSource {
     /// The translator's next renewal after `after` (see [`Translator::renewal_after`]).
     pub fn renewal_after(&self, after: SystemTime) -> Option<SystemTime> {
-        self.translator.renewal_after(after)
+        self.translation.translator.renewal_after(after)
     }
 
     /// A source with an empty mesh.
     pub fn new(translator: Arc<dyn Translator>) -> Self {
+        let (inconsistent, panics) = (Counter::default(), Counter::default());
         MeshSource {
-            translator,
+            translation: Translation {
+                translator,
+                inconsistent: inconsistent.clone(),
+                panics: panics.clone(),
+            },
             current: RwLock::new(Arc::new(Current {
                 generation: 0,
                 mesh: Mesh::default(),
@@ -84,40 +162,60 @@ impl MeshSource {
             cache: Mutex::new(HashMap::new()),
             publishing: Mutex::new(()),
             changes: watch::Sender::new(0),
-            inconsistent: Counter::default(),
+            inconsistent,
+            translation_panics: panics,
             cache_resets: Counter::default(),
+            views_pruned: Counter::default(),
         }
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn cache(&self) -> MutexGuard<'_, HashMap<ProxyInfo, Entry>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The number of views cached.
+    pub fn views(&self) -> usize {
+        self.cache().len()
+    }
+
     /// Serves `mesh` from now on and wakes every stream. The views in use are translated first, once each,
-    /// so their streams find their snapshots ready instead of translating in turn.
+    /// so their streams find their snapshots ready instead of translating in turn; views no proxy asked for
+    /// during the last two generations are dropped. CPU work: call it from a blocking thread.
     pub fn publish(&self, mesh: Mesh) -> u64 {
         let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = self.mesh().0 + 1;
-        let in_use: Vec<(String, Node, Option<Arc<Snapshot>>)> = self
-            .cache()
-            .iter()
-            .map(|(view, e)| (view.clone(), e.node.clone(), e.snapshot.get().cloned()))
-            .collect();
-        let fresh: Vec<(String, Entry)> = in_use
+        let served = self.mesh().0;
+        let generation = served + 1;
+        let in_use: Vec<(ProxyInfo, u64, Option<Arc<Snapshot>>)> = {
+            let mut cache = self.cache();
+            let before = cache.len();
+            cache.retain(|_, e| e.asked + 1 >= served);
+            self.views_pruned.inc_by((before - cache.len()) as u64);
+            cache
+                .iter()
+                .map(|(view, e)| (view.clone(), e.asked, e.snapshot.get().cloned()))
+                .collect()
+        };
+        let fresh: Vec<(ProxyInfo, Entry)> = in_use
             .into_iter()
-            .map(|(view, node, previous)| {
-                let snapshot = self.build(&view, &mesh, &node, previous.as_ref());
+            .map(|(view, asked, previous)| {
+                let snapshot = self.translation.build(&view, &mesh, previous.as_ref());
                 let entry = Entry {
                     generation,
-                    node,
-                    snapshot: Arc::new(OnceLock::from(snapshot)),
+                    asked,
+                    snapshot: Arc::new(OnceCell::from(snapshot)),
                 };
                 (view, entry)
             })
             .collect();
         {
             let mut cache = self.cache();
-            cache.extend(fresh);
+            for (view, mut entry) in fresh {
+                // A stream may have asked while the view was translated.
+                if let Some(e) = cache.get(&view) {
+                    entry.asked = entry.asked.max(e.asked);
+                }
+                cache.insert(view, entry);
+            }
             *self.current.write().unwrap_or_else(|p| p.into_inner()) =
                 Arc::new(Current { generation, mesh });
         }
@@ -134,48 +232,22 @@ impl MeshSource {
             .clone();
         (cur.generation, cur.mesh.clone())
     }
-
-    /// Translates one view; an inconsistent result keeps `previous`. Types whose resources did not change
-    /// keep `previous`'s maps, so streams see at a glance that they have nothing to send.
-    fn build(
-        &self,
-        view: &str,
-        mesh: &Mesh,
-        node: &Node,
-        previous: Option<&Arc<Snapshot>>,
-    ) -> Arc<Snapshot> {
-        let mut fresh = self
-            .translator
-            .translate(&mesh.config, &mesh.services, node);
-        match fresh.consistent() {
-            Ok(()) => {
-                if let Some(previous) = previous {
-                    fresh.reuse_unchanged(previous);
-                }
-                Arc::new(fresh)
-            }
-            Err(e) => {
-                self.inconsistent.inc();
-                tracing::error!(%view, error = %e, "translation produced an inconsistent snapshot; the proxy keeps its previous one");
-                previous.map_or_else(|| Arc::new(Snapshot::default()), Arc::clone)
-            }
-        }
-    }
 }
 
 impl SnapshotSource for MeshSource {
-    fn snapshot(&self, node: &Node) -> Arc<Snapshot> {
+    async fn snapshot(&self, node: &Node) -> Arc<Snapshot> {
         let cur = self
             .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let view = self.translator.view(node);
+        let view = ProxyInfo::from_node(node).view();
         let (cell, previous) = {
             let mut cache = self.cache();
-            let known = cache
-                .get(&view)
-                .map(|e| (e.generation == cur.generation, e.snapshot.clone()));
+            let known = cache.get_mut(&view).map(|e| {
+                e.asked = e.asked.max(cur.generation);
+                (e.generation == cur.generation, e.snapshot.clone())
+            });
             match known {
                 Some((true, cell)) => (cell, None),
                 stale => {
@@ -184,10 +256,10 @@ impl SnapshotSource for MeshSource {
                         cache.clear();
                         self.cache_resets.inc();
                     }
-                    let cell = Arc::new(OnceLock::new());
+                    let cell = Arc::new(OnceCell::new());
                     let entry = Entry {
                         generation: cur.generation,
-                        node: node.clone(),
+                        asked: cur.generation,
                         snapshot: cell.clone(),
                     };
                     cache.insert(view.clone(), entry);
@@ -195,9 +267,14 @@ impl SnapshotSource for MeshSource {
                 }
             }
         };
-        // Translated outside the lock: proxies of other views are not held up.
-        cell.get_or_init(|| self.build(&view, &cur.mesh, node, previous.as_ref()))
-            .clone()
+        // Translated outside the lock and off the runtime's workers: proxies of other views are not held up,
+        // and this view's other streams wait without blocking a thread.
+        cell.get_or_init(|| {
+            self.translation
+                .build_blocking(view, cur.mesh.clone(), previous)
+        })
+        .await
+        .clone()
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

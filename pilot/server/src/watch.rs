@@ -1,20 +1,18 @@
-//! Watches the configuration directory: woken by file-system events (inotify) and, as a safety net, by a
-//! poll that compares the files' names, sizes and modification times. Once a change stayed still for the
-//! debounce time, the files are read; if their contents changed, the changed files are parsed (the others'
-//! resources are reused), the whole set is validated and the new mesh is published. An invalid change is
-//! logged and kept for `/debug/config`; the mesh being served stays.
+//! Watches the configuration directory ([`sextant_watch::DirWatch`]: file-system events, a stat poll as
+//! safety net, debounce). After a change the files are read; if their contents changed, the changed files
+//! are parsed (the others' resources are reused), the whole set is validated and the new mesh is published.
+//! All of it runs on the blocking pool. An invalid change is logged and kept for `/debug/config`; the mesh
+//! being served stays.
 //!
 //! With a second registry (Kubernetes), its services are served together with the directory's
 //! ServiceEntries (a host both define is the Kubernetes Service's), and each of its changes republishes the
 //! mesh with the configuration last loaded.
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hub_config::{ConfigErrors, ConfigFiles, yaml_files};
+use hub_config::{ConfigErrors, ConfigFiles};
 use pilot_config::{
     FileRegistry, MeshConfig, NetworkingSet, ParsedFiles, RegistrySnapshot, ServiceRegistry,
 };
@@ -38,8 +36,6 @@ pub struct ConfigWatch {
     publishing: Mutex<()>,
     source: Arc<MeshSource>,
     last_digest: RwLock<Option<u64>>,
-    /// The files' names, sizes and times when they were last read.
-    last_fingerprint: RwLock<Option<u64>>,
     parsed: Mutex<ParsedFiles>,
     last_errors: RwLock<Vec<String>>,
     pub(crate) reloads: Family<ResultLabels, Counter>,
@@ -55,7 +51,6 @@ impl ConfigWatch {
             publishing: Mutex::new(()),
             source,
             last_digest: RwLock::new(None),
-            last_fingerprint: RwLock::new(None),
             parsed: Mutex::new(ParsedFiles::default()),
             last_errors: RwLock::new(Vec::new()),
             reloads: Family::default(),
@@ -70,14 +65,16 @@ impl ConfigWatch {
     }
 
     /// Republishes the mesh whenever the second registry's services change (after the first successful
-    /// load: a mesh is never served without a loaded configuration).
+    /// load: a mesh is never served without a loaded configuration). Safe to restart.
     pub async fn follow(self: Arc<Self>) {
         let Some(kube) = self.kube.clone() else {
             return;
         };
         let mut changes = kube.changes();
         while changes.changed().await.is_ok() {
-            if let Some(generation) = self.publish(None) {
+            let watch = self.clone();
+            // Merging the registries and translating every view in use: CPU work, off the workers.
+            if let Some(generation) = blocking(move || watch.publish(None)).await.flatten() {
                 tracing::debug!(generation, "registry services changed; mesh republished");
             }
         }
@@ -85,7 +82,7 @@ impl ConfigWatch {
 
     /// Translates the mesh being served again (after the first successful load) whenever the translator
     /// says its translations went stale by themselves: workload certificates due for renewal. Checked every
-    /// second, since certificates are issued whenever a new proxy's view is first translated.
+    /// second, since certificates are issued whenever a new proxy's view is first translated. Safe to restart.
     pub async fn renew(self: Arc<Self>) {
         const CHECK_EVERY: Duration = Duration::from_secs(1);
         let mut handled = std::time::SystemTime::UNIX_EPOCH;
@@ -94,8 +91,7 @@ impl ConfigWatch {
             match self.source.renewal_after(handled) {
                 Some(due) if due <= now => {
                     let watch = self.clone();
-                    if let Ok(Some(generation)) =
-                        tokio::task::spawn_blocking(move || watch.publish(None)).await
+                    if let Some(generation) = blocking(move || watch.publish(None)).await.flatten()
                     {
                         tracing::info!(
                             generation,
@@ -164,10 +160,6 @@ impl ConfigWatch {
     /// Loads the directory now if its files changed (always with `force`); true when a mesh was published.
     pub fn load(&self, force: bool) -> bool {
         let started = Instant::now();
-        *self
-            .last_fingerprint
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(fingerprint(&self.dir));
         let files = match ConfigFiles::read(&self.dir) {
             Ok(f) => f,
             Err(e) => {
@@ -218,91 +210,30 @@ impl ConfigWatch {
         }
     }
 
-    /// Waits for changes (file-system events, or every `poll` a look at the files' names, sizes and times);
-    /// a change is loaded once the files stayed the same for `debounce`, so a burst of edits makes one push.
+    /// Loads the directory whenever it changes ([`sextant_watch::DirWatch`]: file-system events, or every
+    /// `poll` a look at the files' names, sizes and times; a burst of edits settles for `debounce` first).
+    /// Safe to restart: it starts watching, then loads what changed since the last load.
     pub async fn run(self: Arc<Self>, poll: Duration, debounce: Duration) {
-        let events = Arc::new(Events::default());
-        let _watcher = events.watch(&self.dir);
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dir = sextant_watch::DirWatch::start(self.dir.clone(), poll, debounce).await;
         loop {
-            let woken_by_event = tokio::select! {
-                _ = tick.tick() => false,
-                () = events.wake.notified() => true,
-            };
-            let mut seen = fingerprint(&self.dir);
-            let last = *self
-                .last_fingerprint
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            if !woken_by_event && last == Some(seen) {
-                continue;
-            }
-            loop {
-                let count = events.count.load(Ordering::Relaxed);
-                tokio::time::sleep(debounce).await;
-                let now = fingerprint(&self.dir);
-                if now == seen && events.count.load(Ordering::Relaxed) == count {
-                    break;
-                }
-                seen = now;
-            }
             let watch = self.clone();
-            // Reading, parsing, validation and translation are CPU work: off the async workers. Unchanged
-            // contents (an event that changed nothing) publish nothing.
-            let _ = tokio::task::spawn_blocking(move || watch.load(false)).await;
+            // Unchanged contents (an event that changed nothing) publish nothing.
+            blocking(move || watch.load(false)).await;
+            dir.changed().await;
         }
+    }
+}
+
+/// Runs CPU work (reading, parsing, validation, translation) on the blocking pool. A panic there is the
+/// caller's task's panic, so its supervisor sees it.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => Some(v),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A digest of the YAML files' names, sizes and modification times: cheap to take every poll.
-fn fingerprint(dir: &Path) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    for f in yaml_files(dir).unwrap_or_default() {
-        f.hash(&mut h);
-        if let Ok(m) = std::fs::metadata(&f) {
-            m.len().hash(&mut h);
-            m.modified().ok().hash(&mut h);
-        }
-    }
-    h.finish()
-}
-
-/// File-system events under the configuration directory: a count and a wake-up (coalesced).
-#[derive(Default)]
-struct Events {
-    count: AtomicU64,
-    wake: tokio::sync::Notify,
-}
-
-impl Events {
-    /// Starts watching `dir` (recursively); `None`, with a warning, where the platform cannot, and then the
-    /// poll alone finds changes.
-    fn watch(self: &Arc<Self>, dir: &Path) -> Option<notify::RecommendedWatcher> {
-        use notify::Watcher as _;
-        let events = self.clone();
-        let handler = move |event: notify::Result<notify::Event>| {
-            // Reads (ours included) are not changes.
-            if event.is_ok_and(|e| e.kind.is_access()) {
-                return;
-            }
-            events.count.fetch_add(1, Ordering::Relaxed);
-            events.wake.notify_one();
-        };
-        let watched = notify::recommended_watcher(handler).and_then(|mut w| {
-            w.watch(dir, notify::RecursiveMode::Recursive)?;
-            Ok(w)
-        });
-        match watched {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory for changes; polling it only");
-                None
-            }
-        }
-    }
 }

@@ -7,7 +7,7 @@ use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
 
 /// How traffic reaches the proxy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Interception {
     /// iptables redirect outbound traffic to 15001 and inbound to 15006 (Istio's default).
     #[default]
@@ -17,7 +17,7 @@ pub enum Interception {
 }
 
 /// What kind of xDS client the proxy is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProxyKind {
     /// An Envoy (or compatible) sidecar.
     #[default]
@@ -29,7 +29,7 @@ pub enum ProxyKind {
 }
 
 /// A proxy as translation sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProxyInfo {
     /// The node id as sent.
     pub id: String,
@@ -124,6 +124,36 @@ fn namespace_of_id(parts: &[&str]) -> Option<String> {
 }
 
 impl ProxyInfo {
+    /// What translation may read of this proxy, and so the key under which proxies share one translation:
+    /// the proxy itself with the fields translation does not read cleared. Proxies with equal views get
+    /// identical resources; translate the view, never the proxy, so translation cannot read what the key
+    /// leaves out.
+    ///
+    /// Every field is named here: a field added to `ProxyInfo` does not compile until it is decided whether
+    /// proxies that differ in it may share resources.
+    pub fn view(&self) -> ProxyInfo {
+        let ProxyInfo {
+            // Per proxy, and read by nothing translated yet (no per-workload inbound listeners): proxies of
+            // one workload class share one translation. Reading them would make every proxy its own view.
+            id: _,
+            ip: _,
+            namespace,
+            labels,
+            interception,
+            kind,
+            service_account,
+        } = self;
+        ProxyInfo {
+            id: String::new(),
+            ip: None,
+            namespace: namespace.clone(),
+            labels: labels.clone(),
+            interception: *interception,
+            kind: *kind,
+            service_account: service_account.clone(),
+        }
+    }
+
     /// The proxy's SPIFFE ID under `trust_domain`.
     pub fn identity(&self, trust_domain: &str) -> String {
         pilot_config::spiffe_id(trust_domain, &self.namespace, &self.service_account)

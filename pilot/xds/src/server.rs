@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use futures::FutureExt as _;
 use sextant_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -68,13 +69,25 @@ impl<S: SnapshotSource> AdsServer<S> {
 
     fn spawn<P: Protocol>(&self, inbound: Requests<P::Request>) -> mpsc::Receiver<Frame> {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
-        tokio::spawn(serve::<P, S>(
+        let connections = self.connections.clone();
+        let failed = tx.clone();
+        let stream = serve::<P, S>(
             self.source.clone(),
-            self.connections.clone(),
+            connections.clone(),
             self.budget.clone(),
             inbound,
             tx,
-        ));
+        );
+        // A panic ends this stream only (its slot given back by `Slot`): logged and counted, never silent.
+        tokio::spawn(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(stream).catch_unwind().await {
+                connections.metrics.stream_panicked();
+                let why = sextant_supervise::panic_message(panic);
+                tracing::error!(protocol = P::NAME, panic = %why, "ADS stream task panicked; the stream is closed");
+                let status = Status::internal("pilot failed serving this stream; reconnect");
+                let _ = failed.send(Err(Box::new(status))).await;
+            }
+        });
         rx
     }
 }
@@ -99,13 +112,16 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             .await;
         return;
     };
-    let Some(id) = connections.open(ProxyStatus {
-        node_id: node.id.clone(),
-        cluster: node.cluster.clone(),
-        protocol: P::NAME,
-        connected_at: SystemTime::now(),
-        types: Default::default(),
-    }) else {
+    let Some(slot) = Slot::open(
+        &connections,
+        ProxyStatus {
+            node_id: node.id.clone(),
+            cluster: node.cluster.clone(),
+            protocol: P::NAME,
+            connected_at: SystemTime::now(),
+            types: Default::default(),
+        },
+    ) else {
         let _ = tx
             .send(Err(Box::new(Status::resource_exhausted(
                 "pilot serves its maximum number of ADS streams; retry later or raise --max-streams",
@@ -113,10 +129,11 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             .await;
         return;
     };
+    let id = slot.id;
     tracing::info!(node = %node.id, protocol = P::NAME, "proxy connected");
     let mut changes = source.changes();
     changes.borrow_and_update();
-    let snapshot = source.snapshot(&node);
+    let snapshot = source.snapshot(&node).await;
     let mut state = P::default();
     let first = P::parse(first, &snapshot);
     let mut inbound = Inbound::<P> {
@@ -147,7 +164,7 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             Wake::Inbound(Event::Failed(e)) => break format!("stream error: {e}"),
             Wake::Changed(false) => break "pilot is shutting down".to_string(),
             Wake::Changed(true) => {
-                inbound.snapshot = source.snapshot(&node);
+                inbound.snapshot = source.snapshot(&node).await;
                 let batch = state.on_change(&inbound.snapshot);
                 if !pushes.push(&mut inbound, batch, start).await {
                     break "the proxy stopped reading".to_string();
@@ -180,7 +197,26 @@ async fn serve<P: Protocol, S: SnapshotSource>(
         }
     };
     tracing::info!(node = %node.id, protocol = P::NAME, %reason, "proxy disconnected");
-    connections.close(id);
+}
+
+/// An open stream's place among the `max_streams`, given back when the stream's task ends, however it ends
+/// (a panic included): no leaked slot, no stale `/debug/syncz` entry.
+struct Slot<'a> {
+    connections: &'a Connections,
+    id: u64,
+}
+
+impl<'a> Slot<'a> {
+    fn open(connections: &'a Connections, status: ProxyStatus) -> Option<Slot<'a>> {
+        let id = connections.open(status)?;
+        Some(Slot { connections, id })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.connections.close(self.id);
+    }
 }
 
 /// What woke a stream's task.

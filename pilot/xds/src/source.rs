@@ -9,8 +9,9 @@ use crate::snapshot::{Snapshot, SnapshotError};
 
 /// Supplies snapshots: per proxy (a translator builds each proxy's view) and a change signal.
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// The snapshot for the proxy `node` (taken from the first request of its stream).
-    fn snapshot(&self, node: &Node) -> Arc<Snapshot>;
+    /// The snapshot for the proxy `node` (taken from the first request of its stream). A source that has
+    /// CPU work to do (translating) does it off the runtime's workers and awaits it.
+    fn snapshot(&self, node: &Node) -> impl Future<Output = Arc<Snapshot>> + Send;
 
     /// A receiver that is marked changed whenever [`SnapshotSource::snapshot`] may answer differently.
     /// Streams wake on it and compare what they would send with what they sent.
@@ -57,7 +58,7 @@ impl SharedSnapshot {
 }
 
 impl SnapshotSource for SharedSnapshot {
-    fn snapshot(&self, _node: &Node) -> Arc<Snapshot> {
+    async fn snapshot(&self, _node: &Node) -> Arc<Snapshot> {
         self.current()
     }
 

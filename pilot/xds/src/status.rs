@@ -124,6 +124,7 @@ pub struct XdsMetrics {
     nacks: Family<TypeLabels, Counter>,
     push_latency: Family<TypeLabels, Histogram, fn() -> Histogram>,
     rejected: Family<ReasonLabels, Counter>,
+    stream_panics: Counter,
     /// When an ignored request was last logged (seconds since the epoch), for the rate limit.
     ignored_logged_at: std::sync::Arc<AtomicU64>,
 }
@@ -139,18 +140,29 @@ impl Default for XdsMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
             rejected: Family::default(),
+            stream_panics: Counter::default(),
             ignored_logged_at: Default::default(),
         }
     }
 }
 
 impl XdsMetrics {
+    /// Counts a stream whose task panicked.
+    pub(crate) fn stream_panicked(&self) {
+        self.stream_panics.inc();
+    }
+
     /// Registers every metric under `pilot_xds_`.
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "pilot_xds_connected_proxies",
             "Open ADS streams, by protocol (sotw, delta)",
             self.connected.clone(),
+        );
+        r.register(
+            "pilot_xds_stream_panics",
+            "ADS streams whose task panicked (the stream closed, its slot given back)",
+            self.stream_panics.clone(),
         );
         r.register(
             "pilot_xds_streams_refused",

@@ -1,14 +1,17 @@
 //! Clients that ask for what pilot does not have, over real gRPC against the ADS server: 1000 distinct
 //! unknown type URLs leave the metrics with the served types' labels (and `other`) only, are counted, and keep
 //! no state; a delta client subscribing to 200 000 resources that do not exist is refused at the bound
-//! (`RESOURCE_EXHAUSTED` naming it), counted, while a well-behaved client keeps being served.
+//! (`RESOURCE_EXHAUSTED` naming it), counted, while a well-behaved client keeps being served; a stream whose
+//! task panics gives its slot back and is counted.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilot_xds::{AdsServer, Connections, SharedSnapshot, Snapshot, SnapshotBuilder, build, types};
+use pilot_xds::{
+    AdsServer, Connections, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotSource, build, types,
+};
 use prometheus_client::registry::Registry;
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -34,7 +37,15 @@ impl Pilot {
     async fn start(initial: Snapshot) -> Pilot {
         let snapshots = Arc::new(SharedSnapshot::default());
         snapshots.publish(initial).expect("consistent");
-        let server = AdsServer::new(snapshots.clone(), 100);
+        Self::serve(snapshots.clone(), snapshots, 100).await
+    }
+
+    async fn serve<S: SnapshotSource>(
+        source: Arc<S>,
+        snapshots: Arc<SharedSnapshot>,
+        max_streams: usize,
+    ) -> Pilot {
+        let server = AdsServer::new(source, max_streams);
         let connections = server.connections();
         let mut registry = Registry::default();
         connections.metrics.register(&mut registry);
@@ -306,4 +317,64 @@ async fn a_delta_client_subscribing_to_200000_missing_names_is_refused_at_the_bo
         ["b"]
     );
     assert_eq!(pilot.connections.statuses().len(), 1);
+}
+
+/// A source whose translation panics for the node `boom` (a translator bug).
+struct Panicking(Arc<SharedSnapshot>);
+
+impl SnapshotSource for Panicking {
+    async fn snapshot(&self, node: &Node) -> Arc<Snapshot> {
+        assert_ne!(node.id, "boom", "injected translation panic");
+        self.0.current()
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes()
+    }
+}
+
+/// The defect of 41954b2: a stream released its slot by a call at its end, so a panic leaked one of the
+/// `max_streams` slots for good (and left the stream in /debug/syncz). With one slot, the next proxy was
+/// refused forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_panics_gives_its_slot_back() {
+    let snapshots = Arc::new(SharedSnapshot::default());
+    snapshots.publish(mesh(&["a"])).expect("consistent");
+    let pilot = Pilot::serve(Arc::new(Panicking(snapshots.clone())), snapshots, 1).await;
+    let ask = |id: &str| DiscoveryRequest {
+        node: node(id),
+        type_url: types::CLUSTER.into(),
+        ..Default::default()
+    };
+    let mut boom = pilot
+        .client()
+        .await
+        .stream_aggregated_resources(tokio_stream::iter([ask("boom")]))
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(
+        next(&mut boom).await.is_err(),
+        "the panicked stream ends with an error"
+    );
+    wait_for("the panic to be counted", || {
+        pilot.metric("pilot_xds_stream_panics_total") == Some(1.0)
+    })
+    .await;
+    assert!(pilot.connections.proxy("boom").is_none(), "no stale entry");
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut good = pilot
+        .client()
+        .await
+        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    tx.send(ask("good")).unwrap();
+    let cds = next(&mut good)
+        .await
+        .expect("the one slot is free again")
+        .expect("CDS");
+    assert_eq!(cds.resources.len(), 1);
 }

@@ -6,6 +6,7 @@ mod gateways;
 mod listeners;
 mod mtls;
 mod rules;
+mod views;
 
 use std::path::{Path, PathBuf};
 
