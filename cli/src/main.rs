@@ -234,6 +234,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let hub = hub_server::start(args.options(), shutdown_signal())
                 .await
                 .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
+            // One line with the addresses as bound (a port may have been 0): what scripts and tests read.
+            eprintln!(
+                "hub: gRPC on {}, admin on http://{}/readyz, prometheus on http://{}/metrics",
+                hub.grpc_addr, hub.admin_addr, hub.prometheus_addr
+            );
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
         Command::Pilot(args) => pilot::run(&args).await,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{HttpSink, Hub, free_port, peers, repo, scratch, wait_until};
+use common::{HeldPort, HttpSink, Hub, peers, repo, scratch, wait_until};
 use hub_attributes::{Bag, Span, Time, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
@@ -316,7 +316,9 @@ fn faulty_adapters_are_restarted_and_contained() {
     std::fs::create_dir_all(&config).expect("mkdir");
     let faulty = faulty_module(&dir);
     let logs = dir.join("ok.jsonl");
-    let dead = free_port();
+    // A port held for the test where nobody listens: the collector is down.
+    let dead = HeldPort::hold();
+    let dead = dead.port();
     let mut yaml = String::new();
     for mode in ["trap", "loop", "oom"] {
         yaml.push_str(&format!(

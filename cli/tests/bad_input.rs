@@ -299,7 +299,7 @@ fn malformed_and_invalid_requests_are_refused_clearly_and_the_hub_keeps_serving(
         "{}",
         hub.metrics()
     );
-    std::fs::write(dir.join("policy.yaml"), POLICY).expect("restore");
+    common::write_atomically(&dir.join("policy.yaml"), POLICY);
     hub.write_config("copy.yaml", POLICY, false);
     let debug = common::get(hub.admin, "/debug/config", &[])
         .expect("debug")

@@ -442,7 +442,7 @@ fn every_macro_and_function_evaluates_through_a_real_hub() {
         std::fs::write(&tmp, policy(999, expr)).expect("write");
         std::fs::rename(&tmp, dir.join("refused.yaml")).expect("rename");
         common::wait_until(
-            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(30),
             "the hub to refuse the configuration",
             || failures() > before,
         );

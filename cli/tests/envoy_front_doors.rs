@@ -5,7 +5,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, Envoy, Hub, free_port, get, scratch, wait_until};
+use common::{Backend, Envoy, Hub, get, scratch, wait_until};
 
 const POLICY: &str = r#"
 apiVersion: policy.sextant.dev/v1alpha1
@@ -56,21 +56,15 @@ spec:
   limit: {requests: 2, per: 1h, burst: 1}
 "#;
 
-fn envoy_config(
-    listen: u16,
-    admin: u16,
-    backend: u16,
-    hub: u16,
-    filter: &str,
-    route_extra: &str,
-) -> String {
+/// Envoy's bootstrap: admin and the `ingress` listener on ports the kernel picks (read back from Envoy).
+fn envoy_config(backend: u16, hub: u16, filter: &str, route_extra: &str) -> String {
     format!(
         r#"
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
 static_resources:
   listeners:
   - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -140,17 +134,9 @@ fn mesh(name: &str, config_file: (&str, &str), filter: &str, route_extra: &str) 
     std::fs::write(config.join(config_file.0), config_file.1).expect("write config");
     let hub = Hub::start(&config);
     let backend = Backend::start();
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = envoy_config(
-        listen,
-        admin,
-        backend.addr.port(),
-        hub.grpc.port(),
-        filter,
-        route_extra,
-    );
-    let envoy = Envoy::start(&dir, &yaml, admin);
-    let front = format!("127.0.0.1:{listen}").parse().expect("addr");
+    let yaml = envoy_config(backend.addr.port(), hub.grpc.port(), filter, route_extra);
+    let envoy = Envoy::start(&dir, &yaml);
+    let front = envoy.listener("ingress");
     Mesh {
         hub,
         envoy,
@@ -267,9 +253,11 @@ fn rate_limit_service_counts_descriptors() {
         200,
         "each descriptor value has its own bucket"
     );
-    wait_until(Duration::from_secs(5), "Envoy's over_limit counter", || {
-        envoy.stat("cluster.backend.ratelimit.over_limit") == Some(1)
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "Envoy's over_limit counter",
+        || envoy.stat("cluster.backend.ratelimit.over_limit") == Some(1),
+    );
     assert!(
         hub.metric("sextant_hub_ratelimit_denials_total{ratelimit=\"default/edge-users\"}")
             == Some(1.0),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Ads, Envoy, free_port, get, repo, scratch, wait_until};
+use common::{Ads, Envoy, HeldPort, get, repo, scratch, wait_until};
 use pilot_translate::{Interception, ProxyInfo, translate};
 use pilot_xds::{Snapshot, types};
 use sextant_proto::envoy::config::core::v3::Node;
@@ -328,7 +328,9 @@ fn run(api_type: &str) {
     let ratings = Backend::start("ratings-v1");
     let details = Backend::start("details-v1");
     let productpage = Backend::start("productpage-v1");
-    let port = free_port();
+    // The service port: Envoy binds it on 127.0.0.1 (no interception).
+    let held = HeldPort::hold();
+    let port = held.port();
     let entries = service_entries(
         port,
         &[
@@ -353,20 +355,18 @@ fn run(api_type: &str) {
         "virtual-service-all-v1.yaml",
         &sample("virtual-service-all-v1.yaml"),
     );
-    let admin = free_port();
     let envoy_dir = dir.join("envoy");
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
     let envoy = Envoy::start(
         &envoy_dir,
-        &common::ads_bootstrap(pilot.ads.addr, admin, api_type, common::PRODUCTPAGE_NODE),
-        admin,
+        &common::ads_bootstrap(pilot.ads.addr, api_type, common::PRODUCTPAGE_NODE),
     );
-    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let listen = held.addr;
 
     // Everything to v1: Envoy binds the service port itself and ACKs all four types.
     pilot.wait_in_sync(&first, "virtual-service-all-v1.yaml");
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "Envoy's listener on the service port",
         || call(listen, "reviews", "/", &[]).is_some_and(|a| a.status == 200),
     );
@@ -447,20 +447,27 @@ fn run(api_type: &str) {
     let aborts = envoy.stat(&format!("http.127.0.0.1_{port}.fault.aborts_injected"));
     assert_eq!(aborts, Some(50), "Envoy counts the injected aborts");
 
-    // Delay: jason waits the sample's 7 s, others do not.
+    // Delay: jason waits the sample's 7 s, others do not. Envoy counts each delay it injects; the time a
+    // delayed call took is only a lower bound (a loaded machine makes calls slower, never faster).
     pilot.apply(
         "virtual-service-ratings-test-delay.yaml",
         &sample("virtual-service-ratings-test-delay.yaml"),
     );
+    let delays = || {
+        envoy
+            .stat(&format!("http.127.0.0.1_{port}.fault.delays_injected"))
+            .unwrap_or(0)
+    };
     let quick = must(listen, "ratings", "/", &[]);
     assert_eq!(quick.body, "ratings-v1");
-    assert!(quick.took < Duration::from_secs(2), "{quick:?}");
+    assert_eq!(delays(), 0, "no delay for others: {quick:?}");
     let slow = must(listen, "ratings", "/", &[("end-user", "jason")]);
     eprintln!("{api_type}: fault delay observed: {:?}", slow.took);
     assert_eq!((slow.status, slow.body.as_str()), (200, "ratings-v1"));
+    assert_eq!(delays(), 1, "jason's call was delayed");
     assert!(
         // Envoy's timer may fire a few milliseconds early.
-        slow.took >= Duration::from_millis(6900) && slow.took < Duration::from_secs(12),
+        slow.took >= Duration::from_millis(6900),
         "delayed by {:?}",
         slow.took
     );
@@ -491,10 +498,11 @@ fn run(api_type: &str) {
         "{api_type}: route timeout of 1s answered {} after {:?}",
         a.status, a.took
     );
+    // A 504 before the backend's 4 s answer is the route timeout; the time taken is only a lower bound.
     assert_eq!(a.status, 504, "{a:?}");
     assert!(
         // Envoy's timer may fire a millisecond early.
-        a.took >= Duration::from_millis(950) && a.took < Duration::from_millis(3000),
+        a.took >= Duration::from_millis(950),
         "timed out after {:?}",
         a.took
     );

@@ -2,18 +2,17 @@
 //! `router~…` and its labels `istio: ingressgateway`. It gets Istio's bookinfo-gateway.yaml as shipped, a
 //! second Gateway of our own with HTTPS servers (SIMPLE and MUTUAL on one port, by SNI; certificates made
 //! with the openssl CLI) and an HTTP server redirecting to them, ServiceEntries for local backends (the ingress gateway's own service maps the
-//! gateways' ports to free local ports, as a Kubernetes Service maps them to the pod's ports), and a
+//! gateways' ports to local ports held for the test, as a Kubernetes Service maps them to the pod's ports), and a
 //! DestinationRule originating TLS to a backend served by `openssl s_server`, over state-of-the-world and
 //! delta ADS. Requests go through the gateway with curl; Envoy ACKs everything and rejects nothing.
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Ads, Backend, Envoy, Proc, free_port, get, repo, scratch, wait_until};
+use common::{Ads, Backend, Envoy, HeldPort, Proc, get, repo, scratch, wait_until};
 use pilot_translate::{ProxyInfo, ProxyKind, translate};
 use pilot_xds::types;
 use sextant_proto::envoy::config::core::v3::Node;
@@ -201,23 +200,25 @@ fn run(api_type: &str) {
     // Backends: productpage in plain HTTP; details behind TLS (openssl s_server serving files of `www`).
     let productpage = Backend::start();
     std::fs::write(www.join("details"), "details over tls").expect("www");
-    let details_port = free_port();
     let mut s_server = Command::new("openssl");
     s_server
-        .args(["s_server", "-accept", &details_port.to_string(), "-cert"])
+        .args(["s_server", "-accept", "127.0.0.1:0", "-cert"])
         .arg(cert("details.example.com.pem"))
         .arg("-key")
         .arg(cert("details.example.com.key"))
         .arg("-WWW")
         .current_dir(&www);
-    let _details = Proc::spawn("openssl s_server", s_server, dir.join("s_server.log"));
-    wait_until(
-        Duration::from_secs(10),
-        "openssl s_server to listen",
-        || TcpStream::connect(("127.0.0.1", details_port)).is_ok(),
-    );
+    let mut details = Proc::spawn("openssl s_server", s_server, dir.join("s_server.log"));
+    // It prints `ACCEPT 127.0.0.1:PORT` once listening.
+    let line = details.wait_for_line("ACCEPT ", Duration::from_secs(60));
+    let [details_addr] = common::addrs_in(&line)[..] else {
+        panic!("openssl s_server's ACCEPT line names one address: {line}");
+    };
+    let details_port = details_addr.port();
 
-    let (http_gw, plain, https) = (free_port(), free_port(), free_port());
+    // The gateway's ports: named in the ServiceEntry before Envoy binds them.
+    let held = [HeldPort::hold(), HeldPort::hold(), HeldPort::hold()];
+    let (http_gw, plain, https) = (held[0].port(), held[1].port(), held[2].port());
     let services = format!(
         r#"
 apiVersion: networking.istio.io/v1
@@ -334,22 +335,17 @@ spec:
     let ads = Ads::start();
     ads.snapshots.publish(snapshot).expect("published");
 
-    let admin = free_port();
     let envoy_dir = dir.join("envoy");
     std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
-    let envoy = Envoy::start(
-        &envoy_dir,
-        &common::ads_bootstrap(ads.addr, admin, api_type, NODE),
-        admin,
-    );
-    wait_until(Duration::from_secs(20), "Envoy to ACK every type", || {
+    let envoy = Envoy::start(&envoy_dir, &common::ads_bootstrap(ads.addr, api_type, NODE));
+    wait_until(Duration::from_secs(60), "Envoy to ACK every type", || {
         acked(&ads)
     });
 
     // bookinfo-gateway.yaml: `*` on 8080, the productpage paths to productpage, nothing else.
     let gw = format!("http://127.0.0.1:{http_gw}");
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the gateway listener to route /productpage",
         || curl(&format!("{gw}/productpage"), &[]).is_some_and(|(s, _)| s == 200),
     );

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Backend, Envoy, Proc, call, free_port, get, scratch, wait_until};
+use common::{Backend, Envoy, HeldPort, Proc, call, get, scratch, wait_until, write_atomically};
 use replay::{ENDPOINT_SLICES, PODS, Replay, SERVICES, events, fixture};
 
 /// The recorded list `name` with only the items `keep` accepts: the sidecar here binds every service port
-/// on 127.0.0.1, so only the reviews Service (its port templated to a free one) is kept.
+/// on 127.0.0.1, so only the reviews Service (its port templated to one held for the test) is kept.
 fn only(name: &str, vars: &[(&str, String)], keep: impl Fn(&serde_json::Value) -> bool) -> String {
     let mut list: serde_json::Value =
         serde_json::from_str(&fixture(name, vars)).expect("fixture is JSON");
@@ -71,18 +71,17 @@ spec:
 }
 
 fn pilot(config: &Path, kubeconfig: &Path) -> (Proc, SocketAddr, SocketAddr) {
-    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let monitoring = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
     cmd.args(["pilot", "--registry", "kubernetes", "--config-dir"])
         .arg(config)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--xds-addr", &xds.to_string()])
-        .args(["--monitoring-addr", &monitoring.to_string()])
+        .args(["--xds-addr", "127.0.0.1:0"])
+        .args(["--monitoring-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
-    let proc = Proc::spawn("pilot", cmd, scratch("pilot-kube-log").join("pilot.log"));
+    let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-kube-log").join("pilot.log"));
+    let (xds, monitoring) = common::pilot_addrs(&mut proc);
     (proc, xds, monitoring)
 }
 
@@ -97,7 +96,9 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let v1 = Backend::answering("reviews-v1");
     let v2 = Backend::answering("reviews-v2");
-    let port = free_port();
+    // The ports of reviews and payments: Envoy binds them on 127.0.0.1 (no interception).
+    let (held, payments) = (HeldPort::hold(), HeldPort::hold());
+    let port = held.port();
     let vars = vec![
         ("REVIEWS_PORT", port.to_string()),
         ("REVIEWS_V1_IP", v1.addr.ip().to_string()),
@@ -123,9 +124,9 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
     std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
-    std::fs::write(config.join("payments.yaml"), service_entry(free_port())).expect("write");
+    std::fs::write(config.join("payments.yaml"), service_entry(payments.port())).expect("write");
     let (mut pilot, xds, monitoring) = pilot(&config, &replay.kubeconfig(&dir));
-    wait_until(Duration::from_secs(20), "pilot to be ready", || {
+    wait_until(Duration::from_secs(60), "pilot to be ready", || {
         assert!(pilot.alive(), "pilot exited:\n{}", pilot.log());
         get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
     });
@@ -136,14 +137,12 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
         "both the ServiceEntry and the Kubernetes Service are served"
     );
 
-    let admin = free_port();
     let _envoy = Envoy::start(
         &dir,
-        &common::ads_bootstrap(xds, admin, "GRPC", common::PRODUCTPAGE_NODE),
-        admin,
+        &common::ads_bootstrap(xds, "GRPC", common::PRODUCTPAGE_NODE),
     );
-    let listener = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_until(Duration::from_secs(20), "Envoy to route reviews", || {
+    let listener = held.addr;
+    wait_until(Duration::from_secs(60), "Envoy to route reviews", || {
         call(listener, "reviews", "/").is_some_and(|(s, _)| s == 200)
     });
     // Subset v1 is the pod labelled version: v1 (its terminating sibling in the recorded slice is not
@@ -155,8 +154,8 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
         );
     }
 
-    std::fs::write(config.join("routes.yaml"), routes("v2")).expect("write");
-    wait_until(Duration::from_secs(10), "Envoy to route to v2", || {
+    write_atomically(&config.join("routes.yaml"), &routes("v2"));
+    wait_until(Duration::from_secs(30), "Envoy to route to v2", || {
         call(listener, "reviews", "/").is_some_and(|(s, b)| s == 200 && b == "reviews-v2")
     });
     for _ in 0..10 {
@@ -173,7 +172,7 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     assert!(removal.contains(r#""name":"reviews-m2vtn""#) && removal.contains(r#""endpoints":[]"#));
     replay.release(ENDPOINT_SLICES, removal);
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "subset v2 to lose its endpoint",
         || call(listener, "reviews", "/").is_some_and(|(s, _)| s == 503),
     );
@@ -190,19 +189,20 @@ fn an_unreachable_api_server_keeps_pilot_not_ready_and_says_why() {
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("mkdir");
     std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
-    // A kubeconfig naming a port nobody listens on.
+    // A kubeconfig naming a port held for the test, where nobody listens.
+    let dead = HeldPort::hold();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            free_port()
+            dead.port()
         ),
     )
     .expect("write");
     let (mut pilot, _xds, monitoring) = pilot(&config, &kubeconfig);
     wait_until(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "pilot to log the failing watch",
         || {
             assert!(pilot.alive(), "pilot exited:\n{}", pilot.log());

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Netns, Proc, free_port, peers, python, repo, scratch, wait_until};
+use common::{Netns, Proc, peers, python, repo, scratch, wait_until, write_atomically};
 
 /// The service both pods' sidecars know, and its port (the mesh's convention inside private namespaces).
 const HOST: &str = "reviews.default.svc.cluster.local";
@@ -35,9 +35,10 @@ const OUTBOUND_CLUSTER: &str = "outbound|9080||reviews.default.svc.cluster.local
 const MARK: &str = "0x539";
 /// Envoy's admin port inside each pod (private to the namespace).
 const ADMIN_PORT: u16 = 15000;
-/// How long a changed cluster may take to be used: well under Envoy's `initial_fetch_timeout` (15 s), which
-/// an updated EDS cluster waits out when pilot does not send its (unchanged) endpoints again.
-const CLUSTER_CHANGE: Duration = Duration::from_secs(5);
+/// How long a changed cluster may take to be used, generously. That it does not wait out Envoy's
+/// `initial_fetch_timeout` (15 s), as an updated EDS cluster does when pilot does not send its (unchanged)
+/// endpoints again, is checked with Envoy's count of initial fetch timeouts, not with a clock.
+const CLUSTER_CHANGE: Duration = Duration::from_secs(60);
 
 /// The backend in B: answers every GET with its name.
 const BACKEND: &str = r#"
@@ -157,17 +158,18 @@ impl Mesh {
             std::fs::write(config.join(name), text).expect("write config");
         }
 
-        // pilot, on B's address: reachable from both pods.
-        let xds = format!("{}:{}", b.ip, free_port());
-        let monitoring = format!("{}:{}", b.ip, free_port());
+        // pilot, on B's address (ports B's kernel picks): reachable from both pods.
+        let any = format!("{}:0", b.ip);
         let mut cmd = b.ns.command(env!("CARGO_BIN_EXE_sextant"));
         cmd.args(["pilot", "--config-dir"])
             .arg(&config)
-            .args(["--xds-addr", &xds, "--monitoring-addr", &monitoring])
+            .args(["--xds-addr", &any, "--monitoring-addr", &any])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
         let mut pilot = Proc::spawn("pilot", cmd, dir.join("pilot.log"));
-        wait_until(Duration::from_secs(20), "pilot to be ready", || {
+        let (xds, monitoring) = common::pilot_addrs(&mut pilot);
+        let (xds, monitoring) = (xds.to_string(), monitoring.to_string());
+        wait_until(Duration::from_secs(60), "pilot to be ready", || {
             assert!(pilot.alive(), "pilot exited:\n{}", pilot.log());
             b.ns.curl(&[&format!("http://{monitoring}/ready")])
                 .is_some_and(|(s, _)| s == 200)
@@ -243,8 +245,8 @@ impl Mesh {
     /// Rewrites a config file and waits until pilot has loaded it.
     fn write_config(&self, file: &str, text: &str) {
         let before = self.generation();
-        std::fs::write(self.config.join(file), text).expect("write config");
-        wait_until(Duration::from_secs(10), "pilot to load the change", || {
+        write_atomically(&self.config.join(file), text);
+        wait_until(Duration::from_secs(30), "pilot to load the change", || {
             self.generation() > before
         });
     }
@@ -373,15 +375,17 @@ fn sidecar(pod: &Pod, dir: &Path, app: &str, xds: &str) -> Proc {
         id = node_id(&pod.ip, app),
     );
     // The mark on every upstream socket, the ADS connection's too, is appended as a top-level key.
-    let bootstrap = common::ads_bootstrap(xds, ADMIN_PORT, "GRPC", &node)
+    let bootstrap = common::ads_bootstrap_with_admin(xds, ADMIN_PORT, "GRPC", &node)
         + "cluster_manager:\n  upstream_bind_config:\n    socket_options: [{level: 1, name: 36, int_value: 1337, state: STATE_PREBIND}]\n";
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, bootstrap).expect("write bootstrap");
     let mut cmd = pod.ns.command(peers().join("venv/bin/envoy"));
-    cmd.arg("-c")
-        .arg(&path)
-        .args(["--disable-hot-restart", "-l", "warning", "--base-id"])
-        .arg((u32::from(free_port()) * 7).to_string());
+    cmd.arg("-c").arg(&path).args([
+        "--disable-hot-restart",
+        "--use-dynamic-base-id",
+        "-l",
+        "warning",
+    ]);
     let name = if app == "productpage" {
         "envoy A"
     } else {
@@ -536,6 +540,12 @@ fn istio_mutual_between_sidecars_checks_the_servers_identity() {
             .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
     });
     mesh.wait_synced(&["sds", "cds", "eds", "lds", "rds"]);
+    assert_eq!(
+        mesh.a
+            .stat(&format!("cluster.{OUTBOUND_CLUSTER}.init_fetch_timeout")),
+        Some(0),
+        "A's changed cluster got its endpoints without waiting out the initial fetch timeout"
+    );
     mesh.assert_no_nacks();
     mesh.assert_alive();
 }

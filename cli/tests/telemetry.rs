@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Backend, Envoy, Hub, Prometheus, free_port, get, scratch, wait_until};
+use common::{Backend, Envoy, Hub, Prometheus, get, scratch, wait_until};
 use hub_attributes::{Bag, Span, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
@@ -188,12 +188,12 @@ fn a_report_with_a_bad_entry_is_acknowledged_for_what_was_accepted() {
 }
 
 const ALS_ENVOY: &str = r#"
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: ADMIN}}}
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
 node: {id: reviews-v1-abc, cluster: reviews-v1, metadata: {NAMESPACE: bookinfo}}
 static_resources:
   listeners:
   - name: inbound
-    address: {socket_address: {address: 127.0.0.1, port_value: LISTEN}}
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -242,14 +242,11 @@ fn envoy_access_logs_become_metrics_in_prometheus() {
     let hub = Hub::start(&dir);
     let prometheus = Prometheus::start(&[hub.prometheus]);
     let backend = Backend::start();
-    let (listen, admin) = (free_port(), free_port());
     let config = ALS_ENVOY
-        .replace("ADMIN", &admin.to_string())
-        .replace("LISTEN", &listen.to_string())
         .replace("BACKEND", &backend.addr.port().to_string())
         .replace("HUB", &hub.grpc.port().to_string());
-    let envoy = Envoy::start(&dir, &config, admin);
-    let front = format!("127.0.0.1:{listen}").parse().expect("addr");
+    let envoy = Envoy::start(&dir, &config);
+    let front = envoy.listener("inbound");
     for _ in 0..12 {
         assert_eq!(
             get(front, "/reviews/1", &[("x-user", "jason")]).map(|r| r.status),
@@ -260,21 +257,21 @@ fn envoy_access_logs_become_metrics_in_prometheus() {
         assert_eq!(get(front, "/missing", &[]).map(|r| r.status), Some(404));
     }
     let query = r#"sum by (response_code) (istio_requests_total{destination_service_name="reviews",destination_workload="reviews-v1",destination_workload_namespace="bookinfo"})"#;
+    // The direct responses have no upstream cluster, so no destination service: they count under `unknown`.
+    let unknown =
+        r#"sum by (response_code) (istio_requests_total{destination_service_name="unknown"})"#;
+    // Both in one wait: the 404s' access logs may reach the hub, and Prometheus's scrape, after the 200s'.
+    let (mut served, mut missing) = Default::default();
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "Envoy's traffic as metrics in Prometheus",
         || {
-            let got = by_label(&prometheus, query, "response_code");
-            got.get("200") == Some(&12.0)
+            served = by_label(&prometheus, query, "response_code");
+            missing = by_label(&prometheus, unknown, "response_code");
+            served.get("200") == Some(&12.0) && missing.get("404") == Some(&3.0)
         },
     );
-    // The direct responses have no upstream cluster, so no destination service: they count under `unknown`.
-    let missing = by_label(
-        &prometheus,
-        r#"sum by (response_code) (istio_requests_total{destination_service_name="unknown"})"#,
-        "response_code",
-    );
-    assert_eq!(missing.get("404"), Some(&3.0), "{missing:?}");
+    eprintln!("reviews: {served:?}, unknown: {missing:?}");
     assert_eq!(
         hub.metric(r#"sextant_hub_reports_total{front_door="envoy_als",result="accepted"}"#),
         Some(15.0)

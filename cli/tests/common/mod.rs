@@ -32,12 +32,64 @@ pub fn python() -> PathBuf {
     peers().join("venv/bin/python")
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("probe a free port")
+/// A loopback port reserved for the whole test, for the ports a resource must name before anything binds
+/// them: the port of a ServiceEntry or Gateway that pilot turns into an Envoy listener, or an address where
+/// nobody must answer.
+///
+/// Probing a free port and releasing it races with every other process picking ports (a parallel test, an
+/// outgoing connection): the port may be taken before Envoy binds it. This socket is bound with
+/// SO_REUSEPORT and SO_REUSEADDR and never listens, so the kernel hands the port to no one else (no port-0
+/// bind, no ephemeral port of a connection, no bind without SO_REUSEPORT), while Envoy, which binds its
+/// listeners with SO_REUSEPORT as the same user, can still bind and listen on it. A connection to the port
+/// while only this socket holds it is refused: the held port is also a dead address.
+pub struct HeldPort {
+    _socket: tokio::net::TcpSocket,
+    /// The held address (127.0.0.1).
+    pub addr: SocketAddr,
+}
+
+impl HeldPort {
+    /// Holds a fresh port on 127.0.0.1.
+    pub fn hold() -> HeldPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.set_reuseport(true).expect("SO_REUSEPORT");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a port to hold");
+        let addr = socket.local_addr().expect("held address");
+        HeldPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// The held port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// The socket addresses in `line`, in order: each word that is `IP:PORT`, or `http://IP:PORT/...`, or
+/// `address=IP:PORT`, after trailing commas are dropped.
+pub fn addrs_in(line: &str) -> Vec<SocketAddr> {
+    line.split_whitespace()
+        .filter_map(|w| {
+            let w = w.trim_end_matches(',');
+            let w = w.strip_prefix("address=").unwrap_or(w);
+            let w = w.strip_prefix("http://").unwrap_or(w);
+            w.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Waits for `sextant pilot`'s ready line and returns (xDS, monitoring) as it bound them.
+pub fn pilot_addrs(pilot: &mut Proc) -> (SocketAddr, SocketAddr) {
+    let line = pilot.wait_for_line("pilot: xDS on ", Duration::from_secs(60));
+    match addrs_in(&line)[..] {
+        [xds, monitoring] => (xds, monitoring),
+        _ => panic!("pilot's ready line names two addresses: {line}"),
+    }
 }
 
 /// A fresh scratch directory.
@@ -117,15 +169,37 @@ pub fn http(
     let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.lines();
     let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Some(HttpResponse {
         status,
         headers,
-        body: body.to_string(),
+        body,
     })
+}
+
+/// The payload of a chunked body (Envoy's admin sends some answers chunked); None when it is cut short.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// GET `path` through `addr` for the service `host`: (status, body). Reads exactly the response (by its
@@ -194,18 +268,46 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the process has written a whole line containing `what` (the log keeps receiving the
+    /// rest of its output) and returns that line; fails when the process exits or `timeout` passes first.
+    pub fn wait_for_line(&mut self, what: &str, timeout: Duration) -> String {
+        let mut found = None;
+        wait_until(timeout, &format!("{} to print {what:?}", self.name), || {
+            let log = self.log();
+            // Only whole lines: the last piece may still be being written.
+            let whole = log.rsplit_once('\n').map_or("", |(lines, _)| lines);
+            found = whole.lines().find(|l| l.contains(what)).map(str::to_string);
+            if found.is_none() {
+                assert!(self.alive(), "{} exited:\n{}", self.name, self.log());
+            }
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits (60 s at most: a process that ignores it fails the test instead of hanging
+    /// it) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().expect("wait for child")
+        let mut status = None;
+        let name = self.name;
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{name} to exit after SIGTERM"),
+            || {
+                status = self.child.try_wait().expect("wait for child");
+                status.is_some()
+            },
+        );
+        status.expect("exit status")
     }
 }
 
@@ -239,19 +341,17 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts a hub on `config_dir` (reloading every 100 ms) and waits until it is ready.
+    /// Starts a hub on `config_dir` (reloading every 100 ms) on ports the kernel picks, reads them from its
+    /// ready line and waits until it is ready.
     pub fn start(config_dir: &Path) -> Hub {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let prometheus: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
         cmd.args(["hub", "--config-dir"]).arg(config_dir).args([
             "--grpc-addr",
-            &grpc.to_string(),
+            "127.0.0.1:0",
             "--admin-addr",
-            &admin.to_string(),
+            "127.0.0.1:0",
             "--prometheus-addr",
-            &prometheus.to_string(),
+            "127.0.0.1:0",
             "--reload-interval",
             "100ms",
         ]);
@@ -259,7 +359,11 @@ impl Hub {
         cmd.arg("--adapter-cache")
             .arg(target_dir().join("sextant-test-component-cache"));
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        let proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
+        let mut proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
+        let line = proc.wait_for_line("hub: gRPC on ", Duration::from_secs(120));
+        let [grpc, admin, prometheus] = addrs_in(&line)[..] else {
+            panic!("the hub's ready line names three addresses: {line}");
+        };
         let mut hub = Hub {
             proc,
             grpc,
@@ -267,7 +371,7 @@ impl Hub {
             prometheus,
             config_dir: config_dir.to_path_buf(),
         };
-        wait_until(Duration::from_secs(20), "the hub to be ready", || {
+        wait_until(Duration::from_secs(60), "the hub to be ready", || {
             assert!(hub.proc.alive(), "hub exited:\n{}", hub.proc.log());
             get(admin, "/readyz", &[]).is_some_and(|r| r.status == 200)
         });
@@ -305,16 +409,16 @@ impl Hub {
             .metric("sextant_hub_config_reloads_total{result=\"failure\"}")
             .unwrap_or(0.0);
         let revision = self.revision();
-        std::fs::write(self.config_dir.join(file), text).expect("write config");
+        write_atomically(&self.config_dir.join(file), text);
         if expect_valid {
             wait_until(
-                Duration::from_secs(10),
+                Duration::from_secs(30),
                 "the hub to load the new configuration",
                 || self.revision() > revision,
             );
         } else {
             wait_until(
-                Duration::from_secs(10),
+                Duration::from_secs(30),
                 "the hub to reject the configuration",
                 || {
                     self.metric("sextant_hub_config_reloads_total{result=\"failure\"}")
@@ -324,6 +428,16 @@ impl Hub {
             );
         }
     }
+}
+
+/// Replaces `path` with `text` in one step (a temporary file in the same directory, renamed over it), so a
+/// watcher reading the directory never sees a half-written file. The temporary name starts with a dot: the
+/// watchers skip hidden files.
+pub fn write_atomically(path: &Path, text: &str) {
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write the temporary file");
+    std::fs::rename(&tmp, path).expect("rename over the file");
 }
 
 /// A plain HTTP backend: answers 200 "backend ok", echoing `x-sextant-staff` as `x-echo-staff`.
@@ -388,23 +502,63 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy with `config` (YAML) and waits until its admin says LIVE.
-    pub fn start(dir: &Path, config: &str, admin_port: u16) -> Envoy {
+    /// Starts Envoy with `config` (YAML, its admin on port 0) and waits until its admin says LIVE. The admin
+    /// address Envoy bound is read from `--admin-address-path`; a dynamic base id keeps parallel Envoys
+    /// apart.
+    pub fn start(dir: &Path, config: &str) -> Envoy {
         let path = dir.join("envoy.yaml");
         std::fs::write(&path, config).expect("write envoy config");
+        let admin_file = dir.join("envoy-admin-address");
+        let _ = std::fs::remove_file(&admin_file);
         let mut cmd = Command::new(peers().join("venv/bin/envoy"));
         cmd.arg("-c")
             .arg(&path)
-            .args(["--disable-hot-restart", "-l", "warning", "--base-id"])
-            .arg((free_port() as u32 * 7).to_string());
-        let proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+            .args([
+                "--disable-hot-restart",
+                "--use-dynamic-base-id",
+                "-l",
+                "warning",
+            ])
+            .arg("--admin-address-path")
+            .arg(&admin_file);
+        let mut proc = Proc::spawn("envoy", cmd, dir.join("envoy.log"));
+        let mut admin = None;
+        wait_until(Duration::from_secs(60), "Envoy's admin address", || {
+            assert!(proc.alive(), "envoy exited:\n{}", proc.log());
+            admin = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+            admin.is_some()
+        });
+        let admin = admin.expect("admin address");
         let mut envoy = Envoy { proc, admin };
-        wait_until(Duration::from_secs(30), "Envoy to be LIVE", || {
+        wait_until(Duration::from_secs(60), "Envoy to be LIVE", || {
             assert!(envoy.proc.alive(), "envoy exited:\n{}", envoy.proc.log());
             get(admin, "/ready", &[]).is_some_and(|r| r.status == 200)
         });
         envoy
+    }
+
+    /// The address Envoy bound for its listener `name` (a static listener on port 0 gets its port here).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let body = get(self.admin, "/listeners?format=json", &[])
+            .expect("envoy /listeners")
+            .body;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("/listeners is JSON");
+        let a = v["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["name"] == name)
+            .map(|l| l["local_address"]["socket_address"].clone())
+            .unwrap_or_else(|| panic!("no listener {name} in {body}"));
+        let ip: std::net::IpAddr = a["address"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .expect("ip");
+        let port = a["port_value"].as_u64().and_then(|p| u16::try_from(p).ok());
+        SocketAddr::new(ip, port.expect("port"))
     }
 
     /// One of Envoy's own counters, from its admin /stats.
@@ -460,7 +614,6 @@ impl Prometheus {
             list.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus config");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(prometheus_bin());
         cmd.arg(format!(
             "--config.file={}",
@@ -470,9 +623,14 @@ impl Prometheus {
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--log.level=warn");
-        let proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--log.level=info");
+        let mut proc = Proc::spawn("prometheus", cmd, dir.join("prometheus.log"));
+        // `Listening on` names the address bound (`Start listening` names the one asked for).
+        let line = proc.wait_for_line("msg=\"Listening on\"", Duration::from_secs(60));
+        let [addr] = addrs_in(&line)[..] else {
+            panic!("Prometheus's listening line names one address: {line}");
+        };
         let mut p = Prometheus { proc, addr };
         wait_until(Duration::from_secs(30), "Prometheus to be ready", || {
             assert!(p.proc.alive(), "prometheus exited:\n{}", p.proc.log());
@@ -651,10 +809,21 @@ fn serve_sink(conn: std::net::TcpStream, store: &std::sync::Mutex<Vec<Captured>>
     }
 }
 
-/// An Envoy bootstrap that holds only the ADS cluster (pilot at `pilot`, over HTTP/2) and the admin port:
-/// everything else comes from pilot. `api_type` is `GRPC` (state of the world) or `DELTA_GRPC`; `node` is
-/// the YAML flow mapping of the node (id, cluster, metadata).
-pub fn ads_bootstrap(pilot: SocketAddr, admin: u16, api_type: &str, node: &str) -> String {
+/// An Envoy bootstrap that holds only the ADS cluster (pilot at `pilot`, over HTTP/2) and the admin, on a
+/// port the kernel picks (see [`Envoy::start`]): everything else comes from pilot. `api_type` is `GRPC`
+/// (state of the world) or `DELTA_GRPC`; `node` is the YAML flow mapping of the node (id, cluster, metadata).
+pub fn ads_bootstrap(pilot: SocketAddr, api_type: &str, node: &str) -> String {
+    ads_bootstrap_with_admin(pilot, 0, api_type, node)
+}
+
+/// [`ads_bootstrap`] with the admin on port `admin` (in a network namespace of its own, where nothing else
+/// can take it).
+pub fn ads_bootstrap_with_admin(
+    pilot: SocketAddr,
+    admin: u16,
+    api_type: &str,
+    node: &str,
+) -> String {
     format!(
         r#"
 node: {node}
@@ -687,7 +856,7 @@ static_resources:
 /// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
 pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
 
-/// pilot's ADS server in this process, on a free port, serving whatever the test publishes.
+/// pilot's ADS server in this process, on a port the kernel picks, serving whatever the test publishes.
 pub struct Ads {
     /// What the server serves; publish to push.
     pub snapshots: std::sync::Arc<pilot_xds::SharedSnapshot>,
