@@ -1,9 +1,10 @@
 //! `sextant pilot` as a child process: found next to the benchmark's executable (or given with
-//! `--sextant`), started on free loopback ports with its log in a file, ready when `/ready` answers 200,
+//! `--sextant`), started on loopback ports the kernel picks (read back from its ready line) with its log
+//! in a file, ready when `/ready` answers 200,
 //! measured through `/proc/PID/status` (VmRSS, VmHWM) and `/proc/PID/stat` (CPU time), killed on drop.
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,10 +33,19 @@ pub fn find_sextant(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
-/// A free loopback port (bound, then released for the child to take).
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    l.local_addr().context("finding a free port")
+/// pilot's ready line, `pilot: xDS on A, monitoring on http://B/debug/syncz`, in its log: (A, B). `None`
+/// until the whole line is written.
+fn ready_line(log: &Path) -> Option<(SocketAddr, SocketAddr)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    // Only whole lines: the last piece may still be being written.
+    let (whole, _) = text.rsplit_once('\n')?;
+    let line = whole.lines().find(|l| l.starts_with("pilot: xDS on "))?;
+    let mut addrs = line.split_whitespace().filter_map(|w| {
+        let w = w.trim_end_matches(',');
+        let w = w.strip_prefix("http://").unwrap_or(w);
+        w.split('/').next()?.parse::<SocketAddr>().ok()
+    });
+    Some((addrs.next()?, addrs.next()?))
 }
 
 /// Memory of a process, in bytes.
@@ -52,19 +62,21 @@ pub struct Pilot {
     child: Child,
     /// Its ADS address.
     pub xds: SocketAddr,
+    /// Its monitoring address.
+    pub monitoring: SocketAddr,
     /// Where its log goes.
     pub log: PathBuf,
 }
 
 impl Pilot {
-    /// Starts `sextant pilot --config-dir config` and waits (up to `timeout`) until it is ready.
+    /// Starts `sextant pilot --config-dir config` on ports the kernel picks and waits (up to `timeout`)
+    /// until it is ready.
     pub fn start(
         sextant: &Path,
         config: &Path,
         log: PathBuf,
         timeout: Duration,
     ) -> anyhow::Result<Pilot> {
-        let (xds, monitoring) = (free_addr()?, free_addr()?);
         let out = std::fs::File::create(&log)
             .with_context(|| format!("creating the pilot log {}", log.display()))?;
         let err = out.try_clone().context("opening the pilot log")?;
@@ -72,8 +84,8 @@ impl Pilot {
             .arg("pilot")
             .arg("--config-dir")
             .arg(config)
-            .args(["--xds-addr", &xds.to_string()])
-            .args(["--monitoring-addr", &monitoring.to_string()])
+            .args(["--xds-addr", "127.0.0.1:0"])
+            .args(["--monitoring-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -81,7 +93,14 @@ impl Pilot {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {} pilot", sextant.display()))?;
-        let mut pilot = Pilot { child, xds, log };
+        // Until its ready line names them, the addresses are unknown (the Pilot kills the child on an error).
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut pilot = Pilot {
+            child,
+            xds: unknown,
+            monitoring: unknown,
+            log,
+        };
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = pilot.child.try_wait().context("waiting for pilot")? {
@@ -90,7 +109,12 @@ impl Pilot {
                     pilot.log.display()
                 );
             }
-            if http_status(monitoring, "/ready") == Some(200) {
+            if pilot.monitoring == unknown
+                && let Some((xds, monitoring)) = ready_line(&pilot.log)
+            {
+                (pilot.xds, pilot.monitoring) = (xds, monitoring);
+            }
+            if pilot.monitoring != unknown && http_status(pilot.monitoring, "/ready") == Some(200) {
                 return Ok(pilot);
             }
             anyhow::ensure!(
