@@ -405,12 +405,33 @@ impl<'s> Evaluation<'s> {
         dims.iter()
             .map(
                 |(name, e)| match self.eval(ctx, e, resource, || format!("dimensions.{name}")) {
-                    Some(v) => dimension_text(&v),
+                    Some(v) => dimension_key(dimension_text(&v)),
                     None => ABSENT_DIMENSION.to_string(),
                 },
             )
             .collect()
     }
+}
+
+/// The most bytes a dimension value takes in a bucket's key; longer values are replaced by their digest.
+pub const MAX_DIMENSION_BYTES: usize = 256;
+
+/// A dimension value as held in a bucket's key: itself up to [`MAX_DIMENSION_BYTES`], beyond that its
+/// SHA-256 (distinct values stay distinct buckets, but a client cannot make the hub hold its long strings:
+/// a RateLimit's keys take at most `--max-rate-limit-keys` × dimensions × this many bytes).
+fn dimension_key(text: String) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    if text.len() <= MAX_DIMENSION_BYTES {
+        return text;
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut key = String::with_capacity(8 + 2 * digest.len());
+    key.push_str("\u{0}sha256:");
+    for b in digest {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
 }
 
 fn dimension_text(v: &CelValue) -> String {
@@ -769,4 +790,29 @@ pub async fn rate_limit(snap: &Snapshot, bag: &Bag, amount: u32) -> RateLimitDec
     }
     log_failures(&out.failures);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_dimension_values_are_held_as_digests_and_stay_distinct() {
+        let short = "user-1".to_string();
+        assert_eq!(dimension_key(short.clone()), short);
+        let at_bound = "x".repeat(MAX_DIMENSION_BYTES);
+        assert_eq!(dimension_key(at_bound.clone()), at_bound);
+        // Two 1 MiB values that differ only in their last byte: two buckets, each key a few dozen bytes.
+        let mut a = "y".repeat(1 << 20);
+        let b = a.clone() + "b";
+        a.push('a');
+        let (ka, kb) = (dimension_key(a), dimension_key(b));
+        assert_ne!(ka, kb);
+        assert!(ka.len() <= MAX_DIMENSION_BYTES && kb.len() <= MAX_DIMENSION_BYTES);
+        assert_eq!(
+            ka,
+            dimension_key("y".repeat(1 << 20) + "a"),
+            "the same value, the same bucket"
+        );
+    }
 }

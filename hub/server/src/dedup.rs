@@ -6,6 +6,24 @@ use std::time::{Duration, Instant};
 
 use sextant_proto::mixer::CheckResponse;
 
+/// The longest deduplication id the hub accepts (Mixer's clients send a UUID and a counter): with the
+/// cache's capacity this bounds the bytes a client can make it hold.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why a Check's deduplication id is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("deduplication_id is {0} bytes; the hub accepts at most {MAX_ID_BYTES}")]
+pub struct IdTooLong(pub usize);
+
+/// The id to deduplicate by: `None` when the request has none, refused when longer than [`MAX_ID_BYTES`].
+pub fn checked_id(id: &str) -> Result<Option<&str>, IdTooLong> {
+    match id.len() {
+        0 => Ok(None),
+        n if n > MAX_ID_BYTES => Err(IdTooLong(n)),
+        _ => Ok(Some(id)),
+    }
+}
+
 /// A bounded, time-limited map from deduplication id to the response given.
 pub struct DedupCache {
     capacity: usize,
@@ -60,5 +78,35 @@ impl DedupCache {
         inner.order.push_back((now, id.clone()));
         inner.map.insert(id, (now, response));
         evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_longer_than_the_bound_are_refused_naming_size_and_limit() {
+        assert!(matches!(checked_id(""), Ok(None)));
+        let at_bound = "d".repeat(MAX_ID_BYTES);
+        assert_eq!(
+            checked_id(&at_bound).ok().flatten(),
+            Some(at_bound.as_str())
+        );
+        let e = checked_id(&"d".repeat(1 << 20)).expect_err("1 MiB id");
+        assert_eq!(
+            e.to_string(),
+            "deduplication_id is 1048576 bytes; the hub accepts at most 256"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_capacity() {
+        let cache = DedupCache::new(3, Duration::from_secs(60));
+        let evicted: u64 = (0..10)
+            .map(|i| cache.put(format!("id-{i}"), CheckResponse::default()))
+            .sum();
+        assert_eq!(evicted, 7);
+        assert!(cache.get("id-9").is_some() && cache.get("id-6").is_none());
     }
 }

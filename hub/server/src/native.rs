@@ -11,7 +11,7 @@ use sextant_proto::google::rpc::Status as RpcStatus;
 use sextant_proto::mixer::{self, mixer_server::Mixer};
 use tonic::{Request, Response, Status};
 
-use crate::dedup::DedupCache;
+use crate::dedup::{self, DedupCache};
 use crate::state::HubState;
 
 /// The native Mixer service.
@@ -162,9 +162,11 @@ impl Mixer for MixerService {
                 "no valid configuration is loaded yet; see the hub's log or /debug/config",
             ));
         };
-        if !req.deduplication_id.is_empty()
-            && let Some(previous) = self.dedup.get(&req.deduplication_id)
-        {
+        let dedup_id = dedup::checked_id(&req.deduplication_id).map_err(|e| {
+            metrics.rejected("native", "invalid");
+            Status::invalid_argument(e.to_string())
+        })?;
+        if let Some(previous) = dedup_id.and_then(|id| self.dedup.get(id)) {
             return Ok(Response::new(previous));
         }
         let bag = bag_of(&mut req).map_err(|e| {

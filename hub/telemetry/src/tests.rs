@@ -362,6 +362,11 @@ spec:
     }
     let (f, d) = (full.take(), delta.take());
     assert!(!f.is_empty());
+    assert_eq!(
+        f.len(),
+        d.len(),
+        "as many segments from full bags as from deltas"
+    );
     for (f, d) in f.iter().zip(&d) {
         assert_eq!(f.records, d.records);
         assert_eq!(f.bytes, d.bytes, "the same records, strings and order");

@@ -71,6 +71,9 @@ impl ConfigWatch {
             return;
         };
         let mut changes = kube.changes();
+        // A change between the first load (or a crash of this loop) and this subscription would otherwise
+        // wait for the next one: publish once now.
+        changes.mark_changed();
         while changes.changed().await.is_ok() {
             let watch = self.clone();
             // Merging the registries and translating every view in use: CPU work, off the workers.

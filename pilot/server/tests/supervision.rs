@@ -205,3 +205,36 @@ async fn views_of_proxies_that_are_gone_are_pruned() {
     );
     assert_eq!(metric(&pilot, "pilot_views_pruned_total"), Some(1.0));
 }
+
+/// Kubernetes mode's follower subscribed to the registry's changes only after the first load, so a change in
+/// between (or while the follower was being restarted) waited for the next change to be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_change_before_the_follower_subscribes_is_published() {
+    let dir = scratch("follow");
+    std::fs::write(dir.join("a.yaml"), service_entry("a.example.com")).expect("write");
+    let source = Arc::new(pilot_server::MeshSource::new(Arc::new(Faulty::default())));
+    let second = Arc::new(pilot_config::FileRegistry::new());
+    let watch = Arc::new(
+        pilot_server::ConfigWatch::new(dir.clone(), source.clone()).with_registry(second.clone()),
+    );
+    assert!(watch.load(true), "the directory loads");
+    let mut late = (*source.mesh().1.services.services["a.example.com"]).clone();
+    late.hostname = "late.example.com".to_string();
+    second.update(Arc::new(
+        [(late.hostname.clone(), Arc::new(late))]
+            .into_iter()
+            .collect(),
+    ));
+    let follower = tokio::spawn(watch.clone().follow());
+    wait_for("the registry's service to be published", || {
+        source
+            .mesh()
+            .1
+            .services
+            .services
+            .contains_key("late.example.com")
+    })
+    .await;
+    follower.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
