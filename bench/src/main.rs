@@ -13,6 +13,7 @@
 mod config;
 mod cpu;
 mod load;
+mod reload;
 mod report;
 mod servers;
 mod traffic;
@@ -51,6 +52,14 @@ struct Args {
     /// Smoke test: 2 s runs with 1 s warm-up (overrides --duration and --warmup).
     #[arg(long)]
     quick: bool,
+    /// The reload scenario: also measure `hub native plain` at half its maximum rate while a configuration
+    /// with this many more policies (5 rules each) is rewritten every --reload-every, against the same rate
+    /// with it loaded and left alone. 0: skip.
+    #[arg(long, default_value_t = 0)]
+    reload_policies: usize,
+    /// How often the reload scenario rewrites its configuration.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    reload_every: Duration,
 }
 
 /// A runtime with one worker thread whose threads are named `name`.
@@ -162,6 +171,24 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let outcome = client_rt.block_on(async move { tokio::spawn(run).await });
+    let reloads = match &outcome {
+        Ok(Ok((closed, _))) if args.reload_policies > 0 => {
+            let plain = targets
+                .iter()
+                .zip(closed)
+                .find(|(t, _)| t.name == "hub native plain");
+            let (target, max) =
+                plain.context("the reload scenario needs the `hub native plain` target")?;
+            Some(reload_scenario(
+                &args,
+                &client_rt,
+                &servers,
+                config_dir.path(),
+                (target.clone(), max.rate / 2.0, shape),
+            ))
+        }
+        _ => None,
+    };
 
     let _ = stop_tx.send(true);
     let stopped = server_rt.block_on(servers.wait());
@@ -171,5 +198,53 @@ fn main() -> anyhow::Result<()> {
 
     let (closed, open) = outcome.context("client task")??;
     report::print_summary(&targets, &closed, &open);
+    if let Some(r) = reloads {
+        report::print_reloads(&r?);
+    }
     stopped
+}
+
+/// Runs the reload scenario (see [`reload`]): `target` at `rate`, first with the large configuration loaded
+/// and left alone, then while it is rewritten.
+fn reload_scenario(
+    args: &Args,
+    client_rt: &tokio::runtime::Runtime,
+    servers: &servers::Servers,
+    dir: &std::path::Path,
+    (target, rate, shape): (Target, f64, Shape),
+) -> anyhow::Result<report::Reloads> {
+    let before = servers.revision();
+    reload::write_large(dir, args.reload_policies).context("writing the large configuration")?;
+    let loaded = std::time::Instant::now();
+    while servers.revision() == before {
+        anyhow::ensure!(
+            loaded.elapsed() < Duration::from_secs(120),
+            "the hub did not load the large configuration within 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_load = loaded.elapsed();
+    let measure = |t: Target| {
+        client_rt.block_on(async move {
+            tokio::spawn(async move { load::open_loop(&t, shape, rate).await }).await
+        })
+    };
+    let quiet = measure(target.clone()).context("client task")??;
+    report::print_open_progress(&target, &quiet);
+    let revision = servers.revision();
+    let rewriter =
+        reload::Rewriter::start(dir.to_path_buf(), args.reload_policies, args.reload_every);
+    let reloading = measure(target.clone()).context("client task")??;
+    let writes = rewriter.writes();
+    drop(rewriter);
+    report::print_open_progress(&target, &reloading);
+    Ok(report::Reloads {
+        policies: args.reload_policies,
+        every: args.reload_every,
+        first_load,
+        writes,
+        reloads: servers.revision() - revision,
+        quiet,
+        reloading,
+    })
 }

@@ -329,3 +329,46 @@ pub fn print_summary(targets: &[Target], closed: &[ClosedResult], open: &[OpenRe
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
+
+/// The reload scenario's two runs.
+pub struct Reloads {
+    /// Policies in the rewritten configuration.
+    pub policies: usize,
+    /// How often it was rewritten.
+    pub every: std::time::Duration,
+    /// How long its first load took (write to serving revision).
+    pub first_load: std::time::Duration,
+    /// Rewrites during the measured run (warm-up included).
+    pub writes: u64,
+    /// Reloads the hub did meanwhile.
+    pub reloads: u64,
+    /// Loaded and left alone.
+    pub quiet: OpenResult,
+    /// While it was rewritten.
+    pub reloading: OpenResult,
+}
+
+/// Prints the reload scenario: p99 with reloads against p99 without, at the same rate.
+pub fn print_reloads(r: &Reloads) {
+    let (quiet, reloading) = (q(&r.quiet.latency, 0.99), q(&r.reloading.latency, 0.99));
+    let ratio = reloading as f64 / quiet.max(1) as f64;
+    println!();
+    println!(
+        "Reloads: {} more policies ({} rules; first load {:.2?}), rewritten every {:?}: {} writes, {} reloads",
+        r.policies,
+        r.policies * 5,
+        r.first_load,
+        r.every,
+        r.writes,
+        r.reloads
+    );
+    println!(
+        "  hub native plain at {:.0}/s: p99 {} left alone, {} while reloading: {ratio:.2}× (goal ≤ 1.20×: {}); p99.9 {} / {}",
+        r.quiet.target_rate,
+        fmt_ns(quiet),
+        fmt_ns(reloading),
+        met(ratio <= 1.2),
+        fmt_ns(q(&r.quiet.latency, 0.999)),
+        fmt_ns(q(&r.reloading.latency, 0.999)),
+    );
+}

@@ -78,7 +78,7 @@ impl Servers {
             admin_addr: any,
             prometheus_addr: any,
             adapter_cache: None,
-            // No reloads during the run (the files never change anyway).
+            // Changes are found by file-system events; only the reload scenario makes any.
             reload_interval: Duration::from_secs(3600),
             // The Check benchmark measures Check alone.
             decisions: hub_server::DecisionOptions {
@@ -106,6 +106,11 @@ impl Servers {
             empty,
             hub,
         })
+    }
+
+    /// The hub's serving revision (one more per reload).
+    pub fn revision(&self) -> u64 {
+        self.hub.state.snapshot().map_or(0, |s| s.revision)
     }
 
     /// Waits (bounded) for both to finish after the stop signal.
