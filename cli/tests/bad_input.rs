@@ -192,6 +192,32 @@ fn malformed_and_invalid_requests_are_refused_clearly_and_the_hub_keeps_serving(
         guest_denied(&mut client),
         "a guest is denied after a 10 MB Check"
     );
+    // A deduplication id the hub would have to remember is bounded in bytes, not only in count.
+    let err = check(
+        &mut client,
+        mixer::CheckRequest {
+            attributes: Some(guest()),
+            deduplication_id: "d".repeat(100 << 10),
+            ..Default::default()
+        },
+    )
+    .expect_err("a 100 KiB deduplication id is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "deduplication_id is 102400 bytes; the hub accepts at most 256"
+    );
+    let retried = mixer::CheckRequest {
+        attributes: Some(guest()),
+        deduplication_id: "retry-1".to_string(),
+        ..Default::default()
+    };
+    assert_eq!(code_of(check(&mut client, retried.clone())), 7);
+    assert_eq!(
+        code_of(check(&mut client, retried)),
+        7,
+        "a short id is remembered"
+    );
     let huge_report = mixer::ReportRequest {
         attributes: vec![mixer::CompressedAttributes {
             words: vec!["x".repeat(5 << 20)],
@@ -222,7 +248,7 @@ fn malformed_and_invalid_requests_are_refused_clearly_and_the_hub_keeps_serving(
         .expect("good report")
         .into_inner();
     assert_eq!((ack.accepted, ack.rejected), (1, 0), "{:?}", ack.errors);
-    assert_eq!(checks_invalid() - checks_before, 4.0, "{}", hub.metrics());
+    assert_eq!(checks_invalid() - checks_before, 5.0, "{}", hub.metrics());
     assert_eq!(reports_invalid() - reports_before, 4.0, "{}", hub.metrics());
 
     // Unknown attribute name, wrong type, both forms, a newer dictionary.
