@@ -441,6 +441,37 @@ fn a_wasm_file_that_is_not_a_component_is_refused_and_the_running_config_stays()
     assert!(check_allowed(&hub));
 }
 
+/// A module file rebuilt in place (same path, new stamp) is noticed without any change to the resources and
+/// loaded again.
+#[test]
+fn a_rebuilt_module_file_is_loaded_again() {
+    let dir = scratch("adapters-rebuilt");
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    let module = faulty_module(&dir);
+    let hub = Hub::start(&config);
+    let yaml = format!(
+        "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {{name: rebuilt}}\nspec:\n  module: {}\n  config: {{mode: ok}}\n",
+        module.display()
+    );
+    hub.write_config("rebuilt.yaml", &yaml, true);
+    let loaded = hub.revision();
+    // "Rebuilt": the same bytes with a new modification time.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&module)
+        .expect("open the module");
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .expect("touch the module");
+    drop(file);
+    wait_until(
+        Duration::from_secs(30),
+        "the hub to load the rebuilt module",
+        || hub.revision() > loaded,
+    );
+    assert!(check_allowed(&hub));
+}
+
 /// Hot reload under load: while Reports flow, the logs adapter's resource changes (a new instance takes over)
 /// twice. Delivery semantics (docs/adapters.md): every record accepted by an adapter's queue is delivered by
 /// the instance that accepted it, the replaced one draining its queue; nothing is lost or doubled when no

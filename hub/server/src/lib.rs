@@ -133,7 +133,7 @@ async fn watch_config(state: Arc<HubState>, interval: Duration) {
                 state.reload(false).await;
             }
             _ = modules.tick() => {
-                if state.modules_changed() {
+                if state.modules_changed().await {
                     state.reload(true).await;
                 }
             }

@@ -134,9 +134,10 @@ impl HubState {
         &self.config_dir
     }
 
-    /// Whether an adapter's module file changed since it was loaded.
-    pub fn modules_changed(&self) -> bool {
-        self.telemetry.modules_changed()
+    /// Whether an adapter's module file changed since it was loaded (checked on the blocking pool).
+    pub async fn modules_changed(&self) -> bool {
+        let changed = self.telemetry.modules_check();
+        tokio::task::spawn_blocking(changed).await.unwrap_or(false)
     }
 
     /// The errors of the last failed reload, if the last attempt failed.
@@ -151,10 +152,13 @@ impl HubState {
     /// `force`. Returns whether a new configuration was swapped in. Reading, parsing, validation and CEL
     /// compilation run on the blocking pool; only starting adapters and the swap run here.
     pub async fn reload(&self, force: bool) -> bool {
-        let force = force || self.modules_changed();
+        let modules_changed = self.telemetry.modules_check();
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
         let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
-        let parsed = tokio::task::spawn_blocking(move || parse(&dir, defaults, last, force)).await;
+        let parsed = tokio::task::spawn_blocking(move || {
+            parse(&dir, defaults, last, force || modules_changed())
+        })
+        .await;
         let (digest, parsed) = match parsed {
             Ok(p) => p,
             // A panic is the watcher's: its supervisor counts it and starts it over.

@@ -168,13 +168,15 @@ impl Telemetry {
         out
     }
 
-    /// Whether a module file of the active adapters changed on disk since it was loaded.
-    pub fn modules_changed(&self) -> bool {
-        self.modules
+    /// A check of whether a module file of the active adapters changed on disk since it was loaded: it
+    /// `stat`s the files, so run it off the runtime's workers.
+    pub fn modules_check(&self) -> impl FnOnce() -> bool + Send + 'static {
+        let stamps = self
+            .modules
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|(path, seen)| file_stamp(path) != *seen)
+            .clone();
+        move || stamps.iter().any(|(path, seen)| file_stamp(path) != *seen)
     }
 
     /// Starts the adapters of `v` that are new or changed (their init runs). Nothing active changes; on error
