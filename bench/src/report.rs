@@ -371,4 +371,15 @@ pub fn print_reloads(r: &Reloads) {
         fmt_ns(q(&r.quiet.latency, 0.999)),
         fmt_ns(q(&r.reloading.latency, 0.999)),
     );
+    println!(
+        "  left alone / reloading: p99 from actual send {} / {}, client lag p99 {} / {}, server CPU {} / {}, client CPU {} / {}",
+        fmt_ns(q(&r.quiet.service, 0.99)),
+        fmt_ns(q(&r.reloading.service, 0.99)),
+        fmt_ns(q(&r.quiet.lag, 0.99)),
+        fmt_ns(q(&r.reloading.lag, 0.99)),
+        pct(r.quiet.cpu.server),
+        pct(r.reloading.cpu.server),
+        pct(r.quiet.cpu.client),
+        pct(r.reloading.cpu.client),
+    );
 }

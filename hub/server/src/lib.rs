@@ -7,6 +7,7 @@
 //! swaps in each valid new configuration atomically.
 
 mod admin;
+mod background;
 mod dedup;
 mod envoy_als;
 mod envoy_authz;

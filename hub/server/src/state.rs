@@ -150,21 +150,17 @@ impl HubState {
 
     /// Reloads when the files (or an adapter's module file) changed since the last attempt, or always with
     /// `force`. Returns whether a new configuration was swapped in. Reading, parsing, validation and CEL
-    /// compilation run on the blocking pool; only starting adapters and the swap run here.
+    /// compilation run on a background thread ([`crate::background`]); only starting adapters and the swap
+    /// run here.
     pub async fn reload(&self, force: bool) -> bool {
         let modules_changed = self.telemetry.modules_check();
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
         let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
-        let parsed = tokio::task::spawn_blocking(move || {
+        // A panic is the watcher's: its supervisor counts it and starts it over.
+        let (digest, parsed) = crate::background::run("hub-reload", move || {
             parse(&dir, defaults, last, force || modules_changed())
         })
         .await;
-        let (digest, parsed) = match parsed {
-            Ok(p) => p,
-            // A panic is the watcher's: its supervisor counts it and starts it over.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return false,
-        };
         self.swap_digest(digest);
         let (set, validated, rules) = match parsed {
             Parsed::Unchanged => return false,
@@ -192,12 +188,14 @@ impl HubState {
             }
         };
         let revision = self.snapshot().map_or(1, |s| s.revision + 1);
-        let snapshot = validated.build(
-            revision,
-            self.backend.as_ref() as &dyn QuotaBackend,
-            self.options.ttl,
-            self.options.uses,
-        );
+        let snapshot = {
+            let backend = self.backend.clone();
+            let (ttl, uses) = (self.options.ttl, self.options.uses);
+            crate::background::run("hub-reload", move || {
+                validated.build(revision, backend.as_ref() as &dyn QuotaBackend, ttl, uses)
+            })
+            .await
+        };
         tracing::info!(
             revision,
             policies = snapshot.policies.len(),
@@ -206,7 +204,15 @@ impl HubState {
             "configuration loaded"
         );
         self.metrics.reload_succeeded(revision);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
+        let replaced = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Arc::new(snapshot));
+        // Dropping a large snapshot takes milliseconds: not on a worker, nor on a Check that held it last.
+        if let Some(old) = replaced {
+            crate::background::drop_when_unshared("hub-snapshot-drop", old);
+        }
         self.telemetry.commit(prepared).await;
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
         true
