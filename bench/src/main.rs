@@ -26,6 +26,10 @@ use clap::Parser;
 use crate::load::{Requests, Role, Shape, Target};
 use crate::traffic::mean_encoded_len;
 
+/// The allocator of the `sextant` binary (cli/src/main.rs), so the hub runs here as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command-line flags.
 #[derive(Parser, Debug)]
 #[command(
@@ -52,7 +56,7 @@ struct Args {
     /// Smoke test: 2 s runs with 1 s warm-up (overrides --duration and --warmup).
     #[arg(long)]
     quick: bool,
-    /// The reload scenario: also measure `hub native plain` at half its maximum rate while a configuration
+    /// The reload scenario: also measure `hub native plain` at --reload-at of its maximum rate while a configuration
     /// with this many more policies (5 rules each) is rewritten every --reload-every, against the same rate
     /// with it loaded and left alone. 0: skip.
     #[arg(long, default_value_t = 0)]
@@ -60,6 +64,9 @@ struct Args {
     /// How often the reload scenario rewrites its configuration.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     reload_every: Duration,
+    /// The reload scenario's rate, as a fraction of `hub native plain`'s maximum (closed-loop) rate.
+    #[arg(long, default_value_t = 0.5)]
+    reload_at: f64,
 }
 
 /// A runtime with one worker thread whose threads are named `name`.
@@ -184,7 +191,7 @@ fn main() -> anyhow::Result<()> {
                 &client_rt,
                 &servers,
                 config_dir.path(),
-                (target.clone(), max.rate / 2.0, shape),
+                (target.clone(), max.rate * args.reload_at, shape),
             ))
         }
         _ => None,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{HeldPort, HttpSink, Hub, peers, repo, scratch, wait_until};
+use common::{HeldPort, HttpSink, Hub, peers, repo, scratch_config, wait_until};
 use hub_attributes::{Bag, Span, Time, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
@@ -180,9 +180,7 @@ fn python_lines(
 
 #[test]
 fn zipkin_otlp_and_logs_adapters_deliver_what_the_official_schemas_accept() {
-    let dir = scratch("adapters-deliver");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-deliver");
     let sink = HttpSink::start();
     let logs = dir.join("access.jsonl");
     std::fs::write(
@@ -311,9 +309,7 @@ fn faulty_module(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn faulty_adapters_are_restarted_and_contained() {
-    let dir = scratch("adapters-faults");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-faults");
     let faulty = faulty_module(&dir);
     let logs = dir.join("ok.jsonl");
     // A port held for the test where nobody listens: the collector is down.
@@ -414,9 +410,7 @@ spec:
 
 #[test]
 fn a_wasm_file_that_is_not_a_component_is_refused_and_the_running_config_stays() {
-    let dir = scratch("adapters-not-a-component");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-not-a-component");
     let hub = Hub::start(&config);
     let before = hub.revision();
     // A core module: valid Wasm, but not a component.
@@ -445,9 +439,7 @@ fn a_wasm_file_that_is_not_a_component_is_refused_and_the_running_config_stays()
 /// loaded again.
 #[test]
 fn a_rebuilt_module_file_is_loaded_again() {
-    let dir = scratch("adapters-rebuilt");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-rebuilt");
     let module = faulty_module(&dir);
     let hub = Hub::start(&config);
     let yaml = format!(
@@ -478,9 +470,7 @@ fn a_rebuilt_module_file_is_loaded_again() {
 /// queue overflows. So the lines written equal the records reported, and all three instances wrote some.
 #[test]
 fn hot_reload_of_an_adapter_under_load_loses_nothing() {
-    let dir = scratch("adapters-reload");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-reload");
     let out = dir.join("lines.jsonl");
     let adapter = |name: &str| {
         format!(
@@ -621,9 +611,7 @@ fn check(hub: &Hub, service: &str, path: &str) -> serde_json::Value {
 /// follows its policy's failure policy, and a policy naming an adapter that cannot check is refused.
 #[test]
 fn policy_adapters_decide_checks_and_fail_as_their_policy_says() {
-    let dir = scratch("adapters-policy");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("adapters-policy");
     let faulty = faulty_module(&dir);
     let yaml = format!(
         r#"

@@ -5,7 +5,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, Envoy, Hub, get, scratch, wait_until};
+use common::{Backend, Envoy, Hub, get, scratch_config, wait_until};
 
 const POLICY: &str = r#"
 apiVersion: policy.sextant.dev/v1alpha1
@@ -128,9 +128,7 @@ struct Mesh {
 }
 
 fn mesh(name: &str, config_file: (&str, &str), filter: &str, route_extra: &str) -> Mesh {
-    let dir = scratch(name);
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config(name);
     std::fs::write(config.join(config_file.0), config_file.1).expect("write config");
     let hub = Hub::start(&config);
     let backend = Backend::start();

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Envoy, HeldPort, Proc, call, get, scratch, wait_until, write_atomically};
+use common::{
+    Backend, Envoy, HeldPort, Proc, call, get, scratch, scratch_config, wait_until,
+    write_atomically,
+};
 
 fn services(port: u16, backend: SocketAddr) -> String {
     format!(
@@ -72,9 +75,7 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 #[test]
 fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
-    let dir = scratch("pilot-cli");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("pilot-cli");
     let backend = Backend::start();
     // The ServiceEntry's port: Envoy binds it on 127.0.0.1 (no interception).
     let held = HeldPort::hold();
@@ -187,9 +188,7 @@ fn grpc_backend(name: &str) -> (Proc, u16) {
 /// clusters, endpoints over ADS) and spreads its calls by the VirtualService's weights.
 #[test]
 fn a_proxyless_grpc_client_resolves_through_pilot_and_follows_weights() {
-    let dir = scratch("pilot-grpc");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("pilot-grpc");
     let (_v1, p1) = grpc_backend("v1");
     let (_v2, p2) = grpc_backend("v2");
     // Only a name in the xds:/// target: the proxyless client binds nothing, so any number does.

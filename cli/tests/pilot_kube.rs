@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Backend, Envoy, HeldPort, Proc, call, get, scratch, wait_until, write_atomically};
+use common::{
+    Backend, Envoy, HeldPort, Proc, call, get, scratch, scratch_config, wait_until,
+    write_atomically,
+};
 use replay::{ENDPOINT_SLICES, PODS, Replay, SERVICES, events, fixture};
 
 /// The recorded list `name` with only the items `keep` accepts: the sidecar here binds every service port
@@ -120,9 +123,7 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
         (PODS, vec![only("pods.json", &vars, reviews)]),
     ]));
 
-    let dir = scratch("pilot-kube");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("pilot-kube");
     std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
     std::fs::write(config.join("payments.yaml"), service_entry(payments.port())).expect("write");
     let (mut pilot, xds, monitoring) = pilot(&config, &replay.kubeconfig(&dir));
@@ -185,9 +186,7 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
 
 #[test]
 fn an_unreachable_api_server_keeps_pilot_not_ready_and_says_why() {
-    let dir = scratch("pilot-kube-down");
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("mkdir");
+    let (dir, config) = scratch_config("pilot-kube-down");
     std::fs::write(config.join("routes.yaml"), routes("v1")).expect("write");
     // A kubeconfig naming a port held for the test, where nobody listens.
     let dead = HeldPort::hold();

@@ -105,6 +105,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh scratch directory (see [`scratch`]) and an empty `config` directory in it: what a hub or pilot
+/// watches, apart from the other files a test writes.
+pub fn scratch_config(name: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("create the config dir");
+    (dir, config)
+}
+
 /// The cargo target directory of this test binary (`target/`), for state shared by a test run.
 pub fn target_dir() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_sextant"));

@@ -143,12 +143,12 @@ pub enum ExprError {
     Type(String),
 }
 
-/// A compiled expression with what it may read.
-#[derive(Debug)]
+/// A compiled expression with what it may read. Cloning shares the compiled program.
+#[derive(Debug, Clone)]
 pub struct Expr {
     /// The source text.
     pub source: String,
-    program: Program,
+    pub(crate) program: Arc<Program>,
     /// Result type, as far as known.
     pub ty: Ty,
     /// Map attributes read only by constant keys, with those keys.
@@ -192,7 +192,7 @@ pub fn compile(source: &str, want_bool: bool) -> Result<Expr, ExprError> {
     a.keys.dedup();
     Ok(Expr {
         source: source.to_string(),
-        program,
+        program: Arc::new(program),
         ty,
         keys: a.keys,
         whole: a.whole,

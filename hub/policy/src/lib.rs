@@ -31,5 +31,6 @@ pub use functions::{FUNCTIONS, Function, Overload};
 pub use net::{Cidr, Ip};
 pub use resolve::{BagResolver, ReadSet};
 pub use snapshot::{
-    CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,
+    Compiled, CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,
+    validate_reusing,
 };

@@ -81,20 +81,62 @@ pub struct Validated {
     pub source: ConfigSet,
 }
 
+/// The expressions a snapshot compiled, by source text and whether a boolean was wanted: validating the
+/// next configuration against them compiles only the expressions new to it. Compiling is most of a reload's
+/// work, and a reload usually changes a few resources of many.
+#[derive(Debug, Default)]
+pub struct Compiled<'a>(HashMap<(&'a str, bool), &'a Expr>);
+
+impl<'a> Compiled<'a> {
+    /// The expressions of `snapshot`'s policies and rate limits.
+    pub fn of(snapshot: &'a Snapshot) -> Compiled<'a> {
+        let mut by_source = HashMap::new();
+        let mut add = |e: &'a Expr, want_bool: bool| {
+            by_source.insert((e.source.as_str(), want_bool), e);
+        };
+        for p in &snapshot.policies {
+            p.selector.iter().for_each(|e| add(e, true));
+            p.rules
+                .iter()
+                .flat_map(|r| &r.when)
+                .for_each(|e| add(e, true));
+        }
+        for (r, _) in &snapshot.rate_limits {
+            r.selector.iter().for_each(|e| add(e, true));
+            r.dimensions.iter().for_each(|(_, e)| add(e, false));
+        }
+        Compiled(by_source)
+    }
+
+    /// `source` compiled (see [`expr::compile`]), shared with the earlier snapshot when it has it.
+    fn compile(&self, source: &str, want_bool: bool) -> Result<Expr, expr::ExprError> {
+        match self.0.get(&(source, want_bool)) {
+            Some(e) => Ok((*e).clone()),
+            None => expr::compile(source, want_bool),
+        }
+    }
+}
+
 /// Validates a configuration: every CEL expression compiled and type-checked, every value checked. Pure.
 pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
+    validate_reusing(set, &Compiled::default())
+}
+
+/// Like [`validate`], taking the expressions `earlier` has compiled instead of compiling them again (the
+/// result is the same: compiling depends on nothing but the text and the wanted type).
+pub fn validate_reusing(set: ConfigSet, earlier: &Compiled<'_>) -> Result<Validated, ConfigErrors> {
     let mut errors = Vec::new();
     let adapters: HashSet<String> = set.adapters.iter().map(Resource::key).collect();
     let mut policies = Vec::new();
     for p in &set.policies {
-        match validate_policy(p, &adapters) {
+        match validate_policy(p, &adapters, earlier) {
             Ok(c) => policies.push(c),
             Err(e) => errors.extend(e),
         }
     }
     let mut rate_limits = Vec::new();
     for r in &set.rate_limits {
-        match validate_rate_limit(r) {
+        match validate_rate_limit(r, earlier) {
             Ok(c) => rate_limits.push(c),
             Err(e) => errors.extend(e),
         }
@@ -110,15 +152,16 @@ pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
     }
 }
 
+/// The CEL in `r`'s `field`, compiled (or taken from `earlier`); an error is added to `errors`.
 fn cel<S>(
+    earlier: &Compiled<'_>,
     r: &Resource<S>,
-    kind: &str,
-    field: &str,
+    (kind, field): (&str, &str),
     source: &str,
     want_bool: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Expr> {
-    match expr::compile(source, want_bool) {
+    match earlier.compile(source, want_bool) {
         Ok(e) => Some(e),
         Err(e) => {
             errors.push(r.invalid(kind, field, e.to_string()));
@@ -130,6 +173,7 @@ fn cel<S>(
 fn validate_policy(
     p: &Resource<hub_config::PolicySpec>,
     known_adapters: &HashSet<String>,
+    earlier: &Compiled<'_>,
 ) -> Result<CompiledPolicy, Vec<ConfigError>> {
     const KIND: &str = "Policy";
     let mut errors = Vec::new();
@@ -137,7 +181,7 @@ fn validate_policy(
         .spec
         .selector
         .as_deref()
-        .and_then(|s| cel(p, KIND, "spec.selector", s, true, &mut errors));
+        .and_then(|s| cel(earlier, p, (KIND, "spec.selector"), s, true, &mut errors));
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in p.spec.rules.iter().enumerate() {
@@ -152,7 +196,7 @@ fn validate_policy(
         let when = r
             .when
             .as_deref()
-            .and_then(|w| cel(p, KIND, &field("when"), w, true, &mut errors));
+            .and_then(|w| cel(earlier, p, (KIND, &field("when")), w, true, &mut errors));
         let (mut code, mut http_status, mut message) = (
             codes::PERMISSION_DENIED,
             403,
@@ -268,6 +312,7 @@ fn validate_policy(
 
 fn validate_rate_limit(
     r: &Resource<hub_config::RateLimitSpec>,
+    earlier: &Compiled<'_>,
 ) -> Result<CompiledRateLimit, Vec<ConfigError>> {
     const KIND: &str = "RateLimit";
     let mut errors = Vec::new();
@@ -275,7 +320,7 @@ fn validate_rate_limit(
         .spec
         .selector
         .as_deref()
-        .and_then(|s| cel(r, KIND, "spec.selector", s, true, &mut errors));
+        .and_then(|s| cel(earlier, r, (KIND, "spec.selector"), s, true, &mut errors));
     let dimensions = r
         .spec
         .dimensions
@@ -284,9 +329,9 @@ fn validate_rate_limit(
             Some((
                 name.clone(),
                 cel(
+                    earlier,
                     r,
-                    KIND,
-                    &format!("spec.dimensions.{name}"),
+                    (KIND, &format!("spec.dimensions.{name}")),
                     src,
                     false,
                     &mut errors,
@@ -438,3 +483,6 @@ impl Snapshot {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

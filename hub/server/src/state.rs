@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hub_attributes::{Bag, Changes};
 use hub_config::{ConfigErrors, ConfigFiles, ConfigSet};
-use hub_policy::Snapshot;
+use hub_policy::{Compiled, Snapshot};
 use hub_quota::{LocalBackend, QuotaBackend};
 use hub_telemetry::Rules;
 
@@ -150,15 +150,22 @@ impl HubState {
 
     /// Reloads when the files (or an adapter's module file) changed since the last attempt, or always with
     /// `force`. Returns whether a new configuration was swapped in. Reading, parsing, validation and CEL
-    /// compilation run on a background thread ([`crate::background`]); only starting adapters and the swap
-    /// run here.
+    /// compilation (of the expressions the serving configuration has not compiled) run on a background
+    /// thread ([`crate::background`]); only starting adapters and the swap run here.
     pub async fn reload(&self, force: bool) -> bool {
         let modules_changed = self.telemetry.modules_check();
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
         let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
+        let serving = self.snapshot();
         // A panic is the watcher's: its supervisor counts it and starts it over.
-        let (digest, parsed) = crate::background::run("hub-reload", move || {
-            parse(&dir, defaults, last, force || modules_changed())
+        let (digest, parsed) = crate::background::run(move || {
+            parse(
+                &dir,
+                defaults,
+                serving.as_deref(),
+                last,
+                force || modules_changed(),
+            )
         })
         .await;
         self.swap_digest(digest);
@@ -191,7 +198,7 @@ impl HubState {
         let snapshot = {
             let backend = self.backend.clone();
             let (ttl, uses) = (self.options.ttl, self.options.uses);
-            crate::background::run("hub-reload", move || {
+            crate::background::run(move || {
                 validated.build(revision, backend.as_ref() as &dyn QuotaBackend, ttl, uses)
             })
             .await
@@ -211,7 +218,7 @@ impl HubState {
             .replace(Arc::new(snapshot));
         // Dropping a large snapshot takes milliseconds: not on a worker, nor on a Check that held it last.
         if let Some(old) = replaced {
-            crate::background::drop_when_unshared("hub-snapshot-drop", old);
+            crate::background::drop_when_unshared(old);
         }
         self.telemetry.commit(prepared).await;
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -280,9 +287,15 @@ struct Valid {
 }
 
 /// The CPU part of a reload: reads the files under `dir` and, when their digest differs from `last` (or
-/// with `force`), parses and validates them whole, compiling every CEL expression. Returns the digest
-/// attempted. Blocking.
-fn parse(dir: &Path, default_telemetry: bool, last: Option<u64>, force: bool) -> (u64, Parsed) {
+/// with `force`), parses and validates them whole, compiling the CEL expressions the `serving` snapshot
+/// has not. Returns the digest attempted. Blocking.
+fn parse(
+    dir: &Path,
+    default_telemetry: bool,
+    serving: Option<&Snapshot>,
+    last: Option<u64>,
+    force: bool,
+) -> (u64, Parsed) {
     // Reading is cheap and parsing is not: compare digests first.
     let files = match ConfigFiles::read(dir) {
         Ok(files) => files,
@@ -307,7 +320,8 @@ fn parse(dir: &Path, default_telemetry: bool, last: Option<u64>, force: bool) ->
         hub_telemetry::add_defaults(&mut set);
     }
     // Everything pure first, every error at once; adapters start only when all of it is valid.
-    let policy = hub_policy::validate(set.clone());
+    let earlier = serving.map(Compiled::of).unwrap_or_default();
+    let policy = hub_policy::validate_reusing(set.clone(), &earlier);
     let rules = hub_telemetry::validate(&set);
     let outcome = match (policy, rules) {
         (Ok(policy), Ok(rules)) => Parsed::Valid(Box::new(Valid { set, policy, rules })),
