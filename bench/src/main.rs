@@ -56,9 +56,9 @@ struct Args {
     /// Smoke test: 2 s runs with 1 s warm-up (overrides --duration and --warmup).
     #[arg(long)]
     quick: bool,
-    /// The reload scenario: also measure `hub native plain` at --reload-at of its maximum rate while a configuration
-    /// with this many more policies (5 rules each) is rewritten every --reload-every, against the same rate
-    /// with it loaded and left alone. 0: skip.
+    /// The reload scenario: also measure `hub native plain` at --reload-at of its maximum rate while a
+    /// configuration with this many more policies (5 rules each) is rewritten every --reload-every, against
+    /// the same rate with it loaded and left alone. 0: skip.
     #[arg(long, default_value_t = 0)]
     reload_policies: usize,
     /// How often the reload scenario rewrites its configuration.

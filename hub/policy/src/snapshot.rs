@@ -81,18 +81,22 @@ pub struct Validated {
     pub source: ConfigSet,
 }
 
-/// The expressions a snapshot compiled, by source text and whether a boolean was wanted: validating the
-/// next configuration against them compiles only the expressions new to it. Compiling is most of a reload's
-/// work, and a reload usually changes a few resources of many.
+/// Compiled expressions by source text and whether a boolean was wanted: those of a serving snapshot, so
+/// that validating the next configuration compiles only the expressions new to it (compiling is most of a
+/// reload's work, and a reload usually changes a few resources of many), and those compiled since, so that
+/// an expression written in many resources is compiled once.
 #[derive(Debug, Default)]
-pub struct Compiled<'a>(HashMap<(&'a str, bool), &'a Expr>);
+pub struct Compiled<'a> {
+    earlier: HashMap<(&'a str, bool), &'a Expr>,
+    fresh: HashMap<(String, bool), Expr>,
+}
 
 impl<'a> Compiled<'a> {
     /// The expressions of `snapshot`'s policies and rate limits.
     pub fn of(snapshot: &'a Snapshot) -> Compiled<'a> {
-        let mut by_source = HashMap::new();
+        let mut earlier = HashMap::new();
         let mut add = |e: &'a Expr, want_bool: bool| {
-            by_source.insert((e.source.as_str(), want_bool), e);
+            earlier.insert((e.source.as_str(), want_bool), e);
         };
         for p in &snapshot.policies {
             p.selector.iter().for_each(|e| add(e, true));
@@ -105,38 +109,50 @@ impl<'a> Compiled<'a> {
             r.selector.iter().for_each(|e| add(e, true));
             r.dimensions.iter().for_each(|(_, e)| add(e, false));
         }
-        Compiled(by_source)
+        Compiled {
+            earlier,
+            fresh: HashMap::new(),
+        }
     }
 
-    /// `source` compiled (see [`expr::compile`]), shared with the earlier snapshot when it has it.
-    fn compile(&self, source: &str, want_bool: bool) -> Result<Expr, expr::ExprError> {
-        match self.0.get(&(source, want_bool)) {
-            Some(e) => Ok((*e).clone()),
-            None => expr::compile(source, want_bool),
+    /// `source` compiled (see [`expr::compile`]), shared with any expression of the same text compiled before.
+    fn compile(&mut self, source: &str, want_bool: bool) -> Result<Expr, expr::ExprError> {
+        if let Some(e) = self.earlier.get(&(source, want_bool)) {
+            return Ok((*e).clone());
         }
+        let key = (source.to_string(), want_bool);
+        if let Some(e) = self.fresh.get(&key) {
+            return Ok(e.clone());
+        }
+        let e = expr::compile(source, want_bool)?;
+        self.fresh.insert(key, e.clone());
+        Ok(e)
     }
 }
 
 /// Validates a configuration: every CEL expression compiled and type-checked, every value checked. Pure.
 pub fn validate(set: ConfigSet) -> Result<Validated, ConfigErrors> {
-    validate_reusing(set, &Compiled::default())
+    validate_reusing(set, Compiled::default())
 }
 
-/// Like [`validate`], taking the expressions `earlier` has compiled instead of compiling them again (the
-/// result is the same: compiling depends on nothing but the text and the wanted type).
-pub fn validate_reusing(set: ConfigSet, earlier: &Compiled<'_>) -> Result<Validated, ConfigErrors> {
+/// Like [`validate`], taking the expressions `compiled` holds instead of compiling them again (the result is
+/// the same: compiling depends on nothing but the text and the wanted type).
+pub fn validate_reusing(
+    set: ConfigSet,
+    mut compiled: Compiled<'_>,
+) -> Result<Validated, ConfigErrors> {
     let mut errors = Vec::new();
     let adapters: HashSet<String> = set.adapters.iter().map(Resource::key).collect();
     let mut policies = Vec::new();
     for p in &set.policies {
-        match validate_policy(p, &adapters, earlier) {
+        match validate_policy(p, &adapters, &mut compiled) {
             Ok(c) => policies.push(c),
             Err(e) => errors.extend(e),
         }
     }
     let mut rate_limits = Vec::new();
     for r in &set.rate_limits {
-        match validate_rate_limit(r, earlier) {
+        match validate_rate_limit(r, &mut compiled) {
             Ok(c) => rate_limits.push(c),
             Err(e) => errors.extend(e),
         }
@@ -152,16 +168,16 @@ pub fn validate_reusing(set: ConfigSet, earlier: &Compiled<'_>) -> Result<Valida
     }
 }
 
-/// The CEL in `r`'s `field`, compiled (or taken from `earlier`); an error is added to `errors`.
+/// The CEL in `r`'s `field`, compiled (or taken from `compiled`); an error is added to `errors`.
 fn cel<S>(
-    earlier: &Compiled<'_>,
+    compiled: &mut Compiled<'_>,
     r: &Resource<S>,
     (kind, field): (&str, &str),
     source: &str,
     want_bool: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Expr> {
-    match earlier.compile(source, want_bool) {
+    match compiled.compile(source, want_bool) {
         Ok(e) => Some(e),
         Err(e) => {
             errors.push(r.invalid(kind, field, e.to_string()));
@@ -173,7 +189,7 @@ fn cel<S>(
 fn validate_policy(
     p: &Resource<hub_config::PolicySpec>,
     known_adapters: &HashSet<String>,
-    earlier: &Compiled<'_>,
+    compiled: &mut Compiled<'_>,
 ) -> Result<CompiledPolicy, Vec<ConfigError>> {
     const KIND: &str = "Policy";
     let mut errors = Vec::new();
@@ -181,7 +197,7 @@ fn validate_policy(
         .spec
         .selector
         .as_deref()
-        .and_then(|s| cel(earlier, p, (KIND, "spec.selector"), s, true, &mut errors));
+        .and_then(|s| cel(compiled, p, (KIND, "spec.selector"), s, true, &mut errors));
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in p.spec.rules.iter().enumerate() {
@@ -196,7 +212,7 @@ fn validate_policy(
         let when = r
             .when
             .as_deref()
-            .and_then(|w| cel(earlier, p, (KIND, &field("when")), w, true, &mut errors));
+            .and_then(|w| cel(compiled, p, (KIND, &field("when")), w, true, &mut errors));
         let (mut code, mut http_status, mut message) = (
             codes::PERMISSION_DENIED,
             403,
@@ -312,7 +328,7 @@ fn validate_policy(
 
 fn validate_rate_limit(
     r: &Resource<hub_config::RateLimitSpec>,
-    earlier: &Compiled<'_>,
+    compiled: &mut Compiled<'_>,
 ) -> Result<CompiledRateLimit, Vec<ConfigError>> {
     const KIND: &str = "RateLimit";
     let mut errors = Vec::new();
@@ -320,7 +336,7 @@ fn validate_rate_limit(
         .spec
         .selector
         .as_deref()
-        .and_then(|s| cel(earlier, r, (KIND, "spec.selector"), s, true, &mut errors));
+        .and_then(|s| cel(compiled, r, (KIND, "spec.selector"), s, true, &mut errors));
     let dimensions = r
         .spec
         .dimensions
@@ -329,7 +345,7 @@ fn validate_rate_limit(
             Some((
                 name.clone(),
                 cel(
-                    earlier,
+                    compiled,
                     r,
                     (KIND, &format!("spec.dimensions.{name}")),
                     src,

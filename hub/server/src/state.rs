@@ -321,7 +321,7 @@ fn parse(
     }
     // Everything pure first, every error at once; adapters start only when all of it is valid.
     let earlier = serving.map(Compiled::of).unwrap_or_default();
-    let policy = hub_policy::validate_reusing(set.clone(), &earlier);
+    let policy = hub_policy::validate_reusing(set.clone(), earlier);
     let rules = hub_telemetry::validate(&set);
     let outcome = match (policy, rules) {
         (Ok(policy), Ok(rules)) => Parsed::Valid(Box::new(Valid { set, policy, rules })),

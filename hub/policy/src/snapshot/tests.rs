@@ -32,7 +32,7 @@ spec:
     )
 }
 
-fn snapshot(text: &str, earlier: &Compiled<'_>) -> Result<Snapshot, ConfigErrors> {
+fn snapshot(text: &str, earlier: Compiled<'_>) -> Result<Snapshot, ConfigErrors> {
     let set = hub_config::load_texts([(Path::new("c.yaml"), text)])?;
     let backend = hub_quota::LocalBackend::new(100);
     Ok(validate_reusing(set, earlier)?.build(1, &backend, Duration::from_secs(1), 1))
@@ -46,12 +46,12 @@ fn when(s: &Snapshot, rule: usize) -> &Expr {
 fn a_reload_compiles_only_the_expressions_that_changed() {
     let first = snapshot(
         &config(r#"request.headers["x-user"] == "guest""#, "request.path"),
-        &Compiled::default(),
+        Compiled::default(),
     )
     .unwrap();
     let second = snapshot(
         &config(r#"request.headers["x-user"] == "visitor""#, "request.path"),
-        &Compiled::of(&first),
+        Compiled::of(&first),
     )
     .unwrap();
     let shared = |a: &Expr, b: &Expr| Arc::ptr_eq(&a.program, &b.program);
@@ -77,14 +77,27 @@ fn a_reload_compiles_only_the_expressions_that_changed() {
 fn an_expression_reused_where_a_boolean_is_wanted_is_still_type_checked() {
     let first = snapshot(
         &config("request.method == \"GET\"", "request.path"),
-        &Compiled::default(),
+        Compiled::default(),
     )
     .unwrap();
     let refused = snapshot(
         &config("request.path", "request.path"),
-        &Compiled::of(&first),
+        Compiled::of(&first),
     )
     .unwrap_err()
     .to_string();
     assert!(refused.contains("must be a bool"), "{refused}");
+}
+
+#[test]
+fn an_expression_written_twice_is_compiled_once() {
+    let same = r#"request.headers["x-user"] == "guest""#;
+    let s = snapshot(&config(same, "request.path"), Compiled::default()).unwrap();
+    let text = config(same, "request.path").replace(r#"request.path.startsWith("/admin")"#, same);
+    let twice = snapshot(&text, Compiled::default()).unwrap();
+    assert!(Arc::ptr_eq(
+        &when(&twice, 0).program,
+        &when(&twice, 1).program
+    ));
+    assert!(!Arc::ptr_eq(&when(&s, 0).program, &when(&s, 1).program));
 }
