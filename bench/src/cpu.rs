@@ -8,12 +8,12 @@ pub const SERVER_THREADS: &str = "sextant-srv";
 /// Thread name prefix of the client runtime.
 pub const CLIENT_THREADS: &str = "sextant-cli";
 
-/// CPU nanoseconds used so far by the threads of each runtime.
+/// Nanoseconds the threads of each runtime have been on a CPU, and waiting in a run queue for one, so far.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
     at: Instant,
-    server_ns: Option<u64>,
-    client_ns: Option<u64>,
+    server: Option<[u64; 2]>,
+    client: Option<[u64; 2]>,
 }
 
 /// Reads the current totals.
@@ -22,11 +22,11 @@ pub fn sample() -> Sample {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Sample {
             at,
-            server_ns: None,
-            client_ns: None,
+            server: None,
+            client: None,
         };
     };
-    let (mut server, mut client) = (0u64, 0u64);
+    let (mut server, mut client) = ([0u64; 2], [0u64; 2]);
     let mut seen_any = false;
     for task in tasks.flatten() {
         let dir = task.path();
@@ -44,48 +44,67 @@ pub fn sample() -> Sample {
         let Ok(stat) = std::fs::read_to_string(dir.join("schedstat")) else {
             continue;
         };
-        if let Some(ns) = stat
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-        {
-            *slot += ns;
+        // schedstat: time on CPU, time waiting on a run queue, timeslices.
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(on)), Some(Some(waiting))) = (fields.next(), fields.next()) {
+            slot[0] += on;
+            slot[1] += waiting;
             seen_any = true;
         }
     }
-    if seen_any {
-        Sample {
-            at,
-            server_ns: Some(server),
-            client_ns: Some(client),
-        }
-    } else {
-        Sample {
-            at,
-            server_ns: None,
-            client_ns: None,
-        }
+    Sample {
+        at,
+        server: seen_any.then_some(server),
+        client: seen_any.then_some(client),
     }
 }
 
-/// Busy fraction of one core (1.0 = one core fully busy) of the server and client threads between two samples.
+/// Busy fraction of one core (1.0 = one core fully busy) of the server and client threads between two
+/// samples, and the fraction of that time they waited in a run queue (ready but not running).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
     /// Server runtime threads.
     pub server: Option<f64>,
     /// Client runtime threads.
     pub client: Option<f64>,
+    /// Server runtime threads, waiting for a CPU.
+    pub server_waiting: Option<f64>,
+    /// Client runtime threads, waiting for a CPU.
+    pub client_waiting: Option<f64>,
 }
 
 /// The usage between `before` and `after`.
 pub fn usage(before: Sample, after: Sample) -> Usage {
-    let wall = after.at.saturating_duration_since(before.at).as_nanos() as f64;
+    usage_over(&[(before, after)])
+}
+
+/// The usage over several windows (each a pair of samples) taken together: their CPU time over their wall time.
+pub fn usage_over(windows: &[(Sample, Sample)]) -> Usage {
+    let wall: f64 = windows
+        .iter()
+        .map(|(b, a)| a.at.saturating_duration_since(b.at).as_nanos() as f64)
+        .sum();
     if wall <= 0.0 {
         return Usage::default();
     }
-    let frac = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / wall);
+    let part = |side: fn(&Sample) -> Option<[u64; 2]>, i: usize| -> Option<f64> {
+        let mut ns = 0u64;
+        for (b, a) in windows {
+            ns += side(a)?[i].saturating_sub(side(b)?[i]);
+        }
+        Some(ns as f64 / wall)
+    };
     Usage {
-        server: frac(before.server_ns, after.server_ns),
-        client: frac(before.client_ns, after.client_ns),
+        server: part(|s| s.server, 0),
+        client: part(|s| s.client, 0),
+        server_waiting: part(|s| s.server, 1),
+        client_waiting: part(|s| s.client, 1),
+    }
+}
+
+impl Sample {
+    /// When it was taken.
+    pub fn at(&self) -> Instant {
+        self.at
     }
 }

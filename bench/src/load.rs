@@ -277,14 +277,72 @@ pub struct OpenResult {
     pub unfinished: usize,
     /// CPU use of both runtimes during the window.
     pub cpu: cpu::Usage,
+    /// The measured window (intended send times from, to).
+    pub window: (Instant, Instant),
+    /// Every measured call, to summarize parts of the window ([`OpenResult::within`]).
+    calls: Vec<Call>,
 }
 
-/// What the open loop's call tasks record.
-struct OpenAcc {
+/// One measured call of an open loop.
+#[derive(Clone, Copy)]
+struct Call {
+    intended: Instant,
+    sent: Instant,
+    done: Instant,
+    outcome: Outcome,
+}
+
+/// Latency histograms and decision counts of some calls.
+struct Summary {
     latency: Histogram<u64>,
     service: Histogram<u64>,
     lag: Histogram<u64>,
     counts: Counts,
+}
+
+fn summarize<'a>(calls: impl Iterator<Item = &'a Call>) -> anyhow::Result<Summary> {
+    let mut s = Summary {
+        latency: histogram()?,
+        service: histogram()?,
+        lag: histogram()?,
+        counts: Counts::default(),
+    };
+    for c in calls {
+        s.latency.saturating_record(nanos(c.done - c.intended));
+        s.service.saturating_record(nanos(c.done - c.sent));
+        s.lag
+            .saturating_record(nanos(c.sent.saturating_duration_since(c.intended)));
+        s.counts.add(c.outcome);
+    }
+    Ok(s)
+}
+
+impl OpenResult {
+    /// The same run restricted to the calls intended within one of `windows` (each `from..to`), with `cpu`
+    /// measured over those windows.
+    pub fn within(&self, windows: &[(Instant, Instant)], cpu: cpu::Usage) -> anyhow::Result<Self> {
+        let inside = |t: Instant| windows.iter().any(|&(from, to)| from <= t && t < to);
+        let calls: Vec<Call> = self
+            .calls
+            .iter()
+            .filter(|c| inside(c.intended))
+            .copied()
+            .collect();
+        let seconds: f64 = windows.iter().map(|&(f, t)| (t - f).as_secs_f64()).sum();
+        let s = summarize(calls.iter())?;
+        Ok(OpenResult {
+            target_rate: self.target_rate,
+            achieved: calls.len() as f64 / seconds.max(f64::MIN_POSITIVE),
+            latency: s.latency,
+            service: s.service,
+            lag: s.lag,
+            counts: s.counts,
+            unfinished: self.unfinished,
+            cpu,
+            window: self.window,
+            calls,
+        })
+    }
 }
 
 /// Sends calls at `rate` per second, evenly spaced, each on its own task, over `shape.connections`
@@ -299,12 +357,7 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
         "open-loop rate {rate} is not a usable rate"
     );
     let clients = connect_all(target, shape.connections).await?;
-    let acc = Arc::new(Mutex::new(OpenAcc {
-        latency: histogram()?,
-        service: histogram()?,
-        lag: histogram()?,
-        counts: Counts::default(),
-    }));
+    let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
     let inflight = Arc::new(AtomicUsize::new(0));
     let in_window = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(5);
@@ -334,7 +387,7 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
             before = Some(cpu::sample());
         }
         let mut client = clients[(n as usize) % clients.len()].clone();
-        let (acc, inflight, in_window) = (acc.clone(), inflight.clone(), in_window.clone());
+        let (calls, inflight, in_window) = (calls.clone(), inflight.clone(), in_window.clone());
         let index = n as usize;
         inflight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
@@ -345,12 +398,13 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
                 in_window.fetch_add(1, Ordering::Relaxed);
             }
             if measured {
-                let mut a = acc.lock().unwrap_or_else(|p| p.into_inner());
-                a.latency.saturating_record(nanos(done - intended));
-                a.service.saturating_record(nanos(done - sent));
-                a.lag
-                    .saturating_record(nanos(sent.saturating_duration_since(intended)));
-                a.counts.add(outcome);
+                let call = Call {
+                    intended,
+                    sent,
+                    done,
+                    outcome,
+                };
+                calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
             }
             inflight.fetch_sub(1, Ordering::Relaxed);
         });
@@ -371,15 +425,18 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
     }
     let unfinished = inflight.load(Ordering::Relaxed);
     let achieved = in_window.load(Ordering::Relaxed) as f64 / shape.duration.as_secs_f64();
-    let a = acc.lock().unwrap_or_else(|p| p.into_inner());
+    let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(|p| p.into_inner()));
+    let s = summarize(calls.iter())?;
     Ok(OpenResult {
         target_rate: rate,
         achieved,
-        latency: a.latency.clone(),
-        service: a.service.clone(),
-        lag: a.lag.clone(),
-        counts: a.counts,
+        latency: s.latency,
+        service: s.service,
+        lag: s.lag,
+        counts: s.counts,
         unfinished,
         cpu,
+        window: (measure_from, end),
+        calls,
     })
 }

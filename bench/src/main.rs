@@ -3,7 +3,8 @@
 //!
 //! The hub is loaded with 100 Policy rules spread over 20 services and 5 RateLimits that match the traffic.
 //! The servers and the load client run in one process on two separate tokio runtimes with one worker thread
-//! each, so on a 2-core machine each side has about one core and neither starves the other.
+//! each, pinned to two different CPUs (unless --no-pin), so each side has one core and neither starves the
+//! other.
 //!
 //! For each target: a closed loop (C calls in flight over K HTTP/2 connections) measures the maximum rate and
 //! its latency; then an open loop at half of that rate measures latency from each call's intended send time.
@@ -13,6 +14,7 @@
 mod config;
 mod cpu;
 mod load;
+mod pin;
 mod reload;
 mod report;
 mod servers;
@@ -56,22 +58,26 @@ struct Args {
     /// Smoke test: 2 s runs with 1 s warm-up (overrides --duration and --warmup).
     #[arg(long)]
     quick: bool,
-    /// The reload scenario: also measure `hub native plain` at --reload-at of its maximum rate while a
-    /// configuration with this many more policies (5 rules each) is rewritten every --reload-every, against
-    /// the same rate with it loaded and left alone. 0: skip.
+    /// The reload scenario: also measure `hub native plain` at --reload-at of its maximum rate, for twice
+    /// --duration, while a configuration with this many more policies (5 rules each) is by turns rewritten
+    /// (until the hub serves it) and left alone (as long); p99 of the two kinds of window compared. 0: skip.
     #[arg(long, default_value_t = 0)]
     reload_policies: usize,
-    /// How often the reload scenario rewrites its configuration.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    reload_every: Duration,
     /// The reload scenario's rate, as a fraction of `hub native plain`'s maximum (closed-loop) rate.
     #[arg(long, default_value_t = 0.5)]
     reload_at: f64,
+    /// Let the kernel place every thread, instead of the server side on one CPU and the client on another.
+    #[arg(long)]
+    no_pin: bool,
 }
 
-/// A runtime with one worker thread whose threads are named `name`.
-fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// A runtime with one worker thread whose threads are named `name`, all pinned to `cpu` if given.
+fn runtime(name: &str, cpu: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(cpu) = cpu {
+        builder.on_thread_start(move || pin::current_thread(cpu));
+    }
+    builder
         .worker_threads(1)
         .thread_name(name)
         .enable_all()
@@ -99,12 +105,24 @@ fn main() -> anyhow::Result<()> {
         duration,
     };
 
-    let server_rt = runtime(cpu::SERVER_THREADS)?;
-    let client_rt = runtime(cpu::CLIENT_THREADS)?;
+    let layout = if args.no_pin {
+        None
+    } else {
+        pin::Layout::detect()
+    };
+    let server_rt = runtime(cpu::SERVER_THREADS, layout.map(|l| l.server))?;
+    let client_rt = runtime(cpu::CLIENT_THREADS, layout.map(|l| l.client))?;
+    // The hub may start its threads from block_on's thread (this one) while it starts: they go with the server.
+    if let Some(l) = layout {
+        pin::current_thread(l.server);
+    }
 
     let config_dir = config::ConfigDir::write()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let servers = server_rt.block_on(servers::Servers::start(config_dir.path(), stop_rx))?;
+    if let Some(l) = layout {
+        pin::current_thread(l.client);
+    }
 
     let pools = traffic::Pools::build()?;
     let mut targets = vec![
@@ -148,6 +166,7 @@ fn main() -> anyhow::Result<()> {
 
     let header = report::Header {
         cores: std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        pinned: layout.map(|l| (l.server, l.client)),
         shape,
         policies: servers.policies,
         rules: servers.rules,
@@ -211,8 +230,8 @@ fn main() -> anyhow::Result<()> {
     stopped
 }
 
-/// Runs the reload scenario (see [`reload`]): `target` at `rate`, first with the large configuration loaded
-/// and left alone, then while it is rewritten.
+/// Runs the reload scenario (see [`reload`]): `target` at `rate` for twice the shape's duration while the
+/// large configuration is by turns rewritten and left alone.
 fn reload_scenario(
     args: &Args,
     client_rt: &tokio::runtime::Runtime,
@@ -231,27 +250,45 @@ fn reload_scenario(
         std::thread::sleep(Duration::from_millis(20));
     }
     let first_load = loaded.elapsed();
-    let measure = |t: Target| {
-        client_rt.block_on(async move {
-            tokio::spawn(async move { load::open_loop(&t, shape, rate).await }).await
-        })
+    let shape = Shape {
+        duration: shape.duration * 2,
+        ..shape
     };
-    let quiet = measure(target.clone()).context("client task")??;
-    report::print_open_progress(&target, &quiet);
-    let revision = servers.revision();
-    let rewriter =
-        reload::Rewriter::start(dir.to_path_buf(), args.reload_policies, args.reload_every);
-    let reloading = measure(target.clone()).context("client task")??;
-    let writes = rewriter.writes();
-    drop(rewriter);
-    report::print_open_progress(&target, &reloading);
+    let alternator =
+        reload::Alternator::start(dir.to_path_buf(), args.reload_policies, servers.revisions());
+    let run = client_rt
+        .block_on(async move {
+            tokio::spawn(async move { load::open_loop(&target, shape, rate).await }).await
+        })
+        .context("client task")?;
+    let windows = alternator.finish()?;
+    let run = run?;
+    // Only windows wholly inside the measured run: the warm-up's, and the one cut by the end, are left out.
+    let (start, end) = run.window;
+    let part = |ws: &[reload::Window]| {
+        let ws: Vec<_> = ws
+            .iter()
+            .filter(|w| start <= w.span().0 && w.span().1 <= end)
+            .collect();
+        let spans: Vec<_> = ws.iter().map(|w| w.span()).collect();
+        let samples: Vec<_> = ws.iter().map(|w| (w.from, w.to)).collect();
+        run.within(&spans, cpu::usage_over(&samples))
+    };
+    let p99s = |ws: &[reload::Window]| -> anyhow::Result<Vec<u64>> {
+        ws.iter()
+            .filter(|w| start <= w.span().0 && w.span().1 <= end)
+            .map(|w| {
+                let one = run.within(&[w.span()], cpu::Usage::default())?;
+                Ok(one.latency.value_at_quantile(0.99))
+            })
+            .collect()
+    };
     Ok(report::Reloads {
         policies: args.reload_policies,
-        every: args.reload_every,
         first_load,
-        writes,
-        reloads: servers.revision() - revision,
-        quiet,
-        reloading,
+        window_p99: (p99s(&windows.quiet)?, p99s(&windows.reloading)?),
+        reload_times: windows.reload_times,
+        quiet: part(&windows.quiet)?,
+        reloading: part(&windows.reloading)?,
     })
 }

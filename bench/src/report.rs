@@ -15,6 +15,8 @@ const GOAL_P99_NS: u64 = 1_000_000;
 pub struct Header {
     /// Logical cores of the machine.
     pub cores: usize,
+    /// The CPUs the server and the client side are pinned to, if they are.
+    pub pinned: Option<(usize, usize)>,
     /// Load shape.
     pub shape: Shape,
     /// Policies loaded in the hub.
@@ -43,10 +45,16 @@ pub fn print_header(h: &Header) {
         "          with 1 worker (threads \"{}\"), load client on a separate runtime with 1 worker",
         cpu::SERVER_THREADS
     );
-    println!(
-        "          (threads \"{}\"): about one core each, neither starves the other",
-        cpu::CLIENT_THREADS
-    );
+    match h.pinned {
+        Some((server, client)) => println!(
+            "          (threads \"{}\"): server side pinned to CPU {server}, client side to CPU {client}",
+            cpu::CLIENT_THREADS
+        ),
+        None => println!(
+            "          (threads \"{}\"): not pinned, the kernel places them",
+            cpu::CLIENT_THREADS
+        ),
+    }
     println!(
         "  hub config: {} Policy with {} rules over {} services (generated {}×{}), {} RateLimit (expected {}), all",
         h.policies, h.rules, SERVICES, SERVICES, RULES_PER_POLICY, h.rate_limits, RATE_LIMITS
@@ -326,50 +334,78 @@ pub fn print_summary(targets: &[Target], closed: &[ClosedResult], open: &[OpenRe
     }
 }
 
+fn ms_list(v: &[u64]) -> String {
+    let items: Vec<String> = v
+        .iter()
+        .map(|ns| format!("{:.2}", *ns as f64 / 1e6))
+        .collect();
+    items.join(" ")
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-/// The reload scenario's two runs.
+/// The reload scenario's run, split into its two kinds of window.
 pub struct Reloads {
     /// Policies in the rewritten configuration.
     pub policies: usize,
-    /// How often it was rewritten.
-    pub every: std::time::Duration,
     /// How long its first load took (write to serving revision).
     pub first_load: std::time::Duration,
-    /// Rewrites during the measured run (warm-up included).
-    pub writes: u64,
-    /// Reloads the hub did meanwhile.
-    pub reloads: u64,
-    /// Loaded and left alone.
+    /// For each rewrite, how long until the hub served it.
+    pub reload_times: Vec<std::time::Duration>,
+    /// p99 of each window, quiet and reloading, in order.
+    pub window_p99: (Vec<u64>, Vec<u64>),
+    /// The calls of the windows where it was left alone.
     pub quiet: OpenResult,
-    /// While it was rewritten.
+    /// The calls of the windows where it was reloaded.
     pub reloading: OpenResult,
 }
 
-/// Prints the reload scenario: p99 with reloads against p99 without, at the same rate.
+/// Prints the reload scenario: p99 while reloading against p99 left alone, in the same run.
 pub fn print_reloads(r: &Reloads) {
     let (quiet, reloading) = (q(&r.quiet.latency, 0.99), q(&r.reloading.latency, 0.99));
     let ratio = reloading as f64 / quiet.max(1) as f64;
+    let mut times = r.reload_times.clone();
+    times.sort();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
     println!();
     println!(
-        "Reloads: {} more policies ({} rules; first load {:.2?}), rewritten every {:?}: {} writes, {} reloads",
+        "Reloads: {} more policies ({} rules; first load {:.2?}); {} reloads under load, write to serving p50 {:.2?}, max {:.2?}",
         r.policies,
         r.policies * 5,
         r.first_load,
-        r.every,
-        r.writes,
-        r.reloads
+        times.len(),
+        median,
+        times.last().copied().unwrap_or_default(),
     );
     println!(
-        "  hub native plain at {:.0}/s: p99 {} left alone, {} while reloading: {ratio:.2}× (goal ≤ 1.20×: {}); p99.9 {} / {}",
+        "  hub native plain at {:.0}/s, {} / {} calls in quiet / reloading windows (alternating, each as long as the reload before it + 250 ms)",
         r.quiet.target_rate,
+        r.quiet.counts.total(),
+        r.reloading.counts.total(),
+    );
+    println!(
+        "  p99 {} left alone, {} while reloading: {ratio:.2}× (goal ≤ 1.20×: {}); p99.9 {} / {}",
         fmt_ns(quiet),
         fmt_ns(reloading),
         met(ratio <= 1.2),
         fmt_ns(q(&r.quiet.latency, 0.999)),
         fmt_ns(q(&r.reloading.latency, 0.999)),
+    );
+    let median = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let (mq, mr) = (median(&r.window_p99.0), median(&r.window_p99.1));
+    println!(
+        "  median of the windows' p99 (a machine stall spoils one window, not the median): {} left alone, {} while reloading: {:.2}×; each window's p99 (ms): quiet {}, reloading {}",
+        fmt_ns(mq),
+        fmt_ns(mr),
+        mr as f64 / mq.max(1) as f64,
+        ms_list(&r.window_p99.0),
+        ms_list(&r.window_p99.1),
     );
     println!(
         "  left alone / reloading: p99 from actual send {} / {}, client lag p99 {} / {}, server CPU {} / {}, client CPU {} / {}",
@@ -381,5 +417,12 @@ pub fn print_reloads(r: &Reloads) {
         pct(r.reloading.cpu.server),
         pct(r.quiet.cpu.client),
         pct(r.reloading.cpu.client),
+    );
+    println!(
+        "  waiting for a CPU (share of wall time), left alone / reloading: server {} / {}, client {} / {}",
+        pct(r.quiet.cpu.server_waiting),
+        pct(r.reloading.cpu.server_waiting),
+        pct(r.quiet.cpu.client_waiting),
+        pct(r.reloading.cpu.client_waiting),
     );
 }

@@ -10,6 +10,10 @@
 //! the boundary.
 
 mod boundary;
+#[allow(
+    dead_code,
+    reason = "shared with check-bench, which also reads run-queue waits and sample times"
+)]
 mod cpu;
 mod proc_cpu;
 mod report_load;

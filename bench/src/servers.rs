@@ -110,7 +110,13 @@ impl Servers {
 
     /// The hub's serving revision (one more per reload).
     pub fn revision(&self) -> u64 {
-        self.hub.state.snapshot().map_or(0, |s| s.revision)
+        self.revisions()()
+    }
+
+    /// Reads the hub's serving revision from any thread.
+    pub fn revisions(&self) -> impl Fn() -> u64 + Send + 'static {
+        let state = self.hub.state.clone();
+        move || state.snapshot().map_or(0, |s| s.revision)
     }
 
     /// Waits (bounded) for both to finish after the stop signal.

@@ -82,21 +82,37 @@ const UNSHARED_WITHIN: Duration = Duration::from_secs(10);
 pub fn drop_when_unshared<T: Send + Sync + 'static>(value: Arc<T>) {
     let since = Instant::now();
     let mut value = Some(value);
-    let attempt = move || {
+    send_drop(Box::new(move || {
         let shared = value
             .as_ref()
             .is_some_and(|v| Arc::strong_count(v) > 1 && since.elapsed() < UNSHARED_WITHIN);
         if !shared {
-            let dropping = value.take();
-            if std::panic::catch_unwind(AssertUnwindSafe(move || drop(dropping))).is_err() {
-                tracing::error!("a replaced value panicked while being dropped");
-            }
+            drop_caught(value.take());
         }
         !shared
-    };
-    if let Err(unsent) = queue().send(Job::Drop(Box::new(attempt))) {
+    }));
+}
+
+/// Drops `value` on the background thread: freeing a large value (a whole parsed configuration) takes
+/// milliseconds.
+pub fn drop_elsewhere<T: Send + 'static>(value: T) {
+    let mut value = Some(value);
+    send_drop(Box::new(move || {
+        drop_caught(value.take());
+        true
+    }));
+}
+
+fn send_drop(attempt: Box<dyn FnMut() -> bool + Send>) {
+    if let Err(unsent) = queue().send(Job::Drop(attempt)) {
         tracing::warn!("the {THREAD} thread has stopped; the value is dropped where it is");
         drop(unsent);
+    }
+}
+
+fn drop_caught<T>(value: T) {
+    if std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+        tracing::error!("a replaced value panicked while being dropped");
     }
 }
 
@@ -142,14 +158,17 @@ mod tests {
         assert_eq!(run(policy).await, 5);
     }
 
+    /// Sends the name of the thread that drops it.
+    struct Noted(std::sync::mpsc::Sender<Option<String>>);
+
+    impl Drop for Noted {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().name().map(String::from));
+        }
+    }
+
     #[test]
     fn a_shared_value_is_dropped_elsewhere_once_its_last_holder_lets_go() {
-        struct Noted(std::sync::mpsc::Sender<Option<String>>);
-        impl Drop for Noted {
-            fn drop(&mut self) {
-                let _ = self.0.send(std::thread::current().name().map(String::from));
-            }
-        }
         let (tx, rx) = std::sync::mpsc::channel();
         let value = Arc::new(Noted(tx));
         let held = value.clone();
@@ -159,6 +178,14 @@ mod tests {
             "not dropped while held"
         );
         drop(held);
+        let dropped_on = rx.recv_timeout(UNSHARED_WITHIN).expect("dropped");
+        assert_eq!(dropped_on.as_deref(), Some(THREAD));
+    }
+
+    #[test]
+    fn a_value_handed_over_is_dropped_on_the_background_thread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop_elsewhere(Noted(tx));
         let dropped_on = rx.recv_timeout(UNSHARED_WITHIN).expect("dropped");
         assert_eq!(dropped_on.as_deref(), Some(THREAD));
     }

@@ -222,6 +222,8 @@ impl HubState {
         }
         self.telemetry.commit(prepared).await;
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
+        // The parsed resources take milliseconds to free at 10 000 rules.
+        crate::background::drop_elsewhere(set);
         true
     }
 
