@@ -265,18 +265,19 @@ fn reload_scenario(
     let run = run?;
     // Only windows wholly inside the measured run: the warm-up's, and the one cut by the end, are left out.
     let (start, end) = run.window;
-    let part = |ws: &[reload::Window]| {
-        let ws: Vec<_> = ws
-            .iter()
+    let measured = |ws: Vec<reload::Window>| -> Vec<reload::Window> {
+        ws.into_iter()
             .filter(|w| start <= w.span().0 && w.span().1 <= end)
-            .collect();
-        let spans: Vec<_> = ws.iter().map(|w| w.span()).collect();
+            .collect()
+    };
+    let (quiet, reloading) = (measured(windows.quiet), measured(windows.reloading));
+    let part = |ws: &[reload::Window]| {
+        let spans: Vec<_> = ws.iter().map(reload::Window::span).collect();
         let samples: Vec<_> = ws.iter().map(|w| (w.from, w.to)).collect();
         run.within(&spans, cpu::usage_over(&samples))
     };
     let p99s = |ws: &[reload::Window]| -> anyhow::Result<Vec<u64>> {
         ws.iter()
-            .filter(|w| start <= w.span().0 && w.span().1 <= end)
             .map(|w| {
                 let one = run.within(&[w.span()], cpu::Usage::default())?;
                 Ok(one.latency.value_at_quantile(0.99))
@@ -286,9 +287,9 @@ fn reload_scenario(
     Ok(report::Reloads {
         policies: args.reload_policies,
         first_load,
-        window_p99: (p99s(&windows.quiet)?, p99s(&windows.reloading)?),
+        window_p99: (p99s(&quiet)?, p99s(&reloading)?),
         reload_times: windows.reload_times,
-        quiet: part(&windows.quiet)?,
-        reloading: part(&windows.reloading)?,
+        quiet: part(&quiet)?,
+        reloading: part(&reloading)?,
     })
 }

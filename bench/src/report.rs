@@ -334,6 +334,13 @@ pub fn print_summary(targets: &[Target], closed: &[ClosedResult], open: &[OpenRe
     }
 }
 
+/// The middle value of `v` (the upper one of an even count); the default when empty.
+fn median<T: Ord + Copy + Default>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
 fn ms_list(v: &[u64]) -> String {
     let items: Vec<String> = v
         .iter()
@@ -366,18 +373,15 @@ pub struct Reloads {
 pub fn print_reloads(r: &Reloads) {
     let (quiet, reloading) = (q(&r.quiet.latency, 0.99), q(&r.reloading.latency, 0.99));
     let ratio = reloading as f64 / quiet.max(1) as f64;
-    let mut times = r.reload_times.clone();
-    times.sort();
-    let median = times.get(times.len() / 2).copied().unwrap_or_default();
     println!();
     println!(
         "Reloads: {} more policies ({} rules; first load {:.2?}); {} reloads under load, write to serving p50 {:.2?}, max {:.2?}",
         r.policies,
         r.policies * 5,
         r.first_load,
-        times.len(),
-        median,
-        times.last().copied().unwrap_or_default(),
+        r.reload_times.len(),
+        median(&r.reload_times),
+        r.reload_times.iter().max().copied().unwrap_or_default(),
     );
     println!(
         "  hub native plain at {:.0}/s, {} / {} calls in quiet / reloading windows (alternating, each as long as the reload before it + 250 ms)",
@@ -393,11 +397,6 @@ pub fn print_reloads(r: &Reloads) {
         fmt_ns(q(&r.quiet.latency, 0.999)),
         fmt_ns(q(&r.reloading.latency, 0.999)),
     );
-    let median = |v: &[u64]| {
-        let mut v = v.to_vec();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or_default()
-    };
     let (mq, mr) = (median(&r.window_p99.0), median(&r.window_p99.1));
     println!(
         "  median of the windows' p99 (a machine stall spoils one window, not the median): {} left alone, {} while reloading: {:.2}×; each window's p99 (ms): quiet {}, reloading {}",

@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Backend, Envoy, HeldPort, Proc, call, get, scratch, scratch_config, wait_until,
-    write_atomically,
+    Backend, Envoy, HeldPort, Proc, call, get, get_json, scratch, scratch_config, start_pilot,
+    wait_until, write_atomically,
 };
 
 fn services(port: u16, backend: SocketAddr) -> String {
@@ -50,29 +49,6 @@ fn routes(abort: bool) -> String {
     )
 }
 
-fn start_pilot(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["pilot", "--config-dir"])
-        .arg(config)
-        .args(["--xds-addr", "127.0.0.1:0"])
-        .args(["--monitoring-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-log").join("pilot.log"));
-    let (xds, monitoring) = common::pilot_addrs(&mut proc);
-    wait_until(Duration::from_secs(60), "pilot to be ready", || {
-        assert!(proc.alive(), "pilot exited:\n{}", proc.log());
-        get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
-    });
-    (proc, xds, monitoring)
-}
-
-fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    get(addr, path, &[])
-        .and_then(|r| serde_json::from_str(&r.body).ok())
-        .unwrap_or_default()
-}
-
 #[test]
 fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     let (dir, config) = scratch_config("pilot-cli");
@@ -82,7 +58,7 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     let port = held.port();
     std::fs::write(config.join("services.yaml"), services(port, backend.addr)).expect("write");
     std::fs::write(config.join("routes.yaml"), routes(false)).expect("write");
-    let (pilot, xds, monitoring) = start_pilot(&config);
+    let (pilot, xds, monitoring) = start_pilot(&config, "127.0.0.1:0");
     let envoy = Envoy::start(
         &dir,
         &common::ads_bootstrap(xds, "GRPC", common::PRODUCTPAGE_NODE),
@@ -97,7 +73,7 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     // /debug/syncz: the proxy, every type acknowledged at the version sent.
     let node = "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local";
     wait_until(Duration::from_secs(30), "Envoy to ACK every type", || {
-        let sync = json(monitoring, "/debug/syncz");
+        let sync = get_json(monitoring, "/debug/syncz");
         let Some(p) = sync.as_array().and_then(|a| a.first()) else {
             return false;
         };
@@ -143,7 +119,7 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
         Duration::from_secs(30),
         "pilot to reject the change",
         || {
-            json(monitoring, "/debug/config")["last_rejected"]
+            get_json(monitoring, "/debug/config")["last_rejected"]
                 .to_string()
                 .contains("routes.yaml:8")
         },
@@ -228,7 +204,7 @@ spec:
         ),
     )
     .expect("write");
-    let (_pilot, xds, _monitoring) = start_pilot(&config);
+    let (_pilot, xds, _monitoring) = start_pilot(&config, "127.0.0.1:0");
     let bootstrap = dir.join("grpc-bootstrap.json");
     std::fs::write(
         &bootstrap,

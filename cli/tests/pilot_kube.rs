@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Backend, Envoy, HeldPort, Proc, call, get, scratch, scratch_config, wait_until,
+    Backend, Envoy, HeldPort, Proc, call, get, get_json, scratch, scratch_config, wait_until,
     write_atomically,
 };
 use replay::{ENDPOINT_SLICES, PODS, Replay, SERVICES, events, fixture};
@@ -88,12 +88,6 @@ fn pilot(config: &Path, kubeconfig: &Path) -> (Proc, SocketAddr, SocketAddr) {
     (proc, xds, monitoring)
 }
 
-fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    get(addr, path, &[])
-        .and_then(|r| serde_json::from_str(&r.body).ok())
-        .unwrap_or_default()
-}
-
 #[test]
 fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -131,7 +125,7 @@ fn envoy_routes_to_the_kubernetes_pod_the_subset_selects() {
         assert!(pilot.alive(), "pilot exited:\n{}", pilot.log());
         get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
     });
-    let services = json(monitoring, "/debug/config")["services"].clone();
+    let services = get_json(monitoring, "/debug/config")["services"].clone();
     assert_eq!(
         services,
         serde_json::json!(["payments.example.com", "reviews.default.svc.cluster.local"]),

@@ -6,14 +6,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Proc, get, scratch, scratch_config, wait_until, write_atomically};
+use common::{get_json, scratch_config, start_pilot, wait_until, write_atomically};
 use proxy_xds::{Consumer, Options, Status, types};
 use sextant_proto::envoy::config::cluster::v3::Cluster;
 use sextant_proto::envoy::config::core::v3::Node;
@@ -65,19 +62,6 @@ spec:
     )
 }
 
-fn start_pilot(config: &Path, xds: &str) -> (Proc, SocketAddr, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["pilot", "--config-dir"])
-        .arg(config)
-        .args(["--xds-addr", xds])
-        .args(["--monitoring-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let mut proc = Proc::spawn("pilot", cmd, scratch("proxy-xds-pilot").join("pilot.log"));
-    let (xds, monitoring) = common::pilot_addrs(&mut proc);
-    (proc, xds, monitoring)
-}
-
 /// What the test's consumer holds: per type, the resources applied, decoded to what the test looks at.
 #[derive(Default)]
 struct Held {
@@ -104,13 +88,16 @@ fn decode<M: prost::Message + Default>(r: &Any) -> Result<M, String> {
     M::decode(r.value.as_slice()).map_err(|e| format!("{}: {e}", r.type_url))
 }
 
+fn decode_all<M: prost::Message + Default>(resources: &[Any]) -> Result<Vec<M>, String> {
+    resources.iter().map(decode).collect()
+}
+
 impl Consumer for Recorder {
     fn apply(&mut self, type_url: &str, resources: &[Any]) -> Result<(), String> {
         let mut held = self.held.lock().expect("held");
         match type_url {
             types::CLUSTER => {
-                let clusters: Vec<Cluster> =
-                    resources.iter().map(decode).collect::<Result<_, _>>()?;
+                let clusters: Vec<Cluster> = decode_all(resources)?;
                 held.clusters = clusters.iter().map(|c| c.name.clone()).collect();
                 held.eds = clusters
                     .iter()
@@ -119,8 +106,7 @@ impl Consumer for Recorder {
                     .collect();
             }
             types::ENDPOINTS => {
-                let cla: Vec<ClusterLoadAssignment> =
-                    resources.iter().map(decode).collect::<Result<_, _>>()?;
+                let cla: Vec<ClusterLoadAssignment> = decode_all(resources)?;
                 held.endpoints = cla
                     .into_iter()
                     .map(|c| {
@@ -135,8 +121,7 @@ impl Consumer for Recorder {
                     .collect();
             }
             types::LISTENER => {
-                let listeners: Vec<Listener> =
-                    resources.iter().map(decode).collect::<Result<_, _>>()?;
+                let listeners: Vec<Listener> = decode_all(resources)?;
                 held.listeners = listeners.iter().map(|l| l.name.clone()).collect();
                 held.rds = listeners
                     .iter()
@@ -158,8 +143,7 @@ impl Consumer for Recorder {
                 if self.refuse_routes.load(Ordering::Relaxed) {
                     return Err("route configuration refused by the test".to_owned());
                 }
-                let routes: Vec<RouteConfiguration> =
-                    resources.iter().map(decode).collect::<Result<_, _>>()?;
+                let routes: Vec<RouteConfiguration> = decode_all(resources)?;
                 held.routes = routes
                     .into_iter()
                     .map(|r| {
@@ -215,12 +199,6 @@ fn wait_status(
     cond: impl Fn(&Status) -> bool,
 ) {
     wait_until(Duration::from_secs(60), what, || cond(&status.borrow()));
-}
-
-fn syncz(monitoring: SocketAddr) -> serde_json::Value {
-    get(monitoring, "/debug/syncz", &[])
-        .and_then(|r| serde_json::from_str(&r.body).ok())
-        .unwrap_or_default()
 }
 
 #[test]
@@ -290,7 +268,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
     }
     // Pilot saw the ACKs: every type acknowledged at the version it sent.
     wait_until(Duration::from_secs(30), "pilot to record the ACKs", || {
-        let sync = syncz(monitoring);
+        let sync = get_json(monitoring, "/debug/syncz");
         let Some(p) = sync.as_array().and_then(|a| a.first()) else {
             return false;
         };
@@ -315,7 +293,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
         "a refused update changed nothing"
     );
     wait_until(Duration::from_secs(30), "pilot to record the NACK", || {
-        let sync = syncz(monitoring);
+        let sync = get_json(monitoring, "/debug/syncz");
         sync.as_array()
             .and_then(|a| a.first())
             .and_then(|p| {
@@ -352,7 +330,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
         Duration::from_secs(30),
         "the new pilot to record the ACKs",
         || {
-            syncz(monitoring)
+            get_json(monitoring, "/debug/syncz")
                 .as_array()
                 .and_then(|a| a.first())
                 .is_some_and(|p| p["types"]["rds"]["acked"] == p["types"]["rds"]["sent"])

@@ -92,6 +92,32 @@ pub fn pilot_addrs(pilot: &mut Proc) -> (SocketAddr, SocketAddr) {
     }
 }
 
+/// Starts `sextant pilot` on `config` with its xDS port at `xds_addr` (`127.0.0.1:0`: one the kernel picks)
+/// and waits until it is ready; returns it with its (xDS, monitoring) addresses.
+pub fn start_pilot(config: &Path, xds_addr: &str) -> (Proc, SocketAddr, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["pilot", "--config-dir"])
+        .arg(config)
+        .args(["--xds-addr", xds_addr])
+        .args(["--monitoring-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-log").join("pilot.log"));
+    let (xds, monitoring) = pilot_addrs(&mut proc);
+    wait_until(Duration::from_secs(60), "pilot to be ready", || {
+        assert!(proc.alive(), "pilot exited:\n{}", proc.log());
+        get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
+    });
+    (proc, xds, monitoring)
+}
+
+/// GET `path` from `addr` as JSON; `Null` when it cannot be fetched or is not JSON.
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    get(addr, path, &[])
+        .and_then(|r| serde_json::from_str(&r.body).ok())
+        .unwrap_or_default()
+}
+
 /// A fresh scratch directory.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
