@@ -5,6 +5,7 @@ mod attrs;
 mod check;
 mod dev;
 mod pilot;
+mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ enum Command {
     /// Run pilot: Istio networking resources translated to Envoy configuration and served over ADS
     /// (state of the world and delta) to Envoy sidecars and proxyless gRPC clients.
     Pilot(pilot::PilotArgs),
+    /// Run the sidecar/gateway proxy: listeners, routes, clusters and endpoints from pilot over xDS; HTTP/1.1,
+    /// HTTP/2 and TCP proxying; admin endpoints in Envoy's shapes.
+    Proxy(proxy::ProxyArgs),
     /// Validate resources (a file or a directory tree): CEL, references, and each adapter's own init.
     Validate {
         /// File or directory of YAML resources.
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             hub.wait().await.map_err(|e| fail(e, "see the log above"))
         }
         Command::Pilot(args) => pilot::run(&args).await,
+        Command::Proxy(args) => proxy::run(&args).await,
         Command::Validate {
             path,
             no_default_telemetry,
@@ -441,7 +446,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &cli.command {
+        // The proxy's data path runs on exactly --concurrency workers, as Envoy's --concurrency.
+        Command::Proxy(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.concurrency.max(1))
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

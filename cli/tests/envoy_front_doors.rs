@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::DataPlane;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

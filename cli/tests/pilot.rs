@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::DataPlane;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};

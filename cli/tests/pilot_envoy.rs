@@ -1,9 +1,10 @@
-//! Pilot's translation driving a real Envoy 1.40: Istio's bookinfo VirtualService and DestinationRule files,
-//! as shipped, plus ServiceEntries for local backends, translated for an Envoy without interception (its
-//! node metadata says `INTERCEPTION_MODE: NONE`, so it binds the service port on 127.0.0.1 itself) and
-//! served over ADS, state of the world and delta. Envoy ACKs every type with zero rejections and then
-//! routes exactly as the VirtualServices say: the 90/10 split, `end-user: jason` to v2, the abort and the
-//! delay of the ratings samples, retries on 503 and a route timeout.
+//! Pilot's translation driving a real Envoy 1.40, and `sextant proxy` on the same table: Istio's bookinfo
+//! VirtualService and DestinationRule files, as shipped, plus ServiceEntries for local backends, translated
+//! for a proxy without interception (its node metadata says `INTERCEPTION_MODE: NONE`, so it binds the
+//! service port on 127.0.0.1 itself) and served over ADS, state of the world and delta. Each proxy ACKs
+//! every type with zero rejections and then routes exactly as the VirtualServices say: the 90/10 split,
+//! `end-user: jason` to v2, the abort and the delay of the ratings samples, retries on 503 and a route
+//! timeout. The expectations are the same for both proxies, read through the same admin paths.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Ads, Envoy, HeldPort, get, repo, scratch, wait_until};
+use common::{Ads, DataPlane, Envoy, HeldPort, SextantProxy, get, repo, scratch, wait_until};
 use pilot_translate::{Interception, ProxyInfo, translate};
 use pilot_xds::{Snapshot, types};
 use sextant_proto::envoy::config::core::v3::Node;
@@ -316,8 +317,15 @@ spec:
   - route: [{destination: {host: reviews, subset: v3}}]
 "#;
 
-fn run(api_type: &str) {
-    let dir = scratch(&format!("pilot-envoy-{api_type}"));
+/// Which proxy runs the table.
+#[derive(Clone, Copy, Debug)]
+enum Plane {
+    Envoy,
+    Sextant,
+}
+
+fn run(api_type: &str, plane: Plane) {
+    let dir = scratch(&format!("pilot-{plane:?}-{api_type}"));
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("config dir");
     let reviews = [
@@ -355,12 +363,30 @@ fn run(api_type: &str) {
         "virtual-service-all-v1.yaml",
         &sample("virtual-service-all-v1.yaml"),
     );
-    let envoy_dir = dir.join("envoy");
-    std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
-    let envoy = Envoy::start(
-        &envoy_dir,
-        &common::ads_bootstrap(pilot.ads.addr, api_type, common::PRODUCTPAGE_NODE),
-    );
+    let envoy_dir = dir.join("proxy");
+    std::fs::create_dir_all(&envoy_dir).expect("proxy dir");
+    let envoy: Box<dyn DataPlane> = match plane {
+        Plane::Envoy => Box::new(Envoy::start(
+            &envoy_dir,
+            &common::ads_bootstrap(pilot.ads.addr, api_type, common::PRODUCTPAGE_NODE),
+        )),
+        Plane::Sextant => Box::new(SextantProxy::start(
+            &envoy_dir,
+            pilot.ads.addr,
+            NODE_ID,
+            &[
+                ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+                (
+                    "ISTIO_METAJSON_LABELS",
+                    r#"{"app": "productpage", "version": "v1"}"#,
+                ),
+            ],
+            &[
+                "--xds-protocol",
+                if api_type == "GRPC" { "sotw" } else { "delta" },
+            ],
+        )),
+    };
     let listen = held.addr;
 
     // Everything to v1: Envoy binds the service port itself and ACKs all four types.
@@ -508,7 +534,7 @@ fn run(api_type: &str) {
     );
 
     assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected nothing");
-    let dump = get(envoy.admin, "/config_dump", &[])
+    let dump = get(envoy.admin(), "/config_dump", &[])
         .expect("config dump")
         .body;
     for name in [
@@ -525,10 +551,20 @@ fn run(api_type: &str) {
 
 #[test]
 fn envoy_routes_the_bookinfo_samples_as_istio_does_over_state_of_the_world_ads() {
-    run("GRPC");
+    run("GRPC", Plane::Envoy);
 }
 
 #[test]
 fn envoy_routes_the_bookinfo_samples_as_istio_does_over_delta_ads() {
-    run("DELTA_GRPC");
+    run("DELTA_GRPC", Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_routes_the_bookinfo_samples_as_istio_does_over_state_of_the_world_ads() {
+    run("GRPC", Plane::Sextant);
+}
+
+#[test]
+fn sextant_proxy_routes_the_bookinfo_samples_as_istio_does_over_delta_ads() {
+    run("DELTA_GRPC", Plane::Sextant);
 }

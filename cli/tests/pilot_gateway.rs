@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::DataPlane;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

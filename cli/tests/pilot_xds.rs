@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::DataPlane;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The proxy's ADS client (`proxy-xds`) against `sextant pilot` as a process: it subscribes to what the
 //! configuration refers to, ACKs what it applies, NACKs what it refuses (pilot records the NACK and the
 //! previous configuration stays), and when pilot goes away it keeps its configuration and resumes on its own
-//! once pilot is back.
+//! once pilot is back. The same scenario runs over both protocols, state of the world and delta.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{get_json, scratch_config, start_pilot, wait_until, write_atomically};
-use proxy_xds::{Consumer, Options, Status, types};
+use proxy_xds::{Consumer, Options, Protocol, Status, types};
 use sextant_proto::envoy::config::cluster::v3::Cluster;
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -203,6 +203,38 @@ fn wait_status(
 
 #[test]
 fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
+    acks_nacks_and_resumes(Protocol::StateOfTheWorld, "sotw");
+}
+
+#[test]
+fn the_delta_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
+    acks_nacks_and_resumes(Protocol::Delta, "delta");
+}
+
+/// The client's configuration holds every type the scenario's mesh refers to, whole.
+fn assert_whole(held: &Held, port: u16, subset: &str) {
+    assert!(held.clusters.contains(subset), "{:?}", held.clusters);
+    assert!(
+        held.endpoints
+            .get(subset)
+            .is_some_and(|e| e.len() == 1 && e[0].contains("127.0.0.7")),
+        "{:?}",
+        held.endpoints
+    );
+    assert!(
+        held.listeners.contains(&format!("127.0.0.1_{port}")),
+        "{:?}",
+        held.listeners
+    );
+    assert!(
+        held.routes.contains_key(&port.to_string()),
+        "{:?}",
+        held.routes
+    );
+}
+
+/// The scenario over `protocol`, which pilot's `/debug/syncz` names `shown`.
+fn acks_nacks_and_resumes(protocol: Protocol, shown: &str) {
     let (_dir, config_dir) = scratch_config("proxy-xds");
     let port = 9080;
     std::fs::write(config_dir.join("mesh.yaml"), config(port, false)).expect("write");
@@ -214,6 +246,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
     let (tx, status) = tokio::sync::watch::channel(Status::default());
     let mut options = Options::new(format!("http://{xds}"), node());
     options.max_backoff = Duration::from_millis(500);
+    options.protocol = protocol;
     rt.spawn(proxy_xds::run(
         options,
         Recorder {
@@ -246,19 +279,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
     );
     {
         let h = held.lock().expect("held");
-        assert!(h.clusters.contains(&subset), "{:?}", h.clusters);
-        assert!(
-            h.endpoints
-                .get(&subset)
-                .is_some_and(|e| e.len() == 1 && e[0].contains("127.0.0.7")),
-            "{:?}",
-            h.endpoints
-        );
-        assert!(
-            h.listeners.contains(&format!("127.0.0.1_{port}")),
-            "{:?}",
-            h.listeners
-        );
+        assert_whole(&h, port, &subset);
         assert_eq!(
             h.routes.get(&port.to_string()),
             Some(&false),
@@ -266,13 +287,14 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
             h.routes
         );
     }
-    // Pilot saw the ACKs: every type acknowledged at the version it sent.
+    // Pilot saw the ACKs over the protocol asked for: every type acknowledged at the version it sent.
     wait_until(Duration::from_secs(30), "pilot to record the ACKs", || {
         let sync = get_json(monitoring, "/debug/syncz");
         let Some(p) = sync.as_array().and_then(|a| a.first()) else {
             return false;
         };
         p["node"] == NODE
+            && p["protocol"] == shown
             && ["cds", "eds", "lds", "rds"].iter().all(|t| {
                 p["types"][*t]["acked"] == p["types"][*t]["sent"]
                     && p["types"][*t]["last_nack"].is_null()
@@ -309,11 +331,7 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
     wait_status(&status, "the client to notice pilot is gone", |s| {
         !s.connected
     });
-    assert_eq!(
-        held.lock().expect("held").routes.len(),
-        1,
-        "the configuration is kept"
-    );
+    assert_whole(&held.lock().expect("held"), port, &subset);
     refuse_routes.store(false, Ordering::Relaxed);
     let (_pilot, _, monitoring) = start_pilot(&config_dir, &xds.to_string());
     wait_status(
@@ -326,6 +344,9 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
         "the fault route to be applied",
         || held.lock().expect("held").routes.get(&port.to_string()) == Some(&true),
     );
+    // Resumed, not restarted from nothing: with delta pilot sends only what changed (the routes), and what it
+    // did not resend is still applied.
+    assert_whole(&held.lock().expect("held"), port, &subset);
     wait_until(
         Duration::from_secs(30),
         "the new pilot to record the ACKs",
@@ -333,7 +354,10 @@ fn the_proxy_xds_client_acks_nacks_and_resumes_after_pilot_restarts() {
             get_json(monitoring, "/debug/syncz")
                 .as_array()
                 .and_then(|a| a.first())
-                .is_some_and(|p| p["types"]["rds"]["acked"] == p["types"]["rds"]["sent"])
+                .is_some_and(|p| {
+                    p["protocol"] == shown
+                        && p["types"]["rds"]["acked"] == p["types"]["rds"]["sent"]
+                })
         },
     );
 }

@@ -10,6 +10,8 @@ pub mod mixer {
     tonic::include_proto!("sextant.mixer.v1");
 }
 
+pub mod json;
+
 /// The Envoy v3 API.
 pub use envoy_types::pb::envoy;
 /// `google.protobuf` and `google.rpc`, shared by Envoy's API and ours.

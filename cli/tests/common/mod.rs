@@ -595,10 +595,22 @@ impl Envoy {
         let port = a["port_value"].as_u64().and_then(|p| u16::try_from(p).ok());
         SocketAddr::new(ip, port.expect("port"))
     }
+}
 
-    /// One of Envoy's own counters, from its admin /stats.
-    pub fn stat(&self, name: &str) -> Option<u64> {
-        let body = get(self.admin, &format!("/stats?filter=^{name}$"), &[])?.body;
+impl DataPlane for Envoy {
+    fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+}
+
+/// A proxy under test, Envoy or `sextant proxy`, read through its admin endpoints (the same paths on both).
+pub trait DataPlane {
+    /// The admin address.
+    fn admin(&self) -> SocketAddr;
+
+    /// One of the proxy's counters, from its admin /stats (Envoy's names on both).
+    fn stat(&self, name: &str) -> Option<u64> {
+        let body = get(self.admin(), &format!("/stats?filter=^{name}$"), &[])?.body;
         body.lines().find_map(|l| {
             l.strip_prefix(name)?
                 .strip_prefix(": ")?
@@ -608,14 +620,71 @@ impl Envoy {
         })
     }
 
-    /// Every `update_rejected` counter of Envoy's xDS subscriptions, summed: pushes it refused.
-    pub fn rejected_updates(&self) -> u64 {
-        get(self.admin, "/stats?filter=update_rejected", &[])
-            .expect("envoy stats")
+    /// Every `update_rejected` counter of the proxy's xDS subscriptions, summed: pushes it refused.
+    fn rejected_updates(&self) -> u64 {
+        get(self.admin(), "/stats?filter=update_rejected", &[])
+            .expect("proxy stats")
             .body
             .lines()
             .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
             .sum()
+    }
+}
+
+/// `sextant proxy`, started as a process with its admin on a port the kernel picks.
+pub struct SextantProxy {
+    /// The process.
+    pub proc: Proc,
+    /// Admin address.
+    pub admin: SocketAddr,
+}
+
+impl SextantProxy {
+    /// Starts `sextant proxy` fed by the ADS server at `xds` as node `node_id`, with `env` (the pod's
+    /// environment: `ISTIO_META_*` and the like) and `args`, and waits until its admin says LIVE.
+    pub fn start(
+        dir: &Path,
+        xds: SocketAddr,
+        node_id: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> SextantProxy {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        cmd.args([
+            "proxy",
+            "--xds-addr",
+            &xds.to_string(),
+            "--node-id",
+            node_id,
+        ])
+        .args(["--admin-addr", "127.0.0.1:0", "--stats-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn("sextant proxy", cmd, dir.join("proxy.log"));
+        let line = proc.wait_for_line("proxy: admin on ", Duration::from_secs(60));
+        let admin = *addrs_in(&line)
+            .first()
+            .unwrap_or_else(|| panic!("an admin address in {line}"));
+        let mut proxy = SextantProxy { proc, admin };
+        wait_until(Duration::from_secs(60), "sextant proxy to be LIVE", || {
+            assert!(
+                proxy.proc.alive(),
+                "sextant proxy exited:\n{}",
+                proxy.proc.log()
+            );
+            get(admin, "/ready", &[]).is_some_and(|r| r.status == 200)
+        });
+        proxy
+    }
+}
+
+impl DataPlane for SextantProxy {
+    fn admin(&self) -> SocketAddr {
+        self.admin
     }
 }
 

@@ -1,12 +1,16 @@
-//! The proxy's ADS client (state of the world): one gRPC stream to pilot carrying every type.
+//! The proxy's ADS client: one gRPC stream to pilot carrying every type, state of the world or delta
+//! ([`Protocol`]).
 //!
 //! Clusters and listeners are subscribed as wildcards; endpoints, routes and secrets by the names the applied
-//! configuration refers to, which the [`Consumer`] reports after each update. Each response is handed whole to
-//! the consumer, which applies it or refuses it: an applied response is ACKed, a refused one NACKed with the
-//! consumer's message and the previous version, so the proxy keeps serving what it had. When the stream ends
+//! configuration refers to, which the [`Consumer`] reports after each update. The consumer is handed each
+//! type's whole set, whichever the protocol (with delta, the client merges the changes pilot sends into the
+//! set it holds), and applies it or refuses it: an applied response is ACKed, a refused one NACKed with the
+//! consumer's message and the previous set kept, so the proxy keeps serving what it had. When the stream ends
 //! or pilot cannot be reached, the client reconnects with a growing backoff and resumes with the versions and
 //! names it holds; the consumer's configuration is never cleared by a lost connection.
 
+mod delta;
+mod session;
 mod stream;
 pub mod types;
 
@@ -17,16 +21,35 @@ use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::google::protobuf::Any;
 use tokio::sync::watch;
 
-pub use stream::run;
+/// Runs the client until the task is dropped: connects, applies and answers what pilot sends over
+/// `options.protocol`, and reconnects with backoff whenever the stream ends. `status` receives what it does.
+pub async fn run<C: Consumer>(options: Options, consumer: C, status: watch::Sender<Status>) {
+    match options.protocol {
+        Protocol::StateOfTheWorld => stream::run(options, consumer, status).await,
+        Protocol::Delta => delta::run(options, consumer, status).await,
+    }
+}
 
 /// What receives the configuration: validates and applies each response, and names what it refers to.
 pub trait Consumer: Send + 'static {
     /// Applies `resources`, the whole set of `type_url` pilot now serves (for endpoints, routes and secrets:
-    /// of the names subscribed), or refuses them with a message naming what and where, changing nothing.
+    /// of the names subscribed) sorted by name, or refuses them with a message naming what and where,
+    /// changing nothing.
     fn apply(&mut self, type_url: &str, resources: &[Any]) -> Result<(), String>;
 
     /// The names of `type_url` (one of [`types::NAMED`]) the applied configuration refers to.
     fn wants(&self, type_url: &str) -> BTreeSet<String>;
+}
+
+/// Which ADS protocol the client speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// State of the world (`StreamAggregatedResources`): each response carries its type's whole set.
+    #[default]
+    StateOfTheWorld,
+    /// Delta (`DeltaAggregatedResources`): each response carries the resources that changed and the names of
+    /// those removed; a new stream resumes with the version of each resource held.
+    Delta,
 }
 
 /// Where and as whom to connect.
@@ -40,16 +63,19 @@ pub struct Options {
     pub min_backoff: Duration,
     /// Longest wait before reconnecting.
     pub max_backoff: Duration,
+    /// The protocol spoken.
+    pub protocol: Protocol,
 }
 
 impl Options {
-    /// Options with the default backoff (100 ms doubling to 10 s).
+    /// Options with the default backoff (100 ms doubling to 10 s), speaking state of the world.
     pub fn new(endpoint: impl Into<String>, node: Node) -> Options {
         Options {
             endpoint: endpoint.into(),
             node,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            protocol: Protocol::default(),
         }
     }
 }
@@ -61,7 +87,7 @@ pub struct Status {
     pub connected: bool,
     /// Streams opened so far.
     pub streams: u64,
-    /// Per type URL: the version last applied and ACKed.
+    /// Per type URL: the version last applied and ACKed (with delta, the response's `system_version_info`).
     pub acked: BTreeMap<String, String>,
     /// Per type URL: the names subscribed (empty for a wildcard).
     pub subscribed: BTreeMap<String, BTreeSet<String>>,

@@ -1,0 +1,310 @@
+//! `sextant proxy`: wires the proxy's crates: the xDS client feeds the store, the store's snapshots drive the
+//! listeners, and the admin endpoints read both.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy_admin::Admin;
+use proxy_state::Store;
+use proxy_stats::Stats;
+use sextant_proto::envoy::config::core::v3::Node;
+use sextant_proto::google::protobuf::{ListValue, Struct, Value, value::Kind};
+use sextant_supervise::TaskHealth;
+use tokio::sync::watch;
+
+use crate::{Failure, fail};
+
+/// Flags of `sextant proxy`; as with Istio's pilot-agent, the node also comes from the pod's environment.
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// Pilot's xDS (ADS) address.
+    #[arg(long, env = "SEXTANT_XDS_ADDR", default_value = "127.0.0.1:15010")]
+    xds_addr: String,
+    /// The xDS protocol: state of the world or delta.
+    #[arg(long, value_enum, default_value_t = XdsProtocol::Sotw)]
+    xds_protocol: XdsProtocol,
+    /// The node id; by default Istio's sidecar form built from the environment,
+    /// `sidecar~$INSTANCE_IP~$POD_NAME.$POD_NAMESPACE~$POD_NAMESPACE.svc.cluster.local`.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// A JSON object merged into the node's metadata (the environment's ISTIO_META_* win over it).
+    #[arg(long)]
+    node_metadata_file: Option<PathBuf>,
+    /// The admin address (/ready, /stats, /config_dump, /clusters, /listeners, /drain_listeners, /quitquitquit).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// The Prometheus address (/stats/prometheus).
+    #[arg(long, default_value = "127.0.0.1:15090")]
+    stats_addr: SocketAddr,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// How long connections may finish their requests after SIGTERM or /drain_listeners before the proxy exits.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    drain_time: Duration,
+    /// Open downstream connections at most, over all listeners.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// `$POD_NAME`.
+    #[arg(long, env = "POD_NAME", default_value = "sextant-proxy", hide = true)]
+    pod_name: String,
+    /// `$POD_NAMESPACE`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default", hide = true)]
+    pod_namespace: String,
+    /// `$INSTANCE_IP`.
+    #[arg(long, env = "INSTANCE_IP", default_value = "127.0.0.1", hide = true)]
+    instance_ip: String,
+    /// `$SERVICE_ACCOUNT`.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default", hide = true)]
+    service_account: String,
+}
+
+/// The values of `--xds-protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsProtocol {
+    /// State of the world (`StreamAggregatedResources`).
+    Sotw,
+    /// Delta (`DeltaAggregatedResources`).
+    Delta,
+}
+
+impl ProxyArgs {
+    /// The node sent to pilot: id, cluster and metadata (file, then `ISTIO_META_*` and `ISTIO_METAJSON_*`).
+    fn node(&self, env: impl Iterator<Item = (String, String)>) -> Result<Node, Failure> {
+        let mut metadata: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        if let Some(path) = &self.node_metadata_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                fail(
+                    format!("cannot read {}: {e}", path.display()),
+                    "give --node-metadata-file a readable JSON file",
+                )
+            })?;
+            let serde_json::Value::Object(fields) = serde_json::from_str(&text).map_err(|e| {
+                fail(
+                    format!("{}: {e}", path.display()),
+                    "the node metadata file must hold one JSON object",
+                )
+            })?
+            else {
+                return Err(fail(
+                    format!("{}: not a JSON object", path.display()),
+                    "the node metadata file must hold one JSON object",
+                ));
+            };
+            metadata.extend(fields);
+        }
+        metadata.insert("NAMESPACE".into(), self.pod_namespace.clone().into());
+        metadata.insert(
+            "SERVICE_ACCOUNT".into(),
+            self.service_account.clone().into(),
+        );
+        metadata.insert("INSTANCE_IPS".into(), self.instance_ip.clone().into());
+        for (key, value) in env {
+            if let Some(name) = key.strip_prefix("ISTIO_METAJSON_") {
+                let parsed = serde_json::from_str(&value).map_err(|e| {
+                    fail(
+                        format!("{key}: {e}"),
+                        "ISTIO_METAJSON_* variables must hold JSON",
+                    )
+                })?;
+                metadata.insert(name.to_string(), parsed);
+            } else if let Some(name) = key.strip_prefix("ISTIO_META_") {
+                metadata.insert(name.to_string(), value.into());
+            }
+        }
+        let id = self.node_id.clone().unwrap_or_else(|| {
+            let ns = &self.pod_namespace;
+            format!(
+                "sidecar~{}~{}.{ns}~{ns}.svc.cluster.local",
+                self.instance_ip, self.pod_name
+            )
+        });
+        Ok(Node {
+            id,
+            cluster: metadata
+                .get("CLUSTER_ID")
+                .and_then(|v| v.as_str())
+                .unwrap_or("Kubernetes")
+                .to_string(),
+            metadata: Some(Struct {
+                fields: metadata
+                    .into_iter()
+                    .map(|(k, v)| (k, to_value(v)))
+                    .collect(),
+            }),
+            user_agent_name: "sextant-proxy".into(),
+            ..Default::default()
+        })
+    }
+}
+
+fn to_value(v: serde_json::Value) -> Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(fields) => Kind::StructValue(Struct {
+            fields: fields.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, then drains for `--drain-time`.
+pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
+    let node = args.node(std::env::vars())?;
+    let endpoint = if args.xds_addr.contains("://") {
+        args.xds_addr.clone()
+    } else {
+        format!("http://{}", args.xds_addr)
+    };
+    let mut options = proxy_xds::Options::new(endpoint, node);
+    options.protocol = match args.xds_protocol {
+        XdsProtocol::Sotw => proxy_xds::Protocol::StateOfTheWorld,
+        XdsProtocol::Delta => proxy_xds::Protocol::Delta,
+    };
+    let stats = Stats::new();
+    let health = Arc::new(TaskHealth::default());
+    let (store, snapshots) = Store::new(stats.clone());
+    let (status_tx, xds) = watch::channel(proxy_xds::Status::default());
+    let (drain, drained) = watch::channel(false);
+    let (quit, mut quitting) = watch::channel(false);
+
+    let bind = |addr: SocketAddr, what: &str| {
+        let what = what.to_string();
+        async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                fail(
+                    format!("cannot bind the {what} address {addr}: {e}"),
+                    "pick free ports with --admin-addr / --stats-addr",
+                )
+            })
+        }
+    };
+    let admin_listener = bind(args.admin_addr, "admin").await?;
+    let stats_listener = bind(args.stats_addr, "stats").await?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| fail(e, "retry"))?;
+    let stats_addr = stats_listener.local_addr().map_err(|e| fail(e, "retry"))?;
+
+    let xds_task = tokio::spawn(proxy_xds::run(options, store, status_tx));
+    let listeners = tokio::spawn(proxy_listen::run(
+        snapshots.clone(),
+        stats.clone(),
+        proxy_listen::Options {
+            max_connections: args.max_connections,
+        },
+        drained,
+    ));
+    let admin = Arc::new(Admin {
+        stats,
+        snapshots,
+        xds,
+        drain: drain.clone(),
+        quit,
+        health: health.clone(),
+    });
+    let admin_server = tokio::spawn(serve(admin_listener, proxy_admin::router(admin.clone())));
+    let stats_server = tokio::spawn(serve(stats_listener, proxy_admin::stats_router(admin)));
+    // One line with the addresses as bound (a port may have been 0): what scripts and tests read.
+    eprintln!(
+        "proxy: admin on http://{admin_addr}/ready, prometheus on http://{stats_addr}/stats/prometheus, xDS from {}",
+        args.xds_addr
+    );
+
+    tokio::select! {
+        _ = crate::shutdown_signal() => {},
+        _ = quitting.wait_for(|q| *q) => {},
+    }
+    tracing::info!(drain_time = ?args.drain_time, "draining listeners before exiting");
+    drain.send_replace(true);
+    // The listeners' task ends once every listener stopped accepting; connections get the drain time.
+    if tokio::time::timeout(args.drain_time, listeners)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain time; exiting anyway");
+    }
+    xds_task.abort();
+    admin_server.abort();
+    stats_server.abort();
+    if let Some(down) = health.down().first() {
+        tracing::warn!(task = %down, "a task had failed");
+    }
+    Ok(())
+}
+
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "admin server ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    #[test]
+    fn the_node_follows_pilot_agents_environment() {
+        let cli = Cli::parse_from([
+            "proxy",
+            "--pod-name",
+            "productpage-1",
+            "--pod-namespace",
+            "shop",
+            "--instance-ip",
+            "10.0.0.7",
+        ]);
+        let env = [
+            (
+                "ISTIO_META_INTERCEPTION_MODE".to_string(),
+                "NONE".to_string(),
+            ),
+            (
+                "ISTIO_METAJSON_LABELS".to_string(),
+                r#"{"app":"productpage","version":"v1"}"#.to_string(),
+            ),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let node = cli
+            .args
+            .node(env.into_iter())
+            .map_err(|f| f.message)
+            .expect("node");
+        assert_eq!(
+            node.id,
+            "sidecar~10.0.0.7~productpage-1.shop~shop.svc.cluster.local"
+        );
+        let fields = node.metadata.expect("metadata").fields;
+        assert_eq!(
+            fields["NAMESPACE"].kind,
+            Some(Kind::StringValue("shop".into()))
+        );
+        assert_eq!(
+            fields["INTERCEPTION_MODE"].kind,
+            Some(Kind::StringValue("NONE".into()))
+        );
+        let Some(Kind::StructValue(labels)) = &fields["LABELS"].kind else {
+            panic!("labels: {:?}", fields["LABELS"])
+        };
+        assert_eq!(
+            labels.fields["version"].kind,
+            Some(Kind::StringValue("v1".into()))
+        );
+        assert!(!fields.contains_key("HOME"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The proxy's admin endpoints, shaped as Envoy's so that tools, probes and tests written for Envoy work
+//! unchanged: `/ready`, `/stats` (`?filter=`), `/stats/prometheus`, `/config_dump`, `/clusters`, `/listeners`,
+//! and `POST /drain_listeners`, `POST /quitquitquit`. Served on loopback only by default.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use proxy_state::Snapshots;
+use proxy_stats::Stats;
+use proxy_xds::{StatusReceiver, types};
+use sextant_proto::json::{any_to_json, redact_keys};
+use sextant_supervise::TaskHealth;
+use tokio::sync::watch;
+
+/// What the admin endpoints read and control.
+pub struct Admin {
+    /// The proxy's stats.
+    pub stats: Arc<Stats>,
+    /// The applied configuration.
+    pub snapshots: Snapshots,
+    /// The xDS client's status.
+    pub xds: StatusReceiver,
+    /// Turned true by `/drain_listeners` (and on shutdown): listeners stop and connections drain.
+    pub drain: watch::Sender<bool>,
+    /// Turned true by `/quitquitquit`: the proxy exits.
+    pub quit: watch::Sender<bool>,
+    /// The proxy's long-lived tasks: one that failed makes the proxy not ready.
+    pub health: Arc<TaskHealth>,
+}
+
+impl Admin {
+    /// Why the proxy is not ready yet, or `None` when it is: draining, or its first clusters, listeners and
+    /// the routes they name not applied yet.
+    pub fn not_ready(&self) -> Option<String> {
+        if *self.drain.borrow() {
+            return Some("DRAINING".into());
+        }
+        if let Some(down) = self.health.down().first() {
+            return Some(format!("FAILED: {down}"));
+        }
+        let status = self.xds.borrow();
+        for (type_url, what) in [(types::CLUSTER, "clusters"), (types::LISTENER, "listeners")] {
+            if !status.acked.contains_key(type_url) {
+                return Some(format!("PRE_INITIALIZING: waiting for {what}"));
+            }
+        }
+        let snapshot = self.snapshots.borrow().clone();
+        let missing: Vec<&str> = snapshot
+            .listeners
+            .values()
+            .flat_map(|l| l.route_configs())
+            .filter(|r| !snapshot.routers.contains_key(*r))
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "INITIALIZING: waiting for routes {}",
+                missing.join(", ")
+            ));
+        }
+        None
+    }
+}
+
+/// The admin router.
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/stats", get(stats))
+        .route("/stats/prometheus", get(prometheus))
+        .route("/config_dump", get(config_dump))
+        .route("/clusters", get(clusters))
+        .route("/listeners", get(listeners))
+        .route("/drain_listeners", post(drain_listeners))
+        .route("/quitquitquit", post(quit))
+        .with_state(admin)
+}
+
+/// The router of the Prometheus port (15090): `/stats/prometheus` alone.
+pub fn stats_router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/stats/prometheus", get(prometheus))
+        .with_state(admin)
+}
+
+async fn ready(State(a): State<Arc<Admin>>) -> Response {
+    match a.not_ready() {
+        None => "LIVE\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Envoy's `/stats`: `name: value` lines, or `?format=json`; `?filter=` is a regular expression, as Envoy's.
+async fn stats(State(a): State<Arc<Admin>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let filter = match q
+        .get("filter")
+        .map(|f| regex::RegexBuilder::new(f).size_limit(1 << 20).build())
+    {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            return (StatusCode::BAD_REQUEST, format!("invalid regex: {e}\n")).into_response();
+        }
+    };
+    let stats = a
+        .stats
+        .all()
+        .into_iter()
+        .filter(|(n, _)| filter.as_ref().is_none_or(|f| f.is_match(n)));
+    if q.get("format").is_some_and(|f| f == "json") {
+        let stats: Vec<serde_json::Value> = stats
+            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+            .collect();
+        return Json(serde_json::json!({"stats": stats})).into_response();
+    }
+    stats
+        .map(|(name, value)| format!("{name}: {value}\n"))
+        .collect::<String>()
+        .into_response()
+}
+
+async fn prometheus(State(a): State<Arc<Admin>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        a.stats.prometheus(),
+    )
+        .into_response()
+}
+
+/// Envoy's config dump shape: one entry per kind, each resource with the version it came in.
+async fn config_dump(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    let snapshot = a.snapshots.borrow().clone();
+    let versions = a.xds.borrow().acked.clone();
+    let version = |t: &str| versions.get(t).cloned().unwrap_or_default();
+    let raw = |t: &str| {
+        snapshot
+            .raw
+            .get(t)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| redact_keys(any_to_json(r)))
+    };
+    let dump = |kind: &str,
+                list: &str,
+                t: &str,
+                wrap: &dyn Fn(serde_json::Value, String) -> serde_json::Value| {
+        serde_json::json!({
+            "@type": format!("type.googleapis.com/envoy.admin.v3.{kind}"),
+            list: raw(t).map(|r| wrap(r, version(t))).collect::<Vec<_>>(),
+        })
+    };
+    Json(serde_json::json!({"configs": [
+        dump("ClustersConfigDump", "dynamic_active_clusters", types::CLUSTER, &|r, v| serde_json::json!({"version_info": v, "cluster": r})),
+        dump("EndpointsConfigDump", "dynamic_endpoint_configs", types::ENDPOINTS, &|r, v| serde_json::json!({"version_info": v, "endpoint_config": r})),
+        dump("ListenersConfigDump", "dynamic_listeners", types::LISTENER, &|r, v| {
+            let name = r.get("name").cloned().unwrap_or_default();
+            serde_json::json!({"name": name, "active_state": {"version_info": v, "listener": r}})
+        }),
+        dump("RoutesConfigDump", "dynamic_route_configs", types::ROUTE, &|r, v| serde_json::json!({"version_info": v, "route_config": r})),
+        dump("SecretsConfigDump", "dynamic_active_secrets", types::SECRET, &|r, v| {
+            let name = r.get("name").cloned().unwrap_or_default();
+            serde_json::json!({"name": name, "version_info": v, "secret": r})
+        }),
+    ]}))
+}
+
+/// Envoy's `/clusters` text: per cluster its limits, per host its counts.
+async fn clusters(State(a): State<Arc<Admin>>) -> String {
+    let snapshot = a.snapshots.borrow().clone();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let cluster = &snapshot.clusters[name];
+        let l = cluster.config().limits;
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_connections::{}",
+            l.max_connections
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_pending_requests::{}",
+            l.max_pending_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_requests::{}",
+            l.max_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_retries::{}",
+            l.max_retries
+        );
+        for host in cluster.hosts().all() {
+            let addr = host.address;
+            let _ = writeln!(out, "{name}::{addr}::rq_active::{}", host.active());
+            let _ = writeln!(out, "{name}::{addr}::weight::{}", host.weight);
+            let health = if host.healthy {
+                "healthy"
+            } else {
+                "/eds_health_status=unhealthy"
+            };
+            let _ = writeln!(out, "{name}::{addr}::health_flags::{health}");
+        }
+    }
+    out
+}
+
+/// Envoy's `/listeners` text: `name::address`.
+async fn listeners(State(a): State<Arc<Admin>>) -> String {
+    let snapshot = a.snapshots.borrow().clone();
+    snapshot
+        .listeners
+        .values()
+        .map(|l| format!("{}::{}\n", l.name, l.address))
+        .collect()
+}
+
+async fn drain_listeners(State(a): State<Arc<Admin>>) -> &'static str {
+    a.drain.send_replace(true);
+    "OK\n"
+}
+
+async fn quit(State(a): State<Arc<Admin>>) -> &'static str {
+    a.quit.send_replace(true);
+    "OK\n"
+}

@@ -1,0 +1,316 @@
+//! Upstream connections of one host: HTTP/1.1 connections kept idle between requests, or one multiplexed
+//! HTTP/2 connection; each counted against the cluster's connection limit, with requests waiting (pending)
+//! for a connection up to the cluster's pending limit.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy_config::cluster::Protocol;
+use tokio::net::TcpStream;
+
+use crate::host::Host;
+use crate::{Body, Error, InFlight, Shared};
+
+/// The most idle HTTP/1.1 connections kept per host.
+const MAX_IDLE_PER_HOST: usize = 256;
+
+/// The connections of one host.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    protocol: Protocol,
+    idle: Mutex<Vec<Http1Conn>>,
+    http2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+#[derive(Debug)]
+struct Http1Conn {
+    sender: http1::SendRequest<Body>,
+    opened: Instant,
+    last_used: Instant,
+    requests: u32,
+}
+
+/// A connection checked out for one request.
+enum Checked {
+    Http1(Http1Conn),
+    Http2(http2::SendRequest<Body>),
+}
+
+impl Pool {
+    pub(crate) fn new(protocol: Protocol) -> Pool {
+        Pool {
+            protocol,
+            idle: Mutex::new(Vec::new()),
+            http2: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// Sends `request` to `host`, over a pooled connection or a new one.
+pub(crate) async fn send(
+    host: &Arc<Host>,
+    shared: &Arc<Shared>,
+    mut request: http::Request<Body>,
+    in_flight: InFlight,
+) -> Result<http::Response<ResponseBody>, Error> {
+    let mut in_flight = Some(in_flight);
+    // A pooled HTTP/1.1 connection the server closed while idle gives the request back unsent: try another.
+    for _ in 0..3 {
+        let checked = checkout(host, shared).await?;
+        match checked {
+            Checked::Http1(mut conn) => match conn.sender.try_send_request(request).await {
+                Ok(response) => {
+                    conn.requests += 1;
+                    return Ok(wrap(response, host, shared, Some(conn), in_flight.take()));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if conn.requests > 0 => request = unsent,
+                    _ => return Err(Error::Reset(e.into_error().to_string())),
+                },
+            },
+            Checked::Http2(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok(wrap(response, host, shared, None, in_flight.take())),
+                Err(mut e) => {
+                    let refused = is_refused(e.error());
+                    match e.take_message() {
+                        Some(unsent) if e.error().is_closed() || e.error().is_canceled() => {
+                            request = unsent
+                        }
+                        _ if refused => return Err(Error::RefusedStream),
+                        _ => return Err(Error::Reset(e.into_error().to_string())),
+                    }
+                }
+            },
+        }
+    }
+    Err(Error::Reset(
+        "the upstream closed three connections in a row before taking the request".into(),
+    ))
+}
+
+fn is_refused(e: &hyper::Error) -> bool {
+    // hyper exposes h2's reason only through the error's description.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("REFUSED_STREAM") || s.to_string().contains("refused stream") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+async fn checkout(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Checked, Error> {
+    match host.pool.protocol {
+        Protocol::Http2 => checkout_http2(host, shared).await.map(Checked::Http2),
+        Protocol::Http1 => checkout_http1(host, shared).await.map(Checked::Http1),
+    }
+}
+
+async fn checkout_http1(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Http1Conn, Error> {
+    let mut waited = false;
+    loop {
+        let released = shared.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        loop {
+            let conn = host
+                .pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(mut conn) = conn else { break };
+            let expired = shared
+                .http
+                .idle_timeout
+                .is_some_and(|t| conn.last_used.elapsed() >= t)
+                || shared
+                    .http
+                    .max_connection_duration
+                    .is_some_and(|t| conn.opened.elapsed() >= t);
+            if conn.sender.is_closed() || expired {
+                continue;
+            }
+            if conn.sender.ready().await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        if shared.try_acquire_connection() {
+            let (sender, opened) = connect(host.address, shared, |io| async move {
+                let (sender, conn) = http1::handshake(io).await?;
+                Ok((sender, conn))
+            })
+            .await?;
+            return Ok(Http1Conn {
+                sender,
+                opened,
+                last_used: opened,
+                requests: 0,
+            });
+        }
+        if !waited {
+            shared.stats.cx_overflow.inc();
+        }
+        // Wait for a connection of the cluster to come back or close, within the pending limit.
+        let _pending = shared.pending()?;
+        waited = true;
+        released.await;
+    }
+}
+
+async fn checkout_http2(
+    host: &Arc<Host>,
+    shared: &Arc<Shared>,
+) -> Result<http2::SendRequest<Body>, Error> {
+    let mut slot = host.pool.http2.lock().await;
+    if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+        return Ok(sender.clone());
+    }
+    *slot = None;
+    if !shared.try_acquire_connection() {
+        shared.stats.cx_overflow.inc();
+        return Err(Error::Overflow("max_connections"));
+    }
+    let (sender, _) = connect(host.address, shared, |io| async move {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.adaptive_window(true);
+        let (sender, conn) = builder.handshake(io).await?;
+        Ok((sender, conn))
+    })
+    .await?;
+    *slot = Some(sender.clone());
+    Ok(sender)
+}
+
+/// Opens a connection to `address` within the connect timeout, hands it to `handshake`, and runs the
+/// connection's driver until it ends, counting it in the cluster's connections. The caller has acquired a
+/// connection slot; it is released when the connection ends or fails to open.
+async fn connect<S, F, D>(
+    address: SocketAddr,
+    shared: &Arc<Shared>,
+    handshake: impl FnOnce(TokioIo<TcpStream>) -> F,
+) -> Result<(S, Instant), Error>
+where
+    F: Future<Output = Result<(S, D), hyper::Error>>,
+    D: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    let slot = ConnectionSlot(shared.clone());
+    let stream = crate::connect_tcp(address, shared).await?;
+    let (sender, driver) = handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Error::Reset(e.to_string()))?;
+    shared.stats.cx_active.inc();
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!(%address, error = %e, "upstream connection ended");
+        }
+        slot.0.stats.cx_active.dec();
+        drop(slot);
+    });
+    Ok((sender, Instant::now()))
+}
+
+/// A connection slot of the cluster, given back (and waiters woken) when dropped.
+struct ConnectionSlot(Arc<Shared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
+    }
+}
+
+fn wrap(
+    response: http::Response<Incoming>,
+    host: &Arc<Host>,
+    shared: &Arc<Shared>,
+    conn: Option<Http1Conn>,
+    in_flight: Option<InFlight>,
+) -> http::Response<ResponseBody> {
+    let guard = Returning {
+        host: host.clone(),
+        shared: shared.clone(),
+        conn,
+        _in_flight: in_flight,
+    };
+    response.map(|inner| ResponseBody {
+        inner,
+        guard: Some(guard),
+    })
+}
+
+/// A response body from upstream. When it ends or is dropped, its HTTP/1.1 connection goes back to the pool.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    guard: Option<Returning>,
+}
+
+#[derive(Debug)]
+struct Returning {
+    host: Arc<Host>,
+    shared: Arc<Shared>,
+    conn: Option<Http1Conn>,
+    _in_flight: Option<InFlight>,
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let spent = self
+                .shared
+                .http
+                .max_requests_per_connection
+                .is_some_and(|max| conn.requests >= max);
+            if !conn.sender.is_closed() && !spent {
+                conn.last_used = Instant::now();
+                let mut idle = self
+                    .host
+                    .pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if idle.len() < MAX_IDLE_PER_HOST {
+                    idle.push(conn);
+                }
+            }
+        }
+        self.shared.released.notify_waiters();
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            // Ended: the connection is reusable now, not when the downstream side lets go of the body.
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

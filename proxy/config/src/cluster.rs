@@ -1,0 +1,323 @@
+//! Clusters: where a route or TCP proxy sends traffic, and how the hosts are chosen and protected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prost::Name;
+use sextant_proto::envoy::config::cluster::v3 as pb;
+use sextant_proto::envoy::extensions::upstreams::http::v3 as upstream_http;
+use sextant_proto::google::protobuf::Any;
+
+use crate::endpoint::{self, Locality};
+use crate::error::{Partial, at, within};
+use crate::{decode_payload, duration};
+
+/// The key of upstream HTTP protocol options in `typed_extension_protocol_options`.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its name (`outbound|9080||reviews.default.svc.cluster.local`, `PassthroughCluster`, …).
+    pub name: String,
+    /// Where its hosts come from.
+    pub discovery: Discovery,
+    /// How long a connection may take to establish.
+    pub connect_timeout: Duration,
+    /// How a host is chosen.
+    pub lb: LbPolicy,
+    /// Limits on the cluster's connections and requests.
+    pub limits: Limits,
+    /// The protocol spoken to its hosts for HTTP.
+    pub protocol: Protocol,
+    /// Upstream connection lifetimes.
+    pub http: HttpOptions,
+}
+
+/// Where a cluster's hosts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// Listed in the cluster (STATIC).
+    Static(Vec<Locality>),
+    /// From EDS, under this name.
+    Eds(String),
+    /// The original destination of the downstream connection (ORIGINAL_DST).
+    OriginalDst,
+}
+
+/// How a host is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// The less loaded of `choices` random hosts (power of two choices by default).
+    LeastRequest {
+        /// Hosts compared per pick.
+        choices: u32,
+    },
+    /// Uniformly at random (weighted).
+    Random,
+    /// The original destination (only with ORIGINAL_DST).
+    ClusterProvided,
+}
+
+/// Circuit-breaker thresholds (Envoy's defaults when unset: 1024, 1024, 1024, 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections to the cluster.
+    pub max_connections: u32,
+    /// Requests waiting for a connection.
+    pub max_pending_requests: u32,
+    /// Requests in flight.
+    pub max_requests: u32,
+    /// Retries in flight.
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// The HTTP version spoken upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (Envoy's default).
+    Http1,
+    /// HTTP/2 (prior knowledge on plain text).
+    Http2,
+}
+
+/// Upstream connection lifetimes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Close a connection idle this long (Envoy's default: one hour).
+    pub idle_timeout: Option<Duration>,
+    /// Requests per connection before it is closed.
+    pub max_requests_per_connection: Option<u32>,
+    /// Close a connection this long after it opened.
+    pub max_connection_duration: Option<Duration>,
+}
+
+/// Decodes and validates a Cluster resource.
+pub fn decode(any: &Any) -> Result<Cluster, crate::Error> {
+    crate::resource::<pb::Cluster, _>("Cluster", any, |c| c.name.clone(), cluster)
+}
+
+fn cluster(c: &pb::Cluster) -> Partial<Cluster> {
+    use pb::cluster::{ClusterDiscoveryType as T, DiscoveryType as D, LbPolicy as L};
+    let kind = match &c.cluster_discovery_type {
+        Some(T::Type(t)) => {
+            D::try_from(*t).or_else(|_| at("type", format!("unknown discovery type {t}")))?
+        }
+        None => D::Static,
+        Some(T::ClusterType(_)) => {
+            return at("cluster_type", "custom cluster types are not implemented");
+        }
+    };
+    let discovery = match kind {
+        D::Static => {
+            let Some(assignment) = &c.load_assignment else {
+                // BlackHoleCluster: a static cluster with no hosts.
+                return finish(c, Discovery::Static(Vec::new()));
+            };
+            Discovery::Static(within("load_assignment", endpoint::localities(assignment))?)
+        }
+        D::Eds => {
+            let name = c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .unwrap_or_default();
+            Discovery::Eds(if name.is_empty() {
+                c.name.clone()
+            } else {
+                name
+            })
+        }
+        D::OriginalDst => Discovery::OriginalDst,
+        D::StrictDns | D::LogicalDns => {
+            return at(
+                "type",
+                format!("{} clusters are not implemented yet", kind.as_str_name()),
+            );
+        }
+    };
+    if c.load_assignment.is_some() && !matches!(discovery, Discovery::Static(_)) {
+        return at(
+            "load_assignment",
+            "only STATIC clusters take an inline load_assignment",
+        );
+    }
+    let lb = match L::try_from(c.lb_policy) {
+        Ok(L::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(L::LeastRequest) => LbPolicy::LeastRequest { choices: 2 },
+        Ok(L::Random) => LbPolicy::Random,
+        Ok(L::ClusterProvided) => LbPolicy::ClusterProvided,
+        _ => {
+            return at(
+                "lb_policy",
+                format!("lb_policy {} is not implemented yet", c.lb_policy),
+            );
+        }
+    };
+    let lb = match (&c.lb_config, lb) {
+        (None, lb) => lb,
+        (Some(pb::cluster::LbConfig::LeastRequestLbConfig(l)), LbPolicy::LeastRequest { .. }) => {
+            let choices = l.choice_count.as_ref().map_or(2, |c| c.value);
+            if choices < 2 {
+                return at("least_request_lb_config.choice_count", "must be at least 2");
+            }
+            LbPolicy::LeastRequest { choices }
+        }
+        _ => return at("lb_config", "this lb_config does not go with the lb_policy"),
+    };
+    if (lb == LbPolicy::ClusterProvided) != matches!(discovery, Discovery::OriginalDst) {
+        return at(
+            "lb_policy",
+            "CLUSTER_PROVIDED goes with ORIGINAL_DST clusters, and only with them",
+        );
+    }
+    let mut cluster = finish(c, discovery)?;
+    cluster.lb = lb;
+    Ok(cluster)
+}
+
+/// The parts every kind of cluster has.
+fn finish(c: &pb::Cluster, discovery: Discovery) -> Partial<Cluster> {
+    let connect_timeout = match &c.connect_timeout {
+        Some(d) => within("connect_timeout", duration(d))?,
+        None => Duration::from_secs(5),
+    };
+    if connect_timeout.is_zero() {
+        return at("connect_timeout", "must be above zero");
+    }
+    let limits = match &c.circuit_breakers {
+        None => Limits::default(),
+        Some(b) => {
+            let [t] = b.thresholds.as_slice() else {
+                return at(
+                    "circuit_breakers.thresholds",
+                    "exactly one (DEFAULT priority) threshold is implemented",
+                );
+            };
+            if t.priority != 0 {
+                return at(
+                    "circuit_breakers.thresholds[0].priority",
+                    "only DEFAULT priority is implemented",
+                );
+            }
+            let d = Limits::default();
+            let get = |v: &Option<u32>, default: u32| v.unwrap_or(default);
+            Limits {
+                max_connections: get(
+                    &t.max_connections.as_ref().map(|v| v.value),
+                    d.max_connections,
+                ),
+                max_pending_requests: get(
+                    &t.max_pending_requests.as_ref().map(|v| v.value),
+                    d.max_pending_requests,
+                ),
+                max_requests: get(&t.max_requests.as_ref().map(|v| v.value), d.max_requests),
+                max_retries: get(&t.max_retries.as_ref().map(|v| v.value), d.max_retries),
+            }
+        }
+    };
+    let (mut protocol, mut http) = (Protocol::Http1, HttpOptions::default());
+    for (key, any) in &c.typed_extension_protocol_options {
+        let path = format!("typed_extension_protocol_options[{key:?}]");
+        if key != HTTP_PROTOCOL_OPTIONS {
+            return at(
+                path,
+                format!("protocol options {key:?} are not implemented"),
+            );
+        }
+        (protocol, http) = within(&path, http_options(any))?;
+    }
+    Ok(Cluster {
+        name: c.name.clone(),
+        discovery,
+        connect_timeout,
+        lb: LbPolicy::RoundRobin,
+        limits,
+        protocol,
+        http,
+    })
+}
+
+fn http_options(any: &Any) -> Partial<(Protocol, HttpOptions)> {
+    use upstream_http::http_protocol_options::{
+        UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig as P,
+    };
+    if !any.type_url.ends_with(&format!(
+        "/{}",
+        upstream_http::HttpProtocolOptions::full_name()
+    )) {
+        return at(
+            "",
+            format!("expected HttpProtocolOptions, not {}", any.type_url),
+        );
+    }
+    let o: upstream_http::HttpProtocolOptions = decode_payload(any)?;
+    let protocol = match &o.upstream_protocol_options {
+        Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
+            Some(P::Http2ProtocolOptions(_)) => Protocol::Http2,
+            Some(P::HttpProtocolOptions(_)) | None => Protocol::Http1,
+            Some(_) => {
+                return at(
+                    "explicit_http_config",
+                    "HTTP/3 upstreams are not implemented",
+                );
+            }
+        },
+        Some(_) => {
+            return at(
+                "upstream_protocol_options",
+                "only explicit_http_config is implemented",
+            );
+        }
+        None => Protocol::Http1,
+    };
+    let mut http = HttpOptions::default();
+    if let Some(common) = &o.common_http_protocol_options {
+        if let Some(d) = &common.idle_timeout {
+            http.idle_timeout = Some(within(
+                "common_http_protocol_options.idle_timeout",
+                duration(d),
+            )?)
+            .filter(|d| !d.is_zero());
+        }
+        if let Some(d) = &common.max_connection_duration {
+            http.max_connection_duration = Some(within(
+                "common_http_protocol_options.max_connection_duration",
+                duration(d),
+            )?)
+            .filter(|d| !d.is_zero());
+        }
+        http.max_requests_per_connection = common
+            .max_requests_per_connection
+            .as_ref()
+            .map(|v| v.value)
+            .filter(|v| *v > 0);
+    }
+    Ok((protocol, http))
+}
+
+impl Cluster {
+    /// The hosts listed in the cluster itself (STATIC), if any.
+    pub fn static_hosts(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let localities: &[Locality] = match &self.discovery {
+            Discovery::Static(l) => l,
+            _ => &[],
+        };
+        localities
+            .iter()
+            .flat_map(|l| l.endpoints.iter().map(|e| e.address))
+    }
+}

@@ -1,0 +1,351 @@
+//! Listeners: where the proxy accepts connections and what it runs on them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use prost::Name;
+use sextant_proto::envoy::config::core::v3 as core;
+use sextant_proto::envoy::config::listener::v3 as pb;
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use sextant_proto::google::protobuf::Any;
+
+use crate::error::{Partial, at, within};
+use crate::{decode_payload, duration};
+
+/// `envoy.filters.network.http_connection_manager`.
+pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+/// `envoy.filters.network.tcp_proxy`.
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+
+/// Envoy's default wait for listener filters (here: reading a TLS ClientHello).
+const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which way a listener's traffic goes (for stats and, later, policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Not stated.
+    Unspecified,
+    /// To the workload.
+    Inbound,
+    /// From the workload.
+    Outbound,
+}
+
+/// A listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Its name (`127.0.0.1_9080`, `virtualOutbound`, …).
+    pub name: String,
+    /// The address it listens on (or, when not bound, the destination it stands for).
+    pub address: SocketAddr,
+    /// Whether the proxy binds the address itself (false: connections are handed over from a capture listener).
+    pub bind: bool,
+    /// Hand accepted connections to the listener of their original destination (`virtualOutbound`).
+    pub use_original_dst: bool,
+    /// Read the original destination of a redirected connection (`SO_ORIGINAL_DST`).
+    pub original_dst: bool,
+    /// Read the TLS ClientHello to choose a filter chain by SNI, ALPN and transport protocol.
+    pub tls_inspector: bool,
+    /// How long listener filters may take; what happens after depends on `continue_on_timeout`.
+    pub listener_filters_timeout: Duration,
+    /// Whether a connection whose listener filters time out still goes on (to the default chain).
+    pub continue_on_timeout: bool,
+    /// Its traffic direction.
+    pub direction: Direction,
+    /// Filter chains, chosen by their match.
+    pub filter_chains: Vec<FilterChain>,
+    /// The chain for connections no other chain matches.
+    pub default_chain: Option<FilterChain>,
+}
+
+/// A filter chain: which connections it takes and what it runs.
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    /// Its name.
+    pub name: String,
+    /// Which connections it takes.
+    pub matcher: ChainMatch,
+    /// The network filter it runs.
+    pub network: Network,
+}
+
+/// The connection properties a filter chain requires (empty: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainMatch {
+    /// TLS SNI names (`*.example.com` wildcards allowed), lower case.
+    pub server_names: Vec<String>,
+    /// `tls` or `raw_buffer`.
+    pub transport_protocol: String,
+    /// ALPN protocols offered by the client, any of which matches.
+    pub application_protocols: Vec<String>,
+}
+
+/// The network filter of a chain.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// HTTP, routed by a route configuration.
+    Http(HttpManager),
+    /// Bytes, to a cluster.
+    Tcp(TcpProxy),
+}
+
+/// `HttpConnectionManager`: HTTP/1.1 and HTTP/2 served, each request routed by the route configuration named.
+#[derive(Debug, Clone)]
+pub struct HttpManager {
+    /// Prefix of its stats (`http.PREFIX.…`).
+    pub stat_prefix: String,
+    /// The RouteConfiguration (RDS) it routes by.
+    pub route_config: String,
+    /// Whether the fault filter runs (routes' fault settings apply only then).
+    pub fault: bool,
+    /// Whether the CORS filter runs.
+    pub cors: bool,
+    /// Trust the connection's address as the client's, appending it to `x-forwarded-for`.
+    pub use_remote_address: bool,
+    /// Strip any `:port` from the host before matching virtual hosts.
+    pub strip_any_host_port: bool,
+}
+
+/// `TcpProxy`: the connection's bytes to a cluster.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    /// Prefix of its stats (`tcp.PREFIX.…`).
+    pub stat_prefix: String,
+    /// The clusters and their weights (one with any weight when unweighted).
+    pub clusters: Vec<(String, u32)>,
+}
+
+/// Decodes and validates a Listener resource.
+pub fn decode(any: &Any) -> Result<Listener, crate::Error> {
+    crate::resource::<pb::Listener, _>("Listener", any, |l| l.name.clone(), listener)
+}
+
+fn listener(l: &pb::Listener) -> Partial<Listener> {
+    let address = within("address", socket_address(l.address.as_ref()))?;
+    let mut original_dst = false;
+    let mut tls_inspector = false;
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        let Some(pb::listener_filter::ConfigType::TypedConfig(config)) = &f.config_type else {
+            return at(
+                format!("listener_filters[{i}]"),
+                "a listener filter without typed_config",
+            );
+        };
+        let is = |full_name: String| config.type_url.ends_with(&format!("/{full_name}"));
+        use sextant_proto::envoy::extensions::filters::listener as filters;
+        match f.name.as_str() {
+            "envoy.filters.listener.original_dst"
+                if is(filters::original_dst::v3::OriginalDst::full_name()) =>
+            {
+                original_dst = true
+            }
+            "envoy.filters.listener.tls_inspector"
+                if is(filters::tls_inspector::v3::TlsInspector::full_name()) =>
+            {
+                tls_inspector = true
+            }
+            other => {
+                return at(
+                    format!("listener_filters[{i}]"),
+                    format!(
+                        "listener filter {other:?} ({}) is not implemented",
+                        config.type_url
+                    ),
+                );
+            }
+        }
+    }
+    let filter_chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| within(&format!("filter_chains[{i}]"), filter_chain(c)))
+        .collect::<Partial<Vec<_>>>()?;
+    let default_chain = match &l.default_filter_chain {
+        Some(c) => Some(within("default_filter_chain", filter_chain(c))?),
+        None => None,
+    };
+    if filter_chains.is_empty()
+        && default_chain.is_none()
+        && !l.use_original_dst.as_ref().is_some_and(|b| b.value)
+    {
+        return at("filter_chains", "a listener with no filter chain");
+    }
+    let direction = match core::TrafficDirection::try_from(l.traffic_direction) {
+        Ok(core::TrafficDirection::Inbound) => Direction::Inbound,
+        Ok(core::TrafficDirection::Outbound) => Direction::Outbound,
+        _ => Direction::Unspecified,
+    };
+    Ok(Listener {
+        name: l.name.clone(),
+        address,
+        bind: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+        use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+        original_dst,
+        tls_inspector,
+        listener_filters_timeout: match &l.listener_filters_timeout {
+            Some(d) => within("listener_filters_timeout", duration(d))?,
+            None => DEFAULT_LISTENER_FILTERS_TIMEOUT,
+        },
+        continue_on_timeout: l.continue_on_listener_filters_timeout,
+        direction,
+        filter_chains,
+        default_chain,
+    })
+}
+
+/// A socket address given as an IP and a port.
+pub(crate) fn socket_address(address: Option<&core::Address>) -> Partial<SocketAddr> {
+    let Some(core::Address {
+        address: Some(core::address::Address::SocketAddress(s)),
+    }) = address
+    else {
+        return at("", "an address must be a socket address");
+    };
+    let ip: IpAddr = s.address.parse().or_else(|_| {
+        at(
+            "socket_address.address",
+            format!("{:?} is not an IP address", s.address),
+        )
+    })?;
+    let Some(core::socket_address::PortSpecifier::PortValue(port)) = s.port_specifier else {
+        return at("socket_address.port_value", "a port number is required");
+    };
+    let port = u16::try_from(port).or_else(|_| {
+        at(
+            "socket_address.port_value",
+            format!("port {port} is out of range"),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
+    let matcher = c
+        .filter_chain_match
+        .as_ref()
+        .map_or_else(ChainMatch::default, |m| ChainMatch {
+            server_names: m
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            transport_protocol: m.transport_protocol.clone(),
+            application_protocols: m.application_protocols.clone(),
+        });
+    let [filter] = c.filters.as_slice() else {
+        return at(
+            "filters",
+            format!(
+                "a filter chain must have one network filter, not {}",
+                c.filters.len()
+            ),
+        );
+    };
+    let Some(pb::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
+        return at("filters[0]", "a network filter without typed_config");
+    };
+    let network = match filter.name.as_str() {
+        HTTP_CONNECTION_MANAGER => {
+            Network::Http(within("filters[0].typed_config", http_manager(config))?)
+        }
+        TCP_PROXY => Network::Tcp(within("filters[0].typed_config", tcp_proxy(config))?),
+        other => {
+            return at(
+                "filters[0].name",
+                format!("network filter {other:?} is not implemented"),
+            );
+        }
+    };
+    Ok(FilterChain {
+        name: c.name.clone(),
+        matcher,
+        network,
+    })
+}
+
+fn http_manager(config: &Any) -> Partial<HttpManager> {
+    let m: hcm::HttpConnectionManager = decode_payload(config)?;
+    let Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) = &m.route_specifier else {
+        return at("rds", "routes must come over RDS");
+    };
+    let (mut fault, mut cors, mut router) = (false, false, false);
+    for (i, f) in m.http_filters.iter().enumerate() {
+        let path = format!("http_filters[{i}]");
+        if router {
+            return at(path, "the router filter must be the last HTTP filter");
+        }
+        let Some(hcm::http_filter::ConfigType::TypedConfig(config)) = &f.config_type else {
+            return at(path, "an HTTP filter without typed_config");
+        };
+        let is = |full_name: String| config.type_url.ends_with(&format!("/{full_name}"));
+        use sextant_proto::envoy::extensions::filters::http as filters;
+        match f.name.as_str() {
+            "envoy.filters.http.fault" if is(filters::fault::v3::HttpFault::full_name()) => {
+                fault = true
+            }
+            "envoy.filters.http.cors" if is(filters::cors::v3::Cors::full_name()) => cors = true,
+            "envoy.filters.http.router" if is(filters::router::v3::Router::full_name()) => {
+                router = true
+            }
+            other => {
+                return at(
+                    path,
+                    format!(
+                        "HTTP filter {other:?} ({}) is not implemented",
+                        config.type_url
+                    ),
+                );
+            }
+        }
+    }
+    if !router {
+        return at("http_filters", "the router filter is missing");
+    }
+    Ok(HttpManager {
+        stat_prefix: m.stat_prefix.clone(),
+        route_config: rds.route_config_name.clone(),
+        fault,
+        cors,
+        use_remote_address: m.use_remote_address.as_ref().is_some_and(|b| b.value),
+        strip_any_host_port: matches!(
+            m.strip_port_mode,
+            Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true))
+        ),
+    })
+}
+
+fn tcp_proxy(config: &Any) -> Partial<TcpProxy> {
+    let t: tcp::TcpProxy = decode_payload(config)?;
+    let clusters = match &t.cluster_specifier {
+        Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => vec![(c.clone(), 1)],
+        Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => w
+            .clusters
+            .iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (c.name.clone(), c.weight))
+            .collect(),
+        None => return at("cluster", "a TCP proxy needs a cluster"),
+    };
+    if clusters.is_empty() {
+        return at("weighted_clusters", "no cluster has a weight above zero");
+    }
+    Ok(TcpProxy {
+        stat_prefix: t.stat_prefix.clone(),
+        clusters,
+    })
+}
+
+impl Listener {
+    /// The route configurations its HTTP chains route by.
+    pub fn route_configs(&self) -> impl Iterator<Item = &str> {
+        self.filter_chains
+            .iter()
+            .chain(self.default_chain.as_ref())
+            .filter_map(|c| match &c.network {
+                Network::Http(h) => Some(h.route_config.as_str()),
+                Network::Tcp(_) => None,
+            })
+    }
+}

@@ -1,0 +1,243 @@
+//! Resources in the supported subset decode to the proxy's types; anything outside it is refused naming the
+//! field and where it is.
+
+use prost::{Message, Name};
+use proxy_config::{cluster, listener, route};
+use sextant_proto::envoy::config::cluster::v3 as cds;
+use sextant_proto::envoy::config::core::v3 as core;
+use sextant_proto::envoy::config::listener::v3 as lds;
+use sextant_proto::envoy::config::route::v3 as rds;
+use sextant_proto::envoy::extensions::filters::http::router::v3::Router;
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use sextant_proto::google::protobuf::{Any, BoolValue, Duration};
+
+fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn manager() -> hcm::HttpConnectionManager {
+    hcm::HttpConnectionManager {
+        stat_prefix: "127.0.0.1_9080".into(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                config_source: Some(core::ConfigSource {
+                    config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+                        core::AggregatedConfigSource {},
+                    )),
+                    resource_api_version: core::ApiVersion::V3 as i32,
+                    ..Default::default()
+                }),
+                route_config_name: "9080".into(),
+            },
+        )),
+        http_filters: vec![hcm::HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                &Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn listener_with(manager: &hcm::HttpConnectionManager) -> lds::Listener {
+    lds::Listener {
+        name: "127.0.0.1_9080".into(),
+        address: Some(core::Address {
+            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(9080)),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![lds::FilterChain {
+            filters: vec![lds::Filter {
+                name: listener::HTTP_CONNECTION_MANAGER.into(),
+                config_type: Some(lds::filter::ConfigType::TypedConfig(any(manager))),
+            }],
+            ..Default::default()
+        }],
+        traffic_direction: core::TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_sidecar_port_listener_decodes() {
+    let l = listener::decode(&any(&listener_with(&manager()))).expect("supported");
+    assert_eq!(l.address, "127.0.0.1:9080".parse().expect("address"));
+    assert!(l.bind);
+    assert_eq!(l.route_configs().collect::<Vec<_>>(), ["9080"]);
+}
+
+#[test]
+fn a_field_outside_the_subset_is_refused_by_name_and_path() {
+    // A field of the listener itself.
+    let mut l = listener_with(&manager());
+    l.per_connection_buffer_limit_bytes =
+        Some(sextant_proto::google::protobuf::UInt32Value { value: 1024 });
+    let e = listener::decode(&any(&l)).expect_err("unsupported");
+    assert_eq!(e.path, "per_connection_buffer_limit_bytes");
+    assert!(e.to_string().contains("Listener \"127.0.0.1_9080\""), "{e}");
+    assert!(
+        e.to_string()
+            .contains("envoy.config.listener.v3.Listener.per_connection_buffer_limit_bytes"),
+        "{e}"
+    );
+
+    // A field deep inside a packed payload.
+    let mut m = manager();
+    m.normalize_path = Some(BoolValue { value: true });
+    let e = listener::decode(&any(&listener_with(&m))).expect_err("unsupported");
+    assert_eq!(
+        e.path, "filter_chains[0].filters[0].typed_config.normalize_path",
+        "{e}"
+    );
+
+    // An HTTP filter the proxy does not run.
+    let mut m = manager();
+    m.http_filters.insert(
+        0,
+        hcm::HttpFilter {
+            name: "envoy.filters.http.lua".into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                &Router::default(),
+            ))),
+            ..Default::default()
+        },
+    );
+    let e = listener::decode(&any(&listener_with(&m))).expect_err("unsupported");
+    assert!(e.reason.contains("envoy.filters.http.lua"), "{e}");
+}
+
+#[test]
+fn unknown_field_numbers_and_wrong_types_are_refused() {
+    let mut bytes = listener_with(&manager()).encode_to_vec();
+    // Field 999, varint 1: not in Envoy's v3 Listener.
+    bytes.extend_from_slice(&[0xb8, 0x3e, 0x01]);
+    let e = listener::decode(&Any {
+        type_url: lds::Listener::type_url(),
+        value: bytes,
+    })
+    .expect_err("unknown field");
+    assert!(e.reason.contains("field number 999"), "{e}");
+
+    let e = cluster::decode(&any(&listener_with(&manager()))).expect_err("wrong type");
+    assert!(
+        e.reason
+            .contains("expected type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+        "{e}"
+    );
+}
+
+#[test]
+fn routes_decode_with_defaults_as_envoy_reads_them() {
+    let config = rds::RouteConfiguration {
+        name: "9080".into(),
+        virtual_hosts: vec![rds::VirtualHost {
+            name: "reviews:9080".into(),
+            domains: vec!["Reviews".into(), "reviews:9080".into()],
+            routes: vec![rds::Route {
+                r#match: Some(rds::RouteMatch {
+                    path_specifier: Some(rds::route_match::PathSpecifier::SafeRegex(
+                        sextant_proto::envoy::r#type::matcher::v3::RegexMatcher {
+                            regex: "/api/v[0-9]+".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }),
+                action: Some(rds::route::Action::Route(rds::RouteAction {
+                    cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
+                        "outbound|9080||reviews".into(),
+                    )),
+                    timeout: Some(Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                    retry_policy: Some(rds::RetryPolicy {
+                        retry_on: "5xx,unavailable".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r = route::decode(&any(&config)).expect("supported");
+    let vh = &r.virtual_hosts[0];
+    assert_eq!(vh.domains, ["reviews", "reviews:9080"]);
+    let route::Action::Forward(f) = &vh.routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.timeout, None, "0s disables the timeout");
+    let retry = f.retry.as_ref().expect("retry");
+    assert!(retry.on.server_error && retry.on.grpc.contains(&14));
+    assert_eq!(retry.num_retries, 1, "Envoy's default");
+
+    let mut bad = config.clone();
+    let rds::route::Action::Route(a) = bad.virtual_hosts[0].routes[0]
+        .action
+        .as_mut()
+        .expect("action")
+    else {
+        unreachable!()
+    };
+    a.retry_policy = Some(rds::RetryPolicy {
+        retry_on: "5xx,sometimes".into(),
+        ..Default::default()
+    });
+    let e = route::decode(&any(&bad)).expect_err("unknown retry_on");
+    assert_eq!(
+        e.path,
+        "virtual_hosts[0].routes[0].route.retry_policy.retry_on"
+    );
+    assert!(e.reason.contains("sometimes"), "{e}");
+
+    let mut bad = config;
+    bad.virtual_hosts[0].routes[0].r#match = Some(rds::RouteMatch {
+        path_specifier: Some(rds::route_match::PathSpecifier::SafeRegex(
+            sextant_proto::envoy::r#type::matcher::v3::RegexMatcher {
+                regex: "(".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    });
+    let e = route::decode(&any(&bad)).expect_err("bad regex");
+    assert_eq!(
+        e.path, "virtual_hosts[0].routes[0].match.safe_regex.regex",
+        "{e}"
+    );
+}
+
+#[test]
+fn clusters_take_envoys_defaults_and_refuse_what_is_not_implemented() {
+    let c = cds::Cluster {
+        name: "outbound|9080||reviews".into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        lb_policy: cds::cluster::LbPolicy::LeastRequest as i32,
+        ..Default::default()
+    };
+    let decoded = cluster::decode(&any(&c)).expect("supported");
+    assert!(
+        matches!(decoded.discovery, cluster::Discovery::Eds(ref n) if n == "outbound|9080||reviews")
+    );
+    assert_eq!(decoded.lb, cluster::LbPolicy::LeastRequest { choices: 2 });
+    assert_eq!(decoded.limits, cluster::Limits::default());
+    assert_eq!(decoded.connect_timeout, std::time::Duration::from_secs(5));
+
+    let mut bad = c;
+    bad.lb_policy = cds::cluster::LbPolicy::Maglev as i32;
+    let e = cluster::decode(&any(&bad)).expect_err("maglev");
+    assert_eq!(e.path, "lb_policy");
+}

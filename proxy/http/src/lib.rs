@@ -1,0 +1,347 @@
+//! The HTTP connection manager (Envoy's `http_connection_manager`): serves HTTP/1.1 and HTTP/2 on a downstream
+//! connection, routes each request by the route configuration its listener names, runs the fault and CORS
+//! filters as the route says, and forwards it (`forward`), or answers it itself (redirects, direct responses,
+//! errors, in Envoy's local-reply form).
+//!
+//! Each request reads the snapshot current when it starts and keeps it to its end. Bounded by construction:
+//! header size and count (hyper refuses past them with 431), a header read timeout (slow clients), and a
+//! graceful drain when the listener goes away.
+
+mod body;
+mod forward;
+mod headers;
+mod local;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use proxy_config::listener::HttpManager;
+use proxy_config::route::{Action, MILLION, PathMatch};
+use proxy_state::Snapshots;
+use proxy_stats::{Counter, Gauge, Scope, Stats};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+pub use body::ProxyBody;
+
+/// Longest wait for a request's headers (slow-client protection).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most headers in a request (Envoy's default).
+pub const MAX_HEADERS: usize = 100;
+/// Largest request head, in bytes (Envoy's default `max_request_headers_kb`: 60).
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+
+/// A connection manager's stats (`http.PREFIX.…`).
+#[derive(Debug, Clone)]
+pub struct ManagerStats {
+    /// `downstream_cx_total`.
+    pub cx_total: Counter,
+    /// `downstream_cx_active`.
+    pub cx_active: Gauge,
+    /// `downstream_rq_total`.
+    pub rq_total: Counter,
+    /// `downstream_rq_active`.
+    pub rq_active: Gauge,
+    /// `downstream_rq_1xx` … `downstream_rq_5xx`.
+    pub classes: [Counter; 5],
+    /// `no_route`.
+    pub no_route: Counter,
+    /// `no_cluster`.
+    pub no_cluster: Counter,
+    /// `rq_timeout` (route timeouts).
+    pub rq_timeout: Counter,
+    /// `fault.aborts_injected`.
+    pub aborts_injected: Counter,
+    /// `fault.delays_injected`.
+    pub delays_injected: Counter,
+    /// `tracing.mirror_dropped`: mirrored requests dropped because too many were in flight.
+    pub mirror_dropped: Counter,
+}
+
+impl ManagerStats {
+    fn new(stats: &Stats, prefix: &str) -> ManagerStats {
+        let scope = Scope::Http(prefix.to_string());
+        let c = |n: &str| stats.counter(&scope, n);
+        ManagerStats {
+            cx_total: c("downstream_cx_total"),
+            cx_active: stats.gauge(&scope, "downstream_cx_active"),
+            rq_total: c("downstream_rq_total"),
+            rq_active: stats.gauge(&scope, "downstream_rq_active"),
+            classes: [1, 2, 3, 4, 5].map(|k| c(&format!("downstream_rq_{k}xx"))),
+            no_route: c("no_route"),
+            no_cluster: c("no_cluster"),
+            rq_timeout: c("rq_timeout"),
+            aborts_injected: c("fault.aborts_injected"),
+            delays_injected: c("fault.delays_injected"),
+            mirror_dropped: c("mirror_dropped"),
+        }
+    }
+}
+
+/// One connection manager (one per HTTP filter chain).
+#[derive(Debug)]
+pub struct Manager {
+    config: HttpManager,
+    stats: ManagerStats,
+    mirrors: Arc<AtomicUsize>,
+}
+
+impl Manager {
+    /// A manager for `config`, its stats in `stats`.
+    pub fn new(config: HttpManager, stats: &Stats) -> Manager {
+        let stats_handles = ManagerStats::new(stats, &config.stat_prefix);
+        Manager {
+            config,
+            stats: stats_handles,
+            mirrors: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Its stats.
+    pub fn stats(&self) -> &ManagerStats {
+        &self.stats
+    }
+
+    fn mirror_slot(&self) -> Option<MirrorSlot> {
+        let taken = self
+            .mirrors
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < forward::MAX_MIRRORS_IN_FLIGHT).then_some(n + 1)
+            });
+        if taken.is_err() {
+            self.stats.mirror_dropped.inc();
+            return None;
+        }
+        Some(MirrorSlot(self.mirrors.clone()))
+    }
+}
+
+struct MirrorSlot(Arc<AtomicUsize>);
+
+impl Drop for MirrorSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The downstream connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Where the client meant to connect, for connections redirected to the proxy.
+    pub original_dst: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+struct Ctx {
+    manager: Arc<Manager>,
+    snapshots: Snapshots,
+    downstream: Downstream,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `io` until the client closes it or `drain` turns true,
+/// after which in-flight requests finish and the connection closes gracefully.
+pub async fn serve<I>(
+    io: I,
+    downstream: Downstream,
+    manager: Arc<Manager>,
+    snapshots: Snapshots,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    manager.stats.cx_total.inc();
+    manager.stats.cx_active.inc();
+    let ctx = Arc::new(Ctx {
+        manager: manager.clone(),
+        snapshots,
+        downstream,
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_concurrent_streams(1024)
+        .adaptive_window(true);
+    let service = hyper::service::service_fn(move |request| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(request, &ctx).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = async { drop(drain.wait_for(|d| *d).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %downstream.peer, error = %e, "downstream connection ended with an error");
+    }
+    manager.stats.cx_active.dec();
+}
+
+async fn handle(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
+    let stats = &ctx.manager.stats;
+    stats.rq_total.inc();
+    stats.rq_active.inc();
+    let response = route(request, ctx).await;
+    if let Some(class) = stats
+        .classes
+        .get(usize::from(response.status().as_u16() / 100).wrapping_sub(1))
+    {
+        class.inc();
+    }
+    stats.rq_active.dec();
+    response
+}
+
+async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
+    let manager = &ctx.manager;
+    let snapshot = ctx.snapshots.borrow().clone();
+    let (parts, body) = request.into_parts();
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => return local::response(400, "missing host header"),
+        },
+    };
+    let host = if manager.config.strip_any_host_port {
+        local::split_port(&authority).0
+    } else {
+        authority.as_str()
+    };
+    let scheme = if ctx.downstream.tls { "https" } else { "http" };
+    let Some(router) = snapshot.routers.get(&manager.config.route_config).cloned() else {
+        manager.stats.no_route.inc();
+        return local::response(404, "");
+    };
+    let view = proxy_route::Request {
+        host,
+        method: parts.method.as_str(),
+        scheme,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let Some((vh, route)) = router.route(&view) else {
+        manager.stats.no_route.inc();
+        return local::response(404, "");
+    };
+    let matched_prefix = match &route.matcher.path {
+        PathMatch::Prefix(p) => Some(p.as_str()),
+        _ => None,
+    };
+    if vh.require_tls && !ctx.downstream.tls {
+        let to_https = proxy_config::route::Redirect {
+            scheme: Some("https".into()),
+            host: None,
+            port: None,
+            path: None,
+            status: 301,
+            strip_query: false,
+        };
+        return local::redirect(
+            &to_https,
+            scheme,
+            &authority,
+            parts.uri.path(),
+            parts.uri.query(),
+            None,
+        );
+    }
+
+    let cors = route.cors.as_ref().filter(|_| manager.config.cors);
+    let origin: Option<HeaderValue> = cors.and_then(|c| {
+        parts
+            .headers
+            .get(header::ORIGIN)
+            .filter(|o| o.to_str().is_ok_and(|o| local::origin_allowed(c, o)))
+            .cloned()
+    });
+    if let (Some(cors), Some(origin)) = (cors, &origin)
+        && parts.method == Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return local::preflight(cors, origin);
+    }
+
+    if manager.config.fault
+        && let Some(fault) = &route.fault
+    {
+        if let Some((delay, share)) = fault.delay
+            && chance(share)
+        {
+            manager.stats.delays_injected.inc();
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((status, share)) = fault.abort
+            && chance(share)
+        {
+            manager.stats.aborts_injected.inc();
+            let mut response = local::response(status, "fault filter abort");
+            if let (Some(cors), Some(origin)) = (cors, &origin) {
+                local::decorate(cors, origin, response.headers_mut());
+            }
+            return response;
+        }
+    }
+
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let mut response = match &route.action {
+        Action::Direct(d) => local::response(d.status, d.body.clone()),
+        Action::Redirect(r) => local::redirect(
+            r,
+            scheme,
+            &authority,
+            &path,
+            query.as_deref(),
+            matched_prefix,
+        ),
+        Action::Forward(f) => {
+            let target = forward::Target {
+                forward: f,
+                route,
+                vh,
+                authority: &authority,
+                scheme,
+            };
+            forward::forward(parts, body, target, &snapshot, ctx).await
+        }
+    };
+    headers::apply(&route.headers, response.headers_mut(), false);
+    if let (Some(cors), Some(origin)) = (cors, &origin) {
+        local::decorate(cors, origin, response.headers_mut());
+    }
+    response
+}
+
+/// True with probability `per_million` ÷ 1 000 000.
+fn chance(per_million: u32) -> bool {
+    per_million >= MILLION || fastrand::u32(..MILLION) < per_million
+}

@@ -1,0 +1,307 @@
+//! Listeners from LDS: each bound listener accepts connections and hands each to the filter chain that
+//! matches it, an HTTP connection manager or a TCP proxy. A capture listener (`use_original_dst`) hands a
+//! redirected connection to the listener of its original destination, bound or not.
+//!
+//! Updates never cut connections: a listener whose address is unchanged keeps its socket and serves new
+//! connections with the new chains while older connections finish on theirs; a removed listener closes its
+//! socket and drains its HTTP connections gracefully (in-flight requests finish, then the connection
+//! closes). A flood of connections is bounded by one limit over all listeners, each refusal counted.
+
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use proxy_config::listener::{ChainMatch, Listener, Network};
+use proxy_http::{Downstream, Manager};
+use proxy_state::{Snapshot, Snapshots};
+use proxy_stats::{Counter, Gauge, Scope, Stats};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// Limits on what listeners accept.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Open downstream connections over all listeners; past it new connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// A listener prepared for connections: its chains with their managers and stats.
+struct Prepared {
+    listener: Arc<Listener>,
+    chains: Vec<Chain>,
+    default: Option<Chain>,
+    stats: ListenerStats,
+}
+
+struct Chain {
+    matcher: ChainMatch,
+    runner: Runner,
+}
+
+enum Runner {
+    Http(Arc<Manager>),
+    Tcp(proxy_config::listener::TcpProxy, tcp::TcpStats),
+}
+
+#[derive(Clone)]
+struct ListenerStats {
+    cx_total: Counter,
+    cx_active: Gauge,
+    cx_overflow: Counter,
+    no_chain: Counter,
+}
+
+/// All listeners, by name and by address.
+#[derive(Default)]
+struct Table {
+    by_name: HashMap<String, Arc<Prepared>>,
+    by_address: HashMap<SocketAddr, Arc<Prepared>>,
+}
+
+fn prepare(listener: &Arc<Listener>, stats: &Stats) -> Prepared {
+    let chain = |c: &proxy_config::listener::FilterChain| Chain {
+        matcher: c.matcher.clone(),
+        runner: match &c.network {
+            Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats))),
+            Network::Tcp(t) => Runner::Tcp(t.clone(), tcp::TcpStats::new(stats, &t.stat_prefix)),
+        },
+    };
+    let scope = Scope::Listener(format!(
+        "{}_{}",
+        listener.address.ip(),
+        listener.address.port()
+    ));
+    Prepared {
+        listener: listener.clone(),
+        chains: listener.filter_chains.iter().map(chain).collect(),
+        default: listener.default_chain.as_ref().map(chain),
+        stats: ListenerStats {
+            cx_total: stats.counter(&scope, "downstream_cx_total"),
+            cx_active: stats.gauge(&scope, "downstream_cx_active"),
+            cx_overflow: stats.counter(&scope, "downstream_cx_overflow"),
+            no_chain: stats.counter(&scope, "no_filter_chain_match"),
+        },
+    }
+}
+
+/// One bound listener's accept loop.
+struct Running {
+    address: SocketAddr,
+    /// Turned true to stop accepting and drain the listener's connections.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the listeners of each snapshot until `shutdown` turns true, then drains them all.
+pub async fn run(
+    mut snapshots: Snapshots,
+    stats: Arc<Stats>,
+    options: Options,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (table_tx, table_rx) = watch::channel(Arc::new(Table::default()));
+    let limit = Arc::new(Semaphore::new(options.max_connections));
+    let bind_failures = stats.counter(&Scope::Server, "listener_manager.listener_create_failure");
+    let active = stats.gauge(&Scope::Server, "listener_manager.total_listeners_active");
+    let mut running: HashMap<String, Running> = HashMap::new();
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let mut table = Table::default();
+        for (name, listener) in &snapshot.listeners {
+            let prepared = Arc::new(prepare(listener, &stats));
+            table.by_address.insert(listener.address, prepared.clone());
+            table.by_name.insert(name.clone(), prepared);
+        }
+        table_tx.send_replace(Arc::new(table));
+
+        // Stop what went away or moved; start what is new.
+        running.retain(|name, r| {
+            let keep = snapshot.listeners.get(name).is_some_and(|l| l.bind && l.address == r.address);
+            if !keep {
+                tracing::info!(listener = %name, address = %r.address, "listener removed; draining its connections");
+                r.stop.send_replace(true);
+            }
+            keep
+        });
+        for (name, listener) in snapshot.listeners.iter().filter(|(_, l)| l.bind) {
+            if running.contains_key(name) {
+                continue;
+            }
+            match bind(listener.address) {
+                Ok(socket) => {
+                    let (stop, stopped) = watch::channel(false);
+                    let ctx = AcceptCtx {
+                        name: name.clone(),
+                        table: table_rx.clone(),
+                        snapshots: snapshots.clone(),
+                        limit: limit.clone(),
+                        stopped,
+                    };
+                    let task = tokio::spawn(accept(socket, ctx));
+                    running.insert(
+                        name.clone(),
+                        Running {
+                            address: listener.address,
+                            stop,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    bind_failures.inc();
+                    tracing::error!(listener = %name, address = %listener.address, error = %e, "cannot bind listener");
+                }
+            }
+        }
+        active.set(i64::try_from(running.len()).unwrap_or(i64::MAX));
+
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, r) in running.drain() {
+        r.stop.send_replace(true);
+        let _ = r.task.await;
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if address.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+struct AcceptCtx {
+    name: String,
+    table: watch::Receiver<Arc<Table>>,
+    snapshots: Snapshots,
+    limit: Arc<Semaphore>,
+    stopped: watch::Receiver<bool>,
+}
+
+async fn accept(socket: TcpListener, mut ctx: AcceptCtx) {
+    loop {
+        let accepted = tokio::select! {
+            a = socket.accept() => a,
+            _ = ctx.stopped.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: the listener stays; the next accept may succeed.
+                tracing::warn!(listener = %ctx.name, error = %e, "accept failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let Some(prepared) = ctx.table.borrow().by_name.get(&ctx.name).cloned() else {
+            continue;
+        };
+        let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
+            prepared.stats.cx_overflow.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let table = ctx.table.borrow().clone();
+        let snapshot = ctx.snapshots.borrow().clone();
+        let snapshots = ctx.snapshots.clone();
+        let drain = ctx.stopped.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(stream, peer, prepared, &table, snapshot, snapshots, drain).await;
+        });
+    }
+}
+
+/// The original destination of a redirected connection (`SO_ORIGINAL_DST`), if it differs from where it
+/// arrived.
+fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    let local = stream.local_addr().ok()?;
+    let sock = socket2::SockRef::from(stream);
+    let found = if local.is_ipv4() {
+        sock.original_dst_v4()
+    } else {
+        sock.original_dst_v6()
+    };
+    found.ok()?.as_socket().filter(|a| *a != local)
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut prepared: Arc<Prepared>,
+    table: &Table,
+    snapshot: Arc<Snapshot>,
+    snapshots: Snapshots,
+    drain: watch::Receiver<bool>,
+) {
+    let dst = if prepared.listener.original_dst {
+        original_dst(&stream)
+    } else {
+        None
+    };
+    if prepared.listener.use_original_dst
+        && let Some(dst) = dst
+    {
+        let any = if dst.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        let target = table
+            .by_address
+            .get(&dst)
+            .or_else(|| table.by_address.get(&SocketAddr::new(any, dst.port())));
+        if let Some(target) = target.filter(|t| !Arc::ptr_eq(t, &prepared)) {
+            prepared = target.clone();
+        }
+    }
+    prepared.stats.cx_total.inc();
+    prepared.stats.cx_active.inc();
+    let chain = prepared
+        .chains
+        .iter()
+        .find(|c| plain_text_match(&c.matcher))
+        .or(prepared.default.as_ref());
+    match chain.map(|c| &c.runner) {
+        None => prepared.stats.no_chain.inc(),
+        Some(Runner::Http(manager)) => {
+            let downstream = Downstream {
+                peer,
+                original_dst: dst,
+                tls: false,
+            };
+            proxy_http::serve(stream, downstream, manager.clone(), snapshots, drain).await;
+        }
+        Some(Runner::Tcp(config, stats)) => tcp::proxy(stream, dst, config, stats, &snapshot).await,
+    }
+    prepared.stats.cx_active.dec();
+}
+
+/// Whether a chain takes a plain-text connection (no TLS-only conditions).
+fn plain_text_match(m: &ChainMatch) -> bool {
+    m.server_names.is_empty()
+        && m.application_protocols.is_empty()
+        && matches!(m.transport_protocol.as_str(), "" | "raw_buffer")
+}
