@@ -67,6 +67,14 @@ fn serve(mut s: TcpStream, name: &str, counts: &Mutex<HashMap<String, u32>>) {
         }
         let head = String::from_utf8_lossy(&head).to_string();
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let host = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("host:")
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_default();
         let mut status = 200;
         let count = |key: &str| {
             let mut c = counts.lock().expect("lock");
@@ -81,12 +89,14 @@ fn serve(mut s: TcpStream, name: &str, counts: &Mutex<HashMap<String, u32>>) {
         } else if let Some(key) = path.split("/always-503/").nth(1) {
             count(key);
             status = 503;
+        } else if let Some(key) = path.split("/seen/").nth(1) {
+            count(key);
         } else if let Some(ms) = path.strip_prefix("/slow/") {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
         }
         let body = name;
         let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nx-path: {path}\r\nx-host: {host}\r\n\r\n{body}",
             body.len()
         );
         if s.write_all(resp.as_bytes()).is_err() {
@@ -95,20 +105,69 @@ fn serve(mut s: TcpStream, name: &str, counts: &Mutex<HashMap<String, u32>>) {
     }
 }
 
+/// A TCP backend: answers each connection with its name once the client has sent something, then closes.
+fn tcp_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp backend");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut byte = [0u8; 1];
+                if conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    let _ = conn.write_all(name.as_bytes());
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Which version of the TCP service answers one connection through the proxy's listener.
+fn tcp_call(listener: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&listener, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"x").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
 /// An answer through Envoy.
 #[derive(Debug)]
 struct Answer {
     status: u16,
+    /// The response head, lower-cased.
+    head: String,
     body: String,
     took: Duration,
 }
 
+impl Answer {
+    /// The value of response header `name` (lower case), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+    }
+}
+
 /// One request to Envoy's listener for the service `host` (the Host header picks the virtual host).
 fn call(envoy: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
+    call_method(envoy, "GET", host, path, headers)
+}
+
+/// [`call`] with another method.
+fn call_method(
+    envoy: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<Answer> {
     let start = Instant::now();
     let mut s = TcpStream::connect_timeout(&envoy, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -123,15 +182,27 @@ fn call(envoy: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> 
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
+    let length: Option<usize> = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())?;
-    let mut body = vec![0u8; length];
-    s.read_exact(&mut body).ok()?;
+        .and_then(|v| v.trim().parse().ok());
+    let body = match length {
+        Some(length) => {
+            let mut body = vec![0u8; length];
+            s.read_exact(&mut body).ok()?;
+            body
+        }
+        // No length: the body ends with the connection (the request asked for it to close).
+        None => {
+            let mut body = Vec::new();
+            s.read_to_end(&mut body).ok()?;
+            body
+        }
+    };
     let body = String::from_utf8_lossy(&body).to_string();
     Some(Answer {
         status,
+        head,
         body,
         took: start.elapsed(),
     })
@@ -317,6 +388,84 @@ spec:
   - route: [{destination: {host: reviews, subset: v3}}]
 "#;
 
+/// The TCP service on its own port (two versions) and the connection limits of `httpbin`, Istio's
+/// circuit-breaking task.
+fn extra_config(tcp_port: u16, echo: [SocketAddr; 2]) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {tcp_port}, name: tcp, protocol: TCP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp: {}}}, labels: {{app: echo, version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{tcp: {}}}, labels: {{app: echo, version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: echo
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin}}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool: {{tcp: {{maxConnections: 1}}, http: {{http1MaxPendingRequests: 1}}}}
+"#,
+        echo[0].port(),
+        echo[1].port()
+    )
+}
+
+/// Redirect, rewrite, mirror, CORS and header operations, as a user writes them.
+const EDGES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, authority: new.example, redirectCode: 302}
+  - match: [{uri: {prefix: /v1/}}]
+    rewrite: {uri: /api/, authority: internal.reviews}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /mirrored}}]
+    mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 100}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom]
+      exposeHeaders: [x-path]
+      maxAge: 24h
+    headers:
+      response: {add: {x-served-by: mesh}}
+    route: [{destination: {host: reviews, subset: v3}}]
+"#;
+
+/// 80/20 between the TCP service's versions.
+const TCP_SPLIT: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo]
+  tcp:
+  - route:
+    - {destination: {host: echo, subset: v1}, weight: 80}
+    - {destination: {host: echo, subset: v2}, weight: 20}
+"#;
+
 /// Which proxy runs the table.
 #[derive(Clone, Copy, Debug)]
 enum Plane {
@@ -336,9 +485,12 @@ fn run(api_type: &str, plane: Plane) {
     let ratings = Backend::start("ratings-v1");
     let details = Backend::start("details-v1");
     let productpage = Backend::start("productpage-v1");
-    // The service port: Envoy binds it on 127.0.0.1 (no interception).
+    let httpbin = Backend::start("httpbin-v1");
+    let echo = [tcp_backend("echo-v1"), tcp_backend("echo-v2")];
+    // The service ports: the proxy binds them on 127.0.0.1 (no interception).
     let held = HeldPort::hold();
     let port = held.port();
+    let held_tcp = HeldPort::hold();
     let entries = service_entries(
         port,
         &[
@@ -348,9 +500,15 @@ fn run(api_type: &str, plane: Plane) {
             ("reviews", "v3", &reviews[2]),
             ("ratings", "v1", &ratings),
             ("details", "v1", &details),
+            ("httpbin", "v1", &httpbin),
         ],
     );
     std::fs::write(config.join("services.yaml"), entries).expect("services");
+    std::fs::write(
+        config.join("extra.yaml"),
+        extra_config(held_tcp.port(), echo),
+    )
+    .expect("extra config");
     std::fs::copy(
         samples().join("destination-rule-all.yaml"),
         config.join("destination-rule-all.yaml"),
@@ -531,6 +689,135 @@ fn run(api_type: &str, plane: Plane) {
         a.took >= Duration::from_millis(950),
         "timed out after {:?}",
         a.took
+    );
+
+    // Redirect, rewrite, mirror, CORS, response headers.
+    pilot.apply("virtual-service-reviews-edges.yaml", EDGES);
+    let a = must(listen, "reviews", "/old/path?q=1", &[]);
+    assert_eq!(a.status, 302, "{a:?}");
+    assert_eq!(
+        a.header("location"),
+        Some("http://new.example/new?q=1"),
+        "{a:?} (the head is lower-cased)"
+    );
+    let a = must(listen, "reviews", "/v1/items", &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "reviews-v1"));
+    assert_eq!(
+        a.header("x-path"),
+        Some("/api/items"),
+        "prefix rewritten: {a:?}"
+    );
+    assert_eq!(
+        a.header("x-host"),
+        Some("internal.reviews"),
+        "authority rewritten: {a:?}"
+    );
+    let a = must(listen, "reviews", "/mirrored/seen/m", &[]);
+    assert_eq!(a.body, "reviews-v1");
+    assert_eq!(reviews[0].attempts("m"), 1);
+    wait_until(
+        Duration::from_secs(10),
+        "the mirrored copy to reach v2",
+        || reviews[1].attempts("m") == 1,
+    );
+    let origin = ("origin", "https://shop.example");
+    let a = call_method(
+        listen,
+        "OPTIONS",
+        "reviews",
+        "/",
+        &[origin, ("access-control-request-method", "POST")],
+    )
+    .expect("preflight answered");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://shop.example"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.header("access-control-allow-methods"),
+        Some("get,post"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.header("access-control-allow-headers"),
+        Some("x-custom"),
+        "{a:?}"
+    );
+    assert_eq!(a.header("access-control-max-age"), Some("86400"), "{a:?}");
+    assert_ne!(a.body, "reviews-v3", "a preflight is answered by the proxy");
+    let a = must(listen, "reviews", "/", &[origin]);
+    assert_eq!((a.status, a.body.as_str()), (200, "reviews-v3"));
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://shop.example"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.header("access-control-expose-headers"),
+        Some("x-path"),
+        "{a:?}"
+    );
+    assert_eq!(a.header("x-served-by"), Some("mesh"), "{a:?}");
+    let a = must(
+        listen,
+        "reviews",
+        "/",
+        &[("origin", "https://evil.example")],
+    );
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        None,
+        "an origin not allowed gets no CORS headers"
+    );
+
+    // Circuit breaker: one connection, one pending request; the rest overflow at once with 503.
+    let started: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || must(listen, "httpbin", "/slow/1500", &[])))
+        .collect();
+    let answers: Vec<Answer> = started
+        .into_iter()
+        .map(|t| t.join().expect("caller"))
+        .collect();
+    let overflowed = answers
+        .iter()
+        .filter(|a| a.status == 503 && a.header("x-envoy-overloaded") == Some("true"))
+        .count();
+    let served = answers.iter().filter(|a| a.status == 200).count();
+    eprintln!("{api_type}: circuit breaker: {served} served, {overflowed} overflowed");
+    assert!(
+        served >= 1 && overflowed >= 1 && served + overflowed == 8,
+        "{answers:?}"
+    );
+    let cluster = format!("cluster.outbound|{port}||httpbin.default.svc.cluster.local");
+    assert_eq!(
+        envoy.stat(&format!("{cluster}.upstream_rq_pending_overflow")),
+        Some(overflowed as u64),
+        "each overflow counted"
+    );
+
+    // TCP: 80/20 between the versions, per connection.
+    pilot.apply("virtual-service-echo-tcp.yaml", TCP_SPLIT);
+    let tcp_listen = held_tcp.addr;
+    wait_until(Duration::from_secs(20), "the TCP listener to split", || {
+        tcp_call(tcp_listen).is_some_and(|a| a == "echo-v2")
+    });
+    let mut versions: HashMap<String, u32> = HashMap::new();
+    for _ in 0..400 {
+        let a = tcp_call(tcp_listen).expect("a TCP answer");
+        *versions.entry(a).or_default() += 1;
+    }
+    let v2 = versions.get("echo-v2").copied().unwrap_or(0);
+    assert_eq!(
+        versions.values().sum::<u32>(),
+        400,
+        "only v1 and v2 answer: {versions:?}"
+    );
+    let share = f64::from(v2) / 4.0;
+    assert!(
+        (13.0..=27.0).contains(&share),
+        "v2 took {share}% of connections (want 20 ± 7): {versions:?}"
     );
 
     assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected nothing");
