@@ -75,7 +75,8 @@ fn serve(mut s: TcpStream, name: &str, counts: &Mutex<HashMap<String, u32>>) {
                     .map(|h| h.trim().to_string())
             })
             .unwrap_or_default();
-        let mut status = 200;
+        // A broken version answers every request with 500.
+        let mut status = if name.ends_with("-broken") { 500 } else { 200 };
         let count = |key: &str| {
             let mut c = counts.lock().expect("lock");
             let n = c.entry(key.to_string()).or_insert(0);
@@ -414,6 +415,15 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
+metadata: {{name: flaky}}
+spec:
+  host: flaky
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
 metadata: {{name: httpbin}}
 spec:
   host: httpbin
@@ -486,6 +496,7 @@ fn run(api_type: &str, plane: Plane) {
     let details = Backend::start("details-v1");
     let productpage = Backend::start("productpage-v1");
     let httpbin = Backend::start("httpbin-v1");
+    let flaky = [Backend::start("flaky-good"), Backend::start("flaky-broken")];
     let echo = [tcp_backend("echo-v1"), tcp_backend("echo-v2")];
     // The service ports: the proxy binds them on 127.0.0.1 (no interception).
     let held = HeldPort::hold();
@@ -501,6 +512,8 @@ fn run(api_type: &str, plane: Plane) {
             ("ratings", "v1", &ratings),
             ("details", "v1", &details),
             ("httpbin", "v1", &httpbin),
+            ("flaky", "good", &flaky[0]),
+            ("flaky", "broken", &flaky[1]),
         ],
     );
     std::fs::write(config.join("services.yaml"), entries).expect("services");
@@ -795,6 +808,24 @@ fn run(api_type: &str, plane: Plane) {
         envoy.stat(&format!("{cluster}.upstream_rq_pending_overflow")),
         Some(overflowed as u64),
         "each overflow counted"
+    );
+
+    // Outlier detection: the broken host's 500s in a row eject it; then only the good one answers.
+    wait_until(
+        Duration::from_secs(20),
+        "the broken flaky host to be ejected",
+        || (0..10).all(|_| must(listen, "flaky", "/", &[]).status == 200),
+    );
+    for _ in 0..20 {
+        assert_eq!(must(listen, "flaky", "/", &[]).body, "flaky-good");
+    }
+    let flaky_cluster = format!("cluster.outbound|{port}||flaky.default.svc.cluster.local");
+    assert_eq!(
+        envoy.stat(&format!(
+            "{flaky_cluster}.outlier_detection.ejections_enforced_total"
+        )),
+        Some(1),
+        "one ejection"
     );
 
     // TCP: 80/20 between the versions, per connection.

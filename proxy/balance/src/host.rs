@@ -19,6 +19,7 @@ pub struct Host {
     pub healthy: bool,
     active: AtomicU32,
     pub(crate) pool: Pool,
+    pub(crate) outlier: crate::outlier::HostState,
 }
 
 impl Host {
@@ -29,6 +30,7 @@ impl Host {
             healthy,
             active: AtomicU32::new(0),
             pool,
+            outlier: Default::default(),
         }
     }
 
@@ -44,10 +46,19 @@ impl Host {
     pub(crate) fn end(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Whether outlier detection has ejected it.
+    pub fn ejected(&self) -> bool {
+        self.outlier.ejected.load(Ordering::Relaxed)
+    }
 }
 
-/// Envoy's default panic threshold: below this share of healthy hosts, all hosts are used.
-const PANIC_PERCENT: usize = 50;
+/// What shapes a host set besides its hosts: the balancing policy (for hash tables) and the panic threshold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub lb: proxy_config::cluster::LbPolicy,
+    pub panic_threshold: f64,
+}
 
 /// The hosts of a cluster at one moment, and those traffic goes to.
 #[derive(Debug, Default)]
@@ -56,6 +67,7 @@ pub struct HostSet {
     routable: Vec<Arc<Host>>,
     schedule: Vec<usize>,
     total_weight: u64,
+    pub(crate) hashing: Option<crate::hash::Table>,
 }
 
 impl HostSet {
@@ -65,6 +77,7 @@ impl HostSet {
         localities: &[Locality],
         previous: &HostSet,
         new_pool: impl Fn() -> Pool,
+        shape: Shape,
     ) -> HostSet {
         let mut all = Vec::new();
         for endpoint in localities.iter().flat_map(|l| &l.endpoints) {
@@ -89,20 +102,23 @@ impl HostSet {
                 )),
             });
         }
-        HostSet::from_hosts(all)
+        HostSet::from_hosts(all, shape)
     }
 
-    pub(crate) fn from_hosts(all: Vec<Arc<Host>>) -> HostSet {
-        let healthy: Vec<Arc<Host>> = all.iter().filter(|h| h.healthy).cloned().collect();
-        let routable = if healthy.len() * 100 < all.len() * PANIC_PERCENT {
-            all.clone()
-        } else {
-            healthy
-        };
+    /// A set of `all`, routing to those healthy and not ejected unless too few are (panic mode).
+    pub(crate) fn from_hosts(all: Vec<Arc<Host>>, shape: Shape) -> HostSet {
+        let healthy: Vec<Arc<Host>> = all
+            .iter()
+            .filter(|h| h.healthy && !h.ejected())
+            .cloned()
+            .collect();
+        let panic = (healthy.len() as f64) * 100.0 < (all.len() as f64) * shape.panic_threshold;
+        let routable = if panic { all.clone() } else { healthy };
         let weights: Vec<u32> = routable.iter().map(|h| h.weight).collect();
         HostSet {
             schedule: crate::lb::schedule(&weights),
             total_weight: weights.iter().map(|&w| u64::from(w)).sum(),
+            hashing: crate::hash::Table::new(shape.lb, &routable),
             all,
             routable,
         }

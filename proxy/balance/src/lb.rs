@@ -11,14 +11,27 @@ use crate::host::{Host, HostSet};
 #[derive(Debug, Default)]
 pub struct Cursor(AtomicUsize);
 
-/// Picks a host of `set` by `policy`, avoiding those `avoid` rejects when `attempts` allow another try.
+/// Picks a host of `set` by `policy` (by `hash` on a consistent-hash table when the request has one),
+/// avoiding those `avoid` rejects when `attempts` allow another try.
 pub fn pick(
     policy: LbPolicy,
     set: &HostSet,
     cursor: &Cursor,
+    hash: Option<u64>,
     attempts: u32,
     avoid: impl Fn(&Host) -> bool,
 ) -> Option<Arc<Host>> {
+    if let (Some(table), Some(hash)) = (&set.hashing, hash) {
+        let hosts = set.routable();
+        let first = table.pick(hash)?;
+        // A retry avoiding the hashed host walks on around the hosts from it.
+        let walk = (0..hosts.len()).map(|k| &hosts[(first + k) % hosts.len()]);
+        let mut walk = walk.take(attempts.max(1) as usize);
+        return walk
+            .find(|h| !avoid(h))
+            .or_else(|| hosts.get(first))
+            .cloned();
+    }
     let mut chosen = None;
     for _ in 0..attempts.max(1) {
         let host = pick_once(policy, set, cursor)?;
@@ -45,7 +58,10 @@ fn pick_once(policy: LbPolicy, set: &HostSet, cursor: &Cursor) -> Option<Arc<Hos
                 &hosts[schedule[i % schedule.len()]]
             }
         }
-        LbPolicy::Random => weighted_random(hosts, set.total_weight()),
+        // Consistent hashing without a hash (no hash policy, or its input absent): any host, as in Envoy.
+        LbPolicy::Random | LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
+            weighted_random(hosts, set.total_weight())
+        }
         LbPolicy::LeastRequest { choices } => {
             let mut best = weighted_random(hosts, set.total_weight());
             for _ in 1..choices {

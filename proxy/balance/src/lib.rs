@@ -6,8 +6,10 @@
 //! finishes the requests it has.
 
 mod body;
+mod hash;
 mod host;
 mod lb;
+mod outlier;
 mod pool;
 
 use std::collections::HashMap;
@@ -23,7 +25,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 pub use body::Body;
+pub use hash::hash_bytes;
 pub use host::{Host, HostSet};
+pub use outlier::Outcome;
 pub use pool::ResponseBody;
 
 /// The most original-destination hosts a cluster keeps (their pools included).
@@ -214,6 +218,7 @@ pub struct Cluster {
     original_dst: Mutex<HashMap<SocketAddr, Arc<Host>>>,
     cursor: lb::Cursor,
     shared: Arc<Shared>,
+    detector: Option<outlier::Detector>,
 }
 
 impl Cluster {
@@ -236,6 +241,9 @@ impl Cluster {
             original_dst: Mutex::new(HashMap::new()),
             cursor: lb::Cursor::default(),
             shared,
+            detector: config
+                .outlier
+                .map(|o| outlier::Detector::new(o, stats, &config.name)),
             config,
         };
         if let Discovery::Static(localities) = &cluster.config.discovery {
@@ -255,13 +263,19 @@ impl Cluster {
         &self.shared.stats
     }
 
-    /// Replaces its hosts, keeping the connections of those still present.
+    fn shape(&self) -> host::Shape {
+        host::Shape {
+            lb: self.config.lb,
+            panic_threshold: self.config.panic_threshold,
+        }
+    }
+
+    /// Replaces its hosts, keeping the connections (and outlier state) of those still present.
     pub fn set_endpoints(&self, localities: &[Locality]) {
         let protocol = self.config.protocol;
         let mut hosts = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
-        *hosts = Arc::new(HostSet::new(localities, &hosts, || {
-            pool::Pool::new(protocol)
-        }));
+        let new_pool = || pool::Pool::new(protocol);
+        *hosts = Arc::new(HostSet::new(localities, &hosts, new_pool, self.shape()));
         self.shared
             .stats
             .stats
@@ -282,18 +296,41 @@ impl Cluster {
             .clone()
     }
 
+    /// Builds the host set again from the same hosts (after an ejection or a return).
+    fn regroup(&self) {
+        let mut hosts = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
+        *hosts = Arc::new(HostSet::from_hosts(hosts.all().to_vec(), self.shape()));
+    }
+
+    /// Records what an attempt to `host` came to, for outlier detection.
+    pub fn record(&self, host: &Arc<Host>, outcome: Outcome) {
+        if let Some(detector) = &self.detector
+            && detector.record(host, &self.hosts(), outcome)
+        {
+            self.regroup();
+        }
+    }
+
     /// Chooses a host: for ORIGINAL_DST clusters the connection's original destination, else by the cluster's
-    /// load balancing, trying `attempts` times to find one `avoid` does not reject.
+    /// load balancing (by `hash` for consistent hashing), trying `attempts` times to find one `avoid` does not
+    /// reject.
     pub fn choose(
         &self,
         original_dst: Option<SocketAddr>,
+        hash: Option<u64>,
         attempts: u32,
         avoid: impl Fn(&Host) -> bool,
     ) -> Result<Arc<Host>, Error> {
+        if let Some(detector) = &self.detector
+            && detector.review(&self.hosts())
+        {
+            self.regroup();
+        }
         let chosen = if matches!(self.config.discovery, Discovery::OriginalDst) {
             original_dst.map(|a| self.original_dst_host(a))
         } else {
-            lb::pick(self.config.lb, &self.hosts(), &self.cursor, attempts, avoid)
+            let hosts = self.hosts();
+            lb::pick(self.config.lb, &hosts, &self.cursor, hash, attempts, avoid)
         };
         chosen.ok_or_else(|| {
             self.shared.stats.none_healthy.inc();

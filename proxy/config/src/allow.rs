@@ -312,6 +312,10 @@ const FIELDS: &[(&str, &[&str])] = &[
             "connect_timeout",
             "lb_policy",
             "least_request_lb_config",
+            "ring_hash_lb_config",
+            "maglev_lb_config",
+            "outlier_detection",
+            "common_lb_config",
             "circuit_breakers",
             "typed_extension_protocol_options",
             "load_assignment",
@@ -324,6 +328,32 @@ const FIELDS: &[(&str, &[&str])] = &[
     (
         "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
         &["choice_count"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
+        &["minimum_ring_size", "maximum_ring_size", "hash_function"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
+        &["table_size"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
+        &["healthy_panic_threshold"],
+    ),
+    (
+        "envoy.config.cluster.v3.OutlierDetection",
+        &[
+            "consecutive_5xx",
+            "enforcing_consecutive_5xx",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+            "interval",
+            "base_ejection_time",
+            "max_ejection_time",
+            "max_ejection_percent",
+            "enforcing_success_rate",
+        ],
     ),
     ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
     (

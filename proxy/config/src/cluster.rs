@@ -16,7 +16,7 @@ use crate::{decode_payload, duration};
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// A cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     /// Its name (`outbound|9080||reviews.default.svc.cluster.local`, `PassthroughCluster`, …).
     pub name: String,
@@ -32,6 +32,27 @@ pub struct Cluster {
     pub protocol: Protocol,
     /// Upstream connection lifetimes.
     pub http: HttpOptions,
+    /// Ejection of failing hosts.
+    pub outlier: Option<Outlier>,
+    /// Below this percentage of healthy hosts, all hosts take traffic (Envoy's default: 50).
+    pub panic_threshold: f64,
+}
+
+/// Outlier detection: hosts failing in a row are ejected for a growing time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive 5xx (or connection failures) that eject a host, and the percent chance it is enforced.
+    pub consecutive_5xx: (u32, u32),
+    /// Consecutive 502/503/504 (or connection failures) that eject a host, and the percent chance it is enforced.
+    pub consecutive_gateway: (u32, u32),
+    /// How often ejections are reviewed.
+    pub interval: Duration,
+    /// A host's ejection lasts this times the number of times it was ejected...
+    pub base_ejection_time: Duration,
+    /// ...up to this.
+    pub max_ejection_time: Duration,
+    /// At most this percent of hosts are ejected at once (at least one host always may be).
+    pub max_ejection_percent: u32,
 }
 
 /// Where a cluster's hosts come from.
@@ -59,6 +80,18 @@ pub enum LbPolicy {
     Random,
     /// The original destination (only with ORIGINAL_DST).
     ClusterProvided,
+    /// Consistent hashing on a ring of at least `min` and at most `max` entries.
+    RingHash {
+        /// Smallest ring.
+        min: u64,
+        /// Largest ring.
+        max: u64,
+    },
+    /// Maglev consistent hashing with a table of `size` entries (a prime).
+    Maglev {
+        /// Table size.
+        size: u64,
+    },
 }
 
 /// Circuit-breaker thresholds (Envoy's defaults when unset: 1024, 1024, 1024, 3).
@@ -176,6 +209,33 @@ fn cluster(c: &pb::Cluster) -> Partial<Cluster> {
             }
             LbPolicy::LeastRequest { choices }
         }
+        (Some(pb::cluster::LbConfig::RingHashLbConfig(r)), LbPolicy::RingHash { min, max }) => {
+            if r.hash_function != 0 {
+                return at(
+                    "ring_hash_lb_config.hash_function",
+                    "only XX_HASH is implemented",
+                );
+            }
+            let min = r.minimum_ring_size.as_ref().map_or(min, |v| v.value);
+            let max = r.maximum_ring_size.as_ref().map_or(max, |v| v.value);
+            if min == 0 || min > max || max > 8 * 1024 * 1024 {
+                return at(
+                    "ring_hash_lb_config",
+                    "ring sizes must satisfy 0 < minimum <= maximum <= 8M",
+                );
+            }
+            LbPolicy::RingHash { min, max }
+        }
+        (Some(pb::cluster::LbConfig::MaglevLbConfig(m)), LbPolicy::Maglev { size }) => {
+            let size = m.table_size.as_ref().map_or(size, |v| v.value);
+            if !is_prime(size) || size > 5_000_011 {
+                return at(
+                    "maglev_lb_config.table_size",
+                    format!("{size} must be a prime up to 5000011"),
+                );
+            }
+            LbPolicy::Maglev { size }
+        }
         _ => return at("lb_config", "this lb_config does not go with the lb_policy"),
     };
     if (lb == LbPolicy::ClusterProvided) != matches!(discovery, Discovery::OriginalDst) {
@@ -240,6 +300,24 @@ fn finish(c: &pb::Cluster, discovery: Discovery) -> Partial<Cluster> {
         }
         (protocol, http) = within(&path, http_options(any))?;
     }
+    let outlier = match &c.outlier_detection {
+        Some(o) => Some(within("outlier_detection", outlier(o))?),
+        None => None,
+    };
+    let panic_threshold = match c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+    {
+        Some(p) if (0.0..=100.0).contains(&p.value) => p.value,
+        Some(p) => {
+            return at(
+                "common_lb_config.healthy_panic_threshold",
+                format!("{} is not a percentage", p.value),
+            );
+        }
+        None => 50.0,
+    };
     Ok(Cluster {
         name: c.name.clone(),
         discovery,
@@ -248,7 +326,80 @@ fn finish(c: &pb::Cluster, discovery: Discovery) -> Partial<Cluster> {
         limits,
         protocol,
         http,
+        outlier,
+        panic_threshold,
     })
+}
+
+fn outlier(o: &pb::OutlierDetection) -> Partial<Outlier> {
+    let percent =
+        |v: &Option<sextant_proto::google::protobuf::UInt32Value>, default: u32, path: &str| {
+            let v = v.as_ref().map_or(default, |v| v.value);
+            if v > 100 {
+                at(path, format!("{v} is not a percentage"))
+            } else {
+                Ok(v)
+            }
+        };
+    // Success-rate and failure-percentage ejection are not implemented: refused unless turned off, as pilot
+    // turns them off.
+    if percent(&o.enforcing_success_rate, 100, "enforcing_success_rate")? != 0 {
+        return at(
+            "enforcing_success_rate",
+            "success-rate ejection is not implemented; set it to 0",
+        );
+    }
+    let d = |v: &Option<sextant_proto::google::protobuf::Duration>,
+             default: Duration,
+             path: &str| match v {
+        Some(v) => within(path, duration(v)),
+        None => Ok(default),
+    };
+    let interval = d(&o.interval, Duration::from_secs(10), "interval")?;
+    let base_ejection_time = d(
+        &o.base_ejection_time,
+        Duration::from_secs(30),
+        "base_ejection_time",
+    )?;
+    let max_ejection_time = d(
+        &o.max_ejection_time,
+        Duration::from_secs(300),
+        "max_ejection_time",
+    )?;
+    if interval.is_zero() || base_ejection_time.is_zero() {
+        return at(
+            "interval",
+            "interval and base_ejection_time must be above zero",
+        );
+    }
+    Ok(Outlier {
+        consecutive_5xx: (
+            o.consecutive_5xx.as_ref().map_or(5, |v| v.value),
+            percent(
+                &o.enforcing_consecutive_5xx,
+                100,
+                "enforcing_consecutive_5xx",
+            )?,
+        ),
+        consecutive_gateway: (
+            o.consecutive_gateway_failure
+                .as_ref()
+                .map_or(5, |v| v.value),
+            percent(
+                &o.enforcing_consecutive_gateway_failure,
+                0,
+                "enforcing_consecutive_gateway_failure",
+            )?,
+        ),
+        interval,
+        base_ejection_time,
+        max_ejection_time: max_ejection_time.max(base_ejection_time),
+        max_ejection_percent: percent(&o.max_ejection_percent, 10, "max_ejection_percent")?,
+    })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn http_options(any: &Any) -> Partial<(Protocol, HttpOptions)> {

@@ -237,7 +237,7 @@ fn clusters_take_envoys_defaults_and_refuse_what_is_not_implemented() {
     assert_eq!(decoded.connect_timeout, std::time::Duration::from_secs(5));
 
     let mut bad = c;
-    bad.lb_policy = cds::cluster::LbPolicy::Maglev as i32;
-    let e = cluster::decode(&any(&bad)).expect_err("maglev");
+    bad.lb_policy = cds::cluster::LbPolicy::ClusterProvided as i32;
+    let e = cluster::decode(&any(&bad)).expect_err("CLUSTER_PROVIDED on EDS");
     assert_eq!(e.path, "lb_policy");
 }

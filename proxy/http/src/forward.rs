@@ -9,9 +9,11 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use proxy_balance::{Body, Cluster, Error, Host};
+use proxy_balance::{Body, Cluster, Error, Host, Outcome as HostOutcome};
 use proxy_config::cluster::Protocol;
-use proxy_config::route::{Clusters, Forward, PathMatch, RetryPolicy, Route, VirtualHost};
+use proxy_config::route::{
+    Clusters, Forward, HashInput, HashPolicy, PathMatch, RetryPolicy, Route, VirtualHost,
+};
 use proxy_state::Snapshot;
 use tokio::time::Instant;
 
@@ -81,6 +83,12 @@ pub(crate) async fn forward(
         return response(503, "");
     };
 
+    let hash = request_hash(
+        &f.hash,
+        &parts.headers,
+        parts.uri.query(),
+        ctx.downstream.peer,
+    );
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
@@ -148,12 +156,58 @@ pub(crate) async fn forward(
         }
     }
 
-    let mut response = attempts(&cluster, &outgoing, body, f, vh, ctx).await;
+    let mut response = attempts(&cluster, &outgoing, body, f, vh, ctx, hash).await;
     headers::strip_hop_by_hop(response.headers_mut());
     if let Some(ops) = cluster_ops {
         headers::apply(ops, response.headers_mut(), false);
     }
     response
+}
+
+/// The request's hash for consistent-hash balancing: its policies' inputs combined in order, stopping after a
+/// terminal one that was present; `None` when no input was present (any host then, as in Envoy).
+fn request_hash(
+    policies: &[HashPolicy],
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: std::net::SocketAddr,
+) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let value: Option<String> = match &p.input {
+            HashInput::Header(name) => {
+                let values: Vec<&str> = headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!values.is_empty()).then(|| values.join(","))
+            }
+            HashInput::Cookie { name, .. } => headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string()),
+            HashInput::SourceIp => Some(peer.ip().to_string()),
+            HashInput::Query(name) => query.and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.to_string())
+            }),
+        };
+        if let Some(value) = value {
+            let h = proxy_balance::hash_bytes(value.as_bytes());
+            hash = Some(hash.map_or(h, |old| old.rotate_left(1) ^ h));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    hash
 }
 
 /// The body to send: empty, held whole when copies may be needed and it is small, else streamed.
@@ -183,6 +237,7 @@ async fn attempts(
     f: &Forward,
     vh: &VirtualHost,
     ctx: &Ctx,
+    hash: Option<u64>,
 ) -> Response<ProxyBody> {
     let deadline = f.timeout.map(|t| Instant::now() + t);
     let policy = f.retry.as_ref();
@@ -197,7 +252,7 @@ async fn attempts(
         };
         let avoid_tried = policy.is_some_and(|p| p.other_hosts);
         let attempts_to_pick = policy.map_or(1, |p| p.host_selection_attempts);
-        let host = match cluster.choose(ctx.downstream.original_dst, attempts_to_pick, |h| {
+        let host = match cluster.choose(ctx.downstream.original_dst, hash, attempts_to_pick, |h| {
             avoid_tried && tried.iter().any(|t| t.address == h.address)
         }) {
             Ok(h) => h,
@@ -222,6 +277,7 @@ async fn attempts(
             Some(at) => match tokio::time::timeout_at(at, sent).await {
                 Ok(r) => Outcome::Sent(r),
                 Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    cluster.record(&host, HostOutcome::LocalFailure);
                     cluster.stats().rq_timeout.inc();
                     ctx.manager.stats.rq_timeout.inc();
                     return response(504, "upstream request timeout");
@@ -233,6 +289,13 @@ async fn attempts(
             },
             None => Outcome::Sent(sent.await),
         };
+        match &outcome {
+            Outcome::Sent(Ok(r)) => cluster.record(&host, HostOutcome::Status(r.status().as_u16())),
+            Outcome::Sent(Err(Error::Overflow(_) | Error::NoHost)) => {}
+            Outcome::Sent(Err(_)) | Outcome::PerTryTimeout => {
+                cluster.record(&host, HostOutcome::LocalFailure)
+            }
+        }
         let retriable = match (&outcome, policy) {
             (_, None) => false,
             (Outcome::PerTryTimeout, Some(p)) => {
@@ -413,7 +476,7 @@ fn spawn_mirror(ctx: &Ctx, cluster: Arc<Cluster>, o: &Outgoing, body: Body) {
     let original_dst = ctx.downstream.original_dst;
     tokio::spawn(async move {
         let _slot = slot;
-        let Ok(host) = cluster.choose(original_dst, 1, |_| false) else {
+        let Ok(host) = cluster.choose(original_dst, None, 1, |_| false) else {
             return;
         };
         let request = upstream_request(&copy, body, cluster.config().protocol, 1, false);

@@ -52,7 +52,7 @@ pub(crate) async fn proxy(
     let cluster = name.and_then(|(n, _)| snapshot.clusters.get(n));
     match cluster {
         None => stats.no_route.inc(),
-        Some(cluster) => match cluster.choose(original_dst, 1, |_| false) {
+        Some(cluster) => match cluster.choose(original_dst, None, 1, |_| false) {
             Err(e) => {
                 tracing::debug!(cluster = %cluster.config().name, error = %e, "no host for a TCP connection")
             }
