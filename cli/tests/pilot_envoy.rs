@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Ads, DataPlane, Envoy, HeldPort, SextantProxy, get, repo, scratch, wait_until};
+use common::{Ads, HeldPort, Plane, get, repo, scratch, wait_until};
 use pilot_translate::{Interception, ProxyInfo, translate};
 use pilot_xds::{Snapshot, types};
 use sextant_proto::envoy::config::core::v3::Node;
@@ -476,13 +476,6 @@ spec:
     - {destination: {host: echo, subset: v2}, weight: 20}
 "#;
 
-/// Which proxy runs the table.
-#[derive(Clone, Copy, Debug)]
-enum Plane {
-    Envoy,
-    Sextant,
-}
-
 fn run(api_type: &str, plane: Plane) {
     let dir = scratch(&format!("pilot-{plane:?}-{api_type}"));
     let config = dir.join("config");
@@ -534,30 +527,20 @@ fn run(api_type: &str, plane: Plane) {
         "virtual-service-all-v1.yaml",
         &sample("virtual-service-all-v1.yaml"),
     );
-    let envoy_dir = dir.join("proxy");
-    std::fs::create_dir_all(&envoy_dir).expect("proxy dir");
-    let envoy: Box<dyn DataPlane> = match plane {
-        Plane::Envoy => Box::new(Envoy::start(
-            &envoy_dir,
-            &common::ads_bootstrap(pilot.ads.addr, api_type, common::PRODUCTPAGE_NODE),
-        )),
-        Plane::Sextant => Box::new(SextantProxy::start(
-            &envoy_dir,
-            pilot.ads.addr,
-            NODE_ID,
-            &[
-                ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
-                (
-                    "ISTIO_METAJSON_LABELS",
-                    r#"{"app": "productpage", "version": "v1"}"#,
-                ),
-            ],
-            &[
-                "--xds-protocol",
-                if api_type == "GRPC" { "sotw" } else { "delta" },
-            ],
-        )),
-    };
+    let envoy = plane.start(
+        &dir.join("proxy"),
+        pilot.ads.addr,
+        api_type,
+        common::PRODUCTPAGE_NODE,
+        NODE_ID,
+        &[
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+            (
+                "ISTIO_METAJSON_LABELS",
+                r#"{"app": "productpage", "version": "v1"}"#,
+            ),
+        ],
+    );
     let listen = held.addr;
 
     // Everything to v1: Envoy binds the service port itself and ACKs all four types.

@@ -8,13 +8,11 @@
 
 mod common;
 
-use common::DataPlane;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Ads, Backend, Envoy, HeldPort, Proc, get, repo, scratch, wait_until};
+use common::{Ads, Backend, HeldPort, Plane, Proc, get, repo, scratch, wait_until};
 use pilot_translate::{ProxyInfo, ProxyKind, translate};
 use pilot_xds::types;
 use sextant_proto::envoy::config::core::v3::Node;
@@ -172,16 +170,28 @@ fn acked(ads: &Ads) -> bool {
 #[test]
 fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_state_of_the_world_ads()
  {
-    run("GRPC");
+    run("GRPC", Plane::Envoy);
 }
 
 #[test]
 fn envoy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_delta_ads() {
-    run("DELTA_GRPC");
+    run("DELTA_GRPC", Plane::Envoy);
 }
 
-fn run(api_type: &str) {
-    let dir = scratch(&format!("pilot-gateway-{api_type}"));
+#[test]
+fn sextant_proxy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_state_of_the_world_ads()
+ {
+    run("GRPC", Plane::Sextant);
+}
+
+#[test]
+fn sextant_proxy_as_ingress_gateway_serves_bookinfo_gateway_https_and_upstream_tls_over_delta_ads()
+{
+    run("DELTA_GRPC", Plane::Sextant);
+}
+
+fn run(api_type: &str, plane: Plane) {
+    let dir = scratch(&format!("pilot-gateway-{plane:?}-{api_type}"));
     let config = dir.join("config");
     let certs = dir.join("certs");
     let www = dir.join("www");
@@ -337,9 +347,17 @@ spec:
     let ads = Ads::start();
     ads.snapshots.publish(snapshot).expect("published");
 
-    let envoy_dir = dir.join("envoy");
-    std::fs::create_dir_all(&envoy_dir).expect("envoy dir");
-    let envoy = Envoy::start(&envoy_dir, &common::ads_bootstrap(ads.addr, api_type, NODE));
+    let envoy = plane.start(
+        &dir.join("proxy"),
+        ads.addr,
+        api_type,
+        NODE,
+        NODE_ID,
+        &[
+            ("POD_NAMESPACE", "istio-system"),
+            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
+        ],
+    );
     wait_until(Duration::from_secs(60), "Envoy to ACK every type", || {
         acked(&ads)
     });
@@ -441,7 +459,7 @@ spec:
         Some((200, "details over tls".into())),
         "through the TLS upstream"
     );
-    let stats = get(envoy.admin, "/stats?filter=ssl.handshake", &[])
+    let stats = get(envoy.admin(), "/stats?filter=ssl.handshake", &[])
         .expect("envoy stats")
         .body;
     let handshakes: u64 = stats
@@ -459,7 +477,9 @@ spec:
     );
 
     assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected nothing");
-    let listeners = get(envoy.admin, "/listeners", &[]).expect("listeners").body;
+    let listeners = get(envoy.admin(), "/listeners", &[])
+        .expect("listeners")
+        .body;
     for want in [
         format!("0.0.0.0_{http_gw}"),
         format!("0.0.0.0_{plain}"),

@@ -631,6 +631,45 @@ pub trait DataPlane {
     }
 }
 
+/// Which proxy runs a behaviour table: the same expectations hold for both.
+#[derive(Clone, Copy, Debug)]
+pub enum Plane {
+    /// Envoy 1.40.
+    Envoy,
+    /// `sextant proxy`.
+    Sextant,
+}
+
+impl Plane {
+    /// Starts this proxy in `dir`, fed by the ADS server at `ads` over `api_type` (`GRPC` or `DELTA_GRPC`), as
+    /// the node Envoy's bootstrap declares in `node_yaml` and `sextant proxy` takes from `node_id` and `env`
+    /// (the pod's environment: `POD_NAMESPACE`, `ISTIO_META_*`, …).
+    pub fn start(
+        self,
+        dir: &Path,
+        ads: SocketAddr,
+        api_type: &str,
+        node_yaml: &str,
+        node_id: &str,
+        env: &[(&str, &str)],
+    ) -> Box<dyn DataPlane> {
+        std::fs::create_dir_all(dir).expect("proxy dir");
+        match self {
+            Plane::Envoy => Box::new(Envoy::start(dir, &ads_bootstrap(ads, api_type, node_yaml))),
+            Plane::Sextant => {
+                let protocol = if api_type == "GRPC" { "sotw" } else { "delta" };
+                Box::new(SextantProxy::start(
+                    dir,
+                    ads,
+                    node_id,
+                    env,
+                    &["--xds-protocol", protocol],
+                ))
+            }
+        }
+    }
+}
+
 /// `sextant proxy`, started as a process with its admin on a port the kernel picks.
 pub struct SextantProxy {
     /// The process.

@@ -6,6 +6,7 @@
 //! finishes the requests it has.
 
 mod body;
+mod connect;
 mod hash;
 mod host;
 mod lb;
@@ -21,10 +22,10 @@ use std::time::Duration;
 use proxy_config::cluster::{self as config, Discovery, HttpOptions, Limits};
 use proxy_config::endpoint::Locality;
 use proxy_stats::{Counter, Gauge, Scope, Stats};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 pub use body::Body;
+pub use connect::Io;
 pub use hash::hash_bytes;
 pub use host::{Host, HostSet};
 pub use outlier::Outcome;
@@ -64,6 +65,12 @@ pub struct ClusterStats {
     pub cx_connect_fail: Counter,
     /// `upstream_cx_connect_timeout`.
     pub cx_connect_timeout: Counter,
+    /// `ssl.handshake`: TLS handshakes completed with hosts.
+    pub ssl_handshake: Counter,
+    /// `ssl.connection_error`: TLS handshakes that failed.
+    pub ssl_connection_error: Counter,
+    /// `ssl.fail_verify_san`: hosts refused because no SAN matched.
+    pub ssl_fail_verify_san: Counter,
     /// `upstream_cx_overflow`.
     pub cx_overflow: Counter,
     /// `upstream_rq_total`.
@@ -104,6 +111,9 @@ impl ClusterStats {
             cx_active: g("upstream_cx_active"),
             cx_connect_fail: c("upstream_cx_connect_fail"),
             cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            ssl_handshake: c("ssl.handshake"),
+            ssl_connection_error: c("ssl.connection_error"),
+            ssl_fail_verify_san: c("ssl.fail_verify_san"),
             cx_overflow: c("upstream_cx_overflow"),
             rq_total: c("upstream_rq_total"),
             rq_active: g("upstream_rq_active"),
@@ -150,6 +160,11 @@ pub(crate) struct Shared {
     /// Woken when a connection comes back to a pool or closes.
     released: Notify,
     stats: ClusterStats,
+    /// Whether the cluster originates TLS; then `tls` holds its client configuration once its secrets came.
+    originates_tls: bool,
+    tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
+    /// The SNI sent (none when empty).
+    sni: String,
 }
 
 impl Shared {
@@ -235,6 +250,13 @@ impl Cluster {
             retries: AtomicU32::new(0),
             released: Notify::new(),
             stats: ClusterStats::new(stats, &config.name),
+            originates_tls: config.tls.is_some(),
+            tls: RwLock::new(None),
+            sni: config
+                .tls
+                .as_ref()
+                .map(|t| t.sni.clone())
+                .unwrap_or_default(),
         });
         let cluster = Cluster {
             hosts: RwLock::new(Arc::new(HostSet::default())),
@@ -286,6 +308,16 @@ impl Cluster {
             .stats
             .gauge(&self.shared.stats.scope, "membership_healthy")
             .set(hosts.all().iter().filter(|h| h.healthy).count() as i64);
+    }
+
+    /// Sets the TLS client configuration (built from the cluster's context and the secrets held); `None`
+    /// while its secrets have not come, when connections fail.
+    pub fn set_tls(&self, config: Option<Arc<rustls::ClientConfig>>) {
+        *self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = config;
     }
 
     /// Its hosts now.
@@ -397,13 +429,13 @@ impl Cluster {
 
     /// Opens a TCP connection to `host` (for the TCP proxy), counted in the cluster's connection stats and
     /// limit; the slot is held until the returned guard drops.
-    pub async fn connect(&self, host: &Arc<Host>) -> Result<(TcpStream, ConnectionGuard), Error> {
+    pub async fn connect(&self, host: &Arc<Host>) -> Result<(Io, ConnectionGuard), Error> {
         if !self.shared.try_acquire_connection() {
             self.shared.stats.cx_overflow.inc();
             return Err(Error::Overflow("max_connections"));
         }
         let guard = ConnectionGuard(self.shared.clone());
-        let stream = connect_tcp(host.address, &self.shared).await?;
+        let stream = connect::connect(host.address, &self.shared).await?;
         self.shared.stats.cx_active.inc();
         Ok((stream, guard))
     }
@@ -418,28 +450,5 @@ impl Drop for ConnectionGuard {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
         self.0.stats.cx_active.dec();
         self.0.released.notify_waiters();
-    }
-}
-
-/// Connects within the cluster's connect timeout, counting attempts and failures.
-pub(crate) async fn connect_tcp(address: SocketAddr, shared: &Shared) -> Result<TcpStream, Error> {
-    shared.stats.cx_total.inc();
-    match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => {
-            shared.stats.cx_connect_fail.inc();
-            Err(Error::ConnectFailure(format!("{address}: {e}")))
-        }
-        Err(_) => {
-            shared.stats.cx_connect_fail.inc();
-            shared.stats.cx_connect_timeout.inc();
-            Err(Error::ConnectFailure(format!(
-                "{address}: timed out after {:?}",
-                shared.connect_timeout
-            )))
-        }
     }
 }

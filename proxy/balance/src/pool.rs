@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_config::cluster::Protocol;
-use tokio::net::TcpStream;
 
 use crate::host::Host;
 use crate::{Body, Error, InFlight, Shared};
@@ -198,14 +197,14 @@ async fn checkout_http2(
 async fn connect<S, F, D>(
     address: SocketAddr,
     shared: &Arc<Shared>,
-    handshake: impl FnOnce(TokioIo<TcpStream>) -> F,
+    handshake: impl FnOnce(TokioIo<crate::Io>) -> F,
 ) -> Result<(S, Instant), Error>
 where
     F: Future<Output = Result<(S, D), hyper::Error>>,
     D: Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     let slot = ConnectionSlot(shared.clone());
-    let stream = crate::connect_tcp(address, shared).await?;
+    let stream = crate::connect::connect(address, shared).await?;
     let (sender, driver) = handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::Reset(e.to_string()))?;

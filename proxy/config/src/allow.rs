@@ -46,7 +46,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.listener.v3.FilterChain",
-        &["name", "filter_chain_match", "filters"],
+        &["name", "filter_chain_match", "filters", "transport_socket"],
     ),
     (
         "envoy.config.listener.v3.FilterChainMatch",
@@ -284,7 +284,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.core.v3.DataSource",
-        &["inline_string", "inline_bytes"],
+        &["inline_string", "inline_bytes", "filename"],
     ),
     (
         "envoy.config.core.v3.HeaderValueOption",
@@ -319,6 +319,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "circuit_breakers",
             "typed_extension_protocol_options",
             "load_assignment",
+            "transport_socket",
         ],
     ),
     (
@@ -414,7 +415,45 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
-        &["trusted_ca"],
+        &["trusted_ca", "match_typed_subject_alt_names"],
+    ),
+    (
+        "envoy.config.core.v3.TransportSocket",
+        &["name", "typed_config"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        &["common_tls_context", "sni"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        &["common_tls_context", "require_client_certificate"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        &[
+            "tls_certificates",
+            "tls_certificate_sds_secret_configs",
+            "validation_context",
+            "combined_validation_context",
+            "validation_context_sds_secret_config",
+            "alpn_protocols",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+        &[
+            "default_validation_context",
+            "validation_context_sds_secret_config",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig",
+        &["name", "sds_config"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
+        &["san_type", "matcher"],
     ),
 ];
 

@@ -36,6 +36,8 @@ pub struct Cluster {
     pub outlier: Option<Outlier>,
     /// Below this percentage of healthy hosts, all hosts take traffic (Envoy's default: 50).
     pub panic_threshold: f64,
+    /// TLS originated to the hosts.
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// Outlier detection: hosts failing in a row are ejected for a growing time.
@@ -318,7 +320,12 @@ fn finish(c: &pb::Cluster, discovery: Discovery) -> Partial<Cluster> {
         }
         None => 50.0,
     };
+    let tls = match &c.transport_socket {
+        Some(t) => Some(within("transport_socket", crate::tls::upstream(t))?),
+        None => None,
+    };
     Ok(Cluster {
+        tls,
         name: c.name.clone(),
         discovery,
         connect_timeout,
@@ -399,7 +406,10 @@ fn outlier(o: &pb::OutlierDetection) -> Partial<Outlier> {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn http_options(any: &Any) -> Partial<(Protocol, HttpOptions)> {

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod matcher;
 pub mod route;
 pub mod secret;
+pub mod tls;
 
 use std::time::Duration;
 

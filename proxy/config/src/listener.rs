@@ -68,6 +68,8 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// The network filter it runs.
     pub network: Network,
+    /// TLS it terminates.
+    pub tls: Option<crate::tls::DownstreamTls>,
 }
 
 /// The connection properties a filter chain requires (empty: any).
@@ -258,10 +260,15 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
             );
         }
     };
+    let tls = match &c.transport_socket {
+        Some(t) => Some(within("transport_socket", crate::tls::downstream(t))?),
+        None => None,
+    };
     Ok(FilterChain {
         name: c.name.clone(),
         matcher,
         network,
+        tls,
     })
 }
 
@@ -338,6 +345,20 @@ fn tcp_proxy(config: &Any) -> Partial<TcpProxy> {
 }
 
 impl Listener {
+    /// The name of its stats (`listener.NAME.…`): Envoy's `IP_PORT` form of its address.
+    pub fn stat_name(&self) -> String {
+        format!("{}_{}", self.address.ip(), self.address.port())
+    }
+
+    /// The SDS secrets its chains refer to.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.filter_chains
+            .iter()
+            .chain(self.default_chain.as_ref())
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|t| t.context.secrets())
+    }
+
     /// The route configurations its HTTP chains route by.
     pub fn route_configs(&self) -> impl Iterator<Item = &str> {
         self.filter_chains

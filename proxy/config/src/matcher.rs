@@ -32,6 +32,21 @@ pub struct StringMatcher {
     pub ignore_case: bool,
 }
 
+impl PartialEq for StringMatcher {
+    fn eq(&self, other: &StringMatcher) -> bool {
+        use StringMatch::*;
+        self.ignore_case == other.ignore_case
+            && match (&self.pattern, &other.pattern) {
+                (Exact(a), Exact(b))
+                | (Prefix(a), Prefix(b))
+                | (Suffix(a), Suffix(b))
+                | (Contains(a), Contains(b)) => a == b,
+                (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
+                _ => false,
+            }
+    }
+}
+
 impl StringMatcher {
     /// Whether `value` matches.
     pub fn matches(&self, value: &str) -> bool {

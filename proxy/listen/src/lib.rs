@@ -17,6 +17,7 @@ use proxy_config::listener::{ChainMatch, Listener, Network};
 use proxy_http::{Downstream, Manager};
 use proxy_state::{Snapshot, Snapshots};
 use proxy_stats::{Counter, Gauge, Scope, Stats};
+use proxy_tls::Hello;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -47,6 +48,8 @@ struct Prepared {
 struct Chain {
     matcher: ChainMatch,
     runner: Runner,
+    /// Whether it terminates TLS (its server configuration is in the snapshot).
+    tls: bool,
 }
 
 enum Runner {
@@ -60,6 +63,10 @@ struct ListenerStats {
     cx_active: Gauge,
     cx_overflow: Counter,
     no_chain: Counter,
+    listener_filter_timeout: Counter,
+    ssl_handshake: Counter,
+    ssl_connection_error: Counter,
+    ssl_no_certificate: Counter,
 }
 
 /// All listeners, by name and by address.
@@ -72,16 +79,13 @@ struct Table {
 fn prepare(listener: &Arc<Listener>, stats: &Stats) -> Prepared {
     let chain = |c: &proxy_config::listener::FilterChain| Chain {
         matcher: c.matcher.clone(),
+        tls: c.tls.is_some(),
         runner: match &c.network {
             Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats))),
             Network::Tcp(t) => Runner::Tcp(t.clone(), tcp::TcpStats::new(stats, &t.stat_prefix)),
         },
     };
-    let scope = Scope::Listener(format!(
-        "{}_{}",
-        listener.address.ip(),
-        listener.address.port()
-    ));
+    let scope = Scope::Listener(listener.stat_name());
     Prepared {
         listener: listener.clone(),
         chains: listener.filter_chains.iter().map(chain).collect(),
@@ -91,6 +95,10 @@ fn prepare(listener: &Arc<Listener>, stats: &Stats) -> Prepared {
             cx_active: stats.gauge(&scope, "downstream_cx_active"),
             cx_overflow: stats.counter(&scope, "downstream_cx_overflow"),
             no_chain: stats.counter(&scope, "no_filter_chain_match"),
+            listener_filter_timeout: stats.counter(&scope, "downstream_pre_cx_timeout"),
+            ssl_handshake: stats.counter(&scope, "ssl.handshake"),
+            ssl_connection_error: stats.counter(&scope, "ssl.connection_error"),
+            ssl_no_certificate: stats.counter(&scope, "ssl.no_certificate"),
         },
     }
 }
@@ -279,29 +287,174 @@ async fn connection(
     }
     prepared.stats.cx_total.inc();
     prepared.stats.cx_active.inc();
-    let chain = prepared
+    let listener = &prepared.listener;
+    let hello = if listener.tls_inspector {
+        match proxy_tls::inspect(&stream, listener.listener_filters_timeout).await {
+            Some(hello) => hello,
+            None if listener.continue_on_timeout => Hello::Plain,
+            None => {
+                prepared.stats.listener_filter_timeout.inc();
+                prepared.stats.cx_active.dec();
+                return;
+            }
+        }
+    } else {
+        Hello::Plain
+    };
+    let chains: Vec<&Chain> = prepared
         .chains
         .iter()
-        .find(|c| plain_text_match(&c.matcher))
-        .or(prepared.default.as_ref());
-    match chain.map(|c| &c.runner) {
-        None => prepared.stats.no_chain.inc(),
-        Some(Runner::Http(manager)) => {
-            let downstream = Downstream {
-                peer,
-                original_dst: dst,
-                tls: false,
-            };
-            proxy_http::serve(stream, downstream, manager.clone(), snapshots, drain).await;
+        .chain(prepared.default.as_ref())
+        .collect();
+    let index = select_chain(&prepared.chains, &hello)
+        .or(prepared.default.as_ref().map(|_| prepared.chains.len()));
+    let Some((index, chain)) = index.and_then(|i| Some((i, *chains.get(i)?))) else {
+        prepared.stats.no_chain.inc();
+        prepared.stats.cx_active.dec();
+        return;
+    };
+    let run = Run {
+        peer,
+        dst,
+        runner: &chain.runner,
+        snapshot,
+        snapshots,
+        drain,
+    };
+    if !chain.tls {
+        run.serve(stream, false).await;
+    } else {
+        let config = snapshot_tls(&run.snapshot, &listener.name, index);
+        match config {
+            // Its certificate's secret has not come: the connection cannot be served.
+            None => prepared.stats.ssl_connection_error.inc(),
+            Some(config) => {
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+                    Ok(Ok(tls)) => {
+                        prepared.stats.ssl_handshake.inc();
+                        if tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .is_none_or(<[_]>::is_empty)
+                        {
+                            prepared.stats.ssl_no_certificate.inc();
+                        }
+                        run.serve(tls, true).await;
+                    }
+                    Ok(Err(e)) => {
+                        prepared.stats.ssl_connection_error.inc();
+                        tracing::debug!(%peer, error = %e, "downstream TLS handshake failed");
+                    }
+                    Err(_) => prepared.stats.ssl_connection_error.inc(),
+                }
+            }
         }
-        Some(Runner::Tcp(config, stats)) => tcp::proxy(stream, dst, config, stats, &snapshot).await,
     }
     prepared.stats.cx_active.dec();
 }
 
-/// Whether a chain takes a plain-text connection (no TLS-only conditions).
-fn plain_text_match(m: &ChainMatch) -> bool {
-    m.server_names.is_empty()
-        && m.application_protocols.is_empty()
-        && matches!(m.transport_protocol.as_str(), "" | "raw_buffer")
+/// The longest a downstream TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn snapshot_tls(
+    snapshot: &Snapshot,
+    listener: &str,
+    chain: usize,
+) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+    snapshot.downstream_tls.get(listener)?.get(chain)?.clone()
+}
+
+/// What a chosen chain runs a connection with.
+struct Run<'a> {
+    peer: SocketAddr,
+    dst: Option<SocketAddr>,
+    runner: &'a Runner,
+    snapshot: Arc<Snapshot>,
+    snapshots: Snapshots,
+    drain: watch::Receiver<bool>,
+}
+
+impl Run<'_> {
+    async fn serve<I>(self, io: I, tls: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match self.runner {
+            Runner::Http(manager) => {
+                let downstream = Downstream {
+                    peer: self.peer,
+                    original_dst: self.dst,
+                    tls,
+                };
+                proxy_http::serve(io, downstream, manager.clone(), self.snapshots, self.drain)
+                    .await;
+            }
+            Runner::Tcp(config, stats) => {
+                tcp::proxy(io, self.dst, config, stats, &self.snapshot).await
+            }
+        }
+    }
+}
+
+/// The filter chain for a connection, as Envoy chooses: the most specific server name (exact, then the
+/// longest wildcard, then none), then transport protocol (exact, then none), then application protocol
+/// (one offered, then none); `None` when no chain takes it.
+fn select_chain(chains: &[Chain], hello: &Hello) -> Option<usize> {
+    let (sni, transport, alpn): (Option<&str>, &str, &[String]) = match hello {
+        Hello::Tls { sni, alpn } => (sni.as_deref(), "tls", alpn),
+        Hello::Plain => (None, "raw_buffer", &[]),
+    };
+    let candidates: Vec<usize> = (0..chains.len()).collect();
+    // Server names: score each chain by how specifically it names the SNI.
+    let name_score = |m: &ChainMatch| -> Option<usize> {
+        if m.server_names.is_empty() {
+            return Some(0);
+        }
+        let sni = sni?;
+        m.server_names
+            .iter()
+            .filter_map(|n| {
+                if n == sni {
+                    Some(usize::MAX)
+                } else {
+                    let suffix = n.strip_prefix('*')?;
+                    (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len())
+                }
+            })
+            .max()
+    };
+    let best = |cands: Vec<usize>, score: &dyn Fn(&ChainMatch) -> Option<usize>| -> Vec<usize> {
+        let scored: Vec<(usize, usize)> = cands
+            .into_iter()
+            .filter_map(|i| Some((i, score(&chains[i].matcher)?)))
+            .collect();
+        let top = scored.iter().map(|(_, s)| *s).max();
+        scored
+            .into_iter()
+            .filter(|(_, s)| Some(*s) == top)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let candidates = best(candidates, &name_score);
+    let candidates = best(
+        candidates,
+        &|m: &ChainMatch| match m.transport_protocol.as_str() {
+            "" => Some(0),
+            t if t == transport => Some(1),
+            _ => None,
+        },
+    );
+    let candidates = best(candidates, &|m: &ChainMatch| {
+        if m.application_protocols.is_empty() {
+            Some(0)
+        } else {
+            m.application_protocols
+                .iter()
+                .any(|p| alpn.contains(p))
+                .then_some(1)
+        }
+    });
+    candidates.first().copied()
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use proxy_config::listener::TcpProxy;
 use proxy_state::Snapshot;
 use proxy_stats::{Counter, Gauge, Scope, Stats};
-use tokio::net::TcpStream;
 
 /// A TCP proxy's stats (`tcp.PREFIX.…`).
 #[derive(Debug, Clone)]
@@ -31,13 +30,15 @@ impl TcpStats {
 }
 
 /// Proxies `downstream` to a host of `config`'s cluster until either side closes.
-pub(crate) async fn proxy(
-    mut downstream: TcpStream,
+pub(crate) async fn proxy<I>(
+    mut downstream: I,
     original_dst: Option<std::net::SocketAddr>,
     config: &TcpProxy,
     stats: &TcpStats,
     snapshot: &Arc<Snapshot>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stats.cx_total.inc();
     stats.cx_active.inc();
     let total: u64 = config.clusters.iter().map(|(_, w)| u64::from(*w)).sum();

@@ -21,6 +21,10 @@ use proxy_xds::types;
 use sextant_proto::google::protobuf::Any;
 use tokio::sync::watch;
 
+mod tls;
+
+pub use tls::DownstreamTls;
+
 /// Everything the data path needs at one moment.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -34,6 +38,8 @@ pub struct Snapshot {
     pub secrets: BTreeMap<String, Arc<Secret>>,
     /// The raw resources applied, per type URL (for `/config_dump`).
     pub raw: BTreeMap<&'static str, Vec<Any>>,
+    /// The server configurations of the listeners' TLS chains.
+    pub downstream_tls: tls::DownstreamTls,
 }
 
 /// A handle on the current snapshot and its changes.
@@ -91,6 +97,7 @@ impl Store {
             clusters: self.current.clusters.clone(),
             secrets: self.current.secrets.clone(),
             raw: raw_all,
+            downstream_tls: self.current.downstream_tls.clone(),
         }
     }
 
@@ -168,6 +175,13 @@ impl Store {
             }
             other => return Err(format!("type {other} is not consumed by sextant proxy")),
         }
+        if matches!(type_url, types::CLUSTER | types::LISTENER | types::SECRET) {
+            let (upstream, downstream) = tls::build(&next, &self.stats)?;
+            for (cluster, config) in upstream {
+                cluster.set_tls(config);
+            }
+            next.downstream_tls = downstream;
+        }
         Ok(next)
     }
 }
@@ -243,6 +257,21 @@ impl proxy_xds::Consumer for Store {
                 .values()
                 .flat_map(|l| l.route_configs().map(str::to_string).collect::<Vec<_>>())
                 .collect(),
+            types::SECRET => {
+                let clusters = self
+                    .current
+                    .clusters
+                    .values()
+                    .filter_map(|c| c.config().tls.as_ref());
+                let from_clusters = clusters
+                    .flat_map(|t| t.context.secrets().map(str::to_string).collect::<Vec<_>>());
+                let from_listeners = self
+                    .current
+                    .listeners
+                    .values()
+                    .flat_map(|l| l.secrets().map(str::to_string).collect::<Vec<_>>());
+                from_clusters.chain(from_listeners).collect()
+            }
             _ => BTreeSet::new(),
         }
     }

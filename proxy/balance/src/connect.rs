@@ -1,0 +1,142 @@
+//! Upstream connections: TCP within the connect timeout, then TLS when the cluster originates it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::{Error, Shared};
+
+/// An upstream connection: plain or TLS.
+#[derive(Debug)]
+pub enum Io {
+    /// Plain text.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Connects to `address` within the cluster's connect timeout (TCP and, when the cluster originates TLS,
+/// the handshake), counting attempts, failures and handshakes in the cluster's stats.
+pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, Error> {
+    shared.stats.cx_total.inc();
+    let tls = if shared.originates_tls {
+        let config = shared
+            .tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match config {
+            Some(c) => Some(c),
+            None => {
+                shared.stats.cx_connect_fail.inc();
+                return Err(Error::ConnectFailure(format!(
+                    "{address}: TLS credentials not received yet"
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    let attempt = async {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| (false, e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let Some(config) = tls else {
+            return Ok(Io::Plain(stream));
+        };
+        // Without an SNI, the server name is the host's IP, which rustls does not send.
+        let name = ServerName::try_from(shared.sni.clone())
+            .unwrap_or_else(|_| ServerName::IpAddress(address.ip().into()));
+        let tls = TlsConnector::from(Arc::clone(&config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| (true, e.to_string()))?;
+        shared.stats.ssl_handshake.inc();
+        Ok(Io::Tls(Box::new(tls)))
+    };
+    match tokio::time::timeout(shared.connect_timeout, attempt).await {
+        Ok(Ok(io)) => Ok(io),
+        Ok(Err((handshake, e))) => {
+            shared.stats.cx_connect_fail.inc();
+            if handshake {
+                shared.stats.ssl_connection_error.inc();
+            }
+            Err(Error::ConnectFailure(format!("{address}: {e}")))
+        }
+        Err(_) => {
+            shared.stats.cx_connect_fail.inc();
+            shared.stats.cx_connect_timeout.inc();
+            Err(Error::ConnectFailure(format!(
+                "{address}: timed out after {:?}",
+                shared.connect_timeout
+            )))
+        }
+    }
+}
