@@ -5,13 +5,11 @@
 
 mod common;
 
-use common::DataPlane;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Envoy, HeldPort, Proc, get, scratch, wait_until};
+use common::{HeldPort, Plane, Proc, get, scratch, wait_until};
 
 const NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-productpage, LABELS: {app: productpage, version: v1}}}";
 const NODE_ID: &str = "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local";
@@ -81,7 +79,16 @@ fn serial_of(pem: &std::path::Path) -> String {
 
 #[test]
 fn pilot_issues_renews_and_pushes_workload_certificates_to_envoy() {
-    let dir = scratch("pilot-ca");
+    run(Plane::Envoy);
+}
+
+#[test]
+fn pilot_issues_renews_and_pushes_workload_certificates_to_sextant_proxy() {
+    run(Plane::Sextant);
+}
+
+fn run(plane: Plane) {
+    let dir = scratch(&format!("pilot-ca-{plane:?}"));
     let config = dir.join("config");
     let ca_dir = dir.join("ca");
     std::fs::create_dir_all(&config).expect("mkdir");
@@ -107,13 +114,27 @@ fn pilot_issues_renews_and_pushes_workload_certificates_to_envoy() {
     let root = ca_dir.join("ca-cert.pem");
     assert!(root.exists() && ca_dir.join("ca-key.pem").exists());
 
-    let envoy = Envoy::start(&dir, &common::ads_bootstrap(xds, "GRPC", NODE));
+    let envoy = plane.start(
+        &dir.join("proxy"),
+        xds,
+        "GRPC",
+        NODE,
+        NODE_ID,
+        &[
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+            ("SERVICE_ACCOUNT", "bookinfo-productpage"),
+            (
+                "ISTIO_METAJSON_LABELS",
+                r#"{"app": "productpage", "version": "v1"}"#,
+            ),
+        ],
+    );
     let mut first = None;
     wait_until(
         Duration::from_secs(60),
         "Envoy to hold its workload certificate",
         || {
-            first = envoy_certificate(envoy.admin);
+            first = envoy_certificate(envoy.admin());
             first.is_some()
         },
     );
@@ -129,9 +150,9 @@ fn pilot_issues_renews_and_pushes_workload_certificates_to_envoy() {
     wait_until(
         Duration::from_secs(60),
         "the renewed certificate to reach Envoy",
-        || envoy_certificate(envoy.admin).is_some_and(|(s, _, _)| s != serial),
+        || envoy_certificate(envoy.admin()).is_some_and(|(s, _, _)| s != serial),
     );
-    let (_, sans, ca) = envoy_certificate(envoy.admin).expect("certificate");
+    let (_, sans, ca) = envoy_certificate(envoy.admin()).expect("certificate");
     assert_eq!(sans, [IDENTITY]);
     assert_eq!(ca, serial_of(&root));
     assert_eq!(envoy.rejected_updates(), 0, "Envoy rejected a push");

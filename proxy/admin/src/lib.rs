@@ -2,6 +2,8 @@
 //! unchanged: `/ready`, `/stats` (`?filter=`), `/stats/prometheus`, `/config_dump`, `/clusters`, `/listeners`,
 //! and `POST /drain_listeners`, `POST /quitquitquit`. Served on loopback only by default.
 
+mod certs;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -75,6 +77,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/stats/prometheus", get(prometheus))
         .route("/config_dump", get(config_dump))
         .route("/clusters", get(clusters))
+        .route("/certs", get(certs))
         .route("/listeners", get(listeners))
         .route("/drain_listeners", post(drain_listeners))
         .route("/quitquitquit", post(quit))
@@ -212,6 +215,11 @@ async fn clusters(State(a): State<Arc<Admin>>) -> String {
         }
     }
     out
+}
+
+async fn certs(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    let snapshot = a.snapshots.borrow().clone();
+    Json(certs::certs(&snapshot))
 }
 
 /// Envoy's `/listeners` text: `name::address`.

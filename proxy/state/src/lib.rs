@@ -223,6 +223,14 @@ impl proxy_xds::Consumer for Store {
         };
         match self.apply_type(type_url, resources) {
             Ok(next) => {
+                // Envoy counts updates per secret (`sds.NAME.update_success`): each one that changed.
+                for (name, secret) in &next.secrets {
+                    if self.current.secrets.get(name) != Some(secret) {
+                        self.stats
+                            .counter(&Scope::Server, &format!("sds.{name}.update_success"))
+                            .inc();
+                    }
+                }
                 self.current = Arc::new(next);
                 self.publish.send_replace(self.current.clone());
                 if let Some(c) = self.accepted.get(type_url) {
