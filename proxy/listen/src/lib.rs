@@ -329,7 +329,12 @@ async fn connection(
             // Its certificate's secret has not come: the connection cannot be served.
             None => prepared.stats.ssl_connection_error.inc(),
             Some(config) => {
-                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                let accept = async {
+                    let start =
+                        tokio_rustls::LazyConfigAcceptor::new(Default::default(), stream).await?;
+                    let chosen = config.for_client(start.client_hello().alpn());
+                    start.into_stream(chosen).await
+                };
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(tls)) => {
                         prepared.stats.ssl_handshake.inc();
@@ -358,11 +363,7 @@ async fn connection(
 /// The longest a downstream TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn snapshot_tls(
-    snapshot: &Snapshot,
-    listener: &str,
-    chain: usize,
-) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+fn snapshot_tls(snapshot: &Snapshot, listener: &str, chain: usize) -> Option<proxy_tls::ServerTls> {
     snapshot.downstream_tls.get(listener)?.get(chain)?.clone()
 }
 

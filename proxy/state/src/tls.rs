@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use proxy_balance::Cluster;
 use proxy_stats::{Scope, Stats};
-use proxy_tls::rustls::{ClientConfig, ServerConfig};
+use proxy_tls::ServerTls;
+use proxy_tls::rustls::ClientConfig;
 use proxy_tls::{Unready, client_config, server_config};
 
 use crate::Snapshot;
 
 /// Per listener, per filter chain (the default chain last), the server configuration of chains that
 /// terminate TLS: `None` for a plain chain or one whose secrets have not come.
-pub type DownstreamTls = HashMap<String, Vec<Option<Arc<ServerConfig>>>>;
+pub type DownstreamTls = HashMap<String, Vec<Option<ServerTls>>>;
 
 /// The client configurations to install, per cluster that originates TLS.
 pub(crate) type UpstreamTls = Vec<(Arc<Cluster>, Option<Arc<ClientConfig>>)>;

@@ -85,6 +85,46 @@ pub fn server_config(
     tls: &DownstreamTls,
     secrets: &Secrets,
     fail_verify_san: Counter,
+) -> Result<ServerTls, Unready> {
+    let with_alpn = server_config_with_alpn(tls, secrets, fail_verify_san)?;
+    let mut without = (*with_alpn).clone();
+    without.alpn_protocols.clear();
+    Ok(ServerTls {
+        with_alpn,
+        without_alpn: Arc::new(without),
+    })
+}
+
+/// A server configuration, and the same without ALPN for clients offering none of its protocols: rustls
+/// refuses such a handshake (RFC 7301's `no_application_protocol`) where Envoy carries on without ALPN, and
+/// mesh clients offer `istio` protocols a gateway's `h2`/`http/1.1` list does not contain.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    with_alpn: Arc<ServerConfig>,
+    without_alpn: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    /// The configuration for a client offering `offered` ALPN protocols (`None`: no ALPN extension).
+    pub fn for_client<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<ServerConfig> {
+        let ours = &self.with_alpn.alpn_protocols;
+        let agree =
+            ours.is_empty() || offered.is_none_or(|mut o| o.any(|p| ours.iter().any(|q| q == p)));
+        if agree {
+            self.with_alpn.clone()
+        } else {
+            self.without_alpn.clone()
+        }
+    }
+}
+
+fn server_config_with_alpn(
+    tls: &DownstreamTls,
+    secrets: &Secrets,
+    fail_verify_san: Counter,
 ) -> Result<Arc<ServerConfig>, Unready> {
     let provider = provider();
     let ctx = &tls.context;
