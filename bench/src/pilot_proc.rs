@@ -138,19 +138,7 @@ impl Pilot {
 
     /// Its memory now; `None` off Linux or once it exited.
     pub fn memory(&self) -> Option<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kb = |key: &str| -> Option<u64> {
-            let line = status.lines().find(|l| l.starts_with(key))?;
-            line[key.len()..]
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        };
-        Some(Memory {
-            rss: kb("VmRSS:")? * 1024,
-            hwm: kb("VmHWM:")? * 1024,
-        })
+        memory_of(self.pid())
     }
 
     /// Its user + system CPU seconds so far; `None` off Linux.
@@ -184,8 +172,25 @@ pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds_of("/proc/self/stat")
 }
 
+/// The memory of process `pid` now, from `/proc/PID/status`; `None` off Linux or once it exited.
+pub fn memory_of(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    Some(Memory {
+        rss: kb("VmRSS:")? * 1024,
+        hwm: kb("VmHWM:")? * 1024,
+    })
+}
+
 /// User + system CPU seconds from a `/proc/*/stat` file.
-fn cpu_seconds_of(path: &str) -> Option<f64> {
+pub fn cpu_seconds_of(path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name may contain spaces: fields are counted after its closing parenthesis.
     let rest = stat.rsplit_once(')')?.1;

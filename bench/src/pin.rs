@@ -32,6 +32,6 @@ pub fn current_thread(cpu: usize) {
     set.set(cpu);
     // Best effort: a failure leaves the thread where the kernel puts it, which only adds noise.
     if let Err(e) = sched_setaffinity(None, &set) {
-        eprintln!("check-bench: could not pin a thread to CPU {cpu}: {e}");
+        eprintln!("could not pin a thread to CPU {cpu}: {e}");
     }
 }

@@ -5,14 +5,12 @@
 
 mod common;
 
-use common::DataPlane;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Backend, Envoy, HeldPort, Proc, call, get, get_json, scratch, scratch_config, start_pilot,
+    Backend, HeldPort, Plane, Proc, call, get, get_json, scratch, scratch_config, start_pilot,
     wait_until, write_atomically,
 };
 
@@ -53,7 +51,16 @@ fn routes(abort: bool) -> String {
 
 #[test]
 fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
-    let (dir, config) = scratch_config("pilot-cli");
+    run(Plane::Envoy);
+}
+
+#[test]
+fn pilot_drives_sextant_proxy_and_shows_what_it_sent() {
+    run(Plane::Sextant);
+}
+
+fn run(plane: Plane) {
+    let (dir, config) = scratch_config(&format!("pilot-cli-{plane:?}"));
     let backend = Backend::start();
     // The ServiceEntry's port: Envoy binds it on 127.0.0.1 (no interception).
     let held = HeldPort::hold();
@@ -61,9 +68,13 @@ fn pilot_drives_a_real_envoy_and_shows_what_it_sent() {
     std::fs::write(config.join("services.yaml"), services(port, backend.addr)).expect("write");
     std::fs::write(config.join("routes.yaml"), routes(false)).expect("write");
     let (pilot, xds, monitoring) = start_pilot(&config, "127.0.0.1:0");
-    let envoy = Envoy::start(
-        &dir,
-        &common::ads_bootstrap(xds, "GRPC", common::PRODUCTPAGE_NODE),
+    let envoy = plane.start(
+        &dir.join("proxy"),
+        xds,
+        "GRPC",
+        common::PRODUCTPAGE_NODE,
+        common::PRODUCTPAGE_ID,
+        common::PRODUCTPAGE_ENV,
     );
     let listener = held.addr;
     wait_until(

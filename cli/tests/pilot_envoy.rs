@@ -533,13 +533,7 @@ fn run(api_type: &str, plane: Plane) {
         api_type,
         common::PRODUCTPAGE_NODE,
         NODE_ID,
-        &[
-            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
-            (
-                "ISTIO_METAJSON_LABELS",
-                r#"{"app": "productpage", "version": "v1"}"#,
-            ),
-        ],
+        common::PRODUCTPAGE_ENV,
     );
     let listen = held.addr;
 

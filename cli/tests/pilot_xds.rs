@@ -6,12 +6,10 @@
 
 mod common;
 
-use common::DataPlane;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Ads, Backend, Envoy, HeldPort, get, scratch, wait_until};
+use common::{Ads, Backend, HeldPort, Plane, get, scratch, wait_until};
 use pilot_xds::{Snapshot, SnapshotBuilder, TypeStatus, build, types};
 use sextant_proto::envoy::config::core::v3::{DataSource, data_source};
 use sextant_proto::envoy::config::route::v3::{
@@ -114,20 +112,20 @@ impl Pilot {
     }
 }
 
-fn run(api_type: &str) {
-    let dir = scratch(&format!("pilot-xds-{api_type}"));
+fn run(api_type: &str, plane: Plane) {
+    let dir = scratch(&format!("pilot-xds-{plane:?}-{api_type}"));
     let backend = Backend::start();
     // The listener's port is in the snapshot before Envoy binds it.
     let held = HeldPort::hold();
     let listen = held.addr;
     let pilot = Pilot::start(mesh(backend.addr, listen, false).build());
-    let envoy = Envoy::start(
-        &dir,
-        &common::ads_bootstrap(
-            pilot.ads.addr,
-            api_type,
-            "{id: envoy-under-test, cluster: test}",
-        ),
+    let envoy = plane.start(
+        &dir.join("proxy"),
+        pilot.ads.addr,
+        api_type,
+        "{id: envoy-under-test, cluster: test}",
+        "envoy-under-test",
+        &[],
     );
 
     wait_until(
@@ -144,7 +142,7 @@ fn run(api_type: &str) {
         envoy.rejected_updates(),
         0,
         "Envoy rejected nothing: {}",
-        get(envoy.admin, "/stats?filter=update_rejected", &[])
+        get(envoy.admin(), "/stats?filter=update_rejected", &[])
             .map(|r| r.body)
             .unwrap_or_default()
     );
@@ -196,10 +194,12 @@ fn run(api_type: &str) {
         .last_nack
         .map(|n| n.message)
         .unwrap_or_default();
-    assert!(
-        nack.contains("Expected positive duration"),
-        "the NACK's detail is kept: {nack}"
-    );
+    // Each proxy says it its own way: Envoy's validation message, or sextant proxy's naming the field.
+    let detail = match plane {
+        Plane::Envoy => "Expected positive duration",
+        Plane::Sextant => "connect_timeout: -1s 0ns is not a valid non-negative duration",
+    };
+    assert!(nack.contains(detail), "the NACK's detail is kept: {nack}");
     assert!(envoy.rejected_updates() >= 1);
     assert!(
         get(listen, "/v2", &[]).is_some_and(|r| r.body == "v2"),
@@ -218,10 +218,20 @@ fn run(api_type: &str) {
 
 #[test]
 fn envoy_takes_its_whole_config_over_state_of_the_world_ads() {
-    run("GRPC");
+    run("GRPC", Plane::Envoy);
 }
 
 #[test]
 fn envoy_takes_its_whole_config_over_delta_ads() {
-    run("DELTA_GRPC");
+    run("DELTA_GRPC", Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_takes_its_whole_config_over_state_of_the_world_ads() {
+    run("GRPC", Plane::Sextant);
+}
+
+#[test]
+fn sextant_proxy_takes_its_whole_config_over_delta_ads() {
+    run("DELTA_GRPC", Plane::Sextant);
 }

@@ -999,6 +999,22 @@ static_resources:
 /// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
 pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
 
+/// [`PRODUCTPAGE_NODE`] as `sextant proxy` takes it: from the pod's environment (with `--node-id`
+/// `sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local`).
+#[allow(dead_code)]
+pub const PRODUCTPAGE_ENV: &[(&str, &str)] = &[
+    ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+    (
+        "ISTIO_METAJSON_LABELS",
+        r#"{"app": "productpage", "version": "v1"}"#,
+    ),
+];
+
+/// The node id of [`PRODUCTPAGE_NODE`].
+#[allow(dead_code)]
+pub const PRODUCTPAGE_ID: &str =
+    "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local";
+
 /// pilot's ADS server in this process, on a port the kernel picks, serving whatever the test publishes.
 pub struct Ads {
     /// What the server serves; publish to push.

@@ -121,14 +121,18 @@ pub(crate) async fn apply<C: Consumer>(
 }
 
 /// Records `wants` (from [`Applied::wants`]) as the names subscribed, returning each named type whose names
-/// changed with the names it had before.
+/// changed with the names it had before. A type never subscribed and still wanting nothing is not
+/// requested at all (as Envoy asks only for what its configuration uses).
 pub(crate) fn resubscribe(
     subscribed: &mut BTreeMap<String, BTreeSet<String>>,
     wants: Option<Vec<(&'static str, BTreeSet<String>)>>,
 ) -> Vec<(&'static str, BTreeSet<String>)> {
     let mut changed = Vec::new();
     for (named, wants) in wants.unwrap_or_default() {
-        if subscribed.get(named) != Some(&wants) {
+        let unchanged = subscribed
+            .get(named)
+            .map_or(wants.is_empty(), |held| *held == wants);
+        if !unchanged {
             let before = subscribed.insert(named.to_owned(), wants);
             changed.push((named, before.unwrap_or_default()));
         }
