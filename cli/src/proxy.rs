@@ -48,6 +48,13 @@ pub struct ProxyArgs {
     /// Open downstream connections at most, over all listeners.
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
+    /// Longest wait for a request's headers (slow clients are cut off after it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    request_headers_timeout: Duration,
+    /// A downstream connection with no request in flight and no bytes for this long is closed (Envoy's
+    /// idle_timeout).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// `$POD_NAME`.
     #[arg(long, env = "POD_NAME", default_value = "sextant-proxy", hide = true)]
     pod_name: String,
@@ -159,6 +166,7 @@ fn to_value(v: serde_json::Value) -> Value {
 
 /// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, then drains for `--drain-time`.
 pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
+    raise_open_files_limit();
     let node = args.node(std::env::vars())?;
     let endpoint = if args.xds_addr.contains("://") {
         args.xds_addr.clone()
@@ -199,6 +207,10 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
         stats.clone(),
         proxy_listen::Options {
             max_connections: args.max_connections,
+            http: proxy_http::Limits {
+                header_read_timeout: args.request_headers_timeout,
+                idle_timeout: args.idle_timeout,
+            },
         },
         drained,
     ));
@@ -238,6 +250,18 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
         tracing::warn!(task = %down, "a task had failed");
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection is two descriptors.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
 }
 
 async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {

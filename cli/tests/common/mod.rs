@@ -325,6 +325,25 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS`).
+    #[allow(dead_code)]
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM and waits (60 s at most: a process that ignores it fails the test instead of hanging
     /// it) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {

@@ -10,6 +10,7 @@
 mod body;
 mod forward;
 mod headers;
+mod idle;
 mod local;
 
 use std::convert::Infallible;
@@ -31,8 +32,23 @@ use tokio::sync::watch;
 
 pub use body::ProxyBody;
 
-/// Longest wait for a request's headers (slow-client protection).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limits on downstream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for a request's headers once the connection or request started (slow clients).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes either way this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
 /// Most headers in a request (Envoy's default).
 pub const MAX_HEADERS: usize = 100;
 /// Largest request head, in bytes (Envoy's default `max_request_headers_kb`: 60).
@@ -63,6 +79,12 @@ pub struct ManagerStats {
     pub delays_injected: Counter,
     /// `tracing.mirror_dropped`: mirrored requests dropped because too many were in flight.
     pub mirror_dropped: Counter,
+    /// `downstream_cx_protocol_error`: malformed requests and oversized heads (answered 400 or 431).
+    pub protocol_error: Counter,
+    /// `downstream_rq_header_timeout`: connections closed waiting for a request's headers.
+    pub header_timeout: Counter,
+    /// `downstream_cx_idle_timeout`: connections closed for idleness.
+    pub idle_timeout: Counter,
 }
 
 impl ManagerStats {
@@ -81,6 +103,9 @@ impl ManagerStats {
             aborts_injected: c("fault.aborts_injected"),
             delays_injected: c("fault.delays_injected"),
             mirror_dropped: c("mirror_dropped"),
+            protocol_error: c("downstream_cx_protocol_error"),
+            header_timeout: c("downstream_rq_header_timeout"),
+            idle_timeout: c("downstream_cx_idle_timeout"),
         }
     }
 }
@@ -91,16 +116,18 @@ pub struct Manager {
     config: HttpManager,
     stats: ManagerStats,
     mirrors: Arc<AtomicUsize>,
+    limits: Limits,
 }
 
 impl Manager {
     /// A manager for `config`, its stats in `stats`.
-    pub fn new(config: HttpManager, stats: &Stats) -> Manager {
+    pub fn new(config: HttpManager, stats: &Stats, limits: Limits) -> Manager {
         let stats_handles = ManagerStats::new(stats, &config.stat_prefix);
         Manager {
             config,
             stats: stats_handles,
             mirrors: Arc::new(AtomicUsize::new(0)),
+            limits,
         }
     }
 
@@ -146,6 +173,7 @@ struct Ctx {
     manager: Arc<Manager>,
     snapshots: Snapshots,
     downstream: Downstream,
+    activity: Arc<idle::Activity>,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `io` until the client closes it or `drain` turns true,
@@ -161,16 +189,18 @@ pub async fn serve<I>(
 {
     manager.stats.cx_total.inc();
     manager.stats.cx_active.inc();
+    let activity = idle::Activity::new();
     let ctx = Arc::new(Ctx {
         manager: manager.clone(),
         snapshots,
         downstream,
+        activity: activity.clone(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(manager.limits.header_read_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES.max(8192));
     builder
@@ -183,6 +213,10 @@ pub async fn serve<I>(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(request, &ctx).await) }
     });
+    let io = idle::Tracked {
+        io,
+        activity: activity.clone(),
+    };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -191,18 +225,42 @@ pub async fn serve<I>(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        _ = activity.idle_for(manager.limits.idle_timeout) => {
+            manager.stats.idle_timeout.inc();
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     };
     if let Err(e) = result {
+        count_error(&manager.stats, e.as_ref());
         tracing::debug!(peer = %downstream.peer, error = %e, "downstream connection ended with an error");
     }
     manager.stats.cx_active.dec();
+}
+
+/// Counts why hyper ended a connection: a malformed or oversized request, or a header timeout.
+fn count_error(stats: &ManagerStats, e: &(dyn std::error::Error + 'static)) {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_too_large() {
+                stats.protocol_error.inc();
+            } else if h.is_timeout() {
+                stats.header_timeout.inc();
+            }
+            return;
+        }
+        source = s.source();
+    }
 }
 
 async fn handle(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let stats = &ctx.manager.stats;
     stats.rq_total.inc();
     stats.rq_active.inc();
+    ctx.activity.in_flight.fetch_add(1, Ordering::Relaxed);
     let response = route(request, ctx).await;
+    ctx.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     if let Some(class) = stats
         .classes
         .get(usize::from(response.status().as_u16() / 100).wrapping_sub(1))

@@ -27,12 +27,15 @@ use tokio::task::JoinHandle;
 pub struct Options {
     /// Open downstream connections over all listeners; past it new connections are closed at once.
     pub max_connections: usize,
+    /// Time limits on HTTP connections.
+    pub http: proxy_http::Limits,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             max_connections: 100_000,
+            http: proxy_http::Limits::default(),
         }
     }
 }
@@ -76,12 +79,12 @@ struct Table {
     by_address: HashMap<SocketAddr, Arc<Prepared>>,
 }
 
-fn prepare(listener: &Arc<Listener>, stats: &Stats) -> Prepared {
+fn prepare(listener: &Arc<Listener>, stats: &Stats, limits: proxy_http::Limits) -> Prepared {
     let chain = |c: &proxy_config::listener::FilterChain| Chain {
         matcher: c.matcher.clone(),
         tls: c.tls.is_some(),
         runner: match &c.network {
-            Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats))),
+            Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats, limits))),
             Network::Tcp(t) => Runner::Tcp(t.clone(), tcp::TcpStats::new(stats, &t.stat_prefix)),
         },
     };
@@ -127,7 +130,7 @@ pub async fn run(
         let snapshot = snapshots.borrow_and_update().clone();
         let mut table = Table::default();
         for (name, listener) in &snapshot.listeners {
-            let prepared = Arc::new(prepare(listener, &stats));
+            let prepared = Arc::new(prepare(listener, &stats, options.http));
             table.by_address.insert(listener.address, prepared.clone());
             table.by_name.insert(name.clone(), prepared);
         }

