@@ -48,8 +48,7 @@ pub struct Served {
 impl Backend {
     /// Binds 127.0.0.1:0 and serves on a new thread (which runs wherever the calling thread may run).
     pub fn start() -> anyhow::Result<Backend> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("binding the backend")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the backend")?;
         listener
             .set_nonblocking(true)
             .context("making the backend's socket non-blocking")?;

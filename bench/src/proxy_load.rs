@@ -58,7 +58,10 @@ impl Tools {
             .collect();
         match (wrk, h2load) {
             (Some(wrk), Some(h2load)) => Ok(Tools { wrk, h2load }),
-            _ => anyhow::bail!("{} not found on PATH; {INSTALL_HINT}", missing.join(" and ")),
+            _ => anyhow::bail!(
+                "{} not found on PATH; {INSTALL_HINT}",
+                missing.join(" and ")
+            ),
         }
     }
 }

@@ -89,11 +89,7 @@ fn find_envoy(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         PathBuf::from,
     );
     let envoy = peers.join("venv/bin/envoy");
-    anyhow::ensure!(
-        envoy.is_file(),
-        "no Envoy at {}; {hint}",
-        envoy.display()
-    );
+    anyhow::ensure!(envoy.is_file(), "no Envoy at {}; {hint}", envoy.display());
     Ok(envoy)
 }
 

@@ -72,7 +72,11 @@ pub fn wrk(out: &str) -> anyhow::Result<Outcome> {
     let (mut p50, mut p99) = (None, None);
     for line in out.lines() {
         let t = line.trim();
-        if let Some(n) = t.split_whitespace().next().filter(|_| t.contains(" requests in ")) {
+        if let Some(n) = t
+            .split_whitespace()
+            .next()
+            .filter(|_| t.contains(" requests in "))
+        {
             o.responses = n.parse().context("wrk's request count")?;
         } else if t.starts_with("Socket errors:") {
             o.errors = numbers_after(t, "Socket errors:").iter().sum::<f64>() as u64;
@@ -88,7 +92,10 @@ pub fn wrk(out: &str) -> anyhow::Result<Outcome> {
             p99 = wrk_duration(v.trim());
         }
     }
-    anyhow::ensure!(o.rps > 0.0 || o.responses > 0, "wrk printed no results:\n{out}");
+    anyhow::ensure!(
+        o.rps > 0.0 || o.responses > 0,
+        "wrk printed no results:\n{out}"
+    );
     o.ok = o.responses.saturating_sub(non_ok);
     o.error_detail = detail.join("; ");
     o.latency = p50.zip(p99).map(|(p50, p99)| Percentiles {

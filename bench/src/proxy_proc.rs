@@ -47,8 +47,8 @@ pub struct ProxyProc {
 
 /// Opens `log` for a child's stdout and stderr.
 fn log_files(log: &Path) -> anyhow::Result<(std::fs::File, std::fs::File)> {
-    let out =
-        std::fs::File::create(log).with_context(|| format!("creating the log {}", log.display()))?;
+    let out = std::fs::File::create(log)
+        .with_context(|| format!("creating the log {}", log.display()))?;
     let err = out.try_clone().context("opening the log twice")?;
     Ok((out, err))
 }
@@ -183,7 +183,10 @@ impl ProxyProc {
     /// the cluster's endpoints applied).
     pub fn wait_route(&mut self, service: &Service, timeout: Duration) -> anyhow::Result<()> {
         let addr = SocketAddr::from(([127, 0, 0, 1], service.port));
-        let what = format!("a 200 through 127.0.0.1:{} for {}", service.port, service.host);
+        let what = format!(
+            "a 200 through 127.0.0.1:{} for {}",
+            service.port, service.host
+        );
         self.wait(timeout, &what, |_| {
             proxy_probe::get(addr, "/", &service.host).is_some_and(|r| r.status == 200)
         })
@@ -243,7 +246,10 @@ impl ProxyProc {
                 pinned += 1;
             }
         }
-        anyhow::ensure!(pinned > 0, "could not pin any thread of the proxy to CPU {cpu}");
+        anyhow::ensure!(
+            pinned > 0,
+            "could not pin any thread of the proxy to CPU {cpu}"
+        );
         Ok(pinned)
     }
 }

@@ -123,7 +123,10 @@ pub fn print(setup: &str, rows: &[Row], rates: &[(Protocol, f64)]) {
         let lat = r.latency();
         let failures = [&r.max, &r.fixed]
             .iter()
-            .map(|p| p.as_ref().map_or_else(|_| "n/a".into(), |p| p.failures().to_string()))
+            .map(|p| {
+                p.as_ref()
+                    .map_or_else(|_| "n/a".into(), |p| p.failures().to_string())
+            })
             .collect::<Vec<_>>()
             .join("+");
         println!(
@@ -150,7 +153,9 @@ pub fn print(setup: &str, rows: &[Row], rates: &[(Protocol, f64)]) {
         };
         ratios(protocol, e, s);
     }
-    println!("failures = non-2xx responses + requests without a response, closed loop + fixed rate");
+    println!(
+        "failures = non-2xx responses + requests without a response, closed loop + fixed rate"
+    );
     for r in rows {
         details(r);
     }
@@ -235,7 +240,11 @@ fn details(r: &Row) {
                     }
                 );
             }
-            Err(e) => println!("  {} {} {what}: FAILED: {e}", r.proxy.name(), r.protocol.name()),
+            Err(e) => println!(
+                "  {} {} {what}: FAILED: {e}",
+                r.proxy.name(),
+                r.protocol.name()
+            ),
         }
     }
 }

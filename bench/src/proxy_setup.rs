@@ -221,10 +221,8 @@ mod tests {
     fn both_setups_validate_as_pilot_reads_them() {
         let backend = SocketAddr::from(([127, 0, 0, 1], 9));
         for setup in [Setup::Basic, Setup::Large] {
-            let dir = std::env::temp_dir().join(format!(
-                "proxy-bench-test-{}-{setup:?}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("proxy-bench-test-{}-{setup:?}", std::process::id()));
             let config = ConfigDir::write(&dir, setup, backend).expect("written");
             let mesh = pilot_config::load_and_validate(config.path())
                 .unwrap_or_else(|e| panic!("{setup:?} validates: {e}"));

@@ -95,11 +95,21 @@ pub fn pilot_addrs(pilot: &mut Proc) -> (SocketAddr, SocketAddr) {
 /// Starts `sextant pilot` on `config` with its xDS port at `xds_addr` (`127.0.0.1:0`: one the kernel picks)
 /// and waits until it is ready; returns it with its (xDS, monitoring) addresses.
 pub fn start_pilot(config: &Path, xds_addr: &str) -> (Proc, SocketAddr, SocketAddr) {
+    start_pilot_with(config, xds_addr, &[])
+}
+
+/// [`start_pilot`] with more flags.
+pub fn start_pilot_with(
+    config: &Path,
+    xds_addr: &str,
+    args: &[&str],
+) -> (Proc, SocketAddr, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
     cmd.args(["pilot", "--config-dir"])
         .arg(config)
         .args(["--xds-addr", xds_addr])
         .args(["--monitoring-addr", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-log").join("pilot.log"));
