@@ -149,7 +149,7 @@ fn endpoints(port: u16, ports: &[Vec<u16>], turn: usize) -> String {
     );
     for (v, pair) in VERSIONS.iter().zip(ports) {
         for (i, p) in pair.iter().enumerate() {
-            if turn % 3 == 0 || i == turn % 2 {
+            if turn.is_multiple_of(3) || i == turn % 2 {
                 out.push_str(&format!(
                     "  - {{address: 127.0.0.1, ports: {{http: {p}}}, labels: {{version: {v}}}}}\n"
                 ));
