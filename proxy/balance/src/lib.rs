@@ -7,6 +7,7 @@
 
 mod body;
 mod connect;
+pub mod dns;
 mod hash;
 mod host;
 mod lb;
@@ -97,6 +98,8 @@ pub struct ClusterStats {
     classes: [Counter; 5],
     /// `upstream_rq_completed`.
     pub rq_completed: Counter,
+    /// `update_failure`: failed resolutions of a DNS cluster's names.
+    pub update_failure: Counter,
     stats: Arc<Stats>,
     scope: Scope,
 }
@@ -127,6 +130,7 @@ impl ClusterStats {
             none_healthy: c("upstream_cx_none_healthy"),
             classes: [1, 2, 3, 4, 5].map(|k| c(&format!("upstream_rq_{k}xx"))),
             rq_completed: c("upstream_rq_completed"),
+            update_failure: c("update_failure"),
             stats: stats.clone(),
             scope,
         }

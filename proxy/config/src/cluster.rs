@@ -66,6 +66,16 @@ pub enum Discovery {
     Eds(String),
     /// The original destination of the downstream connection (ORIGINAL_DST).
     OriginalDst,
+    /// Host names resolved by DNS every `refresh`: every address of each (STRICT_DNS), or the first address
+    /// of the first name (LOGICAL_DNS).
+    Dns {
+        /// The names and ports.
+        targets: Vec<(String, u16)>,
+        /// LOGICAL_DNS.
+        logical: bool,
+        /// How often names are resolved again (Envoy's default `dns_refresh_rate`: 5 s).
+        refresh: Duration,
+    },
 }
 
 /// How a host is chosen.
@@ -178,16 +188,29 @@ fn cluster(c: &pb::Cluster) -> Partial<Cluster> {
         }
         D::OriginalDst => Discovery::OriginalDst,
         D::StrictDns | D::LogicalDns => {
-            return at(
-                "type",
-                format!("{} clusters are not implemented yet", kind.as_str_name()),
-            );
+            let Some(assignment) = &c.load_assignment else {
+                return at(
+                    "load_assignment",
+                    "a DNS cluster needs the names to resolve",
+                );
+            };
+            let targets = within("load_assignment", endpoint::dns_targets(assignment))?;
+            if targets.is_empty() {
+                return at("load_assignment", "a DNS cluster needs at least one name");
+            }
+            Discovery::Dns {
+                targets,
+                logical: kind == D::LogicalDns,
+                refresh: Duration::from_secs(5),
+            }
         }
     };
-    if c.load_assignment.is_some() && !matches!(discovery, Discovery::Static(_)) {
+    if c.load_assignment.is_some()
+        && !matches!(discovery, Discovery::Static(_) | Discovery::Dns { .. })
+    {
         return at(
             "load_assignment",
-            "only STATIC clusters take an inline load_assignment",
+            "only STATIC and DNS clusters take an inline load_assignment",
         );
     }
     let lb = match L::try_from(c.lb_policy) {

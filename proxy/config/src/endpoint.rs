@@ -64,6 +64,41 @@ pub(crate) fn localities(a: &pb::ClusterLoadAssignment) -> Partial<Vec<Locality>
         .collect()
 }
 
+/// The host names and ports of a DNS cluster's inline assignment.
+pub(crate) fn dns_targets(a: &pb::ClusterLoadAssignment) -> Partial<Vec<(String, u16)>> {
+    let mut out = Vec::new();
+    for (i, group) in a.endpoints.iter().enumerate() {
+        for (j, e) in group.lb_endpoints.iter().enumerate() {
+            let path = format!("endpoints[{i}].lb_endpoints[{j}].endpoint.address.socket_address");
+            let Some(pb::lb_endpoint::HostIdentifier::Endpoint(endpoint)) = &e.host_identifier
+            else {
+                return at(path, "an lb endpoint needs an endpoint");
+            };
+            let Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(s)),
+            }) = &endpoint.address
+            else {
+                return at(path, "a socket address is required");
+            };
+            let Some(core::socket_address::PortSpecifier::PortValue(port)) = s.port_specifier
+            else {
+                return at(format!("{path}.port_value"), "a port number is required");
+            };
+            let port = u16::try_from(port).or_else(|_| {
+                at(
+                    format!("{path}.port_value"),
+                    format!("port {port} is out of range"),
+                )
+            })?;
+            if s.address.is_empty() {
+                return at(format!("{path}.address"), "a host name is required");
+            }
+            out.push((s.address.clone(), port));
+        }
+    }
+    Ok(out)
+}
+
 fn locality(group: &pb::LocalityLbEndpoints) -> Partial<Locality> {
     let endpoints = group
         .lb_endpoints

@@ -126,7 +126,14 @@ impl Store {
                         {
                             cluster.set_endpoints(&a.localities);
                         }
-                        Arc::new(cluster)
+                        let cluster = Arc::new(cluster);
+                        if matches!(cluster.config().discovery, Discovery::Dns { .. }) {
+                            match tokio::runtime::Handle::try_current() {
+                                Ok(rt) => drop(rt.spawn(proxy_balance::dns::follow(Arc::downgrade(&cluster)))),
+                                Err(_) => tracing::warn!(cluster = %cluster.config().name, "no runtime to resolve DNS on"),
+                            }
+                        }
+                        cluster
                     });
                     clusters.insert(name, cluster);
                 }
