@@ -55,6 +55,10 @@ pub struct ProxyArgs {
     /// idle_timeout).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// `SO_MARK` on every upstream socket and the connection to pilot (Istio's 1337), which istio-init's
+    /// rules let through uncaptured; needs CAP_NET_ADMIN.
+    #[arg(long)]
+    upstream_mark: Option<u32>,
     /// `$POD_NAME`.
     #[arg(long, env = "POD_NAME", default_value = "sextant-proxy", hide = true)]
     pod_name: String,
@@ -178,6 +182,10 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
         XdsProtocol::Sotw => proxy_xds::Protocol::StateOfTheWorld,
         XdsProtocol::Delta => proxy_xds::Protocol::Delta,
     };
+    options.mark = args.upstream_mark;
+    if let Some(mark) = args.upstream_mark {
+        proxy_balance::set_upstream_mark(mark);
+    }
     let stats = Stats::new();
     let health = Arc::new(TaskHealth::default());
     let (store, snapshots) = Store::new(stats.clone());

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Netns, Proc, peers, python, repo, scratch, wait_until, write_atomically};
+use common::{Netns, Plane, Proc, peers, python, repo, scratch, wait_until, write_atomically};
 
 /// The service both pods' sidecars know, and its port (the mesh's convention inside private namespaces).
 const HOST: &str = "reviews.default.svc.cluster.local";
@@ -149,9 +149,9 @@ struct Mesh {
 impl Mesh {
     /// Sets up both pods and starts everything with `files(B's address)` (name, YAML) in pilot's config
     /// dir; returns once pilot, the backend and both sidecars are ready.
-    fn start(files: impl Fn(&str) -> Vec<(&'static str, String)>) -> Mesh {
+    fn start(plane: Plane, files: impl Fn(&str) -> Vec<(&'static str, String)>) -> Mesh {
         let (a, b) = pods();
-        let dir = scratch("pilot-mtls");
+        let dir = scratch(&format!("pilot-mtls-{plane:?}"));
         let config = dir.join("config");
         std::fs::create_dir_all(&config).expect("mkdir config");
         for (name, text) in files(&b.ip) {
@@ -188,8 +188,8 @@ impl Mesh {
                 .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
         });
 
-        let envoy_a = sidecar(&a, &dir.join("envoy-a"), "productpage", &xds);
-        let envoy_b = sidecar(&b, &dir.join("envoy-b"), "reviews", &xds);
+        let envoy_a = sidecar(plane, &a, &dir.join("envoy-a"), "productpage", &xds);
+        let envoy_b = sidecar(plane, &b, &dir.join("envoy-b"), "reviews", &xds);
         Mesh {
             envoy_a,
             envoy_b,
@@ -367,9 +367,12 @@ fn pods() -> (Pod, Pod) {
 
 /// Starts the sidecar of `app` v1 in `pod` (bootstrap: only the ADS cluster, pilot at `xds`; every
 /// upstream socket marked so A's capture lets it through) and waits until its admin says LIVE.
-fn sidecar(pod: &Pod, dir: &Path, app: &str, xds: &str) -> Proc {
+fn sidecar(plane: Plane, pod: &Pod, dir: &Path, app: &str, xds: &str) -> Proc {
     std::fs::create_dir_all(dir).expect("mkdir envoy");
     let xds: std::net::SocketAddr = xds.parse().expect("xds address");
+    if let Plane::Sextant = plane {
+        return sextant_sidecar(pod, dir, app, xds);
+    }
     let node = format!(
         "{{id: \"{id}\", cluster: {app}.default, metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}}}}}",
         id = node_id(&pod.ip, app),
@@ -403,6 +406,55 @@ fn sidecar(pod: &Pod, dir: &Path, app: &str, xds: &str) -> Proc {
     proc
 }
 
+/// [`sidecar`] with `sextant proxy`: the node from the pod's environment, as pilot-agent passes it, and the
+/// same mark on its upstream sockets and its connection to pilot (`--upstream-mark`).
+fn sextant_sidecar(pod: &Pod, dir: &Path, app: &str, xds: std::net::SocketAddr) -> Proc {
+    let mut cmd = pod.ns.command(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args([
+        "proxy",
+        "--xds-addr",
+        &xds.to_string(),
+        "--node-id",
+        &node_id(&pod.ip, app),
+    ])
+    .args([
+        "--admin-addr",
+        &format!("127.0.0.1:{ADMIN_PORT}"),
+        "--stats-addr",
+        "127.0.0.1:15090",
+    ])
+    .args([
+        "--upstream-mark",
+        &u32::from_str_radix(MARK.trim_start_matches("0x"), 16)
+            .unwrap_or(1337)
+            .to_string(),
+    ])
+    .env("POD_NAMESPACE", "default")
+    .env("INSTANCE_IP", &pod.ip)
+    .env("SERVICE_ACCOUNT", format!("bookinfo-{app}"))
+    .env(
+        "ISTIO_METAJSON_LABELS",
+        format!(r#"{{"app": "{app}", "version": "v1"}}"#),
+    )
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    let name = if app == "productpage" {
+        "sextant proxy A"
+    } else {
+        "sextant proxy B"
+    };
+    let mut proc = Proc::spawn(name, cmd, dir.join("proxy.log"));
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{name} to be LIVE"),
+        || {
+            assert!(proc.alive(), "{name} exited:\n{}", proc.log());
+            pod.admin("/ready").is_some_and(|b| b.trim() == "LIVE")
+        },
+    );
+    proc
+}
+
 /// A cluster's or listener's counter in a sidecar, 0 when absent.
 fn counter(pod: &Pod, name: &str) -> u64 {
     pod.stat(name).unwrap_or(0)
@@ -410,7 +462,18 @@ fn counter(pod: &Pod, name: &str) -> u64 {
 
 #[test]
 fn sidecar_to_sidecar_through_istio_init_interception() {
-    let mut mesh = Mesh::start(|b| vec![("reviews.yaml", service_entry(b, "bookinfo-reviews"))]);
+    through_interception(Plane::Envoy);
+}
+
+#[test]
+fn sextant_sidecar_to_sidecar_through_istio_init_interception() {
+    through_interception(Plane::Sextant);
+}
+
+fn through_interception(plane: Plane) {
+    let mut mesh = Mesh::start(plane, |b| {
+        vec![("reviews.yaml", service_entry(b, "bookinfo-reviews"))]
+    });
     // Both sidecars reached pilot through their pod's network (A's ADS socket is marked: unmarked, it
     // would be redirected to a 15001 nobody listens on before LDS) and acknowledged everything.
     mesh.wait_synced(&["cds", "eds", "lds", "rds"]);
@@ -475,7 +538,16 @@ fn active_secrets(pod: &Pod) -> Vec<String> {
 
 #[test]
 fn istio_mutual_between_sidecars_checks_the_servers_identity() {
-    let mut mesh = Mesh::start(|b| {
+    istio_mutual(Plane::Envoy);
+}
+
+#[test]
+fn istio_mutual_between_sextant_sidecars_checks_the_servers_identity() {
+    istio_mutual(Plane::Sextant);
+}
+
+fn istio_mutual(plane: Plane) {
+    let mut mesh = Mesh::start(plane, |b| {
         vec![
             ("reviews.yaml", service_entry(b, "bookinfo-reviews")),
             ("destination-rule-all-mtls.yaml", all_mtls()),
@@ -540,12 +612,22 @@ fn istio_mutual_between_sidecars_checks_the_servers_identity() {
             .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
     });
     mesh.wait_synced(&["sds", "cds", "eds", "lds", "rds"]);
-    assert_eq!(
-        mesh.a
-            .stat(&format!("cluster.{OUTBOUND_CLUSTER}.init_fetch_timeout")),
-        Some(0),
-        "A's changed cluster got its endpoints without waiting out the initial fetch timeout"
-    );
+    match plane {
+        Plane::Envoy => assert_eq!(
+            mesh.a
+                .stat(&format!("cluster.{OUTBOUND_CLUSTER}.init_fetch_timeout")),
+            Some(0),
+            "A's changed cluster got its endpoints without waiting out the initial fetch timeout"
+        ),
+        // sextant proxy has no initial fetch to time out: a changed cluster starts with the hosts last
+        // assigned to it, so it always has its endpoint.
+        Plane::Sextant => assert_eq!(
+            mesh.a
+                .stat(&format!("cluster.{OUTBOUND_CLUSTER}.membership_total")),
+            Some(1),
+            "A's changed cluster kept its endpoint"
+        ),
+    }
     mesh.assert_no_nacks();
     mesh.assert_alive();
 }

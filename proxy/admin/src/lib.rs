@@ -136,41 +136,92 @@ async fn prometheus(State(a): State<Arc<Admin>>) -> Response {
 }
 
 /// Envoy's config dump shape: one entry per kind, each resource with the version it came in.
-async fn config_dump(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {
+/// Envoy's `/config_dump`: per kind, the resources applied with their version; `?resource=LIST` (e.g.
+/// `dynamic_active_secrets`) gives that list's entries alone, as Envoy does.
+async fn config_dump(
+    State(a): State<Arc<Admin>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<serde_json::Value> {
     let snapshot = a.snapshots.borrow().clone();
     let versions = a.xds.borrow().acked.clone();
-    let version = |t: &str| versions.get(t).cloned().unwrap_or_default();
-    let raw = |t: &str| {
-        snapshot
+    type Wrap = fn(serde_json::Value, String) -> serde_json::Value;
+    let sections: [(&str, &str, &str, &str, Wrap); 5] = [
+        (
+            "ClustersConfigDump",
+            "dynamic_active_clusters",
+            "DynamicCluster",
+            types::CLUSTER,
+            |r, v| serde_json::json!({"version_info": v, "cluster": r}),
+        ),
+        (
+            "EndpointsConfigDump",
+            "dynamic_endpoint_configs",
+            "DynamicEndpointConfig",
+            types::ENDPOINTS,
+            |r, v| serde_json::json!({"version_info": v, "endpoint_config": r}),
+        ),
+        (
+            "ListenersConfigDump",
+            "dynamic_listeners",
+            "DynamicListener",
+            types::LISTENER,
+            |r, v| {
+                let name = r.get("name").cloned().unwrap_or_default();
+                serde_json::json!({"name": name, "active_state": {"version_info": v, "listener": r}})
+            },
+        ),
+        (
+            "RoutesConfigDump",
+            "dynamic_route_configs",
+            "DynamicRouteConfig",
+            types::ROUTE,
+            |r, v| serde_json::json!({"version_info": v, "route_config": r}),
+        ),
+        (
+            "SecretsConfigDump",
+            "dynamic_active_secrets",
+            "DynamicSecret",
+            types::SECRET,
+            |r, v| {
+                let name = r.get("name").cloned().unwrap_or_default();
+                serde_json::json!({"name": name, "version_info": v, "secret": r})
+            },
+        ),
+    ];
+    let entries = |type_url: &str, wrap: Wrap| -> Vec<serde_json::Value> {
+        let version = versions.get(type_url).cloned().unwrap_or_default();
+        let raw = snapshot
             .raw
-            .get(t)
+            .get(type_url)
             .map(Vec::as_slice)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        raw.iter()
+            .map(|r| wrap(redact_keys(any_to_json(r)), version.clone()))
+            .collect()
+    };
+    if let Some(resource) = q.get("resource") {
+        let configs: Vec<serde_json::Value> = sections
             .iter()
-            .map(|r| redact_keys(any_to_json(r)))
-    };
-    let dump = |kind: &str,
-                list: &str,
-                t: &str,
-                wrap: &dyn Fn(serde_json::Value, String) -> serde_json::Value| {
-        serde_json::json!({
-            "@type": format!("type.googleapis.com/envoy.admin.v3.{kind}"),
-            list: raw(t).map(|r| wrap(r, version(t))).collect::<Vec<_>>(),
+            .filter(|(_, list, ..)| list == resource)
+            .flat_map(|(kind, _, item, type_url, wrap)| {
+                entries(type_url, *wrap).into_iter().map(move |mut e| {
+                    e["@type"] = format!("type.googleapis.com/envoy.admin.v3.{kind}.{item}").into();
+                    e
+                })
+            })
+            .collect();
+        return Json(serde_json::json!({ "configs": configs }));
+    }
+    let configs: Vec<serde_json::Value> = sections
+        .iter()
+        .map(|(kind, list, _, type_url, wrap)| {
+            serde_json::json!({
+                "@type": format!("type.googleapis.com/envoy.admin.v3.{kind}"),
+                *list: entries(type_url, *wrap),
+            })
         })
-    };
-    Json(serde_json::json!({"configs": [
-        dump("ClustersConfigDump", "dynamic_active_clusters", types::CLUSTER, &|r, v| serde_json::json!({"version_info": v, "cluster": r})),
-        dump("EndpointsConfigDump", "dynamic_endpoint_configs", types::ENDPOINTS, &|r, v| serde_json::json!({"version_info": v, "endpoint_config": r})),
-        dump("ListenersConfigDump", "dynamic_listeners", types::LISTENER, &|r, v| {
-            let name = r.get("name").cloned().unwrap_or_default();
-            serde_json::json!({"name": name, "active_state": {"version_info": v, "listener": r}})
-        }),
-        dump("RoutesConfigDump", "dynamic_route_configs", types::ROUTE, &|r, v| serde_json::json!({"version_info": v, "route_config": r})),
-        dump("SecretsConfigDump", "dynamic_active_secrets", types::SECRET, &|r, v| {
-            let name = r.get("name").cloned().unwrap_or_default();
-            serde_json::json!({"name": name, "version_info": v, "secret": r})
-        }),
-    ]}))
+        .collect();
+    Json(serde_json::json!({ "configs": configs }))
 }
 
 /// Envoy's `/clusters` text: per cluster its limits, per host its counts.

@@ -81,6 +81,28 @@ impl AsyncWrite for Io {
     }
 }
 
+/// The `SO_MARK` every upstream socket carries (Istio's 1337: interception lets them through), if set.
+static MARK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Marks every upstream connection of the process with `mark` (`SO_MARK`, which needs `CAP_NET_ADMIN`); set
+/// once, before the first connection.
+pub fn set_upstream_mark(mark: u32) {
+    let _ = MARK.set(mark);
+}
+
+async fn tcp(address: SocketAddr) -> io::Result<TcpStream> {
+    let Some(mark) = MARK.get() else {
+        return TcpStream::connect(address).await;
+    };
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket2::SockRef::from(&socket).set_mark(*mark)?;
+    socket.connect(address).await
+}
+
 /// Connects to `address` within the cluster's connect timeout (TCP and, when the cluster originates TLS,
 /// the handshake), counting attempts, failures and handshakes in the cluster's stats.
 pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, Error> {
@@ -104,9 +126,7 @@ pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, 
         None
     };
     let attempt = async {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| (false, e.to_string()))?;
+        let stream = tcp(address).await.map_err(|e| (false, e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let Some(config) = tls else {
             return Ok(Io::Plain(stream));

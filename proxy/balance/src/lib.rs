@@ -26,7 +26,7 @@ use proxy_stats::{Counter, Gauge, Scope, Stats};
 use tokio::sync::Notify;
 
 pub use body::Body;
-pub use connect::Io;
+pub use connect::{Io, set_upstream_mark};
 pub use hash::hash_bytes;
 pub use host::{Host, HostSet};
 pub use outlier::Outcome;

@@ -7,14 +7,13 @@ mod held;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use sextant_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use sextant_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::session::{self, Error, MAX_RESPONSE_BYTES, REQUEST_QUEUE, Session, Shared};
+use crate::session::{self, Error, REQUEST_QUEUE, Session, Shared};
 use crate::{Consumer, Nack, Options, Status, types};
 use held::{Change, Resources};
 
@@ -47,9 +46,7 @@ impl<C: Consumer> Session for Delta<C> {
         status: &watch::Sender<Status>,
         answered: &mut bool,
     ) -> Result<(), Error> {
-        let mut client = AggregatedDiscoveryServiceClient::connect(options.endpoint.clone())
-            .await?
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut client = session::client(options).await?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         self.started.clear();
         let mut node = Some(options.node.clone());

@@ -65,6 +65,8 @@ pub struct Options {
     pub max_backoff: Duration,
     /// The protocol spoken.
     pub protocol: Protocol,
+    /// `SO_MARK` for the connection to pilot (Istio's 1337), so interception lets it through.
+    pub mark: Option<u32>,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             protocol: Protocol::default(),
+            mark: None,
         }
     }
 }

@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use sextant_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use sextant_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::session::{self, Error, MAX_RESPONSE_BYTES, REQUEST_QUEUE, Session, Shared};
+use crate::session::{self, Error, REQUEST_QUEUE, Session, Shared};
 use crate::{Consumer, Nack, Options, Status, types};
 
 /// What the client holds across streams (the versions applied and the names subscribed), and the last nonce
@@ -44,9 +43,7 @@ impl<C: Consumer> Session for Sotw<C> {
         answered: &mut bool,
     ) -> Result<(), Error> {
         let held = &mut self.held;
-        let mut client = AggregatedDiscoveryServiceClient::connect(options.endpoint.clone())
-            .await?
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut client = session::client(options).await?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         held.nonces.clear();
         let mut node = Some(options.node.clone());
