@@ -56,15 +56,16 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>, Unready> {
     let provider = provider();
     let ctx = &tls.context;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &ctx.validation {
-        None => Arc::new(verify::Anything(provider.clone())),
-        Some(v) => Arc::new(verify::Peer::new(
-            roots(&v.roots, secrets)?,
-            v.sans.clone(),
-            provider.clone(),
-            fail_verify_san,
-        )),
+    let (roots, sans) = match &ctx.validation {
+        None => (None, Vec::new()),
+        Some(v) => (Some(roots(&v.roots, secrets)?), v.sans.clone()),
     };
+    let verifier = Arc::new(verify::Peer::new(
+        roots,
+        sans,
+        provider.clone(),
+        fail_verify_san,
+    ));
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Unready::Invalid(e.to_string()))?

@@ -42,7 +42,8 @@ fn sans_match(end_entity: &CertificateDer<'_>, matchers: &[SanMatcher]) -> Resul
 /// Verifies an upstream's certificate by roots and SANs.
 #[derive(Debug)]
 pub(crate) struct Peer {
-    roots: Arc<RootCertStore>,
+    /// `None`: any certificate (an upstream context without a validation context, as in Envoy).
+    roots: Option<Arc<RootCertStore>>,
     sans: Vec<SanMatcher>,
     provider: Arc<CryptoProvider>,
     fail_verify_san: Counter,
@@ -50,7 +51,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) fn new(
-        roots: Arc<RootCertStore>,
+        roots: Option<Arc<RootCertStore>>,
         sans: Vec<SanMatcher>,
         provider: Arc<CryptoProvider>,
         fail_verify_san: Counter,
@@ -73,10 +74,13 @@ impl ServerCertVerifier for Peer {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
@@ -120,55 +124,6 @@ impl ServerCertVerifier for Peer {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// Accepts any upstream certificate: an upstream context without a validation context, as in Envoy.
-#[derive(Debug)]
-pub(crate) struct Anything(pub(crate) Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Anything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
