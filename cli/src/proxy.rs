@@ -244,7 +244,7 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
     }
     tracing::info!(drain_time = ?args.drain_time, "draining listeners before exiting");
     drain.send_replace(true);
-    // The listeners' task ends once every listener stopped accepting; connections get the drain time.
+    // The listeners' task ends once every connection has ended; they get the drain time to.
     if tokio::time::timeout(args.drain_time, listeners)
         .await
         .is_err()

@@ -114,7 +114,8 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-/// Runs the listeners of each snapshot until `shutdown` turns true, then drains them all.
+/// Runs the listeners of each snapshot until `shutdown` turns true, then drains them all: listeners stop
+/// accepting, HTTP connections finish their requests and close, and this returns once no connection is left.
 pub async fn run(
     mut snapshots: Snapshots,
     stats: Arc<Stats>,
@@ -186,6 +187,9 @@ pub async fn run(
         r.stop.send_replace(true);
         let _ = r.task.await;
     }
+    // Every connection gives its permit back when it ends: holding them all means none is left.
+    let all = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
+    let _ = limit.acquire_many(all).await;
 }
 
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {

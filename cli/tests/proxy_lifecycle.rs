@@ -1,0 +1,107 @@
+//! `sextant proxy`'s shutdown: SIGTERM stops the listeners and lets the requests in flight finish before
+//! the process exits (within `--drain-time`); `/drain_listeners` makes it not ready.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{
+    DataPlane, HeldPort, SextantProxy, call, get, scratch_config, start_pilot, wait_until,
+};
+
+/// A backend answering every request after `delay`.
+fn slow_backend(delay: Duration) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    std::thread::sleep(delay);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow");
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn sigterm_lets_the_requests_in_flight_finish_then_exits() {
+    let (dir, config) = scratch_config("proxy-lifecycle");
+    let backend = slow_backend(Duration::from_millis(1500));
+    let held = HeldPort::hold();
+    let services = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
+         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: {}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
+        held.port(),
+        backend.port()
+    );
+    std::fs::write(config.join("services.yaml"), services).expect("write");
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let mut proxy = SextantProxy::start(
+        &dir,
+        xds,
+        common::PRODUCTPAGE_ID,
+        common::PRODUCTPAGE_ENV,
+        &["--drain-time", "60s"],
+    );
+    let listen = held.addr;
+    wait_until(
+        Duration::from_secs(30),
+        "the proxy to route reviews",
+        || call(listen, "reviews", "/").is_some_and(|(s, _)| s == 200),
+    );
+
+    // A request in flight when SIGTERM comes.
+    let in_flight = std::thread::spawn(move || call(listen, "reviews", "/in-flight"));
+    let active = format!("http.127.0.0.1_{}.downstream_rq_active", held.port());
+    wait_until(
+        Duration::from_secs(10),
+        "the request to be in flight",
+        || proxy.stat(&active) == Some(1),
+    );
+    let status = proxy.proc.terminate();
+    assert!(status.success(), "exit: {status:?}\n{}", proxy.proc.log());
+    assert_eq!(
+        in_flight.join().expect("client"),
+        Some((200, "slow".to_string())),
+        "the request in flight got its answer before the proxy exited"
+    );
+    assert!(
+        TcpStream::connect(listen).is_err(),
+        "the listener is closed"
+    );
+}
+
+#[test]
+fn drain_listeners_makes_the_proxy_not_ready() {
+    let (dir, config) = scratch_config("proxy-drain");
+    let held = HeldPort::hold();
+    let services = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
+         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: {}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: 9}}}}]\n",
+        held.port()
+    );
+    std::fs::write(config.join("services.yaml"), services).expect("write");
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let proxy = SextantProxy::start(
+        &dir,
+        xds,
+        common::PRODUCTPAGE_ID,
+        common::PRODUCTPAGE_ENV,
+        &[],
+    );
+    let drained = common::http(proxy.admin, "POST", "/drain_listeners", &[]).expect("answered");
+    assert_eq!(drained.status, 200);
+    let ready = get(proxy.admin(), "/ready", &[]).expect("answered");
+    assert_eq!((ready.status, ready.body.trim()), (503, "DRAINING"));
+    wait_until(Duration::from_secs(10), "the listener to close", || {
+        TcpStream::connect(held.addr).is_err()
+    });
+}
