@@ -182,6 +182,8 @@ fn run(plane: Plane) {
         "large",
         json!({"code": "OK", "sent": four_mib, "received": four_mib, "same": true}),
     );
+    // 500 small responses at once on the proxy's one upstream connection, which Envoy forwards however
+    // many small DATA frames arrive together.
     table.equals("concurrent", json!({"answered": 500, "failures": {}}));
     table.equals("unimplemented", json!({"code": "UNIMPLEMENTED"}));
 
@@ -239,7 +241,9 @@ fn run(plane: Plane) {
     );
 
     // Istio's default route retries `unavailable` twice (pilot's DEFAULT_RETRY_ON): a first UNAVAILABLE is
-    // hidden from the client, a lasting one reaches it after three attempts with the last message.
+    // hidden from the client, a lasting one reaches it after three attempts with the last message. A gRPC
+    // request has no content-length; Envoy retries it all the same, keeping a copy of the body as it streams
+    // it upstream (up to its buffer limit, 1 MiB by default).
     table.equals("unavailable_once", json!({"code": "OK", "attempts": 2}));
     table.equals(
         "unavailable_always",

@@ -1,7 +1,10 @@
-//! The request body sent upstream: none, buffered (so it can be sent again on retry or to a mirror), or
-//! streamed from downstream.
+//! The request body sent upstream: none, held whole (sendable again), or streamed from downstream while a
+//! copy is kept up to a limit, so a retry can send it again once it is complete (as Envoy buffers a request
+//! for retries up to its buffer limit).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,10 +17,74 @@ pub enum Body {
     /// No body.
     #[default]
     Empty,
-    /// A body held whole (sendable again), with the trailers that ended it, if any.
-    Full(Option<Bytes>, Option<http::HeaderMap>),
-    /// Streamed from downstream as it arrives (sent once).
-    Streaming(Incoming),
+    /// A body held whole: its data frames and the trailers that ended it, if any.
+    Full(VecDeque<Bytes>, Option<http::HeaderMap>),
+    /// Streamed from downstream as it arrives (sent once), a copy kept in the recording when there is one.
+    Streaming(Incoming, Option<Arc<Recording>>),
+}
+
+/// The copy of a streamed body, kept while it is sent, up to a limit.
+#[derive(Debug)]
+pub struct Recording {
+    limit: usize,
+    state: Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    data: VecDeque<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    size: usize,
+    complete: bool,
+    overflowed: bool,
+}
+
+impl Recording {
+    /// A recording keeping at most `limit` bytes of body.
+    pub fn new(limit: usize) -> Arc<Recording> {
+        Arc::new(Recording {
+            limit,
+            state: Mutex::new(Recorded::default()),
+        })
+    }
+
+    fn record(&self, frame: &Frame<Bytes>) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.overflowed {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            s.size += data.len();
+            if s.size > self.limit {
+                // Too large to send again: let it go.
+                s.overflowed = true;
+                s.data.clear();
+                return;
+            }
+            s.data.push_back(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            s.trailers = Some(trailers.clone());
+        }
+    }
+
+    fn finish(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .complete = true;
+    }
+
+    /// Whether [`Recording::replay`] would give the body.
+    pub fn replayable(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.complete && !s.overflowed
+    }
+
+    /// The whole body again, if it was streamed to its end within the limit.
+    pub fn replay(&self) -> Option<Body> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (s.complete && !s.overflowed).then(|| Body::Full(s.data.clone(), s.trailers.clone()))
+    }
 }
 
 impl HttpBody for Body {
@@ -31,30 +98,40 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data, trailers) => {
-                if let Some(d) = data.take() {
+                if let Some(d) = data.pop_front() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
-            Body::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Streaming(incoming, recording) => {
+                let polled = Pin::new(incoming).poll_frame(cx);
+                if let Some(recording) = recording {
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => recording.record(frame),
+                        Poll::Ready(None) => recording.finish(),
+                        _ => {}
+                    }
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Empty => true,
-            Body::Full(data, trailers) => data.is_none() && trailers.is_none(),
-            Body::Streaming(incoming) => incoming.is_end_stream(),
+            Body::Full(data, trailers) => data.is_empty() && trailers.is_none(),
+            // Reporting the end here would skip the poll that marks the recording complete.
+            Body::Streaming(incoming, None) => incoming.is_end_stream(),
+            Body::Streaming(_, Some(_)) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Empty => SizeHint::with_exact(0),
-            Body::Full(data, _) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            Body::Streaming(incoming) => incoming.size_hint(),
+            Body::Full(data, _) => SizeHint::with_exact(data.iter().map(|d| d.len() as u64).sum()),
+            Body::Streaming(incoming, _) => incoming.size_hint(),
         }
     }
 }
@@ -65,7 +142,7 @@ impl Body {
         match self {
             Body::Empty => Some(Body::Empty),
             Body::Full(d, t) => Some(Body::Full(d.clone(), t.clone())),
-            Body::Streaming(_) => None,
+            Body::Streaming(..) => None,
         }
     }
 }

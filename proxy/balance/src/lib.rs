@@ -25,7 +25,7 @@ use proxy_config::endpoint::Locality;
 use proxy_stats::{Counter, Gauge, Scope, Stats};
 use tokio::sync::Notify;
 
-pub use body::Body;
+pub use body::{Body, Recording};
 pub use connect::{Io, set_upstream_mark};
 pub use hash::hash_bytes;
 pub use host::{Host, HostSet};

@@ -19,6 +19,10 @@ use proxy_config::cluster::Protocol;
 use crate::host::Host;
 use crate::{Body, Error, InFlight, Shared};
 
+/// HTTP/2 flow-control windows upstream (Envoy's defaults are larger still: 256 MiB).
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// The most idle HTTP/1.1 connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 256;
 
@@ -182,7 +186,11 @@ async fn checkout_http2(
     }
     let (sender, _) = connect(host.address, shared, |io| async move {
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.adaptive_window(true);
+        // Fixed, large windows: h2 refuses a peer sending many small DATA frames past half the connection
+        // window unread ("too_many_data_frames"), and gRPC streams of small messages are exactly that.
+        builder
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         let (sender, conn) = builder.handshake(io).await?;
         Ok((sender, conn))
     })

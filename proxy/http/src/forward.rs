@@ -1,5 +1,6 @@
 //! Forwarding a routed request: cluster choice, the upstream request, timeouts, retries and mirrors.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use proxy_balance::{Body, Cluster, Error, Host, Outcome as HostOutcome};
+use proxy_balance::{Body, Cluster, Error, Host, Outcome as HostOutcome, Recording};
 use proxy_config::cluster::Protocol;
 use proxy_config::route::{
     Clusters, Forward, HashInput, HashPolicy, PathMatch, RetryPolicy, Route, VirtualHost,
@@ -21,8 +22,10 @@ use crate::body::ProxyBody;
 use crate::local::response;
 use crate::{Ctx, headers};
 
-/// Request bodies up to this size are held so they can be sent again (retries, mirrors); larger ones stream.
+/// Request bodies up to this size are held before sending when mirrors need a copy; larger ones stream.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// A streamed request body is kept for retries up to this size (Envoy's default buffer limit).
+const RETRY_BUFFER_LIMIT: usize = 1024 * 1024;
 /// Mirrored requests in flight per connection manager; more are dropped and counted.
 pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 256;
 
@@ -139,8 +142,7 @@ pub(crate) async fn forward(
         headers,
     };
 
-    let wants_copies = f.retry.is_some() || !f.mirrors.is_empty();
-    let body = match take_body(body, wants_copies).await {
+    let body = match take_body(body, !f.mirrors.is_empty(), f.retry.is_some()).await {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(error = %e, "downstream request body failed");
@@ -210,8 +212,9 @@ fn request_hash(
     hash
 }
 
-/// The body to send: empty, held whole when copies may be needed and it is small, else streamed.
-async fn take_body(body: Incoming, wants_copies: bool) -> Result<Body, hyper::Error> {
+/// The body to send: empty; held whole before sending when mirrors need a copy and it is small; else
+/// streamed, a copy kept for retries when the route retries.
+async fn take_body(body: Incoming, mirrors: bool, retries: bool) -> Result<Body, hyper::Error> {
     if body.is_end_stream() {
         return Ok(Body::Empty);
     }
@@ -219,13 +222,66 @@ async fn take_body(body: Incoming, wants_copies: bool) -> Result<Body, hyper::Er
         .size_hint()
         .upper()
         .is_some_and(|n| n <= MAX_BUFFERED_BODY);
-    if !(wants_copies && small) {
-        return Ok(Body::Streaming(body));
+    if !(mirrors && small) {
+        let recording = retries.then(|| Recording::new(RETRY_BUFFER_LIMIT));
+        return Ok(Body::Streaming(body, recording));
     }
     let collected = body.collect().await?;
     let trailers = collected.trailers().cloned();
     let bytes = collected.to_bytes();
-    Ok(Body::Full(Some(bytes).filter(|b| !b.is_empty()), trailers))
+    let data = if bytes.is_empty() {
+        VecDeque::new()
+    } else {
+        VecDeque::from([bytes])
+    };
+    Ok(Body::Full(data, trailers))
+}
+
+/// The bodies of successive attempts: copies of a body held whole, or the streamed body once and then its
+/// recording, when it was streamed to its end within the retry buffer.
+struct Bodies {
+    copyable: Option<Body>,
+    first: Option<Body>,
+    recording: Option<Arc<Recording>>,
+}
+
+impl Bodies {
+    fn new(body: Body) -> Bodies {
+        if body.try_clone().is_some() {
+            return Bodies {
+                copyable: Some(body),
+                first: None,
+                recording: None,
+            };
+        }
+        let recording = match &body {
+            Body::Streaming(_, recording) => recording.clone(),
+            _ => None,
+        };
+        Bodies {
+            copyable: None,
+            first: Some(body),
+            recording,
+        }
+    }
+
+    /// The body for the next attempt, if one can be sent.
+    fn next(&mut self) -> Option<Body> {
+        if let Some(body) = &self.copyable {
+            return body.try_clone();
+        }
+        if let Some(body) = self.first.take() {
+            return Some(body);
+        }
+        self.recording.as_ref()?.replay()
+    }
+
+    /// Whether another attempt can have a body.
+    fn again(&self) -> bool {
+        self.copyable.is_some()
+            || self.first.is_some()
+            || self.recording.as_ref().is_some_and(|r| r.replayable())
+    }
 }
 
 /// Sends `outgoing` with `body` until a response is final: retried as the route's policy says, each attempt
@@ -243,11 +299,11 @@ async fn attempts(
     let policy = f.retry.as_ref();
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let mut tried: Vec<Arc<Host>> = Vec::new();
-    let mut body = Some(body);
+    let mut bodies = Bodies::new(body);
     let mut _permit = None;
     let mut attempt = 1u32;
     loop {
-        let Some(this_body) = next_body(&mut body) else {
+        let Some(this_body) = bodies.next() else {
             return response(503, "upstream request body could not be sent again");
         };
         let avoid_tried = policy.is_some_and(|p| p.other_hosts);
@@ -308,7 +364,7 @@ async fn attempts(
         };
         let can_retry = retriable
             && attempt < max_attempts
-            && body.is_some()
+            && bodies.again()
             && deadline.is_none_or(|d| Instant::now() < d);
         let permit = if can_retry {
             cluster.retry_permit()
@@ -351,14 +407,6 @@ async fn attempts(
 enum Outcome {
     Sent(Result<Response<proxy_balance::ResponseBody>, Error>),
     PerTryTimeout,
-}
-
-/// The body for the next attempt: a copy while one can be made again, else the body itself (sent once).
-fn next_body(body: &mut Option<Body>) -> Option<Body> {
-    match body.as_ref().and_then(Body::try_clone) {
-        Some(copy) => Some(copy),
-        None => body.take(),
-    }
 }
 
 /// Envoy's fully jittered exponential backoff: uniform in [0, base × 2^(n-1)], capped at the maximum.

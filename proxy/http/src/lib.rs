@@ -208,7 +208,9 @@ pub async fn serve<I>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .max_concurrent_streams(1024)
-        .adaptive_window(true);
+        // Fixed, large windows, as upstream: many small DATA frames (gRPC streams) stay within h2's budget.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20);
     let service = hyper::service::service_fn(move |request| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(request, &ctx).await) }
