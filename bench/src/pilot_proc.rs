@@ -17,7 +17,11 @@ const USER_HZ: f64 = 100.0;
 /// The `sextant` binary: `explicit`, else the one built into the same target directory as this benchmark.
 pub fn find_sextant(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
-        anyhow::ensure!(p.is_file(), "--sextant {}: no such file", p.display());
+        anyhow::ensure!(
+            p.is_file(),
+            "--sextant {}: no such file (build it with `cargo build --release -p sextant-cli --bin sextant`)",
+            p.display()
+        );
         return Ok(p.to_path_buf());
     }
     let exe = std::env::current_exe().context("locating the benchmark executable")?;

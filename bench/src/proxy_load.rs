@@ -145,7 +145,9 @@ impl Load<'_> {
         };
         cmd.args(["-t", "1", "-c", &self.connections.to_string()])
             .args(["-m", &streams.to_string(), "-D", &seconds(duration)])
-            .args(["-H", &format!("host: {}", service.host)]);
+            // `host:` would be sent as a header beside h2load's own authority; `:authority` replaces it (and
+            // becomes `Host` with --h1).
+            .args(["-H", &format!(":authority: {}", service.host)]);
         cmd
     }
 }

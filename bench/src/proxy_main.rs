@@ -144,6 +144,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Some(SetupArg::Large) => vec![Setup::Large],
         None => vec![Setup::Basic, Setup::Large],
     };
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     let layout = pin::Layout::detect();
     // This thread and everything it starts from now on (backend, pilot, load generators) run on the load
     // side's CPU; each proxy is moved to its own CPU once it runs.
@@ -155,13 +156,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let backend = Backend::start()?;
 
     println!(
-        "proxy-bench: {} vs {}, fed by `sextant pilot` ({}), --concurrency 1 each, one after the other",
+        "proxy-bench: `sextant proxy` ({}, {}) vs {} ({}), both fed by `sextant pilot`, --concurrency 1 each, one \
+         after the other",
         version(&sextant, "--version"),
+        sextant.display(),
+        // `PATH  version: COMMIT/1.40.0/Clean/RELEASE/BoringSSL`
         version(&envoy, "--version")
-            .split_whitespace()
-            .find(|w| w.contains('/'))
-            .unwrap_or("envoy"),
-        sextant.display()
+            .split_once("version: ")
+            .and_then(|(_, v)| v.split('/').nth(1))
+            .map_or_else(|| "envoy".to_string(), |v| format!("envoy {v}")),
+        envoy.display()
     );
     println!(
         "load: wrk (HTTP/1.1 closed loop, 1 thread, {c} connections), h2load (HTTP/2 closed loop, {c} connections × \
@@ -182,7 +186,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!(
         "machine: {} CPUs, load average {} at the start; logs in {}",
-        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        cpus,
         loadavg(),
         root.display()
     );

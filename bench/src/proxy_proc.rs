@@ -207,6 +207,14 @@ impl ProxyProc {
         pilot_proc::memory_of(self.pid())
     }
 
+    /// Its anonymous resident memory (RssAnon: heap, stacks; not the binary's mapped pages), bytes.
+    pub fn anon_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
     /// Its user + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
         pilot_proc::cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))

@@ -60,6 +60,8 @@ pub struct Row {
     pub fixed: Result<Phase, String>,
     /// VmRSS after the configuration was applied, before any load.
     pub rss_idle: Option<u64>,
+    /// The anonymous part of it (RssAnon): what the proxy allocated, not its binary's mapped pages.
+    pub anon_idle: Option<u64>,
 }
 
 impl Row {
@@ -156,8 +158,8 @@ pub fn print(setup: &str, rows: &[Row], rates: &[(Protocol, f64)]) {
     println!(
         "failures = non-2xx responses + requests without a response, closed loop + fixed rate"
     );
-    for r in rows {
-        details(r);
+    for (i, r) in rows.iter().enumerate() {
+        details(r, i == 0 || rows[i - 1].proxy != r.proxy);
     }
 }
 
@@ -208,13 +210,21 @@ fn ratios(protocol: Protocol, e: &Row, s: &Row) {
 }
 
 /// Where one row's numbers came from, and what failed.
-fn details(r: &Row) {
+fn details(r: &Row, first_of_proxy: bool) {
+    if first_of_proxy {
+        println!(
+            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}",
+            r.proxy.name(),
+            mb(r.rss_idle),
+            mb(r.anon_idle)
+        );
+    }
     for (what, phase) in [("closed loop", &r.max), ("fixed rate", &r.fixed)] {
         match phase {
             Ok(p) => {
                 let lat = p.outcome.latency.map_or_else(String::new, |l| {
                     format!(
-                        "; latency p50 {} / p99 {} ms over {} responses",
+                        "; latency p50 {} / p99 {} ms over {} 2xx responses",
                         ms(Some(l.p50)),
                         ms(Some(l.p99)),
                         l.samples

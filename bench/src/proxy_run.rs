@@ -58,6 +58,7 @@ impl Bench<'_> {
             Kind::Envoy => ProxyProc::start_envoy(bin, self.dir, self.pilot, READY_TIMEOUT)?,
             Kind::Sextant => ProxyProc::start_sextant(bin, self.dir, self.pilot, READY_TIMEOUT)?,
         };
+        let served_before = self.backend.served();
         let started = Instant::now();
         for protocol in self.protocols {
             proxy.wait_route(self.service(*protocol), READY_TIMEOUT)?;
@@ -73,6 +74,8 @@ impl Bench<'_> {
             eprintln!("  pinned its {n} threads to CPU {cpu}");
         }
         let stats = proxy.stats().unwrap_or_default();
+        // 5xx answered while the readiness probe waited for the cluster are not the load's.
+        let rq_5xx_before = proxy_probe::sum_stats(&stats, "downstream_rq_5xx");
         let rejected = proxy_probe::sum_stats(&stats, "update_rejected");
         if rejected > 0 {
             eprintln!(
@@ -84,6 +87,13 @@ impl Bench<'_> {
         // Let the configuration settle (Envoy's and the proxy's first seconds) before the idle sample.
         std::thread::sleep(Duration::from_secs(1));
         let rss_idle = proxy.memory().map(|m| m.rss);
+        let anon_idle = proxy.anon_rss();
+        eprintln!(
+            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}",
+            kind.name(),
+            crate::proxy_report::mb(rss_idle),
+            crate::proxy_report::mb(anon_idle)
+        );
         let mut rows = Vec::new();
         for &protocol in self.protocols {
             let max = self.closed_loop(&mut proxy, protocol);
@@ -107,21 +117,26 @@ impl Bench<'_> {
                 max,
                 fixed,
                 rss_idle,
+                anon_idle,
             });
         }
         let stats = proxy.stats().unwrap_or_default();
-        let rq_5xx = proxy_probe::sum_stats(&stats, "downstream_rq_5xx");
+        let rq_5xx =
+            proxy_probe::sum_stats(&stats, "downstream_rq_5xx").saturating_sub(rq_5xx_before);
         if rq_5xx > 0 {
             eprintln!(
-                "  {} counted {rq_5xx} downstream 5xx responses (its /stats downstream_rq_5xx)",
+                "  {} counted {rq_5xx} downstream 5xx responses under load (its /stats downstream_rq_5xx)",
                 kind.name()
             );
         }
         let hwm = proxy.memory().map(|m| m.hwm);
+        let served = self.backend.served();
         eprintln!(
-            "  stopping {}; its peak RSS (VmHWM) was {}",
+            "  stopping {}; its peak RSS (VmHWM) was {}; it opened {} connections to the backend for {} requests",
             kind.name(),
-            crate::proxy_report::mb(hwm)
+            crate::proxy_report::mb(hwm),
+            served.connections - served_before.connections,
+            served.requests - served_before.requests
         );
         Ok(rows)
     }

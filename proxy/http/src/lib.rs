@@ -213,7 +213,9 @@ pub async fn serve<I>(
         .initial_connection_window_size(16 << 20);
     let service = hyper::service::service_fn(move |request| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(request, &ctx).await) }
+        // Boxed: the request's future is large, and hyper moves it into each HTTP/2 stream's task by value
+        // (a profile showed 12 % of the proxy's CPU in memcpy without the box).
+        Box::pin(async move { Ok::<_, Infallible>(handle(request, &ctx).await) })
     });
     let io = idle::Tracked {
         io,
