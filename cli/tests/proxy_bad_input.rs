@@ -18,13 +18,7 @@ fn proxy(name: &str, args: &[&str]) -> (SextantProxy, SocketAddr, common::Proc, 
     let (dir, config) = scratch_config(name);
     let backend = Backend::start();
     let held = HeldPort::hold();
-    let services = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
-         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: {}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
-        held.port(),
-        backend.addr.port()
-    );
+    let services = common::reviews_entry(held.port(), backend.addr.port());
     std::fs::write(config.join("services.yaml"), services).expect("write");
     let (pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
     let proxy = SextantProxy::start(

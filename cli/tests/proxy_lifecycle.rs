@@ -34,13 +34,7 @@ fn sigterm_lets_the_requests_in_flight_finish_then_exits() {
     let (dir, config) = scratch_config("proxy-lifecycle");
     let backend = slow_backend(Duration::from_millis(1500));
     let held = HeldPort::hold();
-    let services = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
-         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: {}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
-        held.port(),
-        backend.port()
-    );
+    let services = common::reviews_entry(held.port(), backend.port());
     std::fs::write(config.join("services.yaml"), services).expect("write");
     let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
     let mut proxy = SextantProxy::start(
@@ -82,12 +76,7 @@ fn sigterm_lets_the_requests_in_flight_finish_then_exits() {
 fn drain_listeners_makes_the_proxy_not_ready() {
     let (dir, config) = scratch_config("proxy-drain");
     let held = HeldPort::hold();
-    let services = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
-         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: {}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: 9}}}}]\n",
-        held.port()
-    );
+    let services = common::reviews_entry(held.port(), 9);
     std::fs::write(config.join("services.yaml"), services).expect("write");
     let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
     let proxy = SextantProxy::start(

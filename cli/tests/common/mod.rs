@@ -1028,6 +1028,17 @@ static_resources:
 /// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
 pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
 
+/// A ServiceEntry for `reviews.default.svc.cluster.local` on `port` (HTTP), its one endpoint 127.0.0.1 on
+/// `endpoint_port`.
+#[allow(dead_code)]
+pub fn reviews_entry(port: u16, endpoint_port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  \
+         hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: {port}, name: http}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {endpoint_port}}}}}]\n"
+    )
+}
+
 /// [`PRODUCTPAGE_NODE`] as `sextant proxy` takes it: from the pod's environment (with `--node-id`
 /// `sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local`).
 #[allow(dead_code)]

@@ -102,6 +102,8 @@ pub struct ClusterStats {
     pub update_failure: Counter,
     stats: Arc<Stats>,
     scope: Scope,
+    /// `upstream_rq_100` … `upstream_rq_599`, registered on first use.
+    codes: Box<[std::sync::OnceLock<Counter>]>,
 }
 
 impl ClusterStats {
@@ -133,6 +135,7 @@ impl ClusterStats {
             update_failure: c("update_failure"),
             stats: stats.clone(),
             scope,
+            codes: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
         }
     }
 
@@ -141,11 +144,17 @@ impl ClusterStats {
         if let Some(class) = self.classes.get(usize::from(status / 100).wrapping_sub(1)) {
             class.inc();
         }
-        // Status codes are bounded (100-599), so per-code stats are too.
-        if (100..600).contains(&status) {
-            self.stats
-                .counter(&self.scope, &format!("upstream_rq_{status}"))
-                .inc();
+        // Status codes are bounded (100-599), so per-code stats are too; each is looked up in the registry
+        // once, not on every response.
+        if let Some(slot) = usize::from(status)
+            .checked_sub(100)
+            .and_then(|i| self.codes.get(i))
+        {
+            slot.get_or_init(|| {
+                self.stats
+                    .counter(&self.scope, &format!("upstream_rq_{status}"))
+            })
+            .inc();
         }
         self.rq_completed.inc();
     }

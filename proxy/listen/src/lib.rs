@@ -129,9 +129,19 @@ pub async fn run(
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
+        // Listeners the update left alone (the same `Arc`) keep their managers, stats handles and mirror
+        // budgets; only new or changed ones are prepared again.
+        let previous = table_rx.borrow().clone();
         let mut table = Table::default();
         for (name, listener) in &snapshot.listeners {
-            let prepared = Arc::new(prepare(listener, &stats, options.http));
+            let kept = previous
+                .by_name
+                .get(name)
+                .filter(|p| Arc::ptr_eq(&p.listener, listener));
+            let prepared = match kept {
+                Some(p) => p.clone(),
+                None => Arc::new(prepare(listener, &stats, options.http)),
+            };
             table.by_address.insert(listener.address, prepared.clone());
             table.by_name.insert(name.clone(), prepared);
         }
