@@ -2,7 +2,9 @@
 //! (same configuration: sidecars without interception, whose listeners `127.0.0.1_PORT` pilot derives from
 //! ServiceEntries), in front of the same backend (a hyper server answering 1 kB), driven by the same load
 //! generators (wrk for HTTP/1.1, h2load for HTTP/2 and for the fixed-rate phases). The proxies run one after
-//! the other, never together (both bind the same ports), each with one worker (`--concurrency 1`).
+//! the other, never together (both bind the same ports), each with one worker (`--concurrency 1`). Three
+//! setups: basic (one service per protocol), large (100 more clusters, a 50-route VirtualService) and mtls
+//! (two proxies of the same kind in a row, sidecar → gateway over ISTIO_MUTUAL with pilot's CA).
 //!
 //! Per setup, proxy and protocol: the closed-loop rate, the proxy's CPU seconds (→ 2xx responses per
 //! CPU-second), latency p50/p99/p999 at half of Envoy's closed-loop rate, and the proxy's resident memory
@@ -17,6 +19,7 @@
 mod pilot_proc;
 mod pin;
 mod proxy_backend;
+mod proxy_chain;
 mod proxy_load;
 mod proxy_parse;
 mod proxy_probe;
@@ -51,7 +54,7 @@ struct Args {
     /// Run only one protocol.
     #[arg(long, value_enum)]
     only: Option<Protocol>,
-    /// Run only one setup (by default both: basic, then large).
+    /// Run only one setup (by default all: basic, large, then mtls).
     #[arg(long, value_enum)]
     setup: Option<SetupArg>,
     /// Connections of the load generators.
@@ -75,6 +78,8 @@ enum SetupArg {
     Basic,
     /// 100 more clusters and a 50-route VirtualService.
     Large,
+    /// Sidecar → gateway over ISTIO_MUTUAL → backend.
+    Mtls,
 }
 
 /// The Envoy binary: `explicit`, else `$SEXTANT_PEERS/venv/bin/envoy`, else the repository's `.peers`.
@@ -142,7 +147,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let setups: Vec<Setup> = match args.setup {
         Some(SetupArg::Basic) => vec![Setup::Basic],
         Some(SetupArg::Large) => vec![Setup::Large],
-        None => vec![Setup::Basic, Setup::Large],
+        Some(SetupArg::Mtls) => vec![Setup::Mtls],
+        None => vec![Setup::Basic, Setup::Large, Setup::Mtls],
     };
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     let layout = pin::Layout::detect();
@@ -254,6 +260,7 @@ fn run_setup(c: &Common<'_>, setup: Setup, dir: &Path) -> anyhow::Result<()> {
         backend: c.backend,
         config: &config,
         pilot: pilot.xds,
+        nodes: setup.nodes(),
         dir,
         duration: c.args.duration,
         protocols: c.protocols,

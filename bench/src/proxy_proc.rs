@@ -13,7 +13,7 @@ use rustix::thread::{CpuSet, Pid, sched_setaffinity};
 
 use crate::pilot_proc::{self, Memory};
 use crate::proxy_probe;
-use crate::proxy_setup::{self, Service};
+use crate::proxy_setup::{self, Node, Service};
 
 /// Which proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,15 @@ impl Kind {
             Kind::Sextant => "sextant",
         }
     }
+}
+
+/// A part of the resident memory.
+#[derive(Clone, Copy, Debug)]
+pub enum RssPart {
+    /// Anonymous pages: what the process allocated.
+    Anon,
+    /// File-backed pages: its code and data mapped from the binary and libraries.
+    File,
 }
 
 /// A running proxy.
@@ -54,19 +63,21 @@ fn log_files(log: &Path) -> anyhow::Result<(std::fs::File, std::fs::File)> {
 }
 
 impl ProxyProc {
-    /// Starts Envoy (`envoy`) in `dir` with an ADS bootstrap pointing at `pilot`; waits until its admin is ready.
+    /// Starts Envoy (`envoy`) as `node` in `dir` with an ADS bootstrap pointing at `pilot`; waits until its
+    /// admin is ready.
     pub fn start_envoy(
         envoy: &Path,
         dir: &Path,
         pilot: SocketAddr,
+        node: &Node,
         timeout: Duration,
     ) -> anyhow::Result<ProxyProc> {
-        let config = dir.join("envoy.yaml");
-        std::fs::write(&config, proxy_setup::envoy_bootstrap(pilot))
+        let config = dir.join(format!("envoy-{}.yaml", node.role));
+        std::fs::write(&config, proxy_setup::envoy_bootstrap(pilot, node))
             .with_context(|| format!("writing {}", config.display()))?;
-        let admin_file = dir.join("envoy-admin-address");
+        let admin_file = dir.join(format!("envoy-{}-admin-address", node.role));
         let _ = std::fs::remove_file(&admin_file);
-        let log = dir.join("envoy.log");
+        let log = dir.join(format!("envoy-{}.log", node.role));
         let (out, err) = log_files(&log)?;
         let child = Command::new(envoy)
             .arg("-c")
@@ -100,19 +111,21 @@ impl ProxyProc {
         Ok(proxy)
     }
 
-    /// Starts `sextant proxy` (`sextant`) fed by `pilot`, its log in `dir`; waits until its admin is ready.
+    /// Starts `sextant proxy` (`sextant`) as `node` fed by `pilot`, its log in `dir`; waits until its admin
+    /// is ready.
     pub fn start_sextant(
         sextant: &Path,
         dir: &Path,
         pilot: SocketAddr,
+        node: &Node,
         timeout: Duration,
     ) -> anyhow::Result<ProxyProc> {
-        let log = dir.join("sextant-proxy.log");
+        let log = dir.join(format!("sextant-{}.log", node.role));
         let (out, err) = log_files(&log)?;
         let mut cmd = Command::new(sextant);
         cmd.arg("proxy")
             .args(["--xds-addr", &pilot.to_string()])
-            .args(["--node-id", proxy_setup::NODE_ID])
+            .args(["--node-id", node.id])
             .args(["--admin-addr", "127.0.0.1:0", "--stats-addr", "127.0.0.1:0"])
             .args(["--concurrency", "1"])
             // Envoy runs at `-l warning`; the same here.
@@ -121,7 +134,7 @@ impl ProxyProc {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        for (k, v) in proxy_setup::NODE_ENV {
+        for (k, v) in node.env {
             cmd.env(k, v);
         }
         let child = cmd
@@ -207,10 +220,15 @@ impl ProxyProc {
         pilot_proc::memory_of(self.pid())
     }
 
-    /// Its anonymous resident memory (RssAnon: heap, stacks; not the binary's mapped pages), bytes.
-    pub fn anon_rss(&self) -> Option<u64> {
+    /// A part of its resident memory from `/proc/PID/status`, bytes: `RssAnon` (heap, stacks) or `RssFile`
+    /// (the binary's and libraries' mapped pages, shared with every process mapping the same file).
+    pub fn rss_part(&self, part: RssPart) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+        let field = match part {
+            RssPart::Anon => "RssAnon:",
+            RssPart::File => "RssFile:",
+        };
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }

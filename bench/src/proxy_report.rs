@@ -62,6 +62,8 @@ pub struct Row {
     pub rss_idle: Option<u64>,
     /// The anonymous part of it (RssAnon): what the proxy allocated, not its binary's mapped pages.
     pub anon_idle: Option<u64>,
+    /// The file-backed part of it (RssFile): the binary's and libraries' pages it touched.
+    pub file_idle: Option<u64>,
 }
 
 impl Row {
@@ -213,10 +215,11 @@ fn ratios(protocol: Protocol, e: &Row, s: &Row) {
 fn details(r: &Row, first_of_proxy: bool) {
     if first_of_proxy {
         println!(
-            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}",
+            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}, file-backed (RssFile) {}",
             r.proxy.name(),
             mb(r.rss_idle),
-            mb(r.anon_idle)
+            mb(r.anon_idle),
+            mb(r.file_idle)
         );
     }
     for (what, phase) in [("closed loop", &r.max), ("fixed rate", &r.fixed)] {

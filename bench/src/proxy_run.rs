@@ -1,5 +1,5 @@
-//! One proxy through the phases of a setup: started against the setup's pilot, ready when a request through
-//! each tested listener answers 200, pinned, its idle memory read, then per protocol a short warm-up, the
+//! One proxy (or chain of proxies of one kind) through the phases of a setup: started against the setup's
+//! pilot, ready when a request through each tested listener answers 200, pinned, its idle memory read, then per protocol a short warm-up, the
 //! closed-loop phase and the fixed-rate phase, each measured (proxy CPU, peak RSS, CPU busy, backend
 //! counts). A phase that fails is reported as failed, with what the proxy logged, and the run goes on.
 
@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::proxy_backend::{Backend, Served};
+use crate::proxy_chain::Chain;
 use crate::proxy_load::{Load, Protocol};
 use crate::proxy_parse::Outcome;
 use crate::proxy_probe;
-use crate::proxy_proc::{Kind, ProxyProc};
+use crate::proxy_proc::{Kind, RssPart};
 use crate::proxy_report::{Phase, Row};
 use crate::proxy_sample::{CpuTimes, RssSampler};
-use crate::proxy_setup::ConfigDir;
+use crate::proxy_setup::{ConfigDir, Node};
 
 /// How long a proxy may take to start and to apply pilot's configuration.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +34,8 @@ pub struct Bench<'a> {
     pub config: &'a ConfigDir,
     /// pilot's ADS address.
     pub pilot: SocketAddr,
+    /// The proxies of the setup, the one the load talks to first.
+    pub nodes: &'a [Node],
     /// Where logs go.
     pub dir: &'a Path,
     /// Length of each measured phase.
@@ -54,19 +57,16 @@ impl Bench<'_> {
         rates: &mut Vec<(Protocol, f64)>,
     ) -> anyhow::Result<Vec<Row>> {
         eprintln!("  starting {} ({})", kind.name(), bin.display());
-        let mut proxy = match kind {
-            Kind::Envoy => ProxyProc::start_envoy(bin, self.dir, self.pilot, READY_TIMEOUT)?,
-            Kind::Sextant => ProxyProc::start_sextant(bin, self.dir, self.pilot, READY_TIMEOUT)?,
-        };
+        let mut proxy = Chain::start(kind, bin, self.dir, self.pilot, self.nodes, READY_TIMEOUT)?;
         let served_before = self.backend.served();
         let started = Instant::now();
         for protocol in self.protocols {
             proxy.wait_route(self.service(*protocol), READY_TIMEOUT)?;
         }
         eprintln!(
-            "  {} (pid {}) serves both listeners {:.2} s after its admin was ready",
+            "  {} (pid {:?}) serves both listeners {:.2} s after its admin was ready",
             kind.name(),
-            proxy.pid(),
+            proxy.pids(),
             started.elapsed().as_secs_f64()
         );
         if let Some(cpu) = self.proxy_cpu {
@@ -79,20 +79,22 @@ impl Bench<'_> {
         let rejected = proxy_probe::sum_stats(&stats, "update_rejected");
         if rejected > 0 {
             eprintln!(
-                "  WARNING: {} refused {rejected} xDS update(s) (update_rejected); its log: {}",
+                "  WARNING: {} refused {rejected} xDS update(s) (update_rejected); its logs: {}",
                 kind.name(),
-                proxy.log.display()
+                proxy.logs()
             );
         }
         // Let the configuration settle (Envoy's and the proxy's first seconds) before the idle sample.
         std::thread::sleep(Duration::from_secs(1));
         let rss_idle = proxy.memory().map(|m| m.rss);
-        let anon_idle = proxy.anon_rss();
+        let anon_idle = proxy.rss_part(RssPart::Anon);
+        let file_idle = proxy.rss_part(RssPart::File);
         eprintln!(
-            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}",
+            "  {} idle: VmRSS {}, of which anonymous (RssAnon) {}, file-backed (RssFile) {}",
             kind.name(),
             crate::proxy_report::mb(rss_idle),
-            crate::proxy_report::mb(anon_idle)
+            crate::proxy_report::mb(anon_idle),
+            crate::proxy_report::mb(file_idle)
         );
         let mut rows = Vec::new();
         for &protocol in self.protocols {
@@ -118,6 +120,7 @@ impl Bench<'_> {
                 fixed,
                 rss_idle,
                 anon_idle,
+                file_idle,
             });
         }
         let stats = proxy.stats().unwrap_or_default();
@@ -148,7 +151,7 @@ impl Bench<'_> {
         }
     }
 
-    fn closed_loop(&self, proxy: &mut ProxyProc, protocol: Protocol) -> Result<Phase, String> {
+    fn closed_loop(&self, proxy: &mut Chain, protocol: Protocol) -> Result<Phase, String> {
         let service = self.service(protocol);
         eprintln!(
             "  {} {}: warm-up {} s, then closed loop for {} s ({} connections{})",
@@ -173,7 +176,7 @@ impl Bench<'_> {
 
     fn fixed_rate(
         &self,
-        proxy: &mut ProxyProc,
+        proxy: &mut Chain,
         protocol: Protocol,
         rate: f64,
     ) -> Result<Phase, String> {
@@ -212,7 +215,7 @@ impl Bench<'_> {
     /// proxy logged last.
     fn measure(
         &self,
-        proxy: &mut ProxyProc,
+        proxy: &mut Chain,
         load: impl FnOnce() -> anyhow::Result<Outcome>,
     ) -> Result<Phase, String> {
         let before = (
@@ -221,7 +224,7 @@ impl Bench<'_> {
             self.backend.served(),
             Instant::now(),
         );
-        let sampler = RssSampler::start(proxy.pid());
+        let sampler = RssSampler::start(proxy.pids());
         let outcome = load();
         let rss_peak = sampler.finish();
         let wall = before.3.elapsed();
@@ -235,10 +238,9 @@ impl Bench<'_> {
         let alive = proxy.alive();
         let failed = |what: String| {
             let msg = format!(
-                "{what}; {} {}; the last lines of its log ({}):\n{}",
+                "{what}; {} {}; the last lines of its logs:\n{}",
                 proxy.kind.name(),
                 if alive { "still runs" } else { "EXITED" },
-                proxy.log.display(),
                 proxy.log_tail(LOG_LINES)
             );
             eprintln!("    FAILED: {msg}");

@@ -1,5 +1,5 @@
 //! What is sampled around a load phase: the proxy's CPU seconds (`/proc/PID/stat`, utime + stime), its peak
-//! resident memory (VmRSS every 100 ms on a thread of its own), and how busy each CPU of the machine was
+//! resident memory (VmRSS every 100 ms on a thread of its own, summed over a chain of proxies), and how busy each CPU of the machine was
 //! (`/proc/stat`), which says whether the proxy or the load side (backend + load generator) was the limit.
 
 use std::sync::Arc;
@@ -12,15 +12,15 @@ use crate::pilot_proc;
 /// How often the resident memory is read.
 const RSS_EVERY: Duration = Duration::from_millis(100);
 
-/// Samples a process's VmRSS until finished.
+/// Samples the summed VmRSS of some processes until finished.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,
 }
 
 impl RssSampler {
-    /// Starts sampling process `pid`.
-    pub fn start(pid: u32) -> RssSampler {
+    /// Starts sampling processes `pids`.
+    pub fn start(pids: Vec<u32>) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -28,8 +28,12 @@ impl RssSampler {
             .spawn(move || {
                 let mut peak = 0;
                 while !flag.load(Ordering::Relaxed) {
-                    if let Some(m) = pilot_proc::memory_of(pid) {
-                        peak = peak.max(m.rss);
+                    let sum: Option<u64> = pids
+                        .iter()
+                        .map(|&pid| pilot_proc::memory_of(pid).map(|m| m.rss))
+                        .sum();
+                    if let Some(rss) = sum {
+                        peak = peak.max(rss);
                     }
                     std::thread::sleep(RSS_EVERY);
                 }

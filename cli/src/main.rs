@@ -448,10 +448,13 @@ fn main() -> ExitCode {
         .init();
     let runtime = match &cli.command {
         // The proxy's data path runs on exactly --concurrency workers, as Envoy's --concurrency.
-        Command::Proxy(args) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.concurrency.max(1))
-            .enable_all()
-            .build(),
+        Command::Proxy(args) => {
+            proxy::keep_pages_small();
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.concurrency.max(1))
+                .enable_all()
+                .build()
+        }
         _ => tokio::runtime::Runtime::new(),
     };
     let runtime = match runtime {
