@@ -3,31 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{
-    DataPlane, HeldPort, SextantProxy, call, get, scratch_config, start_pilot, wait_until,
+    DataPlane, HeldPort, SextantProxy, call, get, scratch_config, slow_backend, start_pilot,
+    wait_until,
 };
-
-/// A backend answering every request after `delay`.
-fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while s.read(&mut buf).is_ok_and(|n| n > 0) {
-                    std::thread::sleep(delay);
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow");
-                }
-            });
-        }
-    });
-    addr
-}
 
 #[test]
 fn sigterm_lets_the_requests_in_flight_finish_then_exits() {

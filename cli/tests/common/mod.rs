@@ -756,6 +756,25 @@ impl DataPlane for SextantProxy {
     }
 }
 
+/// A backend answering every request `slow` after `delay` (HTTP/1.1, keep-alive).
+#[allow(dead_code)]
+pub fn slow_backend(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    std::thread::sleep(delay);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow");
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// The Prometheus server binary (Debian's `prometheus` package, installed by `.ci/peers`).
 pub fn prometheus_bin() -> PathBuf {
     let bin = std::env::var_os("SEXTANT_PROMETHEUS")
@@ -779,10 +798,15 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (path /metrics) every second and waits until it is ready.
     pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        Prometheus::start_scraping(targets, "/metrics")
+    }
+
+    /// Starts Prometheus scraping `path` of `targets` every second and waits until it is ready.
+    pub fn start_scraping(targets: &[SocketAddr], path: &str) -> Prometheus {
         let dir = scratch("prometheus");
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: hub\n  static_configs:\n  - targets: [{}]\n",
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: hub\n  metrics_path: {path}\n  static_configs:\n  - targets: [{}]\n",
             list.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus config");

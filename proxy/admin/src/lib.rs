@@ -98,7 +98,8 @@ async fn ready(State(a): State<Arc<Admin>>) -> Response {
     }
 }
 
-/// Envoy's `/stats`: `name: value` lines, or `?format=json`; `?filter=` is a regular expression, as Envoy's.
+/// Envoy's `/stats`: `name: value` lines, then each histogram as Envoy's quantile line (`P0(nan,0.5) P25(…`), or
+/// `?format=json` (counters and gauges); `?filter=` is a regular expression, as Envoy's.
 async fn stats(State(a): State<Arc<Admin>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let filter = match q
         .get("filter")
@@ -121,8 +122,14 @@ async fn stats(State(a): State<Arc<Admin>>, Query(q): Query<HashMap<String, Stri
             .collect();
         return Json(serde_json::json!({"stats": stats})).into_response();
     }
+    let histograms = a
+        .stats
+        .histograms()
+        .into_iter()
+        .filter(|(n, _)| filter.as_ref().is_none_or(|f| f.is_match(n)));
     stats
         .map(|(name, value)| format!("{name}: {value}\n"))
+        .chain(histograms.map(|(name, quantiles)| format!("{name}: {quantiles}\n")))
         .collect::<String>()
         .into_response()
 }

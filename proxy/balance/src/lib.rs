@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use proxy_config::cluster::{self as config, Discovery, HttpOptions, Limits};
 use proxy_config::endpoint::Locality;
-use proxy_stats::{Counter, Gauge, Scope, Stats};
+use proxy_stats::{Counter, Gauge, Histogram, Scope, Stats};
 use tokio::sync::Notify;
 
 pub use body::{Body, Recording};
@@ -98,6 +98,9 @@ pub struct ClusterStats {
     classes: [Counter; 5],
     /// `upstream_rq_completed`.
     pub rq_completed: Counter,
+    /// `upstream_rq_time`: from sending an attempt to its response's headers (Envoy measures to the
+    /// response's end).
+    pub rq_time: Histogram,
     /// `update_failure`: failed resolutions of a DNS cluster's names.
     pub update_failure: Counter,
     stats: Arc<Stats>,
@@ -132,6 +135,7 @@ impl ClusterStats {
             none_healthy: c("upstream_cx_none_healthy"),
             classes: [1, 2, 3, 4, 5].map(|k| c(&format!("upstream_rq_{k}xx"))),
             rq_completed: c("upstream_rq_completed"),
+            rq_time: stats.histogram(&scope, "upstream_rq_time"),
             update_failure: c("update_failure"),
             stats: stats.clone(),
             scope,

@@ -328,6 +328,7 @@ async fn attempts(
             (Some(t), None) => Some(Instant::now() + t),
             (None, d) => d,
         };
+        let started = Instant::now();
         let sent = cluster.send(&host, request);
         let outcome = match budget {
             Some(at) => match tokio::time::timeout_at(at, sent).await {
@@ -346,7 +347,10 @@ async fn attempts(
             None => Outcome::Sent(sent.await),
         };
         match &outcome {
-            Outcome::Sent(Ok(r)) => cluster.record(&host, HostOutcome::Status(r.status().as_u16())),
+            Outcome::Sent(Ok(r)) => {
+                cluster.stats().rq_time.record(started.elapsed());
+                cluster.record(&host, HostOutcome::Status(r.status().as_u16()))
+            }
             Outcome::Sent(Err(Error::Overflow(_) | Error::NoHost)) => {}
             Outcome::Sent(Err(_)) | Outcome::PerTryTimeout => {
                 cluster.record(&host, HostOutcome::LocalFailure)

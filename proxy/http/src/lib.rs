@@ -26,7 +26,7 @@ use hyper_util::server::conn::auto;
 use proxy_config::listener::HttpManager;
 use proxy_config::route::{Action, MILLION, PathMatch};
 use proxy_state::Snapshots;
-use proxy_stats::{Counter, Gauge, Scope, Stats};
+use proxy_stats::{Counter, Gauge, Histogram, Scope, Stats};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -85,6 +85,9 @@ pub struct ManagerStats {
     pub header_timeout: Counter,
     /// `downstream_cx_idle_timeout`: connections closed for idleness.
     pub idle_timeout: Counter,
+    /// `downstream_rq_time`: from a request's headers to its response's headers (Envoy measures to the
+    /// response's end).
+    pub rq_time: Histogram,
 }
 
 impl ManagerStats {
@@ -106,6 +109,7 @@ impl ManagerStats {
             protocol_error: c("downstream_cx_protocol_error"),
             header_timeout: c("downstream_rq_header_timeout"),
             idle_timeout: c("downstream_cx_idle_timeout"),
+            rq_time: stats.histogram(&scope, "downstream_rq_time"),
         }
     }
 }
@@ -263,7 +267,9 @@ async fn handle(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     stats.rq_total.inc();
     stats.rq_active.inc();
     ctx.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
     let response = route(request, ctx).await;
+    stats.rq_time.record(started.elapsed());
     ctx.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     if let Some(class) = stats
         .classes

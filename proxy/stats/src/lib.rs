@@ -1,6 +1,7 @@
-//! Counters and gauges named as Envoy names them (`cluster.NAME.upstream_rq_total`,
-//! `http.PREFIX.downstream_rq_total`, `listener.ADDRESS.downstream_cx_total`), so dashboards and alerts written
-//! for Envoy keep working. Each stat is an atomic behind an `Arc`: the data path holds its handles and only adds.
+//! Counters, gauges and histograms named as Envoy names them (`cluster.NAME.upstream_rq_total`,
+//! `http.PREFIX.downstream_rq_total`, `cluster.NAME.upstream_rq_time`, `listener.ADDRESS.downstream_cx_total`),
+//! so dashboards and alerts written for Envoy keep working. Each stat is atomics behind an `Arc`: the data path
+//! holds its handles and only adds.
 //!
 //! Stat names come from configuration (cluster, listener and route names), never from requests, and the
 //! registry is bounded: past [`MAX_STATS`] new stats are not registered (their handles still count, unseen) and
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// The most stats registered.
 pub const MAX_STATS: usize = 200_000;
@@ -91,10 +93,119 @@ impl Gauge {
     }
 }
 
+/// Envoy's default histogram bucket bounds, in milliseconds (Envoy's `stats_config.histogram_bucket_settings`
+/// defaults, which its Prometheus output uses).
+pub const BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The quantiles Envoy's `/stats` text shows for a histogram.
+const QUANTILES: [(f64, &str); 10] = [
+    (0.0, "P0"),
+    (0.25, "P25"),
+    (0.5, "P50"),
+    (0.75, "P75"),
+    (0.9, "P90"),
+    (0.95, "P95"),
+    (0.99, "P99"),
+    (0.995, "P99.5"),
+    (0.999, "P99.9"),
+    (1.0, "P100"),
+];
+
+#[derive(Debug, Default)]
+struct Buckets {
+    /// Observations at most each bound (not cumulative); the last slot counts those above every bound.
+    counts: [AtomicU64; BUCKETS_MS.len() + 1],
+    /// The sum of the observations, microseconds.
+    sum_us: AtomicU64,
+}
+
+/// A distribution of durations in Envoy's buckets ([`BUCKETS_MS`]); recording is a few relaxed atomic adds.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram(Arc<Buckets>);
+
+impl Histogram {
+    /// Records one observation.
+    pub fn record(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1e3;
+        let slot = BUCKETS_MS.partition_point(|bound| *bound < ms);
+        self.0.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The observations so far.
+    pub fn count(&self) -> u64 {
+        self.0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The cumulative count at each bound of [`BUCKETS_MS`], then the total.
+    fn cumulative(&self) -> [u64; BUCKETS_MS.len() + 1] {
+        let mut out = [0; BUCKETS_MS.len() + 1];
+        let mut total = 0;
+        for (slot, c) in out.iter_mut().zip(&self.0.counts) {
+            total += c.load(Ordering::Relaxed);
+            *slot = total;
+        }
+        out
+    }
+
+    /// Quantile `q` (0–1) in milliseconds, interpolated linearly inside its bucket; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let cumulative = self.cumulative();
+        let total = *cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+        let slot = cumulative.partition_point(|c| (*c as f64) < rank);
+        let lower = if slot == 0 { 0.0 } else { BUCKETS_MS[slot - 1] };
+        let Some(&upper) = BUCKETS_MS.get(slot) else {
+            // Above the last bound: the last bound is all that is known.
+            return Some(lower);
+        };
+        let below = if slot == 0 { 0 } else { cumulative[slot - 1] };
+        let inside = cumulative[slot] - below;
+        let fraction = if inside == 0 {
+            1.0
+        } else {
+            (rank - below as f64) / inside as f64
+        };
+        Some(lower + (upper - lower) * fraction)
+    }
+
+    /// Envoy's `/stats` text form: `P0(nan,V) P25(nan,V) …` (the cumulative quantiles; Envoy's interval
+    /// values are `nan` here, as no interval is kept), or `No recorded values`.
+    fn summary(&self) -> String {
+        if self.count() == 0 {
+            return "No recorded values".into();
+        }
+        QUANTILES
+            .iter()
+            .map(|(q, name)| format!("{name}(nan,{})", trim(self.quantile(*q).unwrap_or(0.0))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A value as Envoy prints it: up to 6 significant decimals, no trailing zeros.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
 #[derive(Debug, Clone)]
 enum Stat {
     Counter(Counter),
     Gauge(Gauge),
+    Histogram(Histogram),
 }
 
 /// The registry.
@@ -114,7 +225,7 @@ impl Stats {
     pub fn counter(&self, scope: &Scope, name: &str) -> Counter {
         match self.get_or_insert(scope, name, || Stat::Counter(Counter::default())) {
             Stat::Counter(c) => c,
-            Stat::Gauge(_) => Counter::default(),
+            _ => Counter::default(),
         }
     }
 
@@ -122,7 +233,15 @@ impl Stats {
     pub fn gauge(&self, scope: &Scope, name: &str) -> Gauge {
         match self.get_or_insert(scope, name, || Stat::Gauge(Gauge::default())) {
             Stat::Gauge(g) => g,
-            Stat::Counter(_) => Gauge::default(),
+            _ => Gauge::default(),
+        }
+    }
+
+    /// The histogram `name` of `scope`, registered on first use.
+    pub fn histogram(&self, scope: &Scope, name: &str) -> Histogram {
+        match self.get_or_insert(scope, name, || Stat::Histogram(Histogram::default())) {
+            Stat::Histogram(h) => h,
+            _ => Histogram::default(),
         }
     }
 
@@ -149,12 +268,12 @@ impl Stats {
             .map(|(_, v)| v)
     }
 
-    /// Every stat as (Envoy name, value), sorted by name.
+    /// Every counter and gauge as (Envoy name, value), sorted by name.
     pub fn all(&self) -> Vec<(String, i64)> {
         let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<(String, i64)> = stats
             .iter()
-            .map(|((scope, name), stat)| (scope.stat_name(name), value(stat)))
+            .filter_map(|((scope, name), stat)| Some((scope.stat_name(name), value(stat)?)))
             .collect();
         out.push((
             "server.stats_overflow".into(),
@@ -162,6 +281,19 @@ impl Stats {
         ));
         out.sort();
         out
+    }
+
+    /// Every histogram as (Envoy name, Envoy's `/stats` text form: `P0(nan,1.2) P25(nan,…) …`), sorted by
+    /// name.
+    pub fn histograms(&self) -> Vec<(String, String)> {
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats
+            .iter()
+            .filter_map(|((scope, name), stat)| match stat {
+                Stat::Histogram(h) => Some((scope.stat_name(name), h.summary())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The Prometheus text exposition, in Envoy's form (`envoy_cluster_upstream_rq_total{envoy_cluster_name="…"}`).
@@ -176,16 +308,35 @@ impl Stats {
             } else {
                 format!("envoy_{family}_{name}")
             });
-            let kind = match stat {
-                Stat::Counter(_) => "counter",
-                Stat::Gauge(_) => "gauge",
+            let tag = tag.map(|t| format!("{label}=\"{}\"", escape(t)));
+            let braces = |extra: Option<String>| {
+                let all: Vec<String> = tag.iter().cloned().chain(extra).collect();
+                if all.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", all.join(","))
+                }
             };
-            let labels = tag.map_or_else(String::new, |t| format!("{{{label}=\"{}\"}}", escape(t)));
+            let (kind, lines) = match stat {
+                Stat::Counter(_) | Stat::Gauge(_) => (
+                    if matches!(stat, Stat::Counter(_)) {
+                        "counter"
+                    } else {
+                        "gauge"
+                    },
+                    vec![format!(
+                        "{metric}{} {}",
+                        braces(None),
+                        value(stat).unwrap_or_default()
+                    )],
+                ),
+                Stat::Histogram(h) => ("histogram", histogram_lines(&metric, h, braces)),
+            };
             families
                 .entry(metric.clone())
                 .or_insert((kind, Vec::new()))
                 .1
-                .push(format!("{metric}{labels} {}", value(stat)));
+                .extend(lines);
         }
         let mut out = String::new();
         for (metric, (kind, lines)) in families {
@@ -198,10 +349,41 @@ impl Stats {
     }
 }
 
-fn value(stat: &Stat) -> i64 {
+/// A histogram's Prometheus lines: cumulative `_bucket`s with `le` in milliseconds, `_sum` (milliseconds) and
+/// `_count`, as Envoy writes them; `braces` renders the labels with one more.
+fn histogram_lines(
+    metric: &str,
+    h: &Histogram,
+    braces: impl Fn(Option<String>) -> String,
+) -> Vec<String> {
+    let cumulative = h.cumulative();
+    let mut lines: Vec<String> = BUCKETS_MS
+        .iter()
+        .zip(&cumulative)
+        .map(|(bound, n)| {
+            format!(
+                "{metric}_bucket{} {n}",
+                braces(Some(format!("le=\"{}\"", trim(*bound))))
+            )
+        })
+        .collect();
+    let total = cumulative.last().copied().unwrap_or(0);
+    lines.push(format!(
+        "{metric}_bucket{} {total}",
+        braces(Some("le=\"+Inf\"".into()))
+    ));
+    let sum_ms = h.0.sum_us.load(Ordering::Relaxed) as f64 / 1e3;
+    lines.push(format!("{metric}_sum{} {}", braces(None), trim(sum_ms)));
+    lines.push(format!("{metric}_count{} {total}", braces(None)));
+    lines
+}
+
+/// A counter's or gauge's value (`None` for a histogram).
+fn value(stat: &Stat) -> Option<i64> {
     match stat {
-        Stat::Counter(c) => i64::try_from(c.get()).unwrap_or(i64::MAX),
-        Stat::Gauge(g) => g.get(),
+        Stat::Counter(c) => Some(i64::try_from(c.get()).unwrap_or(i64::MAX)),
+        Stat::Gauge(g) => Some(g.get()),
+        Stat::Histogram(_) => None,
     }
 }
 
@@ -251,5 +433,45 @@ mod tests {
             "{prom}"
         );
         assert!(prom.contains("envoy_live 1\n"), "{prom}");
+    }
+
+    #[test]
+    fn histograms_use_envoys_buckets_and_forms() {
+        let stats = Stats::new();
+        let cluster = Scope::Cluster("web".into());
+        let h = stats.histogram(&cluster, "upstream_rq_time");
+        for us in [200, 3_000, 3_000, 7_000, 70_000_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.count(), 5);
+        let prom = stats.prometheus();
+        for line in [
+            "# TYPE envoy_cluster_upstream_rq_time histogram\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"0.5\"} 1\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"1\"} 1\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"5\"} 3\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"10\"} 4\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"3600000\"} 4\n",
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"+Inf\"} 5\n",
+            "envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"web\"} 5\n",
+        ] {
+            assert!(prom.contains(line), "{line} missing from\n{prom}");
+        }
+        assert!(
+            prom.contains(
+                "envoy_cluster_upstream_rq_time_sum{envoy_cluster_name=\"web\"} 70000013.2\n"
+            ),
+            "{prom}"
+        );
+        // Not a counter: left out of the name → value list, shown as quantiles.
+        assert!(stats.all().iter().all(|(n, _)| !n.contains("rq_time")));
+        let (name, summary) = &stats.histograms()[0];
+        assert_eq!(name, "cluster.web.upstream_rq_time");
+        assert!(summary.starts_with("P0(nan,0.5) P25(nan,"), "{summary}");
+        assert!(summary.ends_with("P100(nan,3600000)"), "{summary}");
+        // The median lies in the (1, 5] bucket, where two of the five fall.
+        let p50 = h.quantile(0.5).expect("recorded");
+        assert!((1.0..=5.0).contains(&p50), "{p50}");
+        assert_eq!(Histogram::default().quantile(0.5), None);
     }
 }
