@@ -103,7 +103,10 @@ pub struct ConfigSet {
 
 /// The YAML files under `path` (or `path` itself), sorted (see [`sextant_watch::yaml_files`]).
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io { path, source })
+    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io {
+        path,
+        source: Arc::new(source),
+    })
 }
 
 /// The YAML files under a path, read into memory, with a digest of their names and contents. Reading is cheap;
@@ -123,7 +126,7 @@ impl ConfigFiles {
         for f in yaml_files(path)? {
             let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
                 path: f.clone(),
-                source,
+                source: Arc::new(source),
             })?;
             files.push((f, text));
         }
