@@ -467,11 +467,23 @@ impl Hub {
         })
     }
 
-    /// Writes a config file and waits until the hub has acted on it: a new revision, or a new failure.
+    /// Reloads that found something invalid: refused whole, or gone on without the resources at fault.
+    fn rejections(&self) -> f64 {
+        ["failure", "partial"]
+            .iter()
+            .map(|r| {
+                self.metric(&format!(
+                    "sextant_hub_config_reloads_total{{result=\"{r}\"}}"
+                ))
+                .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// Writes a config file and waits until the hub has acted on it: a new revision, or a new rejection (the
+    /// whole change refused, or the resource at fault kept at its last good version or left out).
     pub fn write_config(&self, file: &str, text: &str, expect_valid: bool) {
-        let failures = self
-            .metric("sextant_hub_config_reloads_total{result=\"failure\"}")
-            .unwrap_or(0.0);
+        let failures = self.rejections();
         let revision = self.revision();
         write_atomically(&self.config_dir.join(file), text);
         if expect_valid {
@@ -484,11 +496,7 @@ impl Hub {
             wait_until(
                 Duration::from_secs(30),
                 "the hub to reject the configuration",
-                || {
-                    self.metric("sextant_hub_config_reloads_total{result=\"failure\"}")
-                        .unwrap_or(0.0)
-                        > failures
-                },
+                || self.rejections() > failures,
             );
         }
     }

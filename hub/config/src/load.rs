@@ -143,6 +143,28 @@ impl ConfigFiles {
         }
     }
 
+    /// Parses every resource, each on its own: the set of those that parsed, and every error. A document
+    /// that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
+    /// text, and of two resources of one kind with the same namespace and name the later is left out.
+    pub fn load_each(&self) -> (ConfigSet, Vec<ConfigError>) {
+        let mut set = ConfigSet {
+            files: self.files.len(),
+            digest: self.digest,
+            ..ConfigSet::default()
+        };
+        let mut errors = Vec::new();
+        for (file, text) in &self.files {
+            if let Err(e) = load_file(file, text, &mut set) {
+                errors.extend(e);
+            }
+        }
+        first_of_each(&mut set.policies, "Policy", &mut errors);
+        first_of_each(&mut set.rate_limits, "RateLimit", &mut errors);
+        first_of_each(&mut set.telemetry, "Telemetry", &mut errors);
+        first_of_each(&mut set.adapters, "Adapter", &mut errors);
+        (set, errors)
+    }
+
     /// Parses every resource. All errors are collected, not just the first.
     pub fn load(&self) -> Result<ConfigSet, ConfigErrors> {
         let mut set = ConfigSet {
@@ -433,6 +455,16 @@ fn dns_label_problem(v: &str) -> Option<String> {
         && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
     (!ok).then(|| format!("{v:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending alphanumeric"))
+}
+
+/// [`check_duplicates`], and the later resources of each name left out of `list`.
+fn first_of_each<S>(list: &mut Vec<Resource<S>>, kind: &str, errors: &mut Vec<ConfigError>) {
+    let before = errors.len();
+    check_duplicates(list, kind, errors);
+    if errors.len() > before {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|r| seen.insert(r.key()));
+    }
 }
 
 /// Appends a [`ConfigError::Duplicate`] for every resource of `list` whose `namespace/name` came earlier.

@@ -151,7 +151,9 @@ impl Metrics {
         );
         registry.register(
             "sextant_hub_config_reloads",
-            "Configuration reload attempts by result",
+            "Configuration reload attempts by result (success; partial: invalid Policy/RateLimit/Telemetry \
+             resources kept at their last good version or left out, the rest changed; failure: the change was \
+             refused whole)",
             m.reloads.clone(),
         );
         registry.register(
@@ -322,10 +324,20 @@ impl Metrics {
         self.config_errors.clear();
     }
 
+    /// A reload that went on without the resources at fault (or with their last good versions).
+    pub(crate) fn reload_partial(&self, revision: u64, failure: &LoadFailure) {
+        self.reload_failed(failure);
+        self.revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn reload_failed(&self, failure: &LoadFailure) {
-        self.reloads
-            .get_or_create(&ResultLabels { result: "failure" })
-            .inc();
+        let result = if failure.partial {
+            "partial"
+        } else {
+            "failure"
+        };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
         self.config_errors.clear();
         for (file, line, field) in failure.locations.iter().take(MAX_ERROR_SERIES) {
             self.config_errors
