@@ -400,11 +400,11 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
     assert!(rejected(monitoring).is_empty());
     let unread = get_json(monitoring, "/debug/config")["unread"].clone();
     assert_eq!(unread.as_array().map(Vec::len), Some(3), "{unread:#}");
-    let warning = "legacy.yaml:7: security.istio.io/AuthorizationPolicy is not read by pilot (2 documents): AuthorizationPolicy is not enforced yet";
+    let warning = "legacy.yaml:7: security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents): AuthorizationPolicy is not enforced yet";
     let log = pilot.log();
     assert!(log.contains(warning), "{log}");
-    assert!(log.contains("legacy.yaml:1: config.istio.io/rule is not read by pilot: Mixer's config.istio.io kinds are not read"), "{log}");
-    assert!(log.contains("legacy.yaml:17: networking.istio.io/Sidecar is not read by pilot: Sidecar is not implemented yet"), "{log}");
+    assert!(log.contains("legacy.yaml:1: config.istio.io/rule is not read by Sextant: Mixer's config.istio.io kinds are not read"), "{log}");
+    assert!(log.contains("legacy.yaml:17: networking.istio.io/Sidecar is not read by Sextant: Sidecar is not implemented yet"), "{log}");
 
     // Once per file and kind: another reload (another file changed) does not warn again.
     write_atomically(
@@ -426,7 +426,8 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("security.istio.io/AuthorizationPolicy is not read by pilot (2 documents)"),
+        stderr
+            .contains("security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents)"),
         "{stderr}"
     );
     assert_eq!(stderr.matches("warning: ").count(), 3, "{stderr}");

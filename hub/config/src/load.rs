@@ -95,6 +95,8 @@ pub struct ConfigSet {
     pub telemetry: Vec<Resource<TelemetrySpec>>,
     /// Adapter resources, in file order.
     pub adapters: Vec<Resource<AdapterSpec>>,
+    /// Documents of Istio kinds neither role reads, one entry per file and kind (see [`crate::istio`]).
+    pub unread: Vec<crate::istio::Unread>,
     /// How many YAML files were read.
     pub files: usize,
     /// A digest of the files' names and contents, to tell whether anything changed.
@@ -383,6 +385,26 @@ fn raw_resource(text: &str, origin: Origin) -> Result<Option<RawResource>, Confi
 
 fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigError> {
     if doc.group != GROUP {
+        if let Some((group_label, kind_label, hint)) =
+            crate::istio::unread_hint(&doc.group, &doc.kind)
+        {
+            let file = &doc.origin.file;
+            match (set.unread.iter_mut())
+                .find(|u| u.at.file == *file && u.group == doc.group && u.kind == doc.kind)
+            {
+                Some(u) => u.documents += 1,
+                None => set.unread.push(crate::istio::Unread {
+                    at: doc.origin.locate("apiVersion"),
+                    group: doc.group.clone(),
+                    kind: doc.kind.clone(),
+                    documents: 1,
+                    hint,
+                    group_label,
+                    kind_label,
+                }),
+            }
+            return Ok(());
+        }
         tracing::debug!(file = %doc.origin.file.display(), api_version = %doc.api_version, kind = %doc.kind, "not a hub resource, ignored");
         return Ok(());
     }

@@ -66,6 +66,8 @@ pub struct HubState {
     current: RwLock<Option<Arc<Snapshot>>>,
     /// The resources the serving snapshot was built from: the last good version of each.
     last_good: RwLock<Option<Arc<ConfigSet>>>,
+    /// `file\0group\0kind` of the unread Istio documents already warned about.
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
     last_failure: RwLock<Option<LoadFailure>>,
     last_digest: RwLock<Option<u64>>,
     /// The hub's metrics.
@@ -102,6 +104,7 @@ impl HubState {
             backend,
             current: RwLock::new(None),
             last_good: RwLock::new(None),
+            warned: std::sync::Mutex::default(),
             last_failure: RwLock::new(None),
             last_digest: RwLock::new(None),
             metrics,
@@ -230,6 +233,7 @@ impl HubState {
             rejected = left_out.len(),
             "configuration loaded"
         );
+        self.unread(&set.unread);
         let partial = (!left_out.is_empty()).then(|| self.partial(&left_out, kept));
         match &partial {
             None => self.metrics.reload_succeeded(revision),
@@ -256,6 +260,21 @@ impl HubState {
             crate::background::drop_elsewhere(old);
         }
         true
+    }
+
+    /// Warns once per file and kind about documents of Istio kinds neither role reads, and counts them.
+    fn unread(&self, unread: &[hub_config::istio::Unread]) {
+        self.metrics.unread(unread);
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = std::collections::HashSet::with_capacity(unread.len());
+        for u in unread {
+            let key = format!("{}\0{}\0{}", u.at.file.display(), u.group, u.kind);
+            if !warned.contains(&key) {
+                tracing::warn!(at = %u.at, group = %u.group, kind = %u.kind, documents = u.documents, "{u}");
+            }
+            now.insert(key);
+        }
+        *warned = now;
     }
 
     /// Logs a reload that went on without some resources (or with their last good versions).
@@ -406,6 +425,10 @@ mod tests {
         let write = |f: &str, t: &str| std::fs::write(dir.join(f), t).unwrap();
         write("a.yaml", &policy("a", "request.path == \"/a\""));
         write("b.yaml", &policy("b", "request.path == \"/b\""));
+        write(
+            "legacy.yaml",
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: r}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: s}\n",
+        );
         let runtime =
             Arc::new(hub_adapters::Runtime::new(hub_adapters::RuntimeOptions::default()).unwrap());
         let options = DecisionOptions {
@@ -415,6 +438,14 @@ mod tests {
         let state = HubState::new(&dir, options, runtime);
         assert!(state.reload(true).await);
         assert!(state.last_failure().is_none());
+        // Mixer's legacy kinds are not read, and said so (counted; warned once per file and kind).
+        let metrics = state.metrics.encode();
+        assert!(
+            metrics.contains(
+                "sextant_hub_config_unread_documents{group=\"config.istio.io\",kind=\"rule\"} 2"
+            ),
+            "{metrics}"
+        );
 
         // a broken, b changed, c new and broken: b changes, a keeps its last good version, c is left out.
         write("a.yaml", &policy("a", "request.path =="));

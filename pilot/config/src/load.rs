@@ -380,11 +380,11 @@ mod tests {
         let unread: Vec<String> = set.unread.iter().map(ToString::to_string).collect();
         assert_eq!(unread.len(), 2, "{unread:?}");
         assert!(
-            unread[0].starts_with("n.yaml:1: networking.istio.io/Sidecar is not read by pilot: Sidecar is not implemented yet"),
+            unread[0].starts_with("n.yaml:1: networking.istio.io/Sidecar is not read by Sextant: Sidecar is not implemented yet"),
             "{unread:?}"
         );
         assert!(
-            unread[1].starts_with("n.yaml:5: security.istio.io/AuthorizationPolicy is not read by pilot (2 documents): AuthorizationPolicy is not enforced yet"),
+            unread[1].starts_with("n.yaml:5: security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents): AuthorizationPolicy is not enforced yet"),
             "{unread:?}"
         );
     }
