@@ -74,14 +74,17 @@ impl Rejected {
 /// Groups `errors` by the resource they are about, in the order their resources first appear.
 pub(crate) fn group(errors: Vec<ConfigError>) -> Vec<Rejected> {
     let mut out: Vec<Rejected> = Vec::new();
+    let mut index: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
     for e in errors {
         let r = Rejected::of(e);
-        match out
-            .iter_mut()
-            .find(|o| o.kind == r.kind && o.namespace == r.namespace && o.name == r.name)
-        {
-            Some(o) => o.errors.extend(r.errors),
-            None => out.push(r),
+        let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
+        match index.get(&key) {
+            Some(&i) => out[i].errors.extend(r.errors),
+            None => {
+                index.insert(key, out.len());
+                out.push(r);
+            }
         }
     }
     out
