@@ -8,7 +8,8 @@
 //! closed this way: an invalid edit of a DENY policy keeps denying. A file that is not valid YAML keeps the
 //! last good versions of the resources it held. `Adapter` resources are not isolated: an invalid Adapter
 //! (or anything not attributable to one resource) refuses the whole change, as before, since every policy
-//! and Telemetry naming it would change with it.
+//! and Telemetry naming it would change with it; so do the errors found only while the adapters start
+//! (a policy naming an adapter that cannot `check`), which come after this pure step.
 
 use std::collections::HashSet;
 use std::path::Path;
