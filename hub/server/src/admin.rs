@@ -33,14 +33,14 @@ async fn readyz(State(state): State<Arc<HubState>>) -> impl IntoResponse {
         Some(s) => {
             let detail = match state.last_failure() {
                 Some(f) if f.partial => format!(
-                    " ({} errors: invalid resources left out or kept at their last good version; see /debug/config)",
+                    "{} errors: invalid resources left out or kept at their last good version (see /debug/config)\n",
                     f.errors.len()
                 ),
                 _ => String::new(),
             };
             (
                 StatusCode::OK,
-                format!("ready: revision {}{detail}\n", s.revision),
+                format!("ready: revision {}\n{detail}", s.revision),
             )
         }
         None => {
