@@ -216,6 +216,19 @@ fn one_bad_resource_is_left_out_and_the_rest_is_served() {
     for name in ROUTED {
         wait_for_only(listener, name, "v2");
     }
+    // Envoy ACKed every type at the version sent: nothing of what pilot served was refused.
+    wait_until(WAIT, "Envoy to ACK every type", || {
+        let sync = get_json(monitoring, "/debug/syncz");
+        let Some(p) = sync.as_array().and_then(|a| a.first()) else {
+            return false;
+        };
+        let types = p["types"].as_object().cloned().unwrap_or_default();
+        ["cds", "eds", "lds", "rds"].iter().all(|t| {
+            types
+                .get(*t)
+                .is_some_and(|s| s["acked"] == s["sent"] && s["last_nack"].is_null())
+        })
+    });
     // svc-g's VirtualService is left out: its service is balanced over both versions.
     wait_for_both(listener, "svc-g");
     wait_for_rejected(
