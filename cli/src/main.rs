@@ -371,9 +371,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// `sextant validate`: everything a reload checks, including each adapter's init with its config.
+/// `sextant validate`: everything a reload checks, including each adapter's init with its config. Documents
+/// of Istio kinds neither role reads are `warning:` lines; only errors fail.
 async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(), Failure> {
     const HINT: &str = "fix the resources at the lines named above";
+    // Istio's networking resources in the same directory, each judged on its own as pilot loads them.
+    let networking = hub_config::ConfigFiles::read(path).map(|files| {
+        let set = pilot_config::NetworkingSet::load_with(&files, &mut Default::default());
+        let v = pilot_config::validate_each(&set);
+        (set.unread, v)
+    });
+    if let Ok((unread, _)) = &networking {
+        for u in unread {
+            eprintln!("warning: {u}");
+        }
+    }
     let mut set = hub_config::load_path(path).map_err(|e| fail(e, HINT))?;
     if default_telemetry {
         hub_telemetry::add_defaults(&mut set);
@@ -413,10 +425,21 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
             );
         }
     }
-    // Istio's networking resources in the same directory, as pilot loads them.
-    let mesh = pilot_config::load_and_validate(path)
-        .map_err(|e| errors.extend(e.0.iter().map(ToString::to_string)))
-        .ok();
+    let mesh = match networking {
+        Ok((_, v)) => {
+            errors.extend(
+                v.rejected
+                    .iter()
+                    .flat_map(|r| &r.errors)
+                    .map(ToString::to_string),
+            );
+            Some(v.config)
+        }
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(fail(errors.join("\n"), HINT));
     }

@@ -408,17 +408,25 @@ impl Hub {
     /// Starts a hub on `config_dir` (reloading every 100 ms) on ports the kernel picks, reads them from its
     /// ready line and waits until it is ready.
     pub fn start(config_dir: &Path) -> Hub {
+        Hub::start_with(config_dir, &[])
+    }
+
+    /// [`Hub::start`] with more flags (e.g. `--no-default-telemetry`).
+    pub fn start_with(config_dir: &Path, args: &[&str]) -> Hub {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-        cmd.args(["hub", "--config-dir"]).arg(config_dir).args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--prometheus-addr",
-            "127.0.0.1:0",
-            "--reload-interval",
-            "100ms",
-        ]);
+        cmd.args(["hub", "--config-dir"])
+            .arg(config_dir)
+            .args(args)
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--prometheus-addr",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "100ms",
+            ]);
         // One component cache for every hub of the test run: the first compiles, the others load.
         cmd.arg("--adapter-cache")
             .arg(target_dir().join("sextant-test-component-cache"));
@@ -445,7 +453,16 @@ impl Hub {
     /// The serving revision, from /readyz.
     pub fn revision(&self) -> u64 {
         get(self.admin, "/readyz", &[])
-            .and_then(|r| r.body.trim().strip_prefix("ready: revision ")?.parse().ok())
+            .and_then(|r| {
+                // The first line; a second one may say what the revision was built around.
+                r.body
+                    .lines()
+                    .next()?
+                    .strip_prefix("ready: revision ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0)
     }
 
@@ -467,11 +484,23 @@ impl Hub {
         })
     }
 
-    /// Writes a config file and waits until the hub has acted on it: a new revision, or a new failure.
+    /// Reloads that found something invalid: refused whole, or gone on without the resources at fault.
+    fn rejections(&self) -> f64 {
+        ["failure", "partial"]
+            .iter()
+            .map(|r| {
+                self.metric(&format!(
+                    "sextant_hub_config_reloads_total{{result=\"{r}\"}}"
+                ))
+                .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// Writes a config file and waits until the hub has acted on it: a new revision, or a new rejection (the
+    /// whole change refused, or the resource at fault kept at its last good version or left out).
     pub fn write_config(&self, file: &str, text: &str, expect_valid: bool) {
-        let failures = self
-            .metric("sextant_hub_config_reloads_total{result=\"failure\"}")
-            .unwrap_or(0.0);
+        let failures = self.rejections();
         let revision = self.revision();
         write_atomically(&self.config_dir.join(file), text);
         if expect_valid {
@@ -484,11 +513,7 @@ impl Hub {
             wait_until(
                 Duration::from_secs(30),
                 "the hub to reject the configuration",
-                || {
-                    self.metric("sextant_hub_config_reloads_total{result=\"failure\"}")
-                        .unwrap_or(0.0)
-                        > failures
-                },
+                || self.rejections() > failures,
             );
         }
     }

@@ -19,16 +19,16 @@ impl fmt::Display for Location {
     }
 }
 
-/// A configuration that cannot be loaded.
-#[derive(Debug, thiserror::Error)]
+/// A configuration that cannot be loaded. Cloneable, so a report of what a load left out can be kept.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file or directory could not be read.
     #[error("{path}: {source}")]
     Io {
         /// The path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (shared, so the error can be cloned).
+        source: Arc<std::io::Error>,
     },
     /// Not valid YAML.
     #[error("{at}:{column}: YAML syntax error: {message}")]

@@ -4,10 +4,11 @@
 //! YAML in a directory tree. This crate reads them ([`load_path`]), keeping for every field the file and line
 //! it came from so that later validation (CEL compilation in `hub-policy`) can point at it, and generates the
 //! CustomResourceDefinitions from the same Rust types ([`crds`]). Resources of other API groups (Istio's, for
-//! pilot) are skipped; [`documents`] yields every document's envelope, spec and [`Origin`] so that another
+//! pilot) are skipped, those of Istio kinds neither role reads counted in [`ConfigSet::unread`] ([`istio`]); [`documents`] yields every document's envelope, spec and [`Origin`] so that another
 //! loader (`pilot-config`) reads its own kinds from the same files with the same error locations.
 
 mod error;
+pub mod istio;
 mod load;
 mod locate;
 mod resources;

@@ -95,6 +95,8 @@ pub struct ConfigSet {
     pub telemetry: Vec<Resource<TelemetrySpec>>,
     /// Adapter resources, in file order.
     pub adapters: Vec<Resource<AdapterSpec>>,
+    /// Documents of Istio kinds neither role reads, one entry per file and kind (see [`crate::istio`]).
+    pub unread: Vec<crate::istio::Unread>,
     /// How many YAML files were read.
     pub files: usize,
     /// A digest of the files' names and contents, to tell whether anything changed.
@@ -103,7 +105,10 @@ pub struct ConfigSet {
 
 /// The YAML files under `path` (or `path` itself), sorted (see [`sextant_watch::yaml_files`]).
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io { path, source })
+    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io {
+        path,
+        source: Arc::new(source),
+    })
 }
 
 /// The YAML files under a path, read into memory, with a digest of their names and contents. Reading is cheap;
@@ -123,7 +128,7 @@ impl ConfigFiles {
         for f in yaml_files(path)? {
             let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
                 path: f.clone(),
-                source,
+                source: Arc::new(source),
             })?;
             files.push((f, text));
         }
@@ -138,6 +143,28 @@ impl ConfigFiles {
             digest: hasher.finish(),
             files,
         }
+    }
+
+    /// Parses every resource, each on its own: the set of those that parsed, and every error. A document
+    /// that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
+    /// text, and of two resources of one kind with the same namespace and name the later is left out.
+    pub fn load_each(&self) -> (ConfigSet, Vec<ConfigError>) {
+        let mut set = ConfigSet {
+            files: self.files.len(),
+            digest: self.digest,
+            ..ConfigSet::default()
+        };
+        let mut errors = Vec::new();
+        for (file, text) in &self.files {
+            if let Err(e) = load_file(file, text, &mut set) {
+                errors.extend(e);
+            }
+        }
+        first_of_each(&mut set.policies, "Policy", &mut errors);
+        first_of_each(&mut set.rate_limits, "RateLimit", &mut errors);
+        first_of_each(&mut set.telemetry, "Telemetry", &mut errors);
+        first_of_each(&mut set.adapters, "Adapter", &mut errors);
+        (set, errors)
     }
 
     /// Parses every resource. All errors are collected, not just the first.
@@ -358,6 +385,26 @@ fn raw_resource(text: &str, origin: Origin) -> Result<Option<RawResource>, Confi
 
 fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigError> {
     if doc.group != GROUP {
+        if let Some((group_label, kind_label, hint)) =
+            crate::istio::unread_hint(&doc.group, &doc.kind)
+        {
+            let file = &doc.origin.file;
+            match (set.unread.iter_mut())
+                .find(|u| u.at.file == *file && u.group == doc.group && u.kind == doc.kind)
+            {
+                Some(u) => u.documents += 1,
+                None => set.unread.push(crate::istio::Unread {
+                    at: doc.origin.locate("apiVersion"),
+                    group: doc.group.clone(),
+                    kind: doc.kind.clone(),
+                    documents: 1,
+                    hint,
+                    group_label,
+                    kind_label,
+                }),
+            }
+            return Ok(());
+        }
         tracing::debug!(file = %doc.origin.file.display(), api_version = %doc.api_version, kind = %doc.kind, "not a hub resource, ignored");
         return Ok(());
     }
@@ -430,6 +477,16 @@ fn dns_label_problem(v: &str) -> Option<String> {
         && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
     (!ok).then(|| format!("{v:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending alphanumeric"))
+}
+
+/// [`check_duplicates`], and the later resources of each name left out of `list`.
+fn first_of_each<S>(list: &mut Vec<Resource<S>>, kind: &str, errors: &mut Vec<ConfigError>) {
+    let before = errors.len();
+    check_duplicates(list, kind, errors);
+    if errors.len() > before {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|r| seen.insert(r.key()));
+    }
 }
 
 /// Appends a [`ConfigError::Duplicate`] for every resource of `list` whose `namespace/name` came earlier.

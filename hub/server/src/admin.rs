@@ -30,7 +30,19 @@ async fn readyz(State(state): State<Arc<HubState>>) -> impl IntoResponse {
         );
     }
     match state.snapshot() {
-        Some(s) => (StatusCode::OK, format!("ready: revision {}\n", s.revision)),
+        Some(s) => {
+            let detail = match state.last_failure() {
+                Some(f) if f.partial => format!(
+                    "{} errors: invalid resources left out or kept at their last good version (see /debug/config)\n",
+                    f.errors.len()
+                ),
+                _ => String::new(),
+            };
+            (
+                StatusCode::OK,
+                format!("ready: revision {}\n{detail}", s.revision),
+            )
+        }
         None => {
             let why = state
                 .last_failure()
@@ -59,11 +71,14 @@ async fn debug_config(State(state): State<Arc<HubState>>) -> impl IntoResponse {
         .snapshot()
         .map(|s| s.to_json())
         .unwrap_or(serde_json::Value::Null);
-    let rejected = state.last_failure().map(|f| f.errors);
+    let failure = state.last_failure();
+    let kept = failure.as_ref().map(|f| f.kept.clone()).unwrap_or_default();
+    let rejected = failure.map(|f| f.errors);
     Json(serde_json::json!({
         "active": active,
         "telemetry": state.telemetry.to_json(),
-        "lastRejected": rejected
+        "lastRejected": rejected,
+        "keptLastGood": kept,
     }))
 }
 

@@ -13,6 +13,7 @@ mod envoy_als;
 mod envoy_authz;
 mod envoy_rls;
 mod fill;
+mod isolate;
 mod metrics;
 mod native;
 mod report;

@@ -56,6 +56,12 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnreadLabels {
+    group: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     file: String,
     line: String,
@@ -73,6 +79,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     revision: Gauge,
     config_errors: Family<ErrorLabels, Gauge>,
+    unread: Family<UnreadLabels, Gauge>,
     buckets: Family<RateLimitLabels, Gauge>,
     buckets_evicted: Family<RateLimitLabels, Gauge>,
     buckets_overflow: Family<RateLimitLabels, Gauge>,
@@ -113,6 +120,7 @@ impl Metrics {
             reloads: Family::default(),
             revision: Gauge::default(),
             config_errors: Family::default(),
+            unread: Family::default(),
             buckets: Family::default(),
             buckets_evicted: Family::default(),
             buckets_overflow: Family::default(),
@@ -151,7 +159,9 @@ impl Metrics {
         );
         registry.register(
             "sextant_hub_config_reloads",
-            "Configuration reload attempts by result",
+            "Configuration reload attempts by result (success; partial: invalid Policy/RateLimit/Telemetry \
+             resources kept at their last good version or left out, the rest changed; failure: the change was \
+             refused whole)",
             m.reloads.clone(),
         );
         registry.register(
@@ -163,6 +173,12 @@ impl Metrics {
             "sextant_hub_config_error",
             "1 per error of the last rejected configuration (cleared by a good one)",
             m.config_errors.clone(),
+        );
+        registry.register(
+            "sextant_hub_config_unread_documents",
+            "Documents of Istio API groups and kinds neither the hub nor pilot reads, in the configuration \
+             loaded last, by group and kind (_other beyond the known ones)",
+            m.unread.clone(),
         );
         registry.register(
             "sextant_hub_ratelimit_buckets",
@@ -322,10 +338,34 @@ impl Metrics {
         self.config_errors.clear();
     }
 
+    /// The documents of Istio kinds the last load did not read.
+    pub(crate) fn unread(&self, unread: &[hub_config::istio::Unread]) {
+        self.unread.clear();
+        for u in unread {
+            let labels = UnreadLabels {
+                group: u.group_label,
+                kind: u.kind_label,
+            };
+            self.unread
+                .get_or_create(&labels)
+                .inc_by(i64::try_from(u.documents).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A reload that went on without the resources at fault (or with their last good versions).
+    pub(crate) fn reload_partial(&self, revision: u64, failure: &LoadFailure) {
+        self.reload_failed(failure);
+        self.revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn reload_failed(&self, failure: &LoadFailure) {
-        self.reloads
-            .get_or_create(&ResultLabels { result: "failure" })
-            .inc();
+        let result = if failure.partial {
+            "partial"
+        } else {
+            "failure"
+        };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
         self.config_errors.clear();
         for (file, line, field) in failure.locations.iter().take(MAX_ERROR_SERIES) {
             self.config_errors

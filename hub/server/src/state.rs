@@ -1,7 +1,9 @@
 //! The active configuration snapshot and atomic reloads.
 //!
-//! A reload reads every file, validates the whole set (pure), and only then builds and swaps in a new
-//! snapshot. Any error leaves the previous snapshot serving; the errors are logged and exported in `/metrics`.
+//! A reload reads every file, validates each resource on its own (pure, [`crate::isolate`]: an invalid
+//! Policy, RateLimit or Telemetry keeps its last good version, one that never validated is left out), and
+//! only then builds and swaps in a new snapshot. Any other error (an Adapter, an unreadable directory) leaves
+//! the previous snapshot serving. The errors are logged and exported in `/metrics` either way.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -9,9 +11,8 @@ use std::time::Duration;
 
 use hub_attributes::{Bag, Changes};
 use hub_config::{ConfigErrors, ConfigFiles, ConfigSet};
-use hub_policy::{Compiled, Snapshot};
+use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
-use hub_telemetry::Rules;
 
 use crate::metrics::Metrics;
 use crate::telemetry::{Ingested, Telemetry};
@@ -50,6 +51,11 @@ pub struct LoadFailure {
     pub errors: Vec<String>,
     /// (file, line, field) of each error, for the metric labels.
     pub locations: Vec<(String, u32, String)>,
+    /// `Kind namespace/name` of the invalid resources whose last good version serves (the others named by
+    /// the errors are left out). Empty when the whole change was refused.
+    pub kept: Vec<String>,
+    /// Whether the reload went on without the resources at fault (otherwise the change was refused).
+    pub partial: bool,
 }
 
 /// The hub's shared state: the current snapshot and how to make the next one.
@@ -58,6 +64,10 @@ pub struct HubState {
     options: DecisionOptions,
     backend: Arc<LocalBackend>,
     current: RwLock<Option<Arc<Snapshot>>>,
+    /// The resources the serving snapshot was built from: the last good version of each.
+    last_good: RwLock<Option<Arc<ConfigSet>>>,
+    /// `file\0group\0kind` of the unread Istio documents already warned about.
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
     last_failure: RwLock<Option<LoadFailure>>,
     last_digest: RwLock<Option<u64>>,
     /// The hub's metrics.
@@ -93,6 +103,8 @@ impl HubState {
             options,
             backend,
             current: RwLock::new(None),
+            last_good: RwLock::new(None),
+            warned: std::sync::Mutex::default(),
             last_failure: RwLock::new(None),
             last_digest: RwLock::new(None),
             metrics,
@@ -157,29 +169,39 @@ impl HubState {
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
         let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
         let serving = self.snapshot();
+        let last_good = self
+            .last_good
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         // A panic is the watcher's: its supervisor counts it and starts it over.
         let (digest, parsed) = crate::background::run(move || {
             parse(
                 &dir,
                 defaults,
                 serving.as_deref(),
+                last_good.as_deref(),
                 last,
                 force || modules_changed(),
             )
         })
         .await;
         self.swap_digest(digest);
-        let (set, validated, rules) = match parsed {
+        let judged = match parsed {
             Parsed::Unchanged => return false,
             Parsed::Failed(errors) => {
                 self.fail(errors);
                 return false;
             }
-            Parsed::Valid(v) => {
-                let Valid { set, policy, rules } = *v;
-                (set, policy, rules)
-            }
+            Parsed::Valid(v) => *v,
         };
+        let crate::isolate::Judged {
+            set,
+            policy: validated,
+            rules,
+            errors: left_out,
+            kept,
+        } = judged;
         let telemetry = match crate::telemetry::validate(&set, Ok(rules)) {
             Ok(t) => t,
             Err(errors) => {
@@ -208,9 +230,15 @@ impl HubState {
             policies = snapshot.policies.len(),
             rate_limits = snapshot.rate_limits.len(),
             files = snapshot.source.files,
+            rejected = left_out.len(),
             "configuration loaded"
         );
-        self.metrics.reload_succeeded(revision);
+        self.unread(&set.unread);
+        let partial = (!left_out.is_empty()).then(|| self.partial(&left_out, kept));
+        match &partial {
+            None => self.metrics.reload_succeeded(revision),
+            Some(failure) => self.metrics.reload_partial(revision, failure),
+        }
         let replaced = self
             .current
             .write()
@@ -221,10 +249,54 @@ impl HubState {
             crate::background::drop_when_unshared(old);
         }
         self.telemetry.commit(prepared).await;
-        *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = partial;
+        let replaced = self
+            .last_good
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Arc::new(set));
         // The parsed resources take milliseconds to free at 10 000 rules.
-        crate::background::drop_elsewhere(set);
+        if let Some(old) = replaced {
+            crate::background::drop_elsewhere(old);
+        }
         true
+    }
+
+    /// Warns once per file and kind about documents of Istio kinds neither role reads, and counts them.
+    fn unread(&self, unread: &[hub_config::istio::Unread]) {
+        self.metrics.unread(unread);
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = std::collections::HashSet::with_capacity(unread.len());
+        for u in unread {
+            let key = format!("{}\0{}\0{}", u.at.file.display(), u.group, u.kind);
+            if !warned.contains(&key) {
+                tracing::warn!(at = %u.at, group = %u.group, kind = %u.kind, documents = u.documents, "{u}");
+            }
+            now.insert(key);
+        }
+        *warned = now;
+    }
+
+    /// Logs a reload that went on without some resources (or with their last good versions).
+    fn partial(&self, errors: &[hub_config::ConfigError], kept: Vec<String>) -> LoadFailure {
+        for e in errors {
+            let blamed = crate::isolate::named(e).map(|(kind, key)| format!("{kind} {key}"));
+            match blamed {
+                Some(r) if kept.contains(&r) => {
+                    tracing::error!(error = %e, "resource rejected; its last good version keeps serving, the other resources changed")
+                }
+                Some(_) => {
+                    tracing::error!(error = %e, "resource rejected; it never validated, so it is left out")
+                }
+                None => {
+                    tracing::error!(error = %e, "file rejected; the last good versions of its resources keep serving")
+                }
+            }
+        }
+        let mut failure = failure_of(errors);
+        failure.kept = kept;
+        failure.partial = true;
+        failure
     }
 
     /// Records `digest` as the last attempted; false when it equals the previous one.
@@ -247,19 +319,7 @@ impl HubState {
                 }
             }
         }
-        let failure = LoadFailure {
-            errors: errors.0.iter().map(ToString::to_string).collect(),
-            locations: errors
-                .0
-                .iter()
-                .map(|e| {
-                    let (file, line) = e.location().map_or((String::new(), 0), |l| {
-                        (l.file.display().to_string(), l.line)
-                    });
-                    (file, line, e.field().unwrap_or_default().to_string())
-                })
-                .collect(),
-        };
+        let failure = failure_of(&errors.0);
         self.metrics.reload_failed(&failure);
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = Some(failure);
     }
@@ -271,30 +331,42 @@ impl HubState {
     }
 }
 
+fn failure_of(errors: &[hub_config::ConfigError]) -> LoadFailure {
+    LoadFailure {
+        errors: errors.iter().map(ToString::to_string).collect(),
+        locations: errors
+            .iter()
+            .map(|e| {
+                let (file, line) = e.location().map_or((String::new(), 0), |l| {
+                    (l.file.display().to_string(), l.line)
+                });
+                (file, line, e.field().unwrap_or_default().to_string())
+            })
+            .collect(),
+        kept: Vec::new(),
+        partial: false,
+    }
+}
+
 /// What the blocking part of a reload found.
 enum Parsed {
     /// The files are those last attempted (and nothing forces a reload).
     Unchanged,
     /// Reading, parsing or validation failed.
     Failed(ConfigErrors),
-    /// A valid set (boxed: it is large and the other outcomes are not).
-    Valid(Box<Valid>),
-}
-
-/// A valid set, its policies validated and its Telemetry rules compiled.
-struct Valid {
-    set: ConfigSet,
-    policy: hub_policy::Validated,
-    rules: Rules,
+    /// A valid set, with what was left out of it (boxed: it is large and the other outcomes are not).
+    Valid(Box<crate::isolate::Judged>),
 }
 
 /// The CPU part of a reload: reads the files under `dir` and, when their digest differs from `last` (or
-/// with `force`), parses and validates them whole, compiling the CEL expressions the `serving` snapshot
-/// has not. Returns the digest attempted. Blocking.
+/// with `force`), parses and validates each resource on its own against `last_good`
+/// ([`crate::isolate::judge`]), compiling the CEL expressions the `serving` snapshot has not. Returns the
+/// digest attempted. Blocking.
 fn parse(
     dir: &Path,
     default_telemetry: bool,
     serving: Option<&Snapshot>,
+    last_good: Option<&ConfigSet>,
     last: Option<u64>,
     force: bool,
 ) -> (u64, Parsed) {
@@ -314,28 +386,9 @@ fn parse(
     if !force && last == Some(files.digest) {
         return (files.digest, Parsed::Unchanged);
     }
-    let mut set = match files.load() {
-        Ok(set) => set,
-        Err(errors) => return (files.digest, Parsed::Failed(errors)),
-    };
-    if default_telemetry {
-        hub_telemetry::add_defaults(&mut set);
-    }
-    // Everything pure first, every error at once; adapters start only when all of it is valid.
-    let earlier = serving.map(Compiled::of).unwrap_or_default();
-    let policy = hub_policy::validate_reusing(set.clone(), earlier);
-    let rules = hub_telemetry::validate(&set);
-    let outcome = match (policy, rules) {
-        (Ok(policy), Ok(rules)) => Parsed::Valid(Box::new(Valid { set, policy, rules })),
-        (p, r) => {
-            let mut errors = p.err().map(|e| e.0).unwrap_or_default();
-            errors.extend(r.err().unwrap_or_default());
-            // Adapter resources are checked too, so one reload reports every error.
-            if let Err(e) = crate::telemetry::validate(&set, Ok(Rules::default())) {
-                errors.extend(e.0);
-            }
-            Parsed::Failed(ConfigErrors(errors))
-        }
+    let outcome = match crate::isolate::judge(&files, default_telemetry, serving, last_good) {
+        Ok(judged) => Parsed::Valid(Box::new(judged)),
+        Err(errors) => Parsed::Failed(errors),
     };
     (files.digest, outcome)
 }
@@ -345,4 +398,83 @@ fn digest_of(text: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, path: &str) -> String {
+        format!(
+            "apiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {{name: {name}}}\nspec:\n  rules:\n  - name: r\n    action: DENY\n    when: '{path}'\n"
+        )
+    }
+
+    fn active(state: &HubState) -> String {
+        state
+            .snapshot()
+            .map(|s| s.to_json().to_string())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_bad_policy_keeps_its_last_good_version_while_the_others_change() {
+        let dir = std::env::temp_dir().join(format!("hub-state-isolation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |f: &str, t: &str| std::fs::write(dir.join(f), t).unwrap();
+        write("a.yaml", &policy("a", "request.path == \"/a\""));
+        write("b.yaml", &policy("b", "request.path == \"/b\""));
+        write(
+            "legacy.yaml",
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: r}\n---\napiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: s}\n",
+        );
+        let runtime =
+            Arc::new(hub_adapters::Runtime::new(hub_adapters::RuntimeOptions::default()).unwrap());
+        let options = DecisionOptions {
+            default_telemetry: false,
+            ..DecisionOptions::default()
+        };
+        let state = HubState::new(&dir, options, runtime);
+        assert!(state.reload(true).await);
+        assert!(state.last_failure().is_none());
+        // Mixer's legacy kinds are not read, and said so (counted; warned once per file and kind).
+        let metrics = state.metrics.encode();
+        assert!(
+            metrics.contains(
+                "sextant_hub_config_unread_documents{group=\"config.istio.io\",kind=\"rule\"} 2"
+            ),
+            "{metrics}"
+        );
+
+        // a broken, b changed, c new and broken: b changes, a keeps its last good version, c is left out.
+        write("a.yaml", &policy("a", "request.path =="));
+        write("b.yaml", &policy("b", "request.path == \"/b2\""));
+        write("c.yaml", &policy("c", "nonsense("));
+        assert!(state.reload(true).await);
+        let json = active(&state);
+        assert!(json.contains(r#"request.path == \"/a\""#), "{json}");
+        assert!(json.contains(r#"request.path == \"/b2\""#), "{json}");
+        assert!(!json.contains("nonsense"), "{json}");
+        let failure = state.last_failure().unwrap();
+        assert!(failure.partial);
+        assert_eq!(failure.kept, ["Policy default/a"]);
+        assert_eq!(failure.errors.len(), 2, "{:?}", failure.errors);
+        let metrics = state.metrics.encode();
+        assert!(
+            metrics.contains("sextant_hub_config_reloads_total{result=\"partial\"} 1"),
+            "{metrics}"
+        );
+
+        // An invalid Adapter refuses the whole change: b's next edit waits.
+        write("b.yaml", &policy("b", "request.path == \"/b3\""));
+        write(
+            "d.yaml",
+            "apiVersion: policy.sextant.dev/v1alpha1\nkind: Adapter\nmetadata: {name: x}\nspec: {nonsense: 1}\n",
+        );
+        assert!(!state.reload(true).await);
+        assert!(active(&state).contains(r#"request.path == \"/b2\""#));
+        assert!(!state.last_failure().unwrap().partial);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

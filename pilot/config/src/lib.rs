@@ -2,21 +2,49 @@
 //! model, and the file-mode service registry.
 //!
 //! Data flow: the configuration directory the hub also reads is split into documents by `hub-config`
-//! ([`hub_config::ConfigFiles`], which locates every field's line) → [`NetworkingSet::load`] keeps the
+//! ([`hub_config::ConfigFiles`], which locates every field's line) → [`NetworkingSet::load_with`] keeps the
 //! `VirtualService`, `DestinationRule`, `ServiceEntry`, `WorkloadEntry` and `Gateway` documents (in the `v1`,
-//! `v1beta1` and `v1alpha3` spellings; other groups are skipped) and types their specs ([`types`]) →
-//! [`validate()`] (pure) resolves hosts ([`host`]), subsets, regexes, weights and ports into a [`MeshConfig`],
-//! or returns every error as `file:line: Kind namespace/name: field: message` → the mesh's services go to a
-//! [`ServiceRegistry`] ([`FileRegistry::update`]) and the rest to pilot's translation into Envoy resources.
-//! An invalid change never gets past [`validate()`], so the snapshot serving stays the last good one.
+//! `v1beta1` and `v1alpha3` spellings) and types their specs ([`types`]) → [`validate_each()`] (pure)
+//! resolves hosts ([`host`]), subsets, regexes, weights and ports into a [`MeshConfig`] → the mesh's services
+//! go to a [`ServiceRegistry`] ([`FileRegistry::update`]) and the rest to pilot's translation into Envoy
+//! resources.
+//!
+//! # One bad resource never takes the mesh down
+//!
+//! As in Istio, each networking resource is judged on its own. One that is invalid (it cannot be typed, or
+//! fails validation) is left out and the rest is served; it is named in [`Validated::rejected`] with every
+//! error (`file:line: Kind namespace/name: field: message`), which pilot logs, lists on `/debug/config` and
+//! counts in `pilot_config_rejected`. A file that is not valid YAML leaves out only that file. Of two
+//! conflicting resources (the same kind, namespace and name twice; two DestinationRules or ServiceEntries
+//! for one host) the later one — by file path, then position in the file — is left out; an invalid one
+//! conflicts with nothing. A resource that refers to one left out is kept and degrades as Istio's does: a
+//! route to a subset of a left-out DestinationRule goes to a cluster that does not exist, which Envoy
+//! answers 503 (`NC`); a VirtualService bound to a left-out Gateway applies to nothing there. A resource
+//! that was valid and turns invalid is left out too (its previous version is not kept): networking
+//! resources fail open to the rest of the mesh, not to their last version. [`validate()`] and
+//! [`NetworkingSet::load`] are the strict forms (any resource left out is an error), for tools and tests.
+//!
+//! Documents of other `*.istio.io` groups and kinds (`Sidecar`, `EnvoyFilter`, `security.istio.io`, the
+//! legacy `config.istio.io` kinds, …) are not read, and never silently: [`NetworkingSet::unread`] names them
+//! once per file and kind with what to use instead ([`report::unread_hint`]); pilot warns and counts them in
+//! `pilot_config_unread_documents{group,kind}`, `sextant validate` prints them as warnings.
+//!
+//! # Security resources fail closed
+//!
+//! `AuthorizationPolicy` and `PeerAuthentication` are not read yet (inbound mTLS is always PERMISSIVE and
+//! nothing is denied by them; they are reported as unread). When they are implemented, leaving an invalid
+//! one out would open what it closes, so the rule for them is the opposite of the networking kinds': an
+//! invalid new version of one that validated before keeps its last good version (and says so: logged,
+//! listed and counted as the networking kinds are, naming the version still enforced); an invalid one
+//! that never validated is replaced by a deny-all policy for the workloads it selects (for an ALLOW
+//! AuthorizationPolicy: nothing it would have allowed is allowed; for PeerAuthentication: STRICT mTLS), never
+//! by nothing.
 //!
 //! Not modelled yet, and refused by name when written: VirtualService `tls` routes, `delegate`,
 //! `directResponse`, `mirrors`, `uriRegexRewrite`; DestinationRule `workloadSelector`, `localityLbSetting`,
-//! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; the other `networking.istio.io` kinds
-//! (`Sidecar`, `EnvoyFilter`, `ProxyConfig`, `WorkloadGroup`), and `security.istio.io` (`PeerAuthentication`:
-//! inbound mTLS is always PERMISSIVE). Refused by value: `credentialName` (pilot reads no secrets),
-//! certificate files with `ISTIO_MUTUAL` (which uses the mesh's certificates), Gateway `PASSTHROUGH`
-//! servers and TCP/TLS servers, relative certificate paths.
+//! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`. Refused by value: `credentialName`
+//! (pilot reads no secrets), certificate files with `ISTIO_MUTUAL` (which uses the mesh's certificates),
+//! Gateway `PASSTHROUGH` servers and TCP/TLS servers, relative certificate paths.
 //!
 //! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 
@@ -27,6 +55,7 @@ mod load;
 mod model;
 mod protocol;
 pub mod registry;
+pub mod report;
 pub mod types;
 mod validate;
 
@@ -40,9 +69,11 @@ pub use protocol::Protocol;
 pub use registry::{
     Endpoint, FileRegistry, RegistrySnapshot, Service, ServicePort, ServiceRegistry, spiffe_id,
 };
-pub use validate::validate;
+pub use report::{Rejected, Unread};
+pub use validate::{Validated, validate, validate_each};
 
-/// Reads, types and validates the networking resources of a configuration directory (or file).
+/// Reads, types and validates the networking resources of a configuration directory (or file), strictly: any
+/// resource left out is an error (see [`validate()`]).
 pub fn load_and_validate(path: &std::path::Path) -> Result<MeshConfig, hub_config::ConfigErrors> {
     validate(&load_path(path)?)
 }

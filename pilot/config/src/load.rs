@@ -2,7 +2,9 @@
 //!
 //! The files are split and located by `hub-config` ([`hub_config::documents`]); this module keeps the
 //! documents of the `networking.istio.io` group, in any of the apiVersions Istio serves with the same spec
-//! shape, and types their specs. Documents of other groups (the hub's `policy.sextant.dev`) are skipped.
+//! shape, and types their specs, each on its own: one that cannot be typed is left out and reported
+//! ([`NetworkingSet::rejected`]), the others are kept. Documents of other `*.istio.io` groups and kinds are
+//! reported as unread ([`NetworkingSet::unread`]); other groups (the hub's `policy.sextant.dev`) are skipped.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use hub_config::{
     ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates, documents,
 };
+
+use crate::report::{self, Rejected, Unread};
 
 use crate::types::{
     DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec,
@@ -31,7 +35,8 @@ pub const KINDS: [&str; 5] = [
     "Gateway",
 ];
 
-/// Every networking resource found, typed but not yet validated (see [`crate::validate`]).
+/// Every networking resource found, typed but not yet validated (see [`crate::validate_each`]), with what
+/// was left out while reading and typing them and what was not read.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkingSet {
     /// VirtualService resources, in file order.
@@ -44,28 +49,43 @@ pub struct NetworkingSet {
     pub workload_entries: Vec<Resource<WorkloadEntrySpec>>,
     /// Gateway resources, in file order.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// Resources (and files that are not valid YAML) left out already: YAML syntax, envelopes, unknown
+    /// versions, unknown or mistyped fields, and the later of two resources of one kind with the same
+    /// namespace and name. In file order.
+    pub rejected: Vec<Rejected>,
+    /// The hosts (fully qualified) of the DestinationRules left out here, so references to their subsets
+    /// degrade (see [`crate::validate_each`]) instead of leaving the referring resource out too.
+    pub left_out_rule_hosts: Vec<String>,
+    /// Documents of `*.istio.io` groups and kinds pilot does not read, one entry per file and kind.
+    pub unread: Vec<Unread>,
     /// The digest of the files read (see [`ConfigFiles::digest`]).
     pub digest: u64,
 }
 
 impl NetworkingSet {
-    /// Types every networking resource of `files`. All errors are collected: YAML syntax, envelopes, unknown
-    /// versions and kinds of the group, unknown or mistyped fields, and two resources of one kind with the
-    /// same namespace and name.
+    /// Types every networking resource of `files`, strictly: any resource left out (see
+    /// [`NetworkingSet::load_with`]) is an error, and all errors are returned together.
     pub fn load(files: &ConfigFiles) -> Result<NetworkingSet, ConfigErrors> {
-        Self::load_with(files, &mut ParsedFiles::default())
+        let set = Self::load_with(files, &mut ParsedFiles::default());
+        if set.rejected.is_empty() {
+            Ok(set)
+        } else {
+            Err(ConfigErrors(
+                set.rejected.into_iter().flat_map(|r| r.errors).collect(),
+            ))
+        }
     }
 
-    /// [`NetworkingSet::load`], parsing only the files whose text changed since the last load with `parsed`.
-    pub fn load_with(
-        files: &ConfigFiles,
-        parsed: &mut ParsedFiles,
-    ) -> Result<NetworkingSet, ConfigErrors> {
+    /// Types every networking resource of `files`, judging each on its own, and parsing only the files whose
+    /// text changed since the last load with `parsed`. A resource that cannot be typed is left out and
+    /// named in [`NetworkingSet::rejected`]; a file that is not valid YAML is left out whole; of two
+    /// resources of one kind with the same namespace and name, the later (by file path, then position in
+    /// the file) is left out.
+    pub fn load_with(files: &ConfigFiles, parsed: &mut ParsedFiles) -> NetworkingSet {
         let mut set = NetworkingSet {
             digest: files.digest,
             ..NetworkingSet::default()
         };
-        let mut errors = Vec::new();
         let mut next = HashMap::with_capacity(files.files.len());
         for (path, text) in &files.files {
             let mut h = std::hash::DefaultHasher::new();
@@ -73,36 +93,74 @@ impl NetworkingSet {
             let digest = h.finish();
             let typed = match parsed.by_file.remove(path) {
                 Some((d, typed)) if d == digest => typed,
-                _ => {
-                    let mut typed = NetworkingSet::default();
-                    let before = errors.len();
-                    for doc in documents(path, text) {
-                        if let Err(e) = doc.and_then(|doc| typed.add(doc)) {
-                            errors.push(e);
-                        }
-                    }
-                    if errors.len() > before {
-                        // Not kept, so parsed again next time with the same errors; its valid resources
-                        // still take part in the checks across files.
-                        set.extend(&typed);
-                        continue;
-                    }
-                    typed
-                }
+                _ => NetworkingSet::of_file(path, text),
             };
             set.extend(&typed);
             next.insert(path.clone(), (digest, typed));
         }
         parsed.by_file = next;
-        check_duplicates(&set.virtual_services, "VirtualService", &mut errors);
-        check_duplicates(&set.destination_rules, "DestinationRule", &mut errors);
-        check_duplicates(&set.service_entries, "ServiceEntry", &mut errors);
-        check_duplicates(&set.workload_entries, "WorkloadEntry", &mut errors);
-        check_duplicates(&set.gateways, "Gateway", &mut errors);
-        if errors.is_empty() {
-            Ok(set)
-        } else {
-            Err(ConfigErrors(errors))
+        let mut errors = Vec::new();
+        first_of_each(&mut set.virtual_services, "VirtualService", &mut errors);
+        // The hosts of the later rules left out, for the references to their subsets.
+        let mut seen = std::collections::HashSet::new();
+        for r in &set.destination_rules {
+            if !seen.insert(r.key()) {
+                let host = crate::host::resolve(&r.spec.host, &r.namespace);
+                set.left_out_rule_hosts.push(host);
+            }
+        }
+        first_of_each(&mut set.destination_rules, "DestinationRule", &mut errors);
+        first_of_each(&mut set.service_entries, "ServiceEntry", &mut errors);
+        first_of_each(&mut set.workload_entries, "WorkloadEntry", &mut errors);
+        first_of_each(&mut set.gateways, "Gateway", &mut errors);
+        set.rejected.extend(report::group(errors));
+        set
+    }
+
+    /// The resources of one file, each judged on its own.
+    fn of_file(path: &Path, text: &str) -> NetworkingSet {
+        let mut typed = NetworkingSet::default();
+        for doc in documents(path, text) {
+            let doc = match doc {
+                Ok(doc) => doc,
+                Err(e) => {
+                    typed.rejected.push(Rejected::of(e));
+                    continue;
+                }
+            };
+            if doc.group != GROUP || !KINDS.contains(&doc.kind.as_str()) {
+                typed.unread(&doc);
+                continue;
+            }
+            let rule_host = (doc.kind == "DestinationRule").then(|| {
+                let host = doc.spec.get("host").and_then(|h| h.as_str()).unwrap_or("");
+                crate::host::resolve(host, &doc.namespace)
+            });
+            if let Err(e) = typed.add(doc) {
+                typed.rejected.push(Rejected::of(e));
+                typed.left_out_rule_hosts.extend(rule_host);
+            }
+        }
+        typed
+    }
+
+    /// Counts `doc` as unread when it is in an Istio group or kind pilot does not read.
+    fn unread(&mut self, doc: &RawResource) {
+        let Some((group_label, kind_label, hint)) = report::unread_hint(&doc.group, &doc.kind)
+        else {
+            return; // the hub's resources, or anything else that shares the directory
+        };
+        match (self.unread.iter_mut()).find(|u| u.group == doc.group && u.kind == doc.kind) {
+            Some(u) => u.documents += 1,
+            None => self.unread.push(Unread {
+                at: doc.origin.locate("apiVersion"),
+                group: doc.group.clone(),
+                kind: doc.kind.clone(),
+                documents: 1,
+                hint,
+                group_label,
+                kind_label,
+            }),
         }
     }
 
@@ -116,12 +174,13 @@ impl NetworkingSet {
         self.workload_entries
             .extend_from_slice(&other.workload_entries);
         self.gateways.extend_from_slice(&other.gateways);
+        self.rejected.extend_from_slice(&other.rejected);
+        self.left_out_rule_hosts
+            .extend_from_slice(&other.left_out_rule_hosts);
+        self.unread.extend_from_slice(&other.unread);
     }
 
     fn add(&mut self, doc: RawResource) -> Result<(), ConfigError> {
-        if doc.group != GROUP {
-            return Ok(()); // the hub's resources, or anything else that shares the directory
-        }
         if !VERSIONS.contains(&doc.version.as_str()) {
             return Err(doc.invalid(
                 "apiVersion",
@@ -138,15 +197,8 @@ impl NetworkingSet {
             "ServiceEntry" => self.service_entries.push(typed(doc)?),
             "WorkloadEntry" => self.workload_entries.push(typed(doc)?),
             "Gateway" => self.gateways.push(typed(doc)?),
-            other => {
-                return Err(doc.invalid(
-                    "kind",
-                    format!(
-                        "kind {other:?} of {GROUP} is not supported; supported kinds: {}",
-                        KINDS.join(", ")
-                    ),
-                ));
-            }
+            // Kinds outside KINDS are counted as unread by the caller.
+            _ => {}
         }
         Ok(())
     }
@@ -166,8 +218,6 @@ impl NetworkingSet {
     }
 }
 
-/// Types a spec. An unknown field is either misspelt or a field of Istio's API that Sextant does not model
-/// yet; the message says both, so a field is never silently dropped.
 /// The networking resources of each file of the last load, by path, with a digest of the file's text: what
 /// [`NetworkingSet::load_with`] reuses for files that did not change. Holds only the files of the last load.
 #[derive(Debug, Default)]
@@ -175,6 +225,8 @@ pub struct ParsedFiles {
     by_file: HashMap<PathBuf, (u64, NetworkingSet)>,
 }
 
+/// Types a spec. An unknown field is either misspelt or a field of Istio's API that Sextant does not model
+/// yet; the message says both, so a field is never silently dropped.
 fn typed<S: serde::de::DeserializeOwned>(doc: RawResource) -> Result<Resource<S>, ConfigError> {
     doc.into_resource().map_err(|mut e| {
         if let ConfigError::Invalid { message, .. } = &mut e
@@ -186,7 +238,19 @@ fn typed<S: serde::de::DeserializeOwned>(doc: RawResource) -> Result<Resource<S>
     })
 }
 
-/// Reads every YAML file under `path` (or `path` itself) and types its networking resources.
+/// Appends an error for every resource of `list` whose `namespace/name` came earlier, and leaves it out.
+fn first_of_each<S>(list: &mut Vec<Resource<S>>, kind: &str, errors: &mut Vec<ConfigError>) {
+    let before = errors.len();
+    check_duplicates(list, kind, errors);
+    if errors.len() == before {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|r| seen.insert(r.key()));
+}
+
+/// Reads every YAML file under `path` (or `path` itself) and types its networking resources, strictly (see
+/// [`NetworkingSet::load`]).
 pub fn load_path(path: &Path) -> Result<NetworkingSet, ConfigErrors> {
     let files = ConfigFiles::read(path).map_err(|e| ConfigErrors(vec![e]))?;
     NetworkingSet::load(&files)
@@ -233,7 +297,7 @@ mod tests {
         };
         let first = NetworkingSet::load_with(&files(&rule("b", "reviews"), None), &mut parsed);
         assert_eq!(
-            hosts(&first.unwrap()),
+            hosts(&first),
             [
                 ("a".into(), "ratings".into()),
                 ("b".into(), "reviews".into())
@@ -245,22 +309,28 @@ mod tests {
             &mut parsed,
         );
         assert_eq!(
-            hosts(&second.unwrap()),
+            hosts(&second),
             [
                 ("a".into(), "ratings".into()),
                 ("b".into(), "details".into()),
                 ("c".into(), "x".into())
             ]
         );
-        // A broken file is reported every time until it is fixed, and a removed file's resources go.
+        // A broken file is left out and reported every time until it is fixed (the other file's resources
+        // stay), and a removed file's resources go.
         let broken = files("kind: [", None);
         for _ in 0..2 {
-            let err = NetworkingSet::load_with(&broken, &mut parsed).unwrap_err();
-            assert!(err.to_string().contains("b.yaml:1"), "{err}");
+            let set = NetworkingSet::load_with(&broken, &mut parsed);
+            assert_eq!(hosts(&set), [("a".into(), "ratings".into())]);
+            assert_eq!(set.rejected.len(), 1);
+            let r = &set.rejected[0];
+            assert_eq!((r.kind.as_str(), r.name.as_str()), ("file", "b.yaml"));
+            assert!(r.message().contains("b.yaml:1"), "{}", r.message());
         }
         let fixed = NetworkingSet::load_with(&files(&rule("b", "reviews"), None), &mut parsed);
+        assert!(fixed.rejected.is_empty());
         assert_eq!(
-            hosts(&fixed.unwrap()),
+            hosts(&fixed),
             [
                 ("a".into(), "ratings".into()),
                 ("b".into(), "reviews".into())
@@ -298,14 +368,80 @@ mod tests {
     }
 
     #[test]
-    fn unknown_version_and_kind() {
-        let err = load("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n").unwrap_err();
+    fn unknown_version_is_an_error_and_unread_istio_kinds_a_warning() {
+        let err = load("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\n")
+            .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("n.yaml:1: Gateway default/g: apiVersion: unsupported version \"v2\""),
             "{msg}"
         );
-        assert!(msg.contains("n.yaml:6: Sidecar default/s: kind: kind \"Sidecar\" of networking.istio.io is not supported"), "{msg}");
+        let set = load("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\n---\napiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n").unwrap();
+        let unread: Vec<String> = set.unread.iter().map(ToString::to_string).collect();
+        assert_eq!(unread.len(), 2, "{unread:?}");
+        assert!(
+            unread[0].starts_with("n.yaml:1: networking.istio.io/Sidecar is not read by Sextant: Sidecar is not implemented yet"),
+            "{unread:?}"
+        );
+        assert!(
+            unread[1].starts_with("n.yaml:5: security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents): AuthorizationPolicy is not enforced yet"),
+            "{unread:?}"
+        );
+    }
+
+    #[test]
+    fn each_document_on_its_own_and_the_later_duplicate_left_out() {
+        let files = ConfigFiles::from_texts(vec![
+            (
+                PathBuf::from("a.yaml"),
+                format!(
+                    "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: bad}}\nspec: {{host: x, nonsense: 1}}\n---\n{}",
+                    rule("r", "ratings"),
+                    rule("s", "details")
+                ),
+            ),
+            (PathBuf::from("b.yaml"), rule("r", "reviews")),
+        ]);
+        let set = NetworkingSet::load_with(&files, &mut ParsedFiles::default());
+        assert_eq!(
+            hosts(&set),
+            [
+                ("r".into(), "ratings".into()),
+                ("s".into(), "details".into())
+            ]
+        );
+        let rejected: Vec<(String, String, String)> = (set.rejected.iter())
+            .map(|r| {
+                (
+                    r.kind.clone(),
+                    r.key(),
+                    r.at().map(ToString::to_string).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (
+                    "DestinationRule".into(),
+                    "default/bad".into(),
+                    "a.yaml:9".into()
+                ),
+                (
+                    "DestinationRule".into(),
+                    "default/r".into(),
+                    "b.yaml:3".into()
+                ),
+            ]
+        );
+        // The hosts of the rules left out, for the references to their subsets.
+        assert_eq!(
+            set.left_out_rule_hosts,
+            [
+                "x.default.svc.cluster.local",
+                "reviews.default.svc.cluster.local"
+            ]
+        );
     }
 
     #[test]

@@ -60,7 +60,15 @@ async fn ready(State(m): State<Arc<Monitor>>) -> Response {
             .into_response();
     }
     if generation > 0 {
-        (StatusCode::OK, format!("ready: generation {generation}\n")).into_response()
+        let left_out = match m.watch.report().rejected.len() {
+            0 => String::new(),
+            n => format!(" ({n} resources left out: see /debug/config)"),
+        };
+        (
+            StatusCode::OK,
+            format!("ready: generation {generation}{left_out}\n"),
+        )
+            .into_response()
     } else {
         let why = m.watch.last_errors().join("\n");
         (
@@ -136,12 +144,37 @@ async fn config_dump(
 
 async fn config(State(m): State<Arc<Monitor>>) -> Json<serde_json::Value> {
     let (generation, mesh) = m.source.mesh();
+    let report = m.watch.report();
+    let rejected: Vec<serde_json::Value> = (report.rejected.iter())
+        .map(|r| {
+            serde_json::json!({
+                "kind": r.kind,
+                "namespace": r.namespace,
+                "name": r.name,
+                "at": r.at().map(ToString::to_string),
+                "error": r.message(),
+            })
+        })
+        .collect();
+    let unread: Vec<serde_json::Value> = (report.unread.iter())
+        .map(|u| {
+            serde_json::json!({
+                "group": u.group,
+                "kind": u.kind,
+                "at": u.at.to_string(),
+                "documents": u.documents,
+                "hint": u.hint,
+            })
+        })
+        .collect();
     Json(serde_json::json!({
         "generation": generation,
         "virtual_services": mesh.config.virtual_services.len(),
         "destination_rules": mesh.config.destination_rules.len(),
         "gateways": mesh.config.gateways.len(),
         "services": mesh.services.services().map(|s| &s.hostname).collect::<Vec<_>>(),
+        "rejected": rejected,
+        "unread": unread,
         "last_rejected": m.watch.last_errors(),
     }))
 }

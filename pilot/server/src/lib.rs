@@ -2,8 +2,9 @@
 //! proxy view into Envoy resources, and serves them over ADS, with monitoring on a second port.
 //!
 //! Data flow: [`ConfigWatch`] polls the directory (digest of names and contents), debounces bursts of
-//! changes, validates with `pilot-config` (an invalid change is logged and shown on `/debug/config`; the
-//! served mesh stays) and publishes a [`Mesh`] into [`MeshSource`]; ADS streams (`pilot-xds`) wake on it and
+//! changes, validates each resource on its own with `pilot-config` (an invalid one is left out, logged,
+//! listed on `/debug/config` and counted in `pilot_config_rejected`; the rest is served, so start-up with
+//! some invalid resources serves the valid ones and is ready) and publishes a [`Mesh`] into [`MeshSource`]; ADS streams (`pilot-xds`) wake on it and
 //! ask the source for their proxy's snapshot, which a [`Translator`] builds once per view and generation.
 //! In Kubernetes mode ([`RegistryMode::Kubernetes`]) a `pilot-kube` registry adds the cluster's Services to
 //! the directory's ServiceEntries, and `/ready` waits for its first full sync.
@@ -25,7 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use admin::Monitor;
 pub use source::{MAX_VIEWS, Mesh, MeshSource, Translator};
-pub use watch::ConfigWatch;
+pub use watch::{ConfigWatch, LoadReport, MAX_REJECTED_SERIES};
 
 /// Where services come from besides the configuration directory's ServiceEntries.
 #[derive(Clone, Debug, Default)]
@@ -189,8 +190,20 @@ pub async fn start(
     connections.metrics.register(&mut registry);
     registry.register(
         "pilot_config_reloads",
-        "Loads of the networking configuration, by result",
+        "Loads of the networking configuration, by result (success; partial: some resources left out, the \
+         rest served; failure: the directory could not be read, the previous mesh kept)",
         watch.reloads.clone(),
+    );
+    registry.register(
+        "pilot_config_rejected",
+        "Networking resources the last load left out (1 each; at most 1000 series, the rest under _other)",
+        watch.rejected.clone(),
+    );
+    registry.register(
+        "pilot_config_unread_documents",
+        "Documents of Istio API groups and kinds pilot does not read, by group and kind (_other beyond the \
+         known ones)",
+        watch.unread.clone(),
     );
     registry.register(
         "pilot_inconsistent_snapshots",

@@ -1,30 +1,65 @@
 //! Watches the configuration directory ([`sextant_watch::DirWatch`]: file-system events, a stat poll as
 //! safety net, debounce). After a change the files are read; if their contents changed, the changed files
-//! are parsed (the others' resources are reused), the whole set is validated and the new mesh is published.
-//! All of it runs on the blocking pool. An invalid change is logged and kept for `/debug/config`; the mesh
-//! being served stays.
+//! are parsed (the others' resources are reused), each resource is validated on its own and the mesh of
+//! those that passed is published. All of it runs on the blocking pool. A resource left out (and a file
+//! that is not valid YAML) is logged when it is first left out, listed on `/debug/config` and counted in
+//! `pilot_config_rejected`; the others change freely. Documents of Istio kinds pilot does not read are
+//! warned about once per file and kind and counted in `pilot_config_unread_documents`. When the directory
+//! cannot be read at all, the mesh being served stays.
 //!
 //! With a second registry (Kubernetes), its services are served together with the directory's
 //! ServiceEntries (a host both define is the Kubernetes Service's), and each of its changes republishes the
 //! mesh with the configuration last loaded.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hub_config::{ConfigErrors, ConfigFiles};
 use pilot_config::{
-    FileRegistry, MeshConfig, NetworkingSet, ParsedFiles, RegistrySnapshot, ServiceRegistry,
+    FileRegistry, MeshConfig, NetworkingSet, ParsedFiles, RegistrySnapshot, Rejected,
+    ServiceRegistry, Unread, Validated,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::source::{Mesh, MeshSource};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
+}
+
+/// The labels of `pilot_config_rejected`: one series per resource left out, up to
+/// [`MAX_REJECTED_SERIES`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RejectedLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+/// The labels of `pilot_config_unread_documents`, bounded by `pilot_config::report::unread_hint`'s table.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct UnreadLabels {
+    group: &'static str,
+    kind: &'static str,
+}
+
+/// The series `pilot_config_rejected` holds at most (no label set grows without a bound): beyond, the
+/// resources left out are counted in one series whose labels are all `_other`.
+pub const MAX_REJECTED_SERIES: usize = 1000;
+
+/// What the last load left out and did not read.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// The resources (and files) left out, in the order written.
+    pub rejected: Vec<Rejected>,
+    /// Documents of Istio kinds pilot does not read, one entry per file and kind.
+    pub unread: Vec<Unread>,
 }
 
 /// The configuration directory and what was last loaded from it.
@@ -38,7 +73,12 @@ pub struct ConfigWatch {
     last_digest: RwLock<Option<u64>>,
     parsed: Mutex<ParsedFiles>,
     last_errors: RwLock<Vec<String>>,
+    report: RwLock<Arc<LoadReport>>,
+    /// `file\0group\0kind` of the unread documents already warned about.
+    warned: Mutex<HashSet<String>>,
     pub(crate) reloads: Family<ResultLabels, Counter>,
+    pub(crate) rejected: Family<RejectedLabels, Gauge>,
+    pub(crate) unread: Family<UnreadLabels, Gauge>,
 }
 
 impl ConfigWatch {
@@ -53,7 +93,11 @@ impl ConfigWatch {
             last_digest: RwLock::new(None),
             parsed: Mutex::new(ParsedFiles::default()),
             last_errors: RwLock::new(Vec::new()),
+            report: RwLock::new(Arc::default()),
+            warned: Mutex::new(HashSet::new()),
             reloads: Family::default(),
+            rejected: Family::default(),
+            unread: Family::default(),
         }
     }
 
@@ -141,7 +185,68 @@ impl ConfigWatch {
         Some(self.source.publish(Mesh { config, services }))
     }
 
-    /// The errors of the last rejected change (empty when the last attempt loaded).
+    /// What the last load left out and did not read.
+    pub fn report(&self) -> Arc<LoadReport> {
+        self.report
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Logs what is newly left out or unread, sets the gauges and keeps `report` for `/debug/config`.
+    fn record(&self, report: LoadReport) {
+        let previous = self.report();
+        let before: HashSet<String> = previous.rejected.iter().map(Rejected::message).collect();
+        for r in &report.rejected {
+            let error = r.message();
+            if !before.contains(&error) {
+                tracing::error!(
+                    kind = %r.kind,
+                    resource = %r.key(),
+                    at = %r.at().map(ToString::to_string).unwrap_or_default(),
+                    error = %error,
+                    "networking resource left out; the rest of the configuration is served"
+                );
+            }
+        }
+        let now: HashSet<String> = report.rejected.iter().map(Rejected::message).collect();
+        for r in &previous.rejected {
+            if !now.contains(&r.message()) && !report.rejected.iter().any(|n| n.key() == r.key()) {
+                tracing::info!(kind = %r.kind, resource = %r.key(), "networking resource no longer left out");
+            }
+        }
+        self.rejected.clear();
+        for labels in rejected_series(&report.rejected) {
+            self.rejected.get_or_create(&labels).inc();
+        }
+        self.unread.clear();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = HashSet::with_capacity(report.unread.len());
+        for u in &report.unread {
+            let labels = UnreadLabels {
+                group: u.group_label,
+                kind: u.kind_label,
+            };
+            self.unread
+                .get_or_create(&labels)
+                .inc_by(i64::try_from(u.documents).unwrap_or(i64::MAX));
+            let key = format!("{}\0{}\0{}", u.at.file.display(), u.group, u.kind);
+            if !warned.contains(&key) {
+                tracing::warn!(
+                    at = %u.at,
+                    group = %u.group,
+                    kind = %u.kind,
+                    documents = u.documents,
+                    "{u}"
+                );
+            }
+            now.insert(key);
+        }
+        *warned = now;
+        *self.report.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(report);
+    }
+
+    /// The errors of the last load that could not read the directory (empty when the last attempt read it).
     pub fn last_errors(&self) -> Vec<String> {
         self.last_errors
             .read()
@@ -151,7 +256,7 @@ impl ConfigWatch {
 
     fn reject(&self, errors: &ConfigErrors) {
         for e in &errors.0 {
-            tracing::error!(error = %e, "networking configuration rejected; the previous configuration keeps serving");
+            tracing::error!(error = %e, "networking configuration unreadable; the previous configuration keeps serving");
         }
         self.reloads
             .get_or_create(&ResultLabels { result: "failure" })
@@ -178,39 +283,41 @@ impl ConfigWatch {
             *last = Some(files.digest);
         }
         let read = started.elapsed();
-        let parsed = {
+        let set = {
             let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
             NetworkingSet::load_with(&files, &mut cache)
         };
         let typed = started.elapsed();
-        match parsed.and_then(|set| pilot_config::validate(&set)) {
-            Ok(config) => {
-                let validated = started.elapsed();
-                self.registry.update(config.services.clone());
-                let generation = self.publish(Some(Arc::new(config)));
-                self.reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
-                self.last_errors
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
-                tracing::info!(
-                    generation,
-                    files = files.files.len(),
-                    read_ms = millis(read),
-                    parse_ms = millis(typed - read),
-                    validate_ms = millis(validated - typed),
-                    translate_ms = millis(started.elapsed() - validated),
-                    "networking configuration loaded"
-                );
-                true
-            }
-            Err(errors) => {
-                self.reject(&errors);
-                false
-            }
-        }
+        let Validated { config, rejected } = pilot_config::validate_each(&set);
+        let validated = started.elapsed();
+        self.registry.update(config.services.clone());
+        let generation = self.publish(Some(Arc::new(config)));
+        let result = if rejected.is_empty() {
+            "success"
+        } else {
+            "partial"
+        };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.last_errors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let left_out = rejected.len();
+        self.record(LoadReport {
+            rejected,
+            unread: set.unread,
+        });
+        tracing::info!(
+            generation,
+            files = files.files.len(),
+            left_out,
+            read_ms = millis(read),
+            parse_ms = millis(typed - read),
+            validate_ms = millis(validated - typed),
+            translate_ms = millis(started.elapsed() - validated),
+            "networking configuration loaded"
+        );
+        true
     }
 
     /// Loads the directory whenever it changes ([`sextant_watch::DirWatch`]: file-system events, or every
@@ -227,6 +334,27 @@ impl ConfigWatch {
     }
 }
 
+/// The `pilot_config_rejected` series of `rejected`, one per resource: at most [`MAX_REJECTED_SERIES`]
+/// distinct label sets, the resources beyond the first `MAX_REJECTED_SERIES - 1` sharing the `_other` one.
+fn rejected_series(rejected: &[Rejected]) -> impl Iterator<Item = RejectedLabels> + '_ {
+    let over = rejected.len() > MAX_REJECTED_SERIES;
+    rejected.iter().enumerate().map(move |(i, r)| {
+        if over && i >= MAX_REJECTED_SERIES - 1 {
+            RejectedLabels {
+                kind: "_other".into(),
+                namespace: "_other".into(),
+                name: "_other".into(),
+            }
+        } else {
+            RejectedLabels {
+                kind: r.kind.clone(),
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+            }
+        }
+    })
+}
+
 /// Runs CPU work (reading, parsing, validation, translation) on the blocking pool. A panic there is the
 /// caller's task's panic, so its supervisor sees it.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -239,4 +367,46 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use hub_config::ConfigFiles;
+    use pilot_config::{NetworkingSet, ParsedFiles};
+
+    use super::*;
+
+    #[test]
+    fn rejected_series_are_bounded() {
+        let text: String = (0..MAX_REJECTED_SERIES + 5)
+            .map(|i| {
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g{i}}}\nspec: {{servers: []}}\n---\n"
+                )
+            })
+            .collect();
+        let files = ConfigFiles::from_texts(vec![(PathBuf::from("g.yaml"), text)]);
+        let set = NetworkingSet::load_with(&files, &mut ParsedFiles::default());
+        let rejected = pilot_config::validate_each(&set).rejected;
+        assert_eq!(rejected.len(), MAX_REJECTED_SERIES + 5);
+        let family: Family<RejectedLabels, Gauge> = Family::default();
+        for labels in rejected_series(&rejected) {
+            family.get_or_create(&labels).inc();
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("rejected", "", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("rejected{"))
+            .collect();
+        assert_eq!(series.len(), MAX_REJECTED_SERIES);
+        assert!(series.contains(&"rejected{kind=\"Gateway\",namespace=\"default\",name=\"g0\"} 1"));
+        assert!(
+            series.contains(&"rejected{kind=\"_other\",namespace=\"_other\",name=\"_other\"} 6")
+        );
+    }
 }

@@ -9,12 +9,14 @@ use super::Errs;
 use crate::protocol::Protocol;
 use crate::types::{GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
 
-/// Validates Gateways.
+/// Validates Gateways; those with errors are left out.
 pub(super) fn gateways(
     list: &[Resource<GatewaySpec>],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Resource<GatewaySpec>> {
+    let mut out = Vec::with_capacity(list.len());
     for r in list {
+        let before = errors.len();
         let mut e = Errs::new(r, "Gateway", errors);
         if r.spec.servers.is_empty() {
             e.push("spec.servers", "a gateway needs at least one server");
@@ -49,8 +51,11 @@ pub(super) fn gateways(
                 }
             }
         }
+        if errors.len() == before {
+            out.push(r.clone());
+        }
     }
-    list.to_vec()
+    out
 }
 
 fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {

@@ -1,5 +1,6 @@
-//! The pure validation step: a [`NetworkingSet`] as loaded becomes an immutable [`MeshConfig`], or every
-//! error found, each naming file, line, resource and field. No I/O happens here.
+//! The pure validation step: a [`NetworkingSet`] as loaded becomes an immutable [`MeshConfig`] of the
+//! resources that pass, and the resources left out with every error found, each naming file, line, resource
+//! and field ([`validate_each`]); [`validate`] is the strict form. No I/O happens here.
 //!
 //! Checked: host names; ports in 1–65535 and protocols known; durations (when typed) and percentages;
 //! regexes compile (RE2 syntax, as Istio; compiled with the `regex` crate, whose syntax is RE2's less
@@ -14,36 +15,136 @@ mod routes;
 mod rules;
 mod services;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hub_config::{ConfigError, ConfigErrors, Resource};
 
 use crate::load::NetworkingSet;
 use crate::model::MeshConfig;
+use crate::report::Rejected;
 
-/// Validates `set` into the mesh model.
+/// A validated mesh and what was left out of it.
+#[derive(Clone, Debug, Default)]
+pub struct Validated {
+    /// The mesh model of every resource that passed.
+    pub config: MeshConfig,
+    /// The resources left out (while loading or validating), in the order written.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Validates `set` into the mesh model strictly: any resource left out (see [`validate_each`]) is an error,
+/// and every error is returned, in the order written.
 pub fn validate(set: &NetworkingSet) -> Result<MeshConfig, ConfigErrors> {
+    let v = validate_each(set);
+    if v.rejected.is_empty() {
+        Ok(v.config)
+    } else {
+        Err(ConfigErrors(
+            v.rejected.into_iter().flat_map(|r| r.errors).collect(),
+        ))
+    }
+}
+
+/// Validates each resource of `set` on its own, as Istio does: an invalid resource is left out and named
+/// in [`Validated::rejected`] (with those [`NetworkingSet::load_with`] left out), the others make the mesh.
+///
+/// A resource that refers to one left out is kept and degrades as Istio's does: a route to a subset of a
+/// left-out DestinationRule goes to a cluster that does not exist (Envoy answers 503, `NC`), a
+/// VirtualService bound to a left-out Gateway applies to nothing there. References to resources that were
+/// never written stay errors of the referring resource, except when a file was left out whole (the
+/// resource may be in it). Of two resources claiming one host (DestinationRules, ServiceEntries), the later
+/// one is left out, and an invalid one claims nothing.
+pub fn validate_each(set: &NetworkingSet) -> Validated {
     let mut errors = Vec::new();
     let destination_rules = rules::destination_rules(&set.destination_rules, &mut errors);
     let gateways = gateways::gateways(&set.gateways, &mut errors);
     let services = services::services(set, &mut errors);
-    let virtual_services = routes::virtual_services(set, &destination_rules, &mut errors);
-    if !errors.is_empty() {
-        // Reported in the order they are written, whatever order the checks ran in.
-        errors.sort_by(|a, b| {
-            let key = |e: &ConfigError| e.location().map(|l| (l.file.clone(), l.line));
-            key(a).cmp(&key(b))
-        });
-        return Err(ConfigErrors(errors));
+    let left_out = LeftOut::of(set, &errors);
+    let virtual_services =
+        routes::virtual_services(set, &destination_rules, &gateways, &left_out, &mut errors);
+    let mut rejected = set.rejected.clone();
+    rejected.extend(crate::report::group(errors));
+    // Reported in the order they are written, whatever order the checks ran in.
+    for r in &mut rejected {
+        r.errors.sort_by_key(order);
     }
-    Ok(MeshConfig {
-        virtual_services,
-        destination_rules,
-        gateways,
-        services: Arc::new(services),
-        digest: set.digest,
-    })
+    rejected.sort_by_key(order_of);
+    Validated {
+        config: MeshConfig {
+            virtual_services,
+            destination_rules,
+            gateways,
+            services: Arc::new(services),
+            digest: set.digest,
+        },
+        rejected,
+    }
+}
+
+fn order(e: &ConfigError) -> Option<(Arc<std::path::Path>, u32)> {
+    e.location().map(|l| (l.file.clone(), l.line))
+}
+
+fn order_of(r: &Rejected) -> Option<(Arc<std::path::Path>, u32)> {
+    r.errors.first().and_then(order)
+}
+
+/// What was left out that other resources may refer to.
+pub(crate) struct LeftOut {
+    /// Hosts (fully qualified) of the DestinationRules left out.
+    rule_hosts: BTreeSet<String>,
+    /// `namespace/name` of the Gateways left out.
+    gateways: BTreeSet<String>,
+    /// Whether something whose kind is unknown was left out (a file that is not YAML, a document without
+    /// a kind): any reference may be to it.
+    anything: bool,
+}
+
+impl LeftOut {
+    fn of(set: &NetworkingSet, errors: &[ConfigError]) -> LeftOut {
+        let mut out = LeftOut {
+            rule_hosts: set.left_out_rule_hosts.iter().cloned().collect(),
+            gateways: BTreeSet::new(),
+            anything: false,
+        };
+        for r in &set.rejected {
+            match r.kind.as_str() {
+                "Gateway" => {
+                    out.gateways.insert(r.key());
+                }
+                "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry" => {}
+                _ => out.anything = true,
+            }
+        }
+        for e in errors {
+            if let ConfigError::Invalid { kind, name, .. } = e
+                && kind == "Gateway"
+            {
+                out.gateways.insert(name.clone());
+            }
+        }
+        for r in &set.destination_rules {
+            let key = r.key();
+            if errors.iter().any(|e| {
+                matches!(e, ConfigError::Invalid { kind, name, .. } if kind == "DestinationRule" && *name == key)
+            }) {
+                out.rule_hosts
+                    .insert(crate::host::resolve(&r.spec.host, &r.namespace));
+            }
+        }
+        out
+    }
+
+    /// Whether a DestinationRule of `host` may have been left out.
+    pub(crate) fn rule_of(&self, host: &str) -> bool {
+        self.anything || self.rule_hosts.contains(host)
+    }
+
+    /// Whether the Gateway `key` may have been left out.
+    pub(crate) fn gateway(&self, key: &str) -> bool {
+        self.anything || self.gateways.contains(key)
+    }
 }
 
 /// Collects errors about one resource of one kind.
@@ -160,3 +261,5 @@ fn is_namespace_name(ns: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_isolation;

@@ -4,15 +4,17 @@ use std::collections::BTreeMap;
 
 use hub_config::{ConfigError, Resource};
 
-use super::Errs;
 use super::matches::{headers, string_match, subnet_problem};
+use super::{Errs, LeftOut};
 use crate::export::ExportTo;
 use crate::load::NetworkingSet;
 use crate::model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, RequestMatch, RouteTarget, TcpRouteModel,
     VirtualService,
 };
-use crate::types::{Destination, HttpMatch, HttpRoute, StringMatch, TcpRoute, VirtualServiceSpec};
+use crate::types::{
+    Destination, GatewaySpec, HttpMatch, HttpRoute, StringMatch, TcpRoute, VirtualServiceSpec,
+};
 
 pub(super) type E<'a> = Errs<'a, VirtualServiceSpec>;
 
@@ -36,20 +38,25 @@ const RETRY_ON: [&str; 16] = [
     "unavailable",
 ];
 
-/// Validates VirtualServices.
+/// Validates VirtualServices against the DestinationRules and Gateways that passed; those with errors are
+/// left out. References to resources left out degrade (see [`super::validate_each`]).
 pub(super) fn virtual_services(
     set: &NetworkingSet,
     rules: &BTreeMap<String, DestinationRule>,
+    gateways: &[Resource<GatewaySpec>],
+    left_out: &LeftOut,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<VirtualService> {
-    let gateway_keys: Vec<String> = set.gateways.iter().map(Resource::key).collect();
+    let gateway_keys: Vec<String> = gateways.iter().map(Resource::key).collect();
     let mut out = Vec::new();
     for r in &set.virtual_services {
+        let before = errors.len();
         let mut e = Errs::new(r, "VirtualService", errors);
         let v = Vs {
             ns: &r.namespace,
             rules,
             gateway_keys: &gateway_keys,
+            left_out,
         };
         let spec = &r.spec;
         e.export_to(&spec.export_to);
@@ -85,6 +92,9 @@ pub(super) fn virtual_services(
         let tcp = (spec.tcp.iter().enumerate())
             .map(|(i, route)| v.tcp_route(&mut e, &format!("spec.tcp[{i}]"), route))
             .collect();
+        if e.errors.len() > before {
+            continue;
+        }
         out.push(VirtualService {
             resource: r.clone(),
             hosts,
@@ -102,6 +112,7 @@ struct Vs<'a> {
     ns: &'a str,
     rules: &'a BTreeMap<String, DestinationRule>,
     gateway_keys: &'a [String],
+    left_out: &'a LeftOut,
 }
 
 impl Vs<'_> {
@@ -117,7 +128,8 @@ impl Vs<'_> {
             } else {
                 format!("{}/{g}", self.ns)
             };
-            if !self.gateway_keys.contains(&key) {
+            // A gateway left out is no error here: the route applies to nothing there, as in Istio.
+            if !self.gateway_keys.contains(&key) && !self.left_out.gateway(&key) {
                 e.push(
                     &format!("{field}[{i}]"),
                     format!(
@@ -340,6 +352,8 @@ impl Vs<'_> {
             let mut labels = Default::default();
             if let Some(subset) = &d.subset {
                 match self.rules.get(&host) {
+                    // Its rule was left out: the route goes to a cluster that does not exist (503).
+                    None if self.left_out.rule_of(&host) => {}
                     None => e.push(
                         &format!("{f}.subset"),
                         format!("unknown subset {subset:?}: no DestinationRule defines subsets of host {host}"),

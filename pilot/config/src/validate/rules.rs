@@ -21,21 +21,11 @@ pub(super) fn destination_rules(
 ) -> BTreeMap<String, DestinationRule> {
     let mut out: BTreeMap<String, DestinationRule> = BTreeMap::new();
     for r in list {
+        let before = errors.len();
         let mut e = Errs::new(r, DR, errors);
         e.host("spec.host", &r.spec.host);
         e.export_to(&r.spec.export_to);
         let host = crate::host::resolve(&r.spec.host, &r.namespace);
-        if let Some(first) = out.get(&host) {
-            let at = first.resource.origin.locate("spec.host");
-            e.push(
-                "spec.host",
-                format!(
-                    "host {host} already has DestinationRule {} (at {at}); merge the two",
-                    first.resource.key()
-                ),
-            );
-            continue;
-        }
         let mut seen = BTreeMap::new();
         for (i, s) in r.spec.subsets.iter().enumerate() {
             let field = format!("spec.subsets[{i}]");
@@ -58,6 +48,20 @@ pub(super) fn destination_rules(
         }
         if let Some(tp) = &r.spec.traffic_policy {
             traffic_policy(&mut e, "spec.trafficPolicy", tp);
+        }
+        if e.errors.len() > before {
+            continue; // left out: it claims no host
+        }
+        if let Some(first) = out.get(&host) {
+            let at = first.resource.origin.locate("spec.host");
+            e.push(
+                "spec.host",
+                format!(
+                    "host {host} already has DestinationRule {} (at {at}); merge the two",
+                    first.resource.key()
+                ),
+            );
+            continue;
         }
         out.insert(
             host.clone(),

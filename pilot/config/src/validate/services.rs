@@ -15,31 +15,49 @@ use crate::types::{Location, Resolution, ServiceEntrySpec, WorkloadEntrySpec};
 
 const SE: &str = "ServiceEntry";
 
-/// Validates ServiceEntries (and the WorkloadEntries they select) into services by host name.
+/// Validates ServiceEntries (and the WorkloadEntries they select) into services by host name; those with
+/// errors are left out, and of two claiming one host the later.
 pub(super) fn services(
     set: &NetworkingSet,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, Arc<Service>> {
-    for w in &set.workload_entries {
-        workload_entry(w, errors);
-    }
+    // An invalid WorkloadEntry is left out: no ServiceEntry selects it.
+    let workloads: Vec<&Resource<WorkloadEntrySpec>> = (set.workload_entries.iter())
+        .filter(|w| {
+            let before = errors.len();
+            workload_entry(w, errors);
+            errors.len() == before
+        })
+        .collect();
     let mut out: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     let mut owner: BTreeMap<String, &Resource<ServiceEntrySpec>> = BTreeMap::new();
     let mut total_endpoints = 0usize;
     for r in &set.service_entries {
+        let before = errors.len();
         let mut e = Errs::new(r, SE, errors);
         e.export_to(&r.spec.export_to);
         let ports = ports(&mut e, &r.spec);
         let resolution = r.spec.resolution.unwrap_or(Resolution::None);
-        let endpoints = endpoints(&mut e, r, resolution, &ports, &set.workload_entries);
+        let endpoints = endpoints(&mut e, r, resolution, &ports, &workloads);
         if r.spec.hosts.is_empty() {
             e.push("spec.hosts", "a ServiceEntry needs at least one host");
         }
         for (i, h) in r.spec.hosts.iter().enumerate() {
+            e.host(&format!("spec.hosts[{i}]"), h);
+        }
+        if e.errors.len() > before {
+            continue; // left out: it claims no host
+        }
+        // Then what it claims against what the earlier ones claimed: all its hosts, or none.
+        let hosts: Vec<String> = r
+            .spec
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for (i, host) in hosts.iter().enumerate() {
             let field = format!("spec.hosts[{i}]");
-            e.host(&field, h);
-            let host = h.to_ascii_lowercase();
-            if let Some(first) = owner.get(&host) {
+            if let Some(first) = owner.get(host) {
                 e.push(
                     &field,
                     format!(
@@ -48,25 +66,30 @@ pub(super) fn services(
                         first.origin.locate("spec.hosts")
                     ),
                 );
-                continue;
+            } else if hosts[..i].contains(host) {
+                e.push(&field, format!("host {host} is listed twice"));
             }
-            if out.len() >= limits::MAX_SERVICES {
-                e.push(
-                    &field,
-                    format!("more than {} services", limits::MAX_SERVICES),
-                );
-                continue;
-            }
-            total_endpoints += endpoints.len();
-            if total_endpoints > limits::MAX_ENDPOINTS {
-                e.push(
-                    "spec",
-                    format!(
-                        "more than {} endpoints in all services",
-                        limits::MAX_ENDPOINTS
-                    ),
-                );
-            }
+        }
+        if out.len() + hosts.len() > limits::MAX_SERVICES {
+            e.push(
+                "spec.hosts",
+                format!("more than {} services", limits::MAX_SERVICES),
+            );
+        }
+        if total_endpoints + endpoints.len() * hosts.len() > limits::MAX_ENDPOINTS {
+            e.push(
+                "spec",
+                format!(
+                    "more than {} endpoints in all services",
+                    limits::MAX_ENDPOINTS
+                ),
+            );
+        }
+        if e.errors.len() > before {
+            continue;
+        }
+        total_endpoints += endpoints.len() * hosts.len();
+        for host in hosts {
             owner.insert(host.clone(), r);
             out.insert(
                 host.clone(),
@@ -140,7 +163,7 @@ fn endpoints(
     r: &Resource<ServiceEntrySpec>,
     resolution: Resolution,
     ports: &[(ServicePort, u16)],
-    workloads: &[Resource<WorkloadEntrySpec>],
+    workloads: &[&Resource<WorkloadEntrySpec>],
 ) -> Vec<Endpoint> {
     let spec = &r.spec;
     match (&spec.workload_selector, spec.endpoints.is_empty()) {
