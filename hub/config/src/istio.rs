@@ -4,6 +4,7 @@
 //! `networking.istio.io` kinds in [`READ_BY_PILOT`]) and the hub (which reads none of Istio's).
 
 use crate::error::Location;
+use crate::load::RawResource;
 
 /// The `networking.istio.io` kinds pilot reads; every other kind of an `*.istio.io` group is unread.
 pub const READ_BY_PILOT: [&str; 5] = [
@@ -34,6 +35,31 @@ pub struct Unread {
     pub group_label: &'static str,
     /// The kind as a metric label: a known kind of the group, or `_other`.
     pub kind_label: &'static str,
+}
+
+/// Counts `doc` in `unread` (one entry per file, group and kind) when it is an Istio document neither role
+/// reads ([`unread_hint`]); whether it was.
+pub fn note_unread(unread: &mut Vec<Unread>, doc: &RawResource) -> bool {
+    let Some((group_label, kind_label, hint)) = unread_hint(&doc.group, &doc.kind) else {
+        return false;
+    };
+    let file = &doc.origin.file;
+    match unread
+        .iter_mut()
+        .find(|u| u.at.file == *file && u.group == doc.group && u.kind == doc.kind)
+    {
+        Some(u) => u.documents += 1,
+        None => unread.push(Unread {
+            at: doc.origin.locate("apiVersion"),
+            group: doc.group.clone(),
+            kind: doc.kind.clone(),
+            documents: 1,
+            hint,
+            group_label,
+            kind_label,
+        }),
+    }
+    true
 }
 
 impl std::fmt::Display for Unread {

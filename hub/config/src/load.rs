@@ -145,10 +145,8 @@ impl ConfigFiles {
         }
     }
 
-    /// Parses every resource, each on its own: the set of those that parsed, and every error. A document
-    /// that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
-    /// text, and of two resources of one kind with the same namespace and name the later is left out.
-    pub fn load_each(&self) -> (ConfigSet, Vec<ConfigError>) {
+    /// Parses every file's documents into one set (duplicates not yet judged), with every error.
+    fn parse_files(&self) -> (ConfigSet, Vec<ConfigError>) {
         let mut set = ConfigSet {
             files: self.files.len(),
             digest: self.digest,
@@ -160,6 +158,14 @@ impl ConfigFiles {
                 errors.extend(e);
             }
         }
+        (set, errors)
+    }
+
+    /// Parses every resource, each on its own: the set of those that parsed, and every error. A document
+    /// that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
+    /// text, and of two resources of one kind with the same namespace and name the later is left out.
+    pub fn load_each(&self) -> (ConfigSet, Vec<ConfigError>) {
+        let (mut set, mut errors) = self.parse_files();
         first_of_each(&mut set.policies, "Policy", &mut errors);
         first_of_each(&mut set.rate_limits, "RateLimit", &mut errors);
         first_of_each(&mut set.telemetry, "Telemetry", &mut errors);
@@ -169,17 +175,7 @@ impl ConfigFiles {
 
     /// Parses every resource. All errors are collected, not just the first.
     pub fn load(&self) -> Result<ConfigSet, ConfigErrors> {
-        let mut set = ConfigSet {
-            files: self.files.len(),
-            digest: self.digest,
-            ..ConfigSet::default()
-        };
-        let mut errors = Vec::new();
-        for (file, text) in &self.files {
-            if let Err(e) = load_file(file, text, &mut set) {
-                errors.extend(e);
-            }
-        }
+        let (set, mut errors) = self.parse_files();
         check_duplicates(&set.policies, "Policy", &mut errors);
         check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
         check_duplicates(&set.telemetry, "Telemetry", &mut errors);
@@ -385,24 +381,7 @@ fn raw_resource(text: &str, origin: Origin) -> Result<Option<RawResource>, Confi
 
 fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigError> {
     if doc.group != GROUP {
-        if let Some((group_label, kind_label, hint)) =
-            crate::istio::unread_hint(&doc.group, &doc.kind)
-        {
-            let file = &doc.origin.file;
-            match (set.unread.iter_mut())
-                .find(|u| u.at.file == *file && u.group == doc.group && u.kind == doc.kind)
-            {
-                Some(u) => u.documents += 1,
-                None => set.unread.push(crate::istio::Unread {
-                    at: doc.origin.locate("apiVersion"),
-                    group: doc.group.clone(),
-                    kind: doc.kind.clone(),
-                    documents: 1,
-                    hint,
-                    group_label,
-                    kind_label,
-                }),
-            }
+        if crate::istio::note_unread(&mut set.unread, &doc) {
             return Ok(());
         }
         tracing::debug!(file = %doc.origin.file.display(), api_version = %doc.api_version, kind = %doc.kind, "not a hub resource, ignored");

@@ -157,6 +157,15 @@ fn restore_one<S: Clone>(to: &mut Vec<Resource<S>>, from: &[Resource<S>], key: &
     }
 }
 
+/// The keys of `resources` written in `file`.
+fn keys_in<S>(resources: &[Resource<S>], file: &Path) -> Vec<String> {
+    resources
+        .iter()
+        .filter(|r| &*r.origin.file == file)
+        .map(Resource::key)
+        .collect()
+}
+
 /// Puts back `good`'s resources written in `file` that `set` lacks; `Kind namespace/name` of each.
 fn restore_file(
     set: &mut ConfigSet,
@@ -172,41 +181,9 @@ fn restore_file(
             }
         }
     };
-    let in_file = |o: &hub_config::Origin| &*o.file == file;
-    let keys = |v: Vec<String>| v;
-    each(
-        "Policy",
-        keys(
-            good.policies
-                .iter()
-                .filter(|r| in_file(&r.origin))
-                .map(Resource::key)
-                .collect(),
-        ),
-        set,
-    );
-    each(
-        "RateLimit",
-        keys(
-            good.rate_limits
-                .iter()
-                .filter(|r| in_file(&r.origin))
-                .map(Resource::key)
-                .collect(),
-        ),
-        set,
-    );
-    each(
-        "Telemetry",
-        keys(
-            good.telemetry
-                .iter()
-                .filter(|r| in_file(&r.origin))
-                .map(Resource::key)
-                .collect(),
-        ),
-        set,
-    );
+    each("Policy", keys_in(&good.policies, file), set);
+    each("RateLimit", keys_in(&good.rate_limits, file), set);
+    each("Telemetry", keys_in(&good.telemetry, file), set);
     back
 }
 

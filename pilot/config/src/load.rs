@@ -129,7 +129,8 @@ impl NetworkingSet {
                 }
             };
             if doc.group != GROUP || !KINDS.contains(&doc.kind.as_str()) {
-                typed.unread(&doc);
+                // Counted when in an Istio group or kind pilot does not read (not the hub's resources).
+                hub_config::istio::note_unread(&mut typed.unread, &doc);
                 continue;
             }
             let rule_host = (doc.kind == "DestinationRule").then(|| {
@@ -142,26 +143,6 @@ impl NetworkingSet {
             }
         }
         typed
-    }
-
-    /// Counts `doc` as unread when it is in an Istio group or kind pilot does not read.
-    fn unread(&mut self, doc: &RawResource) {
-        let Some((group_label, kind_label, hint)) = report::unread_hint(&doc.group, &doc.kind)
-        else {
-            return; // the hub's resources, or anything else that shares the directory
-        };
-        match (self.unread.iter_mut()).find(|u| u.group == doc.group && u.kind == doc.kind) {
-            Some(u) => u.documents += 1,
-            None => self.unread.push(Unread {
-                at: doc.origin.locate("apiVersion"),
-                group: doc.group.clone(),
-                kind: doc.kind.clone(),
-                documents: 1,
-                hint,
-                group_label,
-                kind_label,
-            }),
-        }
     }
 
     fn extend(&mut self, other: &NetworkingSet) {
