@@ -44,6 +44,21 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A string in the schema (the field table of docs/istio-fields.md).
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "duration"})
+    }
+}
+
 /// Units Go's `time.ParseDuration` knows, in nanoseconds.
 const UNITS: [(&str, u128); 8] = [
     ("ns", 1),

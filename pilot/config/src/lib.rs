@@ -50,6 +50,7 @@
 
 mod duration;
 pub mod export;
+pub mod fields;
 pub mod host;
 mod load;
 mod model;

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// How a string is matched: exactly one of `exact`, `prefix` or `regex` (RE2 syntax). Empty (`{}`) in a
 /// header match means only that the header is present.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
     /// The whole string equals this.
@@ -21,7 +22,7 @@ pub struct StringMatch {
 }
 
 /// A port of a service, selected by number.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     /// The port number (1–65535).
@@ -29,7 +30,7 @@ pub struct PortSelector {
 }
 
 /// A percentage, 0.0 to 100.0.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     /// The percentage.
@@ -37,7 +38,7 @@ pub struct Percent {
 }
 
 /// A service (and optionally one subset and port of it) traffic is sent to.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     /// The service's host name; a short name resolves in the resource's namespace.
@@ -51,7 +52,7 @@ pub struct Destination {
 }
 
 /// Edits of a message's headers.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Headers set, replacing existing values.
@@ -66,7 +67,7 @@ pub struct HeaderOperations {
 }
 
 /// Header edits of the request (before forwarding) and the response (before returning it).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     /// Edits of the request.

@@ -1,5 +1,6 @@
 //! `DestinationRule`: subsets of a service and the policies traffic to it follows.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::common::PortSelector;
@@ -7,7 +8,7 @@ use super::labels::Labels;
 use crate::duration::Duration;
 
 /// The spec of a `DestinationRule`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
     /// The service (a short name resolves in the resource's namespace).
@@ -24,7 +25,7 @@ pub struct DestinationRuleSpec {
 }
 
 /// A named group of endpoints (`v1`: the endpoints labelled `version: v1`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// The name routes refer to.
@@ -38,7 +39,7 @@ pub struct Subset {
 }
 
 /// How traffic to a service is balanced, pooled, ejected and secured.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     /// Load balancing.
@@ -59,7 +60,7 @@ pub struct TrafficPolicy {
 }
 
 /// Policies for one port, overriding the rule's.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     /// The port.
@@ -80,7 +81,7 @@ pub struct PortTrafficPolicy {
 }
 
 /// Load balancing: one simple algorithm or consistent hashing.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// A simple algorithm.
@@ -92,7 +93,7 @@ pub struct LoadBalancerSettings {
 }
 
 /// Simple load-balancing algorithms.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     /// The proxy's default (least request).
@@ -110,7 +111,7 @@ pub enum SimpleLb {
 }
 
 /// Consistent hashing on one property of the request.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHash {
     /// Hash a header.
@@ -131,7 +132,7 @@ pub struct ConsistentHash {
 }
 
 /// The cookie consistent hashing uses.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     /// Cookie name.
@@ -145,7 +146,7 @@ pub struct HttpCookie {
 }
 
 /// Connection limits.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     /// TCP limits.
@@ -157,7 +158,7 @@ pub struct ConnectionPoolSettings {
 }
 
 /// TCP connection limits.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     /// Connections to the service at most.
@@ -172,7 +173,7 @@ pub struct TcpSettings {
 }
 
 /// HTTP request limits.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     /// Requests waiting for a connection at most.
@@ -193,7 +194,7 @@ pub struct HttpSettings {
 }
 
 /// Ejection of endpoints that keep failing.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Consecutive 5xx answers that eject an endpoint.
@@ -217,7 +218,7 @@ pub struct OutlierDetection {
 }
 
 /// TLS modes towards a service.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TlsMode {
     /// Plain text.
@@ -231,7 +232,7 @@ pub enum TlsMode {
 }
 
 /// TLS towards a service.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// The mode.

@@ -1,11 +1,12 @@
 //! `Gateway`: the ports and hosts a gateway proxy (ingress) serves.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::labels::Labels;
 
 /// The spec of a `Gateway`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
     /// Labels of the gateway proxies this applies to.
@@ -17,7 +18,7 @@ pub struct GatewaySpec {
 }
 
 /// One port of a gateway and the hosts served on it.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     /// The port.
@@ -37,7 +38,7 @@ pub struct Server {
 }
 
 /// A gateway port.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayPort {
     /// The port number (1–65535).
@@ -53,7 +54,7 @@ pub struct GatewayPort {
 }
 
 /// TLS modes of a gateway server.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     /// Forward TLS untouched, routed by SNI.
@@ -71,7 +72,7 @@ pub enum ServerTlsMode {
 }
 
 /// TLS of a gateway server.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
     /// Redirect plain HTTP to HTTPS.

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::labels::Labels;
 
 /// The spec of a `ServiceEntry`: a service, its ports and (for STATIC resolution) its endpoints.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntrySpec {
     /// The service's host names, taken as written (not resolved in the namespace).
@@ -40,7 +41,7 @@ pub struct ServiceEntrySpec {
 }
 
 /// A port of a service.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     /// The port number (1–65535).
@@ -57,7 +58,7 @@ pub struct ServicePort {
 }
 
 /// Whether a service is in the mesh.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {
     /// Outside the mesh (no sidecar, no mutual TLS).
@@ -67,7 +68,7 @@ pub enum Location {
 }
 
 /// How a service's endpoints are found.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
     /// The caller's destination address is used as is.
@@ -81,7 +82,7 @@ pub enum Resolution {
 }
 
 /// Selects workloads by labels.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Labels a workload must all carry.
@@ -90,7 +91,7 @@ pub struct WorkloadSelector {
 }
 
 /// One workload: the spec of a `WorkloadEntry`, and an item of a ServiceEntry's `endpoints`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntrySpec {
     /// IP address (or, with DNS resolution, a host name).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::common::{Destination, Headers, Percent, StringMatch};
@@ -9,7 +10,7 @@ use super::labels::Labels;
 use crate::duration::Duration;
 
 /// The spec of a `VirtualService`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
     /// The hosts this routing applies to (short names resolve in the resource's namespace; `*` for any).
@@ -31,7 +32,7 @@ pub struct VirtualServiceSpec {
 }
 
 /// One HTTP route: conditions and what to do with a request that meets them.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     /// A name, for logs and stats.
@@ -73,7 +74,7 @@ pub struct HttpRoute {
 }
 
 /// Conditions on an HTTP request; all the written ones must hold.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatch {
     /// A name, for logs.
@@ -118,7 +119,7 @@ pub struct HttpMatch {
 }
 
 /// A destination with its share of traffic.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
     /// Where to send.
@@ -132,7 +133,7 @@ pub struct HttpRouteDestination {
 }
 
 /// An HTTP redirect answered by the proxy.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     /// The new path.
@@ -153,7 +154,7 @@ pub struct HttpRedirect {
 }
 
 /// Rewrites applied before forwarding.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     /// Replaces the matched part of the path (the prefix, or the whole path).
@@ -165,7 +166,7 @@ pub struct HttpRewrite {
 }
 
 /// Retry policy.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     /// How many retries at most.
@@ -180,7 +181,7 @@ pub struct HttpRetry {
 }
 
 /// Faults injected into requests, to test resilience.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fault {
     /// Delay before forwarding.
@@ -192,7 +193,7 @@ pub struct Fault {
 }
 
 /// A delay injected before forwarding.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delay {
     /// The share of requests delayed (all when absent).
@@ -203,7 +204,7 @@ pub struct Delay {
 }
 
 /// An error answered instead of forwarding.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Abort {
     /// The share of requests aborted (all when absent).
@@ -214,7 +215,7 @@ pub struct Abort {
 }
 
 /// Cross-origin resource sharing policy.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Origins allowed.
@@ -238,7 +239,7 @@ pub struct CorsPolicy {
 }
 
 /// One TCP route.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
     /// Conditions, any of which selects this route; none means every connection.
@@ -250,7 +251,7 @@ pub struct TcpRoute {
 }
 
 /// Conditions on a connection.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4Match {
     /// Destination addresses (IPs or CIDRs).
@@ -268,7 +269,7 @@ pub struct L4Match {
 }
 
 /// A TCP destination with its share of connections.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WeightedDestination {
     /// Where to send.
