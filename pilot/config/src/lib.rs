@@ -66,7 +66,7 @@ pub use model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, Matcher, MeshConfig, RequestMatch, RouteTarget,
     TcpRouteModel, VirtualService,
 };
-pub use protocol::Protocol;
+pub use protocol::{Protocol, ServerKind};
 pub use registry::{
     Endpoint, FileRegistry, RegistrySnapshot, Service, ServicePort, ServiceRegistry, spiffe_id,
 };

@@ -2,6 +2,42 @@
 
 use std::fmt;
 
+/// What a gateway server on a port does with its connections; one port has one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Plain HTTP (`HTTP`, `HTTP2`, `GRPC`, `GRPC-WEB`), routed by VirtualService `http` routes.
+    Http,
+    /// TLS terminated and HTTP behind it (`HTTPS`), a filter chain per server chosen by SNI.
+    Https,
+    /// Opaque TCP (`TCP`, `MONGO`, `MYSQL`, `REDIS`), forwarded by VirtualService `tcp` routes.
+    Tcp,
+}
+
+impl ServerKind {
+    /// The kind of a server whose port says `protocol`; `None` for protocols gateways do not serve yet.
+    pub fn of(protocol: &str) -> Option<ServerKind> {
+        match Protocol::parse(protocol)? {
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb => {
+                Some(ServerKind::Http)
+            }
+            Protocol::Https => Some(ServerKind::Https),
+            Protocol::Tcp | Protocol::Mongo | Protocol::Mysql | Protocol::Redis => {
+                Some(ServerKind::Tcp)
+            }
+            Protocol::Tls | Protocol::Udp => None,
+        }
+    }
+
+    /// How errors name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Http => "HTTP",
+            ServerKind::Https => "HTTPS",
+            ServerKind::Tcp => "TCP",
+        }
+    }
+}
+
 /// The protocol a service port speaks, as Istio names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {

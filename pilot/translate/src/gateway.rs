@@ -16,15 +16,21 @@
 //! `ns/gw`, or a match's `gateways`) whose hosts meet the server's hosts (`ns/host` limits which namespaces'
 //! VirtualServices may bind; the narrower of two matching hosts is the domain), with the routes a sidecar
 //! would get ([`crate::route`]). A server with `tls.httpsRedirect` answers plain HTTP with a redirect to
-//! HTTPS. Request ports in `Host` are ignored. A port whose first server is HTTP takes no HTTPS server from
-//! another gateway, and the other way round (validation refuses that within one gateway).
+//! HTTPS. Request ports in `Host` are ignored.
+//! - TCP servers (`TCP`, `MONGO`, `MYSQL`, `REDIS`) forward each connection, as bytes, to the destinations of the
+//!   first TCP route of a VirtualService bound to the gateway whose hosts meet the server's and whose match
+//!   (if any) names the server's port and, when it names gateways, this one; weighted destinations split
+//!   connections (Istio's TCP traffic shifting). A TCP server without such a route gets no listener.
+//!
+//! A port's first server decides its kind (HTTP, HTTPS or TCP); servers of another kind on that port from
+//! other gateways are left out (validation refuses that within one gateway).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hub_config::Resource;
 use pilot_config::types::{GatewaySpec, Server};
-use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, VirtualService};
+use pilot_config::{MeshConfig, RegistrySnapshot, ServerKind, VirtualService};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
@@ -35,7 +41,7 @@ use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsI
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use sextant_proto::google::protobuf::BoolValue;
 
-use crate::listener::{Listeners, hcm_named};
+use crate::listener::{Listeners, hcm_named, tcp_clusters, tcp_forward};
 use crate::route::{RouteContext, http_route};
 use crate::{ProxyInfo, tls};
 
@@ -79,13 +85,18 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
     }
     let mut out = Listeners::default();
     for ((ip, listen), servers) in &ports {
-        let https = is_https(servers[0].server);
+        let Some(kind) = ServerKind::of(&servers[0].server.port.protocol) else {
+            continue;
+        };
         let servers: Vec<Bound<'_>> = (servers.iter().copied())
-            .filter(|b| is_https(b.server) == https)
+            .filter(|b| ServerKind::of(&b.server.port.protocol) == Some(kind))
             .collect();
         let name = format!("{ip}_{listen}");
+        let https = kind == ServerKind::Https;
         let mut chains = Vec::new();
-        if https {
+        if kind == ServerKind::Tcp {
+            chains.extend(tcp_chain(mesh, registry, proxy, &name, &servers));
+        } else if https {
             let mut seen = BTreeSet::new();
             for b in &servers {
                 let Some(socket) = b.server.tls.as_ref().and_then(tls::downstream) else {
@@ -164,8 +175,44 @@ pub(crate) fn tls_inspector() -> ListenerFilter {
     }
 }
 
-fn is_https(s: &Server) -> bool {
-    Protocol::parse(&s.port.protocol) == Some(Protocol::Https)
+/// The filter chain of a TCP port: a `tcp_proxy` to the destinations of the first TCP route bound to one of
+/// `servers` (in order); `None` when no VirtualService routes there.
+fn tcp_chain(
+    mesh: &MeshConfig,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    stat_prefix: &str,
+    servers: &[Bound<'_>],
+) -> Option<FilterChain> {
+    let visible =
+        || (mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&proxy.namespace));
+    let clusters = servers.iter().find_map(|b| {
+        let port = b.server.port.number;
+        visible()
+            .filter(|vs| !domains(vs, b).is_empty())
+            .find_map(|vs| {
+                let bound = vs.gateways.iter().any(|g| g == b.key);
+                let route = vs.tcp.iter().find(|r| {
+                    let names_this = |g: &String| *g == b.key || *g == b.gateway.name;
+                    if r.matches.is_empty() {
+                        return bound;
+                    }
+                    r.matches.iter().any(|m| {
+                        m.port.is_none_or(|p| p == port)
+                            && if m.gateways.is_empty() {
+                                bound
+                            } else {
+                                m.gateways.iter().any(names_this)
+                            }
+                    })
+                })?;
+                tcp_clusters(&route.destinations, registry, u16::try_from(port).ok()?)
+            })
+    })?;
+    Some(FilterChain {
+        filters: vec![tcp_forward(stat_prefix, clusters)],
+        ..Default::default()
+    })
 }
 
 /// The port the router listens on for server port `number`: the endpoint port of the router's own service

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
+use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, RouteTarget, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
@@ -203,29 +203,50 @@ fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u
                     && cx.proxy.labels.matches(&m.source_labels)
             })
     });
-    let spec = match route.map(|r| r.destinations.as_slice()) {
-        Some([one]) => {
-            tcp_proxy::ClusterSpecifier::Cluster(target_cluster(one, cx.registry, port).0)
-        }
-        Some(many) if !many.is_empty() => {
-            tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+    let spec = route
+        .and_then(|r| tcp_clusters(&r.destinations, cx.registry, port))
+        .unwrap_or_else(|| {
+            tcp_proxy::ClusterSpecifier::Cluster(cluster_name(port, None, &service.hostname))
+        });
+    tcp_forward(stat_prefix, spec)
+}
+
+/// The clusters a TCP route's `destinations` name for `port` (weighted when more than one); `None` when
+/// there are none. Destinations of weight 0 are left out, as Istio does (Envoy's TCP proxy refuses a
+/// weight below 1).
+pub(crate) fn tcp_clusters(
+    destinations: &[RouteTarget],
+    registry: &RegistrySnapshot,
+    port: u16,
+) -> Option<tcp_proxy::ClusterSpecifier> {
+    let destinations: Vec<&RouteTarget> = destinations.iter().filter(|t| t.weight > 0).collect();
+    match destinations.as_slice() {
+        [] => None,
+        [one] => Some(tcp_proxy::ClusterSpecifier::Cluster(
+            target_cluster(one, registry, port).0,
+        )),
+        many => Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
+            tcp_proxy::WeightedCluster {
                 clusters: many
                     .iter()
                     .map(|t| tcp_proxy::weighted_cluster::ClusterWeight {
-                        name: target_cluster(t, cx.registry, port).0,
+                        name: target_cluster(t, registry, port).0,
                         weight: t.weight,
                         ..Default::default()
                     })
                     .collect(),
-            })
-        }
-        _ => tcp_proxy::ClusterSpecifier::Cluster(cluster_name(port, None, &service.hostname)),
-    };
+            },
+        )),
+    }
+}
+
+/// A `tcp_proxy` filter forwarding to `clusters`.
+pub(crate) fn tcp_forward(stat_prefix: &str, clusters: tcp_proxy::ClusterSpecifier) -> Filter {
     build::network_filter(
         TCP_PROXY_FILTER,
         build::any(&TcpProxy {
             stat_prefix: stat_prefix.to_string(),
-            cluster_specifier: Some(spec),
+            cluster_specifier: Some(clusters),
             ..Default::default()
         }),
     )
@@ -258,13 +279,9 @@ fn terminate_mesh_tls(l: &mut Listener) {
 /// A capture listener: original destination restored, handed to the port's listener when one exists
 /// (`use_original_dst`), else proxied as bytes to `fallback`.
 fn capture(name: &str, port: u16, direction: TrafficDirection, fallback: &str) -> Listener {
-    let to_fallback = build::network_filter(
-        TCP_PROXY_FILTER,
-        build::any(&TcpProxy {
-            stat_prefix: fallback.to_string(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(fallback.to_string())),
-            ..Default::default()
-        }),
+    let to_fallback = tcp_forward(
+        fallback,
+        tcp_proxy::ClusterSpecifier::Cluster(fallback.to_string()),
     );
     Listener {
         name: name.to_string(),

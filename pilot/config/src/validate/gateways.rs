@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use hub_config::{ConfigError, Resource};
 
 use super::Errs;
-use crate::protocol::Protocol;
+use crate::protocol::{Protocol, ServerKind};
 use crate::types::{GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
 
 /// Validates Gateways; those with errors are left out.
@@ -22,8 +22,8 @@ pub(super) fn gateways(
             e.push("spec.servers", "a gateway needs at least one server");
         }
         let mut names = BTreeMap::new();
-        // Port → (whether it terminates TLS, the first server's field), so one port has one kind of server.
-        let mut kinds: BTreeMap<u32, (bool, String)> = BTreeMap::new();
+        // Port → (the first server's kind, its field), so one port has one kind of server.
+        let mut kinds: BTreeMap<u32, (ServerKind, String)> = BTreeMap::new();
         for (i, s) in r.spec.servers.iter().enumerate() {
             let f = format!("spec.servers[{i}]");
             server(&mut e, &f, s);
@@ -35,19 +35,29 @@ pub(super) fn gateways(
                     name,
                 );
             }
-            let tls = Protocol::parse(&s.port.protocol) == Some(Protocol::Https);
+            let Some(kind) = ServerKind::of(&s.port.protocol) else {
+                continue;
+            };
             match kinds.get(&s.port.number) {
-                Some((first_tls, first)) if *first_tls != tls => e.push(
+                Some((first_kind, first)) if *first_kind != kind => e.push(
                     &format!("{f}.port"),
                     format!(
-                        "port {} is already served as {} by {first}; one port serves either HTTP or HTTPS",
+                        "port {} is already served as {} by {first}; one port serves one of HTTP, HTTPS or TCP",
                         s.port.number,
-                        if *first_tls { "HTTPS" } else { "HTTP" }
+                        first_kind.as_str()
+                    ),
+                ),
+                Some((ServerKind::Tcp, first)) => e.push(
+                    &format!("{f}.port"),
+                    format!(
+                        "port {} is already a TCP server ({first}); a TCP port takes one server (TCP has no \
+                         host to tell servers apart)",
+                        s.port.number
                     ),
                 ),
                 Some(_) => {}
                 None => {
-                    kinds.insert(s.port.number, (tls, f.clone()));
+                    kinds.insert(s.port.number, (kind, f.clone()));
                 }
             }
         }
@@ -86,7 +96,16 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
             ),
             Some(tls) => server_tls(e, &format!("{f}.tls"), tls),
         },
-        Some(Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb) => {
+        Some(
+            Protocol::Http
+            | Protocol::Http2
+            | Protocol::Grpc
+            | Protocol::GrpcWeb
+            | Protocol::Tcp
+            | Protocol::Mongo
+            | Protocol::Mysql
+            | Protocol::Redis,
+        ) => {
             if let Some(tls) = &s.tls
                 && (tls.mode.is_some() || tls.server_certificate.is_some())
             {
@@ -102,8 +121,7 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
         Some(p) => e.push(
             &format!("{f}.port.protocol"),
             format!(
-                "{} gateway servers are not translated yet (they need VirtualService tcp/tls routes at \
-                 gateways); use HTTP or HTTPS",
+                "{} gateway servers are not translated yet; use HTTP, HTTPS or TCP",
                 p.as_str()
             ),
         ),

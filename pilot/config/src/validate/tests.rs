@@ -470,8 +470,20 @@ fn gateway_servers_are_checked() {
         "spec.servers[0]: an HTTPS server needs tls settings",
     );
     refused(
-        &gateway("  - port: {number: 31400, protocol: TCP}\n    hosts: ['*']\n"),
-        "spec.servers[0].port.protocol: TCP gateway servers are not translated yet",
+        &gateway("  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n"),
+        "spec.servers[0].port.protocol: TLS gateway servers are not translated yet",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 31400, protocol: TCP}\n    hosts: ['*']\n  - port: {number: 31400, protocol: HTTP}\n    hosts: ['*']\n",
+        ),
+        "spec.servers[1].port: port 31400 is already served as TCP by spec.servers[0]",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 31400, protocol: TCP}\n    hosts: ['a.example']\n  - port: {number: 31400, protocol: TCP}\n    hosts: ['b.example']\n",
+        ),
+        "spec.servers[1].port: port 31400 is already a TCP server (spec.servers[0])",
     );
     refused(
         &gateway(
