@@ -3,14 +3,19 @@
 //! 20 % to v2 (a DestinationRule's subsets, one endpoint each), the gateway a `router~` node of Envoy 1.40 or
 //! `sextant proxy` fed by `sextant pilot`. Each backend greets a connection with its version, so the split is
 //! counted as a client sees it; then the route moves to 100 % v2 and every new connection goes there.
+//! And TLS passthrough: a Gateway `TLS` server (mode `PASSTHROUGH`) whose VirtualService `tls` routes send
+//! SNI `a.example` and `b.example` to two `openssl s_server` backends, untouched (curl sees each backend's
+//! own certificate and page); a name no route claims gets no connection.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{HeldPort, Plane, scratch, start_pilot, wait_until, write_atomically};
+use common::{HeldPort, Plane, Proc, scratch, start_pilot, wait_until, write_atomically};
 
 const GATEWAY_ID: &str = "router~127.0.0.1~ingress-1.istio-system~istio-system.svc.cluster.local";
 const GATEWAY_NODE: &str = "{id: \"router~127.0.0.1~ingress-1.istio-system~istio-system.svc.cluster.local\", cluster: istio-ingressgateway.istio-system, metadata: {NAMESPACE: istio-system, LABELS: {istio: ingressgateway}}}";
@@ -171,4 +176,157 @@ fn envoy_as_ingress_gateway_shifts_tcp_traffic_by_weight() {
 #[test]
 fn sextant_proxy_as_ingress_gateway_shifts_tcp_traffic_by_weight() {
     run(Plane::Sextant);
+}
+
+/// An `openssl s_server` for `host` (a self-signed certificate) serving the files of `dir/www`, whose
+/// `who` says `backend HOST`: its address and the process.
+fn tls_backend(dir: &Path, host: &str) -> (SocketAddr, Proc) {
+    let www = dir.join(format!("www-{host}"));
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("who"), format!("backend {host}")).expect("who");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem", "-subj"])
+        .arg(format!("/CN={host}"))
+        .current_dir(&www)
+        .output()
+        .expect("the openssl CLI (installed by .ci/peers)");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-accept", "127.0.0.1:0", "-cert", "cert.pem"])
+        .args(["-key", "key.pem", "-WWW"])
+        .current_dir(&www);
+    let mut proc = Proc::spawn(
+        "openssl s_server",
+        cmd,
+        dir.join(format!("s_server-{host}.log")),
+    );
+    // It prints `ACCEPT 127.0.0.1:PORT` once listening.
+    let line = proc.wait_for_line("ACCEPT ", Duration::from_secs(60));
+    let [addr] = common::addrs_in(&line)[..] else {
+        panic!("openssl s_server's ACCEPT line names one address: {line}");
+    };
+    (addr, proc)
+}
+
+/// `https://HOST:PORT/who` through `at` with SNI `host` (certificates not checked: each backend's own);
+/// the body, or `None` when the connection or handshake failed.
+fn who(at: SocketAddr, host: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:{}:{}", at.port(), at.ip()))
+        .arg(format!("https://{host}:{}/who", at.port()))
+        .output()
+        .expect("curl (installed by .ci/peers)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Two TLS services, the gateway's service (port `side`, its pod on `pod`), a PASSTHROUGH server and the
+/// VirtualService routing `a.example` and `b.example` by SNI.
+fn passthrough(a: u16, b: u16, side: u16, pod: u16) -> String {
+    let entry = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  \
+             hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+             ports: [{{number: 443, name: tls}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {port}}}}}]\n---\n"
+        )
+    };
+    format!(
+        r#"{a}{b}apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  hosts: [istio-ingressgateway.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {side}, name: tls}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {pod}}}, labels: {{istio: ingressgateway}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tls-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {side}, name: tls, protocol: TLS}}
+    hosts: [a.example, b.example]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: by-sni}}
+spec:
+  hosts: [a.example, b.example]
+  gateways: [tls-gateway]
+  tls:
+  - match: [{{port: {side}, sniHosts: [a.example]}}]
+    route: [{{destination: {{host: tls-a, port: {{number: 443}}}}}}]
+  - match: [{{sniHosts: [b.example]}}]
+    route: [{{destination: {{host: tls-b, port: {{number: 443}}}}}}]
+"#,
+        a = entry("tls-a", a),
+        b = entry("tls-b", b),
+    )
+}
+
+fn run_passthrough(plane: Plane) {
+    let dir = scratch(&format!("gateway-tls-{plane:?}"));
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let ((a, _a), (b, _b)) = (
+        tls_backend(&dir, "a.example"),
+        tls_backend(&dir, "b.example"),
+    );
+    let (side, pod) = (HeldPort::hold(), HeldPort::hold());
+    std::fs::write(
+        config.join("mesh.yaml"),
+        passthrough(a.port(), b.port(), side.port(), pod.port()),
+    )
+    .expect("mesh");
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let gateway = plane.start(
+        &dir.join("gateway"),
+        xds,
+        "GRPC",
+        GATEWAY_NODE,
+        GATEWAY_ID,
+        &[
+            ("POD_NAMESPACE", "istio-system"),
+            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
+        ],
+    );
+    let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
+    wait_until(
+        Duration::from_secs(60),
+        "a TLS connection through the gateway",
+        || who(at, "a.example").is_some(),
+    );
+    for _ in 0..5 {
+        assert_eq!(who(at, "a.example").as_deref(), Some("backend a.example"));
+        assert_eq!(who(at, "b.example").as_deref(), Some("backend b.example"));
+    }
+    assert_eq!(
+        who(at, "c.example"),
+        None,
+        "a name no route claims was served"
+    );
+    assert_eq!(
+        gateway.rejected_updates(),
+        0,
+        "the gateway refused an update"
+    );
+}
+
+#[test]
+fn envoy_as_ingress_gateway_passes_tls_through_by_sni() {
+    run_passthrough(Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_as_ingress_gateway_passes_tls_through_by_sni() {
+    run_passthrough(Plane::Sextant);
 }

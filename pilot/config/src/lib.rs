@@ -64,7 +64,7 @@ pub use duration::{Duration, parse as parse_duration};
 pub use load::{GROUP, KINDS, NetworkingSet, ParsedFiles, VERSIONS, load_path};
 pub use model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, Matcher, MeshConfig, RequestMatch, RouteTarget,
-    TcpRouteModel, VirtualService,
+    TcpRouteModel, TlsRouteModel, VirtualService,
 };
 pub use protocol::{Protocol, ServerKind};
 pub use registry::{

@@ -75,6 +75,8 @@ pub struct VirtualService {
     pub http: Vec<HttpRouteModel>,
     /// TCP routes, in order.
     pub tcp: Vec<TcpRouteModel>,
+    /// TLS passthrough routes, in order.
+    pub tls: Vec<TlsRouteModel>,
     /// The namespaces whose proxies apply it.
     pub export_to: ExportTo,
 }
@@ -90,6 +92,15 @@ pub struct HttpRouteModel {
     pub destinations: Vec<RouteTarget>,
     /// The mirror destination, resolved.
     pub mirror: Option<RouteTarget>,
+}
+
+/// A validated TLS passthrough route.
+#[derive(Clone, Debug)]
+pub struct TlsRouteModel {
+    /// Its conditions as written (SNI hosts lower-cased).
+    pub matches: Vec<crate::types::TlsMatch>,
+    /// Its destinations, resolved; weights sum to 100.
+    pub destinations: Vec<RouteTarget>,
 }
 
 /// A validated TCP route.

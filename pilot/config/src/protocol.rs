@@ -11,6 +11,9 @@ pub enum ServerKind {
     Https,
     /// Opaque TCP (`TCP`, `MONGO`, `MYSQL`, `REDIS`), forwarded by VirtualService `tcp` routes.
     Tcp,
+    /// TLS passed through untouched (`TLS`, mode `PASSTHROUGH`), a filter chain per SNI host of the
+    /// VirtualService `tls` routes.
+    Tls,
 }
 
 impl ServerKind {
@@ -24,7 +27,8 @@ impl ServerKind {
             Protocol::Tcp | Protocol::Mongo | Protocol::Mysql | Protocol::Redis => {
                 Some(ServerKind::Tcp)
             }
-            Protocol::Tls | Protocol::Udp => None,
+            Protocol::Tls => Some(ServerKind::Tls),
+            Protocol::Udp => None,
         }
     }
 
@@ -34,6 +38,7 @@ impl ServerKind {
             ServerKind::Http => "HTTP",
             ServerKind::Https => "HTTPS",
             ServerKind::Tcp => "TCP",
+            ServerKind::Tls => "TLS",
         }
     }
 }

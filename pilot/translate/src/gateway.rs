@@ -21,6 +21,9 @@
 //!   first TCP route of a VirtualService bound to the gateway whose hosts meet the server's and whose match
 //!   (if any) names the server's port and, when it names gateways, this one; weighted destinations split
 //!   connections (Istio's TCP traffic shifting). A TCP server without such a route gets no listener.
+//! - TLS servers (mode `PASSTHROUGH`) read the ClientHello's SNI and forward the connection untouched to the
+//!   destinations of the VirtualService `tls` routes bound there, a filter chain per match's `sniHosts`
+//!   (the first route to claim a name keeps it).
 //!
 //! A port's first server decides its kind (HTTP, HTTPS or TCP); servers of another kind on that port from
 //! other gateways are left out (validation refuses that within one gateway).
@@ -96,6 +99,8 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
         let mut chains = Vec::new();
         if kind == ServerKind::Tcp {
             chains.extend(tcp_chain(mesh, registry, proxy, &name, &servers));
+        } else if kind == ServerKind::Tls {
+            chains = tls_chains(mesh, registry, proxy, &name, &servers);
         } else if https {
             let mut seen = BTreeSet::new();
             for b in &servers {
@@ -155,7 +160,10 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
         out.listeners.push(Listener {
             name,
             address: Some(build::address(SocketAddr::new(*ip, *listen))),
-            listener_filters: https.then(tls_inspector).into_iter().collect(),
+            listener_filters: (https || kind == ServerKind::Tls)
+                .then(tls_inspector)
+                .into_iter()
+                .collect(),
             filter_chains: chains,
             traffic_direction: TrafficDirection::Outbound as i32,
             ..Default::default()
@@ -193,18 +201,8 @@ fn tcp_chain(
             .find_map(|vs| {
                 let bound = vs.gateways.iter().any(|g| g == b.key);
                 let route = vs.tcp.iter().find(|r| {
-                    let names_this = |g: &String| *g == b.key || *g == b.gateway.name;
-                    if r.matches.is_empty() {
-                        return bound;
-                    }
-                    r.matches.iter().any(|m| {
-                        m.port.is_none_or(|p| p == port)
-                            && if m.gateways.is_empty() {
-                                bound
-                            } else {
-                                m.gateways.iter().any(names_this)
-                            }
-                    })
+                    (r.matches.is_empty() && bound)
+                        || (r.matches.iter()).any(|m| applies(m.port, &m.gateways, bound, b))
                 })?;
                 tcp_clusters(&route.destinations, registry, u16::try_from(port).ok()?)
             })
@@ -213,6 +211,65 @@ fn tcp_chain(
         filters: vec![tcp_forward(stat_prefix, clusters)],
         ..Default::default()
     })
+}
+
+/// Whether a route's match (its `port` and `gateways` as written) applies at server `b`: the port is the
+/// server's (or not written), and the match names this gateway (by name or `ns/name`), or names none and
+/// the VirtualService is `bound` to it.
+fn applies(port: Option<u32>, gateways: &[String], bound: bool, b: &Bound<'_>) -> bool {
+    port.is_none_or(|p| p == b.server.port.number)
+        && if gateways.is_empty() {
+            bound
+        } else {
+            gateways.iter().any(|g| g == b.key || *g == b.gateway.name)
+        }
+}
+
+/// The filter chains of a TLS passthrough port: per match of a VirtualService `tls` route bound to one of
+/// `servers`, its SNI names forwarded untouched to the route's destinations.
+fn tls_chains(
+    mesh: &MeshConfig,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    stat_prefix: &str,
+    servers: &[Bound<'_>],
+) -> Vec<FilterChain> {
+    let mut claimed = BTreeSet::new();
+    let mut chains = Vec::new();
+    for b in servers {
+        let Ok(port) = u16::try_from(b.server.port.number) else {
+            continue;
+        };
+        let visible =
+            (mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&proxy.namespace));
+        for vs in visible.filter(|vs| !domains(vs, b).is_empty()) {
+            let bound = vs.gateways.iter().any(|g| g == b.key);
+            for r in &vs.tls {
+                let Some(clusters) = tcp_clusters(&r.destinations, registry, port) else {
+                    continue;
+                };
+                for m in (r.matches.iter()).filter(|m| applies(m.port, &m.gateways, bound, b)) {
+                    // Envoy refuses two chains matching one name: the first route keeps it.
+                    let names: Vec<String> = (m.sni_hosts.iter())
+                        .filter(|n| claimed.insert((*n).clone()))
+                        .cloned()
+                        .collect();
+                    if names.is_empty() {
+                        continue;
+                    }
+                    chains.push(FilterChain {
+                        filter_chain_match: Some(FilterChainMatch {
+                            server_names: names,
+                            ..Default::default()
+                        }),
+                        filters: vec![tcp_forward(stat_prefix, clusters.clone())],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    chains
 }
 
 /// The port the router listens on for server port `number`: the endpoint port of the router's own service

@@ -23,5 +23,6 @@ pub use service_entry::{
 };
 pub use virtual_service::{
     Abort, CorsPolicy, Delay, Fault, HttpMatch, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
-    HttpRouteDestination, L4Match, TcpRoute, VirtualServiceSpec, WeightedDestination,
+    HttpRouteDestination, L4Match, TcpRoute, TlsMatch, TlsRoute, VirtualServiceSpec,
+    WeightedDestination,
 };

@@ -26,6 +26,10 @@ pub struct VirtualServiceSpec {
     /// TCP routes, tried in order.
     #[serde(default)]
     pub tcp: Vec<TcpRoute>,
+    /// Routes for TLS connections passed through untouched, chosen by SNI (at gateways with PASSTHROUGH
+    /// servers).
+    #[serde(default)]
+    pub tls: Vec<TlsRoute>,
     /// Namespaces this resource is visible to (`.` for its own, `*` for all, the default).
     #[serde(default)]
     pub export_to: Vec<String>,
@@ -236,6 +240,32 @@ pub struct CorsPolicy {
     /// Whether credentials are allowed.
     #[serde(default)]
     pub allow_credentials: Option<bool>,
+}
+
+/// A route for TLS passed through, chosen by the ClientHello's SNI.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    /// Conditions, any of which selects this route (at least one: each names SNI hosts).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatch>,
+    /// Weighted destinations.
+    #[serde(default)]
+    pub route: Vec<WeightedDestination>,
+}
+
+/// Conditions on a TLS connection.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatch {
+    /// The SNI names selected (each one of the VirtualService's hosts, or within a wildcard host).
+    pub sni_hosts: Vec<String>,
+    /// The destination port.
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// Gateways this condition applies at (overrides the VirtualService's).
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// One TCP route.

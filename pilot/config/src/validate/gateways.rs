@@ -118,10 +118,18 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
                 );
             }
         }
+        Some(Protocol::Tls) => match s.tls.as_ref().and_then(|t| t.mode) {
+            Some(ServerTlsMode::Passthrough) => {}
+            _ => e.push(
+                &format!("{f}.tls.mode"),
+                "a TLS server is translated with mode PASSTHROUGH (connections routed by SNI to \
+                 VirtualService tls routes); terminating TLS with TCP behind is not translated yet",
+            ),
+        },
         Some(p) => e.push(
             &format!("{f}.port.protocol"),
             format!(
-                "{} gateway servers are not translated yet; use HTTP, HTTPS or TCP",
+                "{} gateway servers are not translated yet; use HTTP, HTTPS, TCP or TLS",
                 p.as_str()
             ),
         ),
@@ -158,8 +166,8 @@ fn server_tls<S>(e: &mut Errs<'_, S>, f: &str, tls: &ServerTlsSettings) {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
             return e.push(
                 &format!("{f}.mode"),
-                "PASSTHROUGH needs VirtualService tls routes, which Sextant does not model yet; \
-                 terminate TLS at the gateway with mode SIMPLE",
+                "an HTTPS server terminates TLS; for PASSTHROUGH use protocol TLS with VirtualService \
+                 tls routes (AUTO_PASSTHROUGH is not translated yet)",
             );
         }
         ServerTlsMode::IstioMutual => {

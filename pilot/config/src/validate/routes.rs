@@ -1,4 +1,4 @@
-//! VirtualServices: hosts, gateways, HTTP and TCP routes, resolved against the DestinationRules.
+//! VirtualServices: hosts, gateways, HTTP, TCP and TLS routes, resolved against the DestinationRules.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +10,11 @@ use crate::export::ExportTo;
 use crate::load::NetworkingSet;
 use crate::model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, RequestMatch, RouteTarget, TcpRouteModel,
-    VirtualService,
+    TlsRouteModel, VirtualService,
 };
 use crate::types::{
-    Destination, GatewaySpec, HttpMatch, HttpRoute, StringMatch, TcpRoute, VirtualServiceSpec,
+    Destination, GatewaySpec, HttpMatch, HttpRoute, StringMatch, TcpRoute, TlsRoute,
+    VirtualServiceSpec,
 };
 
 pub(super) type E<'a> = Errs<'a, VirtualServiceSpec>;
@@ -76,8 +77,8 @@ pub(super) fn virtual_services(
         if gateways.is_empty() {
             gateways.push(MESH_GATEWAY.to_string());
         }
-        if spec.http.is_empty() && spec.tcp.is_empty() {
-            e.push("spec", "a VirtualService needs http or tcp routes");
+        if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+            e.push("spec", "a VirtualService needs http, tcp or tls routes");
         }
         let mut names = BTreeMap::new();
         let http = (spec.http.iter().enumerate())
@@ -92,6 +93,9 @@ pub(super) fn virtual_services(
         let tcp = (spec.tcp.iter().enumerate())
             .map(|(i, route)| v.tcp_route(&mut e, &format!("spec.tcp[{i}]"), route))
             .collect();
+        let tls = (spec.tls.iter().enumerate())
+            .map(|(i, route)| v.tls_route(&mut e, &format!("spec.tls[{i}]"), route, &spec.hosts))
+            .collect();
         if e.errors.len() > before {
             continue;
         }
@@ -101,6 +105,7 @@ pub(super) fn virtual_services(
             gateways,
             http,
             tcp,
+            tls,
             export_to: ExportTo::resolve(&spec.export_to, &r.namespace),
         });
     }
@@ -315,6 +320,60 @@ impl Vs<'_> {
             .collect();
         TcpRouteModel {
             matches: route.matches.clone(),
+            destinations: self.targets(e, &format!("{field}.route"), &dests),
+        }
+    }
+
+    /// A TLS passthrough route: each match names SNI hosts within the VirtualService's `hosts` (as written).
+    fn tls_route(
+        &self,
+        e: &mut E<'_>,
+        field: &str,
+        route: &TlsRoute,
+        hosts: &[String],
+    ) -> TlsRouteModel {
+        if route.matches.is_empty() {
+            e.push(
+                &format!("{field}.match"),
+                "a TLS route needs a match with sniHosts",
+            );
+        }
+        let mut matches = route.matches.clone();
+        for (i, m) in matches.iter_mut().enumerate() {
+            let f = format!("{field}.match[{i}]");
+            if m.sni_hosts.is_empty() {
+                e.push(&format!("{f}.sniHosts"), "a TLS match needs sniHosts");
+            }
+            for (j, sni) in m.sni_hosts.iter_mut().enumerate() {
+                *sni = sni.to_ascii_lowercase();
+                if !hosts
+                    .iter()
+                    .any(|h| crate::host::matches(&h.to_ascii_lowercase(), sni))
+                {
+                    e.push(
+                        &format!("{f}.sniHosts[{j}]"),
+                        format!(
+                            "{sni} is not one of the VirtualService's hosts ({})",
+                            hosts.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(p) = m.port {
+                e.port(&format!("{f}.port"), p);
+            }
+            self.gateways(e, &format!("{f}.gateways"), &m.gateways);
+        }
+        if route.route.is_empty() {
+            e.push(&format!("{field}.route"), "a TLS route needs destinations");
+        }
+        let dests: Vec<(&Destination, Option<u32>)> = route
+            .route
+            .iter()
+            .map(|d| (&d.destination, d.weight))
+            .collect();
+        TlsRouteModel {
+            matches,
             destinations: self.targets(e, &format!("{field}.route"), &dests),
         }
     }

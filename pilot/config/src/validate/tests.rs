@@ -451,7 +451,7 @@ fn gateway_servers_are_checked() {
         &gateway(
             "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",
         ),
-        "spec.servers[0].tls.mode: PASSTHROUGH needs VirtualService tls routes",
+        "spec.servers[0].tls.mode: an HTTPS server terminates TLS; for PASSTHROUGH use protocol TLS",
     );
     refused(
         &gateway(
@@ -471,7 +471,29 @@ fn gateway_servers_are_checked() {
     );
     refused(
         &gateway("  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n"),
-        "spec.servers[0].port.protocol: TLS gateway servers are not translated yet",
+        "spec.servers[0].tls.mode: a TLS server is translated with mode PASSTHROUGH",
+    );
+    refused(
+        &gateway("  - port: {number: 31400, protocol: UDP}\n    hosts: ['*']\n"),
+        "spec.servers[0].port.protocol: UDP gateway servers are not translated yet",
+    );
+    let tls_vs = |sni: &str| {
+        format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: t}}\nspec:\n  \
+             hosts: [a.example, '*.b.example']\n  gateways: [g]\n  tls:\n  - match: [{{sniHosts: [{sni}]}}]\n    \
+             route: [{{destination: {{host: reviews}}}}]\n",
+            gateway(
+                "  - port: {number: 443, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n"
+            )
+        )
+    };
+    refused(
+        &tls_vs("c.example"),
+        "spec.tls[0].match[0].sniHosts[0]: c.example is not one of the VirtualService's hosts",
+    );
+    refused(
+        &tls_vs("'*.example'"),
+        "spec.tls[0].match[0].sniHosts[0]: *.example is not one of the VirtualService's hosts",
     );
     refused(
         &gateway(
