@@ -5,7 +5,8 @@
 //! counted as a client sees it; then the route moves to 100 % v2 and every new connection goes there.
 //! And TLS passthrough: a Gateway `TLS` server (mode `PASSTHROUGH`) whose VirtualService `tls` routes send
 //! SNI `a.example` and `b.example` to two `openssl s_server` backends, untouched (curl sees each backend's
-//! own certificate and page); a name no route claims gets no connection.
+//! own certificate and page); a name no route claims gets no connection. And a `TLS` server that terminates
+//! (mode `SIMPLE`, a certificate made with the openssl CLI) in front of the TCP backend.
 
 mod common;
 
@@ -329,4 +330,97 @@ fn envoy_as_ingress_gateway_passes_tls_through_by_sni() {
 #[test]
 fn sextant_proxy_as_ingress_gateway_passes_tls_through_by_sni() {
     run_passthrough(Plane::Sextant);
+}
+
+/// The greeting of the TCP backend through `at` over TLS with SNI `host` (`openssl s_client`), if any.
+fn greeting_over_tls(at: SocketAddr, host: &str) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(at.to_string())
+        .args(["-servername", host])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the openssl CLI");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("hello from "))
+        .map(str::to_string)
+}
+
+fn run_terminating(plane: Plane) {
+    let dir = scratch(&format!("gateway-tls-terminate-{plane:?}"));
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=echo.example",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("the openssl CLI");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let (v1, v2) = (echo_backend("v1"), echo_backend("v2"));
+    let (side, pod) = (HeldPort::hold(), HeldPort::hold());
+    let server = format!(
+        "protocol: TLS}}\n    hosts: [echo.example]\n    tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let text = mesh(v1.port(), v2.port(), side.port(), pod.port())
+        .replace("protocol: TCP}\n    hosts: [\"*\"]\n", &server);
+    assert!(
+        text.contains("mode: SIMPLE"),
+        "the server was rewritten:\n{text}"
+    );
+    std::fs::write(config.join("mesh.yaml"), text).expect("mesh");
+    write_atomically(&config.join("shift.yaml"), &shift(side.port(), 100));
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let gateway = plane.start(
+        &dir.join("gateway"),
+        xds,
+        "GRPC",
+        GATEWAY_NODE,
+        GATEWAY_ID,
+        &[
+            ("POD_NAMESPACE", "istio-system"),
+            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
+        ],
+    );
+    let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
+    wait_until(
+        Duration::from_secs(60),
+        "a TLS connection ended at the gateway",
+        || greeting_over_tls(at, "echo.example").is_some(),
+    );
+    for _ in 0..5 {
+        assert_eq!(greeting_over_tls(at, "echo.example").as_deref(), Some("v1"));
+    }
+    assert_eq!(
+        version_at(at),
+        None,
+        "a plain-text connection got the backend's greeting past a TLS server"
+    );
+    assert_eq!(
+        gateway.rejected_updates(),
+        0,
+        "the gateway refused an update"
+    );
+}
+
+#[test]
+fn envoy_as_ingress_gateway_terminates_tls_in_front_of_tcp() {
+    run_terminating(Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_as_ingress_gateway_terminates_tls_in_front_of_tcp() {
+    run_terminating(Plane::Sextant);
 }

@@ -23,7 +23,9 @@
 //!   connections (Istio's TCP traffic shifting). A TCP server without such a route gets no listener.
 //! - TLS servers (mode `PASSTHROUGH`) read the ClientHello's SNI and forward the connection untouched to the
 //!   destinations of the VirtualService `tls` routes bound there, a filter chain per match's `sniHosts`
-//!   (the first route to claim a name keeps it).
+//!   (the first route to claim a name keeps it). TLS servers with a terminating mode (`SIMPLE`, `MUTUAL`,
+//!   `OPTIONAL_MUTUAL`, `ISTIO_MUTUAL`) get a filter chain for their hosts' SNI that ends TLS and forwards
+//!   the bytes as a TCP server does.
 //!
 //! A port's first server decides its kind (HTTP, HTTPS or TCP); servers of another kind on that port from
 //! other gateways are left out (validation refuses that within one gateway).
@@ -32,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hub_config::Resource;
-use pilot_config::types::{GatewaySpec, Server};
+use pilot_config::types::{GatewaySpec, Server, ServerTlsMode};
 use pilot_config::{MeshConfig, RegistrySnapshot, ServerKind, VirtualService};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
@@ -42,6 +44,7 @@ use sextant_proto::envoy::config::listener::v3::{
 use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
 use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
+use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::BoolValue;
 
 use crate::listener::{Listeners, hcm_named, tcp_clusters, tcp_forward};
@@ -192,25 +195,33 @@ fn tcp_chain(
     stat_prefix: &str,
     servers: &[Bound<'_>],
 ) -> Option<FilterChain> {
-    let visible =
-        || (mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&proxy.namespace));
-    let clusters = servers.iter().find_map(|b| {
-        let port = b.server.port.number;
-        visible()
-            .filter(|vs| !domains(vs, b).is_empty())
-            .find_map(|vs| {
-                let bound = vs.gateways.iter().any(|g| g == b.key);
-                let route = vs.tcp.iter().find(|r| {
-                    (r.matches.is_empty() && bound)
-                        || (r.matches.iter()).any(|m| applies(m.port, &m.gateways, bound, b))
-                })?;
-                tcp_clusters(&route.destinations, registry, u16::try_from(port).ok()?)
-            })
-    })?;
+    let clusters = servers
+        .iter()
+        .find_map(|b| tcp_route_clusters(mesh, registry, proxy, b))?;
     Some(FilterChain {
         filters: vec![tcp_forward(stat_prefix, clusters)],
         ..Default::default()
     })
+}
+
+/// The clusters of the first VirtualService `tcp` route that applies at server `b`.
+fn tcp_route_clusters(
+    mesh: &MeshConfig,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    b: &Bound<'_>,
+) -> Option<tcp_proxy::ClusterSpecifier> {
+    let port = u16::try_from(b.server.port.number).ok()?;
+    (mesh.virtual_services.iter())
+        .filter(|vs| vs.export_to.visible_to(&proxy.namespace) && !domains(vs, b).is_empty())
+        .find_map(|vs| {
+            let bound = vs.gateways.iter().any(|g| g == b.key);
+            let route = vs.tcp.iter().find(|r| {
+                (r.matches.is_empty() && bound)
+                    || (r.matches.iter()).any(|m| applies(m.port, &m.gateways, bound, b))
+            })?;
+            tcp_clusters(&route.destinations, registry, port)
+        })
 }
 
 /// Whether a route's match (its `port` and `gateways` as written) applies at server `b`: the port is the
@@ -240,6 +251,35 @@ fn tls_chains(
         let Ok(port) = u16::try_from(b.server.port.number) else {
             continue;
         };
+        let tls = b.server.tls.as_ref();
+        if tls.and_then(|t| t.mode) != Some(ServerTlsMode::Passthrough) {
+            // Terminated here, TCP behind: one chain for the server's names ("" stands for any).
+            let names = server_names(b.server);
+            let key = if names.is_empty() {
+                vec![String::new()]
+            } else {
+                names.clone()
+            };
+            let (Some(socket), Some(clusters)) = (
+                tls.and_then(crate::tls::downstream),
+                tcp_route_clusters(mesh, registry, proxy, b),
+            ) else {
+                continue;
+            };
+            if !key.iter().all(|n| claimed.insert(n.clone())) {
+                continue;
+            }
+            chains.push(FilterChain {
+                filter_chain_match: (!names.is_empty()).then(|| FilterChainMatch {
+                    server_names: names,
+                    ..Default::default()
+                }),
+                filters: vec![tcp_forward(stat_prefix, clusters)],
+                transport_socket: Some(socket),
+                ..Default::default()
+            });
+            continue;
+        }
         let visible =
             (mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&proxy.namespace));
         for vs in visible.filter(|vs| !domains(vs, b).is_empty()) {

@@ -118,13 +118,19 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
                 );
             }
         }
-        Some(Protocol::Tls) => match s.tls.as_ref().and_then(|t| t.mode) {
-            Some(ServerTlsMode::Passthrough) => {}
-            _ => e.push(
-                &format!("{f}.tls.mode"),
-                "a TLS server is translated with mode PASSTHROUGH (connections routed by SNI to \
-                 VirtualService tls routes); terminating TLS with TCP behind is not translated yet",
+        Some(Protocol::Tls) => match &s.tls {
+            None => e.push(
+                f,
+                "a TLS server needs tls settings: mode PASSTHROUGH (routed by SNI to VirtualService tls \
+                 routes), or SIMPLE, MUTUAL or ISTIO_MUTUAL to terminate TLS with VirtualService tcp routes \
+                 behind",
             ),
+            Some(t) if t.mode == Some(ServerTlsMode::Passthrough) => {}
+            Some(t) if t.mode == Some(ServerTlsMode::AutoPassthrough) => e.push(
+                &format!("{f}.tls.mode"),
+                "AUTO_PASSTHROUGH is not translated yet; use PASSTHROUGH with VirtualService tls routes",
+            ),
+            Some(t) => server_tls(e, &format!("{f}.tls"), t),
         },
         Some(p) => e.push(
             &format!("{f}.port.protocol"),

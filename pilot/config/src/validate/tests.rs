@@ -471,7 +471,19 @@ fn gateway_servers_are_checked() {
     );
     refused(
         &gateway("  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n"),
-        "spec.servers[0].tls.mode: a TLS server is translated with mode PASSTHROUGH",
+        "spec.servers[0]: a TLS server needs tls settings",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: AUTO_PASSTHROUGH}\n",
+        ),
+        "spec.servers[0].tls.mode: AUTO_PASSTHROUGH is not translated yet",
+    );
+    refused(
+        &gateway(
+            "  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: SIMPLE}\n",
+        ),
+        "spec.servers[0].tls",
     );
     refused(
         &gateway("  - port: {number: 31400, protocol: UDP}\n    hosts: ['*']\n"),
