@@ -118,8 +118,15 @@ pub fn listeners(
     for (port, services) in tcp.iter().filter(|(p, _)| !http.contains_key(p)) {
         let name = listener_name(redirect, *port);
         let proxy_filter = tcp_proxy(cx, &name, services[0], *port);
-        out.listeners
-            .push(port_listener(&name, redirect, *port, proxy_filter));
+        let mut listener = port_listener(&name, redirect, *port, proxy_filter);
+        let by_sni = sni_chains(cx, &name, *port);
+        if !by_sni.is_empty() {
+            listener.listener_filters.push(tls_inspector());
+            // Server-first protocols send nothing for the inspector to read: they take the default chain.
+            listener.continue_on_listener_filters_timeout = true;
+            listener.filter_chains.splice(0..0, by_sni);
+        }
+        out.listeners.push(listener);
     }
     if redirect {
         out.listeners.push(capture(
@@ -209,6 +216,51 @@ fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u
             tcp_proxy::ClusterSpecifier::Cluster(cluster_name(port, None, &service.hostname))
         });
     tcp_forward(stat_prefix, spec)
+}
+
+/// A sidecar's filter chains for TLS on `port` chosen by SNI: per match of a VirtualService `tls` route
+/// bound to the mesh, its `sniHosts` forwarded untouched to the route's destinations (the first route to
+/// claim a name keeps it). Connections naming none of them keep the port's default chain.
+fn sni_chains(cx: RouteContext<'_>, stat_prefix: &str, port: u16) -> Vec<FilterChain> {
+    let mesh_gateway = pilot_config::MESH_GATEWAY;
+    let mut claimed = std::collections::BTreeSet::new();
+    let mut chains = Vec::new();
+    let visible =
+        (cx.mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&cx.proxy.namespace));
+    for vs in visible {
+        let bound = vs.gateways.iter().any(|g| g == mesh_gateway);
+        for r in &vs.tls {
+            let Some(clusters) = tcp_clusters(&r.destinations, cx.registry, port) else {
+                continue;
+            };
+            let applies = |m: &&pilot_config::types::TlsMatch| {
+                m.port.is_none_or(|p| p == u32::from(port))
+                    && if m.gateways.is_empty() {
+                        bound
+                    } else {
+                        m.gateways.iter().any(|g| g == mesh_gateway)
+                    }
+            };
+            for m in r.matches.iter().filter(applies) {
+                let names: Vec<String> = (m.sni_hosts.iter())
+                    .filter(|n| claimed.insert((*n).clone()))
+                    .cloned()
+                    .collect();
+                if names.is_empty() {
+                    continue;
+                }
+                chains.push(FilterChain {
+                    filter_chain_match: Some(FilterChainMatch {
+                        server_names: names,
+                        ..Default::default()
+                    }),
+                    filters: vec![tcp_forward(stat_prefix, clusters.clone())],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    chains
 }
 
 /// The clusters a TCP route's `destinations` name for `port` (weighted when more than one); `None` when

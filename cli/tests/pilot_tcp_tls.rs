@@ -6,7 +6,8 @@
 //! And TLS passthrough: a Gateway `TLS` server (mode `PASSTHROUGH`) whose VirtualService `tls` routes send
 //! SNI `a.example` and `b.example` to two `openssl s_server` backends, untouched (curl sees each backend's
 //! own certificate and page); a name no route claims gets no connection. And a `TLS` server that terminates
-//! (mode `SIMPLE`, a certificate made with the openssl CLI) in front of the TCP backend.
+//! (mode `SIMPLE`, a certificate made with the openssl CLI) in front of the TCP backend. And at a sidecar: a
+//! ServiceEntry port of protocol TLS whose VirtualService `tls` routes send each SNI name to its own backend.
 
 mod common;
 
@@ -16,7 +17,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{HeldPort, Plane, Proc, scratch, start_pilot, wait_until, write_atomically};
+use common::{
+    HeldPort, PRODUCTPAGE_ID, PRODUCTPAGE_NODE, Plane, Proc, scratch, start_pilot, wait_until,
+    write_atomically,
+};
 
 const GATEWAY_ID: &str = "router~127.0.0.1~ingress-1.istio-system~istio-system.svc.cluster.local";
 const GATEWAY_NODE: &str = "{id: \"router~127.0.0.1~ingress-1.istio-system~istio-system.svc.cluster.local\", cluster: istio-ingressgateway.istio-system, metadata: {NAMESPACE: istio-system, LABELS: {istio: ingressgateway}}}";
@@ -423,4 +427,96 @@ fn envoy_as_ingress_gateway_terminates_tls_in_front_of_tcp() {
 #[test]
 fn sextant_proxy_as_ingress_gateway_terminates_tls_in_front_of_tcp() {
     run_terminating(Plane::Sextant);
+}
+
+/// At a sidecar: `a.example` and `b.example` on `port` (TLS), routed by SNI to `tls-a` and `tls-b` (their
+/// own ports `a_port`, `b_port` held, endpoints `a` and `b`).
+fn sidecar_sni(port: u16, a_port: u16, b_port: u16, a: u16, b: u16) -> String {
+    let entry = |name: &str, port: u16, endpoint: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  \
+             hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+             ports: [{{number: {port}, name: tls}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {endpoint}}}}}]\n---\n"
+        )
+    };
+    format!(
+        r#"{a}{b}apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external}}
+spec:
+  hosts: [a.example, b.example]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: {port}, name: tls, protocol: TLS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: by-sni}}
+spec:
+  hosts: [a.example, b.example]
+  tls:
+  - match: [{{port: {port}, sniHosts: [a.example]}}]
+    route: [{{destination: {{host: tls-a, port: {{number: {a_port}}}}}}}]
+  - match: [{{sniHosts: [b.example]}}]
+    route: [{{destination: {{host: tls-b, port: {{number: {b_port}}}}}}}]
+"#,
+        a = entry("tls-a", a_port, a),
+        b = entry("tls-b", b_port, b),
+    )
+}
+
+fn run_sidecar_sni(plane: Plane) {
+    let dir = scratch(&format!("sidecar-sni-{plane:?}"));
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let ((a, _a), (b, _b)) = (
+        tls_backend(&dir, "a.example"),
+        tls_backend(&dir, "b.example"),
+    );
+    let held = [HeldPort::hold(), HeldPort::hold(), HeldPort::hold()];
+    std::fs::write(
+        config.join("mesh.yaml"),
+        sidecar_sni(
+            held[0].port(),
+            held[1].port(),
+            held[2].port(),
+            a.port(),
+            b.port(),
+        ),
+    )
+    .expect("mesh");
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let sidecar = plane.start(
+        &dir.join("sidecar"),
+        xds,
+        "GRPC",
+        PRODUCTPAGE_NODE,
+        PRODUCTPAGE_ID,
+        common::PRODUCTPAGE_ENV,
+    );
+    let at = held[0].addr;
+    wait_until(
+        Duration::from_secs(60),
+        "a TLS connection through the sidecar",
+        || who(at, "a.example").is_some(),
+    );
+    for _ in 0..5 {
+        assert_eq!(who(at, "a.example").as_deref(), Some("backend a.example"));
+        assert_eq!(who(at, "b.example").as_deref(), Some("backend b.example"));
+    }
+    assert_eq!(
+        sidecar.rejected_updates(),
+        0,
+        "the sidecar refused an update"
+    );
+}
+
+#[test]
+fn envoy_as_sidecar_routes_tls_by_sni() {
+    run_sidecar_sni(Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_as_sidecar_routes_tls_by_sni() {
+    run_sidecar_sni(Plane::Sextant);
 }
