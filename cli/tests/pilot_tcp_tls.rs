@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    HeldPort, PRODUCTPAGE_ID, PRODUCTPAGE_NODE, Plane, Proc, scratch, start_pilot, wait_until,
-    write_atomically,
+    DataPlane, HeldPort, PRODUCTPAGE_ID, PRODUCTPAGE_NODE, Plane, Proc, scratch_config,
+    start_pilot, wait_until, write_atomically,
 };
 
 const GATEWAY_ID: &str = "router~127.0.0.1~ingress-1.istio-system~istio-system.svc.cluster.local";
@@ -37,6 +37,21 @@ fn echo_backend(version: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The gateway (`router~`, labels `istio: ingressgateway`) as `plane`, fed by pilot at `xds`.
+fn start_gateway(plane: Plane, dir: &Path, xds: SocketAddr) -> Box<dyn DataPlane> {
+    plane.start(
+        &dir.join("gateway"),
+        xds,
+        "GRPC",
+        GATEWAY_NODE,
+        GATEWAY_ID,
+        &[
+            ("POD_NAMESPACE", "istio-system"),
+            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
+        ],
+    )
 }
 
 /// The version greeting one connection through the gateway at `addr`, if any.
@@ -115,9 +130,7 @@ spec:
 }
 
 fn run(plane: Plane) {
-    let dir = scratch(&format!("gateway-tcp-{plane:?}"));
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("config dir");
+    let (dir, config) = scratch_config(&format!("gateway-tcp-{plane:?}"));
     let (v1, v2) = (echo_backend("v1"), echo_backend("v2"));
     let (side, pod) = (HeldPort::hold(), HeldPort::hold());
     std::fs::write(
@@ -127,17 +140,7 @@ fn run(plane: Plane) {
     .expect("mesh");
     write_atomically(&config.join("shift.yaml"), &shift(side.port(), 80));
     let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
-    let gateway = plane.start(
-        &dir.join("gateway"),
-        xds,
-        "GRPC",
-        GATEWAY_NODE,
-        GATEWAY_ID,
-        &[
-            ("POD_NAMESPACE", "istio-system"),
-            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
-        ],
-    );
+    let gateway = start_gateway(plane, &dir, xds);
     let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
     wait_until(
         Duration::from_secs(60),
@@ -279,9 +282,7 @@ spec:
 }
 
 fn run_passthrough(plane: Plane) {
-    let dir = scratch(&format!("gateway-tls-{plane:?}"));
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("config dir");
+    let (dir, config) = scratch_config(&format!("gateway-tls-{plane:?}"));
     let ((a, _a), (b, _b)) = (
         tls_backend(&dir, "a.example"),
         tls_backend(&dir, "b.example"),
@@ -293,17 +294,7 @@ fn run_passthrough(plane: Plane) {
     )
     .expect("mesh");
     let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
-    let gateway = plane.start(
-        &dir.join("gateway"),
-        xds,
-        "GRPC",
-        GATEWAY_NODE,
-        GATEWAY_ID,
-        &[
-            ("POD_NAMESPACE", "istio-system"),
-            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
-        ],
-    );
+    let gateway = start_gateway(plane, &dir, xds);
     let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
     wait_until(
         Duration::from_secs(60),
@@ -352,9 +343,7 @@ fn greeting_over_tls(at: SocketAddr, host: &str) -> Option<String> {
 }
 
 fn run_terminating(plane: Plane) {
-    let dir = scratch(&format!("gateway-tls-terminate-{plane:?}"));
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("config dir");
+    let (dir, config) = scratch_config(&format!("gateway-tls-terminate-{plane:?}"));
     let out = Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -387,17 +376,7 @@ fn run_terminating(plane: Plane) {
     std::fs::write(config.join("mesh.yaml"), text).expect("mesh");
     write_atomically(&config.join("shift.yaml"), &shift(side.port(), 100));
     let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
-    let gateway = plane.start(
-        &dir.join("gateway"),
-        xds,
-        "GRPC",
-        GATEWAY_NODE,
-        GATEWAY_ID,
-        &[
-            ("POD_NAMESPACE", "istio-system"),
-            ("ISTIO_METAJSON_LABELS", r#"{"istio": "ingressgateway"}"#),
-        ],
-    );
+    let gateway = start_gateway(plane, &dir, xds);
     let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
     wait_until(
         Duration::from_secs(60),
@@ -466,9 +445,7 @@ spec:
 }
 
 fn run_sidecar_sni(plane: Plane) {
-    let dir = scratch(&format!("sidecar-sni-{plane:?}"));
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).expect("config dir");
+    let (dir, config) = scratch_config(&format!("sidecar-sni-{plane:?}"));
     let ((a, _a), (b, _b)) = (
         tls_backend(&dir, "a.example"),
         tls_backend(&dir, "b.example"),

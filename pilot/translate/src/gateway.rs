@@ -47,7 +47,7 @@ use sextant_proto::envoy::extensions::filters::network::http_connection_manager:
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::BoolValue;
 
-use crate::listener::{Listeners, hcm_named, tcp_clusters, tcp_forward};
+use crate::listener::{Listeners, hcm_named, sni_chain, tcp_clusters, tcp_forward};
 use crate::route::{RouteContext, http_route};
 use crate::{ProxyInfo, tls};
 
@@ -289,22 +289,12 @@ fn tls_chains(
                     continue;
                 };
                 for m in (r.matches.iter()).filter(|m| applies(m.port, &m.gateways, bound, b)) {
-                    // Envoy refuses two chains matching one name: the first route keeps it.
-                    let names: Vec<String> = (m.sni_hosts.iter())
-                        .filter(|n| claimed.insert((*n).clone()))
-                        .cloned()
-                        .collect();
-                    if names.is_empty() {
-                        continue;
-                    }
-                    chains.push(FilterChain {
-                        filter_chain_match: Some(FilterChainMatch {
-                            server_names: names,
-                            ..Default::default()
-                        }),
-                        filters: vec![tcp_forward(stat_prefix, clusters.clone())],
-                        ..Default::default()
-                    });
+                    chains.extend(sni_chain(
+                        &mut claimed,
+                        &m.sni_hosts,
+                        stat_prefix,
+                        &clusters,
+                    ));
                 }
             }
         }

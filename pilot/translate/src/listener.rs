@@ -242,25 +242,38 @@ fn sni_chains(cx: RouteContext<'_>, stat_prefix: &str, port: u16) -> Vec<FilterC
                     }
             };
             for m in r.matches.iter().filter(applies) {
-                let names: Vec<String> = (m.sni_hosts.iter())
-                    .filter(|n| claimed.insert((*n).clone()))
-                    .cloned()
-                    .collect();
-                if names.is_empty() {
-                    continue;
-                }
-                chains.push(FilterChain {
-                    filter_chain_match: Some(FilterChainMatch {
-                        server_names: names,
-                        ..Default::default()
-                    }),
-                    filters: vec![tcp_forward(stat_prefix, clusters.clone())],
-                    ..Default::default()
-                });
+                chains.extend(sni_chain(
+                    &mut claimed,
+                    &m.sni_hosts,
+                    stat_prefix,
+                    &clusters,
+                ));
             }
         }
     }
     chains
+}
+
+/// A filter chain forwarding TLS for the SNI `names` not yet `claimed` untouched to `clusters` (Envoy
+/// refuses two chains matching one name: the first to claim it keeps it); `None` when all were claimed.
+pub(crate) fn sni_chain(
+    claimed: &mut std::collections::BTreeSet<String>,
+    names: &[String],
+    stat_prefix: &str,
+    clusters: &tcp_proxy::ClusterSpecifier,
+) -> Option<FilterChain> {
+    let names: Vec<String> = (names.iter())
+        .filter(|n| claimed.insert((*n).clone()))
+        .cloned()
+        .collect();
+    (!names.is_empty()).then(|| FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: names,
+            ..Default::default()
+        }),
+        filters: vec![tcp_forward(stat_prefix, clusters.clone())],
+        ..Default::default()
+    })
 }
 
 /// The clusters a TCP route's `destinations` name for `port` (weighted when more than one); `None` when
