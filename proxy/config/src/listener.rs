@@ -327,16 +327,23 @@ fn tcp_proxy(config: &Any) -> Partial<TcpProxy> {
     let t: tcp::TcpProxy = decode_payload(config)?;
     let clusters = match &t.cluster_specifier {
         Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => vec![(c.clone(), 1)],
-        Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => w
-            .clusters
-            .iter()
-            .filter(|c| c.weight > 0)
-            .map(|c| (c.name.clone(), c.weight))
-            .collect(),
+        Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+            // Envoy's rule (`uint32.gte = 1`): a TCP proxy's cluster weight is at least 1.
+            if let Some(i) = w.clusters.iter().position(|c| c.weight == 0) {
+                return at(
+                    format!("weighted_clusters.clusters[{i}].weight"),
+                    "a TCP proxy's cluster weight must be at least 1",
+                );
+            }
+            w.clusters
+                .iter()
+                .map(|c| (c.name.clone(), c.weight))
+                .collect()
+        }
         None => return at("cluster", "a TCP proxy needs a cluster"),
     };
     if clusters.is_empty() {
-        return at("weighted_clusters", "no cluster has a weight above zero");
+        return at("weighted_clusters", "a TCP proxy needs a cluster");
     }
     Ok(TcpProxy {
         stat_prefix: t.stat_prefix.clone(),

@@ -241,3 +241,38 @@ fn clusters_take_envoys_defaults_and_refuse_what_is_not_implemented() {
     let e = cluster::decode(&any(&bad)).expect_err("CLUSTER_PROVIDED on EDS");
     assert_eq!(e.path, "lb_policy");
 }
+
+#[test]
+fn a_tcp_proxy_cluster_of_weight_zero_is_refused_as_envoy_refuses_it() {
+    use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+    let weighted = |weights: &[u32]| {
+        let proxy = tcp::TcpProxy {
+            stat_prefix: "127.0.0.1_9000".into(),
+            cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(
+                tcp::tcp_proxy::WeightedCluster {
+                    clusters: (weights.iter().enumerate())
+                        .map(|(i, w)| tcp::tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: format!("c{i}"),
+                            weight: *w,
+                            ..Default::default()
+                        })
+                        .collect(),
+                },
+            )),
+            ..Default::default()
+        };
+        let mut l = listener_with(&manager());
+        l.filter_chains[0].filters = vec![lds::Filter {
+            name: listener::TCP_PROXY.into(),
+            config_type: Some(lds::filter::ConfigType::TypedConfig(any(&proxy))),
+        }];
+        listener::decode(&any(&l))
+    };
+    weighted(&[80, 20]).expect("positive weights");
+    let e = weighted(&[100, 0]).expect_err("a weight of 0");
+    assert_eq!(
+        e.path, "filter_chains[0].filters[0].typed_config.weighted_clusters.clusters[1].weight",
+        "{e}"
+    );
+    assert!(e.reason.contains("at least 1"), "{e}");
+}
