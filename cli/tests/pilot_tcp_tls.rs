@@ -63,9 +63,36 @@ fn version_at(addr: SocketAddr) -> Option<String> {
     text.trim().strip_prefix("hello from ").map(str::to_string)
 }
 
+/// The ingress gateway's own service: port `side` (named `port_name`), its pod listening on `pod`.
+fn gateway_service(side: u16, pod: u16, port_name: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  hosts: [istio-ingressgateway.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {side}, name: {port_name}}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{{port_name}: {pod}}}, labels: {{istio: ingressgateway}}}}]
+---
+"#
+    )
+}
+
+/// A TLS service `NAME.default.svc.cluster.local` on `port`, its one endpoint 127.0.0.1:`endpoint`.
+fn tls_service(name: &str, port: u16, endpoint: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  \
+         hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: {port}, name: tls}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {endpoint}}}}}]\n---\n"
+    )
+}
+
 /// The mesh: tcp-echo with endpoints v1 and v2, its subsets, the gateway's service (port `side`, its pod
 /// listening on `pod`) and a Gateway with one TCP server.
 fn mesh(v1: u16, v2: u16, side: u16, pod: u16) -> String {
+    let gateway = gateway_service(side, pod, "tcp");
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -88,17 +115,7 @@ spec:
   - {{name: v1, labels: {{version: v1}}}}
   - {{name: v2, labels: {{version: v2}}}}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  hosts: [istio-ingressgateway.istio-system.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {side}, name: tcp}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {pod}}}, labels: {{istio: ingressgateway}}}}]
----
-apiVersion: networking.istio.io/v1
+{gateway}apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: tcp-echo-gateway}}
 spec:
@@ -236,25 +253,8 @@ fn who(at: SocketAddr, host: &str) -> Option<String> {
 /// Two TLS services, the gateway's service (port `side`, its pod on `pod`), a PASSTHROUGH server and the
 /// VirtualService routing `a.example` and `b.example` by SNI.
 fn passthrough(a: u16, b: u16, side: u16, pod: u16) -> String {
-    let entry = |name: &str, port: u16| {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  \
-             hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-             ports: [{{number: 443, name: tls}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {port}}}}}]\n---\n"
-        )
-    };
     format!(
-        r#"{a}{b}apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  hosts: [istio-ingressgateway.istio-system.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {side}, name: tls}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tls: {pod}}}, labels: {{istio: ingressgateway}}}}]
----
-apiVersion: networking.istio.io/v1
+        r#"{a}{b}{gateway}apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: tls-gateway}}
 spec:
@@ -276,8 +276,9 @@ spec:
   - match: [{{sniHosts: [b.example]}}]
     route: [{{destination: {{host: tls-b, port: {{number: 443}}}}}}]
 "#,
-        a = entry("tls-a", a),
-        b = entry("tls-b", b),
+        a = tls_service("tls-a", 443, a),
+        b = tls_service("tls-b", 443, b),
+        gateway = gateway_service(side, pod, "tls"),
     )
 }
 
@@ -411,13 +412,6 @@ fn sextant_proxy_as_ingress_gateway_terminates_tls_in_front_of_tcp() {
 /// At a sidecar: `a.example` and `b.example` on `port` (TLS), routed by SNI to `tls-a` and `tls-b` (their
 /// own ports `a_port`, `b_port` held, endpoints `a` and `b`).
 fn sidecar_sni(port: u16, a_port: u16, b_port: u16, a: u16, b: u16) -> String {
-    let entry = |name: &str, port: u16, endpoint: u16| {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  \
-             hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-             ports: [{{number: {port}, name: tls}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {endpoint}}}}}]\n---\n"
-        )
-    };
     format!(
         r#"{a}{b}apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -439,8 +433,8 @@ spec:
   - match: [{{sniHosts: [b.example]}}]
     route: [{{destination: {{host: tls-b, port: {{number: {b_port}}}}}}}]
 "#,
-        a = entry("tls-a", a_port, a),
-        b = entry("tls-b", b_port, b),
+        a = tls_service("tls-a", a_port, a),
+        b = tls_service("tls-b", b_port, b),
     )
 }
 
