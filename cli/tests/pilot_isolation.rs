@@ -378,7 +378,7 @@ fn one_bad_resource_is_left_out_and_the_rest_is_served() {
     drop(pilot);
 }
 
-const LEGACY: &str = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: deny-all}\nspec:\n  match: 'true'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-reviews}\nspec: {action: DENY}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-ratings}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n";
+const LEGACY: &str = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: deny-all}\nspec:\n  match: 'true'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-reviews}\nspec: {action: DENY}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-ratings}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: default}\nspec:\n  configPatches: []\n";
 
 #[test]
 fn documents_pilot_does_not_read_are_warned_about_and_counted() {
@@ -403,7 +403,7 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
             2.0,
         ),
         (
-            "pilot_config_unread_documents{group=\"networking.istio.io\",kind=\"Sidecar\"}",
+            "pilot_config_unread_documents{group=\"networking.istio.io\",kind=\"EnvoyFilter\"}",
             1.0,
         ),
     ] {
@@ -417,7 +417,7 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
     let log = pilot.log();
     assert!(log.contains(warning), "{log}");
     assert!(log.contains("legacy.yaml:1: config.istio.io/rule is not read by Sextant: Mixer's config.istio.io kinds are not read"), "{log}");
-    assert!(log.contains("legacy.yaml:17: networking.istio.io/Sidecar is not read by Sextant: Sidecar is not implemented yet"), "{log}");
+    assert!(log.contains("legacy.yaml:17: networking.istio.io/EnvoyFilter is not read by Sextant: EnvoyFilter is not supported"), "{log}");
 
     // Once per file and kind: another reload (another file changed) does not warn again.
     write_atomically(

@@ -7,12 +7,13 @@ use crate::error::Location;
 use crate::load::RawResource;
 
 /// The `networking.istio.io` kinds pilot reads; every other kind of an `*.istio.io` group is unread.
-pub const READ_BY_PILOT: [&str; 5] = [
+pub const READ_BY_PILOT: [&str; 6] = [
     "VirtualService",
     "DestinationRule",
     "ServiceEntry",
     "WorkloadEntry",
     "Gateway",
+    "Sidecar",
 ];
 
 /// Istio's networking API group.
@@ -79,16 +80,10 @@ impl std::fmt::Display for Unread {
 const MIXER: &str = "Mixer's config.istio.io kinds are not read: write policy.sextant.dev Policy, \
                      RateLimit, Telemetry and Adapter resources for the hub (docs/policies.md)";
 const READ: &str = "pilot reads networking.istio.io VirtualService, DestinationRule, ServiceEntry, \
-                    WorkloadEntry and Gateway";
+                    WorkloadEntry, Gateway and Sidecar";
 
 /// (group, kind, hint) for the Istio kinds pilot knows it does not read; `*` is any other kind of the group.
 const HINTS: &[(&str, &str, &str)] = &[
-    (
-        "networking.istio.io",
-        "Sidecar",
-        "Sidecar is not implemented yet: every proxy receives the whole mesh (its egress hosts, ingress \
-         listeners and outboundTrafficPolicy do not apply)",
-    ),
     (
         "networking.istio.io",
         "EnvoyFilter",
@@ -225,9 +220,10 @@ mod tests {
             unread_hint("made-up.istio.io", "Thing").map(|(g, k, _)| (g, k)),
             Some(("_other", "_other"))
         );
+        assert_eq!(unread_hint("networking.istio.io", "Sidecar"), None);
         assert_eq!(
-            unread_hint("networking.istio.io", "Sidecar").map(|(_, k, _)| k),
-            Some("Sidecar")
+            unread_hint("networking.istio.io", "EnvoyFilter").map(|(_, k, _)| k),
+            Some("EnvoyFilter")
         );
     }
 }

@@ -6,7 +6,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
 
 use crate::types::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec,
+    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
+    WorkloadEntrySpec,
 };
 
 /// Nesting deeper than this is cut (no Istio field nests near it; a guard against recursive types).
@@ -21,12 +22,13 @@ struct Row {
 
 /// The whole page, in Markdown.
 pub fn markdown() -> String {
-    let kinds: [(&str, Value); 5] = [
+    let kinds: [(&str, Value); 6] = [
         ("VirtualService", schema::<VirtualServiceSpec>()),
         ("DestinationRule", schema::<DestinationRuleSpec>()),
         ("Gateway", schema::<GatewaySpec>()),
         ("ServiceEntry", schema::<ServiceEntrySpec>()),
         ("WorkloadEntry", schema::<WorkloadEntrySpec>()),
+        ("Sidecar", schema::<SidecarSpec>()),
     ];
     let mut out = String::from(
         "# Istio networking fields pilot reads\n\n\

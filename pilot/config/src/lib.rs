@@ -57,6 +57,7 @@ mod model;
 mod protocol;
 pub mod registry;
 pub mod report;
+pub mod sidecar;
 pub mod types;
 mod validate;
 
@@ -71,6 +72,7 @@ pub use registry::{
     Endpoint, FileRegistry, RegistrySnapshot, Service, ServicePort, ServiceRegistry, spiffe_id,
 };
 pub use report::{Rejected, Unread};
+pub use sidecar::{ROOT_NAMESPACE, Sidecar};
 pub use validate::{Validated, validate, validate_each};
 
 /// Reads, types and validates the networking resources of a configuration directory (or file), strictly: any

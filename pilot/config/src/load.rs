@@ -17,7 +17,8 @@ use hub_config::{
 use crate::report::{self, Rejected, Unread};
 
 use crate::types::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec,
+    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
+    WorkloadEntrySpec,
 };
 
 /// Istio's networking API group.
@@ -27,12 +28,13 @@ pub const GROUP: &str = "networking.istio.io";
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 
 /// The kinds of [`GROUP`] Sextant reads.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "VirtualService",
     "DestinationRule",
     "ServiceEntry",
     "WorkloadEntry",
     "Gateway",
+    "Sidecar",
 ];
 
 /// Every networking resource found, typed but not yet validated (see [`crate::validate_each`]), with what
@@ -49,6 +51,8 @@ pub struct NetworkingSet {
     pub workload_entries: Vec<Resource<WorkloadEntrySpec>>,
     /// Gateway resources, in file order.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// Sidecar resources, in file order.
+    pub sidecars: Vec<Resource<SidecarSpec>>,
     /// Resources (and files that are not valid YAML) left out already: YAML syntax, envelopes, unknown
     /// versions, unknown or mistyped fields, and the later of two resources of one kind with the same
     /// namespace and name. In file order.
@@ -113,6 +117,7 @@ impl NetworkingSet {
         first_of_each(&mut set.service_entries, "ServiceEntry", &mut errors);
         first_of_each(&mut set.workload_entries, "WorkloadEntry", &mut errors);
         first_of_each(&mut set.gateways, "Gateway", &mut errors);
+        first_of_each(&mut set.sidecars, "Sidecar", &mut errors);
         set.rejected.extend(report::group(errors));
         set
     }
@@ -155,6 +160,7 @@ impl NetworkingSet {
         self.workload_entries
             .extend_from_slice(&other.workload_entries);
         self.gateways.extend_from_slice(&other.gateways);
+        self.sidecars.extend_from_slice(&other.sidecars);
         self.rejected.extend_from_slice(&other.rejected);
         self.left_out_rule_hosts
             .extend_from_slice(&other.left_out_rule_hosts);
@@ -178,6 +184,7 @@ impl NetworkingSet {
             "ServiceEntry" => self.service_entries.push(typed(doc)?),
             "WorkloadEntry" => self.workload_entries.push(typed(doc)?),
             "Gateway" => self.gateways.push(typed(doc)?),
+            "Sidecar" => self.sidecars.push(typed(doc)?),
             // Kinds outside KINDS are counted as unread by the caller.
             _ => {}
         }
@@ -191,6 +198,7 @@ impl NetworkingSet {
             + self.service_entries.len()
             + self.workload_entries.len()
             + self.gateways.len()
+            + self.sidecars.len()
     }
 
     /// Whether no resource was loaded.
@@ -357,11 +365,11 @@ mod tests {
             msg.contains("n.yaml:1: Gateway default/g: apiVersion: unsupported version \"v2\""),
             "{msg}"
         );
-        let set = load("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\n---\napiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n").unwrap();
+        let set = load("apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\n---\napiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n").unwrap();
         let unread: Vec<String> = set.unread.iter().map(ToString::to_string).collect();
         assert_eq!(unread.len(), 2, "{unread:?}");
         assert!(
-            unread[0].starts_with("n.yaml:1: networking.istio.io/Sidecar is not read by Sextant: Sidecar is not implemented yet"),
+            unread[0].starts_with("n.yaml:1: networking.istio.io/EnvoyFilter is not read by Sextant: EnvoyFilter is not supported"),
             "{unread:?}"
         );
         assert!(

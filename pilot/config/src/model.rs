@@ -25,6 +25,8 @@ pub struct MeshConfig {
     pub destination_rules: BTreeMap<String, DestinationRule>,
     /// Gateways, in file order.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// Sidecars, in file order.
+    pub sidecars: Vec<crate::sidecar::Sidecar>,
     /// The services of the file-mode registry (ServiceEntries with their endpoints and selected
     /// WorkloadEntries), by host name; hand them to [`crate::FileRegistry::update`].
     pub services: Arc<BTreeMap<String, Arc<Service>>>,
@@ -51,6 +53,15 @@ impl MeshConfig {
         self.destination_rules
             .get(host)
             .filter(|r| r.export_to.visible_to(namespace))
+    }
+
+    /// The Sidecar that applies to a proxy in `namespace` with `labels` (see [`crate::sidecar`]).
+    pub fn sidecar_for(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+    ) -> Option<&crate::sidecar::Sidecar> {
+        crate::sidecar::applicable(&self.sidecars, namespace, labels)
     }
 
     /// The labels of `subset` of `host`, when a DestinationRule defines it.

@@ -9,7 +9,7 @@
 //! proxyless gRPC clients do not take file-based certificates, so their clusters stay plain text.
 
 use pilot_config::types::{Labels, Resolution, TlsMode};
-use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
+use pilot_config::{MeshConfig, Protocol, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
 use sextant_proto::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions};
@@ -20,6 +20,7 @@ use sextant_proto::envoy::extensions::upstreams::http::v3::{
 
 use crate::endpoint::{assignment, members};
 use crate::policy::{DEFAULT_CONNECT_TIMEOUT_MS, Effective};
+use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name};
 
 /// Where traffic nobody routes goes to die (a cluster without endpoints).
@@ -41,16 +42,16 @@ pub struct Clusters {
     pub assignments: Vec<ClusterLoadAssignment>,
 }
 
-/// The clusters `proxy` needs for every service of the registry.
+/// The clusters `proxy` needs for every service of its scope.
 pub fn clusters(
     mesh: &MeshConfig,
-    services: &RegistrySnapshot,
+    scope: &Scope<'_>,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) -> Clusters {
     let mut out = Clusters::default();
     let grpc = proxy.kind == ProxyKind::ProxylessGrpc;
-    for service in services.visible_to(&proxy.namespace) {
+    for service in scope.services.iter().copied() {
         let rule = mesh.destination_rule(&service.hostname, &proxy.namespace);
         for port in &service.ports {
             let mut subsets: Vec<(Option<&str>, Labels)> = vec![(None, Labels::new())];

@@ -36,10 +36,12 @@ pub mod action;
 pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
+pub mod inbound;
 pub mod listener;
 pub mod policy;
 mod proxy;
 pub mod route;
+pub mod scope;
 pub mod tls;
 
 #[cfg(test)]
@@ -108,14 +110,19 @@ pub fn translate(
             b.secret(&secret);
         }
     }
-    let clusters = cluster::clusters(mesh, services, proxy, mtls);
+    let scope = scope::Scope::of(mesh, services, proxy);
+    let clusters = cluster::clusters(mesh, &scope, proxy, mtls);
     for c in &clusters.clusters {
         b.cluster(c);
     }
     for e in &clusters.assignments {
         b.endpoints(e);
     }
-    let listeners = listener::listeners(mesh, services, proxy, mtls);
+    let inbound = inbound::inbound(&scope, proxy, mtls);
+    for c in &inbound.clusters {
+        b.cluster(c);
+    }
+    let listeners = listener::listeners(mesh, services, &scope, &inbound, proxy, mtls);
     for l in &listeners.listeners {
         b.listener(l);
     }

@@ -29,10 +29,14 @@ use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy
 use sextant_proto::google::protobuf::BoolValue;
 
 use crate::action::{CORS_FILTER, FAULT_FILTER};
-use crate::cluster::{INBOUND_PASSTHROUGH, PASSTHROUGH};
+use crate::cluster::{BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::gateway::tls_inspector;
+use crate::inbound::Inbound;
 use crate::route::{RouteContext, route_configuration, target_cluster};
+use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name, route_name};
+use pilot_config::sidecar::Egress;
+use pilot_config::types::{CaptureMode, OutboundMode};
 
 /// The port iptables sends outbound connections to.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
@@ -58,10 +62,12 @@ pub fn is_http(p: Protocol) -> bool {
     )
 }
 
-/// The listeners (and their routes) `proxy` needs.
+/// The listeners (and their routes) `proxy` needs, for what `scope` imports.
 pub fn listeners(
     mesh: &MeshConfig,
     registry: &RegistrySnapshot,
+    scope: &Scope<'_>,
+    inbound: &Inbound,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) -> Listeners {
@@ -75,21 +81,23 @@ pub fn listeners(
         gateway: pilot_config::MESH_GATEWAY,
     };
     // Port → the services using it over HTTP, and over TCP. HTTP wins a port both use, as in Istio.
+    let ports = scope.ports();
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
-    for s in registry.visible_to(&proxy.namespace) {
-        for p in &s.ports {
-            let into = if is_http(p.protocol) {
+    for (port, on) in &ports {
+        for (s, protocol) in &on.services {
+            let into = if is_http(*protocol) {
                 &mut http
             } else {
                 &mut tcp
             };
-            into.entry(p.number).or_default().push(s);
+            into.entry(*port).or_default().push(s);
         }
     }
     let mut out = Listeners::default();
     for (port, services) in &http {
-        out.routes.push(route_configuration(cx, *port, services));
+        out.routes
+            .push(route_configuration(cx, scope, *port, services));
     }
     if proxy.kind == ProxyKind::ProxylessGrpc {
         for (port, services) in &http {
@@ -109,17 +117,18 @@ pub fn listeners(
         return out;
     }
     let redirect = proxy.interception == Interception::Redirect;
+    let place = |port: &u16| Placement::of(proxy, ports.get(port).and_then(|p| p.egress), *port);
     for port in http.keys() {
-        let name = listener_name(redirect, *port);
-        let chain = build::network_filter(build::HCM_FILTER, build::any(&hcm(&name, *port, true)));
-        out.listeners
-            .push(port_listener(&name, redirect, *port, chain));
+        let at = place(port);
+        let chain =
+            build::network_filter(build::HCM_FILTER, build::any(&hcm(&at.name, *port, true)));
+        out.listeners.push(at.listener(chain));
     }
     for (port, services) in tcp.iter().filter(|(p, _)| !http.contains_key(p)) {
-        let name = listener_name(redirect, *port);
-        let proxy_filter = tcp_proxy(cx, &name, services[0], *port);
-        let mut listener = port_listener(&name, redirect, *port, proxy_filter);
-        let by_sni = sni_chains(cx, &name, *port);
+        let at = place(port);
+        let proxy_filter = tcp_proxy(cx, scope, &at.name, services[0], *port);
+        let mut listener = at.listener(proxy_filter);
+        let by_sni = sni_chains(cx, scope, &at.name, *port);
         if !by_sni.is_empty() {
             listener.listener_filters.push(tls_inspector());
             // Server-first protocols send nothing for the inspector to read: they take the default chain.
@@ -128,32 +137,77 @@ pub fn listeners(
         }
         out.listeners.push(listener);
     }
-    if redirect {
+    out.routes.extend(inbound.routes.iter().cloned());
+    out.listeners.extend(inbound.listeners.iter().cloned());
+    if redirect || !inbound.captured.is_empty() {
+        let unknown = match scope.outbound {
+            OutboundMode::AllowAny => PASSTHROUGH,
+            OutboundMode::RegistryOnly => BLACK_HOLE,
+        };
         out.listeners.push(capture(
             "virtualOutbound",
             OUTBOUND_CAPTURE_PORT,
             TrafficDirection::Outbound,
-            PASSTHROUGH,
+            unknown,
         ));
-        let mut inbound = capture(
+        let mut virtual_inbound = capture(
             "virtualInbound",
             INBOUND_CAPTURE_PORT,
             TrafficDirection::Inbound,
             INBOUND_PASSTHROUGH,
         );
         if mtls.certificate.is_some() {
-            terminate_mesh_tls(&mut inbound);
+            terminate_mesh_tls(&mut virtual_inbound);
         }
-        out.listeners.push(inbound);
+        // The workload's own ports, by destination port: more specific than any other chain.
+        (virtual_inbound.filter_chains).splice(0..0, inbound.captured.iter().cloned());
+        out.listeners.push(virtual_inbound);
     }
     out
 }
 
-fn listener_name(redirect: bool, port: u16) -> String {
-    if redirect {
-        format!("0.0.0.0_{port}")
-    } else {
-        format!("127.0.0.1_{port}")
+/// Where a port's outbound listener is: its address, whether the proxy binds it, its name (`IP_PORT`).
+struct Placement {
+    name: String,
+    address: SocketAddr,
+    bound: bool,
+}
+
+impl Placement {
+    /// With iptables the listener stands for `0.0.0.0:PORT` and is not bound (virtualOutbound hands it
+    /// connections); without, it binds `127.0.0.1:PORT`. A Sidecar's egress listener can say otherwise
+    /// (`captureMode`, `bind`).
+    fn of(proxy: &ProxyInfo, egress: Option<&Egress>, port: u16) -> Placement {
+        let captured = match egress.map_or(CaptureMode::Default, |e| e.capture) {
+            CaptureMode::Default => proxy.interception == Interception::Redirect,
+            CaptureMode::Iptables => true,
+            CaptureMode::None => false,
+        };
+        let ip = egress.and_then(|e| e.bind).unwrap_or(if captured {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        });
+        Placement {
+            name: format!("{ip}_{port}"),
+            address: SocketAddr::new(ip, port),
+            bound: !captured,
+        }
+    }
+
+    fn listener(&self, filter: Filter) -> Listener {
+        Listener {
+            name: self.name.clone(),
+            address: Some(build::address(self.address)),
+            filter_chains: vec![FilterChain {
+                filters: vec![filter],
+                ..Default::default()
+            }],
+            // Captured: virtualOutbound hands connections over; the port itself is never bound.
+            bind_to_port: (!self.bound).then_some(BoolValue { value: false }),
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        }
     }
 }
 
@@ -177,32 +231,16 @@ pub(crate) fn hcm_named(stat_prefix: &str, route: &str, cors: bool) -> HttpConne
     build::http_connection_manager_with(stat_prefix, route, filters)
 }
 
-fn port_listener(name: &str, redirect: bool, port: u16, filter: Filter) -> Listener {
-    let ip = if redirect {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    };
-    Listener {
-        name: name.to_string(),
-        address: Some(build::address(SocketAddr::new(ip, port))),
-        filter_chains: vec![FilterChain {
-            filters: vec![filter],
-            ..Default::default()
-        }],
-        // With iptables, virtualOutbound hands connections over; the port itself is never bound.
-        bind_to_port: redirect.then_some(BoolValue { value: false }),
-        traffic_direction: TrafficDirection::Outbound as i32,
-        ..Default::default()
-    }
-}
-
 /// A TCP proxy to `service`'s cluster on `port`, weighted as the first applicable VirtualService TCP
 /// route says.
-fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u16) -> Filter {
-    let routes = cx
-        .mesh
-        .virtual_services_for(&service.hostname, &cx.proxy.namespace);
+fn tcp_proxy(
+    cx: RouteContext<'_>,
+    scope: &Scope<'_>,
+    stat_prefix: &str,
+    service: &Service,
+    port: u16,
+) -> Filter {
+    let routes = scope.virtual_services_for(&service.hostname);
     let route = routes.iter().flat_map(|vs| vs.tcp.iter()).find(|r| {
         r.matches.is_empty()
             || r.matches.iter().any(|m| {
@@ -221,13 +259,16 @@ fn tcp_proxy(cx: RouteContext<'_>, stat_prefix: &str, service: &Service, port: u
 /// A sidecar's filter chains for TLS on `port` chosen by SNI: per match of a VirtualService `tls` route
 /// bound to the mesh, its `sniHosts` forwarded untouched to the route's destinations (the first route to
 /// claim a name keeps it). Connections naming none of them keep the port's default chain.
-fn sni_chains(cx: RouteContext<'_>, stat_prefix: &str, port: u16) -> Vec<FilterChain> {
+fn sni_chains(
+    cx: RouteContext<'_>,
+    scope: &Scope<'_>,
+    stat_prefix: &str,
+    port: u16,
+) -> Vec<FilterChain> {
     let mesh_gateway = pilot_config::MESH_GATEWAY;
     let mut claimed = std::collections::BTreeSet::new();
     let mut chains = Vec::new();
-    let visible =
-        (cx.mesh.virtual_services.iter()).filter(|vs| vs.export_to.visible_to(&cx.proxy.namespace));
-    for vs in visible {
+    for vs in &scope.virtual_services {
         let bound = vs.gateways.iter().any(|g| g == mesh_gateway);
         for r in &vs.tls {
             let Some(clusters) = tcp_clusters(&r.destinations, cx.registry, port) else {

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use pilot_config::types::{CorsPolicy as IstioCors, StringMatch};
+use pilot_config::types::{CorsPolicy as IstioCors, OutboundMode, StringMatch};
 use pilot_config::{HttpRouteModel, MeshConfig, RegistrySnapshot, RouteTarget, Service};
 use sextant_proto::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
-    route_action, route_match, weighted_cluster,
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    WeightedCluster, route, route_action, route_match, weighted_cluster,
 };
 use sextant_proto::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use sextant_proto::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
@@ -16,6 +16,7 @@ use sextant_proto::google::protobuf::{BoolValue, Duration, UInt32Value};
 
 use crate::action::{self, HeaderEdits};
 use crate::policy::Effective;
+use crate::scope::Scope;
 use crate::{Interception, ProxyInfo, ProxyKind, cluster_name, route_name};
 
 /// The Kubernetes service domain Istio shortens host names within.
@@ -34,9 +35,11 @@ pub struct RouteContext<'a> {
     pub gateway: &'a str,
 }
 
-/// The route configuration of HTTP `port`, for the `services` serving HTTP on it.
+/// The route configuration of HTTP `port`, for the `services` serving HTTP on it, with the
+/// VirtualServices of `scope`.
 pub fn route_configuration(
     cx: RouteContext<'_>,
+    scope: &Scope<'_>,
     port: u16,
     services: &[&Service],
 ) -> RouteConfiguration {
@@ -52,7 +55,7 @@ pub fn route_configuration(
             VirtualHost {
                 name: format!("{}:{port}", s.hostname),
                 domains,
-                routes: routes(cx, s, port),
+                routes: routes(cx, scope, s, port),
                 include_request_attempt_count: true,
                 ..Default::default()
             }
@@ -61,18 +64,7 @@ pub fn route_configuration(
         .collect();
     let sidecar = cx.proxy.kind != ProxyKind::ProxylessGrpc;
     if sidecar && cx.proxy.interception == Interception::Redirect && seen.insert("*".into()) {
-        // Istio's ALLOW_ANY: hosts the mesh does not know go where the caller sent them.
-        virtual_hosts.push(VirtualHost {
-            name: "allow_any".into(),
-            domains: vec!["*".into()],
-            routes: vec![forward(
-                catch_all(),
-                "allow_any",
-                crate::cluster::PASSTHROUGH.into(),
-            )],
-            include_request_attempt_count: true,
-            ..Default::default()
-        });
+        virtual_hosts.push(unknown_hosts(scope.outbound));
     }
     RouteConfiguration {
         name: route_name(port),
@@ -104,11 +96,39 @@ pub fn domains(host: &str, proxy_namespace: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// The virtual host for hosts the mesh does not know: Istio's `allow_any` (on where the caller sent them)
+/// or, under `REGISTRY_ONLY`, `block_all` (answered 502).
+fn unknown_hosts(mode: OutboundMode) -> VirtualHost {
+    let route = match mode {
+        OutboundMode::AllowAny => {
+            forward(catch_all(), "allow_any", crate::cluster::PASSTHROUGH.into())
+        }
+        OutboundMode::RegistryOnly => Route {
+            name: "block_all".into(),
+            r#match: Some(catch_all()),
+            action: Some(route::Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    };
+    let name = match mode {
+        OutboundMode::AllowAny => "allow_any",
+        OutboundMode::RegistryOnly => "block_all",
+    };
+    VirtualHost {
+        name: name.into(),
+        domains: vec!["*".into()],
+        routes: vec![route],
+        include_request_attempt_count: true,
+        ..Default::default()
+    }
+}
+
 /// The routes of `service` on `port` for this proxy.
-fn routes(cx: RouteContext<'_>, service: &Service, port: u16) -> Vec<Route> {
-    let vss = cx
-        .mesh
-        .virtual_services_for(&service.hostname, &cx.proxy.namespace);
+fn routes(cx: RouteContext<'_>, scope: &Scope<'_>, service: &Service, port: u16) -> Vec<Route> {
+    let vss = scope.virtual_services_for(&service.hostname);
     let http: Vec<&HttpRouteModel> = vss.iter().flat_map(|vs| vs.http.iter()).collect();
     if http.is_empty() {
         let cluster = cluster_name(port, None, &service.hostname);
@@ -129,7 +149,7 @@ fn routes(cx: RouteContext<'_>, service: &Service, port: u16) -> Vec<Route> {
         .collect()
 }
 
-fn catch_all() -> RouteMatch {
+pub(crate) fn catch_all() -> RouteMatch {
     RouteMatch {
         path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
         ..Default::default()
@@ -137,7 +157,7 @@ fn catch_all() -> RouteMatch {
 }
 
 /// A plain forward with Istio's defaults: no timeout, the default retries.
-fn forward(m: RouteMatch, name: &str, cluster: String) -> Route {
+pub(crate) fn forward(m: RouteMatch, name: &str, cluster: String) -> Route {
     Route {
         name: name.to_string(),
         r#match: Some(m),

@@ -8,6 +8,7 @@ mod destination_rule;
 mod gateway;
 mod labels;
 mod service_entry;
+mod sidecar;
 mod virtual_service;
 
 pub use common::{Destination, HeaderOperations, Headers, Percent, PortSelector, StringMatch};
@@ -20,6 +21,10 @@ pub use gateway::{GatewayPort, GatewaySpec, Server, ServerTlsMode, ServerTlsSett
 pub use labels::Labels;
 pub use service_entry::{
     Location, Resolution, ServiceEntrySpec, ServicePort, WorkloadEntrySpec, WorkloadSelector,
+};
+pub use sidecar::{
+    CaptureMode, EgressListener, IngressListener, OutboundMode, OutboundTrafficPolicy, SidecarPort,
+    SidecarSpec,
 };
 pub use virtual_service::{
     Abort, CorsPolicy, Delay, Fault, HttpMatch, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,

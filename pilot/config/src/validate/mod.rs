@@ -14,6 +14,7 @@ mod matches;
 mod routes;
 mod rules;
 mod services;
+mod sidecars;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn validate_each(set: &NetworkingSet) -> Validated {
     let destination_rules = rules::destination_rules(&set.destination_rules, &mut errors);
     let gateways = gateways::gateways(&set.gateways, &mut errors);
     let services = services::services(set, &mut errors);
+    let sidecars = sidecars::sidecars(&set.sidecars, &mut errors);
     let left_out = LeftOut::of(set, &errors);
     let virtual_services =
         routes::virtual_services(set, &destination_rules, &gateways, &left_out, &mut errors);
@@ -75,6 +77,7 @@ pub fn validate_each(set: &NetworkingSet) -> Validated {
             virtual_services,
             destination_rules,
             gateways,
+            sidecars,
             services: Arc::new(services),
             digest: set.digest,
         },
@@ -113,7 +116,8 @@ impl LeftOut {
                 "Gateway" => {
                     out.gateways.insert(r.key());
                 }
-                "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry" => {}
+                "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry"
+                | "Sidecar" => {}
                 _ => out.anything = true,
             }
         }

@@ -562,3 +562,88 @@ fn client_tls_is_checked() {
     check(&dr("{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, subjectAltNames: [details.example.com]}")).unwrap();
     check(&dr("{mode: DISABLE}")).unwrap();
 }
+
+fn sidecar(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn sidecars() {
+    let ok = check(&sidecar(
+        "s",
+        "  egress:\n  - {port: {number: 9080, protocol: HTTP}, hosts: [\"./*\"]}\n  - hosts: [\"istio-system/*\", \"*/api.example.com\"]\n  ingress:\n  - {port: {number: 9080, protocol: HTTP}, defaultEndpoint: \"127.0.0.1:8080\"}\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+    ))
+    .unwrap();
+    let s = &ok.sidecars[0];
+    assert_eq!(s.egress.len(), 2);
+    assert_eq!(s.ingress[0].endpoint.port(), 8080);
+    assert_eq!(s.outbound, crate::types::OutboundMode::RegistryOnly);
+    // No egress: everything is imported.
+    let all = check(&sidecar(
+        "s",
+        "  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+    ))
+    .unwrap();
+    assert!(all.sidecars[0].egress[0].imports("a", "b", "c.d"));
+
+    refused(
+        &sidecar("s", "  egress: [{hosts: [reviews]}]\n"),
+        "t.yaml:5: Sidecar default/s: spec.egress[0].hosts[0]: \"reviews\" is not namespace/host",
+    );
+    refused(
+        &sidecar("s", "  egress: [{hosts: [\"Prod!/x.com\"]}]\n"),
+        "spec.egress[0].hosts[0]: \"Prod!\" is not a namespace",
+    );
+    refused(
+        &sidecar(
+            "s",
+            "  egress:\n  - hosts: [\"./*\"]\n  - {port: {number: 80}, hosts: [\"./*\"]}\n",
+        ),
+        "spec.egress[0]: the egress listener without a port (every port) must be the last one",
+    );
+    refused(
+        &sidecar(
+            "s",
+            "  egress:\n  - {port: {number: 80}, hosts: [\"./*\"]}\n  - {port: {number: 80}, hosts: [\"./*\"]}\n",
+        ),
+        "spec.egress[1].port.number: duplicate egress port \"80\"",
+    );
+    refused(
+        &sidecar("s", "  egress: [{captureMode: NONE, hosts: [\"./*\"]}]\n"),
+        "spec.egress[0].captureMode: captureMode NONE needs a port",
+    );
+    refused(
+        &sidecar(
+            "s",
+            "  ingress: [{port: {number: 80, protocol: HTTP}, defaultEndpoint: \"0.0.0.0:8080\"}]\n",
+        ),
+        "spec.ingress[0].defaultEndpoint: \"0.0.0.0:8080\": write 127.0.0.1:PORT",
+    );
+    refused(
+        &sidecar("s", "  ingress: [{port: {number: 80}}]\n"),
+        "spec.ingress[0].port.protocol: an ingress port needs a protocol",
+    );
+    refused(
+        &sidecar(
+            "s",
+            "  egress: [{bind: /tmp/sock, port: {number: 80}, hosts: [\"./*\"]}]\n",
+        ),
+        "spec.egress[0].bind: \"/tmp/sock\" is not an IP address",
+    );
+    refused(
+        &sidecar("s", "  inboundConnectionPool: {}\n"),
+        "unknown field `inboundConnectionPool`",
+    );
+    // One default per namespace: the later is left out.
+    let two = format!(
+        "{}---\n{}",
+        sidecar("a", "  egress: [{hosts: [\"./*\"]}]\n"),
+        sidecar("b", "  egress: [{hosts: [\"*/*\"]}]\n")
+    );
+    refused(
+        &two,
+        "Sidecar default/b: spec.workloadSelector: namespace \"default\" already has a Sidecar without workloadSelector (a)",
+    );
+}

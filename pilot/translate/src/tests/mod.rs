@@ -6,6 +6,7 @@ mod gateways;
 mod listeners;
 mod mtls;
 mod rules;
+mod sidecars;
 mod views;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,168 @@
+//! A Sidecar's `ingress` listeners: the workload's own ports, served through its proxy.
+//!
+//! Each port gets the cluster `inbound|PORT||` (its one endpoint the `defaultEndpoint`) and, for HTTP,
+//! the route configuration of the same name (every host, to that cluster, no timeout). With iptables the
+//! port is a filter chain of `virtualInbound` matched by destination port — with a twin ending mesh mTLS
+//! when the proxy has a certificate (PERMISSIVE, as the rest of `virtualInbound`); without (`captureMode:
+//! NONE`, or a proxy without interception) a listener binding `BIND:PORT` itself (`0.0.0.0` unless `bind`
+//! says otherwise).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use pilot_config::sidecar::Ingress;
+use pilot_config::types::CaptureMode;
+use pilot_xds::build;
+use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
+use sextant_proto::envoy::config::core::v3::TrafficDirection;
+use sextant_proto::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
+use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
+use sextant_proto::google::protobuf::UInt32Value;
+
+use crate::listener::{hcm_named, is_http, tcp_forward};
+use crate::scope::Scope;
+use crate::{Interception, MeshTls, ProxyInfo, ProxyKind};
+
+/// What a Sidecar's ingress listeners add to a proxy's resources.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    /// One static cluster per port.
+    pub clusters: Vec<Cluster>,
+    /// The route configurations of the HTTP ports.
+    pub routes: Vec<RouteConfiguration>,
+    /// Filter chains for `virtualInbound` (ports captured by iptables).
+    pub captured: Vec<FilterChain>,
+    /// Listeners of their own (ports not captured).
+    pub listeners: Vec<Listener>,
+}
+
+/// The cluster of the workload's `port`: `inbound|PORT||`.
+pub fn cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The resources of the ingress listeners of `proxy`'s Sidecar (none for routers and proxyless clients).
+pub fn inbound(scope: &Scope<'_>, proxy: &ProxyInfo, mtls: &MeshTls<'_>) -> Inbound {
+    let mut out = Inbound::default();
+    let Some(sidecar) = scope.sidecar else {
+        return out;
+    };
+    if proxy.kind != ProxyKind::Sidecar {
+        return out;
+    }
+    for ingress in &sidecar.ingress {
+        let name = cluster_name(ingress.port);
+        out.clusters.push(static_cluster(&name, ingress.endpoint));
+        let stat_prefix = format!("inbound_0.0.0.0_{}", ingress.port);
+        let filter = if is_http(ingress.protocol) {
+            out.routes.push(route(&name));
+            build::network_filter(
+                build::HCM_FILTER,
+                build::any(&hcm_named(&stat_prefix, &name, false)),
+            )
+        } else {
+            tcp_forward(&stat_prefix, tcp_proxy::ClusterSpecifier::Cluster(name))
+        };
+        let captured = match ingress.capture {
+            CaptureMode::Default => proxy.interception == Interception::Redirect,
+            CaptureMode::Iptables => true,
+            CaptureMode::None => false,
+        };
+        let chains = chains(ingress, captured, &filter, mtls.certificate.is_some());
+        if captured {
+            out.captured.extend(chains);
+        } else {
+            out.listeners.push(bound(ingress, chains));
+        }
+    }
+    out
+}
+
+/// The port's plain chain and, with a certificate, its twin ending mesh mTLS (first: it is the more
+/// specific).
+fn chains(ingress: &Ingress, by_port: bool, filter: &Filter, mtls: bool) -> Vec<FilterChain> {
+    let port = by_port.then_some(UInt32Value {
+        value: u32::from(ingress.port),
+    });
+    let plain = FilterChain {
+        name: format!("inbound_{}", ingress.port),
+        filter_chain_match: port.map(|p| FilterChainMatch {
+            destination_port: Some(p),
+            ..Default::default()
+        }),
+        filters: vec![filter.clone()],
+        ..Default::default()
+    };
+    if !mtls {
+        return vec![plain];
+    }
+    let terminated = FilterChain {
+        name: format!("inbound_{}-mtls", ingress.port),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: port,
+            transport_protocol: "tls".into(),
+            application_protocols: crate::tls::MESH_ALPN
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            ..Default::default()
+        }),
+        transport_socket: Some(crate::tls::mesh_inbound()),
+        ..plain.clone()
+    };
+    vec![terminated, plain]
+}
+
+/// A listener binding the port itself; the TLS inspector tells mesh mTLS from plain text when there are
+/// two chains.
+fn bound(ingress: &Ingress, mut chains: Vec<FilterChain>) -> Listener {
+    let ip = ingress.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let mut listener = Listener {
+        name: format!("inbound_{ip}_{}", ingress.port),
+        address: Some(build::address(SocketAddr::new(ip, ingress.port))),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    };
+    if chains.len() > 1 {
+        listener
+            .listener_filters
+            .push(crate::gateway::tls_inspector());
+        // Server-first protocols send nothing for the inspector to read: they take the plain chain.
+        listener.continue_on_listener_filters_timeout = true;
+        listener.default_filter_chain = chains.pop();
+    }
+    listener.filter_chains = chains;
+    listener
+}
+
+fn static_cluster(name: &str, endpoint: SocketAddr) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(crate::policy::duration(std::time::Duration::from_millis(
+            crate::policy::DEFAULT_CONNECT_TIMEOUT_MS,
+        ))),
+        load_assignment: Some(build::assignment(name, &[(endpoint, 1)])),
+        ..Default::default()
+    }
+}
+
+/// Every request on the port to its cluster, without a timeout (the caller's proxy keeps the route's).
+fn route(name: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("{name}:*"),
+            domains: vec!["*".into()],
+            routes: vec![crate::route::forward(
+                crate::route::catch_all(),
+                "default",
+                name.to_string(),
+            )],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
