@@ -354,7 +354,9 @@ async fn send<R: prost::Message>(
     out: Outgoing<R>,
     start: Instant,
 ) -> bool {
-    if tx.send(Ok(frame(&out.message()))).await.is_err() {
+    let frame = frame(&out.message());
+    let bytes = frame.len();
+    if tx.send(Ok(frame)).await.is_err() {
         return false;
     }
     let Outgoing {
@@ -366,12 +368,13 @@ async fn send<R: prost::Message>(
     } = out;
     connections
         .metrics
-        .push(&type_url, start.elapsed().as_secs_f64());
+        .push(&type_url, bytes, start.elapsed().as_secs_f64());
     connections.update(id, |s| {
         let t = s.types.entry(type_url).or_default();
         t.sent_version = version;
         t.sent_nonce = nonce;
         t.pushes += 1;
+        t.bytes += u64::try_from(bytes).unwrap_or(u64::MAX);
         t.resources = holds;
     });
     true

@@ -40,6 +40,8 @@ pub struct TypeStatus {
     pub last_nack: Option<Nack>,
     /// Every response sent for this type.
     pub pushes: u64,
+    /// Their bytes on the wire (gRPC frames), in all.
+    pub bytes: u64,
     /// What the proxy holds of this type, as far as pilot knows: the last resources sent, by name.
     pub resources: Resources,
 }
@@ -72,6 +74,7 @@ impl ProxyStatus {
                         "sent": t.sent_version,
                         "acked": t.acked_version,
                         "pushes": t.pushes,
+                        "bytes": t.bytes,
                         "resources": t.resources.len(),
                         "last_nack": t.last_nack.as_ref().map(|n| serde_json::json!({
                             "version": n.version,
@@ -121,6 +124,7 @@ pub struct XdsMetrics {
     connected: Family<ProtocolLabels, Gauge>,
     refused: Counter,
     pushes: Family<TypeLabels, Counter>,
+    pushed_bytes: Family<TypeLabels, Counter>,
     nacks: Family<TypeLabels, Counter>,
     push_latency: Family<TypeLabels, Histogram, fn() -> Histogram>,
     rejected: Family<ReasonLabels, Counter>,
@@ -135,6 +139,7 @@ impl Default for XdsMetrics {
             connected: Family::default(),
             refused: Counter::default(),
             pushes: Family::default(),
+            pushed_bytes: Family::default(),
             nacks: Family::default(),
             push_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
@@ -173,6 +178,11 @@ impl XdsMetrics {
             "pilot_xds_pushes",
             "Discovery responses sent, by type (sds, cds, eds, lds, rds)",
             self.pushes.clone(),
+        );
+        r.register(
+            "pilot_xds_pushed_bytes",
+            "Bytes of the discovery responses sent (gRPC frames), by type",
+            self.pushed_bytes.clone(),
         );
         r.register(
             "pilot_xds_nacks",
@@ -215,11 +225,12 @@ impl XdsMetrics {
         }
     }
 
-    pub(crate) fn push(&self, type_url: &str, seconds: f64) {
+    pub(crate) fn push(&self, type_url: &str, bytes: usize, seconds: f64) {
         let l = TypeLabels {
             r#type: types::short_name(type_url).to_string(),
         };
         self.pushes.get_or_create(&l).inc();
+        (self.pushed_bytes.get_or_create(&l)).inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
         self.push_latency.get_or_create(&l).observe(seconds);
     }
 
