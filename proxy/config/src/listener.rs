@@ -17,8 +17,14 @@ use crate::{decode_payload, duration};
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 /// `envoy.filters.network.tcp_proxy`.
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+/// `envoy.filters.listener.original_dst`.
+pub const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+/// `envoy.filters.listener.tls_inspector`.
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+/// `envoy.filters.listener.http_inspector`.
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 
-/// Envoy's default wait for listener filters (here: reading a TLS ClientHello).
+/// Envoy's default wait for listener filters (reading a TLS ClientHello, an HTTP request line).
 const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which way a listener's traffic goes (for stats and, later, policy).
@@ -47,8 +53,12 @@ pub struct Listener {
     pub original_dst: bool,
     /// Read the TLS ClientHello to choose a filter chain by SNI, ALPN and transport protocol.
     pub tls_inspector: bool,
-    /// How long listener filters may take; what happens after depends on `continue_on_timeout`.
-    pub listener_filters_timeout: Duration,
+    /// On a connection that is not TLS, peek at its first bytes for an HTTP/1 request line or HTTP/2's
+    /// preface, whose protocol (`http/1.0`, `http/1.1`, `h2c`) chains then match as an application protocol.
+    pub http_inspector: bool,
+    /// How long listener filters may take together (`None`: no limit, Envoy's 0); what happens after depends
+    /// on `continue_on_timeout`.
+    pub listener_filters_timeout: Option<Duration>,
     /// Whether a connection whose listener filters time out still goes on (to the default chain).
     pub continue_on_timeout: bool,
     /// Its traffic direction.
@@ -75,11 +85,15 @@ pub struct FilterChain {
 /// The connection properties a filter chain requires (empty: any).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainMatch {
+    /// The destination port: the original destination's of a redirected connection, else the port the
+    /// connection arrived on.
+    pub destination_port: Option<u16>,
     /// TLS SNI names (`*.example.com` wildcards allowed), lower case.
     pub server_names: Vec<String>,
     /// `tls` or `raw_buffer`.
     pub transport_protocol: String,
-    /// ALPN protocols offered by the client, any of which matches.
+    /// Application protocols, any of which matches: ALPN offered in a ClientHello, or the protocol the HTTP
+    /// inspector found on a plain connection.
     pub application_protocols: Vec<String>,
 }
 
@@ -127,6 +141,7 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
     let address = within("address", socket_address(l.address.as_ref()))?;
     let mut original_dst = false;
     let mut tls_inspector = false;
+    let mut http_inspector = false;
     for (i, f) in l.listener_filters.iter().enumerate() {
         let Some(pb::listener_filter::ConfigType::TypedConfig(config)) = &f.config_type else {
             return at(
@@ -137,15 +152,14 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
         let is = |full_name: String| config.type_url.ends_with(&format!("/{full_name}"));
         use sextant_proto::envoy::extensions::filters::listener as filters;
         match f.name.as_str() {
-            "envoy.filters.listener.original_dst"
-                if is(filters::original_dst::v3::OriginalDst::full_name()) =>
-            {
+            ORIGINAL_DST if is(filters::original_dst::v3::OriginalDst::full_name()) => {
                 original_dst = true
             }
-            "envoy.filters.listener.tls_inspector"
-                if is(filters::tls_inspector::v3::TlsInspector::full_name()) =>
-            {
+            TLS_INSPECTOR if is(filters::tls_inspector::v3::TlsInspector::full_name()) => {
                 tls_inspector = true
+            }
+            HTTP_INSPECTOR if is(filters::http_inspector::v3::HttpInspector::full_name()) => {
+                http_inspector = true
             }
             other => {
                 return at(
@@ -186,9 +200,13 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         original_dst,
         tls_inspector,
+        http_inspector,
         listener_filters_timeout: match &l.listener_filters_timeout {
-            Some(d) => within("listener_filters_timeout", duration(d))?,
-            None => DEFAULT_LISTENER_FILTERS_TIMEOUT,
+            // Envoy: 0 disables the timeout.
+            Some(d) => {
+                Some(within("listener_filters_timeout", duration(d))?).filter(|d| !d.is_zero())
+            }
+            None => Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
         },
         continue_on_timeout: l.continue_on_listener_filters_timeout,
         direction,
@@ -224,18 +242,10 @@ pub(crate) fn socket_address(address: Option<&core::Address>) -> Partial<SocketA
 }
 
 fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
-    let matcher = c
-        .filter_chain_match
-        .as_ref()
-        .map_or_else(ChainMatch::default, |m| ChainMatch {
-            server_names: m
-                .server_names
-                .iter()
-                .map(|n| n.to_ascii_lowercase())
-                .collect(),
-            transport_protocol: m.transport_protocol.clone(),
-            application_protocols: m.application_protocols.clone(),
-        });
+    let matcher = match &c.filter_chain_match {
+        Some(m) => within("filter_chain_match", chain_match(m))?,
+        None => ChainMatch::default(),
+    };
     let [filter] = c.filters.as_slice() else {
         return at(
             "filters",
@@ -269,6 +279,32 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
         matcher,
         network,
         tls,
+    })
+}
+
+fn chain_match(m: &pb::FilterChainMatch) -> Partial<ChainMatch> {
+    let destination_port = match &m.destination_port {
+        // Envoy's rule (`uint32 = {gte: 1, lte: 65535}`).
+        Some(p) => match u16::try_from(p.value) {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                return at(
+                    "destination_port",
+                    format!("destination port {} is not in 1..=65535", p.value),
+                );
+            }
+        },
+        None => None,
+    };
+    Ok(ChainMatch {
+        destination_port,
+        server_names: m
+            .server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        transport_protocol: m.transport_protocol.clone(),
+        application_protocols: m.application_protocols.clone(),
     })
 }
 

@@ -1,12 +1,18 @@
 //! Listeners from LDS: each bound listener accepts connections and hands each to the filter chain that
 //! matches it, an HTTP connection manager or a TCP proxy. A capture listener (`use_original_dst`) hands a
-//! redirected connection to the listener of its original destination, bound or not.
+//! redirected connection to the listener of its original destination, bound or not. Before a chain is
+//! chosen, the listener's filters read what the connection starts with, by peeking (`inspect.rs`): a TLS
+//! ClientHello's SNI and ALPN, or on plain text whether it is HTTP (`http_inspector.rs`); the chain is then
+//! chosen by destination port, SNI, transport and application protocol as Envoy chooses (`select.rs`).
 //!
 //! Updates never cut connections: a listener whose address is unchanged keeps its socket and serves new
 //! connections with the new chains while older connections finish on theirs; a removed listener closes its
 //! socket and drains its HTTP connections gracefully (in-flight requests finish, then the connection
 //! closes). A flood of connections is bounded by one limit over all listeners, each refusal counted.
 
+mod http_inspector;
+mod inspect;
+mod select;
 mod tcp;
 
 use std::collections::HashMap;
@@ -17,7 +23,6 @@ use proxy_config::listener::{ChainMatch, Listener, Network};
 use proxy_http::{Downstream, Manager};
 use proxy_state::{Snapshot, Snapshots};
 use proxy_stats::{Counter, Gauge, Scope, Stats};
-use proxy_tls::Hello;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -66,7 +71,7 @@ struct ListenerStats {
     cx_active: Gauge,
     cx_overflow: Counter,
     no_chain: Counter,
-    listener_filter_timeout: Counter,
+    filters: inspect::FilterStats,
     ssl_handshake: Counter,
     ssl_connection_error: Counter,
     ssl_no_certificate: Counter,
@@ -98,7 +103,7 @@ fn prepare(listener: &Arc<Listener>, stats: &Stats, limits: proxy_http::Limits) 
             cx_active: stats.gauge(&scope, "downstream_cx_active"),
             cx_overflow: stats.counter(&scope, "downstream_cx_overflow"),
             no_chain: stats.counter(&scope, "no_filter_chain_match"),
-            listener_filter_timeout: stats.counter(&scope, "downstream_pre_cx_timeout"),
+            filters: inspect::FilterStats::new(stats, &scope),
             ssl_handshake: stats.counter(&scope, "ssl.handshake"),
             ssl_connection_error: stats.counter(&scope, "ssl.connection_error"),
             ssl_no_certificate: stats.counter(&scope, "ssl.no_certificate"),
@@ -305,25 +310,27 @@ async fn connection(
     prepared.stats.cx_total.inc();
     prepared.stats.cx_active.inc();
     let listener = &prepared.listener;
-    let hello = if listener.tls_inspector {
-        match proxy_tls::inspect(&stream, listener.listener_filters_timeout).await {
-            Some(hello) => hello,
-            None if listener.continue_on_timeout => Hello::Plain,
-            None => {
-                prepared.stats.listener_filter_timeout.inc();
-                prepared.stats.cx_active.dec();
-                return;
-            }
-        }
-    } else {
-        Hello::Plain
+    let Some(detected) =
+        inspect::listener_filters(&stream, listener, &prepared.stats.filters).await
+    else {
+        prepared.stats.cx_active.dec();
+        return;
+    };
+    // Where the connection was going: its original destination when redirected, else where it arrived.
+    let destination_port = match dst {
+        Some(dst) => dst.port(),
+        None => stream.local_addr().map_or(0, |a| a.port()),
     };
     let chains: Vec<&Chain> = prepared
         .chains
         .iter()
         .chain(prepared.default.as_ref())
         .collect();
-    let index = select_chain(&prepared.chains, &hello)
+    let connection = select::Connection {
+        destination_port,
+        detected: &detected,
+    };
+    let index = select::select_chain(prepared.chains.iter().map(|c| &c.matcher), connection)
         .or(prepared.default.as_ref().map(|_| prepared.chains.len()));
     let Some((index, chain)) = index.and_then(|i| Some((i, *chains.get(i)?))) else {
         prepared.stats.no_chain.inc();
@@ -414,65 +421,4 @@ impl Run<'_> {
             }
         }
     }
-}
-
-/// The filter chain for a connection, as Envoy chooses: the most specific server name (exact, then the
-/// longest wildcard, then none), then transport protocol (exact, then none), then application protocol
-/// (one offered, then none); `None` when no chain takes it.
-fn select_chain(chains: &[Chain], hello: &Hello) -> Option<usize> {
-    let (sni, transport, alpn): (Option<&str>, &str, &[String]) = match hello {
-        Hello::Tls { sni, alpn } => (sni.as_deref(), "tls", alpn),
-        Hello::Plain => (None, "raw_buffer", &[]),
-    };
-    let candidates: Vec<usize> = (0..chains.len()).collect();
-    // Server names: score each chain by how specifically it names the SNI.
-    let name_score = |m: &ChainMatch| -> Option<usize> {
-        if m.server_names.is_empty() {
-            return Some(0);
-        }
-        let sni = sni?;
-        m.server_names
-            .iter()
-            .filter_map(|n| {
-                if n == sni {
-                    Some(usize::MAX)
-                } else {
-                    let suffix = n.strip_prefix('*')?;
-                    (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len())
-                }
-            })
-            .max()
-    };
-    let best = |cands: Vec<usize>, score: &dyn Fn(&ChainMatch) -> Option<usize>| -> Vec<usize> {
-        let scored: Vec<(usize, usize)> = cands
-            .into_iter()
-            .filter_map(|i| Some((i, score(&chains[i].matcher)?)))
-            .collect();
-        let top = scored.iter().map(|(_, s)| *s).max();
-        scored
-            .into_iter()
-            .filter(|(_, s)| Some(*s) == top)
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let candidates = best(candidates, &name_score);
-    let candidates = best(
-        candidates,
-        &|m: &ChainMatch| match m.transport_protocol.as_str() {
-            "" => Some(0),
-            t if t == transport => Some(1),
-            _ => None,
-        },
-    );
-    let candidates = best(candidates, &|m: &ChainMatch| {
-        if m.application_protocols.is_empty() {
-            Some(0)
-        } else {
-            m.application_protocols
-                .iter()
-                .any(|p| alpn.contains(p))
-                .then_some(1)
-        }
-    });
-    candidates.first().copied()
 }

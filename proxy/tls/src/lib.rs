@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-pub use hello::{Hello, inspect};
+pub use hello::{Hello, MAX_HELLO_BYTES, client_hello};
 pub use rustls;
 
 /// The SDS secrets held, by name.
