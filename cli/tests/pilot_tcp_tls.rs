@@ -8,6 +8,8 @@
 //! own certificate and page); a name no route claims gets no connection. And a `TLS` server that terminates
 //! (mode `SIMPLE`, a certificate made with the openssl CLI) in front of the TCP backend. And at a sidecar: a
 //! ServiceEntry port of protocol TLS whose VirtualService `tls` routes send each SNI name to its own backend.
+//! And an east-west gateway: a `TLS` server in mode `AUTO_PASSTHROUGH` forwarding Istio's SNI for a mesh
+//! cluster (`outbound_.PORT_.SUBSET_.HOST`) untouched to that cluster.
 
 mod common;
 
@@ -316,6 +318,96 @@ fn run_passthrough(plane: Plane) {
         0,
         "the gateway refused an update"
     );
+}
+
+/// Two TLS services (tls-b's one endpoint labelled v1, its subset), the gateway's service and an
+/// AUTO_PASSTHROUGH server for every `*.svc.cluster.local` host: no VirtualService at all.
+fn auto_passthrough(a: u16, b: u16, side: u16, pod: u16) -> String {
+    format!(
+        r#"{a}apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tls-b}}
+spec:
+  hosts: [tls-b.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 443, name: tls}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {b}}}, labels: {{version: v1}}}}]
+---
+{gateway}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tls-b}}
+spec:
+  host: tls-b
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: cross-network-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {side}, name: tls, protocol: TLS}}
+    hosts: ["*.svc.cluster.local"]
+    tls: {{mode: AUTO_PASSTHROUGH}}
+"#,
+        a = tls_service("tls-a", 443, a),
+        gateway = gateway_service(side, pod, "tls"),
+    )
+}
+
+/// An east-west gateway: connections whose SNI is Istio's name for a mesh cluster
+/// (`outbound_.PORT_.SUBSET_.HOST`) pass through untouched to that cluster's endpoints.
+fn run_auto_passthrough(plane: Plane) {
+    let (dir, config) = scratch_config(&format!("gateway-auto-{plane:?}"));
+    let ((a, _a), (b, _b)) = (
+        tls_backend(&dir, "a.example"),
+        tls_backend(&dir, "b.example"),
+    );
+    let (side, pod) = (HeldPort::hold(), HeldPort::hold());
+    std::fs::write(
+        config.join("mesh.yaml"),
+        auto_passthrough(a.port(), b.port(), side.port(), pod.port()),
+    )
+    .expect("mesh");
+    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let gateway = start_gateway(plane, &dir, xds);
+    let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
+    let sni_a = "outbound_.443_._.tls-a.default.svc.cluster.local";
+    wait_until(
+        Duration::from_secs(60),
+        "a TLS connection through the gateway",
+        || who(at, sni_a).is_some(),
+    );
+    assert_eq!(who(at, sni_a).as_deref(), Some("backend a.example"));
+    for sni in [
+        "outbound_.443_._.tls-b.default.svc.cluster.local",
+        "outbound_.443_.v1_.tls-b.default.svc.cluster.local",
+    ] {
+        assert_eq!(who(at, sni).as_deref(), Some("backend b.example"), "{sni}");
+    }
+    for unknown in [
+        "outbound_.443_.v9_.tls-b.default.svc.cluster.local",
+        "outbound_.8443_._.tls-a.default.svc.cluster.local",
+        "tls-a.default.svc.cluster.local",
+    ] {
+        assert_eq!(who(at, unknown), None, "{unknown} was served");
+    }
+    assert_eq!(
+        gateway.rejected_updates(),
+        0,
+        "the gateway refused an update"
+    );
+}
+
+#[test]
+fn envoy_as_east_west_gateway_passes_mesh_sni_through() {
+    run_auto_passthrough(Plane::Envoy);
+}
+
+#[test]
+fn sextant_proxy_as_east_west_gateway_passes_mesh_sni_through() {
+    run_auto_passthrough(Plane::Sextant);
 }
 
 #[test]

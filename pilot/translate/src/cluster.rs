@@ -88,6 +88,39 @@ pub fn clusters(
     out
 }
 
+/// The clusters an `AUTO_PASSTHROUGH` gateway forwards to by SNI (see [`crate::gateway::auto_passthrough`]):
+/// each as the service's cluster for that port and subset, with its DestinationRule's policy, but carrying
+/// bytes only (the client's TLS passes through, so no TLS and no HTTP options of its own).
+pub fn sni_dnat(
+    mesh: &MeshConfig,
+    targets: &[crate::gateway::SniTarget<'_>],
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+) -> Clusters {
+    let mut out = Clusters::default();
+    for t in targets {
+        let rule = mesh.destination_rule(&t.service.hostname, &proxy.namespace);
+        let subset = t.subset.map(|s| s.name.as_str());
+        let policy = Effective::of(rule, subset, t.port);
+        let shape = Shape {
+            service: t.service,
+            port: t.port,
+            protocol: Protocol::Tcp,
+            grpc: false,
+            trust_domain: mtls.trust_domain,
+        };
+        let (mut c, eds) = service_cluster(&t.name, &shape, &policy);
+        c.transport_socket = None;
+        if eds {
+            let labels = t.subset.map(|s| s.labels.clone()).unwrap_or_default();
+            let m = members(t.service, t.port, &labels);
+            out.assignments.push(assignment(&t.name, &m));
+        }
+        out.clusters.push(c);
+    }
+    out
+}
+
 /// What a service cluster is for.
 struct Shape<'a> {
     service: &'a Service,

@@ -27,6 +27,12 @@
 //!   `OPTIONAL_MUTUAL`, `ISTIO_MUTUAL`) get a filter chain for their hosts' SNI that ends TLS and forwards
 //!   the bytes as a TCP server does.
 //!
+//! - TLS servers in mode `AUTO_PASSTHROUGH` forward connections untouched by Istio's SNI for a mesh cluster,
+//!   `outbound_.PORT_.SUBSET_.HOST` (what a sidecar in another network sends through an east-west
+//!   gateway), to the cluster of that name: every port and subset of the services the server's hosts
+//!   admit, a filter chain per name, the clusters as the sidecar's but without TLS of their own (the
+//!   client's mTLS passes through end to end).
+//!
 //! A port's first server decides its kind (HTTP, HTTPS or TCP); servers of another kind on that port from
 //! other gateways are left out (validation refuses that within one gateway).
 
@@ -252,6 +258,13 @@ fn tls_chains(
             continue;
         };
         let tls = b.server.tls.as_ref();
+        if tls.and_then(|t| t.mode) == Some(ServerTlsMode::AutoPassthrough) {
+            for target in sni_targets(mesh, registry, proxy, b) {
+                let to = tcp_proxy::ClusterSpecifier::Cluster(target.name.clone());
+                chains.extend(sni_chain(&mut claimed, &[target.name], stat_prefix, &to));
+            }
+            continue;
+        }
         if tls.and_then(|t| t.mode) != Some(ServerTlsMode::Passthrough) {
             // Terminated here, TCP behind: one chain for the server's names ("" stands for any).
             let names = server_names(b.server);
@@ -300,6 +313,97 @@ fn tls_chains(
         }
     }
     chains
+}
+
+/// A cluster an `AUTO_PASSTHROUGH` server forwards to by SNI.
+pub struct SniTarget<'a> {
+    /// Istio's SNI for it, which is also the cluster's name: `outbound_.PORT_.SUBSET_.HOST`.
+    pub name: String,
+    /// The service.
+    pub service: &'a pilot_config::Service,
+    /// The service port.
+    pub port: u16,
+    /// The subset, if any.
+    pub subset: Option<&'a pilot_config::types::Subset>,
+}
+
+/// Istio's SNI for the cluster of `port` and `subset` of `host`: `outbound_.PORT_.SUBSET_.HOST`.
+pub fn sni_dnat_name(port: u16, subset: Option<&str>, host: &str) -> String {
+    format!("outbound_.{port}_.{}_.{host}", subset.unwrap_or(""))
+}
+
+/// The clusters of every `AUTO_PASSTHROUGH` server of the Gateways selecting `proxy`, each once.
+pub fn auto_passthrough<'a>(
+    mesh: &'a MeshConfig,
+    registry: &'a RegistrySnapshot,
+    proxy: &'a ProxyInfo,
+) -> Vec<SniTarget<'a>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for g in mesh
+        .gateways
+        .iter()
+        .filter(|g| proxy.labels.matches(&g.spec.selector))
+    {
+        let key = g.key();
+        for (index, server) in g.spec.servers.iter().enumerate() {
+            let auto =
+                server.tls.as_ref().and_then(|t| t.mode) == Some(ServerTlsMode::AutoPassthrough);
+            if !auto {
+                continue;
+            }
+            let b = Bound {
+                gateway: g,
+                key: &key,
+                index,
+                server,
+            };
+            out.extend(
+                sni_targets(mesh, registry, proxy, &b)
+                    .into_iter()
+                    .filter(|t| seen.insert(t.name.clone())),
+            );
+        }
+    }
+    out
+}
+
+/// The clusters server `b` (mode `AUTO_PASSTHROUGH`) forwards to: every port and subset of the services
+/// visible to the router that its hosts admit (`ns/host`: of namespace `ns` only).
+fn sni_targets<'a>(
+    mesh: &'a MeshConfig,
+    registry: &'a RegistrySnapshot,
+    proxy: &'a ProxyInfo,
+    b: &Bound<'_>,
+) -> Vec<SniTarget<'a>> {
+    let admits = |s: &pilot_config::Service| {
+        b.server.hosts.iter().any(|h| {
+            let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
+            let namespace_ok = match ns {
+                "*" => true,
+                "." => s.namespace == b.gateway.namespace,
+                ns => s.namespace == ns,
+            };
+            namespace_ok && pilot_config::host::matches(&host.to_ascii_lowercase(), &s.hostname)
+        })
+    };
+    let mut out = Vec::new();
+    for s in registry.visible_to(&proxy.namespace).filter(|s| admits(s)) {
+        let rule = mesh.destination_rule(&s.hostname, &proxy.namespace);
+        for p in &s.ports {
+            let subsets =
+                std::iter::once(None).chain(rule.into_iter().flat_map(|r| r.subsets()).map(Some));
+            for subset in subsets {
+                out.push(SniTarget {
+                    name: sni_dnat_name(p.number, subset.map(|x| x.name.as_str()), &s.hostname),
+                    service: s,
+                    port: p.number,
+                    subset,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The port the router listens on for server port `number`: the endpoint port of the router's own service

@@ -112,10 +112,17 @@ pub fn translate(
     }
     let scope = scope::Scope::of(mesh, services, proxy);
     let clusters = cluster::clusters(mesh, &scope, proxy, mtls);
-    for c in &clusters.clusters {
+    let sni_dnat = match proxy.kind {
+        ProxyKind::Router => {
+            let targets = gateway::auto_passthrough(mesh, services, proxy);
+            cluster::sni_dnat(mesh, &targets, proxy, mtls)
+        }
+        _ => cluster::Clusters::default(),
+    };
+    for c in clusters.clusters.iter().chain(&sni_dnat.clusters) {
         b.cluster(c);
     }
-    for e in &clusters.assignments {
+    for e in clusters.assignments.iter().chain(&sni_dnat.assignments) {
         b.endpoints(e);
     }
     let inbound = inbound::inbound(&scope, proxy, mtls);

@@ -462,11 +462,6 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Messages without fields that the shared descriptor set (`sextant_proto::json::envoy_descriptors`) does
-/// not describe: a payload of one is accepted when it sets nothing, as the message defines nothing to set.
-const FIELDLESS_UNDESCRIBED: &[&str] =
-    &["envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"];
-
 static ALLOWED: LazyLock<HashMap<&'static str, HashSet<&'static str>>> = LazyLock::new(|| {
     FIELDS
         .iter()
@@ -498,34 +493,11 @@ fn check_any(type_url: &str, value: &[u8], path: &mut String) -> Result<(), Unsu
     let pool = sextant_proto::json::envoy_descriptors().map_err(|e| fail(path, e.to_string()))?;
     let name = type_url.rsplit('/').next().unwrap_or(type_url);
     let Some(descriptor) = pool.get_message_by_name(name) else {
-        if FIELDLESS_UNDESCRIBED.contains(&name) {
-            return fieldless(name, value).map_err(|reason| fail(path, reason));
-        }
         return Err(fail(path, format!("type {type_url} is not supported")));
     };
     let message = DynamicMessage::decode(descriptor, value)
         .map_err(|e| fail(path, format!("{name} does not decode: {e}")))?;
     check_message(&message, path)
-}
-
-/// Checks that the payload of `name`, a message without fields, sets none, naming the first it sets as
-/// [`check_message`] names a field number the message does not define.
-fn fieldless(name: &str, value: &[u8]) -> Result<(), String> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    // A field starts with its tag, a varint of (number << 3 | wire type).
-    let mut tag: u64 = 0;
-    for (i, byte) in value.iter().take(10).enumerate() {
-        tag |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Err(format!(
-                "{name} has field number {} that Envoy's v3 API does not define",
-                tag >> 3
-            ));
-        }
-    }
-    Err(format!("{name} does not decode"))
 }
 
 fn check_message(message: &DynamicMessage, path: &mut String) -> Result<(), Unsupported> {

@@ -125,11 +125,11 @@ fn server<S>(e: &mut Errs<'_, S>, f: &str, s: &Server) {
                  routes), or SIMPLE, MUTUAL or ISTIO_MUTUAL to terminate TLS with VirtualService tcp routes \
                  behind",
             ),
-            Some(t) if t.mode == Some(ServerTlsMode::Passthrough) => {}
-            Some(t) if t.mode == Some(ServerTlsMode::AutoPassthrough) => e.push(
-                &format!("{f}.tls.mode"),
-                "AUTO_PASSTHROUGH is not translated yet; use PASSTHROUGH with VirtualService tls routes",
-            ),
+            Some(t)
+                if matches!(
+                    t.mode,
+                    Some(ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough)
+                ) => {}
             Some(t) => server_tls(e, &format!("{f}.tls"), t),
         },
         Some(p) => e.push(
@@ -172,8 +172,8 @@ fn server_tls<S>(e: &mut Errs<'_, S>, f: &str, tls: &ServerTlsSettings) {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
             return e.push(
                 &format!("{f}.mode"),
-                "an HTTPS server terminates TLS; for PASSTHROUGH use protocol TLS with VirtualService \
-                 tls routes (AUTO_PASSTHROUGH is not translated yet)",
+                "an HTTPS server terminates TLS; for PASSTHROUGH (VirtualService tls routes) or \
+                 AUTO_PASSTHROUGH (Istio's SNI for mesh clusters) use protocol TLS",
             );
         }
         ServerTlsMode::IstioMutual => {

@@ -451,7 +451,7 @@ fn gateway_servers_are_checked() {
         &gateway(
             "  - port: {number: 443, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n",
         ),
-        "spec.servers[0].tls.mode: an HTTPS server terminates TLS; for PASSTHROUGH use protocol TLS",
+        "spec.servers[0].tls.mode: an HTTPS server terminates TLS; for PASSTHROUGH (VirtualService tls routes) or AUTO_PASSTHROUGH",
     );
     refused(
         &gateway(
@@ -473,12 +473,10 @@ fn gateway_servers_are_checked() {
         &gateway("  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n"),
         "spec.servers[0]: a TLS server needs tls settings",
     );
-    refused(
-        &gateway(
-            "  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: AUTO_PASSTHROUGH}\n",
-        ),
-        "spec.servers[0].tls.mode: AUTO_PASSTHROUGH is not translated yet",
-    );
+    check(&gateway(
+        "  - port: {number: 31400, protocol: TLS}\n    hosts: ['*.local']\n    tls: {mode: AUTO_PASSTHROUGH}\n",
+    ))
+    .expect("AUTO_PASSTHROUGH servers are translated");
     refused(
         &gateway(
             "  - port: {number: 31400, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: SIMPLE}\n",
