@@ -28,7 +28,7 @@ impl ServerKind {
                 Some(ServerKind::Tcp)
             }
             Protocol::Tls => Some(ServerKind::Tls),
-            Protocol::Udp => None,
+            Protocol::Udp | Protocol::Auto => None,
         }
     }
 
@@ -68,6 +68,10 @@ pub enum Protocol {
     Mysql,
     /// Redis (proxied as TCP).
     Redis,
+    /// Not declared (no `protocol`, a port name that names none): as Istio, each connection is sniffed —
+    /// HTTP/1.x and HTTP/2 (prior knowledge) are routed as HTTP, anything else proxied as TCP. Never
+    /// written, so not in [`Protocol::ALL`].
+    Auto,
 }
 
 impl Protocol {
@@ -100,6 +104,7 @@ impl Protocol {
             Protocol::Mongo => "MONGO",
             Protocol::Mysql => "MYSQL",
             Protocol::Redis => "REDIS",
+            Protocol::Auto => "auto",
         }
     }
 
@@ -112,15 +117,16 @@ impl Protocol {
 
     /// The protocol of a port: `protocol` when written, else from the name. Istio's convention: a name
     /// `<protocol>[-<suffix>]` (`http`, `http-web`, `grpc-api`, `grpc-web`, `tcp-db`, `mysql`) decides;
-    /// any other name, or none, means TCP.
+    /// any other name, or none, means [`Protocol::Auto`] (sniffed per connection).
     pub fn of_port(protocol: Option<&str>, name: Option<&str>) -> Option<Protocol> {
         match protocol {
             Some(p) => Protocol::parse(p),
-            None => Some(name.map_or(Protocol::Tcp, Protocol::from_port_name)),
+            None => Some(name.map_or(Protocol::Auto, Protocol::from_port_name)),
         }
     }
 
-    /// The protocol a port name implies (see [`Protocol::of_port`]); TCP when it implies none.
+    /// The protocol a port name implies (see [`Protocol::of_port`]); [`Protocol::Auto`] when it implies
+    /// none.
     pub fn from_port_name(name: &str) -> Protocol {
         let lower = name.to_ascii_lowercase();
         // `grpc-web` is itself a protocol whose spelling contains the separator.
@@ -128,7 +134,7 @@ impl Protocol {
             return Protocol::GrpcWeb;
         }
         let prefix = lower.split('-').next().unwrap_or_default();
-        Protocol::parse(prefix).unwrap_or(Protocol::Tcp)
+        Protocol::parse(prefix).unwrap_or(Protocol::Auto)
     }
 
     /// Whether the proxy routes this port with HTTP routes (VirtualService `http`), not TCP ones.
@@ -167,9 +173,9 @@ mod tests {
             ("mysql", Protocol::Mysql),
             ("redis-cache", Protocol::Redis),
             ("tcp-db", Protocol::Tcp),
-            ("web", Protocol::Tcp),
-            ("httpx", Protocol::Tcp),
-            ("", Protocol::Tcp),
+            ("web", Protocol::Auto),
+            ("httpx", Protocol::Auto),
+            ("", Protocol::Auto),
         ] {
             assert_eq!(Protocol::from_port_name(name), want, "{name}");
         }
@@ -186,7 +192,8 @@ mod tests {
             Some(Protocol::GrpcWeb)
         );
         assert_eq!(Protocol::of_port(Some("SCTP"), Some("http")), None);
-        assert_eq!(Protocol::of_port(None, None), Some(Protocol::Tcp));
+        assert_eq!(Protocol::of_port(None, None), Some(Protocol::Auto));
+        assert_eq!(Protocol::parse("auto"), None, "never written");
         assert!(Protocol::Grpc.is_http() && !Protocol::Tls.is_http());
     }
 }

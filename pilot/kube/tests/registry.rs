@@ -133,9 +133,10 @@ async fn listed_services_are_what_a_user_sees() {
         port("ratings.default.svc.cluster.local", 9090),
         Protocol::Grpc
     );
+    // `metrics` names no protocol (and Kubernetes' `protocol: TCP` is the transport): sniffed, as Istio.
     assert_eq!(
         port("ratings.default.svc.cluster.local", 9091),
-        Protocol::Tcp
+        Protocol::Auto
     );
     assert_eq!(
         port("kubernetes.default.svc.cluster.local", 443),

@@ -23,6 +23,7 @@ use sextant_proto::envoy::config::listener::v3::{
 use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
 use sextant_proto::envoy::extensions::filters::http::fault::v3::HttpFault;
+use sextant_proto::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use sextant_proto::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
@@ -42,6 +43,8 @@ use pilot_config::types::{CaptureMode, OutboundMode};
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 /// The port iptables sends inbound connections to.
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+/// The name Envoy knows the HTTP inspector (which tells HTTP from other bytes) by.
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 /// The name Envoy knows the TCP proxy by.
 pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
@@ -80,18 +83,19 @@ pub fn listeners(
         proxy,
         gateway: pilot_config::MESH_GATEWAY,
     };
-    // Port → the services using it over HTTP, and over TCP. HTTP wins a port both use, as in Istio.
+    // Port → the services routed there as HTTP, and proxied there as TCP; a service of undeclared
+    // protocol is both, and a port with both is sniffed per connection.
     let ports = scope.ports();
     let mut http: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     let mut tcp: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for (port, on) in &ports {
         for (s, protocol) in &on.services {
-            let into = if is_http(*protocol) {
-                &mut http
-            } else {
-                &mut tcp
-            };
-            into.entry(*port).or_default().push(s);
+            if is_http(*protocol) || *protocol == Protocol::Auto {
+                http.entry(*port).or_default().push(s);
+            }
+            if !is_http(*protocol) {
+                tcp.entry(*port).or_default().push(s);
+            }
         }
     }
     let mut out = Listeners::default();
@@ -118,13 +122,13 @@ pub fn listeners(
     }
     let redirect = proxy.interception == Interception::Redirect;
     let place = |port: &u16| Placement::of(proxy, ports.get(port).and_then(|p| p.egress), *port);
-    for port in http.keys() {
+    for port in http.keys().filter(|p| !tcp.contains_key(p)) {
         let at = place(port);
         let chain =
             build::network_filter(build::HCM_FILTER, build::any(&hcm(&at.name, *port, true)));
         out.listeners.push(at.listener(chain));
     }
-    for (port, services) in tcp.iter().filter(|(p, _)| !http.contains_key(p)) {
+    for (port, services) in &tcp {
         let at = place(port);
         let proxy_filter = tcp_proxy(cx, scope, &at.name, services[0], *port);
         let mut listener = at.listener(proxy_filter);
@@ -134,6 +138,9 @@ pub fn listeners(
             // Server-first protocols send nothing for the inspector to read: they take the default chain.
             listener.continue_on_listener_filters_timeout = true;
             listener.filter_chains.splice(0..0, by_sni);
+        }
+        if http.contains_key(port) {
+            sniff(&mut listener, &at.name, *port);
         }
         out.listeners.push(listener);
     }
@@ -209,6 +216,37 @@ impl Placement {
             ..Default::default()
         }
     }
+}
+
+/// Makes a TCP port's listener sniff, as Istio's listeners for ports of undeclared protocol do: the HTTP
+/// inspector reads the first bytes, plain-text HTTP/1.x and prior-knowledge HTTP/2 take a chain routing
+/// with routes `PORT`, everything else the TCP chain (now the default). As Istio (protocol detection
+/// timeout 0), the inspector waits for the client's first bytes however long they take: a server-first
+/// protocol must be declared (`tcp-…` port name or `protocol`).
+fn sniff(l: &mut Listener, stat_prefix: &str, port: u16) {
+    l.default_filter_chain = l.filter_chains.pop();
+    l.listener_filters.push(ListenerFilter {
+        name: HTTP_INSPECTOR.into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+            &HttpInspector::default(),
+        ))),
+        ..Default::default()
+    });
+    l.listener_filters_timeout = Some(Default::default());
+    l.continue_on_listener_filters_timeout = true;
+    l.filter_chains.push(FilterChain {
+        name: format!("{stat_prefix}-http"),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            application_protocols: ["http/1.0", "http/1.1", "h2c"].map(String::from).to_vec(),
+            ..Default::default()
+        }),
+        filters: vec![build::network_filter(
+            build::HCM_FILTER,
+            build::any(&hcm(stat_prefix, port, true)),
+        )],
+        ..Default::default()
+    });
 }
 
 /// A connection manager routing with `PORT` over RDS: fault, CORS (not for gRPC clients), router.
