@@ -3,7 +3,7 @@
 //!
 //! Data flow: the configuration directory the hub also reads is split into documents by `hub-config`
 //! ([`hub_config::ConfigFiles`], which locates every field's line) → [`NetworkingSet::load_with`] keeps the
-//! `VirtualService`, `DestinationRule`, `ServiceEntry`, `WorkloadEntry` and `Gateway` documents (in the `v1`,
+//! `VirtualService`, `DestinationRule`, `ServiceEntry`, `WorkloadEntry`, `Gateway` and `Sidecar` documents (in the `v1`,
 //! `v1beta1` and `v1alpha3` spellings) and types their specs ([`types`]) → [`validate_each()`] (pure)
 //! resolves hosts ([`host`]), subsets, regexes, weights and ports into a [`MeshConfig`] → the mesh's services
 //! go to a [`ServiceRegistry`] ([`FileRegistry::update`]) and the rest to pilot's translation into Envoy
@@ -24,7 +24,7 @@
 //! resources fail open to the rest of the mesh, not to their last version. [`validate()`] and
 //! [`NetworkingSet::load`] are the strict forms (any resource left out is an error), for tools and tests.
 //!
-//! Documents of other `*.istio.io` groups and kinds (`Sidecar`, `EnvoyFilter`, `security.istio.io`, the
+//! Documents of other `*.istio.io` groups and kinds (`EnvoyFilter`, `security.istio.io`, the
 //! legacy `config.istio.io` kinds, …) are not read, and never silently: [`NetworkingSet::unread`] names them
 //! once per file and kind with what to use instead ([`report::unread_hint`]); pilot warns and counts them in
 //! `pilot_config_unread_documents{group,kind}`, `sextant validate` prints them as warnings.
@@ -40,11 +40,14 @@
 //! AuthorizationPolicy: nothing it would have allowed is allowed; for PeerAuthentication: STRICT mTLS), never
 //! by nothing.
 //!
-//! Not modelled yet, and refused by name when written: VirtualService `tls` routes, `delegate`,
+//! Which `Sidecar` applies to a proxy, and what its egress hosts import, is [`sidecar`]'s.
+//!
+//! Not modelled yet, and refused by name when written: VirtualService `delegate`,
 //! `directResponse`, `mirrors`, `uriRegexRewrite`; DestinationRule `workloadSelector`, `localityLbSetting`,
-//! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`. Refused by value: `credentialName`
-//! (pilot reads no secrets), certificate files with `ISTIO_MUTUAL` (which uses the mesh's certificates),
-//! Gateway `PASSTHROUGH` servers and TCP/TLS servers, relative certificate paths.
+//! `warmupDurationSecs`, `tcpKeepalive`; Gateway `defaultEndpoint`; Sidecar `inboundConnectionPool`,
+//! ingress `tls`, `outboundTrafficPolicy.egressProxy`. Refused by value: `credentialName` (pilot reads no
+//! secrets), certificate files with `ISTIO_MUTUAL` (which uses the mesh's certificates), relative
+//! certificate paths, Sidecar unix-socket `bind`s and `defaultEndpoint`s other than a loopback address.
 //!
 //! Bounds: [`registry::limits`] (services, endpoints); a regex compiles to at most 10 MiB.
 

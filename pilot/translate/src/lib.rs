@@ -20,16 +20,18 @@
 //!   service with Istio's domains and the VirtualServices' routes in order (matches, weights, rewrites,
 //!   redirects, timeouts, retries, faults, mirrors, header edits, CORS), or a default route;
 //! - a proxy sees only the services, VirtualServices and DestinationRules exported to its namespace
-//!   (`exportTo`, [`pilot_config::export`]);
+//!   (`exportTo`, [`pilot_config::export`]), and of those only what its `Sidecar` imports ([`scope`]);
+//!   the Sidecar's ingress ports become `inbound|PORT||` clusters and inbound chains ([`inbound`]);
+//! - a port of undeclared protocol (or shared by HTTP and TCP services) is sniffed: the HTTP inspector
+//!   chooses between the HTTP chain and the TCP one ([`listener`]);
 //! - routers (ingress gateways) get only the listeners and routes of the Gateways selecting them
-//!   ([`gateway`]); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]);
+//!   ([`gateway`]; with `AUTO_PASSTHROUGH` servers, the SNI-DNAT clusters `outbound_.PORT_.SUBSET_.HOST`); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]);
 //! - mesh mTLS ([`MeshTls`]): sidecars and gateways get their workload certificate and the trust root as SDS
 //!   secrets `default` and `ROOTCA`; `ISTIO_MUTUAL` clusters present the one and check the server's SPIFFE
 //!   ID against the other, and `virtualInbound` terminates mesh mTLS (PERMISSIVE: plain text still passes).
 //!
-//! Not translated yet: inbound listeners for the proxy's own workload (inbound traffic passes through
-//! `virtualInbound`), TCP/TLS/PASSTHROUGH gateway servers (refused at validation), per-connection TCP
-//! routes by destination subnet, STRICT inbound mTLS (PeerAuthentication), TLS for proxyless gRPC clients
+//! Not translated yet: inbound listeners for the proxy's own workload without a Sidecar `ingress` (inbound
+//! traffic passes through `virtualInbound`), per-connection TCP routes by destination subnet, STRICT inbound mTLS (PeerAuthentication), TLS for proxyless gRPC clients
 //! (they take no certificate files; their clusters stay plain text).
 
 pub mod action;
