@@ -378,7 +378,7 @@ fn one_bad_resource_is_left_out_and_the_rest_is_served() {
     drop(pilot);
 }
 
-const LEGACY: &str = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: deny-all}\nspec:\n  match: 'true'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-reviews}\nspec: {action: DENY}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-ratings}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: default}\nspec:\n  configPatches: []\n";
+const LEGACY: &str = "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: deny-all}\nspec:\n  match: 'true'\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt-a}\nspec: {}\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt-b}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: default}\nspec:\n  configPatches: []\n";
 
 #[test]
 fn documents_pilot_does_not_read_are_warned_about_and_counted() {
@@ -399,7 +399,7 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
             1.0,
         ),
         (
-            "pilot_config_unread_documents{group=\"security.istio.io\",kind=\"AuthorizationPolicy\"}",
+            "pilot_config_unread_documents{group=\"security.istio.io\",kind=\"RequestAuthentication\"}",
             2.0,
         ),
         (
@@ -413,7 +413,7 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
     assert!(rejected(monitoring).is_empty());
     let unread = get_json(monitoring, "/debug/config")["unread"].clone();
     assert_eq!(unread.as_array().map(Vec::len), Some(3), "{unread:#}");
-    let warning = "legacy.yaml:7: security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents): AuthorizationPolicy is not enforced yet";
+    let warning = "legacy.yaml:7: security.istio.io/RequestAuthentication is not read by Sextant (2 documents): RequestAuthentication is not enforced yet";
     let log = pilot.log();
     assert!(log.contains(warning), "{log}");
     assert!(log.contains("legacy.yaml:1: config.istio.io/rule is not read by Sextant: Mixer's config.istio.io kinds are not read"), "{log}");

@@ -1,7 +1,8 @@
 //! Istio's API groups and kinds neither role reads: documents of them are warned about and counted, never
 //! skipped without a word (a user who wrote a `config.istio.io` rule or a `security.istio.io`
-//! AuthorizationPolicy believes it applies). Both loaders use this table: pilot (which reads the
-//! `networking.istio.io` kinds in [`READ_BY_PILOT`]) and the hub (which reads none of Istio's).
+//! RequestAuthentication believes it applies). Both loaders use this table: pilot (which reads the
+//! `networking.istio.io` kinds in [`READ_BY_PILOT`] and the `security.istio.io` kinds in
+//! [`SECURITY_READ_BY_PILOT`]) and the hub (which reads none of Istio's).
 
 use crate::error::Location;
 use crate::load::RawResource;
@@ -16,8 +17,13 @@ pub const READ_BY_PILOT: [&str; 6] = [
     "Sidecar",
 ];
 
+/// The `security.istio.io` kinds pilot reads.
+pub const SECURITY_READ_BY_PILOT: [&str; 2] = ["AuthorizationPolicy", "PeerAuthentication"];
+
 /// Istio's networking API group.
 const NETWORKING: &str = "networking.istio.io";
+/// Istio's security API group.
+const SECURITY: &str = "security.istio.io";
 
 /// Documents of one file and kind neither role reads.
 #[derive(Clone, Debug)]
@@ -103,17 +109,6 @@ const HINTS: &[(&str, &str, &str)] = &[
     ("networking.istio.io", "*", READ),
     (
         "security.istio.io",
-        "AuthorizationPolicy",
-        "AuthorizationPolicy is not enforced yet: nothing is denied by it; write a policy.sextant.dev \
-         Policy for the hub (ext_authz) instead",
-    ),
-    (
-        "security.istio.io",
-        "PeerAuthentication",
-        "PeerAuthentication is not enforced yet: inbound mTLS is always PERMISSIVE (plaintext accepted)",
-    ),
-    (
-        "security.istio.io",
         "RequestAuthentication",
         "RequestAuthentication is not enforced yet: no JWT is checked; check request.auth in a \
          policy.sextant.dev Policy instead",
@@ -121,7 +116,7 @@ const HINTS: &[(&str, &str, &str)] = &[
     (
         "security.istio.io",
         "*",
-        "security.istio.io kinds are not enforced yet",
+        "pilot reads security.istio.io AuthorizationPolicy and PeerAuthentication only",
     ),
     (
         "telemetry.istio.io",
@@ -169,8 +164,8 @@ const HINTS: &[(&str, &str, &str)] = &[
     (
         "authentication.istio.io",
         "Policy",
-        "authentication.istio.io Policy (Istio 1.0-1.4) is not read, and its successor \
-         PeerAuthentication is not enforced yet",
+        "authentication.istio.io Policy (Istio 1.0-1.4) is not read: write a security.istio.io \
+         PeerAuthentication",
     ),
     (
         "rbac.istio.io",
@@ -190,7 +185,9 @@ pub fn unread_hint(group: &str, kind: &str) -> Option<(&'static str, &'static st
     if !(group == "istio.io" || group.ends_with(".istio.io")) {
         return None;
     }
-    if group == NETWORKING && READ_BY_PILOT.contains(&kind) {
+    if (group == NETWORKING && READ_BY_PILOT.contains(&kind))
+        || (group == SECURITY && SECURITY_READ_BY_PILOT.contains(&kind))
+    {
         return None;
     }
     let exact = HINTS.iter().find(|(g, k, _)| *g == group && *k == kind);
@@ -210,8 +207,12 @@ mod tests {
     fn hints_for_unread_istio_kinds_with_bounded_labels() {
         assert_eq!(unread_hint("networking.istio.io", "VirtualService"), None);
         assert_eq!(unread_hint("policy.sextant.dev", "Policy"), None);
-        let (g, k, hint) = unread_hint("security.istio.io", "AuthorizationPolicy").unwrap();
-        assert_eq!((g, k), ("security.istio.io", "AuthorizationPolicy"));
+        assert_eq!(
+            unread_hint("security.istio.io", "AuthorizationPolicy"),
+            None
+        );
+        let (g, k, hint) = unread_hint("security.istio.io", "RequestAuthentication").unwrap();
+        assert_eq!((g, k), ("security.istio.io", "RequestAuthentication"));
         assert!(hint.contains("not enforced"), "{hint}");
         let (g, k, hint) = unread_hint("config.istio.io", "memquota").unwrap();
         assert_eq!((g, k), ("config.istio.io", "_other"));

@@ -6,8 +6,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
 
 use crate::types::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
-    WorkloadEntrySpec,
+    AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, PeerAuthenticationSpec,
+    ServiceEntrySpec, SidecarSpec, VirtualServiceSpec, WorkloadEntrySpec,
 };
 
 /// Nesting deeper than this is cut (no Istio field nests near it; a guard against recursive types).
@@ -22,17 +22,19 @@ struct Row {
 
 /// The whole page, in Markdown.
 pub fn markdown() -> String {
-    let kinds: [(&str, Value); 6] = [
+    let kinds: [(&str, Value); 8] = [
         ("VirtualService", schema::<VirtualServiceSpec>()),
         ("DestinationRule", schema::<DestinationRuleSpec>()),
         ("Gateway", schema::<GatewaySpec>()),
         ("ServiceEntry", schema::<ServiceEntrySpec>()),
         ("WorkloadEntry", schema::<WorkloadEntrySpec>()),
         ("Sidecar", schema::<SidecarSpec>()),
+        ("AuthorizationPolicy", schema::<AuthorizationPolicySpec>()),
+        ("PeerAuthentication", schema::<PeerAuthenticationSpec>()),
     ];
     let mut out = String::from(
-        "# Istio networking fields pilot reads\n\n\
-         Generated from the types `sextant pilot` parses `networking.istio.io` resources with \
+        "# Istio networking and security fields pilot reads\n\n\
+         Generated from the types `sextant pilot` parses `networking.istio.io` and `security.istio.io` resources with \
          (`pilot/config/src/types/`); `cargo test -p pilot-config` fails when this page and the types differ, and \
          `SEXTANT_BLESS=1 cargo test -p pilot-config fields` rewrites it. A field that is not listed is refused \
          with an error naming it (the resource is left out and reported, the rest is served), never ignored. \

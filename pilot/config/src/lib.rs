@@ -60,12 +60,16 @@ mod model;
 mod protocol;
 pub mod registry;
 pub mod report;
+pub mod security;
 pub mod sidecar;
 pub mod types;
 mod validate;
 
 pub use duration::{Duration, parse as parse_duration};
-pub use load::{GROUP, KINDS, NetworkingSet, ParsedFiles, VERSIONS, load_path};
+pub use load::{
+    GROUP, KINDS, NetworkingSet, ParsedFiles, SECURITY_GROUP, SECURITY_KINDS, SECURITY_VERSIONS,
+    VERSIONS, load_path,
+};
 pub use model::{
     DestinationRule, HttpRouteModel, MESH_GATEWAY, Matcher, MeshConfig, RequestMatch, RouteTarget,
     TcpRouteModel, TlsRouteModel, VirtualService,
@@ -76,7 +80,7 @@ pub use registry::{
 };
 pub use report::{Rejected, Unread};
 pub use sidecar::{ROOT_NAMESPACE, Sidecar};
-pub use validate::{Validated, validate, validate_each};
+pub use validate::{Validated, validate, validate_each, validate_each_after};
 
 /// Reads, types and validates the networking resources of a configuration directory (or file), strictly: any
 /// resource left out is an error (see [`validate()`]).

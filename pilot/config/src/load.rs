@@ -17,12 +17,21 @@ use hub_config::{
 use crate::report::{self, Rejected, Unread};
 
 use crate::types::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
-    WorkloadEntrySpec,
+    AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, PeerAuthenticationSpec,
+    ServiceEntrySpec, SidecarSpec, VirtualServiceSpec, WorkloadEntrySpec,
 };
 
 /// Istio's networking API group.
 pub const GROUP: &str = "networking.istio.io";
+
+/// Istio's security API group.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// The versions of [`SECURITY_GROUP`] accepted; they share one spec shape.
+pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
+/// The kinds of [`SECURITY_GROUP`] Sextant reads.
+pub const SECURITY_KINDS: [&str; 2] = ["AuthorizationPolicy", "PeerAuthentication"];
 
 /// The versions of [`GROUP`] accepted; they share one spec shape.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
@@ -53,6 +62,10 @@ pub struct NetworkingSet {
     pub gateways: Vec<Resource<GatewaySpec>>,
     /// Sidecar resources, in file order.
     pub sidecars: Vec<Resource<SidecarSpec>>,
+    /// AuthorizationPolicy resources, in file order.
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    /// PeerAuthentication resources, in file order.
+    pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
     /// Resources (and files that are not valid YAML) left out already: YAML syntax, envelopes, unknown
     /// versions, unknown or mistyped fields, and the later of two resources of one kind with the same
     /// namespace and name. In file order.
@@ -118,6 +131,16 @@ impl NetworkingSet {
         first_of_each(&mut set.workload_entries, "WorkloadEntry", &mut errors);
         first_of_each(&mut set.gateways, "Gateway", &mut errors);
         first_of_each(&mut set.sidecars, "Sidecar", &mut errors);
+        first_of_each(
+            &mut set.authorization_policies,
+            "AuthorizationPolicy",
+            &mut errors,
+        );
+        first_of_each(
+            &mut set.peer_authentications,
+            "PeerAuthentication",
+            &mut errors,
+        );
         set.rejected.extend(report::group(errors));
         set
     }
@@ -133,7 +156,9 @@ impl NetworkingSet {
                     continue;
                 }
             };
-            if doc.group != GROUP || !KINDS.contains(&doc.kind.as_str()) {
+            let read = (doc.group == GROUP && KINDS.contains(&doc.kind.as_str()))
+                || (doc.group == SECURITY_GROUP && SECURITY_KINDS.contains(&doc.kind.as_str()));
+            if !read {
                 // Counted when in an Istio group or kind pilot does not read (not the hub's resources).
                 hub_config::istio::note_unread(&mut typed.unread, &doc);
                 continue;
@@ -161,6 +186,10 @@ impl NetworkingSet {
             .extend_from_slice(&other.workload_entries);
         self.gateways.extend_from_slice(&other.gateways);
         self.sidecars.extend_from_slice(&other.sidecars);
+        self.authorization_policies
+            .extend_from_slice(&other.authorization_policies);
+        self.peer_authentications
+            .extend_from_slice(&other.peer_authentications);
         self.rejected.extend_from_slice(&other.rejected);
         self.left_out_rule_hosts
             .extend_from_slice(&other.left_out_rule_hosts);
@@ -168,12 +197,17 @@ impl NetworkingSet {
     }
 
     fn add(&mut self, doc: RawResource) -> Result<(), ConfigError> {
-        if !VERSIONS.contains(&doc.version.as_str()) {
+        let (versions, spelled): (&[&str], &str) = if doc.group == SECURITY_GROUP {
+            (&SECURITY_VERSIONS, "v1 or v1beta1")
+        } else {
+            (&VERSIONS, "v1, v1beta1 or v1alpha3")
+        };
+        if !versions.contains(&doc.version.as_str()) {
             return Err(doc.invalid(
                 "apiVersion",
                 format!(
-                    "unsupported version {:?} of {GROUP}; use v1, v1beta1 or v1alpha3",
-                    doc.version
+                    "unsupported version {:?} of {}; use {spelled}",
+                    doc.version, doc.group
                 ),
             ));
         }
@@ -185,6 +219,8 @@ impl NetworkingSet {
             "WorkloadEntry" => self.workload_entries.push(typed(doc)?),
             "Gateway" => self.gateways.push(typed(doc)?),
             "Sidecar" => self.sidecars.push(typed(doc)?),
+            "AuthorizationPolicy" => self.authorization_policies.push(typed(doc)?),
+            "PeerAuthentication" => self.peer_authentications.push(typed(doc)?),
             // Kinds outside KINDS are counted as unread by the caller.
             _ => {}
         }
@@ -199,6 +235,8 @@ impl NetworkingSet {
             + self.workload_entries.len()
             + self.gateways.len()
             + self.sidecars.len()
+            + self.authorization_policies.len()
+            + self.peer_authentications.len()
     }
 
     /// Whether no resource was loaded.
@@ -365,7 +403,7 @@ mod tests {
             msg.contains("n.yaml:1: Gateway default/g: apiVersion: unsupported version \"v2\""),
             "{msg}"
         );
-        let set = load("apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\n---\napiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n").unwrap();
+        let set = load("apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a}\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b}\n---\napiVersion: policy.sextant.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n").unwrap();
         let unread: Vec<String> = set.unread.iter().map(ToString::to_string).collect();
         assert_eq!(unread.len(), 2, "{unread:?}");
         assert!(
@@ -373,7 +411,7 @@ mod tests {
             "{unread:?}"
         );
         assert!(
-            unread[1].starts_with("n.yaml:5: security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents): AuthorizationPolicy is not enforced yet"),
+            unread[1].starts_with("n.yaml:5: security.istio.io/RequestAuthentication is not read by Sextant (2 documents): RequestAuthentication is not enforced yet"),
             "{unread:?}"
         );
     }

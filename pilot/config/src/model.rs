@@ -27,6 +27,8 @@ pub struct MeshConfig {
     pub gateways: Vec<Resource<GatewaySpec>>,
     /// Sidecars, in file order.
     pub sidecars: Vec<crate::sidecar::Sidecar>,
+    /// The security resources in force (fail-closed stand-ins included).
+    pub security: crate::security::Security,
     /// The services of the file-mode registry (ServiceEntries with their endpoints and selected
     /// WorkloadEntries), by host name; hand them to [`crate::FileRegistry::update`].
     pub services: Arc<BTreeMap<String, Arc<Service>>>,

@@ -167,8 +167,32 @@ async fn config(State(m): State<Arc<Monitor>>) -> Json<serde_json::Value> {
             })
         })
         .collect();
+    let security = &mesh.config.security;
+    let authorization: Vec<serde_json::Value> = (security.authorization.iter())
+        .map(|p| {
+            serde_json::json!({
+                "namespace": p.namespace,
+                "name": p.name,
+                "action": format!("{:?}", p.action).to_uppercase(),
+                "rules": p.rules.len(),
+                "fail_closed": p.fail_closed,
+            })
+        })
+        .collect();
+    let peer: Vec<serde_json::Value> = (security.peer_authentication.iter())
+        .map(|p| {
+            serde_json::json!({
+                "namespace": p.namespace,
+                "name": p.name,
+                "mode": format!("{:?}", p.mode).to_uppercase(),
+                "fail_closed": p.fail_closed,
+            })
+        })
+        .collect();
     Json(serde_json::json!({
         "generation": generation,
+        "authorization_policies": authorization,
+        "peer_authentications": peer,
         "virtual_services": mesh.config.virtual_services.len(),
         "destination_rules": mesh.config.destination_rules.len(),
         "gateways": mesh.config.gateways.len(),

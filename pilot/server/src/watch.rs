@@ -288,7 +288,23 @@ impl ConfigWatch {
             NetworkingSet::load_with(&files, &mut cache)
         };
         let typed = started.elapsed();
-        let Validated { config, rejected } = pilot_config::validate_each(&set);
+        // Security resources fail closed: an invalid one keeps what the served mesh enforces for it.
+        let served = match self.source.mesh() {
+            (0, _) => None,
+            (_, mesh) => Some(mesh.config),
+        };
+        let Validated { config, rejected } =
+            pilot_config::validate_each_after(&set, served.as_deref());
+        for p in &config.security.authorization {
+            if let Some(why) = &p.fail_closed {
+                tracing::warn!(policy = %format!("{}/{}", p.namespace, p.name), "AuthorizationPolicy {why}");
+            }
+        }
+        for p in &config.security.peer_authentication {
+            if let Some(why) = &p.fail_closed {
+                tracing::warn!(policy = %format!("{}/{}", p.namespace, p.name), "PeerAuthentication {why}");
+            }
+        }
         let validated = started.elapsed();
         self.registry.update(config.services.clone());
         let generation = self.publish(Some(Arc::new(config)));

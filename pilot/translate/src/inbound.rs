@@ -5,7 +5,8 @@
 //! port is a filter chain of `virtualInbound` matched by destination port — with a twin ending mesh mTLS
 //! when the proxy has a certificate (PERMISSIVE, as the rest of `virtualInbound`); without (`captureMode:
 //! NONE`, or a proxy without interception) a listener binding `BIND:PORT` itself (`0.0.0.0` unless `bind`
-//! says otherwise).
+//! says otherwise). Their chains enforce the workload's PeerAuthentication and AuthorizationPolicy
+//! ([`crate::authz`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -19,6 +20,7 @@ use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::UInt32Value;
 
+use crate::authz::InboundSecurity;
 use crate::listener::{hcm_named, is_http, tcp_forward};
 use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind};
@@ -42,7 +44,12 @@ pub fn cluster_name(port: u16) -> String {
 }
 
 /// The resources of the ingress listeners of `proxy`'s Sidecar (none for routers and proxyless clients).
-pub fn inbound(scope: &Scope<'_>, proxy: &ProxyInfo, mtls: &MeshTls<'_>) -> Inbound {
+pub fn inbound(
+    scope: &Scope<'_>,
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+    security: &InboundSecurity,
+) -> Inbound {
     let mut out = Inbound::default();
     let Some(sidecar) = scope.sidecar else {
         return out;
@@ -72,7 +79,9 @@ pub fn inbound(scope: &Scope<'_>, proxy: &ProxyInfo, mtls: &MeshTls<'_>) -> Inbo
         if captured {
             out.captured.extend(chains);
         } else {
-            out.listeners.push(bound(ingress, chains));
+            let mut l = bound(ingress, chains);
+            crate::authz::secure_bound(&mut l, ingress.port, security);
+            out.listeners.push(l);
         }
     }
     out

@@ -35,6 +35,7 @@
 //! (they take no certificate files; their clusters stay plain text).
 
 pub mod action;
+pub mod authz;
 pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
@@ -127,11 +128,12 @@ pub fn translate(
     for e in clusters.assignments.iter().chain(&sni_dnat.assignments) {
         b.endpoints(e);
     }
-    let inbound = inbound::inbound(&scope, proxy, mtls);
+    let security = authz::inbound_security(mesh, proxy);
+    let inbound = inbound::inbound(&scope, proxy, mtls, &security);
     for c in &inbound.clusters {
         b.cluster(c);
     }
-    let listeners = listener::listeners(mesh, services, &scope, &inbound, proxy, mtls);
+    let listeners = listener::listeners(mesh, services, &scope, &inbound, &security, proxy, mtls);
     for l in &listeners.listeners {
         b.listener(l);
     }

@@ -71,6 +71,7 @@ pub fn listeners(
     registry: &RegistrySnapshot,
     scope: &Scope<'_>,
     inbound: &Inbound,
+    security: &crate::authz::InboundSecurity,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) -> Listeners {
@@ -168,6 +169,7 @@ pub fn listeners(
         }
         // The workload's own ports, by destination port: more specific than any other chain.
         (virtual_inbound.filter_chains).splice(0..0, inbound.captured.iter().cloned());
+        crate::authz::secure_capture(&mut virtual_inbound, security);
         out.listeners.push(virtual_inbound);
     }
     out

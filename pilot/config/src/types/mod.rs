@@ -7,6 +7,7 @@ mod common;
 mod destination_rule;
 mod gateway;
 mod labels;
+mod security;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -19,6 +20,10 @@ pub use destination_rule::{
 };
 pub use gateway::{GatewayPort, GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
 pub use labels::Labels;
+pub use security::{
+    AuthorizationAction, AuthorizationPolicySpec, Condition, From, MatchLabels, MtlsMode,
+    MutualTls, Operation, PeerAuthenticationSpec, Rule, Source, To,
+};
 pub use service_entry::{
     Location, Resolution, ServiceEntrySpec, ServicePort, WorkloadEntrySpec, WorkloadSelector,
 };

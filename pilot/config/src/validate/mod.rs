@@ -13,6 +13,7 @@ mod gateways;
 mod matches;
 mod routes;
 mod rules;
+mod security;
 mod services;
 mod sidecars;
 
@@ -57,11 +58,20 @@ pub fn validate(set: &NetworkingSet) -> Result<MeshConfig, ConfigErrors> {
 /// resource may be in it). Of two resources claiming one host (DestinationRules, ServiceEntries), the later
 /// one is left out, and an invalid one claims nothing.
 pub fn validate_each(set: &NetworkingSet) -> Validated {
+    validate_each_after(set, None)
+}
+
+/// [`validate_each`], after `previous` (the mesh served until now): an AuthorizationPolicy or
+/// PeerAuthentication that is invalid keeps its version in `previous`, or when it has none is stood in for
+/// by a deny-all policy (STRICT mTLS) for what it selects — security resources fail closed (see
+/// [`crate::security`]); it is reported in [`Validated::rejected`] all the same.
+pub fn validate_each_after(set: &NetworkingSet, previous: Option<&MeshConfig>) -> Validated {
     let mut errors = Vec::new();
     let destination_rules = rules::destination_rules(&set.destination_rules, &mut errors);
     let gateways = gateways::gateways(&set.gateways, &mut errors);
     let services = services::services(set, &mut errors);
     let sidecars = sidecars::sidecars(&set.sidecars, &mut errors);
+    let security = security::security(set, previous.map(|m| &m.security), &mut errors);
     let left_out = LeftOut::of(set, &errors);
     let virtual_services =
         routes::virtual_services(set, &destination_rules, &gateways, &left_out, &mut errors);
@@ -78,6 +88,7 @@ pub fn validate_each(set: &NetworkingSet) -> Validated {
             destination_rules,
             gateways,
             sidecars,
+            security,
             services: Arc::new(services),
             digest: set.digest,
         },
@@ -116,8 +127,13 @@ impl LeftOut {
                 "Gateway" => {
                     out.gateways.insert(r.key());
                 }
-                "VirtualService" | "DestinationRule" | "ServiceEntry" | "WorkloadEntry"
-                | "Sidecar" => {}
+                "VirtualService"
+                | "DestinationRule"
+                | "ServiceEntry"
+                | "WorkloadEntry"
+                | "Sidecar"
+                | "AuthorizationPolicy"
+                | "PeerAuthentication" => {}
                 _ => out.anything = true,
             }
         }

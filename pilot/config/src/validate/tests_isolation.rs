@@ -163,3 +163,87 @@ fn an_invalid_workload_entry_is_not_selected() {
     assert_eq!(endpoints.len(), 1);
     assert_eq!(endpoints[0].address, "10.0.0.1");
 }
+
+fn set_of(files: &[(&str, &str)]) -> NetworkingSet {
+    let files = files
+        .iter()
+        .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+        .collect();
+    NetworkingSet::load_with(&ConfigFiles::from_texts(files), &mut ParsedFiles::default())
+}
+
+fn allow(name: &str, principal: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  rules:\n  - from: [{{source: {{principals: [\"{principal}\"]}}}}]\n"
+    )
+}
+
+#[test]
+fn security_resources_fail_closed() {
+    use crate::security::Security;
+    use crate::types::{AuthorizationAction, MtlsMode};
+    use crate::validate_each_after;
+    let good = allow("web", "cluster.local/ns/shop/sa/front");
+    let first = validate_each(&set_of(&[("p.yaml", &good)]));
+    assert!(first.rejected.is_empty());
+    let enforced = |s: &Security| {
+        (s.authorization.iter())
+            .map(|p| (p.name.clone(), p.rules.len(), p.fail_closed.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(enforced(&first.config.security), [("web".into(), 1, false)]);
+
+    // Turned invalid (a bad principal): its last good version stays, and it is reported.
+    let bad = allow("web", "cluster.local/*/sa/*");
+    let second = validate_each_after(&set_of(&[("p.yaml", &bad)]), Some(&first.config));
+    assert_eq!(left_out(&second)[0].1, "shop/web");
+    assert_eq!(
+        second.config.security.authorization[0].rules,
+        first.config.security.authorization[0].rules
+    );
+    assert_eq!(enforced(&second.config.security), [("web".into(), 1, true)]);
+    // And again after that: still the last good one, not the stand-in of a stand-in.
+    let third = validate_each_after(&set_of(&[("p.yaml", &bad)]), Some(&second.config));
+    assert_eq!(
+        third.config.security.authorization,
+        second.config.security.authorization
+    );
+    // Fixed: the new version.
+    let fixed = allow("web", "cluster.local/ns/shop/sa/other");
+    let fourth = validate_each_after(&set_of(&[("p.yaml", &fixed)]), Some(&third.config));
+    assert!(fourth.rejected.is_empty());
+    assert_eq!(
+        enforced(&fourth.config.security),
+        [("web".into(), 1, false)]
+    );
+
+    // Never valid: an ALLOW without rules (allows nothing) for what it selects, or for the whole namespace
+    // when it could not even be read.
+    let fresh = validate_each(&set_of(&[("p.yaml", &bad)]));
+    let p = &fresh.config.security.authorization[0];
+    assert_eq!((p.action, p.rules.len()), (AuthorizationAction::Allow, 0));
+    assert!(p.selector.as_ref().is_some_and(|s| s.get("app").is_some()));
+    let unreadable = validate_each(&set_of(&[(
+        "p.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec:\n  action: CUSTOM\n",
+    )]));
+    assert_eq!(left_out(&unreadable)[0].0, "AuthorizationPolicy");
+    let p = &unreadable.config.security.authorization[0];
+    assert_eq!((p.selector.is_none(), p.rules.len()), (true, 0));
+
+    // PeerAuthentication: a never-valid one is STRICT for what it selects.
+    let peer = validate_each(&set_of(&[(
+        "m.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec:\n  mtls: {mode: PERMISSIVE}\n  portLevelMtls: {8080: {mode: DISABLE}}\n",
+    )]));
+    assert!(
+        left_out(&peer)[0].2.starts_with("m.yaml:"),
+        "{:?}",
+        left_out(&peer)
+    );
+    let labels = crate::types::Labels::new();
+    assert_eq!(
+        peer.config.security.mtls_for("shop", &labels).mode,
+        MtlsMode::Strict
+    );
+}

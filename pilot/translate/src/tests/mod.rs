@@ -1,5 +1,6 @@
 //! Translation of the bookinfo samples and of hand-written rules, checked resource by resource.
 
+mod authz;
 mod bookinfo;
 mod edge;
 mod gateways;
