@@ -31,14 +31,14 @@
 //!
 //! # Security resources fail closed
 //!
-//! `AuthorizationPolicy` and `PeerAuthentication` are not read yet (inbound mTLS is always PERMISSIVE and
-//! nothing is denied by them; they are reported as unread). When they are implemented, leaving an invalid
-//! one out would open what it closes, so the rule for them is the opposite of the networking kinds': an
-//! invalid new version of one that validated before keeps its last good version (and says so: logged,
-//! listed and counted as the networking kinds are, naming the version still enforced); an invalid one
-//! that never validated is replaced by a deny-all policy for the workloads it selects (for an ALLOW
-//! AuthorizationPolicy: nothing it would have allowed is allowed; for PeerAuthentication: STRICT mTLS), never
-//! by nothing.
+//! `security.istio.io` `AuthorizationPolicy` and `PeerAuthentication` (v1, v1beta1) are read too
+//! ([`security`]). Leaving an invalid one out would open what it closes, so the rule for them is the
+//! opposite of the networking kinds' ([`validate_each_after`]): an invalid new version of one that
+//! validated before keeps its last good version, and one that never validated is replaced by a deny-all
+//! policy for the workloads it selects (for an AuthorizationPolicy: an ALLOW policy without rules, so
+//! nothing is allowed; for a PeerAuthentication: STRICT mTLS) — for its whole namespace when it could not
+//! even be read — never by nothing. Either way it is logged, listed and counted as the networking kinds
+//! are, and [`security::AuthorizationPolicy::fail_closed`] says what stands in.
 //!
 //! Which `Sidecar` applies to a proxy, and what its egress hosts import, is [`sidecar`]'s.
 //!
