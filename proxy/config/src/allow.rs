@@ -123,6 +123,53 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
         &["name", "weight"],
     ),
+    // Network RBAC (the subset pilot emits for AuthorizationPolicy)
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        &["stat_prefix", "rules", "enforcement_type"],
+    ),
+    ("envoy.config.rbac.v3.RBAC", &["action", "policies"]),
+    (
+        "envoy.config.rbac.v3.Policy",
+        &["permissions", "principals"],
+    ),
+    (
+        "envoy.config.rbac.v3.Permission",
+        &[
+            "any",
+            "destination_port",
+            "destination_port_range",
+            "destination_ip",
+            "requested_server_name",
+            "and_rules",
+            "or_rules",
+            "not_rule",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
+    (
+        "envoy.config.rbac.v3.Principal",
+        &[
+            "any",
+            "authenticated",
+            "source_ip",
+            "direct_remote_ip",
+            "remote_ip",
+            "and_ids",
+            "or_ids",
+            "not_id",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
+    (
+        "envoy.config.rbac.v3.Principal.Authenticated",
+        &["principal_name"],
+    ),
+    (
+        "envoy.config.core.v3.CidrRange",
+        &["address_prefix", "prefix_len"],
+    ),
+    ("envoy.type.v3.Int32Range", &["start", "end"]),
     // Routes
     (
         "envoy.config.route.v3.RouteConfiguration",

@@ -76,7 +76,10 @@ pub struct FilterChain {
     pub name: String,
     /// Which connections it takes.
     pub matcher: ChainMatch,
-    /// The network filter it runs.
+    /// The network RBAC filters before its terminal filter, in order: each decides on the connection before
+    /// the next, and one denying closes it.
+    pub rbac: Vec<crate::rbac::Rbac>,
+    /// The terminal network filter it runs.
     pub network: Network,
     /// TLS it terminates.
     pub tls: Option<crate::tls::DownstreamTls>,
@@ -246,26 +249,57 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
         Some(m) => within("filter_chain_match", chain_match(m))?,
         None => ChainMatch::default(),
     };
-    let [filter] = c.filters.as_slice() else {
+    // Any number of RBAC filters, then one terminal filter.
+    let Some((terminal, first)) = c.filters.split_last() else {
+        return at("filters", "a filter chain needs a network filter");
+    };
+    let mut rbac = Vec::with_capacity(first.len());
+    for (i, filter) in first.iter().enumerate() {
+        let path = format!("filters[{i}]");
+        let Some(pb::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
+            return at(path, "a network filter without typed_config");
+        };
+        match filter.name.as_str() {
+            crate::rbac::NETWORK_RBAC => rbac.push(within(
+                &format!("{path}.typed_config"),
+                crate::rbac::network_rbac(config),
+            )?),
+            HTTP_CONNECTION_MANAGER | TCP_PROXY => {
+                return at(
+                    format!("{path}.name"),
+                    format!("{} is a terminal filter and must come last", filter.name),
+                );
+            }
+            other => {
+                return at(
+                    format!("{path}.name"),
+                    format!(
+                        "network filter {other:?} is not implemented before the terminal filter"
+                    ),
+                );
+            }
+        }
+    }
+    let last = first.len();
+    let Some(pb::filter::ConfigType::TypedConfig(config)) = &terminal.config_type else {
         return at(
-            "filters",
-            format!(
-                "a filter chain must have one network filter, not {}",
-                c.filters.len()
-            ),
+            format!("filters[{last}]"),
+            "a network filter without typed_config",
         );
     };
-    let Some(pb::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
-        return at("filters[0]", "a network filter without typed_config");
-    };
-    let network = match filter.name.as_str() {
-        HTTP_CONNECTION_MANAGER => {
-            Network::Http(within("filters[0].typed_config", http_manager(config))?)
+    let typed = format!("filters[{last}].typed_config");
+    let network = match terminal.name.as_str() {
+        HTTP_CONNECTION_MANAGER => Network::Http(within(&typed, http_manager(config))?),
+        TCP_PROXY => Network::Tcp(within(&typed, tcp_proxy(config))?),
+        crate::rbac::NETWORK_RBAC => {
+            return at(
+                format!("filters[{last}].name"),
+                format!("a filter chain must end in {TCP_PROXY} or {HTTP_CONNECTION_MANAGER}"),
+            );
         }
-        TCP_PROXY => Network::Tcp(within("filters[0].typed_config", tcp_proxy(config))?),
         other => {
             return at(
-                "filters[0].name",
+                format!("filters[{last}].name"),
                 format!("network filter {other:?} is not implemented"),
             );
         }
@@ -277,6 +311,7 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
     Ok(FilterChain {
         name: c.name.clone(),
         matcher,
+        rbac,
         network,
         tls,
     })

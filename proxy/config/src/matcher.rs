@@ -48,6 +48,15 @@ impl PartialEq for StringMatcher {
 }
 
 impl StringMatcher {
+    /// A matcher of whole values by an RE2-syntax regex (Envoy's `safe_regex`), compiled as configuration's
+    /// are; the error says why the pattern is refused.
+    pub fn full_regex(pattern: &str) -> Result<StringMatcher, String> {
+        Ok(StringMatcher {
+            pattern: StringMatch::Regex(full_regex(pattern).map_err(|(_, why)| why)?),
+            ignore_case: false,
+        })
+    }
+
     /// Whether `value` matches.
     pub fn matches(&self, value: &str) -> bool {
         let fold = self.ignore_case;
