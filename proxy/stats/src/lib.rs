@@ -27,27 +27,93 @@ pub enum Scope {
     Listener(String),
     /// `tcp.PREFIX.…` → `envoy_tcp_…{envoy_tcp_prefix="PREFIX"}`.
     Tcp(String),
+    /// A network RBAC filter's `PREFIX.rbac.…`, holding `PREFIX.rbac.` (made by [`Scope::rbac`]); its
+    /// Prometheus form is Envoy 1.40's tag extraction of the name (see [`Scope::rbac`]).
+    Rbac(String),
     /// A process-wide stat: `NAME` → `envoy_NAME` (dots become underscores).
     Server,
 }
 
+/// Envoy's tags of a name's first segment followed by the tagged one (`tcp.PREFIX.…`), as Envoy 1.40
+/// extracts them from names it does not build itself (an RBAC filter's configured prefix).
+const SEGMENT_TAGS: &[(&str, &str)] = &[
+    ("tcp", "envoy_tcp_prefix"),
+    ("http", "envoy_http_conn_manager_prefix"),
+    ("cluster", "envoy_cluster_name"),
+    ("listener", "envoy_listener_address"),
+    ("vhost", "envoy_virtual_host"),
+];
+
 impl Scope {
+    /// The scope of a network RBAC filter's stats: Envoy joins its `stat_prefix` to `rbac.` with one dot
+    /// (`tcp.` → `tcp.rbac.allowed`, `inbound` → `inbound.rbac.allowed`).
+    ///
+    /// Their Prometheus names are what Envoy 1.40's default tag extraction makes of them: a single segment
+    /// before `rbac.` becomes `envoy_rbac_prefix`, and the segment after a leading `tcp`, `http`, `cluster`,
+    /// `listener` or `vhost` that family's tag, both taken out of the name: `myprefix.rbac.allowed` →
+    /// `envoy_rbac_allowed{envoy_rbac_prefix="myprefix"}`, Istio's `tcp.rbac.allowed` →
+    /// `envoy_allowed{envoy_rbac_prefix="tcp",envoy_tcp_prefix="rbac"}`, `a.b.rbac.allowed` →
+    /// `envoy_a_b_rbac_allowed` (checked against Envoy 1.40's `/stats/prometheus`).
+    pub fn rbac(stat_prefix: &str) -> Scope {
+        Scope::Rbac(if stat_prefix.is_empty() || stat_prefix.ends_with('.') {
+            format!("{stat_prefix}rbac.")
+        } else {
+            format!("{stat_prefix}.rbac.")
+        })
+    }
+
     fn parts(&self) -> (&'static str, &'static str, Option<&str>) {
         match self {
             Scope::Cluster(n) => ("cluster", "envoy_cluster_name", Some(n)),
             Scope::Http(n) => ("http", "envoy_http_conn_manager_prefix", Some(n)),
             Scope::Listener(n) => ("listener", "envoy_listener_address", Some(n)),
             Scope::Tcp(n) => ("tcp", "envoy_tcp_prefix", Some(n)),
-            Scope::Server => ("", "", None),
+            Scope::Rbac(_) | Scope::Server => ("", "", None),
         }
     }
 
     /// The Envoy name of stat `name` in this scope.
     pub fn stat_name(&self, name: &str) -> String {
-        match self.parts() {
-            (family, _, Some(tag)) => format!("{family}.{tag}.{name}"),
+        match (self, self.parts()) {
+            (Scope::Rbac(base), _) => format!("{base}{name}"),
+            (_, (family, _, Some(tag))) => format!("{family}.{tag}.{name}"),
             _ => name.to_string(),
         }
+    }
+
+    /// The Prometheus metric name of stat `name` (before sanitizing) and its labels, in Envoy's order.
+    fn prometheus_form<'a>(&'a self, name: &str) -> (String, Vec<(&'static str, &'a str)>) {
+        let Scope::Rbac(base) = self else {
+            return match self.parts() {
+                ("", _, _) => (format!("envoy_{name}"), Vec::new()),
+                (family, label, tag) => (
+                    format!("envoy_{family}_{name}"),
+                    tag.map(|t| (label, t)).into_iter().collect(),
+                ),
+            };
+        };
+        let segments: Vec<&str> = base.split('.').filter(|s| !s.is_empty()).collect();
+        let mut kept: Vec<bool> = vec![true; segments.len()];
+        let mut labels = Vec::new();
+        // `PREFIX.rbac.…`: one segment before `rbac`.
+        if segments.len() >= 2 && segments[1] == "rbac" {
+            labels.push(("envoy_rbac_prefix", segments[0]));
+            kept[0] = false;
+        }
+        if segments.len() >= 2
+            && let Some((_, label)) = SEGMENT_TAGS.iter().find(|(f, _)| *f == segments[0])
+        {
+            labels.push((*label, segments[1]));
+            kept[1] = false;
+        }
+        let mut metric = String::from("envoy");
+        for (segment, _) in segments.iter().zip(&kept).filter(|(_, k)| **k) {
+            metric.push('_');
+            metric.push_str(segment);
+        }
+        metric.push('_');
+        metric.push_str(name);
+        (metric, labels)
     }
 }
 
@@ -302,15 +368,14 @@ impl Stats {
         // Grouped by metric name so each family's TYPE line comes once.
         let mut families: BTreeMap<String, (&'static str, Vec<String>)> = BTreeMap::new();
         for ((scope, name), stat) in stats.iter() {
-            let (family, label, tag) = scope.parts();
-            let metric = sanitize(&if family.is_empty() {
-                format!("envoy_{name}")
-            } else {
-                format!("envoy_{family}_{name}")
-            });
-            let tag = tag.map(|t| format!("{label}=\"{}\"", escape(t)));
+            let (metric, labels) = scope.prometheus_form(name);
+            let metric = sanitize(&metric);
+            let tags: Vec<String> = labels
+                .iter()
+                .map(|(label, value)| format!("{label}=\"{}\"", escape(value)))
+                .collect();
             let braces = |extra: Option<String>| {
-                let all: Vec<String> = tag.iter().cloned().chain(extra).collect();
+                let all: Vec<String> = tags.iter().cloned().chain(extra).collect();
                 if all.is_empty() {
                     String::new()
                 } else {
@@ -433,6 +498,44 @@ mod tests {
             "{prom}"
         );
         assert!(prom.contains("envoy_live 1\n"), "{prom}");
+    }
+
+    #[test]
+    fn rbac_stats_take_envoys_names_and_prometheus_tags() {
+        let stats = Stats::new();
+        // Two filters of one prefix share their counters, as in Envoy.
+        stats.counter(&Scope::rbac("tcp."), "allowed").inc();
+        stats.counter(&Scope::rbac("tcp"), "allowed").inc();
+        stats.counter(&Scope::rbac("tcp."), "denied").inc();
+        for prefix in [
+            "myprefix",
+            "a.b.",
+            "tcp.allow.",
+            "http.",
+            "a.rbac.",
+            "cluster.x.",
+        ] {
+            stats.counter(&Scope::rbac(prefix), "allowed");
+        }
+        assert_eq!(stats.value("tcp.rbac.allowed"), Some(2));
+        assert_eq!(stats.value("tcp.rbac.denied"), Some(1));
+        assert_eq!(stats.value("myprefix.rbac.allowed"), Some(0));
+        assert_eq!(stats.value("a.b.rbac.allowed"), Some(0));
+        let prom = stats.prometheus();
+        // Each line as Envoy 1.40's /stats/prometheus writes it for the same stat_prefix.
+        for line in [
+            "# TYPE envoy_allowed counter\n",
+            "envoy_allowed{envoy_rbac_prefix=\"tcp\",envoy_tcp_prefix=\"rbac\"} 2\n",
+            "envoy_denied{envoy_rbac_prefix=\"tcp\",envoy_tcp_prefix=\"rbac\"} 1\n",
+            "envoy_rbac_allowed{envoy_rbac_prefix=\"myprefix\"} 0\n",
+            "envoy_a_b_rbac_allowed 0\n",
+            "envoy_tcp_rbac_allowed{envoy_tcp_prefix=\"allow\"} 0\n",
+            "envoy_allowed{envoy_rbac_prefix=\"http\",envoy_http_conn_manager_prefix=\"rbac\"} 0\n",
+            "envoy_rbac_rbac_allowed{envoy_rbac_prefix=\"a\"} 0\n",
+            "envoy_cluster_rbac_allowed{envoy_cluster_name=\"x\"} 0\n",
+        ] {
+            assert!(prom.contains(line), "{line} missing from\n{prom}");
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! TLS for the proxy with rustls: client and server configurations built from a cluster's or filter chain's
 //! TLS context (certificates and roots from files, inline, or SDS secrets), peer verification by roots and
-//! SAN matchers (the SPIFFE identities of the mesh) as Envoy does it, and ClientHello inspection (SNI, ALPN)
-//! without consuming the connection's bytes.
+//! SAN matchers (the SPIFFE identities of the mesh) as Envoy does it, ClientHello inspection (SNI, ALPN)
+//! without consuming the connection's bytes, and the identity a downstream peer's certificate names (URI and
+//! DNS SANs, subject), which network RBAC's `authenticated` principals match.
 //!
 //! Envoy's semantics kept: an upstream context without a validation context verifies nothing; one with a
 //! validation context checks the chain against its roots and, when SAN matchers are given, that one matches
 //! (never the SNI against the certificate's names).
 
 mod hello;
+mod identity;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use hello::{Hello, MAX_HELLO_BYTES, client_hello};
+pub use identity::PeerIdentity;
 pub use rustls;
 
 /// The SDS secrets held, by name.
