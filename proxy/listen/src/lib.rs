@@ -3,7 +3,10 @@
 //! redirected connection to the listener of its original destination, bound or not. Before a chain is
 //! chosen, the listener's filters read what the connection starts with, by peeking (`inspect.rs`): a TLS
 //! ClientHello's SNI and ALPN, or on plain text whether it is HTTP (`http_inspector.rs`); the chain is then
-//! chosen by destination port, SNI, transport and application protocol as Envoy chooses (`select.rs`).
+//! chosen by destination port, SNI, transport and application protocol as Envoy chooses (`select.rs`). A
+//! chain's network RBAC filters (`rbac.rs`) then decide on the connection, after TLS is terminated and
+//! before its HTTP connection manager or TCP proxy sees it: a denied connection is closed and never reaches
+//! an upstream.
 //!
 //! Updates never cut connections: a listener whose address is unchanged keeps its socket and serves new
 //! connections with the new chains while older connections finish on theirs; a removed listener closes its
@@ -12,6 +15,7 @@
 
 mod http_inspector;
 mod inspect;
+mod rbac;
 mod select;
 mod tcp;
 
@@ -55,6 +59,8 @@ struct Prepared {
 
 struct Chain {
     matcher: ChainMatch,
+    /// Its network RBAC filters, which decide before the runner sees the connection.
+    rbac: rbac::Filters,
     runner: Runner,
     /// Whether it terminates TLS (its server configuration is in the snapshot).
     tls: bool,
@@ -87,6 +93,7 @@ struct Table {
 fn prepare(listener: &Arc<Listener>, stats: &Stats, limits: proxy_http::Limits) -> Prepared {
     let chain = |c: &proxy_config::listener::FilterChain| Chain {
         matcher: c.matcher.clone(),
+        rbac: rbac::Filters::new(&c.rbac, stats),
         tls: c.tls.is_some(),
         runner: match &c.network {
             Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats, limits))),
@@ -317,10 +324,8 @@ async fn connection(
         return;
     };
     // Where the connection was going: its original destination when redirected, else where it arrived.
-    let destination_port = match dst {
-        Some(dst) => dst.port(),
-        None => stream.local_addr().map_or(0, |a| a.port()),
-    };
+    let destination = dst.or_else(|| stream.local_addr().ok());
+    let destination_port = destination.map_or(0, |a| a.port());
     let chains: Vec<&Chain> = prepared
         .chains
         .iter()
@@ -337,6 +342,12 @@ async fn connection(
         prepared.stats.cx_active.dec();
         return;
     };
+    let facts = rbac::Facts {
+        peer,
+        destination,
+        server_name: detected.server_name.as_deref().unwrap_or(""),
+        tls: None,
+    };
     let run = Run {
         peer,
         dst,
@@ -346,7 +357,11 @@ async fn connection(
         drain,
     };
     if !chain.tls {
-        run.serve(stream, false).await;
+        if chain.rbac.allow(&facts) {
+            run.serve(stream, false).await;
+        } else {
+            tracing::debug!(%peer, listener = %listener.name, "connection denied by RBAC");
+        }
     } else {
         let config = snapshot_tls(&run.snapshot, &listener.name, index);
         match config {
@@ -362,15 +377,25 @@ async fn connection(
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(tls)) => {
                         prepared.stats.ssl_handshake.inc();
-                        if tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .is_none_or(<[_]>::is_empty)
-                        {
+                        let certificates = tls.get_ref().1.peer_certificates();
+                        if certificates.is_none_or(<[_]>::is_empty) {
                             prepared.stats.ssl_no_certificate.inc();
                         }
-                        run.serve(tls, true).await;
+                        // Only read when some principal matches the names in it.
+                        let peer_identity = if chain.rbac.reads_certificates() {
+                            proxy_tls::PeerIdentity::of(certificates)
+                        } else {
+                            proxy_tls::PeerIdentity::default()
+                        };
+                        let facts = rbac::Facts {
+                            tls: Some(&peer_identity),
+                            ..facts
+                        };
+                        if chain.rbac.allow(&facts) {
+                            run.serve(tls, true).await;
+                        } else {
+                            tracing::debug!(%peer, listener = %listener.name, "TLS connection denied by RBAC");
+                        }
                     }
                     Ok(Err(e)) => {
                         prepared.stats.ssl_connection_error.inc();
