@@ -184,3 +184,8 @@ fn run(plane: Plane) {
 fn envoy_enforces_peer_authentication_and_authorization_policy() {
     run(Plane::Envoy);
 }
+
+#[test]
+fn sextant_proxy_enforces_peer_authentication_and_authorization_policy() {
+    run(Plane::Sextant);
+}
