@@ -284,21 +284,33 @@ spec:
     )
 }
 
-fn run_passthrough(plane: Plane) {
-    let (dir, config) = scratch_config(&format!("gateway-tls-{plane:?}"));
-    let ((a, _a), (b, _b)) = (
+/// A TLS gateway as `plane` in front of two `openssl s_server` backends (`a.example`, `b.example`), with
+/// the mesh `mesh(a, b, side, pod)` writes: the gateway, the address it listens on, and what must live as
+/// long as the test (pilot, the backends, the held ports).
+fn tls_gateway(
+    plane: Plane,
+    name: &str,
+    mesh: fn(u16, u16, u16, u16) -> String,
+) -> (Box<dyn DataPlane>, SocketAddr, impl Sized) {
+    let (dir, config) = scratch_config(&format!("{name}-{plane:?}"));
+    let ((a, a_proc), (b, b_proc)) = (
         tls_backend(&dir, "a.example"),
         tls_backend(&dir, "b.example"),
     );
     let (side, pod) = (HeldPort::hold(), HeldPort::hold());
     std::fs::write(
         config.join("mesh.yaml"),
-        passthrough(a.port(), b.port(), side.port(), pod.port()),
+        mesh(a.port(), b.port(), side.port(), pod.port()),
     )
     .expect("mesh");
-    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
+    let (pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
     let gateway = start_gateway(plane, &dir, xds);
     let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
+    (gateway, at, (pilot, a_proc, b_proc, side, pod))
+}
+
+fn run_passthrough(plane: Plane) {
+    let (gateway, at, _keep) = tls_gateway(plane, "gateway-tls", passthrough);
     wait_until(
         Duration::from_secs(60),
         "a TLS connection through the gateway",
@@ -359,20 +371,7 @@ spec:
 /// An east-west gateway: connections whose SNI is Istio's name for a mesh cluster
 /// (`outbound_.PORT_.SUBSET_.HOST`) pass through untouched to that cluster's endpoints.
 fn run_auto_passthrough(plane: Plane) {
-    let (dir, config) = scratch_config(&format!("gateway-auto-{plane:?}"));
-    let ((a, _a), (b, _b)) = (
-        tls_backend(&dir, "a.example"),
-        tls_backend(&dir, "b.example"),
-    );
-    let (side, pod) = (HeldPort::hold(), HeldPort::hold());
-    std::fs::write(
-        config.join("mesh.yaml"),
-        auto_passthrough(a.port(), b.port(), side.port(), pod.port()),
-    )
-    .expect("mesh");
-    let (_pilot, xds, _) = start_pilot(&config, "127.0.0.1:0");
-    let gateway = start_gateway(plane, &dir, xds);
-    let at = SocketAddr::from(([127, 0, 0, 1], pod.port()));
+    let (gateway, at, _keep) = tls_gateway(plane, "gateway-auto", auto_passthrough);
     let sni_a = "outbound_.443_._.tls-a.default.svc.cluster.local";
     wait_until(
         Duration::from_secs(60),

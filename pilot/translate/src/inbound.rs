@@ -107,15 +107,7 @@ fn chains(ingress: &Ingress, by_port: bool, filter: &Filter, mtls: bool) -> Vec<
     }
     let terminated = FilterChain {
         name: format!("inbound_{}-mtls", ingress.port),
-        filter_chain_match: Some(FilterChainMatch {
-            destination_port: port,
-            transport_protocol: "tls".into(),
-            application_protocols: crate::tls::MESH_ALPN
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-            ..Default::default()
-        }),
+        filter_chain_match: Some(crate::tls::mesh_match(port)),
         transport_socket: Some(crate::tls::mesh_inbound()),
         ..plain.clone()
     };

@@ -409,14 +409,7 @@ fn terminate_mesh_tls(l: &mut Listener) {
     l.continue_on_listener_filters_timeout = true;
     l.filter_chains.push(FilterChain {
         name: format!("{}-mtls", l.name),
-        filter_chain_match: Some(FilterChainMatch {
-            transport_protocol: "tls".into(),
-            application_protocols: crate::tls::MESH_ALPN
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-            ..Default::default()
-        }),
+        filter_chain_match: Some(crate::tls::mesh_match(None)),
         transport_socket: Some(crate::tls::mesh_inbound()),
         ..plain
     });

@@ -86,6 +86,19 @@ pub fn mesh_inbound() -> TransportSocket {
     mesh_downstream(Vec::new())
 }
 
+/// The filter chain match of mesh mTLS (transport `tls` with one of Istio's ALPN values), on `port` when
+/// given.
+pub fn mesh_match(
+    port: Option<sextant_proto::google::protobuf::UInt32Value>,
+) -> sextant_proto::envoy::config::listener::v3::FilterChainMatch {
+    sextant_proto::envoy::config::listener::v3::FilterChainMatch {
+        destination_port: port,
+        transport_protocol: "tls".into(),
+        application_protocols: MESH_ALPN.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 /// Mesh mTLS terminated, offering `alpn`.
 fn mesh_downstream(alpn: Vec<String>) -> TransportSocket {
     let context = DownstreamTlsContext {
