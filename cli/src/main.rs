@@ -6,6 +6,7 @@ mod check;
 mod dev;
 mod pilot;
 mod proxy;
+mod proxy_init;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ enum Command {
     /// Run the sidecar/gateway proxy: listeners, routes, clusters and endpoints from pilot over xDS; HTTP/1.1,
     /// HTTP/2 and TCP proxying; admin endpoints in Envoy's shapes.
     Proxy(proxy::ProxyArgs),
+    /// Write istio-init's iptables rules into this network namespace (a pod's), so the sidecar captures its
+    /// applications' TCP: outbound to 15001, inbound to 15006, the proxy's own uid/gid let through. Takes
+    /// istio-init's flags; `--dry-run` prints the rules, `--clean` removes them.
+    ProxyInit(proxy_init::ProxyInitArgs),
     /// Validate resources (a file or a directory tree): CEL, references, and each adapter's own init.
     Validate {
         /// File or directory of YAML resources.
@@ -247,6 +252,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Pilot(args) => pilot::run(&args).await,
         Command::Proxy(args) => proxy::run(&args).await,
+        Command::ProxyInit(args) => proxy_init::run(&args),
         Command::Validate {
             path,
             no_default_telemetry,
