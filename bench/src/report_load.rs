@@ -190,7 +190,7 @@ pub async fn closed_loop(
 }
 
 /// The in-process path: decodes each encoded Report's bags one at a time (`hub_server::each_report_bag` on a
-/// `hub_attributes::ReportWire`, as the gRPC handler does with the request's bytes) straight into
+/// `sextant_attributes::ReportWire`, as the gRPC handler does with the request's bytes) straight into
 /// `HubState::ingest_each`, in a loop on a thread of the server runtime. When the adapter's
 /// queue refuses a segment the loop pauses 1 ms (so it measures what the adapter sustains rather than how
 /// fast records can be thrown away); every refusal is still counted as dropped.
@@ -213,7 +213,7 @@ pub async fn in_process(
             let bytes = &encoded[i % encoded.len()];
             i += 1;
             let mut rejected = 0;
-            let out = match hub_attributes::ReportWire::parse(bytes) {
+            let out = match sextant_attributes::ReportWire::parse(bytes) {
                 Ok(wire) => state.ingest_each("bench", |visit| {
                     rejected = hub_server::each_report_bag(&wire, visit).rejected;
                 }),

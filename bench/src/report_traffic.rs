@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hub_attributes::{Bag, Span, Time, Value};
 use prost::Message as _;
+use sextant_attributes::{Bag, Span, Time, Value};
 use sextant_proto::mixer;
 
 /// Bags per Report.
@@ -143,7 +143,7 @@ fn report(bags: &[Bag]) -> anyhow::Result<mixer::ReportRequest> {
     let mut prev: Option<&Bag> = None;
     for b in bags {
         let entry = match prev {
-            None => hub_attributes::to_compressed(b),
+            None => sextant_attributes::to_compressed(b),
             Some(p) => {
                 let mut delta = Bag::new();
                 for (id, v) in b.iter() {
@@ -151,7 +151,7 @@ fn report(bags: &[Bag]) -> anyhow::Result<mixer::ReportRequest> {
                         delta.set(id, v.clone()).context("delta entry")?;
                     }
                 }
-                hub_attributes::to_compressed(&delta)
+                sextant_attributes::to_compressed(&delta)
             }
         };
         entries.push(entry);
@@ -160,7 +160,7 @@ fn report(bags: &[Bag]) -> anyhow::Result<mixer::ReportRequest> {
     Ok(mixer::ReportRequest {
         attributes: entries,
         default_words: Vec::new(),
-        global_word_count: hub_attributes::global_word_count(),
+        global_word_count: sextant_attributes::global_word_count(),
         repeated_attributes_semantics:
             mixer::report_request::RepeatedAttributesSemantics::DeltaEncoding as i32,
     })

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hub_attributes::{Bag, Value};
+use sextant_attributes::{Bag, Value};
 use sextant_proto::envoy::service::auth::v3 as authz;
 use sextant_proto::mixer;
 
@@ -167,11 +167,11 @@ impl Pools {
         for v in &vs {
             let bag = v.bag()?;
             plain.push(mixer::CheckRequest {
-                attributes: Some(hub_attributes::to_plain(&bag)),
+                attributes: Some(sextant_attributes::to_plain(&bag)),
                 ..Default::default()
             });
             compressed.push(mixer::CheckRequest {
-                compressed: Some(hub_attributes::to_compressed(&bag)),
+                compressed: Some(sextant_attributes::to_compressed(&bag)),
                 ..Default::default()
             });
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, bail};
-use hub_attributes::{AttrType, Bag, Span, Time, Value};
+use sextant_attributes::{AttrType, Bag, Span, Time, Value};
 
 /// Builds a bag from `name=value` arguments.
 pub fn parse(args: &[String]) -> anyhow::Result<Bag> {
@@ -19,7 +19,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Bag> {
                 .insert(key.to_string(), text.to_string());
             continue;
         }
-        let id = hub_attributes::lookup(lhs).with_context(|| unknown(lhs))?;
+        let id = sextant_attributes::lookup(lhs).with_context(|| unknown(lhs))?;
         let value = match id.ty() {
             AttrType::String => Value::String(text.to_string()),
             AttrType::IpAddress => Value::Ip(
@@ -61,7 +61,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Bag> {
         bag.set(id, value)?;
     }
     for (name, map) in maps {
-        let id = hub_attributes::lookup(&name).with_context(|| unknown(&name))?;
+        let id = sextant_attributes::lookup(&name).with_context(|| unknown(&name))?;
         bag.set(id, Value::StringMap(map))
             .with_context(|| format!("{name}[..]"))?;
     }
@@ -69,7 +69,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Bag> {
 }
 
 fn unknown(name: &str) -> String {
-    match hub_attributes::suggest(name) {
+    match sextant_attributes::suggest(name) {
         Some(s) => format!("unknown attribute {name:?} (did you mean {s:?}?)"),
         None => format!("unknown attribute {name:?} (see docs/attributes.md)"),
     }

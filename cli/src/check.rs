@@ -11,7 +11,7 @@ use sextant_proto::mixer::{
 /// Calls Check on `hub` and returns the decision as JSON.
 pub async fn run(
     hub: &str,
-    bag: &hub_attributes::Bag,
+    bag: &sextant_attributes::Bag,
     compressed: bool,
     quotas: &[(String, i64)],
 ) -> anyhow::Result<serde_json::Value> {
@@ -39,9 +39,9 @@ pub async fn run(
         ..Default::default()
     };
     if compressed {
-        req.compressed = Some(hub_attributes::to_compressed(bag));
+        req.compressed = Some(sextant_attributes::to_compressed(bag));
     } else {
-        req.attributes = Some(hub_attributes::to_plain(bag));
+        req.attributes = Some(sextant_attributes::to_plain(bag));
     }
     let resp = client
         .check(req)

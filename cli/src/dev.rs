@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use hub_attributes::{Bag, Value};
+use sextant_attributes::{Bag, Value};
 
 /// The example configuration compiled into the binary.
 const EXAMPLE: &[(&str, &str)] = &[(
@@ -129,7 +129,7 @@ async fn report_traffic(grpc: &str, exposition: SocketAddr) -> anyhow::Result<()
                 ("response.code", Value::Int64(code)),
                 (
                     "response.duration",
-                    Value::Duration(hub_attributes::Span {
+                    Value::Duration(sextant_attributes::Span {
                         seconds: 0,
                         nanos: 8_000_000,
                     }),
@@ -138,9 +138,9 @@ async fn report_traffic(grpc: &str, exposition: SocketAddr) -> anyhow::Result<()
         }
     }
     let request = mixer::ReportRequest {
-        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        attributes: bags.iter().map(sextant_attributes::to_compressed).collect(),
         default_words: Vec::new(),
-        global_word_count: hub_attributes::global_word_count(),
+        global_word_count: sextant_attributes::global_word_count(),
         repeated_attributes_semantics:
             mixer::report_request::RepeatedAttributesSemantics::IndependentEncoding as i32,
     };

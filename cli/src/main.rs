@@ -295,7 +295,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Attributes => out(&hub_attributes::attributes_markdown()),
+        Command::Attributes => out(&sextant_attributes::attributes_markdown()),
         Command::Check {
             hub,
             attributes,

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{HeldPort, HttpSink, Hub, peers, repo, scratch_config, wait_until};
-use hub_attributes::{Bag, Span, Time, Value};
+use sextant_attributes::{Bag, Span, Time, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -63,9 +63,9 @@ fn bag(i: i64) -> Bag {
 
 fn report(hub: &Hub, bags: &[Bag]) -> mixer::ReportResponse {
     let req = mixer::ReportRequest {
-        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        attributes: bags.iter().map(sextant_attributes::to_compressed).collect(),
         default_words: Vec::new(),
-        global_word_count: hub_attributes::global_word_count(),
+        global_word_count: sextant_attributes::global_word_count(),
         repeated_attributes_semantics:
             mixer::report_request::RepeatedAttributesSemantics::IndependentEncoding as i32,
     };
@@ -511,9 +511,9 @@ spec:
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let bags: Vec<Bag> = (0..20).map(|k| bag(i * 20 + k)).collect();
                     let req = mixer::ReportRequest {
-                        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+                        attributes: bags.iter().map(sextant_attributes::to_compressed).collect(),
                         default_words: Vec::new(),
-                        global_word_count: hub_attributes::global_word_count(),
+                        global_word_count: sextant_attributes::global_word_count(),
                         repeated_attributes_semantics: 1,
                     };
                     let ack = client.report(req).await.expect("report").into_inner();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Hub, get, repo, scratch, target_dir, wait_until};
-use hub_attributes::{Bag, Value};
+use sextant_attributes::{Bag, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
 /// One target directory for every guest build of the test run: the std library (-Zbuild-std) is built once.
@@ -81,9 +81,9 @@ spec:
         })
         .collect();
     let req = mixer::ReportRequest {
-        attributes: bags.iter().map(hub_attributes::to_compressed).collect(),
+        attributes: bags.iter().map(sextant_attributes::to_compressed).collect(),
         default_words: Vec::new(),
-        global_word_count: hub_attributes::global_word_count(),
+        global_word_count: sextant_attributes::global_word_count(),
         repeated_attributes_semantics: 1,
     };
     tokio::runtime::Runtime::new()

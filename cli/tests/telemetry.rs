@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Backend, Envoy, Hub, Prometheus, get, scratch, wait_until};
-use hub_attributes::{Bag, Span, Value};
+use sextant_attributes::{Bag, Span, Value};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 
 fn bag(code: i64, version: &str) -> Bag {
@@ -55,7 +55,7 @@ fn report(bags: &[Bag]) -> mixer::ReportRequest {
     let mut prev: Option<&Bag> = None;
     for b in bags {
         let entry = match prev {
-            None => hub_attributes::to_compressed(b),
+            None => sextant_attributes::to_compressed(b),
             Some(p) => {
                 let mut delta = Bag::new();
                 for (id, v) in b.iter() {
@@ -63,7 +63,7 @@ fn report(bags: &[Bag]) -> mixer::ReportRequest {
                         delta.set(id, v.clone()).expect("same type");
                     }
                 }
-                hub_attributes::to_compressed(&delta)
+                sextant_attributes::to_compressed(&delta)
             }
         };
         entries.push(entry);
@@ -72,7 +72,7 @@ fn report(bags: &[Bag]) -> mixer::ReportRequest {
     mixer::ReportRequest {
         attributes: entries,
         default_words: Vec::new(),
-        global_word_count: hub_attributes::global_word_count(),
+        global_word_count: sextant_attributes::global_word_count(),
         repeated_attributes_semantics:
             mixer::report_request::RepeatedAttributesSemantics::DeltaEncoding as i32,
     }

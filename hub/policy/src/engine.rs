@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use cel::objects::Value as CelValue;
 use cel::{Context, ExecutionError};
-use hub_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
 use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits, OnError};
 use hub_quota::{LimitSpec, Outcome};
+use sextant_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
 
 use crate::codes;
 use crate::decision::{

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{Expr as Node, LiteralValue, operators};
 use cel::{Env, IdedExpr, Program};
-use hub_attributes::{AttrId, AttrType};
+use sextant_attributes::{AttrId, AttrType};
 
 use crate::functions;
 use crate::resolve::is_namespace;
@@ -248,7 +248,7 @@ impl Analysis {
         }
         for k in (1..=segs.len()).rev() {
             let name = segs[..k].join(".");
-            let Some(id) = hub_attributes::lookup(&name) else {
+            let Some(id) = sextant_attributes::lookup(&name) else {
                 continue;
             };
             self.attributes.push(id);
@@ -266,13 +266,13 @@ impl Analysis {
         }
         let name = segs.join(".");
         if is_namespace(&name) {
-            let under: Vec<_> = hub_attributes::names_under(&name).take(6).collect();
+            let under: Vec<_> = sextant_attributes::names_under(&name).take(6).collect();
             return Err(ExprError::Type(format!(
                 "`{name}` is not an attribute; attributes under it: {}",
                 under.join(", ")
             )));
         }
-        let suggestion = hub_attributes::suggest(&name);
+        let suggestion = sextant_attributes::suggest(&name);
         Err(ExprError::UnknownAttribute { name, suggestion })
     }
 
@@ -696,7 +696,7 @@ mod tests {
         let e = compile(r#"["a", "b"].exists(x, x == request.method)"#, true).unwrap();
         assert_eq!(
             e.attributes,
-            vec![hub_attributes::lookup("request.method").unwrap()]
+            vec![sextant_attributes::lookup("request.method").unwrap()]
         );
     }
 }

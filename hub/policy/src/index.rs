@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use cel::IdedExpr;
 use cel::common::ast::{Expr as Node, operators};
-use hub_attributes::{AttrId, AttrType, Bag, Value};
+use sextant_attributes::{AttrId, AttrType, Bag, Value};
 
 use crate::expr::{literal_string, segments};
 use crate::resolve::ReadSet;
@@ -85,7 +85,7 @@ impl Index {
 
 /// The string-typed attribute `e` names, if it names one.
 fn attribute_of(e: &IdedExpr) -> Option<AttrId> {
-    hub_attributes::lookup(&segments(e)?.join("."))
+    sextant_attributes::lookup(&segments(e)?.join("."))
         .filter(|id| matches!(id.ty(), AttrType::String | AttrType::IpAddress))
 }
 

@@ -18,7 +18,7 @@ use cel::common::types::{
 };
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use hub_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
+use sextant_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
 
 const WORDS: usize = VOCABULARY.len().div_ceil(64);
 
@@ -81,7 +81,7 @@ impl<'a> BagResolver<'a> {
 static EMPTY_MAP: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
 
 fn attribute<'a>(bag: &'a Bag, reads: &'a ReadSet, name: &str) -> Option<CowVal<'a, 'a>> {
-    if let Some(id) = hub_attributes::lookup(name) {
+    if let Some(id) = sextant_attributes::lookup(name) {
         reads.mark(id);
         return match bag.get(id) {
             Some(v) => Some(to_val(v)),

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hub_attributes::{AttrType, Bag, Span, Time, Value};
 use hub_policy::{Decision, Presence, QuotaRequest};
 use serde::Deserialize;
 use serde_json::Value as Json;
+use sextant_attributes::{AttrType, Bag, Span, Time, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,7 +98,7 @@ fn value(ty: AttrType, j: &Json) -> Value {
 fn bag(attrs: &serde_json::Map<String, Json>) -> Bag {
     let mut bag = Bag::new();
     for (name, j) in attrs {
-        let id = hub_attributes::lookup(name)
+        let id = sextant_attributes::lookup(name)
             .unwrap_or_else(|| panic!("fixture uses unknown attribute {name}"));
         bag.set(id, value(id.ty(), j)).expect("typed");
     }

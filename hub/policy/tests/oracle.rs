@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cel::objects::{Key, Map, Value as CelValue};
-use hub_attributes::{AttrId, AttrType, Bag, Span, Time, Value};
 use hub_policy::{BagResolver, Presence, ReadSet};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use sextant_attributes::{AttrId, AttrType, Bag, Span, Time, Value};
 
 /// The attributes the generator uses (a sample of every type of the vocabulary).
 const ATTRS: &[&str] = &[
@@ -54,7 +54,7 @@ const STRINGS: &[&str] = &[
 ];
 
 fn id(name: &str) -> AttrId {
-    hub_attributes::lookup(name).unwrap_or_else(|| panic!("{name} is in the vocabulary"))
+    sextant_attributes::lookup(name).unwrap_or_else(|| panic!("{name} is in the vocabulary"))
 }
 
 fn lit(s: &str) -> String {
@@ -378,9 +378,9 @@ impl Tree {
 /// The reference evaluation: the whole bag converted into nested CEL maps, one variable per first segment.
 fn reference(expr: &str, bag: &Bag) -> Result<CelValue, String> {
     let mut tree = Tree::default();
-    for d in hub_attributes::VOCABULARY {
+    for d in sextant_attributes::VOCABULARY {
         let segments: Vec<&str> = d.name.split('.').collect();
-        let value = match hub_attributes::lookup(d.name).and_then(|id| bag.get(id)) {
+        let value = match sextant_attributes::lookup(d.name).and_then(|id| bag.get(id)) {
             Some(v) => Some(plain(v)),
             // Map attributes are never absent, only empty; the namespaces above every attribute exist.
             None if d.ty == AttrType::StringMap => {

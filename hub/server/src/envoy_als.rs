@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hub_attributes::{AttrId, Bag, DESTINATION, PeerAttrs, SOURCE, Span, Time, Value, attr};
+use sextant_attributes::{AttrId, Bag, DESTINATION, PeerAttrs, SOURCE, Span, Time, Value, attr};
 use sextant_proto::envoy::config::core::v3::{
     Address, RequestMethod, address, socket_address::PortSpecifier,
 };

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hub_attributes::{AttrType, Bag, DESTINATION, PeerAttrs, SOURCE, Time, Value, attr};
 use hub_policy::{Decision, HeaderAction, HeaderTarget};
+use sextant_attributes::{AttrType, Bag, DESTINATION, PeerAttrs, SOURCE, Time, Value, attr};
 use sextant_proto::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
 };
@@ -194,7 +194,7 @@ pub fn bag_of(ctx: AttributeContext) -> Bag {
         }
     }
     for (k, v) in ctx.context_extensions {
-        if let Some(id) = hub_attributes::lookup(&k).filter(|id| id.ty() == AttrType::String) {
+        if let Some(id) = sextant_attributes::lookup(&k).filter(|id| id.ty() == AttrType::String) {
             set(&mut bag, id, Value::String(v));
         }
     }

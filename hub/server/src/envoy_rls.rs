@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hub_attributes::{Bag, Value, attr};
 use hub_quota::LimitSpec;
+use sextant_attributes::{Bag, Value, attr};
 use sextant_proto::envoy::service::ratelimit::v3::{
     RateLimitRequest, RateLimitResponse,
     rate_limit_response::{Code, DescriptorStatus, RateLimit, rate_limit::Unit},

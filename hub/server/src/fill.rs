@@ -1,6 +1,6 @@
 //! Setting the attributes of a bag built from an Envoy message (ext_authz, access logs).
 
-use hub_attributes::{AttrId, Bag, Value};
+use sextant_attributes::{AttrId, Bag, Value};
 
 /// Sets `id`. Ids and their types are checked at compile time (`attr!`); the value's case matches the type by
 /// construction, so this cannot fail.

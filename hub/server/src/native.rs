@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hub_attributes::{Bag, Changes, ReportWire};
 use hub_config::FailurePolicy;
 use hub_policy::{Decision, HeaderAction, HeaderTarget, Presence, QuotaRequest};
+use sextant_attributes::{Bag, Changes, ReportWire};
 use sextant_proto::google::protobuf::Duration as PbDuration;
 use sextant_proto::google::rpc::Status as RpcStatus;
 use sextant_proto::mixer::{self, mixer_server::Mixer};
@@ -138,12 +138,12 @@ pub fn to_check_response(d: &Decision) -> mixer::CheckResponse {
 
 fn bag_of(
     req: &mut mixer::CheckRequest,
-) -> Result<hub_attributes::Bag, hub_attributes::DecodeError> {
+) -> Result<sextant_attributes::Bag, sextant_attributes::DecodeError> {
     match (req.attributes.take(), req.compressed.take()) {
-        (Some(_), Some(_)) => Err(hub_attributes::DecodeError::BothForms),
-        (Some(plain), None) => hub_attributes::from_plain(plain),
-        (None, Some(c)) => hub_attributes::from_compressed(c),
-        (None, None) => Ok(hub_attributes::Bag::new()),
+        (Some(_), Some(_)) => Err(sextant_attributes::DecodeError::BothForms),
+        (Some(plain), None) => sextant_attributes::from_plain(plain),
+        (None, Some(c)) => sextant_attributes::from_compressed(c),
+        (None, None) => Ok(sextant_attributes::Bag::new()),
     }
 }
 

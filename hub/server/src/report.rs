@@ -3,7 +3,7 @@
 //! tonic's generated Mixer service decodes a `ReportRequest` with prost before the handler runs: a hash map
 //! per value type and a `String` per word, for every one of a Report's bags, only to be turned into bags and
 //! dropped. [`MixerRoutes`] sends Report to [`ReportService`], whose codec hands over the message bytes;
-//! [`hub_attributes::ReportWire`] decodes them one bag at a time straight into Telemetry. Check goes through
+//! [`sextant_attributes::ReportWire`] decodes them one bag at a time straight into Telemetry. Check goes through
 //! [`CheckCodec`], prost's decoder with the refusal a client can act on: bytes that are not a `CheckRequest`
 //! are `INVALID_ARGUMENT` naming the field at fault (the generated codec answers `INTERNAL` "failed to decode
 //! Protobuf message"). A request over the size limit is refused before its body is read, also as
@@ -53,9 +53,9 @@ enum RequestError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// What [`hub_attributes::ReportWire`] found wrong, when prost did not name a field.
+    /// What [`sextant_attributes::ReportWire`] found wrong, when prost did not name a field.
     #[error(transparent)]
-    Report(hub_attributes::DecodeError),
+    Report(sextant_attributes::DecodeError),
 }
 
 /// "N bytes", or "too large" when the size is unknown.
@@ -108,7 +108,7 @@ fn frame(s: &str) -> Option<(&str, &str)> {
 
 /// Evaluates an encoded `ReportRequest` and answers how many bags were accepted.
 pub fn report(state: &HubState, bytes: &[u8]) -> Result<mixer::ReportResponse, Status> {
-    let wire = hub_attributes::ReportWire::parse(bytes).map_err(|e| {
+    let wire = sextant_attributes::ReportWire::parse(bytes).map_err(|e| {
         // A Report refused whole counts as one invalid report: how many bags it meant to carry is unknown.
         state.metrics.reports("native", "invalid", 1);
         malformed_report(bytes, e).into_status()
@@ -134,11 +134,11 @@ pub fn report(state: &HubState, bytes: &[u8]) -> Result<mixer::ReportResponse, S
     })
 }
 
-/// Why `bytes` are not a `ReportRequest`. [`hub_attributes::ReportWire`] reads only the top level and says
+/// Why `bytes` are not a `ReportRequest`. [`sextant_attributes::ReportWire`] reads only the top level and says
 /// what was wrong but not in which field; prost, run again on this (refused, so rare) path only, names the
 /// field. Its answer is used when it finds the bytes malformed too, which it does for every malformed top
 /// level.
-fn malformed_report(bytes: &[u8], wire: hub_attributes::DecodeError) -> RequestError {
+fn malformed_report(bytes: &[u8], wire: sextant_attributes::DecodeError) -> RequestError {
     match <mixer::ReportRequest as prost::Message>::decode(bytes) {
         Err(e) => RequestError::malformed("ReportRequest", &e),
         Ok(_) => RequestError::Report(wire),
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn report_errors_name_the_field() {
-        let e = hub_attributes::ReportWire::parse(&[0x08, 0x01]).expect_err("wrong wire type");
+        let e = sextant_attributes::ReportWire::parse(&[0x08, 0x01]).expect_err("wrong wire type");
         assert_eq!(
             malformed_report(&[0x08, 0x01], e).to_string(),
             "malformed ReportRequest.attributes: invalid wire type: Varint (expected LengthDelimited)"

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hub_attributes::{Bag, Changes};
 use hub_config::{ConfigErrors, ConfigFiles, ConfigSet};
 use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend};
+use sextant_attributes::{Bag, Changes};
 
 use crate::metrics::Metrics;
 use crate::telemetry::{Ingested, Telemetry};

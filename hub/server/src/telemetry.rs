@@ -11,10 +11,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use hub_adapters::{AdapterConfig, AdapterHandle, Capabilities, Limits, ModuleSource, Runtime};
-use hub_attributes::{Bag, Changes};
 use hub_config::{AdapterSpec, ConfigError, ConfigErrors, ConfigSet, PolicySpec, Resource};
 use hub_policy::{AdapterVerdict, PolicyAdapters, VerdictFuture};
 use hub_telemetry::{Batches, RecordStats, Rules};
+use sextant_attributes::{Bag, Changes};
 
 use crate::metrics::Metrics;
 

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 
 use cel::common::ast::{Expr as Node, LiteralValue, operators};
 use cel::{Context, IdedExpr, Value as CelValue};
-use hub_attributes::{AttrId, AttrType, Bag, Value};
 use hub_policy::{BagResolver, ENV, Expr, ExprError, Ty, literal_string, segments};
+use sextant_attributes::{AttrId, AttrType, Bag, Value};
 
 /// What an expression is used for; decides the type it must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl Fast {
             Node::Select(test) if test.test => {
                 let mut tested = segments(&test.operand)?;
                 tested.push(test.field.as_str());
-                Some(Fast::Has(hub_attributes::lookup(&tested.join("."))?))
+                Some(Fast::Has(sextant_attributes::lookup(&tested.join("."))?))
             }
             Node::Call(c) if c.func_name == operators::CONDITIONAL && c.args.len() == 3 => {
                 let cond = Fast::of(&c.args[0])?;
@@ -242,7 +242,7 @@ impl Fast {
 
 /// The attribute a name chain refers to exactly.
 fn attribute(e: &IdedExpr) -> Option<AttrId> {
-    hub_attributes::lookup(&segments(e)?.join("."))
+    sextant_attributes::lookup(&segments(e)?.join("."))
 }
 
 /// A bag value as an expression result (maps are not scalars).

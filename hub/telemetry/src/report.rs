@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use hub_attributes::{AttrId, Bag, Changes, Value};
 use hub_policy::{BagResolver, ReadSet};
+use sextant_attributes::{AttrId, Bag, Changes, Value};
 use sextant_batch::{BatchKind, BatchWriter, Family, SPAN_ERROR, SPAN_SAMPLED, Span};
 
 use crate::eval::{CelScope, Eval, Out, out_of};
@@ -427,7 +427,7 @@ fn span<'b>(tr: &'b CompiledTrace, bag: &'b Bag, cel: &mut CelScope<'b>) -> Span
 }
 
 fn attr<'b>(bag: &'b Bag, name: &str) -> Option<&'b Value> {
-    hub_attributes::lookup(name).and_then(|id: AttrId| bag.get(id))
+    sextant_attributes::lookup(name).and_then(|id: AttrId| bag.get(id))
 }
 
 /// The time of a bag's records: `response.time`, else `context.time`, else `request.time`.
@@ -435,7 +435,7 @@ fn record_time(bag: &Bag) -> Option<u64> {
     static TIMES: std::sync::LazyLock<Vec<AttrId>> = std::sync::LazyLock::new(|| {
         ["response.time", "context.time", "request.time"]
             .iter()
-            .filter_map(|n| hub_attributes::lookup(n))
+            .filter_map(|n| sextant_attributes::lookup(n))
             .collect()
     });
     TIMES.iter().find_map(|&id| match bag.get(id) {

@@ -1,7 +1,7 @@
 use std::path::Path;
 
-use hub_attributes::{Bag, Span, Time, Value};
 use hub_config::load_texts;
+use sextant_attributes::{Bag, Span, Time, Value};
 use sextant_batch::{Batch, MetricKind};
 
 use super::*;
@@ -285,7 +285,7 @@ fn changing_bags(n: usize) -> Vec<Bag> {
                 .unwrap();
         }
         if r % 13 == 0 {
-            let id = hub_attributes::lookup("context.proxy_error_code").unwrap();
+            let id = sextant_attributes::lookup("context.proxy_error_code").unwrap();
             if b.get(id).is_some() {
                 b.remove(id);
             } else {
@@ -306,10 +306,10 @@ fn changing_bags(n: usize) -> Vec<Bag> {
 }
 
 /// The attributes that differ between two bags.
-fn changed_between(prev: &Bag, next: &Bag) -> hub_attributes::AttrSet {
-    let mut set = hub_attributes::AttrSet::new();
-    for i in 0..hub_attributes::VOCABULARY.len() {
-        let id = hub_attributes::AttrId(u16::try_from(i).unwrap());
+fn changed_between(prev: &Bag, next: &Bag) -> sextant_attributes::AttrSet {
+    let mut set = sextant_attributes::AttrSet::new();
+    for i in 0..sextant_attributes::VOCABULARY.len() {
+        let id = sextant_attributes::AttrId(u16::try_from(i).unwrap());
         if prev.get(id) != next.get(id) {
             set.insert(id);
         }
@@ -345,10 +345,10 @@ spec:
     for (i, b) in bags.iter().enumerate() {
         let full_stats = rules.record(b, 7, &mut full);
         let delta_stats = if i == 0 {
-            rules.record_changed(b, hub_attributes::Changes::All, 7, &mut delta)
+            rules.record_changed(b, sextant_attributes::Changes::All, 7, &mut delta)
         } else {
             let set = changed_between(&bags[i - 1], b);
-            rules.record_changed(b, hub_attributes::Changes::Only(&set), 7, &mut delta)
+            rules.record_changed(b, sextant_attributes::Changes::Only(&set), 7, &mut delta)
         };
         assert_eq!(full_stats, delta_stats, "bag {i}");
         // A segment boundary in the middle: what was kept must not survive it.

@@ -8,7 +8,7 @@ use crate::vocabulary::VOCABULARY;
 pub fn attributes_markdown() -> String {
     let mut out = String::from(
         "# Attribute vocabulary\n\n\
-         <!-- Generated from hub/attributes/src/vocabulary.rs by `sextant attributes`; do not edit. -->\n\n\
+         <!-- Generated from proto/attributes/src/vocabulary.rs by `sextant attributes`; do not edit. -->\n\n\
          Every attribute a proxy may send to the hub, and every name a CEL expression may read. In CEL, a string \
          map reads as a map (`request.headers[\"x-user\"]`, `\"x-user\" in request.headers`), an IP address as its \
          text (`source.ip == \"10.0.0.1\"`), timestamps and durations as CEL `timestamp` and `duration`.\n\n\

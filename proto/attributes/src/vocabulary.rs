@@ -460,16 +460,16 @@ pub const DESTINATION: PeerAttrs = PeerAttrs {
 /// that is not the attribute's, is a build error instead of an attribute silently never set:
 ///
 /// ```
-/// let path = hub_attributes::attr!("request.path", String);
+/// let path = sextant_attributes::attr!("request.path", String);
 /// assert_eq!(path.name(), "request.path");
 /// ```
 ///
 /// ```compile_fail
-/// let headers = hub_attributes::attr!("request.hedaers", StringMap);
+/// let headers = sextant_attributes::attr!("request.hedaers", StringMap);
 /// ```
 ///
 /// ```compile_fail
-/// let size = hub_attributes::attr!("request.size", String);
+/// let size = sextant_attributes::attr!("request.size", String);
 /// ```
 #[macro_export]
 macro_rules! attr {

@@ -4,7 +4,8 @@
 //! (`request.path`, `source.principal`, …). This crate holds the one definition of those names and types
 //! ([`VOCABULARY`]), the in-memory [`Bag`], and the two wire forms of `sextant.mixer.v1` that carry it: the
 //! plain map ([`from_plain`]) and Mixer's dictionary-compressed form ([`from_compressed`]). The Envoy front
-//! doors, the policy engine and (later) the proxy all build and read the same [`Bag`].
+//! doors, the policy engine and (later) the proxy all build and read the same [`Bag`]; a neutral crate, so
+//! the hub and the proxy share it without either importing the other.
 
 mod bag;
 mod changes;

@@ -201,7 +201,7 @@ fn docs_attributes_md_is_generated_from_the_vocabulary() {
     let have = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         have == want,
-        "docs/attributes.md is stale: run `SEXTANT_BLESS=1 cargo test -p hub-attributes`"
+        "docs/attributes.md is stale: run `SEXTANT_BLESS=1 cargo test -p sextant-attributes`"
     );
 }
 
