@@ -1,0 +1,14 @@
+//! The proxy's side of the hub's Check (`sextant.mixer.v1.Mixer/Check`): what lets a sidecar call the hub
+//! for a fraction of its requests.
+//!
+//! The hub answers each Check with the attributes its decision depended on (`referenced_attributes`: an
+//! attribute, or one key of a map attribute, and whether it was present with some value or absent), how
+//! long the answer holds (`valid_duration`) and for how many requests (`valid_use_count`), and the revision
+//! of its configuration. [`CheckCache`] keeps such answers keyed by exactly those attributes' values, so a
+//! later request agreeing on all of them gets the same answer without a call, as Mixer's client did. The
+//! cache is bounded in entries and in the number of distinct attribute sets, and every refusal to cache or
+//! eviction is counted ([`CacheStats`]).
+
+mod cache;
+
+pub use cache::{CacheStats, CheckCache, Limits};
