@@ -204,3 +204,44 @@ fn proxy_info_reads_istio_node_conventions_and_never_fails() {
         (ProxyKind::Router, "istio-system")
     );
 }
+
+#[test]
+fn a_port_of_undeclared_protocol_is_sniffed() {
+    let mesh = yaml(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 8000, name: web}]\n  endpoints: [{address: 10.0.0.1}]\n",
+    );
+    let s = snap(&mesh, &proxy(Interception::Redirect));
+    let l: Listener = get(&s, types::LISTENER, "0.0.0.0_8000");
+    let inspectors: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(inspectors, ["envoy.filters.listener.http_inspector"]);
+    assert_eq!(
+        l.listener_filters_timeout,
+        Some(Default::default()),
+        "no timeout, as Istio"
+    );
+    let http = &l.filter_chains[0];
+    let m = http.filter_chain_match.as_ref().unwrap();
+    assert_eq!(
+        (
+            m.transport_protocol.as_str(),
+            m.application_protocols.as_slice()
+        ),
+        (
+            "raw_buffer",
+            &["http/1.0".to_string(), "http/1.1".into(), "h2c".into()][..]
+        )
+    );
+    assert_eq!(rds(&hcm_of(&l)), "8000");
+    let tcp = l
+        .default_filter_chain
+        .as_ref()
+        .expect("TCP as the default chain");
+    assert_eq!(tcp.filters[0].name, "envoy.filters.network.tcp_proxy");
+    // Its routes name the service, as for a declared HTTP port.
+    let rc: RouteConfiguration = get(&s, types::ROUTE, "8000");
+    assert!(
+        rc.virtual_hosts
+            .iter()
+            .any(|v| v.name == "web.default.svc.cluster.local:8000")
+    );
+}
