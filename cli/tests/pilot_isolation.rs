@@ -439,8 +439,9 @@ fn documents_pilot_does_not_read_are_warned_about_and_counted() {
         "{stderr}"
     );
     assert!(
-        stderr
-            .contains("security.istio.io/AuthorizationPolicy is not read by Sextant (2 documents)"),
+        stderr.contains(
+            "security.istio.io/RequestAuthentication is not read by Sextant (2 documents)"
+        ),
         "{stderr}"
     );
     assert_eq!(stderr.matches("warning: ").count(), 3, "{stderr}");
