@@ -123,7 +123,13 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
         &["name", "weight"],
     ),
-    // Network RBAC (the subset pilot emits for AuthorizationPolicy)
+    // Network and HTTP RBAC (the subset pilot emits for AuthorizationPolicy; `header` and `url_path` are
+    // refused by value in a network filter)
+    (
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
+        &["rules", "rules_stat_prefix"],
+    ),
+    ("envoy.type.matcher.v3.PathMatcher", &["path"]),
     (
         "envoy.extensions.filters.network.rbac.v3.RBAC",
         &["stat_prefix", "rules", "enforcement_type"],
@@ -141,6 +147,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "destination_port_range",
             "destination_ip",
             "requested_server_name",
+            "header",
+            "url_path",
             "and_rules",
             "or_rules",
             "not_rule",
@@ -155,6 +163,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "source_ip",
             "direct_remote_ip",
             "remote_ip",
+            "header",
+            "url_path",
             "and_ids",
             "or_ids",
             "not_id",

@@ -116,6 +116,9 @@ pub struct HttpManager {
     pub stat_prefix: String,
     /// The RouteConfiguration (RDS) it routes by.
     pub route_config: String,
+    /// The HTTP RBAC filters, in order; they run first, before the fault and CORS filters and the router,
+    /// and the first denying answers 403.
+    pub rbac: Vec<crate::rbac::HttpRbac>,
     /// Whether the fault filter runs (routes' fault settings apply only then).
     pub fault: bool,
     /// Whether the CORS filter runs.
@@ -349,6 +352,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
         return at("rds", "routes must come over RDS");
     };
     let (mut fault, mut cors, mut router) = (false, false, false);
+    let mut rbac = Vec::new();
     for (i, f) in m.http_filters.iter().enumerate() {
         let path = format!("http_filters[{i}]");
         if router {
@@ -360,6 +364,17 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
         let is = |full_name: String| config.type_url.ends_with(&format!("/{full_name}"));
         use sextant_proto::envoy::extensions::filters::http as filters;
         match f.name.as_str() {
+            // RBAC runs before the fault and CORS filters here, so it must come before them in the list.
+            crate::rbac::HTTP_RBAC if fault || cors => {
+                return at(
+                    path,
+                    format!("{} must come before the fault and CORS filters", f.name),
+                );
+            }
+            crate::rbac::HTTP_RBAC => rbac.push(within(
+                &format!("{path}.typed_config"),
+                crate::rbac::http_rbac(config),
+            )?),
             "envoy.filters.http.fault" if is(filters::fault::v3::HttpFault::full_name()) => {
                 fault = true
             }
@@ -384,6 +399,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
     Ok(HttpManager {
         stat_prefix: m.stat_prefix.clone(),
         route_config: rds.route_config_name.clone(),
+        rbac,
         fault,
         cors,
         use_remote_address: m.use_remote_address.as_ref().is_some_and(|b| b.value),

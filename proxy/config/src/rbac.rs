@@ -1,23 +1,55 @@
-//! Envoy's network RBAC filter (`envoy.filters.network.rbac`): policies of permissions (what the connection
-//! is for: destination port and address, requested server name) and principals (who makes it: the peer's
-//! certificate, its address), checked once per connection. The subset pilot emits for Istio's
-//! AuthorizationPolicy is converted here; everything else is refused by field (`allow.rs`) or value (here).
+//! Envoy's RBAC filters, network (`envoy.filters.network.rbac`, checked once per connection) and HTTP
+//! (`envoy.filters.http.rbac`, checked per request): policies of permissions (what the connection or request
+//! is for: destination port and address, requested server name, and on HTTP headers and the URL path) and
+//! principals (who makes it: the peer's certificate, its address, and on HTTP headers and the URL path).
+//! Both filters share these types and one engine (`proxy_route::rbac`). The subset pilot emits for Istio's
+//! AuthorizationPolicy is converted here; everything else is refused by field (`allow.rs`) or value (here):
+//! a network filter refuses the HTTP-only rules, which could never match a connection.
 
 use std::net::IpAddr;
 
 use prost::Name;
 use sextant_proto::envoy::config::core::v3 as core;
 use sextant_proto::envoy::config::rbac::v3 as pb;
+use sextant_proto::envoy::config::route::v3::HeaderMatcher;
+use sextant_proto::envoy::extensions::filters::http::rbac::v3 as http;
 use sextant_proto::envoy::extensions::filters::network::rbac::v3 as network;
+use sextant_proto::envoy::r#type::matcher::v3::PathMatcher;
 use sextant_proto::envoy::r#type::v3::Int32Range;
 use sextant_proto::google::protobuf::Any;
 
 use crate::decode_payload;
 use crate::error::{Partial, at, within};
 use crate::matcher::{StringMatcher, string_matcher};
+use crate::route::{HeaderMatch, header_value};
 
 /// `envoy.filters.network.rbac`.
 pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+/// `envoy.filters.http.rbac`.
+pub const HTTP_RBAC: &str = "envoy.filters.http.rbac";
+
+/// What a TLS connection's peer certificate names, as RBAC reads it (filled by `proxy_tls::peer_identity`). A
+/// peer without a certificate names nothing: its subject is empty, as Envoy's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The URI SANs, in order.
+    pub uri_sans: Vec<String>,
+    /// The DNS SANs, in order.
+    pub dns_sans: Vec<String>,
+    /// The subject in RFC 2253 form (`CN=J. Smith+OU=Sales,O=Sue\, Grabbit and Runn,C=GB`).
+    pub subject: String,
+}
+
+/// One HTTP RBAC filter (`envoy.extensions.filters.http.rbac.v3.RBAC`) of a connection manager.
+#[derive(Debug, Clone)]
+pub struct HttpRbac {
+    /// `rules_stat_prefix`: inserted after `http.PREFIX.rbac.` in the names of its `allowed`/`denied`
+    /// counters, as Envoy joins it (empty: none).
+    pub rules_stat_prefix: String,
+    /// The rules enforced; `None`: the filter lets every request through and counts nothing (Envoy's filter
+    /// without an engine).
+    pub rules: Option<Rules>,
+}
 
 /// One network RBAC filter.
 #[derive(Debug, Clone)]
@@ -76,6 +108,10 @@ pub enum Permission {
     DestinationIp(Cidr),
     /// The TLS SNI (empty when none was sent) matches.
     RequestedServerName(StringMatcher),
+    /// HTTP only: a request header (or `:authority`, `:method`, `:path` with its query, `:scheme`) matches.
+    Header(HeaderMatch),
+    /// HTTP only: the request's path without its query matches (Envoy's `url_path`).
+    UrlPath(StringMatcher),
     /// Every one matches.
     And(Vec<Permission>),
     /// Some one matches.
@@ -95,6 +131,10 @@ pub enum Principal {
     /// The address of the connection's peer (`source_ip`, `direct_remote_ip`, `remote_ip`: the same address
     /// for a connection no proxy protocol or forwarding header re-addresses).
     RemoteIp(Cidr),
+    /// HTTP only: a request header (or pseudo-header) matches.
+    Header(HeaderMatch),
+    /// HTTP only: the request's path without its query matches.
+    UrlPath(StringMatcher),
     /// Every one matches.
     And(Vec<Principal>),
     /// Some one matches.
@@ -163,7 +203,7 @@ pub(crate) fn network_rbac(config: &Any) -> Partial<Rbac> {
         }
     }
     let rules = match &r.rules {
-        Some(rules) => Some(within("rules", self::rules(rules))?),
+        Some(rules) => Some(within("rules", self::rules(rules, Layer::Network))?),
         None => None,
     };
     Ok(Rbac {
@@ -172,7 +212,51 @@ pub(crate) fn network_rbac(config: &Any) -> Partial<Rbac> {
     })
 }
 
-fn rules(r: &pb::Rbac) -> Partial<Rules> {
+/// Converts an HTTP RBAC filter's `typed_config`. Its other fields (shadow rules, matchers, per-rule stats)
+/// are refused by field before this runs.
+pub(crate) fn http_rbac(config: &Any) -> Partial<HttpRbac> {
+    if config.type_url != http::Rbac::type_url() {
+        return at(
+            "",
+            format!(
+                "{HTTP_RBAC} needs {}, not {}",
+                http::Rbac::type_url(),
+                config.type_url
+            ),
+        );
+    }
+    let r: http::Rbac = decode_payload(config)?;
+    let rules = match &r.rules {
+        Some(rules) => Some(within("rules", self::rules(rules, Layer::Http))?),
+        None => None,
+    };
+    Ok(HttpRbac {
+        rules_stat_prefix: r.rules_stat_prefix.clone(),
+        rules,
+    })
+}
+
+/// Which filter the rules belong to: a network filter sees no request, so HTTP rules are refused there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Network,
+    Http,
+}
+
+impl Layer {
+    /// Refuses an HTTP-only rule in a network filter.
+    fn needs_http(self, field: &str) -> Partial<()> {
+        match self {
+            Layer::Http => Ok(()),
+            Layer::Network => at(
+                field,
+                format!("{field} is only implemented in the HTTP RBAC filter ({HTTP_RBAC})"),
+            ),
+        }
+    }
+}
+
+fn rules(r: &pb::Rbac, layer: Layer) -> Partial<Rules> {
     let action = match pb::rbac::Action::try_from(r.action) {
         Ok(pb::rbac::Action::Allow) => Action::Allow,
         Ok(pb::rbac::Action::Deny) => Action::Deny,
@@ -186,14 +270,14 @@ fn rules(r: &pb::Rbac) -> Partial<Rules> {
         .map(|name| {
             within(
                 &format!("policies[{name:?}]"),
-                policy(name, &r.policies[name]),
+                policy(name, &r.policies[name], layer),
             )
         })
         .collect::<Partial<Vec<_>>>()?;
     Ok(Rules { action, policies })
 }
 
-fn policy(name: &str, p: &pb::Policy) -> Partial<Policy> {
+fn policy(name: &str, p: &pb::Policy, layer: Layer) -> Partial<Policy> {
     // Envoy's rules (`repeated.min_items = 1`).
     if p.permissions.is_empty() {
         return at("permissions", "a policy needs a permission");
@@ -203,13 +287,13 @@ fn policy(name: &str, p: &pb::Policy) -> Partial<Policy> {
     }
     Ok(Policy {
         name: name.to_string(),
-        permissions: list("permissions", &p.permissions, permission)?,
-        principals: list("principals", &p.principals, principal)?,
+        permissions: list("permissions", &p.permissions, |x| permission(x, layer))?,
+        principals: list("principals", &p.principals, |x| principal(x, layer))?,
     })
 }
 
 /// Converts each item of a list, naming `field[i]` in an error.
-fn list<P, T>(field: &str, items: &[P], convert: fn(&P) -> Partial<T>) -> Partial<Vec<T>> {
+fn list<P, T>(field: &str, items: &[P], convert: impl Fn(&P) -> Partial<T>) -> Partial<Vec<T>> {
     items
         .iter()
         .enumerate()
@@ -222,7 +306,7 @@ fn set<P, T>(
     field: &str,
     inner: &str,
     items: &[P],
-    convert: fn(&P) -> Partial<T>,
+    convert: impl Fn(&P) -> Partial<T>,
 ) -> Partial<Vec<T>> {
     if items.is_empty() {
         return at(format!("{field}.{inner}"), "a set needs at least one rule");
@@ -230,7 +314,7 @@ fn set<P, T>(
     within(field, list(inner, items, convert))
 }
 
-fn permission(p: &pb::Permission) -> Partial<Permission> {
+fn permission(p: &pb::Permission, layer: Layer) -> Partial<Permission> {
     use pb::permission::Rule as R;
     Ok(match &p.rule {
         Some(R::Any(true)) => Permission::Any,
@@ -251,9 +335,21 @@ fn permission(p: &pb::Permission) -> Partial<Permission> {
         Some(R::RequestedServerName(m)) => {
             Permission::RequestedServerName(within("requested_server_name", string_matcher(m))?)
         }
-        Some(R::AndRules(s)) => Permission::And(set("and_rules", "rules", &s.rules, permission)?),
-        Some(R::OrRules(s)) => Permission::Or(set("or_rules", "rules", &s.rules, permission)?),
-        Some(R::NotRule(p)) => Permission::Not(Box::new(within("not_rule", permission(p))?)),
+        Some(R::Header(h)) => {
+            layer.needs_http("header")?;
+            Permission::Header(within("header", header(h))?)
+        }
+        Some(R::UrlPath(m)) => {
+            layer.needs_http("url_path")?;
+            Permission::UrlPath(within("url_path", url_path(m))?)
+        }
+        Some(R::AndRules(s)) => Permission::And(set("and_rules", "rules", &s.rules, |x| {
+            permission(x, layer)
+        })?),
+        Some(R::OrRules(s)) => Permission::Or(set("or_rules", "rules", &s.rules, |x| {
+            permission(x, layer)
+        })?),
+        Some(R::NotRule(p)) => Permission::Not(Box::new(within("not_rule", permission(p, layer))?)),
         // Every other rule is refused by field before conversion; this guards the conversion on its own.
         Some(_) => return at("", "this permission is not implemented"),
         None => return at("", "a permission needs a rule"),
@@ -276,7 +372,7 @@ fn port_range(range: &Int32Range) -> Partial<Permission> {
     Ok(Permission::DestinationPortRange { start, end })
 }
 
-fn principal(p: &pb::Principal) -> Partial<Principal> {
+fn principal(p: &pb::Principal, layer: Layer) -> Partial<Principal> {
     use pb::principal::Identifier as I;
     Ok(match &p.identifier {
         Some(I::Any(true)) => Principal::Any,
@@ -290,12 +386,45 @@ fn principal(p: &pb::Principal) -> Partial<Principal> {
         Some(I::SourceIp(c)) => Principal::RemoteIp(within("source_ip", cidr(c))?),
         Some(I::DirectRemoteIp(c)) => Principal::RemoteIp(within("direct_remote_ip", cidr(c))?),
         Some(I::RemoteIp(c)) => Principal::RemoteIp(within("remote_ip", cidr(c))?),
-        Some(I::AndIds(s)) => Principal::And(set("and_ids", "ids", &s.ids, principal)?),
-        Some(I::OrIds(s)) => Principal::Or(set("or_ids", "ids", &s.ids, principal)?),
-        Some(I::NotId(p)) => Principal::Not(Box::new(within("not_id", principal(p))?)),
+        Some(I::Header(h)) => {
+            layer.needs_http("header")?;
+            Principal::Header(within("header", header(h))?)
+        }
+        Some(I::UrlPath(m)) => {
+            layer.needs_http("url_path")?;
+            Principal::UrlPath(within("url_path", url_path(m))?)
+        }
+        Some(I::AndIds(s)) => {
+            Principal::And(set("and_ids", "ids", &s.ids, |x| principal(x, layer))?)
+        }
+        Some(I::OrIds(s)) => Principal::Or(set("or_ids", "ids", &s.ids, |x| principal(x, layer))?),
+        Some(I::NotId(p)) => Principal::Not(Box::new(within("not_id", principal(p, layer))?)),
         Some(_) => return at("", "this principal is not implemented"),
         None => return at("", "a principal needs an identifier"),
     })
+}
+
+/// A `HeaderMatcher` (`name`, `string_match` or `present_match`, `invert_match`; the deprecated match forms
+/// and `treat_missing_header_as_empty` are refused by field). Names compare case-insensitively, as Envoy's.
+fn header(h: &HeaderMatcher) -> Partial<HeaderMatch> {
+    // Envoy's rule (`string.min_len = 1`, a well-known header name).
+    if h.name.is_empty() {
+        return at("name", "a header matcher needs a name");
+    }
+    Ok(HeaderMatch {
+        name: h.name.to_ascii_lowercase(),
+        value: header_value(h)?,
+        invert: h.invert_match,
+    })
+}
+
+/// A `PathMatcher`: its `path` StringMatcher (Envoy's rule: required).
+fn url_path(m: &PathMatcher) -> Partial<StringMatcher> {
+    use sextant_proto::envoy::r#type::matcher::v3::path_matcher::Rule;
+    match &m.rule {
+        Some(Rule::Path(s)) => within("path", string_matcher(s)),
+        None => at("path", "a path matcher needs a path"),
+    }
 }
 
 /// A `CidrRange`: an IP address and a prefix length, which Envoy clamps to the address's bits.

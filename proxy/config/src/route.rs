@@ -487,7 +487,7 @@ fn route_match(m: Option<&pb::RouteMatch>) -> Partial<RouteMatch> {
     })
 }
 
-fn header_value(h: &pb::HeaderMatcher) -> Partial<ValueMatch> {
+pub(crate) fn header_value(h: &pb::HeaderMatcher) -> Partial<ValueMatch> {
     use pb::header_matcher::HeaderMatchSpecifier as H;
     match &h.header_match_specifier {
         Some(H::PresentMatch(true)) => Ok(ValueMatch::Present),

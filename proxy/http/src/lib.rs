@@ -1,6 +1,6 @@
 //! The HTTP connection manager (Envoy's `http_connection_manager`): serves HTTP/1.1 and HTTP/2 on a downstream
-//! connection, routes each request by the route configuration its listener names, runs the fault and CORS
-//! filters as the route says, and forwards it (`forward`), or answers it itself (redirects, direct responses,
+//! connection, decides each request by its RBAC filters (`rbac`), routes it by the route configuration its
+//! listener names, runs the fault and CORS filters as the route says, and forwards it (`forward`), or answers it itself (redirects, direct responses,
 //! errors, in Envoy's local-reply form).
 //!
 //! Each request reads the snapshot current when it starts and keeps it to its end. Bounded by construction:
@@ -12,6 +12,7 @@ mod forward;
 mod headers;
 mod idle;
 mod local;
+pub mod rbac;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use proxy_config::listener::HttpManager;
+use proxy_config::rbac::PeerIdentity;
 use proxy_config::route::{Action, MILLION, PathMatch};
 use proxy_state::Snapshots;
 use proxy_stats::{Counter, Gauge, Histogram, Scope, Stats};
@@ -119,6 +121,7 @@ impl ManagerStats {
 pub struct Manager {
     config: HttpManager,
     stats: ManagerStats,
+    rbac: rbac::Filters,
     mirrors: Arc<AtomicUsize>,
     limits: Limits,
 }
@@ -127,9 +130,11 @@ impl Manager {
     /// A manager for `config`, its stats in `stats`.
     pub fn new(config: HttpManager, stats: &Stats, limits: Limits) -> Manager {
         let stats_handles = ManagerStats::new(stats, &config.stat_prefix);
+        let rbac = rbac::Filters::new(&config.rbac, &config.stat_prefix, stats);
         Manager {
             config,
             stats: stats_handles,
+            rbac,
             mirrors: Arc::new(AtomicUsize::new(0)),
             limits,
         }
@@ -138,6 +143,12 @@ impl Manager {
     /// Its stats.
     pub fn stats(&self) -> &ManagerStats {
         &self.stats
+    }
+
+    /// Whether its RBAC filters match the names in a peer certificate (so the listener must read them into
+    /// [`Downstream::identity`]).
+    pub fn reads_certificates(&self) -> bool {
+        self.rbac.reads_certificates()
     }
 
     fn mirror_slot(&self) -> Option<MirrorSlot> {
@@ -163,14 +174,21 @@ impl Drop for MirrorSlot {
 }
 
 /// The downstream connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Downstream {
     /// The client's address.
     pub peer: SocketAddr,
     /// Where the client meant to connect, for connections redirected to the proxy.
     pub original_dst: Option<SocketAddr>,
+    /// Where the connection went: `original_dst`, else the address it arrived on (RBAC's destination).
+    pub destination: Option<SocketAddr>,
+    /// The SNI the TLS inspector read; empty when none (RBAC's `requested_server_name`).
+    pub server_name: Arc<str>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer certificate's names on a TLS connection (`None` for plain text); empty unless some RBAC
+    /// principal reads them (`Manager::reads_certificates`).
+    pub identity: Option<Arc<PeerIdentity>>,
 }
 
 struct Ctx {
@@ -193,6 +211,7 @@ pub async fn serve<I>(
 {
     manager.stats.cx_total.inc();
     manager.stats.cx_active.inc();
+    let ctx_peer = downstream.peer;
     let activity = idle::Activity::new();
     let ctx = Arc::new(Ctx {
         manager: manager.clone(),
@@ -241,7 +260,7 @@ pub async fn serve<I>(
     };
     if let Err(e) = result {
         count_error(&manager.stats, e.as_ref());
-        tracing::debug!(peer = %downstream.peer, error = %e, "downstream connection ended with an error");
+        tracing::debug!(peer = %ctx_peer, error = %e, "downstream connection ended with an error");
     }
     manager.stats.cx_active.dec();
 }
@@ -302,6 +321,27 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         authority.as_str()
     };
     let scheme = if ctx.downstream.tls { "https" } else { "http" };
+    // Envoy's RBAC filters decode before the router: a denied request never reaches routing.
+    if !manager.rbac.is_empty() {
+        let d = &ctx.downstream;
+        let cx = proxy_route::rbac::Context {
+            peer: d.peer,
+            destination: d.destination,
+            server_name: &d.server_name,
+            tls: d.identity.as_deref(),
+            http: Some(proxy_route::rbac::HttpRequest {
+                authority: &authority,
+                method: parts.method.as_str(),
+                path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                scheme,
+                headers: &parts.headers,
+            }),
+        };
+        if !manager.rbac.allow(&cx) {
+            tracing::debug!(peer = %d.peer, path = %parts.uri.path(), "request denied by RBAC");
+            return local::response(403, rbac::DENIED_BODY);
+        }
+    }
     let Some(router) = snapshot.routers.get(&manager.config.route_config).cloned() else {
         manager.stats.no_route.inc();
         return local::response(404, "");

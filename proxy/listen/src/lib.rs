@@ -71,6 +71,14 @@ enum Runner {
     Tcp(proxy_config::listener::TcpProxy, tcp::TcpStats),
 }
 
+impl Chain {
+    /// Whether an RBAC principal of its network filters or its HTTP manager's reads peer certificates.
+    fn reads_certificates(&self) -> bool {
+        self.rbac.reads_certificates()
+            || matches!(&self.runner, Runner::Http(m) if m.reads_certificates())
+    }
+}
+
 #[derive(Clone)]
 struct ListenerStats {
     cx_total: Counter,
@@ -351,6 +359,8 @@ async fn connection(
     let run = Run {
         peer,
         dst,
+        destination,
+        server_name: detected.server_name.as_deref().unwrap_or(""),
         runner: &chain.runner,
         snapshot,
         snapshots,
@@ -358,7 +368,7 @@ async fn connection(
     };
     if !chain.tls {
         if chain.rbac.allow(&facts) {
-            run.serve(stream, false).await;
+            run.serve(stream, None).await;
         } else {
             tracing::debug!(%peer, listener = %listener.name, "connection denied by RBAC");
         }
@@ -381,18 +391,18 @@ async fn connection(
                         if certificates.is_none_or(<[_]>::is_empty) {
                             prepared.stats.ssl_no_certificate.inc();
                         }
-                        // Only read when some principal matches the names in it.
-                        let peer_identity = if chain.rbac.reads_certificates() {
-                            proxy_tls::PeerIdentity::of(certificates)
+                        // Only read when some principal (network or HTTP) matches the names in it.
+                        let peer_identity = Arc::new(if chain.reads_certificates() {
+                            proxy_tls::peer_identity(certificates)
                         } else {
                             proxy_tls::PeerIdentity::default()
-                        };
+                        });
                         let facts = rbac::Facts {
                             tls: Some(&peer_identity),
                             ..facts
                         };
                         if chain.rbac.allow(&facts) {
-                            run.serve(tls, true).await;
+                            run.serve(tls, Some(peer_identity.clone())).await;
                         } else {
                             tracing::debug!(%peer, listener = %listener.name, "TLS connection denied by RBAC");
                         }
@@ -420,6 +430,8 @@ fn snapshot_tls(snapshot: &Snapshot, listener: &str, chain: usize) -> Option<pro
 struct Run<'a> {
     peer: SocketAddr,
     dst: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+    server_name: &'a str,
     runner: &'a Runner,
     snapshot: Arc<Snapshot>,
     snapshots: Snapshots,
@@ -427,7 +439,8 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn serve<I>(self, io: I, tls: bool)
+    /// Runs the chain on `io`; `identity` is the peer's on a connection whose TLS the chain terminated.
+    async fn serve<I>(self, io: I, identity: Option<Arc<proxy_tls::PeerIdentity>>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -436,7 +449,10 @@ impl Run<'_> {
                 let downstream = Downstream {
                     peer: self.peer,
                     original_dst: self.dst,
-                    tls,
+                    destination: self.destination,
+                    server_name: self.server_name.into(),
+                    tls: identity.is_some(),
+                    identity,
                 };
                 proxy_http::serve(io, downstream, manager.clone(), self.snapshots, self.drain)
                     .await;

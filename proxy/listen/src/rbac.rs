@@ -5,14 +5,16 @@
 //! connected upstream, so a denied client's connection reaches the upstream there and never here; the
 //! decision itself is the same, as it reads nothing of the bytes.)
 //!
-//! Semantics as Envoy's: a policy matches when one of its permissions and one of its principals match; ALLOW
+//! The policies are decided by the engine the HTTP filter shares (`proxy_route::rbac`). Semantics as
+//! Envoy's: a policy matches when one of its permissions and one of its principals match; ALLOW
 //! lets a connection through only if some policy matches (no policies: none passes), DENY closes it if some
 //! policy matches. Each filter counts `PREFIX.rbac.allowed` or `PREFIX.rbac.denied`; after a denial the
 //! later filters neither decide nor count.
 
 use std::net::SocketAddr;
 
-use proxy_config::rbac::{Action, Permission, Policy, Principal, Rbac, Rules};
+use proxy_config::rbac::{Rbac, Rules};
+use proxy_route::rbac;
 use proxy_stats::{Counter, Scope, Stats};
 use proxy_tls::PeerIdentity;
 
@@ -47,9 +49,7 @@ impl Filters {
         let reads_certificates = config
             .iter()
             .filter_map(|f| f.rules.as_ref())
-            .flat_map(|r| &r.policies)
-            .flat_map(|p| &p.principals)
-            .any(reads_certificate);
+            .any(rbac::reads_certificates);
         let filters = config
             .iter()
             .map(|r| {
@@ -91,65 +91,16 @@ impl Filters {
     }
 }
 
-fn reads_certificate(p: &Principal) -> bool {
-    match p {
-        Principal::Authenticated(m) => m.is_some(),
-        Principal::And(v) | Principal::Or(v) => v.iter().any(reads_certificate),
-        Principal::Not(p) => reads_certificate(p),
-        Principal::Any | Principal::RemoteIp(_) => false,
-    }
-}
-
-/// Whether `rules` let the connection through.
+/// Whether `rules` let the connection through (the shared engine, without a request).
 pub(crate) fn decide(rules: &Rules, facts: &Facts<'_>) -> bool {
-    let matched = rules.policies.iter().any(|p| policy_matches(p, facts));
-    match rules.action {
-        Action::Allow => matched,
-        Action::Deny => !matched,
-    }
-}
-
-fn policy_matches(p: &Policy, facts: &Facts<'_>) -> bool {
-    p.permissions.iter().any(|x| permission_matches(x, facts))
-        && p.principals.iter().any(|x| principal_matches(x, facts))
-}
-
-fn permission_matches(p: &Permission, facts: &Facts<'_>) -> bool {
-    let port = facts.destination.map(|d| u32::from(d.port()));
-    match p {
-        Permission::Any => true,
-        Permission::DestinationPort(want) => port == Some(u32::from(*want)),
-        Permission::DestinationPortRange { start, end } => {
-            port.is_some_and(|p| *start <= p && p < *end)
-        }
-        Permission::DestinationIp(range) => {
-            facts.destination.is_some_and(|d| range.contains(d.ip()))
-        }
-        Permission::RequestedServerName(m) => m.matches(facts.server_name),
-        Permission::And(v) => v.iter().all(|x| permission_matches(x, facts)),
-        Permission::Or(v) => v.iter().any(|x| permission_matches(x, facts)),
-        Permission::Not(x) => !permission_matches(x, facts),
-    }
-}
-
-fn principal_matches(p: &Principal, facts: &Facts<'_>) -> bool {
-    match p {
-        Principal::Any => true,
-        Principal::Authenticated(m) => match (facts.tls, m) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            // Envoy's order: any URI SAN, any DNS SAN, else the subject (empty without a certificate).
-            (Some(id), Some(m)) => {
-                id.uri_sans.iter().any(|u| m.matches(u))
-                    || id.dns_sans.iter().any(|d| m.matches(d))
-                    || m.matches(&id.subject)
-            }
-        },
-        Principal::RemoteIp(range) => range.contains(facts.peer.ip()),
-        Principal::And(v) => v.iter().all(|x| principal_matches(x, facts)),
-        Principal::Or(v) => v.iter().any(|x| principal_matches(x, facts)),
-        Principal::Not(x) => !principal_matches(x, facts),
-    }
+    let cx = rbac::Context {
+        peer: facts.peer,
+        destination: facts.destination,
+        server_name: facts.server_name,
+        tls: facts.tls,
+        http: None,
+    };
+    rbac::decide(rules, &cx)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! longest `*` suffix wildcard, then the longest `*` prefix wildcard, then `*`), then the first of its routes
 //! whose path, header and query conditions all hold, then for a weighted route one cluster by weight.
 
+pub mod rbac;
+
 use std::collections::HashMap;
 
 use http::HeaderMap;

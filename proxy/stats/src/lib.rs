@@ -30,6 +30,14 @@ pub enum Scope {
     /// A network RBAC filter's `PREFIX.rbac.…`, holding `PREFIX.rbac.` (made by [`Scope::rbac`]); its
     /// Prometheus form is Envoy 1.40's tag extraction of the name (see [`Scope::rbac`]).
     Rbac(String),
+    /// An HTTP RBAC filter's `http.PREFIX.rbac.[RULES.]…` (made by [`Scope::http_rbac`]): the connection
+    /// manager's prefix and the filter's `rules_stat_prefix` (empty: none).
+    HttpRbac {
+        /// The connection manager's `stat_prefix`.
+        manager: String,
+        /// The filter's `rules_stat_prefix`.
+        rules: String,
+    },
     /// A process-wide stat: `NAME` → `envoy_NAME` (dots become underscores).
     Server,
 }
@@ -62,13 +70,32 @@ impl Scope {
         })
     }
 
+    /// The scope of an HTTP RBAC filter's `allowed`/`denied` counters, as Envoy 1.40 joins its names (each
+    /// part joined to the next with one dot unless it ends in one): `http.PREFIX.rbac.allowed`, and with a
+    /// `rules_stat_prefix` of `p` or `p.`, `http.PREFIX.rbac.p.allowed`. (Its shadow counters take an empty
+    /// `rules`: `http.PREFIX.rbac.shadow_allowed`.)
+    ///
+    /// Prometheus, as Envoy 1.40's default tags take them out of the name: `envoy_http_rbac_allowed` with
+    /// `envoy_rbac_http_prefix="p"` (when the rules prefix is one segment) and
+    /// `envoy_http_conn_manager_prefix="PREFIX"`.
+    pub fn http_rbac(manager: &str, rules_stat_prefix: &str) -> Scope {
+        Scope::HttpRbac {
+            manager: manager.to_string(),
+            // `p.` and `p` join to the same names: one key, so one counter.
+            rules: rules_stat_prefix
+                .strip_suffix('.')
+                .unwrap_or(rules_stat_prefix)
+                .to_string(),
+        }
+    }
+
     fn parts(&self) -> (&'static str, &'static str, Option<&str>) {
         match self {
             Scope::Cluster(n) => ("cluster", "envoy_cluster_name", Some(n)),
             Scope::Http(n) => ("http", "envoy_http_conn_manager_prefix", Some(n)),
             Scope::Listener(n) => ("listener", "envoy_listener_address", Some(n)),
             Scope::Tcp(n) => ("tcp", "envoy_tcp_prefix", Some(n)),
-            Scope::Rbac(_) | Scope::Server => ("", "", None),
+            Scope::Rbac(_) | Scope::HttpRbac { .. } | Scope::Server => ("", "", None),
         }
     }
 
@@ -76,6 +103,10 @@ impl Scope {
     pub fn stat_name(&self, name: &str) -> String {
         match (self, self.parts()) {
             (Scope::Rbac(base), _) => format!("{base}{name}"),
+            (Scope::HttpRbac { manager, rules }, _) => {
+                let dot = if rules.is_empty() { "" } else { "." };
+                format!("http.{manager}.rbac.{rules}{dot}{name}")
+            }
             (_, (family, _, Some(tag))) => format!("{family}.{tag}.{name}"),
             _ => name.to_string(),
         }
@@ -83,6 +114,22 @@ impl Scope {
 
     /// The Prometheus metric name of stat `name` (before sanitizing) and its labels, in Envoy's order.
     fn prometheus_form<'a>(&'a self, name: &str) -> (String, Vec<(&'static str, &'a str)>) {
+        if let Scope::HttpRbac { manager, rules } = self {
+            let mut labels = Vec::new();
+            let mut metric = String::from("envoy_http_rbac_");
+            if !rules.is_empty() {
+                if rules.contains('.') {
+                    // Not one segment: no tag takes it, it stays in the name.
+                    metric.push_str(rules);
+                    metric.push('_');
+                } else {
+                    labels.push(("envoy_rbac_http_prefix", rules.as_str()));
+                }
+            }
+            labels.push(("envoy_http_conn_manager_prefix", manager.as_str()));
+            metric.push_str(name);
+            return (metric, labels);
+        }
         let Scope::Rbac(base) = self else {
             return match self.parts() {
                 ("", _, _) => (format!("envoy_{name}"), Vec::new()),
@@ -533,6 +580,43 @@ mod tests {
             "envoy_allowed{envoy_rbac_prefix=\"http\",envoy_http_conn_manager_prefix=\"rbac\"} 0\n",
             "envoy_rbac_rbac_allowed{envoy_rbac_prefix=\"a\"} 0\n",
             "envoy_cluster_rbac_allowed{envoy_cluster_name=\"x\"} 0\n",
+        ] {
+            assert!(prom.contains(line), "{line} missing from\n{prom}");
+        }
+    }
+
+    #[test]
+    fn http_rbac_stats_join_the_rules_prefix_as_envoy_does() {
+        let stats = Stats::new();
+        stats
+            .counter(&Scope::http_rbac("inbound_0.0.0.0_8080", ""), "allowed")
+            .add(2);
+        stats
+            .counter(&Scope::http_rbac("inbound_0.0.0.0_8080", ""), "denied")
+            .inc();
+        stats
+            .counter(&Scope::http_rbac("hcm", "deny"), "denied")
+            .inc();
+        stats
+            .counter(&Scope::http_rbac("hcm", "deny."), "denied")
+            .inc();
+        stats.counter(&Scope::http_rbac("hcm", "a.b"), "allowed");
+        assert_eq!(
+            stats.value("http.inbound_0.0.0.0_8080.rbac.allowed"),
+            Some(2)
+        );
+        assert_eq!(
+            stats.value("http.inbound_0.0.0.0_8080.rbac.denied"),
+            Some(1)
+        );
+        // `deny` and `deny.` name the same counter, as Envoy's join makes them.
+        assert_eq!(stats.value("http.hcm.rbac.deny.denied"), Some(2));
+        assert_eq!(stats.value("http.hcm.rbac.a.b.allowed"), Some(0));
+        let prom = stats.prometheus();
+        for line in [
+            "envoy_http_rbac_allowed{envoy_http_conn_manager_prefix=\"inbound_0.0.0.0_8080\"} 2\n",
+            "envoy_http_rbac_denied{envoy_http_conn_manager_prefix=\"inbound_0.0.0.0_8080\"} 1\n",
+            "envoy_http_rbac_denied{envoy_rbac_http_prefix=\"deny\",envoy_http_conn_manager_prefix=\"hcm\"} 2\n",
         ] {
             assert!(prom.contains(line), "{line} missing from\n{prom}");
         }

@@ -9,43 +9,31 @@ use x509_parser::asn1_rs::{Any, Tag, ToDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
-/// What a TLS connection's peer certificate names. A peer without a certificate names nothing: its subject
-/// is empty, as Envoy's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// The URI SANs, in order.
-    pub uri_sans: Vec<String>,
-    /// The DNS SANs, in order.
-    pub dns_sans: Vec<String>,
-    /// The subject in RFC 2253 form (`CN=J. Smith+OU=Sales,O=Sue\, Grabbit and Runn,C=GB`).
-    pub subject: String,
-}
+pub use proxy_config::rbac::PeerIdentity;
 
-impl PeerIdentity {
-    /// The identity in the leaf of `chain` (a peer's certificates, leaf first); empty without one or when
-    /// it does not parse (rustls verified it, so it does).
-    pub fn of(chain: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
-        let Some(leaf) = chain.and_then(<[_]>::first) else {
-            return PeerIdentity::default();
-        };
-        let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
-            return PeerIdentity::default();
-        };
-        let mut identity = PeerIdentity {
-            subject: rfc2253(cert.subject()),
-            ..PeerIdentity::default()
-        };
-        if let Ok(Some(sans)) = cert.subject_alternative_name() {
-            for name in &sans.value.general_names {
-                match name {
-                    GeneralName::URI(uri) => identity.uri_sans.push(uri.to_string()),
-                    GeneralName::DNSName(dns) => identity.dns_sans.push(dns.to_string()),
-                    _ => {}
-                }
+/// The identity in the leaf of `chain` (a peer's certificates, leaf first); empty without one or when it
+/// does not parse (rustls verified it, so it does).
+pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
+    let Some(leaf) = chain.and_then(<[_]>::first) else {
+        return PeerIdentity::default();
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
+        return PeerIdentity::default();
+    };
+    let mut identity = PeerIdentity {
+        subject: rfc2253(cert.subject()),
+        ..PeerIdentity::default()
+    };
+    if let Ok(Some(sans)) = cert.subject_alternative_name() {
+        for name in &sans.value.general_names {
+            match name {
+                GeneralName::URI(uri) => identity.uri_sans.push(uri.to_string()),
+                GeneralName::DNSName(dns) => identity.dns_sans.push(dns.to_string()),
+                _ => {}
             }
         }
-        identity
     }
+    identity
 }
 
 /// OpenSSL's short names of the attribute types subjects use; others print as dotted OIDs.

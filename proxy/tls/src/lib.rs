@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use hello::{Hello, MAX_HELLO_BYTES, client_hello};
-pub use identity::PeerIdentity;
+pub use identity::{PeerIdentity, peer_identity};
 pub use rustls;
 
 /// The SDS secrets held, by name.

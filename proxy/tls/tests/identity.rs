@@ -1,13 +1,13 @@
 //! The identity a peer certificate names, as Envoy's RBAC reads it: URI SANs, DNS SANs, and the subject
 //! exactly as OpenSSL prints it in RFC 2253 form (`fixtures/subject.rfc2253`, written by `fixtures/gen.sh`).
 
-use proxy_tls::PeerIdentity;
 use proxy_tls::rustls::pki_types::CertificateDer;
 use proxy_tls::rustls::pki_types::pem::PemObject;
+use proxy_tls::{PeerIdentity, peer_identity};
 
 fn identity(pem: &str) -> PeerIdentity {
     let cert = CertificateDer::from_pem_slice(pem.as_bytes()).expect("a PEM certificate");
-    PeerIdentity::of(Some(&[cert]))
+    peer_identity(Some(&[cert]))
 }
 
 #[test]
@@ -41,8 +41,8 @@ fn the_subject_prints_as_openssl_prints_it() {
 
 #[test]
 fn no_certificate_names_nothing() {
-    assert_eq!(PeerIdentity::of(None), PeerIdentity::default());
-    assert_eq!(PeerIdentity::of(Some(&[])), PeerIdentity::default());
+    assert_eq!(peer_identity(None), PeerIdentity::default());
+    assert_eq!(peer_identity(Some(&[])), PeerIdentity::default());
     let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
-    assert_eq!(PeerIdentity::of(Some(&[garbage])), PeerIdentity::default());
+    assert_eq!(peer_identity(Some(&[garbage])), PeerIdentity::default());
 }

@@ -1,0 +1,306 @@
+//! HTTP RBAC on real sockets: a connection manager running `[rbac DENY, rbac ALLOW, router]` (pilot's shape
+//! for an inbound HTTP chain) in front of an HTTP backend. DENY refuses paths under `/admin`, ALLOW lets only
+//! GET through: denied requests are answered `403 RBAC: access denied` by the proxy, and the backend sees only
+//! the allowed request. `http.PREFIX.rbac.allowed`/`denied` count each filter's decisions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proxy_config::cluster::{Cluster, Discovery, HttpOptions, LbPolicy, Limits, Protocol};
+use proxy_config::endpoint::{Endpoint, Locality};
+use proxy_config::listener::{ChainMatch, Direction, FilterChain, HttpManager, Listener, Network};
+use proxy_config::matcher::{StringMatch, StringMatcher};
+use proxy_config::rbac::{Action, HttpRbac, Permission, Policy, Principal, Rules};
+use proxy_config::route::{
+    self, Clusters, Forward, HeaderMatch, HeaderOps, PathMatch, RouteConfig, RouteMatch,
+    ValueMatch, VirtualHost,
+};
+use proxy_route::Router;
+use proxy_state::Snapshot;
+use proxy_stats::Stats;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+
+/// Longest any one step may take before the test fails (a guard, never waited out on success).
+const PATIENCE: Duration = Duration::from_secs(20);
+const MANAGER: &str = "inbound_0.0.0.0_9080";
+
+/// A port on 127.0.0.1 held (bound, never listening) so the proxy can bind it and nothing else takes it.
+struct HeldPort {
+    _socket: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl HeldPort {
+    fn hold() -> HeldPort {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.set_reuseport(true).expect("SO_REUSEPORT");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let addr = socket.local_addr().expect("held address");
+        HeldPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// An HTTP/1.1 backend answering `200 backend` to every request (bodiless ones: the only kind the proxy
+/// lets through here) and recording each request line.
+async fn http_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        record.lock().expect("not poisoned").push(line);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nbackend";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn backend_cluster(backend: SocketAddr, stats: &Arc<Stats>) -> Arc<proxy_balance::Cluster> {
+    let config = Cluster {
+        name: "backend".into(),
+        discovery: Discovery::Static(vec![Locality {
+            name: Default::default(),
+            weight: 1,
+            endpoints: vec![Endpoint {
+                address: backend,
+                weight: 1,
+                healthy: true,
+            }],
+        }]),
+        connect_timeout: Duration::from_secs(5),
+        lb: LbPolicy::RoundRobin,
+        limits: Limits::default(),
+        protocol: Protocol::Http1,
+        http: HttpOptions::default(),
+        outlier: None,
+        panic_threshold: 50.0,
+        tls: None,
+    };
+    Arc::new(proxy_balance::Cluster::new(config, stats))
+}
+
+/// Every request to the cluster `backend`.
+fn routes() -> RouteConfig {
+    RouteConfig {
+        name: "9080".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "inbound|http|9080".into(),
+            domains: vec!["*".into()],
+            routes: vec![route::Route {
+                name: "default".into(),
+                matcher: RouteMatch {
+                    path: PathMatch::Prefix("/".into()),
+                    case_sensitive: true,
+                    headers: vec![],
+                    query: vec![],
+                },
+                action: route::Action::Forward(Forward {
+                    clusters: Clusters::One("backend".into()),
+                    prefix_rewrite: None,
+                    host_rewrite: None,
+                    timeout: None,
+                    retry: None,
+                    mirrors: vec![],
+                    hash: vec![],
+                }),
+                fault: None,
+                cors: None,
+                headers: HeaderOps::default(),
+            }],
+            require_tls: false,
+            attempt_count_header: false,
+        }],
+    }
+}
+
+fn string(pattern: StringMatch) -> StringMatcher {
+    StringMatcher {
+        pattern,
+        ignore_case: false,
+    }
+}
+
+/// DENY `url_path` prefix `/admin`, then ALLOW `:method` GET (its counters under `rules_stat_prefix`).
+fn filters() -> Vec<HttpRbac> {
+    let one = |action, permission| Rules {
+        action,
+        policies: vec![Policy {
+            name: "ns[default]-policy[p]-rule[0]".into(),
+            permissions: vec![permission],
+            principals: vec![Principal::Any],
+        }],
+    };
+    vec![
+        HttpRbac {
+            rules_stat_prefix: String::new(),
+            rules: Some(one(
+                Action::Deny,
+                Permission::UrlPath(string(StringMatch::Prefix("/admin".into()))),
+            )),
+        },
+        HttpRbac {
+            rules_stat_prefix: "allow".into(),
+            rules: Some(one(
+                Action::Allow,
+                Permission::Header(HeaderMatch {
+                    name: ":method".into(),
+                    value: ValueMatch::String(string(StringMatch::Exact("GET".into()))),
+                    invert: false,
+                }),
+            )),
+        },
+    ]
+}
+
+fn listener(address: SocketAddr) -> Arc<Listener> {
+    Arc::new(Listener {
+        name: "http".into(),
+        address,
+        bind: true,
+        use_original_dst: false,
+        original_dst: false,
+        tls_inspector: false,
+        http_inspector: false,
+        listener_filters_timeout: None,
+        continue_on_timeout: false,
+        direction: Direction::Inbound,
+        filter_chains: vec![FilterChain {
+            name: "http-chain".into(),
+            matcher: ChainMatch::default(),
+            rbac: vec![],
+            network: Network::Http(HttpManager {
+                stat_prefix: MANAGER.into(),
+                route_config: "9080".into(),
+                rbac: filters(),
+                fault: false,
+                cors: false,
+                use_remote_address: false,
+                strip_any_host_port: false,
+            }),
+            tls: None,
+        }],
+        default_chain: None,
+    })
+}
+
+/// Waits until `condition` holds, checking again as soon as the runtime has run other tasks for a moment.
+async fn wait_for(condition: impl Fn() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the condition held in time");
+}
+
+/// Sends one HTTP/1.1 request (closing the connection after it) and returns the status and body.
+async fn request(to: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    tokio::time::timeout(PATIENCE, async {
+        let mut conn = TcpStream::connect(to).await.expect("connect");
+        let body = if method == "POST" { "data" } else { "" };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: reviews:9080\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.expect("read");
+        let answer = String::from_utf8(answer).expect("text");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_string())
+    })
+    .await
+    .expect("answered in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_requests_get_403_and_only_the_allowed_one_reaches_the_backend() {
+    let stats = Stats::new();
+    let (backend, seen) = http_backend().await;
+    let held = HeldPort::hold();
+    let listener = listener(held.addr);
+    let snapshot = Snapshot {
+        listeners: BTreeMap::from([(listener.name.clone(), listener)]),
+        routers: HashMap::from([("9080".to_string(), Arc::new(Router::new(routes())))]),
+        clusters: HashMap::from([("backend".to_string(), backend_cluster(backend, &stats))]),
+        ..Default::default()
+    };
+    let (publish, snapshots) = watch::channel(Arc::new(snapshot));
+    let (_stop, stopped) = watch::channel(false);
+    let run_stats = stats.clone();
+    tokio::spawn(async move {
+        let _publish = publish;
+        proxy_listen::run(snapshots, run_stats, Default::default(), stopped).await;
+    });
+    wait_for(|| stats.value("listener_manager.total_listeners_active") == Some(1)).await;
+
+    // Denied by the DENY filter (its path), whatever the method.
+    let (status, body) = request(held.addr, "GET", "/admin").await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    let (status, body) = request(held.addr, "GET", "/admin/users?x=1").await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    // Denied by the ALLOW filter: not a GET.
+    let (status, body) = request(held.addr, "POST", "/").await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    // Allowed by both: forwarded.
+    let (status, body) = request(held.addr, "GET", "/?q=/admin").await;
+    assert_eq!((status, body.as_str()), (200, "backend"));
+
+    assert_eq!(
+        *seen.lock().expect("not poisoned"),
+        vec!["GET /?q=/admin HTTP/1.1".to_string()],
+        "the backend saw only the allowed request"
+    );
+    assert_eq!(stats.value("cluster.backend.upstream_rq_total"), Some(1));
+    // Envoy's names: the DENY filter denied two and let two by; the ALLOW filter (prefix `allow`) saw those.
+    let value = |name: &str| stats.value(&format!("http.{MANAGER}.{name}"));
+    assert_eq!(value("rbac.denied"), Some(2));
+    assert_eq!(value("rbac.allowed"), Some(2));
+    assert_eq!(value("rbac.allow.allowed"), Some(1));
+    assert_eq!(value("rbac.allow.denied"), Some(1));
+    assert_eq!(value("rbac.shadow_allowed"), Some(0));
+    assert_eq!(value("downstream_rq_4xx"), Some(3));
+    let prom = stats.prometheus();
+    for line in [
+        "envoy_http_rbac_denied{envoy_http_conn_manager_prefix=\"inbound_0.0.0.0_9080\"} 2\n",
+        "envoy_http_rbac_allowed{envoy_rbac_http_prefix=\"allow\",envoy_http_conn_manager_prefix=\"inbound_0.0.0.0_9080\"} 1\n",
+    ] {
+        assert!(prom.contains(line), "{line} missing from\n{prom}");
+    }
+}
