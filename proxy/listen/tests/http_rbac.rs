@@ -1,7 +1,8 @@
 //! HTTP RBAC on real sockets: a connection manager running `[rbac DENY, rbac ALLOW, router]` (pilot's shape
 //! for an inbound HTTP chain) in front of an HTTP backend. DENY refuses paths under `/admin`, ALLOW lets only
 //! GET through: denied requests are answered `403 RBAC: access denied` by the proxy, and the backend sees only
-//! the allowed request. `http.PREFIX.rbac.allowed`/`denied` count each filter's decisions.
+//! the allowed request. `http.PREFIX.rbac.allowed`/`denied` count each filter's decisions. Over mTLS, the
+//! listener's peer identity reaches the filter: `authenticated` matches the client certificate's SPIFFE ID.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -17,13 +18,19 @@ use proxy_config::route::{
     self, Clusters, Forward, HeaderMatch, HeaderOps, PathMatch, RouteConfig, RouteMatch,
     ValueMatch, VirtualHost,
 };
+use proxy_config::tls::{Certificate, DownstreamTls, Source, TlsContext, Validation};
 use proxy_route::Router;
 use proxy_state::Snapshot;
 use proxy_stats::Stats;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_tls::rustls::pki_types::pem::PemObject;
+use proxy_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use proxy_tls::rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tls/tests/fixtures");
+const SLEEP: &str = "spiffe://cluster.local/ns/default/sa/sleep";
 /// Longest any one step may take before the test fails (a guard, never waited out on success).
 const PATIENCE: Duration = Duration::from_secs(20);
 const MANAGER: &str = "inbound_0.0.0.0_9080";
@@ -182,7 +189,7 @@ fn filters() -> Vec<HttpRbac> {
     ]
 }
 
-fn listener(address: SocketAddr) -> Arc<Listener> {
+fn listener(address: SocketAddr, rbac: Vec<HttpRbac>, tls: Option<DownstreamTls>) -> Arc<Listener> {
     Arc::new(Listener {
         name: "http".into(),
         address,
@@ -201,13 +208,13 @@ fn listener(address: SocketAddr) -> Arc<Listener> {
             network: Network::Http(HttpManager {
                 stat_prefix: MANAGER.into(),
                 route_config: "9080".into(),
-                rbac: filters(),
+                rbac,
                 fault: false,
                 cors: false,
                 use_remote_address: false,
                 strip_any_host_port: false,
             }),
-            tls: None,
+            tls,
         }],
         default_chain: None,
     })
@@ -224,10 +231,19 @@ async fn wait_for(condition: impl Fn() -> bool) {
     .expect("the condition held in time");
 }
 
-/// Sends one HTTP/1.1 request (closing the connection after it) and returns the status and body.
+/// Sends one HTTP/1.1 request on a new plain connection (closing it after) and returns the status and body.
 async fn request(to: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let conn = TcpStream::connect(to).await.expect("connect");
+    request_on(conn, method, path).await
+}
+
+/// Sends one HTTP/1.1 request on `conn`, closing it after, and returns the status and body.
+async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: S,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
     tokio::time::timeout(PATIENCE, async {
-        let mut conn = TcpStream::connect(to).await.expect("connect");
         let body = if method == "POST" { "data" } else { "" };
         let head = format!(
             "{method} {path} HTTP/1.1\r\nhost: reviews:9080\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -235,7 +251,8 @@ async fn request(to: SocketAddr, method: &str, path: &str) -> (u16, String) {
         );
         conn.write_all(head.as_bytes()).await.expect("write");
         let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await.expect("read");
+        // A TLS peer may close without close_notify once the response is out; what was read counts.
+        let _ = conn.read_to_end(&mut answer).await;
         let answer = String::from_utf8(answer).expect("text");
         let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
         let status = head
@@ -249,26 +266,40 @@ async fn request(to: SocketAddr, method: &str, path: &str) -> (u16, String) {
     .expect("answered in time")
 }
 
+/// Runs the listeners of `snapshot` until the returned sender is dropped; returns once all are bound.
+async fn serve(
+    mut snapshot: Snapshot,
+    listeners: Vec<Arc<Listener>>,
+    stats: &Arc<Stats>,
+) -> watch::Sender<bool> {
+    let count = listeners.len() as i64;
+    snapshot.listeners = listeners
+        .into_iter()
+        .map(|l| (l.name.clone(), l))
+        .collect::<BTreeMap<_, _>>();
+    snapshot.routers = HashMap::from([("9080".to_string(), Arc::new(Router::new(routes())))]);
+    let (publish, snapshots) = watch::channel(Arc::new(snapshot));
+    let (stop, stopped) = watch::channel(false);
+    let run_stats = stats.clone();
+    tokio::spawn(async move {
+        // Holding the publisher keeps the snapshot current for as long as the listeners run.
+        let _publish = publish;
+        proxy_listen::run(snapshots, run_stats, Default::default(), stopped).await;
+    });
+    wait_for(|| stats.value("listener_manager.total_listeners_active") == Some(count)).await;
+    stop
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_requests_get_403_and_only_the_allowed_one_reaches_the_backend() {
     let stats = Stats::new();
     let (backend, seen) = http_backend().await;
     let held = HeldPort::hold();
-    let listener = listener(held.addr);
     let snapshot = Snapshot {
-        listeners: BTreeMap::from([(listener.name.clone(), listener)]),
-        routers: HashMap::from([("9080".to_string(), Arc::new(Router::new(routes())))]),
         clusters: HashMap::from([("backend".to_string(), backend_cluster(backend, &stats))]),
         ..Default::default()
     };
-    let (publish, snapshots) = watch::channel(Arc::new(snapshot));
-    let (_stop, stopped) = watch::channel(false);
-    let run_stats = stats.clone();
-    tokio::spawn(async move {
-        let _publish = publish;
-        proxy_listen::run(snapshots, run_stats, Default::default(), stopped).await;
-    });
-    wait_for(|| stats.value("listener_manager.total_listeners_active") == Some(1)).await;
+    let _stop = serve(snapshot, vec![listener(held.addr, filters(), None)], &stats).await;
 
     // Denied by the DENY filter (its path), whatever the method.
     let (status, body) = request(held.addr, "GET", "/admin").await;
@@ -303,4 +334,109 @@ async fn denied_requests_get_403_and_only_the_allowed_one_reaches_the_backend() 
     ] {
         assert!(prom.contains(line), "{line} missing from\n{prom}");
     }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).expect("a fixture (see fixtures/gen.sh)")
+}
+
+fn server_tls() -> DownstreamTls {
+    DownstreamTls {
+        context: TlsContext {
+            certificate: Some(Certificate::Pair {
+                chain: Source::Inline(fixture("server.pem")),
+                key: Source::Inline(fixture("server.key")),
+            }),
+            validation: Some(Validation {
+                roots: Source::Inline(fixture("ca.pem")),
+                sans: Vec::new(),
+            }),
+            alpn: Vec::new(),
+        },
+        require_client_certificate: true,
+    }
+}
+
+/// An mTLS connection to `to` presenting the fixture certificate `client` (`sleep`, `intruder`).
+async fn mtls(client: &str, to: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&fixture("ca.pem")).expect("CA"))
+        .expect("a root");
+    let chain = vec![
+        CertificateDer::from_pem_slice(&fixture(&format!("{client}.pem"))).expect("certificate"),
+    ];
+    let key = PrivateKeyDer::from_pem_slice(&fixture(&format!("{client}.key"))).expect("key");
+    let provider = Arc::new(proxy_tls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client certificate");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(to).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("a name");
+    tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_matches_the_client_certificate_of_an_mtls_chain() {
+    let stats = Stats::new();
+    let (backend, seen) = http_backend().await;
+    let (tls, plain) = (HeldPort::hold(), HeldPort::hold());
+    let allow_sleep = || {
+        vec![HttpRbac {
+            rules_stat_prefix: String::new(),
+            rules: Some(Rules {
+                action: Action::Allow,
+                policies: vec![Policy {
+                    name: "allow-sleep".into(),
+                    permissions: vec![Permission::Any],
+                    principals: vec![Principal::Authenticated(Some(string(StringMatch::Exact(
+                        SLEEP.into(),
+                    ))))],
+                }],
+            }),
+        }]
+    };
+    let tls_listener = listener(tls.addr, allow_sleep(), Some(server_tls()));
+    let mut plain_listener = (*listener(plain.addr, allow_sleep(), None)).clone();
+    plain_listener.name = "plain".into();
+    let mut snapshot = Snapshot {
+        clusters: HashMap::from([("backend".to_string(), backend_cluster(backend, &stats))]),
+        ..Default::default()
+    };
+    let server = proxy_tls::server_config(&server_tls(), &BTreeMap::new(), Default::default())
+        .expect("server TLS");
+    snapshot
+        .downstream_tls
+        .insert(tls_listener.name.clone(), vec![Some(server)]);
+    let _stop = serve(
+        snapshot,
+        vec![tls_listener, Arc::new(plain_listener)],
+        &stats,
+    )
+    .await;
+
+    let (status, body) = request_on(mtls("sleep", tls.addr).await, "GET", "/sleep").await;
+    assert_eq!((status, body.as_str()), (200, "backend"));
+    let (status, body) = request_on(mtls("intruder", tls.addr).await, "GET", "/intruder").await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    // Plain text is never authenticated.
+    let (status, _) = request(plain.addr, "GET", "/plain").await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        *seen.lock().expect("not poisoned"),
+        vec!["GET /sleep HTTP/1.1".to_string()],
+        "only sleep's request reached the backend"
+    );
+    assert_eq!(
+        stats.value(&format!("http.{MANAGER}.rbac.allowed")),
+        Some(1)
+    );
+    assert_eq!(stats.value(&format!("http.{MANAGER}.rbac.denied")), Some(2));
 }
