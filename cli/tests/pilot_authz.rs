@@ -1,8 +1,9 @@
 //! PeerAuthentication and AuthorizationPolicy through real proxies, on loopback: `web`'s sidecar (Envoy
 //! 1.40 or `sextant proxy`) serves the workload on a Sidecar ingress port, and `front`'s sidecar (Envoy)
 //! calls it over mesh mTLS with pilot's certificates. PERMISSIVE lets a client without a sidecar in as
-//! plain text, STRICT refuses it; an ALLOW policy for `front`'s principal lets `front` in, one for another
-//! principal shuts it out; and when that policy turns invalid its last good version stays enforced (said on
+//! plain text, STRICT refuses it; an ALLOW policy for `front`'s principal lets `front` in, a DENY on a path
+//! answers 403 on that path only (HTTP RBAC on the HTTP port), an ALLOW for another principal shuts `front`
+//! out (403); and when that policy turns invalid its last good version stays enforced (said on
 //! `/debug/config`) until it is fixed.
 
 mod common;
@@ -64,10 +65,17 @@ fn allow(principal: &str) -> String {
     )
 }
 
+const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin/*\"]}}]}]\n";
+
 const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n";
 
 /// `GET /` to `at` with `host`: the status (0 when the connection failed or was closed).
 fn status(at: SocketAddr, host: &str) -> u16 {
+    status_of(at, host, "/")
+}
+
+/// `GET path` to `at` with `host`: the status (0 when the connection failed or was closed).
+fn status_of(at: SocketAddr, host: &str, path: &str) -> u16 {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -80,7 +88,7 @@ fn status(at: SocketAddr, host: &str) -> u16 {
             "-H",
         ])
         .arg(format!("Host: {host}"))
-        .arg(format!("http://{at}/"))
+        .arg(format!("http://{at}{path}"))
         .output()
         .expect("curl (installed by .ci/peers)");
     String::from_utf8_lossy(&out.stdout)
@@ -139,9 +147,20 @@ fn run(plane: Plane) {
         get_json(monitoring, "/debug/config")["authorization_policies"][0]["name"] == "web"
     });
     assert_eq!(status(via_front, host), 200);
+    // HTTP-level rules on the HTTP port: a DENY on a path answers 403 there, and only there.
+    let deny = config.join("deny.yaml");
+    write_atomically(&deny, DENY_ADMIN);
+    wait_until(WAIT, "/admin to be denied", || {
+        status_of(via_front, host, "/admin/x") == 403
+    });
+    assert_eq!(status_of(via_front, host, "/"), 200);
+    std::fs::remove_file(&deny).expect("remove the DENY policy");
+    wait_until(WAIT, "/admin to be served again", || {
+        status_of(via_front, host, "/admin/x") == 200
+    });
     write_atomically(&policy, &allow("cluster.local/ns/shop/sa/other"));
     wait_until(WAIT, "front to be denied", || {
-        status(via_front, host) == 503
+        status(via_front, host) == 403
     });
 
     // Invalid now: its last good version (other only) stays enforced, and pilot says so.
@@ -154,7 +173,7 @@ fn run(plane: Plane) {
     for _ in 0..3 {
         assert_eq!(
             status(via_front, host),
-            503,
+            403,
             "an invalid policy opened the door"
         );
     }

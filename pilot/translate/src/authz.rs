@@ -21,12 +21,19 @@ use pilot_config::types::{AuthorizationAction, MtlsMode, Rule, Source};
 use pilot_xds::build;
 use prost::{Message, Name};
 use sextant_proto::envoy::config::core::v3::CidrRange;
+use sextant_proto::envoy::config::listener::v3::filter;
 use sextant_proto::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
 use sextant_proto::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac, permission, principal, rbac,
 };
+use sextant_proto::envoy::config::route::v3::{HeaderMatcher, header_matcher};
+use sextant_proto::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+};
 use sextant_proto::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
+use sextant_proto::envoy::r#type::matcher::v3::{PathMatcher, path_matcher};
 use sextant_proto::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use sextant_proto::google::protobuf::{Any, UInt32Value};
 
@@ -36,14 +43,18 @@ use crate::listener::tcp_forward;
 
 /// The name Envoy knows the network RBAC filter by.
 pub const RBAC_FILTER: &str = "envoy.filters.network.rbac";
+/// The name Envoy knows the HTTP RBAC filter by.
+pub const HTTP_RBAC_FILTER: &str = "envoy.filters.http.rbac";
 
 /// What a workload's inbound chains enforce.
 #[derive(Clone, Debug, Default)]
 pub struct InboundSecurity {
     /// Its ports' mTLS modes.
     pub mtls: InboundMtls,
-    /// RBAC filters to run before each chain's terminal filter (DENY, then ALLOW).
+    /// Network RBAC filters to run before a TCP chain's terminal filter (DENY, then ALLOW).
     pub filters: Vec<Filter>,
+    /// HTTP RBAC filters to run first in an HTTP chain's connection manager (DENY, then ALLOW).
+    pub http_filters: Vec<HttpFilter>,
 }
 
 /// The inbound security of `proxy`'s workload.
@@ -53,36 +64,45 @@ pub fn inbound_security(mesh: &MeshConfig, proxy: &ProxyInfo) -> InboundSecurity
         .authorization_for(&proxy.namespace, &proxy.labels)
         .collect();
     let mut filters = Vec::new();
+    let mut http_filters = Vec::new();
     for action in [AuthorizationAction::Deny, AuthorizationAction::Allow] {
         let policies: Vec<_> = applicable.iter().filter(|p| p.action == action).collect();
         if policies.is_empty() {
-            continue;
-        }
-        let mut rules = BTreeMap::new();
-        for p in &policies {
-            for (i, rule) in p.rules.iter().enumerate() {
-                if let Some(policy) = rule_policy(rule, action) {
-                    let name = format!("ns[{}]-policy[{}]-rule[{i}]", p.namespace, p.name);
-                    rules.insert(name, policy);
-                }
-            }
-        }
-        if action == AuthorizationAction::Deny && rules.is_empty() {
             continue;
         }
         let envoy_action = match action {
             AuthorizationAction::Deny => rbac::Action::Deny,
             _ => rbac::Action::Allow,
         };
-        let prefix = match action {
-            AuthorizationAction::Deny => "tcp.deny.",
-            _ => "tcp.allow.",
-        };
-        filters.push(rbac_filter(prefix, envoy_action, &rules));
+        for http in [false, true] {
+            let mut rules = BTreeMap::new();
+            for p in &policies {
+                for (i, rule) in p.rules.iter().enumerate() {
+                    if let Some(policy) = rule_policy(rule, action, http) {
+                        let name = format!("ns[{}]-policy[{}]-rule[{i}]", p.namespace, p.name);
+                        rules.insert(name, policy);
+                    }
+                }
+            }
+            if action == AuthorizationAction::Deny && rules.is_empty() {
+                continue;
+            }
+            let rules = rbac_rules(envoy_action, &rules);
+            if http {
+                http_filters.push(http_rbac_filter(&rules));
+            } else {
+                let prefix = match action {
+                    AuthorizationAction::Deny => "tcp.deny.",
+                    _ => "tcp.allow.",
+                };
+                filters.push(network_rbac_filter(prefix, &rules));
+            }
+        }
     }
     InboundSecurity {
         mtls: security.mtls_for(&proxy.namespace, &proxy.labels),
         filters,
+        http_filters,
     }
 }
 
@@ -161,7 +181,8 @@ fn is_mtls(c: &FilterChain) -> bool {
 }
 
 /// A chain under `mode`: a plain chain under STRICT refuses its connections, an mTLS chain under DISABLE
-/// goes; any other gets the RBAC filters first.
+/// goes; any other gets the RBAC filters first — HTTP RBAC inside its connection manager when it is an HTTP
+/// chain, network RBAC before its terminal filter otherwise.
 fn secure_chain(
     mut c: FilterChain,
     mode: MtlsMode,
@@ -178,18 +199,34 @@ fn secure_chain(
         )];
         return Some(c);
     }
-    c.filters.splice(0..0, security.filters.iter().cloned());
+    let hcm = c.filters.last_mut().filter(|f| f.name == build::HCM_FILTER);
+    let Some(filter) = hcm else {
+        c.filters.splice(0..0, security.filters.iter().cloned());
+        return Some(c);
+    };
+    if security.http_filters.is_empty() {
+        return Some(c);
+    }
+    if let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type
+        && let Ok(mut manager) = HttpConnectionManager::decode(any.value.as_slice())
+    {
+        (manager.http_filters).splice(0..0, security.http_filters.iter().cloned());
+        any.value = manager.encode_to_vec();
+        return Some(c);
+    }
+    // A connection manager pilot built but cannot read back: refuse rather than serve it unchecked.
+    c.filters = vec![tcp_forward(
+        BLACK_HOLE,
+        tcp_proxy::ClusterSpecifier::Cluster(BLACK_HOLE.to_string()),
+    )];
     Some(c)
 }
 
-/// A network RBAC filter. Its policies are a protobuf map, which prost encodes in hash order; the bytes
-/// are written here with the policies in name order instead, so the same rules always encode the same
-/// (a resource that changes its bytes on every translation would be pushed again every time).
-fn rbac_filter(
-    stat_prefix: &str,
-    action: rbac::Action,
-    policies: &BTreeMap<String, Policy>,
-) -> Filter {
+/// The encoded `config.rbac.v3.RBAC` of `action` over `policies`. Its policies are a protobuf map, which
+/// prost encodes in hash order; the bytes are written here with the policies in name order instead, so the
+/// same rules always encode the same (a resource that changes its bytes on every translation would be
+/// pushed again every time).
+fn rbac_rules(action: rbac::Action, policies: &BTreeMap<String, Policy>) -> Vec<u8> {
     let mut rules = Rbac {
         action: action as i32,
         ..Default::default()
@@ -203,35 +240,54 @@ fn rbac_filter(
         };
         one.encode(&mut rules).expect("a Vec grows as needed");
     }
-    let mut value = NetworkRbac {
+    rules
+}
+
+/// `message` (encoded) with `rules` appended as its field 1, where both RBAC filters keep their rules.
+fn with_rules(mut message: Vec<u8>, rules: &[u8]) -> Vec<u8> {
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut message);
+    prost::encoding::encode_varint(rules.len() as u64, &mut message);
+    message.extend_from_slice(rules);
+    message
+}
+
+/// A network RBAC filter over encoded `rules`.
+fn network_rbac_filter(stat_prefix: &str, rules: &[u8]) -> Filter {
+    let value = NetworkRbac {
         stat_prefix: stat_prefix.to_string(),
         ..Default::default()
     }
     .encode_to_vec();
-    // Field 1 (`rules`), length-delimited.
-    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut value);
-    prost::encoding::encode_varint(rules.len() as u64, &mut value);
-    value.extend_from_slice(&rules);
     build::network_filter(
         RBAC_FILTER,
         Any {
             type_url: NetworkRbac::type_url(),
-            value,
+            value: with_rules(value, rules),
         },
     )
 }
 
-/// One rule as an RBAC policy for TCP traffic; `None` when it can never match (an ALLOW rule naming an
-/// HTTP-only field).
-fn rule_policy(rule: &Rule, action: AuthorizationAction) -> Option<Policy> {
-    let http_only = rule_is_http_only(rule);
-    if http_only && action == AuthorizationAction::Allow {
+/// An HTTP RBAC filter over encoded `rules`.
+fn http_rbac_filter(rules: &[u8]) -> HttpFilter {
+    build::http_filter(
+        HTTP_RBAC_FILTER,
+        Any {
+            type_url: HttpRbac::type_url(),
+            value: with_rules(Vec::new(), rules),
+        },
+    )
+}
+
+/// One rule as an RBAC policy, for HTTP requests (`http`) or for TCP connections; `None` when it can never
+/// match (for TCP, an ALLOW rule naming an HTTP-only field).
+fn rule_policy(rule: &Rule, action: AuthorizationAction, http: bool) -> Option<Policy> {
+    if !http && rule_is_http_only(rule) && action == AuthorizationAction::Allow {
         return None;
     }
     let mut principals = Vec::new();
     if !rule.from.is_empty() {
         principals.push(or_ids(
-            rule.from.iter().map(|f| source(&f.source)).collect(),
+            rule.from.iter().map(|f| source(&f.source, http)).collect(),
         ));
     }
     let mut permissions = Vec::new();
@@ -239,21 +295,30 @@ fn rule_policy(rule: &Rule, action: AuthorizationAction) -> Option<Policy> {
         let ops = rule.to.iter().map(|t| {
             let o = &t.operation;
             let mut all = Vec::new();
-            if !o.ports.is_empty() {
-                all.push(or_rules(o.ports.iter().filter_map(|p| port(p)).collect()));
-            }
-            if !o.not_ports.is_empty() {
-                all.push(not_rule(or_rules(
-                    o.not_ports.iter().filter_map(|p| port(p)).collect(),
-                )));
+            let mut add = |list: &[String], not: bool, f: &dyn Fn(&str) -> Option<Permission>| {
+                if list.is_empty() {
+                    return;
+                }
+                let any = or_rules(list.iter().filter_map(|v| f(v)).collect());
+                all.push(if not { not_rule(any) } else { any });
+            };
+            add(&o.ports, false, &port);
+            add(&o.not_ports, true, &port);
+            if http {
+                add(&o.hosts, false, &|v| Some(header(":authority", v, true)));
+                add(&o.not_hosts, true, &|v| Some(header(":authority", v, true)));
+                add(&o.methods, false, &|v| Some(header(":method", v, false)));
+                add(&o.not_methods, true, &|v| Some(header(":method", v, false)));
+                add(&o.paths, false, &|v| Some(url_path(v)));
+                add(&o.not_paths, true, &|v| Some(url_path(v)));
             }
             and_rules(all)
         });
         permissions.push(or_rules(ops.collect()));
     }
     for c in &rule.when {
-        let (ids, rules) = condition(&c.key, &c.values);
-        let (not_ids, not_rules) = condition(&c.key, &c.not_values);
+        let (ids, rules) = condition(&c.key, &c.values, http, false);
+        let (not_ids, not_rules) = condition(&c.key, &c.not_values, http, true);
         if !c.values.is_empty() {
             principals.extend(ids.map(or_ids));
             permissions.extend(rules.map(or_rules));
@@ -294,9 +359,33 @@ fn rule_is_http_only(rule: &Rule) -> bool {
     from || to || when
 }
 
-/// The principal parts of a `when` condition (`Some` for keys about the peer) and the permission parts
-/// (`Some` for keys about the destination); HTTP-only keys are neither.
-fn condition(key: &str, values: &[String]) -> (Option<Vec<Principal>>, Option<Vec<Permission>>) {
+/// The principal parts of a `when` condition (`Some` for keys about the peer or, for `http`, the request's
+/// headers) and the permission parts (`Some` for keys about the destination). For TCP, HTTP-only keys are
+/// neither. For HTTP, `request.auth.*` and `experimental.*` name what no filter here provides (no JWT is
+/// checked): such values never match, so their `values` match nothing and their `notValues` (`negated`)
+/// everything.
+fn condition(
+    key: &str,
+    values: &[String],
+    http: bool,
+    negated: bool,
+) -> (Option<Vec<Principal>>, Option<Vec<Permission>>) {
+    if http
+        && let Some(name) = key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+    {
+        let name = name.to_ascii_lowercase();
+        let ids = values.iter().map(|v| principal_header(&name, v)).collect();
+        return (Some(ids), None);
+    }
+    if http && (key.starts_with("request.") || key.starts_with("experimental.")) {
+        return if negated {
+            (None, None)
+        } else {
+            (Some(vec![never_id()]), None)
+        };
+    }
     match key {
         "source.ip" => (
             Some(values.iter().filter_map(|v| ip(v, false)).collect()),
@@ -330,8 +419,9 @@ fn condition(key: &str, values: &[String]) -> (Option<Vec<Principal>>, Option<Ve
     }
 }
 
-/// A `source`: every field written must match.
-fn source(s: &Source) -> Principal {
+/// A `source`: every field written must match. For HTTP, request principals (from a JWT, which no filter
+/// here checks) are never present: `requestPrincipals` match nothing, `notRequestPrincipals` everything.
+fn source(s: &Source, http: bool) -> Principal {
     let mut all = Vec::new();
     let mut add = |list: &[String], not: bool, f: &dyn Fn(&str) -> Option<Principal>| {
         if list.is_empty() {
@@ -348,7 +438,48 @@ fn source(s: &Source) -> Principal {
     add(&s.not_ip_blocks, true, &|v| ip(v, false));
     add(&s.remote_ip_blocks, false, &|v| ip(v, true));
     add(&s.not_remote_ip_blocks, true, &|v| ip(v, true));
+    if http && !s.request_principals.is_empty() {
+        all.push(never_id());
+    }
     and_ids(all)
+}
+
+/// A principal nothing matches.
+fn never_id() -> Principal {
+    not_id(principal_of(principal::Identifier::Any(true)))
+}
+
+/// A request header (`name`, lower case) matching Istio's `value` (exact, `*`, `prefix*`, `*suffix`).
+fn principal_header(name: &str, value: &str) -> Principal {
+    principal_of(principal::Identifier::Header(header_matcher(
+        name, value, false,
+    )))
+}
+
+/// The permission that request header `name` matches `value`; `ignore_case` for host names.
+fn header(name: &str, value: &str, ignore_case: bool) -> Permission {
+    permission(permission::Rule::Header(header_matcher(
+        name,
+        value,
+        ignore_case,
+    )))
+}
+
+fn header_matcher(name: &str, value: &str, ignore_case: bool) -> HeaderMatcher {
+    let mut m = wildcard(value, "");
+    m.ignore_case = ignore_case;
+    HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)),
+        ..Default::default()
+    }
+}
+
+/// The permission that the request's path (without its query) matches Istio's `value`.
+fn url_path(value: &str) -> Permission {
+    permission(permission::Rule::UrlPath(PathMatcher {
+        rule: Some(path_matcher::Rule::Path(wildcard(value, ""))),
+    }))
 }
 
 /// A peer identity (`cluster.local/ns/NS/sa/SA`, `*`, `prefix*`, `*suffix`) against the certificate's

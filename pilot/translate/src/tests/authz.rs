@@ -178,3 +178,68 @@ fn an_allow_policy_without_rules_allows_nothing() {
         (rbac::Action::Allow as i32, 0)
     );
 }
+
+#[test]
+fn http_ingress_ports_get_http_rbac_inside_their_connection_manager() {
+    let mesh = yaml(
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: shop}
+spec:
+  ingress: [{port: {number: 9080, protocol: HTTP}, defaultEndpoint: "127.0.0.1:8080"}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reads, namespace: shop}
+spec:
+  rules:
+  - to: [{operation: {methods: [GET], paths: ["/api/*"], hosts: ["web.shop"]}}]
+    when: [{key: "request.headers[X-Tenant]", values: ["acme"]}]
+  - from: [{source: {requestPrincipals: ["*"]}}]
+"#,
+    );
+    let l = inbound(&mesh);
+    let chain = (l.filter_chains.iter())
+        .find(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port)
+                .is_some()
+        })
+        .expect("the ingress port's chain");
+    assert_eq!(
+        filter_names(chain),
+        ["envoy.filters.network.http_connection_manager"]
+    );
+    let Some(filter::ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+        panic!("no config")
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names[0], "envoy.filters.http.rbac");
+    assert_eq!(names.last(), Some(&"envoy.filters.http.router"));
+    let Some(sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(rbac)) = &hcm.http_filters[0].config_type else {
+        panic!("no rbac config")
+    };
+    let rules = sextant_proto::envoy::extensions::filters::http::rbac::v3::Rbac::decode(
+        rbac.value.as_slice(),
+    )
+    .unwrap()
+    .rules
+    .unwrap();
+    assert_eq!(rules.policies.len(), 2);
+    let text = format!("{:?}", rules.policies["ns[shop]-policy[reads]-rule[0]"]);
+    for want in [
+        "\":method\"",
+        "\":authority\"",
+        "Prefix(\"/api/\")",
+        "\"x-tenant\"",
+        "Exact(\"acme\")",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    // The TCP chains keep network RBAC, where the HTTP-only ALLOW rules match nothing.
+    let plain = l.default_filter_chain.as_ref().unwrap();
+    let allow = rbac_of(plain, 0).rules.unwrap();
+    assert_eq!(allow.policies.len(), 0);
+}
