@@ -1,4 +1,7 @@
-//! A Sidecar's `ingress` listeners: the workload's own ports, served through its proxy.
+//! The workload's own ports, served through its proxy: a Sidecar's `ingress` listeners, and under iptables
+//! the HTTP ports of the workload's services (an HTTP chain of `virtualInbound` per port, by destination
+//! port, on to the original destination through `InboundPassthroughCluster`, so inbound requests are
+//! HTTP — HTTP RBAC applies per request).
 //!
 //! Each port gets the cluster `inbound|PORT||` (its one endpoint the `defaultEndpoint`) and, for HTTP,
 //! the route configuration of the same name (every host, to that cluster, no timeout). With iptables the
@@ -10,17 +13,23 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::collections::BTreeSet;
+
+use pilot_config::RegistrySnapshot;
 use pilot_config::sidecar::Ingress;
 use pilot_config::types::CaptureMode;
 use pilot_xds::build;
 use sextant_proto::envoy::config::cluster::v3::{Cluster, cluster};
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
-use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use sextant_proto::envoy::config::route::v3::{
+    RouteConfiguration, VirtualHost, route, route_action,
+};
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::UInt32Value;
 
 use crate::authz::InboundSecurity;
+use crate::cluster::INBOUND_PASSTHROUGH;
 use crate::listener::{hcm_named, is_http, tcp_forward};
 use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind};
@@ -43,21 +52,47 @@ pub fn cluster_name(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
-/// The resources of the ingress listeners of `proxy`'s Sidecar (none for routers and proxyless clients).
+/// The resources of the workload's inbound ports (none for routers and proxyless clients): its Sidecar's
+/// ingress listeners, and under iptables an HTTP chain for each HTTP port of its own services.
 pub fn inbound(
     scope: &Scope<'_>,
+    registry: &RegistrySnapshot,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
     security: &InboundSecurity,
 ) -> Inbound {
     let mut out = Inbound::default();
-    let Some(sidecar) = scope.sidecar else {
-        return out;
-    };
     if proxy.kind != ProxyKind::Sidecar {
         return out;
     }
-    for ingress in &sidecar.ingress {
+    let ingress = scope
+        .sidecar
+        .map(|s| s.ingress.as_slice())
+        .unwrap_or_default();
+    if proxy.interception == Interception::Redirect {
+        let declared: BTreeSet<u16> = ingress.iter().map(|i| i.port).collect();
+        for port in workload_http_ports(registry, proxy).difference(&declared) {
+            let name = cluster_name(*port);
+            let mut rc = route(&name);
+            if let Some(r) = rc.virtual_hosts[0].routes.get_mut(0)
+                && let Some(route::Action::Route(a)) = &mut r.action
+            {
+                // On to the workload at the connection's original destination.
+                a.cluster_specifier = Some(route_action::ClusterSpecifier::Cluster(
+                    INBOUND_PASSTHROUGH.to_string(),
+                ));
+            }
+            out.routes.push(rc);
+            let stat_prefix = format!("inbound_0.0.0.0_{port}");
+            let filter = build::network_filter(
+                build::HCM_FILTER,
+                build::any(&hcm_named(&stat_prefix, &name, false)),
+            );
+            out.captured
+                .extend(chains(*port, true, &filter, mtls.certificate.is_some()));
+        }
+    }
+    for ingress in ingress {
         let name = cluster_name(ingress.port);
         out.clusters.push(static_cluster(&name, ingress.endpoint));
         let stat_prefix = format!("inbound_0.0.0.0_{}", ingress.port);
@@ -75,7 +110,7 @@ pub fn inbound(
             CaptureMode::Iptables => true,
             CaptureMode::None => false,
         };
-        let chains = chains(ingress, captured, &filter, mtls.certificate.is_some());
+        let chains = chains(ingress.port, captured, &filter, mtls.certificate.is_some());
         if captured {
             out.captured.extend(chains);
         } else {
@@ -89,12 +124,12 @@ pub fn inbound(
 
 /// The port's plain chain and, with a certificate, its twin ending mesh mTLS (first: it is the more
 /// specific).
-fn chains(ingress: &Ingress, by_port: bool, filter: &Filter, mtls: bool) -> Vec<FilterChain> {
+fn chains(number: u16, by_port: bool, filter: &Filter, mtls: bool) -> Vec<FilterChain> {
     let port = by_port.then_some(UInt32Value {
-        value: u32::from(ingress.port),
+        value: u32::from(number),
     });
     let plain = FilterChain {
-        name: format!("inbound_{}", ingress.port),
+        name: format!("inbound_{number}"),
         filter_chain_match: port.map(|p| FilterChainMatch {
             destination_port: Some(p),
             ..Default::default()
@@ -106,7 +141,7 @@ fn chains(ingress: &Ingress, by_port: bool, filter: &Filter, mtls: bool) -> Vec<
         return vec![plain];
     }
     let terminated = FilterChain {
-        name: format!("inbound_{}-mtls", ingress.port),
+        name: format!("inbound_{number}-mtls"),
         filter_chain_match: Some(crate::tls::mesh_match(port)),
         transport_socket: Some(crate::tls::mesh_inbound()),
         ..plain.clone()
@@ -148,6 +183,24 @@ fn static_cluster(name: &str, endpoint: SocketAddr) -> Cluster {
         load_assignment: Some(build::assignment(name, &[(endpoint, 1)])),
         ..Default::default()
     }
+}
+
+/// The ports the workload serves HTTP on, as its services say: for each HTTP port of a service exported to
+/// its namespace with an endpoint whose labels the proxy all carries, that endpoint's port for it.
+/// (Istio finds a workload's services by its address; translation sees labels, which proxies of one
+/// workload share, so they share this too.)
+fn workload_http_ports(registry: &RegistrySnapshot, proxy: &ProxyInfo) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for s in registry.visible_to(&proxy.namespace) {
+        let mine = (s.endpoints.iter())
+            .filter(|e| !e.labels.is_empty() && proxy.labels.matches(&e.labels));
+        for e in mine {
+            for p in s.ports.iter().filter(|p| is_http(p.protocol)) {
+                out.insert(e.ports.get(&p.number).copied().unwrap_or(p.number));
+            }
+        }
+    }
+    out
 }
 
 /// Every request on the port to its cluster, without a timeout (the caller's proxy keeps the route's).

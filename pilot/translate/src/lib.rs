@@ -129,7 +129,7 @@ pub fn translate(
         b.endpoints(e);
     }
     let security = authz::inbound_security(mesh, proxy);
-    let inbound = inbound::inbound(&scope, proxy, mtls, &security);
+    let inbound = inbound::inbound(&scope, services, proxy, mtls, &security);
     for c in &inbound.clusters {
         b.cluster(c);
     }

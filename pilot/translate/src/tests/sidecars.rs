@@ -287,3 +287,36 @@ spec:
     let c: Cluster = get(&s, types::CLUSTER, "inbound|9443||");
     assert_eq!(ports_of(c.load_assignment.as_ref().unwrap()), [8443]);
 }
+
+#[test]
+fn a_workloads_own_http_ports_are_http_chains_of_virtual_inbound() {
+    let mesh = yaml(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web, namespace: shop}\nspec:\n  hosts: [web.shop.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: http}, {number: 5432, name: tcp-db}]\n  endpoints: [{address: 10.0.0.7, ports: {http: 8080}, labels: {app: web}}]\n",
+    );
+    let mut web = in_namespace("shop", &[("app", "web"), ("version", "v1")]);
+    web.interception = Interception::Redirect;
+    let s = snap(&mesh, &web);
+    let inbound: Listener = get(&s, types::LISTENER, "virtualInbound");
+    let by_port: Vec<u32> = (inbound.filter_chains.iter())
+        .filter_map(|c| {
+            c.filter_chain_match
+                .as_ref()?
+                .destination_port
+                .map(|p| p.value)
+        })
+        .collect();
+    assert_eq!(
+        by_port,
+        [8080],
+        "the HTTP port only, at the endpoint's port"
+    );
+    let rc: RouteConfiguration = get(&s, types::ROUTE, "inbound|8080||");
+    assert_eq!(
+        weights(action(&rc.virtual_hosts[0].routes[0])),
+        [("InboundPassthroughCluster".to_string(), 100)]
+    );
+    // Another workload of the namespace is not web.
+    let other = snap(&mesh, &in_namespace("shop", &[("app", "db")]));
+    let inbound: Listener = get(&other, types::LISTENER, "virtualInbound");
+    assert!(inbound.filter_chains.is_empty());
+}
