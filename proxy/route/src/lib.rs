@@ -4,6 +4,7 @@
 
 pub mod rbac;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::HeaderMap;
@@ -130,32 +131,29 @@ pub fn matches(m: &RouteMatch, request: &Request<'_>) -> bool {
         && m.query.iter().all(|q| query_matches(q, request.query))
 }
 
-fn header_matches(h: &HeaderMatch, request: &Request<'_>) -> bool {
-    let joined;
-    let value: Option<&str> = match h.name.as_str() {
-        ":authority" | "host" => Some(request.host),
-        ":method" => Some(request.method),
-        ":scheme" => Some(request.scheme),
-        ":path" => Some(request.path),
-        name => {
-            let mut values = request
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            match (values.next(), values.next()) {
-                (None, _) => None,
-                (Some(one), None) => Some(one),
-                // Several values are matched as one, joined by commas (as Envoy does).
-                (Some(first), Some(second)) => {
-                    let mut all = vec![first, second];
-                    all.extend(values);
-                    joined = all.join(",");
-                    Some(joined.as_str())
-                }
-            }
+/// The value of header `name` as Envoy matches it: several values as one, joined by commas.
+pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(one), None) => Some(Cow::Borrowed(one)),
+        (Some(first), Some(second)) => {
+            let mut all = vec![first, second];
+            all.extend(values);
+            Some(Cow::Owned(all.join(",")))
         }
+    }
+}
+
+fn header_matches(h: &HeaderMatch, request: &Request<'_>) -> bool {
+    let value: Option<Cow<'_, str>> = match h.name.as_str() {
+        ":authority" | "host" => Some(Cow::Borrowed(request.host)),
+        ":method" => Some(Cow::Borrowed(request.method)),
+        ":scheme" => Some(Cow::Borrowed(request.scheme)),
+        ":path" => Some(Cow::Borrowed(request.path)),
+        name => header_value(request.headers, name),
     };
+    let value = value.as_deref();
     let found = match (&h.value, value) {
         (_, None) => false,
         (ValueMatch::Present, Some(_)) => true,

@@ -138,30 +138,15 @@ fn url_path_matches(m: &StringMatcher, cx: &Context<'_>) -> bool {
 /// Envoy's `HeaderMatcher` on a request: an absent header never matches a value (inverted or not), and an
 /// inverted `present_match` holds when it is absent.
 pub fn header_matches(h: &HeaderMatch, request: &HttpRequest<'_>) -> bool {
-    let joined;
-    let value: Option<&str> = match h.name.as_str() {
-        ":authority" => Some(request.authority),
-        ":method" => Some(request.method),
-        ":path" => Some(request.path_and_query),
-        ":scheme" => Some(request.scheme),
-        name => {
-            let mut values = request
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            match (values.next(), values.next()) {
-                (None, _) => None,
-                (Some(one), None) => Some(one),
-                (Some(first), Some(second)) => {
-                    let mut all = vec![first, second];
-                    all.extend(values);
-                    joined = all.join(",");
-                    Some(joined.as_str())
-                }
-            }
-        }
+    use std::borrow::Cow;
+    let value: Option<Cow<'_, str>> = match h.name.as_str() {
+        ":authority" => Some(Cow::Borrowed(request.authority)),
+        ":method" => Some(Cow::Borrowed(request.method)),
+        ":path" => Some(Cow::Borrowed(request.path_and_query)),
+        ":scheme" => Some(Cow::Borrowed(request.scheme)),
+        name => crate::header_value(request.headers, name),
     };
+    let value = value.as_deref();
     match (&h.value, value) {
         (ValueMatch::Present, v) => v.is_some() != h.invert,
         (ValueMatch::String(_), None) => false,
