@@ -305,8 +305,8 @@ fn rule_policy(rule: &Rule, action: AuthorizationAction, http: bool) -> Option<P
             add(&o.ports, false, &port);
             add(&o.not_ports, true, &port);
             if http {
-                add(&o.hosts, false, &|v| Some(header(":authority", v, true)));
-                add(&o.not_hosts, true, &|v| Some(header(":authority", v, true)));
+                add(&o.hosts, false, &|v| Some(authority(v)));
+                add(&o.not_hosts, true, &|v| Some(authority(v)));
                 add(&o.methods, false, &|v| Some(header(":method", v, false)));
                 add(&o.not_methods, true, &|v| Some(header(":method", v, false)));
                 add(&o.paths, false, &|v| Some(url_path(v)));
@@ -454,6 +454,34 @@ fn principal_header(name: &str, value: &str) -> Principal {
     principal_of(principal::Identifier::Header(header_matcher(
         name, value, false,
     )))
+}
+
+/// The permission that the request's host is Istio's `value` (case-insensitively), with or without a port,
+/// as Istio matches `hosts`.
+fn authority(value: &str) -> Permission {
+    let with_port = if value.ends_with('*') {
+        None
+    } else {
+        Some(header_prefix(":authority", &format!("{value}:")))
+    };
+    or_rules(
+        std::iter::once(header(":authority", value, true))
+            .chain(with_port)
+            .collect(),
+    )
+}
+
+/// The permission that request header `name` starts with `prefix`, case-insensitively.
+fn header_prefix(name: &str, prefix: &str) -> Permission {
+    let m = StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Prefix(prefix.to_string())),
+        ignore_case: true,
+    };
+    permission(permission::Rule::Header(HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)),
+        ..Default::default()
+    }))
 }
 
 /// The permission that request header `name` matches `value`; `ignore_case` for host names.

@@ -232,6 +232,8 @@ spec:
     for want in [
         "\":method\"",
         "\":authority\"",
+        "Exact(\"web.shop\")",
+        "Prefix(\"web.shop:\")",
         "Prefix(\"/api/\")",
         "\"x-tenant\"",
         "Exact(\"acme\")",
