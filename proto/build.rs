@@ -16,6 +16,8 @@ const ENVOY_PROTOS: &[&str] = &[
     "envoy/extensions/filters/network/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
+    "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/filters/http/fault/v3/fault.proto",
     "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
@@ -26,6 +28,11 @@ const ENVOY_PROTOS: &[&str] = &[
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/service/discovery/v3/ads.proto",
 ];
+
+/// The configuration of the proxy's hub filter (`sextant.filters.http.mixer`).
+const MIXER_FILTER_PROTO: &str = "sextant/filters/http/mixer/v1/mixer.proto";
+/// Sextant's own filter configurations, decoded in config dumps beside Envoy's.
+const SEXTANT_FILTER_PROTOS: &[&str] = &[MIXER_FILTER_PROTO];
 
 /// The `proto/` directory shipped inside the envoy-types crate: the version Cargo.lock resolved, in cargo's
 /// registry sources (`$CARGO_HOME/registry/src/*/envoy-types-VERSION`).
@@ -66,10 +73,20 @@ fn envoy_descriptors(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "cel-spec/proto",
     ]
     .map(|d| root.join(d));
-    let fds = protox::Compiler::new(includes)?
+    let mut fds = protox::Compiler::new(includes)?
         .include_imports(true)
         .open_files(ENVOY_PROTOS)?
         .file_descriptor_set();
+    // Our own filters' configurations travel in Envoy resources too: the config dump decodes them.
+    let ours = protox::Compiler::new(["."])?
+        .include_imports(true)
+        .open_files(SEXTANT_FILTER_PROTOS)?
+        .file_descriptor_set();
+    for file in ours.file {
+        if !fds.file.iter().any(|f| f.name == file.name) {
+            fds.file.push(file);
+        }
+    }
     std::fs::write(
         out.join("envoy_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
@@ -78,7 +95,7 @@ fn envoy_descriptors(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sextant/mixer/v1/mixer.proto"];
+    let protos = ["sextant/mixer/v1/mixer.proto", MIXER_FILTER_PROTO];
     let fds = protox::Compiler::new(["."])?
         .include_imports(true)
         .include_source_info(true)

@@ -219,6 +219,11 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
                 header_read_timeout: args.request_headers_timeout,
                 idle_timeout: args.idle_timeout,
             },
+            hubs: Some(proxy_http::Hubs::new(
+                stats.clone(),
+                health.clone(),
+                snapshots.clone(),
+            )),
         },
         drained,
     ));

@@ -4,11 +4,38 @@
 //! `envoy` re-exports envoy-types (ext_authz, rate-limit service, access-log service, xDS) so every crate uses
 //! one copy of those types. [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
 
-/// `sextant.mixer.v1`: the hub's native Check and Report API.
+/// The generated code, in modules nested as the packages are (generated code names other packages by
+/// relative paths).
 #[allow(missing_docs, clippy::all)]
-pub mod mixer {
-    tonic::include_proto!("sextant.mixer.v1");
+mod generated {
+    pub mod sextant {
+        pub mod mixer {
+            pub mod v1 {
+                tonic::include_proto!("sextant.mixer.v1");
+            }
+        }
+        pub mod filters {
+            pub mod http {
+                pub mod mixer {
+                    pub mod v1 {
+                        tonic::include_proto!("sextant.filters.http.mixer.v1");
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// `sextant.filters.http.mixer.v1`: the configuration of the proxy's hub filter (Check and Report from the
+/// sidecar), sent by pilot inside an `HttpConnectionManager`.
+pub use generated::sextant::filters::http::mixer::v1 as mixer_filter;
+/// `sextant.mixer.v1`: the hub's native Check and Report API.
+pub use generated::sextant::mixer::v1 as mixer;
+
+/// The name of the proxy's hub filter in an `HttpConnectionManager`'s `http_filters`.
+pub const MIXER_FILTER_NAME: &str = "sextant.filters.http.mixer";
+/// The type URL of the hub filter's configuration ([`mixer_filter::Mixer`]) in its `typed_config`.
+pub const MIXER_FILTER_TYPE_URL: &str = "type.googleapis.com/sextant.filters.http.mixer.v1.Mixer";
 
 pub mod json;
 

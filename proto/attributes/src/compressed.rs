@@ -276,12 +276,17 @@ fn decode_into(
 
 /// Builds the per-message word list while encoding.
 #[derive(Default)]
-struct Encoder {
+pub(crate) struct Encoder {
     words: Vec<String>,
     local: HashMap<String, i32>,
 }
 
 impl Encoder {
+    /// The words this encoder added to the global dictionary's, in index order (`-1` first).
+    pub(crate) fn into_words(self) -> Vec<String> {
+        self.words
+    }
+
     fn index(&mut self, word: &str) -> i32 {
         if let Some(i) = GLOBAL_INDEX.get(word) {
             return *i;
@@ -299,11 +304,20 @@ impl Encoder {
 /// Encodes a bag in the compressed form against this build's global dictionary.
 pub fn to_compressed(bag: &Bag) -> CompressedAttributes {
     let mut enc = Encoder::default();
-    let mut c = CompressedAttributes {
-        global_word_count: global_word_count(),
-        ..Default::default()
-    };
-    for (id, v) in bag.iter() {
+    let mut c = encode_with(bag.iter(), &mut enc);
+    c.global_word_count = global_word_count();
+    c.words = enc.words;
+    c
+}
+
+/// Encodes `attributes` with `enc`'s words (which it extends), leaving `words` and `global_word_count` to
+/// the caller.
+pub(crate) fn encode_with<'b>(
+    attributes: impl Iterator<Item = (AttrId, &'b Value)>,
+    enc: &mut Encoder,
+) -> CompressedAttributes {
+    let mut c = CompressedAttributes::default();
+    for (id, v) in attributes {
         let k = enc.index(id.name());
         match v {
             Value::String(s) => {
@@ -340,6 +354,5 @@ pub fn to_compressed(bag: &Bag) -> CompressedAttributes {
             }
         }
     }
-    c.words = enc.words;
     c
 }

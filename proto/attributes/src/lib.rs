@@ -8,6 +8,7 @@
 //! the hub and the proxy share it without either importing the other.
 
 mod bag;
+mod batch;
 mod changes;
 mod compressed;
 mod docs;
@@ -18,6 +19,7 @@ mod value;
 mod vocabulary;
 
 pub use bag::Bag;
+pub use batch::ReportBatch;
 pub use changes::{AttrSet, Changes};
 pub use compressed::{
     COMMON_WORDS, GLOBAL_DICTIONARY, from_compressed, from_compressed_entry, global_word_count,

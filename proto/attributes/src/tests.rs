@@ -423,3 +423,73 @@ fn string_maps_set_from_entries_equal_maps_set_whole() {
         Err(DecodeError::WrongType { .. })
     ));
 }
+
+/// A sequence of bags that share most attributes, as one listener's requests do: a base bag, each request
+/// changing a few attributes and sometimes dropping some.
+fn request_stream() -> impl Strategy<Value = Vec<Bag>> {
+    (
+        bag_strategy(),
+        proptest::collection::vec((bag_strategy(), 0..3usize), 1..8),
+    )
+        .prop_map(|(base, changes)| {
+            let mut out = Vec::new();
+            let mut current = base;
+            for (overlay, drop) in changes {
+                let mut next = current.clone();
+                for (id, v) in overlay.iter() {
+                    next.set(id, v.clone()).expect("same vocabulary types");
+                }
+                let present: Vec<AttrId> = next.iter().map(|(id, _)| id).collect();
+                for id in present.into_iter().take(drop) {
+                    next.remove(id);
+                }
+                out.push(next.clone());
+                current = next;
+            }
+            out
+        })
+}
+
+proptest! {
+    /// What the proxy sends is what the hub reads: bags pushed into batches (a new batch wherever one
+    /// is refused) come out of the hub's Report decoder equal and in order.
+    #[test]
+    fn report_batches_decode_to_the_bags_pushed(bags in request_stream()) {
+        let mut batches = vec![ReportBatch::new()];
+        for bag in &bags {
+            let current = batches.last_mut().expect("one batch at least");
+            if !current.push(bag) {
+                let mut fresh = ReportBatch::new();
+                prop_assert!(fresh.push(bag), "an empty batch takes any bag");
+                batches.push(fresh);
+            }
+        }
+        let mut decoded = Vec::new();
+        for batch in batches {
+            let bytes = prost::Message::encode_to_vec(&batch.finish());
+            decoded.extend(wire_bags(&bytes));
+        }
+        let expected: Vec<Result<Bag, String>> = bags.into_iter().map(Ok).collect();
+        prop_assert_eq!(decoded, expected);
+    }
+}
+
+#[test]
+fn a_batch_refuses_a_bag_that_drops_an_attribute_and_sends_only_changes() {
+    let mut a = Bag::new();
+    a.set_by_name("request.path", Value::String("/a".into()))
+        .unwrap();
+    a.set_by_name("response.code", Value::Int64(200)).unwrap();
+    let mut b = a.clone();
+    b.set_by_name("response.code", Value::Int64(503)).unwrap();
+    let mut batch = ReportBatch::new();
+    assert!(batch.push(&a) && batch.push(&b));
+    let mut dropped = b.clone();
+    dropped.remove(lookup("request.path").unwrap());
+    assert!(!batch.push(&dropped));
+    let req = batch.finish();
+    assert_eq!(req.attributes.len(), 2);
+    // The second entry holds the one attribute that changed.
+    let second = &req.attributes[1];
+    assert_eq!(second.int64s.len() + second.strings.len(), 1);
+}

@@ -8,6 +8,7 @@
 mod body;
 mod connect;
 pub mod dns;
+pub mod grpc;
 mod hash;
 mod host;
 mod lb;

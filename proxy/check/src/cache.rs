@@ -15,14 +15,18 @@ pub struct Limits {
     /// Distinct sets of referenced attributes at most; answers referencing a new set beyond it are not
     /// cached.
     pub shapes: usize,
+    /// How long after its validity ended an answer may still stand in for an unreachable hub
+    /// ([`CheckCache::fallback`]).
+    pub stale_for: Duration,
 }
 
 impl Default for Limits {
-    /// 10 000 answers over 64 attribute sets.
+    /// 10 000 answers over 64 attribute sets, stale for a minute.
     fn default() -> Self {
         Limits {
             entries: 10_000,
             shapes: 64,
+            stale_for: Duration::from_secs(60),
         }
     }
 }
@@ -44,6 +48,18 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Times a newer configuration revision emptied the cache.
     pub invalidations: u64,
+    /// Stale answers that stood in for an unreachable hub.
+    pub stale: u64,
+}
+
+/// What stands in for the hub's answer when the hub cannot be reached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fallback {
+    /// An answer for the same attributes whose validity ended less than `stale_for` ago.
+    Stale(Arc<PreconditionResult>),
+    /// Only the failure policy (`sextant.mixer.v1.FailurePolicy`) of an older answer for the same
+    /// attributes: what its policies say to do without the hub.
+    Policy(i32),
 }
 
 /// One referenced attribute: which, which map key (if one), and whether it must be absent.
@@ -57,10 +73,13 @@ struct Reference {
 /// The sorted references of one answer: the key's shape.
 type Shape = Arc<[Reference]>;
 
+/// A cached answer. It answers requests while fresh (before `expires`, with uses left), may stand in for
+/// an unreachable hub until `stale_until`, and after that still tells the failure policy until it is evicted.
 #[derive(Debug)]
 struct Entry {
     answer: Arc<PreconditionResult>,
     expires: Instant,
+    stale_until: Instant,
     /// Requests it may still answer.
     uses: u32,
 }
@@ -107,28 +126,38 @@ impl CheckCache {
 
     /// The cached answer for a request with attributes `bag` at `now`, counting one use of it.
     pub fn lookup(&mut self, bag: &Bag, now: Instant) -> Option<Arc<PreconditionResult>> {
-        for (index, shape) in self.shapes.iter().enumerate() {
-            let Some(key) = key_of(shape, bag) else {
-                continue;
-            };
-            let slot = (index, key);
-            let Some(entry) = self.entries.get_mut(&slot) else {
-                continue;
-            };
-            if entry.expires <= now || entry.uses == 0 {
-                self.entries.remove(&slot);
-                continue;
-            }
-            entry.uses -= 1;
-            let answer = entry.answer.clone();
-            if entry.uses == 0 {
-                self.entries.remove(&slot);
-            }
-            self.stats.hits += 1;
-            return Some(answer);
+        let fresh = self.find(bag, |e| e.expires > now && e.uses > 0);
+        let Some(entry) = fresh.and_then(|slot| self.entries.get_mut(&slot)) else {
+            self.stats.misses += 1;
+            return None;
+        };
+        entry.uses -= 1;
+        self.stats.hits += 1;
+        Some(entry.answer.clone())
+    }
+
+    /// What stands in for the hub's answer to a request with attributes `bag` at `now`, when the hub cannot
+    /// be reached: a stale answer, else the failure policy of an older one, else nothing.
+    pub fn fallback(&mut self, bag: &Bag, now: Instant) -> Option<Fallback> {
+        if let Some(entry) = self
+            .find(bag, |e| e.stale_until > now)
+            .and_then(|slot| self.entries.get(&slot))
+        {
+            self.stats.stale += 1;
+            return Some(Fallback::Stale(entry.answer.clone()));
         }
-        self.stats.misses += 1;
-        None
+        let slot = self.find(bag, |_| true)?;
+        Some(Fallback::Policy(
+            self.entries.get(&slot)?.answer.failure_policy,
+        ))
+    }
+
+    /// The slot of the first entry for `bag` that `wanted` accepts.
+    fn find(&self, bag: &Bag, wanted: impl Fn(&Entry) -> bool) -> Option<(usize, Vec<u8>)> {
+        self.shapes.iter().enumerate().find_map(|(index, shape)| {
+            let slot = (index, key_of(shape, bag)?);
+            self.entries.get(&slot).filter(|e| wanted(e)).map(|_| slot)
+        })
     }
 
     /// Keeps `response`, the answer to a Check of `bag` received at `now`, for the requests that agree with
@@ -175,23 +204,28 @@ impl CheckCache {
             self.stats.uncacheable += 1;
             return;
         };
-        while self.entries.len() >= self.limits.entries {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if self.entries.remove(&oldest).is_some() {
-                self.stats.evictions += 1;
+        let slot = (index, key);
+        // A slot answered again keeps its place in the eviction order (entries leave only by eviction, so
+        // `order` holds each slot once).
+        if !self.entries.contains_key(&slot) {
+            while self.entries.len() >= self.limits.entries {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                if self.entries.remove(&oldest).is_some() {
+                    self.stats.evictions += 1;
+                }
             }
+            self.order.push_back(slot.clone());
         }
         let mut answer = p.clone();
         answer.referenced_attributes = None;
-        let slot = (index, key);
-        self.order.push_back(slot.clone());
         self.entries.insert(
             slot,
             Entry {
                 answer: Arc::new(answer),
                 expires: now + duration,
+                stale_until: now + duration + self.limits.stale_for,
                 uses: uses - 1,
             },
         );

@@ -10,5 +10,7 @@
 //! eviction is counted ([`CacheStats`]).
 
 mod cache;
+mod client;
 
-pub use cache::{CacheStats, CheckCache, Limits};
+pub use cache::{CacheStats, CheckCache, Fallback, Limits};
+pub use client::{CHECK_PATH, CheckStats, Checker, Refusal, Verdict};

@@ -12,6 +12,7 @@ use sextant_proto::google::protobuf::Any;
 /// Messages whose every field is understood wherever they appear (well-known wrappers and plain values).
 const LEAVES: &[&str] = &[
     "google.protobuf.Duration",
+    "google.protobuf.Timestamp",
     "google.protobuf.UInt32Value",
     "google.protobuf.UInt64Value",
     "google.protobuf.BoolValue",
@@ -98,6 +99,37 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["name", "typed_config"],
     ),
     ("envoy.extensions.filters.http.router.v3.Router", &[]),
+    // Sextant's hub filter: every field (the proxy is its only reader).
+    (
+        "sextant.filters.http.mixer.v1.Mixer",
+        &[
+            "cluster",
+            "attributes",
+            "check",
+            "report",
+            "check_timeout",
+            "failure_policy",
+            "stale_ttl",
+            "report_batch_entries",
+            "report_flush_interval",
+            "report_buffer_entries",
+        ],
+    ),
+    ("sextant.mixer.v1.Attributes", &["values"]),
+    (
+        "sextant.mixer.v1.AttributeValue",
+        &[
+            "string_value",
+            "int64_value",
+            "double_value",
+            "bool_value",
+            "bytes_value",
+            "timestamp_value",
+            "duration_value",
+            "string_map_value",
+        ],
+    ),
+    ("sextant.mixer.v1.StringMap", &["entries"]),
     ("envoy.extensions.filters.http.cors.v3.Cors", &[]),
     (
         "envoy.extensions.filters.http.fault.v3.HTTPFault",

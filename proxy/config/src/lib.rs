@@ -13,6 +13,7 @@ pub mod endpoint;
 mod error;
 pub mod listener;
 pub mod matcher;
+pub mod mixer;
 pub mod rbac;
 pub mod route;
 pub mod secret;

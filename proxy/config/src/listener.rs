@@ -119,6 +119,8 @@ pub struct HttpManager {
     /// The HTTP RBAC filters, in order; they run first, before the fault and CORS filters and the router,
     /// and the first denying answers 403.
     pub rbac: Vec<crate::rbac::HttpRbac>,
+    /// The hub filter, after the RBAC filters: Check before forwarding, Report after.
+    pub hub: Option<crate::mixer::HubFilter>,
     /// Whether the fault filter runs (routes' fault settings apply only then).
     pub fault: bool,
     /// Whether the CORS filter runs.
@@ -353,6 +355,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
     };
     let (mut fault, mut cors, mut router) = (false, false, false);
     let mut rbac = Vec::new();
+    let mut hub = None;
     for (i, f) in m.http_filters.iter().enumerate() {
         let path = format!("http_filters[{i}]");
         if router {
@@ -365,16 +368,34 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
         use sextant_proto::envoy::extensions::filters::http as filters;
         match f.name.as_str() {
             // RBAC runs before the fault and CORS filters here, so it must come before them in the list.
-            crate::rbac::HTTP_RBAC if fault || cors => {
+            crate::rbac::HTTP_RBAC if fault || cors || hub.is_some() => {
                 return at(
                     path,
-                    format!("{} must come before the fault and CORS filters", f.name),
+                    format!(
+                        "{} must come before the hub, fault and CORS filters",
+                        f.name
+                    ),
                 );
             }
             crate::rbac::HTTP_RBAC => rbac.push(within(
                 &format!("{path}.typed_config"),
                 crate::rbac::http_rbac(config),
             )?),
+            sextant_proto::MIXER_FILTER_NAME
+                if config.type_url == sextant_proto::MIXER_FILTER_TYPE_URL =>
+            {
+                // The hub filter runs after RBAC and before the fault and CORS filters.
+                if fault || cors || hub.is_some() {
+                    return at(
+                        path,
+                        "the hub filter comes once, before the fault and CORS filters",
+                    );
+                }
+                hub = Some(within(
+                    &format!("{path}.typed_config"),
+                    crate::mixer::hub_filter(config),
+                )?);
+            }
             "envoy.filters.http.fault" if is(filters::fault::v3::HttpFault::full_name()) => {
                 fault = true
             }
@@ -400,6 +421,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
         stat_prefix: m.stat_prefix.clone(),
         route_config: rds.route_config_name.clone(),
         rbac,
+        hub,
         fault,
         cors,
         use_remote_address: m.use_remote_address.as_ref().is_some_and(|b| b.value),

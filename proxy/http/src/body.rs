@@ -14,6 +14,8 @@ pub enum ProxyBody {
     Upstream(ResponseBody),
     /// Made by the proxy.
     Local(Option<Bytes>),
+    /// Either, reported to the hub when it ends.
+    Reported(Box<(ProxyBody, crate::hub::Report)>),
 }
 
 impl ProxyBody {
@@ -35,6 +37,10 @@ impl HttpBody for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Reported(r) => {
+                let (inner, report) = &mut **r;
+                report.poll_frame(Pin::new(inner), cx)
+            }
         }
     }
 
@@ -42,6 +48,7 @@ impl HttpBody for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Local(b) => b.is_none(),
+            ProxyBody::Reported(r) => r.0.is_end_stream(),
         }
     }
 
@@ -49,6 +56,7 @@ impl HttpBody for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Reported(r) => r.0.size_hint(),
         }
     }
 }

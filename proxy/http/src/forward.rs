@@ -159,6 +159,10 @@ pub(crate) async fn forward(
     }
 
     let mut response = attempts(&cluster, &outgoing, body, f, vh, ctx, hash).await;
+    if ctx.manager.hub.is_some() {
+        let upstream = crate::UpstreamCluster(cluster_name.to_string());
+        response.extensions_mut().insert(upstream);
+    }
     headers::strip_hop_by_hop(response.headers_mut());
     if let Some(ops) = cluster_ops {
         headers::apply(ops, response.headers_mut(), false);

@@ -10,6 +10,7 @@
 mod body;
 mod forward;
 mod headers;
+mod hub;
 mod idle;
 mod local;
 pub mod rbac;
@@ -33,6 +34,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 pub use body::ProxyBody;
+pub use hub::{Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD};
+
+/// The upstream cluster a forwarded response came from (a response extension, for the hub's Report).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamCluster(pub(crate) String);
 
 /// Time limits on downstream connections.
 #[derive(Debug, Clone, Copy)]
@@ -122,19 +128,30 @@ pub struct Manager {
     config: HttpManager,
     stats: ManagerStats,
     rbac: rbac::Filters,
+    hub: Option<hub::Filter>,
     mirrors: Arc<AtomicUsize>,
     limits: Limits,
 }
 
 impl Manager {
-    /// A manager for `config`, its stats in `stats`.
-    pub fn new(config: HttpManager, stats: &Stats, limits: Limits) -> Manager {
+    /// A manager for `config`, its stats in `stats`, its hub filter's clients from `hubs` (without
+    /// them, a hub filter in `config` is left out, with a warning).
+    pub fn new(config: HttpManager, stats: &Stats, limits: Limits, hubs: Option<&Hubs>) -> Manager {
         let stats_handles = ManagerStats::new(stats, &config.stat_prefix);
         let rbac = rbac::Filters::new(&config.rbac, &config.stat_prefix, stats);
+        let hub = match (&config.hub, hubs) {
+            (Some(filter), Some(hubs)) => Some(hubs.filter(filter)),
+            (Some(_), None) => {
+                tracing::warn!(prefix = %config.stat_prefix, "no hub clients: the hub filter is left out");
+                None
+            }
+            (None, _) => None,
+        };
         Manager {
             config,
             stats: stats_handles,
             rbac,
+            hub,
             mirrors: Arc::new(AtomicUsize::new(0)),
             limits,
         }
@@ -148,7 +165,7 @@ impl Manager {
     /// Whether its RBAC filters match the names in a peer certificate (so the listener must read them into
     /// [`Downstream::identity`]).
     pub fn reads_certificates(&self) -> bool {
-        self.rbac.reads_certificates()
+        self.rbac.reads_certificates() || self.hub.is_some()
     }
 
     fn mirror_slot(&self) -> Option<MirrorSlot> {
@@ -303,7 +320,7 @@ async fn handle(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
 async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
     let manager = &ctx.manager;
     let snapshot = ctx.snapshots.borrow().clone();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let authority = match parts.uri.authority() {
         Some(a) => a.as_str().to_string(),
         None => match parts
@@ -342,6 +359,42 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
             return local::response(403, rbac::DENIED_BODY);
         }
     }
+    let Some(hub) = &manager.hub else {
+        return dispatch(parts, body, ctx, &snapshot, &authority, host, scheme).await;
+    };
+    let d = &ctx.downstream;
+    let pending = hub.begin(&hub::Seen {
+        parts: &parts,
+        authority: &authority,
+        scheme,
+        peer: d.peer,
+        destination: d.destination,
+        server_name: &d.server_name,
+        peer_uris: d.identity.as_deref().map(|i| i.uri_sans.as_slice()),
+    });
+    hub.rewrite(&mut parts.headers);
+    let (response, on_response) = match hub.check(&pending, &snapshot, &mut parts.headers).await {
+        Ok(on_response) => (
+            dispatch(parts, body, ctx, &snapshot, &authority, host, scheme).await,
+            on_response,
+        ),
+        Err(refused) => (refused, http::HeaderMap::new()),
+    };
+    hub.finish(pending, response, on_response)
+}
+
+/// The rest of a request's way once the filters before the router let it through: routing, redirects, CORS,
+/// faults, and forwarding.
+async fn dispatch(
+    parts: http::request::Parts,
+    body: Incoming,
+    ctx: &Ctx,
+    snapshot: &proxy_state::Snapshot,
+    authority: &str,
+    host: &str,
+    scheme: &str,
+) -> Response<ProxyBody> {
+    let manager = &ctx.manager;
     let Some(router) = snapshot.routers.get(&manager.config.route_config).cloned() else {
         manager.stats.no_route.inc();
         return local::response(404, "");
@@ -374,7 +427,7 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         return local::redirect(
             &to_https,
             scheme,
-            &authority,
+            authority,
             parts.uri.path(),
             parts.uri.query(),
             None,
@@ -426,7 +479,7 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         Action::Redirect(r) => local::redirect(
             r,
             scheme,
-            &authority,
+            authority,
             &path,
             query.as_deref(),
             matched_prefix,
@@ -436,10 +489,10 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
                 forward: f,
                 route,
                 vh,
-                authority: &authority,
+                authority,
                 scheme,
             };
-            forward::forward(parts, body, target, &snapshot, ctx).await
+            forward::forward(parts, body, target, snapshot, ctx).await
         }
     };
     headers::apply(&route.headers, response.headers_mut(), false);

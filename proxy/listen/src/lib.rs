@@ -31,13 +31,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-/// Limits on what listeners accept.
-#[derive(Debug, Clone, Copy)]
+/// Limits on what listeners accept, and what their connection managers share.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Open downstream connections over all listeners; past it new connections are closed at once.
     pub max_connections: usize,
     /// Time limits on HTTP connections.
     pub http: proxy_http::Limits,
+    /// The hub clients of HTTP connection managers with a hub filter (none: such filters are left out).
+    pub hubs: Option<proxy_http::Hubs>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
         Options {
             max_connections: 100_000,
             http: proxy_http::Limits::default(),
+            hubs: None,
         }
     }
 }
@@ -98,13 +101,18 @@ struct Table {
     by_address: HashMap<SocketAddr, Arc<Prepared>>,
 }
 
-fn prepare(listener: &Arc<Listener>, stats: &Stats, limits: proxy_http::Limits) -> Prepared {
+fn prepare(listener: &Arc<Listener>, stats: &Stats, options: &Options) -> Prepared {
     let chain = |c: &proxy_config::listener::FilterChain| Chain {
         matcher: c.matcher.clone(),
         rbac: rbac::Filters::new(&c.rbac, stats),
         tls: c.tls.is_some(),
         runner: match &c.network {
-            Network::Http(h) => Runner::Http(Arc::new(Manager::new(h.clone(), stats, limits))),
+            Network::Http(h) => Runner::Http(Arc::new(Manager::new(
+                h.clone(),
+                stats,
+                options.http,
+                options.hubs.as_ref(),
+            ))),
             Network::Tcp(t) => Runner::Tcp(t.clone(), tcp::TcpStats::new(stats, &t.stat_prefix)),
         },
     };
@@ -160,7 +168,7 @@ pub async fn run(
                 .filter(|p| Arc::ptr_eq(&p.listener, listener));
             let prepared = match kept {
                 Some(p) => p.clone(),
-                None => Arc::new(prepare(listener, &stats, options.http)),
+                None => Arc::new(prepare(listener, &stats, &options)),
             };
             table.by_address.insert(listener.address, prepared.clone());
             table.by_name.insert(name.clone(), prepared);

@@ -209,6 +209,7 @@ fn listener(address: SocketAddr, rbac: Vec<HttpRbac>, tls: Option<DownstreamTls>
                 stat_prefix: MANAGER.into(),
                 route_config: "9080".into(),
                 rbac,
+                hub: None,
                 fault: false,
                 cors: false,
                 use_remote_address: false,

@@ -132,7 +132,8 @@ pub fn matches(m: &RouteMatch, request: &Request<'_>) -> bool {
 }
 
 /// The value of header `name` as Envoy matches it: several values as one, joined by commas.
-pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
+/// A header's value as route matching and RBAC read it: several values joined by commas, as Envoy joins them.
+pub fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     match (values.next(), values.next()) {
         (None, _) => None,

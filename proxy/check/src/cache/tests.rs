@@ -168,7 +168,40 @@ fn duration_and_use_count_bound_an_answer() {
         cache.insert(&b, &uncacheable, now);
     }
     assert_eq!(cache.stats().uncacheable, 3);
-    assert!(cache.is_empty());
+    assert_eq!(cache.len(), 1, "only the cacheable answer is kept");
+}
+
+#[test]
+fn an_ended_answer_stands_in_for_the_hub_while_stale_then_tells_its_failure_policy() {
+    let mut cache = CheckCache::new(Limits {
+        stale_for: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let b = bag(&[("request.path", s("/pay"))]);
+    let other = bag(&[("request.path", s("/other"))]);
+    let refs = [("request.path", "", false)];
+    let mut closed = answer(0, 10, 2, 1, &refs);
+    if let Some(p) = closed.precondition.as_mut() {
+        p.failure_policy = sextant_proto::mixer::FailurePolicy::FailClose as i32;
+    }
+    cache.insert(&b, &closed, now);
+    assert!(cache.lookup(&b, now).is_some());
+    assert!(cache.lookup(&b, now).is_none(), "both uses spent");
+    let stale = |c: &mut CheckCache, at| match c.fallback(&b, at) {
+        Some(Fallback::Stale(a)) => code(&a),
+        other => panic!("expected a stale answer, got {other:?}"),
+    };
+    assert_eq!(stale(&mut cache, now), 0, "spent but within its time");
+    assert_eq!(stale(&mut cache, now + Duration::from_secs(39)), 0);
+    assert_eq!(
+        cache.fallback(&b, now + Duration::from_secs(40)),
+        Some(Fallback::Policy(
+            sextant_proto::mixer::FailurePolicy::FailClose as i32
+        ))
+    );
+    assert_eq!(cache.fallback(&other, now), None, "nothing known of /other");
+    assert_eq!(cache.stats().stale, 2);
 }
 
 #[test]
@@ -195,6 +228,7 @@ fn bounded_in_entries_and_shapes() {
     let mut cache = CheckCache::new(Limits {
         entries: 2,
         shapes: 1,
+        ..Limits::default()
     });
     let now = Instant::now();
     let refs = [("request.path", "", false)];

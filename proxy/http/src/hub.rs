@@ -1,0 +1,570 @@
+//! The hub filter (`sextant.filters.http.mixer`): each request's attributes as the hub's vocabulary names
+//! them, checked before the request is forwarded (`proxy-check`: cache, hub, stale answers, failure
+//! policy) and reported once its response has ended (`proxy-report`).
+//!
+//! Who the client is travels with the request between sidecars: the client's sidecar (an outbound filter,
+//! which knows its own workload from pilot) adds [`SOURCE_WORKLOAD`] and [`SOURCE_NAMESPACE`], and the
+//! server's sidecar takes them off before the application sees them. They are believed only on a mutual
+//! TLS connection whose peer's SPIFFE identity names the same namespace, so a plain-text client cannot
+//! claim to be a mesh workload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http_body::{Body as HttpBody, Frame};
+use proxy_check::{Checker, Limits as CacheLimits, Verdict};
+use proxy_config::mixer::HubFilter;
+use proxy_report::{Batching, Reporter};
+use proxy_state::Snapshots;
+use proxy_stats::Stats;
+use sextant_attributes::{AttrId, Bag, Span, Time, Value, attr};
+use sextant_proto::mixer::header_operation::{Operation, Target};
+use sextant_supervise::TaskHealth;
+
+use crate::body::ProxyBody;
+
+/// The client workload's name, added by the client's sidecar.
+pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sextant-source-workload");
+/// The client workload's namespace, added by the client's sidecar.
+pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sextant-source-namespace");
+
+/// The hub clients of the whole proxy: one checker (and its cache) per hub cluster, one reporter per hub
+/// cluster and batching, shared by every connection manager that names them and kept while one does.
+#[derive(Clone)]
+pub struct Hubs(Arc<Shared>);
+
+struct Shared {
+    stats: Arc<Stats>,
+    health: Arc<TaskHealth>,
+    snapshots: Snapshots,
+    checkers: Mutex<HashMap<(String, std::time::Duration), Weak<Checker>>>,
+    reporters: Mutex<HashMap<(String, Batching), Weak<Reporter>>>,
+}
+
+impl std::fmt::Debug for Hubs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hubs").finish_non_exhaustive()
+    }
+}
+
+impl Hubs {
+    /// The registry; reporters find the hub's cluster in the snapshot current when they send, and run
+    /// supervised under `health`.
+    pub fn new(stats: Arc<Stats>, health: Arc<TaskHealth>, snapshots: Snapshots) -> Hubs {
+        Hubs(Arc::new(Shared {
+            stats,
+            health,
+            snapshots,
+            checkers: Mutex::new(HashMap::new()),
+            reporters: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The clients one filter uses.
+    pub(crate) fn filter(&self, config: &HubFilter) -> Filter {
+        let s = &self.0;
+        let checker = config.check.then(|| {
+            let key = (config.cluster.clone(), config.stale_ttl);
+            let mut checkers = s.checkers.lock().unwrap_or_else(PoisonError::into_inner);
+            checkers.retain(|_, c| c.strong_count() > 0);
+            if let Some(c) = checkers.get(&key).and_then(Weak::upgrade) {
+                return c;
+            }
+            let limits = CacheLimits {
+                stale_for: config.stale_ttl,
+                ..CacheLimits::default()
+            };
+            let c = Arc::new(Checker::new(&config.cluster, limits, &s.stats));
+            checkers.insert(key, Arc::downgrade(&c));
+            c
+        });
+        let reporter = config.report.then(|| {
+            let batching = Batching {
+                entries: config.batch_entries,
+                interval: config.flush_interval,
+                buffer: config.buffer_entries,
+            };
+            let key = (config.cluster.clone(), batching);
+            let mut reporters = s.reporters.lock().unwrap_or_else(PoisonError::into_inner);
+            reporters.retain(|_, r| r.strong_count() > 0);
+            if let Some(r) = reporters.get(&key).and_then(Weak::upgrade) {
+                return r;
+            }
+            let snapshots = s.snapshots.clone();
+            let clusters: proxy_report::Clusters =
+                Arc::new(move |name| snapshots.borrow().clusters.get(name).cloned());
+            let r = Reporter::start(
+                &config.cluster,
+                batching,
+                clusters,
+                &s.stats,
+                s.health.clone(),
+            );
+            reporters.insert(key, Arc::downgrade(&r));
+            r
+        });
+        Filter {
+            config: config.clone(),
+            checker,
+            reporter,
+        }
+    }
+}
+
+/// One connection manager's hub filter.
+#[derive(Debug)]
+pub(crate) struct Filter {
+    config: HubFilter,
+    checker: Option<Arc<Checker>>,
+    reporter: Option<Arc<Reporter>>,
+}
+
+/// What the connection manager knows of a request when it starts.
+pub(crate) struct Seen<'a> {
+    pub parts: &'a Parts,
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    pub peer: SocketAddr,
+    pub destination: Option<SocketAddr>,
+    pub server_name: &'a str,
+    /// The peer certificate's URI SANs on a TLS connection whose peer presented one.
+    pub peer_uris: Option<&'a [String]>,
+}
+
+/// A request under the filter: its attributes so far, and when it started.
+pub(crate) struct Pending {
+    bag: Bag,
+    started: Instant,
+}
+
+impl Filter {
+    /// The request's attributes as it arrived.
+    pub(crate) fn begin(&self, seen: &Seen<'_>) -> Pending {
+        let mut bag = (*self.config.attributes).clone();
+        request_attributes(&mut bag, seen);
+        let principal = seen
+            .peer_uris
+            .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
+        put(
+            &mut bag,
+            attr!("connection.mtls", Bool),
+            Value::Bool(principal.is_some()),
+        );
+        if let Some(principal) = principal {
+            put(
+                &mut bag,
+                attr!("source.principal", String),
+                Value::String(principal.clone()),
+            );
+            // The client's sidecar's word for its workload, when its certificate vouches for the namespace.
+            let headers = &seen.parts.headers;
+            let text = |h: &HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+            if let (Some(workload), Some(ns)) = (text(&SOURCE_WORKLOAD), text(&SOURCE_NAMESPACE))
+                && spiffe_namespace(principal) == Some(ns)
+            {
+                let s = |v: &str| Value::String(v.to_string());
+                put(&mut bag, attr!("source.workload.name", String), s(workload));
+                put(&mut bag, attr!("source.workload.namespace", String), s(ns));
+                put(&mut bag, attr!("source.namespace", String), s(ns));
+            }
+        }
+        Pending {
+            bag,
+            started: Instant::now(),
+        }
+    }
+
+    /// Takes the client's sidecar's headers off a request, and, outbound, puts this workload's on.
+    pub(crate) fn rewrite(&self, headers: &mut HeaderMap) {
+        headers.remove(&SOURCE_WORKLOAD);
+        headers.remove(&SOURCE_NAMESPACE);
+        if !is_outbound(&self.config) {
+            return;
+        }
+        for (id, name) in [
+            (attr!("source.workload.name", String), SOURCE_WORKLOAD),
+            (attr!("source.workload.namespace", String), SOURCE_NAMESPACE),
+        ] {
+            if let Some(Value::String(v)) = self.config.attributes.get(id)
+                && let Ok(v) = HeaderValue::from_str(v)
+            {
+                headers.insert(name, v);
+            }
+        }
+    }
+
+    /// Checks the request (when the filter checks): `Ok` with header changes to make on the request and
+    /// the response, or the response to answer with.
+    pub(crate) async fn check(
+        &self,
+        pending: &Pending,
+        snapshot: &proxy_state::Snapshot,
+        headers: &mut HeaderMap,
+    ) -> Result<HeaderMap, Response<ProxyBody>> {
+        let Some(checker) = &self.checker else {
+            return Ok(HeaderMap::new());
+        };
+        let cluster = snapshot.clusters.get(&self.config.cluster);
+        match checker
+            .check(
+                cluster,
+                &pending.bag,
+                self.config.check_timeout,
+                self.config.on_failure,
+            )
+            .await
+        {
+            Verdict::Forward(answer) => {
+                let mut on_response = HeaderMap::new();
+                for op in answer.iter().flat_map(|a| &a.header_operations) {
+                    let target = if op.target == Target::Response as i32 {
+                        &mut on_response
+                    } else {
+                        &mut *headers
+                    };
+                    apply(target, op);
+                }
+                Ok(on_response)
+            }
+            Verdict::Refuse(r) => {
+                let mut response = crate::local::response(r.status, r.body);
+                for (k, v) in r.headers {
+                    if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                        response.headers_mut().append(k, v);
+                    }
+                }
+                Err(response)
+            }
+        }
+    }
+
+    /// Hands the response back with its end reported (when the filter reports), `cluster` being the
+    /// upstream cluster it came from, if any.
+    pub(crate) fn finish(
+        &self,
+        pending: Pending,
+        mut response: Response<ProxyBody>,
+        on_response: HeaderMap,
+    ) -> Response<ProxyBody> {
+        for (name, value) in &on_response {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        let Some(reporter) = &self.reporter else {
+            return response;
+        };
+        let mut bag = pending.bag;
+        let status = i64::from(response.status().as_u16());
+        put(
+            &mut bag,
+            attr!("response.code", Int64),
+            Value::Int64(status),
+        );
+        if let Some(code) = grpc_status(response.headers()) {
+            put(
+                &mut bag,
+                attr!("response.grpc_status", String),
+                Value::String(code),
+            );
+        }
+        if let Some(cluster) = response.extensions().get::<crate::UpstreamCluster>() {
+            service_attributes(&mut bag, &cluster.0);
+        }
+        let (parts, body) = response.into_parts();
+        let report = Report {
+            bag: Some(bag),
+            started: pending.started,
+            bytes: 0,
+            reporter: reporter.clone(),
+        };
+        Response::from_parts(parts, ProxyBody::Reported(Box::new((body, report))))
+    }
+}
+
+/// A response on its way downstream: reported when its body ends or is dropped.
+#[derive(Debug)]
+pub struct Report {
+    bag: Option<Bag>,
+    started: Instant,
+    bytes: u64,
+    reporter: Arc<Reporter>,
+}
+
+impl Report {
+    pub(crate) fn poll_frame(
+        &mut self,
+        inner: Pin<&mut ProxyBody>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if let (Some(trailers), Some(bag)) = (frame.trailers_ref(), self.bag.as_mut())
+                    && let Some(code) = grpc_status(trailers)
+                {
+                    put(
+                        bag,
+                        attr!("response.grpc_status", String),
+                        Value::String(code),
+                    );
+                }
+            }
+            Poll::Ready(None) => self.send(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn send(&mut self) {
+        let Some(mut bag) = self.bag.take() else {
+            return;
+        };
+        let bytes = i64::try_from(self.bytes).unwrap_or(i64::MAX);
+        put(&mut bag, attr!("response.size", Int64), Value::Int64(bytes));
+        put(
+            &mut bag,
+            attr!("response.total_size", Int64),
+            Value::Int64(bytes),
+        );
+        put(
+            &mut bag,
+            attr!("response.time", Timestamp),
+            Value::Timestamp(now()),
+        );
+        let took = self.started.elapsed();
+        put(
+            &mut bag,
+            attr!("response.duration", Duration),
+            Value::Duration(Span {
+                seconds: i64::try_from(took.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(took.subsec_nanos()).unwrap_or(0),
+            }),
+        );
+        self.reporter.report(bag);
+    }
+}
+
+impl Drop for Report {
+    /// A response dropped before its end (the client went away) is reported with what was sent.
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+fn is_outbound(config: &HubFilter) -> bool {
+    matches!(
+        config.attributes.get(attr!("context.reporter.kind", String)),
+        Some(Value::String(k)) if k == "outbound"
+    )
+}
+
+/// A vocabulary attribute set on a bag; the `attr!` ids are checked against their types at compile time,
+/// so the set cannot fail.
+fn put(bag: &mut Bag, id: AttrId, value: Value) {
+    let _ = bag.set(id, value);
+}
+
+fn now() -> Time {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Time {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The attributes a request has on the wire.
+fn request_attributes(bag: &mut Bag, seen: &Seen<'_>) {
+    let p = seen.parts;
+    let s = |v: &str| Value::String(v.to_string());
+    put(
+        bag,
+        attr!("source.ip", IpAddress),
+        Value::Ip(seen.peer.ip()),
+    );
+    put(
+        bag,
+        attr!("source.port", Int64),
+        Value::Int64(i64::from(seen.peer.port())),
+    );
+    if let Some(d) = seen.destination {
+        put(bag, attr!("destination.ip", IpAddress), Value::Ip(d.ip()));
+        put(
+            bag,
+            attr!("destination.port", Int64),
+            Value::Int64(i64::from(d.port())),
+        );
+    }
+    if !seen.server_name.is_empty() {
+        put(
+            bag,
+            attr!("connection.requested_server_name", String),
+            s(seen.server_name),
+        );
+    }
+    let mut headers: HashMap<String, String> = HashMap::with_capacity(p.headers.keys_len());
+    for name in p.headers.keys() {
+        if name == SOURCE_WORKLOAD || name == SOURCE_NAMESPACE {
+            continue;
+        }
+        if let Some(v) = proxy_route::header_value(&p.headers, name.as_str()) {
+            headers.insert(name.as_str().to_string(), v.into_owned());
+        }
+    }
+    let header = |n: &str| headers.get(n).map(|v| Value::String(v.clone()));
+    if let Some(v) = header("x-request-id") {
+        put(bag, attr!("request.id", String), v);
+    }
+    if let Some(v) = header("user-agent") {
+        put(bag, attr!("request.useragent", String), v);
+    }
+    let grpc = headers
+        .get("content-type")
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    let protocol = if grpc {
+        "grpc"
+    } else if p.version == http::Version::HTTP_2 {
+        "http2"
+    } else {
+        "http"
+    };
+    put(bag, attr!("request.protocol", String), s(protocol));
+    put(
+        bag,
+        attr!("context.protocol", String),
+        s(if grpc { "grpc" } else { "http" }),
+    );
+    put(
+        bag,
+        attr!("request.headers", StringMap),
+        Value::StringMap(headers),
+    );
+    put(bag, attr!("request.host", String), s(seen.authority));
+    put(bag, attr!("request.method", String), s(p.method.as_str()));
+    put(bag, attr!("request.scheme", String), s(seen.scheme));
+    put(bag, attr!("request.url_path", String), s(p.uri.path()));
+    put(
+        bag,
+        attr!("request.path", String),
+        s(p.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    );
+    let time = now();
+    put(
+        bag,
+        attr!("request.time", Timestamp),
+        Value::Timestamp(time),
+    );
+    put(
+        bag,
+        attr!("context.time", Timestamp),
+        Value::Timestamp(time),
+    );
+}
+
+/// `destination.service.*` of an outbound request, from the Istio-named cluster it went to
+/// (`outbound|PORT|SUBSET|NAME.NAMESPACE.svc.…`), unless the filter set them.
+fn service_attributes(bag: &mut Bag, cluster: &str) {
+    let host_id = attr!("destination.service.host", String);
+    if bag.get(host_id).is_some() {
+        return;
+    }
+    let ["outbound", _, _, host] = cluster.split('|').collect::<Vec<_>>()[..] else {
+        return;
+    };
+    put(bag, host_id, Value::String(host.to_string()));
+    let mut labels = host.split('.');
+    if let (Some(name), Some(namespace)) = (labels.next(), labels.next()) {
+        put(
+            bag,
+            attr!("destination.service.name", String),
+            Value::String(name.to_string()),
+        );
+        put(
+            bag,
+            attr!("destination.service.namespace", String),
+            Value::String(namespace.to_string()),
+        );
+    }
+}
+
+/// The namespace of a SPIFFE ID of Istio's form `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT`.
+fn spiffe_namespace(id: &str) -> Option<&str> {
+    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+    match path.split('/').collect::<Vec<_>>()[..] {
+        ["ns", ns, "sa", _] => Some(ns),
+        _ => None,
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn apply(headers: &mut HeaderMap, op: &sextant_proto::mixer::HeaderOperation) {
+    let Ok(name) = HeaderName::try_from(op.name.as_str()) else {
+        return;
+    };
+    match Operation::try_from(op.operation) {
+        Ok(Operation::Remove) => {
+            headers.remove(&name);
+        }
+        Ok(Operation::Append) => {
+            if let Ok(v) = HeaderValue::try_from(op.value.as_str()) {
+                headers.append(name, v);
+            }
+        }
+        _ => {
+            if let Ok(v) = HeaderValue::try_from(op.value.as_str()) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_ids_name_their_namespace() {
+        assert_eq!(
+            spiffe_namespace("spiffe://cluster.local/ns/shop/sa/web"),
+            Some("shop")
+        );
+        assert_eq!(spiffe_namespace("spiffe://cluster.local/other"), None);
+        assert_eq!(spiffe_namespace("https://x/ns/shop/sa/web"), None);
+    }
+
+    #[test]
+    fn outbound_clusters_name_the_destination_service() {
+        let mut bag = Bag::new();
+        service_attributes(
+            &mut bag,
+            "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
+        );
+        assert_eq!(
+            bag.get_by_name("destination.service.name"),
+            Some(&Value::String("reviews".into()))
+        );
+        assert_eq!(
+            bag.get_by_name("destination.service.namespace"),
+            Some(&Value::String("bookinfo".into()))
+        );
+        let mut other = Bag::new();
+        service_attributes(&mut other, "PassthroughCluster");
+        assert!(other.is_empty());
+    }
+}
