@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sextant_attributes::{AttrId, Bag, Value, lookup};
-use sextant_proto::mixer::{CheckResponse, PreconditionResult, attribute_match::Condition};
+use sextant_proto::mixer::{
+    CheckResponse, FailurePolicy, PreconditionResult, attribute_match::Condition,
+};
 
 /// The cache's bounds.
 #[derive(Clone, Copy, Debug)]
@@ -137,10 +139,15 @@ impl CheckCache {
     }
 
     /// What stands in for the hub's answer to a request with attributes `bag` at `now`, when the hub cannot
-    /// be reached: a stale answer, else the failure policy of an older one, else nothing.
+    /// be reached: a stale answer, else the failure policy of an older one, else nothing. An answer of
+    /// FAIL_CLOSE policies is never served stale: those policies asked for requests to be refused when the
+    /// hub cannot decide them.
     pub fn fallback(&mut self, bag: &Bag, now: Instant) -> Option<Fallback> {
+        let fail_close = FailurePolicy::FailClose as i32;
         if let Some(entry) = self
-            .find(bag, |e| e.stale_until > now)
+            .find(bag, |e| {
+                e.stale_until > now && e.answer.failure_policy != fail_close
+            })
             .and_then(|slot| self.entries.get(&slot))
         {
             self.stats.stale += 1;

@@ -173,6 +173,7 @@ fn duration_and_use_count_bound_an_answer() {
 
 #[test]
 fn an_ended_answer_stands_in_for_the_hub_while_stale_then_tells_its_failure_policy() {
+    use sextant_proto::mixer::FailurePolicy;
     let mut cache = CheckCache::new(Limits {
         stale_for: Duration::from_secs(30),
         ..Limits::default()
@@ -181,11 +182,14 @@ fn an_ended_answer_stands_in_for_the_hub_while_stale_then_tells_its_failure_poli
     let b = bag(&[("request.path", s("/pay"))]);
     let other = bag(&[("request.path", s("/other"))]);
     let refs = [("request.path", "", false)];
-    let mut closed = answer(0, 10, 2, 1, &refs);
-    if let Some(p) = closed.precondition.as_mut() {
-        p.failure_policy = sextant_proto::mixer::FailurePolicy::FailClose as i32;
-    }
-    cache.insert(&b, &closed, now);
+    let with_policy = |policy: FailurePolicy| {
+        let mut a = answer(0, 10, 2, 1, &refs);
+        if let Some(p) = a.precondition.as_mut() {
+            p.failure_policy = policy as i32;
+        }
+        a
+    };
+    cache.insert(&b, &with_policy(FailurePolicy::FailOpen), now);
     assert!(cache.lookup(&b, now).is_some());
     assert!(cache.lookup(&b, now).is_none(), "both uses spent");
     let stale = |c: &mut CheckCache, at| match c.fallback(&b, at) {
@@ -196,12 +200,16 @@ fn an_ended_answer_stands_in_for_the_hub_while_stale_then_tells_its_failure_poli
     assert_eq!(stale(&mut cache, now + Duration::from_secs(39)), 0);
     assert_eq!(
         cache.fallback(&b, now + Duration::from_secs(40)),
-        Some(Fallback::Policy(
-            sextant_proto::mixer::FailurePolicy::FailClose as i32
-        ))
+        Some(Fallback::Policy(FailurePolicy::FailOpen as i32))
     );
     assert_eq!(cache.fallback(&other, now), None, "nothing known of /other");
     assert_eq!(cache.stats().stale, 2);
+    // FAIL_CLOSE policies' answers are never served stale.
+    cache.insert(&other, &with_policy(FailurePolicy::FailClose), now);
+    assert_eq!(
+        cache.fallback(&other, now + Duration::from_secs(11)),
+        Some(Fallback::Policy(FailurePolicy::FailClose as i32))
+    );
 }
 
 #[test]
