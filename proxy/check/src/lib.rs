@@ -8,6 +8,10 @@
 //! later request agreeing on all of them gets the same answer without a call, as Mixer's client did. The
 //! cache is bounded in entries and in the number of distinct attribute sets, and every refusal to cache or
 //! eviction is counted ([`CacheStats`]).
+//!
+//! [`Checker`] makes the calls: the cache first, else the hub's Check over the hub's cluster, else — the hub
+//! unreachable, slow or overloaded — what stands in for it ([`Fallback`]): a stale answer (never one of
+//! FAIL_CLOSE policies), the failure policy an older answer carried, or the filter's own.
 
 mod cache;
 mod client;

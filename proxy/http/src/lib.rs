@@ -1,5 +1,6 @@
 //! The HTTP connection manager (Envoy's `http_connection_manager`): serves HTTP/1.1 and HTTP/2 on a downstream
-//! connection, decides each request by its RBAC filters (`rbac`), routes it by the route configuration its
+//! connection, decides each request by its RBAC filters (`rbac`) and the hub filter (`hub`: Check before,
+//! Report after), routes it by the route configuration its
 //! listener names, runs the fault and CORS filters as the route says, and forwards it (`forward`), or answers it itself (redirects, direct responses,
 //! errors, in Envoy's local-reply form).
 //!
