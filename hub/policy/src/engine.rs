@@ -148,6 +148,11 @@ struct Evaluation<'s> {
     refused: Option<(Arc<str>, Duration)>,
     /// Filled by the quota phase: the explicit quotas' outcomes, by requested name.
     grants: Vec<(String, QuotaGrant)>,
+    /// Whether the caller asked for a lease of the charged buckets (a proxy's quota prefetch).
+    leasing: bool,
+    /// Filled by the quota phase when leasing: the requests every charged bucket granted, and the time they
+    /// represent at the slowest of those limits' rates.
+    lease: Option<(u32, Duration)>,
 }
 
 impl<'s> Evaluation<'s> {
@@ -482,8 +487,37 @@ pub async fn check_with(
     quotas: &[QuotaRequest],
     adapters: &dyn PolicyAdapters,
 ) -> Decision {
+    check_leasing(snap, bag, quotas, adapters, false).await
+}
+
+/// The most requests one lease covers.
+pub const MAX_LEASE: u32 = 1000;
+
+/// The requests a lease of `spec`'s buckets covers: a tenth of its window's requests, at most what the
+/// bucket lets through at once (its burst and one), at least one. A limit without burst leases one request
+/// at a time: a larger lease would let a burst through that the limit does not allow.
+pub fn lease_size(spec: LimitSpec) -> u32 {
+    (spec.requests / 10)
+        .min(spec.capacity())
+        .clamp(1, MAX_LEASE)
+}
+
+/// [`check_with`], and with `leasing` (a proxy's quota prefetch) each RateLimit the request is charged
+/// grants a lease of up to [`lease_size`] requests at once (best effort; every later bucket at most what
+/// the earlier granted), so the answer is cacheable for as many requests as the lease covers, for the time
+/// they represent at the limit's rate. Leased units are taken from the bucket whether or not they are used:
+/// a lease can only make the limit stricter, never looser. A request a limit refuses is cacheable until its
+/// `retry_after`.
+pub async fn check_leasing(
+    snap: &Snapshot,
+    bag: &Bag,
+    quotas: &[QuotaRequest],
+    adapters: &dyn PolicyAdapters,
+    leasing: bool,
+) -> Decision {
     let reads = ReadSet::default();
     let mut ev = evaluate(snap, bag, &reads, quotas);
+    ev.leasing = leasing;
     if !ev.consults.is_empty() {
         // An adapter sees the whole bag: the decision depends on every attribute a cache could key on.
         for (i, def) in VOCABULARY.iter().enumerate() {
@@ -504,9 +538,26 @@ pub async fn check_with(
     }
     for (i, key) in &ev.charges {
         let (rl, limiter) = &snap.rate_limits[*i];
-        if let Outcome::Denied { retry_after } = limiter.acquire(key, 1, false).await {
-            ev.refused = Some((rl.name.clone(), retry_after));
-            break;
+        let wanted = match ev.lease {
+            _ if !leasing => 1,
+            Some((granted, _)) => granted,
+            None => lease_size(limiter.spec()),
+        };
+        match limiter.acquire(key, wanted, leasing).await {
+            Outcome::Denied { retry_after } => {
+                ev.refused = Some((rl.name.clone(), retry_after));
+                ev.lease = None;
+                break;
+            }
+            Outcome::Granted { granted, .. } if leasing => {
+                let granted = granted.max(1);
+                let window = limiter.spec().emission_interval().saturating_mul(granted);
+                ev.lease = Some(match ev.lease {
+                    Some((_, w)) => (granted, w.min(window)),
+                    None => (granted, window),
+                });
+            }
+            Outcome::Granted { .. } => {}
         }
     }
     for (req_i, target, key) in &ev.explicit {
@@ -615,11 +666,23 @@ fn evaluate<'s>(
 fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> Decision {
     let referenced = references(bag, reads, &ev.evaluated);
     let volatile = reads.ids().any(|id| id.def().volatile);
-    let cacheable =
-        ev.charges.is_empty() && !volatile && ev.adapter_valid_for != Some(Duration::ZERO);
-    let ttl = ev
-        .adapter_valid_for
-        .map_or(snap.decision_ttl, |d| d.min(snap.decision_ttl));
+    // A decision that charged rate limits is cacheable only for a leasing caller: for the requests its
+    // lease covers, or, refused, until the limit would let a request through.
+    let (charged_for, uses) = match (&ev.refused, ev.lease) {
+        _ if ev.charges.is_empty() => (None, snap.decision_uses),
+        (Some((_, wait)), _) if ev.leasing => (Some(*wait), snap.decision_uses),
+        (None, Some((granted, window))) => {
+            (Some(window), i32::try_from(granted).unwrap_or(i32::MAX))
+        }
+        _ => (Some(Duration::ZERO), 0),
+    };
+    let cacheable = !volatile
+        && ev.adapter_valid_for != Some(Duration::ZERO)
+        && charged_for != Some(Duration::ZERO);
+    let ttl = [ev.adapter_valid_for, charged_for]
+        .into_iter()
+        .flatten()
+        .fold(snap.decision_ttl, Duration::min);
     let mut headers = Vec::new();
     let (code, message, http_status) = if let Some((policy, denial)) = ev.denied {
         match denial {
@@ -668,7 +731,7 @@ fn finish(snap: &Snapshot, bag: &Bag, reads: &ReadSet, ev: Evaluation<'_>) -> De
         headers,
         cacheable,
         valid_duration: if cacheable { ttl } else { Duration::ZERO },
-        valid_use_count: if cacheable { snap.decision_uses } else { 0 },
+        valid_use_count: if cacheable { uses } else { 0 },
         referenced,
         revision: snap.revision,
         failure_policy: ev.failure_policy,

@@ -23,8 +23,8 @@ pub use decision::{
     QuotaGrant, Reference, RuleHit,
 };
 pub use engine::{
-    ABSENT_DIMENSION, AdapterVerdict, NoAdapters, PolicyAdapters, QuotaRequest, RateLimitDecision,
-    VerdictFuture, check, check_with, rate_limit,
+    ABSENT_DIMENSION, AdapterVerdict, MAX_LEASE, NoAdapters, PolicyAdapters, QuotaRequest,
+    RateLimitDecision, VerdictFuture, check, check_leasing, check_with, lease_size, rate_limit,
 };
 pub use expr::{ENV, Expr, ExprError, Ty, compile as compile_expr, literal_string, segments};
 pub use functions::{FUNCTIONS, Function, Overload};

@@ -182,7 +182,9 @@ impl Mixer for MixerService {
                 best_effort: p.best_effort,
             })
             .collect();
-        let decision = hub_policy::check_with(&snap, &bag, &quotas, &self.state.telemetry).await;
+        let decision =
+            hub_policy::check_leasing(&snap, &bag, &quotas, &self.state.telemetry, req.lease_quota)
+                .await;
         metrics.decision("native", &decision, start.elapsed().as_secs_f64());
         let response = to_check_response(&decision);
         if !req.deduplication_id.is_empty() {

@@ -156,6 +156,7 @@ impl Checker {
         let request = CheckRequest {
             compressed: Some(to_compressed(bag)),
             deduplication_id: format!("{:016x}", fastrand::u64(..)),
+            lease_quota: true,
             ..Default::default()
         };
         let answer = grpc::unary(
