@@ -95,7 +95,11 @@ fn envoy_descriptors(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sextant/mixer/v1/mixer.proto", MIXER_FILTER_PROTO];
+    let protos = [
+        "sextant/mixer/v1/mixer.proto",
+        MIXER_FILTER_PROTO,
+        "istio/v1/auth/ca.proto",
+    ];
     let fds = protox::Compiler::new(["."])?
         .include_imports(true)
         .include_source_info(true)
@@ -103,8 +107,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set();
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     envoy_descriptors(&out)?;
+    // Reflection on the hub describes the hub's own API only.
+    let native = protox::Compiler::new(["."])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(["sextant/mixer/v1/mixer.proto"])?
+        .file_descriptor_set();
     let descriptor_path = out.join("sextant_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&native))?;
     tonic_prost_build::configure()
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::envoy_types::pb::google::protobuf")

@@ -8,6 +8,13 @@
 /// relative paths).
 #[allow(missing_docs, clippy::all)]
 mod generated {
+    pub mod istio {
+        pub mod v1 {
+            pub mod auth {
+                tonic::include_proto!("istio.v1.auth");
+            }
+        }
+    }
     pub mod sextant {
         pub mod mixer {
             pub mod v1 {
@@ -29,6 +36,9 @@ mod generated {
 /// `sextant.filters.http.mixer.v1`: the configuration of the proxy's hub filter (Check and Report from the
 /// sidecar), sent by pilot inside an `HttpConnectionManager`.
 pub use generated::sextant::filters::http::mixer::v1 as mixer_filter;
+/// `istio.v1.auth`: Istio's certificate API (`IstioCertificateService/CreateCertificate`), which pilot serves
+/// on its TLS port and proxies call with a CSR for their own identity.
+pub use generated::istio::v1::auth as istio_ca;
 /// `sextant.mixer.v1`: the hub's native Check and Report API.
 pub use generated::sextant::mixer::v1 as mixer;
 

@@ -12,8 +12,11 @@
 //! is a self-signed root made at start ([`Authority::self_signed`]), which `from_dir` writes into an empty
 //! directory so that restarts keep the trust root.
 //!
-//! The issued key travels to the proxy in an SDS secret over the xDS connection, so that connection must be
-//! trusted (pilot listens on loopback by default). Issued certificates are bounded ([`MAX_IDENTITIES`]).
+//! A key [`Authority::certificate`] makes travels to the proxy in an SDS secret over the xDS connection, so
+//! that connection must be trusted (pilot listens on loopback by default). A workload that keeps its key
+//! sends a certificate signing request instead ([`Authority::sign_csr`]: Istio's `CreateCertificate`), and
+//! gets the same certificate for its own key, once the caller is known to have the identity it asks for.
+//! Issued certificates are bounded ([`MAX_IDENTITIES`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +96,19 @@ pub enum CaError {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A certificate signing request that cannot be signed: malformed, badly signed, or naming another
+    /// identity than the caller's.
+    #[error("certificate signing request: {0}")]
+    Csr(String),
+}
+
+/// A certificate signed for a workload's own key (the key never left the workload).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// The workload certificate followed by the chain up to (not including) the root, PEM.
+    pub chain_pem: String,
+    /// When the certificate expires.
+    pub not_after: SystemTime,
 }
 
 /// A workload's certificate as proxies take it.
@@ -269,22 +285,48 @@ impl Authority {
         self.issued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Signs `csr_pem`, a PKCS #10 request made by a workload whose identity the caller established as
+    /// `spiffe_id`: the request must be validly signed and name exactly that identity (its one name, a URI
+    /// SAN). The certificate is the one [`Authority::certificate`] would issue, for the request's key, valid
+    /// for `ttl` when that is shorter than the authority's lifetime (and at least [`MIN_WORKLOAD_TTL`]).
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        spiffe_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Signed, CaError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::Csr(format!("not a validly signed PKCS #10 request: {e}")))?;
+        let asked: Vec<String> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .map(|san| match san {
+                SanType::URI(uri) => uri.as_str().to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        if asked != [spiffe_id] {
+            return Err(CaError::Csr(format!(
+                "it asks for {asked:?}; the caller may have only {spiffe_id:?}"
+            )));
+        }
+        let now = SystemTime::now();
+        let ttl = ttl.map_or(self.ttl, |t| t.clamp(MIN_WORKLOAD_TTL, self.ttl));
+        let params = workload_params(spiffe_id, now, ttl)?;
+        let signed = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(Signed {
+            chain_pem: signed.pem() + &self.chain_pem,
+            not_after: now + ttl,
+        })
+    }
+
     fn issue(&self, spiffe_id: &str, now: SystemTime) -> Result<Issued, CaError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
-        params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + self.ttl).into();
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
+        let params = workload_params(spiffe_id, now, self.ttl)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
@@ -294,6 +336,31 @@ impl Authority {
             refresh_at: now + self.ttl / 2,
         })
     }
+}
+
+/// A workload certificate's parameters: `spiffe_id` its only name (subject empty), client and server use,
+/// valid from a little before `now` for `ttl`.
+fn workload_params(
+    spiffe_id: &str,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + ttl).into();
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
 }
 
 /// A self-signed root for `trust_domain`: its PEM and key.

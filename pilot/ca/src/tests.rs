@@ -212,3 +212,62 @@ fn bad_ca_directories_are_refused_with_the_file_named() {
         "{e}"
     );
 }
+
+/// A CSR for `ids` (URI SANs) with a fresh key, PEM, and the key's public half (DER).
+fn csr_for(ids: &[&str]) -> (String, Vec<u8>) {
+    use rcgen::PublicKeyData;
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = ids
+        .iter()
+        .map(|id| SanType::URI((*id).try_into().expect("uri")))
+        .collect();
+    let csr = params.serialize_request(&key).expect("csr");
+    (csr.pem().expect("pem"), key.subject_public_key_info())
+}
+
+#[test]
+fn signs_a_csr_for_the_callers_identity_with_the_callers_key() {
+    let ca = Authority::self_signed("cluster.local", DEFAULT_WORKLOAD_TTL).expect("ca");
+    let (csr, public) = csr_for(&[ID]);
+    let signed = ca
+        .sign_csr(&csr, ID, Some(Duration::from_secs(3600)))
+        .expect("signed");
+    assert_signed(&signed.chain_pem, ca.root_pem(), ID);
+    let chain = pems(&signed.chain_pem);
+    let leaf = chain[0].parse_x509().expect("leaf");
+    assert_eq!(
+        leaf.public_key().raw,
+        public.as_slice(),
+        "the workload's own key"
+    );
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert!(
+        lifetime <= 3600 + 60,
+        "the shorter lifetime asked for: {lifetime}s"
+    );
+}
+
+#[test]
+fn refuses_csrs_for_other_identities_or_malformed() {
+    let ca = Authority::self_signed("cluster.local", DEFAULT_WORKLOAD_TTL).expect("ca");
+    let other = "spiffe://cluster.local/ns/default/sa/admin";
+    for ids in [&[other][..], &[ID, other][..], &[][..]] {
+        let (csr, _) = csr_for(ids);
+        let e = ca
+            .sign_csr(&csr, ID, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("the caller may have only"), "{e}");
+    }
+    let e = ca
+        .sign_csr(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            ID,
+            None,
+        )
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("not a validly signed PKCS #10 request"), "{e}");
+}
