@@ -48,6 +48,9 @@ pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
 /// The xDS consumer: validates and applies updates, publishing snapshots.
 pub struct Store {
     assignments: BTreeMap<String, Assignment>,
+    /// Secrets the proxy holds itself (its own key and certificate), which pilot's of the same names never
+    /// replace.
+    local: BTreeMap<String, Arc<Secret>>,
     current: Arc<Snapshot>,
     publish: watch::Sender<Arc<Snapshot>>,
     stats: Arc<Stats>,
@@ -79,6 +82,7 @@ impl Store {
         }
         let store = Store {
             assignments: BTreeMap::new(),
+            local: BTreeMap::new(),
             current: Arc::new(Snapshot::default()),
             publish,
             stats,
@@ -179,6 +183,7 @@ impl Store {
                 let decoded =
                     decode_all(resources, proxy_config::secret::decode, |s| s.name.clone())?;
                 next.secrets = decoded.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+                next.secrets.extend(self.local.clone());
             }
             other => return Err(format!("type {other} is not consumed by sextant proxy")),
         }
@@ -223,6 +228,70 @@ fn known(type_url: &str) -> Option<&'static str> {
     .find(|t| *t == type_url)
 }
 
+impl Store {
+    /// Installs secrets the proxy holds itself (its own key and certificate, `default` and `ROOTCA`): they
+    /// stand in for pilot's of the same names from now on, and the configuration using them is rebuilt.
+    pub fn set_local_secrets(&mut self, secrets: Vec<Secret>) -> Result<(), String> {
+        let secrets: BTreeMap<String, Arc<Secret>> = secrets
+            .into_iter()
+            .map(|s| (s.name.clone(), Arc::new(s)))
+            .collect();
+        let mut next = self.next((types::SECRET, &[]));
+        // What pilot sent stays in the config dump; only the secrets change.
+        next.raw = self.current.raw.clone();
+        next.secrets
+            .retain(|name, _| !self.local.contains_key(name));
+        next.secrets.extend(secrets.clone());
+        let (upstream, downstream) = tls::build(&next, &self.stats)?;
+        for (cluster, config) in upstream {
+            cluster.set_tls(config);
+        }
+        next.downstream_tls = downstream;
+        self.local = secrets;
+        self.commit(types::SECRET, next);
+        Ok(())
+    }
+
+    /// Publishes `next`, counting each secret that changed as Envoy does (`sds.NAME.update_success`).
+    fn commit(&mut self, type_url: &'static str, next: Snapshot) {
+        for (name, secret) in &next.secrets {
+            if self.current.secrets.get(name) != Some(secret) {
+                self.stats
+                    .counter(&Scope::Server, &format!("sds.{name}.update_success"))
+                    .inc();
+            }
+        }
+        self.current = Arc::new(next);
+        self.publish.send_replace(self.current.clone());
+        if let Some(c) = self.accepted.get(type_url) {
+            c.inc();
+        }
+    }
+}
+
+/// A store shared between the xDS client and the proxy's own certificate manager.
+#[derive(Clone)]
+pub struct SharedStore(pub Arc<std::sync::Mutex<Store>>);
+
+impl SharedStore {
+    /// The store, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl proxy_xds::Consumer for SharedStore {
+    fn apply(&mut self, type_url: &str, resources: &[Any]) -> Result<(), String> {
+        self.lock().apply(type_url, resources)
+    }
+
+    fn wants(&self, type_url: &str) -> BTreeSet<String> {
+        self.lock().wants(type_url)
+    }
+}
+
 impl proxy_xds::Consumer for Store {
     fn apply(&mut self, type_url: &str, resources: &[Any]) -> Result<(), String> {
         let Some(type_url) = known(type_url) else {
@@ -230,19 +299,7 @@ impl proxy_xds::Consumer for Store {
         };
         match self.apply_type(type_url, resources) {
             Ok(next) => {
-                // Envoy counts updates per secret (`sds.NAME.update_success`): each one that changed.
-                for (name, secret) in &next.secrets {
-                    if self.current.secrets.get(name) != Some(secret) {
-                        self.stats
-                            .counter(&Scope::Server, &format!("sds.{name}.update_success"))
-                            .inc();
-                    }
-                }
-                self.current = Arc::new(next);
-                self.publish.send_replace(self.current.clone());
-                if let Some(c) = self.accepted.get(type_url) {
-                    c.inc();
-                }
+                self.commit(type_url, next);
                 Ok(())
             }
             Err(message) => {
@@ -285,7 +342,10 @@ impl proxy_xds::Consumer for Store {
                     .listeners
                     .values()
                     .flat_map(|l| l.secrets().map(str::to_string).collect::<Vec<_>>());
-                from_clusters.chain(from_listeners).collect()
+                from_clusters
+                    .chain(from_listeners)
+                    .filter(|name| !self.local.contains_key(name))
+                    .collect()
             }
             _ => BTreeSet::new(),
         }

@@ -9,6 +9,7 @@
 //! or pilot cannot be reached, the client reconnects with a growing backoff and resumes with the versions and
 //! names it holds; the consumer's configuration is never cleared by a lost connection.
 
+pub mod connect;
 mod delta;
 mod session;
 mod stream;
@@ -20,6 +21,8 @@ use std::time::Duration;
 use sextant_proto::envoy::config::core::v3::Node;
 use sextant_proto::google::protobuf::Any;
 use tokio::sync::watch;
+
+pub use connect::PilotTls;
 
 /// Runs the client until the task is dropped: connects, applies and answers what pilot sends over
 /// `options.protocol`, and reconnects with backoff whenever the stream ends. `status` receives what it does.
@@ -67,6 +70,8 @@ pub struct Options {
     pub protocol: Protocol,
     /// `SO_MARK` for the connection to pilot (Istio's 1337), so interception lets it through.
     pub mark: Option<u32>,
+    /// TLS to pilot (an `https://` endpoint), checked against the mesh root.
+    pub tls: Option<PilotTls>,
 }
 
 impl Options {
@@ -79,6 +84,7 @@ impl Options {
             max_backoff: Duration::from_secs(10),
             protocol: Protocol::default(),
             mark: None,
+            tls: None,
         }
     }
 }

@@ -172,7 +172,7 @@ pub(crate) fn nacked(status: &watch::Sender<Status>, nack: Nack) {
     });
 }
 
-/// A client for pilot's ADS service, connected as `options` say (with `SO_MARK` when asked).
+/// A client for pilot's ADS service, connected as `options` say (with `SO_MARK` and TLS when asked).
 pub(crate) async fn client(
     options: &crate::Options,
 ) -> Result<
@@ -182,34 +182,8 @@ pub(crate) async fn client(
     Error,
 >{
     use sextant_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(options.endpoint.clone())?;
-    let channel = match options.mark {
-        None => endpoint.connect().await?,
-        Some(mark) => {
-            let connector = tower::service_fn(move |uri: http::Uri| async move {
-                let host = uri
-                    .host()
-                    .unwrap_or("localhost")
-                    .trim_matches(['[', ']'])
-                    .to_string();
-                let port = uri.port_u16().unwrap_or(80);
-                let address = tokio::net::lookup_host((host.as_str(), port))
-                    .await?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))?;
-                let socket = if address.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                socket2::SockRef::from(&socket).set_mark(mark)?;
-                let stream = socket.connect(address).await?;
-                stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            });
-            endpoint.connect_with_connector(connector).await?
-        }
-    };
+    let channel =
+        crate::connect::channel(&options.endpoint, options.mark, options.tls.as_ref()).await?;
     Ok(
         AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
