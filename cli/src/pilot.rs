@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pilot_ca::Authority;
 use pilot_config::{MeshConfig, RegistrySnapshot};
-use pilot_translate::{MeshTls, ProxyInfo, WorkloadCertificate};
+use pilot_translate::{HubService, MeshTls, Options, ProxyInfo, WorkloadCertificate};
 use pilot_xds::Snapshot;
 
 /// Flags of `sextant pilot`.
@@ -54,6 +55,13 @@ pub struct PilotArgs {
     /// How long workload certificates are valid; each is renewed and pushed at half its lifetime.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     workload_cert_ttl: Duration,
+    /// The hub's service port, HOST:PORT (e.g. sextant-hub.sextant-system.svc.cluster.local:9091), as
+    /// Istio's mixerCheckServer/mixerReportServer: sidecars get its cluster (HTTP/2) and call it, the
+    /// Sextant proxy through its hub filter, Envoy through ext_authz and a gRPC access log. It must be a
+    /// service port of the registry (a ServiceEntry or a Kubernetes Service); until it is, nothing calls
+    /// the hub.
+    #[arg(long, value_name = "HOST:PORT")]
+    hub_service: Option<HubService>,
 }
 
 /// The service registry modes of `--registry`.
@@ -89,20 +97,49 @@ impl PilotArgs {
     }
 }
 
-/// Istio-shaped translation of a proxy view ([`ProxyInfo::view`]); each identity gets its certificate from
-/// the mesh CA.
+/// Istio-shaped translation of a proxy view ([`ProxyInfo::view`], or [`ProxyInfo::view_with_hub`] with a
+/// hub); each identity gets its certificate from the mesh CA.
 pub struct IstioTranslator {
     ca: Authority,
+    hub: Option<HubService>,
+    /// Whether the hub's service was missing from the registry last published (warned about once until it
+    /// is found).
+    hub_missing: AtomicBool,
 }
 
 impl IstioTranslator {
-    /// Translation issuing workload certificates from `ca`.
-    pub fn new(ca: Authority) -> Self {
-        IstioTranslator { ca }
+    /// Translation issuing workload certificates from `ca`, sidecars calling the hub at `hub`.
+    pub fn new(ca: Authority, hub: Option<HubService>) -> Self {
+        IstioTranslator {
+            ca,
+            hub,
+            hub_missing: AtomicBool::new(false),
+        }
+    }
+
+    /// Says once when the hub's service port goes missing from the registry, and when it is found again.
+    fn note_hub(&self, hub: &HubService, services: &RegistrySnapshot) {
+        let missing = hub.resolve(services).is_none();
+        if self.hub_missing.swap(missing, Ordering::Relaxed) == missing {
+            return;
+        }
+        if missing {
+            tracing::warn!(hub_service = %hub, "--hub-service names no service port of the registry (a ServiceEntry or Kubernetes Service); sidecars get no hub filters until it does");
+        } else {
+            tracing::info!(hub_service = %hub, "hub service found; sidecars call the hub");
+        }
     }
 }
 
 impl pilot_server::Translator for IstioTranslator {
+    fn view(&self, proxy: &ProxyInfo) -> ProxyInfo {
+        if self.hub.is_some() {
+            proxy.view_with_hub()
+        } else {
+            proxy.view()
+        }
+    }
+
     fn translate(
         &self,
         mesh: &MeshConfig,
@@ -125,7 +162,17 @@ impl pilot_server::Translator for IstioTranslator {
                 root_pem: self.ca.root_pem(),
             }),
         };
-        pilot_translate::translate(mesh, services, proxy, &mtls)
+        let options = Options {
+            mtls,
+            hub: self.hub.as_ref(),
+        };
+        pilot_translate::translate_with(mesh, services, proxy, &options)
+    }
+
+    fn published(&self, _mesh: &MeshConfig, services: &RegistrySnapshot) {
+        if let Some(hub) = &self.hub {
+            self.note_hub(hub, services);
+        }
     }
 
     fn renewal_after(&self, after: std::time::SystemTime) -> Option<std::time::SystemTime> {
@@ -142,7 +189,7 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
     .map_err(|e| crate::fail(e, "check --ca-dir and --trust-domain"))?;
     let pilot = pilot_server::start(
         args.options(),
-        Arc::new(IstioTranslator::new(ca)),
+        Arc::new(IstioTranslator::new(ca, args.hub_service.clone())),
         crate::shutdown_signal(),
     )
     .await

@@ -1,9 +1,10 @@
 //! The snapshot source pilot serves: the current mesh (configuration and services) translated per proxy
 //! view, cached, and replaced as a whole when the mesh changes.
 //!
-//! A view is [`ProxyInfo::view`]: what translation may read of a proxy, so proxies with equal views share one
-//! translation and translation is given the view, never the proxy. Translations run on the blocking pool:
-//! a stream that misses the cache waits for its view's translation without holding a runtime worker.
+//! A view is [`Translator::view`] ([`ProxyInfo::view`] by default): what translation may read of a proxy,
+//! so proxies with equal views share one translation and translation is given the view, never the proxy.
+//! Translations run on the blocking pool: a stream that misses the cache waits for its view's translation
+//! without holding a runtime worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -18,13 +19,24 @@ use tokio::sync::{OnceCell, watch};
 
 /// Turns the mesh into one view's resources.
 pub trait Translator: Send + Sync + 'static {
-    /// The resources of the proxies whose [`ProxyInfo::view`] is `view`. Runs on a blocking thread.
+    /// The resources of the proxies whose view ([`Translator::view`]) is `view`. Runs on a blocking thread.
     fn translate(
         &self,
         mesh: &MeshConfig,
         services: &RegistrySnapshot,
         view: &ProxyInfo,
     ) -> Snapshot;
+
+    /// What translation reads of `proxy`: the key under which proxies share one translation, and what
+    /// [`Translator::translate`] is given. By default [`ProxyInfo::view`]; a translator reading more of a
+    /// proxy (the hub's filters: [`ProxyInfo::view_with_hub`]) says so here.
+    fn view(&self, proxy: &ProxyInfo) -> ProxyInfo {
+        proxy.view()
+    }
+
+    /// Told of every mesh before it is published, whether or not a proxy is connected (to say once what
+    /// the translator finds missing in it). By default this does nothing.
+    fn published(&self, _mesh: &MeshConfig, _services: &RegistrySnapshot) {}
 
     /// The first time later than `after` when translations go stale by themselves (a workload certificate
     /// due for renewal): the server translates the views in use again then. `None`: never.
@@ -183,6 +195,7 @@ impl MeshSource {
     /// during the last two generations are dropped. CPU work: call it from a blocking thread.
     pub fn publish(&self, mesh: Mesh) -> u64 {
         let _one = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        (self.translation.translator).published(&mesh.config, &mesh.services);
         let served = self.mesh().0;
         let generation = served + 1;
         let in_use: Vec<(ProxyInfo, u64, Option<Arc<Snapshot>>)> = {
@@ -241,7 +254,7 @@ impl SnapshotSource for MeshSource {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let view = ProxyInfo::from_node(node).view();
+        let view = (self.translation.translator).view(&ProxyInfo::from_node(node));
         let (cell, previous) = {
             let mut cache = self.cache();
             let known = cache.get_mut(&view).map(|e| {

@@ -88,6 +88,37 @@ pub fn clusters(
     out
 }
 
+/// Adds the hub's cluster to a sidecar's `clusters` (in place of the one its scope may have imported): the
+/// service's cluster for the port, with its DestinationRule's policy, speaking HTTP/2 (the hub's gRPC)
+/// whatever the port's declared protocol.
+pub fn add_hub(
+    out: &mut Clusters,
+    mesh: &MeshConfig,
+    hub: &crate::hub::Hub<'_>,
+    proxy: &ProxyInfo,
+    mtls: &MeshTls<'_>,
+) {
+    let service = hub.service.as_ref();
+    let rule = mesh.destination_rule(&service.hostname, &proxy.namespace);
+    let policy = Effective::of(rule, None, hub.port);
+    let shape = Shape {
+        service,
+        port: hub.port,
+        protocol: Protocol::Grpc,
+        grpc: false,
+        trust_domain: mtls.trust_domain,
+    };
+    let (c, eds) = service_cluster(&hub.cluster, &shape, &policy);
+    out.clusters.retain(|c| c.name != hub.cluster);
+    out.assignments.retain(|a| a.cluster_name != hub.cluster);
+    if eds {
+        let m = members(service, hub.port, &Labels::new());
+        out.assignments.push(assignment(&hub.cluster, &m));
+    }
+    out.clusters.push(c);
+    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
 /// The clusters an `AUTO_PASSTHROUGH` gateway forwards to by SNI (see [`crate::gateway::auto_passthrough`]):
 /// each as the service's cluster for that port and subset, with its DestinationRule's policy, but carrying
 /// bytes only (the client's TLS passes through, so no TLS and no HTTP options of its own).

@@ -52,6 +52,14 @@ pub fn cluster_name(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
+/// The workload's port of an inbound cluster (and route configuration) name `inbound|PORT||`.
+pub fn port_of_cluster(name: &str) -> Option<u16> {
+    name.strip_prefix("inbound|")?
+        .strip_suffix("||")?
+        .parse()
+        .ok()
+}
+
 /// The resources of the workload's inbound ports (none for routers and proxyless clients): its Sidecar's
 /// ingress listeners, and under iptables an HTTP chain for each HTTP port of its own services.
 pub fn inbound(

@@ -28,7 +28,9 @@
 //!   ([`gateway`]; with `AUTO_PASSTHROUGH` servers, the SNI-DNAT clusters `outbound_.PORT_.SUBSET_.HOST`); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]);
 //! - mesh mTLS ([`MeshTls`]): sidecars and gateways get their workload certificate and the trust root as SDS
 //!   secrets `default` and `ROOTCA`; `ISTIO_MUTUAL` clusters present the one and check the server's SPIFFE
-//!   ID against the other, and `virtualInbound` terminates mesh mTLS (PERMISSIVE: plain text still passes).
+//!   ID against the other, and `virtualInbound` terminates mesh mTLS (PERMISSIVE: plain text still passes);
+//! - the hub ([`Options::hub`], `--hub-service`): sidecars get its cluster, and in their HTTP connection
+//!   managers the Sextant proxy's hub filter or, for Envoy, ext_authz and a gRPC access log ([`hub`]).
 //!
 //! Not translated yet: inbound listeners for the proxy's own workload without a Sidecar `ingress` (inbound
 //! traffic passes through `virtualInbound`), per-connection TCP routes by destination subnet, STRICT inbound mTLS (PeerAuthentication), TLS for proxyless gRPC clients
@@ -39,6 +41,7 @@ pub mod authz;
 pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
+pub mod hub;
 pub mod inbound;
 pub mod listener;
 pub mod policy;
@@ -53,7 +56,8 @@ mod tests;
 use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_xds::{Snapshot, SnapshotBuilder};
 
-pub use proxy::{Interception, ProxyInfo, ProxyKind};
+pub use hub::{HubService, HubServiceError};
+pub use proxy::{DataPlane, Interception, ProxyInfo, ProxyKind};
 
 /// The Istio name of the cluster for `port` of `host`, or of one subset of it: `outbound|9080|v1|reviews…`.
 pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
@@ -96,17 +100,46 @@ pub struct WorkloadCertificate<'a> {
     pub root_pem: &'a str,
 }
 
-/// Every resource `proxy` needs, as one consistent snapshot.
-///
-/// Translation never fails: whatever validated config and registry it is given, the result names only
-/// what it holds. Something Envoy could not take (a service whose name collides with another's domains)
-/// is left out rather than sent.
+/// What translation is given besides the mesh, the registry and the proxy: pilot's own settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// The mesh's mTLS as the proxy sees it.
+    pub mtls: MeshTls<'a>,
+    /// The hub's service port (`--hub-service`): sidecars get its cluster and the filters calling it
+    /// ([`hub`]) once the registry has it. With it set, translate [`ProxyInfo::view_with_hub`] views.
+    pub hub: Option<&'a HubService>,
+}
+
+/// Every resource `proxy` needs, as one consistent snapshot, without the hub: [`translate_with`] and
+/// `mtls` alone.
 pub fn translate(
     mesh: &MeshConfig,
     services: &RegistrySnapshot,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) -> Snapshot {
+    let options = Options {
+        mtls: *mtls,
+        hub: None,
+    };
+    translate_with(mesh, services, proxy, &options)
+}
+
+/// Every resource `proxy` needs, as one consistent snapshot.
+///
+/// Translation never fails: whatever validated config and registry it is given, the result names only
+/// what it holds. Something Envoy could not take (a service whose name collides with another's domains)
+/// is left out rather than sent; a hub service the registry does not have (yet) leaves the hub out.
+pub fn translate_with(
+    mesh: &MeshConfig,
+    services: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    options: &Options<'_>,
+) -> Snapshot {
+    let mtls = &options.mtls;
+    let hub = (options.hub)
+        .filter(|_| proxy.kind == ProxyKind::Sidecar)
+        .and_then(|h| h.resolve(services));
     let mut b = SnapshotBuilder::new();
     if let Some(cert) = &mtls.certificate {
         for secret in tls::secrets(cert) {
@@ -114,7 +147,10 @@ pub fn translate(
         }
     }
     let scope = scope::Scope::of(mesh, services, proxy);
-    let clusters = cluster::clusters(mesh, &scope, proxy, mtls);
+    let mut clusters = cluster::clusters(mesh, &scope, proxy, mtls);
+    if let Some(hub) = &hub {
+        cluster::add_hub(&mut clusters, mesh, hub, proxy, mtls);
+    }
     let sni_dnat = match proxy.kind {
         ProxyKind::Router => {
             let targets = gateway::auto_passthrough(mesh, services, proxy);
@@ -133,7 +169,11 @@ pub fn translate(
     for c in &inbound.clusters {
         b.cluster(c);
     }
-    let listeners = listener::listeners(mesh, services, &scope, &inbound, &security, proxy, mtls);
+    let mut listeners =
+        listener::listeners(mesh, services, &scope, &inbound, &security, proxy, mtls);
+    if let Some(hub) = &hub {
+        hub::place(&mut listeners, hub, services, proxy, mtls.trust_domain);
+    }
     for l in &listeners.listeners {
         b.listener(l);
     }

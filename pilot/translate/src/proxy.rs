@@ -28,6 +28,17 @@ pub enum ProxyKind {
     ProxylessGrpc,
 }
 
+/// Which data plane a sidecar runs, so it gets the filters it has: Envoy's stock ones, or the Sextant proxy's
+/// own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DataPlane {
+    /// Envoy (or any client not saying it is the Sextant proxy).
+    #[default]
+    Envoy,
+    /// `sextant proxy`: its node's `user_agent_name` starts with `sextant`.
+    Sextant,
+}
+
 /// A proxy as translation sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProxyInfo {
@@ -45,6 +56,13 @@ pub struct ProxyInfo {
     pub kind: ProxyKind,
     /// The workload's service account: with the namespace, its mesh identity.
     pub service_account: String,
+    /// Envoy or the Sextant proxy.
+    pub data_plane: DataPlane,
+    /// The workload's name: metadata `WORKLOAD_NAME`, else label `app`, else the pod's name (empty when
+    /// nothing names it).
+    pub workload: String,
+    /// The pod's name, when the node id carries `POD.NAMESPACE`.
+    pub pod: Option<String>,
 }
 
 /// The namespace assumed when neither metadata nor node id name one.
@@ -55,8 +73,8 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 impl ProxyInfo {
     /// Reads Istio's conventions from a node: the id `TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`,
     /// metadata `NAMESPACE`, `SERVICE_ACCOUNT`, `LABELS` (a struct of strings), `INTERCEPTION_MODE`
-    /// (`REDIRECT`, the default, or `NONE`) and `GENERATOR` (`grpc` for proxyless clients, which a `gRPC` user
-    /// agent also implies).
+    /// (`REDIRECT`, the default, or `NONE`), `WORKLOAD_NAME` and `GENERATOR` (`grpc` for proxyless clients,
+    /// which a `gRPC` user agent also implies); a `sextant…` user agent is the Sextant proxy.
     /// Anything missing or malformed falls back to a default; this never fails.
     pub fn from_node(node: &Node) -> ProxyInfo {
         let parts: Vec<&str> = node.id.split('~').collect();
@@ -66,7 +84,7 @@ impl ProxyInfo {
         let namespace = text("NAMESPACE")
             .or_else(|| namespace_of_id(&parts))
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        let labels = meta
+        let labels: Labels = meta
             .and_then(|m| m.fields.get("LABELS"))
             .and_then(|v| match &v.kind {
                 Some(Kind::StructValue(s)) => Some(s),
@@ -98,6 +116,21 @@ impl ProxyInfo {
         let service_account = text("SERVICE_ACCOUNT")
             .filter(|sa| !sa.is_empty())
             .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_string());
+        let data_plane = if node
+            .user_agent_name
+            .to_ascii_lowercase()
+            .starts_with("sextant")
+        {
+            DataPlane::Sextant
+        } else {
+            DataPlane::Envoy
+        };
+        let pod = pod_of_id(&parts);
+        let workload = text("WORKLOAD_NAME")
+            .filter(|w| !w.is_empty())
+            .or_else(|| labels.get("app").filter(|a| !a.is_empty()).cloned())
+            .or_else(|| pod.clone())
+            .unwrap_or_default();
         ProxyInfo {
             id: node.id.clone(),
             ip,
@@ -106,8 +139,20 @@ impl ProxyInfo {
             interception,
             kind,
             service_account,
+            data_plane,
+            workload,
+            pod,
         }
     }
+}
+
+/// `pod` of the third part `pod.ns` of an Istio node id.
+fn pod_of_id(parts: &[&str]) -> Option<String> {
+    if parts.len() < 4 {
+        return None;
+    }
+    let (pod, _) = parts[2].split_once('.')?;
+    (!pod.is_empty()).then(|| pod.to_string())
 }
 
 /// `pod.ns` (third part) or `ns.svc.cluster.local` (fourth part) of an Istio node id.
@@ -129,12 +174,26 @@ impl ProxyInfo {
     /// identical resources; translate the view, never the proxy, so translation cannot read what the key
     /// leaves out.
     ///
+    /// This is the view for translation without the hub ([`crate::Options::hub`] unset): the data plane,
+    /// workload and pod are read only to place the hub's filters, and are cleared. With the hub, use
+    /// [`ProxyInfo::view_with_hub`].
+    pub fn view(&self) -> ProxyInfo {
+        self.view_of(false)
+    }
+
+    /// The view (see [`ProxyInfo::view`]) for translation with the hub ([`crate::Options::hub`] set): a
+    /// sidecar's data plane, workload name and pod are read too (the pod makes the attribute
+    /// `destination.uid` / `source.uid`, so with the hub every pod of a sidecar is a view of its own).
+    pub fn view_with_hub(&self) -> ProxyInfo {
+        self.view_of(true)
+    }
+
     /// Every field is named here: a field added to `ProxyInfo` does not compile until it is decided whether
     /// proxies that differ in it may share resources.
-    pub fn view(&self) -> ProxyInfo {
+    fn view_of(&self, hub: bool) -> ProxyInfo {
         let ProxyInfo {
-            // Per proxy, and read by nothing translated yet (no per-workload inbound listeners): proxies of
-            // one workload class share one translation. Reading them would make every proxy its own view.
+            // Per proxy, and read by nothing translated (no per-workload inbound listeners): proxies of one
+            // workload class share one translation. Reading them would make every proxy its own view.
             id: _,
             ip: _,
             namespace,
@@ -142,7 +201,12 @@ impl ProxyInfo {
             interception,
             kind,
             service_account,
+            // Read only by the hub's filters, which only sidecars get.
+            data_plane,
+            workload,
+            pod,
         } = self;
+        let hub = hub && *kind == ProxyKind::Sidecar;
         ProxyInfo {
             id: String::new(),
             ip: None,
@@ -151,6 +215,13 @@ impl ProxyInfo {
             interception: *interception,
             kind: *kind,
             service_account: service_account.clone(),
+            data_plane: if hub {
+                *data_plane
+            } else {
+                DataPlane::default()
+            },
+            workload: if hub { workload.clone() } else { String::new() },
+            pod: pod.clone().filter(|_| hub),
         }
     }
 

@@ -4,6 +4,7 @@ mod authz;
 mod bookinfo;
 mod edge;
 mod gateways;
+mod hub;
 mod listeners;
 mod mtls;
 mod rules;

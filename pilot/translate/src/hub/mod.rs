@@ -1,0 +1,253 @@
+//! The hub, as sidecars call it (Istio's `mixerCheckServer`/`mixerReportServer`): `--hub-service HOST:PORT`
+//! names a service port of the registry, and every sidecar gets its cluster and, in each HTTP connection
+//! manager, what calls it.
+//!
+//! - The cluster `outbound|PORT||HOST` (with its EDS), whatever the sidecar's `Sidecar` imports, speaking
+//!   HTTP/2 upstream whatever the port's declared protocol ([`crate::cluster::hub`]).
+//! - Sextant proxies: the hub filter `sextant.filters.http.mixer` ([`attributes`]), after the RBAC filters:
+//!   on inbound connection managers Check and Report with the `destination.*` attributes of the workload
+//!   (and of the service serving the port, when exactly one does), on outbound ones Report only with the
+//!   `source.*` attributes.
+//! - Envoy sidecars: the hub's Envoy front doors ([`envoy`]): on inbound connection managers
+//!   `envoy.filters.http.ext_authz` after the RBAC filters, the same `destination.*` string attributes as
+//!   the route configuration's `context_extensions`; on inbound and outbound ones a gRPC access log
+//!   (`inbound` / `outbound`) to the hub's access-log service.
+//!
+//! Until the registry has the service port, nothing of this is emitted; it starts with the first
+//! translation that finds it. Routers and proxyless gRPC clients never get it.
+
+pub mod attributes;
+pub mod envoy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pilot_config::{RegistrySnapshot, Service};
+use pilot_xds::build;
+use prost::Message;
+use sextant_proto::envoy::config::core::v3::TrafficDirection;
+use sextant_proto::envoy::config::listener::v3::{FilterChain, filter};
+use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, http_connection_manager,
+};
+
+use crate::authz::HTTP_RBAC_FILTER;
+use crate::listener::Listeners;
+use crate::{DataPlane, ProxyInfo, cluster_name};
+
+/// The hub's service port as `--hub-service` names it, checked for syntax only (whether the registry has
+/// it is known per translation: [`HubService::resolve`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HubService {
+    /// The service's host name, e.g. `sextant-hub.sextant-system.svc.cluster.local`.
+    pub host: String,
+    /// The service port.
+    pub port: u16,
+}
+
+/// Why `--hub-service` is not `HOST:PORT`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubServiceError {
+    /// No `:PORT` at the end.
+    #[error("{0:?} is not HOST:PORT (e.g. sextant-hub.sextant-system.svc.cluster.local:9091)")]
+    NoPort(String),
+    /// The port is not a number from 1 to 65535.
+    #[error("{0:?}: the port must be a number from 1 to 65535")]
+    BadPort(String),
+    /// The host is not a DNS name.
+    #[error(
+        "{0:?}: the host must be a DNS name (labels of letters, digits and '-', at most 63 characters each, 253 in all)"
+    )]
+    BadHost(String),
+}
+
+impl HubService {
+    /// Parses `HOST:PORT` (pure: nothing is looked up).
+    pub fn parse(text: &str) -> Result<HubService, HubServiceError> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| HubServiceError::NoPort(text.to_string()))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| HubServiceError::BadPort(text.to_string()))?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(HubServiceError::BadHost(text.to_string()));
+        }
+        Ok(HubService {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The hub's service and port in `registry`, whatever namespaces the service is exported to (the hub
+    /// is the mesh's, not an application's); `None` while the registry has no such service port.
+    pub fn resolve<'a>(&self, registry: &'a RegistrySnapshot) -> Option<Hub<'a>> {
+        let service = registry.service(&self.host)?;
+        service.port(self.port)?;
+        Some(Hub {
+            service,
+            port: self.port,
+            cluster: cluster_name(self.port, None, &self.host),
+        })
+    }
+}
+
+impl std::fmt::Display for HubService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for HubService {
+    type Err = HubServiceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HubService::parse(s)
+    }
+}
+
+/// The hub's service port, found in the registry.
+#[derive(Clone, Debug)]
+pub struct Hub<'a> {
+    /// The service.
+    pub service: &'a Arc<Service>,
+    /// The port.
+    pub port: u16,
+    /// Its cluster, `outbound|PORT||HOST`.
+    pub cluster: String,
+}
+
+impl Hub<'_> {
+    /// The `:authority` of calls to the hub: `HOST:PORT`.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.service.hostname, self.port)
+    }
+}
+
+/// Which way a connection manager's requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Direction {
+    /// To the workload, on its port (when known).
+    Inbound(Option<u16>),
+    /// From the workload.
+    Outbound,
+}
+
+/// Adds the hub's filters to every HTTP connection manager of a sidecar's `listeners` (inbound: by
+/// `traffic_direction`), and for Envoy the `context_extensions` to its inbound route configurations.
+pub fn place(
+    listeners: &mut Listeners,
+    hub: &Hub<'_>,
+    registry: &RegistrySnapshot,
+    proxy: &ProxyInfo,
+    trust_domain: &str,
+) {
+    let facts = attributes::Facts::of(proxy, registry, trust_domain);
+    let mut placed = Placed::default();
+    for l in &mut listeners.listeners {
+        let inbound = l.traffic_direction == TrafficDirection::Inbound as i32;
+        for c in (l.filter_chains.iter_mut()).chain(l.default_filter_chain.as_mut()) {
+            place_in_chain(c, inbound, hub, &facts, &mut placed);
+        }
+    }
+    if proxy.data_plane == DataPlane::Envoy {
+        for rc in &mut listeners.routes {
+            let Some(port) = crate::inbound::port_of_cluster(&rc.name) else {
+                continue;
+            };
+            let config = envoy::per_route(&facts.inbound(Some(port)));
+            for vh in &mut rc.virtual_hosts {
+                (vh.typed_per_filter_config).insert(envoy::EXT_AUTHZ_FILTER.into(), config.clone());
+            }
+        }
+    }
+}
+
+/// The filters built so far, by direction: one per inbound port, one for outbound.
+#[derive(Default)]
+struct Placed {
+    filters: BTreeMap<Direction, Option<HttpFilter>>,
+}
+
+/// The hub's filters in `c`'s connection manager, when it ends with one.
+fn place_in_chain(
+    c: &mut FilterChain,
+    inbound: bool,
+    hub: &Hub<'_>,
+    facts: &attributes::Facts<'_>,
+    placed: &mut Placed,
+) {
+    let Some(f) = c.filters.last_mut().filter(|f| f.name == build::HCM_FILTER) else {
+        return;
+    };
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        return;
+    };
+    // Pilot's own connection manager: it always decodes; one that did not would be left as it is.
+    let Ok(mut manager) = HttpConnectionManager::decode(any.value.as_slice()) else {
+        return;
+    };
+    let direction = if inbound {
+        let route = match &manager.route_specifier {
+            Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
+                rds.route_config_name.as_str()
+            }
+            _ => "",
+        };
+        Direction::Inbound(crate::inbound::port_of_cluster(route))
+    } else {
+        Direction::Outbound
+    };
+    let filter = placed
+        .filters
+        .entry(direction)
+        .or_insert_with(|| http_filter(direction, hub, facts))
+        .clone();
+    if let Some(filter) = filter {
+        // After the RBAC filters (a denied request never reaches the hub), before fault, CORS and router.
+        let at = (manager.http_filters.iter())
+            .position(|f| f.name != HTTP_RBAC_FILTER)
+            .unwrap_or(manager.http_filters.len());
+        manager.http_filters.insert(at, filter);
+    }
+    if facts.proxy.data_plane == DataPlane::Envoy {
+        let log_name = match direction {
+            Direction::Inbound(_) => "inbound",
+            Direction::Outbound => "outbound",
+        };
+        manager.access_log.push(envoy::access_log(log_name, hub));
+    }
+    any.value = manager.encode_to_vec();
+}
+
+/// The HTTP filter calling the hub for `direction`: the Sextant proxy's hub filter, or Envoy's ext_authz
+/// (inbound only: Envoy's outbound requests are only reported, through the access log).
+fn http_filter(
+    direction: Direction,
+    hub: &Hub<'_>,
+    facts: &attributes::Facts<'_>,
+) -> Option<HttpFilter> {
+    match (facts.proxy.data_plane, direction) {
+        (DataPlane::Sextant, Direction::Inbound(port)) => Some(attributes::mixer_filter(
+            &hub.cluster,
+            &facts.inbound(port),
+            true,
+        )),
+        (DataPlane::Sextant, Direction::Outbound) => Some(attributes::mixer_filter(
+            &hub.cluster,
+            &facts.outbound(),
+            false,
+        )),
+        (DataPlane::Envoy, Direction::Inbound(_)) => Some(envoy::ext_authz(hub)),
+        (DataPlane::Envoy, Direction::Outbound) => None,
+    }
+}
