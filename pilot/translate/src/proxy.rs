@@ -204,7 +204,8 @@ impl ProxyInfo {
             // Read only by the hub's filters, which only sidecars get.
             data_plane,
             workload,
-            pod,
+            // Per pod: read by nothing translated (a `*.uid` attribute would make every pod its own view).
+            pod: _,
         } = self;
         let hub = hub && *kind == ProxyKind::Sidecar;
         ProxyInfo {
@@ -221,7 +222,7 @@ impl ProxyInfo {
                 DataPlane::default()
             },
             workload: if hub { workload.clone() } else { String::new() },
-            pod: pod.clone().filter(|_| hub),
+            pod: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! What a sidecar tells the hub about itself: the attributes it cannot see on the wire (its workload's name,
-//! namespace, labels, principal and pod, the service a port serves, which side reports), and the Sextant
+//! namespace, labels and principal, the service a port serves, which side reports), and the Sextant
 //! proxy's hub filter carrying them (`sextant.filters.http.mixer`).
 //!
 //! Every name here is an attribute of the vocabulary (`sextant-attributes`), with the type its value has.
@@ -39,7 +39,6 @@ struct Side {
     namespace: &'static str,
     labels: &'static str,
     principal: &'static str,
-    uid: &'static str,
 }
 
 const SOURCE: Side = Side {
@@ -48,7 +47,6 @@ const SOURCE: Side = Side {
     namespace: "source.namespace",
     labels: "source.labels",
     principal: "source.principal",
-    uid: "source.uid",
 };
 
 const DESTINATION: Side = Side {
@@ -57,7 +55,6 @@ const DESTINATION: Side = Side {
     namespace: "destination.namespace",
     labels: "destination.labels",
     principal: "destination.principal",
-    uid: "destination.uid",
 };
 
 /// Which side reports: `inbound` (the destination's proxy) or `outbound` (the source's).
@@ -124,9 +121,6 @@ impl<'a> Facts<'a> {
         string(side.workload_namespace, &p.namespace);
         string(side.namespace, &p.namespace);
         string(side.principal, &self.principal);
-        if let Some(pod) = &p.pod {
-            string(side.uid, &format!("kubernetes://{pod}.{}", p.namespace));
-        }
         if !p.labels.is_empty() {
             let labels = p.labels.iter().map(|(k, v)| (k.clone(), v.clone()));
             out.insert(side.labels, AttrValue::StringMap(labels.collect()));

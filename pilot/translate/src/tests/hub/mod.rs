@@ -245,7 +245,6 @@ const INBOUND: &[(&str, &str)] = &[
     ("destination.service.host", "web.shop.svc.cluster.local"),
     ("destination.service.name", "web"),
     ("destination.service.namespace", "shop"),
-    ("destination.uid", "kubernetes://web-1.shop"),
     ("destination.workload.name", "web"),
     ("destination.workload.namespace", "shop"),
 ];
@@ -255,7 +254,6 @@ const OUTBOUND: &[(&str, &str)] = &[
     ("source.labels", "app=web,version=v1"),
     ("source.namespace", "shop"),
     ("source.principal", "spiffe://cluster.local/ns/shop/sa/web"),
-    ("source.uid", "kubernetes://web-1.shop"),
     ("source.workload.name", "web"),
     ("source.workload.namespace", "shop"),
 ];

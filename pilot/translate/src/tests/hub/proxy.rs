@@ -90,7 +90,7 @@ fn nodes_say_their_data_plane_workload_and_pod() {
 }
 
 #[test]
-fn with_the_hub_data_plane_workload_and_pod_split_views() {
+fn with_the_hub_data_plane_and_workload_split_views_and_pods_do_not() {
     let base = web(DataPlane::Envoy, Interception::Redirect);
     let others = [
         ProxyInfo {
@@ -101,15 +101,17 @@ fn with_the_hub_data_plane_workload_and_pod_split_views() {
             workload: "web-v2".into(),
             ..base.clone()
         },
-        ProxyInfo {
-            pod: Some("web-2".into()),
-            ..base.clone()
-        },
     ];
     for o in &others {
         assert_ne!(base.view_with_hub(), o.view_with_hub(), "{o:?}");
         assert_eq!(base.view(), o.view(), "without the hub: {o:?}");
     }
+    // Pods of one workload share a translation, hub or not.
+    let other_pod = ProxyInfo {
+        pod: Some("web-2".into()),
+        ..base.clone()
+    };
+    assert_eq!(base.view_with_hub(), other_pod.view_with_hub());
     // What the view clears is not read: a proxy and its view get the same resources.
     let mesh = yaml(MESH);
     let hub = HubService::parse(HUB).unwrap();
