@@ -1,9 +1,11 @@
 //! The `sextant` binary: wires the roles. Each subcommand is a thin layer over a library crate.
 
 mod adapter;
+mod agent;
 mod attrs;
 mod check;
 mod dev;
+mod identity;
 mod pilot;
 mod proxy;
 mod proxy_init;
@@ -34,6 +36,10 @@ enum Command {
     /// Run the sidecar/gateway proxy: listeners, routes, clusters and endpoints from pilot over xDS; HTTP/1.1,
     /// HTTP/2 and TCP proxying; admin endpoints in Envoy's shapes.
     Proxy(proxy::ProxyArgs),
+    /// Keep a stock Envoy sidecar's workload key in the pod (pilot-agent's certificate part): make the key,
+    /// get its certificate from pilot by CSR, serve both to Envoy over SDS on a Unix socket, renewed at half
+    /// life.
+    Agent(agent::AgentArgs),
     /// Write istio-init's iptables rules into this network namespace (a pod's), so the sidecar captures its
     /// applications' TCP: outbound to 15001, inbound to 15006, the proxy's own uid/gid let through. Takes
     /// istio-init's flags; `--dry-run` prints the rules, `--clean` removes them.
@@ -252,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Pilot(args) => pilot::run(&args).await,
         Command::Proxy(args) => proxy::run(&args).await,
+        Command::Agent(args) => agent::run(&args).await,
         Command::ProxyInit(args) => proxy_init::run(&args),
         Command::Validate {
             path,

@@ -59,27 +59,9 @@ pub struct ProxyArgs {
     /// rules let through uncaptured; needs CAP_NET_ADMIN.
     #[arg(long)]
     upstream_mark: Option<u32>,
-    /// The mesh's trust root (PEM): pilot's certificate is checked against it on an `https://` xDS or CA
-    /// address, and it becomes the proxy's `ROOTCA` when the proxy keeps its own key.
-    #[arg(long, env = "SEXTANT_ROOT_CERT")]
-    root_cert: Option<PathBuf>,
-    /// The name pilot's certificate must carry.
-    #[arg(long, default_value = "istiod.istio-system.svc")]
-    pilot_san: String,
-    /// The proxy makes its own private key and gets its certificate from pilot's certificate API with a
-    /// CSR, proving its identity with the bearer token in this file (the key never leaves the proxy; pilot
-    /// sends it none). Needs --root-cert.
-    #[arg(long, env = "SEXTANT_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Pilot's certificate API (default: the xDS address, which must then be `https://`).
-    #[arg(long, env = "CA_ADDR")]
-    ca_addr: Option<String>,
-    /// The mesh's trust domain (the identity asked for is `spiffe://DOMAIN/ns/NAMESPACE/sa/ACCOUNT`).
-    #[arg(long, default_value = "cluster.local")]
-    trust_domain: String,
-    /// The certificate lifetime asked for (pilot may give less); renewed at half of it.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    cert_lifetime: Duration,
+    /// The proxy's own key and certificate, and TLS to pilot.
+    #[command(flatten)]
+    identity: crate::identity::IdentityArgs,
     /// `$POD_NAME`.
     #[arg(long, env = "POD_NAME", default_value = "sextant-proxy", hide = true)]
     pod_name: String,
@@ -137,7 +119,7 @@ impl ProxyArgs {
             self.service_account.clone().into(),
         );
         metadata.insert("INSTANCE_IPS".into(), self.instance_ip.clone().into());
-        if self.token_file.is_some() {
+        if self.identity.token_file.is_some() {
             // Pilot must not make this proxy a key: it has its own.
             metadata.insert(LOCAL_CERT_METADATA.into(), "true".into());
         }
@@ -205,63 +187,24 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
     } else {
         format!("http://{}", args.xds_addr)
     };
-    let tls = match &args.root_cert {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                fail(
-                    format!("cannot read the mesh root {}: {e}", path.display()),
-                    "give --root-cert pilot's root-cert.pem",
-                )
-            })?;
-            let tls = proxy_xds::PilotTls::new(&pem, &args.pilot_san).map_err(|e| {
-                fail(
-                    format!("{}: {e}", path.display()),
-                    "give --root-cert pilot's root-cert.pem",
-                )
-            })?;
-            Some((tls, String::from_utf8_lossy(&pem).into_owned()))
-        }
-        None => None,
-    };
-    let secure = |addr: &str| addr.starts_with("https://");
-    if secure(&endpoint) && tls.is_none() {
+    let tls = args.identity.pilot_tls()?;
+    if endpoint.starts_with("https://") && tls.is_none() {
         return Err(fail(
             format!("--xds-addr {endpoint} is TLS, and no mesh root checks pilot's certificate"),
             "give --root-cert pilot's root-cert.pem",
         ));
     }
-    let identity = match &args.token_file {
-        None => None,
-        Some(token_file) => {
-            let Some((tls, root_pem)) = tls.clone() else {
-                return Err(fail(
-                    "--token-file needs the mesh root to check pilot and peers",
-                    "give --root-cert pilot's root-cert.pem",
-                ));
-            };
-            let ca = args.ca_addr.clone().unwrap_or_else(|| endpoint.clone());
-            if !secure(&ca) {
-                return Err(fail(
-                    format!("the certificate API {ca} is not TLS"),
-                    "give --ca-addr https://PILOT:15012 (or an https:// --xds-addr)",
-                ));
-            }
-            Some(proxy_identity::Settings {
-                endpoint: ca,
-                tls,
-                mark: args.upstream_mark,
-                root_pem,
-                spiffe_id: format!(
-                    "spiffe://{}/ns/{}/sa/{}",
-                    args.trust_domain, args.pod_namespace, args.service_account
-                ),
-                token_file: token_file.clone(),
-                lifetime: args.cert_lifetime,
-            })
-        }
-    };
+    let identity = args.identity.settings(
+        tls.clone(),
+        Some(&endpoint),
+        &args.pod_namespace,
+        &args.service_account,
+        args.upstream_mark,
+    )?;
     let mut options = proxy_xds::Options::new(endpoint.clone(), node);
-    options.tls = tls.map(|(t, _)| t).filter(|_| secure(&endpoint));
+    options.tls = tls
+        .map(|(t, _)| t)
+        .filter(|_| endpoint.starts_with("https://"));
     options.protocol = match args.xds_protocol {
         XdsProtocol::Sotw => proxy_xds::Protocol::StateOfTheWorld,
         XdsProtocol::Delta => proxy_xds::Protocol::Delta,
@@ -275,7 +218,8 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
     let (store, snapshots) = Store::new(stats.clone());
     let store = proxy_state::SharedStore(Arc::new(std::sync::Mutex::new(store)));
     if let Some(settings) = identity {
-        proxy_identity::run(settings, store.clone(), &stats, health.clone());
+        let sink = proxy_identity::into_store(store.clone(), settings.root_pem.clone());
+        proxy_identity::run(settings, sink, &stats, health.clone());
     }
     let (status_tx, xds) = watch::channel(proxy_xds::Status::default());
     let (drain, drained) = watch::channel(false);

@@ -204,10 +204,19 @@ struct IdentityStats {
     expiry: Gauge,
 }
 
-/// Obtains the certificate and keeps it fresh in `store` until the task is dropped: renewed at half its
+/// Where a fresh certificate goes: the proxy's store, or the agent's SDS server. An error (the certificate
+/// does not make a TLS configuration) is logged and the certificate asked for again.
+pub type Sink = Arc<dyn Fn(&Certificate) -> Result<(), String> + Send + Sync>;
+
+/// A sink installing the certificate in the proxy's own store as the secrets `default` and `ROOTCA`.
+pub fn into_store(store: SharedStore, root_pem: String) -> Sink {
+    Arc::new(move |cert: &Certificate| store.lock().set_local_secrets(cert.secrets(&root_pem)))
+}
+
+/// Obtains the certificate and keeps it fresh in `sink` until the task is dropped: renewed at half its
 /// lifetime, retried with backoff (1 s doubling to 30 s) while pilot cannot give one. Supervised as
 /// `workload-certificate` under `health`.
-pub fn run(settings: Settings, store: SharedStore, stats: &Arc<Stats>, health: Arc<TaskHealth>) {
+pub fn run(settings: Settings, sink: Sink, stats: &Arc<Stats>, health: Arc<TaskHealth>) {
     let stats = IdentityStats {
         issued: stats.counter(&Scope::Server, "workload_cert.issued"),
         failed: stats.counter(&Scope::Server, "workload_cert.failed"),
@@ -215,21 +224,18 @@ pub fn run(settings: Settings, store: SharedStore, stats: &Arc<Stats>, health: A
     };
     let settings = Arc::new(settings);
     sextant_supervise::restarting("workload-certificate", health, move || {
-        let (settings, store, stats) = (settings.clone(), store.clone(), stats.clone());
-        async move { keep_fresh(&settings, &store, &stats).await }
+        let (settings, sink, stats) = (settings.clone(), sink.clone(), stats.clone());
+        async move { keep_fresh(&settings, &sink, &stats).await }
     });
 }
 
-async fn keep_fresh(settings: &Settings, store: &SharedStore, stats: &IdentityStats) {
+async fn keep_fresh(settings: &Settings, sink: &Sink, stats: &IdentityStats) {
     let mut backoff = Duration::from_secs(1);
     loop {
         match obtain(settings).await {
             Ok(cert) => {
                 backoff = Duration::from_secs(1);
-                let installed = store
-                    .lock()
-                    .set_local_secrets(cert.secrets(&settings.root_pem));
-                match installed {
+                match sink(&cert) {
                     Ok(()) => {
                         stats.issued.inc();
                         let expiry = cert
