@@ -29,6 +29,8 @@ pub const BLACK_HOLE: &str = "BlackHoleCluster";
 pub const PASSTHROUGH: &str = "PassthroughCluster";
 /// Inbound traffic forwarded to the workload at its original destination.
 pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+/// The source address of `InboundPassthroughCluster`'s connections (Istio's).
+pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 
 /// The key under which Envoy looks up a cluster's upstream HTTP options.
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -81,7 +83,20 @@ pub fn clusters(
         out.clusters.push(black_hole());
         out.clusters.push(original_dst(PASSTHROUGH));
         if proxy.interception == Interception::Redirect && proxy.kind != ProxyKind::Router {
-            out.clusters.push(original_dst(INBOUND_PASSTHROUGH));
+            // From 127.0.0.6, which istio-init's rules let through: the workload at its own address is
+            // reached over loopback, where a connection of the proxy's user would be captured again.
+            let mut inbound = original_dst(INBOUND_PASSTHROUGH);
+            inbound.upstream_bind_config = Some(sextant_proto::envoy::config::core::v3::BindConfig {
+                source_address: Some(sextant_proto::envoy::config::core::v3::SocketAddress {
+                    address: INBOUND_PASSTHROUGH_SOURCE.into(),
+                    port_specifier: Some(
+                        sextant_proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(0),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            out.clusters.push(inbound);
         }
     }
     out.clusters.sort_by(|a, b| a.name.cmp(&b.name));

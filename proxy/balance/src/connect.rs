@@ -90,16 +90,23 @@ pub fn set_upstream_mark(mark: u32) {
     let _ = MARK.set(mark);
 }
 
-async fn tcp(address: SocketAddr) -> io::Result<TcpStream> {
-    let Some(mark) = MARK.get() else {
+async fn tcp(address: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let mark = MARK.get();
+    if mark.is_none() && bind.is_none() {
         return TcpStream::connect(address).await;
-    };
+    }
     let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket2::SockRef::from(&socket).set_mark(*mark)?;
+    if let Some(mark) = mark {
+        socket2::SockRef::from(&socket).set_mark(*mark)?;
+    }
+    // A source of the other family (127.0.0.6 for an IPv6 destination) is left out, as Envoy does.
+    if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == address.is_ipv4()) {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
     socket.connect(address).await
 }
 
@@ -126,7 +133,9 @@ pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, 
         None
     };
     let attempt = async {
-        let stream = tcp(address).await.map_err(|e| (false, e.to_string()))?;
+        let stream = tcp(address, shared.bind)
+            .await
+            .map_err(|e| (false, e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let Some(config) = tls else {
             return Ok(Io::Plain(stream));

@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
     /// The SNI sent (none when empty).
     sni: String,
+    /// The source address of its connections.
+    bind: Option<std::net::IpAddr>,
 }
 
 impl Shared {
@@ -275,6 +277,7 @@ impl Cluster {
                 .as_ref()
                 .map(|t| t.sni.clone())
                 .unwrap_or_default(),
+            bind: config.bind,
         });
         let cluster = Cluster {
             hosts: RwLock::new(Arc::new(HostSet::default())),

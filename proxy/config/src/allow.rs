@@ -414,8 +414,10 @@ const FIELDS: &[(&str, &[&str])] = &[
             "typed_extension_protocol_options",
             "load_assignment",
             "transport_socket",
+            "upstream_bind_config",
         ],
     ),
+    ("envoy.config.core.v3.BindConfig", &["source_address"]),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
         &["eds_config", "service_name"],

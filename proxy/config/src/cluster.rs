@@ -38,6 +38,9 @@ pub struct Cluster {
     pub panic_threshold: f64,
     /// TLS originated to the hosts.
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// The source address of its connections (`upstream_bind_config`; any port): Istio's 127.0.0.6 on
+    /// `InboundPassthroughCluster`, which istio-init's rules let through instead of capturing again.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// Outlier detection: hosts failing in a row are ejected for a growing time.
@@ -347,8 +350,33 @@ fn finish(c: &pb::Cluster, discovery: Discovery) -> Partial<Cluster> {
         Some(t) => Some(within("transport_socket", crate::tls::upstream(t))?),
         None => None,
     };
+    let bind = match &c.upstream_bind_config {
+        None => None,
+        Some(b) => {
+            let source = b.source_address.as_ref();
+            let Some(address) = source.and_then(|s| s.address.parse().ok()) else {
+                return at(
+                    "upstream_bind_config.source_address.address",
+                    "an IP address is required",
+                );
+            };
+            if source.is_some_and(|s| {
+                !matches!(
+                    s.port_specifier,
+                    None | Some(sextant_proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(0))
+                )
+            }) {
+                return at(
+                    "upstream_bind_config.source_address.port_value",
+                    "only port 0 (any) is supported",
+                );
+            }
+            Some(address)
+        }
+    };
     Ok(Cluster {
         tls,
+        bind,
         name: c.name.clone(),
         discovery,
         connect_timeout,

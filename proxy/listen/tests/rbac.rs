@@ -93,6 +93,7 @@ fn backend_cluster(backend: SocketAddr, stats: &Arc<Stats>) -> Arc<proxy_balance
         http: HttpOptions::default(),
         outlier: None,
         panic_threshold: 50.0,
+        bind: None,
         tls: None,
     };
     Arc::new(proxy_balance::Cluster::new(config, stats))
