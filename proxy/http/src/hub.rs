@@ -152,11 +152,15 @@ impl Filter {
         let principal = seen
             .peer_uris
             .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
-        put(
-            &mut bag,
-            attr!("connection.mtls", Bool),
-            Value::Bool(principal.is_some()),
-        );
+        // The client's side cannot tell the server's policy: `connection.mtls` is left unset there, so
+        // `connection_security_policy` reads `unknown` as Istio's source reports do.
+        if !is_outbound(&self.config) {
+            put(
+                &mut bag,
+                attr!("connection.mtls", Bool),
+                Value::Bool(principal.is_some()),
+            );
+        }
         if let Some(principal) = principal {
             put(
                 &mut bag,
