@@ -1,0 +1,462 @@
+//! The mesh as pods live in it: two network namespaces (pods A and B) on a bridge, each with the rules
+//! `sextant proxy-init` writes (istio-init's) and a sidecar running as uid/gid 1337, an unmodified curl in A
+//! calling B's service by name, pilot and the hub on the host side of the bridge.
+//!
+//! The call is captured in A, goes to B over mesh mTLS with pilot's certificates, is captured again in B,
+//! checked by B's sidecar with the hub and handed to the application. A user would notice: the answer is
+//! the application's; the hub's Prometheus exposition shows the request with both workloads and principals
+//! and `mutual_tls`; a hub Policy denying a path answers 403 at A's curl; repeating a request costs the hub
+//! nothing (B's check cache); neither sidecar refused any configuration.
+//!
+//! Run for `sextant proxy` on both sides, and with Envoy 1.40 on either side (its Check through the hub's
+//! ext_authz, its telemetry through the hub's access-log service, as pilot configures it).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Netns, Plane, Proc, addrs_in, peers, python, scratch, wait_until};
+
+const HOST: &str = "reviews.default.svc.cluster.local";
+const PORT: u16 = 9080;
+const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
+const HUB_PORT: u16 = 9091;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The hub's policy: `/private` denied to reviews.
+const POLICY: &str = r#"apiVersion: policy.sextant.dev/v1alpha1
+kind: Policy
+metadata: {name: reviews-paths, namespace: default}
+spec:
+  selector: 'destination.workload.name == "reviews"'
+  rules:
+  - name: no-private
+    when: 'request.url_path == "/private"'
+    action: DENY
+"#;
+
+/// B's application: answers every GET with its name.
+const BACKEND: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"reviews-v1"
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"#;
+
+/// Pilot's configuration: reviews in B (mesh mTLS), and the hub on the host.
+fn mesh(b: &str, hub: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {PORT}, name: http}}]
+  endpoints: [{{address: {b}, labels: {{app: reviews, version: v1}}, serviceAccount: bookinfo-reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: sextant-hub, namespace: sextant-system}}
+spec:
+  hosts: [{HUB_HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {HUB_PORT}, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: {ip}, ports: {{grpc: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sextant-hub, namespace: sextant-system}}
+spec:
+  host: {HUB_HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+"#,
+        ip = hub.ip(),
+        port = hub.port(),
+    )
+}
+
+/// The host side of the pods' network: a bridge in the test's own namespace, deleted on drop.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.0])
+            .status();
+    }
+}
+
+/// A pod: its namespace and address.
+struct Pod {
+    ns: Netns,
+    ip: String,
+}
+
+impl Pod {
+    /// `curl` from the pod's application (root, so captured) to reviews by name, at B's address.
+    fn call(&self, b: &str, path: &str) -> Option<(u16, String)> {
+        let resolve = format!("{HOST}:{PORT}:{b}");
+        self.ns.curl(&[
+            "--resolve",
+            &resolve,
+            &format!("http://{HOST}:{PORT}{path}"),
+        ])
+    }
+
+    /// The sidecar's stats, whole.
+    fn stats(&self) -> String {
+        self.ns
+            .curl(&["http://127.0.0.1:15000/stats"])
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// One counter of the sidecar, by its exact name.
+    fn stat(&self, name: &str) -> u64 {
+        self.stats()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Pushes the sidecar refused.
+    fn rejected(&self) -> u64 {
+        self.stats()
+            .lines()
+            .filter(|l| l.contains("update_rejected"))
+            .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// Whether `cond` holds within `timeout` (polled).
+fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+fn root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The sextant binary where uid 1337 can run it (the checkout may be private to root).
+fn public_binary(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exe = bin.join("sextant");
+    let source = env!("CARGO_BIN_EXE_sextant");
+    if std::fs::hard_link(source, &exe).is_err() {
+        std::fs::copy(source, &exe).expect("copy the sextant binary");
+    }
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    exe
+}
+
+/// The pods on a bridge whose host address is returned; B's application started; the rules of
+/// `sextant proxy-init` (istio-init's defaults) written in both.
+fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    // Unique per process and call: the tests of this file run at once.
+    let subnet = format!("10.{}.{}", 250 + n % 5, pid % 250);
+    let bridge = Bridge(format!("sxbr{pid}n{n}"));
+    common::ip(&["link", "add", &bridge.0, "type", "bridge"]);
+    let host = format!("{subnet}.254");
+    common::ip(&["addr", "add", &format!("{host}/24"), "dev", &bridge.0]);
+    common::ip(&["link", "set", &bridge.0, "up"]);
+    let pod = |name: &str, last: u8| {
+        let p = Pod {
+            ns: Netns::create(&format!("mesh{n}-{name}")),
+            ip: format!("{subnet}.{last}"),
+        };
+        let (outer, inner) = (format!("sx{pid}{n}{name}h"), format!("sx{pid}{n}{name}p"));
+        common::ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &p.ns.name,
+        ]);
+        common::ip(&["link", "set", &outer, "master", &bridge.0, "up"]);
+        p.ns.ip(&["addr", "add", &format!("{}/24", p.ip), "dev", &inner]);
+        p.ns.ip(&["link", "set", &inner, "up"]);
+        p
+    };
+    let (a, b) = (pod("a", 1), pod("b", 2));
+    std::fs::write(dir.join("backend.py"), BACKEND).expect("backend");
+    let mut cmd = b.ns.command(python());
+    cmd.arg(dir.join("backend.py"))
+        .args([&b.ip, &PORT.to_string()]);
+    let mut backend = Proc::spawn("backend", cmd, dir.join("backend.log"));
+    wait_until(WAIT, "B's application to answer", || {
+        assert!(backend.alive(), "backend exited:\n{}", backend.log());
+        b.ns.curl(&[&format!("http://{}:{PORT}/", b.ip)])
+            .is_some_and(|(s, _)| s == 200)
+    });
+    for p in [&a, &b] {
+        let out =
+            p.ns.command(sextant)
+                .arg("proxy-init")
+                .output()
+                .expect("run proxy-init");
+        assert!(
+            out.status.success(),
+            "proxy-init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (bridge, a, b, host, backend)
+}
+
+/// Starts the sidecar of `app` in `pod` as uid/gid 1337, pilot at `xds`, and waits until it is ready.
+fn sidecar(
+    plane: Plane,
+    pod: &Pod,
+    dir: &Path,
+    sextant: &Path,
+    app: &str,
+    xds: SocketAddr,
+) -> Proc {
+    let dir = dir.join(app);
+    std::fs::create_dir_all(&dir).expect("sidecar dir");
+    let id = format!(
+        "sidecar~{}~{app}-v1.default~default.svc.cluster.local",
+        pod.ip
+    );
+    let mut cmd = pod.ns.command("setpriv");
+    cmd.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"]);
+    match plane {
+        Plane::Sextant => {
+            cmd.arg(sextant)
+                .args(["proxy", "--xds-addr", &xds.to_string(), "--node-id", &id])
+                .env("POD_NAMESPACE", "default")
+                .env("SERVICE_ACCOUNT", format!("bookinfo-{app}"))
+                .env(
+                    "ISTIO_METAJSON_LABELS",
+                    format!(r#"{{"app": "{app}", "version": "v1"}}"#),
+                )
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1");
+        }
+        Plane::Envoy => {
+            use std::os::unix::fs::PermissionsExt;
+            let node = format!(
+                "{{id: \"{id}\", cluster: {app}, metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}}}}}"
+            );
+            let bootstrap = common::ads_bootstrap_with_admin(xds, 15000, "GRPC", &node);
+            let path = dir.join("envoy.yaml");
+            std::fs::write(&path, bootstrap).expect("bootstrap");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+            cmd.arg(peers().join("venv/bin/envoy"))
+                .arg("-c")
+                .arg(&path)
+                .args([
+                    "--disable-hot-restart",
+                    "--use-dynamic-base-id",
+                    "-l",
+                    "warning",
+                ]);
+        }
+    }
+    let mut proc = Proc::spawn("sidecar", cmd, dir.join("sidecar.log"));
+    wait_until(WAIT, &format!("{app}'s sidecar to be ready"), || {
+        assert!(proc.alive(), "{app}'s sidecar exited:\n{}", proc.log());
+        pod.ns
+            .curl(&["http://127.0.0.1:15000/ready"])
+            .is_some_and(|(s, _)| s == 200)
+    });
+    proc
+}
+
+/// A host-side process printing a ready line with its addresses.
+fn start(dir: &Path, name: &'static str, args: &[&str], ready: &str) -> (Proc, Vec<SocketAddr>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
+    let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
+    let line = proc.wait_for_line(ready, Duration::from_secs(120));
+    let addrs = addrs_in(&line);
+    (proc, addrs)
+}
+
+/// `GET http://addr/path` from the host: the body.
+fn fetch(addr: SocketAddr, path: &str) -> String {
+    common::get(addr, path, &[])
+        .map(|r| r.body)
+        .unwrap_or_default()
+}
+
+fn run(plane_a: Plane, plane_b: Plane) {
+    if !root() {
+        eprintln!(
+            "skipped: mesh_pods needs root (namespaces, iptables, uid 1337); CI runs it as root"
+        );
+        return;
+    }
+    let dir = scratch(&format!("mesh-pods-{plane_a:?}-{plane_b:?}"));
+    let sextant = public_binary(&dir);
+    let (bridge, a, b, host, backend) = network(&dir, &sextant);
+
+    let hub_config = dir.join("hub");
+    std::fs::create_dir_all(&hub_config).expect("hub config");
+    std::fs::write(hub_config.join("policy.yaml"), POLICY).expect("policy");
+    let any = format!("{host}:0");
+    let cache = common::target_dir().join("sextant-test-component-cache");
+    let (hub, hub_addrs) = start(
+        &dir,
+        "hub",
+        &[
+            "hub",
+            "--config-dir",
+            &hub_config.to_string_lossy(),
+            "--grpc-addr",
+            &any,
+            "--admin-addr",
+            &any,
+            "--prometheus-addr",
+            &any,
+            "--adapter-cache",
+            &cache.to_string_lossy(),
+        ],
+        "hub: gRPC on ",
+    );
+    let [hub_grpc, hub_admin, hub_metrics] = hub_addrs[..] else {
+        panic!("the hub's ready line names three addresses")
+    };
+    let pilot_config = dir.join("pilot");
+    std::fs::create_dir_all(&pilot_config).expect("pilot config");
+    std::fs::write(pilot_config.join("mesh.yaml"), mesh(&b.ip, hub_grpc)).expect("mesh");
+    let hub_service = format!("{HUB_HOST}:{HUB_PORT}");
+    let (pilot, pilot_addrs) = start(
+        &dir,
+        "pilot",
+        &[
+            "pilot",
+            "--config-dir",
+            &pilot_config.to_string_lossy(),
+            "--xds-addr",
+            &any,
+            "--monitoring-addr",
+            &any,
+            "--hub-service",
+            &hub_service,
+        ],
+        "pilot: xDS on ",
+    );
+    let xds = pilot_addrs[0];
+
+    let sidecar_a = sidecar(plane_a, &a, &dir, &sextant, "productpage", xds);
+    let sidecar_b = sidecar(plane_b, &b, &dir, &sextant, "reviews", xds);
+
+    // The unmodified application in A reaches B's, over mesh mTLS, checked by the hub.
+    wait_until(WAIT, "A's call to reach B's application", || {
+        a.call(&b.ip, "/")
+            .is_some_and(|(s, body)| s == 200 && body == "reviews-v1")
+    });
+    wait_until(WAIT, "the hub's policy to deny /private", || {
+        a.call(&b.ip, "/private").is_some_and(|(s, _)| s == 403)
+    });
+    if matches!(plane_b, Plane::Sextant) {
+        // A second identical request is decided by B's check cache: no hub call.
+        let calls = format!("cluster.outbound|{HUB_PORT}||{HUB_HOST}.hub.check.calls");
+        assert_eq!(a.call(&b.ip, "/").map(|r| r.0), Some(200));
+        let before = b.stat(&calls);
+        assert_eq!(a.call(&b.ip, "/").map(|r| r.0), Some(200));
+        assert_eq!(a.call(&b.ip, "/private").map(|r| r.0), Some(403));
+        assert_eq!(b.stat(&calls), before, "a cached decision called the hub");
+    }
+
+    // The hub saw the request as Istio's standard metric: both workloads, A's principal, mutual TLS.
+    let mut want = vec![
+        "reporter=\"destination\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
+        "destination_workload=\"reviews\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "response_code=\"200\"",
+    ];
+    if matches!((plane_a, plane_b), (Plane::Sextant, Plane::Sextant)) {
+        // The client's workload travels with the request between Sextant sidecars.
+        want.push("source_workload=\"productpage\"");
+    }
+    let reported = |want: &[&str]| {
+        fetch(hub_metrics, "/metrics")
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{") && want.iter().all(|w| l.contains(w)))
+    };
+    if !eventually(WAIT, || reported(&want)) {
+        let seen: Vec<String> = fetch(hub_metrics, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "no series with {want:?} in the hub's metrics; it has:\n{}",
+            seen.join("\n")
+        );
+    }
+    wait_until(WAIT, "A's report in the hub's metrics", || {
+        fetch(hub_metrics, "/metrics").lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"source\"")
+                && l.contains("source_workload=\"productpage\"")
+        })
+    });
+    assert!(fetch(hub_admin, "/metrics").contains("sextant_hub_checks_total"));
+    assert_eq!(a.rejected(), 0, "A's sidecar refused a push");
+    assert_eq!(b.rejected(), 0, "B's sidecar refused a push");
+    drop((sidecar_a, sidecar_b, pilot, hub, backend));
+    drop((a, b, bridge));
+}
+
+#[test]
+fn sextant_sidecars_in_pods_with_proxy_init() {
+    run(Plane::Sextant, Plane::Sextant);
+}
+
+#[test]
+fn envoy_client_sidecar_and_sextant_server_sidecar() {
+    run(Plane::Envoy, Plane::Sextant);
+}
+
+#[test]
+fn sextant_client_sidecar_and_envoy_server_sidecar() {
+    run(Plane::Sextant, Plane::Envoy);
+}
