@@ -166,6 +166,55 @@ fn requests_series(hub: &Hub, labels: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A Telemetry logging each reported request's span (B3 form: this hop's span and its parent) to `log`.
+fn spans(log: &Path) -> String {
+    format!(
+        r#"apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: spans, namespace: shop}}
+spec:
+  module: builtin:logs
+  config: {{name: spans}}
+  stdout: {log}
+  limits: {{flushInterval: 100ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: spans, namespace: shop}}
+spec:
+  selector: '"x-b3-parentspanid" in request.headers'
+  adapters: [spans]
+  logs:
+  - name: span
+    fields:
+      reporter: context.reporter.kind
+      trace: 'request.headers["x-b3-traceid"]'
+      span: 'request.headers["x-b3-spanid"]'
+      parent: 'request.headers["x-b3-parentspanid"]'
+"#,
+        log = log.display()
+    )
+}
+
+/// The spans logged for `trace`: (reporter, span, parent).
+fn logged_spans(log: &Path, trace: &str) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let text = |k: &str| {
+                v.pointer(&format!("/fields/{k}"))
+                    .or_else(|| v.get(k))
+                    .and_then(|f| f.as_str())
+                    .map(str::to_string)
+            };
+            (text("trace")? == trace).then_some(())?;
+            Some((text("reporter")?, text("span")?, text("parent")?))
+        })
+        .collect()
+}
+
 fn start_hub(config: &Path) -> Hub {
     // Decisions that expire within the test (a FAIL_CLOSE answer must), yet outlive a burst of requests.
     Hub::start_with(config, &["--decision-ttl", "15s"])
@@ -177,6 +226,8 @@ fn sidecars_check_and_report_through_the_hub() {
     let hub_config = dir.join("hub-config");
     std::fs::create_dir_all(&hub_config).expect("hub config");
     std::fs::write(hub_config.join("policies.yaml"), POLICIES).expect("policies");
+    let span_log = dir.join("spans.jsonl");
+    std::fs::write(hub_config.join("spans.yaml"), spans(&span_log)).expect("spans");
     let mut hub = start_hub(&hub_config);
 
     let app = Backend::answering("the workload");
@@ -288,6 +339,44 @@ fn sidecars_check_and_report_through_the_hub() {
     wait_until(WAIT, "front's report of its requests", || {
         !requests_series(&hub, &outbound).is_empty()
     });
+
+    // Traces: each sidecar is a span, the caller's span its parent, and the workload sees the last.
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--max-time", "5"])
+        .args(["-H", &format!("Host: {HOST}")])
+        .args(["-H", &format!("traceparent: 00-{trace}-{caller}-01")])
+        .arg(format!("http://{via_front}/traced"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let seen = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-echo-traceparent:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    assert!(
+        seen.starts_with(&format!("00-{trace}-")),
+        "the workload saw {seen:?}"
+    );
+    wait_until(WAIT, "both sidecars' spans", || {
+        logged_spans(&span_log, trace).len() == 2
+    });
+    let logged = logged_spans(&span_log, trace);
+    let outbound = logged
+        .iter()
+        .find(|s| s.0 == "outbound")
+        .expect("front's span");
+    let inbound = logged
+        .iter()
+        .find(|s| s.0 == "inbound")
+        .expect("web's span");
+    assert_eq!(outbound.2, caller, "front's span is the caller's child");
+    assert_eq!(inbound.2, outbound.1, "web's span is front's child");
+    assert!(
+        seen.contains(&inbound.1),
+        "the workload's parent is web's span: {seen}"
+    );
 
     // The hub goes away. /secure was decided (allowed) before; its policy is FAIL_CLOSE.
     assert_eq!(status(via_front, "/secure/doc"), 200);

@@ -572,8 +572,14 @@ fn serve_one(mut s: TcpStream, body: &str) {
             .map(str::trim)
             .unwrap_or("")
             .to_string();
+        let traceparent = head
+            .lines()
+            .find_map(|l| l.strip_prefix("traceparent:"))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string();
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\n\r\n{body}",
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-echo-staff: {staff}\r\nx-echo-traceparent: {traceparent}\r\n\r\n{body}",
             body.len()
         );
         if s.write_all(resp.as_bytes()).is_err() || head.contains("connection: close") {

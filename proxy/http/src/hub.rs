@@ -138,17 +138,22 @@ pub(crate) struct Seen<'a> {
     pub peer_uris: Option<&'a [String]>,
 }
 
-/// A request under the filter: its attributes so far, and when it started.
+/// A request under the filter: its attributes so far, when it started, and its span (when reported).
 pub(crate) struct Pending {
     bag: Bag,
     started: Instant,
+    span: Option<crate::trace::Span>,
 }
 
 impl Filter {
     /// The request's attributes as it arrived.
     pub(crate) fn begin(&self, seen: &Seen<'_>) -> Pending {
         let mut bag = (*self.config.attributes).clone();
-        request_attributes(&mut bag, seen);
+        let span = self
+            .reporter
+            .is_some()
+            .then(|| crate::trace::Span::of(&seen.parts.headers));
+        request_attributes(&mut bag, seen, span.as_ref());
         let principal = seen
             .peer_uris
             .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
@@ -182,11 +187,16 @@ impl Filter {
         Pending {
             bag,
             started: Instant::now(),
+            span,
         }
     }
 
-    /// Takes the client's sidecar's headers off a request, and, outbound, puts this workload's on.
-    pub(crate) fn rewrite(&self, headers: &mut HeaderMap) {
+    /// Takes the client's sidecar's headers off a request, and, outbound, puts this workload's on; this
+    /// hop's span becomes the parent of the request as it goes on.
+    pub(crate) fn rewrite(&self, pending: &Pending, headers: &mut HeaderMap) {
+        if let Some(span) = &pending.span {
+            span.propagate(headers);
+        }
         headers.remove(&SOURCE_WORKLOAD);
         headers.remove(&SOURCE_NAMESPACE);
         if !is_outbound(&self.config) {
@@ -387,8 +397,8 @@ fn now() -> Time {
     }
 }
 
-/// The attributes a request has on the wire.
-fn request_attributes(bag: &mut Bag, seen: &Seen<'_>) {
+/// The attributes a request has on the wire, its trace context as this hop's `span`.
+fn request_attributes(bag: &mut Bag, seen: &Seen<'_>, span: Option<&crate::trace::Span>) {
     let p = seen.parts;
     let s = |v: &str| Value::String(v.to_string());
     put(
@@ -424,6 +434,9 @@ fn request_attributes(bag: &mut Bag, seen: &Seen<'_>) {
         if let Some(v) = proxy_route::header_value(&p.headers, name.as_str()) {
             headers.insert(name.as_str().to_string(), v.into_owned());
         }
+    }
+    if let Some(span) = span {
+        span.report(&mut headers);
     }
     let header = |n: &str| headers.get(n).map(|v| Value::String(v.clone()));
     if let Some(v) = header("x-request-id") {

@@ -15,6 +15,7 @@ mod hub;
 mod idle;
 mod local;
 pub mod rbac;
+mod trace;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -373,7 +374,7 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         server_name: &d.server_name,
         peer_uris: d.identity.as_deref().map(|i| i.uri_sans.as_slice()),
     });
-    hub.rewrite(&mut parts.headers);
+    hub.rewrite(&pending, &mut parts.headers);
     let (response, on_response) = match hub.check(&pending, &snapshot, &mut parts.headers).await {
         Ok(on_response) => (
             dispatch(parts, body, ctx, &snapshot, &authority, host, scheme).await,
