@@ -10,13 +10,16 @@
 //! The signing certificate comes either from a directory laid out as Istio's plugged-in CA
 //! (`ca-cert.pem`, `ca-key.pem`, optional `root-cert.pem` and `cert-chain.pem`; [`Authority::from_dir`]) or
 //! is a self-signed root made at start ([`Authority::self_signed`]), which `from_dir` writes into an empty
-//! directory so that restarts keep the trust root.
+//! directory (`ca-cert.pem`, `ca-key.pem`, and `root-cert.pem` for the proxies) so that restarts keep the
+//! trust root.
 //!
 //! A key [`Authority::certificate`] makes travels to the proxy in an SDS secret over the xDS connection, so
 //! that connection must be trusted (pilot listens on loopback by default). A workload that keeps its key
 //! sends a certificate signing request instead ([`Authority::sign_csr`]: Istio's `CreateCertificate`), and
-//! gets the same certificate for its own key, once the caller is known to have the identity it asks for.
-//! Issued certificates are bounded ([`MAX_IDENTITIES`]).
+//! gets the same certificate for its own key, once the caller is known to have the identity it asks for
+//! (a request for any other identity is [`CaError::OtherIdentity`]). Pilot's own TLS certificate, for the
+//! port proxies reach it on over TLS, comes from [`Authority::serving_certificate`]. Issued certificates
+//! are bounded ([`MAX_IDENTITIES`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -96,10 +99,19 @@ pub enum CaError {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
-    /// A certificate signing request that cannot be signed: malformed, badly signed, or naming another
-    /// identity than the caller's.
+    /// A certificate signing request that cannot be signed: malformed or badly signed.
     #[error("certificate signing request: {0}")]
     Csr(String),
+    /// A well-formed certificate signing request naming another identity than the caller's.
+    #[error(
+        "certificate signing request: it asks for {asked:?}; the caller may have only {caller:?}"
+    )]
+    OtherIdentity {
+        /// The names the request asks for.
+        asked: Vec<String>,
+        /// The one identity the caller has.
+        caller: String,
+    },
 }
 
 /// A certificate signed for a workload's own key (the key never left the workload).
@@ -162,11 +174,22 @@ impl Authority {
         let cert_path = dir.join(files::CA_CERT);
         let key_path = dir.join(files::CA_KEY);
         match (cert_path.exists(), key_path.exists()) {
+            (false, false) if dir.join(files::ROOT_CERT).exists() => Err(CaError::BadFile {
+                path: dir.join(files::ROOT_CERT),
+                reason: format!(
+                    "a trust root without {} and {}: give both, or an empty directory",
+                    files::CA_CERT,
+                    files::CA_KEY
+                ),
+            }),
             (false, false) => {
                 let (cert_pem, key) = make_root(trust_domain)?;
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
                 write_private(&key_path, &key.serialize_pem())?;
                 std::fs::write(&cert_path, &cert_pem).map_err(io(&cert_path))?;
+                // What proxies are given to check pilot and their peers (`--root-cert`), as Istio names it.
+                let root_path = dir.join(files::ROOT_CERT);
+                std::fs::write(&root_path, &cert_pem).map_err(io(&root_path))?;
                 tracing::info!(dir = %dir.display(), "made a self-signed mesh root CA");
                 Authority::new(trust_domain, ttl, &cert_pem, key, None, None)
             }
@@ -221,7 +244,11 @@ impl Authority {
         }
         check_pair(cert_pem, &key)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        let own_root = root_pem.is_none();
+        // A root file holding the CA certificate itself (a self-signed root this directory was given) is
+        // not an issuer to send along.
+        let own_root = root_pem
+            .as_deref()
+            .is_none_or(|root| same_certificates(root, cert_pem));
         let chain_pem = match chain_pem {
             Some(chain) => chain,
             None if own_root => String::new(),
@@ -307,9 +334,10 @@ impl Authority {
             })
             .collect();
         if asked != [spiffe_id] {
-            return Err(CaError::Csr(format!(
-                "it asks for {asked:?}; the caller may have only {spiffe_id:?}"
-            )));
+            return Err(CaError::OtherIdentity {
+                asked,
+                caller: spiffe_id.to_string(),
+            });
         }
         let now = SystemTime::now();
         let ttl = ttl.map_or(self.ttl, |t| t.clamp(MIN_WORKLOAD_TTL, self.ttl));
@@ -325,6 +353,44 @@ impl Authority {
         })
     }
 
+    /// A fresh TLS server certificate (and key) for pilot itself, naming `dns_names` (the first also its
+    /// common name), valid for `ttl` from now; never cached. Proxies check it against the same trust root as
+    /// their peers' certificates.
+    pub fn serving_certificate(
+        &self,
+        dns_names: &[&str],
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
+        let now = SystemTime::now();
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        if let Some(first) = dns_names.first() {
+            name.push(DnType::CommonName, *first);
+        }
+        params.distinguished_name = name;
+        params.subject_alt_names = dns_names
+            .iter()
+            .map(|n| Ok(SanType::DnsName((*n).try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = (now + ttl).into();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            chain_pem: cert.pem() + &self.chain_pem,
+            key_pem: key.serialize_pem(),
+            not_after: now + ttl,
+            refresh_at: now + ttl / 2,
+        })
+    }
+
     fn issue(&self, spiffe_id: &str, now: SystemTime) -> Result<Issued, CaError> {
         let params = workload_params(spiffe_id, now, self.ttl)?;
         let key = KeyPair::generate()?;
@@ -336,6 +402,12 @@ impl Authority {
             refresh_at: now + self.ttl / 2,
         })
     }
+}
+
+/// Whether two PEM texts hold the same certificates (line breaks and surrounding space aside).
+fn same_certificates(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.split_whitespace().collect::<String>();
+    strip(a) == strip(b)
 }
 
 /// A workload certificate's parameters: `spiffe_id` its only name (subject empty), client and server use,

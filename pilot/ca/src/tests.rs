@@ -125,8 +125,17 @@ fn an_empty_directory_gets_a_root_that_survives_restarts() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(files::ROOT_CERT)).expect("root-cert.pem for the proxies"),
+        first.root_pem()
+    );
     let second = Authority::from_dir(&dir, "cluster.local", DEFAULT_WORKLOAD_TTL).expect("ca");
     assert_eq!(first.root_pem(), second.root_pem());
+    assert_eq!(
+        pems(&second.certificate(ID).expect("issue").chain_pem).len(),
+        1,
+        "root-cert.pem holding the CA certificate itself: the root is still not sent in the chain"
+    );
     assert_signed(
         &second.certificate(ID).expect("issue").chain_pem,
         first.root_pem(),
@@ -255,11 +264,12 @@ fn refuses_csrs_for_other_identities_or_malformed() {
     let other = "spiffe://cluster.local/ns/default/sa/admin";
     for ids in [&[other][..], &[ID, other][..], &[][..]] {
         let (csr, _) = csr_for(ids);
-        let e = ca
-            .sign_csr(&csr, ID, None)
-            .expect_err("refused")
-            .to_string();
-        assert!(e.contains("the caller may have only"), "{e}");
+        let e = ca.sign_csr(&csr, ID, None).expect_err("refused");
+        assert!(
+            matches!(&e, CaError::OtherIdentity { asked, caller } if asked == ids && caller == ID),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("the caller may have only"), "{e}");
     }
     let e = ca
         .sign_csr(
@@ -270,4 +280,62 @@ fn refuses_csrs_for_other_identities_or_malformed() {
         .expect_err("refused")
         .to_string();
     assert!(e.contains("not a validly signed PKCS #10 request"), "{e}");
+}
+
+#[test]
+fn pilots_serving_certificate_names_its_dns_names_under_the_mesh_root() {
+    let ca = Authority::self_signed("cluster.local", DEFAULT_WORKLOAD_TTL).expect("ca");
+    let names = ["istiod.istio-system.svc", "istiod"];
+    let ttl = Duration::from_secs(3600);
+    let issued = ca.serving_certificate(&names, ttl).expect("issued");
+    let chain = pems(&issued.chain_pem);
+    let leaf = chain[0].parse_x509().expect("leaf");
+    let root = pems(ca.root_pem());
+    let root = root[0].parse_x509().expect("root");
+    leaf.verify_signature(Some(root.public_key()))
+        .expect("signed by the mesh root");
+    let dns: Vec<String> = leaf
+        .subject_alternative_name()
+        .expect("SAN parses")
+        .expect("SAN present")
+        .value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => d.to_string(),
+            other => panic!("unexpected name {other:?}"),
+        })
+        .collect();
+    assert_eq!(dns, names);
+    let eku = leaf
+        .extended_key_usage()
+        .expect("eku")
+        .expect("eku present");
+    assert!(eku.value.server_auth && !eku.value.client_auth);
+    assert!(!leaf.is_ca());
+    KeyPair::from_pem(&issued.key_pem).expect("the key is PKCS #8 PEM");
+    let life = issued
+        .not_after
+        .duration_since(SystemTime::now())
+        .expect("future");
+    assert!(life <= ttl && issued.refresh_at < issued.not_after);
+    assert!(
+        ca.next_refresh_after(SystemTime::UNIX_EPOCH).is_none(),
+        "pilot's own certificate is not a workload's to renew"
+    );
+}
+
+#[test]
+fn a_root_file_alone_is_refused() {
+    let dir = scratch("root-alone");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (root_pem, _) = make_root("cluster.local").expect("root");
+    std::fs::write(dir.join(files::ROOT_CERT), root_pem).expect("write");
+    let e = Authority::from_dir(&dir, "cluster.local", DEFAULT_WORKLOAD_TTL).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("root-cert.pem: a trust root without ca-cert.pem"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
