@@ -69,6 +69,7 @@ pub fn clusters(
                     protocol: port.protocol,
                     grpc,
                     trust_domain: mtls.trust_domain,
+                    secrets: crate::tls::SecretSource::of(proxy),
                 };
                 let (c, eds) = service_cluster(&name, &shape, &policy);
                 if eds {
@@ -122,6 +123,7 @@ pub fn add_hub(
         protocol: Protocol::Grpc,
         grpc: false,
         trust_domain: mtls.trust_domain,
+        secrets: crate::tls::SecretSource::of(proxy),
     };
     let (c, eds) = service_cluster(&hub.cluster, &shape, &policy);
     out.clusters.retain(|c| c.name != hub.cluster);
@@ -154,6 +156,7 @@ pub fn sni_dnat(
             protocol: Protocol::Tcp,
             grpc: false,
             trust_domain: mtls.trust_domain,
+            secrets: crate::tls::SecretSource::of(proxy),
         };
         let (mut c, eds) = service_cluster(&t.name, &shape, &policy);
         c.transport_socket = None;
@@ -176,6 +179,8 @@ struct Shape<'a> {
     grpc: bool,
     /// The mesh's trust domain (the servers' SPIFFE IDs under ISTIO_MUTUAL).
     trust_domain: &'a str,
+    /// Where the proxy's mesh secrets come from (under ISTIO_MUTUAL).
+    secrets: crate::tls::SecretSource,
 }
 
 /// One service cluster, and whether its endpoints come over EDS.
@@ -186,6 +191,7 @@ fn service_cluster(name: &str, shape: &Shape<'_>, policy: &Effective) -> (Cluste
         protocol,
         grpc,
         trust_domain,
+        secrets,
     } = *shape;
     let passthrough = policy.passthrough() || service.resolution == Resolution::None;
     let dns = matches!(
@@ -216,7 +222,7 @@ fn service_cluster(name: &str, shape: &Shape<'_>, policy: &Effective) -> (Cluste
             };
             // Istio's SNI for mesh traffic: the cluster name with `|` spelled `_.`.
             let sni = t.sni.clone().unwrap_or_else(|| name.replace('|', "_."));
-            Some(crate::tls::istio_mutual(&identities, sni))
+            Some(crate::tls::istio_mutual(&identities, sni, secrets))
         });
     }
     if passthrough && !grpc {

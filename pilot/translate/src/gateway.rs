@@ -113,7 +113,10 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
         } else if https {
             let mut seen = BTreeSet::new();
             for b in &servers {
-                let Some(socket) = b.server.tls.as_ref().and_then(tls::downstream) else {
+                let secrets = tls::SecretSource::of(proxy);
+                let Some(socket) =
+                    (b.server.tls.as_ref()).and_then(|t| tls::downstream(t, secrets))
+                else {
                     continue;
                 };
                 let names = server_names(b.server);
@@ -274,7 +277,7 @@ fn tls_chains(
                 names.clone()
             };
             let (Some(socket), Some(clusters)) = (
-                tls.and_then(crate::tls::downstream),
+                tls.and_then(|t| crate::tls::downstream(t, crate::tls::SecretSource::of(proxy))),
                 tcp_route_clusters(mesh, registry, proxy, b),
             ) else {
                 continue;

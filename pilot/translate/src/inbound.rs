@@ -73,6 +73,9 @@ pub fn inbound(
     if proxy.kind != ProxyKind::Sidecar {
         return out;
     }
+    let mesh_tls = mtls
+        .holds_certificate(proxy)
+        .then(|| crate::tls::SecretSource::of(proxy));
     let ingress = scope
         .sidecar
         .map(|s| s.ingress.as_slice())
@@ -96,8 +99,7 @@ pub fn inbound(
                 build::HCM_FILTER,
                 build::any(&hcm_named(&stat_prefix, &name, false)),
             );
-            out.captured
-                .extend(chains(*port, true, &filter, mtls.certificate.is_some()));
+            out.captured.extend(chains(*port, true, &filter, mesh_tls));
         }
     }
     for ingress in ingress {
@@ -118,7 +120,7 @@ pub fn inbound(
             CaptureMode::Iptables => true,
             CaptureMode::None => false,
         };
-        let chains = chains(ingress.port, captured, &filter, mtls.certificate.is_some());
+        let chains = chains(ingress.port, captured, &filter, mesh_tls);
         if captured {
             out.captured.extend(chains);
         } else {
@@ -130,9 +132,14 @@ pub fn inbound(
     out
 }
 
-/// The port's plain chain and, with a certificate, its twin ending mesh mTLS (first: it is the more
-/// specific).
-fn chains(number: u16, by_port: bool, filter: &Filter, mtls: bool) -> Vec<FilterChain> {
+/// The port's plain chain and, with a certificate (its secrets from `mtls`), its twin ending mesh mTLS
+/// (first: it is the more specific).
+fn chains(
+    number: u16,
+    by_port: bool,
+    filter: &Filter,
+    mtls: Option<crate::tls::SecretSource>,
+) -> Vec<FilterChain> {
     let port = by_port.then_some(UInt32Value {
         value: u32::from(number),
     });
@@ -145,13 +152,13 @@ fn chains(number: u16, by_port: bool, filter: &Filter, mtls: bool) -> Vec<Filter
         filters: vec![filter.clone()],
         ..Default::default()
     };
-    if !mtls {
+    let Some(secrets) = mtls else {
         return vec![plain];
-    }
+    };
     let terminated = FilterChain {
         name: format!("inbound_{number}-mtls"),
         filter_chain_match: Some(crate::tls::mesh_match(port)),
-        transport_socket: Some(crate::tls::mesh_inbound()),
+        transport_socket: Some(crate::tls::mesh_inbound(secrets)),
         ..plain.clone()
     };
     vec![terminated, plain]

@@ -29,6 +29,8 @@
 //! - mesh mTLS ([`MeshTls`]): sidecars and gateways get their workload certificate and the trust root as SDS
 //!   secrets `default` and `ROOTCA`; `ISTIO_MUTUAL` clusters present the one and check the server's SPIFFE
 //!   ID against the other, and `virtualInbound` terminates mesh mTLS (PERMISSIVE: plain text still passes);
+//!   a proxy keeping its own key ([`ProxyInfo::local_certificate`]) gets no secret, its configuration naming
+//!   the same two, which an Envoy reads from its agent's SDS cluster ([`tls::SecretSource`]);
 //! - the hub ([`Options::hub`], `--hub-service`): sidecars get its cluster, and in their HTTP connection
 //!   managers the Sextant proxy's hub filter or, for Envoy, ext_authz and a gRPC access log ([`hub`]).
 //!
@@ -57,7 +59,7 @@ use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_xds::{Snapshot, SnapshotBuilder};
 
 pub use hub::{HubService, HubServiceError};
-pub use proxy::{DataPlane, Interception, ProxyInfo, ProxyKind};
+pub use proxy::{DataPlane, Interception, LOCAL_CERT_METADATA, ProxyInfo, ProxyKind};
 
 /// The Istio name of the cluster for `port` of `host`, or of one subset of it: `outbound|9080|v1|reviews…`.
 pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
@@ -74,9 +76,23 @@ pub fn route_name(port: u16) -> String {
 pub struct MeshTls<'a> {
     /// The trust domain of the mesh's SPIFFE IDs.
     pub trust_domain: &'a str,
-    /// The proxy's own certificate, for proxies that take one; without it `ISTIO_MUTUAL` clusters still
-    /// name the secrets, and `virtualInbound` passes everything through.
+    /// The proxy's own certificate, for proxies pilot sends one ([`ProxyInfo::sent_certificates`]; it is
+    /// never sent to a proxy keeping its own, [`ProxyInfo::local_certificate`]); without it (and without one
+    /// of the proxy's own) `ISTIO_MUTUAL` clusters still name the secrets, and `virtualInbound` passes
+    /// everything through.
     pub certificate: Option<WorkloadCertificate<'a>>,
+}
+
+impl MeshTls<'_> {
+    /// Whether `proxy` holds a workload certificate: sent by pilot, or its own. Mesh mTLS is terminated
+    /// inbound only then.
+    pub fn holds_certificate(&self, proxy: &ProxyInfo) -> bool {
+        if proxy.local_certificate {
+            proxy.takes_certificates()
+        } else {
+            self.certificate.is_some()
+        }
+    }
 }
 
 impl Default for MeshTls<'_> {
@@ -141,7 +157,12 @@ pub fn translate_with(
         .filter(|_| proxy.kind == ProxyKind::Sidecar)
         .and_then(|h| h.resolve(services));
     let mut b = SnapshotBuilder::new();
-    if let Some(cert) = &mtls.certificate {
+    // A proxy keeping its own key gets no secret, whatever it is given: no private key leaves pilot for it.
+    if let Some(cert) = mtls
+        .certificate
+        .as_ref()
+        .filter(|_| !proxy.local_certificate)
+    {
         for secret in tls::secrets(cert) {
             b.secret(&secret);
         }

@@ -164,8 +164,8 @@ pub fn listeners(
             TrafficDirection::Inbound,
             INBOUND_PASSTHROUGH,
         );
-        if mtls.certificate.is_some() {
-            terminate_mesh_tls(&mut virtual_inbound);
+        if mtls.holds_certificate(proxy) {
+            terminate_mesh_tls(&mut virtual_inbound, crate::tls::SecretSource::of(proxy));
         }
         // The workload's own ports, by destination port: more specific than any other chain.
         (virtual_inbound.filter_chains).splice(0..0, inbound.captured.iter().cloned());
@@ -400,7 +400,7 @@ pub(crate) fn tcp_forward(stat_prefix: &str, clusters: tcp_proxy::ClusterSpecifi
 
 /// Adds to an inbound capture listener a filter chain ending mesh mTLS (transport `tls` with one of
 /// Istio's ALPN values) before the same forwarding; other connections keep the default chain.
-fn terminate_mesh_tls(l: &mut Listener) {
+fn terminate_mesh_tls(l: &mut Listener, secrets: crate::tls::SecretSource) {
     let Some(plain) = l.default_filter_chain.clone() else {
         return;
     };
@@ -410,7 +410,7 @@ fn terminate_mesh_tls(l: &mut Listener) {
     l.filter_chains.push(FilterChain {
         name: format!("{}-mtls", l.name),
         filter_chain_match: Some(crate::tls::mesh_match(None)),
-        transport_socket: Some(crate::tls::mesh_inbound()),
+        transport_socket: Some(crate::tls::mesh_inbound(secrets)),
         ..plain
     });
 }

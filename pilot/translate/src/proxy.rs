@@ -63,7 +63,15 @@ pub struct ProxyInfo {
     pub workload: String,
     /// The pod's name, when the node id carries `POD.NAMESPACE`.
     pub pod: Option<String>,
+    /// Whether the proxy keeps its own key and certificate (node metadata `SEXTANT_LOCAL_CERT: "true"`,
+    /// which `sextant proxy --token-file` and a stock Envoy beside `sextant agent` send): pilot sends it no
+    /// secrets, and its configuration still names the secrets `default` and `ROOTCA`, which it resolves
+    /// itself (an Envoy from the agent's SDS cluster, [`crate::tls::AGENT_SDS_CLUSTER`]).
+    pub local_certificate: bool,
 }
+
+/// The node metadata saying a proxy keeps its own key and certificate (see [`ProxyInfo::local_certificate`]).
+pub const LOCAL_CERT_METADATA: &str = "SEXTANT_LOCAL_CERT";
 
 /// The namespace assumed when neither metadata nor node id name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -73,8 +81,9 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 impl ProxyInfo {
     /// Reads Istio's conventions from a node: the id `TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`,
     /// metadata `NAMESPACE`, `SERVICE_ACCOUNT`, `LABELS` (a struct of strings), `INTERCEPTION_MODE`
-    /// (`REDIRECT`, the default, or `NONE`), `WORKLOAD_NAME` and `GENERATOR` (`grpc` for proxyless clients,
-    /// which a `gRPC` user agent also implies); a `sextant…` user agent is the Sextant proxy.
+    /// (`REDIRECT`, the default, or `NONE`), `WORKLOAD_NAME`, `GENERATOR` (`grpc` for proxyless clients,
+    /// which a `gRPC` user agent also implies) and [`LOCAL_CERT_METADATA`]; a `sextant…` user agent is the
+    /// Sextant proxy.
     /// Anything missing or malformed falls back to a default; this never fails.
     pub fn from_node(node: &Node) -> ProxyInfo {
         let parts: Vec<&str> = node.id.split('~').collect();
@@ -126,6 +135,8 @@ impl ProxyInfo {
             DataPlane::Envoy
         };
         let pod = pod_of_id(&parts);
+        let local_certificate =
+            text(LOCAL_CERT_METADATA).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let workload = text("WORKLOAD_NAME")
             .filter(|w| !w.is_empty())
             .or_else(|| labels.get("app").filter(|a| !a.is_empty()).cloned())
@@ -142,6 +153,7 @@ impl ProxyInfo {
             data_plane,
             workload,
             pod,
+            local_certificate,
         }
     }
 }
@@ -174,9 +186,10 @@ impl ProxyInfo {
     /// identical resources; translate the view, never the proxy, so translation cannot read what the key
     /// leaves out.
     ///
-    /// This is the view for translation without the hub ([`crate::Options::hub`] unset): the data plane,
-    /// workload and pod are read only to place the hub's filters, and are cleared. With the hub, use
-    /// [`ProxyInfo::view_with_hub`].
+    /// This is the view for translation without the hub ([`crate::Options::hub`] unset): the workload and
+    /// pod are read only to place the hub's filters, and are cleared; so is the data plane, unless the proxy
+    /// keeps its own certificate (an Envoy then reads its secrets from the agent, the Sextant proxy over
+    /// ADS). With the hub, use [`ProxyInfo::view_with_hub`].
     pub fn view(&self) -> ProxyInfo {
         self.view_of(false)
     }
@@ -206,8 +219,12 @@ impl ProxyInfo {
             workload,
             // Per pod: read by nothing translated (a `*.uid` attribute would make every pod its own view).
             pod: _,
+            // Changes the resources (no secrets; where an Envoy's SDS secrets come from): in the view. Only
+            // proxies that take certificates have one of their own.
+            local_certificate,
         } = self;
         let hub = hub && *kind == ProxyKind::Sidecar;
+        let local_certificate = *local_certificate && self.takes_certificates();
         ProxyInfo {
             id: String::new(),
             ip: None,
@@ -216,13 +233,14 @@ impl ProxyInfo {
             interception: *interception,
             kind: *kind,
             service_account: service_account.clone(),
-            data_plane: if hub {
+            data_plane: if hub || local_certificate {
                 *data_plane
             } else {
                 DataPlane::default()
             },
             workload: if hub { workload.clone() } else { String::new() },
             pod: None,
+            local_certificate,
         }
     }
 
@@ -235,6 +253,12 @@ impl ProxyInfo {
     /// read theirs from files).
     pub fn takes_certificates(&self) -> bool {
         self.kind != ProxyKind::ProxylessGrpc
+    }
+
+    /// Whether pilot sends the proxy its certificate and key (SDS secrets over ADS): a proxy that takes
+    /// certificates and does not keep its own ([`ProxyInfo::local_certificate`]).
+    pub fn sent_certificates(&self) -> bool {
+        self.takes_certificates() && !self.local_certificate
     }
 }
 

@@ -4,15 +4,17 @@
 //! Without `caCertificates` (and without `insecureSkipVerify`), upstream certificates are checked against
 //! [`SYSTEM_CA_BUNDLE`], as Istio checks them against the proxy's OS bundle.
 //!
-//! Mesh mTLS (`ISTIO_MUTUAL`) takes its certificates from SDS over ADS instead: the proxy's own
-//! ([`WORKLOAD_SECRET`]) and the trust root ([`ROOT_SECRET`]), Istio's secret names. The client offers
-//! Istio's ALPN values, so the server side (ours or an Istio sidecar) tells mesh mTLS from an application's
-//! own TLS, and checks the server's SPIFFE ID.
+//! Mesh mTLS (`ISTIO_MUTUAL`) takes its certificates from SDS instead: the proxy's own
+//! ([`WORKLOAD_SECRET`]) and the trust root ([`ROOT_SECRET`]), Istio's secret names, over ADS from pilot,
+//! or, for an Envoy keeping its own key, from its agent ([`SecretSource`]). The client offers Istio's ALPN
+//! values, so the server side (ours or an Istio sidecar) tells mesh mTLS from an application's own TLS, and
+//! checks the server's SPIFFE ID.
 
 use pilot_config::types::{ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsMode};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::{
-    DataSource, TransportSocket, data_source, transport_socket,
+    ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, TransportSocket,
+    api_config_source, config_source, data_source, grpc_service, transport_socket,
 };
 use sextant_proto::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
@@ -42,6 +44,64 @@ pub const MESH_ALPN: [&str; 5] = [
     "istio-h2",
 ];
 
+/// The cluster a stock Envoy keeping its own key reads its secrets from: its bootstrap's static cluster on
+/// the agent's Unix socket (Istio's name; `sextant agent` serves it).
+pub const AGENT_SDS_CLUSTER: &str = "sds-grpc";
+
+/// Where a proxy's mesh secrets ([`WORKLOAD_SECRET`], [`ROOT_SECRET`]) come from, as its configuration names
+/// them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretSource {
+    /// From pilot over ADS (pilot sends them), or resolved by a Sextant proxy keeping its own key, which
+    /// installs them itself and takes only this source.
+    #[default]
+    Ads,
+    /// From the agent beside an Envoy keeping its own key: SDS over gRPC on [`AGENT_SDS_CLUSTER`].
+    Agent,
+}
+
+impl SecretSource {
+    /// The source of `proxy`'s secrets: the agent for an Envoy keeping its own key, otherwise ADS.
+    pub fn of(proxy: &crate::ProxyInfo) -> SecretSource {
+        if proxy.local_certificate
+            && proxy.takes_certificates()
+            && proxy.data_plane == crate::DataPlane::Envoy
+        {
+            SecretSource::Agent
+        } else {
+            SecretSource::Ads
+        }
+    }
+
+    /// The `sds_config` naming this source: ADS, or Istio's shape for the agent's cluster.
+    pub fn config(self) -> ConfigSource {
+        match self {
+            SecretSource::Ads => build::ads(),
+            SecretSource::Agent => ConfigSource {
+                resource_api_version: ApiVersion::V3 as i32,
+                config_source_specifier: Some(
+                    config_source::ConfigSourceSpecifier::ApiConfigSource(ApiConfigSource {
+                        api_type: api_config_source::ApiType::Grpc as i32,
+                        transport_api_version: ApiVersion::V3 as i32,
+                        grpc_services: vec![GrpcService {
+                            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                                grpc_service::EnvoyGrpc {
+                                    cluster_name: AGENT_SDS_CLUSTER.into(),
+                                    ..Default::default()
+                                },
+                            )),
+                            ..Default::default()
+                        }],
+                        set_node_on_first_message_only: true,
+                        ..Default::default()
+                    }),
+                ),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// The proxy's two SDS secrets: its certificate and key ([`WORKLOAD_SECRET`]) and the trust root
 /// ([`ROOT_SECRET`]), inline.
 pub fn secrets(cert: &crate::WorkloadCertificate<'_>) -> [Secret; 2] {
@@ -67,12 +127,14 @@ pub fn secrets(cert: &crate::WorkloadCertificate<'_>) -> [Secret; 2] {
 }
 
 /// Mesh mTLS towards a service: the proxy's certificate, the server's checked against the trust root and,
-/// when any are known, against `identities`; `sni` is Istio's `outbound_.PORT_.SUBSET_.HOST`.
-pub fn istio_mutual(identities: &[String], sni: String) -> TransportSocket {
+/// when any are known, against `identities`; `sni` is Istio's `outbound_.PORT_.SUBSET_.HOST`; the secrets
+/// from `source`.
+pub fn istio_mutual(identities: &[String], sni: String, source: SecretSource) -> TransportSocket {
     let context = UpstreamTlsContext {
         common_tls_context: Some(mesh_context(
             identities,
             MESH_ALPN[..2].iter().map(|a| a.to_string()).collect(),
+            source,
         )),
         sni,
         ..Default::default()
@@ -81,9 +143,9 @@ pub fn istio_mutual(identities: &[String], sni: String) -> TransportSocket {
 }
 
 /// Mesh mTLS terminated for inbound traffic: the proxy's certificate, and a client certificate under the
-/// trust root required.
-pub fn mesh_inbound() -> TransportSocket {
-    mesh_downstream(Vec::new())
+/// trust root required; the secrets from `source`.
+pub fn mesh_inbound(source: SecretSource) -> TransportSocket {
+    mesh_downstream(Vec::new(), source)
 }
 
 /// The filter chain match of mesh mTLS (transport `tls` with one of Istio's ALPN values), on `port` when
@@ -100,26 +162,30 @@ pub fn mesh_match(
 }
 
 /// Mesh mTLS terminated, offering `alpn`.
-fn mesh_downstream(alpn: Vec<String>) -> TransportSocket {
+fn mesh_downstream(alpn: Vec<String>, source: SecretSource) -> TransportSocket {
     let context = DownstreamTlsContext {
-        common_tls_context: Some(mesh_context(&[], alpn)),
+        common_tls_context: Some(mesh_context(&[], alpn, source)),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     };
     socket(build::any(&context))
 }
 
-fn mesh_context(identities: &[String], alpn: Vec<String>) -> CommonTlsContext {
+fn mesh_context(
+    identities: &[String],
+    alpn: Vec<String>,
+    source: SecretSource,
+) -> CommonTlsContext {
     use common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
     CommonTlsContext {
-        tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_SECRET)],
+        tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_SECRET, source)],
         validation_context_type: Some(ValidationContextType::CombinedValidationContext(
             CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {
                     match_typed_subject_alt_names: san_matchers(identities),
                     ..Default::default()
                 }),
-                validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
+                validation_context_sds_secret_config: Some(sds(ROOT_SECRET, source)),
                 ..Default::default()
             },
         )),
@@ -128,10 +194,10 @@ fn mesh_context(identities: &[String], alpn: Vec<String>) -> CommonTlsContext {
     }
 }
 
-fn sds(name: &str) -> SdsSecretConfig {
+fn sds(name: &str, source: SecretSource) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.into(),
-        sds_config: Some(build::ads()),
+        sds_config: Some(source.config()),
     }
 }
 
@@ -174,12 +240,15 @@ pub fn upstream(tls: &ClientTlsSettings, host: &str) -> Option<TransportSocket> 
 }
 
 /// The transport socket terminating TLS for a gateway server (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL` from
-/// files; `ISTIO_MUTUAL` with the gateway's mesh certificate, a mesh client certificate required), or `None`
-/// when the settings do not terminate (validation refuses such servers).
-pub fn downstream(tls: &ServerTlsSettings) -> Option<TransportSocket> {
+/// files; `ISTIO_MUTUAL` with the gateway's mesh certificate from `source`, a mesh client certificate
+/// required), or `None` when the settings do not terminate (validation refuses such servers).
+pub fn downstream(tls: &ServerTlsSettings, source: SecretSource) -> Option<TransportSocket> {
     let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
     if mode == ServerTlsMode::IstioMutual {
-        return Some(mesh_downstream(vec!["h2".into(), "http/1.1".into()]));
+        return Some(mesh_downstream(
+            vec!["h2".into(), "http/1.1".into()],
+            source,
+        ));
     }
     if !matches!(
         mode,

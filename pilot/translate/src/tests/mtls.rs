@@ -56,7 +56,7 @@ fn sds_and_sans(common: &CommonTlsContext) -> (Vec<String>, String, Vec<String>)
         .tls_certificate_sds_secret_configs
         .iter()
         .map(|s| {
-            assert!(s.sds_config.is_some(), "served over ADS");
+            assert!(s.sds_config.is_some(), "a source is named");
             s.name.clone()
         })
         .collect();
@@ -218,4 +218,126 @@ fn virtual_inbound_ends_mesh_mtls_and_lets_plain_text_through() {
     let l: Listener = get(&plain, types::LISTENER, "virtualInbound");
     assert!(l.filter_chains.is_empty() && l.listener_filters.len() == 1);
     assert!(names(&plain, types::SECRET).is_empty());
+}
+
+/// Where a mesh TLS context's two secrets come from: the agent's cluster, or `None` for ADS.
+fn secret_sources(common: &CommonTlsContext) -> [Option<String>; 2] {
+    use sextant_proto::envoy::config::core::v3::{api_config_source, config_source, grpc_service};
+    let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        &common.validation_context_type
+    else {
+        panic!("combined validation context: {common:?}");
+    };
+    let root = v.validation_context_sds_secret_config.as_ref();
+    [common.tls_certificate_sds_secret_configs.first(), root].map(|sds| {
+        let source = sds.and_then(|s| s.sds_config.clone()).expect("a source");
+        match source.config_source_specifier {
+            Some(config_source::ConfigSourceSpecifier::Ads(_)) => None,
+            Some(config_source::ConfigSourceSpecifier::ApiConfigSource(api)) => {
+                assert_eq!(api.api_type, api_config_source::ApiType::Grpc as i32);
+                assert_eq!(api.transport_api_version, 2, "V3");
+                assert!(api.set_node_on_first_message_only);
+                assert_eq!(source.resource_api_version, 2, "V3");
+                let [service] = api.grpc_services.as_slice() else {
+                    panic!("{api:?}")
+                };
+                match &service.target_specifier {
+                    Some(grpc_service::TargetSpecifier::EnvoyGrpc(g)) => {
+                        Some(g.cluster_name.clone())
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+fn inbound_mtls(s: &Snapshot) -> CommonTlsContext {
+    let l: Listener = get(s, types::LISTENER, "virtualInbound");
+    let [mtls] = l.filter_chains.as_slice() else {
+        panic!("mesh mTLS is terminated: {:?}", l.filter_chains)
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = mtls
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("no TLS on the mTLS chain")
+    };
+    DownstreamTlsContext::decode(any.value.as_slice())
+        .expect("DownstreamTlsContext")
+        .common_tls_context
+        .expect("common")
+}
+
+#[test]
+fn a_proxy_keeping_its_own_key_gets_no_secret_and_envoy_reads_them_from_its_agent() {
+    let mesh = all_mtls();
+    let ratings = "outbound|9080|v1|ratings.default.svc.cluster.local";
+    for (plane, source) in [
+        (crate::DataPlane::Envoy, Some("sds-grpc".to_string())),
+        (crate::DataPlane::Sextant, None),
+    ] {
+        let p = ProxyInfo {
+            local_certificate: true,
+            data_plane: plane,
+            ..proxy(Interception::Redirect)
+        };
+        // Even handed a certificate, translation sends such a proxy no secret (no key leaves pilot).
+        for s in [with_certificate(&mesh, &p), snap(&mesh, &p)] {
+            assert!(names(&s, types::SECRET).is_empty(), "{plane:?}");
+            let up = upstream_tls(&get(&s, types::CLUSTER, ratings))
+                .common_tls_context
+                .expect("common");
+            assert_eq!(
+                sds_and_sans(&up).0,
+                [WORKLOAD_SECRET],
+                "the clusters still name the secrets"
+            );
+            assert_eq!(
+                secret_sources(&up),
+                [source.clone(), source.clone()],
+                "{plane:?}"
+            );
+            // It holds a certificate of its own: virtualInbound ends mesh mTLS with it.
+            let down = inbound_mtls(&s);
+            assert_eq!(sds_and_sans(&down).1, ROOT_SECRET);
+            assert_eq!(secret_sources(&down), [source.clone(), source.clone()]);
+        }
+    }
+    // A proxy pilot sends its certificate reads it over ADS.
+    let s = with_certificate(&mesh, &proxy(Interception::Redirect));
+    assert_eq!(names(&s, types::SECRET), [ROOT_SECRET, WORKLOAD_SECRET]);
+    let up = upstream_tls(&get(&s, types::CLUSTER, ratings));
+    assert_eq!(
+        secret_sources(&up.common_tls_context.expect("common")),
+        [None, None]
+    );
+}
+
+#[test]
+fn the_node_says_whether_the_proxy_keeps_its_own_key() {
+    use sextant_proto::envoy::config::core::v3::Node;
+    use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
+    let node = |value: Option<Kind>| Node {
+        id: "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local".into(),
+        metadata: Some(Struct {
+            fields: value
+                .map(|kind| {
+                    (
+                        crate::LOCAL_CERT_METADATA.to_string(),
+                        Value { kind: Some(kind) },
+                    )
+                })
+                .into_iter()
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    let local = |value| ProxyInfo::from_node(&node(value)).local_certificate;
+    assert!(local(Some(Kind::StringValue("true".into()))));
+    assert!(local(Some(Kind::BoolValue(true))));
+    assert!(!local(Some(Kind::StringValue("false".into()))));
+    assert!(!local(None));
 }

@@ -115,3 +115,40 @@ fn each_field_translation_reads_splits_views() {
         "the variants' views are distinct"
     );
 }
+
+/// A proxy keeping its own key is a view of its own, and its data plane too (an Envoy reads its secrets
+/// from the agent, the Sextant proxy over ADS); without its own key the data plane does not split views.
+#[test]
+fn keeping_its_own_key_splits_views_by_data_plane() {
+    let base = proxy(Interception::None);
+    let local = |data_plane| ProxyInfo {
+        local_certificate: true,
+        data_plane,
+        ..base.clone()
+    };
+    let envoy = local(crate::DataPlane::Envoy);
+    let sextant = local(crate::DataPlane::Sextant);
+    assert_ne!(base.view(), envoy.view());
+    assert_ne!(envoy.view(), sextant.view());
+    assert_ne!(envoy.view_with_hub(), sextant.view_with_hub());
+    let plain_sextant = ProxyInfo {
+        data_plane: crate::DataPlane::Sextant,
+        ..base.clone()
+    };
+    assert_eq!(base.view(), plain_sextant.view());
+    // A proxyless client takes no certificate: it has none of its own either.
+    let grpc = ProxyInfo {
+        kind: ProxyKind::ProxylessGrpc,
+        local_certificate: true,
+        ..base.clone()
+    };
+    assert!(!grpc.view().local_certificate);
+    // A proxy and its view get the same resources.
+    let mesh = bookinfo("virtual-service-reviews-jason-v2-v3.yaml");
+    for p in [&envoy, &sextant] {
+        assert_eq!(
+            resources(&snap(&mesh, p)),
+            resources(&snap(&mesh, &p.view()))
+        );
+    }
+}
