@@ -21,6 +21,12 @@ pub struct PilotArgs {
     /// ADS (xDS over gRPC) listen address.
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_addr: SocketAddr,
+    /// The secure port's listen address (istiod's 15012): ADS and Istio's certificate API over TLS, with
+    /// pilot's certificate from the mesh CA (names `istiod.istio-system.svc`, …). Only with --ca-dir (its
+    /// root-cert.pem is what proxies check pilot against). Default: --xds-addr's IP and port + 2
+    /// (127.0.0.1:15012; port 0 when --xds-addr's port is 0).
+    #[arg(long, value_name = "ADDR")]
+    secure_xds_addr: Option<SocketAddr>,
     /// Monitoring HTTP listen address (/metrics, /ready, /debug/syncz, /debug/config_dump, /debug/config).
     #[arg(long, default_value = "127.0.0.1:15014")]
     monitoring_addr: SocketAddr,
@@ -48,8 +54,9 @@ pub struct PilotArgs {
     #[arg(long, default_value = pilot_ca::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
     /// The mesh CA's directory, Istio's plugged-in CA layout (ca-cert.pem, ca-key.pem, optional
-    /// root-cert.pem and cert-chain.pem); an empty directory gets a self-signed root that restarts keep.
-    /// Without it, a self-signed root is made at each start.
+    /// root-cert.pem and cert-chain.pem); an empty directory gets a self-signed root that restarts keep
+    /// (written as ca-cert.pem, ca-key.pem and root-cert.pem). Without it, a self-signed root is made at each
+    /// start, and there is no secure port.
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// How long workload certificates are valid; each is renewed and pushed at half its lifetime.
@@ -74,9 +81,46 @@ pub enum Registry {
 }
 
 impl PilotArgs {
-    /// The server options.
-    pub fn options(&self) -> pilot_server::PilotOptions {
-        pilot_server::PilotOptions {
+    /// The secure port's address: `--secure-xds-addr`, else next to the xDS port as istiod's (15010 →
+    /// 15012), port 0 when the xDS port is 0; `None` without `--ca-dir`.
+    pub fn secure_addr(&self) -> Result<Option<SocketAddr>, crate::Failure> {
+        match (&self.ca_dir, self.secure_xds_addr) {
+            (Some(_), Some(addr)) => Ok(Some(addr)),
+            (Some(_), None) => {
+                let port = match self.xds_addr.port() {
+                    0 => 0,
+                    p => p.checked_add(2).ok_or_else(|| {
+                        crate::fail(
+                            format!("no port after --xds-addr {}", self.xds_addr),
+                            "give --secure-xds-addr",
+                        )
+                    })?,
+                };
+                Ok(Some(SocketAddr::new(self.xds_addr.ip(), port)))
+            }
+            (None, Some(addr)) => Err(crate::fail(
+                format!(
+                    "--secure-xds-addr {addr}: the secure port needs the mesh CA's directory, whose root-cert.pem proxies check pilot against"
+                ),
+                "give --ca-dir DIR (an empty directory gets a root)",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The server options; the secure port when `authority` is given.
+    pub fn options(
+        &self,
+        authority: Option<&Arc<Authority>>,
+    ) -> Result<pilot_server::PilotOptions, crate::Failure> {
+        let secure = match (self.secure_addr()?, authority) {
+            (Some(addr), Some(authority)) => Some(pilot_server::SecureOptions {
+                addr,
+                authority: authority.clone(),
+            }),
+            _ => None,
+        };
+        Ok(pilot_server::PilotOptions {
             config_dir: self.config_dir.clone(),
             xds_addr: self.xds_addr,
             monitoring_addr: self.monitoring_addr,
@@ -93,14 +137,16 @@ impl PilotArgs {
                     })
                 }
             },
-        }
+            secure,
+        })
     }
 }
 
 /// Istio-shaped translation of a proxy view ([`ProxyInfo::view`], or [`ProxyInfo::view_with_hub`] with a
-/// hub); each identity gets its certificate from the mesh CA.
+/// hub); each identity gets its certificate from the mesh CA, unless its proxies keep their own key
+/// ([`ProxyInfo::local_certificate`]: no key is made for them).
 pub struct IstioTranslator {
-    ca: Authority,
+    ca: Arc<Authority>,
     hub: Option<HubService>,
     /// Whether the hub's service was missing from the registry last published (warned about once until it
     /// is found).
@@ -109,7 +155,7 @@ pub struct IstioTranslator {
 
 impl IstioTranslator {
     /// Translation issuing workload certificates from `ca`, sidecars calling the hub at `hub`.
-    pub fn new(ca: Authority, hub: Option<HubService>) -> Self {
+    pub fn new(ca: Arc<Authority>, hub: Option<HubService>) -> Self {
         IstioTranslator {
             ca,
             hub,
@@ -147,7 +193,8 @@ impl pilot_server::Translator for IstioTranslator {
         proxy: &ProxyInfo,
     ) -> Snapshot {
         let trust_domain = self.ca.trust_domain();
-        let issued = proxy.takes_certificates().then(|| {
+        // A proxy keeping its own key is never made one: no private key leaves pilot for it.
+        let issued = proxy.sent_certificates().then(|| {
             self.ca
                 .certificate(&proxy.identity(trust_domain))
                 .inspect_err(|e| tracing::error!(namespace = %proxy.namespace, service_account = %proxy.service_account, error = %e, "no workload certificate; the proxies' mesh mTLS will not connect"))
@@ -187,8 +234,10 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
         None => Authority::self_signed(&args.trust_domain, args.workload_cert_ttl),
     }
     .map_err(|e| crate::fail(e, "check --ca-dir and --trust-domain"))?;
+    let ca = Arc::new(ca);
+    let options = args.options(Some(&ca))?;
     let pilot = pilot_server::start(
-        args.options(),
+        options,
         Arc::new(IstioTranslator::new(ca, args.hub_service.clone())),
         crate::shutdown_signal(),
     )
@@ -198,16 +247,65 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
             pilot_server::PilotError::Kube(_) => {
                 "check --kubeconfig / --cluster-domain (or $KUBECONFIG)"
             }
-            _ => "pick free ports with --xds-addr / --monitoring-addr",
+            pilot_server::PilotError::ServingCertificate(_) => "check the CA of --ca-dir",
+            _ => "pick free ports with --xds-addr / --monitoring-addr / --secure-xds-addr",
         };
         crate::fail(e, hint)
     })?;
+    // The secure address last, as https://: readers of the first two addresses keep working.
+    let secure = pilot
+        .secure_addr
+        .map(|a| format!(", secure xDS and certificates on https://{a}"))
+        .unwrap_or_default();
     eprintln!(
-        "pilot: xDS on {}, monitoring on http://{}/debug/syncz",
+        "pilot: xDS on {}, monitoring on http://{}/debug/syncz{secure}",
         pilot.xds_addr, pilot.monitoring_addr
     );
     pilot
         .wait()
         .await
         .map_err(|e| crate::fail(e, "see the log above"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PilotArgs,
+    }
+
+    fn secure(flags: &[&str]) -> Result<Option<SocketAddr>, String> {
+        let mut argv = vec!["pilot", "--config-dir", "/nowhere"];
+        argv.extend_from_slice(flags);
+        Cli::parse_from(argv)
+            .args
+            .secure_addr()
+            .map_err(|f| f.message)
+    }
+
+    #[test]
+    fn the_secure_port_is_next_to_the_xds_port_and_needs_the_ca_directory() {
+        let addr = |s: &str| Ok(Some(s.parse().expect("address")));
+        assert_eq!(secure(&["--ca-dir", "/ca"]), addr("127.0.0.1:15012"));
+        assert_eq!(
+            secure(&["--ca-dir", "/ca", "--xds-addr", "0.0.0.0:16010"]),
+            addr("0.0.0.0:16012")
+        );
+        assert_eq!(
+            secure(&["--ca-dir", "/ca", "--xds-addr", "127.0.0.1:0"]),
+            addr("127.0.0.1:0")
+        );
+        assert_eq!(
+            secure(&["--ca-dir", "/ca", "--secure-xds-addr", "10.0.0.1:443"]),
+            addr("10.0.0.1:443")
+        );
+        assert_eq!(secure(&[]), Ok(None), "no CA directory, no secure port");
+        let e = secure(&["--secure-xds-addr", "127.0.0.1:15012"]).expect_err("needs --ca-dir");
+        assert!(e.contains("needs the mesh CA's directory"), "{e}");
+    }
 }

@@ -7,9 +7,12 @@
 //! some invalid resources serves the valid ones and is ready) and publishes a [`Mesh`] into [`MeshSource`]; ADS streams (`pilot-xds`) wake on it and
 //! ask the source for their proxy's snapshot, which a [`Translator`] builds once per view and generation.
 //! In Kubernetes mode ([`RegistryMode::Kubernetes`]) a `pilot-kube` registry adds the cluster's Services to
-//! the directory's ServiceEntries, and `/ready` waits for its first full sync.
+//! the directory's ServiceEntries, and `/ready` waits for its first full sync. With the mesh CA
+//! ([`PilotOptions::secure`]) a second port serves the same ADS and Istio's certificate API over TLS
+//! ([`secure`]).
 
 mod admin;
+pub mod secure;
 mod source;
 mod watch;
 
@@ -21,10 +24,13 @@ use std::time::Duration;
 
 use pilot_xds::AdsServer;
 use prometheus_client::registry::Registry;
+use secure::{CertificateService, ServingCertificate, TokenStore};
+use sextant_proto::istio_ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use admin::Monitor;
+pub use secure::{SecureOptions, TOKENS_DIR};
 pub use source::{MAX_VIEWS, Mesh, MeshSource, Translator};
 pub use watch::{ConfigWatch, LoadReport, MAX_REJECTED_SERIES};
 
@@ -58,6 +64,8 @@ pub struct PilotOptions {
     pub max_streams: usize,
     /// The service registry besides the directory.
     pub registry: RegistryMode,
+    /// The secure port (ADS and the certificate API over TLS), with the mesh CA; `None`: no secure port.
+    pub secure: Option<SecureOptions>,
 }
 
 impl Default for PilotOptions {
@@ -70,6 +78,7 @@ impl Default for PilotOptions {
             debounce: Duration::from_millis(100),
             max_streams: 20_000,
             registry: RegistryMode::File,
+            secure: None,
         }
     }
 }
@@ -93,6 +102,9 @@ pub enum PilotError {
     /// The gRPC server failed.
     #[error("ADS server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// Pilot's own TLS certificate for the secure port could not be made.
+    #[error("pilot's TLS certificate: {0}")]
+    ServingCertificate(String),
     /// A server task that cannot be restarted panicked: the process must exit non-zero.
     #[error("{task} panicked: {why}")]
     Panicked {
@@ -109,6 +121,8 @@ pub struct RunningPilot {
     pub xds_addr: SocketAddr,
     /// The bound monitoring address.
     pub monitoring_addr: SocketAddr,
+    /// The bound secure address (ADS and the certificate API over TLS), when there is one.
+    pub secure_addr: Option<SocketAddr>,
     /// What the monitoring port shows.
     pub monitor: Arc<Monitor>,
     server: JoinHandle<Result<(), PilotError>>,
@@ -148,7 +162,40 @@ async fn bind(
     Ok((l, bound))
 }
 
-/// Binds both ports, loads the directory once, and serves until `shutdown` resolves.
+/// The secure port, bound, before it serves.
+struct Secure {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    serving: Arc<ServingCertificate>,
+    certificates: CertificateService,
+}
+
+/// Binds the secure port and makes what it serves with: pilot's certificate, the tokens of `config_dir`.
+async fn secure(
+    options: &SecureOptions,
+    config_dir: &std::path::Path,
+) -> Result<(Secure, SocketAddr), PilotError> {
+    let (listener, addr) = bind(options.addr, "secure xDS").await?;
+    let authority = options.authority.clone();
+    let serving = tokio::task::spawn_blocking(move || ServingCertificate::issue(authority))
+        .await
+        .map_err(|e| PilotError::ServingCertificate(e.to_string()))??;
+    let tls = serving.server_config()?;
+    let tokens = Arc::new(TokenStore::new(config_dir.join(TOKENS_DIR)));
+    if tokens.is_empty().await {
+        tracing::warn!(dir = %tokens.dir().display(), "no bootstrap tokens (NAMESPACE/SERVICE_ACCOUNT files): every certificate request is refused until some are written");
+    }
+    let certificates = CertificateService::new(options.authority.clone(), tokens);
+    let secure = Secure {
+        listener,
+        tls,
+        serving,
+        certificates,
+    };
+    Ok((secure, addr))
+}
+
+/// Binds the ports, loads the directory once, and serves until `shutdown` resolves.
 pub async fn start(
     options: PilotOptions,
     translator: Arc<dyn Translator>,
@@ -156,6 +203,13 @@ pub async fn start(
 ) -> Result<RunningPilot, PilotError> {
     let (xds, xds_addr) = bind(options.xds_addr, "xDS").await?;
     let (monitoring, monitoring_addr) = bind(options.monitoring_addr, "monitoring").await?;
+    let (secure, secure_addr) = match &options.secure {
+        Some(o) => {
+            let (s, addr) = secure(o, &options.config_dir).await?;
+            (Some(s), Some(addr))
+        }
+        None => (None, None),
+    };
 
     let tasks = Arc::new(sextant_supervise::TaskHealth::default());
     let kube = match &options.registry {
@@ -176,13 +230,21 @@ pub async fn start(
     // Each holds nothing a panic can leave half-done (they read, translate and publish whole meshes), so
     // each is restarted after one.
     let (poll, debounce) = (options.poll, options.debounce);
-    let loops = [
+    let mut loops = vec![
         supervise("config-watcher", &tasks, &watch, move |w| {
             w.run(poll, debounce)
         }),
         supervise("registry-follower", &tasks, &watch, ConfigWatch::follow),
         supervise("certificate-renewal", &tasks, &watch, ConfigWatch::renew),
     ];
+    if let Some(s) = &secure {
+        let serving = s.serving.clone();
+        loops.push(sextant_supervise::restarting(
+            "serving-certificate",
+            tasks.clone(),
+            move || serving.clone().renew(),
+        ));
+    }
 
     let ads = AdsServer::new(source.clone(), options.max_streams);
     let connections = ads.connections();
@@ -233,6 +295,15 @@ pub async fn start(
     if let Some(kube) = &kube {
         kube.metrics.register(&mut registry);
     }
+    if let Some(s) = &secure {
+        registry.register(
+            "pilot_ca_csr",
+            "Certificate requests on the secure port, by result (signed; unauthenticated: no token or an \
+             unknown one; denied: a CSR for another identity than the token's; invalid: not a valid CSR; \
+             failed: signing failed)",
+            s.certificates.outcomes(),
+        );
+    }
     let monitor = Arc::new(Monitor {
         connections,
         source,
@@ -259,18 +330,31 @@ pub async fn start(
             }
         })
     };
+    let ads = ads.into_service();
+    let secure_serve = secure.map(|s| {
+        grpc_server()
+            .add_service(health_service.clone())
+            .add_service(ads.clone())
+            .add_service(IstioCertificateServiceServer::new(s.certificates))
+            .serve_with_incoming_shutdown(
+                secure::accept(s.listener, s.tls),
+                shutdown.clone().wait(),
+            )
+    });
     let server = tokio::spawn(async move {
-        // Envoy's EDS requests name every cluster (hundreds of KiB at scale): windows larger than HTTP/2's
-        // 64 KiB default let a request arrive in one go.
-        let serve = tonic::transport::Server::builder()
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(16 << 20))
+        let plain = grpc_server()
             .add_service(health_service)
-            .add_service(ads.into_service())
+            .add_service(ads)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(xds).with_nodelay(Some(true)),
                 shutdown.clone().wait(),
             );
+        let serve = async move {
+            match secure_serve {
+                Some(secure) => tokio::try_join!(plain, secure).map(|_| ()),
+                None => plain.await,
+            }
+        };
         // A graceful shutdown waits for open streams, and ADS streams end only when their proxies leave:
         // after the grace period, the proxies are cut off (they reconnect to another pilot).
         let grace = async {
@@ -287,14 +371,23 @@ pub async fn start(
         }
         Ok(())
     });
-    tracing::info!(%xds_addr, %monitoring_addr, "pilot serving");
+    tracing::info!(%xds_addr, %monitoring_addr, secure_addr = ?secure_addr, "pilot serving");
     Ok(RunningPilot {
         xds_addr,
         monitoring_addr,
+        secure_addr,
         monitor,
         server,
         monitoring,
     })
+}
+
+/// A gRPC server as both ports run it. Envoy's EDS requests name every cluster (hundreds of KiB at scale):
+/// windows larger than HTTP/2's 64 KiB default let a request arrive in one go.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(16 << 20))
 }
 
 /// Runs `run(watch)` as the supervised, restarting task `name`.

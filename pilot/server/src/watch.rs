@@ -1,11 +1,11 @@
 //! Watches the configuration directory ([`sextant_watch::DirWatch`]: file-system events, a stat poll as
-//! safety net, debounce). After a change the files are read; if their contents changed, the changed files
-//! are parsed (the others' resources are reused), each resource is validated on its own and the mesh of
-//! those that passed is published. All of it runs on the blocking pool. A resource left out (and a file
-//! that is not valid YAML) is logged when it is first left out, listed on `/debug/config` and counted in
-//! `pilot_config_rejected`; the others change freely. Documents of Istio kinds pilot does not read are
-//! warned about once per file and kind and counted in `pilot_config_unread_documents`. When the directory
-//! cannot be read at all, the mesh being served stays.
+//! safety net, debounce). After a change the files are read (never those under `tokens/`, the bootstrap
+//! tokens); if their contents changed, the changed files are parsed (the others' resources are reused),
+//! each resource is validated on its own and the mesh of those that passed is published. All of it runs on
+//! the blocking pool. A resource left out (and a file that is not valid YAML) is logged when it is first
+//! left out, listed on `/debug/config` and counted in `pilot_config_rejected`; the others change freely.
+//! Documents of Istio kinds pilot does not read are warned about once per file and kind and counted in
+//! `pilot_config_unread_documents`. When the directory cannot be read at all, the mesh being served stays.
 //!
 //! With a second registry (Kubernetes), its services are served together with the directory's
 //! ServiceEntries (a host both define is the Kubernetes Service's), and each of its changes republishes the
@@ -269,7 +269,7 @@ impl ConfigWatch {
     pub fn load(&self, force: bool) -> bool {
         let started = Instant::now();
         let files = match ConfigFiles::read(&self.dir) {
-            Ok(f) => f,
+            Ok(f) => without_tokens(&self.dir, f),
             Err(e) => {
                 self.reject(&ConfigErrors(vec![e]));
                 return false;
@@ -381,6 +381,21 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
+/// `files` of the configuration directory `dir` without those of the bootstrap tokens' directory
+/// ([`crate::TOKENS_DIR`]): a token is never configuration, whatever its file is named (only `*.yaml` and
+/// `*.yml` files are read at all).
+fn without_tokens(dir: &std::path::Path, files: ConfigFiles) -> ConfigFiles {
+    let tokens = dir.join(crate::TOKENS_DIR);
+    if !files.files.iter().any(|(p, _)| p.starts_with(&tokens)) {
+        return files;
+    }
+    ConfigFiles::from_texts(
+        (files.files.into_iter())
+            .filter(|(p, _)| !p.starts_with(&tokens))
+            .collect(),
+    )
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -393,6 +408,24 @@ mod tests {
     use pilot_config::{NetworkingSet, ParsedFiles};
 
     use super::*;
+
+    #[test]
+    fn token_files_are_never_read_as_configuration() {
+        let dir = std::env::temp_dir().join(format!("pilot-watch-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tokens/shop")).expect("dir");
+        std::fs::write(dir.join("tokens/shop/web.yaml"), "a-token-named-like-yaml").expect("token");
+        std::fs::write(dir.join("tokens/shop/front"), "front-token").expect("token");
+        std::fs::write(dir.join("mesh.yaml"), "").expect("mesh");
+        let files = without_tokens(&dir, ConfigFiles::read(&dir).expect("read"));
+        let names: Vec<_> = files.files.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(names, [dir.join("mesh.yaml")]);
+        assert_eq!(
+            files.digest,
+            ConfigFiles::from_texts(vec![(dir.join("mesh.yaml"), String::new())]).digest
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn rejected_series_are_bounded() {
