@@ -22,6 +22,8 @@ use common::{Netns, Plane, Proc, addrs_in, peers, python, scratch, wait_until};
 
 const HOST: &str = "reviews.default.svc.cluster.local";
 const PORT: u16 = 9080;
+const DB_HOST: &str = "db.default.svc.cluster.local";
+const DB_PORT: u16 = 9090;
 const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
 const HUB_PORT: u16 = 9091;
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,7 +36,8 @@ spec:
   selector: 'destination.workload.name == "reviews"'
   rules:
   - name: no-private
-    when: 'request.url_path == "/private"'
+    # TCP connections have no path: a DENY rule that cannot be evaluated denies, so say what it means.
+    when: 'has(request.url_path) && request.url_path == "/private"'
     action: DENY
 "#;
 
@@ -57,10 +60,31 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+import socketserver, threading
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(4096)
+            if not data:
+                return
+            self.request.sendall(data)
+
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+db = socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[3])), Echo)
+threading.Thread(target=db.serve_forever, daemon=True).start()
 ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
 "#;
 
-/// Pilot's configuration: reviews in B (mesh mTLS), and the hub on the host.
+/// A's TCP client: connects to B's database by name (at B's address), sends a line, prints the echo.
+const DB_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b"hello db")
+print(s.recv(64).decode(), flush=True)
+"#;
+
+/// Pilot's configuration: reviews (HTTP) and db (TCP) in B, mesh mTLS to both, and the hub on the host.
 fn mesh(b: &str, hub: SocketAddr) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
@@ -78,6 +102,23 @@ kind: DestinationRule
 metadata: {{name: reviews, namespace: default}}
 spec:
   host: {HOST}
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [{DB_HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {DB_PORT}, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: {b}, labels: {{app: reviews, version: v1}}, serviceAccount: bookinfo-reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: {DB_HOST}
   trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
 ---
 apiVersion: networking.istio.io/v1
@@ -225,7 +266,7 @@ fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
     std::fs::write(dir.join("backend.py"), BACKEND).expect("backend");
     let mut cmd = b.ns.command(python());
     cmd.arg(dir.join("backend.py"))
-        .args([&b.ip, &PORT.to_string()]);
+        .args([&b.ip, &PORT.to_string(), &DB_PORT.to_string()]);
     let mut backend = Proc::spawn("backend", cmd, dir.join("backend.log"));
     wait_until(WAIT, "B's application to answer", || {
         assert!(backend.alive(), "backend exited:\n{}", backend.log());
@@ -439,6 +480,41 @@ fn run(plane_a: Plane, plane_b: Plane) {
                 && l.contains("source_workload=\"productpage\"")
         })
     });
+    // TCP: A's client talks to B's database through both sidecars (mTLS); B's reports the connection.
+    let echoed =
+        a.ns.command(python())
+            .args(["-c", DB_CLIENT, &b.ip, &DB_PORT.to_string()])
+            .output()
+            .expect("the TCP client");
+    assert_eq!(
+        String::from_utf8_lossy(&echoed.stdout).trim(),
+        "hello db",
+        "{}",
+        String::from_utf8_lossy(&echoed.stderr)
+    );
+    let tcp = [
+        "reporter=\"destination\"",
+        "destination_workload=\"reviews\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
+    ];
+    let tcp_reported = |name: &str| {
+        fetch(hub_metrics, "/metrics").lines().any(|l| {
+            l.starts_with(name)
+                && tcp.iter().all(|w| l.contains(w))
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+        })
+    };
+    if !eventually(WAIT, || tcp_reported("istio_tcp_received_bytes_total{")) {
+        let seen: Vec<String> = fetch(hub_metrics, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("istio_tcp"))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "no TCP report with {tcp:?}; the hub has:\n{}",
+            seen.join("\n")
+        );
+    }
     assert!(fetch(hub_admin, "/metrics").contains("sextant_hub_checks_total"));
     assert_eq!(a.rejected(), 0, "A's sidecar refused a push");
     assert_eq!(b.rejected(), 0, "B's sidecar refused a push");

@@ -33,17 +33,20 @@ mod generated {
     }
 }
 
-/// `sextant.filters.http.mixer.v1`: the configuration of the proxy's hub filter (Check and Report from the
-/// sidecar), sent by pilot inside an `HttpConnectionManager`.
-pub use generated::sextant::filters::http::mixer::v1 as mixer_filter;
 /// `istio.v1.auth`: Istio's certificate API (`IstioCertificateService/CreateCertificate`), which pilot serves
 /// on its TLS port and proxies call with a CSR for their own identity.
 pub use generated::istio::v1::auth as istio_ca;
+/// `sextant.filters.http.mixer.v1`: the configuration of the proxy's hub filter (Check and Report from the
+/// sidecar), sent by pilot inside an `HttpConnectionManager`.
+pub use generated::sextant::filters::http::mixer::v1 as mixer_filter;
 /// `sextant.mixer.v1`: the hub's native Check and Report API.
 pub use generated::sextant::mixer::v1 as mixer;
 
 /// The name of the proxy's hub filter in an `HttpConnectionManager`'s `http_filters`.
 pub const MIXER_FILTER_NAME: &str = "sextant.filters.http.mixer";
+/// The name of the proxy's hub filter among a TCP chain's network filters (before `tcp_proxy`); its
+/// configuration is the HTTP filter's ([`mixer_filter::Mixer`]).
+pub const MIXER_NETWORK_FILTER_NAME: &str = "sextant.filters.network.mixer";
 /// The type URL of the hub filter's configuration ([`mixer_filter::Mixer`]) in its `typed_config`.
 pub const MIXER_FILTER_TYPE_URL: &str = "type.googleapis.com/sextant.filters.http.mixer.v1.Mixer";
 

@@ -79,6 +79,9 @@ pub struct FilterChain {
     /// The network RBAC filters before its terminal filter, in order: each decides on the connection before
     /// the next, and one denying closes it.
     pub rbac: Vec<crate::rbac::Rbac>,
+    /// The hub filter of a TCP chain (after RBAC): the connection checked when it opens, reported when it
+    /// opens and closes.
+    pub hub: Option<crate::mixer::HubFilter>,
     /// The terminal network filter it runs.
     pub network: Network,
     /// TLS it terminates.
@@ -259,12 +262,27 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
         return at("filters", "a filter chain needs a network filter");
     };
     let mut rbac = Vec::with_capacity(first.len());
+    let mut hub = None;
     for (i, filter) in first.iter().enumerate() {
         let path = format!("filters[{i}]");
         let Some(pb::filter::ConfigType::TypedConfig(config)) = &filter.config_type else {
             return at(path, "a network filter without typed_config");
         };
         match filter.name.as_str() {
+            crate::rbac::NETWORK_RBAC if hub.is_some() => {
+                return at(
+                    format!("{path}.name"),
+                    "RBAC filters come before the hub filter",
+                );
+            }
+            sextant_proto::MIXER_NETWORK_FILTER_NAME
+                if config.type_url == sextant_proto::MIXER_FILTER_TYPE_URL && hub.is_none() =>
+            {
+                hub = Some(within(
+                    &format!("{path}.typed_config"),
+                    crate::mixer::hub_filter(config),
+                )?);
+            }
             crate::rbac::NETWORK_RBAC => rbac.push(within(
                 &format!("{path}.typed_config"),
                 crate::rbac::network_rbac(config),
@@ -309,6 +327,16 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
             );
         }
     };
+    if hub.is_some() && !matches!(network, Network::Tcp(_)) {
+        return at(
+            "filters",
+            format!(
+                "{} is for {TCP_PROXY} chains; HTTP takes {}",
+                sextant_proto::MIXER_NETWORK_FILTER_NAME,
+                sextant_proto::MIXER_FILTER_NAME
+            ),
+        );
+    }
     let tls = match &c.transport_socket {
         Some(t) => Some(within("transport_socket", crate::tls::downstream(t))?),
         None => None,
@@ -317,6 +345,7 @@ fn filter_chain(c: &pb::FilterChain) -> Partial<FilterChain> {
         name: c.name.clone(),
         matcher,
         rbac,
+        hub,
         network,
         tls,
     })

@@ -118,12 +118,12 @@ impl Hubs {
     }
 }
 
-/// One connection manager's hub filter.
+/// One connection manager's (or TCP chain's) hub filter.
 #[derive(Debug)]
 pub(crate) struct Filter {
-    config: HubFilter,
-    checker: Option<Arc<Checker>>,
-    reporter: Option<Arc<Reporter>>,
+    pub(crate) config: HubFilter,
+    pub(crate) checker: Option<Arc<Checker>>,
+    pub(crate) reporter: Option<Arc<Reporter>>,
 }
 
 /// What the connection manager knows of a request when it starts.
@@ -374,7 +374,7 @@ impl Drop for Report {
     }
 }
 
-fn is_outbound(config: &HubFilter) -> bool {
+pub(crate) fn is_outbound(config: &HubFilter) -> bool {
     matches!(
         config.attributes.get(attr!("context.reporter.kind", String)),
         Some(Value::String(k)) if k == "outbound"
@@ -383,11 +383,11 @@ fn is_outbound(config: &HubFilter) -> bool {
 
 /// A vocabulary attribute set on a bag; the `attr!` ids are checked against their types at compile time,
 /// so the set cannot fail.
-fn put(bag: &mut Bag, id: AttrId, value: Value) {
+pub(crate) fn put(bag: &mut Bag, id: AttrId, value: Value) {
     let _ = bag.set(id, value);
 }
 
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -12,6 +12,7 @@ mod body;
 mod forward;
 mod headers;
 mod hub;
+mod hub_tcp;
 mod idle;
 mod local;
 pub mod rbac;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 
 pub use body::ProxyBody;
 pub use hub::{Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD};
+pub use hub_tcp::{TcpConnection, TcpHub, TcpSeen};
 
 /// The upstream cluster a forwarded response came from (a response extension, for the hub's Report).
 #[derive(Debug, Clone)]

@@ -71,7 +71,12 @@ struct Chain {
 
 enum Runner {
     Http(Arc<Manager>),
-    Tcp(proxy_config::listener::TcpProxy, tcp::TcpStats),
+    /// A TCP proxy, its stats, and its hub filter.
+    Tcp(
+        proxy_config::listener::TcpProxy,
+        tcp::TcpStats,
+        Option<proxy_http::TcpHub>,
+    ),
 }
 
 impl Chain {
@@ -79,6 +84,7 @@ impl Chain {
     fn reads_certificates(&self) -> bool {
         self.rbac.reads_certificates()
             || matches!(&self.runner, Runner::Http(m) if m.reads_certificates())
+            || matches!(&self.runner, Runner::Tcp(_, _, Some(_)))
     }
 }
 
@@ -113,7 +119,14 @@ fn prepare(listener: &Arc<Listener>, stats: &Stats, options: &Options) -> Prepar
                 options.http,
                 options.hubs.as_ref(),
             ))),
-            Network::Tcp(t) => Runner::Tcp(t.clone(), tcp::TcpStats::new(stats, &t.stat_prefix)),
+            Network::Tcp(t) => Runner::Tcp(
+                t.clone(),
+                tcp::TcpStats::new(stats, &t.stat_prefix),
+                match (&c.hub, &options.hubs) {
+                    (Some(filter), Some(hubs)) => Some(hubs.tcp(filter)),
+                    _ => None,
+                },
+            ),
         },
     };
     let scope = Scope::Listener(listener.stat_name());
@@ -465,8 +478,28 @@ impl Run<'_> {
                 proxy_http::serve(io, downstream, manager.clone(), self.snapshots, self.drain)
                     .await;
             }
-            Runner::Tcp(config, stats) => {
-                tcp::proxy(io, self.dst, config, stats, &self.snapshot).await
+            Runner::Tcp(config, stats, hub) => {
+                let connection = match hub {
+                    None => None,
+                    Some(hub) => {
+                        let seen = proxy_http::TcpSeen {
+                            peer: self.peer,
+                            destination: self.destination,
+                            server_name: self.server_name,
+                            peer_uris: identity.as_deref().map(|i| i.uri_sans.as_slice()),
+                        };
+                        match hub.open(&seen, &self.snapshot).await {
+                            Some(c) => Some(c),
+                            // Refused: closed before any upstream connection.
+                            None => return,
+                        }
+                    }
+                };
+                let (received, sent) =
+                    tcp::proxy(io, self.dst, config, stats, &self.snapshot).await;
+                if let Some(c) = connection {
+                    c.close(received, sent);
+                }
             }
         }
     }

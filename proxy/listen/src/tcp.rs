@@ -29,16 +29,19 @@ impl TcpStats {
     }
 }
 
-/// Proxies `downstream` to a host of `config`'s cluster until either side closes.
+/// Proxies `downstream` to a host of `config`'s cluster until either side closes; the bytes received from
+/// the client and sent to it.
 pub(crate) async fn proxy<I>(
     mut downstream: I,
     original_dst: Option<std::net::SocketAddr>,
     config: &TcpProxy,
     stats: &TcpStats,
     snapshot: &Arc<Snapshot>,
-) where
+) -> (u64, u64)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let mut carried = (0, 0);
     stats.cx_total.inc();
     stats.cx_active.inc();
     let total: u64 = config.clusters.iter().map(|(_, w)| u64::from(*w)).sum();
@@ -66,6 +69,7 @@ pub(crate) async fn proxy<I>(
                         Ok((rx, tx)) => {
                             stats.rx_bytes.add(rx);
                             stats.tx_bytes.add(tx);
+                            carried = (rx, tx);
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "TCP proxy connection ended with an error")
@@ -76,4 +80,5 @@ pub(crate) async fn proxy<I>(
         },
     }
     stats.cx_active.dec();
+    carried
 }

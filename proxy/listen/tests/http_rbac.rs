@@ -206,6 +206,7 @@ fn listener(address: SocketAddr, rbac: Vec<HttpRbac>, tls: Option<DownstreamTls>
             name: "http-chain".into(),
             matcher: ChainMatch::default(),
             rbac: vec![],
+            hub: None,
             network: Network::Http(HttpManager {
                 stat_prefix: MANAGER.into(),
                 route_config: "9080".into(),

@@ -145,6 +145,7 @@ fn listener(
             name: format!("{name}-chain"),
             matcher: ChainMatch::default(),
             rbac,
+            hub: None,
             network: Network::Tcp(TcpProxy {
                 stat_prefix: name.into(),
                 clusters: vec![("backend".into(), 1)],

@@ -151,6 +151,31 @@ impl<'a> Facts<'a> {
 /// `attributes`. Timeouts, failure policy, stale answers and batching are left unset: the proxy's
 /// defaults apply.
 pub fn mixer_filter(cluster: &str, attributes: &Attributes, check: bool) -> HttpFilter {
+    build::http_filter(
+        sextant_proto::MIXER_FILTER_NAME,
+        mixer_config(cluster, attributes, check),
+    )
+}
+
+/// The Sextant proxy's hub filter for a TCP chain (`sextant.filters.network.mixer`, before `tcp_proxy`):
+/// the same configuration as the HTTP filter's.
+pub fn mixer_network_filter(
+    cluster: &str,
+    attributes: &Attributes,
+    check: bool,
+) -> sextant_proto::envoy::config::listener::v3::Filter {
+    sextant_proto::envoy::config::listener::v3::Filter {
+        name: sextant_proto::MIXER_NETWORK_FILTER_NAME.to_string(),
+        config_type: Some(
+            sextant_proto::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                mixer_config(cluster, attributes, check),
+            ),
+        ),
+    }
+}
+
+/// The hub filter's configuration, its maps in name order.
+fn mixer_config(cluster: &str, attributes: &Attributes, check: bool) -> Any {
     let mut value = Mixer {
         cluster: cluster.to_string(),
         check,
@@ -167,13 +192,10 @@ pub fn mixer_filter(cluster: &str, attributes: &Attributes, check: bool) -> Http
         length_delimited(1, &entry, &mut values);
     }
     length_delimited(2, &values, &mut value);
-    build::http_filter(
-        sextant_proto::MIXER_FILTER_NAME,
-        Any {
-            type_url: sextant_proto::MIXER_FILTER_TYPE_URL.to_string(),
-            value,
-        },
-    )
+    Any {
+        type_url: sextant_proto::MIXER_FILTER_TYPE_URL.to_string(),
+        value,
+    }
 }
 
 /// An encoded `AttributeValue`.

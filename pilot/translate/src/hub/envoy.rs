@@ -84,6 +84,27 @@ pub fn per_route(attributes: &Attributes) -> Any {
     }
 }
 
+/// A TCP gRPC access log named `log_name` to the `hub`'s access-log service (on a `tcp_proxy`).
+pub fn tcp_access_log(log_name: &str, hub: &Hub<'_>) -> AccessLog {
+    let config =
+        sextant_proto::envoy::extensions::access_loggers::grpc::v3::TcpGrpcAccessLogConfig {
+            common_config: Some(CommonGrpcAccessLogConfig {
+                log_name: log_name.to_string(),
+                grpc_service: Some(grpc(hub, None)),
+                transport_api_version: ApiVersion::V3 as i32,
+                ..Default::default()
+            }),
+        };
+    AccessLog {
+        name: TCP_GRPC_ACCESS_LOG.to_string(),
+        config_type: Some(access_log::ConfigType::TypedConfig(build::any(&config))),
+        ..Default::default()
+    }
+}
+
+/// Envoy's TCP gRPC access logger.
+const TCP_GRPC_ACCESS_LOG: &str = "envoy.access_loggers.tcp_grpc";
+
 /// A gRPC access log named `log_name` to the `hub`'s access-log service.
 pub fn access_log(log_name: &str, hub: &Hub<'_>) -> AccessLog {
     let config = HttpGrpcAccessLogConfig {

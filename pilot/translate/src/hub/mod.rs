@@ -186,6 +186,13 @@ fn place_in_chain(
     facts: &attributes::Facts<'_>,
     placed: &mut Placed,
 ) {
+    if c.filters
+        .last()
+        .is_some_and(|f| f.name == crate::listener::TCP_PROXY_FILTER)
+    {
+        place_in_tcp_chain(c, inbound, hub, facts);
+        return;
+    }
     let Some(f) = c.filters.last_mut().filter(|f| f.name == build::HCM_FILTER) else {
         return;
     };
@@ -227,6 +234,46 @@ fn place_in_chain(
         manager.access_log.push(envoy::access_log(log_name, hub));
     }
     any.value = manager.encode_to_vec();
+}
+
+/// The hub's filters in a TCP chain: for Sextant proxies the network hub filter right before `tcp_proxy`
+/// (after the network RBAC filters), checking inbound connections; for Envoy a TCP gRPC access log.
+fn place_in_tcp_chain(
+    c: &mut FilterChain,
+    inbound: bool,
+    hub: &Hub<'_>,
+    facts: &attributes::Facts<'_>,
+) {
+    let port = (c.filter_chain_match.as_ref())
+        .and_then(|m| m.destination_port)
+        .and_then(|p| u16::try_from(p.value).ok());
+    match facts.proxy.data_plane {
+        DataPlane::Sextant => {
+            let (attributes, check) = if inbound {
+                (facts.inbound(port), true)
+            } else {
+                (facts.outbound(), false)
+            };
+            let filter = attributes::mixer_network_filter(&hub.cluster, &attributes, check);
+            let at = c.filters.len() - 1;
+            c.filters.insert(at, filter);
+        }
+        DataPlane::Envoy => {
+            let Some(last) = c.filters.last_mut() else {
+                return;
+            };
+            let Some(filter::ConfigType::TypedConfig(any)) = &mut last.config_type else {
+                return;
+            };
+            use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+            let Ok(mut tcp) = TcpProxy::decode(any.value.as_slice()) else {
+                return;
+            };
+            let log_name = if inbound { "inbound" } else { "outbound" };
+            tcp.access_log.push(envoy::tcp_access_log(log_name, hub));
+            any.value = tcp.encode_to_vec();
+        }
+    }
 }
 
 /// The HTTP filter calling the hub for `direction`: the Sextant proxy's hub filter, or Envoy's ext_authz
