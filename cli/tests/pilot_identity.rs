@@ -380,7 +380,9 @@ fn sextant_proxies_keep_their_keys_and_impostors_are_refused() {
         "sidecar~127.0.0.1~stranger-1.shop~shop.svc.cluster.local",
         &env(&impostor_pod),
     );
-    stranger.wait_for_line("cannot reach pilot's certificate service", WAIT);
+    // The log says why: pilot's certificate is not one the given root signed.
+    let line = stranger.wait_for_line("cannot reach pilot's certificate service", WAIT);
+    assert!(line.contains("invalid peer certificate"), "{line}");
     stranger.wait_for_line("xDS stream ended", WAIT);
     assert!(certificate_ids(stranger_admin).is_empty());
     assert_eq!(

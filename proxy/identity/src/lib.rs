@@ -259,7 +259,8 @@ async fn keep_fresh(settings: &Settings, sink: &Sink, stats: &IdentityStats) {
             }
             Err(e) => {
                 stats.failed.inc();
-                tracing::warn!(identity = %settings.spiffe_id, error = %e, retry_in = ?backoff, "no workload certificate");
+                let error = proxy_xds::connect::with_causes(&e);
+                tracing::warn!(identity = %settings.spiffe_id, %error, retry_in = ?backoff, "no workload certificate");
             }
         }
         tokio::time::sleep(backoff).await;

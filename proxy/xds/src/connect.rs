@@ -93,6 +93,22 @@ pub async fn channel(
     endpoint.connect_with_connector(connector).await
 }
 
+/// An error with its causes, `outer: cause: root cause` (a transport error says why: refused, TLS unknown
+/// issuer, …).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let cause = s.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// A connection's byte stream, plain or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 

@@ -46,7 +46,8 @@ pub(crate) async fn reconnect(
     loop {
         let mut answered = false;
         if let Err(e) = session.stream(options, status, &mut answered).await {
-            tracing::warn!(endpoint = %options.endpoint, error = %e, "xDS stream ended; keeping the configuration held");
+            let error = crate::connect::with_causes(e.as_ref());
+            tracing::warn!(endpoint = %options.endpoint, %error, "xDS stream ended; keeping the configuration held");
         }
         status.send_modify(|s| s.connected = false);
         if answered {
