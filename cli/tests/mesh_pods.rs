@@ -18,13 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Netns, Plane, Proc, addrs_in, peers, python, scratch, wait_until};
+use common::{HUB_HOST, Netns, Plane, Proc, addrs_in, peers, python, scratch, wait_until};
 
 const HOST: &str = "reviews.default.svc.cluster.local";
 const PORT: u16 = 9080;
 const DB_HOST: &str = "db.default.svc.cluster.local";
 const DB_PORT: u16 = 9090;
-const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
 const HUB_PORT: u16 = 9091;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -120,27 +119,8 @@ metadata: {{name: db, namespace: default}}
 spec:
   host: {DB_HOST}
   trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: sextant-hub, namespace: sextant-system}}
-spec:
-  hosts: [{HUB_HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {HUB_PORT}, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: {ip}, ports: {{grpc: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: sextant-hub, namespace: sextant-system}}
-spec:
-  host: {HUB_HOST}
-  trafficPolicy: {{tls: {{mode: DISABLE}}}}
-"#,
-        ip = hub.ip(),
-        port = hub.port(),
-    )
+"#
+    ) + &common::hub_service(HUB_PORT, hub)
 }
 
 /// The host side of the pods' network: a bridge in the test's own namespace, deleted on drop.

@@ -11,12 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Backend, DataPlane, Envoy, HeldPort, Hub, ads_bootstrap, call, get, scratch_config,
+    Backend, DataPlane, Envoy, HUB_HOST, HeldPort, Hub, ads_bootstrap, call, get, scratch_config,
     start_pilot_with, wait_until, write_atomically,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
 /// `web`'s sidecar: no interception, its workload named by its `app` label; the node's `cluster` is what
 /// the hub's access-log service reports as the workload.
 const WEB_NODE: &str = "{id: \"sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local\", cluster: web, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: shop, SERVICE_ACCOUNT: web, LABELS: {app: web}}}";
@@ -58,24 +57,6 @@ spec:
   - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
   egress: [{{hosts: ["~/*"]}}]
 "#
-    )
-}
-
-/// The hub's service: a `grpc` port, its one endpoint the hub's bound gRPC address.
-fn hub_entry(hub: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: sextant-hub, namespace: sextant-system}}
-spec:
-  hosts: [{HUB_HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {port}, name: grpc}}]
-  endpoints: [{{address: {ip}}}]
-"#,
-        ip = hub.ip(),
-        port = hub.port(),
     )
 }
 
@@ -121,7 +102,10 @@ fn envoy_sidecars_call_the_hub_pilot_names() {
     );
 
     // The hub's service appears: web's requests are checked and reported from now on.
-    write_atomically(&config.join("hub.yaml"), &hub_entry(hub.grpc));
+    write_atomically(
+        &config.join("hub.yaml"),
+        &common::hub_service(hub.grpc.port(), hub.grpc),
+    );
     wait_until(WAIT, "the hub to deny /private", || {
         status("/private") == 403
     });

@@ -17,12 +17,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Backend, DataPlane, HeldPort, Hub, Plane, get, scratch_config, start_pilot_with, wait_until,
-    write_atomically,
+    Backend, DataPlane, HUB_HOST, HeldPort, Hub, Plane, get, scratch_config, start_pilot_with,
+    wait_until, write_atomically,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
 const HOST: &str = "web.shop.svc.cluster.local";
 const WEB_ID: &str = "sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local";
 const FRONT_ID: &str = "sidecar~127.0.0.1~front-1.shop~shop.svc.cluster.local";
@@ -83,27 +82,8 @@ spec:
   ingress:
   - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
   egress: [{{hosts: ["~/*"]}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: sextant-hub, namespace: sextant-system}}
-spec:
-  hosts: [{HUB_HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {hub_port}, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: {ip}, ports: {{grpc: {hub_grpc}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: sextant-hub, namespace: sextant-system}}
-spec:
-  host: {HUB_HOST}
-  trafficPolicy: {{tls: {{mode: DISABLE}}}}
-"#,
-        ip = hub.ip(),
-        hub_grpc = hub.port(),
-    )
+"#
+    ) + &common::hub_service(hub_port, hub)
 }
 
 /// `GET path` through `front`'s sidecar at `at`: the status (0 when the connection failed).

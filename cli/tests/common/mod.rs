@@ -1262,3 +1262,34 @@ pub fn ip(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The hub's name as a mesh service (what `sextant pilot --hub-service` names).
+pub const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
+
+/// The hub as a mesh service: [`HUB_HOST`] on `port` (gRPC), its one endpoint the hub's gRPC address `hub`,
+/// reached in plain text (a DestinationRule DISABLE). Starts with a document separator, so it can follow
+/// other documents.
+pub fn hub_service(port: u16, hub: SocketAddr) -> String {
+    format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: sextant-hub, namespace: sextant-system}}
+spec:
+  hosts: [{HUB_HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: {ip}, ports: {{grpc: {hub_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sextant-hub, namespace: sextant-system}}
+spec:
+  host: {HUB_HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+"#,
+        ip = hub.ip(),
+        hub_port = hub.port(),
+    )
+}
