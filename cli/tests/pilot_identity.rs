@@ -162,9 +162,23 @@ fn sextant_proxy(
     id: &str,
     env: &[(&str, &str)],
 ) -> (Proc, SocketAddr) {
+    sextant_proxy_with(dir, pilot, root, token, id, env, &[])
+}
+
+/// [`sextant_proxy`] with more flags.
+fn sextant_proxy_with(
+    dir: &Path,
+    pilot: &Pilot,
+    root: &Path,
+    token: &Path,
+    id: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Proc, SocketAddr) {
     std::fs::create_dir_all(dir).expect("proxy dir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
     cmd.args(["proxy", "--node-id", id])
+        .args(args)
         .args(["--xds-addr", &format!("https://{}", pilot.secure)])
         .arg("--root-cert")
         .arg(root)
@@ -283,13 +297,15 @@ fn sextant_proxies_keep_their_keys_and_impostors_are_refused() {
     let (root, tokens) = (pilot.root.clone(), pilot.tokens.clone());
 
     let web_pod = pod("web", "web");
-    let (mut web, web_admin) = sextant_proxy(
+    // A short certificate, renewed within the test (at half its life).
+    let (mut web, web_admin) = sextant_proxy_with(
         &dir.join("web"),
         &pilot,
         &root,
         &tokens.join("shop/web"),
         WEB_ID,
         &env(&web_pod),
+        &["--cert-lifetime", "10s"],
     );
     let front_pod = pod("front", "front");
     let (mut front, _) = sextant_proxy(
@@ -328,6 +344,52 @@ fn sextant_proxies_keep_their_keys_and_impostors_are_refused() {
         assert_no_secrets(&pilot, id);
     }
     assert!(pilot.metric("pilot_ca_csr_total{result=\"signed\"}") >= 2.0);
+
+    // Renewal: web's certificate is replaced at half its life with a fresh key, and a connection open
+    // across it goes on (front's pooled mTLS connection to web too).
+    let mut open = std::net::TcpStream::connect(via_front).expect("connect to front");
+    let mut ask = |s: &mut std::net::TcpStream| {
+        use std::io::{Read, Write};
+        s.write_all(b"GET / HTTP/1.1\r\nhost: web.shop.svc.cluster.local\r\n\r\n")
+            .expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("the workload") {
+            let n = s.read(&mut buf).expect("read the answer");
+            assert!(
+                n > 0,
+                "the connection closed: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    };
+    ask(&mut open);
+    let issued = |admin| {
+        get(admin, "/stats?filter=workload_cert.issued", &[])
+            .map(|r| r.body)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("workload_cert.issued: ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(WAIT, "web's certificate to be renewed", || {
+        issued(web_admin) >= 2
+    });
+    ask(&mut open);
+    assert_eq!(
+        status(via_front),
+        200,
+        "new connections take the new certificate"
+    );
 
     // Straight to pilot's ADS on the secure port: a node keeping its own key asking for the secrets gets
     // none; the same node without it gets its key (what pilot still does for proxies that ask).

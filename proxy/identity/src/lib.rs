@@ -74,20 +74,23 @@ pub struct Certificate {
     pub chain_pem: String,
     /// The private key, PKCS #8 PEM (made here, never sent).
     pub key_pem: String,
-    /// When it was issued.
+    /// When it starts to be valid (CAs backdate it a little, for clocks behind theirs).
     pub not_before: SystemTime,
     /// When it expires.
     pub not_after: SystemTime,
+    /// When it came.
+    pub received: SystemTime,
 }
 
 impl Certificate {
-    /// When to renew it: half its lifetime.
+    /// When to renew it: half the time it had left when it came (not half its validity, which the CA
+    /// backdates).
     pub fn renew_at(&self) -> SystemTime {
-        let life = self
+        let left = self
             .not_after
-            .duration_since(self.not_before)
+            .duration_since(self.received)
             .unwrap_or_default();
-        self.not_before + life / 2
+        self.received + left / 2
     }
 
     /// The secrets `default` and `ROOTCA`, with `root_pem` as the trust root.
@@ -193,6 +196,7 @@ fn certificate(
         key_pem: key.serialize_pem(),
         not_before,
         not_after,
+        received: SystemTime::now(),
     })
 }
 
@@ -293,6 +297,7 @@ mod tests {
         let key = KeyPair::generate().expect("key");
         let cert = certificate(chain_for(&key, ID), &key, ID).expect("taken");
         assert!(cert.not_after > cert.not_before);
+        assert!(cert.renew_at() > cert.received, "renewed after it came");
         assert!(cert.renew_at() < cert.not_after);
         assert_eq!(
             cert.chain_pem.matches("BEGIN CERTIFICATE").count(),
