@@ -50,6 +50,11 @@ pub struct PilotArgs {
     /// With `--registry kubernetes`: the cluster's DNS domain (hosts are NAME.NAMESPACE.svc.DOMAIN).
     #[arg(long, default_value = pilot_kube::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
+    /// With `--registry kubernetes` and `--ca-dir`: the audience certificate requests' service-account
+    /// tokens must be for, checked by the API server's TokenReview (repeat for several; Istio's agent asks
+    /// for its projected token with `istio-ca`).
+    #[arg(long, value_name = "AUDIENCE", default_value = pilot_kube::review::DEFAULT_AUDIENCE)]
+    token_audience: Vec<String>,
     /// The trust domain of the mesh's identities (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT).
     #[arg(long, default_value = pilot_ca::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
@@ -108,15 +113,47 @@ impl PilotArgs {
         }
     }
 
-    /// The server options; the secure port when `authority` is given.
+    /// How certificate requests on the secure port are authenticated: in Kubernetes mode, the token files
+    /// (when `<config-dir>/tokens` exists), then the API server's TokenReview; `None` (the token files
+    /// alone) in file mode or without a secure port.
+    pub async fn authenticator(
+        &self,
+    ) -> Result<Option<Arc<dyn pilot_server::secure::Authenticator>>, crate::Failure> {
+        use pilot_server::secure::{Authenticator, FirstOf, TokenReviewAuthenticator, TokenStore};
+        if self.registry != Registry::Kubernetes || self.secure_addr()?.is_none() {
+            return Ok(None);
+        }
+        let client = pilot_kube::client(self.kubeconfig.as_deref())
+            .await
+            .map_err(|e| crate::fail(e, "check --kubeconfig (or $KUBECONFIG)"))?;
+        let reviewer = pilot_kube::TokenReviewer::new(
+            client,
+            self.token_audience.clone(),
+            pilot_kube::review::REVIEW_TIMEOUT,
+        );
+        let review: Arc<dyn Authenticator> = Arc::new(TokenReviewAuthenticator::new(reviewer));
+        // The files first: they are local and cheap, and an operator's bootstrap token is never sent to
+        // the API server (whose audit log may record TokenReview bodies).
+        let dir = self.config_dir.join(pilot_server::TOKENS_DIR);
+        Ok(Some(if dir.is_dir() {
+            Arc::new(FirstOf::new(vec![Arc::new(TokenStore::new(dir)), review]))
+        } else {
+            review
+        }))
+    }
+
+    /// The server options; the secure port when `authority` is given, its certificate requests
+    /// authenticated by `authenticator` (`None`: the token files).
     pub fn options(
         &self,
         authority: Option<&Arc<Authority>>,
+        authenticator: Option<Arc<dyn pilot_server::secure::Authenticator>>,
     ) -> Result<pilot_server::PilotOptions, crate::Failure> {
         let secure = match (self.secure_addr()?, authority) {
             (Some(addr), Some(authority)) => Some(pilot_server::SecureOptions {
                 addr,
                 authority: authority.clone(),
+                authenticator,
             }),
             _ => None,
         };
@@ -235,7 +272,8 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
     }
     .map_err(|e| crate::fail(e, "check --ca-dir and --trust-domain"))?;
     let ca = Arc::new(ca);
-    let options = args.options(Some(&ca))?;
+    let authenticator = args.authenticator().await?;
+    let options = args.options(Some(&ca), authenticator)?;
     let pilot = pilot_server::start(
         options,
         Arc::new(IstioTranslator::new(ca, args.hub_service.clone())),
@@ -307,5 +345,52 @@ mod tests {
         assert_eq!(secure(&[]), Ok(None), "no CA directory, no secure port");
         let e = secure(&["--secure-xds-addr", "127.0.0.1:15012"]).expect_err("needs --ca-dir");
         assert!(e.contains("needs the mesh CA's directory"), "{e}");
+    }
+
+    #[test]
+    fn token_audiences_default_to_istio_ca_and_repeat() {
+        let audiences = |flags: &[&str]| {
+            let mut argv = vec!["pilot", "--config-dir", "/nowhere"];
+            argv.extend_from_slice(flags);
+            Cli::parse_from(argv).args.token_audience
+        };
+        assert_eq!(audiences(&[]), ["istio-ca"]);
+        assert_eq!(
+            audiences(&["--token-audience", "a", "--token-audience", "b"]),
+            ["a", "b"]
+        );
+    }
+
+    #[tokio::test]
+    async fn file_mode_and_no_secure_port_authenticate_by_the_token_files_alone() {
+        let args = |flags: &[&str]| {
+            let mut argv = vec!["pilot", "--config-dir", "/nowhere"];
+            argv.extend_from_slice(flags);
+            Cli::parse_from(argv).args
+        };
+        let kube_no_ca = args(&[
+            "--registry",
+            "kubernetes",
+            "--kubeconfig",
+            "/nowhere/kubeconfig",
+        ]);
+        assert!(matches!(kube_no_ca.authenticator().await, Ok(None)));
+        let file = args(&["--ca-dir", "/ca"]);
+        assert!(matches!(file.authenticator().await, Ok(None)));
+        // Kubernetes mode with the secure port needs the client: a bad kubeconfig says so at start.
+        let kube = args(&[
+            "--registry",
+            "kubernetes",
+            "--kubeconfig",
+            "/nowhere/kubeconfig",
+            "--ca-dir",
+            "/ca",
+        ]);
+        let e = kube.authenticator().await.err().map(|f| f.message);
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.contains("/nowhere/kubeconfig")),
+            "{e:?}"
+        );
     }
 }

@@ -18,10 +18,14 @@
 //! Bounds: at most [`pilot_config::registry::limits::MAX_SERVICES`] Services and
 //! [`pilot_config::registry::limits::MAX_ENDPOINTS`] EndpointSlices and Pods are kept (more are refused
 //! and counted), and the endpoint limits per service and in all hold (left-out endpoints are counted).
+//!
+//! Besides the registry, [`review`] asks the same API server whether a workload's bearer token is a service
+//! account's (TokenReview), for pilot's certificate API in Kubernetes mode.
 
 pub mod build;
 pub mod objects;
 mod registry;
+pub mod review;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use registry::{EventLabels, KindLabels, KubeMetrics, KubeRegistry};
+pub use review::{Review, ReviewError, ServiceAccount, TokenReviewer};
 
 /// The domain of cluster host names unless configured.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use pilot_xds::AdsServer;
 use prometheus_client::registry::Registry;
-use secure::{CertificateService, ServingCertificate, TokenStore};
+use secure::{CertificateService, ServingCertificate};
 use sextant_proto::istio_ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -170,7 +170,8 @@ struct Secure {
     certificates: CertificateService,
 }
 
-/// Binds the secure port and makes what it serves with: pilot's certificate, the tokens of `config_dir`.
+/// Binds the secure port and makes what it serves with: pilot's certificate, the authenticator of
+/// certificate requests (by default the tokens of `config_dir`).
 async fn secure(
     options: &SecureOptions,
     config_dir: &std::path::Path,
@@ -181,11 +182,8 @@ async fn secure(
         .await
         .map_err(|e| PilotError::ServingCertificate(e.to_string()))??;
     let tls = serving.server_config()?;
-    let tokens = Arc::new(TokenStore::new(config_dir.join(TOKENS_DIR)));
-    if tokens.is_empty().await {
-        tracing::warn!(dir = %tokens.dir().display(), "no bootstrap tokens (NAMESPACE/SERVICE_ACCOUNT files): every certificate request is refused until some are written");
-    }
-    let certificates = CertificateService::new(options.authority.clone(), tokens);
+    let authenticator = options.authenticator(config_dir).await;
+    let certificates = CertificateService::new(options.authority.clone(), authenticator);
     let secure = Secure {
         listener,
         tls,
@@ -299,8 +297,8 @@ pub async fn start(
         registry.register(
             "pilot_ca_csr",
             "Certificate requests on the secure port, by result (signed; unauthenticated: no token or an \
-             unknown one; denied: a CSR for another identity than the token's; invalid: not a valid CSR; \
-             failed: signing failed)",
+             unknown one; unavailable: the token could not be checked (TokenReview failed); denied: a CSR \
+             for another identity than the token's; invalid: not a valid CSR; failed: signing failed)",
             s.certificates.outcomes(),
         );
     }

@@ -1,13 +1,15 @@
-//! Istio's certificate API (`istio.v1.auth.IstioCertificateService/CreateCertificate`), file mode: the
-//! caller's bearer token (`authorization: Bearer TOKEN`) names its identity ([`TokenStore`]), the CSR must
-//! ask for exactly that identity's SPIFFE ID, and the answer is the certificate for the caller's own key,
-//! its issuers, and the trust root last. Nothing else is taken from the request: the token decides the
-//! identity, whatever the CSR or the caller's node says.
+//! Istio's certificate API (`istio.v1.auth.IstioCertificateService/CreateCertificate`): the caller's
+//! bearer token (`authorization: Bearer TOKEN`) names its identity (an [`Authenticator`]: the token files
+//! in file mode; in Kubernetes mode the API server's TokenReview too), the CSR must ask for exactly that
+//! identity's SPIFFE ID, and the answer is the certificate for the caller's own key, its issuers, and the
+//! trust root last. Nothing else is taken from the request: the token decides the identity, whatever the
+//! CSR or the caller's node says.
 //!
 //! Outcomes, counted in `pilot_ca_csr_total{result}`: `signed`; `unauthenticated` (no token, or one that
-//! is no identity's: UNAUTHENTICATED); `denied` (a CSR for another identity than the token's:
-//! PERMISSION_DENIED, logged with both); `invalid` (a CSR that is not a validly signed PKCS #10 request:
-//! INVALID_ARGUMENT); `failed` (signing failed: INTERNAL).
+//! is no identity's: UNAUTHENTICATED); `unavailable` (whether the token is valid could not be known — the
+//! API server failed, was unreachable or slow: UNAVAILABLE, the caller retries); `denied` (a CSR for
+//! another identity than the token's: PERMISSION_DENIED, logged with both); `invalid` (a CSR that is not a
+//! validly signed PKCS #10 request: INVALID_ARGUMENT); `failed` (signing failed: INTERNAL).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use sextant_proto::istio_ca::istio_certificate_service_server::IstioCertificateS
 use sextant_proto::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
 use tonic::{Request, Response, Status};
 
-use super::tokens::TokenStore;
+use super::authenticate::Authenticator;
 
 /// The longest CSR accepted, in bytes (a P-256 or RSA-4096 request is a few KiB).
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
@@ -28,31 +30,31 @@ pub const MAX_CSR_BYTES: usize = 64 * 1024;
 /// The labels of `pilot_ca_csr_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CsrLabels {
-    /// `signed`, `unauthenticated`, `denied`, `invalid` or `failed`.
+    /// `signed`, `unauthenticated`, `unavailable`, `denied`, `invalid` or `failed`.
     pub result: &'static str,
 }
 
 /// The certificate service.
 pub struct CertificateService {
     authority: Arc<Authority>,
-    tokens: Arc<TokenStore>,
+    authenticator: Arc<dyn Authenticator>,
     outcomes: Family<CsrLabels, Counter>,
 }
 
 impl std::fmt::Debug for CertificateService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateService")
-            .field("tokens", &self.tokens)
+            .field("authenticator", &self.authenticator)
             .finish_non_exhaustive()
     }
 }
 
 impl CertificateService {
-    /// Signs with `authority` for the identities of `tokens`.
-    pub fn new(authority: Arc<Authority>, tokens: Arc<TokenStore>) -> Self {
+    /// Signs with `authority` for the identities `authenticator` finds.
+    pub fn new(authority: Arc<Authority>, authenticator: Arc<dyn Authenticator>) -> Self {
         CertificateService {
             authority,
-            tokens,
+            authenticator,
             outcomes: Family::default(),
         }
     }
@@ -121,12 +123,22 @@ impl IstioCertificateService for CertificateService {
                 "no bearer token: send `authorization: Bearer TOKEN`",
             ));
         };
-        let Some(identity) = self.tokens.identity_of(token).await else {
-            self.count("unauthenticated");
-            tracing::warn!(%peer, tokens = %self.tokens.dir().display(), "certificate request with a token of no identity refused (UNAUTHENTICATED)");
-            return Err(Status::unauthenticated(
-                "the bearer token is no identity's token",
-            ));
+        let identity = match self.authenticator.identity_of(token).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                self.count("unauthenticated");
+                tracing::warn!(%peer, checked = %self.authenticator.describe(), "certificate request with a token of no identity refused (UNAUTHENTICATED)");
+                return Err(Status::unauthenticated(
+                    "the bearer token is no identity's token",
+                ));
+            }
+            Err(e) => {
+                self.count("unavailable");
+                tracing::warn!(%peer, error = %e, "certificate request's token could not be checked (UNAVAILABLE)");
+                return Err(Status::unavailable(
+                    "the bearer token could not be checked now; retry",
+                ));
+            }
         };
         let request = request.into_inner();
         if request.csr.len() > MAX_CSR_BYTES {

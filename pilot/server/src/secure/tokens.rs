@@ -6,7 +6,8 @@
 //! the names, sizes or modification times of its files changed, so a token added or removed takes effect
 //! without a restart. Bounded: [`MAX_TOKENS`] files, [`MAX_TOKEN_BYTES`] each.
 //!
-//! Kubernetes service-account tokens checked by a TokenReview are not read here (issue 18).
+//! Kubernetes service-account tokens checked by a TokenReview are Kubernetes mode's other
+//! [`Authenticator`] ([`TokenReviewAuthenticator`](super::TokenReviewAuthenticator)).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use super::authenticate::{AuthError, Authenticator};
 
 /// Token files read at most; beyond, the rest are left out (and said so in the log).
 pub const MAX_TOKENS: usize = 10_000;
@@ -133,6 +136,17 @@ impl TokenStore {
         }
         loaded.checked = Some(Instant::now());
         loaded.entries.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for TokenStore {
+    async fn identity_of(&self, token: &str) -> Result<Option<Identity>, AuthError> {
+        Ok(TokenStore::identity_of(self, token).await)
+    }
+
+    fn describe(&self) -> String {
+        format!("bootstrap tokens in {}", self.dir.display())
     }
 }
 
@@ -278,7 +292,7 @@ fn visible_name(path: &Path) -> Option<String> {
 }
 
 /// A Kubernetes name: lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let bytes = name.as_bytes();
     !bytes.is_empty()

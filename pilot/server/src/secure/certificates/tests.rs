@@ -1,4 +1,5 @@
 use super::*;
+use crate::secure::TokenStore;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use x509_parser::extensions::GeneralName;
 
