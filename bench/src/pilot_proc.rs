@@ -81,6 +81,17 @@ impl Pilot {
         log: PathBuf,
         timeout: Duration,
     ) -> anyhow::Result<Pilot> {
+        Pilot::start_with(sextant, config, log, timeout, &[])
+    }
+
+    /// [`Pilot::start`] with more flags (e.g. `--hub-service HOST:PORT`).
+    pub fn start_with(
+        sextant: &Path,
+        config: &Path,
+        log: PathBuf,
+        timeout: Duration,
+        extra: &[&str],
+    ) -> anyhow::Result<Pilot> {
         let out = std::fs::File::create(&log)
             .with_context(|| format!("creating the pilot log {}", log.display()))?;
         let err = out.try_clone().context("opening the pilot log")?;
@@ -90,6 +101,7 @@ impl Pilot {
             .arg(config)
             .args(["--xds-addr", "127.0.0.1:0"])
             .args(["--monitoring-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

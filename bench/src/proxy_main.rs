@@ -4,7 +4,11 @@
 //! generators (wrk for HTTP/1.1, h2load for HTTP/2 and for the fixed-rate phases). The proxies run one after
 //! the other, never together (both bind the same ports), each with one worker (`--concurrency 1`). Three
 //! setups: basic (one service per protocol), large (100 more clusters, a 50-route VirtualService) and mtls
-//! (two proxies of the same kind in a row, sidecar → gateway over ISTIO_MUTUAL with pilot's CA).
+//! (two proxies of the same kind in a row, sidecar → gateway over ISTIO_MUTUAL with pilot's CA). A fourth,
+//! mesh (issue 16), measures the latency the mesh adds at a fixed rate (`--mesh-rate`): the load straight to
+//! the backend, then through two sidecars (`front` → mesh mTLS → `web`'s Sidecar ingress port) of each proxy,
+//! with the hub (`sextant hub`, pilot's `--hub-service`: the Sextant proxy's hub filter, Envoy's ext_authz and
+//! access log) and without.
 //!
 //! Per setup, proxy and protocol: the closed-loop rate, the proxy's CPU seconds (→ 2xx responses per
 //! CPU-second), latency p50/p99/p999 at half of Envoy's closed-loop rate, and the proxy's resident memory
@@ -20,7 +24,11 @@ mod pilot_proc;
 mod pin;
 mod proxy_backend;
 mod proxy_chain;
+mod proxy_hub;
 mod proxy_load;
+mod proxy_mesh;
+mod proxy_mesh_report;
+mod proxy_mesh_run;
 mod proxy_parse;
 mod proxy_probe;
 mod proxy_proc;
@@ -54,9 +62,12 @@ struct Args {
     /// Run only one protocol.
     #[arg(long, value_enum)]
     only: Option<Protocol>,
-    /// Run only one setup (by default all: basic, large, then mtls).
+    /// Run only one setup (by default all: basic, large, mtls, then mesh).
     #[arg(long, value_enum)]
     setup: Option<SetupArg>,
+    /// The mesh setup's fixed rate, requests per second in all.
+    #[arg(long, default_value_t = 1000.0)]
+    mesh_rate: f64,
     /// Connections of the load generators.
     #[arg(long, default_value_t = 16)]
     connections: usize,
@@ -80,6 +91,8 @@ enum SetupArg {
     Large,
     /// Sidecar → gateway over ISTIO_MUTUAL → backend.
     Mtls,
+    /// The latency two sidecars add, with and without the hub, at a fixed rate.
+    Mesh,
 }
 
 /// The Envoy binary: `explicit`, else `$SEXTANT_PEERS/venv/bin/envoy`, else the repository's `.peers`.
@@ -137,6 +150,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         args.duration >= Duration::from_secs(1),
         "--duration must be at least 1s"
     );
+    anyhow::ensure!(args.mesh_rate >= 1.0, "--mesh-rate must be at least 1");
     let tools = Tools::find()?;
     let sextant = pilot_proc::find_sextant(args.sextant.as_deref())?;
     let envoy = find_envoy(args.envoy.as_deref())?;
@@ -144,11 +158,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Some(p) => vec![p],
         None => vec![Protocol::H1, Protocol::H2],
     };
-    let setups: Vec<Setup> = match args.setup {
-        Some(SetupArg::Basic) => vec![Setup::Basic],
-        Some(SetupArg::Large) => vec![Setup::Large],
-        Some(SetupArg::Mtls) => vec![Setup::Mtls],
-        None => vec![Setup::Basic, Setup::Large, Setup::Mtls],
+    let (setups, mesh): (Vec<Setup>, bool) = match args.setup {
+        Some(SetupArg::Basic) => (vec![Setup::Basic], false),
+        Some(SetupArg::Large) => (vec![Setup::Large], false),
+        Some(SetupArg::Mtls) => (vec![Setup::Mtls], false),
+        Some(SetupArg::Mesh) => (vec![], true),
+        None => (vec![Setup::Basic, Setup::Large, Setup::Mtls], true),
     };
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     let layout = pin::Layout::detect();
@@ -185,7 +200,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
     match layout {
         Some(l) => println!(
-            "pinning: the proxy (every thread) on CPU {}; this process (backend), pilot, wrk and h2load on CPU {}",
+            "pinning: the proxy (every thread; both of a chain) on CPU {}; this process (backend), pilot, the hub, \
+             wrk and h2load on CPU {}",
             l.server, l.client
         ),
         None => println!("pinning: none (fewer than two CPUs allowed)"),
@@ -213,6 +229,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             eprintln!("proxy-bench: setup {setup:?}: {e:#}");
             failed_setups.push(format!("{setup:?}: {e:#}"));
         }
+    }
+    if mesh && let Err(e) = run_mesh(&common, &root.join("mesh")) {
+        eprintln!("proxy-bench: setup mesh: {e:#}");
+        failed_setups.push(format!("Mesh: {e:#}"));
     }
     println!("\nload average at the end: {}", loadavg());
     anyhow::ensure!(
@@ -274,6 +294,41 @@ fn run_setup(c: &Common<'_>, setup: Setup, dir: &Path) -> anyhow::Result<()> {
     }
     proxy_report::print(&setup.describe(), &rows, &rates);
     sextant.map(|_| ()).context("sextant proxy")
+}
+
+/// The mesh setup: every variant at `--mesh-rate`, its tables.
+fn run_mesh(c: &Common<'_>, dir: &Path) -> anyhow::Result<()> {
+    let describe = format!(
+        "mesh: load → front's sidecar (127.0.0.1_PORT) → mesh mTLS (ISTIO_MUTUAL, pilot's CA) → web's sidecar \
+         (Sidecar ingress, bound on 127.0.0.1) → backend, both sidecars the same binary on the proxy CPU; with the \
+         hub: web's sidecar checks (Sextant: hub filter, check cache; Envoy: ext_authz) and both report (Sextant: \
+         batched Report; Envoy: gRPC access log); {:.0} rps fixed rate, {} s per variant and protocol",
+        c.args.mesh_rate,
+        c.args.duration.as_secs()
+    );
+    eprintln!("setup {describe}");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bench = proxy_mesh_run::MeshBench {
+        load: Load {
+            tools: c.tools,
+            connections: c.args.connections,
+            streams: c.args.streams,
+            dir,
+        },
+        backend: c.backend,
+        sextant: c.sextant,
+        envoy: c.envoy,
+        dir,
+        duration: c.args.duration,
+        rate: c.args.mesh_rate,
+        protocols: c.protocols,
+        proxy_cpu: c.layout.map(|l| l.server),
+    };
+    let rows = bench.run()?;
+    proxy_mesh_report::print(&describe, &rows);
+    let failed = rows.iter().filter(|r| r.phase.is_err()).count();
+    anyhow::ensure!(failed == 0, "{failed} variant phase(s) failed");
+    Ok(())
 }
 
 /// Parses the flags and runs; an error is one line on stderr and exit status 1.

@@ -29,6 +29,8 @@ pub struct Outcome {
 pub struct Percentiles {
     /// Median.
     pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
     /// 99th percentile.
     pub p99: Duration,
     /// 99.9th percentile (`None` from wrk, which does not report it).
@@ -69,7 +71,7 @@ pub fn wrk(out: &str) -> anyhow::Result<Outcome> {
     let mut o = Outcome::default();
     let mut detail = Vec::new();
     let mut non_ok = 0u64;
-    let (mut p50, mut p99) = (None, None);
+    let (mut p50, mut p90, mut p99) = (None, None, None);
     for line in out.lines() {
         let t = line.trim();
         if let Some(n) = t
@@ -88,6 +90,8 @@ pub fn wrk(out: &str) -> anyhow::Result<Outcome> {
             o.rps = numbers_after(t, ":").first().copied().unwrap_or(0.0);
         } else if let Some(v) = t.strip_prefix("50%") {
             p50 = wrk_duration(v.trim());
+        } else if let Some(v) = t.strip_prefix("90%") {
+            p90 = wrk_duration(v.trim());
         } else if let Some(v) = t.strip_prefix("99%") {
             p99 = wrk_duration(v.trim());
         }
@@ -98,8 +102,9 @@ pub fn wrk(out: &str) -> anyhow::Result<Outcome> {
     );
     o.ok = o.responses.saturating_sub(non_ok);
     o.error_detail = detail.join("; ");
-    o.latency = p50.zip(p99).map(|(p50, p99)| Percentiles {
+    o.latency = p50.zip(p90).zip(p99).map(|((p50, p90), p99)| Percentiles {
         p50,
+        p90,
         p99,
         p999: None,
         samples: o.responses,
@@ -180,6 +185,7 @@ pub fn h2load_log(text: &str) -> (Option<Percentiles>, u64) {
     let at = |q: f64| Duration::from_micros(h.value_at_quantile(q));
     let p = Percentiles {
         p50: at(0.5),
+        p90: at(0.9),
         p99: at(0.99),
         p999: Some(at(0.999)),
         samples: h.len(),
@@ -224,6 +230,7 @@ traffic: 84.21MB (88302312) total, 1.23MB (1290000) headers (space savings 95.12
         assert!((o.rps - 25990.21).abs() < 1e-6);
         let p = o.latency.expect("percentiles");
         assert_eq!(p.p50, Duration::from_micros(594));
+        assert_eq!(p.p90, Duration::from_micros(707));
         assert_eq!(p.p99, Duration::from_micros(1050));
         assert!(o.error_detail.contains("Non-2xx or 3xx responses: 7"));
     }
@@ -256,6 +263,7 @@ traffic: 84.21MB (88302312) total, 1.23MB (1290000) headers (space savings 95.12
         assert_eq!(failed, 2);
         assert_eq!(p.samples, 1000);
         assert_eq!(p.p50, Duration::from_micros(500));
+        assert_eq!(p.p90, Duration::from_micros(900));
         assert_eq!(p.p99, Duration::from_micros(990));
         assert_eq!(p.p999, Some(Duration::from_micros(999)));
     }

@@ -211,63 +211,82 @@ impl Bench<'_> {
         }
     }
 
-    /// Runs `load` while sampling the proxy; a failed load or a proxy that died is an error naming what the
-    /// proxy logged last.
+    /// [`measure`] for the proxy under test.
     fn measure(
         &self,
         proxy: &mut Chain,
         load: impl FnOnce() -> anyhow::Result<Outcome>,
     ) -> Result<Phase, String> {
-        let before = (
-            proxy.cpu_seconds(),
-            CpuTimes::now(),
-            self.backend.served(),
-            Instant::now(),
-        );
-        let sampler = RssSampler::start(proxy.pids());
-        let outcome = load();
-        let rss_peak = sampler.finish();
-        let wall = before.3.elapsed();
-        let cpu = proxy.cpu_seconds().zip(before.0).map(|(a, b)| a - b);
-        let busy = before.1.busy_until(&CpuTimes::now());
-        let now = self.backend.served();
-        let backend = Served {
-            connections: now.connections - before.2.connections,
-            requests: now.requests - before.2.requests,
-        };
-        let alive = proxy.alive();
-        let failed = |what: String| {
-            let msg = format!(
-                "{what}; {} {}; the last lines of its logs:\n{}",
-                proxy.kind.name(),
-                if alive { "still runs" } else { "EXITED" },
-                proxy.log_tail(LOG_LINES)
-            );
-            eprintln!("    FAILED: {msg}");
-            msg
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => return Err(failed(format!("{e:#}"))),
-        };
-        if !alive {
-            return Err(failed("the proxy exited during the phase".into()));
-        }
-        if outcome.responses.saturating_sub(outcome.ok) + outcome.errors > 0 {
-            eprintln!(
-                "    FAILURES: {}; the last lines of {}'s log:\n{}",
-                outcome.error_detail,
-                proxy.kind.name(),
-                proxy.log_tail(LOG_LINES)
-            );
-        }
-        Ok(Phase {
-            outcome,
-            cpu,
-            wall,
-            busy,
-            backend,
-            rss_peak,
-        })
+        measure(Some(proxy), self.backend, load)
     }
+}
+
+/// Runs `load` while sampling `proxy` (none: the load goes straight to `backend`); a failed load or a proxy
+/// that died is an error naming what the proxy logged last.
+pub fn measure(
+    mut proxy: Option<&mut Chain>,
+    backend: &Backend,
+    load: impl FnOnce() -> anyhow::Result<Outcome>,
+) -> Result<Phase, String> {
+    let before = (
+        proxy.as_deref().and_then(Chain::cpu_seconds),
+        CpuTimes::now(),
+        backend.served(),
+        Instant::now(),
+    );
+    let sampler = RssSampler::start(proxy.as_deref().map(Chain::pids).unwrap_or_default());
+    let outcome = load();
+    let rss_peak = sampler.finish();
+    let wall = before.3.elapsed();
+    let cpu = proxy
+        .as_deref()
+        .and_then(Chain::cpu_seconds)
+        .zip(before.0)
+        .map(|(a, b)| a - b);
+    let busy = before.1.busy_until(&CpuTimes::now());
+    let now = backend.served();
+    let backend = Served {
+        connections: now.connections - before.2.connections,
+        requests: now.requests - before.2.requests,
+    };
+    let alive = proxy.as_deref_mut().is_none_or(Chain::alive);
+    let proxy = proxy.as_deref();
+    let failed = |what: String| {
+        let msg = match proxy {
+            Some(p) => format!(
+                "{what}; {} {}; the last lines of its logs:\n{}",
+                p.kind.name(),
+                if alive { "still runs" } else { "EXITED" },
+                p.log_tail(LOG_LINES)
+            ),
+            None => what,
+        };
+        eprintln!("    FAILED: {msg}");
+        msg
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Err(failed(format!("{e:#}"))),
+    };
+    if !alive {
+        return Err(failed("the proxy exited during the phase".into()));
+    }
+    if outcome.responses.saturating_sub(outcome.ok) + outcome.errors > 0 {
+        eprintln!("    FAILURES: {}", outcome.error_detail);
+        if let Some(p) = proxy {
+            eprintln!(
+                "    the last lines of {}'s log:\n{}",
+                p.kind.name(),
+                p.log_tail(LOG_LINES)
+            );
+        }
+    }
+    Ok(Phase {
+        outcome,
+        cpu,
+        wall,
+        busy,
+        backend,
+        rss_peak,
+    })
 }
