@@ -18,7 +18,6 @@ use prost::Message;
 use proxy_balance::Cluster;
 use proxy_stats::{Counter, Scope, Stats};
 use sextant_attributes::{Bag, ReportBatch};
-use sextant_proto::mixer::ReportRequest;
 use sextant_supervise::TaskHealth;
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::Notify;
@@ -175,8 +174,14 @@ impl Sender {
                 let mut held = q.lock();
                 (std::mem::take(&mut held.bags), held.closed)
             };
-            for chunk in bags.chunks(q.batching.entries.max(1)) {
-                self.send(batches_of(chunk)).await;
+            if !bags.is_empty() {
+                // Encoding is CPU work: off the workers serving requests.
+                let entries = q.batching.entries.max(1);
+                let encoded = tokio::task::spawn_blocking(move || encode(&bags, entries)).await;
+                match encoded {
+                    Ok(requests) => self.send(requests).await,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
             }
             if closed {
                 return;
@@ -184,10 +189,9 @@ impl Sender {
         }
     }
 
-    async fn send(&self, batches: Vec<ReportBatch>) {
-        for batch in batches {
-            let entries = batch.len() as u64;
-            if let Err(e) = self.call(batch.finish()).await {
+    async fn send(&self, requests: Vec<(Bytes, u64)>) {
+        for (request, entries) in requests {
+            if let Err(e) = self.call(request, entries).await {
                 tracing::debug!(cluster = %self.cluster, error = %e, entries, "hub Report failed; its requests are dropped");
                 self.stats.error.inc();
                 self.stats.dropped.add(entries);
@@ -195,17 +199,16 @@ impl Sender {
         }
     }
 
-    async fn call(&self, request: ReportRequest) -> Result<(), String> {
+    async fn call(&self, request: Bytes, entries: u64) -> Result<(), String> {
         let Some(cluster) = (self.clusters)(&self.cluster) else {
             return Err(format!("no cluster {}", self.cluster));
         };
         self.stats.calls.inc();
-        let entries = request.attributes.len() as u64;
         let answer = proxy_balance::grpc::unary(
             &cluster,
             &self.authority,
             REPORT_PATH,
-            Bytes::from(request.encode_to_vec()),
+            request,
             CALL_TIMEOUT,
         )
         .await
@@ -221,15 +224,23 @@ impl Sender {
     }
 }
 
-/// `bags` as delta-encoded batches: a new batch wherever one refuses the next bag.
-fn batches_of(bags: &[Bag]) -> Vec<ReportBatch> {
-    let mut batches: Vec<ReportBatch> = Vec::new();
-    for bag in bags {
-        if !batches.last_mut().is_some_and(|b| b.push(bag)) {
-            let mut fresh = ReportBatch::new();
-            fresh.push(bag);
-            batches.push(fresh);
+/// `bags` as encoded Report requests of at most `entries` each (a new one also wherever a delta-encoded
+/// batch refuses the next bag), with the number of bags in each.
+fn encode(bags: &[Bag], entries: usize) -> Vec<(Bytes, u64)> {
+    let mut out = Vec::new();
+    for chunk in bags.chunks(entries) {
+        let mut batches: Vec<ReportBatch> = Vec::new();
+        for bag in chunk {
+            if !batches.last_mut().is_some_and(|b| b.push(bag)) {
+                let mut fresh = ReportBatch::new();
+                fresh.push(bag);
+                batches.push(fresh);
+            }
         }
+        out.extend(batches.into_iter().map(|b| {
+            let n = b.len() as u64;
+            (Bytes::from(b.finish().encode_to_vec()), n)
+        }));
     }
-    batches
+    out
 }
