@@ -348,7 +348,7 @@ fn sextant_proxies_keep_their_keys_and_impostors_are_refused() {
     // Renewal: web's certificate is replaced at half its life with a fresh key, and a connection open
     // across it goes on (front's pooled mTLS connection to web too).
     let mut open = std::net::TcpStream::connect(via_front).expect("connect to front");
-    let mut ask = |s: &mut std::net::TcpStream| {
+    let ask = |s: &mut std::net::TcpStream| {
         use std::io::{Read, Write};
         s.write_all(b"GET / HTTP/1.1\r\nhost: web.shop.svc.cluster.local\r\n\r\n")
             .expect("send");
