@@ -201,15 +201,33 @@ fn root() -> bool {
 
 /// The sextant binary where uid 1337 can run it (the checkout may be private to root).
 fn public_binary(dir: &Path) -> PathBuf {
+    publish(dir, Path::new(env!("CARGO_BIN_EXE_sextant")))
+}
+
+/// Envoy's binary where uid 1337 can run it (the peers may be in a directory private to root): the one the
+/// venv's `envoy` entry point runs.
+fn public_envoy(dir: &Path) -> PathBuf {
+    let lib = peers().join("venv/lib");
+    let binary = std::fs::read_dir(&lib)
+        .expect("the venv's lib")
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no envoy binary under {}", lib.display()));
+    publish(dir, &binary)
+}
+
+/// `source` linked (or copied) into `dir/bin`, every directory on the way and the file readable and
+/// executable by all.
+fn publish(dir: &Path, source: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let exe = bin.join("sextant");
-    let source = env!("CARGO_BIN_EXE_sextant");
-    if std::fs::hard_link(source, &exe).is_err() {
-        std::fs::copy(source, &exe).expect("copy the sextant binary");
+    let exe = bin.join(source.file_name().expect("a file name"));
+    if !exe.exists() && std::fs::hard_link(source, &exe).is_err() {
+        std::fs::copy(source, &exe).expect("copy the binary");
     }
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     exe
@@ -307,15 +325,13 @@ fn sidecar(
             let path = dir.join("envoy.yaml");
             std::fs::write(&path, bootstrap).expect("bootstrap");
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-            cmd.arg(peers().join("venv/bin/envoy"))
-                .arg("-c")
-                .arg(&path)
-                .args([
-                    "--disable-hot-restart",
-                    "--use-dynamic-base-id",
-                    "-l",
-                    "warning",
-                ]);
+            let scratch = dir.parent().unwrap_or(&dir);
+            cmd.arg(public_envoy(scratch)).arg("-c").arg(&path).args([
+                "--disable-hot-restart",
+                "--use-dynamic-base-id",
+                "-l",
+                "warning",
+            ]);
         }
     }
     let mut proc = Proc::spawn("sidecar", cmd, dir.join("sidecar.log"));
