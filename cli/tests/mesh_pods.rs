@@ -469,11 +469,17 @@ fn run(plane_a: Plane, plane_b: Plane) {
             seen.join("\n")
         );
     }
+    // Between Sextant sidecars the server's workload comes back with the response for A's report.
+    let answered_by = match (plane_a, plane_b) {
+        (Plane::Sextant, Plane::Sextant) => "destination_workload=\"reviews\"",
+        _ => "reporter=\"source\"",
+    };
     wait_until(WAIT, "A's report in the hub's metrics", || {
         fetch(hub_metrics, "/metrics").lines().any(|l| {
             l.starts_with("istio_requests_total{")
                 && l.contains("reporter=\"source\"")
                 && l.contains("source_workload=\"productpage\"")
+                && l.contains(answered_by)
         })
     });
     // TCP: A's client talks to B's database through both sidecars (mTLS); B's reports the connection.

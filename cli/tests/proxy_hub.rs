@@ -314,6 +314,9 @@ fn sidecars_check_and_report_through_the_hub() {
         "reporter=\"source\"",
         "source_workload=\"front\"",
         "destination_service_name=\"web\"",
+        // Who answered came back with the response from web's sidecar.
+        "destination_workload=\"web\"",
+        "destination_workload_namespace=\"shop\"",
         "response_code=\"200\"",
     ];
     wait_until(WAIT, "front's report of its requests", || {

@@ -6,7 +6,8 @@
 //! which knows its own workload from pilot) adds [`SOURCE_WORKLOAD`] and [`SOURCE_NAMESPACE`], and the
 //! server's sidecar takes them off before the application sees them. They are believed only on a mutual
 //! TLS connection whose peer's SPIFFE identity names the same namespace, so a plain-text client cannot
-//! claim to be a mesh workload.
+//! claim to be a mesh workload. Who answered travels back the same way ([`DESTINATION_WORKLOAD`],
+//! [`DESTINATION_NAMESPACE`] on the response), believed for the called service's namespace only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +35,12 @@ use crate::body::ProxyBody;
 pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sextant-source-workload");
 /// The client workload's namespace, added by the client's sidecar.
 pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sextant-source-namespace");
+/// The server workload's name, added to the response by the server's sidecar.
+pub const DESTINATION_WORKLOAD: HeaderName =
+    HeaderName::from_static("x-sextant-destination-workload");
+/// The server workload's namespace, added to the response by the server's sidecar.
+pub const DESTINATION_NAMESPACE: HeaderName =
+    HeaderName::from_static("x-sextant-destination-namespace");
 
 /// The hub clients of the whole proxy: one checker (and its cache) per hub cluster, one reporter per hub
 /// cluster and batching, shared by every connection manager that names them and kept while one does.
@@ -270,6 +277,28 @@ impl Filter {
         for (name, value) in &on_response {
             response.headers_mut().insert(name.clone(), value.clone());
         }
+        // Who answered travels back between sidecars: the server's adds it, the client's takes it off.
+        let headers = response.headers_mut();
+        let answered =
+            (headers.remove(&DESTINATION_WORKLOAD)).zip(headers.remove(&DESTINATION_NAMESPACE));
+        if !is_outbound(&self.config) {
+            for (id, name) in [
+                (
+                    attr!("destination.workload.name", String),
+                    DESTINATION_WORKLOAD,
+                ),
+                (
+                    attr!("destination.workload.namespace", String),
+                    DESTINATION_NAMESPACE,
+                ),
+            ] {
+                if let Some(Value::String(v)) = self.config.attributes.get(id)
+                    && let Ok(v) = HeaderValue::from_str(v)
+                {
+                    headers.insert(name, v);
+                }
+            }
+        }
         let Some(reporter) = &self.reporter else {
             return response;
         };
@@ -289,6 +318,25 @@ impl Filter {
         }
         if let Some(cluster) = response.extensions().get::<crate::UpstreamCluster>() {
             service_attributes(&mut bag, &cluster.0);
+        }
+        if is_outbound(&self.config)
+            && let Some((workload, namespace)) = answered
+            && let (Ok(workload), Ok(namespace)) = (workload.to_str(), namespace.to_str())
+            // Believed for the service's own namespace only: a server cannot claim another's workload.
+            && bag.get(attr!("destination.service.namespace", String))
+                == Some(&Value::String(namespace.to_string()))
+        {
+            let s = |v: &str| Value::String(v.to_string());
+            put(
+                &mut bag,
+                attr!("destination.workload.name", String),
+                s(workload),
+            );
+            put(
+                &mut bag,
+                attr!("destination.workload.namespace", String),
+                s(namespace),
+            );
         }
         let (parts, body) = response.into_parts();
         let report = Report {

@@ -37,7 +37,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 pub use body::ProxyBody;
-pub use hub::{Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD};
+pub use hub::{
+    DESTINATION_NAMESPACE, DESTINATION_WORKLOAD, Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD,
+};
 pub use hub_tcp::{TcpConnection, TcpHub, TcpSeen};
 
 /// The upstream cluster a forwarded response came from (a response extension, for the hub's Report).
