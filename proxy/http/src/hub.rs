@@ -138,11 +138,7 @@ pub(crate) struct Seen<'a> {
     pub parts: &'a Parts,
     pub authority: &'a str,
     pub scheme: &'a str,
-    pub peer: SocketAddr,
-    pub destination: Option<SocketAddr>,
-    pub server_name: &'a str,
-    /// The peer certificate's URI SANs on a TLS connection whose peer presented one.
-    pub peer_uris: Option<&'a [String]>,
+    pub connection: Connection<'a>,
 }
 
 /// A request under the filter: its attributes so far, when it started, and its span (when reported).
@@ -160,25 +156,9 @@ impl Filter {
             .reporter
             .is_some()
             .then(|| crate::trace::Span::of(&seen.parts.headers));
+        let principal = connection_attributes(&mut bag, &self.config, &seen.connection);
         request_attributes(&mut bag, seen, span.as_ref());
-        let principal = seen
-            .peer_uris
-            .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
-        // The client's side cannot tell the server's policy: `connection.mtls` is left unset there, so
-        // `connection_security_policy` reads `unknown` as Istio's source reports do.
-        if !is_outbound(&self.config) {
-            put(
-                &mut bag,
-                attr!("connection.mtls", Bool),
-                Value::Bool(principal.is_some()),
-            );
-        }
         if let Some(principal) = principal {
-            put(
-                &mut bag,
-                attr!("source.principal", String),
-                Value::String(principal.clone()),
-            );
             // The client's sidecar's word for its workload, when its certificate vouches for the namespace.
             let headers = &seen.parts.headers;
             let text = |h: &HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
@@ -206,18 +186,12 @@ impl Filter {
         }
         headers.remove(&SOURCE_WORKLOAD);
         headers.remove(&SOURCE_NAMESPACE);
-        if !is_outbound(&self.config) {
-            return;
-        }
-        for (id, name) in [
-            (attr!("source.workload.name", String), SOURCE_WORKLOAD),
-            (attr!("source.workload.namespace", String), SOURCE_NAMESPACE),
-        ] {
-            if let Some(Value::String(v)) = self.config.attributes.get(id)
-                && let Ok(v) = HeaderValue::from_str(v)
-            {
-                headers.insert(name, v);
-            }
+        if is_outbound(&self.config) {
+            let source = [
+                (attr!("source.workload.name", String), SOURCE_WORKLOAD),
+                (attr!("source.workload.namespace", String), SOURCE_NAMESPACE),
+            ];
+            workload_headers(&self.config, source, headers);
         }
     }
 
@@ -282,7 +256,7 @@ impl Filter {
         let answered =
             (headers.remove(&DESTINATION_WORKLOAD)).zip(headers.remove(&DESTINATION_NAMESPACE));
         if !is_outbound(&self.config) {
-            for (id, name) in [
+            let destination = [
                 (
                     attr!("destination.workload.name", String),
                     DESTINATION_WORKLOAD,
@@ -291,13 +265,8 @@ impl Filter {
                     attr!("destination.workload.namespace", String),
                     DESTINATION_NAMESPACE,
                 ),
-            ] {
-                if let Some(Value::String(v)) = self.config.attributes.get(id)
-                    && let Ok(v) = HeaderValue::from_str(v)
-                {
-                    headers.insert(name, v);
-                }
-            }
+            ];
+            workload_headers(&self.config, destination, headers);
         }
         let Some(reporter) = &self.reporter else {
             return response;
@@ -445,21 +414,35 @@ pub(crate) fn now() -> Time {
     }
 }
 
-/// The attributes a request has on the wire, its trace context as this hop's `span`.
-fn request_attributes(bag: &mut Bag, seen: &Seen<'_>, span: Option<&crate::trace::Span>) {
-    let p = seen.parts;
-    let s = |v: &str| Value::String(v.to_string());
-    put(
-        bag,
-        attr!("source.ip", IpAddress),
-        Value::Ip(seen.peer.ip()),
-    );
+/// What the listener knows of the connection a request or TCP stream came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Where the client meant to connect.
+    pub destination: Option<SocketAddr>,
+    /// The SNI, empty when none.
+    pub server_name: &'a str,
+    /// The peer certificate's URI SANs, on a TLS connection whose peer presented one.
+    pub peer_uris: Option<&'a [String]>,
+}
+
+/// The connection's attributes, for HTTP requests and TCP streams alike: both addresses, the SNI, the
+/// peer's SPIFFE principal and, on the server's side, whether it was mutual TLS (the client's side cannot
+/// tell the server's policy: `connection.mtls` is left unset there, so `connection_security_policy`
+/// reads `unknown` as Istio's source reports do). Returns the principal.
+pub(crate) fn connection_attributes<'a>(
+    bag: &mut Bag,
+    config: &HubFilter,
+    c: &Connection<'a>,
+) -> Option<&'a String> {
+    put(bag, attr!("source.ip", IpAddress), Value::Ip(c.peer.ip()));
     put(
         bag,
         attr!("source.port", Int64),
-        Value::Int64(i64::from(seen.peer.port())),
+        Value::Int64(i64::from(c.peer.port())),
     );
-    if let Some(d) = seen.destination {
+    if let Some(d) = c.destination {
         put(bag, attr!("destination.ip", IpAddress), Value::Ip(d.ip()));
         put(
             bag,
@@ -467,13 +450,52 @@ fn request_attributes(bag: &mut Bag, seen: &Seen<'_>, span: Option<&crate::trace
             Value::Int64(i64::from(d.port())),
         );
     }
-    if !seen.server_name.is_empty() {
+    if !c.server_name.is_empty() {
         put(
             bag,
             attr!("connection.requested_server_name", String),
-            s(seen.server_name),
+            Value::String(c.server_name.to_string()),
         );
     }
+    let principal = c
+        .peer_uris
+        .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
+    if !is_outbound(config) {
+        put(
+            bag,
+            attr!("connection.mtls", Bool),
+            Value::Bool(principal.is_some()),
+        );
+    }
+    if let Some(p) = principal {
+        put(
+            bag,
+            attr!("source.principal", String),
+            Value::String(p.clone()),
+        );
+    }
+    principal
+}
+
+/// Puts this workload's `(attribute, header)` pairs from the filter's static attributes on `headers`.
+fn workload_headers<const N: usize>(
+    config: &HubFilter,
+    pairs: [(AttrId, HeaderName); N],
+    headers: &mut HeaderMap,
+) {
+    for (id, name) in pairs {
+        if let Some(Value::String(v)) = config.attributes.get(id)
+            && let Ok(v) = HeaderValue::from_str(v)
+        {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The attributes a request has on the wire, its trace context as this hop's `span`.
+fn request_attributes(bag: &mut Bag, seen: &Seen<'_>, span: Option<&crate::trace::Span>) {
+    let p = seen.parts;
+    let s = |v: &str| Value::String(v.to_string());
     let mut headers: HashMap<String, String> = HashMap::with_capacity(p.headers.keys_len());
     for name in p.headers.keys() {
         if name == SOURCE_WORKLOAD || name == SOURCE_NAMESPACE {

@@ -2,7 +2,6 @@
 //! checked when it opens (a refusal closes it before any upstream connection) and reported when it opens
 //! and when it closes, with its bytes each way and its duration (`istio_tcp_*` from the default Telemetry).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,24 +10,11 @@ use proxy_config::mixer::HubFilter;
 use proxy_report::Reporter;
 use sextant_attributes::{Bag, Span, Value, attr};
 
-use crate::hub::{Filter, Hubs, now, put};
+use crate::hub::{Connection, Filter, Hubs, now, put};
 
 /// A TCP chain's hub filter.
 #[derive(Debug)]
 pub struct TcpHub(Filter);
-
-/// What the listener knows of a connection when its chain is chosen.
-#[derive(Debug, Clone, Copy)]
-pub struct TcpSeen<'a> {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Where the client meant to connect.
-    pub destination: Option<SocketAddr>,
-    /// The SNI, empty when none.
-    pub server_name: &'a str,
-    /// The peer certificate's URI SANs, on a TLS connection the chain terminated.
-    pub peer_uris: Option<&'a [String]>,
-}
 
 /// A connection the filter let through: reported again when it closes.
 #[derive(Debug)]
@@ -50,54 +36,13 @@ impl TcpHub {
     /// refuses it.
     pub async fn open(
         &self,
-        seen: &TcpSeen<'_>,
+        seen: &Connection<'_>,
         snapshot: &proxy_state::Snapshot,
     ) -> Option<TcpConnection> {
         let filter = &self.0;
         let mut bag = (*filter.config.attributes).clone();
         let s = |v: &str| Value::String(v.to_string());
-        put(
-            &mut bag,
-            attr!("source.ip", IpAddress),
-            Value::Ip(seen.peer.ip()),
-        );
-        put(
-            &mut bag,
-            attr!("source.port", Int64),
-            Value::Int64(i64::from(seen.peer.port())),
-        );
-        if let Some(d) = seen.destination {
-            put(
-                &mut bag,
-                attr!("destination.ip", IpAddress),
-                Value::Ip(d.ip()),
-            );
-            put(
-                &mut bag,
-                attr!("destination.port", Int64),
-                Value::Int64(i64::from(d.port())),
-            );
-        }
-        if !seen.server_name.is_empty() {
-            put(
-                &mut bag,
-                attr!("connection.requested_server_name", String),
-                s(seen.server_name),
-            );
-        }
-        let principal = seen
-            .peer_uris
-            .and_then(|u| u.iter().find(|u| u.starts_with("spiffe://")));
-        if let Some(p) = principal {
-            put(&mut bag, attr!("source.principal", String), s(p));
-        }
-        if !crate::hub::is_outbound(&filter.config) {
-            put(
-                &mut bag,
-                attr!("connection.mtls", Bool),
-                Value::Bool(principal.is_some()),
-            );
-        }
+        crate::hub::connection_attributes(&mut bag, &filter.config, seen);
         put(&mut bag, attr!("context.protocol", String), s("tcp"));
         put(
             &mut bag,

@@ -37,10 +37,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 pub use body::ProxyBody;
+pub use hub::Connection;
 pub use hub::{
     DESTINATION_NAMESPACE, DESTINATION_WORKLOAD, Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD,
 };
-pub use hub_tcp::{TcpConnection, TcpHub, TcpSeen};
+pub use hub_tcp::{TcpConnection, TcpHub};
 
 /// The upstream cluster a forwarded response came from (a response extension, for the hub's Report).
 #[derive(Debug, Clone)]
@@ -373,10 +374,12 @@ async fn route(request: Request<Incoming>, ctx: &Ctx) -> Response<ProxyBody> {
         parts: &parts,
         authority: &authority,
         scheme,
-        peer: d.peer,
-        destination: d.destination,
-        server_name: &d.server_name,
-        peer_uris: d.identity.as_deref().map(|i| i.uri_sans.as_slice()),
+        connection: hub::Connection {
+            peer: d.peer,
+            destination: d.destination,
+            server_name: &d.server_name,
+            peer_uris: d.identity.as_deref().map(|i| i.uri_sans.as_slice()),
+        },
     });
     hub.rewrite(&pending, &mut parts.headers);
     let (response, on_response) = match hub.check(&pending, &snapshot, &mut parts.headers).await {

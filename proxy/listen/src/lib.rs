@@ -482,7 +482,7 @@ impl Run<'_> {
                 let connection = match hub {
                     None => None,
                     Some(hub) => {
-                        let seen = proxy_http::TcpSeen {
+                        let seen = proxy_http::Connection {
                             peer: self.peer,
                             destination: self.destination,
                             server_name: self.server_name,

@@ -180,7 +180,10 @@ impl Sender {
                 let encoded = tokio::task::spawn_blocking(move || encode(&bags, entries)).await;
                 match encoded {
                     Ok(requests) => self.send(requests).await,
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    // A panic while encoding is this task's: the supervisor counts it and starts over.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // Cancelled: the runtime is shutting down.
+                    Err(_) => return,
                 }
             }
             if closed {
