@@ -2,14 +2,17 @@
 //! `sextant proxy-init` writes (istio-init's) and a sidecar running as uid/gid 1337, an unmodified curl in A
 //! calling B's service by name, pilot and the hub on the host side of the bridge.
 //!
-//! The call is captured in A, goes to B over mesh mTLS with pilot's certificates, is captured again in B,
+//! Each sidecar keeps its own key: its certificate is signed by pilot's CA for the service-account token
+//! mounted in the pod, and its configuration comes over pilot's secure port (`sextant proxy` does both
+//! itself; beside Envoy, `sextant agent` does, serving Envoy its secrets over SDS on a socket in the pod).
+//! The call is captured in A, goes to B over mesh mTLS with those certificates, is captured again in B,
 //! checked by B's sidecar with the hub and handed to the application. A user would notice: the answer is
 //! the application's; the hub's Prometheus exposition shows the request with both workloads and principals
 //! and `mutual_tls`; a hub Policy denying a path answers 403 at A's curl; repeating a request costs the hub
 //! nothing (B's check cache); neither sidecar refused any configuration.
 //!
-//! Run for `sextant proxy` on both sides, and with Envoy 1.40 on either side (its Check through the hub's
-//! ext_authz, its telemetry through the hub's access-log service, as pilot configures it).
+//! Run for `sextant proxy` on both sides, and with Envoy 1.40 + `sextant agent` on either side (its Check
+//! through the hub's ext_authz, its telemetry through the hub's access-log service, as pilot configures it).
 
 mod common;
 
@@ -286,27 +289,64 @@ fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
     (bridge, a, b, host, backend)
 }
 
-/// Starts the sidecar of `app` in `pod` as uid/gid 1337, pilot at `xds`, and waits until it is ready.
+/// Pilot as the pods see it: its secure (TLS) port, the mesh root, and the bootstrap tokens of the pods'
+/// service accounts.
+struct Pilot {
+    secure: SocketAddr,
+    root: PathBuf,
+    tokens: PathBuf,
+}
+
+/// A command run in `pod` as uid/gid 1337, the sidecar's user (which `proxy-init` leaves uncaptured).
+fn as_proxy_user(pod: &Pod) -> Command {
+    let mut cmd = pod.ns.command("setpriv");
+    cmd.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"]);
+    cmd
+}
+
+/// Starts the sidecar of `app` in `pod` as uid/gid 1337 and waits until it is ready: `sextant proxy`, or
+/// Envoy and the `sextant agent` beside it (their processes are returned). It keeps its own key:
+/// its certificate is signed by `pilot` for the token mounted in the pod (as a projected service-account
+/// token would be), and its configuration comes over pilot's secure port.
 fn sidecar(
     plane: Plane,
     pod: &Pod,
     dir: &Path,
     sextant: &Path,
     app: &str,
-    xds: SocketAddr,
-) -> Proc {
+    pilot: &Pilot,
+) -> Vec<Proc> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = dir.join(app);
     std::fs::create_dir_all(&dir).expect("sidecar dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // What the pod mounts: the mesh root and its service account's token, readable by the sidecar.
+    let mount = |from: &Path, name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(from, &to).expect("mount into the pod");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        to
+    };
+    let root = mount(&pilot.root, "root-cert.pem");
+    let token = mount(
+        &pilot.tokens.join(format!("default/bookinfo-{app}")),
+        "token",
+    );
     let id = format!(
         "sidecar~{}~{app}-v1.default~default.svc.cluster.local",
         pod.ip
     );
-    let mut cmd = pod.ns.command("setpriv");
-    cmd.args(["--reuid", "1337", "--regid", "1337", "--clear-groups"]);
+    let ca = format!("https://{}", pilot.secure);
+    let mut procs = Vec::new();
+    let mut cmd = as_proxy_user(pod);
     match plane {
         Plane::Sextant => {
             cmd.arg(sextant)
-                .args(["proxy", "--xds-addr", &xds.to_string(), "--node-id", &id])
+                .args(["proxy", "--xds-addr", &ca, "--node-id", &id])
+                .arg("--root-cert")
+                .arg(&root)
+                .arg("--token-file")
+                .arg(&token)
                 .env("POD_NAMESPACE", "default")
                 .env("SERVICE_ACCOUNT", format!("bookinfo-{app}"))
                 .env(
@@ -317,14 +357,30 @@ fn sidecar(
                 .env("NO_COLOR", "1");
         }
         Plane::Envoy => {
-            use std::os::unix::fs::PermissionsExt;
+            // pilot-agent's part: the key, the CSR, and SDS to Envoy over a socket in the pod.
+            let socket = dir.join("sds.sock");
+            let mut agent = as_proxy_user(pod);
+            agent
+                .arg(sextant)
+                .args(["agent", "--ca-addr", &ca, "--sds-socket"])
+                .arg(&socket)
+                .arg("--root-cert")
+                .arg(&root)
+                .arg("--token-file")
+                .arg(&token)
+                .env("POD_NAMESPACE", "default")
+                .env("SERVICE_ACCOUNT", format!("bookinfo-{app}"))
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1");
+            let mut agent = Proc::spawn("sextant agent", agent, dir.join("agent.log"));
+            agent.wait_for_line("workload certificate installed", WAIT);
+            procs.push(agent);
             let node = format!(
-                "{{id: \"{id}\", cluster: {app}, metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}}}}}"
+                "{{id: \"{id}\", cluster: {app}, metadata: {{NAMESPACE: default, SERVICE_ACCOUNT: bookinfo-{app}, LABELS: {{app: {app}, version: v1}}, SEXTANT_LOCAL_CERT: \"true\"}}}}"
             );
-            let bootstrap = common::ads_bootstrap_with_admin(xds, 15000, "GRPC", &node);
+            let bootstrap = common::agent_bootstrap(pilot.secure, 15000, &node, &root, &socket);
             let path = dir.join("envoy.yaml");
             std::fs::write(&path, bootstrap).expect("bootstrap");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
             let scratch = dir.parent().unwrap_or(&dir);
             cmd.arg(public_envoy(scratch)).arg("-c").arg(&path).args([
                 "--disable-hot-restart",
@@ -334,24 +390,25 @@ fn sidecar(
             ]);
         }
     }
-    let mut proc = Proc::spawn("sidecar", cmd, dir.join("sidecar.log"));
+    procs.push(Proc::spawn("sidecar", cmd, dir.join("sidecar.log")));
     wait_until(WAIT, &format!("{app}'s sidecar to be ready"), || {
-        assert!(proc.alive(), "{app}'s sidecar exited:\n{}", proc.log());
+        for p in &mut procs {
+            assert!(p.alive(), "{app}'s sidecar exited:\n{}", p.log());
+        }
         pod.ns
             .curl(&["http://127.0.0.1:15000/ready"])
             .is_some_and(|(s, _)| s == 200)
     });
-    proc
+    procs
 }
 
-/// A host-side process printing a ready line with its addresses.
-fn start(dir: &Path, name: &'static str, args: &[&str], ready: &str) -> (Proc, Vec<SocketAddr>) {
+/// A host-side process printing a ready line with its addresses: it and the line.
+fn start(dir: &Path, name: &'static str, args: &[&str], ready: &str) -> (Proc, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
     cmd.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
     let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")));
     let line = proc.wait_for_line(ready, Duration::from_secs(120));
-    let addrs = addrs_in(&line);
-    (proc, addrs)
+    (proc, line)
 }
 
 /// `GET http://addr/path` from the host: the body.
@@ -377,7 +434,7 @@ fn run(plane_a: Plane, plane_b: Plane) {
     std::fs::write(hub_config.join("policy.yaml"), POLICY).expect("policy");
     let any = format!("{host}:0");
     let cache = common::target_dir().join("sextant-test-component-cache");
-    let (hub, hub_addrs) = start(
+    let (hub, hub_line) = start(
         &dir,
         "hub",
         &[
@@ -395,14 +452,20 @@ fn run(plane_a: Plane, plane_b: Plane) {
         ],
         "hub: gRPC on ",
     );
-    let [hub_grpc, hub_admin, hub_metrics] = hub_addrs[..] else {
+    let [hub_grpc, hub_admin, hub_metrics] = addrs_in(&hub_line)[..] else {
         panic!("the hub's ready line names three addresses")
     };
     let pilot_config = dir.join("pilot");
-    std::fs::create_dir_all(&pilot_config).expect("pilot config");
+    let tokens = pilot_config.join("tokens");
+    std::fs::create_dir_all(tokens.join("default")).expect("pilot config");
     std::fs::write(pilot_config.join("mesh.yaml"), mesh(&b.ip, hub_grpc)).expect("mesh");
+    for app in ["productpage", "reviews"] {
+        let token = format!("{app}-token-{}", std::process::id());
+        std::fs::write(tokens.join(format!("default/bookinfo-{app}")), token).expect("token");
+    }
+    let ca = dir.join("ca");
     let hub_service = format!("{HUB_HOST}:{HUB_PORT}");
-    let (pilot, pilot_addrs) = start(
+    let (pilot, pilot_line) = start(
         &dir,
         "pilot",
         &[
@@ -415,13 +478,22 @@ fn run(plane_a: Plane, plane_b: Plane) {
             &any,
             "--hub-service",
             &hub_service,
+            "--ca-dir",
+            &ca.to_string_lossy(),
+            "--secure-xds-addr",
+            &any,
         ],
         "pilot: xDS on ",
     );
-    let xds = pilot_addrs[0];
+    let pilot_addrs = Pilot {
+        secure: common::https_addr_in(&pilot_line)
+            .unwrap_or_else(|| panic!("no secure address in {pilot_line}")),
+        root: ca.join("root-cert.pem"),
+        tokens,
+    };
 
-    let sidecar_a = sidecar(plane_a, &a, &dir, &sextant, "productpage", xds);
-    let sidecar_b = sidecar(plane_b, &b, &dir, &sextant, "reviews", xds);
+    let sidecar_a = sidecar(plane_a, &a, &dir, &sextant, "productpage", &pilot_addrs);
+    let sidecar_b = sidecar(plane_b, &b, &dir, &sextant, "reviews", &pilot_addrs);
 
     // The unmodified application in A reaches B's, over mesh mTLS, checked by the hub.
     wait_until(WAIT, "A's call to reach B's application", || {

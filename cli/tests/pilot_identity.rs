@@ -101,15 +101,8 @@ fn start_pilot(dir: &Path, config: &Path, port: u16, ingress: u16, app: SocketAd
     let [_, monitoring] = addrs_in(&line)[..] else {
         panic!("pilot's ready line still names two plain addresses: {line}");
     };
-    let secure = line
-        .split_whitespace()
-        .find_map(|w| {
-            w.strip_prefix("https://")?
-                .trim_end_matches(',')
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no secure address in {line}"));
+    let secure =
+        common::https_addr_in(&line).unwrap_or_else(|| panic!("no secure address in {line}"));
     wait_until(WAIT, "pilot to be ready", || {
         assert!(proc.alive(), "pilot exited:\n{}", proc.log());
         get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
@@ -456,63 +449,6 @@ fn sextant_proxies_keep_their_keys_and_impostors_are_refused() {
     drop((impostor, stranger, web, front, pilot, port, ingress));
 }
 
-/// An Envoy bootstrap for `front` keeping its own key: ADS over TLS to pilot's secure port (the mesh root
-/// as the only trust anchor, istiod's name checked), secrets from the agent's socket (`sds-grpc`).
-fn envoy_bootstrap(secure: SocketAddr, root: &Path, sds_socket: &Path) -> String {
-    format!(
-        r#"
-node:
-  id: "{FRONT_ID}"
-  cluster: front.shop
-  metadata: {{INTERCEPTION_MODE: NONE, NAMESPACE: shop, SERVICE_ACCOUNT: front, LABELS: {{app: front}}, SEXTANT_LOCAL_CERT: "true"}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: istiod.istio-system.svc
-        common_tls_context:
-          alpn_protocols: [h2]
-          validation_context:
-            trusted_ca: {{filename: "{root}"}}
-            match_typed_subject_alt_names: [{{san_type: DNS, matcher: {{exact: istiod.istio-system.svc}}}}]
-  - name: sds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: sds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{socket}"}}}}}}}}]}}]
-"#,
-        ip = secure.ip(),
-        port = secure.port(),
-        root = root.display(),
-        socket = sds_socket.display(),
-    )
-}
-
 #[test]
 fn envoy_beside_the_agent_keeps_its_key_and_reaches_web_over_mtls() {
     let (dir, config) = scratch_config("pilot-identity-envoy");
@@ -548,7 +484,11 @@ fn envoy_beside_the_agent_keeps_its_key_and_reaches_web_over_mtls() {
     let mut agent = Proc::spawn("sextant agent", cmd, front_dir.join("agent.log"));
     agent.wait_for_line("agent: SDS on unix:", WAIT);
     agent.wait_for_line("workload certificate installed", WAIT);
-    let envoy = Envoy::start(&front_dir, &envoy_bootstrap(pilot.secure, &root, &socket));
+    let node = format!(
+        "{{id: \"{FRONT_ID}\", cluster: front.shop, metadata: {{INTERCEPTION_MODE: NONE, NAMESPACE: shop, SERVICE_ACCOUNT: front, LABELS: {{app: front}}, SEXTANT_LOCAL_CERT: \"true\"}}}}"
+    );
+    let bootstrap = common::agent_bootstrap(pilot.secure, 0, &node, &root, &socket);
+    let envoy = Envoy::start(&front_dir, &bootstrap);
 
     let via_front = SocketAddr::from(([127, 0, 0, 1], port.port()));
     wait_until(WAIT, "Envoy to reach web over mTLS", || {

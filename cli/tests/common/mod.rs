@@ -1080,6 +1080,78 @@ static_resources:
     )
 }
 
+/// An Envoy bootstrap for a sidecar keeping its own key, as Istio's pilot-agent writes it: ADS over TLS to
+/// pilot's secure port `secure` (the mesh root at `root` the only trust anchor, istiod's name checked),
+/// secrets from the agent's Unix socket `sds_socket` (cluster `sds-grpc`), the admin on port `admin`. `node`
+/// is the YAML flow mapping of the node; its metadata should carry `SEXTANT_LOCAL_CERT: "true"`.
+pub fn agent_bootstrap(
+    secure: SocketAddr,
+    admin: u16,
+    node: &str,
+    root: &Path,
+    sds_socket: &Path,
+) -> String {
+    format!(
+        r#"
+node: {node}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: istiod.istio-system.svc
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context:
+            trusted_ca: {{filename: "{root}"}}
+            match_typed_subject_alt_names: [{{san_type: DNS, matcher: {{exact: istiod.istio-system.svc}}}}]
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{socket}"}}}}}}}}]}}]
+"#,
+        ip = secure.ip(),
+        port = secure.port(),
+        root = root.display(),
+        socket = sds_socket.display(),
+    )
+}
+
+/// The secure (TLS) address in `sextant pilot`'s ready line: the one written `https://ADDR`.
+pub fn https_addr_in(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace().find_map(|w| {
+        w.strip_prefix("https://")?
+            .trim_end_matches(',')
+            .parse()
+            .ok()
+    })
+}
+
 /// The node of a productpage sidecar without interception (its listeners bind 127.0.0.1:PORT).
 pub const PRODUCTPAGE_NODE: &str = "{id: \"sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local\", cluster: productpage.default, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: default, LABELS: {app: productpage, version: v1}}}";
 
