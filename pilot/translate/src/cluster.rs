@@ -42,6 +42,22 @@ pub struct Clusters {
     pub clusters: Vec<Cluster>,
     /// One assignment per EDS cluster.
     pub assignments: Vec<ClusterLoadAssignment>,
+    /// The clusters speaking mesh mTLS (`ISTIO_MUTUAL`), with the HTTP version they speak upstream (for
+    /// the ALPN an HTTP request announces, [`crate::alpn`]).
+    pub istio_mutual: std::collections::BTreeMap<String, crate::alpn::Upstream>,
+}
+
+/// Whether `policy` makes a cluster of `protocol` speak mesh mTLS, and then the HTTP version it speaks.
+fn mesh_upstream(
+    policy: &Effective,
+    protocol: Protocol,
+    grpc: bool,
+) -> Option<crate::alpn::Upstream> {
+    let mesh = !grpc && (policy.tls.as_ref()).is_some_and(|t| t.mode == TlsMode::IstioMutual);
+    mesh.then_some(match protocol {
+        Protocol::Http2 | Protocol::Grpc => crate::alpn::Upstream::Http2,
+        _ => crate::alpn::Upstream::Http11,
+    })
 }
 
 /// The clusters `proxy` needs for every service of its scope.
@@ -75,6 +91,9 @@ pub fn clusters(
                 if eds {
                     let m = members(service, port.number, &labels);
                     out.assignments.push(assignment(&name, &m));
+                }
+                if let Some(upstream) = mesh_upstream(&policy, port.protocol, grpc) {
+                    out.istio_mutual.insert(name, upstream);
                 }
                 out.clusters.push(c);
             }
@@ -126,6 +145,10 @@ pub fn add_hub(
         secrets: crate::tls::SecretSource::of(proxy),
     };
     let (c, eds) = service_cluster(&hub.cluster, &shape, &policy);
+    out.istio_mutual.remove(&hub.cluster);
+    if let Some(upstream) = mesh_upstream(&policy, Protocol::Grpc, false) {
+        out.istio_mutual.insert(hub.cluster.clone(), upstream);
+    }
     out.clusters.retain(|c| c.name != hub.cluster);
     out.assignments.retain(|a| a.cluster_name != hub.cluster);
     if eds {

@@ -23,7 +23,10 @@
 //!   (`exportTo`, [`pilot_config::export`]), and of those only what its `Sidecar` imports ([`scope`]);
 //!   the Sidecar's ingress ports become `inbound|PORT||` clusters and inbound chains ([`inbound`]);
 //! - a port of undeclared protocol (or shared by HTTP and TCP services) is sniffed: the HTTP inspector
-//!   chooses between the HTTP chain and the TCP one ([`listener`]);
+//!   chooses between the HTTP chain and the TCP one ([`listener`]); so is a port of undeclared protocol of
+//!   the workload's own, inbound, where mesh mTLS whose client announced HTTP in its ALPN goes to the HTTP
+//!   chain too ([`inbound`]); HTTP requests to mesh-mTLS clusters announce it, as Istio's sidecars do
+//!   ([`alpn`]);
 //! - routers (ingress gateways) get only the listeners and routes of the Gateways selecting them
 //!   ([`gateway`]; with `AUTO_PASSTHROUGH` servers, the SNI-DNAT clusters `outbound_.PORT_.SUBSET_.HOST`); a DestinationRule's `tls` becomes the clusters' TLS transport socket ([`tls`]);
 //! - mesh mTLS ([`MeshTls`]): sidecars and gateways get their workload certificate and the trust root as SDS
@@ -39,6 +42,7 @@
 //! (they take no certificate files; their clusters stay plain text).
 
 pub mod action;
+pub mod alpn;
 pub mod authz;
 pub mod cluster;
 pub mod endpoint;
@@ -194,6 +198,9 @@ pub fn translate_with(
         listener::listeners(mesh, services, &scope, &inbound, &security, proxy, mtls);
     if let Some(hub) = &hub {
         hub::place(&mut listeners, hub, services, proxy, mtls.trust_domain);
+    }
+    if proxy.kind != ProxyKind::ProxylessGrpc {
+        alpn::place(&mut listeners, &clusters.istio_mutual);
     }
     for l in &listeners.listeners {
         b.listener(l);

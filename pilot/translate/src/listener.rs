@@ -18,7 +18,8 @@ use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, RouteTarget, Service}
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
-    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    ListenerFilterChainMatchPredicate, listener_filter,
 };
 use sextant_proto::envoy::config::route::v3::RouteConfiguration;
 use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
@@ -45,6 +46,9 @@ pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
 /// The name Envoy knows the HTTP inspector (which tells HTTP from other bytes) by.
 pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+/// The application protocols the HTTP inspector reports for plain-text HTTP, which sniffed HTTP chains
+/// match.
+pub const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 /// The name Envoy knows the TCP proxy by.
 pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
@@ -169,6 +173,13 @@ pub fn listeners(
         }
         // The workload's own ports, by destination port: more specific than any other chain.
         (virtual_inbound.filter_chains).splice(0..0, inbound.captured.iter().cloned());
+        if !inbound.sniffed.is_empty() {
+            // The HTTP inspector for the sniffed ports only: others are read as before. Server-first
+            // protocols on them send nothing to read: they go on as TCP once the filters' timeout passes.
+            (virtual_inbound.listener_filters)
+                .push(http_inspector(Some(other_ports(&inbound.sniffed))));
+            virtual_inbound.continue_on_listener_filters_timeout = true;
+        }
         crate::authz::secure_capture(&mut virtual_inbound, security);
         out.listeners.push(virtual_inbound);
     }
@@ -227,20 +238,14 @@ impl Placement {
 /// protocol must be declared (`tcp-…` port name or `protocol`).
 fn sniff(l: &mut Listener, stat_prefix: &str, port: u16) {
     l.default_filter_chain = l.filter_chains.pop();
-    l.listener_filters.push(ListenerFilter {
-        name: HTTP_INSPECTOR.into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
-            &HttpInspector::default(),
-        ))),
-        ..Default::default()
-    });
+    l.listener_filters.push(http_inspector(None));
     l.listener_filters_timeout = Some(Default::default());
     l.continue_on_listener_filters_timeout = true;
     l.filter_chains.push(FilterChain {
         name: format!("{stat_prefix}-http"),
         filter_chain_match: Some(FilterChainMatch {
             transport_protocol: "raw_buffer".into(),
-            application_protocols: ["http/1.0", "http/1.1", "h2c"].map(String::from).to_vec(),
+            application_protocols: SNIFFED_HTTP.map(String::from).to_vec(),
             ..Default::default()
         }),
         filters: vec![build::network_filter(
@@ -249,6 +254,47 @@ fn sniff(l: &mut Listener, stat_prefix: &str, port: u16) {
         )],
         ..Default::default()
     });
+}
+
+/// The HTTP inspector, left out for the connections `disabled` matches (Envoy's `filter_disabled`).
+pub(crate) fn http_inspector(
+    disabled: Option<ListenerFilterChainMatchPredicate>,
+) -> ListenerFilter {
+    ListenerFilter {
+        name: HTTP_INSPECTOR.into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
+            &HttpInspector::default(),
+        ))),
+        filter_disabled: disabled,
+    }
+}
+
+/// A predicate matching connections to any port but `ports` (by destination port: a redirected
+/// connection's original one).
+fn other_ports(ports: &std::collections::BTreeSet<u16>) -> ListenerFilterChainMatchPredicate {
+    use sextant_proto::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
+        MatchSet, Rule,
+    };
+    let mut rules: Vec<ListenerFilterChainMatchPredicate> = (ports.iter())
+        .map(|p| ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(
+                sextant_proto::envoy::r#type::v3::Int32Range {
+                    start: i32::from(*p),
+                    end: i32::from(*p) + 1,
+                },
+            )),
+        })
+        .collect();
+    let any_of = if rules.len() == 1 {
+        rules.pop().unwrap_or_default()
+    } else {
+        ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet { rules })),
+        }
+    };
+    ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::NotMatch(Box::new(any_of))),
+    }
 }
 
 /// A connection manager routing with `PORT` over RDS: fault, CORS (not for gRPC clients), router.

@@ -44,6 +44,12 @@ pub const MESH_ALPN: [&str; 5] = [
     "istio-h2",
 ];
 
+/// The ALPN values of mesh mTLS carrying HTTP: what clients offer first for HTTP requests
+/// ([`crate::alpn`]), and what a sniffed port's HTTP chain matches.
+pub const MESH_HTTP_ALPN: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+/// The ALPN values of mesh mTLS carrying anything else (TCP): what mesh clusters offer by default.
+pub const MESH_TCP_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
+
 /// The cluster a stock Envoy keeping its own key reads its secrets from: its bootstrap's static cluster on
 /// the agent's Unix socket (Istio's name; `sextant agent` serves it).
 pub const AGENT_SDS_CLUSTER: &str = "sds-grpc";
@@ -133,7 +139,7 @@ pub fn istio_mutual(identities: &[String], sni: String, source: SecretSource) ->
     let context = UpstreamTlsContext {
         common_tls_context: Some(mesh_context(
             identities,
-            MESH_ALPN[..2].iter().map(|a| a.to_string()).collect(),
+            MESH_TCP_ALPN.iter().map(|a| a.to_string()).collect(),
             source,
         )),
         sni,

@@ -111,8 +111,13 @@ async fn tcp(address: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<
 }
 
 /// Connects to `address` within the cluster's connect timeout (TCP and, when the cluster originates TLS,
-/// the handshake), counting attempts, failures and handshakes in the cluster's stats.
-pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, Error> {
+/// the handshake, offering `alpn` instead of the cluster's ALPN list when given), counting attempts,
+/// failures and handshakes in the cluster's stats.
+pub(crate) async fn connect(
+    address: SocketAddr,
+    alpn: Option<&crate::pool::Alpn>,
+    shared: &Shared,
+) -> Result<Io, Error> {
     shared.stats.cx_total.inc();
     let tls = if shared.originates_tls {
         let config = shared
@@ -121,7 +126,14 @@ pub(crate) async fn connect(address: SocketAddr, shared: &Shared) -> Result<Io, 
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match config {
-            Some(c) => Some(c),
+            Some(c) => Some(match alpn {
+                Some(alpn) => {
+                    let mut c = (*c).clone();
+                    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+                    Arc::new(c)
+                }
+                None => c,
+            }),
             None => {
                 shared.stats.cx_connect_fail.inc();
                 return Err(Error::ConnectFailure(format!(

@@ -31,7 +31,7 @@ pub use connect::{Io, set_upstream_mark};
 pub use hash::hash_bytes;
 pub use host::{Host, HostSet};
 pub use outlier::Outcome;
-pub use pool::ResponseBody;
+pub use pool::{Alpn, ResponseBody};
 
 /// The most original-destination hosts a cluster keeps (their pools included).
 const MAX_ORIGINAL_DST_HOSTS: usize = 4096;
@@ -422,6 +422,18 @@ impl Cluster {
         host: &Arc<Host>,
         request: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, Error> {
+        self.send_offering(host, request, None).await
+    }
+
+    /// [`Cluster::send`], over a connection whose TLS handshake offered `alpn` instead of the cluster's ALPN
+    /// list when given (the filter state's `envoy.network.application_protocols`); connections offering
+    /// one list are pooled apart from the others. Plain-text clusters ignore it.
+    pub async fn send_offering(
+        &self,
+        host: &Arc<Host>,
+        request: http::Request<Body>,
+        alpn: Option<&Alpn>,
+    ) -> Result<http::Response<ResponseBody>, Error> {
         let shared = &self.shared;
         if !acquire(&shared.requests, shared.limits.max_requests) {
             shared.stats.rq_pending_overflow.inc();
@@ -434,7 +446,7 @@ impl Cluster {
             shared: shared.clone(),
             host: host.clone(),
         };
-        pool::send(host, shared, request, in_flight).await
+        pool::send(host, shared, request, in_flight, alpn).await
     }
 
     /// A permit for one retry, or `None` (counted) when the retry limit is reached.
@@ -456,7 +468,7 @@ impl Cluster {
             return Err(Error::Overflow("max_connections"));
         }
         let guard = ConnectionGuard(self.shared.clone());
-        let stream = connect::connect(host.address, &self.shared).await?;
+        let stream = connect::connect(host.address, None, &self.shared).await?;
         self.shared.stats.cx_active.inc();
         Ok((stream, guard))
     }

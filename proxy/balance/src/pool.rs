@@ -1,6 +1,11 @@
 //! Upstream connections of one host: HTTP/1.1 connections kept idle between requests, or one multiplexed
 //! HTTP/2 connection; each counted against the cluster's connection limit, with requests waiting (pending)
 //! for a connection up to the cluster's pending limit.
+//!
+//! A request whose route overrides the ALPN list of a TLS cluster (`envoy.network.application_protocols`)
+//! goes over connections of a pool of its own for that list, as Envoy keys its pools by the transport socket
+//! options a request shares with its upstream: a connection whose handshake offered one list never carries a
+//! request of another (the server chose its filter chain by it).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,12 +31,38 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// The most idle HTTP/1.1 connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 256;
 
+/// The most ALPN lists a host keeps pools for; a request with yet another list gets a connection of its own,
+/// closed after it (pilot sends two lists at most).
+const MAX_ALPN_POOLS: usize = 8;
+
 /// The connections of one host.
 #[derive(Debug)]
 pub(crate) struct Pool {
     protocol: Protocol,
     idle: Mutex<Vec<Http1Conn>>,
     http2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+    /// The ALPN list its connections offer instead of the cluster's, for the pools of overrides.
+    alpn: Option<Alpn>,
+    /// The host's pools for requests overriding the cluster's ALPN list, one per list.
+    by_alpn: Mutex<Vec<Arc<Pool>>>,
+}
+
+/// The pool a request's connections come from and go back to.
+#[derive(Debug, Clone)]
+enum PoolRef {
+    /// The host's own: the cluster's ALPN.
+    Host(Arc<Host>),
+    /// The host's pool for an ALPN list, or one for a single request.
+    Alpn(Arc<Pool>),
+}
+
+impl PoolRef {
+    fn get(&self) -> &Pool {
+        match self {
+            PoolRef::Host(h) => &h.pool,
+            PoolRef::Alpn(p) => p,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -50,30 +81,60 @@ enum Checked {
 
 impl Pool {
     pub(crate) fn new(protocol: Protocol) -> Pool {
+        Pool::offering(protocol, None)
+    }
+
+    fn offering(protocol: Protocol, alpn: Option<Alpn>) -> Pool {
         Pool {
             protocol,
             idle: Mutex::new(Vec::new()),
             http2: tokio::sync::Mutex::new(None),
+            alpn,
+            by_alpn: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The pool of connections offering `alpn` (made on first use; past [`MAX_ALPN_POOLS`] lists, a pool
+    /// for this one request).
+    fn for_alpn(&self, alpn: &Alpn) -> Arc<Pool> {
+        let mut pools = self.by_alpn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = pools.iter().find(|p| p.alpn.as_ref() == Some(alpn)) {
+            return p.clone();
+        }
+        let pool = Arc::new(Pool::offering(self.protocol, Some(alpn.clone())));
+        if pools.len() < MAX_ALPN_POOLS {
+            pools.push(pool.clone());
+        }
+        pool
     }
 }
 
-/// Sends `request` to `host`, over a pooled connection or a new one.
+/// An ALPN list replacing the cluster's on a TLS handshake.
+pub type Alpn = proxy_config::filter_state::Alpn;
+
+/// Sends `request` to `host`, over a pooled connection or a new one; with `alpn` (on a cluster originating
+/// TLS), over one whose handshake offered that list.
 pub(crate) async fn send(
     host: &Arc<Host>,
     shared: &Arc<Shared>,
     mut request: http::Request<Body>,
     in_flight: InFlight,
+    alpn: Option<&Alpn>,
 ) -> Result<http::Response<ResponseBody>, Error> {
     let mut in_flight = Some(in_flight);
+    // Plain text has no ALPN: the override changes nothing there, as in Envoy.
+    let pool = match alpn.filter(|_| shared.originates_tls) {
+        Some(alpn) => PoolRef::Alpn(host.pool.for_alpn(alpn)),
+        None => PoolRef::Host(host.clone()),
+    };
     // A pooled HTTP/1.1 connection the server closed while idle gives the request back unsent: try another.
     for _ in 0..3 {
-        let checked = checkout(host, shared).await?;
+        let checked = checkout(host.address, &pool, shared).await?;
         match checked {
             Checked::Http1(mut conn) => match conn.sender.try_send_request(request).await {
                 Ok(response) => {
                     conn.requests += 1;
-                    return Ok(wrap(response, host, shared, Some(conn), in_flight.take()));
+                    return Ok(wrap(response, &pool, shared, Some(conn), in_flight.take()));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if conn.requests > 0 => request = unsent,
@@ -81,7 +142,7 @@ pub(crate) async fn send(
                 },
             },
             Checked::Http2(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok(wrap(response, host, shared, None, in_flight.take())),
+                Ok(response) => return Ok(wrap(response, &pool, shared, None, in_flight.take())),
                 Err(mut e) => {
                     let refused = is_refused(e.error());
                     match e.take_message() {
@@ -112,22 +173,33 @@ fn is_refused(e: &hyper::Error) -> bool {
     false
 }
 
-async fn checkout(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Checked, Error> {
-    match host.pool.protocol {
-        Protocol::Http2 => checkout_http2(host, shared).await.map(Checked::Http2),
-        Protocol::Http1 => checkout_http1(host, shared).await.map(Checked::Http1),
+async fn checkout(
+    address: SocketAddr,
+    pool: &PoolRef,
+    shared: &Arc<Shared>,
+) -> Result<Checked, Error> {
+    match pool.get().protocol {
+        Protocol::Http2 => checkout_http2(address, pool.get(), shared)
+            .await
+            .map(Checked::Http2),
+        Protocol::Http1 => checkout_http1(address, pool.get(), shared)
+            .await
+            .map(Checked::Http1),
     }
 }
 
-async fn checkout_http1(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Http1Conn, Error> {
+async fn checkout_http1(
+    address: SocketAddr,
+    pool: &Pool,
+    shared: &Arc<Shared>,
+) -> Result<Http1Conn, Error> {
     let mut waited = false;
     loop {
         let released = shared.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
         loop {
-            let conn = host
-                .pool
+            let conn = pool
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -149,7 +221,7 @@ async fn checkout_http1(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Http1C
             }
         }
         if shared.try_acquire_connection() {
-            let (sender, opened) = connect(host.address, shared, |io| async move {
+            let (sender, opened) = connect(address, pool.alpn.as_ref(), shared, |io| async move {
                 let (sender, conn) = http1::handshake(io).await?;
                 Ok((sender, conn))
             })
@@ -172,10 +244,11 @@ async fn checkout_http1(host: &Arc<Host>, shared: &Arc<Shared>) -> Result<Http1C
 }
 
 async fn checkout_http2(
-    host: &Arc<Host>,
+    address: SocketAddr,
+    pool: &Pool,
     shared: &Arc<Shared>,
 ) -> Result<http2::SendRequest<Body>, Error> {
-    let mut slot = host.pool.http2.lock().await;
+    let mut slot = pool.http2.lock().await;
     if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
         return Ok(sender.clone());
     }
@@ -184,7 +257,7 @@ async fn checkout_http2(
         shared.stats.cx_overflow.inc();
         return Err(Error::Overflow("max_connections"));
     }
-    let (sender, _) = connect(host.address, shared, |io| async move {
+    let (sender, _) = connect(address, pool.alpn.as_ref(), shared, |io| async move {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         // Fixed, large windows: h2 refuses a peer sending many small DATA frames past half the connection
         // window unread ("too_many_data_frames"), and gRPC streams of small messages are exactly that.
@@ -204,6 +277,7 @@ async fn checkout_http2(
 /// connection slot; it is released when the connection ends or fails to open.
 async fn connect<S, F, D>(
     address: SocketAddr,
+    alpn: Option<&Alpn>,
     shared: &Arc<Shared>,
     handshake: impl FnOnce(TokioIo<crate::Io>) -> F,
 ) -> Result<(S, Instant), Error>
@@ -212,7 +286,7 @@ where
     D: Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     let slot = ConnectionSlot(shared.clone());
-    let stream = crate::connect::connect(address, shared).await?;
+    let stream = crate::connect::connect(address, alpn, shared).await?;
     let (sender, driver) = handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::Reset(e.to_string()))?;
@@ -239,13 +313,13 @@ impl Drop for ConnectionSlot {
 
 fn wrap(
     response: http::Response<Incoming>,
-    host: &Arc<Host>,
+    pool: &PoolRef,
     shared: &Arc<Shared>,
     conn: Option<Http1Conn>,
     in_flight: Option<InFlight>,
 ) -> http::Response<ResponseBody> {
     let guard = Returning {
-        host: host.clone(),
+        pool: pool.clone(),
         shared: shared.clone(),
         conn,
         _in_flight: in_flight,
@@ -265,7 +339,7 @@ pub struct ResponseBody {
 
 #[derive(Debug)]
 struct Returning {
-    host: Arc<Host>,
+    pool: PoolRef,
     shared: Arc<Shared>,
     conn: Option<Http1Conn>,
     _in_flight: Option<InFlight>,
@@ -282,8 +356,8 @@ impl Drop for Returning {
             if !conn.sender.is_closed() && !spent {
                 conn.last_used = Instant::now();
                 let mut idle = self
-                    .host
                     .pool
+                    .get()
                     .idle
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);

@@ -61,7 +61,21 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         "envoy.config.listener.v3.ListenerFilter",
-        &["name", "typed_config"],
+        &["name", "typed_config", "filter_disabled"],
+    ),
+    (
+        "envoy.config.listener.v3.ListenerFilterChainMatchPredicate",
+        &[
+            "or_match",
+            "and_match",
+            "not_match",
+            "any_match",
+            "destination_port_range",
+        ],
+    ),
+    (
+        "envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet",
+        &["rules"],
     ),
     (
         "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
@@ -583,6 +597,9 @@ fn check_any(type_url: &str, value: &[u8], path: &mut String) -> Result<(), Unsu
     };
     let pool = sextant_proto::json::envoy_descriptors().map_err(|e| fail(path, e.to_string()))?;
     let name = type_url.rsplit('/').next().unwrap_or(type_url);
+    if name == SET_FILTER_STATE_CONFIG {
+        return check_set_filter_state(value, path);
+    }
     let Some(descriptor) = pool.get_message_by_name(name) else {
         return Err(fail(path, format!("type {type_url} is not supported")));
     };
@@ -672,4 +689,77 @@ fn check_value(value: &Value, path: &mut String) -> Result<(), Unsupported> {
         }
         _ => Ok(()),
     }
+}
+
+/// The set-filter-state filter's configuration, whose descriptors the embedded set (sextant-proto's
+/// `ENVOY_PROTOS`) does not hold: checked against its prost type instead, with the same rule — only the
+/// fields `filter_state.rs` implements (`on_request_headers[].object_key`, `factory_key`,
+/// `shared_with_upstream`, `format_string.text_format_source`) may be set.
+const SET_FILTER_STATE_CONFIG: &str = "envoy.extensions.filters.http.set_filter_state.v3.Config";
+
+fn check_set_filter_state(value: &[u8], path: &mut String) -> Result<(), Unsupported> {
+    use prost::Message;
+    use sextant_proto::envoy::extensions::filters::http::set_filter_state::v3::Config;
+    let fail = |at: &str, reason: String| Unsupported {
+        path: if path.is_empty() {
+            at.to_string()
+        } else {
+            format!("{path}.{at}")
+        },
+        reason,
+    };
+    let config = Config::decode(value).map_err(|e| {
+        fail(
+            "",
+            format!("{SET_FILTER_STATE_CONFIG} does not decode: {e}"),
+        )
+    })?;
+    // Protobuf encoders write known fields in field order; bytes prost does not write back were fields
+    // Envoy's API does not define.
+    if config.encode_to_vec() != value {
+        return Err(fail(
+            "",
+            format!("{SET_FILTER_STATE_CONFIG} has fields Envoy's v3 API does not define"),
+        ));
+    }
+    let not_implemented = |at: String, field: &str| {
+        Err(fail(
+            &at,
+            format!("field {field} is not implemented by sextant proxy"),
+        ))
+    };
+    if config.clear_route_cache {
+        return not_implemented("clear_route_cache".into(), "Config.clear_route_cache");
+    }
+    for (i, v) in config.on_request_headers.iter().enumerate() {
+        let at = |f: &str| format!("on_request_headers[{i}].{f}");
+        #[expect(
+            deprecated,
+            reason = "refused: Envoy deprecated it and the proxy does not implement it"
+        )]
+        let read_only = v.read_only;
+        if read_only {
+            return not_implemented(at("read_only"), "FilterStateValue.read_only");
+        }
+        if v.skip_if_empty {
+            return not_implemented(at("skip_if_empty"), "FilterStateValue.skip_if_empty");
+        }
+        use sextant_proto::envoy::extensions::filters::common::set_filter_state::v3::filter_state_value;
+        let Some(filter_state_value::Value::FormatString(f)) = &v.value else {
+            continue;
+        };
+        let set = [
+            ("omit_empty_values", f.omit_empty_values),
+            ("content_type", !f.content_type.is_empty()),
+            ("formatters", !f.formatters.is_empty()),
+            ("json_format_options", f.json_format_options.is_some()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
+            return not_implemented(
+                at(&format!("format_string.{field}")),
+                &format!("SubstitutionFormatString.{field}"),
+            );
+        }
+    }
+    Ok(())
 }

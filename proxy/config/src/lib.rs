@@ -11,6 +11,7 @@ mod allow;
 pub mod cluster;
 pub mod endpoint;
 mod error;
+pub mod filter_state;
 pub mod listener;
 pub mod matcher;
 pub mod mixer;

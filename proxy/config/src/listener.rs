@@ -56,6 +56,11 @@ pub struct Listener {
     /// On a connection that is not TLS, peek at its first bytes for an HTTP/1 request line or HTTP/2's
     /// preface, whose protocol (`http/1.0`, `http/1.1`, `h2c`) chains then match as an application protocol.
     pub http_inspector: bool,
+    /// The connections the TLS inspector is left out for (`filter_disabled`).
+    pub tls_inspector_disabled: Option<Predicate>,
+    /// The connections the HTTP inspector is left out for (`filter_disabled`): pilot runs it on
+    /// `virtualInbound` only for the workload's ports of undeclared protocol.
+    pub http_inspector_disabled: Option<Predicate>,
     /// How long listener filters may take together (`None`: no limit, Envoy's 0); what happens after depends
     /// on `continue_on_timeout`.
     pub listener_filters_timeout: Option<Duration>,
@@ -67,6 +72,75 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// The chain for connections no other chain matches.
     pub default_chain: Option<FilterChain>,
+}
+
+/// Which connections a listener filter is left out for (Envoy's `ListenerFilterChainMatchPredicate`), by the
+/// connection's destination port (a redirected connection's original one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Predicate {
+    /// Every connection.
+    Any,
+    /// A destination port in `start..end`.
+    DestinationPorts {
+        /// The first port of the range.
+        start: i32,
+        /// The port after the last.
+        end: i32,
+    },
+    /// Any of these.
+    Or(Vec<Predicate>),
+    /// All of these.
+    And(Vec<Predicate>),
+    /// Not this.
+    Not(Box<Predicate>),
+}
+
+impl Predicate {
+    /// Whether a connection to `destination_port` matches.
+    pub fn matches(&self, destination_port: u16) -> bool {
+        match self {
+            Predicate::Any => true,
+            Predicate::DestinationPorts { start, end } => {
+                (*start..*end).contains(&i32::from(destination_port))
+            }
+            Predicate::Or(all) => all.iter().any(|p| p.matches(destination_port)),
+            Predicate::And(all) => all.iter().all(|p| p.matches(destination_port)),
+            Predicate::Not(p) => !p.matches(destination_port),
+        }
+    }
+}
+
+fn predicate(p: &pb::ListenerFilterChainMatchPredicate) -> Partial<Predicate> {
+    use pb::listener_filter_chain_match_predicate::Rule;
+    let set = |field: &str, rules: &[pb::ListenerFilterChainMatchPredicate]| {
+        if rules.len() < 2 {
+            // Envoy's rule (`repeated.min_items = 2`).
+            return at(
+                format!("{field}.rules"),
+                "a match set needs at least two rules",
+            );
+        }
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| within(&format!("{field}.rules[{i}]"), predicate(r)))
+            .collect::<Partial<Vec<_>>>()
+    };
+    Ok(match &p.rule {
+        Some(Rule::AnyMatch(true)) => Predicate::Any,
+        Some(Rule::DestinationPortRange(r)) => Predicate::DestinationPorts {
+            start: r.start,
+            end: r.end,
+        },
+        Some(Rule::OrMatch(m)) => Predicate::Or(set("or_match", &m.rules)?),
+        Some(Rule::AndMatch(m)) => Predicate::And(set("and_match", &m.rules)?),
+        Some(Rule::NotMatch(inner)) => {
+            Predicate::Not(Box::new(within("not_match", predicate(inner))?))
+        }
+        Some(Rule::AnyMatch(false)) | None => {
+            return at("", "a predicate needs a rule (any_match must be true)");
+        }
+    })
 }
 
 /// A filter chain: which connections it takes and what it runs.
@@ -128,6 +202,8 @@ pub struct HttpManager {
     pub fault: bool,
     /// Whether the CORS filter runs.
     pub cors: bool,
+    /// The set-filter-state filter's own values, when it runs (routes' per-route values apply after them).
+    pub filter_state: Option<crate::filter_state::SetFilterState>,
     /// Trust the connection's address as the client's, appending it to `x-forwarded-for`.
     pub use_remote_address: bool,
     /// Strip any `:port` from the host before matching virtual hosts.
@@ -153,6 +229,8 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
     let mut original_dst = false;
     let mut tls_inspector = false;
     let mut http_inspector = false;
+    let mut tls_inspector_disabled = None;
+    let mut http_inspector_disabled = None;
     for (i, f) in l.listener_filters.iter().enumerate() {
         let Some(pb::listener_filter::ConfigType::TypedConfig(config)) = &f.config_type else {
             return at(
@@ -162,15 +240,30 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
         };
         let is = |full_name: String| config.type_url.ends_with(&format!("/{full_name}"));
         use sextant_proto::envoy::extensions::filters::listener as filters;
+        let disabled = match &f.filter_disabled {
+            Some(p) => Some(within(
+                &format!("listener_filters[{i}].filter_disabled"),
+                predicate(p),
+            )?),
+            None => None,
+        };
+        if disabled.is_some() && f.name == ORIGINAL_DST {
+            return at(
+                format!("listener_filters[{i}].filter_disabled"),
+                format!("{ORIGINAL_DST} cannot be left out for some connections"),
+            );
+        }
         match f.name.as_str() {
             ORIGINAL_DST if is(filters::original_dst::v3::OriginalDst::full_name()) => {
                 original_dst = true
             }
             TLS_INSPECTOR if is(filters::tls_inspector::v3::TlsInspector::full_name()) => {
-                tls_inspector = true
+                tls_inspector = true;
+                tls_inspector_disabled = disabled;
             }
             HTTP_INSPECTOR if is(filters::http_inspector::v3::HttpInspector::full_name()) => {
-                http_inspector = true
+                http_inspector = true;
+                http_inspector_disabled = disabled;
             }
             other => {
                 return at(
@@ -212,6 +305,8 @@ fn listener(l: &pb::Listener) -> Partial<Listener> {
         original_dst,
         tls_inspector,
         http_inspector,
+        tls_inspector_disabled,
+        http_inspector_disabled,
         listener_filters_timeout: match &l.listener_filters_timeout {
             // Envoy: 0 disables the timeout.
             Some(d) => {
@@ -385,6 +480,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
     let (mut fault, mut cors, mut router) = (false, false, false);
     let mut rbac = Vec::new();
     let mut hub = None;
+    let mut filter_state = None;
     for (i, f) in m.http_filters.iter().enumerate() {
         let path = format!("http_filters[{i}]");
         if router {
@@ -425,6 +521,16 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
                     crate::mixer::hub_filter(config),
                 )?);
             }
+            // Order does not matter before the router: what it sets is read when the request is forwarded.
+            crate::filter_state::SET_FILTER_STATE if filter_state.is_some() => {
+                return at(path, format!("{} comes once", f.name));
+            }
+            crate::filter_state::SET_FILTER_STATE => {
+                filter_state = Some(within(
+                    &format!("{path}.typed_config"),
+                    crate::filter_state::set_filter_state(config),
+                )?)
+            }
             "envoy.filters.http.fault" if is(filters::fault::v3::HttpFault::full_name()) => {
                 fault = true
             }
@@ -453,6 +559,7 @@ fn http_manager(config: &Any) -> Partial<HttpManager> {
         hub,
         fault,
         cors,
+        filter_state,
         use_remote_address: m.use_remote_address.as_ref().is_some_and(|b| b.value),
         strip_any_host_port: matches!(
             m.strip_port_mode,

@@ -144,6 +144,9 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// How a request hashes, for consistent-hash load balancing.
     pub hash: Vec<HashPolicy>,
+    /// The route's set-filter-state values (`typed_per_filter_config`), applied after the connection
+    /// manager's when it runs the filter.
+    pub filter_state: Option<Box<crate::filter_state::SetFilterState>>,
 }
 
 /// One cluster or a weighted choice.
@@ -388,7 +391,7 @@ fn virtual_host(v: &pb::VirtualHost) -> Partial<VirtualHost> {
 
 fn route(r: &pb::Route) -> Partial<Route> {
     let matcher = within("match", route_match(r.r#match.as_ref()))?;
-    let action = match &r.action {
+    let mut action = match &r.action {
         Some(pb::route::Action::Route(a)) => Action::Forward(within("route", forward(a))?),
         Some(pb::route::Action::Redirect(a)) => Action::Redirect(within("redirect", redirect(a))?),
         Some(pb::route::Action::DirectResponse(a)) => {
@@ -399,11 +402,18 @@ fn route(r: &pb::Route) -> Partial<Route> {
     };
     let mut fault = None;
     let mut cors = None;
+    let mut filter_state = None;
     for (name, config) in &r.typed_per_filter_config {
         let path = format!("typed_per_filter_config[{name:?}]");
         match name.as_str() {
             FAULT_FILTER => fault = Some(within(&path, fault_config(config))?),
             CORS_FILTER => cors = Some(within(&path, cors_policy(config))?),
+            crate::filter_state::SET_FILTER_STATE => {
+                filter_state = Some(within(
+                    &path,
+                    crate::filter_state::set_filter_state(config),
+                )?)
+            }
             other => {
                 return at(
                     path,
@@ -411,6 +421,10 @@ fn route(r: &pb::Route) -> Partial<Route> {
                 );
             }
         }
+    }
+    // What the set-filter-state filter puts in the filter state is read only when forwarding.
+    if let (Action::Forward(f), Some(values)) = (&mut action, filter_state) {
+        f.filter_state = Some(Box::new(values));
     }
     let headers = header_ops(
         &r.request_headers_to_add,
@@ -583,6 +597,7 @@ fn forward(a: &pb::RouteAction) -> Partial<Forward> {
         retry,
         mirrors,
         hash,
+        filter_state: None,
     })
 }
 

@@ -143,9 +143,78 @@ fn an_http_inspector_that_sets_anything_or_is_something_else_is_refused() {
     assert_eq!(e.path, "listener_filters[2]", "{e}");
     assert!(e.reason.contains("not implemented"), "{e}");
 
-    // A listener filter's own fields beyond its name and configuration.
+    // A predicate without a rule.
     let mut l = virtual_inbound();
     l.listener_filters[2].filter_disabled = Some(lds::ListenerFilterChainMatchPredicate::default());
     let e = listener::decode(&any(&l)).expect_err("filter_disabled");
     assert_eq!(e.path, "listener_filters[2].filter_disabled", "{e}");
+}
+
+fn ports(start: i32, end: i32) -> lds::ListenerFilterChainMatchPredicate {
+    use lds::listener_filter_chain_match_predicate::Rule;
+    lds::ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::DestinationPortRange(
+            sextant_proto::envoy::r#type::v3::Int32Range { start, end },
+        )),
+    }
+}
+
+#[test]
+fn an_inspector_left_out_by_destination_port_decodes_as_pilot_sends_it() {
+    use lds::listener_filter_chain_match_predicate::{MatchSet, Rule};
+    // Pilot's virtualInbound: the HTTP inspector for the sniffed ports 8080 and 9000-9001 only.
+    let mut l = virtual_inbound();
+    l.listener_filters[2].filter_disabled = Some(lds::ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::NotMatch(Box::new(
+            lds::ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::OrMatch(MatchSet {
+                    rules: vec![ports(8080, 8081), ports(9000, 9002)],
+                })),
+            },
+        ))),
+    });
+    let decoded = listener::decode(&any(&l)).expect("supported");
+    let disabled = decoded.http_inspector_disabled.expect("a predicate");
+    for (port, left_out) in [
+        (8080, false),
+        (9000, false),
+        (9001, false),
+        (9002, true),
+        (5432, true),
+    ] {
+        assert_eq!(disabled.matches(port), left_out, "port {port}");
+    }
+    assert_eq!(decoded.tls_inspector_disabled, None);
+
+    // and_match, any_match; a set of one rule is refused as Envoy refuses it.
+    let mut l = virtual_inbound();
+    l.listener_filters[1].filter_disabled = Some(lds::ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::AndMatch(MatchSet {
+            rules: vec![
+                lds::ListenerFilterChainMatchPredicate {
+                    rule: Some(Rule::AnyMatch(true)),
+                },
+                ports(1, 100),
+            ],
+        })),
+    });
+    let decoded = listener::decode(&any(&l)).expect("supported");
+    let tls = decoded.tls_inspector_disabled.expect("a predicate");
+    assert!(tls.matches(99) && !tls.matches(100));
+    let mut l = virtual_inbound();
+    l.listener_filters[1].filter_disabled = Some(lds::ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::OrMatch(MatchSet {
+            rules: vec![ports(1, 100)],
+        })),
+    });
+    let e = listener::decode(&any(&l)).expect_err("one rule");
+    assert_eq!(
+        e.path, "listener_filters[1].filter_disabled.or_match.rules",
+        "{e}"
+    );
+    // The original destination is always read.
+    let mut l = virtual_inbound();
+    l.listener_filters[0].filter_disabled = Some(ports(1, 2));
+    let e = listener::decode(&any(&l)).expect_err("original_dst");
+    assert_eq!(e.path, "listener_filters[0].filter_disabled", "{e}");
 }

@@ -158,7 +158,10 @@ pub(crate) async fn forward(
         }
     }
 
-    let mut response = attempts(&cluster, &outgoing, body, f, vh, ctx, hash).await;
+    // The set-filter-state filter's values, the listener's then the route's, when the manager runs it.
+    let alpn = (ctx.manager.config.filter_state.as_ref())
+        .and_then(|own| own.then(f.filter_state.as_deref()).application_protocols);
+    let mut response = attempts(&cluster, &outgoing, body, f, vh, ctx, hash, alpn.as_ref()).await;
     if ctx.manager.hub.is_some() {
         let upstream = crate::UpstreamCluster(cluster_name.to_string());
         response.extensions_mut().insert(upstream);
@@ -289,7 +292,12 @@ impl Bodies {
 }
 
 /// Sends `outgoing` with `body` until a response is final: retried as the route's policy says, each attempt
-/// within the per-try timeout and all within the route's timeout.
+/// within the per-try timeout and all within the route's timeout; over connections offering `alpn` when
+/// given.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's forwarding, each argument read by every attempt"
+)]
 async fn attempts(
     cluster: &Arc<Cluster>,
     outgoing: &Outgoing,
@@ -298,6 +306,7 @@ async fn attempts(
     vh: &VirtualHost,
     ctx: &Ctx,
     hash: Option<u64>,
+    alpn: Option<&proxy_balance::Alpn>,
 ) -> Response<ProxyBody> {
     let deadline = f.timeout.map(|t| Instant::now() + t);
     let policy = f.retry.as_ref();
@@ -333,7 +342,7 @@ async fn attempts(
             (None, d) => d,
         };
         let started = Instant::now();
-        let sent = cluster.send(&host, request);
+        let sent = cluster.send_offering(&host, request, alpn);
         let outcome = match budget {
             Some(at) => match tokio::time::timeout_at(at, sent).await {
                 Ok(r) => Outcome::Sent(r),

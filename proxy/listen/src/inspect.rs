@@ -81,18 +81,33 @@ impl FilterStats {
     }
 }
 
-/// Runs `listener`'s inspectors on `stream`: what they found, or `None` when the connection ends here (it
-/// closed or failed, the request line ran past 64 KiB, or the filters timed out without
-/// `continue_on_listener_filters_timeout`; a timeout with it goes on as plain text, as Envoy's does).
+/// Runs `listener`'s inspectors on `stream` (to `destination_port`: an inspector whose `filter_disabled`
+/// matches it is left out): what they found, or `None` when the connection ends here (it closed or failed,
+/// the request line ran past 64 KiB, or the filters timed out without `continue_on_listener_filters_timeout`;
+/// a timeout with it goes on as plain text, as Envoy's does).
 pub(crate) async fn listener_filters(
     stream: &TcpStream,
     listener: &Listener,
+    destination_port: u16,
     stats: &FilterStats,
 ) -> Option<Detected> {
+    let runs = |enabled: bool, disabled: &Option<proxy_config::listener::Predicate>| {
+        enabled
+            && disabled
+                .as_ref()
+                .is_none_or(|p| !p.matches(destination_port))
+    };
+    let inspectors = Inspectors {
+        tls: runs(listener.tls_inspector, &listener.tls_inspector_disabled),
+        http: runs(listener.http_inspector, &listener.http_inspector_disabled),
+    };
+    if !inspectors.tls && !inspectors.http {
+        return Some(Detected::plain());
+    }
     let deadline = listener
         .listener_filters_timeout
         .map(|t| Instant::now() + t);
-    match inspect(stream, listener, deadline, stats).await {
+    match inspect(stream, inspectors, deadline, stats).await {
         Ok(detected) => Some(detected),
         Err(Unfinished::TimedOut) => {
             stats.timeout.inc();
@@ -113,13 +128,20 @@ pub(crate) async fn listener_filters(
     }
 }
 
+/// The inspectors that run on one connection.
+#[derive(Debug, Clone, Copy)]
+struct Inspectors {
+    tls: bool,
+    http: bool,
+}
+
 async fn inspect(
     stream: &TcpStream,
-    listener: &Listener,
+    listener: Inspectors,
     deadline: Option<Instant>,
     stats: &FilterStats,
 ) -> Result<Detected, Unfinished> {
-    if listener.tls_inspector {
+    if listener.tls {
         let max = proxy_tls::MAX_HELLO_BYTES;
         let hello = peek_until(stream, deadline, max, max, proxy_tls::client_hello).await?;
         if let Hello::Tls { sni, alpn } = hello {
@@ -131,7 +153,7 @@ async fn inspect(
         }
     }
     let mut detected = Detected::plain();
-    if listener.http_inspector {
+    if listener.http {
         let mut sniffer = Sniffer::default();
         let found = peek_until(
             stream,

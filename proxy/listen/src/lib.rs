@@ -346,15 +346,16 @@ async fn connection(
     prepared.stats.cx_total.inc();
     prepared.stats.cx_active.inc();
     let listener = &prepared.listener;
+    // Where the connection was going: its original destination when redirected, else where it arrived.
+    let destination = dst.or_else(|| stream.local_addr().ok());
+    let destination_port = destination.map_or(0, |a| a.port());
     let Some(detected) =
-        inspect::listener_filters(&stream, listener, &prepared.stats.filters).await
+        inspect::listener_filters(&stream, listener, destination_port, &prepared.stats.filters)
+            .await
     else {
         prepared.stats.cx_active.dec();
         return;
     };
-    // Where the connection was going: its original destination when redirected, else where it arrived.
-    let destination = dst.or_else(|| stream.local_addr().ok());
-    let destination_port = destination.map_or(0, |a| a.port());
     let chains: Vec<&Chain> = prepared
         .chains
         .iter()

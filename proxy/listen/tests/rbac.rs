@@ -138,6 +138,8 @@ fn listener(
         original_dst: false,
         tls_inspector: false,
         http_inspector: false,
+        tls_inspector_disabled: None,
+        http_inspector_disabled: None,
         listener_filters_timeout: None,
         continue_on_timeout: false,
         direction: Direction::Inbound,

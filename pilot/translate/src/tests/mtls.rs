@@ -341,3 +341,403 @@ fn the_node_says_whether_the_proxy_keeps_its_own_key() {
     assert!(!local(Some(Kind::StringValue("false".into()))));
     assert!(!local(None));
 }
+
+/// A filter chain match as (port, transport, application protocols).
+type Match = (u32, String, Vec<String>);
+
+/// The filter chain match of `c`.
+fn chain_match(c: &sextant_proto::envoy::config::listener::v3::FilterChain) -> Match {
+    let m = c.filter_chain_match.clone().unwrap_or_default();
+    (
+        m.destination_port.map_or(0, |p| p.value),
+        m.transport_protocol,
+        m.application_protocols,
+    )
+}
+
+/// The connection manager ending `c`, if it ends in one.
+fn chain_hcm(
+    c: &sextant_proto::envoy::config::listener::v3::FilterChain,
+) -> Option<HttpConnectionManager> {
+    let f = c.filters.last()?;
+    match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(a)) if f.name == build_hcm() => {
+            HttpConnectionManager::decode(a.value.as_slice()).ok()
+        }
+        _ => None,
+    }
+}
+
+fn build_hcm() -> &'static str {
+    pilot_xds::build::HCM_FILTER
+}
+
+fn rds_of(h: &HttpConnectionManager) -> String {
+    match &h.route_specifier {
+        Some(http_connection_manager::RouteSpecifier::Rds(r)) => r.route_config_name.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+const SHOP_WEB: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web, namespace: shop}\nspec:\n  hosts: [web.shop.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: web}, {number: 90, name: http}, {number: 5432, name: tcp-db}]\n  endpoints: [{address: 10.0.0.7, ports: {web: 8080, http: 9090, tcp-db: 5432}, labels: {app: web}}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin/*\"]}}]}]\n";
+
+fn web_proxy() -> ProxyInfo {
+    ProxyInfo {
+        namespace: "shop".into(),
+        interception: Interception::Redirect,
+        labels: [("app".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_workloads_port_of_undeclared_protocol_is_sniffed_inbound_mesh_mtls_by_alpn() {
+    use sextant_proto::envoy::config::listener::v3::listener_filter_chain_match_predicate::Rule;
+    let mesh = yaml(SHOP_WEB);
+    let s = with_certificate(&mesh, &web_proxy());
+    let l: Listener = get(&s, types::LISTENER, "virtualInbound");
+    let by_port: Vec<(String, Match)> = (l.filter_chains.iter())
+        .filter(|c| chain_match(c).0 == 8080)
+        .map(|c| (c.name.clone(), chain_match(c)))
+        .collect();
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        by_port,
+        [
+            (
+                "inbound_8080-mtls-http".to_string(),
+                (
+                    8080,
+                    "tls".into(),
+                    v(&["istio-http/1.0", "istio-http/1.1", "istio-h2"])
+                )
+            ),
+            (
+                "inbound_8080-mtls".to_string(),
+                (8080, "tls".into(), v(&["istio-peer-exchange", "istio"]))
+            ),
+            // No transport: plain text that is not HTTP must still find the port's TCP chain.
+            (
+                "inbound_8080-http".to_string(),
+                (8080, String::new(), v(&["http/1.0", "http/1.1", "h2c"]))
+            ),
+            (
+                "inbound_8080".to_string(),
+                (8080, String::new(), Vec::new())
+            ),
+        ]
+    );
+    let chain = |name: &str| {
+        (l.filter_chains.iter())
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    // HTTP over mesh mTLS and plain HTTP: the connection manager of a declared HTTP port, HTTP RBAC first.
+    for name in ["inbound_8080-mtls-http", "inbound_8080-http"] {
+        let h = chain_hcm(chain(name)).expect("an HTTP chain");
+        assert_eq!(rds_of(&h), "inbound|8080||");
+        assert_eq!(h.http_filters[0].name, "envoy.filters.http.rbac", "{name}");
+    }
+    assert!(chain("inbound_8080-mtls-http").transport_socket.is_some());
+    assert!(chain("inbound_8080-http").transport_socket.is_none());
+    // Other mesh mTLS and other plain text: TCP to the workload, network RBAC first.
+    for name in ["inbound_8080-mtls", "inbound_8080"] {
+        let c = chain(name);
+        assert!(chain_hcm(c).is_none(), "{name} is TCP");
+        let names: Vec<&str> = c.filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.network.rbac",
+                "envoy.filters.network.tcp_proxy"
+            ],
+            "{name}"
+        );
+    }
+    assert!(chain("inbound_8080-mtls").transport_socket.is_some());
+    // The declared HTTP port keeps its two chains; the declared TCP port gets none.
+    let ports: std::collections::BTreeSet<u32> = (l.filter_chains.iter())
+        .map(|c| chain_match(c).0)
+        .filter(|p| *p != 0)
+        .collect();
+    assert_eq!(ports, [8080, 9090].into());
+    // The HTTP inspector reads the sniffed port only; a declared TCP port is read as before, and
+    // a server-first protocol goes on (as TCP) when the filters' timeout (Envoy's default) passes.
+    let inspectors: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        inspectors,
+        [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.tls_inspector",
+            "envoy.filters.listener.http_inspector"
+        ]
+    );
+    let disabled = l.listener_filters[2]
+        .filter_disabled
+        .clone()
+        .expect("filter_disabled");
+    let Some(Rule::NotMatch(inner)) = disabled.rule else {
+        panic!("{disabled:?}")
+    };
+    assert_eq!(
+        inner.rule,
+        Some(Rule::DestinationPortRange(
+            sextant_proto::envoy::r#type::v3::Int32Range {
+                start: 8080,
+                end: 8081
+            }
+        ))
+    );
+    assert!(l.continue_on_listener_filters_timeout);
+    assert_eq!(l.listener_filters_timeout, None, "Envoy's default");
+    let rc: RouteConfiguration = get(&s, types::ROUTE, "inbound|8080||");
+    assert_eq!(
+        weights(action(&rc.virtual_hosts[0].routes[0])),
+        [("InboundPassthroughCluster".to_string(), 100)]
+    );
+
+    // Without a certificate: plain HTTP and TCP by the inspector, nothing terminated.
+    let plain = snap(&mesh, &web_proxy());
+    let l: Listener = get(&plain, types::LISTENER, "virtualInbound");
+    let names: Vec<&str> = (l.filter_chains.iter())
+        .filter(|c| chain_match(c).0 == 8080)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["inbound_8080-http", "inbound_8080"]);
+    let inspectors: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        inspectors,
+        [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.http_inspector"
+        ]
+    );
+    assert!(l.continue_on_listener_filters_timeout);
+}
+
+#[test]
+fn a_sidecar_ingress_port_of_undeclared_protocol_is_sniffed_on_its_own_listener() {
+    let mesh = yaml(&format!(
+        "{SHOP_WEB}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: web, namespace: shop}}\nspec:\n  ingress:\n  - {{port: {{number: 9080, name: web, protocol: HTTP}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: 127.0.0.1:8080}}\n  - {{port: {{number: 9443, name: db, protocol: TCP}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: 127.0.0.1:8443}}\n"
+    ));
+    // pilot-config asks a Sidecar's ingress port for its protocol today; translation takes an undeclared one
+    // as Istio does.
+    let mut mesh = mesh;
+    mesh.sidecars[0].ingress[0].protocol = pilot_config::Protocol::Auto;
+    let mut web = web_proxy();
+    web.interception = Interception::None;
+    let s = with_certificate(&mesh, &web);
+    let l: Listener = get(&s, types::LISTENER, "inbound_127.0.0.1_9080");
+    let chains: Vec<(String, Match)> = (l.filter_chains.iter())
+        .map(|c| (c.name.clone(), chain_match(c)))
+        .collect();
+    assert_eq!(
+        chains.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        [
+            "inbound_9080-mtls-http",
+            "inbound_9080-mtls",
+            "inbound_9080-http"
+        ]
+    );
+    assert_eq!(chains[2].1.2, ["http/1.0", "http/1.1", "h2c"]);
+    for c in &l.filter_chains[..1] {
+        assert_eq!(rds_of(&chain_hcm(c).expect("HTTP")), "inbound|9080||");
+    }
+    assert_eq!(
+        rds_of(&chain_hcm(&l.filter_chains[2]).expect("HTTP")),
+        "inbound|9080||"
+    );
+    let default = l.default_filter_chain.as_ref().expect("TCP by default");
+    assert!(chain_hcm(default).is_none());
+    let inspectors: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        inspectors,
+        [
+            "envoy.filters.listener.tls_inspector",
+            "envoy.filters.listener.http_inspector"
+        ]
+    );
+    assert!(l.listener_filters[1].filter_disabled.is_none());
+    assert!(l.continue_on_listener_filters_timeout);
+    let _: RouteConfiguration = get(&s, types::ROUTE, "inbound|9080||");
+    // The declared TCP port is as before: mesh mTLS or plain text, no HTTP inspector.
+    let tcp: Listener = get(&s, types::LISTENER, "inbound_127.0.0.1_9443");
+    let inspectors: Vec<&str> = tcp
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(inspectors, ["envoy.filters.listener.tls_inspector"]);
+    assert_eq!(tcp.filter_chains.len(), 1);
+}
+
+/// The ALPN list a route's set-filter-state configuration puts in the filter state, if any.
+fn alpn_override(r: &Route) -> Option<String> {
+    use sextant_proto::envoy::config::core::v3::{data_source, substitution_format_string};
+    use sextant_proto::envoy::extensions::filters::common::set_filter_state::v3::filter_state_value;
+    use sextant_proto::envoy::extensions::filters::http::set_filter_state::v3::Config;
+    let any = r
+        .typed_per_filter_config
+        .get("envoy.filters.http.set_filter_state")?;
+    let config = Config::decode(any.value.as_slice()).expect("set_filter_state Config");
+    let [value] = config.on_request_headers.as_slice() else {
+        panic!("{config:?}")
+    };
+    assert_eq!(
+        value.key,
+        Some(filter_state_value::Key::ObjectKey(
+            "envoy.network.application_protocols".into()
+        ))
+    );
+    assert_eq!(
+        value.shared_with_upstream,
+        filter_state_value::SharedWithUpstream::Once as i32
+    );
+    let Some(filter_state_value::Value::FormatString(f)) = &value.value else {
+        panic!("{value:?}")
+    };
+    match &f.format {
+        Some(substitution_format_string::Format::TextFormatSource(d)) => match &d.specifier {
+            Some(data_source::Specifier::InlineString(s)) => Some(s.clone()),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn http_to_mesh_mtls_clusters_announces_istios_http_alpn_and_other_tls_keeps_its_own() {
+    let mesh = yaml(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 8000, name: web}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 8001, name: grpc}]
+  endpoints: [{address: 10.0.0.3}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8000, name: http}]
+  endpoints: [{address: 10.0.0.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+  subsets: [{name: v1, labels: {v: "1"}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: ext.example.com
+  trafficPolicy: {tls: {mode: SIMPLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /split}}]
+    route:
+    - {destination: {host: web.default.svc.cluster.local, port: {number: 8000}}, weight: 50}
+    - {destination: {host: ext.example.com, port: {number: 8000}}, weight: 50}
+  - match: [{uri: {prefix: /v1}}]
+    route: [{destination: {host: web.default.svc.cluster.local, subset: v1, port: {number: 8000}}}]
+  - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 8000}}}]
+"#,
+    );
+    let p = proxy(Interception::Redirect);
+    let s = with_certificate(&mesh, &p);
+    let web = vhost(&s, "8000", "web.default.svc.cluster.local");
+    let overrides: Vec<Option<String>> = web.routes.iter().map(alpn_override).collect();
+    let http11 = Some("istio-http/1.1,istio,http/1.1".to_string());
+    assert_eq!(
+        overrides,
+        [None, http11.clone(), http11],
+        "a split with a SIMPLE TLS cluster keeps the clusters' ALPN"
+    );
+    let ext = vhost(&s, "8000", "ext.example.com");
+    assert_eq!(
+        alpn_override(&ext.routes[0]),
+        None,
+        "SIMPLE TLS keeps its own ALPN"
+    );
+    let grpc = vhost(&s, "8001", "api.default.svc.cluster.local");
+    assert_eq!(
+        alpn_override(&grpc.routes[0]).as_deref(),
+        Some("istio-h2,istio,h2"),
+        "an HTTP/2 cluster announces istio-h2"
+    );
+    // The connection managers routing with them run the filter (empty: it sets nothing itself) before the
+    // router.
+    {
+        let l: Listener = get(&s, types::LISTENER, "0.0.0.0_8001");
+        let h = chain_hcm(&l.filter_chains[0]).expect("HTTP");
+        let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names[names.len() - 2..],
+            [
+                "envoy.filters.http.set_filter_state",
+                "envoy.filters.http.router"
+            ]
+        );
+        let any = h.http_filters[names.len() - 2].config_type.clone();
+        let Some(sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any)) = any else {
+            panic!()
+        };
+        assert!(
+            any.value.is_empty(),
+            "the listener's configuration sets nothing"
+        );
+    }
+    // The sniffed port: its HTTP chain too.
+    let l: Listener = get(&s, types::LISTENER, "0.0.0.0_8000");
+    let h = chain_hcm(&l.filter_chains[0]).expect("the sniffed HTTP chain");
+    assert!(
+        h.http_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.http.set_filter_state")
+    );
+
+    // Without mesh mTLS, nothing changes.
+    let plain = yaml(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 8000, name: http}]\n  endpoints: [{address: 10.0.0.1}]\n",
+    );
+    let s = snap(&plain, &p);
+    let web = vhost(&s, "8000", "web.default.svc.cluster.local");
+    assert!(web.routes.iter().all(|r| alpn_override(r).is_none()));
+    let l: Listener = get(&s, types::LISTENER, "0.0.0.0_8000");
+    let h = chain_hcm(&l.filter_chains[0]).expect("HTTP");
+    assert!(
+        h.http_filters
+            .iter()
+            .all(|f| f.name != "envoy.filters.http.set_filter_state")
+    );
+}

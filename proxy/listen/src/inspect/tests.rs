@@ -24,6 +24,8 @@ fn listener(tls_inspector: bool, timeout: Duration, continue_on_timeout: bool) -
         original_dst: false,
         tls_inspector,
         http_inspector: true,
+        tls_inspector_disabled: None,
+        http_inspector_disabled: None,
         listener_filters_timeout: Some(timeout),
         continue_on_timeout,
         direction: Direction::Inbound,
@@ -72,7 +74,7 @@ async fn run(
     stats: &FilterStats,
 ) -> Option<(Detected, Option<usize>)> {
     let (server, client) = connection(writes).await;
-    let detected = listener_filters(&server, l, stats).await;
+    let detected = listener_filters(&server, l, PORT, stats).await;
     client.abort();
     let detected = detected?;
     let connection = Connection {
@@ -188,7 +190,7 @@ async fn a_request_line_past_64_kib_or_a_closed_client_ends_the_connection() {
 
     let (server, client) = connection(&[]).await;
     drop(client.await.expect("client"));
-    assert_eq!(listener_filters(&server, &l, &stats).await, None);
+    assert_eq!(listener_filters(&server, &l, PORT, &stats).await, None);
     let listener_scope = Scope::Listener("0.0.0.0_15006".into());
     assert_eq!(
         counter(
@@ -196,6 +198,36 @@ async fn a_request_line_past_64_kib_or_a_closed_client_ends_the_connection() {
             &listener_scope,
             "downstream_listener_filter_remote_close"
         ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_inspector_left_out_for_a_port_reads_nothing_there() {
+    use proxy_config::listener::Predicate;
+    let (registry, stats) = stats();
+    // pilot's virtualInbound: the HTTP inspector for the sniffed port only.
+    let mut l = listener(false, Duration::from_millis(50), false);
+    l.http_inspector_disabled = Some(Predicate::Not(Box::new(Predicate::DestinationPorts {
+        start: i32::from(PORT),
+        end: i32::from(PORT) + 1,
+    })));
+    let request: &[u8] = b"GET / HTTP/1.1\r\nHost: web\r\n\r\n";
+    // Another port: nothing read, so a silent (server-first) client is not held for the timeout, and
+    // without `continue_on_listener_filters_timeout` not refused either.
+    for writes in [&[][..], &[request][..]] {
+        let (server, client) = connection(writes).await;
+        let detected = listener_filters(&server, &l, 5432, &stats).await;
+        client.abort();
+        assert_eq!(detected, Some(Detected::plain()));
+    }
+    // The sniffed port: read.
+    let (server, client) = connection(&[request]).await;
+    let detected = listener_filters(&server, &l, PORT, &stats).await;
+    client.abort();
+    assert_eq!(detected.expect("read").application_protocols, ["http/1.1"]);
+    assert_eq!(
+        counter(&registry, &Scope::Server, "http_inspector.http11_found"),
         1
     );
 }

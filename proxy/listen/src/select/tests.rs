@@ -147,3 +147,48 @@ fn transport_then_the_connections_first_protocol_a_chain_names() {
     assert_eq!(select(&chains, 80, &plain(Some("h2c"))), Some(3));
     assert_eq!(select(&chains, 80, &plain(Some("http/1.1"))), None);
 }
+
+/// pilot's chains for a workload port of undeclared protocol (`inbound.rs`): mesh mTLS carrying HTTP, other
+/// mesh mTLS, plain text the HTTP inspector recognised (no transport named), anything else on the port; the
+/// listener's default chain (passthrough) is not listed.
+fn sniffed_port() -> Vec<ChainMatch> {
+    vec![
+        chain(
+            Some(8080),
+            &[],
+            "tls",
+            &["istio-http/1.0", "istio-http/1.1", "istio-h2"],
+        ),
+        chain(Some(8080), &[], "tls", &["istio-peer-exchange", "istio"]),
+        chain(Some(8080), &[], "", &["http/1.0", "http/1.1", "h2c"]),
+        chain(Some(8080), &[], "", &[]),
+    ]
+}
+
+#[test]
+fn a_sniffed_port_takes_mesh_http_by_the_clients_first_alpn_and_the_rest_as_tcp() {
+    let chains = sniffed_port();
+    // What Istio's and pilot's clients offer for HTTP, over HTTP/1.1 and HTTP/2.
+    let http11 = tls(
+        Some("outbound_.80_._.web"),
+        &["istio-http/1.1", "istio", "http/1.1"],
+    );
+    assert_eq!(select(&chains, 8080, &http11), Some(0));
+    let h2 = tls(None, &["istio-h2", "istio", "h2"]);
+    assert_eq!(select(&chains, 8080, &h2), Some(0));
+    // TCP keeps the clusters' ALPN.
+    let tcp = tls(None, &["istio-peer-exchange", "istio"]);
+    assert_eq!(select(&chains, 8080, &tcp), Some(1));
+    // The client's order decides, as in Envoy: `istio` first names the TCP chain.
+    let istio_first = tls(None, &["istio", "istio-http/1.1"]);
+    assert_eq!(select(&chains, 8080, &istio_first), Some(1));
+    // The application's own TLS is no chain of the port's: the listener's default chain.
+    assert_eq!(select(&chains, 8080, &tls(None, &["h2", "http/1.1"])), None);
+    // Plain text: HTTP as the inspector found it, anything else on to the port's TCP chain.
+    for p in ["http/1.0", "http/1.1", "h2c"] {
+        assert_eq!(select(&chains, 8080, &plain(Some(p))), Some(2), "{p}");
+    }
+    assert_eq!(select(&chains, 8080, &plain(None)), Some(3));
+    // Another port: none of these.
+    assert_eq!(select(&chains, 8081, &plain(Some("http/1.1"))), None);
+}
