@@ -10,17 +10,18 @@ use crate::compressed::{Encoder, encode_with, global_word_count};
 use sextant_proto::mixer::ReportRequest;
 use sextant_proto::mixer::report_request::RepeatedAttributesSemantics;
 
-/// A Report being built.
+/// A Report being built from bags that outlive it (`'a`): the previous entry is compared by reference,
+/// never copied.
 #[derive(Default)]
-pub struct ReportBatch {
+pub struct ReportBatch<'a> {
     words: Encoder,
     entries: Vec<sextant_proto::mixer::CompressedAttributes>,
-    previous: Bag,
+    previous: Option<&'a Bag>,
 }
 
-impl ReportBatch {
+impl<'a> ReportBatch<'a> {
     /// An empty batch.
-    pub fn new() -> ReportBatch {
+    pub fn new() -> ReportBatch<'a> {
         ReportBatch::default()
     }
 
@@ -36,18 +37,17 @@ impl ReportBatch {
 
     /// Adds `bag` as the next entry: what changed since the previous entry (the first: everything).
     /// Returns `false`, adding nothing, when `bag` lacks an attribute the previous entry had.
-    pub fn push(&mut self, bag: &Bag) -> bool {
-        if !self.entries.is_empty() && self.previous.iter().any(|(id, _)| bag.get(id).is_none()) {
-            return false;
-        }
-        let first = self.entries.is_empty();
-        let previous = &self.previous;
-        let changed = bag
-            .iter()
-            .filter(|(id, v)| first || previous.get(*id) != Some(*v));
-        let entry = encode_with(changed, &mut self.words);
+    pub fn push(&mut self, bag: &'a Bag) -> bool {
+        let entry = match self.previous {
+            Some(previous) if previous.iter().any(|(id, _)| bag.get(id).is_none()) => return false,
+            Some(previous) => {
+                let changed = bag.iter().filter(|(id, v)| previous.get(*id) != Some(*v));
+                encode_with(changed, &mut self.words)
+            }
+            None => encode_with(bag.iter(), &mut self.words),
+        };
         self.entries.push(entry);
-        self.previous.clone_from(bag);
+        self.previous = Some(bag);
         true
     }
 

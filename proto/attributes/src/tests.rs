@@ -482,10 +482,10 @@ fn a_batch_refuses_a_bag_that_drops_an_attribute_and_sends_only_changes() {
     a.set_by_name("response.code", Value::Int64(200)).unwrap();
     let mut b = a.clone();
     b.set_by_name("response.code", Value::Int64(503)).unwrap();
-    let mut batch = ReportBatch::new();
-    assert!(batch.push(&a) && batch.push(&b));
     let mut dropped = b.clone();
     dropped.remove(lookup("request.path").unwrap());
+    let mut batch = ReportBatch::new();
+    assert!(batch.push(&a) && batch.push(&b));
     assert!(!batch.push(&dropped));
     let req = batch.finish();
     assert_eq!(req.attributes.len(), 2);

@@ -128,14 +128,21 @@ impl CheckCache {
 
     /// The cached answer for a request with attributes `bag` at `now`, counting one use of it.
     pub fn lookup(&mut self, bag: &Bag, now: Instant) -> Option<Arc<PreconditionResult>> {
-        let fresh = self.find(bag, |e| e.expires > now && e.uses > 0);
-        let Some(entry) = fresh.and_then(|slot| self.entries.get_mut(&slot)) else {
-            self.stats.misses += 1;
-            return None;
-        };
-        entry.uses -= 1;
-        self.stats.hits += 1;
-        Some(entry.answer.clone())
+        for (index, shape) in self.shapes.iter().enumerate() {
+            let Some(key) = key_of(shape, bag) else {
+                continue;
+            };
+            if let Some(entry) = self.entries.get_mut(&(index, key))
+                && entry.expires > now
+                && entry.uses > 0
+            {
+                entry.uses -= 1;
+                self.stats.hits += 1;
+                return Some(entry.answer.clone());
+            }
+        }
+        self.stats.misses += 1;
+        None
     }
 
     /// What stands in for the hub's answer to a request with attributes `bag` at `now`, when the hub cannot
@@ -265,20 +272,27 @@ fn shape_of(p: &PreconditionResult) -> Option<Shape> {
 /// The key of `bag` under `shape`: the referenced values, each tagged; `None` when `bag` has a value the
 /// shape says is absent (or lacks one it says is present).
 fn key_of(shape: &[Reference], bag: &Bag) -> Option<Vec<u8>> {
-    let mut key = Vec::new();
+    let mut key = Vec::with_capacity(64);
     for r in shape {
         let value = bag.get(r.id);
-        let found: Option<Vec<u8>> = match (&r.map_key, value) {
-            (Some(k), Some(Value::StringMap(m))) => m.get(k).map(|v| v.as_bytes().to_vec()),
+        let present = match (&r.map_key, value) {
+            (Some(k), Some(Value::StringMap(m))) => m.get(k).map(|v| Encoded::Text(v)),
             (Some(_), _) => None,
-            (None, v) => v.map(encode),
+            (None, v) => v.map(Encoded::Value),
         };
-        match (found, r.absent) {
+        match (present, r.absent) {
             (None, true) => key.push(0),
             (Some(v), false) => {
                 key.push(1);
-                key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                key.extend_from_slice(&v);
+                // Length-prefixed, so that no two sequences of values run together into one key.
+                let at = key.len();
+                key.extend_from_slice(&0u64.to_le_bytes());
+                match v {
+                    Encoded::Text(t) => key.extend_from_slice(t.as_bytes()),
+                    Encoded::Value(v) => encode(v, &mut key),
+                }
+                let len = (key.len() - at - 8) as u64;
+                key[at..at + 8].copy_from_slice(&len.to_le_bytes());
             }
             _ => return None,
         }
@@ -286,9 +300,15 @@ fn key_of(shape: &[Reference], bag: &Bag) -> Option<Vec<u8>> {
     Some(key)
 }
 
-/// A value as bytes that differ whenever values differ (type tag, then the value; map entries sorted).
-fn encode(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+/// A referenced value present in a bag: a map entry's text, or a whole value.
+enum Encoded<'a> {
+    Text(&'a str),
+    Value(&'a Value),
+}
+
+/// Appends a value as bytes that differ whenever values differ (type tag, then the value; map entries
+/// sorted) to `out`.
+fn encode(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::String(s) => {
             out.push(1);
@@ -330,10 +350,12 @@ fn encode(v: &Value) -> Vec<u8> {
         }
         Value::Ip(ip) => {
             out.push(9);
-            out.extend_from_slice(ip.to_string().as_bytes());
+            match ip {
+                std::net::IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+                std::net::IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+            }
         }
     }
-    out
 }
 
 #[cfg(test)]
