@@ -9,7 +9,10 @@
 //! checked by B's sidecar with the hub and handed to the application. A user would notice: the answer is
 //! the application's; the hub's Prometheus exposition shows the request with both workloads and principals
 //! and `mutual_tls`; a hub Policy denying a path answers 403 at A's curl; repeating a request costs the hub
-//! nothing (B's check cache); neither sidecar refused any configuration.
+//! nothing (B's check cache); neither sidecar refused any configuration. Then B's security resources, as
+//! pod C without a sidecar sees them: PERMISSIVE lets its plain text in, an AuthorizationPolicy allowing
+//! only A's principal answers it 403 (A still gets through), and PeerAuthentication STRICT refuses its
+//! plain text outright while A's mesh mTLS still passes.
 //!
 //! Run for `sextant proxy` on both sides, and with Envoy 1.40 + `sextant agent` on either side (its Check
 //! through the hub's ext_authz, its telemetry through the hub's access-log service, as pilot configures it).
@@ -41,6 +44,26 @@ spec:
     # TCP connections have no path: a DENY rule that cannot be evaluated denies, so say what it means.
     when: 'has(request.url_path) && request.url_path == "/private"'
     action: DENY
+"#;
+
+/// Only productpage's principal may call reviews.
+const ALLOW_PRODUCTPAGE: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-callers, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/bookinfo-productpage]}}]
+"#;
+
+/// Reviews accepts mesh mTLS only.
+const STRICT: &str = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-strict, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: STRICT}
 "#;
 
 /// B's application: answers every GET with its name.
@@ -236,9 +259,9 @@ fn publish(dir: &Path, source: &Path) -> PathBuf {
     exe
 }
 
-/// The pods on a bridge whose host address is returned; B's application started; the rules of
-/// `sextant proxy-init` (istio-init's defaults) written in both.
-fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
+/// The pods on a bridge whose host address is returned: A and B, with the rules of `sextant proxy-init`
+/// (istio-init's defaults) and B's application started, and C, a pod without a sidecar.
+fn network(dir: &Path, sextant: &Path) -> (Bridge, [Pod; 3], String, Proc) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pid = std::process::id();
@@ -263,7 +286,7 @@ fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
         p.ns.ip(&["link", "set", &inner, "up"]);
         p
     };
-    let (a, b) = (pod("a", 1), pod("b", 2));
+    let (a, b, c) = (pod("a", 1), pod("b", 2), pod("c", 3));
     std::fs::write(dir.join("backend.py"), BACKEND).expect("backend");
     let mut cmd = b.ns.command(python());
     cmd.arg(dir.join("backend.py"))
@@ -286,7 +309,7 @@ fn network(dir: &Path, sextant: &Path) -> (Bridge, Pod, Pod, String, Proc) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    (bridge, a, b, host, backend)
+    (bridge, [a, b, c], host, backend)
 }
 
 /// Pilot as the pods see it: its secure (TLS) port, the mesh root, and the bootstrap tokens of the pods'
@@ -427,7 +450,7 @@ fn run(plane_a: Plane, plane_b: Plane) {
     }
     let dir = scratch(&format!("mesh-pods-{plane_a:?}-{plane_b:?}"));
     let sextant = public_binary(&dir);
-    let (bridge, a, b, host, backend) = network(&dir, &sextant);
+    let (bridge, [a, b, c], host, backend) = network(&dir, &sextant);
 
     let hub_config = dir.join("hub");
     std::fs::create_dir_all(&hub_config).expect("hub config");
@@ -590,10 +613,37 @@ fn run(plane_a: Plane, plane_b: Plane) {
         );
     }
     assert!(fetch(hub_admin, "/metrics").contains("sextant_hub_checks_total"));
+
+    // Security resources, enforced by B's sidecar whichever proxy it is. C has no sidecar: PERMISSIVE (the
+    // default) lets its plain text in.
+    wait_until(WAIT, "C's plain-text call to be let in", || {
+        c.call(&b.ip, "/").is_some_and(|(s, _)| s == 200)
+    });
+    // ALLOW for A's principal only: C, with no principal, is refused per request; A is still let in.
+    std::fs::write(pilot_config.join("authz.yaml"), ALLOW_PRODUCTPAGE).expect("policy");
+    wait_until(WAIT, "B to refuse C by AuthorizationPolicy", || {
+        c.call(&b.ip, "/").is_some_and(|(s, _)| s == 403)
+    });
+    assert_eq!(
+        a.call(&b.ip, "/").map(|r| r.0),
+        Some(200),
+        "A's principal is allowed"
+    );
+    // STRICT: plain text is not even accepted; mesh mTLS still is.
+    std::fs::write(pilot_config.join("peer.yaml"), STRICT).expect("peer authentication");
+    wait_until(WAIT, "B to refuse C's plain text under STRICT", || {
+        c.call(&b.ip, "/").is_none()
+    });
+    assert_eq!(
+        a.call(&b.ip, "/").map(|r| r.0),
+        Some(200),
+        "mesh mTLS under STRICT"
+    );
+
     assert_eq!(a.rejected(), 0, "A's sidecar refused a push");
     assert_eq!(b.rejected(), 0, "B's sidecar refused a push");
     drop((sidecar_a, sidecar_b, pilot, hub, backend));
-    drop((a, b, bridge));
+    drop((a, b, c, bridge));
 }
 
 #[test]
