@@ -4,7 +4,9 @@
 //! captured connection to the listener of its original destination port (`0.0.0.0_PORT`, not bound itself)
 //! or passes it through; `virtualInbound` on 15006 forwards inbound connections to the workload, ending
 //! mesh mTLS first when the proxy has a certificate (PERMISSIVE: plain text and other TLS pass as they
-//! came, told apart by the TLS inspector and Istio's ALPN values). Without
+//! came, told apart by the TLS inspector and Istio's ALPN values; the workload's ports of undeclared
+//! protocol are sniffed there too, the HTTP inspector running for those ports only, [`crate::inbound`]).
+//! Without
 //! interception (`NONE`) each port's listener binds `127.0.0.1:PORT` and applications call it. HTTP ports
 //! get a connection manager taking routes `PORT` over RDS (fault, CORS, router); TCP ports a TCP proxy to
 //! the service's cluster, split as its VirtualService's TCP route says. Proxyless gRPC clients get an

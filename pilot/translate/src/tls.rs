@@ -8,7 +8,8 @@
 //! ([`WORKLOAD_SECRET`]) and the trust root ([`ROOT_SECRET`]), Istio's secret names, over ADS from pilot,
 //! or, for an Envoy keeping its own key, from its agent ([`SecretSource`]). The client offers Istio's ALPN
 //! values, so the server side (ours or an Istio sidecar) tells mesh mTLS from an application's own TLS, and
-//! checks the server's SPIFFE ID.
+//! checks the server's SPIFFE ID; HTTP requests offer Istio's HTTP values first ([`MESH_HTTP_ALPN`],
+//! [`crate::alpn`]), so a server sniffing a port of undeclared protocol knows the connection carries HTTP.
 
 use pilot_config::types::{ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsMode};
 use pilot_xds::build;
