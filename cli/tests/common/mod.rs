@@ -1051,33 +1051,12 @@ pub fn ads_bootstrap_with_admin(
     api_type: &str,
     node: &str,
 ) -> String {
-    format!(
-        r#"
-node: {node}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: pilot}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: pilot
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: pilot
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
-"#,
-        ip = pilot.ip(),
-        port = pilot.port()
-    )
+    let address = format!(
+        "socket_address: {{address: {}, port_value: {}}}",
+        pilot.ip(),
+        pilot.port()
+    );
+    ads_head(node, admin, api_type, "pilot") + &grpc_cluster("pilot", &address)
 }
 
 /// An Envoy bootstrap for a sidecar keeping its own key, as Istio's pilot-agent writes it: ADS over TLS to
@@ -1091,30 +1070,13 @@ pub fn agent_bootstrap(
     root: &Path,
     sds_socket: &Path,
 ) -> String {
-    format!(
-        r#"
-node: {node}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
-    transport_socket:
+    let address = format!(
+        "socket_address: {{address: {}, port_value: {}}}",
+        secure.ip(),
+        secure.port()
+    );
+    let tls = format!(
+        r#"    transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
@@ -1122,9 +1084,42 @@ static_resources:
         common_tls_context:
           alpn_protocols: [h2]
           validation_context:
-            trusted_ca: {{filename: "{root}"}}
+            trusted_ca: {{filename: "{}"}}
             match_typed_subject_alt_names: [{{san_type: DNS, matcher: {{exact: istiod.istio-system.svc}}}}]
-  - name: sds-grpc
+"#,
+        root.display()
+    );
+    let pipe = format!("pipe: {{path: \"{}\"}}", sds_socket.display());
+    ads_head(node, admin, "GRPC", "xds-grpc")
+        + &grpc_cluster("xds-grpc", &address)
+        + &tls
+        + &grpc_cluster("sds-grpc", &pipe)
+}
+
+/// A bootstrap's node, admin on 127.0.0.1:`admin`, ADS (`api_type`) over static cluster `cluster`, and the
+/// start of its static clusters.
+fn ads_head(node: &str, admin: u16, api_type: &str, cluster: &str) -> String {
+    format!(
+        r#"
+node: {node}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: {cluster}}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+"#
+    )
+}
+
+/// A static HTTP/2 cluster `name` of one endpoint at `address` (the YAML of an Envoy `Address`'s one field).
+fn grpc_cluster(name: &str, address: &str) -> String {
+    format!(
+        r#"  - name: {name}
     type: STATIC
     connect_timeout: 1s
     typed_extension_protocol_options:
@@ -1132,13 +1127,9 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {{http2_protocol_options: {{}}}}
     load_assignment:
-      cluster_name: sds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{socket}"}}}}}}}}]}}]
-"#,
-        ip = secure.ip(),
-        port = secure.port(),
-        root = root.display(),
-        socket = sds_socket.display(),
+      cluster_name: {name}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{{address}}}}}}}]}}]
+"#
     )
 }
 
