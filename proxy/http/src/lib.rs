@@ -34,7 +34,6 @@ use proxy_config::route::{Action, MILLION, PathMatch};
 use proxy_state::Snapshots;
 use proxy_stats::{Counter, Gauge, Histogram, Scope, Stats};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 pub use body::ProxyBody;
 pub use hub::Connection;
@@ -222,14 +221,14 @@ struct Ctx {
     activity: Arc<idle::Activity>,
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `io` until the client closes it or `drain` turns true,
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `io` until the client closes it or `drain` completes,
 /// after which in-flight requests finish and the connection closes gracefully.
 pub async fn serve<I>(
     io: I,
     downstream: Downstream,
     manager: Arc<Manager>,
     snapshots: Snapshots,
-    mut drain: watch::Receiver<bool>,
+    drain: impl Future<Output = ()>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -272,7 +271,7 @@ pub async fn serve<I>(
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        _ = async { drop(drain.wait_for(|d| *d).await) } => {
+        () = drain => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }

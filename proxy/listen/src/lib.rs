@@ -8,10 +8,14 @@
 //! before its HTTP connection manager or TCP proxy sees it: a denied connection is closed and never reaches
 //! an upstream.
 //!
-//! Updates never cut connections: a listener whose address is unchanged keeps its socket and serves new
-//! connections with the new chains while older connections finish on theirs; a removed listener closes its
-//! socket and drains its HTTP connections gracefully (in-flight requests finish, then the connection
-//! closes). A flood of connections is bounded by one limit over all listeners, each refusal counted.
+//! Updates never cut requests: a listener whose address is unchanged keeps its socket and serves new
+//! connections with the new chains, and its HTTP connections on the chains it had are drained gracefully
+//! (in-flight requests finish, then the connection closes, and the client's next requests come on a new
+//! connection under the new chains: a changed AuthorizationPolicy or PeerAuthentication holds for every
+//! request after the update, as Envoy's drain of an updated listener's connections does; a TCP connection
+//! keeps the chain it was accepted on until it closes); a removed listener closes its socket and drains the
+//! same way. A flood of connections is bounded by one limit over
+//! all listeners, each refusal counted.
 
 mod http_inspector;
 mod inspect;
@@ -58,6 +62,8 @@ struct Prepared {
     chains: Vec<Chain>,
     default: Option<Chain>,
     stats: ListenerStats,
+    /// Turned true when an update replaces or removes it: its HTTP connections drain.
+    retired: watch::Sender<bool>,
 }
 
 struct Chain {
@@ -144,6 +150,7 @@ fn prepare(listener: &Arc<Listener>, stats: &Stats, options: &Options) -> Prepar
             ssl_connection_error: stats.counter(&scope, "ssl.connection_error"),
             ssl_no_certificate: stats.counter(&scope, "ssl.no_certificate"),
         },
+        retired: watch::Sender::new(false),
     }
 }
 
@@ -185,6 +192,12 @@ pub async fn run(
             };
             table.by_address.insert(listener.address, prepared.clone());
             table.by_name.insert(name.clone(), prepared);
+        }
+        // What the update replaced or removed: its connections move to the new chains by draining.
+        for (name, old) in &previous.by_name {
+            if !table.by_name.get(name).is_some_and(|p| Arc::ptr_eq(p, old)) {
+                old.retired.send_replace(true);
+            }
         }
         table_tx.send_replace(Arc::new(table));
 
@@ -378,6 +391,15 @@ async fn connection(
         server_name: detected.server_name.as_deref().unwrap_or(""),
         tls: None,
     };
+    let mut retired = prepared.retired.subscribe();
+    let mut stopped = drain;
+    // Drained when its listener stops or an update retires the chains it was served by.
+    let drain = async move {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => {}
+            _ = retired.wait_for(|r| *r) => {}
+        }
+    };
     let run = Run {
         peer,
         dst,
@@ -448,8 +470,8 @@ fn snapshot_tls(snapshot: &Snapshot, listener: &str, chain: usize) -> Option<pro
     snapshot.downstream_tls.get(listener)?.get(chain)?.clone()
 }
 
-/// What a chosen chain runs a connection with.
-struct Run<'a> {
+/// What a chosen chain runs a connection with; `drain` completes when its HTTP connections should drain.
+struct Run<'a, D> {
     peer: SocketAddr,
     dst: Option<SocketAddr>,
     destination: Option<SocketAddr>,
@@ -457,10 +479,10 @@ struct Run<'a> {
     runner: &'a Runner,
     snapshot: Arc<Snapshot>,
     snapshots: Snapshots,
-    drain: watch::Receiver<bool>,
+    drain: D,
 }
 
-impl Run<'_> {
+impl<D: std::future::Future<Output = ()>> Run<'_, D> {
     /// Runs the chain on `io`; `identity` is the peer's on a connection whose TLS the chain terminated.
     async fn serve<I>(self, io: I, identity: Option<Arc<proxy_tls::PeerIdentity>>)
     where

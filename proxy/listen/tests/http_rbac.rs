@@ -273,28 +273,119 @@ async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     .expect("answered in time")
 }
 
-/// Runs the listeners of `snapshot` until the returned sender is dropped; returns once all are bound.
-async fn serve(
-    mut snapshot: Snapshot,
-    listeners: Vec<Arc<Listener>>,
-    stats: &Arc<Stats>,
-) -> watch::Sender<bool> {
-    let count = listeners.len() as i64;
+/// `snapshot` with `listeners` and the route configuration `9080`.
+fn with_listeners(mut snapshot: Snapshot, listeners: Vec<Arc<Listener>>) -> Arc<Snapshot> {
     snapshot.listeners = listeners
         .into_iter()
         .map(|l| (l.name.clone(), l))
         .collect::<BTreeMap<_, _>>();
     snapshot.routers = HashMap::from([("9080".to_string(), Arc::new(Router::new(routes())))]);
-    let (publish, snapshots) = watch::channel(Arc::new(snapshot));
+    Arc::new(snapshot)
+}
+
+/// Runs the listeners of `snapshot` until the returned sender is dropped; returns once all are bound.
+async fn serve(
+    snapshot: Snapshot,
+    listeners: Vec<Arc<Listener>>,
+    stats: &Arc<Stats>,
+) -> watch::Sender<bool> {
+    let (stop, publish) = serve_updates(snapshot, listeners, stats).await;
+    // Holding the publisher keeps the snapshot current for as long as the listeners run.
+    tokio::spawn(async move { publish.closed().await });
+    stop
+}
+
+/// [`serve`], with the publisher of later snapshots.
+async fn serve_updates(
+    snapshot: Snapshot,
+    listeners: Vec<Arc<Listener>>,
+    stats: &Arc<Stats>,
+) -> (watch::Sender<bool>, watch::Sender<Arc<Snapshot>>) {
+    let count = listeners.len() as i64;
+    let (publish, snapshots) = watch::channel(with_listeners(snapshot, listeners));
     let (stop, stopped) = watch::channel(false);
     let run_stats = stats.clone();
-    tokio::spawn(async move {
-        // Holding the publisher keeps the snapshot current for as long as the listeners run.
-        let _publish = publish;
-        proxy_listen::run(snapshots, run_stats, Default::default(), stopped).await;
-    });
+    // Idle connections are not cut while a test waits on them: only a drain closes them.
+    let options = proxy_listen::Options {
+        http: proxy_http::Limits {
+            header_read_timeout: PATIENCE * 6,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    tokio::spawn(proxy_listen::run(snapshots, run_stats, options, stopped));
     wait_for(|| stats.value("listener_manager.total_listeners_active") == Some(count)).await;
-    stop
+    (stop, publish)
+}
+
+/// Sends `GET path` on a kept-alive `conn` and reads the one response: its status.
+async fn keep_alive_get(conn: &mut TcpStream, path: &str) -> u16 {
+    tokio::time::timeout(PATIENCE, async {
+        let head = format!("GET {path} HTTP/1.1\r\nhost: reviews:9080\r\n\r\n");
+        conn.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the connection closed before answering");
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("a content-length");
+                if body.len() >= length {
+                    return head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .expect("a status");
+                }
+            }
+        }
+    })
+    .await
+    .expect("answered in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_updated_policy_holds_for_the_next_request_of_an_open_connection() {
+    let stats = Stats::new();
+    let (backend, _) = http_backend().await;
+    let held = HeldPort::hold();
+    let snapshot = || Snapshot {
+        clusters: HashMap::from([("backend".to_string(), backend_cluster(backend, &stats))]),
+        ..Default::default()
+    };
+    let (_stop, publish) =
+        serve_updates(snapshot(), vec![listener(held.addr, vec![], None)], &stats).await;
+    let mut open = TcpStream::connect(held.addr).await.expect("connect");
+    assert_eq!(
+        keep_alive_get(&mut open, "/admin").await,
+        200,
+        "no policy yet"
+    );
+
+    // The listener now denies /admin: the open connection is drained (closed, nothing in flight) ...
+    publish.send_replace(with_listeners(
+        snapshot(),
+        vec![listener(held.addr, filters(), None)],
+    ));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, open.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the connection under the old chains was closed: {closed:?}"
+    );
+    // ... and the client's next connection is under the new policy.
+    let (status, _) = request(held.addr, "GET", "/admin").await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
