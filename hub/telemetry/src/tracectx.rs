@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use sextant_tracectx::Format;
+
 /// The ids of the span a report describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceIds {
@@ -16,110 +18,32 @@ pub struct TraceIds {
     pub sampled: bool,
 }
 
-/// Reads trace context from `headers` (lower-case names). With W3C, `parent-id` is the caller's span: the
-/// report's span is its child, with an id derived from the trace, the parent and `salt` (the request id), so
-/// the same report always yields the same span. With B3, the proxy already assigned this hop's span id.
+/// Reads trace context from `headers` (lower-case names; the forms `sextant_tracectx` reads). With W3C,
+/// `parent-id` is the caller's span: the report's span is its child, with an id derived from the trace, the
+/// parent and `salt` (the request id), so the same report always yields the same span. With B3, the proxy
+/// already assigned this hop's span id.
 pub fn from_headers(headers: &HashMap<String, String>, salt: &str) -> Option<TraceIds> {
-    if let Some(tp) = headers.get("traceparent") {
-        return traceparent(tp, salt);
-    }
-    if let Some(single) = headers.get("b3") {
-        return b3_single(single);
-    }
-    let trace_id = trace_id(headers.get("x-b3-traceid")?)?;
-    let span_id = span_id(headers.get("x-b3-spanid")?)?;
-    let parent_id = match headers.get("x-b3-parentspanid") {
-        Some(p) => span_id_of(p)?,
-        None => [0; 8],
-    };
-    let sampled = !matches!(
-        headers.get("x-b3-sampled").map(String::as_str),
-        Some("0" | "false")
-    );
-    Some(TraceIds {
-        trace_id,
-        span_id,
-        parent_id,
-        sampled,
-    })
-}
-
-fn traceparent(v: &str, salt: &str) -> Option<TraceIds> {
-    let mut parts = v.trim().split('-');
-    let version = parts.next()?;
-    if version.len() != 2 || version == "ff" {
-        return None;
-    }
-    let trace = parts.next().filter(|t| t.len() == 32)?;
-    let parent = parts.next().filter(|p| p.len() == 16)?;
-    let flags = u8::from_str_radix(parts.next().filter(|f| f.len() == 2)?, 16).ok()?;
-    let trace_id = trace_id(trace)?;
-    let parent_id = span_id(parent)?;
-    if trace_id == [0; 16] || parent_id == [0; 8] {
-        return None;
+    let c = sextant_tracectx::read(|name| headers.get(name).map(String::as_str))?;
+    if c.format != Format::W3c {
+        return Some(TraceIds {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            parent_id: c.parent_id.unwrap_or([0; 8]),
+            sampled: c.sampled,
+        });
     }
     let mut h = std::hash::DefaultHasher::new();
-    (trace, parent, salt).hash(&mut h);
+    (c.trace_id, c.span_id, salt).hash(&mut h);
     let mut span = h.finish().to_be_bytes();
     if span == [0; 8] {
         span[7] = 1;
     }
     Some(TraceIds {
-        trace_id,
+        trace_id: c.trace_id,
         span_id: span,
-        parent_id,
-        sampled: flags & 1 == 1,
+        parent_id: c.span_id,
+        sampled: c.sampled,
     })
-}
-
-fn b3_single(v: &str) -> Option<TraceIds> {
-    // {TraceId}-{SpanId}-{SamplingState}-{ParentSpanId}, the last two optional; "0"/"1"/"d" alone is only a
-    // sampling decision, which makes no span.
-    let mut parts = v.trim().split('-');
-    let trace_id = trace_id(parts.next()?)?;
-    let span_id = span_id(parts.next()?)?;
-    let sampled = !matches!(parts.next(), Some("0"));
-    let parent_id = match parts.next() {
-        Some(p) => span_id_of(p)?,
-        None => [0; 8],
-    };
-    Some(TraceIds {
-        trace_id,
-        span_id,
-        parent_id,
-        sampled,
-    })
-}
-
-fn trace_id(hex: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    match hex.len() {
-        32 => decode(hex, &mut out)?,
-        16 => decode(hex, &mut out[8..])?,
-        _ => return None,
-    }
-    (out != [0; 16]).then_some(out)
-}
-
-fn span_id(hex: &str) -> Option<[u8; 8]> {
-    span_id_of(hex).filter(|s| *s != [0; 8])
-}
-
-fn span_id_of(hex: &str) -> Option<[u8; 8]> {
-    let mut out = [0u8; 8];
-    (hex.len() == 16).then_some(())?;
-    decode(hex, &mut out)?;
-    Some(out)
-}
-
-fn decode(hex: &str, out: &mut [u8]) -> Option<()> {
-    let b = hex.as_bytes();
-    for (i, o) in out.iter_mut().enumerate() {
-        let hi = (b[2 * i] as char).to_digit(16)?;
-        let lo = (b[2 * i + 1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
-    Some(())
 }
 
 #[cfg(test)]

@@ -7,16 +7,10 @@
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderValue};
+use sextant_tracectx::{B3, B3_PARENT, B3_SAMPLED, B3_SPAN, B3_TRACE, Format, TRACEPARENT, hex};
 
 /// The share of requests without trace context that start a sampled trace (Istio's default: 1 %).
 pub const NEW_TRACE_PERCENT: u32 = 1;
-
-const TRACEPARENT: &str = "traceparent";
-const B3: &str = "b3";
-const B3_TRACE: &str = "x-b3-traceid";
-const B3_SPAN: &str = "x-b3-spanid";
-const B3_PARENT: &str = "x-b3-parentspanid";
-const B3_SAMPLED: &str = "x-b3-sampled";
 
 /// This hop's span.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,35 +26,25 @@ pub struct Span {
 impl Span {
     /// This hop's span for a request with `headers`: a child of their context, or a new trace.
     pub fn of(headers: &HeaderMap) -> Span {
-        let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         let span = format!("{:016x}", fastrand::u64(1..));
-        if let Some((trace, parent, sampled)) = text(TRACEPARENT).and_then(w3c) {
-            return Span {
-                trace,
+        let caller = sextant_tracectx::read(|n| headers.get(n).and_then(|v| v.to_str().ok()));
+        match caller {
+            Some(c) => Span {
+                trace: hex(&c.trace_id),
                 span,
-                parent: Some(parent),
-                sampled,
+                parent: Some(hex(&c.span_id)),
+                sampled: c.sampled,
+                w3c: c.format == Format::W3c,
+                b3: c.format != Format::W3c,
+            },
+            None => Span {
+                trace: format!("{:032x}", fastrand::u128(1..)),
+                span,
+                parent: None,
+                sampled: fastrand::u32(..100) < NEW_TRACE_PERCENT,
                 w3c: true,
-                b3: false,
-            };
-        }
-        if let Some((trace, parent, sampled)) = b3(headers) {
-            return Span {
-                trace,
-                span,
-                parent: Some(parent),
-                sampled,
-                w3c: false,
                 b3: true,
-            };
-        }
-        Span {
-            trace: format!("{:032x}", fastrand::u128(1..)),
-            span,
-            parent: None,
-            sampled: fastrand::u32(..100) < NEW_TRACE_PERCENT,
-            w3c: true,
-            b3: true,
+            },
         }
     }
 
@@ -103,56 +87,6 @@ impl Span {
             if self.sampled { "1" } else { "0" }.into(),
         );
     }
-}
-
-/// `version-trace-parent-flags`: (trace, parent, sampled), when valid.
-fn w3c(v: &str) -> Option<(String, String, bool)> {
-    let parts: Vec<&str> = v.trim().split('-').collect();
-    let [version, trace, parent, flags, ..] = parts[..] else {
-        return None;
-    };
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
-    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2)
-    {
-        return None;
-    }
-    if zero(trace) || zero(parent) {
-        return None;
-    }
-    let sampled = u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1);
-    Some((
-        trace.to_ascii_lowercase(),
-        parent.to_ascii_lowercase(),
-        sampled,
-    ))
-}
-
-/// B3, single (`b3: trace-span[-sampled[-parent]]`) or multi-header: (trace, span of the caller, sampled).
-fn b3(headers: &HeaderMap) -> Option<(String, String, bool)> {
-    let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let hex = |s: &str| matches!(s.len(), 16 | 32) && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let span_ok = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(single) = text(B3) {
-        let parts: Vec<&str> = single.trim().split('-').collect();
-        let (trace, span) = (*parts.first()?, *parts.get(1)?);
-        if !hex(trace) || !span_ok(span) {
-            return None;
-        }
-        let sampled = !matches!(parts.get(2), Some(&"0"));
-        return Some((pad(trace), span.to_ascii_lowercase(), sampled));
-    }
-    let (trace, span) = (text(B3_TRACE)?, text(B3_SPAN)?);
-    if !hex(trace) || !span_ok(span) {
-        return None;
-    }
-    let sampled = !matches!(text(B3_SAMPLED), Some("0" | "false"));
-    Some((pad(trace), span.to_ascii_lowercase(), sampled))
-}
-
-/// A 64-bit B3 trace id as 128 bits (zeros on the left), lower case.
-fn pad(trace: &str) -> String {
-    format!("{:0>32}", trace.to_ascii_lowercase())
 }
 
 #[cfg(test)]
