@@ -74,24 +74,9 @@ enum Command {
         #[arg(long = "quota")]
         quotas: Vec<String>,
     },
-    /// Run a local hub on the embedded example configuration and show a few decisions.
-    Dev {
-        /// Use this configuration instead of the embedded example.
-        #[arg(long)]
-        config_dir: Option<PathBuf>,
-        /// gRPC address.
-        #[arg(long, default_value = "127.0.0.1:9091")]
-        grpc_addr: SocketAddr,
-        /// Admin address.
-        #[arg(long, default_value = "127.0.0.1:9093")]
-        admin_addr: SocketAddr,
-        /// Address of the adapters' Prometheus exposition.
-        #[arg(long, default_value = "127.0.0.1:42422")]
-        prometheus_addr: SocketAddr,
-        /// Stop after the demonstration instead of serving until interrupted.
-        #[arg(long)]
-        exit_after_demo: bool,
-    },
+    /// Run the whole mesh on this machine: pilot, the hub, a sidecar per bookinfo workload, the demo
+    /// application and live traffic, configured from a directory you can edit; Ctrl-C stops everything.
+    Dev(dev::DevArgs),
 }
 
 #[derive(Subcommand)]
@@ -333,54 +318,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 })?;
             out(&format!("{json}\n"))
         }
-        Command::Dev {
-            config_dir,
-            grpc_addr,
-            admin_addr,
-            prometheus_addr,
-            exit_after_demo,
-        } => {
-            let config_dir = match config_dir {
-                Some(d) => d,
-                None => {
-                    dev::write_example().map_err(|e| fail(format!("{e:#}"), "pass --config-dir"))?
-                }
-            };
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let stop = async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {},
-                    _ = stop_rx => {},
-                }
-            };
-            let options = hub_server::HubOptions {
-                config_dir: config_dir.clone(),
-                grpc_addr,
-                admin_addr,
-                prometheus_addr,
-                adapter_cache: default_adapter_cache(),
-                reload_interval: Duration::from_secs(1),
-                decisions: hub_server::DecisionOptions::default(),
-            };
-            let hub = hub_server::start(options, stop).await.map_err(|e| {
-                fail(
-                    e,
-                    "another hub may be running; pick ports with --grpc-addr / --admin-addr",
-                )
-            })?;
-            dev::demo(&hub.grpc_addr.to_string(), hub.prometheus_addr, &config_dir)
-                .await
-                .map_err(|e| fail(format!("{e:#}"), "see the hub's log above"))?;
-            if exit_after_demo {
-                let _ = stop_tx.send(());
-            } else {
-                println!(
-                    "hub serving on {} (admin http://{}/metrics, adapter metrics http://{}/metrics); Ctrl-C to stop",
-                    hub.grpc_addr, hub.admin_addr, hub.prometheus_addr
-                );
-            }
-            hub.wait().await.map_err(|e| fail(e, "see the log above"))
-        }
+        Command::Dev(args) => dev::run(&args).await.map_err(|e| {
+            fail(
+                format!("{e:#}"),
+                "its logs are in the config directory's logs/",
+            )
+        }),
     }
 }
 
@@ -474,8 +417,28 @@ async fn validate(path: &std::path::Path, default_telemetry: bool) -> Result<(),
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The environment variable naming the process whose exit this one follows (set by `sextant dev` on its
+/// children).
+pub(crate) const EXIT_WITH_PARENT: &str = "SEXTANT_EXIT_WITH_PARENT";
+
+/// When [`EXIT_WITH_PARENT`] names this process's parent, asks the kernel for SIGTERM when that parent
+/// exits, and exits now if it already has (so a killed `sextant dev` leaves no process behind).
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(EXIT_WITH_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    exit_with_parent();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{HUB_HOST, Netns, Plane, Proc, addrs_in, peers, python, scratch, wait_until};
+use common::{
+    HUB_HOST, Netns, Plane, Proc, addrs_in, eventually, peers, python, scratch, wait_until,
+};
 
 const HOST: &str = "reviews.default.svc.cluster.local";
 const PORT: u16 = 9080;
@@ -207,18 +209,6 @@ impl Pod {
             .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
             .sum()
     }
-}
-
-/// Whether `cond` holds within `timeout` (polled).
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 fn root() -> bool {

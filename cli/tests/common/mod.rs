@@ -172,6 +172,18 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Whether `cond` holds within `timeout` (polled), for callers that say themselves what went wrong.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
 /// A parsed HTTP/1.1 response.
 #[derive(Debug)]
 pub struct HttpResponse {
@@ -357,15 +369,20 @@ impl Proc {
     /// Sends SIGTERM and waits (60 s at most: a process that ignores it fails the test instead of hanging
     /// it) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (`INT`, `TERM`…) and waits for the exit status as [`Proc::terminate`] does.
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status();
         let mut status = None;
         let name = self.name;
         wait_until(
             Duration::from_secs(60),
-            &format!("{name} to exit after SIGTERM"),
+            &format!("{name} to exit after SIG{signal}"),
             || {
                 status = self.child.try_wait().expect("wait for child");
                 status.is_some()

@@ -1,0 +1,208 @@
+//! The dev mesh's plan: bookinfo's workloads, each on loopback addresses of its own (so every workload's
+//! sidecar can take the same ports, as pods do, without root), and the configuration pilot and the hub read.
+//!
+//! Workload `N` has a pod address `PREFIX.1.N` (its sidecar's inbound port [`PORT`], its admin on 15000,
+//! the application on [`APP_PORT`]) and an outbound address `PREFIX.2.N` where its sidecar's outbound
+//! listeners bind (the application calls the other services there, naming them in `Host`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use anyhow::Context;
+use sextant_bookinfo::{NAMESPACE, PORT, Service, Workload};
+
+/// Where a workload's application listens, behind its sidecar.
+pub const APP_PORT: u16 = 9081;
+/// The sidecar's admin port (Envoy's).
+pub const ADMIN_PORT: u16 = 15000;
+/// The sidecar's Prometheus stats port (Istio's).
+pub const STATS_PORT: u16 = 15090;
+/// The name the hub has in the mesh.
+pub const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
+/// The hub's port in the mesh.
+pub const HUB_PORT: u16 = 9091;
+
+/// bookinfo's workloads, in start order (called services first).
+pub const WORKLOADS: &[(Service, &str)] = &[
+    (Service::Ratings, "v1"),
+    (Service::Details, "v1"),
+    (Service::Reviews, "v1"),
+    (Service::Reviews, "v2"),
+    (Service::Reviews, "v3"),
+    (Service::Productpage, "v1"),
+];
+
+/// The plan on loopback network `prefix` (`127.X`).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    prefix: String,
+}
+
+/// One workload of the plan.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// The application's side.
+    pub workload: Workload,
+    /// Its pod address.
+    pub pod: IpAddr,
+}
+
+impl Planned {
+    /// The sidecar's admin address.
+    pub fn admin(&self) -> SocketAddr {
+        SocketAddr::new(self.pod, ADMIN_PORT)
+    }
+
+    /// The sidecar's inbound address: where callers (and `curl`) reach the workload.
+    pub fn inbound(&self) -> SocketAddr {
+        SocketAddr::new(self.pod, PORT)
+    }
+
+    /// The sidecar's node id, as Istio's pilot-agent names it.
+    pub fn node_id(&self) -> String {
+        format!(
+            "sidecar~{}~{}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local",
+            self.pod,
+            self.workload.name()
+        )
+    }
+
+    /// The service account it runs as.
+    pub fn service_account(&self) -> String {
+        format!("bookinfo-{}", self.workload.service.name())
+    }
+}
+
+impl Plan {
+    /// The plan on `prefix`, two numbers (`127.77`): the loopback network `prefix.0.0/16`.
+    pub fn new(prefix: &str) -> anyhow::Result<Plan> {
+        let parts: Vec<&str> = prefix.split('.').collect();
+        let valid =
+            parts.len() == 2 && parts[0] == "127" && parts[1].parse::<u8>().is_ok_and(|n| n > 0);
+        anyhow::ensure!(
+            valid,
+            "--loopback {prefix:?}: want two numbers naming a loopback network, like 127.77"
+        );
+        Ok(Plan {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn ip(&self, net: u8, host: usize) -> IpAddr {
+        format!("{}.{net}.{host}", self.prefix)
+            .parse()
+            .expect("a prefix checked in Plan::new and small numbers make an address")
+    }
+
+    /// Every workload with its addresses.
+    pub fn workloads(&self) -> Vec<Planned> {
+        WORKLOADS
+            .iter()
+            .enumerate()
+            .map(|(i, (service, version))| {
+                let pod = self.ip(1, i + 1);
+                Planned {
+                    workload: Workload {
+                        service: *service,
+                        version,
+                        listen: SocketAddr::new(pod, APP_PORT),
+                        egress: SocketAddr::new(self.ip(2, i + 1), PORT),
+                    },
+                    pod,
+                }
+            })
+            .collect()
+    }
+
+    /// The entry of the demo: productpage's inbound address.
+    pub fn entry(&self) -> SocketAddr {
+        self.workloads()
+            .into_iter()
+            .find(|p| p.workload.service == Service::Productpage)
+            .map(|p| p.inbound())
+            .expect("the plan has productpage")
+    }
+
+    /// The mesh as pilot reads it, derived from the plan and the hub's gRPC address: a ServiceEntry per
+    /// service (its endpoints the workloads' pod addresses), a Sidecar per workload (inbound bound on its
+    /// pod address, outbound on its outbound address, no interception), and the hub as a mesh service.
+    pub fn workloads_yaml(&self, hub: SocketAddr) -> String {
+        let mut out = String::from(
+            "# Written by `sextant dev` at each start from its address plan: edit the other files.\n",
+        );
+        for service in [
+            Service::Productpage,
+            Service::Details,
+            Service::Reviews,
+            Service::Ratings,
+        ] {
+            let endpoints: Vec<String> = self
+                .workloads()
+                .iter()
+                .filter(|p| p.workload.service == service)
+                .map(|p| {
+                    format!(
+                        "{{address: {}, ports: {{http: {PORT}}}, labels: {{app: {}, version: {}}}, serviceAccount: {}}}",
+                        p.pod,
+                        service.name(),
+                        p.workload.version,
+                        p.service_account()
+                    )
+                })
+                .collect();
+            out += &format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]\n  endpoints: [{endpoints}]\n",
+                name = service.name(),
+                host = service.host(),
+                endpoints = endpoints.join(", ")
+            );
+        }
+        for p in self.workloads() {
+            out += &format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  workloadSelector: {{labels: {{app: {app}, version: {version}}}}}\n  ingress:\n  - {{port: {{number: {PORT}, protocol: HTTP, name: http}}, captureMode: NONE, bind: {pod}, defaultEndpoint: \"{listen}\"}}\n  egress:\n  - {{port: {{number: {PORT}, protocol: HTTP, name: http}}, captureMode: NONE, bind: {egress}, hosts: [\"{NAMESPACE}/*\"]}}\n",
+                name = p.workload.name(),
+                app = p.workload.service.name(),
+                version = p.workload.version,
+                pod = p.pod,
+                listen = p.workload.listen,
+                egress = p.workload.egress.ip(),
+            );
+        }
+        out += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: sextant-hub, namespace: sextant-system}}\nspec:\n  hosts: [{HUB_HOST}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: {HUB_PORT}, name: grpc, protocol: GRPC}}]\n  endpoints: [{{address: {ip}, ports: {{grpc: {port}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: sextant-hub, namespace: sextant-system}}\nspec:\n  host: {HUB_HOST}\n  trafficPolicy: {{tls: {{mode: DISABLE}}}}\n",
+            ip = hub.ip(),
+            port = hub.port()
+        );
+        out
+    }
+}
+
+/// The dev configuration a user edits, written when its directory has none: the hub's policies, the mesh's
+/// routing, and the applications' behaviour.
+const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "hub/policies.yaml",
+        include_str!("../../../examples/dev/hub/policies.yaml"),
+    ),
+    (
+        "mesh/routing.yaml",
+        include_str!("../../../examples/dev/mesh/routing.yaml"),
+    ),
+    ("apps.yaml", include_str!("../../../examples/dev/apps.yaml")),
+];
+
+/// Writes the default dev configuration into `dir` where a file is missing; files there stay as they are.
+pub fn write_defaults(dir: &Path) -> anyhow::Result<()> {
+    for (name, text) in DEFAULTS {
+        let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! `sextant dev`: the whole mesh on one machine. The hub (in this process), pilot and a `sextant proxy` per
+//! bookinfo workload (child processes), bookinfo's applications and a traffic generator (tasks), on loopback
+//! addresses of their own ([`mesh::Plan`]); the configuration in a directory the user edits, applied live.
+//! Ctrl-C stops everything: the traffic, then the children (SIGTERM, and the kernel's SIGTERM to any child
+//! whose parent died), then the hub.
+
+mod children;
+mod mesh;
+mod traffic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sextant_bookinfo::{Behaviour, Behaviours};
+
+use children::Children;
+
+/// `sextant dev`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// The dev configuration: `hub/` (policies), `mesh/` (Istio routing), `apps.yaml` (latency and errors).
+    /// Missing files are written with the defaults; changes apply live. Default: a fresh temporary directory.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// The loopback network the workloads take addresses in: `127.X` (pods on 127.X.1.N).
+    #[arg(long, default_value = "127.77")]
+    loopback: String,
+    /// The hub's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    grpc_addr: SocketAddr,
+    /// The hub's admin address.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    admin_addr: SocketAddr,
+    /// The hub's adapter metrics (Prometheus exposition) address.
+    #[arg(long, default_value = "127.0.0.1:42422")]
+    prometheus_addr: SocketAddr,
+    /// Do not generate traffic (the mesh still serves requests).
+    #[arg(long)]
+    no_traffic: bool,
+}
+
+/// Runs the dev mesh until Ctrl-C or SIGTERM.
+pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plan = mesh::Plan::new(&args.loopback)?;
+    let dir = match &args.config_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("sextant-dev-{}", std::process::id())),
+    };
+    mesh::write_defaults(&dir)?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hub_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let hub = hub_server::start(
+        hub_server::HubOptions {
+            config_dir: dir.join("hub"),
+            grpc_addr: args.grpc_addr,
+            admin_addr: args.admin_addr,
+            prometheus_addr: args.prometheus_addr,
+            adapter_cache: crate::default_adapter_cache(),
+            reload_interval: Duration::from_secs(1),
+            decisions: hub_server::DecisionOptions::default(),
+        },
+        hub_stop,
+    )
+    .await
+    .context("starting the hub (another `sextant dev` may be running; pick ports with --grpc-addr, --admin-addr, --prometheus-addr)")?;
+
+    let mesh_dir = dir.join("mesh");
+    std::fs::write(
+        mesh_dir.join("workloads.yaml"),
+        plan.workloads_yaml(hub.grpc_addr),
+    )
+    .context("writing mesh/workloads.yaml")?;
+
+    let mut children = Children::new(logs.clone());
+    let outcome = async {
+        let pilot = children
+            .pilot(&mesh_dir, &dir.join("ca"), mesh::HUB_HOST, mesh::HUB_PORT)
+            .await?;
+        let behaviours = Behaviours::default();
+        watch_apps(dir.join("apps.yaml"), behaviours.clone(), stop_rx.clone());
+        for planned in plan.workloads() {
+            let listener = tokio::net::TcpListener::bind(planned.workload.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} cannot listen on {} (is the loopback network {} taken? try --loopback)",
+                        planned.workload.name(),
+                        planned.workload.listen,
+                        args.loopback
+                    )
+                })?;
+            let mut stop = stop_rx.clone();
+            tokio::spawn(sextant_bookinfo::serve(
+                planned.workload.clone(),
+                listener,
+                behaviours.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            children.proxy(&planned, pilot.xds).await?;
+        }
+        for planned in plan.workloads() {
+            children.wait_ready(&planned).await?;
+        }
+        anyhow::Ok(pilot)
+    }
+    .await;
+    let pilot = match outcome {
+        Ok(p) => p,
+        Err(e) => {
+            children.stop().await;
+            let _ = stop_tx.send(true);
+            let _ = hub.wait().await;
+            return Err(e);
+        }
+    };
+    if !args.no_traffic {
+        tokio::spawn(traffic::generate(plan.entry(), stop_rx.clone()));
+    }
+    print_urls(
+        &plan,
+        &hub,
+        pilot.monitoring,
+        &dir,
+        started,
+        args.no_traffic,
+    );
+
+    crate::shutdown_signal().await;
+    eprintln!("sextant dev: stopping");
+    let _ = stop_tx.send(true);
+    children.stop().await;
+    hub.wait().await.context("the hub ended with an error")?;
+    eprintln!("sextant dev: stopped");
+    Ok(())
+}
+
+fn print_urls(
+    plan: &mesh::Plan,
+    hub: &hub_server::RunningHub,
+    pilot: SocketAddr,
+    dir: &Path,
+    started: Instant,
+    no_traffic: bool,
+) {
+    let entry = plan.entry();
+    println!(
+        "sextant dev: the bookinfo mesh is up in {:.1} s\n\
+         \n  productpage  http://{entry}/productpage   (as a guest: curl -H 'x-user: guest' http://{entry}/productpage)\n\
+         \x20 hub          gRPC {}, admin http://{}/metrics, adapter metrics http://{}/metrics\n\
+         \x20 pilot        http://{pilot}/debug/config\n\
+         \x20 sidecars     {}\n\
+         \x20 config       {} (hub/ and mesh/ apply live; apps.yaml sets each workload's latency and errors)\n\
+         \x20 logs         {}\n\
+         \x20 traffic      {}\n\
+         \nCtrl-C stops everything.",
+        started.elapsed().as_secs_f64(),
+        hub.grpc_addr,
+        hub.admin_addr,
+        hub.prometheus_addr,
+        plan.workloads()
+            .iter()
+            .map(|p| format!("{} http://{}/stats", p.workload.name(), p.admin()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir.display(),
+        dir.join("logs").display(),
+        if no_traffic {
+            "none (--no-traffic)".to_string()
+        } else {
+            format!(
+                "{} requests/s to productpage as several users (one a guest, one a bot over its rate limit)",
+                traffic::RATE
+            )
+        },
+    );
+}
+
+/// Applies `apps.yaml` to `behaviours` now and whenever it changes (looked at every second); an invalid
+/// file is reported once and the last valid one stays.
+fn watch_apps(path: PathBuf, behaviours: Behaviours, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut seen = None;
+        loop {
+            let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if stamp != seen {
+                seen = stamp;
+                let read = std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        if text.trim().is_empty() {
+                            return Ok(Default::default());
+                        }
+                        serde_saphyr::from_str::<std::collections::HashMap<String, Behaviour>>(
+                            &text,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                match read {
+                    Ok(all) => behaviours.set(all),
+                    Err(e) => eprintln!(
+                        "sextant dev: {} is not valid ({e}); the workloads keep their behaviour",
+                        path.display()
+                    ),
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

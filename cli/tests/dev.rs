@@ -1,0 +1,146 @@
+//! `sextant dev`, the README's first command, as a newcomer runs it: the whole bookinfo mesh on loopback —
+//! pilot, the hub, a `sextant proxy` per workload, the applications and their traffic — from one command.
+//! A user would notice: productpage answers through the mesh; the hub's metrics show every workload
+//! (reviews in its three versions) over mutual TLS; a guest is denied reviews by the hub's policy with the
+//! policy's message and the bot meets its rate limit; editing the config directory changes the running
+//! mesh; Ctrl-C (SIGINT) exits 0 and leaves no process and no listening port behind.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, addrs_in, get, scratch, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `GET /productpage` at `entry` as `user`: (status, body).
+fn productpage(entry: SocketAddr, user: &str) -> Option<(u16, String)> {
+    get(entry, "/productpage", &[("x-user", user)]).map(|r| (r.status, r.body))
+}
+
+/// The lines of `istio_requests_total` in the hub's adapter exposition.
+fn requests(metrics: SocketAddr) -> Vec<String> {
+    get(metrics, "/metrics", &[])
+        .map(|r| r.body)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether some series of `lines` holds every label of `labels`.
+fn has(lines: &[String], labels: &[&str]) -> bool {
+    lines.iter().any(|l| labels.iter().all(|w| l.contains(w)))
+}
+
+/// The processes whose command line names the loopback network `net` (the dev mesh's children).
+fn left_behind(net: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", &format!("{net}\\.1\\.")])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn dev_runs_the_bookinfo_mesh_and_stops_cleanly() {
+    let dir = scratch("dev");
+    // A loopback network of this run's own, so that runs on one machine do not meet.
+    let net = format!("127.{}", 100 + std::process::id() % 150);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["dev", "--loopback", &net, "--config-dir"])
+        .arg(dir.join("config"))
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
+    dev.wait_for_line("the bookinfo mesh is up", WAIT);
+    let line = dev.wait_for_line("productpage  http://", WAIT);
+    let entry = addrs_in(&line)[0];
+    let line = dev.wait_for_line("adapter metrics http://", WAIT);
+    let metrics = *addrs_in(&line).last().expect("the adapter metrics address");
+
+    let (status, body) = productpage(entry, "alice").expect("productpage answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"reviews\":[") && body.contains("William Shakespeare"),
+        "{body}"
+    );
+
+    // The traffic reaches every workload, reviews in all three versions (v2 for jason, 10 % to v3), over
+    // mutual TLS, checked and reported by the sidecars.
+    wait_until(WAIT, "every workload in the hub's metrics", || {
+        let lines = requests(metrics);
+        let seen = |service: &str, version: &str| {
+            has(
+                &lines,
+                &[
+                    "reporter=\"destination\"",
+                    &format!("destination_service_name=\"{service}\""),
+                    &format!("destination_version=\"{version}\""),
+                    "response_code=\"200\"",
+                ],
+            )
+        };
+        seen("productpage", "v1")
+            && seen("details", "v1")
+            && seen("reviews", "v1")
+            && seen("reviews", "v2")
+            && seen("reviews", "v3")
+            && seen("ratings", "v1")
+            && has(
+                &lines,
+                &[
+                    "destination_service_name=\"reviews\"",
+                    "connection_security_policy=\"mutual_tls\"",
+                    "source_principal=\"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage\"",
+                ],
+            )
+    });
+    // The hub's decisions: the guest is denied reviews with the policy's message; the bot meets its limit.
+    let (_, body) = productpage(entry, "guest").expect("productpage answers a guest");
+    assert!(body.contains("guests may not read reviews"), "{body}");
+    wait_until(
+        WAIT,
+        "the bot's rate-limited requests in the metrics",
+        || {
+            has(
+                &requests(metrics),
+                &[
+                    "destination_service_name=\"details\"",
+                    "response_code=\"429\"",
+                ],
+            )
+        },
+    );
+
+    // The configuration directory changes the running mesh: details made to fail shows on the page.
+    let apps = dir.join("config/apps.yaml");
+    std::fs::write(&apps, "details-v1: {error_percent: 100}\n").expect("edit apps.yaml");
+    let (mut last, mut n) = (None, 0);
+    let failing = common::eventually(WAIT, || {
+        // A new user each time: one user polling this fast would meet details' rate limit first.
+        n += 1;
+        last = productpage(entry, &format!("tester-{n}"));
+        last.as_ref()
+            .is_some_and(|(_, b)| b.contains("details-v1 is failing"))
+    });
+    assert!(failing, "the page does not show details failing: {last:?}");
+
+    let status = dev.stop_with("INT");
+    assert!(
+        status.success(),
+        "sextant dev exited {status}:\n{}",
+        dev.log()
+    );
+    assert_eq!(left_behind(&net), "", "processes left behind");
+    assert!(
+        std::net::TcpListener::bind(entry).is_ok(),
+        "productpage's sidecar port {entry} is free again"
+    );
+}
