@@ -2,8 +2,9 @@
 //! pilot, the hub, a `sextant proxy` per workload, the applications and their traffic — from one command.
 //! A user would notice: productpage answers through the mesh; the hub's metrics show every workload
 //! (reviews in its three versions) over mutual TLS; a guest is denied reviews by the hub's policy with the
-//! policy's message and the bot meets its rate limit; editing the config directory changes the running
-//! mesh; Ctrl-C (SIGINT) exits 0 and leaves no process and no listening port behind.
+//! policy's message and the bot meets its rate limit; the hub's query API shows the graph, the RED series,
+//! the decision with its rule, the rate-limit refusals and joined traces; editing the config directory
+//! changes the running mesh; Ctrl-C (SIGINT) exits 0 and leaves no process and no listening port behind.
 
 mod common;
 
@@ -63,7 +64,9 @@ fn dev_runs_the_bookinfo_mesh_and_stops_cleanly() {
     let line = dev.wait_for_line("productpage  http://", WAIT);
     let entry = addrs_in(&line)[0];
     let line = dev.wait_for_line("adapter metrics http://", WAIT);
-    let metrics = *addrs_in(&line).last().expect("the adapter metrics address");
+    let [_, admin, metrics] = addrs_in(&line)[..] else {
+        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
+    };
 
     let (status, body) = productpage(entry, "alice").expect("productpage answers");
     assert_eq!(status, 200, "{body}");
@@ -118,6 +121,59 @@ fn dev_runs_the_bookinfo_mesh_and_stops_cleanly() {
             )
         },
     );
+
+    // The hub's query API, from its window of recent telemetry: the graph, per-service RED, the decisions
+    // with the rule that decided, rate-limit refusals, traces.
+    wait_until(
+        WAIT,
+        "the graph to show productpage calling reviews' three versions",
+        || {
+            let graph = common::get_json(admin, "/api/v1/graph?window=1m");
+            let edge = |to: &str| {
+                graph["edges"].as_array().is_some_and(|edges| {
+                    edges.iter().any(|e| {
+                        e["source"] == "bookinfo/productpage/v1"
+                            && e["destination"] == to
+                            && e["stats"]["rps"].as_f64() > Some(0.0)
+                    })
+                })
+            };
+            edge("bookinfo/reviews/v1")
+                && edge("bookinfo/reviews/v2")
+                && edge("bookinfo/reviews/v3")
+        },
+    );
+    let red = common::get_json(admin, "/api/v1/services/bookinfo/reviews/red?window=1m");
+    let served: u64 = red["points"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["requests"].as_u64()).sum())
+        .unwrap_or(0);
+    assert!(served > 0, "reviews' RED series: {red}");
+    let decisions = common::get_json(admin, "/api/v1/decisions");
+    let denied_by_rule = decisions["counts"].as_array().is_some_and(|c| {
+        c.iter().any(|c| {
+            c["result"] == "deny"
+                && c["policy"] == "bookinfo/reviews-guard"
+                && c["rule"] == "no-guests"
+        })
+    });
+    assert!(
+        denied_by_rule,
+        "the guest's denial with its rule: {decisions}"
+    );
+    let limits = common::get_json(admin, "/api/v1/ratelimits?window=5m");
+    assert_eq!(
+        limits["rate_limits"][0]["ratelimit"], "bookinfo/details-per-user",
+        "{limits}"
+    );
+    let traces = common::get_json(admin, "/api/v1/traces?limit=50");
+    let joined = traces["traces"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["spans"].as_array().is_some_and(|s| s.len() >= 2))
+    });
+    assert!(joined, "traces with their spans joined: {traces}");
+    let bad = get(admin, "/api/v1/graph?window=soon", &[]).expect("an answer");
+    assert_eq!(bad.status, 400, "{}", bad.body);
 
     // The configuration directory changes the running mesh: details made to fail shows on the page.
     let apps = dir.join("config/apps.yaml");

@@ -1,5 +1,5 @@
-//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`; and the adapters' Prometheus exposition
-//! (`:42422/metrics`).
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`, the query API over the window of recent
+//! telemetry (`/api/v1/…`, `docs/dashboard.md`); and the adapters' Prometheus exposition (`:42422/metrics`).
 
 use std::sync::Arc;
 
@@ -18,7 +18,107 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/debug/config", get(debug_config))
+        .route("/api/v1/graph", get(graph))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{namespace}/{name}/red", get(red))
+        .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/ratelimits", get(rate_limits))
+        .route("/api/v1/traces", get(traces))
+        .route("/api/v1/window", get(window_status))
         .with_state(state)
+}
+
+/// The query API's parameters.
+#[derive(serde::Deserialize, Default)]
+struct Query {
+    /// How far back: `30s`, `5m`, `1h` (default 5m, at most the window's span).
+    window: Option<String>,
+    /// How many items at most (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+type ApiError = (StatusCode, Json<serde_json::Value>);
+
+fn bad_request(message: String) -> ApiError {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({"error": message})),
+    )
+}
+
+impl Query {
+    fn window(&self) -> Result<std::time::Duration, ApiError> {
+        let Some(text) = self.window.as_deref() else {
+            return Ok(std::time::Duration::from_secs(300));
+        };
+        let (number, unit) = text.split_at(
+            text.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len()),
+        );
+        let seconds = match (number.parse::<u64>(), unit) {
+            (Ok(n), "s") => Some(n),
+            (Ok(n), "m") => n.checked_mul(60),
+            (Ok(n), "h") => n.checked_mul(3600),
+            _ => None,
+        };
+        match seconds {
+            Some(s) if s > 0 => Ok(std::time::Duration::from_secs(s)),
+            _ => Err(bad_request(format!(
+                "window {text:?}: want a number of seconds, minutes or hours, like 30s, 5m or 1h"
+            ))),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).min(1000)
+    }
+}
+
+async fn graph(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.window.graph(q.window()?)))
+}
+
+async fn services(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.window.services(q.window()?)))
+}
+
+async fn red(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.window.red(&namespace, &name, q.window()?)))
+}
+
+async fn decisions(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Json<serde_json::Value> {
+    Json(state.window.decisions(q.limit()))
+}
+
+async fn rate_limits(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.window.rate_limits(q.window()?)))
+}
+
+async fn traces(
+    State(state): State<Arc<HubState>>,
+    axum::extract::Query(q): axum::extract::Query<Query>,
+) -> Json<serde_json::Value> {
+    Json(state.window.traces(q.limit()))
+}
+
+async fn window_status(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> {
+    Json(state.window.status())
 }
 
 async fn readyz(State(state): State<Arc<HubState>>) -> impl IntoResponse {

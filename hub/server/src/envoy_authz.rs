@@ -302,6 +302,7 @@ impl Authorization for AuthzService {
         self.state
             .metrics
             .decision("envoy_ext_authz", &decision, start.elapsed().as_secs_f64());
+        self.state.decided(&bag, &decision);
         Ok(Response::new(to_authz_response(&decision)))
     }
 }

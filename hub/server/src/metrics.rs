@@ -82,6 +82,7 @@ pub struct Metrics {
     unread: Family<UnreadLabels, Gauge>,
     buckets: Family<RateLimitLabels, Gauge>,
     buckets_evicted: Family<RateLimitLabels, Gauge>,
+    window_evicted: Family<KindLabels, Gauge>,
     buckets_overflow: Family<RateLimitLabels, Gauge>,
     dedup_evicted: Counter,
     reports: Family<CheckLabels, Counter>,
@@ -123,6 +124,7 @@ impl Metrics {
             unread: Family::default(),
             buckets: Family::default(),
             buckets_evicted: Family::default(),
+            window_evicted: Family::default(),
             buckets_overflow: Family::default(),
             dedup_evicted: Counter::default(),
             reports: Family::default(),
@@ -184,6 +186,12 @@ impl Metrics {
             "sextant_hub_ratelimit_buckets",
             "Rate-limit buckets held in memory",
             m.buckets.clone(),
+        );
+        registry.register(
+            "sextant_hub_window_evicted",
+            "What the query API's telemetry window did not keep since start, by kind (edges, decisions, \
+             decision_counts, rate_limits, traces, spans): its memory is fixed",
+            m.window_evicted.clone(),
         );
         registry.register(
             "sextant_hub_ratelimit_buckets_evicted",
@@ -394,6 +402,22 @@ impl Metrics {
             self.buckets_overflow
                 .get_or_create(&labels)
                 .set(gauge(s.overflowed));
+        }
+    }
+
+    pub(crate) fn window(&self, e: &hub_window::Evictions) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (kind, n) in [
+            ("edges", e.edges),
+            ("decisions", e.decisions),
+            ("decision_counts", e.decision_counts),
+            ("rate_limits", e.rate_limits),
+            ("traces", e.traces),
+            ("spans", e.spans),
+        ] {
+            self.window_evicted
+                .get_or_create(&KindLabels { kind })
+                .set(gauge(n));
         }
     }
 

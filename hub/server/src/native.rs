@@ -186,6 +186,7 @@ impl Mixer for MixerService {
             hub_policy::check_leasing(&snap, &bag, &quotas, &self.state.telemetry, req.lease_quota)
                 .await;
         metrics.decision("native", &decision, start.elapsed().as_secs_f64());
+        self.state.decided(&bag, &decision);
         let response = to_check_response(&decision);
         if !req.deduplication_id.is_empty() {
             metrics.dedup_evicted(self.dedup.put(req.deduplication_id, response.clone()));

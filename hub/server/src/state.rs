@@ -76,6 +76,8 @@ pub struct HubState {
     pub telemetry: Telemetry,
     /// Supervised tasks that are down (shown by `/readyz`).
     pub tasks: Arc<sextant_supervise::TaskHealth>,
+    /// Recent telemetry and decisions for the query API.
+    pub window: hub_window::Window,
 }
 
 impl HubState {
@@ -110,12 +112,16 @@ impl HubState {
             metrics,
             telemetry: Telemetry::new(runtime),
             tasks,
+            window: hub_window::Window::new(hub_window::WindowOptions::default()),
         }
     }
 
     /// Evaluates reported bags with the Telemetry rules and hands the records to the adapters.
     pub fn ingest(&self, front_door: &'static str, bags: Vec<Bag>) -> Ingested {
         let n = bags.len() as u64;
+        for bag in &bags {
+            self.window.observe(bag);
+        }
         let out = self.telemetry.ingest_with(bags, &self.metrics);
         self.metrics.reports(front_door, "accepted", n);
         out
@@ -128,9 +134,79 @@ impl HubState {
         front_door: &'static str,
         feed: impl FnOnce(&mut dyn FnMut(&Bag, Changes<'_>)),
     ) -> Ingested {
-        let out = self.telemetry.ingest_each(feed, &self.metrics);
+        let window = &self.window;
+        let out = self.telemetry.ingest_each(
+            |visit| {
+                feed(&mut |bag, changes| {
+                    window.observe(bag);
+                    visit(bag, changes);
+                });
+            },
+            &self.metrics,
+        );
         self.metrics.reports(front_door, "accepted", out.bags);
         out
+    }
+
+    /// Records a decision made for `bag` in the window (metrics are the caller's).
+    pub fn decided(&self, bag: &Bag, d: &hub_policy::Decision) {
+        use sextant_attributes::{Value, attr};
+        let text = |id| match bag.get(id) {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let deciding = if d.allowed() {
+            d.hits.iter().find(|h| !h.dry_run && h.action == "ALLOW")
+        } else {
+            d.hits.iter().find(|h| !h.dry_run && h.action == "DENY")
+        }
+        .or_else(|| d.hits.iter().find(|h| !h.dry_run));
+        let (result, policy, rule, action) = match (&d.rate_limited_by, deciding) {
+            (Some(rl), _) if !d.allowed() => {
+                ("rate_limited", rl.to_string(), String::new(), "RATE_LIMIT")
+            }
+            (_, Some(h)) => (
+                if d.allowed() { "allow" } else { "deny" },
+                h.policy.to_string(),
+                h.rule.to_string(),
+                h.action,
+            ),
+            (_, None) => (
+                if d.allowed() { "allow" } else { "deny" },
+                String::new(),
+                String::new(),
+                "",
+            ),
+        };
+        let source = [
+            text(attr!("source.principal", String)),
+            text(attr!("source.workload.name", String)),
+        ]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+        let service = [
+            text(attr!("destination.service.name", String)),
+            text(attr!("destination.workload.name", String)),
+        ]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+        self.window.decision(hub_window::DecisionEvent {
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |t| t.as_secs_f64()),
+            result,
+            policy,
+            rule,
+            action: action.to_string(),
+            code: d.code,
+            http_status: d.http_status,
+            message: d.message.clone(),
+            service,
+            source,
+            path: text(attr!("request.url_path", String)),
+        });
     }
 
     /// The snapshot Checks are decided with, if one has loaded.
@@ -328,6 +404,7 @@ impl HubState {
     pub fn housekeeping(&self) {
         self.backend.housekeeping();
         self.metrics.rate_limit_buckets(&self.backend.stats());
+        self.metrics.window(&self.window.evictions());
     }
 }
 
