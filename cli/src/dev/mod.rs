@@ -39,6 +39,9 @@ pub struct DevArgs {
     /// Do not generate traffic (the mesh still serves requests).
     #[arg(long)]
     no_traffic: bool,
+    /// Open the dashboard in the desktop's browser (`xdg-open`) once the mesh is up.
+    #[arg(long)]
+    open: bool,
 }
 
 /// Runs the dev mesh until Ctrl-C or SIGTERM.
@@ -137,6 +140,17 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
         started,
         args.no_traffic,
     );
+    if args.open {
+        let url = format!("http://{}/dashboard/", hub.admin_addr);
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if opened.is_err() {
+            println!("(no xdg-open here: open {url} yourself)");
+        }
+    }
 
     crate::shutdown_signal().await;
     eprintln!("sextant dev: stopping");
@@ -158,7 +172,8 @@ fn print_urls(
     let entry = plan.entry();
     println!(
         "sextant dev: the bookinfo mesh is up in {:.1} s\n\
-         \n  productpage  http://{entry}/productpage   (as a guest: curl -H 'x-user: guest' http://{entry}/productpage)\n\
+         \n  dashboard    http://{}/dashboard/\n\
+         \x20 productpage  http://{entry}/productpage   (as a guest: curl -H 'x-user: guest' http://{entry}/productpage)\n\
          \x20 hub          gRPC {}, admin http://{}/metrics, adapter metrics http://{}/metrics\n\
          \x20 pilot        http://{pilot}/debug/config\n\
          \x20 sidecars     {}\n\
@@ -167,6 +182,7 @@ fn print_urls(
          \x20 traffic      {}\n\
          \nCtrl-C stops everything.",
         started.elapsed().as_secs_f64(),
+        hub.admin_addr,
         hub.grpc_addr,
         hub.admin_addr,
         hub.prometheus_addr,

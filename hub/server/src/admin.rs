@@ -25,7 +25,39 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/api/v1/ratelimits", get(rate_limits))
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/window", get(window_status))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard/") }),
+        )
+        .route(
+            "/dashboard/",
+            get(|| asset(DASHBOARD_HTML, "text/html; charset=utf-8")),
+        )
+        .route(
+            "/dashboard/app.js",
+            get(|| asset(DASHBOARD_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/dashboard/style.css",
+            get(|| asset(DASHBOARD_CSS, "text/css; charset=utf-8")),
+        )
         .with_state(state)
+}
+
+/// The dashboard: plain HTML, CSS and JavaScript reading the query API, compiled into the binary (no build
+/// step, nothing fetched from elsewhere).
+const DASHBOARD_HTML: &str = include_str!("../dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("../dashboard/style.css");
+
+async fn asset(body: &'static str, content_type: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 /// The query API's parameters.

@@ -444,10 +444,21 @@ impl Window {
         )
     }
 
+    /// The seconds the data in `from..=to` covers: from the earliest step with traffic (a window reaching
+    /// back before the hub started, or before any traffic, is not averaged over time without data).
+    fn covered<'a>(&self, series: impl Iterator<Item = &'a Series>, from: u64, to: u64) -> f64 {
+        let first = series
+            .filter_map(|s| s.first_step_since(from))
+            .min()
+            .unwrap_or(to);
+        (to + 1 - first.min(to)) as f64 * self.options.step.as_secs_f64()
+    }
+
     /// The service graph over the last `window`: workloads as nodes, caller → workload edges per service.
     pub fn graph(&self, window: Duration) -> serde_json::Value {
-        let (from, to, secs) = self.range(window);
+        let (from, to, _) = self.range(window);
         let inner = self.lock();
+        let secs = self.covered(inner.edges.values(), from, to);
         // A server's sidecar knows its caller's workload but not the caller's version: a caller of one
         // known version is that version's node.
         let mut versions: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
@@ -515,8 +526,9 @@ impl Window {
 
     /// Each destination service over the last `window`: its traffic, and per version.
     pub fn services(&self, window: Duration) -> serde_json::Value {
-        let (from, to, secs) = self.range(window);
+        let (from, to, _) = self.range(window);
         let inner = self.lock();
+        let secs = self.covered(inner.edges.values(), from, to);
         let mut by: HashMap<(String, String), (Bucket, HashMap<String, Bucket>)> = HashMap::new();
         for (key, series) in &inner.edges {
             let b = series.sum(from, to);
@@ -596,8 +608,9 @@ impl Window {
 
     /// Refusals per RateLimit over the last `window`.
     pub fn rate_limits(&self, window: Duration) -> serde_json::Value {
-        let (from, to, secs) = self.range(window);
+        let (from, to, _) = self.range(window);
         let inner = self.lock();
+        let secs = self.covered(inner.edges.values(), from, to);
         let mut out: Vec<serde_json::Value> = inner
             .rate_limits
             .iter()

@@ -171,6 +171,15 @@ impl Series {
             .collect()
     }
 
+    /// The earliest step of `from..` with traffic.
+    pub fn first_step_since(&self, from: u64) -> Option<u64> {
+        self.buckets
+            .iter()
+            .filter(|b| b.step >= from && b.step > 0 && b.requests > 0)
+            .map(|b| b.step)
+            .min()
+    }
+
     /// The latest step with traffic.
     pub fn last_step(&self) -> u64 {
         self.buckets.iter().map(|b| b.step).max().unwrap_or(0)

@@ -1,0 +1,137 @@
+//! The dashboard in a real browser: headless Chromium (Debian's, from `.ci/peers`) loads the hub's dashboard
+//! while `sextant dev` runs, executes its JavaScript against the query API, and the rendered page is what a
+//! user sees: the service graph with productpage, details, ratings and reviews in three versions; the services
+//! table; the guest's denial with the rule that fired; the bot's rate limit; a trace's waterfall. A screenshot
+//! is written to `target/dashboard.png` (CI keeps it as an artifact; README's picture comes from it).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, addrs_in, get, get_json, scratch, target_dir, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Debian's Chromium.
+fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("Chromium is not installed: run .ci/peers (it installs Debian's chromium)")
+}
+
+/// Runs headless Chromium on `url` with `args`, giving the page's scripts `budget` of virtual time.
+fn headless(url: &str, budget: Duration, args: &[&str]) -> std::process::Output {
+    let profile = scratch("chromium-profile");
+    Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--window-size=1400,1500",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run chromium")
+}
+
+#[test]
+fn the_dashboard_shows_the_mesh_in_a_real_browser() {
+    let dir = scratch("dashboard");
+    let net = format!("127.{}", 20 + std::process::id() % 60);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["dev", "--loopback", &net, "--config-dir"])
+        .arg(dir.join("config"))
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
+    let line = dev.wait_for_line("adapter metrics http://", WAIT);
+    let [_, admin, _] = addrs_in(&line)[..] else {
+        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
+    };
+    // The page is the hub's: the admin root leads to it.
+    let root = get(admin, "/", &[]).expect("the admin answers");
+    assert_eq!(root.status, 303);
+    assert_eq!(root.header("location"), Some("/dashboard/"));
+
+    // Traffic everywhere, a guest denied, the bot limited, a trace of several spans: then the browser.
+    wait_until(WAIT, "the traffic to reach every part of the page", || {
+        let graph = get_json(admin, "/api/v1/graph?window=1m");
+        let decisions = get_json(admin, "/api/v1/decisions");
+        let limits = get_json(admin, "/api/v1/ratelimits");
+        let nodes = graph["nodes"].as_array().map_or(0, Vec::len);
+        let denied = decisions["counts"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["rule"] == "no-guests"));
+        nodes >= 7
+            && denied
+            && limits["rate_limits"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+    });
+    let url = format!("http://{admin}/dashboard/#trace=first");
+    let out = headless(&url, Duration::from_secs(5), &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && dom.contains("<svg"),
+        "Chromium rendered no graph:\n{}\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in [
+        "bookinfo/productpage/v1",
+        "bookinfo/details/v1",
+        "bookinfo/ratings/v1",
+        "bookinfo/reviews/v1",
+        "bookinfo/reviews/v2",
+        "bookinfo/reviews/v3",
+    ] {
+        assert!(
+            dom.contains(&format!("data-id=\"{node}\"")),
+            "no {node} node in:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("data-service=\"bookinfo/reviews\""),
+        "the services table"
+    );
+    assert!(
+        dom.contains("no-guests") && dom.contains("pill deny"),
+        "the guest's denial with its rule"
+    );
+    assert!(
+        dom.contains("bookinfo/details-per-user"),
+        "the bot's rate limit"
+    );
+    assert!(
+        dom.contains("<h3>Trace ") && dom.contains("class=\"row\""),
+        "a trace's waterfall"
+    );
+    assert!(!dom.contains("cannot reach the hub"), "no error state");
+
+    let shot = target_dir().join("dashboard.png");
+    let out = headless(
+        &url,
+        Duration::from_secs(5),
+        &[&format!("--screenshot={}", shot.display())],
+    );
+    assert!(
+        out.status.success() && shot.metadata().is_ok_and(|m| m.len() > 10_000),
+        "a screenshot at {}: {}",
+        shot.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+    let status = dev.stop_with("INT");
+    assert!(status.success(), "sextant dev exited {status}");
+}
