@@ -835,6 +835,22 @@ pub fn prometheus_bin() -> PathBuf {
     bin
 }
 
+/// A static target group of a [`ScrapeJob`]: addresses, and the labels Prometheus adds to their series.
+pub type TargetGroup = (Vec<SocketAddr>, Vec<(String, String)>);
+
+/// The series of an instant query's answer: (labels, value) each.
+pub type Series = Vec<(std::collections::HashMap<String, String>, f64)>;
+
+/// One scrape job of [`Prometheus::start_jobs`].
+pub struct ScrapeJob {
+    /// `job_name` (the `job` label of its series).
+    pub name: String,
+    /// `metrics_path`.
+    pub path: String,
+    /// Static target groups: addresses, and the labels Prometheus adds to their series.
+    pub groups: Vec<TargetGroup>,
+}
+
 /// A real Prometheus scraping some targets every second.
 pub struct Prometheus {
     /// The process.
@@ -857,6 +873,43 @@ impl Prometheus {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: hub\n  metrics_path: {path}\n  static_configs:\n  - targets: [{}]\n",
             list.join(", ")
         );
+        Prometheus::launch(dir, &config)
+    }
+
+    /// Starts Prometheus scraping every job of `jobs` every second and waits until it is ready: for
+    /// expositions on several paths (the hub's, pilot's, and sidecars' `/stats/prometheus`) in one server,
+    /// with the target labels (`app`, `version`…) a Kubernetes scrape configuration would add.
+    pub fn start_jobs(jobs: &[ScrapeJob]) -> Prometheus {
+        let dir = scratch("prometheus");
+        // JSON strings are YAML strings: any job name, path or label value is quoted safely.
+        let quote = |s: &str| serde_json::Value::from(s).to_string();
+        let mut config = String::from(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n",
+        );
+        for job in jobs {
+            config += &format!(
+                "- job_name: {}\n  metrics_path: {}\n  static_configs:\n",
+                quote(&job.name),
+                quote(&job.path)
+            );
+            for (targets, labels) in &job.groups {
+                let targets: Vec<String> = targets.iter().map(|t| quote(&t.to_string())).collect();
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+                    .collect();
+                config += &format!(
+                    "  - {{targets: [{}], labels: {{{}}}}}\n",
+                    targets.join(", "),
+                    labels.join(", ")
+                );
+            }
+        }
+        Prometheus::launch(dir, &config)
+    }
+
+    /// Writes `config` into `dir`, starts Prometheus on it and waits until it is ready.
+    fn launch(dir: PathBuf, config: &str) -> Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus config");
         let mut cmd = Command::new(prometheus_bin());
         cmd.arg(format!(
@@ -881,6 +934,60 @@ impl Prometheus {
             get(addr, "/-/ready", &[]).is_some_and(|r| r.status == 200)
         });
         p
+    }
+
+    /// Runs an instant PromQL query through the HTTP API: (labels, value) per series, or Prometheus's
+    /// error (a query it cannot parse or evaluate, or no answer) as text.
+    pub fn try_query(&self, promql: &str) -> Result<Series, String> {
+        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let r = get(self.addr, &path, &[]).ok_or("Prometheus did not answer")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+        if v["status"] != "success" {
+            return Err(format!("{}: {}", v["errorType"], v["error"]));
+        }
+        let series = v["data"]["result"]
+            .as_array()
+            .ok_or_else(|| format!("no result vector: {}", r.body))?;
+        Ok(series
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = s["value"][1]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (labels, value)
+            })
+            .collect())
+    }
+
+    /// The values of `label` on the series `matcher` selects (what Grafana's `label_values(matcher, label)`
+    /// lists).
+    pub fn label_values(&self, matcher: &str, label: &str) -> Vec<String> {
+        let path = format!(
+            "/api/v1/label/{}/values?match[]={}",
+            urlencode(label),
+            urlencode(matcher)
+        );
+        let v: serde_json::Value = get(self.addr, &path, &[])
+            .and_then(|r| serde_json::from_str(&r.body).ok())
+            .unwrap_or_default();
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Runs an instant PromQL query: (labels, value) per series.
