@@ -206,3 +206,58 @@ pub fn write_defaults(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The hub's resources for sending the mesh's spans to an OTLP/HTTP collector at `endpoint`: the builtin OTLP
+/// adapter, and a Telemetry making each inbound report a SERVER span of the workload that served it and each
+/// outbound report a CLIENT span of the caller. Written at each start; removed when spans go nowhere.
+pub fn write_traces(dir: &Path, endpoint: Option<&str>) -> anyhow::Result<()> {
+    let path = dir.join("hub/zz-traces.yaml");
+    let Some(endpoint) = endpoint else {
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        return Ok(());
+    };
+    let host = endpoint
+        .strip_prefix("http://")
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .filter(|h| !h.is_empty())
+        .with_context(|| format!("--otlp-endpoint {endpoint:?}: want http://HOST:PORT"))?;
+    let text = format!(
+        r#"# Written by `sextant dev` at each start from --otlp-endpoint / --jaeger-url.
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: traces, namespace: {NAMESPACE}}}
+spec:
+  module: builtin:otlp
+  config: {{endpoint: "{endpoint}", service_name: sextant-dev}}
+  allowedHosts: ["{host}"]
+  limits: {{flushInterval: 500ms}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: server-spans, namespace: {NAMESPACE}}}
+spec:
+  adapters: [traces]
+  traces:
+    when: 'context.reporter.kind == "inbound"'
+    kind: SERVER
+    service: destination.workload.name
+    tags: {{http.status_code: response.code}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: client-spans, namespace: {NAMESPACE}}}
+spec:
+  adapters: [traces]
+  traces:
+    when: 'context.reporter.kind == "outbound"'
+    kind: CLIENT
+    service: source.workload.name
+    peerService: destination.service.name
+    tags: {{http.status_code: response.code}}
+"#
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}

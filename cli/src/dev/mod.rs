@@ -42,6 +42,32 @@ pub struct DevArgs {
     /// Open the dashboard in the desktop's browser (`xdg-open`) once the mesh is up.
     #[arg(long)]
     open: bool,
+    /// Send the mesh's spans over OTLP/HTTP to this collector (e.g. Jaeger's `http://127.0.0.1:4318`): the
+    /// hub gets the OTLP adapter and a Telemetry for server and client spans (`hub/zz-traces.yaml`).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Jaeger's UI (e.g. `http://127.0.0.1:16686`): the dashboard's traces link to it. With no
+    /// --otlp-endpoint, spans go to the same host's OTLP/HTTP port 4318.
+    #[arg(long, value_name = "URL")]
+    jaeger_url: Option<String>,
+}
+
+impl DevArgs {
+    /// Where spans go, if anywhere: --otlp-endpoint, else Jaeger's host on OTLP/HTTP's port.
+    fn otlp(&self) -> anyhow::Result<Option<String>> {
+        if let Some(e) = &self.otlp_endpoint {
+            return Ok(Some(e.trim_end_matches('/').to_string()));
+        }
+        let Some(ui) = &self.jaeger_url else {
+            return Ok(None);
+        };
+        let host = ui
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .with_context(|| format!("--jaeger-url {ui:?}: want http://HOST[:PORT]"))?;
+        Ok(Some(format!("http://{host}:4318")))
+    }
 }
 
 /// Runs the dev mesh until Ctrl-C or SIGTERM.
@@ -53,6 +79,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
         None => std::env::temp_dir().join(format!("sextant-dev-{}", std::process::id())),
     };
     mesh::write_defaults(&dir)?;
+    mesh::write_traces(&dir, args.otlp()?.as_deref())?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
@@ -135,13 +162,14 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     print_urls(
         &plan,
         &hub,
+        &dashboard_url(hub.admin_addr, args.jaeger_url.as_deref()),
         pilot.monitoring,
         &dir,
         started,
         args.no_traffic,
     );
     if args.open {
-        let url = format!("http://{}/dashboard/", hub.admin_addr);
+        let url = dashboard_url(hub.admin_addr, args.jaeger_url.as_deref());
         let opened = std::process::Command::new("xdg-open")
             .arg(&url)
             .stdout(std::process::Stdio::null())
@@ -161,9 +189,21 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dashboard's address, telling it where Jaeger's UI is when there is one.
+fn dashboard_url(admin: SocketAddr, jaeger: Option<&str>) -> String {
+    match jaeger {
+        Some(j) => format!(
+            "http://{admin}/dashboard/?jaeger={}",
+            j.trim_end_matches('/')
+        ),
+        None => format!("http://{admin}/dashboard/"),
+    }
+}
+
 fn print_urls(
     plan: &mesh::Plan,
     hub: &hub_server::RunningHub,
+    dashboard: &str,
     pilot: SocketAddr,
     dir: &Path,
     started: Instant,
@@ -172,7 +212,7 @@ fn print_urls(
     let entry = plan.entry();
     println!(
         "sextant dev: the bookinfo mesh is up in {:.1} s\n\
-         \n  dashboard    http://{}/dashboard/\n\
+         \n  dashboard    {dashboard}\n\
          \x20 productpage  http://{entry}/productpage   (as a guest: curl -H 'x-user: guest' http://{entry}/productpage)\n\
          \x20 hub          gRPC {}, admin http://{}/metrics, adapter metrics http://{}/metrics\n\
          \x20 pilot        http://{pilot}/debug/config\n\
@@ -182,7 +222,6 @@ fn print_urls(
          \x20 traffic      {}\n\
          \nCtrl-C stops everything.",
         started.elapsed().as_secs_f64(),
-        hub.admin_addr,
         hub.grpc_addr,
         hub.admin_addr,
         hub.prometheus_addr,

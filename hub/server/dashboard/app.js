@@ -9,6 +9,8 @@ const rate = (x) => (x == null ? "–" : x < 10 ? x.toFixed(2) : x.toFixed(1));
 const health = (s) => (s.error_rate >= 0.05 ? "bad" : s.error_rate >= 0.01 ? "warn" : "ok");
 const COLORS = {ok: "#3fb950", warn: "#d29922", bad: "#f85149", idle: "#6e7681"};
 
+// `?jaeger=URL` (sextant dev --jaeger-url): traces link to Jaeger's UI.
+const JAEGER = new URLSearchParams(location.search).get("jaeger");
 let selectedService = null;
 // `#trace=first` opens the newest trace's waterfall (for links and headless browsers).
 let selectedTrace = location.hash === "#trace=first" ? "first" : null;
@@ -129,7 +131,7 @@ function drawLimits(l) {
 
 function drawTraces(t) {
   table("traces", t.traces.slice(0, 10).map((x) =>
-    `<tr class="click${x.trace_id === selectedTrace ? " selected" : ""}" data-trace="${esc(x.trace_id)}"><td>${esc(x.root)}</td><td class="num">${x.spans.length}</td><td class="num">${ms(x.duration_ms)}</td><td class="muted">${esc(x.trace_id.slice(0, 12))}…</td></tr>`),
+    `<tr class="click${x.trace_id === selectedTrace ? " selected" : ""}" data-trace="${esc(x.trace_id)}"><td>${esc(x.root)}</td><td class="num">${x.spans.length}</td><td class="num">${ms(x.duration_ms)}</td><td class="muted">${JAEGER ? `<a href="${esc(JAEGER)}/trace/${esc(x.trace_id)}" target="_blank" rel="noopener">${esc(x.trace_id.slice(0, 12))}… in Jaeger</a>` : esc(x.trace_id.slice(0, 12)) + "…"}</td></tr>`),
     "No traced request yet.");
   if (selectedTrace === "first" && t.traces.length) selectedTrace = t.traces[0].trace_id;
   const trace = t.traces.find((x) => x.trace_id === selectedTrace);

@@ -1,0 +1,166 @@
+//! Traces to a real Jaeger: Jaeger v1.75 all-in-one (built from the Go module proxy by `.ci/peers`) with its
+//! OTLP/HTTP receiver and query API, and `sextant dev --otlp-endpoint … --jaeger-url …`. The hub's OTLP adapter
+//! sends each sidecar's span; a user looking in Jaeger finds every bookinfo service, and in one trace the
+//! reviews server span as the child of productpage's client span, which is the child of productpage's server
+//! span; the dashboard's link leads to Jaeger's UI.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, addrs_in, get_json, peers, scratch, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A port free now. Jaeger (Go) binds without SO_REUSEPORT, so a held port would refuse it: probe, release.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Jaeger's configuration: OTLP/HTTP in, memory storage, the query API; nothing else listening.
+fn jaeger_config(otlp: u16, query: u16, query_grpc: u16) -> String {
+    format!(
+        r#"
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage: {{traces: memory}}
+    http: {{endpoint: "127.0.0.1:{query}"}}
+    grpc: {{endpoint: "127.0.0.1:{query_grpc}"}}
+  jaeger_storage:
+    backends:
+      memory:
+        memory: {{max_traces: 10000}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{otlp}"}}
+processors:
+  batch: {{timeout: 100ms}}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memory
+"#
+    )
+}
+
+/// The service of span `s` in a Jaeger API trace.
+fn service<'a>(trace: &'a serde_json::Value, s: &serde_json::Value) -> &'a str {
+    s["processID"]
+        .as_str()
+        .and_then(|p| trace["processes"][p]["serviceName"].as_str())
+        .unwrap_or("")
+}
+
+/// Whether `trace` holds a span of `child` whose parent (CHILD_OF) is a span of `parent` with `kind`.
+fn child_of(trace: &serde_json::Value, child: &str, parent: &str, kind: &str) -> bool {
+    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
+    let kind_of = |s: &serde_json::Value| {
+        s["tags"].as_array().and_then(|tags| {
+            tags.iter()
+                .find(|t| t["key"] == "span.kind")
+                .and_then(|t| t["value"].as_str().map(str::to_string))
+        })
+    };
+    spans
+        .iter()
+        .filter(|s| service(trace, s) == child)
+        .any(|s| {
+            s["references"].as_array().is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r["refType"] == "CHILD_OF"
+                        && spans.iter().any(|p| {
+                            p["spanID"] == r["spanID"]
+                                && service(trace, p) == parent
+                                && kind_of(p).as_deref() == Some(kind)
+                        })
+                })
+            })
+        })
+}
+
+#[test]
+fn the_mesh_traces_land_in_jaeger_with_their_parents() {
+    let dir = scratch("jaeger");
+    let (otlp, query, query_grpc) = (free_port(), free_port(), free_port());
+    let config = dir.join("jaeger.yaml");
+    std::fs::write(&config, jaeger_config(otlp, query, query_grpc)).expect("jaeger config");
+    let mut cmd = Command::new(peers().join("jaeger/jaeger"));
+    cmd.arg("--config").arg(&config);
+    let mut jaeger = Proc::spawn("jaeger", cmd, dir.join("jaeger.log"));
+    let api = SocketAddr::from(([127, 0, 0, 1], query));
+    wait_until(WAIT, "Jaeger's query API", || {
+        assert!(jaeger.alive(), "jaeger exited:\n{}", jaeger.log());
+        common::get(api, "/api/services", &[]).is_some_and(|r| r.status == 200)
+    });
+
+    let net = format!("127.{}", 180 + std::process::id() % 60);
+    let jaeger_ui = format!("http://127.0.0.1:{query}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["dev", "--loopback", &net, "--config-dir"])
+        .arg(dir.join("config"))
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{otlp}")])
+        .args(["--jaeger-url", &jaeger_ui])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
+    let line = dev.wait_for_line("dashboard    http://", WAIT);
+    assert!(
+        line.contains(&format!("?jaeger={jaeger_ui}")),
+        "the dashboard links to Jaeger: {line}"
+    );
+    let line = dev.wait_for_line("adapter metrics http://", WAIT);
+    assert_eq!(addrs_in(&line).len(), 3, "{line}");
+
+    // Every bookinfo service reports its spans.
+    wait_until(WAIT, "Jaeger to know every bookinfo service", || {
+        let services = get_json(api, "/api/services");
+        let known = |s: &str| {
+            services["data"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == s))
+        };
+        ["productpage", "details", "reviews", "ratings"]
+            .iter()
+            .all(|s| known(s))
+    });
+    // And their parents: reviews' server span under productpage's client span, itself under productpage's
+    // server span (each sidecar's span, as the hub reported it).
+    let mut last = serde_json::Value::Null;
+    let joined = common::eventually(WAIT, || {
+        last = get_json(api, "/api/traces?service=reviews&limit=50&lookback=1h");
+        last["data"].as_array().is_some_and(|traces| {
+            traces.iter().any(|t| {
+                child_of(t, "reviews", "productpage", "client")
+                    && child_of(t, "productpage", "productpage", "server")
+            })
+        })
+    });
+    assert!(
+        joined,
+        "no trace joins reviews to productpage in Jaeger: {last}"
+    );
+
+    let status = dev.stop_with("INT");
+    assert!(status.success(), "sextant dev exited {status}");
+    drop(jaeger);
+}
