@@ -169,7 +169,9 @@ struct Inner {
     decisions: VecDeque<DecisionEvent>,
     decision_counts: HashMap<DecisionKey, u64>,
     rate_limits: HashMap<String, Series>,
-    traces: VecDeque<Trace>,
+    traces: HashMap<String, Trace>,
+    /// Trace ids, oldest first.
+    trace_order: VecDeque<String>,
     evictions: Evictions,
     last_sweep: u64,
 }
@@ -327,7 +329,8 @@ impl Window {
             return None;
         };
         let context = sextant_tracectx::read(|n| headers.get(n).map(String::as_str))?;
-        if !context.sampled && context.format == sextant_tracectx::Format::W3c {
+        // Only sampled traces: the others are context without a trace anyone keeps (and most requests).
+        if !context.sampled {
             return None;
         }
         let duration_ms = latency.map_or(0.0, |l| l.as_secs_f64() * 1000.0);
@@ -358,7 +361,7 @@ impl Window {
     }
 
     fn keep_span(&self, inner: &mut Inner, trace_id: String, record: SpanRecord) {
-        if let Some(t) = inner.traces.iter_mut().find(|t| t.id == trace_id) {
+        if let Some(t) = inner.traces.get_mut(&trace_id) {
             if t.spans.len() < self.options.max_spans {
                 t.spans.push(record);
             } else {
@@ -366,14 +369,20 @@ impl Window {
             }
             return;
         }
-        if inner.traces.len() >= self.options.max_traces {
-            inner.traces.pop_front();
+        if inner.trace_order.len() >= self.options.max_traces
+            && let Some(oldest) = inner.trace_order.pop_front()
+        {
+            inner.traces.remove(&oldest);
             inner.evictions.traces += 1;
         }
-        inner.traces.push_back(Trace {
-            id: trace_id,
-            spans: vec![record],
-        });
+        inner.trace_order.push_back(trace_id.clone());
+        inner.traces.insert(
+            trace_id.clone(),
+            Trace {
+                id: trace_id,
+                spans: vec![record],
+            },
+        );
     }
 
     /// Edges without traffic for longer than the window go (at most once a step).
@@ -628,9 +637,10 @@ impl Window {
     pub fn traces(&self, limit: usize) -> serde_json::Value {
         let inner = self.lock();
         let out: Vec<serde_json::Value> = inner
-            .traces
+            .trace_order
             .iter()
             .rev()
+            .filter_map(|id| inner.traces.get(id))
             .take(limit)
             .map(|t| {
                 let mut spans = t.spans.clone();

@@ -118,6 +118,7 @@ fn memory_is_bounded_and_evictions_are_counted() {
             let headers = [
                 ("x-b3-traceid".to_string(), format!("{:032x}", t + 1)),
                 ("x-b3-spanid".to_string(), format!("{s:016x}")),
+                ("x-b3-sampled".to_string(), "1".to_string()),
             ];
             b.set_by_name("request.headers", Value::StringMap(headers.into()))
                 .expect("vocabulary");
