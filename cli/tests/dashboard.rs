@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, addrs_in, get, get_json, scratch, target_dir, wait_until};
+use common::{DevMesh, get, get_json, scratch, start_dev, target_dir, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -46,20 +46,11 @@ fn headless(url: &str, budget: Duration, args: &[&str]) -> std::process::Output 
 #[test]
 fn the_dashboard_shows_the_mesh_in_a_real_browser() {
     let dir = scratch("dashboard");
-    let net = format!("127.{}", 20 + std::process::id() % 60);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["dev", "--loopback", &net, "--config-dir"])
-        .arg(dir.join("config"))
-        .args(["--grpc-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(["--prometheus-addr", "127.0.0.1:0"])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
-    let line = dev.wait_for_line("adapter metrics http://", WAIT);
-    let [_, admin, _] = addrs_in(&line)[..] else {
-        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
-    };
+    let DevMesh {
+        proc: mut dev,
+        admin,
+        ..
+    } = start_dev(&dir, &dir.join("config"), 20, 60, &[]);
     // The page is the hub's: the admin root leads to it.
     let root = get(admin, "/", &[]).expect("the admin answers");
     assert_eq!(root.status, 303);

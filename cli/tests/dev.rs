@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, addrs_in, get, scratch, wait_until};
+use common::{DevMesh, get, scratch, start_dev, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -50,23 +50,13 @@ fn left_behind(net: &str) -> String {
 fn dev_runs_the_bookinfo_mesh_and_stops_cleanly() {
     let dir = scratch("dev");
     // A loopback network of this run's own, so that runs on one machine do not meet.
-    let net = format!("127.{}", 100 + std::process::id() % 150);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["dev", "--loopback", &net, "--config-dir"])
-        .arg(dir.join("config"))
-        .args(["--grpc-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(["--prometheus-addr", "127.0.0.1:0"])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
-    dev.wait_for_line("the bookinfo mesh is up", WAIT);
-    let line = dev.wait_for_line("productpage  http://", WAIT);
-    let entry = addrs_in(&line)[0];
-    let line = dev.wait_for_line("adapter metrics http://", WAIT);
-    let [_, admin, metrics] = addrs_in(&line)[..] else {
-        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
-    };
+    let DevMesh {
+        proc: mut dev,
+        net,
+        entry,
+        admin,
+        metrics,
+    } = start_dev(&dir, &dir.join("config"), 100, 150, &[]);
 
     let (status, body) = productpage(entry, "alice").expect("productpage answers");
     assert_eq!(status, 200, "{body}");

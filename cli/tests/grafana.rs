@@ -13,10 +13,9 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, Prometheus, ScrapeJob, TargetGroup, addrs_in, scratch, wait_until};
+use common::{Prometheus, ScrapeJob, TargetGroup, addrs_in, scratch, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const DASHBOARDS: &[&str] = &["mesh-overview.json", "service.json", "hub-internals.json"];
@@ -189,8 +188,6 @@ fn every_dashboard_query_answers_on_the_dev_mesh() {
     let (queries, variables) = read_dashboards();
 
     let dir = scratch("grafana");
-    // A loopback network of this run's own, apart from dev.rs's (127.100–249).
-    let net = format!("127.{}", 10 + std::process::id() % 80);
     // The demo's behaviour with reviews-v3 failing half of its requests instead of 5 %, so that 5xx
     // answers appear within seconds (the defaults make one every half minute or so); the rest as the
     // defaults (examples/dev/apps.yaml).
@@ -201,21 +198,12 @@ fn every_dashboard_query_answers_on_the_dev_mesh() {
         "reviews-v1: {latency_ms: 5}\nreviews-v2: {latency_ms: 20}\nreviews-v3: {latency_ms: 60, error_percent: 50}\nratings-v1: {latency_ms: 2}\ndetails-v1: {latency_ms: 3}\n",
     )
     .expect("write apps.yaml");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["dev", "--loopback", &net, "--config-dir"])
-        .arg(&config)
-        .args(["--grpc-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(["--prometheus-addr", "127.0.0.1:0"])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    let mut dev = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
-    dev.wait_for_line("the bookinfo mesh is up", WAIT);
-    // `hub  gRPC ADDR, admin http://ADDR/metrics, adapter metrics http://ADDR/metrics`
-    let line = dev.wait_for_line("adapter metrics http://", WAIT);
-    let [_, hub_admin, adapters] = addrs_in(&line)[..] else {
-        panic!("the hub's line names three addresses: {line}");
-    };
+    let common::DevMesh {
+        proc: mut dev,
+        admin: hub_admin,
+        metrics: adapters,
+        ..
+    } = common::start_dev(&dir, &config, 10, 80, &[]);
     let line = dev.wait_for_line("  pilot ", WAIT);
     let [pilot] = addrs_in(&line)[..] else {
         panic!("pilot's line names one address: {line}");

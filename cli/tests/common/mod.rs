@@ -184,6 +184,53 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// A running `sextant dev` and the addresses it printed.
+pub struct DevMesh {
+    /// The process (its output: `log()`, `wait_for_line`).
+    pub proc: Proc,
+    /// Its loopback network (`127.X`).
+    pub net: String,
+    /// productpage's sidecar: the entry of the demo.
+    pub entry: SocketAddr,
+    /// The hub's admin (query API, dashboard, `/metrics`).
+    pub admin: SocketAddr,
+    /// The hub's adapter exposition (Istio's metrics).
+    pub metrics: SocketAddr,
+}
+
+/// Starts `sextant dev` with `config` as its directory on loopback network `127.{first + pid % span}` (so that
+/// the tests using it, in one run or across runs, keep apart), the hub on ports the kernel picks, and `args`
+/// more; returns once the mesh is up.
+pub fn start_dev(dir: &Path, config: &Path, first: u32, span: u32, args: &[&str]) -> DevMesh {
+    let net = format!("127.{}", first + std::process::id() % span);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["dev", "--loopback", &net, "--config-dir"])
+        .arg(config)
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    let mut proc = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
+    let wait = Duration::from_secs(120);
+    proc.wait_for_line("the bookinfo mesh is up", wait);
+    let line = proc.wait_for_line("productpage  http://", wait);
+    let entry = addrs_in(&line)[0];
+    // `hub  gRPC ADDR, admin http://ADDR/metrics, adapter metrics http://ADDR/metrics`
+    let line = proc.wait_for_line("adapter metrics http://", wait);
+    let [_, admin, metrics] = addrs_in(&line)[..] else {
+        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
+    };
+    DevMesh {
+        proc,
+        net,
+        entry,
+        admin,
+        metrics,
+    }
+}
+
 /// A parsed HTTP/1.1 response.
 #[derive(Debug)]
 pub struct HttpResponse {

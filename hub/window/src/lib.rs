@@ -504,7 +504,7 @@ impl Window {
             let node = nodes
                 .entry(key.destination.id())
                 .or_insert_with(|| (key.destination.clone(), Bucket::default(), Vec::new()));
-            add(&mut node.1, &b);
+            node.1.add(&b);
             if !node.2.contains(&key.service) {
                 node.2.push(key.service.clone());
             }
@@ -547,11 +547,12 @@ impl Window {
             let entry = by
                 .entry((key.service_namespace.clone(), key.service.clone()))
                 .or_default();
-            add(&mut entry.0, &b);
-            add(
-                entry.1.entry(key.destination.version.clone()).or_default(),
-                &b,
-            );
+            entry.0.add(&b);
+            entry
+                .1
+                .entry(key.destination.version.clone())
+                .or_default()
+                .add(&b);
         }
         let mut out: Vec<serde_json::Value> = by
             .into_iter()
@@ -585,7 +586,7 @@ impl Window {
         for (key, series) in &inner.edges {
             if key.service == name && key.service_namespace == namespace {
                 for (acc, b) in steps.iter_mut().zip(series.steps(from, to)) {
-                    add(acc, &b);
+                    acc.add(&b);
                 }
             }
         }
@@ -674,17 +675,6 @@ impl Window {
             "span_seconds": self.options.span.as_secs_f64(), "step_seconds": self.options.step.as_secs_f64(),
             "evictions": inner.evictions,
         })
-    }
-}
-
-fn add(acc: &mut Bucket, b: &Bucket) {
-    acc.requests += b.requests;
-    acc.errors += b.errors;
-    acc.denied += b.denied;
-    acc.limited += b.limited;
-    acc.mtls += b.mtls;
-    for (a, x) in acc.latency.iter_mut().zip(b.latency) {
-        *a += x;
     }
 }
 

@@ -43,7 +43,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn add(&mut self, other: &Bucket) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Bucket) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.denied += other.denied;
