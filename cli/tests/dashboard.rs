@@ -108,6 +108,10 @@ fn the_dashboard_shows_the_mesh_in_a_real_browser() {
         dom.contains("<h3>Trace ") && dom.contains("class=\"row\""),
         "a trace's waterfall"
     );
+    assert!(
+        dom.contains("sextant-system/prometheus") && dom.contains("healthy"),
+        "the adapters' health"
+    );
     assert!(!dom.contains("cannot reach the hub"), "no error state");
 
     let shot = target_dir().join("dashboard.png");

@@ -144,6 +144,15 @@ function drawTraces(t) {
   }).join("");
 }
 
+function drawAdapters(a) {
+  table("adapters", a.adapters.map((x) => {
+    const state = !x.running ? ["bad", "not running"] : x.dropped > 0 || x.restarts > 0 ? ["warn", "dropping or restarting"] : ["ok", "healthy"];
+    const reasons = x.dropped_by_reason ? Object.entries(x.dropped_by_reason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ") : "";
+    return `<tr><td>${esc(x.adapter)}</td><td class="num">${x.queued ?? "–"}</td><td class="num">${x.delivered ?? "–"}</td><td class="num" title="${esc(reasons)}">${x.dropped ?? "–"}</td>` +
+      `<td class="num">${x.retried ?? "–"}</td><td class="num">${x.restarts ?? "–"}</td><td><span class="dot ${state[0]}"></span>${state[1]}</td></tr>`;
+  }), "No adapter is configured.");
+}
+
 function drawWindow(w) {
   const ev = Object.entries(w.evictions).map(([k, v]) => `${k} ${v}`).join(", ");
   $("window-status").innerHTML = `<span><b>edges</b>${w.edges} / ${w.max_edges}</span><span><b>decisions</b>${w.decisions} / ${w.max_decisions}</span>` +
@@ -153,11 +162,11 @@ function drawWindow(w) {
 async function refresh() {
   const win = $("window").value;
   try {
-    const [g, s, d, l, t, w] = await Promise.all([
+    const [g, s, d, l, t, w, a] = await Promise.all([
       api(`/api/v1/graph?window=${win}`), api(`/api/v1/services?window=${win}`), api("/api/v1/decisions?limit=200"),
-      api(`/api/v1/ratelimits?window=${win}`), api("/api/v1/traces?limit=50"), api("/api/v1/window"),
+      api(`/api/v1/ratelimits?window=${win}`), api("/api/v1/traces?limit=50"), api("/api/v1/window"), api("/api/v1/adapters"),
     ]);
-    drawGraph(g); drawServices(s); drawDecisions(d); drawLimits(l); drawTraces(t); drawWindow(w);
+    drawGraph(g); drawServices(s); drawDecisions(d); drawLimits(l); drawTraces(t); drawWindow(w); drawAdapters(a);
     await drawRed(win);
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
     $("status").classList.remove("error");

@@ -26,6 +26,12 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/api/v1/traces", get(traces))
         .route("/api/v1/window", get(window_status))
         .route(
+            "/api/v1/adapters",
+            get(|State(state): State<Arc<HubState>>| async move {
+                Json(state.telemetry.adapter_health())
+            }),
+        )
+        .route(
             "/",
             get(|| async { axum::response::Redirect::to("/dashboard/") }),
         )

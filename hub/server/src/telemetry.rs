@@ -296,6 +296,45 @@ impl Telemetry {
         });
     }
 
+    /// Each running adapter's health for the query API: queue, deliveries, drops by reason, retries,
+    /// restarts, refused outbound requests.
+    pub fn adapter_health(&self) -> serde_json::Value {
+        let p = self.pipeline();
+        let adapters: Vec<_> = p
+            .rules
+            .adapters
+            .iter()
+            .enumerate()
+            .map(|(i, key)| match p.handles.get(i).and_then(Option::as_ref) {
+                None => serde_json::json!({"adapter": key, "running": false}),
+                Some(h) => {
+                    let s = h.stats();
+                    let d = &s.dropped;
+                    serde_json::json!({
+                        "adapter": key,
+                        "running": true,
+                        "queued": s.queued,
+                        "accepted": s.accepted,
+                        "delivered": s.delivered,
+                        "dropped": d.total(),
+                        "dropped_by_reason": {
+                            "queue_full": d.queue_full,
+                            "permanent_error": d.permanent_error,
+                            "retries_exhausted": d.retries_exhausted,
+                            "adapter_down": d.adapter_down,
+                            "unsupported": d.unsupported,
+                            "drain_deadline": d.drain_deadline,
+                        },
+                        "retried": s.retried,
+                        "restarts": s.restarts,
+                        "http_denied": h.http_denied(),
+                    })
+                }
+            })
+            .collect();
+        serde_json::json!({ "adapters": adapters })
+    }
+
     /// Summary for `/debug/config`: the adapters and which Telemetry resources feed them.
     pub fn to_json(&self) -> serde_json::Value {
         let p = self.pipeline();
