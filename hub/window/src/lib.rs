@@ -353,7 +353,11 @@ impl Window {
                 workload: served_by,
                 service: service.to_string(),
                 name: format!("{}{method} {path}", if outbound { "→ " } else { "" }),
-                start: now - duration_ms / 1000.0,
+                // When the request started, as its sidecar saw it (reports arrive in batches, later).
+                start: match bag.get(attr!("request.time", Timestamp)) {
+                    Some(Value::Timestamp(t)) => t.seconds as f64 + f64::from(t.nanos) / 1e9,
+                    _ => now - duration_ms / 1000.0,
+                },
                 duration_ms,
                 code,
             },
