@@ -1037,38 +1037,10 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
-    /// Runs an instant PromQL query: (labels, value) per series.
-    pub fn query(&self, promql: &str) -> Vec<(std::collections::HashMap<String, String>, f64)> {
-        let path = format!("/api/v1/query?query={}", urlencode(promql));
-        let Some(r) = get(self.addr, &path, &[]) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-        v["data"]["result"]
-            .as_array()
-            .map(|series| {
-                series
-                    .iter()
-                    .map(|s| {
-                        let labels = s["metric"]
-                            .as_object()
-                            .map(|m| {
-                                m.iter()
-                                    .map(|(k, v)| {
-                                        (k.clone(), v.as_str().unwrap_or_default().to_string())
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        let value = s["value"][1]
-                            .as_str()
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(f64::NAN);
-                        (labels, value)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Runs an instant PromQL query: (labels, value) per series; none when Prometheus refused it or did
+    /// not answer ([`Prometheus::try_query`] says why).
+    pub fn query(&self, promql: &str) -> Series {
+        self.try_query(promql).unwrap_or_default()
     }
 }
 
