@@ -1,5 +1,6 @@
 //! The dev mesh's child processes: pilot and a sidecar per workload, each this same binary, logging to a
-//! file of its own. Each is told to exit with this process (`SEXTANT_EXIT_WITH_PARENT`, see
+//! file of its own; with `--intercept`, each workload's application too, sidecar and application in the
+//! workload's pod ([`Pods`]). Each is told to exit with this process (`SEXTANT_EXIT_WITH_PARENT`, see
 //! [`crate::exit_with_parent`]), so none is left behind even when this process is killed.
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::mesh::{self, Planned};
+use super::pods::Pods;
 
 /// How long pilot and each sidecar get to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -26,26 +28,33 @@ pub struct Pilot {
     pub monitoring: SocketAddr,
 }
 
-/// The running children, stopped in reverse order.
+/// The running children, stopped in reverse order, and the pods they run in.
 pub struct Children {
     logs: PathBuf,
     running: Vec<(String, Child)>,
+    pods: Option<Pods>,
 }
 
 impl Children {
-    /// No children yet; their logs go to `logs`.
-    pub fn new(logs: PathBuf) -> Children {
+    /// No children yet; their logs go to `logs`; with `pods`, workloads run in them (and they are removed
+    /// when the children stop).
+    pub fn new(logs: PathBuf, pods: Option<Pods>) -> Children {
         Children {
             logs,
             running: Vec::new(),
+            pods,
         }
     }
 
-    fn command(&self, name: &str) -> anyhow::Result<Command> {
-        let exe = std::env::current_exe().context("locating the sextant binary")?;
+    /// A child called `name` running this binary: on the host, or in `planned`'s pod when there are pods
+    /// (as the sidecar's user when `as_proxy`).
+    fn command(&self, name: &str, pod: Option<(&Planned, bool)>) -> anyhow::Result<Command> {
         let log = std::fs::File::create(self.logs.join(format!("{name}.log")))
             .with_context(|| format!("creating {name}'s log"))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = match (&self.pods, pod) {
+            (Some(pods), Some((planned, as_proxy))) => pods.command(planned, as_proxy),
+            _ => Command::new(std::env::current_exe().context("locating the sextant binary")?),
+        };
         cmd.env(crate::EXIT_WITH_PARENT, std::process::id().to_string())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -56,55 +65,27 @@ impl Children {
         Ok(cmd)
     }
 
-    /// Starts pilot on `mesh` with its CA in `ca` and the hub as the mesh's policy service, and waits for
-    /// its addresses.
+    /// Starts pilot on `mesh` with its CA in `ca` and the hub as the mesh's policy service, its xDS ports
+    /// on `host`, and waits for its addresses.
     pub async fn pilot(
         &mut self,
         mesh: &Path,
         ca: &Path,
+        host: std::net::IpAddr,
         hub_host: &str,
         hub_port: u16,
     ) -> anyhow::Result<Pilot> {
-        let mut cmd = self.command("pilot")?;
+        let mut cmd = self.command("pilot", None)?;
         cmd.arg("pilot")
             .arg("--config-dir")
             .arg(mesh)
             .arg("--ca-dir")
             .arg(ca)
-            .args([
-                "--xds-addr",
-                "127.0.0.1:0",
-                "--secure-xds-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--xds-addr", &SocketAddr::new(host, 0).to_string()])
+            .args(["--secure-xds-addr", &SocketAddr::new(host, 0).to_string()])
             .args(["--monitoring-addr", "127.0.0.1:0"])
-            .args(["--hub-service", &format!("{hub_host}:{hub_port}")])
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting pilot")?;
-        let stderr = child.stderr.take().context("pilot's output")?;
-        self.running.push(("pilot".into(), child));
-        // Pilot's log goes to its file; its ready line (with the addresses it bound) comes back here.
-        let log_path = self.logs.join("pilot.log");
-        let mut log = tokio::fs::File::create(&log_path)
-            .await
-            .context("creating pilot's log")?;
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("pilot: xDS on ")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(line.clone());
-                }
-                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
-            }
-        });
-        let line = tokio::time::timeout(READY_WITHIN, ready_rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("pilot was not ready within {READY_WITHIN:?}"))?
-            .map_err(|_| anyhow::anyhow!("pilot did not start; see {}", log_path.display()))?;
+            .args(["--hub-service", &format!("{hub_host}:{hub_port}")]);
+        let line = self.start_until("pilot", cmd, "pilot: xDS on ").await?;
         let addrs: Vec<SocketAddr> = line
             .split_whitespace()
             .filter_map(|w| {
@@ -119,10 +100,71 @@ impl Children {
         }
     }
 
+    /// Starts the child `name` and waits for the line of its output that starts with `ready` (the rest
+    /// goes to its log file): that line.
+    async fn start_until(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        ready: &'static str,
+    ) -> anyhow::Result<String> {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stderr = child.stderr.take().context("the child's output")?;
+        self.running.push((name.to_string(), child));
+        let log_path = self.logs.join(format!("{name}.log"));
+        let mut log = tokio::fs::File::create(&log_path)
+            .await
+            .with_context(|| format!("creating {name}'s log"))?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with(ready)
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(line.clone());
+                }
+                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        });
+        tokio::time::timeout(READY_WITHIN, ready_rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("{name} was not ready within {READY_WITHIN:?}"))?
+            .map_err(|_| anyhow::anyhow!("{name} did not start; see {}", log_path.display()))
+    }
+
+    /// Starts `planned`'s application in its pod (`sextant dev app`), the dev configuration at `dir`, and
+    /// waits until it listens.
+    pub async fn app(
+        &mut self,
+        planned: &Planned,
+        dev: &super::DevArgs,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        let name = format!("{}-app", planned.workload.name());
+        let mut cmd = self.command(&name, Some((planned, false)))?;
+        cmd.args([
+            "dev",
+            "--intercept",
+            "--loopback",
+            &dev.loopback,
+            "--config-dir",
+        ])
+        .arg(dir)
+        .args(["app", &planned.workload.name()]);
+        self.start_until(&name, cmd, super::app::LISTENING).await?;
+        Ok(())
+    }
+
     /// Starts `planned`'s sidecar, fed by pilot at `xds`.
     pub async fn proxy(&mut self, planned: &Planned, xds: SocketAddr) -> anyhow::Result<()> {
         let w = &planned.workload;
-        let mut cmd = self.command(&w.name())?;
+        let pods = self.pods.is_some();
+        let mut cmd = self.command(&w.name(), Some((planned, true)))?;
         cmd.arg("proxy")
             .args(["--xds-addr", &xds.to_string()])
             .args(["--node-id", &planned.node_id()])
@@ -135,7 +177,10 @@ impl Children {
             .env("POD_NAMESPACE", sextant_bookinfo::NAMESPACE)
             .env("SERVICE_ACCOUNT", planned.service_account())
             .env("INSTANCE_IP", planned.pod.to_string())
-            .env("ISTIO_META_INTERCEPTION_MODE", "NONE")
+            .env(
+                "ISTIO_META_INTERCEPTION_MODE",
+                if pods { "REDIRECT" } else { "NONE" },
+            )
             .env(
                 "ISTIO_METAJSON_LABELS",
                 format!(
@@ -175,7 +220,8 @@ impl Children {
         }
     }
 
-    /// Stops every child, the last started first: SIGTERM, then SIGKILL after [`EXIT_WITHIN`].
+    /// Stops every child, the last started first: SIGTERM, then SIGKILL after [`EXIT_WITHIN`]; then
+    /// removes the pods.
     pub async fn stop(&mut self) {
         for (_, child) in self.running.iter().rev() {
             if let Some(pid) = child
@@ -195,6 +241,9 @@ impl Children {
                     let _ = child.kill().await;
                 }
             }
+        }
+        if let Some(mut pods) = self.pods.take() {
+            let _ = tokio::task::spawn_blocking(move || pods.remove()).await;
         }
     }
 }

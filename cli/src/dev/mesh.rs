@@ -4,12 +4,17 @@
 //! Workload `N` has a pod address `PREFIX.1.N` (its sidecar's inbound port [`PORT`], its admin on 15000,
 //! the application on [`APP_PORT`]) and an outbound address `PREFIX.2.N` where its sidecar's outbound
 //! listeners bind (the application calls the other services there, naming them in `Host`).
+//!
+//! With `--intercept` the workloads are pods ([`super::pods`]) on `10.X.0.0/24` (X from `127.X`): workload
+//! `N` at `10.X.0.N` behind the gateway `10.X.0.254`, where pilot and the hub are. Its application listens on
+//! [`PORT`] and calls each service at the service's address (`10.X.1.S`), which the pod's rules hand to its
+//! sidecar, as a pod calls a cluster IP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::Context;
-use sextant_bookinfo::{NAMESPACE, PORT, Service, Workload};
+use sextant_bookinfo::{Egress, NAMESPACE, PORT, Service, Workload};
 
 /// Where a workload's application listens, behind its sidecar.
 pub const APP_PORT: u16 = 9081;
@@ -32,10 +37,19 @@ pub const WORKLOADS: &[(Service, &str)] = &[
     (Service::Productpage, "v1"),
 ];
 
-/// The plan on loopback network `prefix` (`127.X`).
+/// bookinfo's services, in the order of their addresses.
+const SERVICES: [Service; 4] = [
+    Service::Productpage,
+    Service::Details,
+    Service::Reviews,
+    Service::Ratings,
+];
+
+/// The plan on loopback network `prefix` (`127.X`), or on pods in `10.X.0.0/24`.
 #[derive(Clone, Debug)]
 pub struct Plan {
     prefix: String,
+    pods: bool,
 }
 
 /// One workload of the plan.
@@ -74,8 +88,9 @@ impl Planned {
 }
 
 impl Plan {
-    /// The plan on `prefix`, two numbers (`127.77`): the loopback network `prefix.0.0/16`.
-    pub fn new(prefix: &str) -> anyhow::Result<Plan> {
+    /// The plan on `prefix`, two numbers (`127.77`): the loopback network `prefix.0.0/16`, or with `pods`
+    /// the pods' network `10.X.0.0/24` and the services' addresses `10.X.1.0/24`.
+    pub fn new(prefix: &str, pods: bool) -> anyhow::Result<Plan> {
         let parts: Vec<&str> = prefix.split('.').collect();
         let valid =
             parts.len() == 2 && parts[0] == "127" && parts[1].parse::<u8>().is_ok_and(|n| n > 0);
@@ -84,7 +99,12 @@ impl Plan {
             "--loopback {prefix:?}: want two numbers naming a loopback network, like 127.77"
         );
         Ok(Plan {
-            prefix: prefix.to_string(),
+            prefix: if pods {
+                format!("10.{}", parts[1])
+            } else {
+                prefix.to_string()
+            },
+            pods,
         })
     }
 
@@ -94,19 +114,44 @@ impl Plan {
             .expect("a prefix checked in Plan::new and small numbers make an address")
     }
 
+    /// Whether the workloads are pods (`--intercept`).
+    pub fn pods(&self) -> bool {
+        self.pods
+    }
+
+    /// The pods' gateway, the host's address on their network, where pilot and the hub listen for them.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        self.pods.then(|| self.ip(0, 254))
+    }
+
+    /// The address a pod's application calls `service` at.
+    fn service_ip(&self, service: Service) -> IpAddr {
+        let index = SERVICES.iter().position(|s| *s == service).unwrap_or(0);
+        self.ip(1, index + 1)
+    }
+
     /// Every workload with its addresses.
     pub fn workloads(&self) -> Vec<Planned> {
         WORKLOADS
             .iter()
             .enumerate()
             .map(|(i, (service, version))| {
-                let pod = self.ip(1, i + 1);
+                let (pod, listen, egress) = if self.pods {
+                    let pod = self.ip(0, i + 1);
+                    let vips = SERVICES.iter().map(|s| (*s, self.service_ip(*s)));
+                    let egress = Egress::Services(std::sync::Arc::new(vips.collect()));
+                    (pod, SocketAddr::new(pod, PORT), egress)
+                } else {
+                    let pod = self.ip(1, i + 1);
+                    let egress = Egress::Sidecar(SocketAddr::new(self.ip(2, i + 1), PORT));
+                    (pod, SocketAddr::new(pod, APP_PORT), egress)
+                };
                 Planned {
                     workload: Workload {
                         service: *service,
                         version,
-                        listen: SocketAddr::new(pod, APP_PORT),
-                        egress: SocketAddr::new(self.ip(2, i + 1), PORT),
+                        listen,
+                        egress,
                     },
                     pod,
                 }
@@ -123,19 +168,22 @@ impl Plan {
             .expect("the plan has productpage")
     }
 
+    /// The workload named `name` (`reviews-v2`).
+    pub fn workload(&self, name: &str) -> Option<Planned> {
+        self.workloads()
+            .into_iter()
+            .find(|p| p.workload.name() == name)
+    }
+
     /// The mesh as pilot reads it, derived from the plan and the hub's gRPC address: a ServiceEntry per
-    /// service (its endpoints the workloads' pod addresses), a Sidecar per workload (inbound bound on its
-    /// pod address, outbound on its outbound address, no interception), and the hub as a mesh service.
+    /// service (its endpoints the workloads' pod addresses), on loopback a Sidecar per workload (inbound
+    /// bound on its pod address, outbound on its outbound address, no interception), and the hub as a mesh
+    /// service.
     pub fn workloads_yaml(&self, hub: SocketAddr) -> String {
         let mut out = String::from(
             "# Written by `sextant dev` at each start from its address plan: edit the other files.\n",
         );
-        for service in [
-            Service::Productpage,
-            Service::Details,
-            Service::Reviews,
-            Service::Ratings,
-        ] {
+        for service in SERVICES {
             let endpoints: Vec<String> = self
                 .workloads()
                 .iter()
@@ -150,14 +198,23 @@ impl Plan {
                     )
                 })
                 .collect();
+            let addresses = if self.pods {
+                format!("  addresses: [{}]\n", self.service_ip(service))
+            } else {
+                String::new()
+            };
             out += &format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]\n  endpoints: [{endpoints}]\n",
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  hosts: [{host}]\n{addresses}  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]\n  endpoints: [{endpoints}]\n",
                 name = service.name(),
                 host = service.host(),
                 endpoints = endpoints.join(", ")
             );
         }
         for p in self.workloads() {
+            // Pods need no Sidecar: their rules capture, as Istio's defaults expect.
+            let Egress::Sidecar(egress) = p.workload.egress else {
+                continue;
+            };
             out += &format!(
                 "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  workloadSelector: {{labels: {{app: {app}, version: {version}}}}}\n  ingress:\n  - {{port: {{number: {PORT}, protocol: HTTP, name: http}}, captureMode: NONE, bind: {pod}, defaultEndpoint: \"{listen}\"}}\n  egress:\n  - {{port: {{number: {PORT}, protocol: HTTP, name: http}}, captureMode: NONE, bind: {egress}, hosts: [\"{NAMESPACE}/*\"]}}\n",
                 name = p.workload.name(),
@@ -165,7 +222,7 @@ impl Plan {
                 version = p.workload.version,
                 pod = p.pod,
                 listen = p.workload.listen,
-                egress = p.workload.egress.ip(),
+                egress = egress.ip(),
             );
         }
         out += &format!(

@@ -1,11 +1,14 @@
 //! `sextant dev`: the whole mesh on one machine. The hub (in this process), pilot and a `sextant proxy` per
 //! bookinfo workload (child processes), bookinfo's applications and a traffic generator (tasks), on loopback
-//! addresses of their own ([`mesh::Plan`]); the configuration in a directory the user edits, applied live.
+//! addresses of their own ([`mesh::Plan`]); or with `--intercept` (root), each workload's application and
+//! sidecar in a pod of its own ([`pods`]). The configuration is in a directory the user edits, applied live.
 //! Ctrl-C stops everything: the traffic, then the children (SIGTERM, and the kernel's SIGTERM to any child
-//! whose parent died), then the hub.
+//! whose parent died), the pods, then the hub.
 
+mod app;
 mod children;
 mod mesh;
+mod pods;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -13,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sextant_bookinfo::{Behaviour, Behaviours};
 
 use children::Children;
 
@@ -21,12 +23,19 @@ use children::Children;
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
     /// The dev configuration: `hub/` (policies), `mesh/` (Istio routing), `apps.yaml` (latency and errors).
-    /// Missing files are written with the defaults; changes apply live. Default: a fresh temporary directory.
+    /// Missing files are written with the defaults; changes apply live. Default: a fresh temporary directory,
+    /// removed when the mesh stops cleanly.
     #[arg(long)]
     config_dir: Option<PathBuf>,
-    /// The loopback network the workloads take addresses in: `127.X` (pods on 127.X.1.N).
+    /// The loopback network the workloads take addresses in: `127.X` (pods on 127.X.1.N; with --intercept,
+    /// pods on 10.X.0.N).
     #[arg(long, default_value = "127.77")]
     loopback: String,
+    /// Run each workload as a pod (root only): its application and sidecar in a network namespace of its
+    /// own with `sextant proxy-init`'s rules, the sidecar as uid 1337, pilot and the hub's gRPC at the pods'
+    /// gateway 10.X.0.254.
+    #[arg(long)]
+    intercept: bool,
     /// The hub's gRPC address.
     #[arg(long, default_value = "127.0.0.1:9091")]
     grpc_addr: SocketAddr,
@@ -50,6 +59,20 @@ pub struct DevArgs {
     /// --otlp-endpoint, spans go to the same host's OTLP/HTTP port 4318.
     #[arg(long, value_name = "URL")]
     jaeger_url: Option<String>,
+    /// What runs inside a pod.
+    #[command(subcommand)]
+    inside: Option<Inside>,
+}
+
+/// The parts of the dev mesh that run as processes of their own inside its pods (`--intercept`).
+#[derive(clap::Subcommand, Debug)]
+enum Inside {
+    /// A bookinfo workload's application (`reviews-v2`).
+    #[command(hide = true)]
+    App {
+        /// The workload.
+        name: String,
+    },
 }
 
 impl DevArgs {
@@ -73,15 +96,36 @@ impl DevArgs {
 /// Runs the dev mesh until Ctrl-C or SIGTERM.
 pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan = mesh::Plan::new(&args.loopback)?;
+    let plan = mesh::Plan::new(&args.loopback, args.intercept)?;
     let dir = match &args.config_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("sextant-dev-{}", std::process::id())),
     };
+    if let Some(Inside::App { name }) = &args.inside {
+        return app::run(&plan, dir, name).await;
+    }
     mesh::write_defaults(&dir)?;
     mesh::write_traces(&dir, args.otlp()?.as_deref())?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let pods = if plan.pods() {
+        let (plan, bin) = (
+            plan.clone(),
+            std::env::temp_dir().join(format!("sextant-dev-{}-bin", std::process::id())),
+        );
+        let pods = tokio::task::spawn_blocking(move || pods::Pods::create(&plan, &bin))
+            .await
+            .context("making the pods")??;
+        Some(pods)
+    } else {
+        None
+    };
+    // Pods reach the hub at their gateway.
+    let grpc_addr = match plan.gateway() {
+        Some(gateway) => SocketAddr::new(gateway, args.grpc_addr.port()),
+        None => args.grpc_addr,
+    };
+    let mut children = Children::new(logs.clone(), pods);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hub_stop = {
@@ -93,7 +137,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     let hub = hub_server::start(
         hub_server::HubOptions {
             config_dir: dir.join("hub"),
-            grpc_addr: args.grpc_addr,
+            grpc_addr,
             admin_addr: args.admin_addr,
             prometheus_addr: args.prometheus_addr,
             adapter_cache: crate::default_adapter_cache(),
@@ -102,8 +146,14 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
         },
         hub_stop,
     )
-    .await
-    .context("starting the hub (another `sextant dev` may be running; pick ports with --grpc-addr, --admin-addr, --prometheus-addr)")?;
+    .await;
+    let hub = match hub {
+        Ok(hub) => hub,
+        Err(e) => {
+            children.stop().await;
+            return Err(anyhow::Error::new(e).context("starting the hub (another `sextant dev` may be running; pick ports with --grpc-addr, --admin-addr, --prometheus-addr)"));
+        }
+    };
 
     let mesh_dir = dir.join("mesh");
     std::fs::write(
@@ -112,33 +162,32 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     )
     .context("writing mesh/workloads.yaml")?;
 
-    let mut children = Children::new(logs.clone());
     let outcome = async {
+        let host = plan
+            .gateway()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         let pilot = children
-            .pilot(&mesh_dir, &dir.join("ca"), mesh::HUB_HOST, mesh::HUB_PORT)
+            .pilot(
+                &mesh_dir,
+                &dir.join("ca"),
+                host,
+                mesh::HUB_HOST,
+                mesh::HUB_PORT,
+            )
             .await?;
-        let behaviours = Behaviours::default();
-        watch_apps(dir.join("apps.yaml"), behaviours.clone(), stop_rx.clone());
         for planned in plan.workloads() {
-            let listener = tokio::net::TcpListener::bind(planned.workload.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "{} cannot listen on {} (is the loopback network {} taken? try --loopback)",
-                        planned.workload.name(),
-                        planned.workload.listen,
-                        args.loopback
-                    )
-                })?;
-            let mut stop = stop_rx.clone();
-            tokio::spawn(sextant_bookinfo::serve(
-                planned.workload.clone(),
-                listener,
-                behaviours.clone(),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            ));
+            if plan.pods() {
+                children.app(&planned, args, &dir).await?;
+            } else {
+                app::serve(&planned, dir.join("apps.yaml"), stop_rx.clone())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "is the loopback network {} taken? try --loopback",
+                            args.loopback
+                        )
+                    })?;
+            }
             children.proxy(&planned, pilot.xds).await?;
         }
         for planned in plan.workloads() {
@@ -185,6 +234,10 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     children.stop().await;
     hub.wait().await.context("the hub ended with an error")?;
+    if args.config_dir.is_none() {
+        // A temporary directory of this run's own; kept when the mesh failed, for its logs.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     eprintln!("sextant dev: stopped");
     Ok(())
 }
@@ -241,40 +294,4 @@ fn print_urls(
             )
         },
     );
-}
-
-/// Applies `apps.yaml` to `behaviours` now and whenever it changes (looked at every second); an invalid
-/// file is reported once and the last valid one stays.
-fn watch_apps(path: PathBuf, behaviours: Behaviours, mut stop: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut seen = None;
-        loop {
-            let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-            if stamp != seen {
-                seen = stamp;
-                let read = std::fs::read_to_string(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| {
-                        if text.trim().is_empty() {
-                            return Ok(Default::default());
-                        }
-                        serde_saphyr::from_str::<std::collections::HashMap<String, Behaviour>>(
-                            &text,
-                        )
-                        .map_err(|e| e.to_string())
-                    });
-                match read {
-                    Ok(all) => behaviours.set(all),
-                    Err(e) => eprintln!(
-                        "sextant dev: {} is not valid ({e}); the workloads keep their behaviour",
-                        path.display()
-                    ),
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    });
 }

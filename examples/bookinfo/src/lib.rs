@@ -1,6 +1,6 @@
 //! Istio's bookinfo, small and in Rust, for `sextant dev`: `productpage` calls `details` and `reviews`;
 //! `reviews` v2 and v3 call `ratings`. Each workload is an HTTP/1.1 server; it calls the others through its
-//! sidecar's outbound address, naming the service in `Host`, and passes on the headers Istio asks
+//! sidecar (its outbound address, or the service's address where the pod's traffic is captured), naming the service in `Host`, and passes on the headers Istio asks
 //! applications to propagate (request id, W3C and B3 trace context, the user). How slow and how often failing
 //! each workload is can change while it runs ([`Behaviours`]).
 
@@ -114,8 +114,31 @@ pub struct Workload {
     pub version: &'static str,
     /// Where the application listens (its sidecar forwards inbound requests here).
     pub listen: SocketAddr,
-    /// Its sidecar's outbound listener for services on [`PORT`].
-    pub egress: SocketAddr,
+    /// Where its calls to the other services go.
+    pub egress: Egress,
+}
+
+/// Where a workload sends its calls to the other services; either way it names the service in `Host`.
+#[derive(Clone, Debug)]
+pub enum Egress {
+    /// Every call to its sidecar's outbound listener at this address (a sidecar that captures nothing).
+    Sidecar(SocketAddr),
+    /// Each service at its own (virtual) address on [`PORT`], as an application in a pod calls a service by
+    /// its cluster IP: the pod's iptables rules hand the connection to the sidecar.
+    Services(Arc<HashMap<Service, std::net::IpAddr>>),
+}
+
+impl Egress {
+    /// Where a call to `service` connects.
+    pub fn to(&self, service: Service) -> Result<SocketAddr, String> {
+        match self {
+            Egress::Sidecar(addr) => Ok(*addr),
+            Egress::Services(vips) => vips
+                .get(&service)
+                .map(|ip| SocketAddr::new(*ip, PORT))
+                .ok_or_else(|| format!("{} has no address", service.name())),
+        }
+    }
 }
 
 impl Workload {
@@ -249,7 +272,7 @@ async fn call(
     service: Service,
     path: &str,
 ) -> Result<serde_json::Value, String> {
-    let uri = format!("http://{}{path}", ctx.workload.egress);
+    let uri = format!("http://{}{path}", ctx.workload.egress.to(service)?);
     let mut req = Request::get(uri)
         .header(hyper::header::HOST, format!("{}:{PORT}", service.host()))
         .body(Empty::<Bytes>::new())
