@@ -2,8 +2,8 @@
 //! network namespace of its own with `sextant proxy-init`'s rules, the sidecar as uid 1337; the application
 //! calls each service at the service's address and the rules hand the call to its sidecar. A user would
 //! notice: productpage answers from its pod's address; the calls between workloads go through the sidecars
-//! (their outbound clusters count them) over mutual TLS (the hub's graph); the guest is denied reviews;
-//! Ctrl-C exits 0 and leaves no process, namespace or bridge behind.
+//! (their outbound clusters count them) over mutual TLS, each caller known by its version (the hub's
+//! graph); the guest is denied reviews; Ctrl-C exits 0 and leaves no process, namespace or bridge behind.
 
 mod common;
 
@@ -129,17 +129,20 @@ fn dev_intercept_runs_bookinfo_as_pods_and_removes_them() {
         || {
             graph = get_json(admin, "/api/v1/graph?window=1m");
             let edges = graph["edges"].as_array().cloned().unwrap_or_default();
+            // The callers' versions come with their requests: reviews v2 and v3 each call ratings.
             [
-                "details/v1",
-                "reviews/v1",
-                "reviews/v2",
-                "reviews/v3",
-                "ratings/v1",
+                ("productpage/v1", "details/v1"),
+                ("productpage/v1", "reviews/v1"),
+                ("productpage/v1", "reviews/v2"),
+                ("productpage/v1", "reviews/v3"),
+                ("reviews/v2", "ratings/v1"),
+                ("reviews/v3", "ratings/v1"),
             ]
             .iter()
-            .all(|to| {
+            .all(|(from, to)| {
                 edges.iter().any(|e| {
-                    e["destination"] == format!("bookinfo/{to}")
+                    e["source"] == format!("bookinfo/{from}")
+                        && e["destination"] == format!("bookinfo/{to}")
                         && e["stats"]["rps"].as_f64().is_some_and(|r| r > 0.0)
                         && e["stats"]["mtls_share"] == 1.0
                 })

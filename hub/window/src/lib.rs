@@ -472,8 +472,9 @@ impl Window {
         let (from, to, _) = self.range(window);
         let inner = self.lock();
         let secs = self.covered(inner.edges.values(), from, to);
-        // A server's sidecar knows its caller's workload but not the caller's version: a caller of one
-        // known version is that version's node.
+        // A Sextant sidecar knows its caller's version (the caller's sidecar sends it); where a server's
+        // proxy knows only the caller's workload (Envoy's access log), a caller of one known version is
+        // that version's node.
         let mut versions: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
         for key in inner.edges.keys() {
             let d = &key.destination;

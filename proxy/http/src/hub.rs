@@ -3,8 +3,8 @@
 //! policy) and reported once its response has ended (`proxy-report`).
 //!
 //! Who the client is travels with the request between sidecars: the client's sidecar (an outbound filter,
-//! which knows its own workload from pilot) adds [`SOURCE_WORKLOAD`] and [`SOURCE_NAMESPACE`], and the
-//! server's sidecar takes them off before the application sees them. They are believed only on a mutual
+//! which knows its own workload from pilot) adds [`SOURCE_WORKLOAD`], [`SOURCE_NAMESPACE`] and
+//! [`SOURCE_VERSION`], and the server's sidecar takes them off before the application sees them. They are believed only on a mutual
 //! TLS connection whose peer's SPIFFE identity names the same namespace, so a plain-text client cannot
 //! claim to be a mesh workload. Who answered travels back the same way ([`DESTINATION_WORKLOAD`],
 //! [`DESTINATION_NAMESPACE`] on the response), believed for the called service's namespace only.
@@ -35,6 +35,8 @@ use crate::body::ProxyBody;
 pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sextant-source-workload");
 /// The client workload's namespace, added by the client's sidecar.
 pub const SOURCE_NAMESPACE: HeaderName = HeaderName::from_static("x-sextant-source-namespace");
+/// The client workload's `version` label, added by the client's sidecar (`source.labels["version"]`).
+pub const SOURCE_VERSION: HeaderName = HeaderName::from_static("x-sextant-source-version");
 /// The server workload's name, added to the response by the server's sidecar.
 pub const DESTINATION_WORKLOAD: HeaderName =
     HeaderName::from_static("x-sextant-destination-workload");
@@ -169,6 +171,14 @@ impl Filter {
                 put(&mut bag, attr!("source.workload.name", String), s(workload));
                 put(&mut bag, attr!("source.workload.namespace", String), s(ns));
                 put(&mut bag, attr!("source.namespace", String), s(ns));
+                if let Some(version) = text(&SOURCE_VERSION) {
+                    let labels = HashMap::from([("version".to_string(), version.to_string())]);
+                    put(
+                        &mut bag,
+                        attr!("source.labels", StringMap),
+                        Value::StringMap(labels),
+                    );
+                }
             }
         }
         Pending {
@@ -186,12 +196,22 @@ impl Filter {
         }
         headers.remove(&SOURCE_WORKLOAD);
         headers.remove(&SOURCE_NAMESPACE);
+        headers.remove(&SOURCE_VERSION);
         if is_outbound(&self.config) {
             let source = [
                 (attr!("source.workload.name", String), SOURCE_WORKLOAD),
                 (attr!("source.workload.namespace", String), SOURCE_NAMESPACE),
             ];
             workload_headers(&self.config, source, headers);
+            if let Some(Value::StringMap(labels)) = self
+                .config
+                .attributes
+                .get(attr!("source.labels", StringMap))
+                && let Some(v) = labels.get("version")
+                && let Ok(v) = HeaderValue::from_str(v)
+            {
+                headers.insert(SOURCE_VERSION, v);
+            }
         }
     }
 
@@ -498,7 +518,7 @@ fn request_attributes(bag: &mut Bag, seen: &Seen<'_>, span: Option<&crate::trace
     let s = |v: &str| Value::String(v.to_string());
     let mut headers: HashMap<String, String> = HashMap::with_capacity(p.headers.keys_len());
     for name in p.headers.keys() {
-        if name == SOURCE_WORKLOAD || name == SOURCE_NAMESPACE {
+        if name == SOURCE_WORKLOAD || name == SOURCE_NAMESPACE || name == SOURCE_VERSION {
             continue;
         }
         if let Some(v) = proxy_route::header_value(&p.headers, name.as_str()) {

@@ -38,7 +38,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use body::ProxyBody;
 pub use hub::Connection;
 pub use hub::{
-    DESTINATION_NAMESPACE, DESTINATION_WORKLOAD, Hubs, SOURCE_NAMESPACE, SOURCE_WORKLOAD,
+    DESTINATION_NAMESPACE, DESTINATION_WORKLOAD, Hubs, SOURCE_NAMESPACE, SOURCE_VERSION,
+    SOURCE_WORKLOAD,
 };
 pub use hub_tcp::{TcpConnection, TcpHub};
 
