@@ -403,6 +403,27 @@ spec:
             })
         },
     );
+    // The query API says what went wrong last with each, and nothing for the healthy one.
+    let health = common::get_json(hub.admin, "/api/v1/adapters");
+    let last_error = |adapter: &str| {
+        let all = health["adapters"].as_array().cloned().unwrap_or_default();
+        let a = all
+            .iter()
+            .find(|a| a["adapter"] == format!("default/{adapter}"))
+            .unwrap_or_else(|| panic!("{adapter} in /api/v1/adapters: {health}"))
+            .clone();
+        a["last_error"]["message"].as_str().map(str::to_string)
+    };
+    for (adapter, kind) in [("trap", "trap"), ("loop", "deadline"), ("oom", "memory")] {
+        let message = last_error(adapter).unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("instance discarded ({kind})")),
+            "{adapter}'s last error: {message:?}"
+        );
+    }
+    let down = last_error("down").unwrap_or_default();
+    assert!(down.contains("batch failed"), "down's last error: {down:?}");
+    assert_eq!(last_error("ok"), None, "{health}");
     // The default prometheus adapter is unaffected by its neighbours.
     assert!(check_allowed(&hub));
     assert!(hub.proc.alive());

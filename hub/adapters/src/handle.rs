@@ -214,4 +214,9 @@ impl AdapterHandle {
     pub fn http_denied(&self) -> u64 {
         self.inner.counters.http_denied_count()
     }
+
+    /// The adapter's most recent failure, if it had one.
+    pub fn last_error(&self) -> Option<crate::LastError> {
+        self.inner.counters.last_error()
+    }
 }

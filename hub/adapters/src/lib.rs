@@ -69,7 +69,7 @@ pub use cache::CacheStats;
 pub use config::{AdapterConfig, BuiltinLookup, Limits, ModuleSource, RuntimeOptions};
 pub use error::{AdapterCallError, LoadError, RuntimeError};
 pub use handle::AdapterHandle;
-pub use metrics::{DeliveryStats, DropReason, Drops};
+pub use metrics::{DeliveryStats, DropReason, Drops, LastError};
 pub use registry::{DefineError, FamilyDef, RecordOutcome, Registry, RegistryDrops};
 pub use runtime::Runtime;
 pub use sextant_batch::BatchKind;

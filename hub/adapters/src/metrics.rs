@@ -1,9 +1,9 @@
 //! The runtime's own metrics (prometheus-client families, label `adapter`) and the per-handle delivery
 //! counters behind [`DeliveryStats`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -79,6 +79,21 @@ impl Drops {
             + self.unsupported
             + self.drain_deadline
     }
+}
+
+/// An adapter's most recent failure: a crash, a batch it refused or failed, an outbound request its
+/// allowlist refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// When.
+    pub at: SystemTime,
+    /// What, at most [`LastError::MAX_LEN`] bytes.
+    pub message: String,
+}
+
+impl LastError {
+    /// The longest message kept (an adapter's error text is its own, of any length).
+    pub const MAX_LEN: usize = 512;
 }
 
 /// What one adapter handle did with the records submitted to it.
@@ -235,6 +250,7 @@ impl RuntimeMetrics {
             checks_expired: AtomicU64::new(0),
             checks_refused: AtomicU64::new(0),
             http_denied: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             m_checks: ["answered", "expired", "queue_full"]
                 .map(|r| self.checks.get_or_create(&reason(r)).clone()),
             m_accepted: self.accepted.get_or_create(&l).clone(),
@@ -290,6 +306,7 @@ pub(crate) struct AdapterCounters {
     /// answered, expired, queue_full
     m_checks: [Counter; 3],
     http_denied: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
     m_accepted: Counter,
     m_delivered: Counter,
     m_dropped: [Counter; 6],
@@ -378,6 +395,32 @@ impl AdapterCounters {
 
     pub(crate) fn http_denied_count(&self) -> u64 {
         self.http_denied.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `message` as the adapter's last error.
+    pub(crate) fn failed(&self, mut message: String) {
+        if message.len() > LastError::MAX_LEN {
+            let mut end = LastError::MAX_LEN;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let error = LastError {
+            at: SystemTime::now(),
+            message,
+        };
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    pub(crate) fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn samples_skipped(&self, n: u64) {

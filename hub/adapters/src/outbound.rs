@@ -35,11 +35,12 @@ pub(crate) fn send(state: &mut HostState, req: Request, left: Duration) -> Resul
         .parse()
         .map_err(|e| Error::Denied(format!("invalid URL {:?}: {e}", req.url)))?;
     if uri.scheme_str() != Some("http") {
+        let message = format!("{}: only http:// URLs are supported", req.url);
         state.counters.http_denied();
-        return Err(Error::Denied(format!(
-            "{}: only http:// URLs are supported",
-            req.url
-        )));
+        state
+            .counters
+            .failed(format!("outbound request refused: {message}"));
+        return Err(Error::Denied(message));
     }
     let Some(host) = uri.host() else {
         return Err(Error::Denied(format!("{}: no host", req.url)));
@@ -53,9 +54,11 @@ pub(crate) fn send(state: &mut HostState, req: Request, left: Duration) -> Resul
             port,
             "outbound request denied by allowedHosts"
         );
-        return Err(Error::Denied(format!(
-            "{host}:{port} is not in allowedHosts"
-        )));
+        let message = format!("{host}:{port} is not in allowedHosts");
+        state
+            .counters
+            .failed(format!("outbound request refused: {message}"));
+        return Err(Error::Denied(message));
     }
     let asked = match req.timeout_ms {
         0 => DEFAULT_HTTP_TIMEOUT,

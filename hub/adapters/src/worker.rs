@@ -321,6 +321,9 @@ impl Worker {
         );
         self.live = None;
         self.spec.counters.restart(kind);
+        self.spec
+            .counters
+            .failed(format!("instance discarded ({}): {reason}", kind.as_str()));
         self.down_until = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(self.spec.limits.backoff_max);
     }
@@ -398,6 +401,7 @@ impl Worker {
                         "batch rejected (permanent): {}",
                         e.message
                     );
+                    c.failed(format!("batch rejected (permanent): {}", e.message));
                     c.dropped_queued(DropReason::PermanentError, n);
                     return;
                 }
@@ -408,6 +412,7 @@ impl Worker {
                         "batch failed (retryable): {}",
                         e.message
                     );
+                    c.failed(format!("batch failed (retryable): {}", e.message));
                     let wait = self.retry_wait(attempt);
                     if attempt >= retries {
                         tracing::warn!(
@@ -465,11 +470,16 @@ impl Worker {
                 self.backoff = self.spec.limits.backoff_initial;
                 Ok(decision.into())
             }
-            Ok(Err(e)) => Err(AdapterCallError::Adapter {
-                adapter,
-                retryable: e.kind == ErrorKind::Retryable,
-                message: e.message,
-            }),
+            Ok(Err(e)) => {
+                self.spec
+                    .counters
+                    .failed(format!("check failed: {}", e.message));
+                Err(AdapterCallError::Adapter {
+                    adapter,
+                    retryable: e.kind == ErrorKind::Retryable,
+                    message: e.message,
+                })
+            }
             Err(e) => {
                 let kind = classify(&e, &live.store);
                 let reason = crash_reason(&e, &live.store);

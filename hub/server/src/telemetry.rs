@@ -328,6 +328,10 @@ impl Telemetry {
                         "retried": s.retried,
                         "restarts": s.restarts,
                         "http_denied": h.http_denied(),
+                        "last_error": h.last_error().map(|e| serde_json::json!({
+                            "time": e.at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+                            "message": e.message,
+                        })),
                     })
                 }
             })
