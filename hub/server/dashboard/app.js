@@ -55,14 +55,27 @@ function drawGraph(g) {
   const height = 40 + (Math.max(...columns.map((c) => c.length)) - 1) * GY + H;
   let svg = `<svg viewBox="0 0 ${width} ${height}" xmlns="http://www.w3.org/2000/svg">`;
   svg += '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#7d8a99"/></marker></defs>';
+  // A label sits by its arrowhead. Where several edges end at one node (reviews v2 and v3 calling ratings) their
+  // labels would fall on one spot: an edge that is its source's only one is labelled by its start instead, and
+  // any others are stacked.
+  const count = (key) => g.edges.reduce((m, e) => m.set(e[key], (m.get(e[key]) || 0) + 1), new Map());
+  const into = count("destination"), outOf = count("source"), stacked = new Map();
   for (const e of g.edges) {
     const a = pos.get(e.source), b = pos.get(e.destination);
     if (!a || !b) continue;
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
     const color = COLORS[health(e.stats)];
     const label = `${rate(e.stats.rps)}/s${e.stats.error_rate > 0 ? " · " + pct(e.stats.error_rate) + " err" : ""}`;
-    svg += `<g class="edge"><path d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 2},${y2}" stroke="${color}" marker-end="url(#arrow)"><title>${esc(e.source)} → ${esc(e.destination)} (${esc(e.service)}): ${label}, p99 ${ms(e.stats.p99_ms)}</title></path>`;
-    svg += `<text x="${x2 - 8}" y="${y2 - 7}" text-anchor="end">${esc(label)}</text></g>`;
+    svg += `<g class="edge" data-source="${esc(e.source)}" data-destination="${esc(e.destination)}" data-service="${esc(e.service)}"><path d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 2},${y2}" stroke="${color}" marker-end="url(#arrow)"><title>${esc(e.source)} → ${esc(e.destination)} (${esc(e.service)}): ${label}, p99 ${ms(e.stats.p99_ms)}</title></path>`;
+    let at;
+    if (into.get(e.destination) > 1 && outOf.get(e.source) === 1) {
+      at = `x="${x1 + 8}" y="${y1 - 7}" text-anchor="start"`;
+    } else {
+      const k = stacked.get(e.destination) || 0;
+      stacked.set(e.destination, k + 1);
+      at = `x="${x2 - 8}" y="${y2 - 7 - 13 * k}" text-anchor="end"`;
+    }
+    svg += `<text ${at}>${esc(label)}</text></g>`;
   }
   for (const n of g.nodes) {
     const p = pos.get(n.id);
@@ -117,10 +130,10 @@ async function drawRed(win) {
 
 function drawDecisions(d) {
   table("decisions", d.counts.slice(0, 12).map((c) =>
-    `<tr><td><span class="pill ${c.result}">${esc(c.result)}</span></td><td>${esc(c.policy || "(no policy applied)")}</td><td>${esc(c.rule || (c.action === "RATE_LIMIT" ? "rate limit" : "–"))}</td><td class="num">${c.count}</td></tr>`),
+    `<tr data-result="${esc(c.result)}" data-policy="${esc(c.policy)}" data-rule="${esc(c.rule)}"><td><span class="pill ${c.result}">${esc(c.result)}</span></td><td>${esc(c.policy || "(no policy applied)")}</td><td>${esc(c.rule || (c.action === "RATE_LIMIT" ? "rate limit" : "–"))}</td><td class="num">${c.count}</td></tr>`),
     "The hub has decided nothing yet.");
   table("recent", d.recent.filter((r) => r.result !== "allow").slice(0, 8).concat(d.recent.filter((r) => r.result === "allow").slice(0, 4)).map((r) =>
-    `<tr title="${esc(r.message)}"><td>${new Date(r.time * 1000).toLocaleTimeString()}</td><td><span class="pill ${r.result}">${esc(r.result)}</span></td><td>${esc(r.service)} <span class="muted">${esc(r.path)}</span></td><td title="${esc(r.source)}">${esc(r.source.split("/sa/").pop())}</td><td>${esc(r.rule || r.policy || "–")}</td><td>${r.http_status}</td></tr>`),
+    `<tr title="${esc(r.message)}" data-result="${esc(r.result)}" data-policy="${esc(r.policy)}" data-rule="${esc(r.rule)}"><td>${new Date(r.time * 1000).toLocaleTimeString()}</td><td><span class="pill ${r.result}">${esc(r.result)}</span></td><td title="${esc(r.service)} ${esc(r.path)}">${esc(r.service)} <span class="muted">${esc(r.path)}</span></td><td title="${esc(r.source)}">${esc(r.source.split("/sa/").pop())}</td><td title="${esc(r.policy)}">${esc(r.rule || r.policy || "–")}</td><td>${r.http_status}</td></tr>`),
     "No recent decision.");
 }
 
@@ -135,11 +148,14 @@ function drawTraces(t) {
     "No traced request yet.");
   if (selectedTrace === "first" && t.traces.length) selectedTrace = t.traces[0].trace_id;
   const trace = t.traces.find((x) => x.trace_id === selectedTrace);
-  if (!trace) { $("waterfall").innerHTML = ""; return; }
+  if (!trace) { $("waterfall").innerHTML = ""; delete $("waterfall").dataset.trace; return; }
+  $("waterfall").dataset.trace = trace.trace_id;
   const start = trace.start, total = Math.max(trace.duration_ms, 0.001);
   $("waterfall").innerHTML = `<h3>Trace ${esc(trace.trace_id)}</h3>` + trace.spans.map((s) => {
     const left = (((s.start - start) * 1000) / total) * 100, width = Math.max(0.5, (s.duration_ms / total) * 100);
-    return `<div class="row"><div title="${esc(s.workload.name)} ${esc(s.workload.version)}">${esc(s.name)} <span class="muted">${esc(s.workload.name)}</span></div>` +
+    // A refusal (403, 429) is no server error, but it is what the trace is often opened for: say it.
+    const code = s.code >= 400 ? " · " + s.code : "";
+    return `<div class="row" data-workload="${esc(s.workload.name)}" data-code="${esc(s.code)}"><div title="${esc(s.workload.name)} ${esc(s.workload.version)}">${esc(s.name)} <span class="muted">${esc(s.workload.name)}${code}</span></div>` +
       `<div class="track"><div class="bar${s.code >= 500 ? " err" : ""}" style="margin-left:${left.toFixed(2)}%;width:${width.toFixed(2)}%"></div></div><div class="num">${ms(s.duration_ms)}</div></div>`;
   }).join("");
 }
