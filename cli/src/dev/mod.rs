@@ -29,7 +29,7 @@ pub struct DevArgs {
     config_dir: Option<PathBuf>,
     /// The loopback network the workloads take addresses in: `127.X` (pods on 127.X.1.N; with --intercept,
     /// pods on 10.X.0.N).
-    #[arg(long, default_value = "127.77")]
+    #[arg(long, default_value = "127.77", env = "SEXTANT_DEV_LOOPBACK")]
     loopback: String,
     /// Run each workload as a pod (root only): its application and sidecar in a network namespace of its
     /// own with `sextant proxy-init`'s rules, the sidecar as uid 1337, pilot and the hub's gRPC at the pods'
@@ -37,13 +37,17 @@ pub struct DevArgs {
     #[arg(long)]
     intercept: bool,
     /// The hub's gRPC address.
-    #[arg(long, default_value = "127.0.0.1:9091")]
+    #[arg(long, default_value = "127.0.0.1:9091", env = "SEXTANT_DEV_GRPC_ADDR")]
     grpc_addr: SocketAddr,
     /// The hub's admin address.
-    #[arg(long, default_value = "127.0.0.1:9093")]
+    #[arg(long, default_value = "127.0.0.1:9093", env = "SEXTANT_DEV_ADMIN_ADDR")]
     admin_addr: SocketAddr,
     /// The hub's adapter metrics (Prometheus exposition) address.
-    #[arg(long, default_value = "127.0.0.1:42422")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:42422",
+        env = "SEXTANT_DEV_PROMETHEUS_ADDR"
+    )]
     prometheus_addr: SocketAddr,
     /// Do not generate traffic (the mesh still serves requests).
     #[arg(long)]

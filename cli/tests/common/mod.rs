@@ -212,22 +212,29 @@ pub fn start_dev(dir: &Path, config: &Path, first: u32, span: u32, args: &[&str]
         .args(args)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "warn");
-    let mut proc = Proc::spawn("sextant dev", cmd, dir.join("dev.log"));
-    let wait = Duration::from_secs(120);
-    proc.wait_for_line("the bookinfo mesh is up", wait);
-    let line = proc.wait_for_line("productpage  http://", wait);
-    let entry = addrs_in(&line)[0];
-    // `hub  gRPC ADDR, admin http://ADDR/metrics, adapter metrics http://ADDR/metrics`
-    let line = proc.wait_for_line("adapter metrics http://", wait);
-    let [_, admin, metrics] = addrs_in(&line)[..] else {
-        panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
-    };
-    DevMesh {
-        proc,
-        net,
-        entry,
-        admin,
-        metrics,
+    DevMesh::up(Proc::spawn("sextant dev", cmd, dir.join("dev.log")), net)
+}
+
+impl DevMesh {
+    /// The dev mesh `proc` on loopback network `net`, once it says it is up: its addresses from what it
+    /// printed.
+    pub fn up(mut proc: Proc, net: String) -> DevMesh {
+        let wait = Duration::from_secs(120);
+        proc.wait_for_line("the bookinfo mesh is up", wait);
+        let line = proc.wait_for_line("productpage  http://", wait);
+        let entry = addrs_in(&line)[0];
+        // `hub  gRPC ADDR, admin http://ADDR/metrics, adapter metrics http://ADDR/metrics`
+        let line = proc.wait_for_line("adapter metrics http://", wait);
+        let [_, admin, metrics] = addrs_in(&line)[..] else {
+            panic!("the hub's line names its gRPC, admin and adapter metrics addresses: {line}");
+        };
+        DevMesh {
+            proc,
+            net,
+            entry,
+            admin,
+            metrics,
+        }
     }
 }
 
@@ -425,6 +432,21 @@ impl Proc {
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status();
+        self.exited(signal)
+    }
+
+    /// Sends SIG`signal` to the process group the process leads (spawned with `process_group(0)`), as a
+    /// terminal's Ctrl-C does, and waits for the process to exit: its status.
+    pub fn stop_group_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(format!("-{}", self.child.id()))
+            .status();
+        self.exited(signal)
+    }
+
+    fn exited(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut status = None;
         let name = self.name;
         wait_until(

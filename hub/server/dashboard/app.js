@@ -165,7 +165,8 @@ function drawAdapters(a) {
     const state = !x.running ? ["bad", "not running"] : x.dropped > 0 || x.restarts > 0 ? ["warn", "dropping or restarting"] : ["ok", "healthy"];
     const reasons = x.dropped_by_reason ? Object.entries(x.dropped_by_reason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ") : "";
     return `<tr><td>${esc(x.adapter)}</td><td class="num">${x.queued ?? "–"}</td><td class="num">${x.delivered ?? "–"}</td><td class="num" title="${esc(reasons)}">${x.dropped ?? "–"}</td>` +
-      `<td class="num">${x.retried ?? "–"}</td><td class="num">${x.restarts ?? "–"}</td><td><span class="dot ${state[0]}"></span>${state[1]}</td></tr>`;
+      `<td class="num">${x.retried ?? "–"}</td><td class="num">${x.restarts ?? "–"}</td><td><span class="dot ${state[0]}"></span>${state[1]}</td>` +
+      `<td class="muted" title="${esc(x.last_error?.message ?? "")}">${x.last_error ? new Date(x.last_error.time * 1000).toLocaleTimeString() + " " + esc(x.last_error.message) : "–"}</td></tr>`;
   }), "No adapter is configured.");
 }
 
