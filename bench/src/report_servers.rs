@@ -93,6 +93,7 @@ impl Servers {
                 default_telemetry: true,
                 ..Default::default()
             },
+            prometheus_url: None,
         };
         let hub = hub_server::start(options, stopped(stop))
             .await

@@ -85,6 +85,7 @@ impl Servers {
                 default_telemetry: false,
                 ..Default::default()
             },
+            prometheus_url: None,
         };
         let hub = hub_server::start(options, stopped(stop))
             .await

@@ -140,6 +140,10 @@ struct HubArgs {
     /// Do not load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
     #[arg(long)]
     no_default_telemetry: bool,
+    /// A Prometheus scraping every hub of the fleet (`http://HOST:PORT`): the query API's graph, services,
+    /// RED and rate limits (and so the dashboard's) come from it by PromQL instead of this hub's window.
+    #[arg(long, value_name = "URL")]
+    prometheus_url: Option<String>,
 }
 
 /// The choices of `--rate-limit-overflow`.
@@ -160,8 +164,18 @@ fn default_adapter_cache() -> Option<PathBuf> {
 }
 
 impl HubArgs {
-    fn options(self) -> hub_server::HubOptions {
-        hub_server::HubOptions {
+    /// The hub's options, the flags that need more than clap's parsing checked (pure).
+    fn options(self) -> Result<hub_server::HubOptions, Failure> {
+        let prometheus_url = match &self.prometheus_url {
+            None => None,
+            Some(url) => Some(hub_server::PrometheusUrl::parse(url).map_err(|e| {
+                fail(
+                    format!("--prometheus-url {url:?}: {e}"),
+                    "give Prometheus's address, like --prometheus-url http://127.0.0.1:9090",
+                )
+            })?),
+        };
+        Ok(hub_server::HubOptions {
             config_dir: self.config_dir,
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
@@ -178,7 +192,8 @@ impl HubArgs {
                 },
                 default_telemetry: !self.no_default_telemetry,
             },
-        }
+            prometheus_url,
+        })
     }
 }
 
@@ -231,7 +246,7 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Hub(args) => {
-            let hub = hub_server::start(args.options(), shutdown_signal())
+            let hub = hub_server::start(args.options()?, shutdown_signal())
                 .await
                 .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
             // One line with the addresses as bound (a port may have been 0): what scripts and tests read.

@@ -147,6 +147,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             adapter_cache: crate::default_adapter_cache(),
             reload_interval: Duration::from_secs(1),
             decisions: hub_server::DecisionOptions::default(),
+            prometheus_url: None,
         },
         hub_stop,
     )

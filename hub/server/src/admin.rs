@@ -1,18 +1,33 @@
-//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`, the query API over the window of recent
-//! telemetry (`/api/v1/…`, `docs/dashboard.md`); and the adapters' Prometheus exposition (`:42422/metrics`).
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics`, `/debug/config`, the query API (`/api/v1/…`,
+//! `docs/dashboard.md`) over the window of recent telemetry or, with `--prometheus-url`, partly over a
+//! Prometheus ([`crate::query`]); and the adapters' Prometheus exposition (`:42422/metrics`).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 
+use crate::query::{QueryError, Source};
 use crate::state::HubState;
 
-/// The admin router.
-pub fn router(state: Arc<HubState>) -> Router {
+/// What the admin handlers read: the hub, and where the query API's answers come from.
+#[derive(Clone)]
+struct Admin {
+    hub: Arc<HubState>,
+    source: Arc<Source>,
+}
+
+impl FromRef<Admin> for Arc<HubState> {
+    fn from_ref(admin: &Admin) -> Arc<HubState> {
+        admin.hub.clone()
+    }
+}
+
+/// The admin router; `source` answers the graph, services, RED and rate limits.
+pub fn router(state: Arc<HubState>, source: Arc<Source>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -47,7 +62,7 @@ pub fn router(state: Arc<HubState>) -> Router {
             "/dashboard/style.css",
             get(|| asset(DASHBOARD_CSS, "text/css; charset=utf-8")),
         )
-        .with_state(state)
+        .with_state(Admin { hub: state, source })
 }
 
 /// The dashboard: plain HTML, CSS and JavaScript reading the query API, compiled into the binary (no build
@@ -69,7 +84,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> impl IntoRespo
 /// The query API's parameters.
 #[derive(serde::Deserialize, Default)]
 struct Query {
-    /// How far back: `30s`, `5m`, `1h` (default 5m, at most the window's span).
+    /// How far back: `30s`, `5m`, `1h` (default 5m; from the window, at most its span).
     window: Option<String>,
     /// How many items at most (default 100, at most 1000).
     limit: Option<usize>,
@@ -81,6 +96,14 @@ fn bad_request(message: String) -> ApiError {
     (
         StatusCode::BAD_REQUEST,
         Json(serde_json::json!({"error": message})),
+    )
+}
+
+/// The source could not answer (Prometheus down, slow or refusing): 502, saying which and why.
+fn bad_gateway(e: QueryError) -> ApiError {
+    (
+        StatusCode::BAD_GATEWAY,
+        Json(serde_json::json!({"error": e.to_string()})),
     )
 }
 
@@ -113,25 +136,33 @@ impl Query {
 }
 
 async fn graph(
-    State(state): State<Arc<HubState>>,
+    State(admin): State<Admin>,
     axum::extract::Query(q): axum::extract::Query<Query>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.window.graph(q.window()?)))
+    let window = q.window()?;
+    let answer = admin.source.graph(&admin.hub.window, window).await;
+    answer.map(Json).map_err(bad_gateway)
 }
 
 async fn services(
-    State(state): State<Arc<HubState>>,
+    State(admin): State<Admin>,
     axum::extract::Query(q): axum::extract::Query<Query>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.window.services(q.window()?)))
+    let window = q.window()?;
+    let answer = admin.source.services(&admin.hub.window, window).await;
+    answer.map(Json).map_err(bad_gateway)
 }
 
 async fn red(
-    State(state): State<Arc<HubState>>,
+    State(admin): State<Admin>,
     axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<Query>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.window.red(&namespace, &name, q.window()?)))
+    let window = q.window()?;
+    let answer = (admin.source)
+        .red(&admin.hub.window, &namespace, &name, window)
+        .await;
+    answer.map(Json).map_err(bad_gateway)
 }
 
 async fn decisions(
@@ -142,10 +173,12 @@ async fn decisions(
 }
 
 async fn rate_limits(
-    State(state): State<Arc<HubState>>,
+    State(admin): State<Admin>,
     axum::extract::Query(q): axum::extract::Query<Query>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.window.rate_limits(q.window()?)))
+    let window = q.window()?;
+    let answer = admin.source.rate_limits(&admin.hub.window, window).await;
+    answer.map(Json).map_err(bad_gateway)
 }
 
 async fn traces(

@@ -3,8 +3,9 @@
 //! One gRPC port serves the native `sextant.mixer.v1.Mixer` (Check and Report) and Envoy's ext_authz,
 //! rate-limit and access-log services, all using the same [`HubState`], plus gRPC health and reflection. A
 //! third port serves what the adapters recorded into the host metrics registry in Prometheus format. One admin HTTP port serves
-//! health, readiness, metrics and the active configuration. A background task polls the config directory and
-//! swaps in each valid new configuration atomically.
+//! health, readiness, metrics and the active configuration, and the query API (from the hub's window of
+//! recent telemetry, or, with [`HubOptions::prometheus_url`], partly from a Prometheus: `query/`). A
+//! background task polls the config directory and swaps in each valid new configuration atomically.
 
 mod admin;
 mod background;
@@ -16,6 +17,7 @@ mod fill;
 mod isolate;
 mod metrics;
 mod native;
+mod query;
 mod report;
 mod state;
 mod telemetry;
@@ -38,6 +40,7 @@ pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
 pub use hub_quota::Overflow as RateLimitOverflow;
 pub use metrics::Metrics;
 pub use native::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report_bags, to_check_response};
+pub use query::{PrometheusUrl, UrlError};
 pub use report::{MixerRoutes, report};
 pub use state::{DecisionOptions, HubState, LoadFailure};
 pub use telemetry::{
@@ -65,6 +68,9 @@ pub struct HubOptions {
     pub reload_interval: Duration,
     /// Decision caching and rate-limit memory.
     pub decisions: DecisionOptions,
+    /// A Prometheus scraping every hub of the fleet (`--prometheus-url`): the query API's graph, services,
+    /// RED and rate limits come from it by PromQL instead of this hub's window (`docs/dashboard.md`).
+    pub prometheus_url: Option<PrometheusUrl>,
 }
 
 /// Errors starting the hub.
@@ -227,7 +233,11 @@ pub async fn start(
             tracing::error!(error = %e, "prometheus exposition server stopped");
         }
     });
-    let admin_router = admin::router(state.clone());
+    if let Some(url) = &options.prometheus_url {
+        tracing::info!(%url, "the query API's graph, services, RED and rate limits come from Prometheus");
+    }
+    let source = Arc::new(query::Source::new(options.prometheus_url.clone()));
+    let admin_router = admin::router(state.clone(), source);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_router)
             .with_graceful_shutdown(admin_stop)
