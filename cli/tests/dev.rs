@@ -94,6 +94,16 @@ fn dev_runs_the_bookinfo_mesh_and_stops_cleanly() {
                     "source_principal=\"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage\"",
                 ],
             )
+            // Callers by version too: the server's sidecar learns it from the caller's.
+            && has(
+                &lines,
+                &[
+                    "reporter=\"destination\"",
+                    "source_workload=\"reviews\"",
+                    "source_version=\"v3\"",
+                    "destination_service_name=\"ratings\"",
+                ],
+            )
     });
     // The hub's decisions: the guest is denied reviews with the policy's message; the bot meets its limit.
     let (_, body) = productpage(entry, "guest").expect("productpage answers a guest");

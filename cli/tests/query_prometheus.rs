@@ -24,14 +24,15 @@ const NODES: [&str; 6] = [
     "bookinfo/reviews/v2",
     "bookinfo/reviews/v3",
 ];
-/// Edges the demo's traffic makes, by their caller's id (or its start: the default Telemetry's metrics have
-/// no caller version, so a caller of several versions, reviews, is `reviews/unknown`) and their callee's.
-const EDGES: [(&str, &str); 5] = [
+/// Edges the demo's traffic makes, by their caller's id and their callee's (the metrics' `source_version`
+/// tells reviews v2 and v3 apart as callers of ratings).
+const EDGES: [(&str, &str); 6] = [
     ("bookinfo/productpage/v1", "bookinfo/details/v1"),
     ("bookinfo/productpage/v1", "bookinfo/reviews/v1"),
     ("bookinfo/productpage/v1", "bookinfo/reviews/v2"),
     ("bookinfo/productpage/v1", "bookinfo/reviews/v3"),
-    ("bookinfo/reviews/", "bookinfo/ratings/v1"),
+    ("bookinfo/reviews/v2", "bookinfo/ratings/v1"),
+    ("bookinfo/reviews/v3", "bookinfo/ratings/v1"),
 ];
 
 fn array(v: &Value) -> &[Value] {
@@ -45,7 +46,7 @@ fn whole(graph: &Value) -> bool {
         .all(|id| array(&graph["nodes"]).iter().any(|n| n["id"] == *id));
     let edges = EDGES.iter().all(|(from, to)| {
         array(&graph["edges"]).iter().any(|e| {
-            e["source"].as_str().is_some_and(|s| s.starts_with(from))
+            e["source"] == *from
                 && e["destination"] == *to
                 && e["stats"]["rps"].as_f64() > Some(0.0)
         })
