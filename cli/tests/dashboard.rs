@@ -11,18 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{DevMesh, get, peers, repo, scratch, start_dev, target_dir};
+use common::{BOOKINFO_NODES, DevMesh, get, peers, repo, scratch, start_dev, target_dir};
 use serde_json::Value;
-
-/// The workloads the graph must show.
-const NODES: [&str; 6] = [
-    "bookinfo/productpage/v1",
-    "bookinfo/details/v1",
-    "bookinfo/ratings/v1",
-    "bookinfo/reviews/v1",
-    "bookinfo/reviews/v2",
-    "bookinfo/reviews/v3",
-];
 
 /// Debian's Chromium.
 fn chromium() -> PathBuf {
@@ -125,7 +115,7 @@ fn the_dashboard_shows_the_mesh_in_a_real_browser() {
     // The graph: every workload, requests per second on an edge into each, and its rate on each node.
     let nodes = page["graph"]["nodes"].as_array().expect("graph nodes");
     let edges = page["graph"]["edges"].as_array().expect("graph edges");
-    for id in NODES {
+    for id in BOOKINFO_NODES {
         let node = nodes
             .iter()
             .find(|n| n["id"] == id)

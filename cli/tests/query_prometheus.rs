@@ -11,19 +11,13 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DevMesh, Hub, Prometheus, ScrapeJob, eventually, get, get_json, scratch, start_dev};
+use common::{
+    BOOKINFO_NODES, DevMesh, Hub, Prometheus, ScrapeJob, eventually, get, get_json, scratch,
+    start_dev,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
-/// The graph's nodes as the window draws them (callers of one version are that version).
-const NODES: [&str; 6] = [
-    "bookinfo/productpage/v1",
-    "bookinfo/details/v1",
-    "bookinfo/ratings/v1",
-    "bookinfo/reviews/v1",
-    "bookinfo/reviews/v2",
-    "bookinfo/reviews/v3",
-];
 /// Edges the demo's traffic makes, by their caller's id and their callee's (the metrics' `source_version`
 /// tells reviews v2 and v3 apart as callers of ratings).
 const EDGES: [(&str, &str); 6] = [
@@ -41,7 +35,7 @@ fn array(v: &Value) -> &[Value] {
 
 /// Whether `graph` has every node and every edge, each edge with traffic.
 fn whole(graph: &Value) -> bool {
-    let nodes = NODES
+    let nodes = BOOKINFO_NODES
         .iter()
         .all(|id| array(&graph["nodes"]).iter().any(|n| n["id"] == *id));
     let edges = EDGES.iter().all(|(from, to)| {

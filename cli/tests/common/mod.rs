@@ -198,6 +198,16 @@ pub struct DevMesh {
     pub metrics: SocketAddr,
 }
 
+/// The workloads of `sextant dev`'s bookinfo as the hub's graph names them.
+pub const BOOKINFO_NODES: [&str; 6] = [
+    "bookinfo/productpage/v1",
+    "bookinfo/details/v1",
+    "bookinfo/ratings/v1",
+    "bookinfo/reviews/v1",
+    "bookinfo/reviews/v2",
+    "bookinfo/reviews/v3",
+];
+
 /// Starts `sextant dev` with `config` as its directory on loopback network `127.{first + pid % span}` (so that
 /// the tests using it, in one run or across runs, keep apart), the hub on ports the kernel picks, and `args`
 /// more; returns once the mesh is up.

@@ -132,7 +132,13 @@ function drawDecisions(d) {
   table("decisions", d.counts.slice(0, 12).map((c) =>
     `<tr data-result="${esc(c.result)}" data-policy="${esc(c.policy)}" data-rule="${esc(c.rule)}"><td><span class="pill ${c.result}">${esc(c.result)}</span></td><td>${esc(c.policy || "(no policy applied)")}</td><td>${esc(c.rule || (c.action === "RATE_LIMIT" ? "rate limit" : "–"))}</td><td class="num">${c.count}</td></tr>`),
     "The hub has decided nothing yet.");
-  table("recent", d.recent.filter((r) => r.result !== "allow").slice(0, 8).concat(d.recent.filter((r) => r.result === "allow").slice(0, 4)).map((r) =>
+  // Refusals first: the newest of each kind (so a rare denial is not pushed out by a burst of rate limiting),
+  // then the newest others, up to 8; then a few allowed.
+  const refused = d.recent.filter((r) => r.result !== "allow");
+  const kind = (r) => `${r.result}|${r.policy}|${r.rule}`;
+  const newestOfKind = refused.filter((r, i) => refused.findIndex((q) => kind(q) === kind(r)) === i);
+  const shown = newestOfKind.concat(refused.filter((r) => !newestOfKind.includes(r))).slice(0, 8).sort((a, b) => b.time - a.time);
+  table("recent", shown.concat(d.recent.filter((r) => r.result === "allow").slice(0, 4)).map((r) =>
     `<tr title="${esc(r.message)}" data-result="${esc(r.result)}" data-policy="${esc(r.policy)}" data-rule="${esc(r.rule)}"><td>${new Date(r.time * 1000).toLocaleTimeString()}</td><td><span class="pill ${r.result}">${esc(r.result)}</span></td><td title="${esc(r.service)} ${esc(r.path)}">${esc(r.service)} <span class="muted">${esc(r.path)}</span></td><td title="${esc(r.source)}">${esc(r.source.split("/sa/").pop())}</td><td title="${esc(r.policy)}">${esc(r.rule || r.policy || "–")}</td><td>${r.http_status}</td></tr>`),
     "No recent decision.");
 }

@@ -77,6 +77,40 @@ impl Workload {
     }
 }
 
+/// The node a caller is drawn as: its workload in the version reported, or, where its version is unknown
+/// (a server's proxy that knows only its caller's workload, as Envoy's access log), the one version its
+/// workload serves in when there is only one.
+pub struct Callers<'a>(HashMap<(&'a str, &'a str), Vec<&'a str>>);
+
+impl<'a> Callers<'a> {
+    /// From the workloads that serve (the edges' destinations).
+    pub fn new(destinations: impl IntoIterator<Item = &'a Workload>) -> Callers<'a> {
+        let mut versions: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+        for d in destinations {
+            let known = versions.entry((&d.namespace, &d.name)).or_default();
+            if !known.contains(&d.version.as_str()) {
+                known.push(&d.version);
+            }
+        }
+        Callers(versions)
+    }
+
+    /// The node of caller `w`.
+    pub fn node(&self, w: &Workload) -> Workload {
+        match self
+            .0
+            .get(&(w.namespace.as_str(), w.name.as_str()))
+            .map(Vec::as_slice)
+        {
+            Some([only]) if w.version == "unknown" => Workload {
+                version: (*only).to_string(),
+                ..w.clone()
+            },
+            _ => w.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct EdgeKey {
     source: Workload,
@@ -472,29 +506,7 @@ impl Window {
         let (from, to, _) = self.range(window);
         let inner = self.lock();
         let secs = self.covered(inner.edges.values(), from, to);
-        // A Sextant sidecar knows its caller's version (the caller's sidecar sends it); where a server's
-        // proxy knows only the caller's workload (Envoy's access log), a caller of one known version is
-        // that version's node.
-        let mut versions: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
-        for key in inner.edges.keys() {
-            let d = &key.destination;
-            let known = versions.entry((&d.namespace, &d.name)).or_default();
-            if !known.contains(&d.version.as_str()) {
-                known.push(&d.version);
-            }
-        }
-        let caller = |w: &Workload| -> Workload {
-            match versions
-                .get(&(w.namespace.as_str(), w.name.as_str()))
-                .map(Vec::as_slice)
-            {
-                Some([only]) if w.version == "unknown" => Workload {
-                    version: (*only).to_string(),
-                    ..w.clone()
-                },
-                _ => w.clone(),
-            }
-        };
+        let callers = Callers::new(inner.edges.keys().map(|k| &k.destination));
         let mut nodes: HashMap<String, (Workload, Bucket, Vec<String>)> = HashMap::new();
         let mut edges = Vec::new();
         for (key, series) in &inner.edges {
@@ -502,7 +514,7 @@ impl Window {
             if b.requests == 0 {
                 continue;
             }
-            let source = caller(&key.source);
+            let source = callers.node(&key.source);
             nodes
                 .entry(source.id())
                 .or_insert_with(|| (source.clone(), Bucket::default(), Vec::new()));

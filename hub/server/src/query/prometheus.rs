@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hub_window::{Callers, Workload};
 use serde_json::{Value, json};
 
 use super::client::{Answer, Client, QueryFailed, Series};
@@ -39,20 +40,6 @@ const MAX_POINTS: u64 = 120;
 const MIN_STEP: u64 = 5;
 /// The shortest range a RED point's rates are taken over: four samples of a 15 s scrape.
 const MIN_RATE_RANGE: u64 = 60;
-
-/// A workload as the graph names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct Workload {
-    pub(super) namespace: String,
-    pub(super) name: String,
-    pub(super) version: String,
-}
-
-impl Workload {
-    fn id(&self) -> String {
-        format!("{}/{}/{}", self.namespace, self.name, self.version)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Edge {
@@ -289,32 +276,11 @@ pub(super) fn edges(requests: &Answer, latency: &Answer) -> (Vec<(Edge, Counts)>
 
 /// The graph answer (the window's shape) of `edges` over `secs` seconds.
 pub(super) fn graph_of(edges: &[(Edge, Counts)], secs: f64) -> Value {
-    // A server's sidecar knows its caller's workload but not the caller's version: a caller of one
-    // known version is that version's node, as in the window.
-    let mut versions: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
-    for (e, _) in edges {
-        let d = &e.destination;
-        let known = versions.entry((&d.namespace, &d.name)).or_default();
-        if !known.contains(&d.version.as_str()) {
-            known.push(&d.version);
-        }
-    }
-    let caller = |w: &Workload| -> Workload {
-        match versions
-            .get(&(w.namespace.as_str(), w.name.as_str()))
-            .map(Vec::as_slice)
-        {
-            Some([only]) if w.version == "unknown" => Workload {
-                version: (*only).to_string(),
-                ..w.clone()
-            },
-            _ => w.clone(),
-        }
-    };
+    let callers = Callers::new(edges.iter().map(|(e, _)| &e.destination));
     let mut nodes: BTreeMap<String, (Workload, Counts, Vec<String>)> = BTreeMap::new();
     let mut out = Vec::with_capacity(edges.len());
     for (e, c) in edges {
-        let source = caller(&e.source);
+        let source = callers.node(&e.source);
         nodes
             .entry(source.id())
             .or_insert_with(|| (source.clone(), Counts::default(), Vec::new()));
