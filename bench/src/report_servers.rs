@@ -94,6 +94,7 @@ impl Servers {
                 ..Default::default()
             },
             prometheus_url: None,
+            kubernetes: None,
         };
         let hub = hub_server::start(options, stopped(stop))
             .await

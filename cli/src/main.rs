@@ -108,8 +108,28 @@ enum AdapterCommand {
 #[derive(clap::Args)]
 struct HubArgs {
     /// Directory (searched recursively) or file of YAML resources; watched and hot-reloaded.
-    #[arg(long, env = "SEXTANT_CONFIG_DIR")]
-    config_dir: PathBuf,
+    #[arg(
+        long,
+        env = "SEXTANT_CONFIG_DIR",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    config_dir: Option<PathBuf>,
+    /// Read the resources from the Kubernetes API server (`policy.sextant.dev` Policy, RateLimit, Telemetry,
+    /// Adapter) instead of a directory, and write each one's status (one replica does: the holder of the
+    /// `sextant-hub-status` Lease).
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: the kubeconfig (default: in-cluster, else $KUBECONFIG or ~/.kube/config).
+    #[arg(long, requires = "kubernetes", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: read only this namespace's resources (default: all namespaces).
+    #[arg(long, requires = "kubernetes", value_name = "NS")]
+    namespace: Option<String>,
+    /// With --kubernetes: where the status Lease lives (default: $POD_NAMESPACE, else --namespace, else
+    /// `default`).
+    #[arg(long, requires = "kubernetes", value_name = "NS")]
+    lease_namespace: Option<String>,
     /// gRPC listen address (Mixer, ext_authz, rate-limit service, health, reflection).
     #[arg(long, default_value = "127.0.0.1:9091")]
     grpc_addr: SocketAddr,
@@ -175,8 +195,29 @@ impl HubArgs {
                 )
             })?),
         };
+        let kubernetes = self.kubernetes.then(|| {
+            let lease_namespace = self
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .or_else(|| self.namespace.clone())
+                .unwrap_or_else(|| "default".to_string());
+            // The Pod's name where there is one (Kubernetes sets HOSTNAME to it), made unique per process.
+            let host = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "hub".to_string());
+            hub_kube::KubeOptions {
+                kubeconfig: self.kubeconfig.clone(),
+                namespace: self.namespace.clone(),
+                lease: hub_kube::LeaseOptions {
+                    namespace: lease_namespace,
+                    name: "sextant-hub-status".to_string(),
+                    identity: format!("{host}-{}", std::process::id()),
+                },
+            }
+        });
         Ok(hub_server::HubOptions {
-            config_dir: self.config_dir,
+            config_dir: self.config_dir.unwrap_or_default(),
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
             prometheus_addr: self.prometheus_addr,
@@ -193,6 +234,7 @@ impl HubArgs {
                 default_telemetry: !self.no_default_telemetry,
             },
             prometheus_url,
+            kubernetes,
         })
     }
 }

@@ -148,6 +148,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             reload_interval: Duration::from_secs(1),
             decisions: hub_server::DecisionOptions::default(),
             prometheus_url: None,
+            kubernetes: None,
         },
         hub_stop,
     )

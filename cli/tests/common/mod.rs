@@ -509,20 +509,35 @@ impl Hub {
 
     /// [`Hub::start`] with more flags (e.g. `--no-default-telemetry`).
     pub fn start_with(config_dir: &Path, args: &[&str]) -> Hub {
+        let mut all = vec!["--config-dir", config_dir.to_str().expect("a UTF-8 path")];
+        all.extend_from_slice(args);
+        Hub::launch(config_dir, &all)
+    }
+
+    /// A hub reading its resources from the Kubernetes API server `kubeconfig` names (`--kubernetes`),
+    /// with more flags; waits until it is ready (it has listed them).
+    pub fn start_kubernetes(kubeconfig: &Path, args: &[&str]) -> Hub {
+        let mut all = vec![
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("a UTF-8 path"),
+        ];
+        all.extend_from_slice(args);
+        Hub::launch(Path::new(""), &all)
+    }
+
+    fn launch(config_dir: &Path, args: &[&str]) -> Hub {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-        cmd.args(["hub", "--config-dir"])
-            .arg(config_dir)
-            .args(args)
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--prometheus-addr",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "100ms",
-            ]);
+        cmd.arg("hub").args(args).args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--prometheus-addr",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "100ms",
+        ]);
         // One component cache for every hub of the test run: the first compiles, the others load.
         cmd.arg("--adapter-cache")
             .arg(target_dir().join("sextant-test-component-cache"));

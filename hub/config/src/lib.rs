@@ -21,7 +21,8 @@ pub use load::{
 pub use resources::{
     API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
     HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, OnError, Policy, PolicySpec,
-    RateLimit, RateLimitSpec, Rule, RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
+    RateLimit, RateLimitSpec, ResourceStatus, Rule, RuleStatus, Telemetry, TelemetrySpec,
+    TraceSpanKind, TraceSpec,
 };
 
 /// The CustomResourceDefinitions of the hub's kinds, generated from the Rust types.

@@ -11,6 +11,20 @@ pub const GROUP: &str = "policy.sextant.dev";
 /// The API version of the hub's resources.
 pub const API_VERSION: &str = "policy.sextant.dev/v1alpha1";
 
+/// What the hub says about a resource it reads from the Kubernetes API server (`sextant hub --kubernetes`):
+/// the generation it judged and its `Accepted` condition (`True`, or `False` with the reason and the same
+/// field-level message `sextant validate` prints).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    /// The `metadata.generation` the conditions are about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The `Accepted` condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
 /// Decides whether requests may proceed: rules with CEL conditions, evaluated by the hub on every Check whose
 /// attributes match `selector`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -18,7 +32,8 @@ pub const API_VERSION: &str = "policy.sextant.dev/v1alpha1";
     group = "policy.sextant.dev",
     version = "v1alpha1",
     kind = "Policy",
-    namespaced
+    namespaced,
+    status = "ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
@@ -174,7 +189,8 @@ pub struct HeaderEdits {
     group = "policy.sextant.dev",
     version = "v1alpha1",
     kind = "RateLimit",
-    namespaced
+    namespaced,
+    status = "ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitSpec {
@@ -209,7 +225,8 @@ pub struct Limit {
     group = "policy.sextant.dev",
     version = "v1alpha1",
     kind = "Telemetry",
-    namespaced
+    namespaced,
+    status = "ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TelemetrySpec {
@@ -341,7 +358,8 @@ pub enum TraceSpanKind {
     group = "policy.sextant.dev",
     version = "v1alpha1",
     kind = "Adapter",
-    namespaced
+    namespaced,
+    status = "ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdapterSpec {

@@ -42,7 +42,7 @@ pub use metrics::Metrics;
 pub use native::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report_bags, to_check_response};
 pub use query::{PrometheusUrl, UrlError};
 pub use report::{MixerRoutes, report};
-pub use state::{DecisionOptions, HubState, LoadFailure};
+pub use state::{ConfigSource, DecisionOptions, HubState, LoadFailure};
 pub use telemetry::{
     Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
     validate as validate_telemetry,
@@ -71,6 +71,8 @@ pub struct HubOptions {
     /// A Prometheus scraping every hub of the fleet (`--prometheus-url`): the query API's graph, services,
     /// RED and rate limits come from it by PromQL instead of this hub's window (`docs/dashboard.md`).
     pub prometheus_url: Option<PrometheusUrl>,
+    /// Read the resources from the Kubernetes API server instead of `config_dir`, and write their status.
+    pub kubernetes: Option<hub_kube::KubeOptions>,
 }
 
 /// Errors starting the hub.
@@ -92,6 +94,9 @@ pub enum HubError {
     /// The gRPC server stopped with an error.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// No client for the Kubernetes API server.
+    #[error("{0}")]
+    Kube(#[from] sextant_kube::ClientError),
     /// The gRPC server's task panicked or was cancelled.
     #[error("gRPC server task failed: {0}")]
     Panicked(String),
@@ -128,16 +133,19 @@ pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
 /// as a safety net) or an adapter's module file does (checked every `interval`), and does the rate limits'
 /// housekeeping every 10 s.
 async fn watch_config(state: Arc<HubState>, interval: Duration) {
-    let mut dir =
-        sextant_watch::DirWatch::start(state.config_dir().to_path_buf(), interval, RELOAD_DEBOUNCE)
-            .await;
+    let mut changes = match state.source() {
+        ConfigSource::Dir(dir) => Changes::Dir(
+            sextant_watch::DirWatch::start(dir.clone(), interval, RELOAD_DEBOUNCE).await,
+        ),
+        ConfigSource::Kubernetes(kube) => Changes::Kube(kube.changes()),
+    };
     // What changed before the watch started (the load at start, or before a restart) is loaded now.
     state.reload(false).await;
     let mut modules = tokio::time::interval(interval);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
-            () = dir.changed() => {
+            () = changes.next() => {
                 state.reload(false).await;
             }
             _ = modules.tick() => {
@@ -146,6 +154,29 @@ async fn watch_config(state: Arc<HubState>, interval: Duration) {
                 }
             }
             _ = housekeeping.tick() => state.housekeeping(),
+        }
+    }
+}
+
+/// What tells the watcher the resources changed.
+enum Changes {
+    /// The configuration directory's watch.
+    Dir(sextant_watch::DirWatch),
+    /// The API server's resources' version.
+    Kube(tokio::sync::watch::Receiver<u64>),
+}
+
+impl Changes {
+    /// Waits for the next change (a burst of watch events settles for [`RELOAD_DEBOUNCE`] first).
+    async fn next(&mut self) {
+        match self {
+            Changes::Dir(dir) => dir.changed().await,
+            Changes::Kube(version) => {
+                if version.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(RELOAD_DEBOUNCE).await;
+            }
         }
     }
 }
@@ -173,10 +204,16 @@ pub async fn start(
         builtins: Some(hub_builtin_adapters::get),
         ..hub_adapters::RuntimeOptions::default()
     })?;
-    let state = Arc::new(HubState::new(
-        &options.config_dir,
+    let tasks = Arc::new(sextant_supervise::TaskHealth::default());
+    let source = match &options.kubernetes {
+        Some(kube) => ConfigSource::Kubernetes(hub_kube::HubKube::start(kube, &tasks).await?),
+        None => ConfigSource::Dir(options.config_dir.clone()),
+    };
+    let state = Arc::new(HubState::with_tasks(
+        source,
         options.decisions.clone(),
         Arc::new(runtime),
+        tasks,
     ));
     state.reload(true).await;
 

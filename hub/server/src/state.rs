@@ -58,9 +58,41 @@ pub struct LoadFailure {
     pub partial: bool,
 }
 
+/// Where the hub's resources come from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A directory (searched recursively) or a file of YAML resources.
+    Dir(PathBuf),
+    /// The Kubernetes API server (`--kubernetes`): the resources its watchers hold, and status written
+    /// back.
+    Kubernetes(Arc<hub_kube::HubKube>),
+}
+
+impl From<&Path> for ConfigSource {
+    fn from(dir: &Path) -> ConfigSource {
+        ConfigSource::Dir(dir.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for ConfigSource {
+    fn from(dir: &PathBuf) -> ConfigSource {
+        ConfigSource::Dir(dir.clone())
+    }
+}
+
+impl ConfigSource {
+    /// The resources as they are now: `None` while the API server's resources have not all been listed.
+    fn read(&self) -> Option<Result<ConfigFiles, hub_config::ConfigError>> {
+        match self {
+            ConfigSource::Dir(dir) => Some(ConfigFiles::read(dir)),
+            ConfigSource::Kubernetes(kube) => kube.files().map(Ok),
+        }
+    }
+}
+
 /// The hub's shared state: the current snapshot and how to make the next one.
 pub struct HubState {
-    config_dir: PathBuf,
+    source: ConfigSource,
     options: DecisionOptions,
     backend: Arc<LocalBackend>,
     current: RwLock<Option<Arc<Snapshot>>>,
@@ -81,17 +113,29 @@ pub struct HubState {
 }
 
 impl HubState {
-    /// State reading resources from `config_dir` and running adapters on `runtime`; nothing is loaded yet.
+    /// State reading resources from `source` (a directory, or the API server) and running adapters on
+    /// `runtime`; nothing is loaded yet.
     pub fn new(
-        config_dir: &Path,
+        source: impl Into<ConfigSource>,
         options: DecisionOptions,
         runtime: Arc<hub_adapters::Runtime>,
     ) -> Self {
+        Self::with_tasks(source, options, runtime, Arc::default())
+    }
+
+    /// [`HubState::new`] with the health of supervised tasks started before it (the API server's
+    /// watchers).
+    pub fn with_tasks(
+        source: impl Into<ConfigSource>,
+        options: DecisionOptions,
+        runtime: Arc<hub_adapters::Runtime>,
+        tasks: Arc<sextant_supervise::TaskHealth>,
+    ) -> Self {
+        let source = source.into();
         let backend = Arc::new(LocalBackend::with_overflow(
             options.max_rate_limit_keys,
             options.rate_limit_overflow,
         ));
-        let tasks = Arc::new(sextant_supervise::TaskHealth::default());
         let metrics = Metrics::with_extra(|r| {
             runtime.register_metrics(r);
             r.register(
@@ -99,9 +143,12 @@ impl HubState {
                 "Panics of the hub's long-lived tasks, by task (each restarted, or left down after repeated panics)",
                 tasks.panics(),
             );
+            if let ConfigSource::Kubernetes(kube) = &source {
+                kube.register_metrics(r);
+            }
         });
         HubState {
-            config_dir: config_dir.to_path_buf(),
+            source,
             options,
             backend,
             current: RwLock::new(None),
@@ -217,9 +264,21 @@ impl HubState {
             .clone()
     }
 
-    /// The configuration directory (or file).
-    pub fn config_dir(&self) -> &Path {
-        &self.config_dir
+    /// Where the resources come from.
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    /// Hands the verdict on the resources just read to the API server's status writer (a directory has
+    /// none).
+    fn verdict(&self, applied: bool, errors: &[hub_config::ConfigError], kept: &[String]) {
+        if let ConfigSource::Kubernetes(kube) = &self.source {
+            kube.judged(hub_kube::Verdict {
+                applied,
+                errors: errors.to_vec(),
+                kept: kept.to_vec(),
+            });
+        }
     }
 
     /// Whether an adapter's module file changed since it was loaded (checked on the blocking pool).
@@ -243,7 +302,7 @@ impl HubState {
     pub async fn reload(&self, force: bool) -> bool {
         let modules_changed = self.telemetry.modules_check();
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
-        let (dir, defaults) = (self.config_dir.clone(), self.options.default_telemetry);
+        let (source, defaults) = (self.source.clone(), self.options.default_telemetry);
         let serving = self.snapshot();
         let last_good = self
             .last_good
@@ -253,7 +312,7 @@ impl HubState {
         // A panic is the watcher's: its supervisor counts it and starts it over.
         let (digest, parsed) = crate::background::run(move || {
             parse(
-                &dir,
+                &source,
                 defaults,
                 serving.as_deref(),
                 last_good.as_deref(),
@@ -266,6 +325,7 @@ impl HubState {
         let judged = match parsed {
             Parsed::Unchanged => return false,
             Parsed::Failed(errors) => {
+                self.verdict(false, &errors.0, &[]);
                 self.fail(errors);
                 return false;
             }
@@ -281,6 +341,7 @@ impl HubState {
         let telemetry = match crate::telemetry::validate(&set, Ok(rules)) {
             Ok(t) => t,
             Err(errors) => {
+                self.verdict(false, &errors.0, &[]);
                 self.fail(errors);
                 return false;
             }
@@ -288,6 +349,7 @@ impl HubState {
         let prepared = match self.telemetry.prepare(telemetry).await {
             Ok(p) => p,
             Err(errors) => {
+                self.verdict(false, &errors.0, &[]);
                 self.fail(errors);
                 return false;
             }
@@ -310,6 +372,7 @@ impl HubState {
             "configuration loaded"
         );
         self.unread(&set.unread);
+        self.verdict(true, &left_out, &kept);
         let partial = (!left_out.is_empty()).then(|| self.partial(&left_out, kept));
         match &partial {
             None => self.metrics.reload_succeeded(revision),
@@ -440,7 +503,7 @@ enum Parsed {
 /// ([`crate::isolate::judge`]), compiling the CEL expressions the `serving` snapshot has not. Returns the
 /// digest attempted. Blocking.
 fn parse(
-    dir: &Path,
+    source: &ConfigSource,
     default_telemetry: bool,
     serving: Option<&Snapshot>,
     last_good: Option<&ConfigSet>,
@@ -448,9 +511,11 @@ fn parse(
     force: bool,
 ) -> (u64, Parsed) {
     // Reading is cheap and parsing is not: compare digests first.
-    let files = match ConfigFiles::read(dir) {
-        Ok(files) => files,
-        Err(e) => {
+    let files = match source.read() {
+        // The API server's resources are not all listed yet: nothing to load.
+        None => return (last.unwrap_or_default(), Parsed::Unchanged),
+        Some(Ok(files)) => files,
+        Some(Err(e)) => {
             let digest = digest_of(&e.to_string());
             let outcome = if force || last != Some(digest) {
                 Parsed::Failed(ConfigErrors(vec![e]))

@@ -2,7 +2,8 @@
 //! EndpointSlices and core/v1 Pods, watched through `kube` watchers.
 //!
 //! Data flow: three watchers ([`registry`]) → per-kind projections ([`objects`]) in bounded stores
-//! ([`store`]) → once all three kinds have listed, the pure [`build::build`] step makes the services →
+//! (`sextant-kube`) → once all three kinds have listed, the pure [`build::build`] step makes the
+//! services →
 //! [`KubeRegistry`] hands out a new [`pilot_config::RegistrySnapshot`] version when they changed.
 //!
 //! What a user sees: Service `NAME` in `NAMESPACE` is host `NAME.NAMESPACE.svc.DOMAIN` (domain
@@ -26,12 +27,9 @@ pub mod build;
 pub mod objects;
 mod registry;
 pub mod review;
-pub mod store;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use registry::{EventLabels, KindLabels, KubeMetrics, KubeRegistry};
 pub use review::{Review, ReviewError, ServiceAccount, TokenReviewer};
@@ -64,23 +62,9 @@ impl Default for KubeOptions {
 /// Why the Kubernetes registry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it: the first line of the reader's error (a YAML error names the line and
-        /// column there; the lines after it only draw the snippet again).
-        reason: String,
-    },
-    /// No kubeconfig given, and none could be inferred.
-    #[error(
-        "no Kubernetes configuration found (not in a cluster, no $KUBECONFIG or ~/.kube/config): {0}"
-    )]
-    Infer(#[from] kube::config::InferConfigError),
-    /// The client could not be built from the configuration.
-    #[error("Kubernetes client: {0}")]
-    Client(#[from] kube::Error),
+    /// No client for the API server.
+    #[error(transparent)]
+    Client(#[from] sextant_kube::ClientError),
     /// The cluster domain is not a DNS name.
     #[error("cluster domain {0:?} is not a DNS name (like cluster.local)")]
     Domain(String),
@@ -102,24 +86,7 @@ pub fn validate_domain(domain: &str) -> Result<(), KubeError> {
     }
 }
 
-/// A client for the API server named by `kubeconfig` (or the inferred configuration). Must run on a
-/// tokio runtime. Nothing is contacted yet: an unreachable server shows as watch errors later.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let err = |e: kube::config::KubeconfigError| KubeError::Kubeconfig {
-                path: path.to_path_buf(),
-                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-            };
-            let file = Kubeconfig::read_from(path).map_err(err)?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(err)?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
+pub use sextant_kube::client;
 
 /// Validates `options`, builds the client and starts the registry.
 pub async fn start(

@@ -13,7 +13,7 @@ use pilot_config::types::Labels;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// `(namespace, name)` of an object.
-pub type Key = (String, String);
+pub use sextant_kube::Key;
 
 /// The key of an object's metadata (cluster-scoped objects get an empty namespace).
 pub fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {

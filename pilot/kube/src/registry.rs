@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::KubeOptions;
 use crate::build::build;
 use crate::objects::{PodInfo, ServiceInfo, SliceInfo, key};
-use crate::store::{Outcome, Store};
+use sextant_kube::{Outcome, Store};
 
 /// Labels of the per-kind metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

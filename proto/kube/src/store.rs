@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::objects::Key;
+/// An object's key: `(namespace, name)` (an empty namespace for cluster-scoped objects).
+pub type Key = (String, String);
 
 /// What an event did to a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
