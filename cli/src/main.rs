@@ -1,6 +1,7 @@
 //! The `sextant` binary: wires the roles. Each subcommand is a thin layer over a library crate.
 
 mod adapter;
+mod admission;
 mod agent;
 mod attrs;
 mod check;

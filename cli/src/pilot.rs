@@ -74,6 +74,19 @@ pub struct PilotArgs {
     /// the hub.
     #[arg(long, value_name = "HOST:PORT")]
     hub_service: Option<HubService>,
+    /// The validating admission webhook's listen address (istiod's 15017): `POST /validate` judges Istio's
+    /// and Sextant's kinds as `sextant validate` does, over HTTPS with a certificate of the mesh CA (its
+    /// root-cert.pem is the webhook configuration's caBundle). Only with --ca-dir.
+    #[arg(long, value_name = "ADDR", requires = "ca_dir")]
+    webhook_addr: Option<SocketAddr>,
+    /// The names the webhook's certificate carries: the webhook Service's (comma-separated).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "sextant-pilot.sextant-system.svc"
+    )]
+    webhook_dns_names: Vec<String>,
 }
 
 /// The service registry modes of `--registry`.
@@ -157,6 +170,15 @@ impl PilotArgs {
             }),
             _ => None,
         };
+        let webhook = match (self.webhook_addr, authority) {
+            (Some(addr), Some(authority)) => Some(pilot_server::webhook::WebhookOptions {
+                addr,
+                dns_names: self.webhook_dns_names.clone(),
+                authority: authority.clone(),
+                admissions: vec![Arc::new(crate::admission::HubValidation)],
+            }),
+            _ => None,
+        };
         Ok(pilot_server::PilotOptions {
             config_dir: self.config_dir.clone(),
             xds_addr: self.xds_addr,
@@ -175,6 +197,7 @@ impl PilotArgs {
                 }
             },
             secure,
+            webhook,
         })
     }
 }
@@ -295,8 +318,12 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
         .secure_addr
         .map(|a| format!(", secure xDS and certificates on https://{a}"))
         .unwrap_or_default();
+    let webhook = pilot
+        .webhook_addr
+        .map(|a| format!(", admission webhook on https://{a}/validate"))
+        .unwrap_or_default();
     eprintln!(
-        "pilot: xDS on {}, monitoring on http://{}/debug/syncz{secure}",
+        "pilot: xDS on {}, monitoring on http://{}/debug/syncz{secure}{webhook}",
         pilot.xds_addr, pilot.monitoring_addr
     );
     pilot

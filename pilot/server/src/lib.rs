@@ -9,12 +9,13 @@
 //! In Kubernetes mode ([`RegistryMode::Kubernetes`]) a `pilot-kube` registry adds the cluster's Services to
 //! the directory's ServiceEntries, and `/ready` waits for its first full sync. With the mesh CA
 //! ([`PilotOptions::secure`]) a second port serves the same ADS and Istio's certificate API over TLS
-//! ([`secure`]).
+//! ([`secure`]), and with [`PilotOptions::webhook`] a third the validating admission webhook ([`webhook`]).
 
 mod admin;
 pub mod secure;
 mod source;
 mod watch;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct PilotOptions {
     pub registry: RegistryMode,
     /// The secure port (ADS and the certificate API over TLS), with the mesh CA; `None`: no secure port.
     pub secure: Option<SecureOptions>,
+    /// The validating admission webhook (HTTPS, a certificate of the mesh CA); `None`: none.
+    pub webhook: Option<webhook::WebhookOptions>,
 }
 
 impl Default for PilotOptions {
@@ -79,6 +82,7 @@ impl Default for PilotOptions {
             max_streams: 20_000,
             registry: RegistryMode::File,
             secure: None,
+            webhook: None,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct RunningPilot {
     pub monitoring_addr: SocketAddr,
     /// The bound secure address (ADS and the certificate API over TLS), when there is one.
     pub secure_addr: Option<SocketAddr>,
+    /// The bound address of the admission webhook, when there is one.
+    pub webhook_addr: Option<SocketAddr>,
     /// What the monitoring port shows.
     pub monitor: Arc<Monitor>,
     server: JoinHandle<Result<(), PilotError>>,
@@ -209,6 +215,12 @@ pub async fn start(
         None => (None, None),
     };
 
+    let webhook = match &options.webhook {
+        Some(o) => Some(webhook::bind(o.clone()).await?),
+        None => None,
+    };
+    let webhook_addr = webhook.as_ref().map(|w| w.addr);
+
     let tasks = Arc::new(sextant_supervise::TaskHealth::default());
     let kube = match &options.registry {
         RegistryMode::File => None,
@@ -242,6 +254,17 @@ pub async fn start(
             tasks.clone(),
             move || serving.clone().renew(),
         ));
+    }
+
+    if let Some(w) = webhook {
+        let serving = w.serving();
+        loops.push(sextant_supervise::restarting(
+            "webhook-certificate",
+            tasks.clone(),
+            move || serving.clone().renew(),
+        ));
+        // The webhook holds no state between reviews; a panic ends one connection's task only.
+        loops.push(tokio::spawn(w.serve()));
     }
 
     let ads = AdsServer::new(source.clone(), options.max_streams);
@@ -374,6 +397,7 @@ pub async fn start(
         xds_addr,
         monitoring_addr,
         secure_addr,
+        webhook_addr,
         monitor,
         server,
         monitoring,

@@ -12,7 +12,7 @@
 mod authenticate;
 mod cache;
 mod certificates;
-mod incoming;
+pub(crate) mod incoming;
 mod review;
 mod serving;
 mod tokens;

@@ -29,6 +29,7 @@ const RETRY: Duration = Duration::from_secs(60);
 /// Pilot's current certificate, handed to each new TLS connection.
 pub struct ServingCertificate {
     authority: Arc<Authority>,
+    names: Vec<String>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     refresh_at: Mutex<SystemTime>,
@@ -43,12 +44,22 @@ impl std::fmt::Debug for ServingCertificate {
 }
 
 impl ServingCertificate {
-    /// Issues pilot's first certificate from `authority`.
+    /// Issues pilot's first certificate from `authority`, for istiod's names ([`SERVING_NAMES`]).
     pub fn issue(authority: Arc<Authority>) -> Result<Arc<ServingCertificate>, PilotError> {
+        let names = SERVING_NAMES.iter().map(|n| n.to_string()).collect();
+        ServingCertificate::issue_for(authority, names)
+    }
+
+    /// Issues a first certificate from `authority` for `names` (the first also its common name).
+    pub fn issue_for(
+        authority: Arc<Authority>,
+        names: Vec<String>,
+    ) -> Result<Arc<ServingCertificate>, PilotError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (key, refresh_at) = make(&authority, &provider)?;
+        let (key, refresh_at) = make(&authority, &names, &provider)?;
         Ok(Arc::new(ServingCertificate {
             authority,
+            names,
             provider,
             current: RwLock::new(key),
             refresh_at: Mutex::new(refresh_at),
@@ -57,12 +68,20 @@ impl ServingCertificate {
 
     /// The TLS server configuration: TLS 1.2 and 1.3 with ring, ALPN `h2` (gRPC), this certificate.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, PilotError> {
+        self.server_config_for(&[b"h2"])
+    }
+
+    /// [`ServingCertificate::server_config`] offering the protocols `alpn` (most preferred first).
+    pub fn server_config_for(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, PilotError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| PilotError::ServingCertificate(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 
@@ -73,8 +92,10 @@ impl ServingCertificate {
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::time::sleep(wait).await;
             let this = self.clone();
-            let made =
-                tokio::task::spawn_blocking(move || make(&this.authority, &this.provider)).await;
+            let made = tokio::task::spawn_blocking(move || {
+                make(&this.authority, &this.names, &this.provider)
+            })
+            .await;
             match made {
                 Ok(Ok((key, refresh_at))) => {
                     *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
@@ -108,13 +129,15 @@ impl ResolvesServerCert for ServingCertificate {
 /// A fresh certificate and key for pilot, and when to renew it.
 fn make(
     authority: &Authority,
+    names: &[String],
     provider: &CryptoProvider,
 ) -> Result<(Arc<CertifiedKey>, SystemTime), PilotError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         PilotError::ServingCertificate(format!("{what}: {e}"))
     };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let issued = authority
-        .serving_certificate(&SERVING_NAMES, SERVING_TTL)
+        .serving_certificate(&names, SERVING_TTL)
         .map_err(|e| bad("issuing", &e))?;
     let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
