@@ -136,6 +136,21 @@ fn metric(hub: &Hub, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The hub's `sextant_hub_kube_*` and reload metrics, for a failure's message.
+fn kube_metrics(hub: &Hub) -> String {
+    let body = common::get(hub.admin, "/metrics", &[])
+        .map(|r| r.body)
+        .unwrap_or_default();
+    body.lines()
+        .filter(|l| {
+            l.starts_with("sextant_hub_kube")
+                || l.starts_with("sextant_config")
+                || l.starts_with("sextant_task")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn policies_deployed_as_crds_decide_and_say_whether_they_were_accepted() {
     let dir = scratch("kube-hub");
@@ -191,16 +206,19 @@ fn policies_deployed_as_crds_decide_and_say_whether_they_were_accepted() {
         .apply(&policy(r#""x-user" in reqest.headers"#))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut message = String::new();
-    wait_until(
-        WAIT,
-        "the typo's status to say Accepted=False",
-        || match accepted(&stored(&plane)) {
-            Some((s, m)) if s == "False" => {
-                message = m;
-                true
-            }
-            _ => false,
-        },
+    let said = common::eventually(WAIT, || match accepted(&stored(&plane)) {
+        Some((s, m)) if s == "False" => {
+            message = m;
+            true
+        }
+        _ => false,
+    });
+    assert!(
+        said,
+        "the typo's status never said Accepted=False: {}\nthe first hub's metrics:\n{}\nthe second's:\n{}",
+        stored(&plane)["status"],
+        kube_metrics(&first),
+        kube_metrics(&second)
     );
     assert!(
         message.contains("Policy shop/reviews-guard: spec.rules[0].when")
@@ -228,10 +246,12 @@ fn policies_deployed_as_crds_decide_and_say_whether_they_were_accepted() {
     plane
         .apply(&policy(NO_GUESTS))
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_until(
-        WAIT,
-        "the remaining replica to write the fixed Policy's status",
-        || accepted(&stored(&plane)).is_some_and(|(s, _)| s == "True"),
+    assert!(
+        common::eventually(WAIT, || accepted(&stored(&plane))
+            .is_some_and(|(s, _)| s == "True")),
+        "the remaining replica did not write the fixed Policy's status: {}\nits metrics:\n{}",
+        stored(&plane)["status"],
+        kube_metrics(other)
     );
     assert_eq!(metric(other, "sextant_hub_kube_status_leader"), Some(1.0));
 

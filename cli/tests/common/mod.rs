@@ -541,7 +541,9 @@ impl Hub {
         // One component cache for every hub of the test run: the first compiles, the others load.
         cmd.arg("--adapter-cache")
             .arg(target_dir().join("sextant-test-component-cache"));
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        // SEXTANT_TEST_HUB_LOG=info,hub_kube=debug,kube_client=debug (say) shows more of a failing test's hubs.
+        let log = std::env::var("SEXTANT_TEST_HUB_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
         let mut proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
         let line = proc.wait_for_line("hub: gRPC on ", Duration::from_secs(120));
         let [grpc, admin, prometheus] = addrs_in(&line)[..] else {

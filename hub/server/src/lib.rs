@@ -137,7 +137,10 @@ async fn watch_config(state: Arc<HubState>, interval: Duration) {
         ConfigSource::Dir(dir) => Changes::Dir(
             sextant_watch::DirWatch::start(dir.clone(), interval, RELOAD_DEBOUNCE).await,
         ),
-        ConfigSource::Kubernetes(kube) => Changes::Kube(kube.changes()),
+        ConfigSource::Kubernetes(kube) => Changes::Kube {
+            version: kube.changes(),
+            pending: false,
+        },
     };
     // What changed before the watch started (the load at start, or before a restart) is loaded now.
     state.reload(false).await;
@@ -162,20 +165,31 @@ async fn watch_config(state: Arc<HubState>, interval: Duration) {
 enum Changes {
     /// The configuration directory's watch.
     Dir(sextant_watch::DirWatch),
-    /// The API server's resources' version.
-    Kube(tokio::sync::watch::Receiver<u64>),
+    /// The API server's resources' version, and whether a change was seen whose debounce has not run out.
+    Kube {
+        /// The resources' version.
+        version: tokio::sync::watch::Receiver<u64>,
+        /// A change seen and not yet reported.
+        pending: bool,
+    },
 }
 
 impl Changes {
-    /// Waits for the next change (a burst of watch events settles for [`RELOAD_DEBOUNCE`] first).
+    /// Waits for the next change (a burst of watch events settles for [`RELOAD_DEBOUNCE`] first). Cancel
+    /// safe: a change seen by a call that was dropped (another branch of the watcher's `select!` won during
+    /// the debounce) is reported by the next call.
     async fn next(&mut self) {
         match self {
             Changes::Dir(dir) => dir.changed().await,
-            Changes::Kube(version) => {
-                if version.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+            Changes::Kube { version, pending } => {
+                if !*pending {
+                    if version.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    *pending = true;
                 }
                 tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                *pending = false;
             }
         }
     }
@@ -322,4 +336,29 @@ pub async fn start(
         state,
         server,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_seen_by_a_wait_dropped_during_its_debounce_is_not_lost() {
+        let (tx, version) = tokio::sync::watch::channel(0u64);
+        let mut changes = Changes::Kube {
+            version,
+            pending: false,
+        };
+        tx.send_replace(1);
+        // Another branch of the watcher's select! wins while the change settles.
+        tokio::select! {
+            () = changes.next() => panic!("the debounce had not run out"),
+            () = tokio::time::sleep(RELOAD_DEBOUNCE / 2) => {}
+        }
+        let reported = tokio::time::timeout(Duration::from_secs(10), changes.next()).await;
+        assert!(
+            reported.is_ok(),
+            "the change was lost with the dropped wait"
+        );
+    }
 }
