@@ -7,6 +7,7 @@ mod attrs;
 mod check;
 mod dev;
 mod identity;
+mod kube;
 mod pilot;
 mod proxy;
 mod proxy_init;
@@ -78,6 +79,10 @@ enum Command {
     /// Run the whole mesh on this machine: pilot, the hub, a sidecar per bookinfo workload, the demo
     /// application and live traffic, configured from a directory you can edit; Ctrl-C stops everything.
     Dev(dev::DevArgs),
+    /// Kubernetes tools: `inject` adds the sidecar to Pods and workloads in YAML, offline, as pilot's
+    /// injector does.
+    #[command(subcommand)]
+    Kube(kube::KubeCommand),
 }
 
 #[derive(Subcommand)]
@@ -345,6 +350,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Kube(command) => kube::run(&command),
         Command::Attributes => out(&sextant_attributes::attributes_markdown()),
         Command::Check {
             hub,

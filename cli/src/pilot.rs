@@ -87,6 +87,18 @@ pub struct PilotArgs {
         default_value = "sextant-pilot.sextant-system.svc"
     )]
     webhook_dns_names: Vec<String>,
+    /// With --webhook-addr: also serve the sidecar injector (`POST /inject`, istiod's), which adds to each Pod
+    /// it is asked about a `sextant proxy-init` init container and a `sextant proxy` container of this image
+    /// (whose entrypoint is the sextant binary); `sextant kube inject` shows what it adds.
+    #[arg(long, value_name = "IMAGE", requires = "webhook_addr")]
+    inject_image: Option<String>,
+    /// The injected containers' imagePullPolicy (Kubernetes' default when not given).
+    #[arg(long, value_name = "POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    inject_pull_policy: Option<String>,
+    /// Where injected sidecars reach pilot's secure port (xDS and certificates). Default:
+    /// https://FIRST-WEBHOOK-DNS-NAME:PORT, PORT the secure port's (15012 when it is chosen at random).
+    #[arg(long, value_name = "URL")]
+    inject_xds_address: Option<String>,
 }
 
 /// The service registry modes of `--registry`.
@@ -157,6 +169,38 @@ impl PilotArgs {
 
     /// The server options; the secure port when `authority` is given, its certificate requests
     /// authenticated by `authenticator` (`None`: the token files).
+    /// What the sidecar injector adds, with `--inject-image`.
+    fn injector(&self) -> Result<Option<pilot_inject::Options>, crate::Failure> {
+        let Some(image) = &self.inject_image else {
+            return Ok(None);
+        };
+        let xds = match &self.inject_xds_address {
+            Some(a) => a.clone(),
+            None => {
+                let host = self.webhook_dns_names.first().cloned().unwrap_or_default();
+                let port = self
+                    .secure_addr()?
+                    .map(|a| a.port())
+                    .filter(|p| *p != 0)
+                    .unwrap_or(15012);
+                format!("https://{host}:{port}")
+            }
+        };
+        if !xds.starts_with("https://") {
+            return Err(crate::fail(
+                format!("--inject-xds-address {xds}: sidecars reach pilot over TLS"),
+                "give an https:// address of pilot's secure port",
+            ));
+        }
+        let mut options = pilot_inject::Options::new(image, &xds);
+        options.pull_policy = self.inject_pull_policy.clone();
+        options.trust_domain = self.trust_domain.clone();
+        if let Some(audience) = self.token_audience.first() {
+            options.token_audience = audience.clone();
+        }
+        Ok(Some(options))
+    }
+
     pub fn options(
         &self,
         authority: Option<&Arc<Authority>>,
@@ -176,6 +220,7 @@ impl PilotArgs {
                 dns_names: self.webhook_dns_names.clone(),
                 authority: authority.clone(),
                 admissions: vec![Arc::new(crate::admission::HubValidation)],
+                injector: self.injector()?.map(Arc::new),
             }),
             _ => None,
         };
@@ -322,8 +367,12 @@ pub async fn run(args: &PilotArgs) -> Result<(), crate::Failure> {
         .webhook_addr
         .map(|a| format!(", admission webhook on https://{a}/validate"))
         .unwrap_or_default();
+    let injector = match (pilot.webhook_addr, &args.inject_image) {
+        (Some(a), Some(_)) => format!(", sidecar injector on https://{a}/inject"),
+        _ => String::new(),
+    };
     eprintln!(
-        "pilot: xDS on {}, monitoring on http://{}/debug/syncz{secure}{webhook}",
+        "pilot: xDS on {}, monitoring on http://{}/debug/syncz{secure}{webhook}{injector}",
         pilot.xds_addr, pilot.monitoring_addr
     );
     pilot

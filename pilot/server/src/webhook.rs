@@ -5,12 +5,16 @@
 //! security kinds with the validation pilot applies to files; the `sextant` binary adds the hub's kinds), and
 //! a refusal carries the same field-level message `sextant validate` prints, which `kubectl apply` shows.
 //! A kind nobody knows is allowed (the webhook configuration decides what is sent here); deletions are
-//! always allowed. Requests are bounded ([`MAX_REVIEW_BYTES`], [`MAX_CONNECTIONS`]).
+//! always allowed. With an injector ([`WebhookOptions::injector`]), `POST /inject` is the sidecar injector
+//! (istiod's `/inject`): a Pod being created comes back with a JSON Patch adding its sidecar
+//! ([`pilot_inject`]); a Pod whose annotations cannot work is refused, naming the annotation. Requests are
+//! bounded ([`MAX_REVIEW_BYTES`], [`MAX_CONNECTIONS`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -46,6 +50,8 @@ pub struct WebhookOptions {
     pub authority: Arc<Authority>,
     /// Who judges what, asked in order (pilot's [`IstioValidation`] is asked after these).
     pub admissions: Vec<Arc<dyn Admission>>,
+    /// What the sidecar injector adds to Pods; `None`: no `/inject`.
+    pub injector: Option<Arc<pilot_inject::Options>>,
 }
 
 impl std::fmt::Debug for WebhookOptions {
@@ -121,7 +127,13 @@ pub struct Webhook {
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
     serving: Arc<ServingCertificate>,
-    admissions: Arc<Vec<Arc<dyn Admission>>>,
+    routes: Arc<Routes>,
+}
+
+/// What the webhook's paths answer with.
+struct Routes {
+    admissions: Vec<Arc<dyn Admission>>,
+    injector: Option<Arc<pilot_inject::Options>>,
 }
 
 /// Binds the webhook's port and issues its certificate.
@@ -149,7 +161,10 @@ pub async fn bind(options: WebhookOptions) -> Result<Webhook, PilotError> {
         addr,
         listener,
         serving,
-        admissions: Arc::new(admissions),
+        routes: Arc::new(Routes {
+            admissions,
+            injector: options.injector,
+        }),
     })
 }
 
@@ -177,11 +192,11 @@ impl Webhook {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let admissions = self.admissions.clone();
+            let routes = self.routes.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let admissions = admissions.clone();
-                    async move { Ok::<_, Infallible>(handle(&admissions, req).await) }
+                    let routes = routes.clone();
+                    async move { Ok::<_, Infallible>(handle(routes, req).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(connection), service)
@@ -192,16 +207,22 @@ impl Webhook {
     }
 }
 
-async fn handle(
-    admissions: &[Arc<dyn Admission>],
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/validate" {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "pilot's webhook serves POST /validate",
-        );
-    }
+async fn handle(routes: Arc<Routes>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let inject = match (req.uri().path(), &routes.injector) {
+        ("/validate", _) => false,
+        ("/inject", Some(_)) => true,
+        _ => {
+            let serves = if routes.injector.is_some() {
+                "POST /validate and POST /inject"
+            } else {
+                "POST /validate (no /inject: pilot runs without --inject-image)"
+            };
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("pilot's webhook serves {serves}"),
+            );
+        }
+    };
     if req.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
     }
@@ -228,11 +249,13 @@ async fn handle(
             );
         }
     };
-    // Judging compiles CEL and parses documents: off the async workers.
-    let admissions = admissions.to_vec();
-    let answer = tokio::task::spawn_blocking(move || review_answer(&admissions, &review))
-        .await
-        .unwrap_or_else(|e| json!({"error": e.to_string()}));
+    // Judging compiles CEL and parses documents, injecting diffs whole Pods: off the async workers.
+    let answer = tokio::task::spawn_blocking(move || match &routes.injector {
+        Some(options) if inject => inject_answer(options, &review),
+        _ => review_answer(&routes.admissions, &review),
+    })
+    .await
+    .unwrap_or_else(|e| json!({"error": e.to_string()}));
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -264,6 +287,57 @@ pub fn review_answer(admissions: &[Arc<dyn Admission>], review: &Value) -> Value
                 "allowed": false,
                 "status": {"code": 422, "reason": "Invalid", "message": message},
             })
+        }
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": response,
+    })
+}
+
+/// The AdmissionReview answering `review` of a Pod with `options`' sidecar (pure): the JSON Patch adding it,
+/// nothing for a Pod left alone (and anything but a Pod being created), a refusal naming what cannot work.
+pub fn inject_answer(options: &pilot_inject::Options, review: &Value) -> Value {
+    let request = &review["request"];
+    let uid = request["uid"].clone();
+    let (namespace, name) = (
+        request["namespace"].as_str().unwrap_or_default(),
+        request["object"]["metadata"]["name"]
+            .as_str()
+            .or(request["object"]["metadata"]["generateName"].as_str())
+            .unwrap_or_default(),
+    );
+    let is_pod_creation = request["kind"]["group"] == ""
+        && request["kind"]["kind"] == "Pod"
+        && request["operation"] == "CREATE";
+    let response = if !is_pod_creation {
+        json!({"uid": uid, "allowed": true})
+    } else {
+        match pilot_inject::inject(&request["object"], options) {
+            Ok(pilot_inject::Outcome::Injected { patch, .. }) => {
+                tracing::debug!(namespace, pod = name, "sidecar injected");
+                let patch = serde_json::to_vec(&patch).unwrap_or_default();
+                json!({
+                    "uid": uid,
+                    "allowed": true,
+                    "patchType": "JSONPatch",
+                    "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+                })
+            }
+            Ok(pilot_inject::Outcome::Skipped(why)) => {
+                tracing::debug!(namespace, pod = name, "not injected: {why}");
+                json!({"uid": uid, "allowed": true})
+            }
+            Err(e) => {
+                tracing::info!(namespace, pod = name, "sidecar injection refused: {e}");
+                json!({
+                    "uid": uid,
+                    "allowed": false,
+                    "status": {"code": 400, "reason": "BadRequest",
+                        "message": format!("sextant sidecar injector: {e}")},
+                })
+            }
         }
     };
     json!({
@@ -357,6 +431,52 @@ mod tests {
         assert_eq!(
             other["response"]["allowed"], true,
             "kinds nobody knows pass"
+        );
+    }
+
+    #[test]
+    fn a_pod_being_created_comes_back_with_the_patch_adding_its_sidecar() {
+        let options = pilot_inject::Options::new("sextant:1", "https://pilot:15012");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"containers": [{"name": "web", "image": "web:1"}]}});
+        let mut asked = review("CREATE", "", "Pod", json!(null));
+        asked["request"]["object"] = pod.clone();
+        let answer = inject_answer(&options, &asked);
+        let response = &answer["response"];
+        assert_eq!(
+            (&response["uid"], &response["allowed"]),
+            (&json!("7f0e-1"), &json!(true))
+        );
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap_or_default())
+            .expect("base64");
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("a JSON Patch");
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(
+            patched["spec"]["containers"][1]["name"],
+            pilot_inject::SIDECAR
+        );
+
+        // Anything else passes untouched; an annotation that cannot work refuses the Pod, naming it.
+        asked["request"]["operation"] = json!("UPDATE");
+        assert!(
+            inject_answer(&options, &asked)["response"]
+                .get("patch")
+                .is_none()
+        );
+        asked["request"]["operation"] = json!("CREATE");
+        asked["request"]["object"]["metadata"]["annotations"] =
+            json!({"sidecar.istio.io/proxyCPU": "fast"});
+        let refused = inject_answer(&options, &asked);
+        assert_eq!(refused["response"]["allowed"], false);
+        assert!(
+            refused["response"]["status"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("sidecar.istio.io/proxyCPU: \"fast\""),
+            "{refused}"
         );
     }
 }
