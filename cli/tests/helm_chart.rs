@@ -251,6 +251,15 @@ fn needed(hub_at: &str) -> BTreeSet<String> {
     }
     // Certificate requests authenticated by the API server.
     out.insert("sextant-pilot * authentication.k8s.io tokenreviews * create".to_string());
+    // The mesh root published into each namespace: that one ConfigMap.
+    for verb in ["list", "watch"] {
+        out.insert(format!("sextant-pilot * core namespaces * {verb}"));
+    }
+    for verb in ["list", "watch", "create", "patch"] {
+        out.insert(format!(
+            "sextant-pilot * core configmaps istio-ca-root-cert {verb}"
+        ));
+    }
     out
 }
 
@@ -294,6 +303,8 @@ const HUB_MAY_NOT: &[&str] = &[
     "delete leases.coordination.k8s.io/sextant-hub-status -n sextant-system",
     "create leases.coordination.k8s.io -n shop",
     "create tokenreviews.authentication.k8s.io",
+    "watch namespaces",
+    "patch configmaps/istio-ca-root-cert -n shop",
 ];
 /// The same for pilot's account.
 const PILOT_MAY: &[&str] = &[
@@ -302,6 +313,8 @@ const PILOT_MAY: &[&str] = &[
     "list endpointslices.discovery.k8s.io -A",
     "watch endpointslices.discovery.k8s.io -n shop",
     "create tokenreviews.authentication.k8s.io",
+    "watch namespaces",
+    "patch configmaps/istio-ca-root-cert -n shop",
 ];
 const PILOT_MAY_NOT: &[&str] = &[
     "get secrets -n sextant-system",
@@ -309,6 +322,8 @@ const PILOT_MAY_NOT: &[&str] = &[
     "create pods -n shop",
     "delete services -n shop",
     "list configmaps -A",
+    "get configmaps/kube-root-ca.crt -n shop",
+    "patch configmaps/other -n shop",
     "list policies.policy.sextant.dev -A",
     "create serviceaccounts --subresource=token -n shop",
     "patch mutatingwebhookconfigurations.admissionregistration.k8s.io",
@@ -560,6 +575,16 @@ fn the_chart_installs_on_a_real_api_server_with_least_privilege() {
             r.body
                 .contains("sextant-hub.sextant-system.svc.cluster.local")
         })
+    });
+    // And publishes its root where sidecars will mount it.
+    let root = std::fs::read_to_string(ca.join("root-cert.pem")).expect("pilot's root");
+    wait_until(WAIT, "pilot to publish its root in shop", || {
+        kubectl(
+            &plane,
+            "get configmap istio-ca-root-cert -n shop -o jsonpath={.data.root-cert\\.pem}",
+            "",
+        )
+        .is_ok_and(|pem| pem == root)
     });
     let log = pilot.log();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");

@@ -5,8 +5,9 @@
 //! container with its identity (downward API, the projected token for pilot's audience), the probes
 //! rewritten, and Istio's status annotation. A Pod labelled `sidecar.istio.io/inject: "false"` and a Pod in
 //! an unlabelled namespace are stored as created; `sextant.dev/inject=enabled` also injects; a Pod whose
-//! annotation cannot work is refused with a message naming it. `sextant kube inject` writes what the API
-//! server accepts (server-side dry run).
+//! annotation cannot work is refused with a message naming it. Pilot publishes its root in every namespace
+//! (the ConfigMap the sidecars mount), and puts it back when deleted. `sextant kube inject` writes what the
+//! API server accepts (server-side dry run).
 
 mod common;
 
@@ -131,6 +132,8 @@ fn pods_created_in_injected_namespaces_are_stored_with_their_sidecar() {
             "localhost",
         ])
         .args(["--inject-image", IMAGE])
+        .args(["--registry", "kubernetes", "--kubeconfig"])
+        .arg(plane.kubeconfig())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     let mut pilot = Proc::spawn("pilot", cmd, dir.join("pilot.log"));
@@ -143,7 +146,7 @@ fn pods_created_in_injected_namespaces_are_stored_with_their_sidecar() {
         .map(|a| a.port())
         .unwrap_or_else(|| panic!("the injector's address in {line:?}"));
     let root = std::fs::read(ca.join("root-cert.pem")).expect("pilot's root");
-    let bundle = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, root);
+    let bundle = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &root);
     plane
         .apply(&injection_configuration(&bundle, port))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -163,6 +166,43 @@ fn pods_created_in_injected_namespaces_are_stored_with_their_sidecar() {
                 .is_ok()
         });
     }
+
+    // The mesh root the sidecars mount, in every namespace (the control plane's own aside), and put back
+    // when deleted.
+    let root_pem = String::from_utf8_lossy(&root).to_string();
+    let published = |ns: &str| {
+        plane
+            .kubectl_with(
+                &[
+                    "get",
+                    "configmap",
+                    "istio-ca-root-cert",
+                    "-n",
+                    ns,
+                    "-o",
+                    "json",
+                ],
+                "",
+            )
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|c| c["data"]["root-cert.pem"].as_str().map(str::to_string))
+    };
+    for ns in ["shop", "plain", "default"] {
+        wait_until(WAIT, "pilot to publish its root in each namespace", || {
+            published(ns).as_deref() == Some(root_pem.as_str())
+        });
+    }
+    plane
+        .kubectl_with(
+            &["delete", "configmap", "istio-ca-root-cert", "-n", "shop"],
+            "",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until(WAIT, "the deleted root to be published again", || {
+        published("shop").as_deref() == Some(root_pem.as_str())
+    });
+    assert_eq!(published("kube-system"), None);
 
     // The API server picks the configuration up shortly: until a Pod comes back injected, each try is a
     // new Pod.

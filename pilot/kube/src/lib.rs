@@ -21,12 +21,14 @@
 //! and counted), and the endpoint limits per service and in all hold (left-out endpoints are counted).
 //!
 //! Besides the registry, [`review`] asks the same API server whether a workload's bearer token is a service
-//! account's (TokenReview), for pilot's certificate API in Kubernetes mode.
+//! account's (TokenReview), for pilot's certificate API in Kubernetes mode, and [`roots`] publishes the mesh
+//! root into every namespace for injected sidecars.
 
 pub mod build;
 pub mod objects;
 mod registry;
 pub mod review;
+pub mod roots;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,7 +9,8 @@
 //! In Kubernetes mode ([`RegistryMode::Kubernetes`]) a `pilot-kube` registry adds the cluster's Services to
 //! the directory's ServiceEntries, and `/ready` waits for its first full sync. With the mesh CA
 //! ([`PilotOptions::secure`]) a second port serves the same ADS and Istio's certificate API over TLS
-//! ([`secure`]), and with [`PilotOptions::webhook`] a third the validating admission webhook ([`webhook`]).
+//! ([`secure`]), and with [`PilotOptions::webhook`] a third the admission webhooks ([`webhook`]). In
+//! Kubernetes mode with the CA, the CA's root is published into every namespace ([`pilot_kube::roots`]).
 
 mod admin;
 pub mod secure;
@@ -256,6 +257,20 @@ pub async fn start(
         ));
     }
 
+    // In a cluster, with the mesh CA: its root in every namespace, for injected sidecars (istiod does too).
+    let roots = pilot_kube::roots::RootMetrics::default();
+    if let (RegistryMode::Kubernetes(o), Some(s)) = (&options.registry, &options.secure) {
+        let client = pilot_kube::client(o.kubeconfig.as_deref())
+            .await
+            .map_err(pilot_kube::KubeError::from)?;
+        let (root, metrics) = (s.authority.root_pem().to_string(), roots.clone());
+        loops.push(sextant_supervise::restarting(
+            "root-cert-publisher",
+            tasks.clone(),
+            move || pilot_kube::roots::publish(client.clone(), root.clone(), metrics.clone()),
+        ));
+    }
+
     if let Some(w) = webhook {
         let serving = w.serving();
         loops.push(sextant_supervise::restarting(
@@ -315,6 +330,7 @@ pub async fn start(
     );
     if let Some(kube) = &kube {
         kube.metrics.register(&mut registry);
+        roots.register(&mut registry);
     }
     if let Some(s) = &secure {
         registry.register(
