@@ -1,6 +1,10 @@
 //! Kubernetes plumbing the hub and pilot both use: a [`client`] for the API server a kubeconfig names (or
-//! the inferred one), and a bounded [`store::Store`] of one kind's objects fed by watcher events.
+//! the inferred one), a bounded [`store::Store`] of one kind's objects fed by watcher events, a role's
+//! configuration resources read as documents with their status written back ([`resources`]), and the Lease
+//! that says which replica writes it ([`lease`]).
 
+pub mod lease;
+pub mod resources;
 pub mod store;
 
 use std::path::{Path, PathBuf};

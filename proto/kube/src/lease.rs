@@ -1,4 +1,4 @@
-//! Which hub replica writes status: the holder of a `coordination.k8s.io` Lease. Every replica serves; the
+//! Which replica writes status: the holder of a `coordination.k8s.io` Lease. Every replica serves; the
 //! holder renews the lease every [`RENEW`]; another takes it over once it has not been renewed for
 //! [`DURATION`] (the holder is gone or cut off). Updates carry the lease's `resourceVersion`, so two
 //! replicas racing for it cannot both win.
