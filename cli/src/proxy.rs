@@ -2,7 +2,7 @@
 //! listeners, and the admin endpoints read both.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,11 @@ pub struct ProxyArgs {
     /// The Prometheus address (/stats/prometheus).
     #[arg(long, default_value = "127.0.0.1:15090")]
     stats_addr: SocketAddr,
+    /// The status port (Istio's 15020; off by default): `/healthz/ready` for the kubelet, and the application's
+    /// probes the sidecar injector rewrote to `/app-health/CONTAINER/livez|readyz|startupz`, run from inside the
+    /// pod as `$ISTIO_KUBE_APP_PROBERS` describes them.
+    #[arg(long)]
+    status_addr: Option<SocketAddr>,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
@@ -162,6 +167,50 @@ impl ProxyArgs {
     }
 }
 
+/// What the status port serves: its address, the application's probes and the pod's IP.
+type StatusSettings = (SocketAddr, proxy_probe::Probers, IpAddr);
+
+impl ProxyArgs {
+    /// With `--status-addr`: the application's probes from `$ISTIO_KUBE_APP_PROBERS` (none when unset) and the
+    /// pod's IP they run against; the proxy refuses to start with probes it could not run.
+    fn status(&self) -> Result<Option<StatusSettings>, Failure> {
+        let env = proxy_probe::ENV;
+        let Some(addr) = self.status_addr else {
+            if std::env::var_os(env).is_some() {
+                tracing::warn!(
+                    "{env} is set without --status-addr: the application's probes are not served"
+                );
+            }
+            return Ok(None);
+        };
+        let probers = match std::env::var(env) {
+            Ok(text) => proxy_probe::Probers::parse(&text).map_err(|e| {
+                fail(
+                    format!("{env}: {e}"),
+                    "the sidecar injector writes it: one JSON object of the application's httpGet, tcpSocket or grpc probes by /app-health/CONTAINER/livez|readyz|startupz",
+                )
+            })?,
+            Err(std::env::VarError::NotPresent) => proxy_probe::Probers::default(),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(fail(
+                    format!("{env} is not UTF-8"),
+                    "the sidecar injector writes it as JSON",
+                ));
+            }
+        };
+        let pod_ip = self.instance_ip.parse::<IpAddr>().map_err(|_| {
+            fail(
+                format!(
+                    "INSTANCE_IP {:?} is not an IP address, and the status port runs the application's probes against it",
+                    self.instance_ip
+                ),
+                "set INSTANCE_IP to the pod's IP (status.podIP)",
+            )
+        })?;
+        Ok(Some((addr, probers, pod_ip)))
+    }
+}
+
 fn to_value(v: serde_json::Value) -> Value {
     let kind = match v {
         serde_json::Value::Null => Kind::NullValue(0),
@@ -194,6 +243,7 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
             "give --root-cert pilot's root-cert.pem",
         ));
     }
+    let status = args.status()?;
     let identity = args.identity.settings(
         tls.clone(),
         Some(&endpoint),
@@ -240,6 +290,23 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
     let stats_listener = bind(args.stats_addr, "stats").await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| fail(e, "retry"))?;
     let stats_addr = stats_listener.local_addr().map_err(|e| fail(e, "retry"))?;
+    let status = match status {
+        Some((addr, probers, pod_ip)) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                fail(
+                    format!("cannot bind the status address {addr}: {e}"),
+                    "pick a free port with --status-addr",
+                )
+            })?;
+            let bound = listener.local_addr().map_err(|e| fail(e, "retry"))?;
+            Some((listener, bound, probers, pod_ip))
+        }
+        None => None,
+    };
+    let rejected = stats.counter(
+        &proxy_stats::Scope::Server,
+        "status_port.app_probes_rejected",
+    );
 
     let xds_task = tokio::spawn(proxy_xds::run(options, store, status_tx));
     let listeners = tokio::spawn(proxy_listen::run(
@@ -268,10 +335,20 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
         health: health.clone(),
     });
     let admin_server = tokio::spawn(serve(admin_listener, proxy_admin::router(admin.clone())));
-    let stats_server = tokio::spawn(serve(stats_listener, proxy_admin::stats_router(admin)));
+    let stats_server = tokio::spawn(serve(
+        stats_listener,
+        proxy_admin::stats_router(admin.clone()),
+    ));
+    let mut status_line = String::new();
+    let status_server = status.map(|(listener, bound, probers, pod_ip)| {
+        status_line = format!(", status on http://{bound}/healthz/ready");
+        let port = proxy_probe::StatusPort::new(probers, pod_ip, move || admin.not_ready())
+            .count_rejected(rejected);
+        tokio::spawn(serve(listener, proxy_probe::router(Arc::new(port))))
+    });
     // One line with the addresses as bound (a port may have been 0): what scripts and tests read.
     eprintln!(
-        "proxy: admin on http://{admin_addr}/ready, prometheus on http://{stats_addr}/stats/prometheus, xDS from {}",
+        "proxy: admin on http://{admin_addr}/ready, prometheus on http://{stats_addr}/stats/prometheus, xDS from {}{status_line}",
         args.xds_addr
     );
 
@@ -291,6 +368,9 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
     xds_task.abort();
     admin_server.abort();
     stats_server.abort();
+    if let Some(server) = status_server {
+        server.abort();
+    }
     if let Some(down) = health.down().first() {
         tracing::warn!(task = %down, "a task had failed");
     }
