@@ -1,6 +1,7 @@
 //! README's first command, exactly as a newcomer pastes it into a shell at the root of the checkout (CI runs
-//! every test in a fresh clone of main, so this is the fresh-clone run; the build it starts finds the
-//! workspace already built by `cargo test`). A user would notice: the mesh comes up and says where to look;
+//! every test in a fresh clone of main, so this is the fresh-clone run). `cargo test` builds the workspace
+//! with its dev-dependencies' features, so the `cargo run` in the command would build sextant once more: that
+//! build is done first, with no clock on it, and the command then finds it done. A user would notice: the mesh comes up and says where to look;
 //! productpage answers through the mesh; the dashboard loads and its API draws the mesh from live traffic;
 //! Ctrl-C (SIGINT to the shell's process group, as a terminal sends it) exits 0 and leaves no process and no
 //! listening port behind. The command takes its addresses from `SEXTANT_DEV_*` variables here, so the test
@@ -54,6 +55,13 @@ fn readmes_first_command_runs_the_mesh_and_ctrl_c_stops_it() {
         command.contains("sextant") && command.ends_with(" dev"),
         "README's first command runs `sextant dev`: {command}"
     );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let built = Command::new(cargo)
+        .args(["build", "-p", "sextant-cli", "--bin", "sextant"])
+        .current_dir(repo())
+        .status()
+        .expect("run cargo build");
+    assert!(built.success(), "the build README's command runs failed");
     let dir = scratch("readme");
     let net = format!("127.{}", 30 + std::process::id() % 200);
     let mut shell = Command::new("bash");
