@@ -40,13 +40,18 @@ pub struct PilotArgs {
     #[arg(long, default_value_t = 20_000)]
     max_streams: usize,
     /// Where services come from: `file` (the directory's ServiceEntries) or `kubernetes` (also the
-    /// cluster's Services, EndpointSlices and Pods, watched through the API server).
+    /// cluster's Services, EndpointSlices and Pods, and Istio's networking and security resources, watched
+    /// through the API server; each of those gets a status saying whether pilot serves it).
     #[arg(long, value_enum, default_value_t = Registry::File)]
     registry: Registry,
     /// With `--registry kubernetes`: the kubeconfig to use (default: in-cluster, else $KUBECONFIG or
     /// ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// With `--registry kubernetes`: the namespace of the Lease whose holder writes the status of Istio's
+    /// resources (`sextant-pilot-status`; default `$POD_NAMESPACE`, else `default`).
+    #[arg(long, value_name = "NS")]
+    lease_namespace: Option<String>,
     /// With `--registry kubernetes`: the cluster's DNS domain (hosts are NAME.NAMESPACE.svc.DOMAIN).
     #[arg(long, default_value = pilot_kube::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
@@ -234,10 +239,23 @@ impl PilotArgs {
             registry: match self.registry {
                 Registry::File => pilot_server::RegistryMode::File,
                 Registry::Kubernetes => {
+                    // The Pod's name where there is one, made unique per process.
+                    let host = std::env::var("POD_NAME")
+                        .or_else(|_| std::env::var("HOSTNAME"))
+                        .unwrap_or_else(|_| "pilot".to_string());
                     pilot_server::RegistryMode::Kubernetes(pilot_kube::KubeOptions {
                         kubeconfig: self.kubeconfig.clone(),
                         cluster_domain: self.cluster_domain.clone(),
                         debounce: self.debounce,
+                        lease: pilot_kube::LeaseOptions {
+                            namespace: self
+                                .lease_namespace
+                                .clone()
+                                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                                .unwrap_or_else(|| "default".to_string()),
+                            name: pilot_kube::STATUS_LEASE.to_string(),
+                            identity: format!("{host}-{}", std::process::id()),
+                        },
                     })
                 }
             },

@@ -251,6 +251,35 @@ fn needed(hub_at: &str) -> BTreeSet<String> {
     }
     // Certificate requests authenticated by the API server.
     out.insert("sextant-pilot * authentication.k8s.io tokenreviews * create".to_string());
+    // Istio's resources read, their status written by the Lease holder.
+    for (group, kinds) in [
+        (
+            "networking.istio.io",
+            &[
+                "virtualservices",
+                "destinationrules",
+                "serviceentries",
+                "workloadentries",
+                "gateways",
+                "sidecars",
+            ][..],
+        ),
+        (
+            "security.istio.io",
+            &["authorizationpolicies", "peerauthentications"][..],
+        ),
+    ] {
+        for kind in kinds {
+            for verb in ["list", "watch"] {
+                out.insert(format!("sextant-pilot * {group} {kind} * {verb}"));
+            }
+            out.insert(format!("sextant-pilot * {group} {kind}/status * patch"));
+        }
+    }
+    let lease = format!("sextant-pilot {NAMESPACE} coordination.k8s.io leases");
+    out.insert(format!("{lease} * create"));
+    out.insert(format!("{lease} sextant-pilot-status get"));
+    out.insert(format!("{lease} sextant-pilot-status update"));
     // The mesh root published into each namespace: that one ConfigMap.
     for verb in ["list", "watch"] {
         out.insert(format!("sextant-pilot * core namespaces * {verb}"));
@@ -304,6 +333,7 @@ const HUB_MAY_NOT: &[&str] = &[
     "create leases.coordination.k8s.io -n shop",
     "create tokenreviews.authentication.k8s.io",
     "watch namespaces",
+    "update leases.coordination.k8s.io/sextant-pilot-status -n sextant-system",
     "patch configmaps/istio-ca-root-cert -n shop",
 ];
 /// The same for pilot's account.
@@ -314,6 +344,7 @@ const PILOT_MAY: &[&str] = &[
     "watch endpointslices.discovery.k8s.io -n shop",
     "create tokenreviews.authentication.k8s.io",
     "watch namespaces",
+    "update leases.coordination.k8s.io/sextant-pilot-status -n sextant-system",
     "patch configmaps/istio-ca-root-cert -n shop",
 ];
 const PILOT_MAY_NOT: &[&str] = &[
@@ -324,6 +355,7 @@ const PILOT_MAY_NOT: &[&str] = &[
     "list configmaps -A",
     "get configmaps/kube-root-ca.crt -n shop",
     "patch configmaps/other -n shop",
+    "update leases.coordination.k8s.io/sextant-hub-status -n sextant-system",
     "list policies.policy.sextant.dev -A",
     "create serviceaccounts --subresource=token -n shop",
     "patch mutatingwebhookconfigurations.admissionregistration.k8s.io",
@@ -564,10 +596,13 @@ fn the_chart_installs_on_a_real_api_server_with_least_privilege() {
     let mut args: Vec<&str> = pilot_args.iter().map(String::as_str).collect();
     let ca_dir = format!("--ca-dir={}", ca.display());
     let kubeconfig = format!("--kubeconfig={}", account("sextant-pilot").display());
+    // In a pod, $POD_NAMESPACE says where the Lease is.
     args.extend([
         ca_dir.as_str(),
         kubeconfig.as_str(),
         "--webhook-addr=127.0.0.1:0",
+        "--lease-namespace",
+        NAMESPACE,
     ]);
     let (mut pilot, _xds, monitoring) = start_pilot_with(&config, "127.0.0.1:0", &args);
     wait_until(WAIT, "pilot to serve the hub's Service", || {
@@ -585,6 +620,14 @@ fn the_chart_installs_on_a_real_api_server_with_least_privilege() {
             "",
         )
         .is_ok_and(|pem| pem == root)
+    });
+    wait_until(WAIT, "pilot to hold its status Lease", || {
+        kubectl(
+            &plane,
+            "get lease -n sextant-system sextant-pilot-status -o json",
+            "",
+        )
+        .is_ok_and(|l| l.contains("holderIdentity"))
     });
     let log = pilot.log();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");

@@ -21,10 +21,12 @@
 //! and counted), and the endpoint limits per service and in all hold (left-out endpoints are counted).
 //!
 //! Besides the registry, [`review`] asks the same API server whether a workload's bearer token is a service
-//! account's (TokenReview), for pilot's certificate API in Kubernetes mode, and [`roots`] publishes the mesh
-//! root into every namespace for injected sidecars.
+//! account's (TokenReview), for pilot's certificate API in Kubernetes mode, [`roots`] publishes the mesh
+//! root into every namespace for injected sidecars, and [`istio`] reads Istio's networking and security
+//! resources and writes their status.
 
 pub mod build;
+pub mod istio;
 pub mod objects;
 mod registry;
 pub mod review;
@@ -35,6 +37,9 @@ use std::time::Duration;
 
 pub use registry::{EventLabels, KindLabels, KubeMetrics, KubeRegistry};
 pub use review::{Review, ReviewError, ServiceAccount, TokenReviewer};
+
+/// The Lease whose holder writes the Istio resources' status.
+pub const STATUS_LEASE: &str = "sextant-pilot-status";
 
 /// The domain of cluster host names unless configured.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -49,6 +54,8 @@ pub struct KubeOptions {
     pub cluster_domain: String,
     /// How long a burst of watch events may go on before the services are rebuilt once.
     pub debounce: Duration,
+    /// The Lease whose holder writes the Istio resources' status ([`istio`]).
+    pub lease: LeaseOptions,
 }
 
 impl Default for KubeOptions {
@@ -57,6 +64,11 @@ impl Default for KubeOptions {
             kubeconfig: None,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_string(),
             debounce: Duration::from_millis(100),
+            lease: LeaseOptions {
+                namespace: "default".to_string(),
+                name: STATUS_LEASE.to_string(),
+                identity: format!("pilot-{}", std::process::id()),
+            },
         }
     }
 }
@@ -89,6 +101,7 @@ pub fn validate_domain(domain: &str) -> Result<(), KubeError> {
 }
 
 pub use sextant_kube::client;
+pub use sextant_kube::lease::LeaseOptions;
 
 /// Validates `options`, builds the client and starts the registry.
 pub async fn start(

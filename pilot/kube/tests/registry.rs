@@ -59,6 +59,7 @@ async fn registry(replay: &Replay) -> Arc<KubeRegistry> {
             kubeconfig: Some(replay.kubeconfig(&scratch())),
             cluster_domain: "cluster.local".into(),
             debounce: Duration::from_millis(20),
+            ..KubeOptions::default()
         },
         &Arc::default(),
     )

@@ -23,6 +23,8 @@ pub struct Monitor {
     pub watch: Arc<ConfigWatch>,
     /// The Kubernetes registry, in Kubernetes mode.
     pub kube: Option<Arc<pilot_kube::KubeRegistry>>,
+    /// Istio's resources from the API server, in Kubernetes mode.
+    pub istio: Option<Arc<pilot_kube::istio::IstioConfig>>,
     /// The supervised tasks that are down.
     pub tasks: Arc<sextant_supervise::TaskHealth>,
     /// Every pilot metric.
@@ -56,6 +58,15 @@ async fn ready(State(m): State<Arc<Monitor>>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: waiting for the first full list of Kubernetes Services, EndpointSlices and Pods (watch errors are in the log and pilot_kube_watch_errors_total)\n",
+        )
+            .into_response();
+    }
+    if let Some(istio) = &m.istio
+        && !istio.synced()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the first full list of Istio's networking and security resources (watch errors are in the log and pilot_kube_config_watch_errors_total)\n",
         )
             .into_response();
     }

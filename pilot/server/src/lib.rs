@@ -227,10 +227,25 @@ pub async fn start(
         RegistryMode::File => None,
         RegistryMode::Kubernetes(o) => Some(pilot_kube::start(o, &tasks).await?),
     };
+    // In a cluster: a client for Istio's resources (and the mesh root's publisher below).
+    let cluster = match &options.registry {
+        RegistryMode::File => None,
+        RegistryMode::Kubernetes(o) => {
+            let client = pilot_kube::client(o.kubeconfig.as_deref())
+                .await
+                .map_err(pilot_kube::KubeError::from)?;
+            let istio =
+                pilot_kube::istio::IstioConfig::start(client.clone(), o.lease.clone(), &tasks);
+            Some((client, istio))
+        }
+    };
     let source = Arc::new(MeshSource::new(translator));
     let mut watch = ConfigWatch::new(options.config_dir.clone(), source.clone());
     if let Some(kube) = &kube {
         watch = watch.with_registry(kube.clone());
+    }
+    if let Some((_, istio)) = &cluster {
+        watch = watch.with_istio(istio.clone());
     }
     let watch = Arc::new(watch);
     {
@@ -246,6 +261,9 @@ pub async fn start(
             w.run(poll, debounce)
         }),
         supervise("registry-follower", &tasks, &watch, ConfigWatch::follow),
+        supervise("istio-follower", &tasks, &watch, move |w| {
+            w.follow_istio(debounce)
+        }),
         supervise("certificate-renewal", &tasks, &watch, ConfigWatch::renew),
     ];
     if let Some(s) = &secure {
@@ -259,11 +277,12 @@ pub async fn start(
 
     // In a cluster, with the mesh CA: its root in every namespace, for injected sidecars (istiod does too).
     let roots = pilot_kube::roots::RootMetrics::default();
-    if let (RegistryMode::Kubernetes(o), Some(s)) = (&options.registry, &options.secure) {
-        let client = pilot_kube::client(o.kubeconfig.as_deref())
-            .await
-            .map_err(pilot_kube::KubeError::from)?;
-        let (root, metrics) = (s.authority.root_pem().to_string(), roots.clone());
+    if let (Some((client, _)), Some(s)) = (&cluster, &options.secure) {
+        let (client, root, metrics) = (
+            client.clone(),
+            s.authority.root_pem().to_string(),
+            roots.clone(),
+        );
         loops.push(sextant_supervise::restarting(
             "root-cert-publisher",
             tasks.clone(),
@@ -332,6 +351,9 @@ pub async fn start(
         kube.metrics.register(&mut registry);
         roots.register(&mut registry);
     }
+    if let Some((_, istio)) = &cluster {
+        istio.register_metrics(&mut registry);
+    }
     if let Some(s) = &secure {
         registry.register(
             "pilot_ca_csr",
@@ -346,6 +368,7 @@ pub async fn start(
         source,
         watch,
         kube,
+        istio: cluster.map(|(_, istio)| istio),
         tasks,
         registry,
     });

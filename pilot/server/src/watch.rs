@@ -67,6 +67,10 @@ pub struct ConfigWatch {
     dir: PathBuf,
     registry: FileRegistry,
     kube: Option<Arc<dyn ServiceRegistry>>,
+    /// Istio's resources from the API server, served with the directory's.
+    istio: Option<Arc<pilot_kube::istio::IstioConfig>>,
+    /// Held for a whole load: the directory's watcher and the API server's follower load one at a time.
+    loading: Mutex<()>,
     /// Held while a mesh is composed and published, so the last publish has the latest of both sources.
     publishing: Mutex<()>,
     source: Arc<MeshSource>,
@@ -88,6 +92,8 @@ impl ConfigWatch {
             dir,
             registry: FileRegistry::new(),
             kube: None,
+            istio: None,
+            loading: Mutex::new(()),
             publishing: Mutex::new(()),
             source,
             last_digest: RwLock::new(None),
@@ -106,6 +112,29 @@ impl ConfigWatch {
     pub fn with_registry(mut self, registry: Arc<dyn ServiceRegistry>) -> Self {
         self.kube = Some(registry);
         self
+    }
+
+    /// Also serves Istio's resources from the API server, and judges them for their status.
+    #[must_use]
+    pub fn with_istio(mut self, istio: Arc<pilot_kube::istio::IstioConfig>) -> Self {
+        self.istio = Some(istio);
+        self
+    }
+
+    /// Loads again whenever Istio's resources in the API server change (a burst settles for `debounce`).
+    /// Safe to restart.
+    pub async fn follow_istio(self: Arc<Self>, debounce: Duration) {
+        let Some(istio) = self.istio.clone() else {
+            return;
+        };
+        let mut changes = istio.changes();
+        // A change between the last load (or a crash of this loop) and this subscription: load once now.
+        changes.mark_changed();
+        while changes.changed().await.is_ok() {
+            tokio::time::sleep(debounce).await;
+            let watch = self.clone();
+            blocking(move || watch.load(false)).await;
+        }
     }
 
     /// Republishes the mesh whenever the second registry's services change (after the first successful
@@ -267,6 +296,7 @@ impl ConfigWatch {
 
     /// Loads the directory now if its files changed (always with `force`); true when a mesh was published.
     pub fn load(&self, force: bool) -> bool {
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let files = match ConfigFiles::read(&self.dir) {
             Ok(f) => without_tokens(&self.dir, f),
@@ -274,6 +304,16 @@ impl ConfigWatch {
                 self.reject(&ConfigErrors(vec![e]));
                 return false;
             }
+        };
+        // The API server's resources, once every kind has listed, as files at kubernetes/KIND/NS/NAME.
+        let from_cluster = self.istio.as_ref().and_then(|i| i.documents());
+        let files = match &from_cluster {
+            Some(documents) if !documents.is_empty() => {
+                let mut all = files.files;
+                all.extend(documents.iter().cloned());
+                ConfigFiles::from_texts(all)
+            }
+            _ => files,
         };
         {
             let mut last = self.last_digest.write().unwrap_or_else(|p| p.into_inner());
@@ -319,6 +359,9 @@ impl ConfigWatch {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         let left_out = rejected.len();
+        if let (Some(istio), Some(_)) = (&self.istio, &from_cluster) {
+            istio.judged(&rejected);
+        }
         self.record(LoadReport {
             rejected,
             unread: set.unread,

@@ -307,6 +307,13 @@ impl Resources {
         Some(documents)
     }
 
+    /// Whether every kind has listed once.
+    pub fn synced(&self) -> bool {
+        (self.stores.lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .all(Store::synced)
+    }
+
     /// A receiver whose value changes with the resources (statuses included).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.version.subscribe()

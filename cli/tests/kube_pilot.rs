@@ -1,0 +1,293 @@
+//! Pilot reading Istio's resources from a real Kubernetes API server (`sextant pilot --registry kubernetes`),
+//! as a cluster admin routes traffic: a canary VirtualService and its DestinationRule applied with kubectl
+//! reach a real Envoy connected to pilot as weighted routes to the subsets' endpoints (the Service, its
+//! EndpointSlice and Pods from the same API server); each resource's status says pilot serves it; an edit
+//! whose weights do not sum to 100 is `Accepted=False` with the field-level message and left out. The other
+//! Istio kinds' CRDs are not installed here: pilot serves them as none and is ready.
+//!
+//! Istio's CRDs are not Sextant's to ship: the two here are schema-less stand-ins of the same group, version,
+//! names and status subresource.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Envoy, ads_bootstrap, get, get_json, scratch, wait_until};
+use serde_json::Value;
+use sextant_kube_harness::{Binaries, ControlPlane, Options};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn crd(kind: &str, plural: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {plural}.networking.istio.io}}
+spec:
+  group: networking.istio.io
+  names: {{kind: {kind}, plural: {plural}, listKind: {kind}List}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {{status: {{}}}}
+    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+"#
+    )
+}
+
+/// The reviews Service, two Pods (v1, v2) and the EndpointSlice a controller would make of them (no
+/// controller-manager here: the Pods' service account is made too).
+const REVIEWS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: bookinfo-reviews, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: shop, labels: {app: reviews, version: v1}}
+spec: {serviceAccountName: bookinfo-reviews, containers: [{name: reviews, image: reviews:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v2, namespace: shop, labels: {app: reviews, version: v2}}
+spec: {serviceAccountName: bookinfo-reviews, containers: [{name: reviews, image: reviews:2}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: reviews}
+addressType: IPv4
+ports: [{name: http, port: 9080, protocol: TCP}]
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: reviews-v1, namespace: shop}
+- addresses: [10.1.0.2]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: reviews-v2, namespace: shop}
+"#;
+
+const DESTINATION_RULE: &str = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+fn virtual_service(first: u32, second: u32) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  http:
+  - route:
+    - {{destination: {{host: reviews.shop.svc.cluster.local, subset: v1}}, weight: {first}}}
+    - {{destination: {{host: reviews.shop.svc.cluster.local, subset: v2}}, weight: {second}}}
+"#
+    )
+}
+
+/// The `Accepted` condition of `kind/name` in shop, when it is about the resource's generation.
+fn accepted(plane: &ControlPlane, kind: &str) -> Option<(String, String)> {
+    let text = plane
+        .kubectl_with(&["get", kind, "-n", "shop", "reviews", "-o", "json"], "")
+        .ok()?;
+    let object: Value = serde_json::from_str(&text).ok()?;
+    let condition = object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Accepted")?
+        .clone();
+    (condition["observedGeneration"] == object["metadata"]["generation"]).then(|| {
+        (
+            condition["status"].as_str().unwrap_or_default().to_string(),
+            condition["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    })
+}
+
+/// The weights Envoy's routes give the reviews subsets' clusters.
+fn weights(envoy: &Envoy) -> Vec<(String, u64)> {
+    let dump = get_json(envoy.admin, "/config_dump?resource=dynamic_route_configs");
+    let mut out = Vec::new();
+    let mut stack = vec![dump];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let (Some(Value::String(name)), Some(weight)) =
+                    (map.get("name"), map.get("weight"))
+                    && name.contains("reviews.shop.svc.cluster.local")
+                {
+                    out.push((name.clone(), weight.as_u64().unwrap_or(0)));
+                }
+                stack.extend(map.into_values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot_serves_them() {
+    let dir = scratch("kube-pilot");
+    let binaries = Binaries::from_peers(&common::peers()).unwrap_or_else(|e| panic!("{e}"));
+    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &Options::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .apply(
+            &(crd("VirtualService", "virtualservices")
+                + "---\n"
+                + &crd("DestinationRule", "destinationrules")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .kubectl_with(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            "",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    plane.apply(REVIEWS).unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .apply(DESTINATION_RULE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .apply(&virtual_service(90, 10))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let config = dir.join("mesh");
+    std::fs::create_dir_all(&config).expect("mesh dir");
+    let kubeconfig = plane
+        .kubeconfig()
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_string();
+    let (mut pilot, xds, monitoring) = common::start_pilot_with(
+        &config,
+        "127.0.0.1:0",
+        &[
+            "--registry",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--lease-namespace",
+            "default",
+        ],
+    );
+    for kind in ["virtualservice", "destinationrule"] {
+        wait_until(
+            WAIT,
+            "the resources' status to say pilot serves them",
+            || {
+                accepted(&plane, &format!("{kind}.networking.istio.io"))
+                    .is_some_and(|(s, m)| s == "True" && m == "pilot serves it")
+            },
+        );
+    }
+
+    // A sidecar in shop gets the canary's weights, to the subsets' clusters.
+    let node = "{id: 'sidecar~10.1.0.9~productpage-1.shop~shop.svc.cluster.local', cluster: productpage, \
+                metadata: {NAMESPACE: shop}}";
+    let envoy = Envoy::start(&dir, &ads_bootstrap(xds, "GRPC", node));
+    let canary = vec![
+        (
+            "outbound|9080|v1|reviews.shop.svc.cluster.local".to_string(),
+            90,
+        ),
+        (
+            "outbound|9080|v2|reviews.shop.svc.cluster.local".to_string(),
+            10,
+        ),
+    ];
+    wait_until(WAIT, "Envoy to route reviews 90/10 to its subsets", || {
+        weights(&envoy) == canary
+    });
+    let clusters = get(envoy.admin, "/clusters", &[])
+        .expect("Envoy's clusters")
+        .body;
+    assert!(
+        clusters.contains("outbound|9080|v1|reviews.shop.svc.cluster.local::10.1.0.1:9080"),
+        "the v1 subset's endpoint, from the EndpointSlice and the Pod's labels: {clusters}"
+    );
+
+    // Weights summing to 110: the API server takes it (no webhook here), pilot leaves it out and says why.
+    plane
+        .apply(&virtual_service(90, 20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut message = String::new();
+    wait_until(
+        WAIT,
+        "the VirtualService's status to say Accepted=False",
+        || match accepted(&plane, "virtualservice.networking.istio.io") {
+            Some((s, m)) if s == "False" => {
+                message = m;
+                true
+            }
+            _ => false,
+        },
+    );
+    assert!(
+        message.starts_with("VirtualService shop/reviews: spec.http[0].route")
+            && message.contains("110")
+            && message.ends_with("left out of pilot's configuration"),
+        "{message}"
+    );
+    wait_until(
+        WAIT,
+        "Envoy to lose the weights of the resource left out",
+        || weights(&envoy).is_empty(),
+    );
+    let rejected = get_json(monitoring, "/debug/config")["rejected"].clone();
+    assert!(
+        rejected
+            .to_string()
+            .contains("kubernetes/VirtualService/shop/reviews"),
+        "{rejected}"
+    );
+    let lease = plane
+        .kubectl_with(
+            &[
+                "get",
+                "lease",
+                "-n",
+                "default",
+                "sextant-pilot-status",
+                "-o",
+                "json",
+            ],
+            "",
+        )
+        .unwrap_or_else(|e| panic!("pilot's status Lease: {e}"));
+    assert!(lease.contains("holderIdentity"), "{lease}");
+    assert!(pilot.alive());
+}
