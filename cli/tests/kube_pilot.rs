@@ -2,11 +2,8 @@
 //! as a cluster admin routes traffic: a canary VirtualService and its DestinationRule applied with kubectl
 //! reach a real Envoy connected to pilot as weighted routes to the subsets' endpoints (the Service, its
 //! EndpointSlice and Pods from the same API server); each resource's status says pilot serves it; an edit
-//! whose weights do not sum to 100 is `Accepted=False` with the field-level message and left out. The other
-//! Istio kinds' CRDs are not installed here: pilot serves them as none and is ready.
-//!
-//! Istio's CRDs are not Sextant's to ship: the two here are schema-less stand-ins of the same group, version,
-//! names and status subresource.
+//! whose weights do not sum to 100 is `Accepted=False` with the field-level message and left out. Istio's own
+//! CRDs (istio.io/api's, with their schemas and status subresource) are installed as a mesh admin would.
 
 mod common;
 
@@ -17,25 +14,6 @@ use serde_json::Value;
 use sextant_kube_harness::{Binaries, ControlPlane, Options};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn crd(kind: &str, plural: &str) -> String {
-    format!(
-        r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {{name: {plural}.networking.istio.io}}
-spec:
-  group: networking.istio.io
-  names: {{kind: {kind}, plural: {plural}, listKind: {kind}List}}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {{status: {{}}}}
-    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
-"#
-    )
-}
 
 /// The reviews Service, two Pods (v1, v2) and the EndpointSlice a controller would make of them (no
 /// controller-manager here: the Pods' service account is made too).
@@ -158,25 +136,7 @@ fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot
     let binaries = Binaries::from_peers(&common::peers()).unwrap_or_else(|e| panic!("{e}"));
     let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &Options::default())
         .unwrap_or_else(|e| panic!("{e}"));
-    plane
-        .apply(
-            &(crd("VirtualService", "virtualservices")
-                + "---\n"
-                + &crd("DestinationRule", "destinationrules")),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    plane
-        .kubectl_with(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            "",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    common::istio_crds(&plane);
     plane.apply(REVIEWS).unwrap_or_else(|e| panic!("{e}"));
     plane
         .apply(DESTINATION_RULE)

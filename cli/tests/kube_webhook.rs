@@ -3,9 +3,7 @@
 //! gives; a valid Policy, and a Telemetry naming an Adapter not created yet, are stored; Istio's kinds are
 //! judged as pilot judges files (a VirtualService whose weights do not sum to 100 is refused, one routing to
 //! a subset defined elsewhere is stored); with pilot gone, the explicit failure policy (`Fail`) refuses.
-//!
-//! Istio's CRDs are not Sextant's to ship: the VirtualService CRD here is a schema-less stand-in of the same
-//! group, version and names, enough for the API server to send its objects to the webhook.
+//! Istio's own CRDs (istio.io/api's) are installed as a mesh admin would.
 
 mod common;
 
@@ -16,21 +14,6 @@ use common::{Proc, peers, scratch, wait_until};
 use sextant_kube_harness::{Binaries, ControlPlane, Options};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A stand-in for Istio's VirtualService CRD (no schema).
-const VIRTUAL_SERVICE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: virtualservices.networking.istio.io}
-spec:
-  group: networking.istio.io
-  names: {kind: VirtualService, plural: virtualservices, singular: virtualservice, listKind: VirtualServiceList}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
 
 /// The webhook configuration for pilot at `port`, trusting `ca_bundle` (base64 PEM).
 fn webhook_configuration(port: u16, ca_bundle: &str) -> String {
@@ -95,8 +78,10 @@ fn the_webhook_refuses_what_sextant_validate_refuses_with_its_message() {
         .arg("crds")
         .output()
         .expect("sextant crds");
-    let crds = String::from_utf8_lossy(&crds.stdout).to_string() + "---\n" + VIRTUAL_SERVICE_CRD;
-    plane.apply(&crds).unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .apply(&String::from_utf8_lossy(&crds.stdout))
+        .unwrap_or_else(|e| panic!("{e}"));
+    common::istio_crds(&plane);
     plane
         .kubectl_with(
             &[

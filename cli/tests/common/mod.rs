@@ -1548,3 +1548,25 @@ spec:
         hub_port = hub.port(),
     )
 }
+
+/// Istio's own CRDs (istio.io/api's, fetched by `.ci/peers`) created in `plane`, and established.
+pub fn istio_crds(plane: &sextant_kube_harness::ControlPlane) {
+    let crds = std::fs::read_to_string(peers().join("istio/crds.yaml"))
+        .expect("Istio's CRDs at $SEXTANT_PEERS/istio/crds.yaml (run .ci/peers)");
+    // Too large for a client-side apply's annotation: created.
+    plane
+        .kubectl_with(&["create", "-f", "-"], &crds)
+        .unwrap_or_else(|e| panic!("Istio's CRDs: {e}"));
+    plane
+        .kubectl_with(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            "",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+}
