@@ -128,6 +128,27 @@ impl ControlPlane {
         dir: &Path,
         options: &Options,
     ) -> Result<ControlPlane, HarnessError> {
+        // A free port found here may be taken by another process before etcd or the API server binds it:
+        // then everything starts over on other ports.
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start_once(binaries, dir, options) {
+                Err(HarnessError::NotReady { log, .. })
+                    if attempt < 3 && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                    let _ = std::fs::remove_dir_all(dir.join("etcd"));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(
+        binaries: &Binaries,
+        dir: &Path,
+        options: &Options,
+    ) -> Result<ControlPlane, HarnessError> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         let (ca_pem, issuer) = certificate_authority()?;
         let ca = dir.join("ca.pem");
