@@ -12,9 +12,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Envoy, ads_bootstrap, get, get_json, scratch, wait_until};
+use common::{Envoy, ads_bootstrap, get, get_json, route_weights, scratch, wait_until};
 use serde_json::Value;
-use sextant_kube_harness::{Binaries, ControlPlane, Options};
+use sextant_kube_harness::ControlPlane;
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "bookinfo";
@@ -91,40 +91,10 @@ fn json(plane: &ControlPlane, args: &[&str]) -> Value {
         .unwrap_or_default()
 }
 
-/// The weights Envoy's routes give the clusters of `host`.
-fn weights(envoy: &Envoy, host: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![get_json(
-        envoy.admin,
-        "/config_dump?resource=dynamic_route_configs",
-    )];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Object(map) => {
-                if let (Some(Value::String(name)), Some(w)) = (map.get("name"), map.get("weight"))
-                    && name.ends_with(host)
-                {
-                    out.push((name.clone(), w.as_u64().unwrap_or(0)));
-                }
-                stack.extend(map.into_values());
-            }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn bookinfo_applied_with_kubectl_reaches_a_real_envoy_that_acks_everything() {
     let dir = scratch("kube-bookinfo");
-    let binaries = Binaries::from_peers(&common::peers()).unwrap_or_else(|e| panic!("{e}"));
-    let options = Options {
-        controller_manager: true,
-    };
-    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &options)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plane = common::control_plane(&dir, true);
     common::istio_crds(&plane);
     plane.apply(&bookinfo()).unwrap_or_else(|e| panic!("{e}"));
 
@@ -219,25 +189,7 @@ fn bookinfo_applied_with_kubectl_reaches_a_real_envoy_that_acks_everything() {
     }
 
     plane.apply(&routing()).unwrap_or_else(|e| panic!("{e}"));
-    let config = dir.join("mesh");
-    std::fs::create_dir_all(&config).expect("mesh dir");
-    let kubeconfig = plane
-        .kubeconfig()
-        .to_str()
-        .expect("a UTF-8 path")
-        .to_string();
-    let (mut pilot, xds, monitoring) = common::start_pilot_with(
-        &config,
-        "127.0.0.1:0",
-        &[
-            "--registry",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--lease-namespace",
-            "default",
-        ],
-    );
+    let (mut pilot, xds, monitoring) = common::start_kube_pilot(&dir, &plane);
 
     let productpage = &addresses[&("productpage".to_string(), "v1".to_string())];
     let node = format!(
@@ -247,7 +199,7 @@ fn bookinfo_applied_with_kubectl_reaches_a_real_envoy_that_acks_everything() {
     let envoy = Envoy::start(&dir, &ads_bootstrap(xds, "GRPC", &node));
     let host = format!("reviews.{NS}.svc.cluster.local");
     wait_until(WAIT, "Envoy to route reviews 90/10", || {
-        weights(&envoy, &host)
+        route_weights(&envoy, &host)
             == vec![
                 (format!("outbound|9080|v1|{host}"), 90),
                 (format!("outbound|9080|v2|{host}"), 10),

@@ -12,8 +12,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Hub, peers, scratch, wait_until};
-use sextant_kube_harness::{Binaries, ControlPlane, Options};
+use common::{Hub, scratch, wait_until};
+use sextant_kube_harness::ControlPlane;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -154,31 +154,9 @@ fn kube_metrics(hub: &Hub) -> String {
 #[test]
 fn policies_deployed_as_crds_decide_and_say_whether_they_were_accepted() {
     let dir = scratch("kube-hub");
-    let binaries = Binaries::from_peers(&peers()).unwrap_or_else(|e| panic!("{e}"));
-    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &Options::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-
+    let plane = common::control_plane(&dir, false);
     // The CRDs as `sextant crds` prints them, and the hub's permissions.
-    let crds = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .arg("crds")
-        .output()
-        .expect("sextant crds");
-    assert!(crds.status.success());
-    plane
-        .apply(&String::from_utf8_lossy(&crds.stdout))
-        .unwrap_or_else(|e| panic!("{e}"));
-    plane
-        .kubectl_with(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            "",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    common::sextant_crds(&plane);
     plane.apply(HUB_RBAC).unwrap_or_else(|e| panic!("{e}"));
     plane
         .apply(&policy(NO_GUESTS))

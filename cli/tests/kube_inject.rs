@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{Proc, peers, repo, scratch, wait_until};
 use serde_json::{Value, json};
-use sextant_kube_harness::{Binaries, ControlPlane, Options};
+use sextant_kube_harness::ControlPlane;
 
 const WAIT: Duration = Duration::from_secs(90);
 const IMAGE: &str = "registry.example/sextant:test";
@@ -102,12 +102,7 @@ spec:
 #[test]
 fn pods_created_in_injected_namespaces_are_stored_with_their_sidecar() {
     let dir = scratch("kube-inject");
-    let binaries = Binaries::from_peers(&peers()).unwrap_or_else(|e| panic!("{e}"));
-    let options = Options {
-        controller_manager: true,
-    };
-    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &options)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plane = common::control_plane(&dir, true);
 
     // Pilot with its CA, the webhook and the injector.
     let (config, ca) = (dir.join("mesh"), dir.join("ca"));

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Envoy, ads_bootstrap, get, get_json, scratch, wait_until};
+use common::{Envoy, ads_bootstrap, get, get_json, route_weights, scratch, wait_until};
 use serde_json::Value;
-use sextant_kube_harness::{Binaries, ControlPlane, Options};
+use sextant_kube_harness::ControlPlane;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -106,36 +106,10 @@ fn accepted(plane: &ControlPlane, kind: &str) -> Option<(String, String)> {
     })
 }
 
-/// The weights Envoy's routes give the reviews subsets' clusters.
-fn weights(envoy: &Envoy) -> Vec<(String, u64)> {
-    let dump = get_json(envoy.admin, "/config_dump?resource=dynamic_route_configs");
-    let mut out = Vec::new();
-    let mut stack = vec![dump];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Object(map) => {
-                if let (Some(Value::String(name)), Some(weight)) =
-                    (map.get("name"), map.get("weight"))
-                    && name.contains("reviews.shop.svc.cluster.local")
-                {
-                    out.push((name.clone(), weight.as_u64().unwrap_or(0)));
-                }
-                stack.extend(map.into_values());
-            }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot_serves_them() {
     let dir = scratch("kube-pilot");
-    let binaries = Binaries::from_peers(&common::peers()).unwrap_or_else(|e| panic!("{e}"));
-    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &Options::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plane = common::control_plane(&dir, false);
     common::istio_crds(&plane);
     plane.apply(REVIEWS).unwrap_or_else(|e| panic!("{e}"));
     plane
@@ -145,25 +119,7 @@ fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot
         .apply(&virtual_service(90, 10))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let config = dir.join("mesh");
-    std::fs::create_dir_all(&config).expect("mesh dir");
-    let kubeconfig = plane
-        .kubeconfig()
-        .to_str()
-        .expect("a UTF-8 path")
-        .to_string();
-    let (mut pilot, xds, monitoring) = common::start_pilot_with(
-        &config,
-        "127.0.0.1:0",
-        &[
-            "--registry",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--lease-namespace",
-            "default",
-        ],
-    );
+    let (mut pilot, xds, monitoring) = common::start_kube_pilot(&dir, &plane);
     for kind in ["virtualservice", "destinationrule"] {
         wait_until(
             WAIT,
@@ -190,7 +146,7 @@ fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot
         ),
     ];
     wait_until(WAIT, "Envoy to route reviews 90/10 to its subsets", || {
-        weights(&envoy) == canary
+        route_weights(&envoy, "reviews.shop.svc.cluster.local") == canary
     });
     let clusters = get(envoy.admin, "/clusters", &[])
         .expect("Envoy's clusters")
@@ -225,7 +181,7 @@ fn istio_resources_applied_with_kubectl_route_a_real_envoy_and_say_whether_pilot
     wait_until(
         WAIT,
         "Envoy to lose the weights of the resource left out",
-        || weights(&envoy).is_empty(),
+        || route_weights(&envoy, "reviews.shop.svc.cluster.local").is_empty(),
     );
     let rejected = get_json(monitoring, "/debug/config")["rejected"].clone();
     assert!(

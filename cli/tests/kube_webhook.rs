@@ -10,8 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, peers, scratch, wait_until};
-use sextant_kube_harness::{Binaries, ControlPlane, Options};
+use common::{Proc, scratch, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -71,29 +70,9 @@ const TYPO: &str = r#""x-user" in reqest.headers"#;
 #[test]
 fn the_webhook_refuses_what_sextant_validate_refuses_with_its_message() {
     let dir = scratch("kube-webhook");
-    let binaries = Binaries::from_peers(&peers()).unwrap_or_else(|e| panic!("{e}"));
-    let plane = ControlPlane::start(&binaries, &dir.join("cluster"), &Options::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let crds = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .arg("crds")
-        .output()
-        .expect("sextant crds");
-    plane
-        .apply(&String::from_utf8_lossy(&crds.stdout))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plane = common::control_plane(&dir, false);
+    common::sextant_crds(&plane);
     common::istio_crds(&plane);
-    plane
-        .kubectl_with(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            "",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
 
     // Pilot with its CA and the webhook, its certificate for the name the API server calls it by.
     let (config, ca) = (dir.join("mesh"), dir.join("ca"));

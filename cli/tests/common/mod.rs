@@ -1549,14 +1549,18 @@ spec:
     )
 }
 
-/// Istio's own CRDs (istio.io/api's, fetched by `.ci/peers`) created in `plane`, and established.
-pub fn istio_crds(plane: &sextant_kube_harness::ControlPlane) {
-    let crds = std::fs::read_to_string(peers().join("istio/crds.yaml"))
-        .expect("Istio's CRDs at $SEXTANT_PEERS/istio/crds.yaml (run .ci/peers)");
-    // Too large for a client-side apply's annotation: created.
-    plane
-        .kubectl_with(&["create", "-f", "-"], &crds)
-        .unwrap_or_else(|e| panic!("Istio's CRDs: {e}"));
+/// A Kubernetes control plane (etcd and kube-apiserver, with `controller_manager` the controller-manager too)
+/// with its files under `dir/cluster`.
+pub fn control_plane(dir: &Path, controller_manager: bool) -> sextant_kube_harness::ControlPlane {
+    let binaries =
+        sextant_kube_harness::Binaries::from_peers(&peers()).unwrap_or_else(|e| panic!("{e}"));
+    let options = sextant_kube_harness::Options { controller_manager };
+    sextant_kube_harness::ControlPlane::start(&binaries, &dir.join("cluster"), &options)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until every CRD of `plane` is established.
+fn established(plane: &sextant_kube_harness::ControlPlane) {
     plane
         .kubectl_with(
             &[
@@ -1569,4 +1573,82 @@ pub fn istio_crds(plane: &sextant_kube_harness::ControlPlane) {
             "",
         )
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The CRDs `sextant crds` prints, applied to `plane`, and established.
+pub fn sextant_crds(plane: &sextant_kube_harness::ControlPlane) {
+    let crds = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .arg("crds")
+        .output()
+        .expect("sextant crds");
+    assert!(crds.status.success(), "sextant crds failed");
+    plane
+        .apply(&String::from_utf8_lossy(&crds.stdout))
+        .unwrap_or_else(|e| panic!("{e}"));
+    established(plane);
+}
+
+/// Istio's own CRDs (istio.io/api's, fetched by `.ci/peers`) created in `plane`, and established.
+pub fn istio_crds(plane: &sextant_kube_harness::ControlPlane) {
+    let crds = std::fs::read_to_string(peers().join("istio/crds.yaml"))
+        .expect("Istio's CRDs at $SEXTANT_PEERS/istio/crds.yaml (run .ci/peers)");
+    // Too large for a client-side apply's annotation: created.
+    plane
+        .kubectl_with(&["create", "-f", "-"], &crds)
+        .unwrap_or_else(|e| panic!("Istio's CRDs: {e}"));
+    established(plane);
+}
+
+/// Pilot in Kubernetes mode against `plane` (as its admin; its status Lease in `default`), with an empty
+/// configuration directory under `dir`, ready: (process, xDS address, monitoring address).
+pub fn start_kube_pilot(
+    dir: &Path,
+    plane: &sextant_kube_harness::ControlPlane,
+) -> (Proc, SocketAddr, SocketAddr) {
+    let config = dir.join("mesh");
+    std::fs::create_dir_all(&config).expect("mesh dir");
+    let kubeconfig = plane
+        .kubeconfig()
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_string();
+    start_pilot_with(
+        &config,
+        "127.0.0.1:0",
+        &[
+            "--registry",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--lease-namespace",
+            "default",
+        ],
+    )
+}
+
+/// The weights Envoy's routes give the clusters whose names end with `host` (`outbound|PORT|SUBSET|HOST`),
+/// sorted.
+pub fn route_weights(envoy: &Envoy, host: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![get_json(
+        envoy.admin,
+        "/config_dump?resource=dynamic_route_configs",
+    )];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let (Some(serde_json::Value::String(name)), Some(w)) =
+                    (map.get("name"), map.get("weight"))
+                    && name.ends_with(host)
+                {
+                    out.push((name.clone(), w.as_u64().unwrap_or(0)));
+                }
+                stack.extend(map.into_values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
 }
