@@ -500,6 +500,12 @@ fn exit_with_parent() {
     }
 }
 
+/// Whether logs are coloured: only on a terminal, and not when `NO_COLOR` is set to anything
+/// (<https://no-color.org>); a file or a pipe gets plain text.
+fn log_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     exit_with_parent();
@@ -508,6 +514,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let runtime = match &cli.command {
         // The proxy's data path runs on exactly --concurrency workers, as Envoy's --concurrency.
@@ -534,5 +544,21 @@ fn main() -> ExitCode {
             eprintln!("hint: {}", f.hint);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(
+            log_colour(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None), "a file or a pipe gets plain text");
     }
 }

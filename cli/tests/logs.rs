@@ -1,0 +1,43 @@
+//! Logs as an operator collects them: written to a file (or a pipe), `sextant`'s log lines carry no ANSI colour
+//! codes even when `NO_COLOR` is not set, and `RUST_LOG` chooses what is logged.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, repo, scratch};
+
+fn hub(rust_log: &str) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.arg("hub")
+        .arg("--config-dir")
+        .arg(repo().join("examples/policies"))
+        .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", rust_log)
+        .env_remove("NO_COLOR");
+    let mut proc = Proc::spawn("hub", cmd, scratch("logs").join("hub.log"));
+    proc.wait_for_line("hub: gRPC on ", Duration::from_secs(120));
+    proc
+}
+
+#[test]
+fn logs_in_a_file_are_plain_text_and_rust_log_chooses_them() {
+    let mut info = hub("info");
+    let log = info.log();
+    assert!(log.contains("INFO"), "info lines are logged: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a file: {log:?}"
+    );
+    info.terminate();
+
+    let mut quiet = hub("warn");
+    let log = quiet.log();
+    assert!(
+        !log.contains(" INFO "),
+        "RUST_LOG=warn leaves info out: {log}"
+    );
+    quiet.terminate();
+}
