@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use serde_json::{Value, json};
 use sextant_kube_harness::{Binaries, ControlPlane, Options};
 
-use crate::pilot_mesh::{AFTER, BEFORE, NAMESPACE, PORT, host};
+use crate::pilot_mesh::{AFTER, BEFORE, NAMESPACE, PORT, endpoint_ip, host};
 
 /// Requests to the API server in flight while the mesh is created.
 const CONCURRENCY: usize = 32;
@@ -59,17 +59,6 @@ fn routes(i: usize, weights: (u32, u32)) -> Value {
     ]}]})
 }
 
-/// Endpoint `e` of service `i` (as the file mesh's, in 10.64.0.0/10).
-fn endpoint_ip(i: usize, e: usize) -> String {
-    let n = i * 256 + e;
-    format!(
-        "10.{}.{}.{}",
-        64 + ((n >> 16) & 0x3f),
-        (n >> 8) & 0xff,
-        n & 0xff
-    )
-}
-
 /// Creates `object` of `resource` in the benchmark's namespace.
 async fn create(client: Client, resource: ApiResource, object: Value) -> anyhow::Result<()> {
     let api: Api<DynamicObject> = Api::namespaced_with(client, NAMESPACE, &resource);
@@ -101,18 +90,7 @@ impl KubeMesh {
             crd("DestinationRule", "destinationrules")
         );
         plane.apply(&crds).context("the CRDs and the namespace")?;
-        plane
-            .kubectl_with(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "crd",
-                    "--all",
-                    "--timeout=60s",
-                ],
-                "",
-            )
-            .context("waiting for the CRDs")?;
+        plane.crds_established().context("waiting for the CRDs")?;
         let client = sextant_kube::client(Some(plane.kubeconfig()))
             .await
             .context("a client for the control plane")?;

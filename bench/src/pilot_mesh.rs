@@ -98,7 +98,7 @@ impl Drop for MeshDir {
 }
 
 /// The IPv4 address of endpoint `e` of service `i`: in 10.64.0.0/10, apart from the proxies' 10.0.X.Y.
-fn endpoint_ip(i: usize, e: usize) -> String {
+pub fn endpoint_ip(i: usize, e: usize) -> String {
     let n = i * 256 + e;
     format!(
         "10.{}.{}.{}",

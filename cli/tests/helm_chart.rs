@@ -522,12 +522,7 @@ fn the_chart_installs_on_a_real_api_server_with_least_privilege() {
         &installed.join("\n---\n"),
     )
     .unwrap_or_else(|e| panic!("the chart, applied: {e}"));
-    kubectl(
-        &plane,
-        "wait --for=condition=Established crd --all --timeout=60s",
-        "",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    plane.crds_established().unwrap_or_else(|e| panic!("{e}"));
     for (account, may, may_not) in [
         ("sextant-hub", HUB_MAY, HUB_MAY_NOT),
         ("sextant-pilot", PILOT_MAY, PILOT_MAY_NOT),

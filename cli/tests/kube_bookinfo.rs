@@ -238,39 +238,21 @@ fn bookinfo_applied_with_kubectl_reaches_a_real_envoy_that_acks_everything() {
         "Envoy refused something: {proxy}"
     );
     for kind in ["virtualservices", "destinationrules"] {
-        let list = json(
-            &plane,
-            &[
-                "get",
-                &format!("{kind}.networking.istio.io"),
-                "-n",
-                NS,
-                "-o",
-                "json",
-            ],
-        );
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        assert_eq!(items.len(), 4, "{kind}");
+        let resource = format!("{kind}.networking.istio.io");
+        let items = || {
+            json(&plane, &["get", &resource, "-n", NS, "-o", "json"])["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(items().len(), 4, "{kind}");
         wait_until(
             WAIT,
             "every resource's status to say pilot serves it",
             || {
-                let list = json(
-                    &plane,
-                    &[
-                        "get",
-                        &format!("{kind}.networking.istio.io"),
-                        "-n",
-                        NS,
-                        "-o",
-                        "json",
-                    ],
-                );
-                list["items"].as_array().is_some_and(|items| {
-                    items.iter().all(|r| {
-                        r["status"]["conditions"][0]["status"] == "True"
-                            && r["status"]["observedGeneration"] == r["metadata"]["generation"]
-                    })
+                items().iter().all(|r| {
+                    r["status"]["conditions"][0]["status"] == "True"
+                        && r["status"]["observedGeneration"] == r["metadata"]["generation"]
                 })
             },
         );

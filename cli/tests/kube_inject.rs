@@ -14,7 +14,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, peers, repo, scratch, wait_until};
+use common::{peers, repo, scratch, wait_until};
 use serde_json::{Value, json};
 use sextant_kube_harness::ControlPlane;
 
@@ -105,42 +105,29 @@ fn pods_created_in_injected_namespaces_are_stored_with_their_sidecar() {
     let plane = common::control_plane(&dir, true);
 
     // Pilot with its CA, the webhook and the injector.
-    let (config, ca) = (dir.join("mesh"), dir.join("ca"));
-    std::fs::create_dir_all(&config).expect("mesh dir");
-    std::fs::create_dir_all(&ca).expect("ca dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["pilot", "--config-dir"])
-        .arg(&config)
-        .arg("--ca-dir")
-        .arg(&ca)
-        .args([
-            "--xds-addr",
-            "127.0.0.1:0",
-            "--secure-xds-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--monitoring-addr", "127.0.0.1:0"])
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--webhook-dns-names",
-            "localhost",
-        ])
-        .args(["--inject-image", IMAGE])
-        .args(["--registry", "kubernetes", "--kubeconfig"])
-        .arg(plane.kubeconfig())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let mut pilot = Proc::spawn("pilot", cmd, dir.join("pilot.log"));
-    let line = pilot.wait_for_line("sidecar injector on https://", WAIT);
-    let port: u16 = line
-        .split("sidecar injector on https://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.port())
-        .unwrap_or_else(|| panic!("the injector's address in {line:?}"));
-    let root = std::fs::read(ca.join("root-cert.pem")).expect("pilot's root");
+    let kubeconfig = plane
+        .kubeconfig()
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_string();
+    let (mut pilot, port, root) = common::start_webhook_pilot(
+        &dir,
+        &[
+            "--inject-image",
+            IMAGE,
+            "--registry",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    assert!(
+        pilot.log().contains(&format!(
+            "sidecar injector on https://127.0.0.1:{port}/inject"
+        )),
+        "{}",
+        pilot.log()
+    );
     let bundle = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &root);
     plane
         .apply(&injection_configuration(&bundle, port))

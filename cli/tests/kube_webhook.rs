@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, scratch, wait_until};
+use common::{scratch, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -75,45 +74,10 @@ fn the_webhook_refuses_what_sextant_validate_refuses_with_its_message() {
     common::istio_crds(&plane);
 
     // Pilot with its CA and the webhook, its certificate for the name the API server calls it by.
-    let (config, ca) = (dir.join("mesh"), dir.join("ca"));
-    std::fs::create_dir_all(&config).expect("mesh dir");
-    std::fs::create_dir_all(&ca).expect("ca dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-    cmd.args(["pilot", "--config-dir"])
-        .arg(&config)
-        .arg("--ca-dir")
-        .arg(&ca)
-        .args([
-            "--xds-addr",
-            "127.0.0.1:0",
-            "--secure-xds-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--monitoring-addr", "127.0.0.1:0"])
-        .args([
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--webhook-dns-names",
-            "localhost",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let mut pilot = Proc::spawn("pilot", cmd, dir.join("pilot.log"));
-    let line = pilot.wait_for_line("admission webhook on https://", WAIT);
-    let webhook: std::net::SocketAddr = line
-        .split("admission webhook on https://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("the webhook's address in {line:?}"));
-    let bundle = Command::new("base64")
-        .args(["-w0"])
-        .arg(ca.join("root-cert.pem"))
-        .output()
-        .expect("base64");
-    let bundle = String::from_utf8_lossy(&bundle.stdout).to_string();
+    let (mut pilot, port, root) = common::start_webhook_pilot(&dir, &[]);
+    let bundle = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, root);
     plane
-        .apply(&webhook_configuration(webhook.port(), &bundle))
+        .apply(&webhook_configuration(port, &bundle))
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The API server picks the configuration up shortly: until it does, a typo would be stored, so each

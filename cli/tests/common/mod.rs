@@ -1559,22 +1559,6 @@ pub fn control_plane(dir: &Path, controller_manager: bool) -> sextant_kube_harne
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Waits until every CRD of `plane` is established.
-fn established(plane: &sextant_kube_harness::ControlPlane) {
-    plane
-        .kubectl_with(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            "",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-}
-
 /// The CRDs `sextant crds` prints, applied to `plane`, and established.
 pub fn sextant_crds(plane: &sextant_kube_harness::ControlPlane) {
     let crds = Command::new(env!("CARGO_BIN_EXE_sextant"))
@@ -1585,7 +1569,7 @@ pub fn sextant_crds(plane: &sextant_kube_harness::ControlPlane) {
     plane
         .apply(&String::from_utf8_lossy(&crds.stdout))
         .unwrap_or_else(|e| panic!("{e}"));
-    established(plane);
+    plane.crds_established().unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Istio's own CRDs (istio.io/api's, fetched by `.ci/peers`) created in `plane`, and established.
@@ -1596,7 +1580,7 @@ pub fn istio_crds(plane: &sextant_kube_harness::ControlPlane) {
     plane
         .kubectl_with(&["create", "-f", "-"], &crds)
         .unwrap_or_else(|e| panic!("Istio's CRDs: {e}"));
-    established(plane);
+    plane.crds_established().unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Pilot in Kubernetes mode against `plane` (as its admin; its status Lease in `default`), with an empty
@@ -1624,6 +1608,47 @@ pub fn start_kube_pilot(
             "default",
         ],
     )
+}
+
+/// Pilot with its mesh CA in `dir/ca` (a root made at start), an empty directory, and its admission webhook
+/// (certificate for `localhost`), with more flags `args`: the process, the webhook's port, and the root
+/// (PEM) a webhook configuration's caBundle must carry.
+pub fn start_webhook_pilot(dir: &Path, args: &[&str]) -> (Proc, u16, Vec<u8>) {
+    let (config, ca) = (dir.join("mesh"), dir.join("ca"));
+    std::fs::create_dir_all(&config).expect("mesh dir");
+    std::fs::create_dir_all(&ca).expect("ca dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["pilot", "--config-dir"])
+        .arg(&config)
+        .arg("--ca-dir")
+        .arg(&ca)
+        .args([
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--secure-xds-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--monitoring-addr", "127.0.0.1:0"])
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--webhook-dns-names",
+            "localhost",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut pilot = Proc::spawn("pilot", cmd, dir.join("pilot.log"));
+    let line = pilot.wait_for_line("admission webhook on https://", Duration::from_secs(90));
+    let port = line
+        .split("admission webhook on https://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("the webhook's address in {line:?}"));
+    let root = std::fs::read(ca.join("root-cert.pem")).expect("pilot's root");
+    (pilot, port, root)
 }
 
 /// The weights Envoy's routes give the clusters whose names end with `host` (`outbound|PORT|SUBSET|HOST`),

@@ -393,6 +393,20 @@ impl ControlPlane {
         self.kubectl_with(&["apply", "-f", "-"], yaml)
     }
 
+    /// Waits (at most a minute) until every CRD the API server has is established (served).
+    pub fn crds_established(&self) -> Result<String, HarnessError> {
+        self.kubectl_with(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            "",
+        )
+    }
+
     /// The end of component `name`'s log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn log(&self, name: &str) -> String {
         tail(&self.dir.join(format!("{name}.log")))
