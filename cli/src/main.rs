@@ -170,6 +170,25 @@ struct HubArgs {
     /// RED and rate limits (and so the dashboard's) come from it by PromQL instead of this hub's window.
     #[arg(long, value_name = "URL")]
     prometheus_url: Option<String>,
+    /// Redis holding the GLOBAL RateLimits' buckets, shared by every hub given the same URL:
+    /// redis[s]://[USER:PASSWORD@]HOST:PORT[/DB], redis[s]+cluster://HOST:PORT,HOST:PORT,… or
+    /// redis[s]+sentinel://HOST:PORT,…/MASTER. Without it, GLOBAL limits are counted by this hub alone.
+    #[arg(long, value_name = "URL", env = "SEXTANT_REDIS_URL")]
+    redis_url: Option<String>,
+    /// The longest any Redis call may take (they run in the background, never while a request waits).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    redis_timeout: Duration,
+    /// The longest a decision waits for a lease from Redis before the RateLimit's onBackendFailure decides.
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    redis_decision_budget: Duration,
+    /// The fraction of a GLOBAL limit all hubs together may grant above it per window, traded for leases
+    /// (fewer Redis calls): 0.01 is 1%.
+    #[arg(long, default_value_t = 0.01)]
+    global_overshoot: f64,
+    /// The prefix of every Redis key the hubs write (hubs sharing a Redis with different prefixes do not
+    /// share limits).
+    #[arg(long, default_value = "sextant:quota")]
+    redis_key_prefix: String,
 }
 
 /// The choices of `--rate-limit-overflow`.
@@ -200,6 +219,29 @@ impl HubArgs {
                     "give Prometheus's address, like --prometheus-url http://127.0.0.1:9090",
                 )
             })?),
+        };
+        let global_quota = match &self.redis_url {
+            None => None,
+            Some(url) => {
+                let topology = hub_quota_redis::Topology::parse(url).map_err(|e| {
+                    fail(
+                        e,
+                        "give Redis's address, like --redis-url redis://127.0.0.1:6379",
+                    )
+                })?;
+                let mut o = hub_quota_redis::Options::new(topology);
+                o.timeout = self.redis_timeout;
+                o.budget = self.redis_decision_budget;
+                o.overshoot = self.global_overshoot;
+                o.max_keys = self.max_rate_limit_keys;
+                o.prefix = self.redis_key_prefix.clone();
+                Some(hub_quota_redis::RedisBackend::new(o).map_err(|e| {
+                    fail(
+                        e,
+                        "see sextant hub --help for --redis-timeout, --redis-decision-budget and --global-overshoot",
+                    )
+                })?)
+            }
         };
         let kubernetes = self.kubernetes.then(|| {
             let lease_namespace = self
@@ -238,6 +280,7 @@ impl HubArgs {
                     OverflowArg::Deny => hub_server::RateLimitOverflow::Deny,
                 },
                 default_telemetry: !self.no_default_telemetry,
+                global_quota,
             },
             prometheus_url,
             kubernetes,

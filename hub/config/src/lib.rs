@@ -19,10 +19,10 @@ pub use load::{
     load_texts, yaml_files,
 };
 pub use resources::{
-    API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, DefaultAction, FailurePolicy, GROUP,
-    HeaderEdits, HeaderRules, Limit, LogSpec, MetricKind, MetricSpec, OnError, Policy, PolicySpec,
-    RateLimit, RateLimitSpec, ResourceStatus, Rule, RuleStatus, Telemetry, TelemetrySpec,
-    TraceSpanKind, TraceSpec,
+    API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, BackendFailure, DefaultAction,
+    FailurePolicy, GROUP, HeaderEdits, HeaderRules, Limit, LimitScope, LogSpec, MetricKind,
+    MetricSpec, OnError, Policy, PolicySpec, RateLimit, RateLimitSpec, ResourceStatus, Rule,
+    RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
 };
 
 /// The CustomResourceDefinitions of the hub's kinds, generated from the Rust types.

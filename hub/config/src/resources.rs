@@ -202,6 +202,42 @@ pub struct RateLimitSpec {
     pub dimensions: BTreeMap<String, String>,
     /// The limit of each bucket.
     pub limit: Limit,
+    /// Where the buckets are counted: LOCAL (each hub on its own, the default) or GLOBAL (once across every
+    /// hub sharing the hub's Redis; see docs/policies.md for the accuracy bound).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub scope: LimitScope,
+    /// What a GLOBAL limit decides while Redis cannot answer in time: LOCAL (each hub counts the limit
+    /// divided by the live hubs, the default), ALLOW or DENY.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_backend_failure: BackendFailure,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Where a RateLimit's buckets are counted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LimitScope {
+    /// In each hub on its own.
+    #[default]
+    Local,
+    /// Once across every hub sharing the hub's global backend (Redis).
+    Global,
+}
+
+/// What a GLOBAL RateLimit decides while its backend fails.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackendFailure {
+    /// Each hub counts locally, allowing the limit divided by the number of live hubs.
+    #[default]
+    Local,
+    /// Allow every request.
+    Allow,
+    /// Refuse every request.
+    Deny,
 }
 
 /// A rate: `requests` per `per`, spaced evenly (GCRA), with `burst` extra requests allowed at once.

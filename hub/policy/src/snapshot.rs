@@ -168,6 +168,21 @@ pub fn validate_reusing(
     }
 }
 
+fn scope(s: hub_config::LimitScope) -> hub_quota::Scope {
+    match s {
+        hub_config::LimitScope::Local => hub_quota::Scope::Local,
+        hub_config::LimitScope::Global => hub_quota::Scope::Global,
+    }
+}
+
+fn on_failure(f: hub_config::BackendFailure) -> hub_quota::OnBackendFailure {
+    match f {
+        hub_config::BackendFailure::Local => hub_quota::OnBackendFailure::Local,
+        hub_config::BackendFailure::Allow => hub_quota::OnBackendFailure::Allow,
+        hub_config::BackendFailure::Deny => hub_quota::OnBackendFailure::Deny,
+    }
+}
+
 /// The CEL in `r`'s `field`, compiled (or taken from `compiled`); an error is added to `errors`.
 fn cel<S>(
     compiled: &mut Compiled<'_>,
@@ -359,6 +374,7 @@ fn validate_rate_limit(
         .map_err(|m| r.invalid(KIND, "spec.limit.per", m));
     let spec = per.and_then(|per| {
         LimitSpec::new(r.spec.limit.requests, per, r.spec.limit.burst)
+            .map(|spec| spec.scoped(scope(r.spec.scope), on_failure(r.spec.on_backend_failure)))
             .map_err(|e| r.invalid(KIND, "spec.limit", e.to_string()))
     });
     match spec {

@@ -2,16 +2,42 @@
 //!
 //! A `RateLimit` resource becomes a [`Limiter`]: buckets keyed by the values of its dimensions, each allowing
 //! `requests` per `per` spaced evenly (GCRA) plus `burst` at once. [`QuotaBackend`] is the seam between the
-//! policy engine and where bucket state lives: [`LocalBackend`] keeps it in this process (GCRA, bounded without forgiving buckets in use); a
-//! shared backend (Redis) implements the same trait so every hub replica counts against one budget.
+//! policy engine and where bucket state lives: [`LocalBackend`] keeps it in this process (GCRA, bounded without
+//! forgiving buckets in use); a shared backend (`hub-quota-redis`) implements the same trait so every hub
+//! replica counts against one budget, and [`ScopedBackend`] sends each limit to the backend its
+//! [`Scope`] names.
 
 mod local;
+mod scoped;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 pub use local::{LimiterStats, LocalBackend, LocalLimiter, Overflow};
+pub use scoped::ScopedBackend;
+
+/// Where a limit's buckets are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// In each hub on its own: N hubs allow N times the limit.
+    #[default]
+    Local,
+    /// Once for every hub sharing the global backend (Redis).
+    Global,
+}
+
+/// What a GLOBAL limit decides while its backend cannot answer in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnBackendFailure {
+    /// Count locally, each hub allowing the limit divided by the number of live hubs.
+    #[default]
+    Local,
+    /// Allow every request.
+    Allow,
+    /// Refuse every request.
+    Deny,
+}
 
 /// A validated limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +48,10 @@ pub struct LimitSpec {
     pub per: Duration,
     /// Extra requests allowed at once.
     pub burst: u32,
+    /// Where the buckets are counted.
+    pub scope: Scope,
+    /// What a GLOBAL limit decides while its backend fails.
+    pub on_backend_failure: OnBackendFailure,
 }
 
 impl LimitSpec {
@@ -37,7 +67,18 @@ impl LimitSpec {
             requests,
             per,
             burst,
+            scope: Scope::Local,
+            on_backend_failure: OnBackendFailure::Local,
         })
+    }
+
+    /// The same limit counted in `scope`, deciding as `on_backend_failure` says while a global backend fails.
+    pub fn scoped(self, scope: Scope, on_backend_failure: OnBackendFailure) -> Self {
+        LimitSpec {
+            scope,
+            on_backend_failure,
+            ..self
+        }
     }
 
     /// The most units one bucket can grant at once.

@@ -119,6 +119,13 @@ impl<C: Clock> LocalLimiter<C> {
         b.tat.shrink_to_fit();
     }
 
+    /// How far bucket `key` is from full (its TAT minus now): zero for a full or unknown bucket.
+    pub fn debt(&self, key: &[String]) -> Duration {
+        let now = self.now();
+        let tat = self.lock().tat.get(key).copied().unwrap_or(0);
+        Duration::from_nanos(tat.saturating_sub(now))
+    }
+
     /// Takes units synchronously (the local backend never waits on I/O). O(1) for every request, best effort
     /// included, and for new keys while the map is full.
     pub fn acquire_now(&self, key: &[String], amount: u32, best_effort: bool) -> Outcome {

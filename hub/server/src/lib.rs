@@ -231,6 +231,15 @@ pub async fn start(
     ));
     state.reload(true).await;
 
+    // GLOBAL rate limits: the lease calls and the fleet's heartbeat. Restartable: it holds only its queue.
+    let global_quota = options.decisions.global_quota.clone().map(|global| {
+        let worker = global.clone();
+        let task = sextant_supervise::restarting("quota-redis", state.tasks.clone(), move || {
+            worker.clone().run()
+        });
+        (global, task)
+    });
+
     // Restarting the watcher is safe: it holds nothing but timers, and reads the directory anew.
     let watcher = {
         let watched = state.clone();
@@ -326,6 +335,11 @@ pub async fn start(
             })
             .await;
         watcher.abort();
+        if let Some((global, task)) = global_quota {
+            // Leave the fleet and give back the units held, while the worker still runs the calls.
+            global.leave().await;
+            task.abort();
+        }
         result.map_err(HubError::from)
     });
     tracing::info!(%grpc_addr, %admin_addr, %prometheus_addr, "hub listening");

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use hub_config::{ConfigErrors, ConfigFiles, ConfigSet};
 use hub_policy::Snapshot;
-use hub_quota::{LocalBackend, QuotaBackend};
+use hub_quota::{LocalBackend, QuotaBackend, ScopedBackend};
+use hub_quota_redis::RedisBackend;
 use sextant_attributes::{Bag, Changes};
 
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct DecisionOptions {
     pub rate_limit_overflow: hub_quota::Overflow,
     /// Load the default Telemetry (Istio's standard metrics into the builtin prometheus adapter).
     pub default_telemetry: bool,
+    /// Where GLOBAL RateLimits are counted (`--redis-url`); without it they are counted by this hub alone.
+    pub global_quota: Option<Arc<RedisBackend>>,
 }
 
 impl Default for DecisionOptions {
@@ -40,6 +43,7 @@ impl Default for DecisionOptions {
             max_rate_limit_keys: 100_000,
             rate_limit_overflow: hub_quota::Overflow::Shared,
             default_telemetry: true,
+            global_quota: None,
         }
     }
 }
@@ -94,7 +98,7 @@ impl ConfigSource {
 pub struct HubState {
     source: ConfigSource,
     options: DecisionOptions,
-    backend: Arc<LocalBackend>,
+    backend: Arc<ScopedBackend>,
     current: RwLock<Option<Arc<Snapshot>>>,
     /// The resources the serving snapshot was built from: the last good version of each.
     last_good: RwLock<Option<Arc<ConfigSet>>>,
@@ -132,9 +136,15 @@ impl HubState {
         tasks: Arc<sextant_supervise::TaskHealth>,
     ) -> Self {
         let source = source.into();
-        let backend = Arc::new(LocalBackend::with_overflow(
-            options.max_rate_limit_keys,
-            options.rate_limit_overflow,
+        let backend = Arc::new(ScopedBackend::new(
+            Arc::new(LocalBackend::with_overflow(
+                options.max_rate_limit_keys,
+                options.rate_limit_overflow,
+            )),
+            options
+                .global_quota
+                .clone()
+                .map(|g| g as Arc<dyn QuotaBackend>),
         ));
         let metrics = Metrics::with_extra(|r| {
             runtime.register_metrics(r);
@@ -145,6 +155,9 @@ impl HubState {
             );
             if let ConfigSource::Kubernetes(kube) = &source {
                 kube.register_metrics(r);
+            }
+            if let Some(global) = &options.global_quota {
+                global.register_metrics(r);
             }
         });
         HubState {
@@ -466,7 +479,8 @@ impl HubState {
     /// Drops idle rate-limit buckets and refreshes bucket gauges.
     pub fn housekeeping(&self) {
         self.backend.housekeeping();
-        self.metrics.rate_limit_buckets(&self.backend.stats());
+        self.metrics
+            .rate_limit_buckets(&self.backend.local().stats());
         self.metrics.window(&self.window.evictions());
     }
 }

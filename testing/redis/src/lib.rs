@@ -1,0 +1,201 @@
+//! Real `redis-server` processes for tests (Debian's `redis-server` and `redis-tools`, installed by
+//! `.ci/peers`): one server on a free loopback port, or a Redis Cluster of three masters made with
+//! `redis-cli --cluster create`. Every server keeps nothing on disk and is killed on drop.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listened on a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Runs `redis-cli -p PORT ARGS…` and returns its output, trimmed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (apt-get install redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A redis-server on a free loopback port.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    /// Starts a server with `extra` arguments (e.g. `--cluster-enabled yes`) and waits until it answers.
+    pub fn start(extra: &[&str]) -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "sextant-test-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut r = Redis {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        // A port probed free may be taken before redis binds it: try others.
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.restart() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Starts the server again on its port (after [`Redis::kill`]); false if it did not come up.
+    pub fn restart(&mut self) -> bool {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if cli(self.port, &["PING"]) == "PONG" {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved, clients see the connection drop).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Calls of `command` (lower case, e.g. `evalsha`) the server ran, from INFO commandstats.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = cli(self.port, &["INFO", "commandstats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The keys matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        cli(self.port, &["--scan", "--pattern", pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters, each with `replicas` replicas, on loopback.
+pub struct Cluster {
+    /// Its nodes.
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    /// Makes the cluster and waits until every node says it is ok and every replica is in sync (a replica
+    /// that never synced cannot take over).
+    pub fn start(replicas: usize) -> Cluster {
+        let conf = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let nodes: Vec<Redis> = (0..3 * (1 + replicas))
+            .map(|_| Redis::start(&conf))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes };
+        wait_until("cluster_state:ok", Duration::from_secs(30), || {
+            c.nodes
+                .iter()
+                .all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        });
+        wait_until("replicas in sync", Duration::from_secs(30), || {
+            c.nodes.iter().all(|n| {
+                let info = cli(n.port, &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        });
+        c
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
