@@ -8,21 +8,48 @@ use sextant_proto::mixer::{
     self, attribute_match::Condition, header_operation, mixer_client::MixerClient,
 };
 
-/// Calls Check on `hub` and returns the decision as JSON.
+/// A client of `hub`: one address, or several separated by commas (a fleet of hubs): the call goes to the
+/// first that accepts a connection, starting from one picked by this process's id, so calls spread over the
+/// fleet and a hub that is gone is passed over.
+async fn client(hub: &str) -> anyhow::Result<MixerClient<tonic::transport::Channel>> {
+    let urls: Vec<String> = hub
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            if h.starts_with("http") {
+                h.to_string()
+            } else {
+                format!("http://{h}")
+            }
+        })
+        .collect();
+    if urls.is_empty() {
+        anyhow::bail!("--hub names no address");
+    }
+    let first = std::process::id() as usize % urls.len();
+    let mut failures = Vec::new();
+    for url in urls.iter().cycle().skip(first).take(urls.len()) {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("{url:?} is not a hub address"))?
+            .connect_timeout(std::time::Duration::from_secs(2));
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(MixerClient::new(channel)),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    anyhow::bail!("cannot connect to the hub ({})", failures.join("; "))
+}
+
+/// Calls Check on `hub` (one address, or a fleet's addresses separated by commas) and returns the decision
+/// as JSON.
 pub async fn run(
     hub: &str,
     bag: &sextant_attributes::Bag,
     compressed: bool,
     quotas: &[(String, i64)],
 ) -> anyhow::Result<serde_json::Value> {
-    let endpoint = if hub.starts_with("http") {
-        hub.to_string()
-    } else {
-        format!("http://{hub}")
-    };
-    let mut client = MixerClient::connect(endpoint.clone())
-        .await
-        .with_context(|| format!("cannot connect to the hub at {endpoint}"))?;
+    let mut client = client(hub).await?;
     let mut req = mixer::CheckRequest {
         quotas: quotas
             .iter()

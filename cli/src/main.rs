@@ -63,7 +63,8 @@ enum Command {
     Attributes,
     /// Call Check on a hub and print the decision as JSON.
     Check {
-        /// The hub's gRPC address.
+        /// The hub's gRPC address, or a fleet's addresses separated by commas (calls go to a hub that
+        /// answers).
         #[arg(long, default_value = "127.0.0.1:9091")]
         hub: String,
         /// An attribute: `name=value`, or `map[key]=value` for string maps.
@@ -189,6 +190,15 @@ struct HubArgs {
     /// share limits).
     #[arg(long, default_value = "sextant:quota")]
     redis_key_prefix: String,
+    /// The CA (PEM) to trust for a rediss:// Redis instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// The client certificate (PEM) for a Redis that requires one (with --redis-key-file).
+    #[arg(long, value_name = "FILE", requires = "redis_key_file")]
+    redis_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "redis_cert_file")]
+    redis_key_file: Option<PathBuf>,
 }
 
 /// The choices of `--rate-limit-overflow`.
@@ -235,6 +245,23 @@ impl HubArgs {
                 o.overshoot = self.global_overshoot;
                 o.max_keys = self.max_rate_limit_keys;
                 o.prefix = self.redis_key_prefix.clone();
+                let read = |flag: &str, path: &PathBuf| {
+                    std::fs::read(path).map_err(|e| {
+                        fail(
+                            format!("{flag} {}: {e}", path.display()),
+                            "give a readable PEM file",
+                        )
+                    })
+                };
+                if let Some(ca) = &self.redis_ca_file {
+                    o.tls.ca = Some(read("--redis-ca-file", ca)?);
+                }
+                if let (Some(cert), Some(key)) = (&self.redis_cert_file, &self.redis_key_file) {
+                    o.tls.client = Some((
+                        read("--redis-cert-file", cert)?,
+                        read("--redis-key-file", key)?,
+                    ));
+                }
                 Some(hub_quota_redis::RedisBackend::new(o).map_err(|e| {
                     fail(
                         e,

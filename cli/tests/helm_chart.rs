@@ -120,6 +120,32 @@ fn the_chart_lints_and_refuses_values_that_cannot_work() {
     let plain = render(&home, "--set webhooks.enabled=false").expect("renders");
     assert!(!plain.contains("WebhookConfiguration"), "{plain}");
     assert!(plain.contains("kind: CustomResourceDefinition"));
+    assert!(
+        !plain.contains("--redis-url") && !plain.contains("SEXTANT_REDIS_URL"),
+        "no Redis unless given: {plain}"
+    );
+
+    // GLOBAL rate limits: the replicas share the Redis given by URL, or by a Secret holding it.
+    let url = render(
+        &home,
+        "--set webhooks.enabled=false --set hub.redis.url=redis://redis.data:6379",
+    )
+    .expect("renders");
+    assert!(
+        url.contains("- --redis-url=redis://redis.data:6379"),
+        "{url}"
+    );
+    let secret = render(
+        &home,
+        "--set webhooks.enabled=false --set hub.redis.urlSecret.name=hub-redis",
+    )
+    .expect("renders");
+    assert!(
+        secret.contains("name: SEXTANT_REDIS_URL")
+            && secret.contains("name: hub-redis")
+            && secret.contains("key: url"),
+        "{secret}"
+    );
 }
 
 /// `kubectl ARGS` (split at white space) as the administrator with `stdin`.

@@ -11,14 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Backend, DataPlane, Envoy, HUB_HOST, HeldPort, Hub, ads_bootstrap, call, get, scratch_config,
-    start_pilot_with, wait_until, write_atomically,
+    Backend, DataPlane, Envoy, HUB_HOST, HeldPort, Hub, WEB_NODE, ads_bootstrap, call, get,
+    scratch_config, start_pilot_with, wait_until, web_mesh, write_atomically,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-/// `web`'s sidecar: no interception, its workload named by its `app` label; the node's `cluster` is what
-/// the hub's access-log service reports as the workload.
-const WEB_NODE: &str = "{id: \"sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local\", cluster: web, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: shop, SERVICE_ACCOUNT: web, LABELS: {app: web}}}";
 
 /// Denies /private, for web only: its selector reads the attributes only pilot's configuration gives the
 /// hub (the route's context extensions).
@@ -33,32 +30,6 @@ spec:
     action: DENY
     status: {code: PERMISSION_DENIED, httpStatus: 403, message: "web keeps /private to itself"}
 "#;
-
-/// `web`'s service (its endpoint, labelled `app: web`, the sidecar's ingress port) and its Sidecar: the
-/// ingress port forwarding to the workload at `app`, importing nothing (not even the hub's service).
-fn mesh(ingress: u16, app: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: shop}}
-spec:
-  hosts: [web.shop.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {ingress}, name: http}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {ingress}}}, labels: {{app: web}}, serviceAccount: web}}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: web, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: web}}}}
-  ingress:
-  - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
-  egress: [{{hosts: ["~/*"]}}]
-"#
-    )
-}
 
 /// The sum of the hub's `istio_requests_total` series (from its adapters' exposition) carrying every one
 /// of `labels`.
@@ -81,7 +52,7 @@ fn envoy_sidecars_call_the_hub_pilot_names() {
     let (dir, config) = scratch_config("pilot-hub");
     let app = Backend::answering("the workload");
     let ingress = HeldPort::hold();
-    std::fs::write(config.join("mesh.yaml"), mesh(ingress.port(), app.addr)).expect("mesh");
+    std::fs::write(config.join("mesh.yaml"), web_mesh(ingress.port(), app.addr)).expect("mesh");
     let flag = format!("{HUB_HOST}:{}", hub.grpc.port());
     let (pilot, xds, _monitoring) =
         start_pilot_with(&config, "127.0.0.1:0", &["--hub-service", &flag]);

@@ -1525,6 +1525,15 @@ pub const HUB_HOST: &str = "sextant-hub.sextant-system.svc.cluster.local";
 /// reached in plain text (a DestinationRule DISABLE). Starts with a document separator, so it can follow
 /// other documents.
 pub fn hub_service(port: u16, hub: SocketAddr) -> String {
+    hubs_service(port, &[hub])
+}
+
+/// [`hub_service`] with one endpoint per hub of a fleet: sidecars spread their calls over them.
+pub fn hubs_service(port: u16, hubs: &[SocketAddr]) -> String {
+    let endpoints: Vec<String> = hubs
+        .iter()
+        .map(|h| format!("{{address: {}, ports: {{grpc: {}}}}}", h.ip(), h.port()))
+        .collect();
     format!(
         r#"---
 apiVersion: networking.istio.io/v1
@@ -1535,7 +1544,7 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: {port}, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: {ip}, ports: {{grpc: {hub_port}}}}}]
+  endpoints: [{endpoints}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -1544,8 +1553,37 @@ spec:
   host: {HUB_HOST}
   trafficPolicy: {{tls: {{mode: DISABLE}}}}
 "#,
-        ip = hub.ip(),
-        hub_port = hub.port(),
+        endpoints = endpoints.join(", "),
+    )
+}
+
+/// `web`'s Envoy sidecar: no interception, its workload named by its `app` label; the node's `cluster` is
+/// what the hub's access-log service reports as the workload.
+pub const WEB_NODE: &str = "{id: \"sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local\", cluster: web, metadata: {INTERCEPTION_MODE: NONE, NAMESPACE: shop, SERVICE_ACCOUNT: web, LABELS: {app: web}}}";
+
+/// `web`'s service (its endpoint, labelled `app: web`, the sidecar's ingress port) and its Sidecar: the
+/// ingress port forwarding to the workload at `app`, importing nothing (not even the hub's service).
+pub fn web_mesh(ingress: u16, app: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: shop}}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {ingress}, name: http}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {ingress}}}, labels: {{app: web}}, serviceAccount: web}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: web}}}}
+  ingress:
+  - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
+  egress: [{{hosts: ["~/*"]}}]
+"#
     )
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use crate::TlsFiles;
 use crate::url::Topology;
 
 /// How long after a failed connect the next one is tried.
@@ -19,8 +20,12 @@ pub const RECONNECT_AFTER: Duration = Duration::from_millis(250);
 /// lease's slack), after giving back `back` unspent units of an earlier lease and charging `charge` units
 /// unconditionally (what the hub allowed while Redis was away). Times in microseconds of Redis's clock.
 ///
-/// KEYS[1] the bucket. ARGV: emission interval T, depth (capacity + over)·T, want, back, charge.
-/// Returns {granted, wait until one unit fits, time until the bucket is full again}.
+/// When nothing fits now but one unit fits within `reserve` µs, that unit is reserved: granted, usable only
+/// after the wait (so hubs refused by an empty bucket take turns instead of all asking for every unit).
+///
+/// KEYS[1] the bucket. ARGV: emission interval T, depth (capacity + over)·T, want, back, charge, reserve.
+/// Returns {granted, wait until one unit fits (or the reserved unit is usable), time until the bucket is
+/// full again}.
 const LEASE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -29,6 +34,7 @@ local depth = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local back = tonumber(ARGV[4])
 local charge = tonumber(ARGV[5])
+local reserve = tonumber(ARGV[6])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if back > 0 then tat = math.max(now, tat - back * T) end
 if charge > 0 then tat = math.max(tat, now) + charge * T end
@@ -40,6 +46,10 @@ if granted > 0 then
   tat = start + granted * T
 elseif want > 0 then
   wait = start + T - depth - now
+  if wait <= reserve then
+    granted = 1
+    tat = start + T
+  end
 end
 if tat > now then
   redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
@@ -66,12 +76,36 @@ redis.call('PEXPIRE', KEYS[1], ttl * 3)
 return redis.call('ZCARD', KEYS[1])
 ";
 
+/// What a lease call asks of a bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Units wanted now.
+    pub want: u32,
+    /// Unspent units given back first.
+    pub back: u32,
+    /// Units charged unconditionally (what the fallback allowed).
+    pub charge: u32,
+    /// How far ahead a unit may be reserved when none fits now.
+    pub reserve: Duration,
+}
+
+impl Ask {
+    /// Gives back `units`, asking for nothing.
+    pub fn give_back(units: u32) -> Ask {
+        Ask {
+            back: units,
+            ..Ask::default()
+        }
+    }
+}
+
 /// A lease's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leased {
     /// Units granted.
     pub granted: u32,
-    /// When nothing was granted: time until one unit fits.
+    /// When nothing was granted: time until one unit fits; when one unit was reserved: time until it may
+    /// be spent.
     pub wait: Duration,
     /// Time until the bucket is full again.
     pub reset: Duration,
@@ -154,6 +188,7 @@ impl ConnectionLike for Conn {
 /// The deployment, its connection (made on first use, made again after a failure) and the scripts.
 pub struct Client {
     topology: Topology,
+    tls: TlsFiles,
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<Conn>>,
     /// When the last connect failed.
@@ -164,9 +199,10 @@ pub struct Client {
 
 impl Client {
     /// A client of `topology` whose every call (connect included) ends within `timeout`.
-    pub fn new(topology: Topology, timeout: Duration) -> Client {
+    pub fn new(topology: Topology, tls: TlsFiles, timeout: Duration) -> Client {
         Client {
             topology,
+            tls,
             timeout,
             conn: tokio::sync::Mutex::new(None),
             failed_at: StdMutex::new(None),
@@ -181,19 +217,25 @@ impl Client {
             .set_response_timeout(Some(self.timeout));
         let made = match &self.topology {
             Topology::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(|e| Failure::of(&e))?;
+                let client = match self.certificates() {
+                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(|e| Failure::of(&e))?;
                 client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .map(Conn::Single)
             }
             Topology::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                let mut builder = redis::cluster::ClusterClient::builder(nodes.clone())
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
-                    .retries(1)
-                    .build()
-                    .map_err(|e| Failure::of(&e))?;
+                    .retries(1);
+                if let Some(certs) = self.certificates() {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(|e| Failure::of(&e))?;
                 client.get_async_connection().await.map(Conn::Cluster)
             }
             Topology::Sentinel {
@@ -231,6 +273,20 @@ impl Client {
         made.map_err(|e| {
             tracing::debug!(error = %e, "redis: connect failed");
             Failure::of(&e)
+        })
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.tls.is_set().then(|| redis::TlsCertificates {
+            client_tls: self
+                .tls
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.tls.ca.clone(),
         })
     }
 
@@ -297,23 +353,28 @@ impl Client {
         Err(result)
     }
 
-    /// The LEASE script on `key` (times in the emission interval `t` and `depth`).
+    /// The LEASE script on `key`, a bucket of emission interval `t` and `depth`.
     pub async fn lease(
         &self,
         key: &str,
         t: Duration,
         depth: Duration,
-        want: u32,
-        back: u32,
-        charge: u32,
+        ask: Ask,
     ) -> Result<Leased, Failure> {
+        let Ask {
+            want,
+            back,
+            charge,
+            reserve,
+        } = ask;
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         let mut inv = self.lease.key(key);
         inv.arg(micros(t))
             .arg(micros(depth))
             .arg(want)
             .arg(back)
-            .arg(charge);
+            .arg(charge)
+            .arg(micros(reserve));
         let (granted, wait, reset): (i64, i64, i64) = self.run(inv).await?;
         let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
         Ok(Leased {

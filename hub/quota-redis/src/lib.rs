@@ -64,6 +64,25 @@ pub struct Options {
     pub hub_id: String,
     /// How often the hub says it is alive (it counts as live for three intervals).
     pub heartbeat: Duration,
+    /// TLS beyond the system's roots (for `rediss` URLs).
+    pub tls: TlsFiles,
+}
+
+/// PEM contents for TLS to Redis: a CA to trust instead of the system's roots, and a client certificate
+/// for servers that require one.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// The CA certificate(s), PEM.
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate and its key, PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    /// Whether anything is set.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
 }
 
 impl Options {
@@ -85,6 +104,7 @@ impl Options {
             prefix: "sextant:quota".into(),
             hub_id: format!("{host}-{}-{nonce:08x}", std::process::id()),
             heartbeat: Duration::from_secs(1),
+            tls: TlsFiles::default(),
         }
     }
 
@@ -100,6 +120,22 @@ impl Options {
             return Err(
                 "the Redis timeout, decision budget and heartbeat must be above zero".into(),
             );
+        }
+        if self.tls.is_set() {
+            match &self.topology {
+                Topology::Sentinel { .. } => {
+                    return Err("a CA or client certificate is not supported with Sentinel (the redis crate \
+                                trusts the system's roots there): add the CA to the system's roots"
+                        .into());
+                }
+                Topology::Standalone(url) if !url.starts_with("rediss://") => {
+                    return Err("a CA or client certificate needs a rediss:// URL".into());
+                }
+                Topology::Cluster(nodes) if !nodes.iter().all(|n| n.starts_with("rediss://")) => {
+                    return Err("a CA or client certificate needs a rediss+cluster:// URL".into());
+                }
+                _ => {}
+            }
         }
         if self.prefix.is_empty() {
             return Err("the key prefix must not be empty".into());
@@ -188,6 +224,20 @@ pub(crate) struct Job {
     pub(crate) want: u32,
     pub(crate) back: u32,
     pub(crate) charge: u32,
+}
+
+/// Tells the bucket how its lease call ended, when dropped.
+struct Pending<'a> {
+    job: &'a Job,
+    result: Option<Result<client::Leased, Failure>>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.result.take() {
+            self.job.limiter.leased(&self.job.key, r);
+        }
+    }
 }
 
 enum Work {
@@ -287,11 +337,27 @@ impl Shared {
         match work {
             Work::Lease(job) => {
                 let (key, t, depth) = job.limiter.lease_call(&job.key);
+                // Whatever ends the call (a panic or cancellation included), the bucket learns of it and
+                // stops waiting for this lease.
+                let mut pending = Pending {
+                    job: &job,
+                    result: Some(Err(Failure::Protocol)),
+                };
                 let r = self
                     .client
-                    .lease(&key, t, depth, job.want, job.back, job.charge)
+                    .lease(
+                        &key,
+                        t,
+                        depth,
+                        client::Ask {
+                            want: job.want,
+                            back: job.back,
+                            charge: job.charge,
+                            reserve: job.limiter.hold(),
+                        },
+                    )
                     .await;
-                job.limiter.leased(&job.key, self.counted("lease", r));
+                pending.result = Some(self.counted("lease", r));
             }
             Work::GiveBack {
                 key,
@@ -299,7 +365,10 @@ impl Shared {
                 depth,
                 units,
             } => {
-                let r = self.client.lease(&key, t, depth, 0, units, 0).await;
+                let r = self
+                    .client
+                    .lease(&key, t, depth, client::Ask::give_back(units))
+                    .await;
                 let _ = self.counted("lease", r);
             }
         }
@@ -329,7 +398,11 @@ impl RedisBackend {
         let (jobs, queue) = mpsc::channel(QUEUE);
         Ok(Arc::new(RedisBackend {
             shared: Arc::new(Shared {
-                client: client::Client::new(options.topology.clone(), options.timeout),
+                client: client::Client::new(
+                    options.topology.clone(),
+                    options.tls.clone(),
+                    options.timeout,
+                ),
                 options,
                 jobs,
                 queue: tokio::sync::Mutex::new(queue),
@@ -457,7 +530,11 @@ impl RedisBackend {
         for l in &limiters {
             let (t, depth) = l.shape();
             for (key, units) in l.release_all() {
-                let r = self.shared.client.lease(&key, t, depth, 0, units, 0).await;
+                let r = self
+                    .shared
+                    .client
+                    .lease(&key, t, depth, client::Ask::give_back(units))
+                    .await;
                 let _ = self.shared.counted("lease", r);
             }
         }

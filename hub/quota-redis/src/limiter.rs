@@ -36,6 +36,8 @@ struct Bucket {
     batches: VecDeque<(u32, Instant)>,
     /// Expired units to give back with the next lease.
     to_return: u32,
+    /// A unit reserved in the empty Redis bucket, usable from then.
+    reserved: Option<Instant>,
     /// The Redis bucket was empty: refuse locally until then.
     denied_until: Option<Instant>,
     /// When the Redis bucket will be full again (for `reset_after`).
@@ -59,6 +61,7 @@ impl Bucket {
         Bucket {
             batches: VecDeque::new(),
             to_return: 0,
+            reserved: None,
             denied_until: None,
             full_at: now,
             renewing: false,
@@ -73,7 +76,11 @@ impl Bucket {
     }
 
     /// Drops expired batches (their units are given back with the next lease) and counts the rest.
-    fn available(&mut self, now: Instant) -> u32 {
+    fn available(&mut self, now: Instant, hold: Duration) -> u32 {
+        if let Some(from) = self.reserved.filter(|from| *from <= now) {
+            self.batches.push_back((1, from + hold));
+            self.reserved = None;
+        }
         while let Some(&(n, expiry)) = self.batches.front() {
             if expiry > now {
                 break;
@@ -108,6 +115,7 @@ impl Bucket {
             .iter()
             .map(|(n, _)| *n)
             .fold(self.to_return, u32::saturating_add)
+            .saturating_add(u32::from(self.reserved.is_some()))
     }
 
     /// Updates the smoothed rate and resets the count of arrivals.
@@ -419,7 +427,7 @@ impl GlobalLimiter {
             }
             return Step::Fallback(FallbackReason::Unavailable);
         }
-        let available = b.available(now);
+        let available = b.available(now, self.hold);
         let granted = if best_effort {
             amount.min(available)
         } else if amount <= available {
@@ -430,7 +438,7 @@ impl GlobalLimiter {
         if granted > 0 {
             b.spend(granted);
             let left = available - granted;
-            if !b.renewing && left <= self.lease_size(b.rate, 1) / 2 {
+            if !b.renewing && b.reserved.is_none() && left <= self.lease_size(b.rate, 1) / 2 {
                 self.renew(&key, b, now, 1);
             }
             return Step::Decided(Outcome::Granted {
@@ -439,7 +447,8 @@ impl GlobalLimiter {
                 reset_after: b.full_at.saturating_duration_since(now),
             });
         }
-        if let Some(until) = b.denied_until.filter(|u| *u > now) {
+        // Refused until the unit this hub reserved is usable, or until the empty Redis bucket has one.
+        if let Some(until) = b.reserved.or(b.denied_until).filter(|u| *u > now) {
             return Step::Decided(Outcome::Denied {
                 retry_after: until - now,
             });
@@ -514,7 +523,12 @@ impl GlobalLimiter {
                     tracing::info!(ratelimit = %self.name, "redis answers again: bucket counted globally");
                 }
                 b.failed = false;
-                if l.granted > 0 {
+                if l.granted > 0 && !l.wait.is_zero() {
+                    // One unit reserved for later.
+                    b.reserved = Some(now + l.wait);
+                    b.denied_until = None;
+                    self.shared.leased(&self.name, l.granted);
+                } else if l.granted > 0 {
                     b.batches.push_back((l.granted, now + self.hold));
                     b.denied_until = None;
                     self.shared.leased(&self.name, l.granted);
@@ -548,7 +562,7 @@ impl GlobalLimiter {
         map.0.retain(|key, b| {
             let keep = b.renewing || now.duration_since(b.last_used) < idle;
             if !keep {
-                b.available(now);
+                b.available(now, self.hold);
                 let n = b.held();
                 if n > 0 && !b.failed {
                     back.push((self.redis_key(key), n));
@@ -559,7 +573,7 @@ impl GlobalLimiter {
         let held = map
             .0
             .values_mut()
-            .map(|b| u64::from(b.available(now)))
+            .map(|b| u64::from(b.available(now, self.hold)))
             .sum();
         (held, back)
     }

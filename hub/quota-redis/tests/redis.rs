@@ -333,3 +333,106 @@ async fn a_cluster_shares_the_budget_and_survives_a_failover() {
         "a decision took {slowest:?} during the failover"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_auth() {
+    let redis = Redis::start_tls("s3cret");
+    let port = redis.tls_port.expect("a TLS port");
+    let ca = std::fs::read(redis.ca_file()).expect("the CA file");
+    let with_ca = |o: &mut Options| o.tls.ca = Some(ca.clone());
+    let s = spec(100, Duration::from_secs(10), 9, OnBackendFailure::Deny);
+    let key = vec!["k".to_string()];
+
+    // The right password over TLS, trusting the run's CA: counted in Redis.
+    let good = hub(&format!("rediss://:s3cret@127.0.0.1:{port}"), with_ca);
+    wait_until("the heartbeat over TLS", Duration::from_secs(10), || {
+        metric(&good, "sextant_quota_redis_up", &[]) == 1.0
+    });
+    let l = good.limiter("ns/tls", s);
+    assert!(granted(l.acquire(&key, 1, false).await));
+    assert_eq!(redis.keys("sextant:quota:*:ns/tls:k").len(), 1);
+
+    // A wrong password, and a server certificate the system's roots do not trust: refused, counted, bounded.
+    for (url, tweak) in [
+        (format!("rediss://:wrong@127.0.0.1:{port}"), true),
+        (format!("rediss://:s3cret@127.0.0.1:{port}"), false),
+    ] {
+        let h = hub(&url, |o| {
+            if tweak {
+                with_ca(o)
+            }
+        });
+        let l = h.limiter("ns/tls-bad", s);
+        let t = Instant::now();
+        assert!(
+            !granted(l.acquire(&key, 1, false).await),
+            "{url}: DENY on failure"
+        );
+        assert!(t.elapsed() < Duration::from_millis(100));
+        wait_until(
+            &format!("{url}: the failure counted"),
+            Duration::from_secs(5),
+            || metric(&h, "sextant_quota_redis_errors_total", &[]) > 0.0,
+        );
+    }
+    assert!(redis.keys("sextant:quota:*:ns/tls-bad:*").is_empty());
+
+    // Plain text to the TLS port, or a CA with a plain URL, is refused before anything connects.
+    let mut o = Options::new(Topology::parse("redis://127.0.0.1:1").expect("a URL"));
+    o.tls.ca = Some(ca.clone());
+    assert!(RedisBackend::new(o).unwrap_err().contains("rediss://"));
+}
+
+/// The documented bound, as a property: random bursts and pauses of one key spread over three hubs; in
+/// every window of length `per`, the grants of all hubs together stay within R + B + 1 + ⌊f·R⌋.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_window_stays_within_the_bound() {
+    let redis = Redis::start(&[]);
+    let hubs: Vec<_> = (0..3)
+        .map(|_| hub(&redis.url(), |o| o.budget = Duration::from_millis(50)))
+        .collect();
+    let (requests, burst, per) = (200u32, 9u32, Duration::from_secs(2));
+    let s = spec(requests, per, burst, OnBackendFailure::Deny);
+    let limiters: Vec<_> = hubs.iter().map(|h| h.limiter("ns/prop", s)).collect();
+    let key = vec!["k".to_string()];
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut grants = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        // A burst of 1–40 requests at random hubs, then a pause of 0–80 ms.
+        for _ in 0..1 + next() % 40 {
+            let h = (next() % 3) as usize;
+            if granted(limiters[h].acquire(&key, 1, false).await) {
+                grants.push(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 80)).await;
+    }
+    let bound = (requests + burst + 1) as usize + (0.01 * f64::from(requests)).floor() as usize;
+    let worst = (0..grants.len())
+        .map(|i| {
+            grants[i..]
+                .iter()
+                .take_while(|t| **t < grants[i] + per)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "worst window {worst} of bound {bound}; {} grants",
+        grants.len()
+    );
+    assert!(
+        worst <= bound,
+        "{worst} grants in one window of {per:?} (bound {bound}; {} grants in all)",
+        grants.len()
+    );
+    // And the limit is used, not starved: over 5 s a 100/s limit grants most of what it allows.
+    assert!(grants.len() >= 400, "only {} grants in 5 s", grants.len());
+}

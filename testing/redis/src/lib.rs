@@ -39,8 +39,11 @@ pub struct Redis {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    /// Its TLS port, when started by [`Redis::start_tls`].
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     extra: Vec<String>,
+    password: Option<String>,
 }
 
 impl Redis {
@@ -55,9 +58,14 @@ impl Redis {
         let mut r = Redis {
             child: None,
             port: 0,
+            tls_port: None,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            password: None,
         };
+        if let Some(i) = extra.iter().position(|a| *a == "--requirepass") {
+            r.password = extra.get(i + 1).map(|p| p.to_string());
+        }
         // A port probed free may be taken before redis binds it: try others.
         for _ in 0..5 {
             r.port = free_port();
@@ -84,7 +92,7 @@ impl Redis {
         self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if cli(self.port, &["PING"]) == "PONG" {
+            if self.cli(&["PING"]) == "PONG" {
                 return true;
             }
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
@@ -93,6 +101,63 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// A server that requires `password` and serves TLS on [`Redis::tls_port`] (with a certificate for
+    /// 127.0.0.1 from a CA made for the run, [`Redis::ca_file`]) besides plain text on [`Redis::port`].
+    pub fn start_tls(password: &str) -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "sextant-test-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let (ca, server_cert, server_key) = certificates();
+        for (name, pem) in [
+            ("ca.pem", &ca),
+            ("server.pem", &server_cert),
+            ("server.key", &server_key),
+        ] {
+            std::fs::write(dir.join(name), pem).expect("write a PEM file");
+        }
+        let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
+        let tls_port = free_port();
+        let tls_args = [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            password.into(),
+        ];
+        let args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+        let mut r = Redis::start(&args);
+        r.tls_port = Some(tls_port);
+        let _ = std::fs::remove_dir_all(std::mem::replace(&mut r.dir, dir));
+        r
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Runs `redis-cli` against this server (with its password, if any).
+    pub fn cli(&self, args: &[&str]) -> String {
+        match &self.password {
+            Some(p) => {
+                let mut all = vec!["--no-auth-warning", "-a", p.as_str()];
+                all.extend_from_slice(args);
+                cli(self.port, &all)
+            }
+            None => cli(self.port, args),
+        }
     }
 
     /// Kills the server (SIGKILL: nothing is saved, clients see the connection drop).
@@ -110,7 +175,7 @@ impl Redis {
 
     /// Calls of `command` (lower case, e.g. `evalsha`) the server ran, from INFO commandstats.
     pub fn calls(&self, command: &str) -> u64 {
-        let info = cli(self.port, &["INFO", "commandstats"]);
+        let info = self.cli(&["INFO", "commandstats"]);
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
             .and_then(|rest| rest.split(',').next())
@@ -120,7 +185,7 @@ impl Redis {
 
     /// The keys matching `pattern`.
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        cli(self.port, &["--scan", "--pattern", pattern])
+        self.cli(&["--scan", "--pattern", pattern])
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_string)
@@ -133,6 +198,23 @@ impl Drop for Redis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_pem = ca.self_signed(&ca_key).expect("the CA certificate").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("server parameters");
+    let key = KeyPair::generate().expect("a server key");
+    let cert = server
+        .signed_by(&key, &issuer)
+        .expect("the server certificate");
+    (ca_pem, cert.pem(), key.serialize_pem())
 }
 
 /// A Redis Cluster of three masters, each with `replicas` replicas, on loopback.
