@@ -436,3 +436,56 @@ async fn every_window_stays_within_the_bound() {
     // And the limit is used, not starved: over 5 s a 100/s limit grants most of what it allows.
     assert!(grants.len() >= 400, "only {} grants in 5 s", grants.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_names_the_master_and_its_successor() {
+    let mut master = Redis::start(&[]);
+    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_until("the replica in sync", Duration::from_secs(30), || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let sentinel = Redis::start_sentinel("mymaster", master.port);
+    let h = hub(
+        &format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port),
+        |_| {},
+    );
+    wait_until(
+        "the heartbeat through the Sentinel",
+        Duration::from_secs(10),
+        || metric(&h, "sextant_quota_redis_up", &[]) == 1.0,
+    );
+    let l = h.limiter(
+        "ns/sentinel",
+        spec(1000, Duration::from_secs(100), 99, OnBackendFailure::Local),
+    );
+    let key = vec!["k".to_string()];
+    assert!(granted(l.acquire(&key, 1, false).await));
+    assert_eq!(master.keys("sextant:quota:*:ns/sentinel:k").len(), 1);
+
+    // The master dies: the Sentinel promotes the replica; decisions never stall, and go back to Redis, now
+    // the replica, through the Sentinel.
+    master.kill();
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while replica.keys("sextant:quota:*:ns/sentinel:after").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never counted in the promoted replica (the Sentinel says {})",
+            sentinel.master_of("mymaster")
+        );
+        let t = Instant::now();
+        l.acquire(&["after".to_string()], 1, false).await;
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sentinel.master_of("mymaster"),
+        format!("127.0.0.1:{}", replica.port)
+    );
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a decision took {slowest:?} during the failover"
+    );
+}

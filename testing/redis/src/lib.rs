@@ -44,6 +44,8 @@ pub struct Redis {
     dir: PathBuf,
     extra: Vec<String>,
     password: Option<String>,
+    /// A configuration file given first (a Sentinel's, which it rewrites).
+    config: Option<PathBuf>,
 }
 
 impl Redis {
@@ -62,6 +64,7 @@ impl Redis {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             password: None,
+            config: None,
         };
         if let Some(i) = extra.iter().position(|a| *a == "--requirepass") {
             r.password = extra.get(i + 1).map(|p| p.to_string());
@@ -79,7 +82,11 @@ impl Redis {
     /// Starts the server again on its port (after [`Redis::kill`]); false if it did not come up.
     pub fn restart(&mut self) -> bool {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            cmd.arg(config).arg("--sentinel");
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -141,6 +148,33 @@ impl Redis {
         r.tls_port = Some(tls_port);
         let _ = std::fs::remove_dir_all(std::mem::replace(&mut r.dir, dir));
         r
+    }
+
+    /// A Sentinel on a free port watching the master at `master_port` as `name` (quorum 1: it alone
+    /// decides a failover, one second after the master stops answering).
+    pub fn start_sentinel(name: &str, master_port: u16) -> Redis {
+        let mut r = Redis::start(&[]);
+        let config = r.dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n"
+            ),
+        )
+        .expect("write the Sentinel's configuration");
+        r.config = Some(config);
+        assert!(r.restart(), "the Sentinel started");
+        r
+    }
+
+    /// The address Sentinel `self` gives for master `name`: `HOST:PORT`.
+    pub fn master_of(&self, name: &str) -> String {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .lines()
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// The CA that signed a TLS server's certificate (PEM).
