@@ -17,15 +17,45 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Sextant: a service mesh with a WebAssembly-extensible policy and telemetry hub.
+///
+/// The mesh: `hub` (policy decisions, rate limits and telemetry through Wasm adapters), `pilot` (the xDS
+/// control plane, certificates and the Kubernetes webhooks), `proxy` (the sidecar), `agent` (a stock Envoy
+/// sidecar's workload key) and `proxy-init` (the pod's traffic capture). On one machine: `dev` (the whole mesh
+/// with bookinfo and a dashboard). For resources: `validate`, `crds`, `attributes` and `check`. For adapters:
+/// `adapter` (new and build). For Kubernetes: `kube` (inject). For the shell: `completions` and `man`.
 #[derive(Parser)]
-#[command(name = "sextant", version, about)]
+#[command(name = "sextant")]
 struct Cli {
+    /// The format of the logs on stderr: `text` (coloured on a terminal unless NO_COLOR is set) or `json`
+    /// (one object per line, for log collectors). RUST_LOG chooses what is logged (default `info`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The choices of `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
+}
+
+/// `sextant --version`: the version, the adapter ABI it loads (the WIT package `sextant:adapter`) and the
+/// commit it was built from.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (adapter ABI sextant:adapter@{}, commit {})",
+        env!("CARGO_PKG_VERSION"),
+        hub_adapters::ABI_VERSION,
+        env!("SEXTANT_GIT_COMMIT")
+    )
+});
 
 #[derive(Subcommand)]
 enum Command {
@@ -84,6 +114,14 @@ enum Command {
     /// injector does.
     #[command(subcommand)]
     Kube(kube::KubeCommand),
+    /// Print a completion script for a shell: `sextant completions bash > /etc/bash_completion.d/sextant`,
+    /// or `source <(sextant completions zsh)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `sextant man > sextant.1 && man ./sextant.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -137,7 +175,8 @@ struct HubArgs {
     /// `default`).
     #[arg(long, requires = "kubernetes", value_name = "NS")]
     lease_namespace: Option<String>,
-    /// gRPC listen address (Mixer, ext_authz, rate-limit service, health, reflection).
+    /// gRPC listen address: the native Check and Report (Mixer), Envoy's ext_authz, rate-limit and access-log
+    /// services, health and reflection.
     #[arg(long, default_value = "127.0.0.1:9091")]
     grpc_addr: SocketAddr,
     /// Admin HTTP listen address (/healthz, /readyz, /metrics, /debug/config).
@@ -422,6 +461,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Kube(command) => kube::run(&command),
         Command::Attributes => out(&sextant_attributes::attributes_markdown()),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut command(), "sextant", &mut text);
+            out(&String::from_utf8_lossy(&text))
+        }
+        Command::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(command())
+                .render(&mut text)
+                .map_err(|e| fail(e, "this is a bug; please report it"))?;
+            out(&String::from_utf8_lossy(&text))
+        }
         Command::Check {
             hub,
             attributes,
@@ -576,19 +627,36 @@ fn log_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    exit_with_parent();
-    tracing_subscriber::fmt()
+/// The command line's definition, with the version.
+fn command() -> clap::Command {
+    Cli::command().version(VERSION.as_str())
+}
+
+/// Logs to stderr in `format`, filtered by RUST_LOG (default `info`).
+fn init_logs(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(log_colour(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(log_colour(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    exit_with_parent();
+    init_logs(cli.log_format);
     let runtime = match &cli.command {
         // The proxy's data path runs on exactly --concurrency workers, as Envoy's --concurrency.
         Command::Proxy(args) => {
@@ -620,6 +688,68 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::log_colour;
+
+    /// Every command, at every depth, with the arguments it takes.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.to_string(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn help_names_every_command_and_explains_every_flag() {
+        let top = super::command();
+        top.clone().debug_assert();
+        let about = top
+            .get_long_about()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let visible: Vec<&str> = top
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name())
+            .collect();
+        for name in &visible {
+            assert!(
+                about.contains(&format!("`{name}`")),
+                "the description leaves out `{name}`: {about}"
+            );
+        }
+        // And it names no command that does not exist.
+        for quoted in about.split('`').skip(1).step_by(2) {
+            assert!(
+                visible.contains(&quoted),
+                "the description names `{quoted}`, which is not a command"
+            );
+        }
+        let mut all = Vec::new();
+        walk(&top, "sextant", &mut all);
+        for (path, cmd) in &all {
+            if cmd.is_hide_set() {
+                continue;
+            }
+            assert!(cmd.get_about().is_some(), "{path} has no description");
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path}: {id} has no help text");
+            }
+        }
+    }
+
+    #[test]
+    fn the_version_names_the_adapter_abi_and_the_commit() {
+        let v = super::VERSION.as_str();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(
+            v.contains(&format!("sextant:adapter@{}", hub_adapters::ABI_VERSION)),
+            "{v}"
+        );
+        assert!(v.contains("commit "), "{v}");
+    }
 
     #[test]
     fn logs_are_coloured_only_on_a_terminal_without_no_color() {
