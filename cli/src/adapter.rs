@@ -5,17 +5,40 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-/// The SDK of the source tree this binary was built from, if it is still there.
-fn bundled_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    sdk.join("Cargo.toml")
-        .is_file()
-        .then(|| sdk.canonicalize().ok())
-        .flatten()
+include!(concat!(env!("OUT_DIR"), "/sdk_files.rs"));
+
+/// The version of the SDK crates this binary carries (the adapter ABI's).
+fn sdk_version() -> &'static str {
+    hub_adapters::ABI_VERSION
+}
+
+/// Where a new adapter's SDK comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sdk {
+    /// crates.io, by version (the adapter ABI's).
+    Version,
+    /// A checkout's `sdk/` directory, by path (developing the SDK itself).
+    Path(PathBuf),
+    /// The SDK's source this binary carries, copied into the new crate's `vendor/` (builds with no checkout
+    /// and no registry holding the SDK).
+    Vendor,
+}
+
+/// Writes the SDK this binary carries into `dir` (sdk/ as `dir`, sdk/batch/ as `dir/batch`).
+fn vendor(dir: &Path) -> anyhow::Result<()> {
+    for (rel, bytes) in SDK_FILES {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes a new adapter crate `name` into `parent/name`; returns its directory.
-pub fn new(name: &str, parent: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn new(name: &str, parent: &Path, sdk: &Sdk) -> anyhow::Result<PathBuf> {
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -26,12 +49,21 @@ pub fn new(name: &str, parent: &Path, sdk: Option<&Path>) -> anyhow::Result<Path
             "{name:?} is not a crate name: lower-case letters, digits, '-' and '_', starting with a letter"
         );
     }
-    let sdk = match sdk {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("the SDK path {}", p.display()))?,
-        None => bundled_sdk()
-            .context("the Sextant source tree (with sdk/) is not where this binary was built")?,
+    let dependency = match sdk {
+        Sdk::Version => format!("\"{}\"", sdk_version()),
+        Sdk::Path(p) => {
+            let p = p
+                .canonicalize()
+                .with_context(|| format!("the SDK path {}", p.display()))?;
+            if !p.join("Cargo.toml").is_file() {
+                bail!(
+                    "{} has no Cargo.toml: give sextant's sdk/ directory",
+                    p.display()
+                );
+            }
+            format!("{{ path = {:?} }}", p.display().to_string())
+        }
+        Sdk::Vendor => "{ path = \"vendor/sextant-adapter-sdk\" }".to_string(),
     };
     let dir = parent.join(name);
     if dir.exists() {
@@ -54,7 +86,7 @@ pub fn new(name: &str, parent: &Path, sdk: Option<&Path>) -> anyhow::Result<Path
             "Cargo.toml",
             CARGO_TOML
                 .replace("{name}", name)
-                .replace("{sdk}", &sdk.display().to_string()),
+                .replace("{sdk}", &dependency),
         ),
         (
             "src/lib.rs",
@@ -67,6 +99,9 @@ pub fn new(name: &str, parent: &Path, sdk: Option<&Path>) -> anyhow::Result<Path
     ];
     for (file, text) in files {
         std::fs::write(dir.join(file), text).with_context(|| format!("writing {file}"))?;
+    }
+    if *sdk == Sdk::Vendor {
+        vendor(&dir.join("vendor/sextant-adapter-sdk"))?;
     }
     Ok(dir)
 }
@@ -102,7 +137,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-sextant-adapter-sdk = { path = "{sdk}" }
+sextant-adapter-sdk = {sdk}
 
 [profile.release]
 opt-level = "s"

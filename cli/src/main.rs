@@ -133,9 +133,20 @@ enum AdapterCommand {
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The SDK to depend on (default: the sdk/ of the source tree this binary was built from).
+        /// Depend on the SDK in this directory (a checkout's sdk/, for developing the SDK) instead of the
+        /// published crate.
+        #[arg(
+            long,
+            alias = "sdk",
+            value_name = "DIR",
+            env = "SEXTANT_SDK_PATH",
+            conflicts_with = "vendor_sdk"
+        )]
+        sdk_path: Option<PathBuf>,
+        /// Copy the SDK's source that this binary carries into the new crate (vendor/) and depend on it:
+        /// builds anywhere, with no checkout and before the SDK is on crates.io.
         #[arg(long)]
-        sdk: Option<PathBuf>,
+        vendor_sdk: bool,
     },
     /// Build an adapter crate to a wasm32-wasip2 component and print where the `.wasm` is.
     Build {
@@ -421,11 +432,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             path,
             no_default_telemetry,
         } => validate(&path, !no_default_telemetry).await,
-        Command::Adapter(AdapterCommand::New { name, dir, sdk }) => {
-            let made = adapter::new(&name, &dir, sdk.as_deref()).map_err(|e| {
+        Command::Adapter(AdapterCommand::New {
+            name,
+            dir,
+            sdk_path,
+            vendor_sdk,
+        }) => {
+            let sdk = match (sdk_path, vendor_sdk) {
+                (Some(p), _) => adapter::Sdk::Path(p),
+                (None, true) => adapter::Sdk::Vendor,
+                (None, false) => adapter::Sdk::Version,
+            };
+            let made = adapter::new(&name, &dir, &sdk).map_err(|e| {
                 fail(
                     format!("{e:#}"),
-                    "pass --dir to choose where, --sdk to point at sextant's sdk/",
+                    "pass --dir to choose where, --sdk-path to point at sextant's sdk/",
                 )
             })?;
             out(&format!(

@@ -1,5 +1,7 @@
-//! The adapter SDK from an author's side: `sextant adapter new` scaffolds a crate that builds and validates,
-//! and the SDK's example adapter, built by `sextant adapter build`, is loaded by a hub and records metrics.
+//! The adapter SDK from an author's side: `sextant adapter new` scaffolds a crate that builds and validates
+//! (against a checkout's sdk/, or with the SDK's source the binary carries, vendored: then it builds and
+//! passes its own tests in an empty directory with nothing of the checkout), and the SDK's example adapter,
+//! built by `sextant adapter build`, is loaded by a hub and records metrics.
 
 mod common;
 
@@ -113,12 +115,15 @@ spec:
 #[test]
 fn a_scaffolded_adapter_builds_and_validates() {
     let dir = scratch("sdk-new");
+    let sdk = repo().join("sdk");
     let out = sextant(&[
         "adapter",
         "new",
         "hello-adapter",
         "--dir",
         &dir.display().to_string(),
+        "--sdk-path",
+        &sdk.display().to_string(),
     ]);
     assert!(
         out.status.success(),
@@ -165,4 +170,112 @@ fn a_scaffolded_adapter_builds_and_validates() {
         !out.status.success() && err.contains("not a crate name") && err.contains("hint:"),
         "{err}"
     );
+}
+
+/// Every file under `dir` (but target/), with its text.
+fn texts(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).expect("read a directory").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("target") {
+                texts(&path, out);
+            }
+        } else {
+            out.push((
+                path.clone(),
+                std::fs::read_to_string(&path).unwrap_or_default(),
+            ));
+        }
+    }
+}
+
+#[test]
+fn a_scaffold_with_the_vendored_sdk_builds_and_tests_with_no_checkout() {
+    let empty = scratch("sdk-vendor");
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["adapter", "new", "my-counter", "--vendor-sdk"])
+        .current_dir(&empty)
+        .env_remove("SEXTANT_SDK_PATH")
+        .output()
+        .expect("run sextant");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let krate = empty.join("my-counter");
+    // Nothing in the new crate points back at the checkout: it can be moved, shared and built anywhere.
+    let mut files = Vec::new();
+    texts(&krate, &mut files);
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.ends_with("vendor/sextant-adapter-sdk/wit/adapter.wit")),
+        "the SDK's WIT is vendored: {:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    let checkout = repo().display().to_string();
+    for (path, text) in &files {
+        assert!(
+            !text.contains(&checkout),
+            "{} names the checkout {checkout}",
+            path.display()
+        );
+    }
+    // `sextant adapter build` in its own target directory, then the crate's own tests.
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["adapter", "build", "my-counter"])
+        .current_dir(&empty)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run sextant adapter build");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "build failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("my-counter/target/wasm32-wasip2/release/my_counter.wasm"),
+        "{stdout}"
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["test", "--quiet"])
+        .current_dir(&krate)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 2 passed"),
+        "the scaffold's tests:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_sdk_crates_are_publishable() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "package",
+            "-p",
+            "sextant-batch",
+            "-p",
+            "sextant-adapter-sdk",
+        ])
+        .args(["--allow-dirty", "--target-dir"])
+        .arg(scratch("sdk-package").join("target"))
+        .current_dir(repo())
+        .output()
+        .expect("run cargo package");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cargo package:\n{stderr}");
+    // Each was built from its packaged files alone (the SDK against the packaged sextant-batch).
+    for krate in ["sextant-batch v0.2.0", "sextant-adapter-sdk v0.2.0"] {
+        assert!(stderr.contains(&format!("Verifying {krate}")), "{stderr}");
+    }
 }

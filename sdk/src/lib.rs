@@ -105,3 +105,17 @@ macro_rules! export_adapter {
         };
     };
 }
+
+#[cfg(test)]
+mod abi {
+    /// The crate is versioned with the ABI it binds: the WIT package `sextant:adapter@VERSION`.
+    #[test]
+    fn the_crate_version_is_the_wit_package_version() {
+        let wit = include_str!("../wit/adapter.wit");
+        let package = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package sextant:adapter@"))
+            .and_then(|v| v.strip_suffix(';'));
+        assert_eq!(package, Some(env!("CARGO_PKG_VERSION")));
+    }
+}
