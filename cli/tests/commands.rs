@@ -1,4 +1,5 @@
-//! The user-facing commands `validate` and `crds` (the README's main command, `sextant dev`: `dev.rs`).
+//! The user-facing commands `validate` and `crds`, and the shell's: `--version`, `completions` and `man` (the
+//! README's main command, `sextant dev`: `dev.rs`).
 
 mod common;
 
@@ -114,4 +115,43 @@ fn crds_are_printed_for_every_kind() {
             ["rules"]["type"],
         "array"
     );
+}
+
+#[test]
+fn version_completions_and_manual() {
+    let version = sextant(&["--version"]);
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(version.status.success(), "{version:?}");
+    assert!(
+        text.starts_with("sextant 0.")
+            && text.contains("(adapter ABI sextant:adapter@")
+            && text.contains(", commit "),
+        "{text}"
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F _sextant"),
+        ("zsh", "#compdef sextant"),
+        ("fish", "complete -c sextant"),
+    ] {
+        let out = sextant(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script}"
+        );
+        assert!(
+            script.contains("redis-url"),
+            "{shell}: the hub's flags complete too"
+        );
+    }
+    let man = sextant(&["man"]);
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success(), "{man:?}");
+    assert!(
+        page.contains(".TH sextant 1") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    for command in ["hub", "pilot", "proxy", "completions"] {
+        assert!(page.contains(command), "the manual names {command}");
+    }
 }
