@@ -200,6 +200,32 @@ fn generation(spec: &LimitSpec) -> String {
     format!("{h:016x}")
 }
 
+/// The Redis key of a bucket: `prefix` and the dimension values, escaped, or their SHA-256 when long (the
+/// values come from clients: a weak digest would let one pick values that share another's bucket).
+fn bucket_key(prefix: &str, key: &[String]) -> String {
+    let mut joined = String::new();
+    for (i, v) in key.iter().enumerate() {
+        if i > 0 {
+            joined.push('|');
+        }
+        for c in v.chars() {
+            if c == '|' || c == '\\' {
+                joined.push('\\');
+            }
+            joined.push(c);
+        }
+    }
+    if joined.len() > 200 {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(joined.as_bytes());
+        joined = digest.iter().fold(String::from("#"), |mut s, b| {
+            s.push_str(&format!("{b:02x}"));
+            s
+        });
+    }
+    format!("{prefix}{joined}")
+}
+
 impl GlobalLimiter {
     pub(crate) fn new(name: &str, spec: LimitSpec, shared: Arc<Shared>) -> GlobalLimiter {
         let t = spec.emission_interval();
@@ -254,28 +280,9 @@ impl GlobalLimiter {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The Redis key of a bucket: the dimension values, escaped, or their digest when long.
+    /// The Redis key of a bucket.
     fn redis_key(&self, key: &[String]) -> String {
-        let mut joined = String::new();
-        for (i, v) in key.iter().enumerate() {
-            if i > 0 {
-                joined.push('|');
-            }
-            for c in v.chars() {
-                if c == '|' || c == '\\' {
-                    joined.push('\\');
-                }
-                joined.push(c);
-            }
-        }
-        if joined.len() > 200 {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in joined.bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            joined = format!("#{h:016x}");
-        }
-        format!("{}{joined}", self.key_prefix)
+        bucket_key(&self.key_prefix, key)
     }
 
     /// Units of a lease: what this hub spends in `hold` at its recent rate, at least one, at most a full
@@ -629,6 +636,18 @@ impl GlobalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_keys_are_distinct_and_bounded() {
+        let k = |v: &[&str]| bucket_key("p:", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(k(&["alice"]), "p:alice");
+        assert_ne!(k(&["a|b"]), k(&["a", "b"]));
+        assert_ne!(k(&["a\\", "b"]), k(&["a", "\\b"]));
+        let long = "x".repeat(300);
+        let digest = k(&[&long]);
+        assert_eq!(digest.len(), "p:#".len() + 64, "{digest}");
+        assert_ne!(digest, k(&[&format!("{long}y")]));
+    }
 
     #[test]
     fn shares_and_generations() {
