@@ -83,36 +83,54 @@ spec:
 
 /// The YAML of the 5 rate limits.
 pub fn rate_limits_yaml() -> String {
+    rate_limits_with(|_| HUGE_LIMIT.to_string(), None)
+}
+
+/// The names of the 5 rate limits, in order.
+pub const RATE_LIMIT_NAMES: [&str; RATE_LIMITS] = [
+    "per-user-api",
+    "per-user-service",
+    "per-service",
+    "reads-per-user",
+    "writes-per-user",
+];
+
+/// The YAML of the 5 rate limits, each with the limit `limit_of(name)` (a YAML flow mapping) and, if given,
+/// `scope` (`LOCAL` or `GLOBAL`).
+pub fn rate_limits_with(limit_of: impl Fn(&str) -> String, scope: Option<&str>) -> String {
     let user = r#"'request.headers["x-user"]'"#;
+    let [api, user_service, service, reads, writes] = RATE_LIMIT_NAMES;
     let limits = [
         (
-            "per-user-api",
+            api,
             r#"'request.path.startsWith("/api")'"#,
             format!("{{user: {user}}}"),
         ),
         (
-            "per-user-service",
+            user_service,
             r#"'request.path.startsWith("/api")'"#,
             format!("{{user: {user}, service: 'destination.service.name'}}"),
         ),
         (
-            "per-service",
+            service,
             r#"'destination.service.name.startsWith("svc-")'"#,
             "{service: 'destination.service.name'}".to_string(),
         ),
         (
-            "reads-per-user",
+            reads,
             r#"'request.method == "GET"'"#,
             format!("{{user: {user}, method: 'request.method'}}"),
         ),
         (
-            "writes-per-user",
+            writes,
             r#"'request.method in ["POST", "PUT", "DELETE"]'"#,
             format!("{{user: {user}}}"),
         ),
     ];
     let mut y = String::new();
+    let scope = scope.map_or_else(String::new, |s| format!("  scope: {s}\n"));
     for (name, selector, dimensions) in limits {
+        let limit = limit_of(name);
         let _ = write!(
             y,
             r#"---
@@ -122,8 +140,8 @@ metadata: {{name: {name}, namespace: bench}}
 spec:
   selector: {selector}
   dimensions: {dimensions}
-  limit: {HUGE_LIMIT}
-"#
+  limit: {limit}
+{scope}"#
         );
     }
     y
@@ -142,6 +160,22 @@ impl ConfigDir {
         let dir = ConfigDir { path };
         std::fs::write(dir.path.join("policies.yaml"), policies_yaml())?;
         std::fs::write(dir.path.join("ratelimits.yaml"), rate_limits_yaml())?;
+        Ok(dir)
+    }
+
+    /// Writes `files` (name, contents) into a fresh directory under the system temp dir, named with `tag`.
+    pub fn with_files(tag: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("sextant-bench-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        let dir = ConfigDir { path };
+        for (name, text) in files {
+            let file = dir.path.join(name);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(file, text)?;
+        }
         Ok(dir)
     }
 

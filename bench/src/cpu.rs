@@ -1,12 +1,42 @@
 //! CPU time of the server and client runtime threads, from Linux `/proc/self/task/*/schedstat` (nanoseconds
 //! on CPU). Tells whether the server or the client side was the bottleneck. Unavailable elsewhere.
+//!
+//! A server in another process (check-bench --global's envoyproxy/ratelimit) stands in for the server
+//! threads while [`measure_server_process`] names it: its user + system time from `/proc/PID/stat`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 /// Thread name prefix of the server runtime (worker and blocking threads).
 pub const SERVER_THREADS: &str = "sextant-srv";
 /// Thread name prefix of the client runtime.
 pub const CLIENT_THREADS: &str = "sextant-cli";
+
+/// The process whose CPU time is the server side's, instead of the server runtime's threads; 0: none.
+static SERVER_PROCESS: AtomicU32 = AtomicU32::new(0);
+
+/// Kernel clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on every Linux architecture we run).
+const USER_HZ: f64 = 100.0;
+
+/// From now on, samples take the server side's CPU time from process `pid` (its user + system time; the
+/// time it waited for a CPU is unknown and read as 0) instead of the server runtime's threads; `None`: back
+/// to the threads.
+pub fn measure_server_process(pid: Option<u32>) {
+    SERVER_PROCESS.store(pid.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// User + system CPU seconds of process `pid` (`"self"` for this one) so far, from `/proc/PID/stat`; `None`
+/// off Linux or when the process is gone.
+pub fn stat_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, i.e. 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
 
 /// Nanoseconds the threads of each runtime have been on a CPU, and waiting in a run queue for one, so far.
 #[derive(Clone, Copy, Debug)]
@@ -52,9 +82,13 @@ pub fn sample() -> Sample {
             seen_any = true;
         }
     }
+    let server = match SERVER_PROCESS.load(Ordering::Relaxed) {
+        0 => seen_any.then_some(server),
+        pid => stat_seconds(&pid.to_string()).map(|s| [(s * 1e9) as u64, 0]),
+    };
     Sample {
         at,
-        server: seen_any.then_some(server),
+        server,
         client: seen_any.then_some(client),
     }
 }

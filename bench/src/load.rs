@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use sextant_proto::envoy::service::auth::v3 as authz;
 use sextant_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use sextant_proto::envoy::service::ratelimit::v3 as rls;
+use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use sextant_proto::mixer;
 use sextant_proto::mixer::mixer_client::MixerClient;
 use tonic::transport::{Channel, Endpoint};
@@ -29,6 +31,8 @@ pub enum Requests {
     Native(Arc<[mixer::CheckRequest]>),
     /// Envoy `envoy.service.auth.v3.Authorization/Check`.
     Authz(Arc<[authz::CheckRequest]>),
+    /// Envoy `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+    Rls(Arc<[rls::RateLimitRequest]>),
 }
 
 /// What a target is for in the comparison.
@@ -47,8 +51,8 @@ pub struct Target {
     pub name: &'static str,
     /// Its role in the comparison.
     pub role: Role,
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server addresses (several servers of the same kind: the connections go to them in turn).
+    pub addrs: Vec<SocketAddr>,
     /// The requests, cycled through in order.
     pub requests: Requests,
     /// Mean encoded request size in bytes.
@@ -62,6 +66,11 @@ enum Client {
     Native(MixerClient<Channel>, Arc<[mixer::CheckRequest]>),
     /// ext_authz client.
     Authz(AuthorizationClient<Channel>, Arc<[authz::CheckRequest]>),
+    /// Rate-limit service client.
+    Rls(
+        RateLimitServiceClient<Channel>,
+        Arc<[rls::RateLimitRequest]>,
+    ),
 }
 
 /// What one call returned.
@@ -71,7 +80,8 @@ enum Outcome {
     Ok,
     /// PERMISSION_DENIED.
     Denied,
-    /// RESOURCE_EXHAUSTED (a rate limit refused; should never happen with the benchmark's limits).
+    /// RESOURCE_EXHAUSTED, or OVER_LIMIT from the rate-limit service (a rate limit refused; never with
+    /// the benchmark's default limits).
     Exhausted,
     /// Any other decision code.
     Other,
@@ -89,16 +99,17 @@ fn outcome_of(code: i32) -> Outcome {
 }
 
 impl Client {
-    /// Opens a new connection to `target`.
-    async fn connect(target: &Target) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(format!("http://{}", target.addr))?
+    /// Opens a new connection to `target`'s server at `addr`.
+    async fn connect(target: &Target, addr: SocketAddr) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect()
             .await
-            .with_context(|| format!("connecting to {} at {}", target.name, target.addr))?;
+            .with_context(|| format!("connecting to {} at {addr}", target.name))?;
         Ok(match &target.requests {
             Requests::Native(r) => Client::Native(MixerClient::new(channel), r.clone()),
             Requests::Authz(r) => Client::Authz(AuthorizationClient::new(channel), r.clone()),
+            Requests::Rls(r) => Client::Rls(RateLimitServiceClient::new(channel), r.clone()),
         })
     }
 
@@ -124,15 +135,31 @@ impl Client {
                     Err(_) => Outcome::Error,
                 }
             }
+            Client::Rls(c, pool) => {
+                let req = pool[i % pool.len()].clone();
+                match c.should_rate_limit(req).await {
+                    Ok(r) => {
+                        match rls::rate_limit_response::Code::try_from(r.into_inner().overall_code)
+                        {
+                            Ok(rls::rate_limit_response::Code::Ok) => Outcome::Ok,
+                            Ok(rls::rate_limit_response::Code::OverLimit) => Outcome::Exhausted,
+                            _ => Outcome::Other,
+                        }
+                    }
+                    Err(_) => Outcome::Error,
+                }
+            }
         }
     }
 }
 
-/// Opens `n` connections.
+/// Opens `n` connections, to the target's servers in turn.
 async fn connect_all(target: &Target, n: usize) -> anyhow::Result<Vec<Client>> {
+    anyhow::ensure!(!target.addrs.is_empty(), "{} has no server", target.name);
     let mut clients = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
-        clients.push(Client::connect(target).await?);
+    for i in 0..n.max(1) {
+        let addr = target.addrs[i % target.addrs.len()];
+        clients.push(Client::connect(target, addr).await?);
     }
     Ok(clients)
 }
@@ -263,6 +290,8 @@ pub async fn closed_loop(target: &Target, shape: Shape) -> anyhow::Result<Closed
 pub struct OpenResult {
     /// The intended arrival rate, calls/s.
     pub target_rate: f64,
+    /// Calls sent over the whole run, warm-up included.
+    pub sent: u64,
     /// Calls that completed within the measured window, per second.
     pub achieved: f64,
     /// Latency from each call's intended send time to its response, ns.
@@ -332,6 +361,7 @@ impl OpenResult {
         let s = summarize(calls.iter())?;
         Ok(OpenResult {
             target_rate: self.target_rate,
+            sent: self.sent,
             achieved: calls.len() as f64 / seconds.max(f64::MIN_POSITIVE),
             latency: s.latency,
             service: s.service,
@@ -429,6 +459,7 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
     let s = summarize(calls.iter())?;
     Ok(OpenResult {
         target_rate: rate,
+        sent: n,
         achieved,
         latency: s.latency,
         service: s.service,

@@ -10,11 +10,19 @@
 //! its latency; then an open loop at half of that rate measures latency from each call's intended send time.
 //! Goals (from the issue, reported, never asserted): hub throughput ≥ 0.6× the empty server's; p99 ≤ 1 ms at
 //! half of the hub's maximum throughput.
+//!
+//! `--global` measures GLOBAL rate limits instead (Redis, three hubs, envoyproxy/ratelimit): see global.rs.
 
 mod config;
 mod cpu;
+mod global;
+mod global_limits;
+mod global_report;
+mod global_setups;
 mod load;
 mod pin;
+mod ratelimit_peer;
+mod redis_stats;
 mod reload;
 mod report;
 mod servers;
@@ -69,6 +77,9 @@ struct Args {
     /// Let the kernel place every thread, instead of the server side on one CPU and the client on another.
     #[arg(long)]
     no_pin: bool,
+    /// The GLOBAL rate limits mode (`--global`, see global.rs).
+    #[command(flatten)]
+    global: global::Flags,
 }
 
 /// A runtime with one worker thread whose threads are named `name`, all pinned to `cpu` if given.
@@ -112,6 +123,9 @@ fn main() -> anyhow::Result<()> {
     };
     let server_rt = runtime(cpu::SERVER_THREADS, layout.map(|l| l.server))?;
     let client_rt = runtime(cpu::CLIENT_THREADS, layout.map(|l| l.client))?;
+    if args.global.global {
+        return global::run(&args.global, shape, layout, server_rt, client_rt);
+    }
     // The hub may start its threads from block_on's thread (this one) while it starts: they go with the server.
     if let Some(l) = layout {
         pin::current_thread(l.server);
@@ -129,28 +143,28 @@ fn main() -> anyhow::Result<()> {
         Target {
             name: "empty tonic server",
             role: Role::Baseline,
-            addr: servers.empty_addr,
+            addrs: vec![servers.empty_addr],
             requests: Requests::Native(pools.plain.clone()),
             request_bytes: mean_encoded_len(&pools.plain),
         },
         Target {
             name: "hub native plain",
             role: Role::Hub,
-            addr: servers.hub_addr,
+            addrs: vec![servers.hub_addr],
             requests: Requests::Native(pools.plain.clone()),
             request_bytes: mean_encoded_len(&pools.plain),
         },
         Target {
             name: "hub native compressed",
             role: Role::Hub,
-            addr: servers.hub_addr,
+            addrs: vec![servers.hub_addr],
             requests: Requests::Native(pools.compressed.clone()),
             request_bytes: mean_encoded_len(&pools.compressed),
         },
         Target {
             name: "hub ext_authz",
             role: Role::Hub,
-            addr: servers.hub_addr,
+            addrs: vec![servers.hub_addr],
             requests: Requests::Authz(pools.authz.clone()),
             request_bytes: mean_encoded_len(&pools.authz),
         },

@@ -5,19 +5,9 @@
 /// Thread name prefix of the hub's adapter workers (`adapter <ns/name>`, cut to 15 bytes by the kernel).
 pub const ADAPTER_THREADS: &str = "adapter ";
 
-/// Kernel clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on every Linux architecture we run).
-const USER_HZ: f64 = 100.0;
-
 /// Process user + system CPU seconds so far; `None` off Linux.
 pub fn process_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may contain spaces: fields are counted after its closing parenthesis.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, i.e. 12 and 13 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    crate::cpu::stat_seconds("self")
 }
 
 /// CPU seconds used so far by the live threads whose name starts with `prefix`; `None` off Linux.

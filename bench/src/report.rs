@@ -88,7 +88,7 @@ pub fn print_header(h: &Header) {
 }
 
 /// Formats nanoseconds as µs or ms.
-fn fmt_ns(ns: u64) -> String {
+pub fn fmt_ns(ns: u64) -> String {
     if ns < 1_000_000 {
         format!("{:.0}µs", ns as f64 / 1e3)
     } else {
@@ -96,15 +96,18 @@ fn fmt_ns(ns: u64) -> String {
     }
 }
 
-fn q(h: &Histogram<u64>, quantile: f64) -> u64 {
+/// The value at `quantile` of `h`.
+pub fn q(h: &Histogram<u64>, quantile: f64) -> u64 {
     h.value_at_quantile(quantile)
 }
 
-fn pct(x: Option<f64>) -> String {
+/// A share as a percentage, `n/a` when unknown.
+pub fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".to_string(), |v| format!("{:.0}%", v * 100.0))
 }
 
-fn counts(c: &Counts) -> String {
+/// Decision counts as `ok/deny/429/other/err`.
+pub fn counts(c: &Counts) -> String {
     format!(
         "{}/{}/{}/{}/{}",
         c.ok, c.denied, c.exhausted, c.other, c.errors
@@ -349,7 +352,8 @@ fn ms_list(v: &[u64]) -> String {
     items.join(" ")
 }
 
-fn met(ok: bool) -> &'static str {
+/// `met` or `NOT met`.
+pub fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 

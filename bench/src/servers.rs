@@ -37,6 +37,45 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Starts a hub serving `config_dir` on loopback ports the kernel picks, counting GLOBAL RateLimits in
+/// `global_quota` if given; must run inside the server runtime. It stops when `stop` turns true.
+pub async fn start_hub(
+    config_dir: &Path,
+    global_quota: Option<std::sync::Arc<hub_quota_redis::RedisBackend>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<hub_server::RunningHub> {
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let options = hub_server::HubOptions {
+        config_dir: config_dir.to_path_buf(),
+        grpc_addr: any,
+        admin_addr: any,
+        prometheus_addr: any,
+        adapter_cache: None,
+        // Changes are found by file-system events; only the reload scenario makes any.
+        reload_interval: Duration::from_secs(3600),
+        // The Check benchmark measures Check alone.
+        decisions: hub_server::DecisionOptions {
+            default_telemetry: false,
+            global_quota,
+            ..Default::default()
+        },
+        prometheus_url: None,
+        kubernetes: None,
+    };
+    let hub = hub_server::start(options, stopped(stop))
+        .await
+        .context("starting the hub")?;
+    if hub.state.snapshot().is_none() {
+        let errors = hub
+            .state
+            .last_failure()
+            .map(|f| f.errors.join("\n"))
+            .unwrap_or_default();
+        anyhow::bail!("the hub did not load the benchmark configuration:\n{errors}");
+    }
+    Ok(hub)
+}
+
 /// Both servers, running.
 pub struct Servers {
     /// The empty server's address.
@@ -71,33 +110,9 @@ impl Servers {
                 ),
         );
 
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let options = hub_server::HubOptions {
-            config_dir: config_dir.to_path_buf(),
-            grpc_addr: any,
-            admin_addr: any,
-            prometheus_addr: any,
-            adapter_cache: None,
-            // Changes are found by file-system events; only the reload scenario makes any.
-            reload_interval: Duration::from_secs(3600),
-            // The Check benchmark measures Check alone.
-            decisions: hub_server::DecisionOptions {
-                default_telemetry: false,
-                ..Default::default()
-            },
-            prometheus_url: None,
-            kubernetes: None,
-        };
-        let hub = hub_server::start(options, stopped(stop))
-            .await
-            .context("starting the hub")?;
+        let hub = start_hub(config_dir, None, stop).await?;
         let Some(snapshot) = hub.state.snapshot() else {
-            let errors = hub
-                .state
-                .last_failure()
-                .map(|f| f.errors.join("\n"))
-                .unwrap_or_default();
-            anyhow::bail!("the hub did not load the benchmark configuration:\n{errors}");
+            anyhow::bail!("the hub serves no configuration");
         };
         Ok(Servers {
             empty_addr,

@@ -5,7 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sextant_attributes::{Bag, Value};
+use sextant_proto::envoy::extensions::common::ratelimit::v3::{
+    RateLimitDescriptor, rate_limit_descriptor::Entry,
+};
 use sextant_proto::envoy::service::auth::v3 as authz;
+use sextant_proto::envoy::service::ratelimit::v3::RateLimitRequest;
 use sextant_proto::mixer;
 
 use crate::config::{SERVICES, USERS, banned_user, is_staff, user_name};
@@ -107,6 +111,38 @@ impl Variant {
             }),
         }
     }
+}
+
+/// The domain of the rate-limit service requests ([`rls_requests`]).
+pub const RLS_DOMAIN: &str = "bench";
+
+/// Envoy rate-limit service requests for the same calls (one per variant): domain [`RLS_DOMAIN`], one
+/// descriptor `[user]` and one `[user, service]`, as an Envoy route with two rate-limit actions sends them.
+pub fn rls_requests() -> Arc<[RateLimitRequest]> {
+    let entry = |key: &str, value: String| Entry {
+        key: key.to_string(),
+        value,
+    };
+    variants()
+        .iter()
+        .map(|v| RateLimitRequest {
+            domain: RLS_DOMAIN.to_string(),
+            descriptors: vec![
+                RateLimitDescriptor {
+                    entries: vec![entry("user", user_name(v.user))],
+                    ..Default::default()
+                },
+                RateLimitDescriptor {
+                    entries: vec![
+                        entry("user", user_name(v.user)),
+                        entry("service", format!("svc-{}", v.service)),
+                    ],
+                    ..Default::default()
+                },
+            ],
+            hits_addend: 1,
+        })
+        .collect()
 }
 
 /// Every (service, user) pair once, shuffled deterministically; 80% GET, 15% POST, 5% DELETE; 90% `/api/v1/..`,
