@@ -227,11 +227,23 @@ fn an_envoy_sidecar_spreads_its_checks_over_three_hubs_holding_one_limit() {
             other => panic!("request {i}: {other}"),
         }
     }
-    // A full bucket of 10, one more every 3 s, nothing of the 1% slack (20 × 0.5% rounds down).
+    // A full bucket of 10, one more every 3 s, nothing of the 1% (20 × 1% rounds down); beyond that only what
+    // a hub's fallback decided when a first lease was slower than the 1 ms budget (counted, and charged to
+    // Redis afterwards).
     let refill = (start.elapsed().as_secs_f64() / 3.0).ceil() as u32;
+    let fallbacks: f64 = hubs
+        .iter()
+        .map(|h| {
+            h.metrics()
+                .lines()
+                .filter(|l| l.starts_with("sextant_quota_fallback_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
     assert!(
-        (10..=10 + refill).contains(&allowed),
-        "{allowed} allowed and {limited} limited of 90 (10 at once, +{refill} by refill)"
+        allowed >= 10 && f64::from(allowed) <= f64::from(10 + refill) + fallbacks,
+        "{allowed} allowed and {limited} limited of 90 (10 at once, +{refill} by refill, {fallbacks} by fallback)"
     );
     for (i, h) in hubs.iter().enumerate() {
         assert!(checks(h) >= 10.0, "hub {i} took part: {} checks", checks(h));

@@ -7,9 +7,9 @@
 //! the live hubs (the fallback divides the limit by that count).
 //!
 //! The accuracy bound (docs/policies.md): with overshoot fraction `f`, a bucket's slack is
-//! `⌊f/2 · requests⌋` units past its capacity and a leased unit is spent at most `f/2 · per` after Redis
-//! counted it, so in any window of length `per` all hubs together grant at most what one local bucket
-//! would, plus `⌊f · requests⌋`. Units leased but never spent are given back (or, from a hub that died,
+//! `⌊f/3 · requests⌋` units past its capacity, any leased unit may be kept `f/3 · per`, and only the
+//! slack's worth (shared by the live hubs) longer, so in any window of length `per` all hubs together grant
+//! at most what one local bucket would, plus `⌊f · requests⌋`. Units leased but never spent are given back (or, from a hub that died,
 //! simply age out of the bucket: GCRA forgets them within `per`).
 //!
 //! The `redis` crate serves all three topologies (standalone, Sentinel, Cluster with its slot routing and
@@ -35,7 +35,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use client::Failure;
-pub use limiter::GlobalLimiter;
+pub use limiter::{GlobalLimiter, Holding};
 pub use url::{Topology, UrlError};
 
 /// Lease calls queued for Redis at most; beyond, a bucket without units decides by the fallback.
@@ -353,7 +353,7 @@ impl Shared {
                             want: job.want,
                             back: job.back,
                             charge: job.charge,
-                            reserve: job.limiter.hold(),
+                            reserve: job.limiter.reserve_window(),
                         },
                     )
                     .await;
@@ -552,7 +552,7 @@ impl QuotaBackend for RedisBackend {
         tracing::info!(
             ratelimit = name,
             slack = l.slack(),
-            hold = ?l.hold(),
+            reserve_window = ?l.reserve_window(),
             "GLOBAL rate limit counted in Redis"
         );
         map.insert(name.to_string(), l.clone());

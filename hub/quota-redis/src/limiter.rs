@@ -2,12 +2,12 @@
 //! local fallback while Redis cannot answer.
 //!
 //! Each bucket (a tuple of dimension values) holds the units this hub leased from the Redis bucket, in
-//! batches that expire [`GlobalLimiter::hold`] after they were leased (expired units are given back with the
+//! batches that expire after a while ([`GlobalLimiter::holding`]; expired units are given back with the
 //! next lease). A decision spends a unit without any I/O; when the units left fall to half a lease, one
 //! renewal goes to Redis in the background, sized from this hub's recent rate of the bucket. Only a
 //! request that finds no unit waits for the renewal, at most the decision budget, and then decides by the
-//! fallback. When the Redis bucket is empty, Redis says how long until a unit fits, and requests are
-//! refused locally until then.
+//! fallback. When the Redis bucket is empty, Redis says how long until a unit fits (or reserves it for this
+//! hub), and requests are refused locally until then.
 //!
 //! A bucket whose lease call failed decides by `onBackendFailure` (LOCAL: a local GCRA bucket of the limit
 //! divided by the live hubs) and tries Redis again after [`crate::client::RECONNECT_AFTER`] in the
@@ -32,10 +32,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// What this hub knows of one Redis bucket.
 #[derive(Debug)]
 struct Bucket {
-    /// Leased units not yet spent, oldest first: (units, expiry).
+    /// Leased units not yet spent, oldest first: (units, when leased).
     batches: VecDeque<(u32, Instant)>,
     /// Expired units to give back with the next lease.
     to_return: u32,
+    /// Units the fallback granted while Redis was reachable but slow: charged with the next lease.
+    owed: u32,
     /// A unit reserved in the empty Redis bucket, usable from then.
     reserved: Option<Instant>,
     /// The Redis bucket was empty: refuse locally until then.
@@ -61,6 +63,7 @@ impl Bucket {
         Bucket {
             batches: VecDeque::new(),
             to_return: 0,
+            owed: 0,
             reserved: None,
             denied_until: None,
             full_at: now,
@@ -75,18 +78,38 @@ impl Bucket {
         }
     }
 
-    /// Drops expired batches (their units are given back with the next lease) and counts the rest.
-    fn available(&mut self, now: Instant, hold: Duration) -> u32 {
+    /// Expires what `holding` does not let this hub keep (given back with the next lease) and counts the
+    /// rest: units older than `long`, and of the units older than `short` all but `share`.
+    fn available(&mut self, now: Instant, holding: Holding) -> u32 {
         if let Some(from) = self.reserved.filter(|from| *from <= now) {
-            self.batches.push_back((1, from + hold));
+            self.batches.push_back((1, from));
             self.reserved = None;
         }
-        while let Some(&(n, expiry)) = self.batches.front() {
-            if expiry > now {
+        while let Some(&(n, at)) = self.batches.front() {
+            if now.duration_since(at) < holding.long {
                 break;
             }
             self.to_return = self.to_return.saturating_add(n);
             self.batches.pop_front();
+        }
+        let old: u32 = self
+            .batches
+            .iter()
+            .filter(|(_, at)| now.duration_since(*at) >= holding.short)
+            .map(|(n, _)| *n)
+            .fold(0, u32::saturating_add);
+        let mut excess = old.saturating_sub(holding.share);
+        while excess > 0 {
+            let Some(front) = self.batches.front_mut() else {
+                break;
+            };
+            let take = front.0.min(excess);
+            front.0 -= take;
+            excess -= take;
+            self.to_return = self.to_return.saturating_add(take);
+            if front.0 == 0 {
+                self.batches.pop_front();
+            }
         }
         self.batches
             .iter()
@@ -135,6 +158,17 @@ impl Bucket {
     }
 }
 
+/// How long, and how many, leased units a hub may keep unspent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// Any unit may be kept this long.
+    pub short: Duration,
+    /// Up to `share` units may be kept this long.
+    pub long: Duration,
+    /// This hub's share of the units all hubs may keep past `short`.
+    pub share: u32,
+}
+
 /// What a bucket's units say about a request.
 enum Step {
     /// Decided from the units held (or the known wait of an empty Redis bucket).
@@ -164,8 +198,13 @@ pub struct GlobalLimiter {
     depth: Duration,
     /// The most units a bucket can hold at once (capacity plus slack).
     max_lease: u32,
-    /// How long a leased unit may be held before it is given back unspent.
-    hold: Duration,
+    /// f/3 · per: how long any leased unit may be kept; also how far ahead a unit may be reserved.
+    short_hold: Duration,
+    /// per (at most 10 s): how long the hubs' shares of `slack` units may be kept.
+    long_hold: Duration,
+    /// ⌊f/3 · R⌋: the units past the bucket's capacity a lease may take, and the units all hubs together
+    /// may keep past `short_hold`.
+    slack: u32,
     max_keys: usize,
     shared: Arc<Shared>,
     buckets: Mutex<(HashMap<Vec<String>, Bucket>, Instant)>,
@@ -178,7 +217,8 @@ impl std::fmt::Debug for GlobalLimiter {
             .field("name", &self.name)
             .field("spec", &self.spec)
             .field("max_lease", &self.max_lease)
-            .field("hold", &self.hold)
+            .field("short_hold", &self.short_hold)
+            .field("slack", &self.slack)
             .finish()
     }
 }
@@ -229,13 +269,16 @@ fn bucket_key(prefix: &str, key: &[String]) -> String {
 impl GlobalLimiter {
     pub(crate) fn new(name: &str, spec: LimitSpec, shared: Arc<Shared>) -> GlobalLimiter {
         let t = spec.emission_interval();
-        // The slack and the holding time split the allowed overshoot between them: slack units past the
-        // bucket's capacity, and units spent up to `hold` after Redis counted them.
-        let half = shared.options.overshoot / 2.0;
-        let slack = (f64::from(spec.requests) * half).floor() as u32;
-        let hold = spec
+        // Three parts of the allowed overshoot f·R: slack units past the bucket's capacity, units spent up
+        // to `short_hold` after Redis counted them, and the units kept longer (at most `slack`, shared).
+        let third = shared.options.overshoot / 3.0;
+        let slack = (f64::from(spec.requests) * third).floor() as u32;
+        let short_hold = spec
             .per
-            .mul_f64(half)
+            .mul_f64(third)
+            .clamp(Duration::from_millis(1), Duration::from_secs(10));
+        let long_hold = spec
+            .per
             .clamp(Duration::from_millis(1), Duration::from_secs(10));
         let max_lease = spec.capacity().saturating_add(slack);
         let hubs = shared.hubs();
@@ -245,7 +288,9 @@ impl GlobalLimiter {
             t,
             depth: t.saturating_mul(max_lease),
             max_lease,
-            hold,
+            short_hold,
+            long_hold,
+            slack,
             max_keys: shared.options.max_keys.max(1),
             fallback: Mutex::new(Fallback {
                 hubs,
@@ -266,14 +311,26 @@ impl GlobalLimiter {
         &self.name
     }
 
-    /// How long a leased unit may be held unspent.
-    pub fn hold(&self) -> Duration {
-        self.hold
+    /// How far ahead a unit may be reserved in an empty Redis bucket.
+    pub fn reserve_window(&self) -> Duration {
+        self.short_hold
     }
 
     /// The most units a Redis bucket grants past its capacity, so that a lease can be taken at all.
     pub fn slack(&self) -> u32 {
-        self.max_lease - self.spec.capacity()
+        self.slack
+    }
+
+    /// How long and how many unspent units this hub may keep of a bucket. A unit spent in a window was
+    /// leased in it or up to `short` before it (GCRA bounds those: the window's allowance, plus `short / T`,
+    /// plus the slack), or is one of the units kept longer, at most `slack` for all hubs: each of N live
+    /// hubs keeps `slack / N`.
+    pub fn holding(&self) -> Holding {
+        Holding {
+            short: self.short_hold,
+            long: self.long_hold.max(self.short_hold),
+            share: self.slack / self.shared.hubs(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<Vec<String>, Bucket>, Instant)> {
@@ -285,16 +342,23 @@ impl GlobalLimiter {
         bucket_key(&self.key_prefix, key)
     }
 
-    /// Units of a lease: what this hub spends in `hold` at its recent rate, at least one, at most a full
-    /// bucket.
+    /// Units of a lease: what this hub spends in `short` at its recent rate, or, if more, what it spends in
+    /// `long` up to its share; at least one (or `at_least`, for a request of several units), at most a
+    /// full bucket.
     fn lease_size(&self, rate: f64, at_least: u32) -> u32 {
-        let by_rate = (rate * self.hold.as_secs_f64()).ceil();
-        let by_rate = if by_rate.is_finite() && by_rate >= 1.0 {
-            by_rate.min(f64::from(u32::MAX)) as u32
-        } else {
-            1
+        let h = self.holding();
+        let units = |d: Duration| {
+            let u = (rate * d.as_secs_f64()).ceil();
+            if u.is_finite() && u >= 1.0 {
+                u.min(f64::from(u32::MAX)) as u32
+            } else {
+                1
+            }
         };
-        by_rate.max(at_least).min(self.max_lease)
+        units(h.short)
+            .max(units(h.long).min(h.share))
+            .max(at_least)
+            .min(self.max_lease)
     }
 
     /// Sends a lease call for `bucket` (marks it renewing). False when the queue to Redis is full.
@@ -314,7 +378,7 @@ impl GlobalLimiter {
             u32::try_from(fb.debt(key).as_nanos().div_ceil(per_unit.as_nanos().max(1)))
                 .unwrap_or(u32::MAX)
         } else {
-            0
+            b.owed
         };
         let job = Job {
             limiter: self.clone(),
@@ -325,6 +389,7 @@ impl GlobalLimiter {
         };
         if self.shared.submit(job) {
             b.to_return = 0;
+            b.owed = 0;
             b.renewing = true;
             true
         } else {
@@ -368,7 +433,7 @@ impl GlobalLimiter {
         reason: FallbackReason,
     ) -> Outcome {
         self.shared.fallen_back(&self.name, reason);
-        match self.spec.on_backend_failure {
+        let outcome = match self.spec.on_backend_failure {
             OnBackendFailure::Allow => Outcome::Granted {
                 granted: amount,
                 remaining: 0,
@@ -381,7 +446,21 @@ impl GlobalLimiter {
                 self.fallback_limiter()
                     .acquire_now(key, amount, best_effort)
             }
+        };
+        // Redis answers, only not in time: what the fallback granted is charged to its bucket with the next
+        // lease, so the fleet's count catches up. (A failing bucket charges its fallback's debt when Redis
+        // answers again.)
+        if let Outcome::Granted { granted, .. } = outcome
+            && reason != FallbackReason::Unavailable
+        {
+            let now = Instant::now();
+            let mut map = self.lock();
+            let (b, _) = self.bucket(&mut map, key, now);
+            if !b.failed {
+                b.owed = b.owed.saturating_add(granted);
+            }
         }
+        outcome
     }
 
     /// The bucket of `key`, made if new; a full map gives a new key the shared overflow bucket.
@@ -395,7 +474,7 @@ impl GlobalLimiter {
         let mut owned = key.to_vec();
         if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
             if now >= *next_sweep {
-                let hold = self.hold;
+                let hold = self.short_hold;
                 buckets.retain(|_, b| {
                     b.renewing || b.held() > 0 || now.duration_since(b.last_used) < hold
                 });
@@ -434,7 +513,7 @@ impl GlobalLimiter {
             }
             return Step::Fallback(FallbackReason::Unavailable);
         }
-        let available = b.available(now, self.hold);
+        let available = b.available(now, self.holding());
         let granted = if best_effort {
             amount.min(available)
         } else if amount <= available {
@@ -446,7 +525,7 @@ impl GlobalLimiter {
             b.spend(granted);
             let left = available - granted;
             if !b.renewing && b.reserved.is_none() && left <= self.lease_size(b.rate, 1) / 2 {
-                self.renew(&key, b, now, 1);
+                self.renew(&key, b, now, 0);
             }
             return Step::Decided(Outcome::Granted {
                 granted,
@@ -536,7 +615,7 @@ impl GlobalLimiter {
                     b.denied_until = None;
                     self.shared.leased(&self.name, l.granted);
                 } else if l.granted > 0 {
-                    b.batches.push_back((l.granted, now + self.hold));
+                    b.batches.push_back((l.granted, now));
                     b.denied_until = None;
                     self.shared.leased(&self.name, l.granted);
                 } else {
@@ -564,12 +643,13 @@ impl GlobalLimiter {
     /// give back (Redis key, units).
     fn drop_idle(&self, idle: Duration) -> (u64, Vec<(String, u32)>) {
         let now = Instant::now();
+        let holding = self.holding();
         let mut back = Vec::new();
         let mut map = self.lock();
         map.0.retain(|key, b| {
             let keep = b.renewing || now.duration_since(b.last_used) < idle;
             if !keep {
-                b.available(now, self.hold);
+                b.available(now, holding);
                 let n = b.held();
                 if n > 0 && !b.failed {
                     back.push((self.redis_key(key), n));
@@ -580,7 +660,7 @@ impl GlobalLimiter {
         let held = map
             .0
             .values_mut()
-            .map(|b| u64::from(b.available(now, self.hold)))
+            .map(|b| u64::from(b.available(now, holding)))
             .sum();
         (held, back)
     }
