@@ -42,6 +42,8 @@ pub use url::{Topology, UrlError};
 const QUEUE: usize = 4096;
 /// Redis calls in flight at most.
 const IN_FLIGHT: usize = 256;
+/// The longest a stopping hub spends giving back its units.
+pub const LEAVE_WITHIN: Duration = Duration::from_secs(2);
 /// A bucket unused this long is dropped (its units given back).
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -523,22 +525,27 @@ impl RedisBackend {
         }
     }
 
-    /// Gives back every unit held and leaves the fleet (the hub is stopping); each call bounded by the
-    /// call timeout.
+    /// Gives back every unit held and leaves the fleet (the hub is stopping), within [`LEAVE_WITHIN`]: what
+    /// is not given back by then ages out of the buckets.
     pub async fn leave(&self) {
         let limiters: Vec<_> = self.map().values().cloned().collect();
-        for l in &limiters {
-            let (t, depth) = l.shape();
-            for (key, units) in l.release_all() {
-                let r = self
-                    .shared
-                    .client
-                    .lease(&key, t, depth, client::Ask::give_back(units))
-                    .await;
-                let _ = self.shared.counted("lease", r);
+        let give_back = async {
+            for l in &limiters {
+                let (t, depth) = l.shape();
+                for (key, units) in l.release_all() {
+                    let r = self
+                        .shared
+                        .client
+                        .lease(&key, t, depth, client::Ask::give_back(units))
+                        .await;
+                    let _ = self.shared.counted("lease", r);
+                }
             }
+            self.heartbeat(false).await;
+        };
+        if tokio::time::timeout(LEAVE_WITHIN, give_back).await.is_err() {
+            tracing::warn!("redis: leaving the fleet took too long; unspent units age out instead");
         }
-        self.heartbeat(false).await;
     }
 }
 
