@@ -344,7 +344,11 @@ async fn tls_and_auth() {
     let key = vec!["k".to_string()];
 
     // The right password over TLS, trusting the run's CA: counted in Redis.
-    let good = hub(&format!("rediss://:s3cret@127.0.0.1:{port}"), with_ca);
+    // A generous decision budget: the first lease may be slow on a busy machine (this test is about TLS).
+    let good = hub(&format!("rediss://:s3cret@127.0.0.1:{port}"), |o| {
+        with_ca(o);
+        o.budget = Duration::from_millis(500);
+    });
     wait_until("the heartbeat over TLS", Duration::from_secs(10), || {
         metric(&good, "sextant_quota_redis_up", &[]) == 1.0
     });
@@ -403,10 +407,12 @@ async fn every_window_stays_within_the_bound() {
         rng
     };
     let mut grants = Vec::new();
+    let mut offered = 0usize;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         // A burst of 1–40 requests at random hubs, then a pause of 0–80 ms.
         for _ in 0..1 + next() % 40 {
+            offered += 1;
             let h = (next() % 3) as usize;
             if granted(limiters[h].acquire(&key, 1, false).await) {
                 grants.push(Instant::now());
@@ -433,8 +439,14 @@ async fn every_window_stays_within_the_bound() {
         "{worst} grants in one window of {per:?} (bound {bound}; {} grants in all)",
         grants.len()
     );
-    // And the limit is used, not starved: over 5 s a 100/s limit grants most of what it allows.
-    assert!(grants.len() >= 400, "only {} grants in 5 s", grants.len());
+    // And the limit is used, not starved: at least half of what was offered, or of what 5 s of a 100/s limit
+    // allows, is granted (a busy machine slows the leases, the offered load too).
+    let allowed = (requests + burst + 1) as usize + 5 * 100;
+    assert!(
+        grants.len() * 2 >= offered.min(allowed),
+        "only {} grants of {offered} requests in 5 s",
+        grants.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
