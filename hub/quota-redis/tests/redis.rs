@@ -1,6 +1,8 @@
 //! GLOBAL limits against real `redis-server` processes (Debian's Redis 7, started here on free ports): hubs
 //! sharing one budget, Redis killed and back, a Redis Cluster and its failover, and servers that answer
-//! garbage or nothing (those two are test doubles: no real Redis misbehaves on purpose).
+//! garbage or nothing (those two are test doubles: no real Redis misbehaves on purpose). A decision's time is
+//! checked against 250 ms: that catches a decision waiting on Redis (other limiters take 1–10 s when Redis is
+//! gone), not a busy machine's scheduling; the 1 ms budget itself is enforced by a timer.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -120,7 +122,7 @@ async fn redis_gone_falls_back_in_budget_and_recovers_without_a_burst() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_millis(250),
         "a decision took {slowest:?} with Redis gone"
     );
     assert!(metric(&h, "sextant_quota_fallback_total", &["unavailable"]) > 0.0);
@@ -213,7 +215,7 @@ async fn garbage_and_silence_are_bounded_and_counted() {
                 "{what}: ALLOW on failure"
             );
             assert!(
-                t.elapsed() < Duration::from_millis(100),
+                t.elapsed() < Duration::from_millis(250),
                 "{what}: a decision took {:?}",
                 t.elapsed()
             );
@@ -372,7 +374,7 @@ async fn tls_and_auth() {
             !granted(l.acquire(&key, 1, false).await),
             "{url}: DENY on failure"
         );
-        assert!(t.elapsed() < Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_millis(250));
         wait_until(
             &format!("{url}: the failure counted"),
             Duration::from_secs(5),
@@ -497,7 +499,7 @@ async fn a_sentinel_names_the_master_and_its_successor() {
         format!("127.0.0.1:{}", replica.port)
     );
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_millis(250),
         "a decision took {slowest:?} during the failover"
     );
 }
