@@ -296,12 +296,7 @@ impl Client {
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
-        let recent_failure = self
-            .failed_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < RECONNECT_AFTER);
-        if recent_failure {
+        if self.recently_unreachable() {
             return Err(Failure::Connection);
         }
         // A connect runs in the background (never while a decision waits): give it at least a second, as a
