@@ -29,7 +29,7 @@ impl Admission for HubValidation {
             document_path(kind, object),
             serde_json::to_string_pretty(&document).unwrap_or_default(),
         )]);
-        let (set, mut errors) = files.load_each();
+        let (set, mut errors) = hub_config::load_each(&files);
         if errors.is_empty() {
             match kind {
                 "Policy" | "RateLimit" => {

@@ -249,6 +249,15 @@ struct HubArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", requires = "redis_cert_file")]
     redis_key_file: Option<PathBuf>,
+    /// The most Checks, Reports, ext_authz and rate-limit calls the hub admits at once; beyond, calls are
+    /// refused at once with RESOURCE_EXHAUSTED (clients apply their failure policy) instead of queueing
+    /// [default: 256 per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: Option<u64>,
+    /// On SIGTERM, after the calls in flight are answered: how long the adapters may take to deliver the
+    /// telemetry they have queued before the hub exits.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
 }
 
 /// The choices of `--rate-limit-overflow`.
@@ -361,6 +370,12 @@ impl HubArgs {
             },
             prometheus_url,
             kubernetes,
+            max_in_flight: self
+                .max_in_flight
+                .map_or_else(hub_server::default_max_in_flight, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            drain_timeout: self.drain_timeout,
         })
     }
 }

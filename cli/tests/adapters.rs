@@ -744,3 +744,55 @@ spec:
     );
     assert_eq!(check(&hub, "reviews", "/admin")["code"], 7);
 }
+
+#[test]
+fn sigterm_delivers_the_reports_the_adapters_still_hold_then_exits() {
+    let (dir, config) = scratch_config("drain");
+    let logs = dir.join("access.jsonl");
+    // A batch is delivered when full (10 000) or after an hour: only the drain delivers these.
+    std::fs::write(
+        config.join("logs.yaml"),
+        format!(
+            r#"
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Adapter
+metadata: {{name: logs}}
+spec:
+  module: builtin:logs
+  stdout: {logs}
+  limits: {{flushInterval: 1h, batchSize: 10000}}
+---
+apiVersion: policy.sextant.dev/v1alpha1
+kind: Telemetry
+metadata: {{name: access}}
+spec:
+  adapters: [logs]
+  logs:
+  - {{name: access, fields: {{path: request.url_path}}}}
+"#,
+            logs = logs.display()
+        ),
+    )
+    .expect("write");
+    let mut hub = Hub::start_with(
+        &config,
+        &["--no-default-telemetry", "--drain-timeout", "20s"],
+    );
+    let bags: Vec<Bag> = (0..50).map(bag).collect();
+    assert_eq!(report(&hub, &bags).accepted, 50);
+    let delivered = || {
+        std::fs::read_to_string(&logs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(delivered(), 0, "held until the flush interval");
+    let status = hub.proc.terminate();
+    assert!(status.success(), "{status:?}\n{}", hub.proc.log());
+    assert_eq!(delivered(), 50, "{}", hub.proc.log());
+    assert!(
+        hub.proc.log().contains("adapter drained"),
+        "{}",
+        hub.proc.log()
+    );
+}

@@ -542,3 +542,84 @@ fn sigterm_stops_the_hub_cleanly() {
     );
     assert!(hub.proc.log().contains("draining in-flight calls"));
 }
+
+#[test]
+fn a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counted() {
+    let dir = scratch("overload");
+    std::fs::write(dir.join("policy.yaml"), POLICY).expect("write");
+    let hub = Hub::start_with(&dir, &["--max-in-flight", "1"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = format!("http://{}", hub.grpc);
+    let channel = rt
+        .block_on(
+            tonic::transport::Endpoint::from_shared(url)
+                .expect("url")
+                .connect(),
+        )
+        .expect("connect");
+    // One burst of calls on one connection, native and ext_authz: far more than one at a time arrive.
+    let (native, authz) = rt.block_on(async {
+        let native = (0..300).map(|_| {
+            let mut client = MixerClient::new(channel.clone());
+            async move {
+                let request = mixer::CheckRequest {
+                    attributes: Some(guest()),
+                    ..Default::default()
+                };
+                client.check(request).await.map(drop)
+            }
+        });
+        let authz = (0..300).map(|_| {
+            let mut client = AuthorizationClient::new(channel.clone());
+            async move { client.check(AuthzRequest::default()).await.map(drop) }
+        });
+        tokio::join!(
+            futures::future::join_all(native),
+            futures::future::join_all(authz)
+        )
+    });
+    let shed = |results: &[Result<(), tonic::Status>]| {
+        let mut shed = 0;
+        for r in results {
+            match r {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    assert!(s.message().contains("--max-in-flight"), "{s:?}");
+                    shed += 1;
+                }
+                // ext_authz's empty request is refused as invalid once admitted.
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {}
+                Ok(()) => {}
+                Err(s) => panic!("a call failed otherwise: {s:?}"),
+            }
+        }
+        shed
+    };
+    let (native_shed, authz_shed) = (shed(&native), shed(&authz));
+    assert!(
+        native_shed > 0 && authz_shed > 0,
+        "{native_shed} {authz_shed}"
+    );
+    assert!(native_shed < 300, "some were admitted");
+    assert_eq!(
+        hub.metric(r#"sextant_hub_shed_total{door="mixer_check"}"#),
+        Some(native_shed as f64)
+    );
+    assert_eq!(
+        hub.metric(r#"sextant_hub_shed_total{door="ext_authz"}"#),
+        Some(authz_shed as f64)
+    );
+    // Every place came back: one call at a time is admitted, and decided as before.
+    assert_eq!(hub.metric("sextant_hub_in_flight"), Some(0.0));
+    let mut client = MixerClient::new(channel);
+    let answer = rt
+        .block_on(client.check(mixer::CheckRequest {
+            attributes: Some(guest()),
+            ..Default::default()
+        }))
+        .expect("admitted")
+        .into_inner();
+    assert_eq!(
+        answer.precondition.and_then(|p| p.status).map(|s| s.code),
+        Some(7)
+    );
+}

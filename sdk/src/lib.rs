@@ -47,6 +47,7 @@ mod adapter;
 mod config;
 #[doc(hidden)]
 pub mod dispatch;
+mod error;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
@@ -54,8 +55,9 @@ mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-pub use adapter::{Adapter, AdapterError, Capabilities, CheckDecision, ErrorKind};
+pub use adapter::{Adapter, Capabilities, CheckDecision};
 pub use config::parse_config;
+pub use error::{AdapterError, ErrorKind};
 pub use host::{
     FamilyHandle, Host, HttpClient, HttpError, Level, MetricFamily, MetricsRegistry, Request,
     Response,

@@ -149,6 +149,8 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             decisions: hub_server::DecisionOptions::default(),
             prometheus_url: None,
             kubernetes: None,
+            max_in_flight: hub_server::default_max_in_flight(),
+            drain_timeout: Duration::from_secs(5),
         },
         hub_stop,
     )

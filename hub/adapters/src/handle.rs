@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use sextant_batch::BatchKind;
 
 use crate::error::AdapterCallError;
+use crate::lane::{CheckCall, Msg};
 use crate::metrics::{AdapterCounters, DeliveryStats, DropReason};
-use crate::worker::{CheckCall, Msg};
 use crate::{Capabilities, CheckDecision, Limits};
 
 /// A running adapter. Cheap to clone; all clones feed the same worker. `submit` never blocks and never

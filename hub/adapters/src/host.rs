@@ -2,7 +2,7 @@
 //! plus the restricted WASI p2 context every Rust `std` guest needs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -10,8 +10,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::sextant::adapter::{clock, http, log, metrics, types};
 use crate::metrics::AdapterCounters;
-use crate::registry::FamilyDef;
-use crate::runtime::Shared;
+use crate::outbound::{Outbound, Sender};
+use crate::registry::{FamilyDef, Registry};
+
+/// What the host interfaces of every instance share: the registry adapters record metrics into, and
+/// outbound HTTP.
+pub(crate) struct HostServices {
+    /// The metrics adapters define and record.
+    pub(crate) registry: Registry,
+    /// `http.send`.
+    pub(crate) outbound: Outbound,
+}
 
 /// Per-instance state: WASI, limits, the adapter's identity and the call deadline.
 pub(crate) struct HostState {
@@ -19,7 +28,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) adapter: Arc<str>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) services: Arc<HostServices>,
     pub(crate) counters: Arc<AdapterCounters>,
     pub(crate) allowlist: Arc<crate::Allowlist>,
     /// Families this adapter defined: it may record only into these.
@@ -35,7 +44,7 @@ impl HostState {
         wasi: WasiCtx,
         memory: u64,
         adapter: Arc<str>,
-        shared: Arc<Shared>,
+        services: Arc<HostServices>,
         counters: Arc<AdapterCounters>,
         allowlist: Arc<crate::Allowlist>,
     ) -> Self {
@@ -44,7 +53,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory),
             adapter,
-            shared,
+            services,
             counters,
             allowlist,
             families: Vec::new(),
@@ -172,7 +181,7 @@ impl metrics::Host for HostState {
             metrics::Kind::Histogram => sextant_batch::MetricKind::Histogram,
         };
         let handle = self
-            .shared
+            .services
             .registry
             .define(FamilyDef {
                 name: family.name,
@@ -192,7 +201,7 @@ impl metrics::Host for HostState {
 
     fn record(&mut self, samples: Vec<u8>) -> Result<u32, String> {
         let families = &self.families;
-        let outcome = self.shared.registry.record(&samples, &|h| {
+        let outcome = self.services.registry.record(&samples, &|h| {
             families.get(h as usize).copied().unwrap_or(false)
         })?;
         if outcome.skipped > 0 {
@@ -205,11 +214,13 @@ impl metrics::Host for HostState {
 impl http::Host for HostState {
     fn send(&mut self, req: http::Request) -> Result<http::Response, http::Error> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        crate::outbound::send(self, req, left)
+        let from = Sender {
+            adapter: &self.adapter,
+            allowlist: &self.allowlist,
+            counters: &self.counters,
+        };
+        self.services.outbound.send(from, req, left)
     }
 }
 
 impl types::Host for HostState {}
-
-/// Default timeout of an outbound request that gives none.
-pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,28 +1,26 @@
 //! The hub's configuration as Kubernetes-style resources.
 //!
-//! Policy authors write `Policy`, `RateLimit`, `Telemetry` and `Adapter` resources (`policy.sextant.dev/v1alpha1`) as multi-document
-//! YAML in a directory tree. This crate reads them ([`load_path`]), keeping for every field the file and line
-//! it came from so that later validation (CEL compilation in `hub-policy`) can point at it, and generates the
-//! CustomResourceDefinitions from the same Rust types ([`crds`]). Resources of other API groups (Istio's, for
-//! pilot) are skipped, those of Istio kinds neither role reads counted in [`ConfigSet::unread`] ([`istio`]); [`documents`] yields every document's envelope, spec and [`Origin`] so that another
-//! loader (`pilot-config`) reads its own kinds from the same files with the same error locations.
+//! Policy authors write `Policy`, `RateLimit`, `Telemetry` and `Adapter` resources
+//! (`policy.sextant.dev/v1alpha1`) as multi-document YAML in a directory tree. This crate defines those kinds,
+//! picks them from the documents `sextant-resources` reads ([`load_path`], [`load_files`]), each field keeping
+//! the file and line it came from so that later validation (CEL compilation in `hub-policy`) can point at it,
+//! and generates the CustomResourceDefinitions from the same Rust types ([`crds`]). Resources of other API
+//! groups (Istio's, for pilot) are skipped, those of Istio kinds neither role reads counted in
+//! [`ConfigSet::unread`] ([`istio`]).
 
-mod error;
-pub mod istio;
 mod load;
-mod locate;
 mod resources;
 
-pub use error::{ConfigError, ConfigErrors, Location};
-pub use load::{
-    ConfigFiles, ConfigSet, Origin, RawResource, Resource, check_duplicates, documents, load_path,
-    load_texts, yaml_files,
-};
+pub use load::{ConfigSet, load_each, load_files, load_path, load_texts};
+// The shared resource machinery, re-exported so the hub's crates name one configuration crate.
 pub use resources::{
     API_VERSION, Action, Adapter, AdapterLimits, AdapterSpec, BackendFailure, DefaultAction,
     FailurePolicy, GROUP, HeaderEdits, HeaderRules, Limit, LimitScope, LogSpec, MetricKind,
     MetricSpec, OnError, Policy, PolicySpec, RateLimit, RateLimitSpec, ResourceStatus, Rule,
     RuleStatus, Telemetry, TelemetrySpec, TraceSpanKind, TraceSpec,
+};
+pub use sextant_resources::{
+    ConfigError, ConfigErrors, ConfigFiles, Location, Origin, RawResource, Resource, istio,
 };
 
 /// The CustomResourceDefinitions of the hub's kinds, generated from the Rust types.

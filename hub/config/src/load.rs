@@ -1,88 +1,13 @@
-//! Reads resources from a file or a directory tree of YAML files.
+//! The hub's loader: its kinds (`policy.sextant.dev`) picked from the documents of a tree of YAML files.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use serde::de::DeserializeOwned;
+use sextant_resources::{
+    ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates, documents,
+    istio, keep_first,
+};
 
-use crate::error::{ConfigError, ConfigErrors, Location};
-use crate::locate;
 use crate::resources::{AdapterSpec, GROUP, PolicySpec, RateLimitSpec, TelemetrySpec};
-
-/// Where a resource was written: its file, line, and document text (from which the line of any of its
-/// fields is found when asked; see [`locate`]).
-#[derive(Clone, Debug)]
-pub struct Origin {
-    /// The file.
-    pub file: Arc<Path>,
-    /// Line of the document's start.
-    pub line: u32,
-    text: Arc<str>,
-}
-
-impl Origin {
-    /// The location of `field` (e.g. `spec.rules[0].when`), or of its closest written parent.
-    pub fn locate(&self, field: &str) -> Location {
-        let fields = locate::field_lines(&self.text);
-        let mut f = field;
-        let line = loop {
-            if let Some(l) = fields.get(f) {
-                break self.line + l - 1;
-            }
-            match f.rfind(['.', '[']) {
-                Some(i) => f = &f[..i],
-                None => break self.line,
-            }
-        };
-        Location {
-            file: self.file.clone(),
-            line,
-        }
-    }
-}
-
-/// One loaded resource.
-#[derive(Clone, Debug)]
-pub struct Resource<S> {
-    /// `metadata.name`.
-    pub name: String,
-    /// `metadata.namespace` (`default` when absent).
-    pub namespace: String,
-    /// The spec.
-    pub spec: S,
-    /// Where it was written.
-    pub origin: Origin,
-}
-
-impl<S> Resource<S> {
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
-    /// The `namespace/name` key of a resource this one names: `name` as written when it holds a `/`, else
-    /// in this resource's namespace.
-    pub fn qualify(&self, name: &str) -> String {
-        if name.contains('/') {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.namespace)
-        }
-    }
-
-    /// An error about `field` of this resource.
-    pub fn invalid(&self, kind: &str, field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            at: self.origin.locate(field),
-            kind: kind.to_string(),
-            name: self.key(),
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Every hub resource found under a path, not yet validated.
 #[derive(Clone, Debug, Default)]
@@ -95,104 +20,59 @@ pub struct ConfigSet {
     pub telemetry: Vec<Resource<TelemetrySpec>>,
     /// Adapter resources, in file order.
     pub adapters: Vec<Resource<AdapterSpec>>,
-    /// Documents of Istio kinds neither role reads, one entry per file and kind (see [`crate::istio`]).
-    pub unread: Vec<crate::istio::Unread>,
+    /// Documents of Istio kinds neither role reads, one entry per file and kind (see [`istio`]).
+    pub unread: Vec<istio::Unread>,
     /// How many YAML files were read.
     pub files: usize,
     /// A digest of the files' names and contents, to tell whether anything changed.
     pub digest: u64,
 }
 
-/// The YAML files under `path` (or `path` itself), sorted (see [`sextant_watch::yaml_files`]).
-pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    sextant_watch::yaml_files(path).map_err(|(path, source)| ConfigError::Io {
-        path,
-        source: Arc::new(source),
-    })
+/// Parses every file's documents into one set (duplicates not yet judged), with every error.
+fn parse_files(files: &ConfigFiles) -> (ConfigSet, Vec<ConfigError>) {
+    let mut set = ConfigSet {
+        files: files.files.len(),
+        digest: files.digest,
+        ..ConfigSet::default()
+    };
+    let mut errors = Vec::new();
+    for (file, text) in &files.files {
+        if let Err(e) = load_file(file, text, &mut set) {
+            errors.extend(e);
+        }
+    }
+    (set, errors)
 }
 
-/// The YAML files under a path, read into memory, with a digest of their names and contents. Reading is cheap;
-/// parsing ([`ConfigFiles::load`]) is not, so a watcher compares digests before it parses.
-#[derive(Clone, Debug, Default)]
-pub struct ConfigFiles {
-    /// (path, text) of every file, sorted by path.
-    pub files: Vec<(PathBuf, String)>,
-    /// Digest of the names and contents.
-    pub digest: u64,
+/// Parses every hub resource of `files`, each on its own: the set of those that parsed, and every error. A
+/// document that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
+/// text, and of two resources of one kind with the same namespace and name the later is left out.
+pub fn load_each(files: &ConfigFiles) -> (ConfigSet, Vec<ConfigError>) {
+    let (mut set, mut errors) = parse_files(files);
+    keep_first(&mut set.policies, "Policy", &mut errors);
+    keep_first(&mut set.rate_limits, "RateLimit", &mut errors);
+    keep_first(&mut set.telemetry, "Telemetry", &mut errors);
+    keep_first(&mut set.adapters, "Adapter", &mut errors);
+    (set, errors)
 }
 
-impl ConfigFiles {
-    /// Reads every YAML file under `path` (or `path` itself).
-    pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let mut files = Vec::new();
-        for f in yaml_files(path)? {
-            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
-                path: f.clone(),
-                source: Arc::new(source),
-            })?;
-            files.push((f, text));
-        }
-        Ok(Self::from_texts(files))
-    }
-
-    /// In-memory files (path, text).
-    pub fn from_texts(files: Vec<(PathBuf, String)>) -> Self {
-        let mut hasher = std::hash::DefaultHasher::new();
-        files.hash(&mut hasher);
-        ConfigFiles {
-            digest: hasher.finish(),
-            files,
-        }
-    }
-
-    /// Parses every file's documents into one set (duplicates not yet judged), with every error.
-    fn parse_files(&self) -> (ConfigSet, Vec<ConfigError>) {
-        let mut set = ConfigSet {
-            files: self.files.len(),
-            digest: self.digest,
-            ..ConfigSet::default()
-        };
-        let mut errors = Vec::new();
-        for (file, text) in &self.files {
-            if let Err(e) = load_file(file, text, &mut set) {
-                errors.extend(e);
-            }
-        }
-        (set, errors)
-    }
-
-    /// Parses every resource, each on its own: the set of those that parsed, and every error. A document
-    /// that cannot be parsed is left out of the set, a file that is not valid YAML leaves out its whole
-    /// text, and of two resources of one kind with the same namespace and name the later is left out.
-    pub fn load_each(&self) -> (ConfigSet, Vec<ConfigError>) {
-        let (mut set, mut errors) = self.parse_files();
-        first_of_each(&mut set.policies, "Policy", &mut errors);
-        first_of_each(&mut set.rate_limits, "RateLimit", &mut errors);
-        first_of_each(&mut set.telemetry, "Telemetry", &mut errors);
-        first_of_each(&mut set.adapters, "Adapter", &mut errors);
-        (set, errors)
-    }
-
-    /// Parses every resource. All errors are collected, not just the first.
-    pub fn load(&self) -> Result<ConfigSet, ConfigErrors> {
-        let (set, mut errors) = self.parse_files();
-        check_duplicates(&set.policies, "Policy", &mut errors);
-        check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
-        check_duplicates(&set.telemetry, "Telemetry", &mut errors);
-        check_duplicates(&set.adapters, "Adapter", &mut errors);
-        if errors.is_empty() {
-            Ok(set)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+/// Parses every hub resource of `files`. All errors are collected, not just the first.
+pub fn load_files(files: &ConfigFiles) -> Result<ConfigSet, ConfigErrors> {
+    let (set, mut errors) = parse_files(files);
+    check_duplicates(&set.policies, "Policy", &mut errors);
+    check_duplicates(&set.rate_limits, "RateLimit", &mut errors);
+    check_duplicates(&set.telemetry, "Telemetry", &mut errors);
+    check_duplicates(&set.adapters, "Adapter", &mut errors);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 
 /// Reads and parses every hub resource under `path`.
 pub fn load_path(path: &Path) -> Result<ConfigSet, ConfigErrors> {
-    ConfigFiles::read(path)
-        .map_err(|e| ConfigErrors(vec![e]))?
-        .load()
+    load_files(&ConfigFiles::read(path).map_err(|e| ConfigErrors(vec![e]))?)
 }
 
 /// Parses resources from in-memory files (path, text).
@@ -203,7 +83,7 @@ pub fn load_texts<'a>(
         .into_iter()
         .map(|(f, t)| (f.to_path_buf(), t.to_string()))
         .collect();
-    ConfigFiles::from_texts(files).load()
+    load_files(&ConfigFiles::from_texts(files))
 }
 
 fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<ConfigError>> {
@@ -220,168 +100,9 @@ fn load_file(file: &Path, text: &str, set: &mut ConfigSet) -> Result<(), Vec<Con
     }
 }
 
-/// A resource read from one YAML document: its envelope (apiVersion, kind, metadata) checked for presence and
-/// its spec still untyped, so that each loader (the hub's, pilot's) picks the API group it knows and skips the
-/// others.
-#[derive(Clone, Debug)]
-pub struct RawResource {
-    /// `apiVersion` as written, e.g. `networking.istio.io/v1`.
-    pub api_version: String,
-    /// The group part of `apiVersion` (empty for the core group).
-    pub group: String,
-    /// The version part of `apiVersion`.
-    pub version: String,
-    /// `kind`.
-    pub kind: String,
-    /// `metadata.name` (empty when absent: [`RawResource::check_names`] reports it).
-    pub name: String,
-    /// `metadata.namespace` (`default` when absent).
-    pub namespace: String,
-    /// `spec`, an empty object when absent or null.
-    pub spec: serde_json::Value,
-    /// Where it was written.
-    pub origin: Origin,
-}
-
-impl RawResource {
-    /// `namespace/name`, with `?` for a missing name.
-    pub fn key(&self) -> String {
-        let name = if self.name.is_empty() {
-            "?"
-        } else {
-            &self.name
-        };
-        format!("{}/{name}", self.namespace)
-    }
-
-    /// An error about `field` of this resource.
-    pub fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            at: self.origin.locate(field),
-            kind: self.kind.clone(),
-            name: self.key(),
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// Checks that `metadata.name` and `metadata.namespace` are DNS names.
-    pub fn check_names(&self) -> Result<(), ConfigError> {
-        for (what, v) in [
-            ("metadata.name", &self.name),
-            ("metadata.namespace", &self.namespace),
-        ] {
-            if let Some(msg) = dns_label_problem(v) {
-                return Err(self.invalid(what, msg));
-            }
-        }
-        Ok(())
-    }
-
-    /// Deserializes the spec into `S`; an error names the field at fault (`spec.http[0].route`) and its line.
-    pub fn into_resource<S: DeserializeOwned>(self) -> Result<Resource<S>, ConfigError> {
-        let key = self.key();
-        let spec = typed_spec(self.spec, &self.origin, &self.kind, &key)?;
-        Ok(resource(&self.name, &self.namespace, spec, &self.origin))
-    }
-}
-
-/// Splits one file's text into its resources, in order. A YAML syntax error yields one error for the whole
-/// file; an empty document yields nothing; a document that is not a mapping with `apiVersion` and `kind` yields
-/// an error. Nothing here depends on the API group.
-pub fn documents(file: &Path, text: &str) -> Vec<Result<RawResource, ConfigError>> {
-    let file: Arc<Path> = Arc::from(file);
-    let docs = match locate::documents(text) {
-        Ok(docs) => docs,
-        Err(e) => {
-            return vec![Err(ConfigError::Syntax {
-                at: Location {
-                    file: file.clone(),
-                    line: e.line,
-                },
-                column: e.column,
-                message: e.message,
-            })];
-        }
-    };
-    docs.into_iter()
-        .filter_map(|doc| {
-            let origin = Origin {
-                file: file.clone(),
-                line: doc.line,
-                text: Arc::from(doc.text),
-            };
-            raw_resource(doc.text, origin).transpose()
-        })
-        .collect()
-}
-
-impl ConfigFiles {
-    /// Every document of every file, in file order (see [`documents`]).
-    pub fn documents(&self) -> Vec<Result<RawResource, ConfigError>> {
-        self.files
-            .iter()
-            .flat_map(|(file, text)| documents(file, text))
-            .collect()
-    }
-}
-
-fn raw_resource(text: &str, origin: Origin) -> Result<Option<RawResource>, ConfigError> {
-    let invalid = |origin: &Origin, field: &str, message: String| ConfigError::Invalid {
-        at: origin.locate(field),
-        kind: "resource".to_string(),
-        name: "?".to_string(),
-        field: field.to_string(),
-        message,
-    };
-    let value: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| invalid(&origin, "", format!("not a resource: {e}")))?;
-    if value.is_null() {
-        return Ok(None); // an empty document
-    }
-    let Some(obj) = value.as_object() else {
-        return Err(invalid(
-            &origin,
-            "",
-            "a resource is a mapping with apiVersion, kind, metadata and spec".into(),
-        ));
-    };
-    let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-    let (api_version, kind) = (field("apiVersion"), field("kind"));
-    if api_version.is_empty() || kind.is_empty() {
-        return Err(invalid(
-            &origin,
-            if api_version.is_empty() {
-                "apiVersion"
-            } else {
-                "kind"
-            },
-            "missing; every resource has apiVersion and kind".into(),
-        ));
-    }
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let meta = obj.get("metadata").and_then(|m| m.as_object());
-    let meta_field = |k: &str| meta.and_then(|m| m.get(k)).and_then(|n| n.as_str());
-    let spec = obj
-        .get("spec")
-        .filter(|s| !s.is_null())
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    Ok(Some(RawResource {
-        api_version: api_version.to_string(),
-        group: group.to_string(),
-        version: version.to_string(),
-        kind: kind.to_string(),
-        name: meta_field("name").unwrap_or_default().to_string(),
-        namespace: meta_field("namespace").unwrap_or("default").to_string(),
-        spec,
-        origin,
-    }))
-}
-
 fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigError> {
     if doc.group != GROUP {
-        if crate::istio::note_unread(&mut set.unread, &doc) {
+        if istio::note_unread(&mut set.unread, &doc) {
             return Ok(());
         }
         tracing::debug!(file = %doc.origin.file.display(), api_version = %doc.api_version, kind = %doc.kind, "not a hub resource, ignored");
@@ -414,73 +135,4 @@ fn load_document(doc: RawResource, set: &mut ConfigSet) -> Result<(), ConfigErro
         }
     }
     Ok(())
-}
-
-fn resource<S>(name: &str, namespace: &str, spec: S, origin: &Origin) -> Resource<S> {
-    Resource {
-        name: name.to_string(),
-        namespace: namespace.to_string(),
-        spec,
-        origin: origin.clone(),
-    }
-}
-
-fn typed_spec<S: DeserializeOwned>(
-    spec: serde_json::Value,
-    origin: &Origin,
-    kind: &str,
-    key: &str,
-) -> Result<S, ConfigError> {
-    serde_path_to_error::deserialize(spec).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "spec".to_string()
-        } else {
-            format!("spec.{path}")
-        };
-        ConfigError::Invalid {
-            at: origin.locate(&field),
-            kind: kind.to_string(),
-            name: key.to_string(),
-            field,
-            message: e.into_inner().to_string(),
-        }
-    })
-}
-
-fn dns_label_problem(v: &str) -> Option<String> {
-    let ok = !v.is_empty()
-        && v.len() <= 253
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
-        && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
-    (!ok).then(|| format!("{v:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending alphanumeric"))
-}
-
-/// [`check_duplicates`], and the later resources of each name left out of `list`.
-fn first_of_each<S>(list: &mut Vec<Resource<S>>, kind: &str, errors: &mut Vec<ConfigError>) {
-    let before = errors.len();
-    check_duplicates(list, kind, errors);
-    if errors.len() > before {
-        let mut seen = std::collections::HashSet::new();
-        list.retain(|r| seen.insert(r.key()));
-    }
-}
-
-/// Appends a [`ConfigError::Duplicate`] for every resource of `list` whose `namespace/name` came earlier.
-pub fn check_duplicates<S>(list: &[Resource<S>], kind: &str, errors: &mut Vec<ConfigError>) {
-    let mut seen: HashMap<String, &Origin> = HashMap::new();
-    for r in list {
-        if let Some(first) = seen.get(&r.key()) {
-            errors.push(ConfigError::Duplicate {
-                at: r.origin.locate("metadata.name"),
-                first: first.locate("metadata.name"),
-                kind: kind.to_string(),
-                name: r.key(),
-            });
-        } else {
-            seen.insert(r.key(), &r.origin);
-        }
-    }
 }

@@ -171,3 +171,16 @@ fn sizes() {
     assert!(parse_size("1Xi").unwrap_err().contains("unknown unit"));
     assert!(parse_size("Mi").is_err());
 }
+
+#[test]
+fn the_hub_ignores_istio_networking_resources() {
+    // Pilot's fixture: Istio's published bookinfo samples, none of them the hub's.
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pilot/config/tests/fixtures/bookinfo");
+    let set = load_path(&dir).unwrap();
+    assert_eq!(
+        set.policies.len() + set.rate_limits.len() + set.telemetry.len() + set.adapters.len(),
+        0
+    );
+    assert_eq!(set.files, 23);
+}

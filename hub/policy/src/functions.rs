@@ -4,7 +4,7 @@
 //! Operators (`==`, `<`, `+`, `in`, `[]`, `? :`, …) and macros (`has`, `all`, `exists`, `exists_one`, `map`,
 //! `filter`) are checked by the compiler itself.
 
-use crate::expr::Ty;
+use crate::ty::Ty;
 
 /// One overload: the receiver for a method call (`x.f(…)`), else a global call (`f(…)`).
 #[derive(Debug)]

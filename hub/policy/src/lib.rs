@@ -16,6 +16,7 @@ mod index;
 mod net;
 mod resolve;
 mod snapshot;
+mod ty;
 
 pub use codes::{by_name as code_by_name, name_of as code_name};
 pub use decision::{
@@ -26,7 +27,7 @@ pub use engine::{
     ABSENT_DIMENSION, AdapterVerdict, MAX_LEASE, NoAdapters, PolicyAdapters, QuotaRequest,
     RateLimitDecision, VerdictFuture, check, check_leasing, check_with, lease_size, rate_limit,
 };
-pub use expr::{ENV, Expr, ExprError, Ty, compile as compile_expr, literal_string, segments};
+pub use expr::{ENV, Expr, ExprError, compile as compile_expr, literal_string, segments};
 pub use functions::{FUNCTIONS, Function, Overload};
 pub use net::{Cidr, Ip};
 pub use resolve::{BagResolver, ReadSet};
@@ -34,3 +35,4 @@ pub use snapshot::{
     Compiled, CompiledPolicy, CompiledRateLimit, CompiledRule, Snapshot, Validated, validate,
     validate_reusing,
 };
+pub use ty::Ty;

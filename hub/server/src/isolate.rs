@@ -48,7 +48,7 @@ pub(crate) fn judge(
     serving: Option<&Snapshot>,
     last_good: Option<&ConfigSet>,
 ) -> Result<Judged, ConfigErrors> {
-    let (mut set, mut errors) = files.load_each();
+    let (mut set, mut errors) = hub_config::load_each(files);
     if default_telemetry {
         hub_telemetry::add_defaults(&mut set);
     }

@@ -13,12 +13,16 @@ mod dedup;
 mod envoy_als;
 mod envoy_authz;
 mod envoy_rls;
+mod failure;
 mod fill;
+mod ingest;
 mod isolate;
 mod metrics;
 mod native;
 mod query;
-mod report;
+mod refusal;
+mod routes;
+mod shed;
 mod state;
 mod telemetry;
 
@@ -37,12 +41,15 @@ use tokio::task::JoinHandle;
 
 pub use envoy_als::{Reporter as AlsReporter, bags_of as als_bags, response_flags};
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
+pub use failure::LoadFailure;
 pub use hub_quota::Overflow as RateLimitOverflow;
-pub use metrics::Metrics;
-pub use native::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report_bags, to_check_response};
+pub use ingest::{DecodedReport, MAX_REPORT_BAGS, each_report_bag, report, report_bags};
+pub use metrics::{GateMetrics, Metrics};
+pub use native::to_check_response;
 pub use query::{PrometheusUrl, UrlError};
-pub use report::{MixerRoutes, report};
-pub use state::{ConfigSource, DecisionOptions, HubState, LoadFailure};
+pub use routes::MixerRoutes;
+pub use shed::default_max_in_flight;
+pub use state::{ConfigSource, DecisionOptions, HubState};
 pub use telemetry::{
     Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
     validate as validate_telemetry,
@@ -73,6 +80,11 @@ pub struct HubOptions {
     pub prometheus_url: Option<PrometheusUrl>,
     /// Read the resources from the Kubernetes API server instead of `config_dir`, and write their status.
     pub kubernetes: Option<hub_kube::KubeOptions>,
+    /// The most Checks, Reports, ext_authz and rate-limit calls admitted at once; beyond, calls are refused
+    /// with RESOURCE_EXHAUSTED (see [`default_max_in_flight`]).
+    pub max_in_flight: usize,
+    /// On shutdown, how long the adapters may take to deliver what they have queued.
+    pub drain_timeout: Duration,
 }
 
 /// Errors starting the hub.
@@ -307,7 +319,7 @@ pub async fn start(
         }
     });
 
-    let mixer = report::MixerRoutes::new(state.clone(), MAX_MESSAGE_BYTES);
+    let mixer = routes::MixerRoutes::new(state.clone(), MAX_MESSAGE_BYTES);
     let authz = AuthorizationServer::new(envoy_authz::AuthzService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rls = RateLimitServiceServer::new(envoy_rls::RlsService::new(state.clone()))
@@ -315,7 +327,9 @@ pub async fn start(
     let als = AccessLogServiceServer::new(envoy_als::AlsService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut grpc_stop = stop_rx;
+    let gate = shed::Gate::new(options.max_in_flight, state.metrics.gate());
     let router = tonic::transport::Server::builder()
+        .layer(shed::ShedLayer(gate))
         .add_service(health_service)
         .add_optional_service(reflection.ok())
         .add_service(mixer)
@@ -327,6 +341,7 @@ pub async fn start(
     let incoming = tonic::transport::server::TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    let (drained, drain_timeout) = (state.clone(), options.drain_timeout);
     let server = tokio::spawn(async move {
         let result = router
             .serve_with_incoming_shutdown(incoming, async move {
@@ -335,6 +350,10 @@ pub async fn start(
             })
             .await;
         watcher.abort();
+        // Reports acknowledged before the stop reach the adapters (bounded by the drain timeout).
+        for (adapter, stats) in drained.telemetry.drain_all(drain_timeout).await {
+            tracing::info!(%adapter, delivered = stats.delivered, dropped = stats.dropped.total(), queued = stats.queued, "adapter drained");
+        }
         if let Some((global, task)) = global_quota {
             // Leave the fleet and give back the units held, while the worker still runs the calls.
             global.leave().await;

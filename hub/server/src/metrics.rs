@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use hub_policy::{Decision, EvalFailureKind};
 
-use crate::state::LoadFailure;
+use crate::failure::LoadFailure;
 
 /// Most config errors exported as `sextant_hub_config_error` series at once.
 const MAX_ERROR_SERIES: usize = 50;
@@ -62,6 +62,30 @@ struct UnreadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    door: &'static str,
+}
+
+/// The admission gate's metrics (see `shed.rs`): refusals by door and calls in flight.
+#[derive(Clone, Debug, Default)]
+pub struct GateMetrics {
+    shed: Family<ShedLabels, Counter>,
+    in_flight: Gauge,
+}
+
+impl GateMetrics {
+    /// Counts a call of `door` refused because the hub was full.
+    pub fn shed(&self, door: &'static str) {
+        self.shed.get_or_create(&ShedLabels { door }).inc();
+    }
+
+    /// Adds `delta` to the calls in flight.
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     file: String,
     line: String,
@@ -90,6 +114,7 @@ pub struct Metrics {
     telemetry_failures: Counter,
     untraced: Counter,
     segments_dropped: Counter,
+    gate: GateMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -132,6 +157,7 @@ impl Metrics {
             telemetry_failures: Counter::default(),
             untraced: Counter::default(),
             segments_dropped: Counter::default(),
+            gate: GateMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -232,6 +258,17 @@ impl Metrics {
             "sextant_hub_telemetry_segments_dropped",
             "Batch segments an adapter's queue refused (see sextant_hub_adapter_dropped for records)",
             m.segments_dropped.clone(),
+        );
+        registry.register(
+            "sextant_hub_shed",
+            "Calls refused with RESOURCE_EXHAUSTED because --max-in-flight calls were in flight, by door \
+             (mixer_check, mixer_report, ext_authz, ratelimit)",
+            m.gate.shed.clone(),
+        );
+        registry.register(
+            "sextant_hub_in_flight",
+            "Gated calls (Checks, Reports, ext_authz, rate-limit) admitted and not yet answered",
+            m.gate.in_flight.clone(),
         );
         extra(&mut registry);
         Metrics { registry, ..m }
@@ -423,6 +460,11 @@ impl Metrics {
 
     pub(crate) fn dedup_evicted(&self, n: u64) {
         self.dedup_evicted.inc_by(n);
+    }
+
+    /// The admission gate's metrics, to count with.
+    pub fn gate(&self) -> GateMetrics {
+        self.gate.clone()
     }
 
     /// The Prometheus text exposition.

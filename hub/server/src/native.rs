@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use hub_config::FailurePolicy;
 use hub_policy::{Decision, HeaderAction, HeaderTarget, Presence, QuotaRequest};
-use sextant_attributes::{Bag, Changes, ReportWire};
 use sextant_proto::google::protobuf::Duration as PbDuration;
 use sextant_proto::google::rpc::Status as RpcStatus;
 use sextant_proto::mixer::{self, mixer_server::Mixer};
@@ -198,86 +197,9 @@ impl Mixer for MixerService {
         &self,
         request: Request<mixer::ReportRequest>,
     ) -> Result<Response<mixer::ReportResponse>, Status> {
-        // The hub's router sends Reports to [`crate::report::ReportService`], which reads the request bytes
+        // The hub's router sends Reports to the routes' `ReportService`, which reads the request bytes
         // itself; this path (a `MixerServer` used on its own) encodes the decoded message again.
         let bytes = prost::Message::encode_to_vec(&request.into_inner());
-        crate::report::report(&self.state, &bytes).map(Response::new)
+        crate::ingest::report(&self.state, &bytes).map(Response::new)
     }
-}
-
-/// The most attribute bags one Report may carry.
-pub const MAX_REPORT_BAGS: usize = 10_000;
-
-/// Decodes the bags of a Report: the accepted bags, how many were rejected, and one line per distinct reason.
-/// With delta encoding each entry overlays the previous bag, so an entry after a rejected one is rejected too.
-pub fn report_bags(req: &mixer::ReportRequest) -> (Vec<Bag>, u64, Vec<String>) {
-    let bytes = prost::Message::encode_to_vec(req);
-    let mut bags = Vec::with_capacity(req.attributes.len());
-    let decoded = match ReportWire::parse(&bytes) {
-        Ok(wire) => each_report_bag(&wire, &mut |b: &Bag, _| bags.push(b.clone())),
-        Err(e) => DecodedReport {
-            accepted: 0,
-            rejected: req.attributes.len() as u64,
-            errors: vec![e.to_string()],
-        },
-    };
-    (bags, decoded.rejected, decoded.errors)
-}
-
-/// What [`each_report_bag`] decoded.
-#[derive(Debug, Default)]
-pub struct DecodedReport {
-    /// Bags accepted (handed to the visitor).
-    pub accepted: u64,
-    /// Entries rejected.
-    pub rejected: u64,
-    /// One line per distinct reason (at most ten).
-    pub errors: Vec<String>,
-}
-
-/// Decodes the bags of a Report one at a time and hands each to `visit` with what its entry changed from the
-/// previous bag: with delta encoding each entry overlays the previous bag in place.
-pub fn each_report_bag(
-    report: &ReportWire<'_>,
-    visit: &mut dyn FnMut(&Bag, Changes<'_>),
-) -> DecodedReport {
-    let delta = report.is_delta();
-    let mut out = DecodedReport::default();
-    let mut broken_at: Option<usize> = None;
-    let mut bags = report.bags();
-    let mut i = 0;
-    while let Some(next) = bags.next() {
-        if let Some(first) = broken_at {
-            out.rejected += 1;
-            let reason = format!("attributes[{first}..]: follow a rejected delta-encoded entry");
-            if !out.errors.contains(&reason) {
-                out.errors.push(reason);
-            }
-        } else {
-            match next {
-                Ok((bag, changes)) => {
-                    visit(bag, changes);
-                    out.accepted += 1;
-                }
-                Err(e) => {
-                    out.rejected += 1;
-                    if out.errors.len() < 10 {
-                        // A malformed entry's error names the entry already.
-                        let e = e.to_string();
-                        let entry = format!("attributes[{i}]");
-                        out.errors.push(if e.contains(&entry) {
-                            e
-                        } else {
-                            format!("{entry}: {e}")
-                        });
-                    }
-                    if delta {
-                        broken_at = Some(i + 1);
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-    out
 }

@@ -15,6 +15,7 @@ use hub_quota::{LocalBackend, QuotaBackend, ScopedBackend};
 use hub_quota_redis::RedisBackend;
 use sextant_attributes::{Bag, Changes};
 
+use crate::failure::LoadFailure;
 use crate::metrics::Metrics;
 use crate::telemetry::{Ingested, Telemetry};
 
@@ -46,20 +47,6 @@ impl Default for DecisionOptions {
             global_quota: None,
         }
     }
-}
-
-/// What the last reload attempt found wrong, kept for `/debug/config` and `/metrics`.
-#[derive(Clone, Debug, Default)]
-pub struct LoadFailure {
-    /// One line per error: `file:line: kind name: field: message`.
-    pub errors: Vec<String>,
-    /// (file, line, field) of each error, for the metric labels.
-    pub locations: Vec<(String, u32, String)>,
-    /// `Kind namespace/name` of the invalid resources whose last good version serves (the others named by
-    /// the errors are left out). Empty when the whole change was refused.
-    pub kept: Vec<String>,
-    /// Whether the reload went on without the resources at fault (otherwise the change was refused).
-    pub partial: bool,
 }
 
 /// Where the hub's resources come from.
@@ -445,7 +432,7 @@ impl HubState {
                 }
             }
         }
-        let mut failure = failure_of(errors);
+        let mut failure = LoadFailure::of(errors);
         failure.kept = kept;
         failure.partial = true;
         failure
@@ -471,7 +458,7 @@ impl HubState {
                 }
             }
         }
-        let failure = failure_of(&errors.0);
+        let failure = LoadFailure::of(&errors.0);
         self.metrics.reload_failed(&failure);
         *self.last_failure.write().unwrap_or_else(|p| p.into_inner()) = Some(failure);
     }
@@ -482,23 +469,6 @@ impl HubState {
         self.metrics
             .rate_limit_buckets(&self.backend.local().stats());
         self.metrics.window(&self.window.evictions());
-    }
-}
-
-fn failure_of(errors: &[hub_config::ConfigError]) -> LoadFailure {
-    LoadFailure {
-        errors: errors.iter().map(ToString::to_string).collect(),
-        locations: errors
-            .iter()
-            .map(|e| {
-                let (file, line) = e.location().map_or((String::new(), 0), |l| {
-                    (l.file.display().to_string(), l.line)
-                });
-                (file, line, e.field().unwrap_or_default().to_string())
-            })
-            .collect(),
-        kept: Vec::new(),
-        partial: false,
     }
 }
 

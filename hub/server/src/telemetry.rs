@@ -254,6 +254,29 @@ impl Telemetry {
         })
     }
 
+    /// Delivers what every running adapter has queued, all of them at once, within `deadline`: the hub is
+    /// stopping, and what it acknowledged must reach the adapters. The adapters stop after. Returns each
+    /// adapter's delivery counts, by `namespace/name`.
+    pub async fn drain_all(
+        &self,
+        deadline: Duration,
+    ) -> Vec<(String, hub_adapters::DeliveryStats)> {
+        let running = std::mem::take(&mut *self.running.lock().await);
+        let mut drains = tokio::task::JoinSet::new();
+        for (key, r) in running {
+            drains.spawn(async move { (key, r.handle.drain(deadline).await) });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = drains.join_next().await {
+            match done {
+                Ok(drained) => out.push(drained),
+                Err(e) => tracing::error!(error = %e, "an adapter's drain failed"),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Makes `prepared` active; adapters it no longer runs drain in the background.
     pub async fn commit(&self, prepared: Prepared) {
         let Prepared {

@@ -2,7 +2,7 @@
 //! model, and the file-mode service registry.
 //!
 //! Data flow: the configuration directory the hub also reads is split into documents by `hub-config`
-//! ([`hub_config::ConfigFiles`], which locates every field's line) → [`NetworkingSet::load_with`] keeps the
+//! ([`sextant_resources::ConfigFiles`], which locates every field's line) → [`NetworkingSet::load_with`] keeps the
 //! `VirtualService`, `DestinationRule`, `ServiceEntry`, `WorkloadEntry`, `Gateway` and `Sidecar` documents (in the `v1`,
 //! `v1beta1` and `v1alpha3` spellings) and types their specs ([`types`]) → [`validate_each()`] (pure)
 //! resolves hosts ([`host`]), subsets, regexes, weights and ports into a [`MeshConfig`] → the mesh's services
@@ -84,6 +84,8 @@ pub use validate::{Validated, validate, validate_each, validate_each_after};
 
 /// Reads, types and validates the networking resources of a configuration directory (or file), strictly: any
 /// resource left out is an error (see [`validate()`]).
-pub fn load_and_validate(path: &std::path::Path) -> Result<MeshConfig, hub_config::ConfigErrors> {
+pub fn load_and_validate(
+    path: &std::path::Path,
+) -> Result<MeshConfig, sextant_resources::ConfigErrors> {
     validate(&load_path(path)?)
 }

@@ -1,6 +1,6 @@
 //! Reading Istio networking resources from the configuration directory the hub also reads.
 //!
-//! The files are split and located by `hub-config` ([`hub_config::documents`]); this module keeps the
+//! The files are split and located by `hub-config` ([`sextant_resources::documents`]); this module keeps the
 //! documents of the `networking.istio.io` group, in any of the apiVersions Istio serves with the same spec
 //! shape, and types their specs, each on its own: one that cannot be typed is left out and reported
 //! ([`NetworkingSet::rejected`]), the others are kept. Documents of other `*.istio.io` groups and kinds are
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use hub_config::{
+use sextant_resources::{
     ConfigError, ConfigErrors, ConfigFiles, RawResource, Resource, check_duplicates, documents,
 };
 
@@ -160,7 +160,7 @@ impl NetworkingSet {
                 || (doc.group == SECURITY_GROUP && SECURITY_KINDS.contains(&doc.kind.as_str()));
             if !read {
                 // Counted when in an Istio group or kind pilot does not read (not the hub's resources).
-                hub_config::istio::note_unread(&mut typed.unread, &doc);
+                sextant_resources::istio::note_unread(&mut typed.unread, &doc);
                 continue;
             }
             let rule_host = (doc.kind == "DestinationRule").then(|| {
@@ -288,6 +288,14 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    #[test]
+    fn the_kinds_pilot_reads_are_the_ones_the_shared_table_says() {
+        assert_eq!(KINDS, sextant_resources::istio::READ_BY_PILOT);
+        for kind in KINDS {
+            assert_eq!(report::unread_hint(GROUP, kind), None);
+        }
+    }
 
     fn load(text: &str) -> Result<NetworkingSet, ConfigErrors> {
         NetworkingSet::load(&ConfigFiles::from_texts(vec![(

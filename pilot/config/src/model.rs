@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hub_config::Resource;
 use regex::Regex;
+use sextant_resources::Resource;
 
 use crate::export::ExportTo;
 use crate::registry::Service;

@@ -6,8 +6,8 @@
 //! use instead: such a document is neither served nor an error, but a user who wrote it believes it applies,
 //! so it is said out loud.
 
-pub use hub_config::istio::{Unread, unread_hint};
-use hub_config::{ConfigError, Location};
+pub use sextant_resources::istio::{Unread, unread_hint};
+use sextant_resources::{ConfigError, Location};
 
 /// The kind [`Rejected`] says for a file that is not valid YAML (its name is the file's path).
 pub const FILE_KIND: &str = "file";
@@ -88,15 +88,4 @@ pub(crate) fn group(errors: Vec<ConfigError>) -> Vec<Rejected> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_kinds_pilot_reads_are_the_ones_the_shared_table_says() {
-        assert_eq!(crate::KINDS, hub_config::istio::READ_BY_PILOT);
-        for kind in crate::KINDS {
-            assert_eq!(super::unread_hint(crate::GROUP, kind), None);
-        }
-    }
 }

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hub_config::Resource;
+use sextant_resources::Resource;
 
 use crate::protocol::Protocol;
 use crate::types::{CaptureMode, Labels, OutboundMode, SidecarSpec};

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hub_config::ConfigFiles;
 use pilot_config::{
     FileRegistry, Matcher, MeshConfig, NetworkingSet, Protocol, RouteTarget, ServiceRegistry,
     validate,
 };
+use sextant_resources::ConfigFiles;
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const RATINGS: &str = "ratings.default.svc.cluster.local";
@@ -230,16 +230,6 @@ fn the_whole_directory_names_the_conflicting_samples() {
         err.contains("virtual-service-reviews-90-10.yaml:4"),
         "{err}"
     );
-}
-
-#[test]
-fn the_hub_ignores_the_networking_resources() {
-    let set = hub_config::load_path(&dir()).unwrap();
-    assert_eq!(
-        set.policies.len() + set.rate_limits.len() + set.telemetry.len() + set.adapters.len(),
-        0
-    );
-    assert_eq!(set.files, 23);
 }
 
 #[test]

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hub_config::{ConfigErrors, ConfigFiles};
 use pilot_config::{
     FileRegistry, MeshConfig, NetworkingSet, ParsedFiles, RegistrySnapshot, Rejected,
     ServiceRegistry, Unread, Validated,
@@ -25,6 +24,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use sextant_resources::{ConfigErrors, ConfigFiles};
 
 use crate::source::{Mesh, MeshSource};
 
@@ -447,8 +447,8 @@ fn millis(d: Duration) -> u64 {
 mod tests {
     use std::path::PathBuf;
 
-    use hub_config::ConfigFiles;
     use pilot_config::{NetworkingSet, ParsedFiles};
+    use sextant_resources::ConfigFiles;
 
     use super::*;
 

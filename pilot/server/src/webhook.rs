@@ -72,7 +72,7 @@ impl Admission for IstioValidation {
         if group != "networking.istio.io" && group != "security.istio.io" {
             return None;
         }
-        let files = hub_config::ConfigFiles::from_texts(vec![(
+        let files = sextant_resources::ConfigFiles::from_texts(vec![(
             document_path(kind, object),
             serde_json::to_string_pretty(object).unwrap_or_default(),
         )]);
@@ -96,8 +96,8 @@ impl Admission for IstioValidation {
 /// Whether `e` is about another resource the reviewed one names (a Gateway, a DestinationRule's subset):
 /// resources are applied in the user's order, so those are judged when pilot loads them, not here (as
 /// istiod's webhook does).
-fn names_another_resource(e: &hub_config::ConfigError) -> bool {
-    matches!(e, hub_config::ConfigError::Invalid { message, .. }
+fn names_another_resource(e: &sextant_resources::ConfigError) -> bool {
+    matches!(e, sextant_resources::ConfigError::Invalid { message, .. }
         if message.starts_with("unknown gateway ") || message.starts_with("unknown subset "))
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use pilot_config::types::{Fault, HeaderOperations, Headers, HttpRetry, Percent};
+use pilot_config::types::{
+    CorsPolicy as IstioCors, Fault, HeaderOperations, Headers, HttpRetry, Percent, StringMatch,
+};
 use pilot_config::{HttpRouteModel, Matcher, RequestMatch};
 use sextant_proto::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent, header_value_option,
@@ -14,6 +16,7 @@ use sextant_proto::envoy::config::route::v3::{
 };
 use sextant_proto::envoy::config::route::v3::{RouteMatch, route_action::RequestMirrorPolicy};
 use sextant_proto::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
+use sextant_proto::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use sextant_proto::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort,
 };
@@ -22,6 +25,7 @@ use sextant_proto::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, str
 use sextant_proto::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use sextant_proto::google::protobuf::{Any, BoolValue, UInt32Value};
 
+use crate::names::{CORS_FILTER, FAULT_FILTER};
 use crate::policy::duration;
 
 /// What Istio retries when a route says nothing about retries.
@@ -29,10 +33,6 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 /// How many retries Istio allows when a route says nothing about retries.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
-/// The name Envoy knows the fault filter by.
-pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
-/// The name Envoy knows the CORS filter by.
-pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// The Envoy match of one compiled Istio match.
 pub fn route_match(m: &RequestMatch) -> RouteMatch {
@@ -194,7 +194,7 @@ pub fn per_filter_config(route: &HttpRouteModel, cors: bool) -> HashMap<String, 
     if let Some(c) = route.spec.cors_policy.as_ref().filter(|_| cors) {
         out.insert(
             CORS_FILTER.to_string(),
-            pilot_xds::build::any(&crate::route::cors(c)),
+            pilot_xds::build::any(&self::cors(c)),
         );
     }
     out
@@ -284,4 +284,38 @@ fn ops(o: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<String>) {
         .collect();
     add.extend(o.add.iter().map(|kv| value(kv, A::AppendIfExistsOrAdd)));
     (add, o.remove.clone())
+}
+
+/// An Istio CORS policy as the CORS filter's per-route configuration.
+pub fn cors(c: &IstioCors) -> CorsPolicy {
+    CorsPolicy {
+        allow_origin_string_match: c.allow_origins.iter().filter_map(origin).collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .map(|d| d.get().as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
+        ..Default::default()
+    }
+}
+
+fn origin(m: &StringMatch) -> Option<StringMatcher> {
+    use string_matcher::MatchPattern as M;
+    let pattern = if let Some(e) = &m.exact {
+        M::Exact(e.clone())
+    } else if let Some(p) = &m.prefix {
+        M::Prefix(p.clone())
+    } else {
+        M::SafeRegex(RegexMatcher {
+            regex: m.regex.clone()?,
+            ..Default::default()
+        })
+    };
+    Some(StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: false,
+    })
 }

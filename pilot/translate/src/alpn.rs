@@ -38,31 +38,14 @@ use sextant_proto::envoy::extensions::filters::network::http_connection_manager:
     HttpConnectionManager, http_connection_manager,
 };
 
-use crate::listener::Listeners;
+use crate::filters::Listeners;
+use crate::names::port_of_cluster;
+use crate::tls::Upstream;
 
 /// The name Envoy knows the set-filter-state HTTP filter by (and its per-route configuration's key).
 pub const SET_FILTER_STATE_FILTER: &str = "envoy.filters.http.set_filter_state";
 /// Envoy's well-known filter state key overriding the upstream TLS handshake's ALPN list.
 pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
-
-/// The HTTP version a mesh-mTLS cluster speaks upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Upstream {
-    /// HTTP/1.1.
-    Http11,
-    /// HTTP/2.
-    Http2,
-}
-
-impl Upstream {
-    /// The ALPN list an HTTP request to such a cluster offers: Istio's `istio.alpn` values.
-    pub fn alpn(self) -> &'static str {
-        match self {
-            Upstream::Http11 => "istio-http/1.1,istio,http/1.1",
-            Upstream::Http2 => "istio-h2,istio,h2",
-        }
-    }
-}
 
 /// Gives every route of `listeners`' outbound route configurations whose destinations are all mesh-mTLS
 /// clusters (`istio_mutual`, with their HTTP versions) of one HTTP version the ALPN override, and the
@@ -71,7 +54,7 @@ impl Upstream {
 pub fn place(listeners: &mut Listeners, istio_mutual: &BTreeMap<String, Upstream>) {
     let mut with_override = BTreeSet::new();
     for rc in &mut listeners.routes {
-        if crate::inbound::port_of_cluster(&rc.name).is_some() {
+        if port_of_cluster(&rc.name).is_some() {
             continue;
         }
         if set_routes(rc, istio_mutual) {

@@ -38,13 +38,8 @@ use sextant_proto::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, str
 use sextant_proto::google::protobuf::{Any, UInt32Value};
 
 use crate::ProxyInfo;
-use crate::cluster::BLACK_HOLE;
-use crate::listener::tcp_forward;
-
-/// The name Envoy knows the network RBAC filter by.
-pub const RBAC_FILTER: &str = "envoy.filters.network.rbac";
-/// The name Envoy knows the HTTP RBAC filter by.
-pub const HTTP_RBAC_FILTER: &str = "envoy.filters.http.rbac";
+use crate::filters::tcp_forward;
+use crate::names::{BLACK_HOLE, HTTP_RBAC_FILTER, RBAC_FILTER};
 
 /// What a workload's inbound chains enforce.
 #[derive(Clone, Debug, Default)]

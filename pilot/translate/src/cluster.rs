@@ -1,6 +1,7 @@
 //! Clusters: `outbound|PORT||HOST` per service port and `outbound|PORT|SUBSET|HOST` per DestinationRule
 //! subset, their assignments, and Istio's `BlackHoleCluster`, `PassthroughCluster` and (with iptables)
-//! `InboundPassthroughCluster`.
+//! `InboundPassthroughCluster` (their names in [`crate::names`]); for routers, the SNI-DNAT clusters of
+//! `AUTO_PASSTHROUGH` servers ([`SniTarget`]).
 //!
 //! Static services are EDS clusters over ADS (the cluster's name is its EDS name); DNS services are
 //! `STRICT_DNS` with their endpoints inline; services with `resolution: NONE` and `simple: PASSTHROUGH`
@@ -19,16 +20,13 @@ use sextant_proto::envoy::extensions::upstreams::http::v3::{
 };
 
 use crate::endpoint::{assignment, members};
+use crate::hub::service::Hub;
+use crate::names::{BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::policy::{DEFAULT_CONNECT_TIMEOUT_MS, Effective};
 use crate::scope::Scope;
+use crate::tls::Upstream;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name};
 
-/// Where traffic nobody routes goes to die (a cluster without endpoints).
-pub const BLACK_HOLE: &str = "BlackHoleCluster";
-/// Traffic to destinations outside the registry, forwarded to the original destination.
-pub const PASSTHROUGH: &str = "PassthroughCluster";
-/// Inbound traffic forwarded to the workload at its original destination.
-pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 /// The source address of `InboundPassthroughCluster`'s connections (Istio's).
 pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 
@@ -44,19 +42,15 @@ pub struct Clusters {
     pub assignments: Vec<ClusterLoadAssignment>,
     /// The clusters speaking mesh mTLS (`ISTIO_MUTUAL`), with the HTTP version they speak upstream (for
     /// the ALPN an HTTP request announces, [`crate::alpn`]).
-    pub istio_mutual: std::collections::BTreeMap<String, crate::alpn::Upstream>,
+    pub istio_mutual: std::collections::BTreeMap<String, Upstream>,
 }
 
 /// Whether `policy` makes a cluster of `protocol` speak mesh mTLS, and then the HTTP version it speaks.
-fn mesh_upstream(
-    policy: &Effective,
-    protocol: Protocol,
-    grpc: bool,
-) -> Option<crate::alpn::Upstream> {
+fn mesh_upstream(policy: &Effective, protocol: Protocol, grpc: bool) -> Option<Upstream> {
     let mesh = !grpc && (policy.tls.as_ref()).is_some_and(|t| t.mode == TlsMode::IstioMutual);
     mesh.then_some(match protocol {
-        Protocol::Http2 | Protocol::Grpc => crate::alpn::Upstream::Http2,
-        _ => crate::alpn::Upstream::Http11,
+        Protocol::Http2 | Protocol::Grpc => Upstream::Http2,
+        _ => Upstream::Http11,
     })
 }
 
@@ -129,7 +123,7 @@ pub fn clusters(
 pub fn add_hub(
     out: &mut Clusters,
     mesh: &MeshConfig,
-    hub: &crate::hub::Hub<'_>,
+    hub: &Hub<'_>,
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) {
@@ -159,12 +153,24 @@ pub fn add_hub(
     out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
+/// A cluster an `AUTO_PASSTHROUGH` server forwards to by SNI.
+pub struct SniTarget<'a> {
+    /// Istio's SNI for it, which is also the cluster's name: `outbound_.PORT_.SUBSET_.HOST`.
+    pub name: String,
+    /// The service.
+    pub service: &'a pilot_config::Service,
+    /// The service port.
+    pub port: u16,
+    /// The subset, if any.
+    pub subset: Option<&'a pilot_config::types::Subset>,
+}
+
 /// The clusters an `AUTO_PASSTHROUGH` gateway forwards to by SNI (see [`crate::gateway::auto_passthrough`]):
 /// each as the service's cluster for that port and subset, with its DestinationRule's policy, but carrying
 /// bytes only (the client's TLS passes through, so no TLS and no HTTP options of its own).
 pub fn sni_dnat(
     mesh: &MeshConfig,
-    targets: &[crate::gateway::SniTarget<'_>],
+    targets: &[SniTarget<'_>],
     proxy: &ProxyInfo,
     mtls: &MeshTls<'_>,
 ) -> Clusters {

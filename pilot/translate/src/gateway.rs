@@ -39,26 +39,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use hub_config::Resource;
 use pilot_config::types::{GatewaySpec, Server, ServerTlsMode};
 use pilot_config::{MeshConfig, RegistrySnapshot, ServerKind, VirtualService};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
-use sextant_proto::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
-};
+use sextant_proto::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener};
 use sextant_proto::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
-use sextant_proto::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::BoolValue;
+use sextant_resources::Resource;
 
-use crate::listener::{Listeners, hcm_named, sni_chain, tcp_clusters, tcp_forward};
+use crate::cluster::SniTarget;
+use crate::filters::{Listeners, hcm_named, sni_chain, tcp_clusters, tcp_forward, tls_inspector};
 use crate::route::{RouteContext, http_route};
 use crate::{ProxyInfo, tls};
-
-/// The name Envoy knows the TLS inspector (which reads SNI) by.
-pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 
 /// A server of a gateway that applies to the router.
 #[derive(Clone, Copy)]
@@ -184,17 +179,6 @@ pub fn listeners(mesh: &MeshConfig, registry: &RegistrySnapshot, proxy: &ProxyIn
     out
 }
 
-/// The listener filter that reads a connection's TLS ClientHello (SNI, ALPN) for filter chain matching.
-pub(crate) fn tls_inspector() -> ListenerFilter {
-    ListenerFilter {
-        name: TLS_INSPECTOR.into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
-            &TlsInspector::default(),
-        ))),
-        ..Default::default()
-    }
-}
-
 /// The filter chain of a TCP port: a `tcp_proxy` to the destinations of the first TCP route bound to one of
 /// `servers` (in order); `None` when no VirtualService routes there.
 fn tcp_chain(
@@ -316,18 +300,6 @@ fn tls_chains(
         }
     }
     chains
-}
-
-/// A cluster an `AUTO_PASSTHROUGH` server forwards to by SNI.
-pub struct SniTarget<'a> {
-    /// Istio's SNI for it, which is also the cluster's name: `outbound_.PORT_.SUBSET_.HOST`.
-    pub name: String,
-    /// The service.
-    pub service: &'a pilot_config::Service,
-    /// The service port.
-    pub port: u16,
-    /// The subset, if any.
-    pub subset: Option<&'a pilot_config::types::Subset>,
 }
 
 /// Istio's SNI for the cluster of `port` and `subset` of `host`: `outbound_.PORT_.SUBSET_.HOST`.

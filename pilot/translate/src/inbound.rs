@@ -40,8 +40,8 @@ use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy
 use sextant_proto::google::protobuf::UInt32Value;
 
 use crate::authz::InboundSecurity;
-use crate::cluster::INBOUND_PASSTHROUGH;
-use crate::listener::{hcm_named, is_http, tcp_forward};
+use crate::filters::{hcm_named, http_inspector, is_http, tcp_forward, tls_inspector};
+use crate::names::{INBOUND_PASSTHROUGH, SNIFFED_HTTP, inbound_cluster_name};
 use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind};
 
@@ -58,19 +58,6 @@ pub struct Inbound {
     pub sniffed: BTreeSet<u16>,
     /// Listeners of their own (ports not captured).
     pub listeners: Vec<Listener>,
-}
-
-/// The cluster of the workload's `port`: `inbound|PORT||`.
-pub fn cluster_name(port: u16) -> String {
-    format!("inbound|{port}||")
-}
-
-/// The workload's port of an inbound cluster (and route configuration) name `inbound|PORT||`.
-pub fn port_of_cluster(name: &str) -> Option<u16> {
-    name.strip_prefix("inbound|")?
-        .strip_suffix("||")?
-        .parse()
-        .ok()
 }
 
 /// The resources of the workload's inbound ports (none for routers and proxyless clients): its Sidecar's
@@ -97,7 +84,7 @@ pub fn inbound(
         let declared: BTreeSet<u16> = ingress.iter().map(|i| i.port).collect();
         let ports = workload_ports(registry, proxy);
         for (port, sniffed) in ports.iter().filter(|(p, _)| !declared.contains(p)) {
-            let name = cluster_name(*port);
+            let name = inbound_cluster_name(*port);
             let mut rc = route(&name);
             if let Some(r) = rc.virtual_hosts[0].routes.get_mut(0)
                 && let Some(route::Action::Route(a)) = &mut r.action
@@ -127,7 +114,7 @@ pub fn inbound(
         }
     }
     for ingress in ingress {
-        let name = cluster_name(ingress.port);
+        let name = inbound_cluster_name(ingress.port);
         out.clusters.push(static_cluster(&name, ingress.endpoint));
         let stat_prefix = format!("inbound_0.0.0.0_{}", ingress.port);
         let http = || {
@@ -242,10 +229,7 @@ fn sniffed_chains(
         name: format!("inbound_{number}-http"),
         filter_chain_match: Some(FilterChainMatch {
             destination_port: port,
-            application_protocols: crate::listener::SNIFFED_HTTP
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+            application_protocols: SNIFFED_HTTP.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
         }),
         filters: vec![http.clone()],
@@ -278,14 +262,10 @@ fn bound(ingress: &Ingress, mut chains: Vec<FilterChain>, sniffed: bool) -> List
             .iter()
             .any(|c| (c.filter_chain_match.as_ref()).is_some_and(|m| m.transport_protocol == "tls"))
         {
-            listener
-                .listener_filters
-                .push(crate::gateway::tls_inspector());
+            listener.listener_filters.push(tls_inspector());
         }
         if sniffed {
-            listener
-                .listener_filters
-                .push(crate::listener::http_inspector(None));
+            listener.listener_filters.push(http_inspector(None));
         }
         // Server-first protocols send nothing for the inspectors to read: they take the plain (TCP) chain
         // once the listener filters' timeout passes.

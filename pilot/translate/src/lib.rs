@@ -37,6 +37,12 @@
 //! - the hub ([`Options::hub`], `--hub-service`): sidecars get its cluster, and in their HTTP connection
 //!   managers the Sextant proxy's hub filter or, for Envoy, ext_authz and a gRPC access log ([`hub`]).
 //!
+//! The modules are layered, none importing one that imports it: at the bottom the names they share
+//! ([`names`]), routes ([`route`], [`action`]) and the pieces listeners are made of ([`filters`], with
+//! [`filters::Listeners`]); above them clusters ([`cluster`]), the passes over assembled listeners
+//! ([`alpn`], [`hub`]), inbound security ([`authz`]), the workload's ports ([`inbound`]) and gateways
+//! ([`gateway`]); listener assembly ([`listener`]) at the top.
+//!
 //! Not translated yet: inbound listeners for the proxy's own workload without a Sidecar `ingress` (inbound
 //! traffic passes through `virtualInbound`), per-connection TCP routes by destination subnet, STRICT inbound mTLS (PeerAuthentication), TLS for proxyless gRPC clients
 //! (they take no certificate files; their clusters stay plain text).
@@ -46,10 +52,12 @@ pub mod alpn;
 pub mod authz;
 pub mod cluster;
 pub mod endpoint;
+pub mod filters;
 pub mod gateway;
 pub mod hub;
 pub mod inbound;
 pub mod listener;
+pub mod names;
 pub mod policy;
 mod proxy;
 pub mod route;
@@ -62,7 +70,7 @@ mod tests;
 use pilot_config::{MeshConfig, RegistrySnapshot};
 use pilot_xds::{Snapshot, SnapshotBuilder};
 
-pub use hub::{HubService, HubServiceError};
+pub use hub::service::{HubService, HubServiceError};
 pub use proxy::{DataPlane, Interception, LOCAL_CERT_METADATA, ProxyInfo, ProxyKind};
 
 /// The Istio name of the cluster for `port` of `host`, or of one subset of it: `outbound|9080|v1|reviews…`.

@@ -1,4 +1,7 @@
-//! Listeners and the route configurations they name.
+//! Listeners and the route configurations they name ([`crate::filters::Listeners`]), assembled: the top of
+//! the listener side, built from the pieces of [`crate::filters`], the workload's own ports
+//! ([`crate::inbound`]), their security ([`crate::authz`]) and, for routers, the gateways'
+//! ([`crate::gateway`]).
 //!
 //! Sidecars with iptables (`REDIRECT`) get Istio's shape: `virtualOutbound` on 0.0.0.0:15001 hands each
 //! captured connection to the listener of its original destination port (`0.0.0.0_PORT`, not bound itself)
@@ -16,27 +19,25 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, RouteTarget, Service};
+use pilot_config::{MeshConfig, Protocol, RegistrySnapshot, Service};
 use pilot_xds::build;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
 use sextant_proto::envoy::config::listener::v3::{
     ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
     ListenerFilterChainMatchPredicate, listener_filter,
 };
-use sextant_proto::envoy::config::route::v3::RouteConfiguration;
-use sextant_proto::envoy::extensions::filters::http::cors::v3::Cors;
-use sextant_proto::envoy::extensions::filters::http::fault::v3::HttpFault;
-use sextant_proto::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use sextant_proto::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use sextant_proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy;
 use sextant_proto::google::protobuf::BoolValue;
 
-use crate::action::{CORS_FILTER, FAULT_FILTER};
-use crate::cluster::{BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::gateway::tls_inspector;
+use crate::filters::{
+    Listeners, hcm_named, http_inspector, is_http, sni_chain, tcp_clusters, tcp_forward,
+    tls_inspector,
+};
 use crate::inbound::Inbound;
-use crate::route::{RouteContext, route_configuration, target_cluster};
+use crate::names::{BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, SNIFFED_HTTP};
+use crate::route::{RouteContext, route_configuration};
 use crate::scope::Scope;
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, cluster_name, route_name};
 use pilot_config::sidecar::Egress;
@@ -46,30 +47,6 @@ use pilot_config::types::{CaptureMode, OutboundMode};
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 /// The port iptables sends inbound connections to.
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
-/// The name Envoy knows the HTTP inspector (which tells HTTP from other bytes) by.
-pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
-/// The application protocols the HTTP inspector reports for plain-text HTTP, which sniffed HTTP chains
-/// match.
-pub const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
-/// The name Envoy knows the TCP proxy by.
-pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
-
-/// Listeners and the route configurations they name.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// Every listener.
-    pub listeners: Vec<Listener>,
-    /// One route configuration per HTTP port a listener routes.
-    pub routes: Vec<RouteConfiguration>,
-}
-
-/// Whether a port's protocol is routed by HTTP (rather than proxied as bytes).
-pub fn is_http(p: Protocol) -> bool {
-    matches!(
-        p,
-        Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
-    )
-}
 
 /// The listeners (and their routes) `proxy` needs, for what `scope` imports.
 pub fn listeners(
@@ -258,19 +235,6 @@ fn sniff(l: &mut Listener, stat_prefix: &str, port: u16) {
     });
 }
 
-/// The HTTP inspector, left out for the connections `disabled` matches (Envoy's `filter_disabled`).
-pub(crate) fn http_inspector(
-    disabled: Option<ListenerFilterChainMatchPredicate>,
-) -> ListenerFilter {
-    ListenerFilter {
-        name: HTTP_INSPECTOR.into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(build::any(
-            &HttpInspector::default(),
-        ))),
-        filter_disabled: disabled,
-    }
-}
-
 /// A predicate matching connections to any port but `ports` (by destination port: a redirected
 /// connection's original one).
 fn other_ports(ports: &std::collections::BTreeSet<u16>) -> ListenerFilterChainMatchPredicate {
@@ -302,21 +266,6 @@ fn other_ports(ports: &std::collections::BTreeSet<u16>) -> ListenerFilterChainMa
 /// A connection manager routing with `PORT` over RDS: fault, CORS (not for gRPC clients), router.
 fn hcm(stat_prefix: &str, port: u16, cors: bool) -> HttpConnectionManager {
     hcm_named(stat_prefix, &route_name(port), cors)
-}
-
-/// A connection manager routing with `route` over RDS: fault, CORS (when `cors`), router.
-pub(crate) fn hcm_named(stat_prefix: &str, route: &str, cors: bool) -> HttpConnectionManager {
-    let mut filters = vec![build::http_filter(
-        FAULT_FILTER,
-        build::any(&HttpFault::default()),
-    )];
-    if cors {
-        filters.push(build::http_filter(
-            CORS_FILTER,
-            build::any(&Cors::default()),
-        ));
-    }
-    build::http_connection_manager_with(stat_prefix, route, filters)
 }
 
 /// A TCP proxy to `service`'s cluster on `port`, weighted as the first applicable VirtualService TCP
@@ -381,69 +330,6 @@ fn sni_chains(
         }
     }
     chains
-}
-
-/// A filter chain forwarding TLS for the SNI `names` not yet `claimed` untouched to `clusters` (Envoy
-/// refuses two chains matching one name: the first to claim it keeps it); `None` when all were claimed.
-pub(crate) fn sni_chain(
-    claimed: &mut std::collections::BTreeSet<String>,
-    names: &[String],
-    stat_prefix: &str,
-    clusters: &tcp_proxy::ClusterSpecifier,
-) -> Option<FilterChain> {
-    let names: Vec<String> = (names.iter())
-        .filter(|n| claimed.insert((*n).clone()))
-        .cloned()
-        .collect();
-    (!names.is_empty()).then(|| FilterChain {
-        filter_chain_match: Some(FilterChainMatch {
-            server_names: names,
-            ..Default::default()
-        }),
-        filters: vec![tcp_forward(stat_prefix, clusters.clone())],
-        ..Default::default()
-    })
-}
-
-/// The clusters a TCP route's `destinations` name for `port` (weighted when more than one); `None` when
-/// there are none. Destinations of weight 0 are left out, as Istio does (Envoy's TCP proxy refuses a
-/// weight below 1).
-pub(crate) fn tcp_clusters(
-    destinations: &[RouteTarget],
-    registry: &RegistrySnapshot,
-    port: u16,
-) -> Option<tcp_proxy::ClusterSpecifier> {
-    let destinations: Vec<&RouteTarget> = destinations.iter().filter(|t| t.weight > 0).collect();
-    match destinations.as_slice() {
-        [] => None,
-        [one] => Some(tcp_proxy::ClusterSpecifier::Cluster(
-            target_cluster(one, registry, port).0,
-        )),
-        many => Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
-            tcp_proxy::WeightedCluster {
-                clusters: many
-                    .iter()
-                    .map(|t| tcp_proxy::weighted_cluster::ClusterWeight {
-                        name: target_cluster(t, registry, port).0,
-                        weight: t.weight,
-                        ..Default::default()
-                    })
-                    .collect(),
-            },
-        )),
-    }
-}
-
-/// A `tcp_proxy` filter forwarding to `clusters`.
-pub(crate) fn tcp_forward(stat_prefix: &str, clusters: tcp_proxy::ClusterSpecifier) -> Filter {
-    build::network_filter(
-        TCP_PROXY_FILTER,
-        build::any(&TcpProxy {
-            stat_prefix: stat_prefix.to_string(),
-            cluster_specifier: Some(clusters),
-            ..Default::default()
-        }),
-    )
 }
 
 /// Adds to an inbound capture listener a filter chain ending mesh mTLS (transport `tls` with one of

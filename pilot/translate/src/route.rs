@@ -4,14 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use pilot_config::types::{CorsPolicy as IstioCors, OutboundMode, StringMatch};
+use pilot_config::types::OutboundMode;
 use pilot_config::{HttpRouteModel, MeshConfig, RegistrySnapshot, RouteTarget, Service};
 use sextant_proto::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
     WeightedCluster, route, route_action, route_match, weighted_cluster,
 };
-use sextant_proto::envoy::extensions::filters::http::cors::v3::CorsPolicy;
-use sextant_proto::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use sextant_proto::google::protobuf::{BoolValue, Duration, UInt32Value};
 
 use crate::action::{self, HeaderEdits};
@@ -101,7 +99,7 @@ pub fn domains(host: &str, proxy_namespace: &str, port: u16) -> Vec<String> {
 fn unknown_hosts(mode: OutboundMode) -> VirtualHost {
     let route = match mode {
         OutboundMode::AllowAny => {
-            forward(catch_all(), "allow_any", crate::cluster::PASSTHROUGH.into())
+            forward(catch_all(), "allow_any", crate::names::PASSTHROUGH.into())
         }
         OutboundMode::RegistryOnly => Route {
             name: "block_all".into(),
@@ -327,38 +325,4 @@ fn route_action(
         hash_policy,
         ..Default::default()
     }))
-}
-
-/// An Istio CORS policy as the CORS filter's per-route configuration.
-pub fn cors(c: &IstioCors) -> CorsPolicy {
-    CorsPolicy {
-        allow_origin_string_match: c.allow_origins.iter().filter_map(origin).collect(),
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
-        max_age: c
-            .max_age
-            .map(|d| d.get().as_secs().to_string())
-            .unwrap_or_default(),
-        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
-        ..Default::default()
-    }
-}
-
-fn origin(m: &StringMatch) -> Option<StringMatcher> {
-    use string_matcher::MatchPattern as M;
-    let pattern = if let Some(e) = &m.exact {
-        M::Exact(e.clone())
-    } else if let Some(p) = &m.prefix {
-        M::Prefix(p.clone())
-    } else {
-        M::SafeRegex(RegexMatcher {
-            regex: m.regex.clone()?,
-            ..Default::default()
-        })
-    };
-    Some(StringMatcher {
-        match_pattern: Some(pattern),
-        ignore_case: false,
-    })
 }

@@ -8,8 +8,9 @@
 //! ([`WORKLOAD_SECRET`]) and the trust root ([`ROOT_SECRET`]), Istio's secret names, over ADS from pilot,
 //! or, for an Envoy keeping its own key, from its agent ([`SecretSource`]). The client offers Istio's ALPN
 //! values, so the server side (ours or an Istio sidecar) tells mesh mTLS from an application's own TLS, and
-//! checks the server's SPIFFE ID; HTTP requests offer Istio's HTTP values first ([`MESH_HTTP_ALPN`],
-//! [`crate::alpn`]), so a server sniffing a port of undeclared protocol knows the connection carries HTTP.
+//! checks the server's SPIFFE ID; HTTP requests offer Istio's HTTP values first ([`MESH_HTTP_ALPN`]; the list
+//! by the HTTP version the cluster speaks, [`Upstream`], placed by [`crate::alpn`]), so a server sniffing a
+//! port of undeclared protocol knows the connection carries HTTP.
 
 use pilot_config::types::{ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsMode};
 use pilot_xds::build;
@@ -50,6 +51,25 @@ pub const MESH_ALPN: [&str; 5] = [
 pub const MESH_HTTP_ALPN: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
 /// The ALPN values of mesh mTLS carrying anything else (TCP): what mesh clusters offer by default.
 pub const MESH_TCP_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
+
+/// The HTTP version a mesh-mTLS cluster speaks upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// HTTP/1.1.
+    Http11,
+    /// HTTP/2.
+    Http2,
+}
+
+impl Upstream {
+    /// The ALPN list an HTTP request to such a cluster offers: Istio's `istio.alpn` values.
+    pub fn alpn(self) -> &'static str {
+        match self {
+            Upstream::Http11 => "istio-http/1.1,istio,http/1.1",
+            Upstream::Http2 => "istio-h2,istio,h2",
+        }
+    }
+}
 
 /// The cluster a stock Envoy keeping its own key reads its secrets from: its bootstrap's static cluster on
 /// the agent's Unix socket (Istio's name; `sextant agent` serves it).

@@ -21,6 +21,7 @@
 mod budget;
 pub mod build;
 mod delta;
+mod framing;
 mod grpc;
 pub mod limits;
 mod names;

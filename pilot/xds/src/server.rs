@@ -12,7 +12,7 @@ use tonic::Status;
 
 use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
-use crate::grpc::{AdsService, Frame, Requests, frame};
+use crate::framing::{Frame, Requests, frame};
 use crate::limits::MAX_BACKLOG_BYTES;
 use crate::protocol::{Answer, Outgoing, Protocol, Verdict};
 use crate::snapshot::Snapshot;
@@ -50,11 +50,6 @@ impl<S: SnapshotSource> AdsServer<S> {
     /// The open streams and the metrics (for `/debug/syncz` and `/metrics`).
     pub fn connections(&self) -> Arc<Connections> {
         self.connections.clone()
-    }
-
-    /// The gRPC service, to add to a tonic server.
-    pub fn into_service(self) -> AdsService<S> {
-        AdsService::new(self)
     }
 
     /// Serves a `StreamAggregatedResources` stream; the receiver yields its responses.

@@ -1,5 +1,7 @@
 //! The attribute bag: the values of one request, indexed by attribute id.
 
+use std::collections::HashMap;
+
 use crate::error::DecodeError;
 use crate::value::Value;
 use crate::vocabulary::{AttrId, AttrType, VOCABULARY};
@@ -47,7 +49,7 @@ impl Bag {
             self.values.resize(VOCABULARY.len(), None);
         }
         let value = match value {
-            Value::StringMap(m) if is_header_map(id) => Value::StringMap(crate::lowercase_keys(m)),
+            Value::StringMap(m) if is_header_map(id) => Value::StringMap(lowercase_keys(m)),
             v => v,
         };
         Ok(self.values[id.index()].replace(value))
@@ -164,4 +166,14 @@ impl Bag {
 
 fn is_header_map(id: AttrId) -> bool {
     id.ty() == AttrType::StringMap && id.name().ends_with(".headers")
+}
+
+/// Lower-cases map keys (header names are case-insensitive); allocates only when a key has upper case.
+fn lowercase_keys(m: HashMap<String, String>) -> HashMap<String, String> {
+    if m.keys().all(|k| !k.bytes().any(|b| b.is_ascii_uppercase())) {
+        return m;
+    }
+    m.into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
 }

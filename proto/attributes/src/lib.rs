@@ -27,7 +27,6 @@ pub use compressed::{
 };
 pub use docs::attributes_markdown;
 pub use error::DecodeError;
-pub(crate) use plain::lowercase_keys;
 pub use plain::{from_plain, to_plain};
 pub use report::{BagDecoder, ReportWire};
 pub use value::{Span, Time, Value};

@@ -1,6 +1,5 @@
 //! The plain wire form (`sextant.mixer.v1.Attributes`): attribute names to typed values.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use sextant_proto::google::protobuf as pbwk;
@@ -137,14 +136,4 @@ pub(crate) fn duration_to_pb(d: Span) -> pbwk::Duration {
         seconds: d.seconds,
         nanos: d.nanos,
     }
-}
-
-/// Lower-cases map keys (header names are case-insensitive); allocates only when a key has upper case.
-pub(crate) fn lowercase_keys(m: HashMap<String, String>) -> HashMap<String, String> {
-    if m.keys().all(|k| !k.bytes().any(|b| b.is_ascii_uppercase())) {
-        return m;
-    }
-    m.into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
 }

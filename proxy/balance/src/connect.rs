@@ -14,6 +14,9 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::{Error, Shared};
 
+/// An ALPN list replacing the cluster's on a TLS handshake.
+pub type Alpn = proxy_config::filter_state::Alpn;
+
 /// An upstream connection: plain or TLS.
 #[derive(Debug)]
 pub enum Io {
@@ -115,7 +118,7 @@ async fn tcp(address: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<
 /// failures and handshakes in the cluster's stats.
 pub(crate) async fn connect(
     address: SocketAddr,
-    alpn: Option<&crate::pool::Alpn>,
+    alpn: Option<&Alpn>,
     shared: &Shared,
 ) -> Result<Io, Error> {
     shared.stats.cx_total.inc();

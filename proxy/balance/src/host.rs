@@ -1,10 +1,10 @@
-//! A cluster's hosts and what each one holds: its weight, its load, its connection pool.
+//! A cluster's hosts and what each one holds: its weight, its load, its connection pool, its outlier
+//! detection state.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use proxy_config::endpoint::Locality;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
 
 use crate::pool::Pool;
 
@@ -19,7 +19,7 @@ pub struct Host {
     pub healthy: bool,
     active: AtomicU32,
     pub(crate) pool: Pool,
-    pub(crate) outlier: crate::outlier::HostState,
+    pub(crate) outlier: HostState,
 }
 
 impl Host {
@@ -53,92 +53,17 @@ impl Host {
     }
 }
 
-/// What shapes a host set besides its hosts: the balancing policy (for hash tables) and the panic threshold.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Shape {
-    pub lb: proxy_config::cluster::LbPolicy,
-    pub panic_threshold: f64,
-}
-
-/// The hosts of a cluster at one moment, and those traffic goes to.
+/// A host's outlier state, kept by its cluster's detector ([`crate::outlier`]).
 #[derive(Debug, Default)]
-pub struct HostSet {
-    all: Vec<Arc<Host>>,
-    routable: Vec<Arc<Host>>,
-    schedule: Vec<usize>,
-    total_weight: u64,
-    pub(crate) hashing: Option<crate::hash::Table>,
-}
-
-impl HostSet {
-    /// A set from `localities`, reusing the hosts (and so the connections) of `previous` at the same address
-    /// and weight. Locality weights are not applied (Envoy applies them only with locality-weighted balancing).
-    pub(crate) fn new(
-        localities: &[Locality],
-        previous: &HostSet,
-        new_pool: impl Fn() -> Pool,
-        shape: Shape,
-    ) -> HostSet {
-        let mut all = Vec::new();
-        for endpoint in localities.iter().flat_map(|l| &l.endpoints) {
-            if all
-                .iter()
-                .any(|h: &Arc<Host>| h.address == endpoint.address)
-            {
-                continue;
-            }
-            let reused = previous.all.iter().find(|h| {
-                h.address == endpoint.address
-                    && h.weight == endpoint.weight
-                    && h.healthy == endpoint.healthy
-            });
-            all.push(match reused {
-                Some(h) => h.clone(),
-                None => Arc::new(Host::new(
-                    endpoint.address,
-                    endpoint.weight,
-                    endpoint.healthy,
-                    new_pool(),
-                )),
-            });
-        }
-        HostSet::from_hosts(all, shape)
-    }
-
-    /// A set of `all`, routing to those healthy and not ejected unless too few are (panic mode).
-    pub(crate) fn from_hosts(all: Vec<Arc<Host>>, shape: Shape) -> HostSet {
-        let healthy: Vec<Arc<Host>> = all
-            .iter()
-            .filter(|h| h.healthy && !h.ejected())
-            .cloned()
-            .collect();
-        let panic = (healthy.len() as f64) * 100.0 < (all.len() as f64) * shape.panic_threshold;
-        let routable = if panic { all.clone() } else { healthy };
-        let weights: Vec<u32> = routable.iter().map(|h| h.weight).collect();
-        HostSet {
-            schedule: crate::lb::schedule(&weights),
-            total_weight: weights.iter().map(|&w| u64::from(w)).sum(),
-            hashing: crate::hash::Table::new(shape.lb, &routable),
-            all,
-            routable,
-        }
-    }
-
-    /// Every host.
-    pub fn all(&self) -> &[Arc<Host>] {
-        &self.all
-    }
-
-    /// The hosts traffic goes to: the healthy ones, or all of them when too few are healthy (panic mode).
-    pub fn routable(&self) -> &[Arc<Host>] {
-        &self.routable
-    }
-
-    pub(crate) fn schedule(&self) -> &[usize] {
-        &self.schedule
-    }
-
-    pub(crate) fn total_weight(&self) -> u64 {
-        self.total_weight
-    }
+pub(crate) struct HostState {
+    /// Whether it is ejected.
+    pub(crate) ejected: AtomicBool,
+    /// 5xx answers (or local failures) in a row.
+    pub(crate) consecutive_5xx: AtomicU32,
+    /// Gateway failures (502-504, or local failures) in a row.
+    pub(crate) consecutive_gateway: AtomicU32,
+    /// How many times it was ejected, less one per review it stayed in.
+    pub(crate) times_ejected: AtomicU32,
+    /// When it was last ejected.
+    pub(crate) ejected_at: Mutex<Option<Instant>>,
 }

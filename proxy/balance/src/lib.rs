@@ -8,9 +8,11 @@
 mod body;
 mod connect;
 pub mod dns;
+mod exchange;
 pub mod grpc;
 mod hash;
 mod host;
+mod host_set;
 mod lb;
 mod outlier;
 mod pool;
@@ -27,11 +29,12 @@ use proxy_stats::{Counter, Gauge, Histogram, Scope, Stats};
 use tokio::sync::Notify;
 
 pub use body::{Body, Recording};
-pub use connect::{Io, set_upstream_mark};
+pub use connect::{Alpn, Io, set_upstream_mark};
+pub use exchange::ResponseBody;
 pub use hash::hash_bytes;
-pub use host::{Host, HostSet};
+pub use host::Host;
+pub use host_set::HostSet;
 pub use outlier::Outcome;
-pub use pool::{Alpn, ResponseBody};
 
 /// The most original-destination hosts a cluster keeps (their pools included).
 const MAX_ORIGINAL_DST_HOSTS: usize = 4096;
@@ -306,8 +309,8 @@ impl Cluster {
         &self.shared.stats
     }
 
-    fn shape(&self) -> host::Shape {
-        host::Shape {
+    fn shape(&self) -> host_set::Shape {
+        host_set::Shape {
             lb: self.config.lb,
             panic_threshold: self.config.panic_threshold,
         }
@@ -446,7 +449,7 @@ impl Cluster {
             shared: shared.clone(),
             host: host.clone(),
         };
-        pool::send(host, shared, request, in_flight, alpn).await
+        exchange::send(host, shared, request, in_flight, alpn).await
     }
 
     /// A permit for one retry, or `None` (counted) when the retry limit is reached.

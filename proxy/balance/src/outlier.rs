@@ -2,14 +2,15 @@
 //! connect or answer) several times in a row is ejected from balancing for a time that grows with each
 //! ejection, within a maximum share of ejected hosts; ejections are reviewed every interval.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use proxy_config::cluster::Outlier;
 use proxy_stats::{Counter, Gauge, Scope, Stats};
 
-use crate::host::{Host, HostSet};
+use crate::host::Host;
+use crate::host_set::HostSet;
 
 /// What an attempt to a host came to, for outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,16 +19,6 @@ pub enum Outcome {
     Status(u16),
     /// No response: the connection failed, was reset, or timed out.
     LocalFailure,
-}
-
-/// A host's outlier state.
-#[derive(Debug, Default)]
-pub(crate) struct HostState {
-    pub(crate) ejected: AtomicBool,
-    consecutive_5xx: AtomicU32,
-    consecutive_gateway: AtomicU32,
-    times_ejected: AtomicU32,
-    ejected_at: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug)]

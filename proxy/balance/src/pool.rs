@@ -8,21 +8,16 @@
 //! request of another (the server chose its filter chain by it).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_config::cluster::Protocol;
 
-use crate::host::Host;
-use crate::{Body, Error, InFlight, Shared};
+use crate::connect::Alpn;
+use crate::{Body, Error, Shared};
 
 /// HTTP/2 flow-control windows upstream (Envoy's defaults are larger still: 256 MiB).
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -47,34 +42,19 @@ pub(crate) struct Pool {
     by_alpn: Mutex<Vec<Arc<Pool>>>,
 }
 
-/// The pool a request's connections come from and go back to.
-#[derive(Debug, Clone)]
-enum PoolRef {
-    /// The host's own: the cluster's ALPN.
-    Host(Arc<Host>),
-    /// The host's pool for an ALPN list, or one for a single request.
-    Alpn(Arc<Pool>),
-}
-
-impl PoolRef {
-    fn get(&self) -> &Pool {
-        match self {
-            PoolRef::Host(h) => &h.pool,
-            PoolRef::Alpn(p) => p,
-        }
-    }
-}
-
+/// An HTTP/1.1 connection of a pool.
 #[derive(Debug)]
-struct Http1Conn {
-    sender: http1::SendRequest<Body>,
+pub(crate) struct Http1Conn {
+    /// Sends its requests.
+    pub(crate) sender: http1::SendRequest<Body>,
     opened: Instant,
     last_used: Instant,
-    requests: u32,
+    /// The requests it has carried.
+    pub(crate) requests: u32,
 }
 
 /// A connection checked out for one request.
-enum Checked {
+pub(crate) enum Checked {
     Http1(Http1Conn),
     Http2(http2::SendRequest<Body>),
 }
@@ -96,7 +76,7 @@ impl Pool {
 
     /// The pool of connections offering `alpn` (made on first use; past [`MAX_ALPN_POOLS`] lists, a pool
     /// for this one request).
-    fn for_alpn(&self, alpn: &Alpn) -> Arc<Pool> {
+    pub(crate) fn for_alpn(&self, alpn: &Alpn) -> Arc<Pool> {
         let mut pools = self.by_alpn.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = pools.iter().find(|p| p.alpn.as_ref() == Some(alpn)) {
             return p.clone();
@@ -107,82 +87,36 @@ impl Pool {
         }
         pool
     }
-}
 
-/// An ALPN list replacing the cluster's on a TLS handshake.
-pub type Alpn = proxy_config::filter_state::Alpn;
-
-/// Sends `request` to `host`, over a pooled connection or a new one; with `alpn` (on a cluster originating
-/// TLS), over one whose handshake offered that list.
-pub(crate) async fn send(
-    host: &Arc<Host>,
-    shared: &Arc<Shared>,
-    mut request: http::Request<Body>,
-    in_flight: InFlight,
-    alpn: Option<&Alpn>,
-) -> Result<http::Response<ResponseBody>, Error> {
-    let mut in_flight = Some(in_flight);
-    // Plain text has no ALPN: the override changes nothing there, as in Envoy.
-    let pool = match alpn.filter(|_| shared.originates_tls) {
-        Some(alpn) => PoolRef::Alpn(host.pool.for_alpn(alpn)),
-        None => PoolRef::Host(host.clone()),
-    };
-    // A pooled HTTP/1.1 connection the server closed while idle gives the request back unsent: try another.
-    for _ in 0..3 {
-        let checked = checkout(host.address, &pool, shared).await?;
-        match checked {
-            Checked::Http1(mut conn) => match conn.sender.try_send_request(request).await {
-                Ok(response) => {
-                    conn.requests += 1;
-                    return Ok(wrap(response, &pool, shared, Some(conn), in_flight.take()));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if conn.requests > 0 => request = unsent,
-                    _ => return Err(Error::Reset(e.into_error().to_string())),
-                },
-            },
-            Checked::Http2(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok(wrap(response, &pool, shared, None, in_flight.take())),
-                Err(mut e) => {
-                    let refused = is_refused(e.error());
-                    match e.take_message() {
-                        Some(unsent) if e.error().is_closed() || e.error().is_canceled() => {
-                            request = unsent
-                        }
-                        _ if refused => return Err(Error::RefusedStream),
-                        _ => return Err(Error::Reset(e.into_error().to_string())),
-                    }
-                }
-            },
+    /// Takes back `conn` after its request: kept idle for the next one unless it closed, has carried the
+    /// cluster's most requests per connection, or the host keeps [`MAX_IDLE_PER_HOST`] already.
+    pub(crate) fn give_back(&self, mut conn: Http1Conn, shared: &Shared) {
+        let spent = shared
+            .http
+            .max_requests_per_connection
+            .is_some_and(|max| conn.requests >= max);
+        if !conn.sender.is_closed() && !spent {
+            conn.last_used = Instant::now();
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE_PER_HOST {
+                idle.push(conn);
+            }
         }
     }
-    Err(Error::Reset(
-        "the upstream closed three connections in a row before taking the request".into(),
-    ))
 }
 
-fn is_refused(e: &hyper::Error) -> bool {
-    // hyper exposes h2's reason only through the error's description.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("REFUSED_STREAM") || s.to_string().contains("refused stream") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-async fn checkout(
+/// A connection of `pool` to `address` for one request: an idle or new HTTP/1.1 one, or the host's
+/// HTTP/2 one.
+pub(crate) async fn checkout(
     address: SocketAddr,
-    pool: &PoolRef,
+    pool: &Pool,
     shared: &Arc<Shared>,
 ) -> Result<Checked, Error> {
-    match pool.get().protocol {
-        Protocol::Http2 => checkout_http2(address, pool.get(), shared)
+    match pool.protocol {
+        Protocol::Http2 => checkout_http2(address, pool, shared)
             .await
             .map(Checked::Http2),
-        Protocol::Http1 => checkout_http1(address, pool.get(), shared)
+        Protocol::Http1 => checkout_http1(address, pool, shared)
             .await
             .map(Checked::Http1),
     }
@@ -308,90 +242,5 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
         self.0.released.notify_waiters();
-    }
-}
-
-fn wrap(
-    response: http::Response<Incoming>,
-    pool: &PoolRef,
-    shared: &Arc<Shared>,
-    conn: Option<Http1Conn>,
-    in_flight: Option<InFlight>,
-) -> http::Response<ResponseBody> {
-    let guard = Returning {
-        pool: pool.clone(),
-        shared: shared.clone(),
-        conn,
-        _in_flight: in_flight,
-    };
-    response.map(|inner| ResponseBody {
-        inner,
-        guard: Some(guard),
-    })
-}
-
-/// A response body from upstream. When it ends or is dropped, its HTTP/1.1 connection goes back to the pool.
-#[derive(Debug)]
-pub struct ResponseBody {
-    inner: Incoming,
-    guard: Option<Returning>,
-}
-
-#[derive(Debug)]
-struct Returning {
-    pool: PoolRef,
-    shared: Arc<Shared>,
-    conn: Option<Http1Conn>,
-    _in_flight: Option<InFlight>,
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let spent = self
-                .shared
-                .http
-                .max_requests_per_connection
-                .is_some_and(|max| conn.requests >= max);
-            if !conn.sender.is_closed() && !spent {
-                conn.last_used = Instant::now();
-                let mut idle = self
-                    .pool
-                    .get()
-                    .idle
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < MAX_IDLE_PER_HOST {
-                    idle.push(conn);
-                }
-            }
-        }
-        self.shared.released.notify_waiters();
-    }
-}
-
-impl HttpBody for ResponseBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            // Ended: the connection is reusable now, not when the downstream side lets go of the body.
-            this.guard = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -11,25 +11,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use http_body::{Body as HttpBody, Frame};
 use proxy_check::{Checker, Limits as CacheLimits, Verdict};
 use proxy_config::mixer::HubFilter;
 use proxy_report::{Batching, Reporter};
 use proxy_state::Snapshots;
 use proxy_stats::Stats;
-use sextant_attributes::{AttrId, Bag, Span, Time, Value, attr};
+use sextant_attributes::{AttrId, Bag, Value, attr};
 use sextant_proto::mixer::header_operation::{Operation, Target};
 use sextant_supervise::TaskHealth;
 
-use crate::body::ProxyBody;
+use crate::bag::{grpc_status, now, put};
+use crate::body::{ProxyBody, Report};
 
 /// The client workload's name, added by the client's sidecar.
 pub const SOURCE_WORKLOAD: HeaderName = HeaderName::from_static("x-sextant-source-workload");
@@ -328,86 +325,8 @@ impl Filter {
             );
         }
         let (parts, body) = response.into_parts();
-        let report = Report {
-            bag: Some(bag),
-            started: pending.started,
-            bytes: 0,
-            reporter: reporter.clone(),
-        };
+        let report = Report::new(bag, pending.started, reporter.clone());
         Response::from_parts(parts, ProxyBody::Reported(Box::new((body, report))))
-    }
-}
-
-/// A response on its way downstream: reported when its body ends or is dropped.
-#[derive(Debug)]
-pub struct Report {
-    bag: Option<Bag>,
-    started: Instant,
-    bytes: u64,
-    reporter: Arc<Reporter>,
-}
-
-impl Report {
-    pub(crate) fn poll_frame(
-        &mut self,
-        inner: Pin<&mut ProxyBody>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
-                }
-                if let (Some(trailers), Some(bag)) = (frame.trailers_ref(), self.bag.as_mut())
-                    && let Some(code) = grpc_status(trailers)
-                {
-                    put(
-                        bag,
-                        attr!("response.grpc_status", String),
-                        Value::String(code),
-                    );
-                }
-            }
-            Poll::Ready(None) => self.send(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn send(&mut self) {
-        let Some(mut bag) = self.bag.take() else {
-            return;
-        };
-        let bytes = i64::try_from(self.bytes).unwrap_or(i64::MAX);
-        put(&mut bag, attr!("response.size", Int64), Value::Int64(bytes));
-        put(
-            &mut bag,
-            attr!("response.total_size", Int64),
-            Value::Int64(bytes),
-        );
-        put(
-            &mut bag,
-            attr!("response.time", Timestamp),
-            Value::Timestamp(now()),
-        );
-        let took = self.started.elapsed();
-        put(
-            &mut bag,
-            attr!("response.duration", Duration),
-            Value::Duration(Span {
-                seconds: i64::try_from(took.as_secs()).unwrap_or(i64::MAX),
-                nanos: i32::try_from(took.subsec_nanos()).unwrap_or(0),
-            }),
-        );
-        self.reporter.report(bag);
-    }
-}
-
-impl Drop for Report {
-    /// A response dropped before its end (the client went away) is reported with what was sent.
-    fn drop(&mut self) {
-        self.send();
     }
 }
 
@@ -416,22 +335,6 @@ pub(crate) fn is_outbound(config: &HubFilter) -> bool {
         config.attributes.get(attr!("context.reporter.kind", String)),
         Some(Value::String(k)) if k == "outbound"
     )
-}
-
-/// A vocabulary attribute set on a bag; the `attr!` ids are checked against their types at compile time,
-/// so the set cannot fail.
-pub(crate) fn put(bag: &mut Bag, id: AttrId, value: Value) {
-    let _ = bag.set(id, value);
-}
-
-pub(crate) fn now() -> Time {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Time {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 /// What the listener knows of the connection a request or TCP stream came on.
@@ -611,13 +514,6 @@ fn spiffe_namespace(id: &str) -> Option<&str> {
         ["ns", ns, "sa", _] => Some(ns),
         _ => None,
     }
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
 
 fn apply(headers: &mut HeaderMap, op: &sextant_proto::mixer::HeaderOperation) {

@@ -10,7 +10,8 @@ use proxy_config::mixer::HubFilter;
 use proxy_report::Reporter;
 use sextant_attributes::{Bag, Span, Value, attr};
 
-use crate::hub::{Connection, Filter, Hubs, now, put};
+use crate::bag::{now, put};
+use crate::hub::{Connection, Filter, Hubs};
 
 /// A TCP chain's hub filter.
 #[derive(Debug)]

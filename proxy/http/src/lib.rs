@@ -8,6 +8,7 @@
 //! header size and count (hyper refuses past them with 431), a header read timeout (slow clients), and a
 //! graceful drain when the listener goes away.
 
+mod bag;
 mod body;
 mod forward;
 mod headers;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use sextant_batch::{MetricKind, SampleWriter};
 
-use crate::AdapterError;
+use crate::error::AdapterError;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "native.rs"]

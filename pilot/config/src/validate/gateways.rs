@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use hub_config::{ConfigError, Resource};
+use sextant_resources::{ConfigError, Resource};
 
 use super::Errs;
 use crate::protocol::{Protocol, ServerKind};

@@ -2,9 +2,12 @@
 
 use regex::RegexBuilder;
 
-use super::routes::E;
+use super::Errs;
 use crate::model::Matcher;
-use crate::types::{Headers, StringMatch};
+use crate::types::{Headers, StringMatch, VirtualServiceSpec};
+
+/// The errors of one VirtualService.
+pub(super) type E<'a> = Errs<'a, VirtualServiceSpec>;
 
 /// Compiled size limit of one regex (the `regex` crate's default), so a pathological pattern cannot take
 /// unbounded memory. Perl classes (`\w`, `\d`) are Unicode-aware here and ASCII-only in RE2, which makes

@@ -20,7 +20,7 @@ mod sidecars;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use hub_config::{ConfigError, ConfigErrors, Resource};
+use sextant_resources::{ConfigError, ConfigErrors, Resource};
 
 use crate::load::NetworkingSet;
 use crate::model::MeshConfig;

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use hub_config::{ConfigError, Resource};
+use sextant_resources::{ConfigError, Resource};
 
-use super::matches::{headers, string_match, subnet_problem};
+use super::matches::{E, headers, string_match, subnet_problem};
 use super::{Errs, LeftOut};
 use crate::export::ExportTo;
 use crate::load::NetworkingSet;
@@ -14,10 +14,7 @@ use crate::model::{
 };
 use crate::types::{
     Destination, GatewaySpec, HttpMatch, HttpRoute, StringMatch, TcpRoute, TlsRoute,
-    VirtualServiceSpec,
 };
-
-pub(super) type E<'a> = Errs<'a, VirtualServiceSpec>;
 
 /// Conditions Envoy retries on (`retryOn`), besides HTTP status codes.
 const RETRY_ON: [&str; 16] = [

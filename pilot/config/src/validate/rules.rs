@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hub_config::{ConfigError, Resource};
+use sextant_resources::{ConfigError, Resource};
 
 use super::Errs;
 use crate::export::ExportTo;

@@ -2,7 +2,7 @@
 //! invalid one keeps its last good version, or is stood in for by a deny-all (ALLOW without rules) policy,
 //! or STRICT mTLS, for what it selects (see [`crate::security`]).
 
-use hub_config::ConfigError;
+use sextant_resources::ConfigError;
 use std::collections::BTreeMap;
 
 use super::Errs;

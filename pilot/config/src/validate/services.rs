@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hub_config::{ConfigError, Resource};
+use sextant_resources::{ConfigError, Resource};
 
 use super::Errs;
 use crate::export::ExportTo;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use hub_config::{ConfigError, Resource};
+use sextant_resources::{ConfigError, Resource};
 
 use super::{Errs, is_namespace_name};
 use crate::protocol::Protocol;

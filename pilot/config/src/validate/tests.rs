@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use hub_config::ConfigFiles;
+use sextant_resources::ConfigFiles;
 
 use crate::{Matcher, MeshConfig, NetworkingSet, validate};
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use hub_config::ConfigFiles;
+use sextant_resources::ConfigFiles;
 
 use crate::{NetworkingSet, ParsedFiles, Validated, validate_each};
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::tokens::Identity;
+use super::identity::Identity;
 
 /// Why a token's identity could not be decided (the caller is told UNAVAILABLE, and may retry).
 #[derive(Debug, thiserror::Error)]

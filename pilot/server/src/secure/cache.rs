@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::tokens::Identity;
+use super::identity::Identity;
 
 /// How long a positive TokenReview is trusted.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);

@@ -12,6 +12,7 @@
 mod authenticate;
 mod cache;
 mod certificates;
+mod identity;
 pub(crate) mod incoming;
 mod review;
 mod serving;
@@ -25,10 +26,11 @@ pub use authenticate::{AuthError, Authenticator, FirstOf};
 pub use cache::{CACHE_MAX, CACHE_TTL, IdentityCache, TokenDigest};
 
 pub use certificates::{CertificateService, CsrLabels, MAX_CSR_BYTES};
+pub use identity::Identity;
 pub use incoming::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, TlsConnection, accept};
 pub use review::TokenReviewAuthenticator;
 pub use serving::{SERVING_NAMES, SERVING_TTL, ServingCertificate};
-pub use tokens::{Identity, MAX_TOKEN_BYTES, MAX_TOKENS, RECHECK, TokenStore};
+pub use tokens::{MAX_TOKEN_BYTES, MAX_TOKENS, RECHECK, TokenStore};
 
 /// The directory of the configuration directory holding the bootstrap tokens (never read as configuration).
 pub const TOKENS_DIR: &str = "tokens";

@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::authenticate::{AuthError, Authenticator};
 use super::cache::{CACHE_MAX, CACHE_TTL, IdentityCache};
-use super::tokens::{Identity, MAX_TOKEN_BYTES, valid_name};
+use super::identity::Identity;
+use super::tokens::{MAX_TOKEN_BYTES, valid_name};
 
 /// Tokens checked by the API server, positive answers remembered.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::authenticate::{AuthError, Authenticator};
+use super::identity::Identity;
 
 /// Token files read at most; beyond, the rest are left out (and said so in the log).
 pub const MAX_TOKENS: usize = 10_000;
@@ -24,28 +25,6 @@ pub const MAX_TOKENS: usize = 10_000;
 pub const MAX_TOKEN_BYTES: usize = 4096;
 /// How long the directory is trusted not to have changed before it is looked at again.
 pub const RECHECK: Duration = Duration::from_secs(1);
-
-/// A workload identity: a service account of a namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    /// The namespace.
-    pub namespace: String,
-    /// The service account.
-    pub service_account: String,
-}
-
-impl Identity {
-    /// Its SPIFFE ID under `trust_domain`.
-    pub fn spiffe_id(&self, trust_domain: &str) -> String {
-        pilot_config::spiffe_id(trust_domain, &self.namespace, &self.service_account)
-    }
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.service_account)
-    }
-}
 
 struct Entry {
     digest: [u8; 32],

@@ -19,8 +19,8 @@ use sextant_proto::envoy::extensions::filters::http::ext_authz::v3::{
 use sextant_proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use sextant_proto::google::protobuf::Any;
 
-use super::Hub;
 use super::attributes::{AttrValue, Attributes, length_delimited};
+use super::service::Hub;
 
 /// The name Envoy knows the external authorization filter by.
 pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";

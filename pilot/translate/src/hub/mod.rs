@@ -1,9 +1,9 @@
 //! The hub, as sidecars call it (Istio's `mixerCheckServer`/`mixerReportServer`): `--hub-service HOST:PORT`
-//! names a service port of the registry, and every sidecar gets its cluster and, in each HTTP connection
-//! manager, what calls it.
+//! names a service port of the registry ([`service`]), and every sidecar gets its cluster and, in each HTTP
+//! connection manager, what calls it.
 //!
 //! - The cluster `outbound|PORT||HOST` (with its EDS), whatever the sidecar's `Sidecar` imports, speaking
-//!   HTTP/2 upstream whatever the port's declared protocol ([`crate::cluster::hub`]).
+//!   HTTP/2 upstream whatever the port's declared protocol ([`crate::cluster::add_hub`]).
 //! - Sextant proxies: the hub filter `sextant.filters.http.mixer` ([`attributes`]), after the RBAC filters:
 //!   on inbound connection managers Check and Report with the `destination.*` attributes of the workload
 //!   (and of the service serving the port, when exactly one does), on outbound ones Report only with the
@@ -18,11 +18,11 @@
 
 pub mod attributes;
 pub mod envoy;
+pub mod service;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use pilot_config::{RegistrySnapshot, Service};
+use pilot_config::RegistrySnapshot;
 use pilot_xds::build;
 use prost::Message;
 use sextant_proto::envoy::config::core::v3::TrafficDirection;
@@ -31,107 +31,10 @@ use sextant_proto::envoy::extensions::filters::network::http_connection_manager:
     HttpConnectionManager, HttpFilter, http_connection_manager,
 };
 
-use crate::authz::HTTP_RBAC_FILTER;
-use crate::listener::Listeners;
-use crate::{DataPlane, ProxyInfo, cluster_name};
-
-/// The hub's service port as `--hub-service` names it, checked for syntax only (whether the registry has
-/// it is known per translation: [`HubService::resolve`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct HubService {
-    /// The service's host name, e.g. `sextant-hub.sextant-system.svc.cluster.local`.
-    pub host: String,
-    /// The service port.
-    pub port: u16,
-}
-
-/// Why `--hub-service` is not `HOST:PORT`.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HubServiceError {
-    /// No `:PORT` at the end.
-    #[error("{0:?} is not HOST:PORT (e.g. sextant-hub.sextant-system.svc.cluster.local:9091)")]
-    NoPort(String),
-    /// The port is not a number from 1 to 65535.
-    #[error("{0:?}: the port must be a number from 1 to 65535")]
-    BadPort(String),
-    /// The host is not a DNS name.
-    #[error(
-        "{0:?}: the host must be a DNS name (labels of letters, digits and '-', at most 63 characters each, 253 in all)"
-    )]
-    BadHost(String),
-}
-
-impl HubService {
-    /// Parses `HOST:PORT` (pure: nothing is looked up).
-    pub fn parse(text: &str) -> Result<HubService, HubServiceError> {
-        let (host, port) = text
-            .rsplit_once(':')
-            .ok_or_else(|| HubServiceError::NoPort(text.to_string()))?;
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| HubServiceError::BadPort(text.to_string()))?;
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        if host.len() > 253 || !host.split('.').all(label_ok) {
-            return Err(HubServiceError::BadHost(text.to_string()));
-        }
-        Ok(HubService {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    /// The hub's service and port in `registry`, whatever namespaces the service is exported to (the hub
-    /// is the mesh's, not an application's); `None` while the registry has no such service port.
-    pub fn resolve<'a>(&self, registry: &'a RegistrySnapshot) -> Option<Hub<'a>> {
-        let service = registry.service(&self.host)?;
-        service.port(self.port)?;
-        Some(Hub {
-            service,
-            port: self.port,
-            cluster: cluster_name(self.port, None, &self.host),
-        })
-    }
-}
-
-impl std::fmt::Display for HubService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
-
-impl std::str::FromStr for HubService {
-    type Err = HubServiceError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HubService::parse(s)
-    }
-}
-
-/// The hub's service port, found in the registry.
-#[derive(Clone, Debug)]
-pub struct Hub<'a> {
-    /// The service.
-    pub service: &'a Arc<Service>,
-    /// The port.
-    pub port: u16,
-    /// Its cluster, `outbound|PORT||HOST`.
-    pub cluster: String,
-}
-
-impl Hub<'_> {
-    /// The `:authority` of calls to the hub: `HOST:PORT`.
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.service.hostname, self.port)
-    }
-}
+use crate::filters::Listeners;
+use crate::hub::service::Hub;
+use crate::names::{HTTP_RBAC_FILTER, TCP_PROXY_FILTER, port_of_cluster};
+use crate::{DataPlane, ProxyInfo};
 
 /// Which way a connection manager's requests go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,7 +64,7 @@ pub fn place(
     }
     if proxy.data_plane == DataPlane::Envoy {
         for rc in &mut listeners.routes {
-            let Some(port) = crate::inbound::port_of_cluster(&rc.name) else {
+            let Some(port) = port_of_cluster(&rc.name) else {
                 continue;
             };
             let config = envoy::per_route(&facts.inbound(Some(port)));
@@ -186,10 +89,7 @@ fn place_in_chain(
     facts: &attributes::Facts<'_>,
     placed: &mut Placed,
 ) {
-    if c.filters
-        .last()
-        .is_some_and(|f| f.name == crate::listener::TCP_PROXY_FILTER)
-    {
+    if c.filters.last().is_some_and(|f| f.name == TCP_PROXY_FILTER) {
         place_in_tcp_chain(c, inbound, hub, facts);
         return;
     }
@@ -210,7 +110,7 @@ fn place_in_chain(
             }
             _ => "",
         };
-        Direction::Inbound(crate::inbound::port_of_cluster(route))
+        Direction::Inbound(port_of_cluster(route))
     } else {
         Direction::Outbound
     };

@@ -13,7 +13,6 @@ mod views;
 
 use std::path::{Path, PathBuf};
 
-use hub_config::ConfigFiles;
 use pilot_config::{MeshConfig, NetworkingSet, RegistrySnapshot, validate};
 use pilot_xds::{Snapshot, types};
 use prost::{Message, Name};
@@ -34,6 +33,7 @@ use sextant_proto::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
 use sextant_proto::google::protobuf::{Struct, Value, value::Kind};
+use sextant_resources::ConfigFiles;
 
 use crate::{Interception, MeshTls, ProxyInfo, ProxyKind, translate};
 
