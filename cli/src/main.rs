@@ -258,6 +258,36 @@ struct HubArgs {
     /// telemetry they have queued before the hub exits.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first; e.g. one the mesh CA issued). Read
+    /// again when the file changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM; the mesh root): the attributes naming the calling
+    /// workload (destination.principal and .namespace for an inbound sidecar, source.* for an outbound one)
+    /// are bound to the SPIFFE ID of its certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// A call whose attributes name another workload than its client certificate: `override` (the
+    /// certificate's identity replaces the claim) or `reject` (PERMISSION_DENIED).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "override",
+        requires = "tls_client_ca_file"
+    )]
+    caller_identity: CallerIdentityArg,
+}
+
+/// The choices of `--caller-identity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CallerIdentityArg {
+    /// The certificate's identity replaces the claim.
+    Override,
+    /// The call is refused with PERMISSION_DENIED.
+    Reject,
 }
 
 /// The choices of `--rate-limit-overflow`.
@@ -367,6 +397,10 @@ impl HubArgs {
                 },
                 default_telemetry: !self.no_default_telemetry,
                 global_quota,
+                caller_identity: match self.caller_identity {
+                    CallerIdentityArg::Override => hub_server::CallerIdentity::Override,
+                    CallerIdentityArg::Reject => hub_server::CallerIdentity::Reject,
+                },
             },
             prometheus_url,
             kubernetes,
@@ -376,6 +410,14 @@ impl HubArgs {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
             drain_timeout: self.drain_timeout,
+            tls: self
+                .tls_cert_file
+                .zip(self.tls_key_file)
+                .map(|(cert_file, key_file)| hub_server::TlsOptions {
+                    cert_file,
+                    key_file,
+                    client_ca_file: self.tls_client_ca_file,
+                }),
         })
     }
 }

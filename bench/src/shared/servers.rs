@@ -104,6 +104,7 @@ pub async fn start_hub(
         max_in_flight: hub_server::default_max_in_flight(),
         // The benchmarks wait 5 s for the hub to stop.
         drain_timeout: Duration::from_secs(5),
+        tls: None,
     };
     hub_server::start(options, stopped(stop))
         .await

@@ -286,6 +286,7 @@ impl Authorization for AuthzService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let start = Instant::now();
+        let caller = crate::caller::identity_of(request.extensions());
         let mut request = request.into_inner();
         if let Err(e) = validate(&request) {
             self.state.metrics.rejected("envoy_ext_authz", "invalid");
@@ -297,7 +298,12 @@ impl Authorization for AuthzService {
                 .rejected("envoy_ext_authz", "unavailable");
             return Err(Status::unavailable("no valid configuration is loaded yet"));
         };
-        let bag = bag_of(request.attributes.take().unwrap_or_default());
+        let mut bag = bag_of(request.attributes.take().unwrap_or_default());
+        if let Some(identity) = &caller {
+            let (mode, metrics) = (self.state.caller_identity(), &self.state.metrics);
+            crate::caller::apply(&mut bag, identity, mode, "ext_authz", metrics)
+                .inspect_err(|_| metrics.rejected("envoy_ext_authz", "denied_caller"))?;
+        }
         let decision = hub_policy::check_with(&snap, &bag, &[], &self.state.telemetry).await;
         self.state
             .metrics

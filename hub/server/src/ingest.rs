@@ -7,8 +7,14 @@ use tonic::Status;
 use crate::refusal::RequestError;
 use crate::state::HubState;
 
-/// Evaluates an encoded `ReportRequest` and answers how many bags were accepted.
-pub fn report(state: &HubState, bytes: &[u8]) -> Result<mixer::ReportResponse, Status> {
+/// Evaluates an encoded `ReportRequest` and answers how many bags were accepted. With the caller's verified
+/// SPIFFE ID, the attributes naming the caller of each bag are bound to it (`caller.rs`): a bag claiming
+/// another workload is overridden, or with `--caller-identity reject` rejected.
+pub fn report(
+    state: &HubState,
+    bytes: &[u8],
+    caller: Option<&str>,
+) -> Result<mixer::ReportResponse, Status> {
     let wire = sextant_attributes::ReportWire::parse(bytes).map_err(|e| {
         // A Report refused whole counts as one invalid report: how many bags it meant to carry is unknown.
         state.metrics.reports("native", "invalid", 1);
@@ -24,7 +30,40 @@ pub fn report(state: &HubState, bytes: &[u8]) -> Result<mixer::ReportResponse, S
         )));
     }
     let mut decoded = DecodedReport::default();
-    state.ingest_each("native", |visit| decoded = each_report_bag(&wire, visit));
+    let mut refused = None;
+    state.ingest_each("native", |visit| match caller {
+        None => decoded = each_report_bag(&wire, visit),
+        Some(identity) => {
+            let mode = state.caller_identity();
+            let mut bind = |bag: &Bag, changes: Changes<'_>| {
+                if crate::caller::bound(bag, identity) {
+                    return visit(bag, changes);
+                }
+                let mut bound = bag.clone();
+                match crate::caller::apply(
+                    &mut bound,
+                    identity,
+                    mode,
+                    "mixer_report",
+                    &state.metrics,
+                ) {
+                    Ok(()) => visit(&bound, Changes::All),
+                    Err(status) => {
+                        let (n, _) = refused.get_or_insert((0u64, status.message().to_string()));
+                        *n += 1;
+                    }
+                }
+            };
+            decoded = each_report_bag(&wire, &mut bind);
+        }
+    });
+    if let Some((n, reason)) = refused {
+        decoded.accepted -= n;
+        decoded.rejected += n;
+        if decoded.errors.len() < 10 {
+            decoded.errors.push(format!("{n} bags: {reason}"));
+        }
+    }
     if decoded.rejected > 0 {
         state.metrics.reports("native", "invalid", decoded.rejected);
     }

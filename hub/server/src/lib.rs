@@ -9,6 +9,7 @@
 
 mod admin;
 mod background;
+mod caller;
 mod dedup;
 mod envoy_als;
 mod envoy_authz;
@@ -25,6 +26,7 @@ mod routes;
 mod shed;
 mod state;
 mod telemetry;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use sextant_proto::mixer::mixer_server::MixerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use caller::CallerIdentity;
 pub use envoy_als::{Reporter as AlsReporter, bags_of as als_bags, response_flags};
 pub use envoy_authz::{bag_of as authz_bag, to_authz_response};
 pub use failure::LoadFailure;
@@ -54,6 +57,7 @@ pub use telemetry::{
     Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
     validate as validate_telemetry,
 };
+pub use tls::{TlsError, TlsOptions};
 
 /// Largest gRPC message the hub decodes; bigger requests are refused with a clear status.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -85,6 +89,8 @@ pub struct HubOptions {
     pub max_in_flight: usize,
     /// On shutdown, how long the adapters may take to deliver what they have queued.
     pub drain_timeout: Duration,
+    /// Serve gRPC over TLS (and require client certificates, binding the caller's attributes to them).
+    pub tls: Option<TlsOptions>,
 }
 
 /// Errors starting the hub.
@@ -109,6 +115,9 @@ pub enum HubError {
     /// No client for the Kubernetes API server.
     #[error("{0}")]
     Kube(#[from] sextant_kube::ClientError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The gRPC server's task panicked or was cancelled.
     #[error("gRPC server task failed: {0}")]
     Panicked(String),
@@ -221,6 +230,15 @@ pub async fn start(
     options: HubOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningHub, HubError> {
+    // Checked before anything runs: the files are read now, and a bad one stops the start.
+    let tls = match &options.tls {
+        Some(t) => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let certificate = tls::ReloadingCertificate::read(&t.cert_file, &t.key_file, provider)?;
+            Some((tls::server_config(t, certificate.clone())?, certificate))
+        }
+        None => None,
+    };
     let (grpc, grpc_addr) = bind(options.grpc_addr, "gRPC").await?;
     let (admin, admin_addr) = bind(options.admin_addr, "admin").await?;
     let (exposition, prometheus_addr) = bind(options.prometheus_addr, "prometheus").await?;
@@ -338,18 +356,34 @@ pub async fn start(
         .add_service(als);
     // Small gRPC frames must not wait for Nagle / delayed ACK (a ~40 ms tail otherwise); keepalive finds dead
     // proxies.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let (drained, drain_timeout) = (state.clone(), options.drain_timeout);
+    let certificate_watcher = tls.as_ref().map(|(_, certificate)| {
+        let certificate = certificate.clone();
+        sextant_supervise::restarting("tls-certificate", state.tasks.clone(), move || {
+            certificate.clone().watch()
+        })
+    });
     let server = tokio::spawn(async move {
-        let result = router
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-                tracing::info!("shutting down: draining in-flight calls");
-            })
-            .await;
+        let stop = async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+            tracing::info!("shutting down: draining in-flight calls");
+        };
+        let result = match tls {
+            Some((config, _)) => {
+                let incoming = sextant_tls_incoming::accept(grpc, config);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(grpc)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60)));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
         watcher.abort();
+        if let Some(w) = certificate_watcher {
+            w.abort();
+        }
         // Reports acknowledged before the stop reach the adapters (bounded by the drain timeout).
         for (adapter, stats) in drained.telemetry.drain_all(drain_timeout).await {
             tracing::info!(%adapter, delivered = stats.delivered, dropped = stats.dropped.total(), queued = stats.queued, "adapter drained");

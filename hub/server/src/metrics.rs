@@ -62,6 +62,12 @@ struct UnreadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    door: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShedLabels {
     door: &'static str,
 }
@@ -115,6 +121,7 @@ pub struct Metrics {
     untraced: Counter,
     segments_dropped: Counter,
     gate: GateMetrics,
+    caller_mismatches: Family<CallerLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -158,6 +165,7 @@ impl Metrics {
             untraced: Counter::default(),
             segments_dropped: Counter::default(),
             gate: GateMetrics::default(),
+            caller_mismatches: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -269,6 +277,12 @@ impl Metrics {
             "sextant_hub_in_flight",
             "Gated calls (Checks, Reports, ext_authz, rate-limit) admitted and not yet answered",
             m.gate.in_flight.clone(),
+        );
+        registry.register(
+            "sextant_hub_caller_mismatches",
+            "Calls whose attributes named another workload than their client certificate, by door and \
+             action (overridden, rejected; --caller-identity)",
+            m.caller_mismatches.clone(),
         );
         extra(&mut registry);
         Metrics { registry, ..m }
@@ -460,6 +474,13 @@ impl Metrics {
 
     pub(crate) fn dedup_evicted(&self, n: u64) {
         self.dedup_evicted.inc_by(n);
+    }
+
+    /// Counts a call of `door` that claimed another workload than its certificate, and what it got.
+    pub(crate) fn caller_mismatch(&self, door: &'static str, action: &'static str) {
+        self.caller_mismatches
+            .get_or_create(&CallerLabels { door, action })
+            .inc();
     }
 
     /// The admission gate's metrics, to count with.

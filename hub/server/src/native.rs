@@ -153,6 +153,7 @@ impl Mixer for MixerService {
         request: Request<mixer::CheckRequest>,
     ) -> Result<Response<mixer::CheckResponse>, Status> {
         let start = Instant::now();
+        let caller = crate::caller::identity_of(request.extensions());
         let mut req = request.into_inner();
         let metrics = &self.state.metrics;
         let Some(snap) = self.state.snapshot() else {
@@ -168,10 +169,15 @@ impl Mixer for MixerService {
         if let Some(previous) = dedup_id.and_then(|id| self.dedup.get(id)) {
             return Ok(Response::new(previous));
         }
-        let bag = bag_of(&mut req).map_err(|e| {
+        let mut bag = bag_of(&mut req).map_err(|e| {
             metrics.rejected("native", "invalid");
             Status::invalid_argument(format!("CheckRequest attributes: {e}"))
         })?;
+        if let Some(identity) = &caller {
+            let mode = self.state.caller_identity();
+            crate::caller::apply(&mut bag, identity, mode, "mixer_check", metrics)
+                .inspect_err(|_| metrics.rejected("native", "denied_caller"))?;
+        }
         let quotas: Vec<QuotaRequest> = req
             .quotas
             .iter()
@@ -199,7 +205,8 @@ impl Mixer for MixerService {
     ) -> Result<Response<mixer::ReportResponse>, Status> {
         // The hub's router sends Reports to the routes' `ReportService`, which reads the request bytes
         // itself; this path (a `MixerServer` used on its own) encodes the decoded message again.
+        let caller = crate::caller::identity_of(request.extensions());
         let bytes = prost::Message::encode_to_vec(&request.into_inner());
-        crate::ingest::report(&self.state, &bytes).map(Response::new)
+        crate::ingest::report(&self.state, &bytes, caller.as_deref()).map(Response::new)
     }
 }

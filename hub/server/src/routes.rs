@@ -114,7 +114,10 @@ impl UnaryService<Bytes> for ReportService {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let state = self.0.clone();
-        Box::pin(async move { crate::ingest::report(&state, request.get_ref()).map(Response::new) })
+        Box::pin(async move {
+            let caller = crate::caller::identity_of(request.extensions());
+            crate::ingest::report(&state, request.get_ref(), caller.as_deref()).map(Response::new)
+        })
     }
 }
 

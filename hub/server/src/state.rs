@@ -34,6 +34,9 @@ pub struct DecisionOptions {
     pub default_telemetry: bool,
     /// Where GLOBAL RateLimits are counted (`--redis-url`); without it they are counted by this hub alone.
     pub global_quota: Option<Arc<RedisBackend>>,
+    /// What a call whose attributes name another workload than its client certificate gets (with client
+    /// certificates required).
+    pub caller_identity: crate::caller::CallerIdentity,
 }
 
 impl Default for DecisionOptions {
@@ -45,6 +48,7 @@ impl Default for DecisionOptions {
             rate_limit_overflow: hub_quota::Overflow::Shared,
             default_telemetry: true,
             global_quota: None,
+            caller_identity: crate::caller::CallerIdentity::default(),
         }
     }
 }
@@ -285,6 +289,11 @@ impl HubState {
     pub async fn modules_changed(&self) -> bool {
         let changed = self.telemetry.modules_check();
         tokio::task::spawn_blocking(changed).await.unwrap_or(false)
+    }
+
+    /// What a call claiming another workload than its client certificate gets.
+    pub(crate) fn caller_identity(&self) -> crate::caller::CallerIdentity {
+        self.options.caller_identity
     }
 
     /// The errors of the last failed reload, if the last attempt failed.

@@ -183,7 +183,7 @@ impl Webhook {
                 return;
             }
         };
-        let mut connections = crate::secure::incoming::accept(self.listener, config);
+        let mut connections = sextant_tls_incoming::accept(self.listener, config);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         while let Some(connection) = connections.next().await {
             let Ok(connection) = connection else {

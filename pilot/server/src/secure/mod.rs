@@ -13,7 +13,6 @@ mod authenticate;
 mod cache;
 mod certificates;
 mod identity;
-pub(crate) mod incoming;
 mod review;
 mod serving;
 mod tokens;
@@ -27,9 +26,9 @@ pub use cache::{CACHE_MAX, CACHE_TTL, IdentityCache, TokenDigest};
 
 pub use certificates::{CertificateService, CsrLabels, MAX_CSR_BYTES};
 pub use identity::Identity;
-pub use incoming::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, TlsConnection, accept};
 pub use review::TokenReviewAuthenticator;
 pub use serving::{SERVING_NAMES, SERVING_TTL, ServingCertificate};
+pub use sextant_tls_incoming::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, TlsConnection, accept};
 pub use tokens::{MAX_TOKEN_BYTES, MAX_TOKENS, RECHECK, TokenStore};
 
 /// The directory of the configuration directory holding the bootstrap tokens (never read as configuration).
