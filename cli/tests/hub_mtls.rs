@@ -13,6 +13,12 @@ use common::{Hub, scratch};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sextant_attributes::{Bag, Value};
+use sextant_proto::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest as AuthzRequest,
+    attribute_context::{HttpRequest, Peer, Request},
+    authorization_client::AuthorizationClient,
+};
 use sextant_proto::mixer::{self, mixer_client::MixerClient};
 use tonic::transport::Channel;
 
@@ -267,5 +273,116 @@ fn with_caller_identity_reject_a_claim_of_another_workload_is_refused() {
     assert_eq!(
         hub.metric(r#"sextant_hub_caller_mismatches_total{door="mixer_check",action="rejected"}"#),
         Some(2.0)
+    );
+}
+
+/// The Report's (accepted, rejected) for bags naming `destination` as the reporting workload.
+async fn report(channel: &Channel, destination: &str) -> (u64, u64) {
+    let mut bag = Bag::new();
+    for (k, v) in [
+        ("destination.principal", destination),
+        ("source.principal", FRONTEND),
+    ] {
+        bag.set_by_name(k, Value::String(v.to_string()))
+            .expect("attribute");
+    }
+    let request = mixer::ReportRequest {
+        attributes: vec![sextant_attributes::to_compressed(&bag); 3],
+        global_word_count: sextant_attributes::global_word_count(),
+        ..Default::default()
+    };
+    let answer = MixerClient::new(channel.clone())
+        .report(request)
+        .await
+        .expect("answered")
+        .into_inner();
+    (answer.accepted, answer.rejected)
+}
+
+/// Envoy's ext_authz Check from reviews' sidecar for a request of the frontend, naming `destination`.
+async fn authz(channel: &Channel, destination: &str) -> Result<i32, tonic::Status> {
+    let peer = |principal: &str| {
+        Some(Peer {
+            principal: principal.to_string(),
+            ..Default::default()
+        })
+    };
+    let request = AuthzRequest {
+        attributes: Some(AttributeContext {
+            source: peer(FRONTEND),
+            destination: peer(destination),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/reviews".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let answer = AuthorizationClient::new(channel.clone())
+        .check(request)
+        .await?;
+    Ok(answer.into_inner().status.map_or(-1, |s| s.code))
+}
+
+#[test]
+fn reports_and_envoy_checks_are_bound_too_and_a_rotated_certificate_serves_without_a_restart() {
+    let dir = scratch("hub-mtls-rotate");
+    let pki = pki();
+    let hub = hub(&dir, &pki, &["--caller-identity", "reject"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let reviews = connect(hub.grpc, &pki.ca, Some(&pki.reviews))
+            .await
+            .expect("the reviews sidecar connects");
+        assert_eq!(report(&reviews, REVIEWS).await, (3, 0));
+        assert_eq!(
+            report(&reviews, RATINGS).await,
+            (0, 3),
+            "bags claiming ratings"
+        );
+        assert_eq!(authz(&reviews, REVIEWS).await.expect("answered"), 0);
+        let refused = authz(&reviews, RATINGS).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    });
+    assert_eq!(
+        hub.metric(r#"sextant_hub_caller_mismatches_total{door="mixer_report",action="rejected"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        hub.metric(r#"sextant_hub_caller_mismatches_total{door="ext_authz",action="rejected"}"#),
+        Some(1.0)
+    );
+
+    // The hub's certificate is replaced by one of a new CA (key first, then the certificate, as a rotation
+    // writes them): new connections get it, no restart.
+    let (new_ca, issuer) = ca();
+    let (cert, key) = leaf(&issuer, &["localhost"], None);
+    std::fs::write(dir.join("hub-key.pem"), key).expect("write");
+    std::fs::write(dir.join("hub.pem"), cert).expect("write");
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "the rotated certificate to serve",
+        || {
+            rt.block_on(async {
+                match connect(hub.grpc, &new_ca, Some(&pki.reviews)).await {
+                    Ok(channel) => {
+                        check(&channel, &[("source.principal", FRONTEND)])
+                            .await
+                            .ok()
+                            == Some(0)
+                    }
+                    Err(_) => false,
+                }
+            })
+        },
+    );
+    assert!(
+        hub.proc.log().contains("serving certificate reloaded"),
+        "{}",
+        hub.proc.log()
     );
 }
