@@ -106,6 +106,9 @@ enum Command {
         /// Request a quota: `name=amount`.
         #[arg(long = "quota")]
         quotas: Vec<String>,
+        /// Call a hub serving TLS (`sextant hub --tls-cert-file`), trusting this CA (PEM).
+        #[command(flatten)]
+        tls: check::TlsArgs,
     },
     /// Run the whole mesh on this machine: pilot, the hub, a sidecar per bookinfo workload, the demo
     /// application and live traffic, configured from a directory you can edit; Ctrl-C stops everything.
@@ -556,7 +559,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             attributes,
             compressed,
             quotas,
+            tls,
         } => {
+            let tls = tls.config().map_err(|e| {
+                fail(
+                    format!("{e:#}"),
+                    "--ca-file is the hub's CA; --cert-file and --key-file a client certificate",
+                )
+            })?;
             let bag = attrs::parse(&attributes).map_err(|e| {
                 fail(
                     format!("{e:#}"),
@@ -571,7 +581,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| fail("a quota is name=amount", "e.g. --quota per-user=1"))?;
-            let json = check::run(&hub, &bag, compressed, &quotas)
+            let json = check::run(&hub, tls.as_ref(), &bag, compressed, &quotas)
                 .await
                 .map_err(|e| {
                     fail(

@@ -232,6 +232,41 @@ fn only_mesh_certificates_are_served_and_the_caller_is_who_its_certificate_says(
         "{}",
         hub.metrics()
     );
+
+    // `sextant check` over TLS, presenting reviews' certificate; without one the hub refuses it.
+    std::fs::write(dir.join("reviews.pem"), &pki.reviews.0).expect("write");
+    std::fs::write(dir.join("reviews-key.pem"), &pki.reviews.1).expect("write");
+    let sextant_check = |client: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"));
+        cmd.args([
+            "check",
+            "--hub",
+            &hub.grpc.to_string(),
+            "--server-name",
+            "localhost",
+        ])
+        .arg("--ca-file")
+        .arg(dir.join("ca.pem"))
+        .args(["-a", &format!("source.principal={FRONTEND}")]);
+        if client {
+            cmd.arg("--cert-file")
+                .arg(dir.join("reviews.pem"))
+                .arg("--key-file")
+                .arg(dir.join("reviews-key.pem"));
+        }
+        cmd.output().expect("run sextant check")
+    };
+    let allowed = sextant_check(true);
+    let json: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap_or_default();
+    assert!(
+        allowed.status.success() && json["code"] == 0,
+        "{json} {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let refused = sextant_check(false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.lines().count() <= 3, "one line and a hint: {stderr}");
 }
 
 #[test]
