@@ -401,3 +401,133 @@ fn sidecars_check_and_report_through_the_hub() {
     );
     drop((web, front, pilot, hub, port, ingress, hub_port));
 }
+
+/// Who may call `web`: decided on `destination.principal`, which a hub requiring client certificates takes
+/// from the calling sidecar's certificate.
+const WEB_ONLY: &str = r#"apiVersion: policy.sextant.dev/v1alpha1
+kind: Policy
+metadata: {name: web-itself, namespace: shop}
+spec:
+  rules:
+  - name: not-web
+    when: 'destination.principal != "spiffe://cluster.local/ns/shop/sa/web"'
+    action: DENY
+"#;
+
+#[test]
+fn sidecars_call_a_hub_serving_mutual_tls_with_their_workload_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let (dir, config) = scratch_config("proxy-hub-mtls");
+    // The mesh CA pilot signs the workloads' certificates with, and the hub's certificate from it.
+    let ca_dir = dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).expect("ca dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_pem = ca.self_signed(&ca_key).expect("the CA").pem();
+    std::fs::write(ca_dir.join("ca-cert.pem"), &ca_pem).expect("write");
+    std::fs::write(ca_dir.join("ca-key.pem"), ca_key.serialize_pem()).expect("write");
+    let issuer = Issuer::new(ca, ca_key);
+    let mut hub_params = CertificateParams::new(vec![HUB_HOST.to_string()]).expect("parameters");
+    hub_params.subject_alt_names.push(SanType::URI(
+        "spiffe://cluster.local/ns/sextant-system/sa/sextant-hub"
+            .try_into()
+            .expect("a URI"),
+    ));
+    let hub_key = KeyPair::generate().expect("a key");
+    let hub_cert = hub_params
+        .signed_by(&hub_key, &issuer)
+        .expect("the hub's certificate");
+    let tls = dir.join("hub-tls");
+    std::fs::create_dir_all(&tls).expect("mkdir");
+    std::fs::write(tls.join("cert.pem"), hub_cert.pem()).expect("write");
+    std::fs::write(tls.join("key.pem"), hub_key.serialize_pem()).expect("write");
+    std::fs::write(tls.join("root.pem"), &ca_pem).expect("write");
+
+    let hub_config = dir.join("hub-config");
+    std::fs::create_dir_all(&hub_config).expect("hub config");
+    std::fs::write(
+        hub_config.join("policies.yaml"),
+        format!("{POLICIES}---\n{WEB_ONLY}"),
+    )
+    .expect("write");
+    let path = |f: &str| tls.join(f).to_string_lossy().into_owned();
+    let (cert, key, root) = (path("cert.pem"), path("key.pem"), path("root.pem"));
+    let hub = Hub::start_with(
+        &hub_config,
+        &[
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-client-ca-file",
+            &root,
+            "--caller-identity",
+            "reject",
+        ],
+    );
+
+    let app = Backend::answering("the workload");
+    let (port, ingress, hub_port) = (HeldPort::hold(), HeldPort::hold(), HeldPort::hold());
+    // The hub's DestinationRule: mesh mTLS, as to any workload.
+    let mesh_yaml = mesh(
+        port.port(),
+        ingress.port(),
+        app.addr,
+        hub_port.port(),
+        hub.grpc,
+    );
+    let at = mesh_yaml
+        .rfind("mode: DISABLE")
+        .expect("the hub's DestinationRule");
+    let mesh_yaml = format!(
+        "{}mode: ISTIO_MUTUAL{}",
+        &mesh_yaml[..at],
+        &mesh_yaml[at + 13..]
+    );
+    write_atomically(&config.join("mesh.yaml"), &mesh_yaml);
+    let hub_service = format!("{HUB_HOST}:{}", hub_port.port());
+    let ca_arg = ca_dir.to_string_lossy().into_owned();
+    let (_pilot, xds, _monitoring) = start_pilot_with(
+        &config,
+        "127.0.0.1:0",
+        &["--hub-service", &hub_service, "--ca-dir", &ca_arg],
+    );
+    let env = |sa: &'static str, app: &'static str| {
+        [
+            ("POD_NAMESPACE", "shop"),
+            ("SERVICE_ACCOUNT", sa),
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+            ("ISTIO_METAJSON_LABELS", app),
+        ]
+    };
+    let _web = Plane::Sextant.start(
+        &dir.join("web"),
+        xds,
+        "GRPC",
+        "",
+        WEB_ID,
+        &env("web", r#"{"app": "web"}"#),
+    );
+    let _front = Plane::Sextant.start(
+        &dir.join("front"),
+        xds,
+        "GRPC",
+        "",
+        FRONT_ID,
+        &env("front", r#"{"app": "front"}"#),
+    );
+    let via_front = SocketAddr::from(([127, 0, 0, 1], port.port()));
+
+    // web's sidecar reaches the hub over mTLS with its own certificate: the hub decides, as web.
+    wait_until(WAIT, "the hub to deny /private", || {
+        status(via_front, "/private") == 403
+    });
+    assert_eq!(status(via_front, "/public"), 200);
+    assert!(hub_checks(&hub) > 0.0);
+    assert_eq!(
+        hub.metric(r#"sextant_hub_caller_mismatches_total{door="mixer_check",action="rejected"}"#),
+        None,
+        "web's sidecar named itself as its certificate does"
+    );
+}

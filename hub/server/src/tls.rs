@@ -14,6 +14,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
+/// The ALPN values accepted, in preference order: gRPC's `h2`, and what a sidecar offers when the hub is a
+/// mesh service with mesh mTLS (`ISTIO_MUTUAL`: Istio's `istio-h2`, `istio`, `istio-peer-exchange`). The
+/// connection carries HTTP/2 whichever is chosen.
+const ALPN: [&[u8]; 4] = [b"h2", b"istio-h2", b"istio", b"istio-peer-exchange"];
+
 /// How often the certificate and key files are looked at for a change.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
@@ -149,7 +154,7 @@ impl ResolvesServerCert for ReloadingCertificate {
     }
 }
 
-/// The rustls configuration of the gRPC port (TLS 1.2 and 1.3 with ring, ALPN `h2`), serving `certificate`,
+/// The rustls configuration of the gRPC port (TLS 1.2 and 1.3 with ring, ALPN [`ALPN`]), serving `certificate`,
 /// requiring client certificates signed by the client CA when there is one.
 pub fn server_config(
     options: &TlsOptions,
@@ -190,7 +195,7 @@ pub fn server_config(
             .with_no_client_auth()
             .with_cert_resolver(certificate),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
