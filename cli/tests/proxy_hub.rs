@@ -200,6 +200,26 @@ fn start_hub(config: &Path) -> Hub {
     Hub::start_with(config, &["--decision-ttl", "15s"])
 }
 
+/// `web`'s and `front`'s `sextant proxy` sidecars (interception NONE, service accounts `web` and `front` of
+/// `shop`), fed by pilot at `xds`.
+fn sidecars(dir: &Path, xds: SocketAddr) -> (Box<dyn DataPlane>, Box<dyn DataPlane>) {
+    let env = |sa: &'static str, app: &'static str| {
+        [
+            ("POD_NAMESPACE", "shop"),
+            ("SERVICE_ACCOUNT", sa),
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+            ("ISTIO_METAJSON_LABELS", app),
+        ]
+    };
+    let start = |name: &str, id: &str, sa: &'static str, labels: &'static str| {
+        Plane::Sextant.start(&dir.join(name), xds, "GRPC", "", id, &env(sa, labels))
+    };
+    (
+        start("web", WEB_ID, "web", r#"{"app": "web"}"#),
+        start("front", FRONT_ID, "front", r#"{"app": "front"}"#),
+    )
+}
+
 #[test]
 fn sidecars_check_and_report_through_the_hub() {
     let (dir, config) = scratch_config("proxy-hub");
@@ -229,30 +249,7 @@ fn sidecars_check_and_report_through_the_hub() {
     let hub_service = format!("{HUB_HOST}:{}", hub_port.port());
     let (pilot, xds, _monitoring) =
         start_pilot_with(&config, "127.0.0.1:0", &["--hub-service", &hub_service]);
-    let env = |sa: &'static str, app: &'static str| {
-        [
-            ("POD_NAMESPACE", "shop"),
-            ("SERVICE_ACCOUNT", sa),
-            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
-            ("ISTIO_METAJSON_LABELS", app),
-        ]
-    };
-    let web = Plane::Sextant.start(
-        &dir.join("web"),
-        xds,
-        "GRPC",
-        "",
-        WEB_ID,
-        &env("web", r#"{"app": "web"}"#),
-    );
-    let front = Plane::Sextant.start(
-        &dir.join("front"),
-        xds,
-        "GRPC",
-        "",
-        FRONT_ID,
-        &env("front", r#"{"app": "front"}"#),
-    );
+    let (web, front) = sidecars(&dir, xds);
     let via_front = SocketAddr::from(([127, 0, 0, 1], port.port()));
     let hub_cluster = format!("cluster.outbound|{}||{HUB_HOST}.", hub_port.port());
     let web_stat = |name: &str| counter(web.as_ref(), &format!("{hub_cluster}hub.check.{name}"));
@@ -493,30 +490,7 @@ fn sidecars_call_a_hub_serving_mutual_tls_with_their_workload_certificates() {
         "127.0.0.1:0",
         &["--hub-service", &hub_service, "--ca-dir", &ca_arg],
     );
-    let env = |sa: &'static str, app: &'static str| {
-        [
-            ("POD_NAMESPACE", "shop"),
-            ("SERVICE_ACCOUNT", sa),
-            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
-            ("ISTIO_METAJSON_LABELS", app),
-        ]
-    };
-    let _web = Plane::Sextant.start(
-        &dir.join("web"),
-        xds,
-        "GRPC",
-        "",
-        WEB_ID,
-        &env("web", r#"{"app": "web"}"#),
-    );
-    let _front = Plane::Sextant.start(
-        &dir.join("front"),
-        xds,
-        "GRPC",
-        "",
-        FRONT_ID,
-        &env("front", r#"{"app": "front"}"#),
-    );
+    let (_web, _front) = sidecars(&dir, xds);
     let via_front = SocketAddr::from(([127, 0, 0, 1], port.port()));
 
     // web's sidecar reaches the hub over mTLS with its own certificate: the hub decides, as web.
