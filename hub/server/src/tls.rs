@@ -9,10 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use sextant_tls_incoming::KeyError;
 
 /// The ALPN values accepted, in preference order: gRPC's `h2`, and what a sidecar offers when the hub is a
 /// mesh service with mesh mTLS (`ISTIO_MUTUAL`: Istio's `istio-h2`, `istio`, `istio-peer-exchange`). The
@@ -217,28 +218,14 @@ fn certified_key(
     key_file: &Path,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let bad = |path: &Path, reason: String| TlsError::Content {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let chain = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert_file, format!("not PEM certificates: {e}")))?;
-    if chain.is_empty() {
-        return Err(bad(cert_file, "no certificate in it".to_string()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| bad(key_file, format!("no PEM private key: {e}")))?;
-    let key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| bad(key_file, format!("unusable key: {e}")))?;
-    let certified = CertifiedKey::new(chain, key);
-    certified.keys_match().map_err(|e| {
-        bad(
-            key_file,
-            format!("not the key of {}: {e}", cert_file.display()),
-        )
-    })?;
-    Ok(Arc::new(certified))
+    sextant_tls_incoming::certified_key(cert, key, provider).map_err(|e| match e {
+        KeyError::Chain(reason) => TlsError::Content {
+            path: cert_file.to_path_buf(),
+            reason,
+        },
+        KeyError::Key(reason) => TlsError::Content {
+            path: key_file.to_path_buf(),
+            reason,
+        },
+    })
 }

@@ -47,6 +47,43 @@ impl Connected for TlsConnection {
     }
 }
 
+/// A serving certificate from PEM: the chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1), the
+/// key loaded by `provider` and checked to be the leaf's. An error says which part is at fault.
+pub fn certified_key(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, KeyError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KeyError::Chain(format!("not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(KeyError::Chain("no certificate in it".to_string()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| KeyError::Key(format!("no PEM private key: {e}")))?;
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| KeyError::Key(format!("unusable key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, key);
+    certified
+        .keys_match()
+        .map_err(|e| KeyError::Key(format!("not the certificate's key: {e}")))?;
+    Ok(Arc::new(certified))
+}
+
+/// Why [`certified_key`] failed: the chain or the key.
+#[derive(Debug)]
+pub enum KeyError {
+    /// The certificate chain is at fault.
+    Chain(String),
+    /// The private key is at fault.
+    Key(String),
+}
+
 /// The SPIFFE ID a DER certificate names in its URI subject alternative names, if one.
 pub fn spiffe_id(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -8,8 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use pilot_ca::Authority;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -139,14 +137,14 @@ fn make(
     let issued = authority
         .serving_certificate(&names, SERVING_TTL)
         .map_err(|e| bad("issuing", &e))?;
-    let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("its chain", &e))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(|e| bad("its key", &e))?;
-    let key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| bad("its key", &e))?;
-    Ok((Arc::new(CertifiedKey::new(chain, key)), issued.refresh_at))
+    let key = sextant_tls_incoming::certified_key(
+        issued.chain_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        provider,
+    )
+    .map_err(|e| match e {
+        sextant_tls_incoming::KeyError::Chain(e) => bad("its chain", &e),
+        sextant_tls_incoming::KeyError::Key(e) => bad("its key", &e),
+    })?;
+    Ok((key, issued.refresh_at))
 }
