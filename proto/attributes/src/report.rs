@@ -182,17 +182,37 @@ fn bytes_of<'a>(p: Option<Payload<'a>>) -> Result<&'a [u8], &'static str> {
     }
 }
 
-/// `google.protobuf.Timestamp` / `Duration`: (seconds, nanos).
+/// The value of a map entry whose value is a message: every occurrence of the value field merged, in order,
+/// as protobuf merges a message field given more than once (what prost does).
 #[inline]
-fn seconds_nanos(b: &[u8]) -> Result<(i64, i32), &'static str> {
+fn message_values(entry: &[u8]) -> impl Iterator<Item = Result<&[u8], &'static str>> {
+    let mut f = Fields::new(entry);
+    std::iter::from_fn(move || {
+        loop {
+            match f.next()? {
+                Ok((2, Payload::Bytes(b))) => return Some(Ok(b)),
+                Ok((2, _)) => return Some(Err("wrong wire type for a length-delimited field")),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    })
+}
+
+/// `google.protobuf.Timestamp` / `Duration`: (seconds, nanos), the value of the map entry `entry` (see
+/// [`message_values`]).
+#[inline]
+fn seconds_nanos(entry: &[u8]) -> Result<(i64, i32), &'static str> {
     let (mut s, mut n) = (0i64, 0i32);
-    let mut f = Fields::new(b);
-    while let Some(next) = f.next() {
-        match next? {
-            (1, Payload::Varint(v)) => s = v as i64,
-            (2, Payload::Varint(v)) => n = v as i32,
-            (1 | 2, _) => return Err("wrong wire type for seconds or nanos"),
-            _ => {}
+    for b in message_values(entry) {
+        let mut f = Fields::new(b?);
+        while let Some(next) = f.next() {
+            match next? {
+                (1, Payload::Varint(v)) => s = v as i64,
+                (2, Payload::Varint(v)) => n = v as i32,
+                (1 | 2, _) => return Err("wrong wire type for seconds or nanos"),
+                _ => {}
+            }
         }
     }
     Ok((s, n))
@@ -262,6 +282,7 @@ impl<'a> ReportWire<'a> {
             bag: Bag::new(),
             changed: AttrSet::new(),
             set_by: Vec::new(),
+            set_key: Vec::new(),
             touched: Vec::new(),
             own_words: Vec::new(),
             maps: Vec::new(),
@@ -278,6 +299,8 @@ pub struct BagDecoder<'a, 'r> {
     changed: AttrSet,
     /// Per attribute index: the field (value type) that set it in the current entry, 0 when none did.
     set_by: Vec<u8>,
+    /// Per attribute index: the word index (map key) that named it, where `set_by` is not 0.
+    set_key: Vec<i32>,
     touched: Vec<AttrId>,
     own_words: Vec<&'a str>,
     /// The current entry's map fields (value type, payload), in order: read once by the pass that finds the
@@ -346,6 +369,7 @@ impl<'a> BagDecoder<'a, '_> {
         self.changed.clear();
         if self.set_by.is_empty() {
             self.set_by = vec![0; crate::VOCABULARY.len()];
+            self.set_key = vec![0; crate::VOCABULARY.len()];
         }
         let what = || format!("ReportRequest.attributes[{i}]");
         // Words and the dictionary size first: protobuf allows them after the maps, so the maps are only
@@ -419,11 +443,18 @@ impl<'a> BagDecoder<'a, '_> {
             return Err(bad("wrong wire type for a map entry"));
         }
         let (k, v) = map_entry(b).map_err(bad)?;
-        let id = words.attribute(sint32_of(k).map_err(bad)?)?;
+        let key = sint32_of(k).map_err(bad)?;
+        let id = words.attribute(key)?;
         // Which field a value of this attribute came from decides between two of one entry: the same
         // field again replaces it (a repeated map key), another one is a duplicate unless the entry
         // overlays the previous bag, where the later field wins as in the field-by-field decoding.
         let prior = self.set_by[id.index()];
+        // The same field naming it by another word (two keys of one map, say a global and a message word
+        // for one name) is a duplicate, as in the decoding of the whole message; in an overlay too, where
+        // that decoding would keep either value, by the order of a hash map.
+        if prior == field && self.set_key[id.index()] != key {
+            return Err(DecodeError::Duplicate { name: id.name() });
+        }
         if prior != 0 && prior != field {
             if !overlay {
                 return Err(DecodeError::Duplicate { name: id.name() });
@@ -458,7 +489,7 @@ impl<'a> BagDecoder<'a, '_> {
                 self.bag.set(id, Value::Bool(b))?;
             }
             7 => {
-                let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
+                let (seconds, nanos) = seconds_nanos(b).map_err(bad)?;
                 if !(0..1_000_000_000).contains(&nanos) {
                     return Err(DecodeError::BadNanos {
                         name: id.name(),
@@ -469,7 +500,7 @@ impl<'a> BagDecoder<'a, '_> {
                     .set(id, Value::Timestamp(Time { seconds, nanos }))?;
             }
             8 => {
-                let (seconds, nanos) = seconds_nanos(bytes_of(v).map_err(bad)?).map_err(bad)?;
+                let (seconds, nanos) = seconds_nanos(b).map_err(bad)?;
                 if nanos.unsigned_abs() >= 1_000_000_000
                     || (seconds != 0 && nanos != 0 && seconds.signum() != i64::from(nanos.signum()))
                 {
@@ -492,17 +523,20 @@ impl<'a> BagDecoder<'a, '_> {
             _ => {
                 let mut entries = std::mem::take(&mut self.map_words);
                 entries.clear();
-                let mut m = Fields::new(bytes_of(v).map_err(bad)?);
-                while let Some(next) = m.next() {
-                    match next.map_err(bad)? {
-                        (1, Payload::Bytes(e)) => {
-                            let (mk, mv) = map_entry(e).map_err(bad)?;
-                            let mk = words.word(sint32_of(mk).map_err(bad)?)?;
-                            let mv = words.word(sint32_of(mv).map_err(bad)?)?;
-                            entries.push((mk, mv));
+                // A map value given twice is both maps' entries, the later winning a key.
+                for value in message_values(b) {
+                    let mut m = Fields::new(value.map_err(bad)?);
+                    while let Some(next) = m.next() {
+                        match next.map_err(bad)? {
+                            (1, Payload::Bytes(e)) => {
+                                let (mk, mv) = map_entry(e).map_err(bad)?;
+                                let mk = words.word(sint32_of(mk).map_err(bad)?)?;
+                                let mv = words.word(sint32_of(mv).map_err(bad)?)?;
+                                entries.push((mk, mv));
+                            }
+                            (1, _) => return Err(bad("wrong wire type for a map entry")),
+                            _ => {}
                         }
-                        (1, _) => return Err(bad("wrong wire type for a map entry")),
-                        _ => {}
                     }
                 }
                 let set = self.bag.set_str_map(id, &entries);
@@ -514,6 +548,7 @@ impl<'a> BagDecoder<'a, '_> {
             self.touched.push(id);
         }
         self.set_by[id.index()] = field;
+        self.set_key[id.index()] = key;
         self.changed.insert(id);
         Ok(())
     }

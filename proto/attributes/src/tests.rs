@@ -391,6 +391,126 @@ fn report_wire_names_the_entry_and_error() {
 }
 
 #[test]
+fn a_message_value_given_twice_in_a_map_entry_is_merged_as_prost_does() {
+    // Found with the native_report fuzz target (fuzz/artifacts/native_report/): a map entry whose value, a
+    // message, is given twice is the merge of both (protobuf's rule, prost's decoding); ReportWire kept only
+    // the last.
+    fn varint(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out
+    }
+    fn field(number: u64, payload: &[u8]) -> Vec<u8> {
+        [
+            varint(number << 3 | 2),
+            varint(payload.len() as u64),
+            payload.to_vec(),
+        ]
+        .concat()
+    }
+    // A map entry's key: the word's index in the global dictionary, as a sint32 (field 1, varint).
+    let key = |name: &str| {
+        let i = GLOBAL_DICTIONARY.iter().position(|w| *w == name).unwrap();
+        [vec![0x08], varint(2 * i as u64)].concat()
+    };
+    let seconds_then_nanos = [field(2, &[0x08, 0x05]), field(2, &[0x10, 0x03])].concat();
+    // destination.labels: {app: v1}, then {version: v2} in a second value.
+    let pair = |k: &str, v: &str| field(1, &[key(k), vec![0x10], varint(2 * index(v))].concat());
+    fn index(word: &str) -> u64 {
+        GLOBAL_DICTIONARY.iter().position(|w| *w == word).unwrap() as u64
+    }
+    let labels = [
+        key("destination.labels"),
+        field(2, &pair("app", "v1")),
+        field(2, &pair("version", "v2")),
+    ]
+    .concat();
+    let entry = [
+        [vec![0x08], varint(u64::from(global_word_count()))].concat(),
+        field(
+            7,
+            &[key("response.time"), seconds_then_nanos.clone()].concat(),
+        ),
+        field(8, &[key("response.duration"), seconds_then_nanos].concat()),
+        field(10, &labels),
+    ]
+    .concat();
+    let bytes = field(1, &entry);
+    let req: mixer::ReportRequest = prost::Message::decode(bytes.as_slice()).unwrap();
+    let bags = wire_bags(&bytes);
+    assert_eq!(bags, reference_bags(&req));
+    let bag = bags[0].as_ref().unwrap();
+    let span = Span {
+        seconds: 5,
+        nanos: 3,
+    };
+    assert_eq!(
+        bag.get_by_name("response.duration"),
+        Some(&Value::Duration(span))
+    );
+    let time = Time {
+        seconds: 5,
+        nanos: 3,
+    };
+    assert_eq!(
+        bag.get_by_name("response.time"),
+        Some(&Value::Timestamp(time))
+    );
+    let labels: HashMap<String, String> = [("app", "v1"), ("version", "v2")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    assert_eq!(
+        bag.get_by_name("destination.labels"),
+        Some(&Value::StringMap(labels))
+    );
+}
+
+#[test]
+fn one_attribute_named_by_two_words_of_one_map_is_a_duplicate() {
+    // Found with the native_report fuzz target (fuzz/artifacts/native_report/): ReportWire took two keys
+    // of one map naming the same attribute (a global word and a message word) for a repeated key and kept
+    // the later value, where the decoding of the whole message refuses the attribute as given twice.
+    let index =
+        |w: &str| i32::try_from(GLOBAL_DICTIONARY.iter().position(|g| *g == w).unwrap()).unwrap();
+    let entry = mixer::CompressedAttributes {
+        global_word_count: global_word_count(),
+        words: vec!["request.path".to_string()],
+        strings: [(index("request.path"), index("GET")), (-1, index("POST"))].into(),
+        ..Default::default()
+    };
+    let mut req = mixer::ReportRequest {
+        attributes: vec![entry.clone()],
+        repeated_attributes_semantics: 1,
+        ..Default::default()
+    };
+    let bytes = prost::Message::encode_to_vec(&req);
+    assert_eq!(wire_bags(&bytes), reference_bags(&req));
+    assert_eq!(
+        wire_bags(&bytes),
+        vec![Err(
+            "attribute `request.path` is given more than once".to_string()
+        )]
+    );
+    // Laid over a previous bag too (where the reference decoding keeps either value, by hash map order).
+    let mut first = Bag::new();
+    first
+        .set_by_name("request.path", Value::String("/".into()))
+        .unwrap();
+    req.attributes = vec![to_compressed(&first), entry];
+    req.repeated_attributes_semantics = 0;
+    let bags = wire_bags(&prost::Message::encode_to_vec(&req));
+    assert_eq!(bags[0], Ok(first));
+    assert_eq!(
+        bags[1],
+        Err("attribute `request.path` is given more than once".to_string())
+    );
+}
+
+#[test]
 fn string_maps_set_from_entries_equal_maps_set_whole() {
     let labels = lookup("destination.labels").unwrap();
     let headers = lookup("request.headers").unwrap();
