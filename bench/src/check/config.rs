@@ -1,5 +1,7 @@
 //! The benchmark's hub configuration: 20 `Policy` resources (5 rules each, 100 rules) over the services
-//! `svc-0..svc-19` and 5 `RateLimit` resources that select the benchmark traffic but never deny.
+//! `svc-0..svc-19` and 5 `RateLimit` resources that select the benchmark traffic but never deny. The policies
+//! are described once ([`policies`]) and written out as the hub's YAML here and as OPA's Rego in
+//! [`crate::rego`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,12 +37,146 @@ pub fn user_name(u: usize) -> String {
 /// A limit so high that no bucket ever refuses during a run.
 const HUGE_LIMIT: &str = "{requests: 1000000000, per: 1s, burst: 1000000}";
 
-/// The YAML of the 20 policies.
+/// A rule's condition, over the few request attributes the benchmark's policies read. It is the one source
+/// of the rules: rendered as CEL for the hub ([`Cond::cel`]) and as Rego for OPA ([`crate::rego`]), so the two
+/// engines cannot be given different rules.
+#[derive(Clone, Debug)]
+pub enum Cond {
+    /// The request header (lower-case name) is one of the values.
+    HeaderIn(&'static str, Vec<String>),
+    /// The request header ends with the suffix.
+    HeaderEndsWith(&'static str, &'static str),
+    /// The request path starts with the prefix.
+    PathStartsWith(String),
+    /// The request method is one of these.
+    MethodIn(&'static [&'static str]),
+    /// The request method is this one.
+    MethodIs(&'static str),
+    /// The condition does not hold (of a single condition, not of [`Cond::All`]: Rego's `not` takes one
+    /// expression).
+    Not(Box<Cond>),
+    /// Every condition holds.
+    All(Vec<Cond>),
+}
+
+/// A CEL string literal (the benchmark's values hold no quote or backslash).
+fn quoted(v: &str) -> String {
+    format!("\"{v}\"")
+}
+
+impl Cond {
+    /// The condition in CEL, as the hub's `when`.
+    pub fn cel(&self) -> String {
+        let list =
+            |vs: &mut dyn Iterator<Item = &str>| vs.map(quoted).collect::<Vec<_>>().join(", ");
+        match self {
+            Cond::HeaderIn(h, vs) => format!(
+                "request.headers[\"{h}\"] in [{}]",
+                list(&mut vs.iter().map(String::as_str))
+            ),
+            Cond::HeaderEndsWith(h, suffix) => {
+                format!("request.headers[\"{h}\"].endsWith(\"{suffix}\")")
+            }
+            Cond::PathStartsWith(p) => format!("request.path.startsWith(\"{p}\")"),
+            Cond::MethodIn(ms) => format!("request.method in [{}]", list(&mut ms.iter().copied())),
+            Cond::MethodIs(m) => format!("request.method == \"{m}\""),
+            Cond::Not(c) => format!("!{}", c.cel()),
+            Cond::All(cs) => cs.iter().map(Cond::cel).collect::<Vec<_>>().join(" && "),
+        }
+    }
+}
+
+/// What a rule does when its condition holds.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Refuse with PERMISSION_DENIED / HTTP 403, with this message (else the hub's default naming the rule).
+    Deny(Option<String>),
+    /// Record only.
+    Audit,
+    /// Allow, setting this request header if given.
+    Allow(Option<(&'static str, &'static str)>),
+}
+
+/// One rule of a [`Policy`].
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Its name.
+    pub name: &'static str,
+    /// When it matches.
+    pub when: Cond,
+    /// What it does then.
+    pub action: Action,
+}
+
+/// One of the benchmark's policies: it applies to the requests for one service, and allows by default.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// `metadata.name` (namespace `bench`).
+    pub name: String,
+    /// The `destination.service.name` its selector requires.
+    pub service: String,
+    /// `failurePolicy: FAIL_CLOSE` (else FAIL_OPEN); only a policy adapter's failure would read it, and these
+    /// policies have none.
+    pub fail_close: bool,
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// The request header the rules read the caller from.
+pub const USER_HEADER: &str = "x-user";
+
+/// The 20 policies, one per service, 5 rules each.
+pub fn policies() -> Vec<Policy> {
+    (0..SERVICES)
+        .map(|s| Policy {
+            name: format!("svc-{s}-guard"),
+            service: format!("svc-{s}"),
+            fail_close: s % 4 == 3,
+            rules: vec![
+                Rule {
+                    name: "banned-users",
+                    when: Cond::HeaderIn(
+                        USER_HEADER,
+                        vec!["guest".to_string(), user_name(banned_user(s))],
+                    ),
+                    action: Action::Deny(Some(format!("banned from svc-{s}"))),
+                },
+                Rule {
+                    name: "admin-is-staff-only",
+                    when: Cond::All(vec![
+                        Cond::PathStartsWith("/admin".to_string()),
+                        Cond::Not(Box::new(Cond::HeaderEndsWith(USER_HEADER, "@staff"))),
+                    ]),
+                    action: Action::Deny(None),
+                },
+                Rule {
+                    name: "audit-writes",
+                    when: Cond::MethodIn(&["POST", "PUT", "DELETE"]),
+                    action: Action::Audit,
+                },
+                Rule {
+                    name: "staff",
+                    when: Cond::HeaderEndsWith(USER_HEADER, "@staff"),
+                    action: Action::Allow(Some(("x-sextant-staff", "true"))),
+                },
+                Rule {
+                    name: "api-reads",
+                    when: Cond::All(vec![
+                        Cond::MethodIs("GET"),
+                        Cond::PathStartsWith(format!("/api/v1/svc-{s}/")),
+                    ]),
+                    action: Action::Allow(None),
+                },
+            ],
+        })
+        .collect()
+}
+
+/// The YAML of the 20 policies ([`policies`]).
 pub fn policies_yaml() -> String {
     let mut y = String::new();
-    for s in 0..SERVICES {
-        let banned = user_name(banned_user(s));
-        let failure_policy = if s % 4 == 3 {
+    for p in policies() {
+        let failure_policy = if p.fail_close {
             "FAIL_CLOSE"
         } else {
             "FAIL_OPEN"
@@ -51,32 +187,31 @@ pub fn policies_yaml() -> String {
             r#"---
 apiVersion: policy.sextant.dev/v1alpha1
 kind: Policy
-metadata: {{name: svc-{s}-guard, namespace: bench}}
+metadata: {{name: {}, namespace: bench}}
 spec:
-  selector: 'destination.service.name == "svc-{s}"'
+  selector: 'destination.service.name == "{}"'
   defaultAction: ALLOW
   failurePolicy: {failure_policy}
   rules:
-  - name: banned-users
-    when: 'request.headers["x-user"] in ["guest", "{banned}"]'
-    action: DENY
-    status: {{code: PERMISSION_DENIED, httpStatus: 403, message: "banned from svc-{s}"}}
-  - name: admin-is-staff-only
-    when: 'request.path.startsWith("/admin") && !request.headers["x-user"].endsWith("@staff")'
-    action: DENY
-  - name: audit-writes
-    when: 'request.method in ["POST", "PUT", "DELETE"]'
-    action: AUDIT
-  - name: staff
-    when: 'request.headers["x-user"].endsWith("@staff")'
-    action: ALLOW
-    headers:
-      request: {{set: {{x-sextant-staff: "true"}}}}
-  - name: api-reads
-    when: 'request.method == "GET" && request.path.startsWith("/api/v1/svc-{s}/")'
-    action: ALLOW
-"#
+"#,
+            p.name, p.service
         );
+        for r in &p.rules {
+            let _ = write!(y, "  - name: {}\n    when: '{}'\n", r.name, r.when.cel());
+            let _ = match &r.action {
+                Action::Deny(None) => writeln!(y, "    action: DENY"),
+                Action::Deny(Some(message)) => writeln!(
+                    y,
+                    "    action: DENY\n    status: {{code: PERMISSION_DENIED, httpStatus: 403, message: \"{message}\"}}"
+                ),
+                Action::Audit => writeln!(y, "    action: AUDIT"),
+                Action::Allow(None) => writeln!(y, "    action: ALLOW"),
+                Action::Allow(Some((name, value))) => writeln!(
+                    y,
+                    "    action: ALLOW\n    headers:\n      request: {{set: {{{name}: \"{value}\"}}}}"
+                ),
+            };
+        }
     }
     y
 }

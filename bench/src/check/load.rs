@@ -9,20 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use hyper::body::Bytes;
 use sextant_bench::cpu;
-use sextant_bench::load::{Shape, connect};
+use sextant_bench::load::Shape;
 use sextant_proto::envoy::service::auth::v3 as authz;
-use sextant_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use sextant_proto::envoy::service::ratelimit::v3 as rls;
-use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use sextant_proto::mixer;
-use sextant_proto::mixer::mixer_client::MixerClient;
-use tonic::transport::Channel;
 
-/// google.rpc code PERMISSION_DENIED.
-const PERMISSION_DENIED: i32 = 7;
-/// google.rpc code RESOURCE_EXHAUSTED.
-const RESOURCE_EXHAUSTED: i32 = 8;
+use crate::wire::{Api, Conn, Outcome, grpc_frame};
 
 /// Which requests a target is sent.
 #[derive(Clone)]
@@ -33,6 +27,23 @@ pub enum Requests {
     Authz(Arc<[authz::CheckRequest]>),
     /// Envoy `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
     Rls(Arc<[rls::RateLimitRequest]>),
+    /// OPA's REST decision API: each body the JSON `{"input": …}` of the ext_authz request of the same index.
+    Opa(Arc<[Bytes]>),
+}
+
+impl Requests {
+    /// The API and the bodies on the wire, encoded once.
+    pub fn encoded(&self) -> (Api, Arc<[Bytes]>) {
+        fn frames<M: prost::Message>(pool: &[M]) -> Arc<[Bytes]> {
+            pool.iter().map(grpc_frame).collect()
+        }
+        match self {
+            Requests::Native(p) => (Api::Native, frames(p)),
+            Requests::Authz(p) => (Api::Authz, frames(p)),
+            Requests::Rls(p) => (Api::Rls, frames(p)),
+            Requests::Opa(p) => (Api::Opa, p.clone()),
+        }
+    }
 }
 
 /// What a target is for in the comparison.
@@ -42,6 +53,8 @@ pub enum Role {
     Baseline,
     /// A hub front door, compared with the baseline.
     Hub,
+    /// Another policy engine given the same decisions to make (OPA).
+    Peer,
 }
 
 /// One server and request kind to measure.
@@ -59,105 +72,36 @@ pub struct Target {
     pub request_bytes: usize,
 }
 
-/// A client on one HTTP/2 connection (cloning shares the connection).
+/// A client on one HTTP/2 connection (cloning shares the connection) with the bodies it cycles through.
 #[derive(Clone)]
-enum Client {
-    /// Native Mixer client.
-    Native(MixerClient<Channel>, Arc<[mixer::CheckRequest]>),
-    /// ext_authz client.
-    Authz(AuthorizationClient<Channel>, Arc<[authz::CheckRequest]>),
-    /// Rate-limit service client.
-    Rls(
-        RateLimitServiceClient<Channel>,
-        Arc<[rls::RateLimitRequest]>,
-    ),
-}
-
-/// What one call returned.
-#[derive(Clone, Copy, Debug)]
-enum Outcome {
-    /// A decision with status OK (the empty server's empty response counts as OK).
-    Ok,
-    /// PERMISSION_DENIED.
-    Denied,
-    /// RESOURCE_EXHAUSTED, or OVER_LIMIT from the rate-limit service (a rate limit refused; never with
-    /// the benchmark's default limits).
-    Exhausted,
-    /// Any other decision code.
-    Other,
-    /// The call itself failed (gRPC status or transport error).
-    Error,
-}
-
-fn outcome_of(code: i32) -> Outcome {
-    match code {
-        0 => Outcome::Ok,
-        PERMISSION_DENIED => Outcome::Denied,
-        RESOURCE_EXHAUSTED => Outcome::Exhausted,
-        _ => Outcome::Other,
-    }
+struct Client {
+    conn: Conn,
+    bodies: Arc<[Bytes]>,
 }
 
 impl Client {
-    /// Opens a new connection to `target`'s server at `addr`.
-    async fn connect(target: &Target, addr: SocketAddr) -> anyhow::Result<Self> {
-        let channel = connect(addr)
-            .await
-            .with_context(|| format!("connecting to {} at {addr}", target.name))?;
-        Ok(match &target.requests {
-            Requests::Native(r) => Client::Native(MixerClient::new(channel), r.clone()),
-            Requests::Authz(r) => Client::Authz(AuthorizationClient::new(channel), r.clone()),
-            Requests::Rls(r) => Client::Rls(RateLimitServiceClient::new(channel), r.clone()),
-        })
-    }
-
-    /// Sends request `i` (modulo the pool size) and classifies the answer.
+    /// Sends body `i` (modulo the pool size) and classifies the answer.
     async fn call(&mut self, i: usize) -> Outcome {
-        match self {
-            Client::Native(c, pool) => {
-                let req = pool[i % pool.len()].clone();
-                match c.check(req).await {
-                    Ok(r) => outcome_of(
-                        r.into_inner()
-                            .precondition
-                            .and_then(|p| p.status)
-                            .map_or(0, |s| s.code),
-                    ),
-                    Err(_) => Outcome::Error,
-                }
-            }
-            Client::Authz(c, pool) => {
-                let req = pool[i % pool.len()].clone();
-                match c.check(req).await {
-                    Ok(r) => outcome_of(r.into_inner().status.map_or(0, |s| s.code)),
-                    Err(_) => Outcome::Error,
-                }
-            }
-            Client::Rls(c, pool) => {
-                let req = pool[i % pool.len()].clone();
-                match c.should_rate_limit(req).await {
-                    Ok(r) => {
-                        match rls::rate_limit_response::Code::try_from(r.into_inner().overall_code)
-                        {
-                            Ok(rls::rate_limit_response::Code::Ok) => Outcome::Ok,
-                            Ok(rls::rate_limit_response::Code::OverLimit) => Outcome::Exhausted,
-                            _ => Outcome::Other,
-                        }
-                    }
-                    Err(_) => Outcome::Error,
-                }
-            }
-        }
+        let body = self.bodies[i % self.bodies.len()].clone();
+        self.conn.call(body).await
     }
 }
 
 /// Opens `n` connections, to the target's servers in turn.
 async fn connect_all(target: &Target, n: usize) -> anyhow::Result<Vec<Client>> {
     anyhow::ensure!(!target.addrs.is_empty(), "{} has no server", target.name);
+    let (api, bodies) = target.requests.encoded();
+    anyhow::ensure!(!bodies.is_empty(), "{} has no requests", target.name);
     let mut clients = Vec::with_capacity(n);
     for i in 0..n.max(1) {
         let addr = target.addrs[i % target.addrs.len()];
-        clients.push(Client::connect(target, addr).await?);
+        let conn = Conn::open(addr, api)
+            .await
+            .with_context(|| format!("connecting to {} at {addr}", target.name))?;
+        clients.push(Client {
+            conn,
+            bodies: bodies.clone(),
+        });
     }
     Ok(clients)
 }
@@ -173,7 +117,9 @@ pub struct Counts {
     pub exhausted: u64,
     /// Other decision codes.
     pub other: u64,
-    /// Failed calls.
+    /// Calls the server refused with gRPC status RESOURCE_EXHAUSTED (shed by `--max-in-flight`).
+    pub shed: u64,
+    /// Other failed calls.
     pub errors: u64,
 }
 
@@ -184,6 +130,7 @@ impl Counts {
             Outcome::Denied => self.denied += 1,
             Outcome::Exhausted => self.exhausted += 1,
             Outcome::Other => self.other += 1,
+            Outcome::Shed => self.shed += 1,
             Outcome::Error => self.errors += 1,
         }
     }
@@ -193,12 +140,23 @@ impl Counts {
         self.denied += o.denied;
         self.exhausted += o.exhausted;
         self.other += o.other;
+        self.shed += o.shed;
         self.errors += o.errors;
     }
 
     /// All calls.
     pub fn total(&self) -> u64 {
-        self.ok + self.denied + self.exhausted + self.other + self.errors
+        self.ok + self.denied + self.exhausted + self.other + self.shed + self.errors
+    }
+
+    /// Calls that failed, shed or otherwise.
+    pub fn failed(&self) -> u64 {
+        self.shed + self.errors
+    }
+
+    /// Calls answered with a decision (any code).
+    pub fn decided(&self) -> u64 {
+        self.ok + self.denied + self.exhausted + self.other
     }
 }
 
@@ -221,6 +179,8 @@ pub struct ClosedResult {
     pub counts: Counts,
     /// CPU use of both runtimes during the window.
     pub cpu: cpu::Usage,
+    /// The busiest client thread's share of one core during the window.
+    pub client_busiest: Option<f64>,
 }
 
 /// Runs `shape.concurrency` callers, each sending its next call as soon as the previous returned.
@@ -252,9 +212,9 @@ pub async fn closed_loop(target: &Target, shape: Shape) -> anyhow::Result<Closed
         }));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let before = cpu::sample();
+    let (before, threads_before) = (cpu::sample(), cpu::threads(cpu::CLIENT_THREADS));
     tokio::time::sleep_until(end.into()).await;
-    let after = cpu::sample();
+    let (after, threads_after) = (cpu::sample(), cpu::threads(cpu::CLIENT_THREADS));
     let mut latency = histogram()?;
     let mut counts = Counts::default();
     for w in workers {
@@ -268,6 +228,7 @@ pub async fn closed_loop(target: &Target, shape: Shape) -> anyhow::Result<Closed
         latency,
         counts,
         cpu: cpu::usage(before, after),
+        client_busiest: cpu::busiest(&threads_before, &threads_after),
     })
 }
 
@@ -277,6 +238,9 @@ pub struct OpenResult {
     pub target_rate: f64,
     /// Calls sent over the whole run, warm-up included.
     pub sent: u64,
+    /// Measured calls not sent because the client already had its cap of calls in flight
+    /// ([`open_loop_capped`]).
+    pub skipped: u64,
     /// Calls that completed within the measured window, per second.
     pub achieved: f64,
     /// Latency from each call's intended send time to its response, ns.
@@ -291,6 +255,8 @@ pub struct OpenResult {
     pub unfinished: usize,
     /// CPU use of both runtimes during the window.
     pub cpu: cpu::Usage,
+    /// The busiest client thread's share of one core during the window (the pacer included).
+    pub client_busiest: Option<f64>,
     /// The measured window (intended send times from, to).
     pub window: (Instant, Instant),
     /// Every measured call, to summarize parts of the window ([`OpenResult::within`]).
@@ -332,6 +298,31 @@ fn summarize<'a>(calls: impl Iterator<Item = &'a Call>) -> anyhow::Result<Summar
 }
 
 impl OpenResult {
+    /// The same run restricted to the calls whose outcome `keep` accepts (e.g. the admitted ones).
+    pub fn only(&self, keep: impl Fn(Outcome) -> bool) -> anyhow::Result<Self> {
+        let calls: Vec<Call> = self
+            .calls
+            .iter()
+            .filter(|c| keep(c.outcome))
+            .copied()
+            .collect();
+        let s = summarize(calls.iter())?;
+        Ok(OpenResult {
+            latency: s.latency,
+            service: s.service,
+            lag: s.lag,
+            counts: s.counts,
+            calls,
+            ..*self
+        })
+    }
+
+    /// Measured calls actually sent per second of the measured window.
+    pub fn sent_rate(&self) -> f64 {
+        let (from, to) = self.window;
+        self.calls.len() as f64 / (to - from).as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
     /// The same run restricted to the calls intended within one of `windows` (each `from..to`), with `cpu`
     /// measured over those windows.
     pub fn within(&self, windows: &[(Instant, Instant)], cpu: cpu::Usage) -> anyhow::Result<Self> {
@@ -347,6 +338,7 @@ impl OpenResult {
         Ok(OpenResult {
             target_rate: self.target_rate,
             sent: self.sent,
+            skipped: self.skipped,
             achieved: calls.len() as f64 / seconds.max(f64::MIN_POSITIVE),
             latency: s.latency,
             service: s.service,
@@ -354,19 +346,36 @@ impl OpenResult {
             counts: s.counts,
             unfinished: self.unfinished,
             cpu,
+            client_busiest: None,
             window: self.window,
             calls,
         })
     }
 }
 
-/// Sends calls at `rate` per second, evenly spaced, each on its own task, over `shape.connections`
-/// connections. Between sends the dispatcher sleeps when the next send is over 2 ms away and otherwise yields
-/// to the runtime (so responses are processed meanwhile): tokio's timers tick in whole milliseconds, too
-/// coarse for thousands of calls per second. A pacer on another thread was tried and was worse: waking the
-/// worker from outside for every call made the client-side delay ~20× larger. The price is that the client
-/// worker is always busy during an open-loop run (its CPU reads ~100%).
+/// The pacer's thread: named as the client side's threads, so its CPU time counts as the client's.
+const PACER_THREAD: &str = "sextant-cli-pace";
+
+/// Sends calls at `rate` per second, evenly spaced, each on its own task of the client runtime, over
+/// `shape.connections` connections. A pacer thread (pinned with the client side) sleeps until each call's
+/// intended time and spawns it, or every call already due when it wakes up late; its timer slack is set to
+/// 1 ns so that it wakes when asked (the kernel's default lets a sleep run 50 µs long). Latency counts from
+/// the intended time, so the pacer's own lateness is charged to the server rather than hidden (no
+/// coordinated omission), and is reported as the lag. It replaced a dispatcher task that yielded between
+/// sends (tokio's timers tick in whole milliseconds), which kept a client thread 100% busy at any rate.
 pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Result<OpenResult> {
+    open_loop_capped(target, shape, rate, usize::MAX).await
+}
+
+/// [`open_loop`], except that a call due while `cap` calls are in flight is not sent (counted in
+/// [`OpenResult::skipped`]): under overload the client's own backlog stays bounded, and what it did offer is
+/// reported.
+pub async fn open_loop_capped(
+    target: &Target,
+    shape: Shape,
+    rate: f64,
+    cap: usize,
+) -> anyhow::Result<OpenResult> {
     anyhow::ensure!(
         rate.is_finite() && rate >= 1.0,
         "open-loop rate {rate} is not a usable rate"
@@ -378,34 +387,108 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
     let start = Instant::now() + Duration::from_millis(5);
     let measure_from = start + shape.warmup;
     let end = measure_from + shape.duration;
-    let interval_ns = 1e9 / rate;
-    let mut before: Option<cpu::Sample> = None;
+    let pacing = Pacing {
+        start,
+        measure_from,
+        end,
+        interval_ns: 1e9 / rate,
+        cap,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let (calls, inflight, in_window) = (calls.clone(), inflight.clone(), in_window.clone());
+        std::thread::Builder::new()
+            .name(PACER_THREAD.into())
+            .spawn(move || {
+                let paced = pace(&runtime, &clients, pacing, &calls, &inflight, &in_window);
+                let _ = done_tx.send(paced);
+            })
+            .context("starting the pacer thread")?;
+    }
+    let paced = done_rx.await.context("the pacer thread ended early")?;
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while inflight.load(Ordering::Relaxed) > 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let unfinished = inflight.load(Ordering::Relaxed);
+    let achieved = in_window.load(Ordering::Relaxed) as f64 / shape.duration.as_secs_f64();
+    let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(|p| p.into_inner()));
+    let s = summarize(calls.iter())?;
+    Ok(OpenResult {
+        target_rate: rate,
+        sent: paced.sent,
+        skipped: paced.skipped,
+        achieved,
+        latency: s.latency,
+        service: s.service,
+        lag: s.lag,
+        counts: s.counts,
+        unfinished,
+        cpu: paced.cpu,
+        client_busiest: paced.client_busiest,
+        window: (measure_from, end),
+        calls,
+    })
+}
+
+/// When an open loop's calls are due.
+#[derive(Clone, Copy)]
+struct Pacing {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    interval_ns: f64,
+    cap: usize,
+}
+
+/// What the pacer measured.
+struct Paced {
+    sent: u64,
+    skipped: u64,
+    cpu: cpu::Usage,
+    client_busiest: Option<f64>,
+}
+
+/// The pacer (see [`open_loop`]): runs on its own thread until the last call is due, then reads the CPU used.
+fn pace(
+    runtime: &tokio::runtime::Handle,
+    clients: &[Client],
+    p: Pacing,
+    calls: &Arc<Mutex<Vec<Call>>>,
+    inflight: &Arc<AtomicUsize>,
+    in_window: &Arc<AtomicU64>,
+) -> Paced {
+    // Best effort: without it the pacer is up to 50 µs late more often, which the lag column shows.
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+    let mut before = None;
     let mut n: u64 = 0;
-    let mut burst = 0u32;
+    let mut skipped = 0;
     loop {
-        let intended = start + Duration::from_nanos((n as f64 * interval_ns) as u64);
-        if intended >= end {
+        let intended = p.start + Duration::from_nanos((n as f64 * p.interval_ns) as u64);
+        if intended >= p.end {
             break;
         }
         let now = Instant::now();
         if now < intended {
-            burst = 0;
-            if intended - now > Duration::from_millis(2) {
-                tokio::time::sleep_until((intended - Duration::from_millis(1)).into()).await;
-            } else {
-                tokio::task::yield_now().await;
-            }
+            std::thread::sleep(intended - now);
             continue;
         }
-        let measured = intended >= measure_from;
+        let measured = intended >= p.measure_from;
         if measured && before.is_none() {
-            before = Some(cpu::sample());
+            before = Some((cpu::sample(), cpu::threads(cpu::CLIENT_THREADS)));
+        }
+        if inflight.load(Ordering::Relaxed) >= p.cap {
+            skipped += u64::from(measured);
+            n += 1;
+            continue;
         }
         let mut client = clients[(n as usize) % clients.len()].clone();
         let (calls, inflight, in_window) = (calls.clone(), inflight.clone(), in_window.clone());
         let index = n as usize;
+        let (measure_from, end) = (p.measure_from, p.end);
         inflight.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let sent = Instant::now();
             let outcome = client.call(index).await;
             let done = Instant::now();
@@ -424,35 +507,23 @@ pub async fn open_loop(target: &Target, shape: Shape, rate: f64) -> anyhow::Resu
             inflight.fetch_sub(1, Ordering::Relaxed);
         });
         n += 1;
-        // When behind schedule, still let responses be processed now and then.
-        burst += 1;
-        if burst >= 64 {
-            burst = 0;
-            tokio::task::yield_now().await;
-        }
     }
-    tokio::time::sleep_until(end.into()).await;
-    let after = cpu::sample();
-    let cpu = before.map(|b| cpu::usage(b, after)).unwrap_or_default();
-    let give_up = Instant::now() + Duration::from_secs(5);
-    while inflight.load(Ordering::Relaxed) > 0 && Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let now = Instant::now();
+    if now < p.end {
+        std::thread::sleep(p.end - now);
     }
-    let unfinished = inflight.load(Ordering::Relaxed);
-    let achieved = in_window.load(Ordering::Relaxed) as f64 / shape.duration.as_secs_f64();
-    let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(|p| p.into_inner()));
-    let s = summarize(calls.iter())?;
-    Ok(OpenResult {
-        target_rate: rate,
-        sent: n,
-        achieved,
-        latency: s.latency,
-        service: s.service,
-        lag: s.lag,
-        counts: s.counts,
-        unfinished,
+    let (after, threads_after) = (cpu::sample(), cpu::threads(cpu::CLIENT_THREADS));
+    let (cpu, client_busiest) = match before {
+        Some((b, threads_before)) => (
+            cpu::usage(b, after),
+            cpu::busiest(&threads_before, &threads_after),
+        ),
+        None => (cpu::Usage::default(), None),
+    };
+    Paced {
+        sent: n - skipped,
+        skipped,
         cpu,
-        window: (measure_from, end),
-        calls,
-    })
+        client_busiest,
+    }
 }

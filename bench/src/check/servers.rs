@@ -16,13 +16,29 @@ pub async fn start_hub(
     global_quota: Option<std::sync::Arc<hub_quota_redis::RedisBackend>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<hub_server::RunningHub> {
+    start_hub_limited(
+        config_dir,
+        global_quota,
+        hub_server::default_max_in_flight(),
+        stop,
+    )
+    .await
+}
+
+/// [`start_hub`] admitting at most `max_in_flight` calls at once (the overload scenario's).
+pub async fn start_hub_limited(
+    config_dir: &Path,
+    global_quota: Option<std::sync::Arc<hub_quota_redis::RedisBackend>>,
+    max_in_flight: usize,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<hub_server::RunningHub> {
     // The Check benchmark measures Check alone.
     let decisions = hub_server::DecisionOptions {
         default_telemetry: false,
         global_quota,
         ..Default::default()
     };
-    let hub = servers::start_hub(config_dir, decisions, stop).await?;
+    let hub = servers::start_hub_limited(config_dir, decisions, max_in_flight, stop).await?;
     if hub.state.snapshot().is_none() {
         let errors = hub
             .state

@@ -1,5 +1,5 @@
 //! The benchmark traffic: every (service, user) pair once (20 × 64 = 1280 variants), in a fixed shuffled
-//! order, mostly allowed `GET /api/...` requests, encoded once up front for each front door.
+//! order, mostly allowed `GET /api/...` requests, encoded once up front for each front door (and for OPA).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,6 +190,8 @@ pub struct Pools {
     pub compressed: Arc<[mixer::CheckRequest]>,
     /// Envoy ext_authz Check.
     pub authz: Arc<[authz::CheckRequest]>,
+    /// OPA's decision requests for the same ext_authz Checks ([`crate::rego::input`]).
+    pub opa: Arc<[hyper::body::Bytes]>,
     /// Fraction of variants the policies deny.
     pub expected_deny: f64,
 }
@@ -212,11 +214,13 @@ impl Pools {
             });
         }
         let authz: Vec<_> = vs.iter().map(Variant::authz).collect();
+        let opa: Vec<_> = authz.iter().map(crate::rego::input).collect();
         let denied = vs.iter().filter(|v| v.expect_denied()).count();
         Ok(Pools {
             plain: plain.into(),
             compressed: compressed.into(),
             authz: authz.into(),
+            opa: opa.into(),
             expected_deny: denied as f64 / vs.len() as f64,
         })
     }

@@ -135,6 +135,67 @@ pub fn usage_over(windows: &[(Sample, Sample)]) -> Usage {
     }
 }
 
+/// On-CPU nanoseconds of each live thread of one group, by thread id, and when they were read: to tell
+/// whether one thread of a side was the bottleneck where the side's total would not (a side of several
+/// threads on one CPU can be at 100% with each thread at 40%, or at 70% with one thread saturated).
+#[derive(Clone, Debug, Default)]
+pub struct Threads {
+    at: Option<Instant>,
+    on: Vec<(u32, u64)>,
+}
+
+/// Reads the on-CPU time of each live thread of this process whose name starts with `prefix`; empty off
+/// Linux.
+pub fn threads(prefix: &str) -> Threads {
+    let at = Some(Instant::now());
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Threads { at, on: Vec::new() };
+    };
+    let mut on = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = task.path();
+        let named = std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.starts_with(prefix));
+        if !named {
+            continue;
+        }
+        let ns = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            on.push((tid, ns));
+        }
+    }
+    Threads { at, on }
+}
+
+/// The busiest thread's share of one core between `before` and `after` (a thread started in between counts
+/// from zero); `None` when no thread was read or no time passed.
+pub fn busiest(before: &Threads, after: &Threads) -> Option<f64> {
+    let wall = after.at?.saturating_duration_since(before.at?).as_nanos() as f64;
+    if wall <= 0.0 {
+        return None;
+    }
+    after
+        .on
+        .iter()
+        .map(|&(tid, ns)| {
+            let from = before
+                .on
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map_or(0, |(_, b)| *b);
+            ns.saturating_sub(from) as f64 / wall
+        })
+        .reduce(f64::max)
+}
+
 impl Sample {
     /// When it was taken.
     pub fn at(&self) -> Instant {
@@ -173,5 +234,28 @@ mod tests {
             "a thread spinning for 30 s was never counted 50 ms on a CPU"
         );
         assert_eq!(threads_seconds("no thread is named this"), Some(0.0));
+    }
+
+    #[test]
+    fn the_busiest_thread_of_a_group_is_found() {
+        if !std::path::Path::new("/proc/self/task").exists() {
+            return;
+        }
+        let before = threads("bench-busy-test");
+        let spin = std::thread::Builder::new()
+            .name("bench-busy-test".into())
+            .spawn(|| {
+                let until = Instant::now() + std::time::Duration::from_millis(200);
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                threads("bench-busy-test")
+            })
+            .expect("spawning a test thread");
+        let after = spin.join().expect("the test thread");
+        let share = busiest(&before, &after).expect("the spinning thread was read");
+        assert!(share > 0.0 && share <= 1.05, "{share}");
+        assert_eq!(busiest(&before, &threads("no thread is named this")), None);
     }
 }

@@ -81,11 +81,29 @@ impl EmptyServer {
     }
 }
 
-/// Starts a hub serving `config_dir` with `decisions` on loopback ports the kernel picks; must run inside the
-/// server runtime. It stops when `stop` turns true.
+/// Starts a hub serving `config_dir` with `decisions` on loopback ports the kernel picks, admitting as many
+/// calls at once as the `sextant` binary does by default; must run inside the server runtime. It stops when
+/// `stop` turns true.
 pub async fn start_hub(
     config_dir: &Path,
     decisions: hub_server::DecisionOptions,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<hub_server::RunningHub> {
+    start_hub_limited(
+        config_dir,
+        decisions,
+        hub_server::default_max_in_flight(),
+        stop,
+    )
+    .await
+}
+
+/// [`start_hub`] with at most `max_in_flight` calls admitted at once (`sextant hub --max-in-flight`): the
+/// rest are answered RESOURCE_EXHAUSTED at once.
+pub async fn start_hub_limited(
+    config_dir: &Path,
+    decisions: hub_server::DecisionOptions,
+    max_in_flight: usize,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<hub_server::RunningHub> {
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -100,8 +118,7 @@ pub async fn start_hub(
         decisions,
         prometheus_url: None,
         kubernetes: None,
-        // As the `sextant` binary runs by default; the closed loops keep far fewer calls in flight.
-        max_in_flight: hub_server::default_max_in_flight(),
+        max_in_flight,
         // The benchmarks wait 5 s for the hub to stop.
         drain_timeout: Duration::from_secs(5),
         tls: None,

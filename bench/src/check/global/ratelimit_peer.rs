@@ -1,9 +1,9 @@
 //! envoyproxy/ratelimit, the side-by-side peer of `check-bench --global`: built once with `go install` into
-//! `target/bench-peers/` (module and build caches there too), started on free loopback ports against the
+//! `target/bench-peers/` ([`crate::go_peer`]), started on free loopback ports against the
 //! bench's Redis with a generated configuration directory, ready once its answers carry the configured
 //! limit, killed on drop.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use sextant_proto::envoy::service::ratelimit::v3::RateLimitRequest;
 use sextant_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 
 use crate::config::ConfigDir;
+use crate::go_peer::{self, free_port};
 
 /// The Go module.
 pub const MODULE: &str = "github.com/envoyproxy/ratelimit";
@@ -20,66 +21,14 @@ pub const MODULE: &str = "github.com/envoyproxy/ratelimit";
 /// answers 404).
 pub const VERSION: &str = "v1.4.1-0.20260122083618-3fb702589d36";
 
-/// `target/bench-peers`, next to the directory of this benchmark's executable.
-fn peers_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("locating check-bench: {e}"))?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("bench-peers"))
-        .ok_or_else(|| format!("{} has no target directory", exe.display()))
-}
-
-/// The peer's binary: built by `go install` the first time, reused after. The error says exactly why it is
-/// unavailable (go missing, the module not served, the build failing: the last lines of go's output).
+/// The peer's binary: built by `go install` the first time, reused after (see [`go_peer::install`]).
 pub fn build() -> Result<PathBuf, String> {
-    let peers = peers_dir()?;
-    let bin_dir = peers.join(format!("ratelimit-{VERSION}"));
-    let bin = bin_dir.join("service_cmd");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    eprintln!(
-        "building {MODULE}@{VERSION} with go install into {} (once)",
-        bin_dir.display()
-    );
-    let started = Instant::now();
-    let out = Command::new("go")
-        .arg("install")
-        .arg(format!("{MODULE}/src/service_cmd@{VERSION}"))
-        .env("GOBIN", &bin_dir)
-        .env("GOCACHE", peers.join("go-build"))
-        .env("GOMODCACHE", peers.join("go-mod"))
-        // Writable module files, so `cargo clean` can remove target/.
-        .env("GOFLAGS", "-modcacherw")
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running `go install`: {e} (is Go installed and on PATH?)"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.starts_with("go: downloading"))
-            .collect();
-        let tail = tail[tail.len().saturating_sub(15)..].join("\n");
-        return Err(format!(
-            "`go install {MODULE}/src/service_cmd@{VERSION}` failed ({}):\n{tail}",
-            out.status
-        ));
-    }
-    if !bin.is_file() {
-        return Err(format!(
-            "go install succeeded but left no {}",
-            bin.display()
-        ));
-    }
-    eprintln!("built in {:.0?}", started.elapsed());
-    Ok(bin)
-}
-
-/// A port nobody listened on a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    go_peer::install(
+        &format!("{MODULE}/src/service_cmd"),
+        VERSION,
+        &format!("ratelimit-{VERSION}"),
+        "service_cmd",
+    )
 }
 
 /// A running envoyproxy/ratelimit.
