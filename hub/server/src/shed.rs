@@ -2,14 +2,14 @@
 //! once with `RESOURCE_EXHAUSTED`, before their body is read, rather than queueing them.
 //!
 //! A call is in flight from when its headers arrive until its answer is ready, so the count includes calls
-//! waiting for a CPU: under ten times its capacity the hub keeps serving what it admitted at the latency it
-//! has at capacity, and what waits (memory included) stays bounded by the limit. Every unary door is gated —
-//! the native Check and Report, Envoy's ext_authz and rate-limit services; a refusal is what a failed call
-//! is to each client: the Sextant proxy and Envoy apply their failure policy (`failurePolicy`, Envoy's
-//! `failure_mode_allow` / `failure_mode_deny`) and retry a Report later. The access-log service is a stream
-//! per Envoy, not a call per request, and health and reflection must answer under load, so they are not
-//! gated. Refusals are counted in `sextant_hub_shed_total{door}`; calls in flight are
-//! `sextant_hub_in_flight`.
+//! waiting for a CPU: offered more than it can serve, the hub serves what it admits instead of queueing
+//! without end, and what waits (memory included) stays bounded by the limit. Every unary door is gated — the
+//! native Check and Report, Envoy's ext_authz and rate-limit services; a refusal is what a failed call is to
+//! each client: the Sextant proxy and Envoy apply their failure policy to a Check (`failurePolicy`, Envoy's
+//! `failure_mode_allow` / `failure_mode_deny`), and the proxy drops a refused Report, counted
+//! (`hub.report.dropped`), as any failed one. The access-log service is a stream per Envoy, not a call per
+//! request, and health and reflection must answer under load, so they are not gated. Refusals are counted in
+//! `sextant_hub_shed_total{door}`; calls in flight are `sextant_hub_in_flight`.
 
 use std::pin::Pin;
 use std::sync::Arc;
