@@ -30,8 +30,8 @@ pub struct PilotArgs {
     /// Monitoring HTTP listen address (/metrics, /ready, /debug/syncz, /debug/config_dump, /debug/config).
     #[arg(long, default_value = "127.0.0.1:15014")]
     monitoring_addr: SocketAddr,
-    /// How long the files must stay unchanged before a change is pushed to the proxies.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    /// How long the files must stay unchanged (no file-system event) before a change is pushed to the proxies.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     debounce: Duration,
     /// How often to look for configuration changes.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]

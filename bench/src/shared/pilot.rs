@@ -121,18 +121,28 @@ impl Pilot {
         process::cpu_seconds(self.pid())
     }
 
-    /// When its log says it loaded the configuration directory at or after `since`: the timestamp of the
-    /// first `networking configuration loaded` line from then on.
-    pub fn reloaded_at(&self, since: SystemTime) -> Option<SystemTime> {
+    /// The first `networking configuration loaded` line of its log at or after `since`: when it was logged,
+    /// and how long the load it reports took (its `read_ms`, `parse_ms`, `validate_ms` and `translate_ms`).
+    pub fn reloaded_at(&self, since: SystemTime) -> Option<(SystemTime, Duration)> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         text.lines()
             .filter(|l| l.contains("networking configuration loaded"))
             .filter_map(|l| {
                 let stamp =
                     chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok()?;
-                Some(SystemTime::from(stamp))
+                let took: u64 = ["read_ms=", "parse_ms=", "validate_ms=", "translate_ms="]
+                    .iter()
+                    .filter_map(|field| {
+                        let rest = &l[l.find(field)? + field.len()..];
+                        rest.split(|c: char| !c.is_ascii_digit())
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .sum();
+                Some((SystemTime::from(stamp), Duration::from_millis(took)))
             })
-            .find(|t| *t >= since)
+            .find(|(t, _)| *t >= since)
     }
 }
 

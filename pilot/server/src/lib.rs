@@ -79,7 +79,7 @@ impl Default for PilotOptions {
             xds_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
             monitoring_addr: SocketAddr::from(([127, 0, 0, 1], 15014)),
             poll: Duration::from_millis(500),
-            debounce: Duration::from_millis(100),
+            debounce: Duration::from_millis(50),
             max_streams: 20_000,
             registry: RegistryMode::File,
             secure: None,

@@ -2,9 +2,11 @@
 //!
 //! A [`DirWatch`] is woken by file-system events (inotify) and, as a safety net where events do not arrive
 //! (network file systems, a platform without them), by a poll that compares a [`fingerprint`] of the YAML
-//! files' names, sizes and modification times: a few `stat`s, never a read. Once a change stayed still for the
-//! debounce time, [`DirWatch::changed`] returns and the caller reads the files. Every file-system walk runs on
-//! the blocking pool, never on a runtime worker.
+//! files' names, sizes and modification times: a few `stat`s, never a read. A change woken by an event is
+//! reported once no further event came for the quiet period (a burst of writes is one change, and a single
+//! write is reported one quiet period after it); one found by the poll, once its fingerprint stayed the same
+//! for that long. Then [`DirWatch::changed`] returns and the caller reads the files. Every file-system walk
+//! runs on the blocking pool, never on a runtime worker.
 
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -79,7 +81,7 @@ pub struct DirWatch {
     tick: tokio::time::Interval,
     debounce: Duration,
     seen: u64,
-    /// An event woke a call that was then cancelled: the next call goes straight to the debounce.
+    /// An event woke a call that was then cancelled: the next call goes straight to the quiet period.
     pending: bool,
 }
 
@@ -106,7 +108,7 @@ impl DirWatch {
     }
 
     /// Waits until the files differ from those last seen (or an event says so: a rewrite that keeps size
-    /// and time) and then stayed the same for the debounce time. The files as they are then count as seen.
+    /// and time) and then stayed quiet for the debounce time. The files as they are then count as seen.
     /// Cancel-safe: a call dropped before it returned loses no change (use it in `select!`).
     pub async fn changed(&mut self) {
         loop {
@@ -116,28 +118,55 @@ impl DirWatch {
                     // Without a file-system watcher the sender is gone: the poll alone finds changes.
                     Ok(()) = self.events.changed() => true,
                 };
-            self.pending = by_event;
-            let mut now = fingerprint_off_runtime(&self.path).await;
-            if !by_event && now == self.seen {
-                continue;
-            }
-            loop {
-                let count = *self.events.borrow_and_update();
-                tokio::time::sleep(self.debounce).await;
-                let later = fingerprint_off_runtime(&self.path).await;
-                if later == now && *self.events.borrow() == count {
-                    break;
+            if by_event {
+                self.pending = true;
+                self.quiet_events().await;
+                self.seen = fingerprint_off_runtime(&self.path).await;
+            } else {
+                let now = fingerprint_off_runtime(&self.path).await;
+                if now == self.seen {
+                    continue;
                 }
-                now = later;
+                self.seen = self.still_fingerprint(now).await;
             }
-            // The events of this change are accounted for: only later ones wake the next call.
-            self.events.borrow_and_update();
-            self.seen = now;
             self.pending = false;
             return;
         }
     }
+
+    /// Returns once no file-system event came for the debounce time, or [`MAX_SETTLE`] debounce times after
+    /// it was called, so that files written without pause are still read now and then. The events it waited
+    /// through count as seen; any later one wakes the next call.
+    async fn quiet_events(&mut self) {
+        let give_up = tokio::time::Instant::now() + self.debounce * MAX_SETTLE;
+        loop {
+            self.events.borrow_and_update();
+            let until = give_up.min(tokio::time::Instant::now() + self.debounce);
+            match tokio::time::timeout_at(until, self.events.changed()).await {
+                Ok(Ok(())) if until < give_up => {}
+                // Quiet, written without pause for too long, or the watcher gone (nothing more will come).
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits until a fingerprint taken after the debounce time is the same as the one before it (the poll's
+    /// settling, where no event tells when writing stopped), starting from `now`; returns the last one.
+    async fn still_fingerprint(&mut self, mut now: u64) -> u64 {
+        loop {
+            let count = *self.events.borrow_and_update();
+            tokio::time::sleep(self.debounce).await;
+            let later = fingerprint_off_runtime(&self.path).await;
+            if later == now && *self.events.borrow() == count {
+                return later;
+            }
+            now = later;
+        }
+    }
 }
+
+/// How many debounce times a change woken by events waits at most for the writing to stop.
+const MAX_SETTLE: u32 = 20;
 
 /// Starts counting file-system events under `path` (recursively) into `count`; `None`, with a warning,
 /// where the platform cannot, and then the poll alone finds changes.
@@ -231,6 +260,40 @@ mod tests {
         );
         let again = tokio::time::timeout(Duration::from_millis(300), watch.changed()).await;
         assert!(again.is_err(), "nothing changed since");
+    }
+
+    /// Files written without pause are still reported (and read) while the writing goes on.
+    #[tokio::test]
+    async fn writing_without_pause_is_reported_while_it_lasts() {
+        let dir = scratch("stream");
+        std::fs::write(dir.join("a.yaml"), "0").expect("write");
+        let mut watch = DirWatch::start(
+            dir.clone(),
+            Duration::from_secs(3600),
+            Duration::from_millis(20),
+        )
+        .await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            // Writes every 2 ms, far within the quiet period, until told to stop (or for about a minute).
+            std::thread::spawn(move || {
+                for i in 0..30_000u32 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return true;
+                    }
+                    std::fs::write(dir.join("a.yaml"), i.to_string()).expect("write");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                false
+            })
+        };
+        watch.changed().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            writer.join().expect("writer"),
+            "the change was reported only after the writing stopped"
+        );
     }
 
     /// Without file-system events (a poll alone), a change is still found.
