@@ -1,8 +1,12 @@
-//! The flags of a workload identity kept in the pod, shared by `sextant proxy` and `sextant agent`: the
-//! mesh root, TLS to pilot, the token proving the identity, and the certificate asked for.
+//! The flags of a workload identity kept in the pod, shared by `sextant proxy`, `sextant agent` and
+//! `sextant hub`: the mesh root, TLS to pilot, the token proving the identity, and the certificate asked for;
+//! and, for the hub, the certificates handed to its gRPC port ([`HubCertificates`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::{Failure, fail};
 
@@ -10,7 +14,7 @@ use crate::{Failure, fail};
 #[derive(clap::Args)]
 pub struct IdentityArgs {
     /// The mesh's trust root (PEM): pilot's certificate is checked against it on an `https://` xDS or CA
-    /// address, and it becomes the workload's `ROOTCA` when it keeps its own key.
+    /// address, and it becomes the workload's `ROOTCA` when it keeps its own key (the hub's client CA).
     #[arg(long, env = "SEXTANT_ROOT_CERT")]
     pub root_cert: Option<PathBuf>,
     /// The name pilot's certificate must carry.
@@ -89,5 +93,59 @@ impl IdentityArgs {
             token_file: token_file.clone(),
             lifetime: self.cert_lifetime,
         }))
+    }
+}
+
+/// The hub's serving certificates from pilot's CA (`sextant hub --token-file`): how to obtain them, and the
+/// channel each new one goes to the hub through.
+pub struct HubCertificates {
+    settings: proxy_identity::Settings,
+    publish: watch::Sender<Option<hub_server::ServingCertificate>>,
+}
+
+impl HubCertificates {
+    /// The certificates of `namespace`/`account` from the flags (`--token-file` given), and the hub's side:
+    /// the source of its serving certificate, empty until the first comes.
+    pub fn new(
+        args: &IdentityArgs,
+        namespace: &str,
+        account: &str,
+    ) -> Result<(HubCertificates, hub_server::CertificateSource), Failure> {
+        if args.ca_addr.is_none() {
+            return Err(fail(
+                "--token-file needs pilot's certificate API",
+                "give --ca-addr https://PILOT:15012 (pilot's secure port)",
+            ));
+        }
+        let tls = args.pilot_tls()?;
+        let Some(settings) = args.settings(tls, None, namespace, account, None)? else {
+            return Err(fail(
+                "the hub's certificate from pilot needs --token-file",
+                "give --token-file, --root-cert and --ca-addr",
+            ));
+        };
+        let (publish, certificates) = watch::channel(None);
+        let from = format!("pilot {} for {}", settings.endpoint, settings.spiffe_id);
+        let source = hub_server::CertificateSource::Handed { certificates, from };
+        Ok((HubCertificates { settings, publish }, source))
+    }
+
+    /// Obtains the first certificate and renews it at half life, under supervision, until the process ends
+    /// (in the runtime): each one that makes a serving certificate goes to the hub; one that does not is
+    /// logged and asked for again, the previous one serving meanwhile. Failures are logged (`no workload
+    /// certificate`, with pilot's answer) and retried with backoff.
+    pub fn start(self) {
+        let publish = self.publish;
+        let sink: proxy_identity::Sink = Arc::new(move |cert: &proxy_identity::Certificate| {
+            let serving = hub_server::ServingCertificate::from_pem(
+                cert.chain_pem.as_bytes(),
+                cert.key_pem.as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
+            publish.send_replace(Some(serving));
+            Ok(())
+        });
+        let health = Arc::new(sextant_supervise::TaskHealth::default());
+        proxy_identity::run(self.settings, sink, &proxy_stats::Stats::new(), health);
     }
 }

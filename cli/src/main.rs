@@ -61,7 +61,7 @@ static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 enum Command {
     /// Run the hub: native Check and Report, Envoy ext_authz, rate-limit and access-log services, Wasm adapters,
     /// admin HTTP and the adapters' Prometheus exposition.
-    Hub(HubArgs),
+    Hub(Box<HubArgs>),
     /// Run pilot: Istio networking resources translated to Envoy configuration and served over ADS
     /// (state of the world and delta) to Envoy sidecars and proxyless gRPC clients.
     Pilot(pilot::PilotArgs),
@@ -262,7 +262,7 @@ struct HubArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// Serve gRPC over TLS with this certificate chain (PEM, leaf first; e.g. one the mesh CA issued). Read
-    /// again when the file changes.
+    /// again when the file changes. (Or --token-file: the certificate from pilot's CA.)
     #[arg(long, value_name = "FILE", requires = "tls_key_file")]
     tls_cert_file: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert-file.
@@ -270,18 +270,38 @@ struct HubArgs {
     tls_key_file: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM; the mesh root): the attributes naming the calling
     /// workload (destination.principal and .namespace for an inbound sidecar, source.* for an outbound one)
-    /// are bound to the SPIFFE ID of its certificate.
-    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    /// are bound to the SPIFFE ID of its certificate. With --token-file it defaults to --root-cert.
+    #[arg(long, value_name = "FILE")]
     tls_client_ca_file: Option<PathBuf>,
     /// A call whose attributes name another workload than its client certificate: `override` (the
-    /// certificate's identity replaces the claim) or `reject` (PERMISSION_DENIED).
+    /// certificate's identity replaces the claim) or `reject` (PERMISSION_DENIED). Needs a client CA
+    /// [default: override].
+    #[arg(long, value_enum)]
+    caller_identity: Option<CallerIdentityArg>,
+    /// Serve gRPC over TLS with a certificate from pilot's CA instead of files: with --token-file (the
+    /// bootstrap token of the hub's identity), --root-cert (the mesh root, which also becomes the client CA
+    /// unless --tls-client-ca-file says otherwise) and --ca-addr (pilot's secure port), the hub makes its
+    /// key in memory, has pilot sign it for spiffe://TRUST_DOMAIN/ns/$POD_NAMESPACE/sa/$SERVICE_ACCOUNT,
+    /// renews it at half life and serves each new one to new connections; no port opens before the first.
+    #[command(flatten)]
+    identity: identity::IdentityArgs,
+    /// With --token-file: the namespace of the hub's identity
+    /// (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT), as Kubernetes' downward API gives it.
     #[arg(
         long,
-        value_enum,
-        default_value = "override",
-        requires = "tls_client_ca_file"
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        default_value = "default"
     )]
-    caller_identity: CallerIdentityArg,
+    pod_namespace: String,
+    /// With --token-file: the service account of the hub's identity.
+    #[arg(
+        long,
+        value_name = "ACCOUNT",
+        env = "SERVICE_ACCOUNT",
+        default_value = "default"
+    )]
+    service_account: String,
 }
 
 /// The choices of `--caller-identity`.
@@ -311,8 +331,73 @@ fn default_adapter_cache() -> Option<PathBuf> {
 }
 
 impl HubArgs {
-    /// The hub's options, the flags that need more than clap's parsing checked (pure).
-    fn options(self) -> Result<hub_server::HubOptions, Failure> {
+    /// TLS on the gRPC port from the flags: certificate files, or pilot's CA (then also what obtains the
+    /// certificates, to start with the hub); contradictory combinations refused with one line and a hint.
+    fn tls(
+        &self,
+    ) -> Result<
+        (
+            Option<hub_server::TlsOptions>,
+            Option<identity::HubCertificates>,
+        ),
+        Failure,
+    > {
+        let from_pilot = self.identity.token_file.is_some();
+        if from_pilot && self.tls_cert_file.is_some() {
+            return Err(fail(
+                "--tls-cert-file and --token-file both give the hub's serving certificate",
+                "give certificate files (--tls-cert-file, --tls-key-file), or --token-file to have pilot's CA issue it, not both",
+            ));
+        }
+        if !from_pilot && (self.identity.root_cert.is_some() || self.identity.ca_addr.is_some()) {
+            return Err(fail(
+                "--root-cert and --ca-addr are used only with --token-file",
+                "add --token-file to get the serving certificate from pilot's CA (or unset SEXTANT_ROOT_CERT / CA_ADDR)",
+            ));
+        }
+        let (certificate, supply, default_ca) = if from_pilot {
+            let (supply, source) = identity::HubCertificates::new(
+                &self.identity,
+                &self.pod_namespace,
+                &self.service_account,
+            )?;
+            (Some(source), Some(supply), self.identity.root_cert.clone())
+        } else {
+            let files = self.tls_cert_file.clone().zip(self.tls_key_file.clone());
+            let source = files.map(
+                |(cert_file, key_file)| hub_server::CertificateSource::Files {
+                    cert_file,
+                    key_file,
+                },
+            );
+            (source, None, None)
+        };
+        let client_ca_file = self.tls_client_ca_file.clone().or(default_ca);
+        if certificate.is_none() && client_ca_file.is_some() {
+            return Err(fail(
+                "--tls-client-ca-file needs the hub to serve TLS",
+                "give --tls-cert-file and --tls-key-file, or --token-file",
+            ));
+        }
+        if client_ca_file.is_none() && self.caller_identity.is_some() {
+            return Err(fail(
+                "--caller-identity needs client certificates",
+                "give --tls-client-ca-file (the mesh root), or --token-file and --root-cert",
+            ));
+        }
+        let tls = certificate.map(|certificate| hub_server::TlsOptions {
+            certificate,
+            client_ca_file,
+        });
+        Ok((tls, supply))
+    }
+
+    /// The hub's options, the flags that need more than clap's parsing checked (pure), and with --token-file
+    /// what obtains its certificates (started by the caller, before the hub, which waits for the first).
+    fn options(
+        self,
+    ) -> Result<(hub_server::HubOptions, Option<identity::HubCertificates>), Failure> {
+        let (tls, certificates) = self.tls()?;
         let prometheus_url = match &self.prometheus_url {
             None => None,
             Some(url) => Some(hub_server::PrometheusUrl::parse(url).map_err(|e| {
@@ -383,7 +468,7 @@ impl HubArgs {
                 },
             }
         });
-        Ok(hub_server::HubOptions {
+        let options = hub_server::HubOptions {
             config_dir: self.config_dir.unwrap_or_default(),
             grpc_addr: self.grpc_addr,
             admin_addr: self.admin_addr,
@@ -401,8 +486,10 @@ impl HubArgs {
                 default_telemetry: !self.no_default_telemetry,
                 global_quota,
                 caller_identity: match self.caller_identity {
-                    CallerIdentityArg::Override => hub_server::CallerIdentity::Override,
-                    CallerIdentityArg::Reject => hub_server::CallerIdentity::Reject,
+                    None | Some(CallerIdentityArg::Override) => {
+                        hub_server::CallerIdentity::Override
+                    }
+                    Some(CallerIdentityArg::Reject) => hub_server::CallerIdentity::Reject,
                 },
             },
             prometheus_url,
@@ -413,15 +500,9 @@ impl HubArgs {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
             drain_timeout: self.drain_timeout,
-            tls: self
-                .tls_cert_file
-                .zip(self.tls_key_file)
-                .map(|(cert_file, key_file)| hub_server::TlsOptions {
-                    cert_file,
-                    key_file,
-                    client_ca_file: self.tls_client_ca_file,
-                }),
-        })
+            tls,
+        };
+        Ok((options, certificates))
     }
 }
 
@@ -474,9 +555,27 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Hub(args) => {
-            let hub = hub_server::start(args.options()?, shutdown_signal())
-                .await
-                .map_err(|e| fail(e, "pick free ports with --grpc-addr / --admin-addr"))?;
+            let (options, certificates) = (*args).options()?;
+            if let Some(certificates) = certificates {
+                certificates.start();
+            }
+            let hub = match hub_server::start(options, shutdown_signal()).await {
+                Ok(hub) => hub,
+                // SIGTERM before the first certificate came: a normal stop.
+                Err(hub_server::HubError::Tls(e @ hub_server::TlsError::Stopped { .. })) => {
+                    tracing::info!("{e}");
+                    return Ok(());
+                }
+                Err(e @ hub_server::HubError::Tls(_)) => {
+                    return Err(fail(
+                        e,
+                        "check --tls-cert-file, --tls-key-file and --tls-client-ca-file (or --token-file, --root-cert and --ca-addr)",
+                    ));
+                }
+                Err(e) => {
+                    return Err(fail(e, "pick free ports with --grpc-addr / --admin-addr"));
+                }
+            };
             // One line with the addresses as bound (a port may have been 0): what scripts and tests read.
             eprintln!(
                 "hub: gRPC on {}, admin on http://{}/readyz, prometheus on http://{}/metrics",

@@ -2,6 +2,8 @@
 //! and clients without a certificate of the mesh CA are refused at the handshake, and the attributes that name
 //! the calling workload come from its certificate's SPIFFE ID instead of the call's word — overridden by
 //! default, refused with `--caller-identity reject` — while what a sidecar verified of its client is kept.
+//! With `--token-file` the hub's certificate comes from a real pilot's CA by CSR instead (the mesh root its
+//! client CA), waited for before any port opens, and renewed without a restart.
 
 mod common;
 
@@ -420,4 +422,350 @@ fn reports_and_envoy_checks_are_bound_too_and_a_rotated_certificate_serves_witho
         "{}",
         hub.proc.log()
     );
+}
+
+const HUB_ID: &str = "spiffe://cluster.local/ns/sextant-system/sa/sextant-hub";
+
+/// What a mesh client saw of the hub: the DER of each leaf it was served, in order.
+type Served = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A mesh client's check of the hub, as a sidecar's: the chain must lead to the mesh root and the leaf carry
+/// the hub's SPIFFE ID (it names no host: the name check is the only one of webpki's left out).
+#[derive(Debug)]
+struct MeshServerVerifier {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    served: Served,
+}
+
+impl rustls::client::danger::ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .chain
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => {}
+            Err(e) => return Err(e),
+        }
+        if !carries_uri(end_entity, HUB_ID) {
+            return Err(rustls::Error::General(format!(
+                "the hub's certificate does not name {HUB_ID}"
+            )));
+        }
+        self.served
+            .lock()
+            .expect("not poisoned")
+            .push(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// Whether the certificate `der` holds `uri` as a URI general name (`[6] IA5String`, as a SAN encodes it).
+fn carries_uri(der: &[u8], uri: &str) -> bool {
+    let mut name = vec![0x86, u8::try_from(uri.len()).expect("a short URI")];
+    name.extend_from_slice(uri.as_bytes());
+    der.windows(name.len()).any(|w| w == name.as_slice())
+}
+
+/// The serial number of the certificate `der` (hex bytes joined by colons, as the hub logs it): `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
+/// [0] version OPTIONAL, serialNumber INTEGER, … }, … }`.
+fn serial(der: &[u8]) -> String {
+    /// An element's tag, header length and content length (DER: short or long form).
+    fn element(d: &[u8]) -> (u8, usize, usize) {
+        let first = d[1];
+        if first < 0x80 {
+            return (d[0], 2, usize::from(first));
+        }
+        let n = usize::from(first & 0x7f);
+        let len = d[2..2 + n]
+            .iter()
+            .fold(0, |l, b| (l << 8) | usize::from(*b));
+        (d[0], 2 + n, len)
+    }
+    let (_, header, _) = element(der);
+    let tbs = &der[header..];
+    let (_, header, _) = element(tbs);
+    let mut fields = &tbs[header..];
+    let (tag, header, len) = element(fields);
+    if tag == 0xa0 {
+        fields = &fields[header + len..];
+    }
+    let (tag, header, len) = element(fields);
+    assert_eq!(tag, 0x02, "the serial number is an INTEGER");
+    let bytes: Vec<String> = fields[header..header + len]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    bytes.join(":")
+}
+
+/// A gRPC channel to `addr` as a mesh client: the hub checked against the mesh root `root` and its SPIFFE ID
+/// (each leaf it serves recorded in `served`), presenting `client`'s certificate if given.
+async fn connect_mesh(
+    addr: SocketAddr,
+    root: &str,
+    client: Option<&proxy_identity::Certificate>,
+    served: &Served,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root.as_bytes()).expect("root PEM"))
+        .expect("a root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("a verifier");
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MeshServerVerifier {
+            chain,
+            served: served.clone(),
+        }));
+    let mut config = match client {
+        Some(cert) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("chain PEM"),
+                PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM"),
+            )
+            .expect("a client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("sextant-hub").expect("a name");
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://sextant-hub")
+        .connect_with_connector(connector)
+        .await
+}
+
+#[test]
+fn with_a_token_the_hub_serves_a_certificate_from_pilots_ca_and_renews_it_without_a_restart() {
+    let dir = scratch("hub-mtls-pilot");
+    // Pilot's CA and the bootstrap tokens of the hub's identity and of the reviews sidecar.
+    let pilot_config = dir.join("pilot");
+    for (identity, token) in [
+        ("sextant-system/sextant-hub", "hub-token-5e2a"),
+        ("shop/reviews", "reviews-token-c4d1"),
+    ] {
+        let path = pilot_config.join("tokens").join(identity);
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(path, format!("{token}\n")).expect("token");
+    }
+    let (_pilot, _, secure) = common::start_pilot_ca(&pilot_config, &dir.join("ca"), &[]);
+    let root_file = dir.join("ca/root-cert.pem");
+    let root = std::fs::read_to_string(&root_file).expect("pilot wrote its root");
+
+    // The hub's token is not there yet: it waits, with no port open.
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::write(config.join("policy.yaml"), POLICY).expect("write");
+    let token = dir.join("hub-token");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let (token_arg, root_arg) = (path(&token), path(&root_file));
+    let ca_addr = format!("https://{secure}");
+    let mut proc = Hub::spawn_with(
+        &config,
+        &[
+            "--token-file",
+            &token_arg,
+            "--root-cert",
+            &root_arg,
+            "--ca-addr",
+            &ca_addr,
+            "--cert-lifetime",
+            "10s",
+            "--pod-namespace",
+            "sextant-system",
+            "--service-account",
+            "sextant-hub",
+        ],
+    );
+    proc.wait_for_line(
+        "waiting for the first serving certificate",
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        !proc.log().contains("hub: gRPC on"),
+        "a port opened before the certificate came:\n{}",
+        proc.log()
+    );
+    std::fs::write(&token, "hub-token-5e2a\n").expect("the hub's token");
+    let hub = Hub::up(proc, &config);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let served = Served::default();
+    let first = rt.block_on(async {
+        // The reviews sidecar's certificate, from the same CA by CSR, as the proxy gets its own.
+        let reviews = proxy_identity::obtain(&proxy_identity::Settings {
+            endpoint: ca_addr.clone(),
+            tls: proxy_xds::PilotTls::new(root.as_bytes(), "istiod.istio-system.svc")
+                .expect("TLS to pilot"),
+            mark: None,
+            root_pem: root.clone(),
+            spiffe_id: REVIEWS.to_string(),
+            token_file: pilot_config.join("tokens/shop/reviews"),
+            lifetime: std::time::Duration::from_secs(3600),
+        })
+        .await
+        .expect("reviews' certificate");
+
+        // Without a certificate: refused.
+        if let Ok(channel) = connect_mesh(hub.grpc, &root, None, &served).await {
+            assert!(
+                check(&channel, &[]).await.is_err(),
+                "a client without a mesh certificate was answered"
+            );
+        }
+        let channel = connect_mesh(hub.grpc, &root, Some(&reviews), &served)
+            .await
+            .expect("reviews connects, the hub's certificate checked against the mesh root");
+        assert_eq!(
+            check(&channel, &[("source.principal", FRONTEND)])
+                .await
+                .expect("answered"),
+            0,
+            "reviews, named by its certificate, called by the frontend"
+        );
+        assert_eq!(
+            check(&channel, &[("source.principal", RATINGS)])
+                .await
+                .expect("answered"),
+            7
+        );
+        (reviews, served.lock().expect("not poisoned")[0].clone())
+    });
+    let (reviews, first) = first;
+    let first_serial = serial(&first);
+
+    // Renewed at half its 10 s life: a new connection gets a new certificate from the same hub process.
+    let pid = hub.proc.pid();
+    common::wait_until(
+        std::time::Duration::from_secs(60),
+        "the hub to serve a renewed certificate",
+        || {
+            rt.block_on(async {
+                let Ok(channel) = connect_mesh(hub.grpc, &root, Some(&reviews), &served).await
+                else {
+                    return false;
+                };
+                let answered = check(&channel, &[("source.principal", FRONTEND)])
+                    .await
+                    .ok()
+                    == Some(0);
+                let last = served.lock().expect("not poisoned").last().cloned();
+                answered && last.is_some_and(|der| serial(&der) != first_serial)
+            })
+        },
+    );
+    assert_eq!(hub.proc.pid(), pid, "no restart");
+    let log = hub.proc.log();
+    assert!(
+        log.matches("serving certificate installed").count() >= 2,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("serial={first_serial}")),
+        "the hub logs the serial it serves: {log}"
+    );
+}
+
+#[test]
+fn certificate_files_and_a_token_together_are_refused_in_one_line() {
+    let dir = scratch("hub-mtls-flags");
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (cert, key, token, root) = (
+        file("hub.pem"),
+        file("hub-key.pem"),
+        file("token"),
+        file("root.pem"),
+    );
+    for (args, says) in [
+        (
+            vec![
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--token-file",
+                &token,
+            ],
+            "--tls-cert-file and --token-file",
+        ),
+        (
+            vec!["--token-file", &token, "--root-cert", &root],
+            "--token-file needs pilot's certificate API",
+        ),
+        (vec!["--root-cert", &root], "used only with --token-file"),
+        (
+            vec!["--caller-identity", "reject"],
+            "--caller-identity needs client certificates",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args(["hub", "--config-dir"])
+            .arg(&dir)
+            .args(&args)
+            .env_remove("SEXTANT_TOKEN_FILE")
+            .env_remove("SEXTANT_ROOT_CERT")
+            .env_remove("CA_ADDR")
+            .output()
+            .expect("run sextant hub");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines.len() == 2
+                && lines[0].starts_with("error: ")
+                && lines[0].contains(says)
+                && lines[1].starts_with("hint: "),
+            "{args:?}: one line and a hint: {stderr}"
+        );
+    }
 }

@@ -632,6 +632,85 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Starts `sextant hub` on `config_dir` with `args` as [`Hub::start_with`] does, without waiting for it:
+    /// for a test that acts while the hub is still starting (waiting for its first certificate, say);
+    /// [`Hub::up`] then waits for it.
+    pub fn spawn_with(config_dir: &Path, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        cmd.args(["hub", "--config-dir"])
+            .arg(config_dir)
+            .args(args)
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--prometheus-addr",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "100ms",
+            ])
+            .arg("--adapter-cache")
+            .arg(target_dir().join("sextant-test-component-cache"));
+        let log = std::env::var("SEXTANT_TEST_HUB_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
+        Proc::spawn("hub", cmd, scratch("hub").join("hub.log"))
+    }
+
+    /// Waits until a hub from [`Hub::spawn_with`] has printed its ready line and is ready.
+    pub fn up(mut proc: Proc, config_dir: &Path) -> Hub {
+        let line = proc.wait_for_line("hub: gRPC on ", Duration::from_secs(120));
+        let [grpc, admin, prometheus] = addrs_in(&line)[..] else {
+            panic!("the hub's ready line names three addresses: {line}");
+        };
+        let mut hub = Hub {
+            proc,
+            grpc,
+            admin,
+            prometheus,
+            config_dir: config_dir.to_path_buf(),
+        };
+        wait_until(Duration::from_secs(60), "the hub to be ready", || {
+            assert!(hub.proc.alive(), "hub exited:\n{}", hub.proc.log());
+            get(admin, "/readyz", &[]).is_some_and(|r| r.status == 200)
+        });
+        hub
+    }
+}
+
+/// `sextant pilot` on `config` with the mesh CA in `ca_dir` (an empty directory gets a self-signed root,
+/// `root-cert.pem`) and its secure port (ADS and the certificate API over TLS), every port one the kernel
+/// picks, and `args`; waits until it is ready. Returns it with its monitoring and secure addresses.
+pub fn start_pilot_ca(
+    config: &Path,
+    ca_dir: &Path,
+    args: &[&str],
+) -> (Proc, SocketAddr, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    cmd.args(["pilot", "--config-dir"])
+        .arg(config)
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .args(["--xds-addr", "127.0.0.1:0"])
+        .args(["--secure-xds-addr", "127.0.0.1:0"])
+        .args(["--monitoring-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-log").join("pilot.log"));
+    let line = proc.wait_for_line("pilot: xDS on ", Duration::from_secs(60));
+    let [_, monitoring] = addrs_in(&line)[..] else {
+        panic!("pilot's ready line names two plain addresses: {line}");
+    };
+    let secure = https_addr_in(&line).unwrap_or_else(|| panic!("no secure address in {line}"));
+    wait_until(Duration::from_secs(60), "pilot to be ready", || {
+        assert!(proc.alive(), "pilot exited:\n{}", proc.log());
+        get(monitoring, "/ready", &[]).is_some_and(|r| r.status == 200)
+    });
+    (proc, monitoring, secure)
+}
+
 /// Replaces `path` with `text` in one step (a temporary file in the same directory, renamed over it), so a
 /// watcher reading the directory never sees a half-written file. The temporary name starts with a dot: the
 /// watchers skip hidden files.

@@ -57,7 +57,7 @@ pub use telemetry::{
     Ingested, Telemetry, Validated as ValidatedTelemetry, adapter_config,
     validate as validate_telemetry,
 };
-pub use tls::{TlsError, TlsOptions};
+pub use tls::{CertificateSource, ServingCertificate, TlsError, TlsOptions};
 
 /// Largest gRPC message the hub decodes; bigger requests are refused with a clear status.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -89,7 +89,8 @@ pub struct HubOptions {
     pub max_in_flight: usize,
     /// On shutdown, how long the adapters may take to deliver what they have queued.
     pub drain_timeout: Duration,
-    /// Serve gRPC over TLS (and require client certificates, binding the caller's attributes to them).
+    /// Serve gRPC over TLS (and require client certificates, binding the caller's attributes to them). With
+    /// a handed certificate, [`start`] opens no port before the first one comes.
     pub tls: Option<TlsOptions>,
 }
 
@@ -225,17 +226,34 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<(TcpListener, Sock
 }
 
 /// Binds the ports, loads the configuration and starts serving. `shutdown` resolving starts a graceful stop:
-/// no new calls are accepted and in-flight ones complete.
+/// no new calls are accepted and in-flight ones complete. With a handed TLS certificate
+/// ([`CertificateSource::Handed`]) the first one is waited for before any port is bound; `shutdown` resolving
+/// meanwhile ends the start with [`TlsError::Stopped`].
 pub async fn start(
     options: HubOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningHub, HubError> {
-    // Checked before anything runs: the files are read now, and a bad one stops the start.
+    // Checked before anything runs: the files are read now, and a bad one stops the start. A handed
+    // certificate is waited for here, before any port opens: the gRPC port never answers in plain text, and
+    // the admin port's /readyz does not say ready before calls can be served.
+    let mut shutdown = Box::pin(shutdown);
     let tls = match &options.tls {
         Some(t) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let certificate = tls::ReloadingCertificate::read(&t.cert_file, &t.key_file, provider)?;
-            Some((tls::server_config(t, certificate.clone())?, certificate))
+            let serving = tokio::select! {
+                biased;
+                serving = tls::Serving::start(&t.certificate, provider.clone()) => serving?,
+                () = &mut shutdown => {
+                    let from = match &t.certificate {
+                        CertificateSource::Handed { from, .. } => from.clone(),
+                        CertificateSource::Files { cert_file, .. } => cert_file.display().to_string(),
+                    };
+                    return Err(TlsError::Stopped { from }.into());
+                }
+            };
+            let config =
+                tls::server_config(t.client_ca_file.as_deref(), serving.resolver(), provider)?;
+            Some((config, serving))
         }
         None => None,
     };
@@ -357,10 +375,10 @@ pub async fn start(
     // Small gRPC frames must not wait for Nagle / delayed ACK (a ~40 ms tail otherwise); keepalive finds dead
     // proxies.
     let (drained, drain_timeout) = (state.clone(), options.drain_timeout);
-    let certificate_watcher = tls.as_ref().map(|(_, certificate)| {
-        let certificate = certificate.clone();
+    let certificate_watcher = tls.as_ref().map(|(_, serving)| {
+        let serving = serving.clone();
         sextant_supervise::restarting("tls-certificate", state.tasks.clone(), move || {
-            certificate.clone().watch()
+            serving.clone().keep_fresh()
         })
     });
     let server = tokio::spawn(async move {
