@@ -6,7 +6,19 @@ use sextant_adapter_sdk::{
     Batch, Field, MetricKind, SPAN_ERROR, SPAN_SAMPLED, Severity, SpanKind, Value,
 };
 
-use crate::proto::*;
+use crate::proto::collector::logs::v1::ExportLogsServiceRequest;
+use crate::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+use crate::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use crate::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use crate::proto::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use crate::proto::resource::v1::Resource;
+use crate::proto::trace::v1::span::SpanKind as OtlpSpanKind;
+use crate::proto::trace::v1::status::StatusCode;
+use crate::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 /// Prometheus' default histogram buckets, for families that declare none.
 const DEFAULT_BOUNDS: [f64; 11] = [
@@ -17,6 +29,7 @@ fn scope() -> Option<InstrumentationScope> {
     Some(InstrumentationScope {
         name: "sextant".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..InstrumentationScope::default()
     })
 }
 
@@ -26,6 +39,7 @@ fn resource(service: &str) -> Option<Resource> {
             "service.name",
             any_value::Value::StringValue(service.to_owned()),
         )],
+        ..Resource::default()
     })
 }
 
@@ -33,6 +47,7 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
     }
 }
 
@@ -51,6 +66,7 @@ fn attribute(f: Field<'_>) -> KeyValue {
     KeyValue {
         key: f.key.to_owned(),
         value: Some(AnyValue { value }),
+        ..KeyValue::default()
     }
 }
 
@@ -80,19 +96,21 @@ pub fn traces_request(
             flags: u32::from(span.flags & SPAN_SAMPLED != 0),
             name: span.name.to_owned(),
             kind: match span.kind {
-                SpanKind::Unspecified => 0,
-                SpanKind::Server => 2,
-                SpanKind::Client => 3,
-                SpanKind::Producer => 4,
-                SpanKind::Consumer => 5,
-            },
+                SpanKind::Unspecified => OtlpSpanKind::Unspecified,
+                SpanKind::Server => OtlpSpanKind::Server,
+                SpanKind::Client => OtlpSpanKind::Client,
+                SpanKind::Producer => OtlpSpanKind::Producer,
+                SpanKind::Consumer => OtlpSpanKind::Consumer,
+            }
+            .into(),
             start_time_unix_nano: span.start_nanos,
             end_time_unix_nano: span.end_nanos,
             attributes,
             status: (span.flags & SPAN_ERROR != 0).then(|| Status {
                 message: String::new(),
-                code: 2,
+                code: StatusCode::Error.into(),
             }),
+            ..Span::default()
         };
         let service = if span.service.is_empty() {
             default_service
@@ -115,7 +133,9 @@ pub fn traces_request(
                 scope_spans: vec![ScopeSpans {
                     scope: scope(),
                     spans,
+                    ..ScopeSpans::default()
                 }],
+                ..ResourceSpans::default()
             })
             .collect(),
     })
@@ -219,11 +239,12 @@ pub fn metrics_request(batch: &Batch<'_>, service: &str) -> Option<ExportMetrics
                 start_time_unix_nano: s.start,
                 time_unix_nano: s.end,
                 value: Some(number_data_point::Value::AsDouble(s.value)),
+                ..NumberDataPoint::default()
             };
             let data = match kind {
                 MetricKind::Counter => metric::Data::Sum(Sum {
                     data_points: series.iter().map(|(_, s)| number(s)).collect(),
-                    aggregation_temporality: TEMPORALITY_DELTA,
+                    aggregation_temporality: AggregationTemporality::Delta.into(),
                     is_monotonic: true,
                 }),
                 MetricKind::Gauge => metric::Data::Gauge(Gauge {
@@ -242,15 +263,17 @@ pub fn metrics_request(batch: &Batch<'_>, service: &str) -> Option<ExportMetrics
                             explicit_bounds: bounds.clone(),
                             min: Some(s.min),
                             max: Some(s.max),
+                            ..HistogramDataPoint::default()
                         })
                         .collect(),
-                    aggregation_temporality: TEMPORALITY_DELTA,
+                    aggregation_temporality: AggregationTemporality::Delta.into(),
                 }),
             };
             Metric {
                 name,
                 description: help,
                 data: Some(data),
+                ..Metric::default()
             }
         })
         .collect();
@@ -260,7 +283,9 @@ pub fn metrics_request(batch: &Batch<'_>, service: &str) -> Option<ExportMetrics
             scope_metrics: vec![ScopeMetrics {
                 scope: scope(),
                 metrics,
+                ..ScopeMetrics::default()
             }],
+            ..ResourceMetrics::default()
         }],
     })
 }
@@ -291,17 +316,19 @@ pub fn logs_request(
                 time_unix_nano: l.time_nanos(),
                 observed_time_unix_nano: now,
                 severity_number: match l.severity() {
-                    Severity::Trace => 1,
-                    Severity::Debug => 5,
-                    Severity::Info => 9,
-                    Severity::Warn => 13,
-                    Severity::Error => 17,
-                    Severity::Fatal => 21,
-                },
+                    Severity::Trace => SeverityNumber::Trace,
+                    Severity::Debug => SeverityNumber::Debug,
+                    Severity::Info => SeverityNumber::Info,
+                    Severity::Warn => SeverityNumber::Warn,
+                    Severity::Error => SeverityNumber::Error,
+                    Severity::Fatal => SeverityNumber::Fatal,
+                }
+                .into(),
                 severity_text: l.severity().as_str().to_owned(),
                 body,
                 attributes,
                 event_name: l.name().to_owned(),
+                ..LogRecord::default()
             }
         })
         .collect();
@@ -314,7 +341,9 @@ pub fn logs_request(
             scope_logs: vec![ScopeLogs {
                 scope: scope(),
                 log_records,
+                ..ScopeLogs::default()
             }],
+            ..ResourceLogs::default()
         }],
     })
 }

@@ -3,6 +3,14 @@ use sextant_adapter_sdk::testing::{self, Harness};
 use sextant_adapter_sdk::{HttpError, Response};
 
 use super::*;
+use crate::proto::collector::logs::v1::ExportLogsServiceRequest;
+use crate::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+use crate::proto::common::v1::any_value;
+use crate::proto::logs::v1::SeverityNumber;
+use crate::proto::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use crate::proto::trace::v1::span::SpanKind;
+use crate::proto::trace::v1::status::StatusCode;
 
 const CONFIG: &str = r#"{"endpoint": "http://collector:4318/", "service_name": "mesh", "headers": {"x-tenant": "a"}}"#;
 
@@ -38,12 +46,15 @@ fn metrics_become_sums_gauges_and_histograms() {
     );
     let metrics = &rm.scope_metrics[0].metrics;
     assert_eq!(metrics.len(), 3);
+    // The family's help is the metric's description (field 2), not its unit (field 3).
+    assert_eq!(metrics[0].description, "Requests by response code");
+    assert!(metrics[0].unit.is_empty());
 
     let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
         panic!("requests is not a sum")
     };
     assert!(sum.is_monotonic);
-    assert_eq!(sum.aggregation_temporality, TEMPORALITY_DELTA);
+    assert_eq!(sum.aggregation_temporality(), AggregationTemporality::Delta);
     assert_eq!(sum.data_points.len(), 2);
     assert_eq!(
         sum.data_points[0].value,
@@ -56,7 +67,10 @@ fn metrics_become_sums_gauges_and_histograms() {
     let Some(metric::Data::Histogram(hist)) = &metrics[2].data else {
         panic!("latency is not a histogram")
     };
-    assert_eq!(hist.aggregation_temporality, TEMPORALITY_DELTA);
+    assert_eq!(
+        hist.aggregation_temporality(),
+        AggregationTemporality::Delta
+    );
     let p = &hist.data_points[0];
     assert_eq!(p.count, 2);
     assert_eq!(p.explicit_bounds, vec![0.005, 0.05, 0.5, 5.0]);
@@ -76,11 +90,14 @@ fn spans_are_grouped_by_service_with_status_and_parents() {
     assert_eq!(req.resource_spans.len(), 1);
     let spans = &req.resource_spans[0].scope_spans[0].spans;
     assert_eq!(spans.len(), 2);
-    assert_eq!(spans[0].kind, 2);
+    assert_eq!(spans[0].kind(), SpanKind::Server);
     assert_eq!(spans[0].trace_id.len(), 16);
     assert!(spans[0].parent_span_id.is_empty());
-    assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
-    assert_eq!(spans[1].kind, 3);
+    assert_eq!(
+        spans[0].status.as_ref().map(|s| s.code()),
+        Some(StatusCode::Error)
+    );
+    assert_eq!(spans[1].kind(), SpanKind::Client);
     assert_eq!(spans[1].parent_span_id, spans[0].span_id);
     assert!(spans[1].attributes.iter().any(|a| a.key == "peer.service"));
     assert_eq!(
@@ -99,8 +116,8 @@ fn logs_carry_severity_and_typed_attributes() {
     let records = &req.resource_logs[0].scope_logs[0].log_records;
     assert_eq!(records.len(), 2);
     assert_eq!(
-        (records[0].severity_number, records[1].severity_number),
-        (9, 17)
+        (records[0].severity_number(), records[1].severity_number()),
+        (SeverityNumber::Info, SeverityNumber::Error)
     );
     assert_eq!(records[0].event_name, "accesslog");
     let code = records[0]
