@@ -125,7 +125,7 @@ async fn connect(
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_root_certificates(roots);
-    let mut config = match client {
+    let config = match client {
         Some((cert, key)) => builder
             .with_client_auth_cert(
                 vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert PEM")],
@@ -134,18 +134,28 @@ async fn connect(
             .expect("a client certificate"),
         None => builder.with_no_client_auth(),
     };
+    over_tls(config, addr, "localhost").await
+}
+
+/// A gRPC channel to `addr` over TLS with `config` (ALPN `h2`), naming the server `name`.
+async fn over_tls(
+    mut config: rustls::ClientConfig,
+    addr: SocketAddr,
+    name: &'static str,
+) -> Result<Channel, tonic::transport::Error> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
     let connector = tower::service_fn(move |_: http::Uri| {
         let tls = tls.clone();
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let name = ServerName::try_from("localhost").expect("a name");
-            let stream = tls.connect(name, tcp).await?;
+            let server = ServerName::try_from(name).expect("a name");
+            let stream = tls.connect(server, tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
-    tonic::transport::Endpoint::from_static("http://localhost")
+    tonic::transport::Endpoint::from_shared(format!("http://{name}"))
+        .expect("a URI")
         .connect_with_connector(connector)
         .await
 }
@@ -558,7 +568,7 @@ async fn connect_mesh(
             chain,
             served: served.clone(),
         }));
-    let mut config = match client {
+    let config = match client {
         Some(cert) => builder
             .with_client_auth_cert(
                 CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
@@ -569,20 +579,7 @@ async fn connect_mesh(
             .expect("a client certificate"),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let tls = tls.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let name = ServerName::try_from("sextant-hub").expect("a name");
-            let stream = tls.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    tonic::transport::Endpoint::from_static("http://sextant-hub")
-        .connect_with_connector(connector)
-        .await
+    over_tls(config, addr, "sextant-hub").await
 }
 
 #[test]

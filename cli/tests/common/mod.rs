@@ -527,6 +527,11 @@ impl Hub {
     }
 
     fn launch(config_dir: &Path, args: &[&str]) -> Hub {
+        Hub::up(Hub::spawn(args), config_dir)
+    }
+
+    /// Starts `sextant hub` with `args`, every port one the kernel picks, without waiting for it.
+    fn spawn(args: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
         cmd.arg("hub").args(args).args([
             "--grpc-addr",
@@ -544,23 +549,7 @@ impl Hub {
         // SEXTANT_TEST_HUB_LOG=info,hub_kube=debug,kube_client=debug (say) shows more of a failing test's hubs.
         let log = std::env::var("SEXTANT_TEST_HUB_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
-        let mut proc = Proc::spawn("hub", cmd, scratch("hub").join("hub.log"));
-        let line = proc.wait_for_line("hub: gRPC on ", Duration::from_secs(120));
-        let [grpc, admin, prometheus] = addrs_in(&line)[..] else {
-            panic!("the hub's ready line names three addresses: {line}");
-        };
-        let mut hub = Hub {
-            proc,
-            grpc,
-            admin,
-            prometheus,
-            config_dir: config_dir.to_path_buf(),
-        };
-        wait_until(Duration::from_secs(60), "the hub to be ready", || {
-            assert!(hub.proc.alive(), "hub exited:\n{}", hub.proc.log());
-            get(admin, "/readyz", &[]).is_some_and(|r| r.status == 200)
-        });
-        hub
+        Proc::spawn("hub", cmd, scratch("hub").join("hub.log"))
     }
 
     /// The serving revision, from /readyz.
@@ -637,25 +626,9 @@ impl Hub {
     /// for a test that acts while the hub is still starting (waiting for its first certificate, say);
     /// [`Hub::up`] then waits for it.
     pub fn spawn_with(config_dir: &Path, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
-        cmd.args(["hub", "--config-dir"])
-            .arg(config_dir)
-            .args(args)
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--prometheus-addr",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "100ms",
-            ])
-            .arg("--adapter-cache")
-            .arg(target_dir().join("sextant-test-component-cache"));
-        let log = std::env::var("SEXTANT_TEST_HUB_LOG").unwrap_or_else(|_| "info".into());
-        cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
-        Proc::spawn("hub", cmd, scratch("hub").join("hub.log"))
+        let mut all = vec!["--config-dir", config_dir.to_str().expect("a UTF-8 path")];
+        all.extend_from_slice(args);
+        Hub::spawn(&all)
     }
 
     /// Waits until a hub from [`Hub::spawn_with`] has printed its ready line and is ready.
