@@ -8,6 +8,7 @@ mod check;
 mod dev;
 mod identity;
 mod kube;
+mod otel;
 mod pilot;
 mod proxy;
 mod proxy_init;
@@ -166,6 +167,9 @@ enum AdapterCommand {
 
 #[derive(clap::Args)]
 struct HubArgs {
+    /// Export this process's own traces and metrics over OTLP.
+    #[command(flatten)]
+    otlp: crate::otel::OtlpArgs,
     /// Directory (searched recursively) or file of YAML resources; watched and hot-reloaded.
     #[arg(
         long,
@@ -501,6 +505,7 @@ impl HubArgs {
                 }),
             drain_timeout: self.drain_timeout,
             tls,
+            otlp: self.otlp.options("sextant-hub")?,
         };
         Ok((options, certificates))
     }
@@ -819,21 +824,61 @@ fn command() -> clap::Command {
     Cli::command().version(VERSION.as_str())
 }
 
-/// Logs to stderr in `format`, filtered by RUST_LOG (default `info`).
-fn init_logs(format: LogFormat) {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => logs.json().with_current_span(false).init(),
+/// Logs to stderr in `format`, filtered by RUST_LOG (default `info`); with `otlp`, also exports the spans
+/// meant for export (target `otel`, never logged) over OTLP, returning the handle that flushes them at exit.
+fn init_logs(
+    format: LogFormat,
+    otlp: Option<&sextant_otel::Options>,
+) -> Result<Option<sextant_otel::Exporting>, Failure> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(
+            format!("{}=off", sextant_otel::TARGET)
+                .parse()
+                .map_err(|e| fail(e, "a bug: the log filter's directive"))?,
+        );
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs.json().with_current_span(false).boxed(),
         LogFormat::Text => logs
             .with_ansi(log_colour(
                 std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 std::env::var_os("NO_COLOR"),
             ))
-            .init(),
+            .boxed(),
+    };
+    let (spans, exporting) = match otlp {
+        None => (None, None),
+        Some(o) => {
+            let (layer, exporting) = sextant_otel::install(o).map_err(|e| {
+                fail(
+                    e,
+                    "check --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) and --otlp-protocol",
+                )
+            })?;
+            (
+                Some(layer.with_filter(sextant_otel::filter())),
+                Some(exporting),
+            )
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .init();
+    Ok(exporting)
+}
+
+/// The OTLP options of the command's role, if it is one that exports its own telemetry.
+fn otlp_of(command: &Command) -> Result<Option<sextant_otel::Options>, Failure> {
+    match command {
+        Command::Hub(args) => args.otlp.options("sextant-hub"),
+        Command::Pilot(args) => args.otlp.options("sextant-pilot"),
+        Command::Proxy(args) => args.otlp.options("sextant-proxy"),
+        _ => Ok(None),
     }
 }
 
@@ -843,7 +888,15 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     exit_with_parent();
-    init_logs(cli.log_format);
+    let exporting =
+        match otlp_of(&cli.command).and_then(|otlp| init_logs(cli.log_format, otlp.as_ref())) {
+            Ok(e) => e,
+            Err(f) => {
+                eprintln!("error: {}", f.message);
+                eprintln!("hint: {}", f.hint);
+                return ExitCode::FAILURE;
+            }
+        };
     let runtime = match &cli.command {
         // The proxy's data path runs on exactly --concurrency workers, as Envoy's --concurrency.
         Command::Proxy(args) => {
@@ -862,7 +915,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // The spans still queued are exported before the process ends.
+    drop(exporting);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);

@@ -14,6 +14,9 @@ use pilot_xds::Snapshot;
 /// Flags of `sextant pilot`.
 #[derive(clap::Args)]
 pub struct PilotArgs {
+    /// Export this process's own traces and metrics over OTLP.
+    #[command(flatten)]
+    pub otlp: crate::otel::OtlpArgs,
     /// Directory (searched recursively) or file of Istio networking resources (VirtualService,
     /// DestinationRule, ServiceEntry, WorkloadEntry, Gateway); watched and hot-reloaded.
     #[arg(long, env = "SEXTANT_CONFIG_DIR")]
@@ -230,6 +233,7 @@ impl PilotArgs {
             _ => None,
         };
         Ok(pilot_server::PilotOptions {
+            otlp: self.otlp.options("sextant-pilot")?,
             config_dir: self.config_dir.clone(),
             xds_addr: self.xds_addr,
             monitoring_addr: self.monitoring_addr,

@@ -20,6 +20,9 @@ use crate::{Failure, fail};
 /// Flags of `sextant proxy`; as with Istio's pilot-agent, the node also comes from the pod's environment.
 #[derive(clap::Args)]
 pub struct ProxyArgs {
+    /// Export this process's own traces and metrics over OTLP.
+    #[command(flatten)]
+    pub otlp: crate::otel::OtlpArgs,
     /// Pilot's xDS (ADS) address.
     #[arg(long, env = "SEXTANT_XDS_ADDR", default_value = "127.0.0.1:15010")]
     xds_addr: String,

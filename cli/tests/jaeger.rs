@@ -6,59 +6,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, get_json, peers, scratch, start_dev, wait_until};
+use common::{Jaeger, get_json, scratch, start_dev, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A port free now. Jaeger (Go) binds without SO_REUSEPORT, so a held port would refuse it: probe, release.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Jaeger's configuration: OTLP/HTTP in, memory storage, the query API; nothing else listening.
-fn jaeger_config(otlp: u16, query: u16, query_grpc: u16) -> String {
-    format!(
-        r#"
-service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    storage: {{traces: memory}}
-    http: {{endpoint: "127.0.0.1:{query}"}}
-    grpc: {{endpoint: "127.0.0.1:{query_grpc}"}}
-  jaeger_storage:
-    backends:
-      memory:
-        memory: {{max_traces: 10000}}
-receivers:
-  otlp:
-    protocols:
-      http: {{endpoint: "127.0.0.1:{otlp}"}}
-processors:
-  batch: {{timeout: 100ms}}
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memory
-"#
-    )
-}
 
 /// The service of span `s` in a Jaeger API trace.
 fn service<'a>(trace: &'a serde_json::Value, s: &serde_json::Value) -> &'a str {
@@ -98,20 +50,10 @@ fn child_of(trace: &serde_json::Value, child: &str, parent: &str, kind: &str) ->
 #[test]
 fn the_mesh_traces_land_in_jaeger_with_their_parents() {
     let dir = scratch("jaeger");
-    let (otlp, query, query_grpc) = (free_port(), free_port(), free_port());
-    let config = dir.join("jaeger.yaml");
-    std::fs::write(&config, jaeger_config(otlp, query, query_grpc)).expect("jaeger config");
-    let mut cmd = Command::new(peers().join("jaeger/jaeger"));
-    cmd.arg("--config").arg(&config);
-    let mut jaeger = Proc::spawn("jaeger", cmd, dir.join("jaeger.log"));
-    let api = SocketAddr::from(([127, 0, 0, 1], query));
-    wait_until(WAIT, "Jaeger's query API", || {
-        assert!(jaeger.alive(), "jaeger exited:\n{}", jaeger.log());
-        common::get(api, "/api/services", &[]).is_some_and(|r| r.status == 200)
-    });
-
-    let jaeger_ui = format!("http://127.0.0.1:{query}");
-    let otlp_endpoint = format!("http://127.0.0.1:{otlp}");
+    let jaeger = Jaeger::start(&dir);
+    let api = jaeger.api;
+    let jaeger_ui = format!("http://{api}");
+    let otlp_endpoint = jaeger.otlp_http();
     let mut dev = start_dev(
         &dir,
         &dir.join("config"),

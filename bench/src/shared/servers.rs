@@ -122,6 +122,7 @@ pub async fn start_hub_limited(
         // The benchmarks wait 5 s for the hub to stop.
         drain_timeout: Duration::from_secs(5),
         tls: None,
+        otlp: None,
     };
     hub_server::start(options, stopped(stop))
         .await

@@ -152,6 +152,7 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             max_in_flight: hub_server::default_max_in_flight(),
             drain_timeout: Duration::from_secs(5),
             tls: None,
+            otlp: None,
         },
         hub_stop,
     )

@@ -104,6 +104,16 @@ pub fn start_pilot_with(
     xds_addr: &str,
     args: &[&str],
 ) -> (Proc, SocketAddr, SocketAddr) {
+    start_pilot_env(config, xds_addr, args, &[])
+}
+
+/// [`start_pilot_with`] with environment variables too (`OTEL_*`, say).
+pub fn start_pilot_env(
+    config: &Path,
+    xds_addr: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, SocketAddr, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
     cmd.args(["pilot", "--config-dir"])
         .arg(config)
@@ -111,7 +121,8 @@ pub fn start_pilot_with(
         .args(["--monitoring-addr", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied());
     let mut proc = Proc::spawn("pilot", cmd, scratch("pilot-log").join("pilot.log"));
     let (xds, monitoring) = pilot_addrs(&mut proc);
     wait_until(Duration::from_secs(60), "pilot to be ready", || {
@@ -509,9 +520,12 @@ impl Hub {
 
     /// [`Hub::start`] with more flags (e.g. `--no-default-telemetry`).
     pub fn start_with(config_dir: &Path, args: &[&str]) -> Hub {
-        let mut all = vec!["--config-dir", config_dir.to_str().expect("a UTF-8 path")];
-        all.extend_from_slice(args);
-        Hub::launch(config_dir, &all)
+        Hub::start_env(config_dir, args, &[])
+    }
+
+    /// [`Hub::start_with`] with environment variables too (`OTEL_*`, say).
+    pub fn start_env(config_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Hub {
+        Hub::up(Hub::spawn_with_env(config_dir, args, env), config_dir)
     }
 
     /// A hub reading its resources from the Kubernetes API server `kubeconfig` names (`--kubernetes`),
@@ -527,11 +541,11 @@ impl Hub {
     }
 
     fn launch(config_dir: &Path, args: &[&str]) -> Hub {
-        Hub::up(Hub::spawn(args), config_dir)
+        Hub::up(Hub::spawn(args, &[]), config_dir)
     }
 
-    /// Starts `sextant hub` with `args`, every port one the kernel picks, without waiting for it.
-    fn spawn(args: &[&str]) -> Proc {
+    /// Starts `sextant hub` with `args` and `env`, every port one the kernel picks, without waiting for it.
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sextant"));
         cmd.arg("hub").args(args).args([
             "--grpc-addr",
@@ -549,6 +563,7 @@ impl Hub {
         // SEXTANT_TEST_HUB_LOG=info,hub_kube=debug,kube_client=debug (say) shows more of a failing test's hubs.
         let log = std::env::var("SEXTANT_TEST_HUB_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("RUST_LOG", log).env("NO_COLOR", "1");
+        cmd.envs(env.iter().copied());
         Proc::spawn("hub", cmd, scratch("hub").join("hub.log"))
     }
 
@@ -626,9 +641,13 @@ impl Hub {
     /// for a test that acts while the hub is still starting (waiting for its first certificate, say);
     /// [`Hub::up`] then waits for it.
     pub fn spawn_with(config_dir: &Path, args: &[&str]) -> Proc {
+        Hub::spawn_with_env(config_dir, args, &[])
+    }
+
+    fn spawn_with_env(config_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut all = vec!["--config-dir", config_dir.to_str().expect("a UTF-8 path")];
         all.extend_from_slice(args);
-        Hub::spawn(&all)
+        Hub::spawn(&all, env)
     }
 
     /// Waits until a hub from [`Hub::spawn_with`] has printed its ready line and is ready.
@@ -1766,4 +1785,183 @@ pub fn route_weights(envoy: &Envoy, host: &str) -> Vec<(String, u64)> {
     }
     out.sort();
     out
+}
+
+/// A real Jaeger v1.75 all-in-one (built by `.ci/peers`): OTLP over gRPC and HTTP in, memory storage, its
+/// query API; every port one free when it starts. Stopped when dropped.
+pub struct Jaeger {
+    /// The process.
+    pub proc: Proc,
+    /// The query API (and UI): `/api/services`, `/api/traces/ID`.
+    pub api: SocketAddr,
+    /// OTLP/gRPC receiver.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP receiver.
+    pub otlp_http: SocketAddr,
+}
+
+impl Jaeger {
+    /// Starts Jaeger in `dir` and waits until its query API answers.
+    pub fn start(dir: &Path) -> Jaeger {
+        // Jaeger (Go) binds without SO_REUSEPORT, so a held port would refuse it: probe, release.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (otlp_grpc, otlp_http, api, api_grpc) = (free(), free(), free(), free());
+        let config = dir.join("jaeger.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage: {{traces: memory}}
+    http: {{endpoint: "{api}"}}
+    grpc: {{endpoint: "{api_grpc}"}}
+  jaeger_storage:
+    backends:
+      memory:
+        memory: {{max_traces: 10000}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "{otlp_grpc}"}}
+      http: {{endpoint: "{otlp_http}"}}
+processors:
+  batch: {{timeout: 100ms}}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memory
+"#
+            ),
+        )
+        .expect("jaeger config");
+        let mut cmd = Command::new(peers().join("jaeger/jaeger"));
+        cmd.arg("--config").arg(&config);
+        let mut proc = Proc::spawn("jaeger", cmd, dir.join("jaeger.log"));
+        wait_until(Duration::from_secs(120), "Jaeger's query API", || {
+            assert!(proc.alive(), "jaeger exited:\n{}", proc.log());
+            get(api, "/api/services", &[]).is_some_and(|r| r.status == 200)
+        });
+        Jaeger {
+            proc,
+            api,
+            otlp_grpc,
+            otlp_http,
+        }
+    }
+
+    /// The OTLP/HTTP endpoint as a URL.
+    pub fn otlp_http(&self) -> String {
+        format!("http://{}", self.otlp_http)
+    }
+
+    /// The OTLP/gRPC endpoint as a URL.
+    pub fn otlp_grpc(&self) -> String {
+        format!("http://{}", self.otlp_grpc)
+    }
+
+    /// The services Jaeger has spans of.
+    pub fn services(&self) -> Vec<String> {
+        get_json(self.api, "/api/services")["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The spans of trace `id` (32 hex digits) Jaeger has, with their service names.
+    pub fn trace(&self, id: &str) -> Vec<JaegerSpan> {
+        let t = get_json(self.api, &format!("/api/traces/{id}"));
+        let Some(trace) = t["data"].as_array().and_then(|d| d.first()) else {
+            return Vec::new();
+        };
+        trace["spans"]
+            .as_array()
+            .map(|spans| {
+                spans
+                    .iter()
+                    .map(|s| JaegerSpan {
+                        service: s["processID"]
+                            .as_str()
+                            .and_then(|p| trace["processes"][p]["serviceName"].as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                        json: s.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The traces of `service` with operation `operation` in the last hour.
+    pub fn traces(&self, service: &str, operation: &str) -> Vec<serde_json::Value> {
+        get_json(
+            self.api,
+            &format!(
+                "/api/traces?service={service}&operation={}&limit=100&lookback=1h",
+                urlencode(operation)
+            ),
+        )["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// One span as Jaeger's query API gives it.
+#[derive(Clone, Debug)]
+pub struct JaegerSpan {
+    /// Its process's service name.
+    pub service: String,
+    /// The span.
+    pub json: serde_json::Value,
+}
+
+impl JaegerSpan {
+    /// The operation (span) name.
+    pub fn name(&self) -> &str {
+        self.json["operationName"].as_str().unwrap_or_default()
+    }
+
+    /// The span id (16 hex digits).
+    pub fn id(&self) -> &str {
+        self.json["spanID"].as_str().unwrap_or_default()
+    }
+
+    /// The span it is a CHILD_OF, if any.
+    pub fn parent(&self) -> Option<&str> {
+        self.json["references"].as_array()?.iter().find_map(|r| {
+            (r["refType"] == "CHILD_OF")
+                .then(|| r["spanID"].as_str())
+                .flatten()
+        })
+    }
+
+    /// The value of tag `key`, as text.
+    pub fn tag(&self, key: &str) -> Option<String> {
+        self.json["tags"].as_array()?.iter().find_map(|t| {
+            (t["key"] == key).then(|| match &t["value"] {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            })
+        })
+    }
 }

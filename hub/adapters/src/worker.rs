@@ -208,7 +208,20 @@ impl Worker {
     fn flush(&mut self, i: usize) {
         let mut p = std::mem::take(&mut self.pending[i]);
         if !p.bytes.is_empty() || p.records > 0 {
-            self.deliver(KINDS[i], &p.bytes, p.records as u64);
+            let span = tracing::info_span!(
+                target: sextant_otel::TARGET,
+                "adapter.deliver",
+                sextant.adapter = &*self.spec.name,
+                sextant.kind = ?KINDS[i],
+                sextant.records = p.records,
+                sextant.dropped = tracing::field::Empty,
+            );
+            let _in_span = span.enter();
+            let n = p.records as u64;
+            if let Err(reason) = self.deliver(KINDS[i], &p.bytes, n) {
+                span.record("sextant.dropped", tracing::field::debug(reason));
+                self.spec.counters.dropped_queued(reason, n);
+            }
         }
         // Keep the buffer's allocation for the next batch, unless an unusually large batch made it big.
         if p.bytes.capacity() <= MAX_KEPT_BUFFER {
@@ -325,33 +338,31 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, kind: BatchKind, batch: &[u8], n: u64) {
+    /// Delivers one batch, retrying as the limits say; `Err`: why its records were dropped (the caller
+    /// counts them).
+    fn deliver(&mut self, kind: BatchKind, batch: &[u8], n: u64) -> Result<(), DropReason> {
         let c = self.spec.counters.clone();
         let retries = self.spec.limits.retries;
         let mut attempt = 0u32;
         loop {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                c.dropped_queued(DropReason::DrainDeadline, n);
-                return;
+                return Err(DropReason::DrainDeadline);
             }
             if self.ensure_live(true).is_err() {
                 if self
                     .deadline
                     .is_some_and(|d| Instant::now() >= d || self.down_until > d)
                 {
-                    c.dropped_queued(DropReason::DrainDeadline, n);
-                    return;
+                    return Err(DropReason::DrainDeadline);
                 }
                 if attempt >= retries {
-                    c.dropped_queued(DropReason::AdapterDown, n);
-                    return;
+                    return Err(DropReason::AdapterDown);
                 }
                 attempt += 1;
                 continue;
             }
             let Some(live) = self.live.as_mut() else {
-                c.dropped_queued(DropReason::AdapterDown, n);
-                return;
+                return Err(DropReason::AdapterDown);
             };
             self.spec.arm(&mut live.store);
             let started = Instant::now();
@@ -365,7 +376,7 @@ impl Worker {
                 Ok(Ok(())) => {
                     c.delivered(n);
                     self.backoff = self.spec.limits.backoff_initial;
-                    return;
+                    return Ok(());
                 }
                 Ok(Err(e)) if e.kind == ErrorKind::Permanent => {
                     tracing::warn!(
@@ -375,8 +386,7 @@ impl Worker {
                         e.message
                     );
                     c.failed(format!("batch rejected (permanent): {}", e.message));
-                    c.dropped_queued(DropReason::PermanentError, n);
-                    return;
+                    return Err(DropReason::PermanentError);
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(
@@ -395,12 +405,10 @@ impl Worker {
                             attempt + 1,
                             e.message
                         );
-                        c.dropped_queued(DropReason::RetriesExhausted, n);
-                        return;
+                        return Err(DropReason::RetriesExhausted);
                     }
                     if !self.wait_until(Instant::now() + wait) {
-                        c.dropped_queued(DropReason::DrainDeadline, n);
-                        return;
+                        return Err(DropReason::DrainDeadline);
                     }
                     attempt += 1;
                 }
@@ -409,8 +417,7 @@ impl Worker {
                     let reason = crash_reason(&e, &live.store);
                     self.crashed(kind, &reason);
                     if attempt >= retries {
-                        c.dropped_queued(DropReason::RetriesExhausted, n);
-                        return;
+                        return Err(DropReason::RetriesExhausted);
                     }
                     attempt += 1;
                 }

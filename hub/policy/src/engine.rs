@@ -27,6 +27,7 @@ use cel::{Context, ExecutionError};
 use hub_config::{Action, DefaultAction, FailurePolicy, HeaderEdits, OnError};
 use hub_quota::{LimitSpec, Outcome};
 use sextant_attributes::{AttrId, AttrType, Bag, VOCABULARY, Value};
+use tracing::Instrument;
 
 use crate::codes;
 use crate::decision::{
@@ -516,7 +517,22 @@ pub async fn check_leasing(
     leasing: bool,
 ) -> Decision {
     let reads = ReadSet::default();
-    let mut ev = evaluate(snap, bag, &reads, quotas);
+    let evaluating = tracing::info_span!(
+        target: sextant_otel::TARGET,
+        "policy.evaluate",
+        sextant.expressions_evaluated = tracing::field::Empty,
+        sextant.rules_matched = tracing::field::Empty,
+        sextant.adapters_to_ask = tracing::field::Empty,
+        sextant.rate_limits_charged = tracing::field::Empty,
+    );
+    let mut ev = evaluating.in_scope(|| evaluate(snap, bag, &reads, quotas));
+    if !evaluating.is_disabled() {
+        evaluating.record("sextant.expressions_evaluated", ev.evaluated.len());
+        evaluating.record("sextant.rules_matched", ev.hits.len());
+        evaluating.record("sextant.adapters_to_ask", ev.consults.len());
+        evaluating.record("sextant.rate_limits_charged", ev.charges.len());
+    }
+    drop(evaluating);
     ev.leasing = leasing;
     if !ev.consults.is_empty() {
         // An adapter sees the whole bag: the decision depends on every attribute a cache could key on.
@@ -530,7 +546,13 @@ pub async fn check_leasing(
         if ev.denied.is_some() || ev.adapter_denied.is_some() {
             break;
         }
-        let answer = adapters.check(key, bag).await;
+        let asking = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "policy.adapter",
+            sextant.adapter = &**key,
+            sextant.policy = &*p.name,
+        );
+        let answer = adapters.check(key, bag).instrument(asking).await;
         ev.adapter_answered(p, key, answer);
     }
     if ev.adapter_denied.is_some() {
@@ -543,7 +565,23 @@ pub async fn check_leasing(
             Some((granted, _)) => granted,
             None => lease_size(limiter.spec()),
         };
-        match limiter.acquire(key, wanted, leasing).await {
+        let charging = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "quota.acquire",
+            sextant.rate_limit = &*rl.name,
+            sextant.requested = wanted,
+            sextant.granted = tracing::field::Empty,
+        );
+        let outcome = limiter
+            .acquire(key, wanted, leasing)
+            .instrument(charging.clone())
+            .await;
+        if let Outcome::Granted { granted, .. } = &outcome {
+            charging.record("sextant.granted", *granted);
+        } else {
+            charging.record("sextant.granted", 0);
+        }
+        match outcome {
             Outcome::Denied { retry_after } => {
                 ev.refused = Some((rl.name.clone(), retry_after));
                 ev.lease = None;

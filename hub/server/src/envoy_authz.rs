@@ -24,6 +24,7 @@ use sextant_proto::envoy::service::auth::v3::{
 use sextant_proto::envoy::r#type::v3::HttpStatus;
 use sextant_proto::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::fill::{set, set_str};
 use crate::state::HubState;
@@ -285,6 +286,22 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let span = crate::trace::check(
+            "envoy_ext_authz",
+            "envoy.service.auth.v3.Authorization/Check",
+            request.metadata(),
+        );
+        self.check_in(request, &span).instrument(span.clone()).await
+    }
+}
+
+impl AuthzService {
+    /// A Check, inside its span.
+    async fn check_in(
+        &self,
+        request: Request<CheckRequest>,
+        span: &tracing::Span,
+    ) -> Result<Response<CheckResponse>, Status> {
         let start = Instant::now();
         let caller = crate::caller::identity_of(request.extensions());
         let mut request = request.into_inner();
@@ -308,6 +325,7 @@ impl Authorization for AuthzService {
         self.state
             .metrics
             .decision("envoy_ext_authz", &decision, start.elapsed().as_secs_f64());
+        crate::trace::decided(span, &decision);
         self.state.decided(&bag, &decision);
         Ok(Response::new(to_authz_response(&decision)))
     }

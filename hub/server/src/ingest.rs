@@ -14,7 +14,9 @@ pub fn report(
     state: &HubState,
     bytes: &[u8],
     caller: Option<&str>,
+    span: &tracing::Span,
 ) -> Result<mixer::ReportResponse, Status> {
+    let _in_span = span.enter();
     let wire = sextant_attributes::ReportWire::parse(bytes).map_err(|e| {
         // A Report refused whole counts as one invalid report: how many bags it meant to carry is unknown.
         state.metrics.reports("native", "invalid", 1);
@@ -67,6 +69,8 @@ pub fn report(
     if decoded.rejected > 0 {
         state.metrics.reports("native", "invalid", decoded.rejected);
     }
+    span.record("sextant.accepted", decoded.accepted);
+    span.record("sextant.rejected", decoded.rejected);
     Ok(mixer::ReportResponse {
         accepted: decoded.accepted,
         rejected: decoded.rejected,

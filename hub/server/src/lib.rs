@@ -27,6 +27,7 @@ mod shed;
 mod state;
 mod telemetry;
 mod tls;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -92,6 +93,9 @@ pub struct HubOptions {
     /// Serve gRPC over TLS (and require client certificates, binding the caller's attributes to them). With
     /// a handed certificate, [`start`] opens no port before the first one comes.
     pub tls: Option<TlsOptions>,
+    /// Export the hub's metrics over OTLP as well (`--otlp-endpoint`; the spans go through the process's
+    /// `tracing` subscriber, which the binary sets up).
+    pub otlp: Option<sextant_otel::Options>,
 }
 
 /// Errors starting the hub.
@@ -119,6 +123,9 @@ pub enum HubError {
     /// The TLS certificate, key or client CA cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The OTLP metric exporter could not be set up.
+    #[error("{0}")]
+    Otlp(#[from] sextant_otel::InstallError),
     /// The gRPC server's task panicked or was cancelled.
     #[error("gRPC server task failed: {0}")]
     Panicked(String),
@@ -278,6 +285,15 @@ pub async fn start(
         tasks,
     ));
     state.reload(true).await;
+    let otlp_metrics = match &options.otlp {
+        Some(o) => {
+            let metrics = state.clone();
+            Some(sextant_otel::metrics::start(o, move || {
+                metrics.metrics.encode()
+            })?)
+        }
+        None => None,
+    };
 
     // GLOBAL rate limits: the lease calls and the fleet's heartbeat. Restartable: it holds only its queue.
     let global_quota = options.decisions.global_quota.clone().map(|global| {
@@ -411,6 +427,8 @@ pub async fn start(
             global.leave().await;
             task.abort();
         }
+        // The last metrics are exported once the calls have drained.
+        drop(otlp_metrics);
         result.map_err(HubError::from)
     });
     tracing::info!(%grpc_addr, %admin_addr, %prometheus_addr, "hub listening");

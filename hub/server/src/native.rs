@@ -9,6 +9,7 @@ use sextant_proto::google::protobuf::Duration as PbDuration;
 use sextant_proto::google::rpc::Status as RpcStatus;
 use sextant_proto::mixer::{self, mixer_server::Mixer};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::dedup::{self, DedupCache};
 use crate::state::HubState;
@@ -152,6 +153,30 @@ impl Mixer for MixerService {
         &self,
         request: Request<mixer::CheckRequest>,
     ) -> Result<Response<mixer::CheckResponse>, Status> {
+        let span = crate::trace::check("native", "istio.mixer.v1.Mixer/Check", request.metadata());
+        self.check_in(request, &span).instrument(span.clone()).await
+    }
+
+    async fn report(
+        &self,
+        request: Request<mixer::ReportRequest>,
+    ) -> Result<Response<mixer::ReportResponse>, Status> {
+        // The hub's router sends Reports to the routes' `ReportService`, which reads the request bytes
+        // itself; this path (a `MixerServer` used on its own) encodes the decoded message again.
+        let span = crate::trace::report(request.metadata());
+        let caller = crate::caller::identity_of(request.extensions());
+        let bytes = prost::Message::encode_to_vec(&request.into_inner());
+        crate::ingest::report(&self.state, &bytes, caller.as_deref(), &span).map(Response::new)
+    }
+}
+
+impl MixerService {
+    /// A Check, inside its span.
+    async fn check_in(
+        &self,
+        request: Request<mixer::CheckRequest>,
+        span: &tracing::Span,
+    ) -> Result<Response<mixer::CheckResponse>, Status> {
         let start = Instant::now();
         let caller = crate::caller::identity_of(request.extensions());
         let mut req = request.into_inner();
@@ -167,6 +192,7 @@ impl Mixer for MixerService {
             Status::invalid_argument(e.to_string())
         })?;
         if let Some(previous) = dedup_id.and_then(|id| self.dedup.get(id)) {
+            span.record("sextant.deduplicated", true);
             return Ok(Response::new(previous));
         }
         let mut bag = bag_of(&mut req).map_err(|e| {
@@ -191,22 +217,12 @@ impl Mixer for MixerService {
             hub_policy::check_leasing(&snap, &bag, &quotas, &self.state.telemetry, req.lease_quota)
                 .await;
         metrics.decision("native", &decision, start.elapsed().as_secs_f64());
+        crate::trace::decided(span, &decision);
         self.state.decided(&bag, &decision);
         let response = to_check_response(&decision);
         if !req.deduplication_id.is_empty() {
             metrics.dedup_evicted(self.dedup.put(req.deduplication_id, response.clone()));
         }
         Ok(Response::new(response))
-    }
-
-    async fn report(
-        &self,
-        request: Request<mixer::ReportRequest>,
-    ) -> Result<Response<mixer::ReportResponse>, Status> {
-        // The hub's router sends Reports to the routes' `ReportService`, which reads the request bytes
-        // itself; this path (a `MixerServer` used on its own) encodes the decoded message again.
-        let caller = crate::caller::identity_of(request.extensions());
-        let bytes = prost::Message::encode_to_vec(&request.into_inner());
-        crate::ingest::report(&self.state, &bytes, caller.as_deref()).map(Response::new)
     }
 }

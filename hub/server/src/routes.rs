@@ -115,8 +115,10 @@ impl UnaryService<Bytes> for ReportService {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let state = self.0.clone();
         Box::pin(async move {
+            let span = crate::trace::report(request.metadata());
             let caller = crate::caller::identity_of(request.extensions());
-            crate::ingest::report(&state, request.get_ref(), caller.as_deref()).map(Response::new)
+            crate::ingest::report(&state, request.get_ref(), caller.as_deref(), &span)
+                .map(Response::new)
         })
     }
 }

@@ -14,6 +14,7 @@ use hub_policy::Snapshot;
 use hub_quota::{LocalBackend, QuotaBackend, ScopedBackend};
 use hub_quota_redis::RedisBackend;
 use sextant_attributes::{Bag, Changes};
+use tracing::Instrument;
 
 use crate::failure::LoadFailure;
 use crate::metrics::Metrics;
@@ -139,6 +140,7 @@ impl HubState {
         ));
         let metrics = Metrics::with_extra(|r| {
             runtime.register_metrics(r);
+            sextant_otel::stats::register(r.sub_registry_with_prefix("sextant_hub"));
             r.register(
                 "sextant_hub_task_panics",
                 "Panics of the hub's long-lived tasks, by task (each restarted, or left down after repeated panics)",
@@ -309,6 +311,7 @@ impl HubState {
     /// compilation (of the expressions the serving configuration has not compiled) run on a background
     /// thread ([`crate::background`]); only starting adapters and the swap run here.
     pub async fn reload(&self, force: bool) -> bool {
+        let started = std::time::Instant::now();
         let modules_changed = self.telemetry.modules_check();
         let last = *self.last_digest.read().unwrap_or_else(|p| p.into_inner());
         let (source, defaults) = (self.source.clone(), self.options.default_telemetry);
@@ -331,6 +334,23 @@ impl HubState {
         })
         .await;
         self.swap_digest(digest);
+        if matches!(parsed, Parsed::Unchanged) {
+            return false;
+        }
+        let span = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "hub.config.reload",
+            sextant.parse_ms = started.elapsed().as_millis() as u64,
+            sextant.revision = tracing::field::Empty,
+            sextant.result = tracing::field::Empty,
+        );
+        let swapped = self.apply(parsed, &span).instrument(span.clone()).await;
+        span.record("sextant.result", if swapped { "loaded" } else { "failed" });
+        swapped
+    }
+
+    /// Validates and swaps in a changed configuration (the second half of [`HubState::reload`]).
+    async fn apply(&self, parsed: Parsed, span: &tracing::Span) -> bool {
         let judged = match parsed {
             Parsed::Unchanged => return false,
             Parsed::Failed(errors) => {
@@ -364,6 +384,7 @@ impl HubState {
             }
         };
         let revision = self.snapshot().map_or(1, |s| s.revision + 1);
+        span.record("sextant.revision", revision);
         let snapshot = {
             let backend = self.backend.clone();
             let (ttl, uses) = (self.options.ttl, self.options.uses);

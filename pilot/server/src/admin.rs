@@ -90,11 +90,18 @@ async fn ready(State(m): State<Arc<Monitor>>) -> Response {
     }
 }
 
-async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+impl Monitor {
+    /// The Prometheus text exposition of pilot's metrics (empty if encoding failed, which writing to a
+    /// String cannot).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
     }
+}
+
+async fn metrics(State(m): State<Arc<Monitor>>) -> Response {
+    let text = m.encode();
     (
         [(
             header::CONTENT_TYPE,

@@ -70,6 +70,9 @@ pub struct PilotOptions {
     pub secure: Option<SecureOptions>,
     /// The validating admission webhook (HTTPS, a certificate of the mesh CA); `None`: none.
     pub webhook: Option<webhook::WebhookOptions>,
+    /// Export pilot's metrics over OTLP as well (`--otlp-endpoint`; the spans go through the process's
+    /// `tracing` subscriber, which the binary sets up).
+    pub otlp: Option<sextant_otel::Options>,
 }
 
 impl Default for PilotOptions {
@@ -84,6 +87,7 @@ impl Default for PilotOptions {
             registry: RegistryMode::File,
             secure: None,
             webhook: None,
+            otlp: None,
         }
     }
 }
@@ -107,6 +111,9 @@ pub enum PilotError {
     /// The gRPC server failed.
     #[error("ADS server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The OTLP metric exporter could not be set up.
+    #[error("{0}")]
+    Otlp(#[from] sextant_otel::InstallError),
     /// Pilot's own TLS certificate for the secure port could not be made.
     #[error("pilot's TLS certificate: {0}")]
     ServingCertificate(String),
@@ -354,6 +361,7 @@ pub async fn start(
     if let Some((_, istio)) = &cluster {
         istio.register_metrics(&mut registry);
     }
+    sextant_otel::stats::register(registry.sub_registry_with_prefix("pilot"));
     if let Some(s) = &secure {
         registry.register(
             "pilot_ca_csr",
@@ -373,6 +381,13 @@ pub async fn start(
         registry,
     });
 
+    let otlp_metrics = match &options.otlp {
+        Some(o) => {
+            let monitor = monitor.clone();
+            Some(sextant_otel::metrics::start(o, move || monitor.encode())?)
+        }
+        None => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(ADS_SERVICE, tonic_health::ServingStatus::Serving)
@@ -429,6 +444,7 @@ pub async fn start(
         for l in loops {
             l.abort();
         }
+        drop(otlp_metrics);
         Ok(())
     });
     tracing::info!(%xds_addr, %monitoring_addr, secure_addr = ?secure_addr, "pilot serving");

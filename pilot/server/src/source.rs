@@ -89,6 +89,14 @@ impl Translation {
         mesh: &Mesh,
         previous: Option<&Arc<Snapshot>>,
     ) -> Arc<Snapshot> {
+        let span = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "pilot.translate",
+            sextant.view.kind = ?view.kind,
+            sextant.view.namespace = %view.namespace,
+            sextant.view.workload = %view.workload,
+        );
+        let _in_span = span.enter();
         let mut fresh = self
             .translator
             .translate(&mesh.config, &mesh.services, view);

@@ -323,6 +323,16 @@ impl ConfigWatch {
             *last = Some(files.digest);
         }
         let read = started.elapsed();
+        let span = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "pilot.config.load",
+            sextant.files = files.files.len(),
+            sextant.read_ms = millis(read),
+            sextant.generation = tracing::field::Empty,
+            sextant.left_out = tracing::field::Empty,
+            sextant.result = tracing::field::Empty,
+        );
+        let _in_span = span.enter();
         let set = {
             let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
             NetworkingSet::load_with(&files, &mut cache)
@@ -334,7 +344,8 @@ impl ConfigWatch {
             (_, mesh) => Some(mesh.config),
         };
         let Validated { config, rejected } =
-            pilot_config::validate_each_after(&set, served.as_deref());
+            tracing::info_span!(target: sextant_otel::TARGET, "pilot.config.validate")
+                .in_scope(|| pilot_config::validate_each_after(&set, served.as_deref()));
         for p in &config.security.authorization {
             if let Some(why) = &p.fail_closed {
                 tracing::warn!(policy = %format!("{}/{}", p.namespace, p.name), "AuthorizationPolicy {why}");
@@ -359,6 +370,9 @@ impl ConfigWatch {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         let left_out = rejected.len();
+        span.record("sextant.generation", generation);
+        span.record("sextant.left_out", left_out);
+        span.record("sextant.result", result);
         if let (Some(istio), Some(_)) = (&self.istio, &from_cluster) {
             istio.judged(&rejected);
         }

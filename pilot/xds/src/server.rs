@@ -1,7 +1,7 @@
 //! The gRPC service: one task per stream, woken by the proxy's requests and by snapshot changes. A slow or
 //! dead proxy only ever blocks its own task.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -9,6 +9,7 @@ use futures::FutureExt as _;
 use sextant_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::budget::{PushBudget, Share};
 use crate::delta::Delta;
@@ -138,8 +139,11 @@ async fn serve<P: Protocol, S: SnapshotSource>(
         ended: false,
         share: Share::default(),
         snapshot,
+        pushed: HashMap::new(),
     };
     let pushes = Push {
+        node: &node.id,
+        protocol: P::NAME,
         budget: &budget,
         connections: &connections,
         id,
@@ -182,6 +186,7 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             }
             Ok(Answer { response, verdict }) => {
                 if let Some(v) = verdict {
+                    inbound.answered(&v);
                     record(&connections, id, &node.id, v);
                 }
                 let batch: Vec<_> = response.into_iter().collect();
@@ -241,7 +246,13 @@ struct Inbound<P: Protocol> {
     share: Share,
     /// The stream's current snapshot, which requests are parsed and answered against.
     snapshot: Arc<Snapshot>,
+    /// The span of each type's last push, ended by the proxy's ACK or NACK (only while spans are exported;
+    /// at most [`MAX_OPEN_PUSH_SPANS`] types).
+    pushed: HashMap<String, tracing::Span>,
 }
+
+/// Types whose push spans one stream keeps open until answered; a push beyond ends its span unanswered.
+const MAX_OPEN_PUSH_SPANS: usize = 16;
 
 impl<P: Protocol> Inbound<P> {
     async fn read(&mut self) -> Event<P::Parsed> {
@@ -262,6 +273,42 @@ impl<P: Protocol> Inbound<P> {
                 Event::Failed(e.message().to_string())
             }
         }
+    }
+
+    /// Keeps `span` open until the proxy answers the push of `type_url`; an earlier push of the type not
+    /// answered by then ends superseded.
+    fn push_sent(&mut self, type_url: String, span: tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
+        if self.pushed.len() >= MAX_OPEN_PUSH_SPANS && !self.pushed.contains_key(&type_url) {
+            span.record("sextant.answer", "untracked");
+            return;
+        }
+        if let Some(earlier) = self.pushed.insert(type_url, span) {
+            earlier.record("sextant.answer", "superseded");
+        }
+    }
+
+    /// Ends the span of the push `verdict` answers, with the answer.
+    fn answered(&mut self, verdict: &Verdict) {
+        let (type_url, answer) = match verdict {
+            Verdict::Ack { type_url, .. } => (type_url, None),
+            Verdict::Nack {
+                type_url, message, ..
+            } => (type_url, Some(message)),
+        };
+        let Some(span) = self.pushed.remove(type_url) else {
+            return;
+        };
+        match answer {
+            None => span.record("sextant.answer", "ACK"),
+            Some(message) => {
+                span.record("sextant.answer", "NACK");
+                span.record("sextant.nack", message.as_str());
+                span.record("otel.status_code", "ERROR")
+            }
+        };
     }
 
     /// The next event, read ahead ones first.
@@ -304,6 +351,8 @@ impl<P: Protocol> Inbound<P> {
 
 /// Where a stream's responses go.
 struct Push<'a> {
+    node: &'a str,
+    protocol: &'static str,
     budget: &'a PushBudget,
     connections: &'a Connections,
     id: u64,
@@ -323,10 +372,34 @@ impl Push<'_> {
         // Each response is queued as soon as its bytes are granted, so all a stream holds while it waits is
         // on its way to the proxy, whose answers give it back.
         for out in batch {
-            let permit = inbound.meanwhile(self.budget.take(out.size)).await;
+            // From the push's start to the proxy's answer: how long the proxy took to take it.
+            let span = tracing::info_span!(
+                target: sextant_otel::TARGET,
+                "xds.push",
+                otel.kind = "server",
+                sextant.proxy = self.node,
+                sextant.protocol = self.protocol,
+                sextant.type = crate::types::short_name(&out.type_url),
+                sextant.version = %out.version,
+                sextant.bytes = tracing::field::Empty,
+                sextant.answer = tracing::field::Empty,
+                sextant.nack = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let type_url = (!span.is_disabled()).then(|| out.type_url.clone());
+            let permit = inbound
+                .meanwhile(self.budget.take(out.size))
+                .instrument(span.clone())
+                .await;
             inbound.share.add(&out.type_url, permit);
-            if !send(self.connections, self.id, self.tx, out, start).await {
+            if !send(self.connections, self.id, self.tx, out, start)
+                .instrument(span.clone())
+                .await
+            {
                 return false;
+            }
+            if let Some(type_url) = type_url {
+                inbound.push_sent(type_url, span);
             }
         }
         true
@@ -351,6 +424,7 @@ async fn send<R: prost::Message>(
 ) -> bool {
     let frame = frame(&out.message());
     let bytes = frame.len();
+    tracing::Span::current().record("sextant.bytes", bytes);
     if tx.send(Ok(frame)).await.is_err() {
         return false;
     }
@@ -428,6 +502,7 @@ mod tests {
             ended: false,
             share: Share::default(),
             snapshot: Arc::new(Snapshot::default()),
+            pushed: HashMap::new(),
         };
         // The stream waits for something that does not come (the push budget, say): it reads ahead until
         // the backlog is full, then waits.

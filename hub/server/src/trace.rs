@@ -1,0 +1,76 @@
+//! The hub's spans for export (`sextant-otel`): one server span per Check, joined to the caller's trace
+//! when the request carries one, with the decision as attributes; one per Report. They exist only while
+//! export is on (see `sextant_otel::TARGET`).
+
+use hub_policy::Decision;
+use tonic::metadata::MetadataMap;
+use tracing::Span;
+use tracing::field::Empty;
+
+/// The span of one Check through front door `door` (`rpc`: the gRPC method as `service/method`), a child
+/// of the caller's span when `metadata` carries W3C or B3 trace context.
+pub(crate) fn check(door: &'static str, rpc: &'static str, metadata: &MetadataMap) -> Span {
+    let span = tracing::info_span!(
+        target: sextant_otel::TARGET,
+        "hub.check",
+        otel.name = rpc,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        sextant.front_door = door,
+        sextant.decision = Empty,
+        sextant.code = Empty,
+        sextant.policy = Empty,
+        sextant.rule = Empty,
+        sextant.rules_matched = Empty,
+        sextant.rate_limited_by = Empty,
+        sextant.revision = Empty,
+        sextant.deduplicated = Empty,
+    );
+    join(&span, metadata);
+    span
+}
+
+/// The span of one Report's ingest, a child of the caller's span when `metadata` carries one.
+pub(crate) fn report(metadata: &MetadataMap) -> Span {
+    let span = tracing::info_span!(
+        target: sextant_otel::TARGET,
+        "hub.report",
+        otel.name = "istio.mixer.v1.Mixer/Report",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        sextant.accepted = Empty,
+        sextant.rejected = Empty,
+    );
+    join(&span, metadata);
+    span
+}
+
+fn join(span: &Span, metadata: &MetadataMap) {
+    sextant_otel::join_from(span, |h| metadata.get(h).and_then(|v| v.to_str().ok()));
+}
+
+/// Records `d` on a Check's span: allow or deny, the code, the policy and rule that decided (the denying
+/// one, else the first that matched), how many rules matched, the RateLimit that refused, the revision.
+pub(crate) fn decided(span: &Span, d: &Decision) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record(
+        "sextant.decision",
+        if d.code == 0 { "allow" } else { "deny" },
+    );
+    span.record("sextant.code", d.code);
+    let live = || d.hits.iter().filter(|h| !h.dry_run);
+    if let Some(h) = live()
+        .find(|h| h.action == "DENY")
+        .or_else(|| live().next())
+    {
+        span.record("sextant.policy", &*h.policy);
+        span.record("sextant.rule", &*h.rule);
+    }
+    span.record("sextant.rules_matched", d.hits.len());
+    if let Some(rl) = &d.rate_limited_by {
+        span.record("sextant.rate_limited_by", &**rl);
+    }
+    span.record("sextant.revision", d.revision);
+}
