@@ -850,7 +850,7 @@ fn init_logs(
             ))
             .boxed(),
     };
-    let (spans, exporting) = match otlp {
+    let (spans, exporting) = match otlp.filter(|o| o.traces) {
         None => (None, None),
         Some(o) => {
             let (layer, exporting) = sextant_otel::install(o).map_err(|e| {

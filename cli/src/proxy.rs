@@ -267,6 +267,21 @@ pub async fn run(args: &ProxyArgs) -> Result<(), Failure> {
         proxy_balance::set_upstream_mark(mark);
     }
     let stats = Stats::new();
+    // The proxy's statistics over OTLP too (Envoy's Prometheus names), until the proxy exits.
+    let _otlp_metrics = match args.otlp.options("sextant-proxy")?.filter(|o| o.metrics) {
+        Some(o) => {
+            let stats = stats.clone();
+            Some(
+                sextant_otel::metrics::start(&o, move || {
+                    let mut text = stats.prometheus();
+                    text.push_str(&sextant_otel::stats::text("sextant_proxy"));
+                    text
+                })
+                .map_err(|e| fail(e, "check --otlp-endpoint and --otlp-protocol"))?,
+            )
+        }
+        None => None,
+    };
     let health = Arc::new(TaskHealth::default());
     let (store, snapshots) = Store::new(stats.clone());
     let store = proxy_state::SharedStore(Arc::new(std::sync::Mutex::new(store)));

@@ -6,6 +6,9 @@
 //! - With sampling off nothing is exported, even for a sampled caller.
 //! - Pilot's push of each type to a proxy (a real Envoy) is a span naming the proxy, the type and its ACK;
 //!   the configuration load is one too.
+//! - A request with a `traceparent` through a `sextant proxy` sidecar that checks it with the hub: the
+//!   proxy's Check call is in the request's trace, and the hub's Check span is its child; the proxy's
+//!   configuration applies are spans too.
 //! - A collector that never answers: Checks are all answered, the span queue stays within its bound and
 //!   every span is counted as dropped.
 
@@ -14,8 +17,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Envoy, Hub, Jaeger, PRODUCTPAGE_ID, PRODUCTPAGE_NODE, ads_bootstrap, reviews_entry,
-    scratch_config, start_pilot_env, wait_until,
+    Backend, Envoy, HUB_HOST, HeldPort, Hub, Jaeger, PRODUCTPAGE_ID, PRODUCTPAGE_NODE,
+    SextantProxy, ads_bootstrap, reviews_entry, scratch_config, start_pilot_env, start_pilot_with,
+    wait_until,
 };
 use sextant_proto::mixer::{self, attribute_value::Value as V, mixer_client::MixerClient};
 
@@ -279,5 +283,120 @@ fn pilot_pushes_are_spans_naming_the_proxy_the_type_and_its_ack() {
             .traces("sextant-pilot", "pilot.config.load")
             .is_empty(),
         "the configuration load is a span too"
+    );
+}
+
+/// `web`'s inbound sidecar on `ingress` (interception NONE) in front of `app`, checking with the hub, which
+/// is a mesh service on `hub_port`.
+fn web_mesh(
+    ingress: u16,
+    app: std::net::SocketAddr,
+    hub_port: u16,
+    hub: std::net::SocketAddr,
+) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec:
+  workloadSelector: {{labels: {{app: web}}}}
+  ingress:
+  - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
+  egress: [{{hosts: ["~/*"]}}]
+"#
+    ) + &common::hub_service(hub_port, hub)
+}
+
+#[test]
+fn a_traced_request_through_a_sidecar_carries_its_hub_check_into_the_trace() {
+    let (dir, config) = scratch_config("otel-proxy");
+    let hub_config = dir.join("hub-config");
+    std::fs::create_dir_all(&hub_config).expect("hub config");
+    std::fs::write(
+        hub_config.join("policy.yaml"),
+        POLICY.replace("destination.service.name", "request.url_path"),
+    )
+    .expect("policy");
+    let jaeger = Jaeger::start(&dir);
+    let hub = Hub::start_env(
+        &hub_config,
+        &["--otlp-endpoint", &jaeger.otlp_grpc()],
+        &[QUICK, ("OTEL_METRICS_EXPORTER", "none")],
+    );
+    let app = Backend::answering("the workload");
+    let (ingress, hub_port) = (HeldPort::hold(), HeldPort::hold());
+    std::fs::write(
+        config.join("mesh.yaml"),
+        web_mesh(ingress.port(), app.addr, hub_port.port(), hub.grpc),
+    )
+    .expect("mesh");
+    let hub_service = format!("{HUB_HOST}:{}", hub_port.port());
+    let (_pilot, xds, _monitoring) =
+        start_pilot_with(&config, "127.0.0.1:0", &["--hub-service", &hub_service]);
+    let otlp = jaeger.otlp_http();
+    let _web = SextantProxy::start(
+        &dir,
+        xds,
+        "sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local",
+        &[
+            ("POD_NAMESPACE", "shop"),
+            ("SERVICE_ACCOUNT", "web"),
+            ("ISTIO_META_INTERCEPTION_MODE", "NONE"),
+            ("ISTIO_METAJSON_LABELS", r#"{"app": "web"}"#),
+            QUICK,
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ],
+        &["--otlp-endpoint", &otlp, "--otlp-protocol", "http/protobuf"],
+    );
+
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let at = format!("http://127.0.0.1:{}/hello", ingress.port());
+    let mut last = String::new();
+    let answered = common::eventually(WAIT, || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-i", "--max-time", "5"])
+            .args([
+                "-H",
+                &format!("traceparent: 00-{trace}-a3ce929d0e0e4737-01"),
+            ])
+            .arg(&at)
+            .output()
+            .expect("curl (installed by .ci/peers)");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        last.starts_with("HTTP/1.1 200")
+    });
+    assert!(answered, "the sidecar did not answer 200: {last}");
+
+    let mut spans = Vec::new();
+    let joined = common::eventually(WAIT, || {
+        spans = jaeger.trace(trace);
+        let check = |service: &str| {
+            spans
+                .iter()
+                .find(|s| s.service == service && s.name() == "istio.mixer.v1.Mixer/Check")
+        };
+        match (check("sextant-proxy"), check("sextant-hub")) {
+            (Some(client), Some(server)) => {
+                client.tag("span.kind").as_deref() == Some("client")
+                    && server.parent() == Some(client.id())
+                    && server.tag("sextant.decision").as_deref() == Some("allow")
+            }
+            _ => false,
+        }
+    });
+    assert!(
+        joined,
+        "the hub's Check is not the child of the sidecar's Check call in the request's trace: {:?}",
+        spans
+            .iter()
+            .map(|s| (&s.service, s.name(), s.parent()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !jaeger
+            .traces("sextant-proxy", "proxy.config.apply")
+            .is_empty(),
+        "the sidecar's configuration applies are spans"
     );
 }

@@ -285,7 +285,7 @@ pub async fn start(
         tasks,
     ));
     state.reload(true).await;
-    let otlp_metrics = match &options.otlp {
+    let otlp_metrics = match options.otlp.as_ref().filter(|o| o.metrics) {
         Some(o) => {
             let metrics = state.clone();
             Some(sextant_otel::metrics::start(o, move || {

@@ -381,7 +381,7 @@ pub async fn start(
         registry,
     });
 
-    let otlp_metrics = match &options.otlp {
+    let otlp_metrics = match options.otlp.as_ref().filter(|o| o.metrics) {
         Some(o) => {
             let monitor = monitor.clone();
             Some(sextant_otel::metrics::start(o, move || monitor.encode())?)

@@ -28,6 +28,11 @@ pub const SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 pub const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 /// The standard variable: how often (ms) metrics are exported.
 pub const METRIC_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+/// The standard variable choosing the span exporter: `otlp` (the default) or `none`.
+pub const TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+/// The standard variable choosing the metric exporter: `otlp` (the default) or `none` (for a backend
+/// that takes only spans, such as Jaeger).
+pub const METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
 
 /// The ratio sampled when nothing says otherwise: 1%, as Istio's default. A caller's sampled trace is
 /// always followed whatever the ratio.
@@ -89,6 +94,10 @@ pub struct Options {
     pub timeout: Duration,
     /// How often the role's metrics are exported.
     pub metric_interval: Duration,
+    /// Whether spans are exported (`OTEL_TRACES_EXPORTER` is not `none`).
+    pub traces: bool,
+    /// Whether metrics are exported (`OTEL_METRICS_EXPORTER` is not `none`).
+    pub metrics: bool,
 }
 
 impl Options {
@@ -155,6 +164,13 @@ pub fn resolve(
         (None, None) => return Ok(None),
     };
     let endpoint = checked_endpoint(endpoint_from, endpoint.trim())?;
+    let (traces, metrics) = (
+        exporter(TRACES_EXPORTER, var(TRACES_EXPORTER))?,
+        exporter(METRICS_EXPORTER, var(METRICS_EXPORTER))?,
+    );
+    if !traces && !metrics {
+        return Ok(None);
+    }
     let protocol = match (&flags.protocol, var(PROTOCOL)) {
         (Some(p), _) => protocol("--otlp-protocol", p)?,
         (None, Some(p)) => protocol(PROTOCOL, &p)?,
@@ -195,6 +211,8 @@ pub fn resolve(
         schedule_delay: millis(SCHEDULE_DELAY, 5000)?,
         timeout: millis(TIMEOUT, 10_000)?,
         metric_interval: millis(METRIC_INTERVAL, 60_000)?,
+        traces,
+        metrics,
     }))
 }
 
@@ -208,6 +226,15 @@ fn checked_endpoint(from: &str, e: &str) -> Result<String, OptionsError> {
         return Err(error(from, e, "want http://HOST:PORT or https://HOST:PORT"));
     }
     Ok(e.to_string())
+}
+
+/// `otlp` (or unset): on; `none`: off.
+fn exporter(name: &str, v: Option<String>) -> Result<bool, OptionsError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("otlp") => Ok(true),
+        Some("none") => Ok(false),
+        Some(other) => Err(error(name, other, "want otlp or none")),
+    }
 }
 
 fn protocol(from: &str, p: &str) -> Result<Protocol, OptionsError> {
@@ -380,6 +407,34 @@ mod tests {
             (SERVICE_NAME, "named"),
         ]);
         assert_eq!(o.service_name, "named");
+    }
+
+    #[test]
+    fn each_signal_can_be_turned_off_and_both_off_is_off() {
+        let o = on(&[(METRICS_EXPORTER, "none")]);
+        assert!(o.traces && !o.metrics);
+        let o = on(&[(TRACES_EXPORTER, "none")]);
+        assert!(!o.traces && o.metrics);
+        assert_eq!(
+            resolved(
+                Flags::default(),
+                &[
+                    (ENDPOINT, "http://c:4317"),
+                    (TRACES_EXPORTER, "none"),
+                    (METRICS_EXPORTER, "none")
+                ]
+            ),
+            Ok(None)
+        );
+        assert!(
+            resolved(
+                Flags::default(),
+                &[(ENDPOINT, "http://c:4317"), (TRACES_EXPORTER, "zipkin")]
+            )
+            .expect_err("refused")
+            .to_string()
+            .contains("want otlp or none")
+        );
     }
 
     #[test]

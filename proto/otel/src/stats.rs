@@ -52,6 +52,20 @@ pub fn stats() -> &'static Stats {
     &STATS
 }
 
+/// The exporter's counters as Prometheus text under `prefix` (`PREFIX_otel_*`), for a role whose own
+/// metrics are not a prometheus-client registry (the proxy's Envoy-style statistics).
+pub fn text(prefix: &str) -> String {
+    let mut registry = Registry::with_prefix(prefix);
+    register(&mut registry);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    // The exposition's end marker belongs at the end of the whole page, not after this part.
+    match out.strip_suffix("# EOF\n") {
+        Some(body) => body.to_string(),
+        None => out,
+    }
+}
+
 /// Registers the exporter's counters in a role's `registry` as `otel_*` (under the role's prefix):
 /// `otel_spans_exported_total`, `otel_spans_dropped_total{reason}`, `otel_span_queue`,
 /// `otel_export_failures_total`, `otel_metric_export_failures_total`.

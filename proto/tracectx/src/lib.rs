@@ -44,6 +44,18 @@ pub struct Context {
     pub format: Format,
 }
 
+impl Context {
+    /// This context as a W3C `traceparent` value (whatever form it came in), naming its span as the parent.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
 /// Reads the caller's context; `header` looks a header up by its lower-case name. `None` when no form is
 /// present and valid.
 pub fn read<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Context> {

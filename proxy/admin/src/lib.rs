@@ -135,11 +135,12 @@ async fn stats(State(a): State<Arc<Admin>>, Query(q): Query<HashMap<String, Stri
 }
 
 async fn prometheus(State(a): State<Arc<Admin>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        a.stats.prometheus(),
-    )
-        .into_response()
+    let mut text = a.stats.prometheus();
+    // While the proxy exports its own spans, what became of them (`sextant_proxy_otel_*`).
+    if sextant_otel::enabled() {
+        text.push_str(&sextant_otel::stats::text("sextant_proxy"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Envoy's config dump shape: one entry per kind, each resource with the version it came in.

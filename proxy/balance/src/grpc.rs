@@ -50,13 +50,15 @@ impl GrpcError {
 }
 
 /// Calls `path` (`/package.Service/Method`) with the encoded `message` on one of `cluster`'s hosts, waiting
-/// at most `timeout`, and returns the encoded answer.
+/// at most `timeout`, and returns the encoded answer. `traceparent`: the W3C trace context to send, making
+/// the server's span a child of the caller's.
 pub async fn unary(
     cluster: &Arc<Cluster>,
     authority: &str,
     path: &str,
     message: Bytes,
     timeout: Duration,
+    traceparent: Option<&str>,
 ) -> Result<Bytes, GrpcError> {
     if cluster.config().protocol != Protocol::Http2 {
         return Err(GrpcError::NotHttp2);
@@ -64,7 +66,12 @@ pub async fn unary(
     let host = cluster
         .choose(None, None, 1, |_| false)
         .map_err(GrpcError::Send)?;
-    let request = request(authority, path, message, timeout)?;
+    let mut request = request(authority, path, message, timeout)?;
+    if let Some(v) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+        request
+            .headers_mut()
+            .insert(sextant_tracectx::TRACEPARENT, v);
+    }
     let call = async {
         let response = cluster
             .send(&host, request)

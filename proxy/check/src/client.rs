@@ -12,6 +12,7 @@ use proxy_config::mixer::OnFailure;
 use proxy_stats::{Counter, Scope, Stats};
 use sextant_attributes::{Bag, to_compressed};
 use sextant_proto::mixer::{CheckRequest, CheckResponse, FailurePolicy, PreconditionResult};
+use tracing::Instrument;
 
 use crate::cache::{CheckCache, Fallback, Limits};
 
@@ -112,21 +113,56 @@ impl Checker {
 
     /// Decides the request whose attributes are `bag`: from the cache, else by calling the hub on
     /// `cluster` (absent: the hub's cluster is not configured) within `timeout`.
+    ///
+    /// `parent`: the trace context of the request checked (this hop's span). The hub's Check joins it: it is
+    /// sent on, or, while this proxy exports its own spans, the span of the call (a child of it) is.
     pub async fn check(
         &self,
         cluster: Option<&Arc<Cluster>>,
         bag: &Bag,
         timeout: Duration,
         on_failure: OnFailure,
+        parent: Option<&sextant_tracectx::Context>,
     ) -> Verdict {
         if let Some(answer) = self.lock().lookup(bag, Instant::now()) {
             self.stats.cache_hit.inc();
             return self.decided(answer);
         }
+        let span = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "hub.check",
+            otel.name = "istio.mixer.v1.Mixer/Check",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            sextant.cluster = %self.cluster,
+            sextant.code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(p) = parent {
+            sextant_otel::join(&span, p);
+        }
+        let traceparent = sextant_otel::traceparent(&span)
+            .or_else(|| parent.map(sextant_tracectx::Context::traceparent));
         let called = match cluster {
-            Some(cluster) => self.call(cluster, bag, timeout).await,
+            Some(cluster) => {
+                self.call(cluster, bag, timeout, traceparent.as_deref())
+                    .instrument(span.clone())
+                    .await
+            }
             None => Err(GrpcError::Send(proxy_balance::Error::NoHost)),
         };
+        match &called {
+            Ok(r) => {
+                let code = r
+                    .precondition
+                    .as_ref()
+                    .and_then(|p| p.status.as_ref())
+                    .map_or(0, |s| s.code);
+                span.record("sextant.code", code)
+            }
+            Err(_) => span.record("otel.status_code", "ERROR"),
+        };
+        drop(span);
         match called {
             Ok(response) => {
                 let mut cache = self.lock();
@@ -151,6 +187,7 @@ impl Checker {
         cluster: &Arc<Cluster>,
         bag: &Bag,
         timeout: Duration,
+        traceparent: Option<&str>,
     ) -> Result<CheckResponse, GrpcError> {
         self.stats.calls.inc();
         let request = CheckRequest {
@@ -165,6 +202,7 @@ impl Checker {
             CHECK_PATH,
             Bytes::from(request.encode_to_vec()),
             timeout,
+            traceparent,
         )
         .await
         .and_then(|bytes| {

@@ -224,12 +224,18 @@ impl Filter {
             return Ok(HeaderMap::new());
         };
         let cluster = snapshot.clusters.get(&self.config.cluster);
+        // The hub's Check joins this hop's span, else the caller's context as it came.
+        let parent = match &pending.span {
+            Some(span) => span.context(),
+            None => sextant_tracectx::read(|n| headers.get(n).and_then(|v| v.to_str().ok())),
+        };
         match checker
             .check(
                 cluster,
                 &pending.bag,
                 self.config.check_timeout,
                 self.config.on_failure,
+                parent.as_ref(),
             )
             .await
         {

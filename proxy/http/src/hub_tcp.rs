@@ -64,6 +64,7 @@ impl TcpHub {
                     &bag,
                     filter.config.check_timeout,
                     filter.config.on_failure,
+                    None,
                 )
                 .await;
             if let Verdict::Refuse(r) = verdict {

@@ -48,6 +48,13 @@ impl Span {
         }
     }
 
+    /// This span as the parent of a call made for the request (the hub's Check).
+    pub fn context(&self) -> Option<sextant_tracectx::Context> {
+        let flags = if self.sampled { "01" } else { "00" };
+        let traceparent = format!("00-{}-{}-{flags}", self.trace, self.span);
+        sextant_tracectx::read(|h| (h == TRACEPARENT).then_some(traceparent.as_str()))
+    }
+
     /// Makes this span the parent of the request as it goes on.
     pub fn propagate(&self, headers: &mut HeaderMap) {
         fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {

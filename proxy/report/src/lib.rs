@@ -21,6 +21,7 @@ use sextant_attributes::{Bag, ReportBatch};
 use sextant_supervise::TaskHealth;
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// The hub's Report method.
 pub const REPORT_PATH: &str = "/sextant.mixer.v1.Mixer/Report";
@@ -207,15 +208,30 @@ impl Sender {
             return Err(format!("no cluster {}", self.cluster));
         };
         self.stats.calls.inc();
+        let span = tracing::info_span!(
+            target: sextant_otel::TARGET,
+            "hub.report",
+            otel.name = "istio.mixer.v1.Mixer/Report",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            sextant.cluster = %self.cluster,
+            sextant.entries = entries,
+            otel.status_code = tracing::field::Empty,
+        );
         let answer = proxy_balance::grpc::unary(
             &cluster,
             &self.authority,
             REPORT_PATH,
             request,
             CALL_TIMEOUT,
+            sextant_otel::traceparent(&span).as_deref(),
         )
+        .instrument(span.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            e.to_string()
+        })?;
         let response = sextant_proto::mixer::ReportResponse::decode(answer)
             .map_err(|e| format!("malformed ReportResponse: {e}"))?;
         self.stats.entries.add(response.accepted.min(entries));

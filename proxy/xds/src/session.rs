@@ -94,9 +94,19 @@ pub(crate) async fn apply<C: Consumer>(
             resources,
         });
     }
+    let span = tracing::info_span!(
+        target: sextant_otel::TARGET,
+        "proxy.config.apply",
+        sextant.type = type_url,
+        sextant.resources = resources.len(),
+        sextant.rejected = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let consumer = consumer.clone();
     let t = type_url.to_owned();
+    let in_span = span.clone();
     let applied = tokio::task::spawn_blocking(move || {
+        let _in_span = in_span.enter();
         let mut c = consumer.lock().unwrap_or_else(PoisonError::into_inner);
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.apply(&t, &resources)))
@@ -118,6 +128,10 @@ pub(crate) async fn apply<C: Consumer>(
         }
     })
     .await?;
+    if let Err(why) = &applied.outcome {
+        span.record("sextant.rejected", why.as_str());
+        span.record("otel.status_code", "ERROR");
+    }
     Ok(applied)
 }
 
