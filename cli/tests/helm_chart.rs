@@ -125,6 +125,34 @@ fn the_chart_lints_and_refuses_values_that_cannot_work() {
         "no Redis unless given: {plain}"
     );
 
+    assert!(
+        !plain.contains("OTEL_"),
+        "no OTLP export unless asked: {plain}"
+    );
+
+    // The components' own telemetry: the standard variables, the pod named on every span; a transport
+    // the exporters lack is refused.
+    let otel = render(
+        &home,
+        "--set webhooks.enabled=false --set otel.endpoint=http://collector.obs:4317 \
+         --set otel.metrics=false",
+    )
+    .expect("renders");
+    for env in [
+        "name: OTEL_EXPORTER_OTLP_ENDPOINT\n              value: \"http://collector.obs:4317\"",
+        "name: OTEL_METRICS_EXPORTER\n              value: none",
+        "k8s.pod.name=$(POD_NAME)",
+    ] {
+        assert_eq!(
+            otel.matches(env).count(),
+            2,
+            "hub and pilot get {env}: {otel}"
+        );
+    }
+    let http = "--set webhooks.enabled=false --set otel.protocol=http";
+    let http = render(&home, http).expect_err("no such protocol");
+    assert!(http.contains("/otel/protocol"), "{http}");
+
     // GLOBAL rate limits: the replicas share the Redis given by URL, or by a Secret holding it.
     let url = render(
         &home,

@@ -34,6 +34,7 @@ mod rego;
 mod reload;
 mod report;
 mod servers;
+mod spans;
 mod traffic;
 mod wire;
 
@@ -109,6 +110,9 @@ struct Args {
     /// The overload mode (`--overload`, see the `overload` module).
     #[command(flatten)]
     overload: overload::Flags,
+    /// Span export over OTLP (`--otlp-endpoint`, see the `spans` module).
+    #[command(flatten)]
+    spans: spans::Flags,
 }
 
 /// Starts the servers, runs every target closed then open loop, prints the results and stops the servers.
@@ -168,6 +172,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(l) = layout {
         pin::current_thread(l.server);
     }
+    let exporting = spans::install(&args.spans)?;
 
     let config_dir = config::ConfigDir::write()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -319,6 +324,9 @@ fn main() -> anyhow::Result<()> {
     report::print_summary(&measured, args.open_at);
     if let Some(r) = reloads {
         report::print_reloads(&r?);
+    }
+    if exporting.is_some() {
+        println!("{}", spans::summary());
     }
     stopped
 }

@@ -68,6 +68,22 @@ The environment both containers get: where they run (the downward API) and their
       fieldPath: metadata.name
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
+{{- with .Values.otel }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerRatio | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
+{{- if not .metrics }}
+- name: OTEL_METRICS_EXPORTER
+  value: none
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
