@@ -286,27 +286,6 @@ fn pilot_pushes_are_spans_naming_the_proxy_the_type_and_its_ack() {
     );
 }
 
-/// `web`'s inbound sidecar on `ingress` (interception NONE) in front of `app`, checking with the hub, which
-/// is a mesh service on `hub_port`.
-fn web_mesh(
-    ingress: u16,
-    app: std::net::SocketAddr,
-    hub_port: u16,
-    hub: std::net::SocketAddr,
-) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: web, namespace: shop}}
-spec:
-  workloadSelector: {{labels: {{app: web}}}}
-  ingress:
-  - {{port: {{number: {ingress}, protocol: HTTP, name: http}}, captureMode: NONE, bind: 127.0.0.1, defaultEndpoint: "{app}"}}
-  egress: [{{hosts: ["~/*"]}}]
-"#
-    ) + &common::hub_service(hub_port, hub)
-}
-
 #[test]
 fn a_traced_request_through_a_sidecar_carries_its_hub_check_into_the_trace() {
     let (dir, config) = scratch_config("otel-proxy");
@@ -327,7 +306,8 @@ fn a_traced_request_through_a_sidecar_carries_its_hub_check_into_the_trace() {
     let (ingress, hub_port) = (HeldPort::hold(), HeldPort::hold());
     std::fs::write(
         config.join("mesh.yaml"),
-        web_mesh(ingress.port(), app.addr, hub_port.port(), hub.grpc),
+        common::web_mesh(ingress.port(), app.addr)
+            + &common::hub_service(hub_port.port(), hub.grpc),
     )
     .expect("mesh");
     let hub_service = format!("{HUB_HOST}:{}", hub_port.port());
