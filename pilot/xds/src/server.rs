@@ -196,6 +196,9 @@ async fn serve<P: Protocol, S: SnapshotSource>(
             }
         }
     };
+    for (_, span) in inbound.pushed.drain() {
+        span.record("sextant.answer", "unanswered");
+    }
     tracing::info!(node = %node.id, protocol = P::NAME, %reason, "proxy disconnected");
 }
 
@@ -530,5 +533,94 @@ mod tests {
             () = std::future::ready(()) => {}
         }
         assert_eq!(inbound.backlog.len(), 2);
+    }
+
+    /// What was recorded on spans, in order: (field, value).
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Visit<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Visit<'_> {
+                fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                    self.0.push((field.name().to_string(), value.to_string()));
+                }
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    self.0
+                        .push((field.name().to_string(), format!("{value:?}")));
+                }
+            }
+            let mut seen = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            values.record(&mut Visit(&mut seen));
+        }
+    }
+
+    #[test]
+    fn a_push_span_ends_with_the_proxys_answer() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let recorded = Recorded::default();
+        let subscriber = tracing_subscriber::registry().with(recorded.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let body = Body::new(http_body_util::Empty::new());
+            let mut inbound = Inbound::<Sotw> {
+                stream: Requests::new(body),
+                backlog: VecDeque::new(),
+                backlog_bytes: 0,
+                ended: false,
+                share: Share::default(),
+                snapshot: Arc::new(Snapshot::default()),
+                pushed: HashMap::new(),
+            };
+            let push = || {
+                tracing::info_span!(
+                    target: sextant_otel::TARGET,
+                    "xds.push",
+                    sextant.answer = tracing::field::Empty,
+                    sextant.nack = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            };
+            inbound.push_sent(types::CLUSTER.into(), push());
+            inbound.push_sent(types::CLUSTER.into(), push());
+            inbound.push_sent(types::LISTENER.into(), push());
+            inbound.answered(&Verdict::Ack {
+                type_url: types::CLUSTER.into(),
+                version: "2".into(),
+            });
+            inbound.answered(&Verdict::Nack {
+                type_url: types::LISTENER.into(),
+                version: "2".into(),
+                message: "unknown filter".into(),
+            });
+            assert!(inbound.pushed.is_empty(), "every answered span ended");
+        });
+        let seen = recorded
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pairs: Vec<(&str, &str)> = seen.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("sextant.answer", "superseded"),
+                ("sextant.answer", "ACK"),
+                ("sextant.answer", "NACK"),
+                ("sextant.nack", "unknown filter"),
+                ("otel.status_code", "ERROR"),
+            ]
+        );
     }
 }
