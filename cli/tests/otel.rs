@@ -9,6 +9,8 @@
 //! - A request with a `traceparent` through a `sextant proxy` sidecar that checks it with the hub: the
 //!   proxy's Check call is in the request's trace, and the hub's Check span is its child; the proxy's
 //!   configuration applies are spans too.
+//! - The hub's metrics reach an OTLP collector (OTLP/HTTP, decoded with the official types) under the names
+//!   its `/metrics` shows.
 //! - A collector that never answers: Checks are all answered, the span queue stays within its bound and
 //!   every span is counted as dropped.
 
@@ -17,7 +19,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Backend, Envoy, HUB_HOST, HeldPort, Hub, Jaeger, PRODUCTPAGE_ID, PRODUCTPAGE_NODE,
+    Backend, Envoy, HUB_HOST, HeldPort, HttpSink, Hub, Jaeger, PRODUCTPAGE_ID, PRODUCTPAGE_NODE,
     SextantProxy, ads_bootstrap, reviews_entry, scratch_config, start_pilot_env, start_pilot_with,
     wait_until,
 };
@@ -378,5 +380,93 @@ fn a_traced_request_through_a_sidecar_carries_its_hub_check_into_the_trace() {
             .traces("sextant-proxy", "proxy.config.apply")
             .is_empty(),
         "the sidecar's configuration applies are spans"
+    );
+}
+
+/// The metric `name` of an OTLP metrics request (protobuf's JSON form).
+fn otlp_metric<'a>(request: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    request["resourceMetrics"]
+        .as_array()?
+        .iter()
+        .flat_map(|r| r["scopeMetrics"].as_array().into_iter().flatten())
+        .flat_map(|s| s["metrics"].as_array().into_iter().flatten())
+        .find(|m| m["name"] == name)
+}
+
+#[test]
+fn the_hubs_metrics_reach_an_otlp_collector_under_their_prometheus_names() {
+    let (_dir, config) = scratch_config("otel-metrics");
+    std::fs::write(config.join("policy.yaml"), POLICY).expect("policy");
+    // Records what it is sent; the official opentelemetry-proto types decode it below.
+    let sink = HttpSink::start();
+    let hub = Hub::start_env(
+        &config,
+        &[
+            "--otlp-endpoint",
+            &format!("http://{}", sink.addr),
+            "--otlp-protocol",
+            "http/protobuf",
+        ],
+        &[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ],
+    );
+    assert_eq!(checks(&hub, "secret", 3, None), [7; 3]);
+    assert!(
+        hub.metrics().contains("sextant_hub_checks_total{"),
+        "the name on /metrics"
+    );
+    let python = common::peers().join("otel/bin/python");
+    let decoder = common::repo().join("tests/python/otlp_decode.py");
+    let mut last = serde_json::Value::Null;
+    let exported = common::eventually(WAIT, || {
+        let Some(body) = sink.on("/v1/metrics").pop() else {
+            return false;
+        };
+        let file = config.join("metrics.pb");
+        std::fs::write(&file, &body.body).expect("body");
+        let out = std::process::Command::new(&python)
+            .arg(&decoder)
+            .arg("metrics")
+            .arg(&file)
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "not an ExportMetricsServiceRequest: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last = serde_json::from_slice(&out.stdout).expect("JSON");
+        otlp_metric(&last, "sextant_hub_checks").is_some_and(|m| {
+            let points = m["sum"]["dataPoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let total: f64 = points.iter().filter_map(|p| p["asDouble"].as_f64()).sum();
+            m["sum"]["isMonotonic"] == true
+                && m["sum"]["aggregationTemporality"] == "AGGREGATION_TEMPORALITY_CUMULATIVE"
+                && total >= 3.0
+        })
+    });
+    assert!(
+        exported,
+        "no cumulative sextant_hub_checks of 3 Checks: {last}"
+    );
+    let histogram = otlp_metric(&last, "sextant_hub_check_duration_seconds")
+        .expect("the Check latency histogram");
+    assert!(
+        histogram["histogram"]["dataPoints"][0]["explicitBounds"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty()),
+        "{histogram}"
+    );
+    assert!(
+        last["resourceMetrics"][0]["resource"]["attributes"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(
+                |kv| kv["key"] == "service.name" && kv["value"]["stringValue"] == "sextant-hub"
+            )),
+        "{last}"
     );
 }
