@@ -126,6 +126,11 @@ fn a_check_with_a_traceparent_is_a_child_span_with_its_decision() {
     );
     assert_eq!(check.tag("span.kind").as_deref(), Some("server"));
     assert_eq!(check.tag("sextant.decision").as_deref(), Some("deny"));
+    assert_eq!(
+        check.tag("rpc.grpc.status_code").as_deref(),
+        Some("0"),
+        "a denial is an answer, not a failed call"
+    );
     assert_eq!(check.tag("sextant.code").as_deref(), Some("7"));
     assert_eq!(check.tag("sextant.policy").as_deref(), Some("shop/guard"));
     assert_eq!(check.tag("sextant.rule").as_deref(), Some("no-secrets"));

@@ -291,7 +291,9 @@ impl Authorization for AuthzService {
             "envoy.service.auth.v3.Authorization/Check",
             request.metadata(),
         );
-        self.check_in(request, &span).instrument(span.clone()).await
+        let result = self.check_in(request, &span).instrument(span.clone()).await;
+        crate::trace::answered(&span, &result);
+        result
     }
 }
 

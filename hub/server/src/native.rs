@@ -154,7 +154,9 @@ impl Mixer for MixerService {
         request: Request<mixer::CheckRequest>,
     ) -> Result<Response<mixer::CheckResponse>, Status> {
         let span = crate::trace::check("native", "istio.mixer.v1.Mixer/Check", request.metadata());
-        self.check_in(request, &span).instrument(span.clone()).await
+        let result = self.check_in(request, &span).instrument(span.clone()).await;
+        crate::trace::answered(&span, &result);
+        result
     }
 
     async fn report(

@@ -25,6 +25,8 @@ pub(crate) fn check(door: &'static str, rpc: &'static str, metadata: &MetadataMa
         sextant.rate_limited_by = Empty,
         sextant.revision = Empty,
         sextant.deduplicated = Empty,
+        rpc.grpc.status_code = Empty,
+        otel.status_code = Empty,
     );
     join(&span, metadata);
     span
@@ -47,6 +49,21 @@ pub(crate) fn report(metadata: &MetadataMap) -> Span {
 
 fn join(span: &Span, metadata: &MetadataMap) {
     sextant_otel::join_from(span, |h| metadata.get(h).and_then(|v| v.to_str().ok()));
+}
+
+/// Records how a Check's call ended: its gRPC status code, and an error status when it was refused (the
+/// decision itself, allow or deny, is an answer, not an error).
+pub(crate) fn answered<T>(span: &Span, result: &Result<T, tonic::Status>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(_) => span.record("rpc.grpc.status_code", 0),
+        Err(status) => {
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            span.record("otel.status_code", "ERROR")
+        }
+    };
 }
 
 /// Records `d` on a Check's span: allow or deny, the code, the policy and rule that decided (the denying
