@@ -83,6 +83,10 @@ struct Args {
     /// hub's ext_authz door and OPA are also compared at this fraction of OPA's maximum.
     #[arg(long, default_value_t = 0.5)]
     open_at: f64,
+    /// The open loops' rate in calls per second instead (every target but OPA): one rate for runs to be
+    /// compared with each other (tracing off and on, say), whatever each run's maximum.
+    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    open_rate: Option<f64>,
     /// Run only the targets whose name contains one of these (e.g. `--only native`); the ratios need the
     /// empty server, whose name is `empty tonic server`, and OPA's need `hub ext_authz` and `OPA`.
     #[arg(long, value_name = "SUBSTRING")]
@@ -290,8 +294,8 @@ fn main() -> anyhow::Result<()> {
     // one more client thread).
     let run = {
         let targets = targets.clone();
-        let open_at = args.open_at;
-        async move { run_targets(&targets, shape, open_at, opa_pid).await }
+        let (open_at, open_rate) = (args.open_at, args.open_rate);
+        async move { run_targets(&targets, shape, (open_at, open_rate), opa_pid).await }
     };
     let outcome = client_rt.block_on(async move { tokio::spawn(run).await });
     let reloads = match &outcome {
@@ -340,11 +344,12 @@ fn start_opa() -> Result<opa::Opa, String> {
 
 /// Closed loop for every target, then the open loops: every target but OPA at `open_at` of the empty
 /// server's maximum (of the smallest maximum without it), and OPA and the hub's ext_authz door at `open_at`
-/// of OPA's. The server side's CPU is OPA's process while OPA is measured.
+/// of OPA's (`open_rate`, when given, instead of the empty server's share). The server side's CPU is OPA's
+/// process while OPA is measured.
 async fn run_targets(
     targets: &[Target],
     shape: Shape,
-    open_at: f64,
+    (open_at, open_rate): (f64, Option<f64>),
     opa_pid: Option<u32>,
 ) -> anyhow::Result<Vec<report::Measured>> {
     let measure_server =
@@ -369,7 +374,7 @@ async fn run_targets(
         .filter(|(_, t)| t.role != Role::Peer)
         .map(|(c, _)| c.rate)
         .reduce(f64::min);
-    let common = max_of(Role::Baseline).or(smallest).map(|r| r * open_at);
+    let common = open_rate.or(max_of(Role::Baseline).or(smallest).map(|r| r * open_at));
     let at_opa = max_of(Role::Peer).map(|r| r * open_at);
     let mut measured = Vec::with_capacity(targets.len());
     for (t, c) in targets.iter().zip(closed) {

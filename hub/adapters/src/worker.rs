@@ -208,8 +208,8 @@ impl Worker {
     fn flush(&mut self, i: usize) {
         let mut p = std::mem::take(&mut self.pending[i]);
         if !p.bytes.is_empty() || p.records > 0 {
-            let span = tracing::info_span!(
-                target: sextant_otel::TARGET,
+            let span = sextant_otel::root_span!(
+                None,
                 "adapter.deliver",
                 sextant.adapter = &*self.spec.name,
                 sextant.kind = ?KINDS[i],

@@ -517,8 +517,7 @@ pub async fn check_leasing(
     leasing: bool,
 ) -> Decision {
     let reads = ReadSet::default();
-    let evaluating = tracing::info_span!(
-        target: sextant_otel::TARGET,
+    let evaluating = sextant_otel::child_span!(
         "policy.evaluate",
         sextant.expressions_evaluated = tracing::field::Empty,
         sextant.rules_matched = tracing::field::Empty,
@@ -546,8 +545,7 @@ pub async fn check_leasing(
         if ev.denied.is_some() || ev.adapter_denied.is_some() {
             break;
         }
-        let asking = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let asking = sextant_otel::child_span!(
             "policy.adapter",
             sextant.adapter = &**key,
             sextant.policy = &*p.name,
@@ -558,46 +556,44 @@ pub async fn check_leasing(
     if ev.adapter_denied.is_some() {
         ev.charges.clear();
     }
-    for (i, key) in &ev.charges {
-        let (rl, limiter) = &snap.rate_limits[*i];
-        let wanted = match ev.lease {
-            _ if !leasing => 1,
-            Some((granted, _)) => granted,
-            None => lease_size(limiter.spec()),
-        };
-        let charging = tracing::info_span!(
-            target: sextant_otel::TARGET,
-            "quota.acquire",
-            sextant.rate_limit = &*rl.name,
-            sextant.requested = wanted,
-            sextant.granted = tracing::field::Empty,
-        );
-        let outcome = limiter
-            .acquire(key, wanted, leasing)
-            .instrument(charging.clone())
-            .await;
-        if let Outcome::Granted { granted, .. } = &outcome {
-            charging.record("sextant.granted", *granted);
-        } else {
-            charging.record("sextant.granted", 0);
-        }
-        match outcome {
-            Outcome::Denied { retry_after } => {
-                ev.refused = Some((rl.name.clone(), retry_after));
-                ev.lease = None;
-                break;
+    // One span for every RateLimit charged (not one each: a Check may charge several).
+    let charging = sextant_otel::child_span!(
+        "quota.acquire",
+        sextant.rate_limits = ev.charges.len(),
+        sextant.refused_by = tracing::field::Empty,
+    );
+    async {
+        for (i, key) in &ev.charges {
+            let (rl, limiter) = &snap.rate_limits[*i];
+            let wanted = match ev.lease {
+                _ if !leasing => 1,
+                Some((granted, _)) => granted,
+                None => lease_size(limiter.spec()),
+            };
+            match limiter.acquire(key, wanted, leasing).await {
+                Outcome::Denied { retry_after } => {
+                    ev.refused = Some((rl.name.clone(), retry_after));
+                    ev.lease = None;
+                    break;
+                }
+                Outcome::Granted { granted, .. } if leasing => {
+                    let granted = granted.max(1);
+                    let window = limiter.spec().emission_interval().saturating_mul(granted);
+                    ev.lease = Some(match ev.lease {
+                        Some((_, w)) => (granted, w.min(window)),
+                        None => (granted, window),
+                    });
+                }
+                Outcome::Granted { .. } => {}
             }
-            Outcome::Granted { granted, .. } if leasing => {
-                let granted = granted.max(1);
-                let window = limiter.spec().emission_interval().saturating_mul(granted);
-                ev.lease = Some(match ev.lease {
-                    Some((_, w)) => (granted, w.min(window)),
-                    None => (granted, window),
-                });
-            }
-            Outcome::Granted { .. } => {}
         }
     }
+    .instrument(charging.clone())
+    .await;
+    if let Some((name, _)) = &ev.refused {
+        charging.record("sextant.refused_by", &**name);
+    }
+    drop(charging);
     for (req_i, target, key) in &ev.explicit {
         let req = &quotas[*req_i];
         let grant = match target {

@@ -337,8 +337,8 @@ impl HubState {
         if matches!(parsed, Parsed::Unchanged) {
             return false;
         }
-        let span = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let span = sextant_otel::root_span!(
+            None,
             "hub.config.reload",
             sextant.parse_ms = started.elapsed().as_millis() as u64,
             sextant.revision = tracing::field::Empty,

@@ -1,6 +1,6 @@
 //! The hub's spans for export (`sextant-otel`): one server span per Check, joined to the caller's trace
-//! when the request carries one, with the decision as attributes; one per Report. They exist only while
-//! export is on (see `sextant_otel::TARGET`).
+//! when the request carries one, with the decision as attributes; one per Report. They exist only for
+//! sampled traces (`sextant_otel::root_span!`).
 
 use hub_policy::Decision;
 use tonic::metadata::MetadataMap;
@@ -10,8 +10,9 @@ use tracing::field::Empty;
 /// The span of one Check through front door `door` (`rpc`: the gRPC method as `service/method`), a child
 /// of the caller's span when `metadata` carries W3C or B3 trace context.
 pub(crate) fn check(door: &'static str, rpc: &'static str, metadata: &MetadataMap) -> Span {
-    let span = tracing::info_span!(
-        target: sextant_otel::TARGET,
+    let caller = caller(metadata);
+    sextant_otel::root_span!(
+        caller.as_ref(),
         "hub.check",
         otel.name = rpc,
         otel.kind = "server",
@@ -27,28 +28,26 @@ pub(crate) fn check(door: &'static str, rpc: &'static str, metadata: &MetadataMa
         sextant.deduplicated = Empty,
         rpc.grpc.status_code = Empty,
         otel.status_code = Empty,
-    );
-    join(&span, metadata);
-    span
+    )
 }
 
 /// The span of one Report's ingest, a child of the caller's span when `metadata` carries one.
 pub(crate) fn report(metadata: &MetadataMap) -> Span {
-    let span = tracing::info_span!(
-        target: sextant_otel::TARGET,
+    let caller = caller(metadata);
+    sextant_otel::root_span!(
+        caller.as_ref(),
         "hub.report",
         otel.name = "istio.mixer.v1.Mixer/Report",
         otel.kind = "server",
         rpc.system = "grpc",
         sextant.accepted = Empty,
         sextant.rejected = Empty,
-    );
-    join(&span, metadata);
-    span
+    )
 }
 
-fn join(span: &Span, metadata: &MetadataMap) {
-    sextant_otel::join_from(span, |h| metadata.get(h).and_then(|v| v.to_str().ok()));
+/// The caller's trace context in the call's metadata (read only while spans are exported).
+fn caller(metadata: &MetadataMap) -> Option<sextant_otel::Caller> {
+    sextant_otel::caller(|h| metadata.get(h).and_then(|v| v.to_str().ok()))
 }
 
 /// Records how a Check's call ended: its gRPC status code, and an error status when it was refused (the

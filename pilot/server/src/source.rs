@@ -89,8 +89,8 @@ impl Translation {
         mesh: &Mesh,
         previous: Option<&Arc<Snapshot>>,
     ) -> Arc<Snapshot> {
-        let span = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let span = sextant_otel::root_span!(
+            None,
             "pilot.translate",
             sextant.view.kind = ?view.kind,
             sextant.view.namespace = %view.namespace,

@@ -323,8 +323,8 @@ impl ConfigWatch {
             *last = Some(files.digest);
         }
         let read = started.elapsed();
-        let span = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let span = sextant_otel::root_span!(
+            None,
             "pilot.config.load",
             sextant.files = files.files.len(),
             sextant.read_ms = millis(read),
@@ -343,9 +343,8 @@ impl ConfigWatch {
             (0, _) => None,
             (_, mesh) => Some(mesh.config),
         };
-        let Validated { config, rejected } =
-            tracing::info_span!(target: sextant_otel::TARGET, "pilot.config.validate")
-                .in_scope(|| pilot_config::validate_each_after(&set, served.as_deref()));
+        let Validated { config, rejected } = sextant_otel::child_span!("pilot.config.validate")
+            .in_scope(|| pilot_config::validate_each_after(&set, served.as_deref()));
         for p in &config.security.authorization {
             if let Some(why) = &p.fail_closed {
                 tracing::warn!(policy = %format!("{}/{}", p.namespace, p.name), "AuthorizationPolicy {why}");

@@ -376,8 +376,8 @@ impl Push<'_> {
         // on its way to the proxy, whose answers give it back.
         for out in batch {
             // From the push's start to the proxy's answer: how long the proxy took to take it.
-            let span = tracing::info_span!(
-                target: sextant_otel::TARGET,
+            let span = sextant_otel::root_span!(
+                None,
                 "xds.push",
                 otel.kind = "server",
                 sextant.proxy = self.node,

@@ -128,8 +128,8 @@ impl Checker {
             self.stats.cache_hit.inc();
             return self.decided(answer);
         }
-        let span = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let span = sextant_otel::root_span!(
+            parent,
             "hub.check",
             otel.name = "istio.mixer.v1.Mixer/Check",
             otel.kind = "client",
@@ -138,9 +138,6 @@ impl Checker {
             sextant.code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        if let Some(p) = parent {
-            sextant_otel::join(&span, p);
-        }
         let traceparent = sextant_otel::traceparent(&span)
             .or_else(|| parent.map(sextant_tracectx::Context::traceparent));
         let called = match cluster {

@@ -208,8 +208,8 @@ impl Sender {
             return Err(format!("no cluster {}", self.cluster));
         };
         self.stats.calls.inc();
-        let span = tracing::info_span!(
-            target: sextant_otel::TARGET,
+        let span = sextant_otel::root_span!(
+            None,
             "hub.report",
             otel.name = "istio.mixer.v1.Mixer/Report",
             otel.kind = "client",

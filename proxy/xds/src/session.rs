@@ -94,8 +94,8 @@ pub(crate) async fn apply<C: Consumer>(
             resources,
         });
     }
-    let span = tracing::info_span!(
-        target: sextant_otel::TARGET,
+    let span = sextant_otel::root_span!(
+        None,
         "proxy.config.apply",
         sextant.type = type_url,
         sextant.resources = resources.len(),
