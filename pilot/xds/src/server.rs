@@ -483,6 +483,19 @@ mod tests {
     use super::*;
     use crate::types;
 
+    /// A stream's inbound side reading `body`, nothing read yet.
+    fn inbound(body: Body) -> Inbound<Sotw> {
+        Inbound {
+            stream: Requests::new(body),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            ended: false,
+            share: Share::default(),
+            snapshot: Arc::new(Snapshot::default()),
+            pushed: HashMap::new(),
+        }
+    }
+
     #[tokio::test]
     async fn a_waiting_stream_reads_ahead_only_up_to_the_backlog_bound() {
         // 20 EDS requests of 80 000 names of their own each (about 4.6 MB each as kept), all sent at once.
@@ -498,15 +511,7 @@ mod tests {
         let body = Body::new(http_body_util::Full::new(tonic::codegen::Bytes::from(
             bytes,
         )));
-        let mut inbound = Inbound::<Sotw> {
-            stream: Requests::new(body),
-            backlog: VecDeque::new(),
-            backlog_bytes: 0,
-            ended: false,
-            share: Share::default(),
-            snapshot: Arc::new(Snapshot::default()),
-            pushed: HashMap::new(),
-        };
+        let mut inbound = inbound(body);
         // The stream waits for something that does not come (the push budget, say): it reads ahead until
         // the backlog is full, then waits.
         tokio::select! {
@@ -574,16 +579,7 @@ mod tests {
         let recorded = Recorded::default();
         let subscriber = tracing_subscriber::registry().with(recorded.clone());
         tracing::subscriber::with_default(subscriber, || {
-            let body = Body::new(http_body_util::Empty::new());
-            let mut inbound = Inbound::<Sotw> {
-                stream: Requests::new(body),
-                backlog: VecDeque::new(),
-                backlog_bytes: 0,
-                ended: false,
-                share: Share::default(),
-                snapshot: Arc::new(Snapshot::default()),
-                pushed: HashMap::new(),
-            };
+            let mut inbound = inbound(Body::new(http_body_util::Empty::new()));
             let push = || {
                 tracing::info_span!(
                     target: sextant_otel::TARGET,

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod options;
 mod queue;
 pub mod stats;
+mod thread;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -73,56 +73,32 @@ pub fn start(
     let interval = options.metric_interval.max(Duration::from_millis(1));
     let resource = convert::resource(&options.service_name, &options.resource);
     let started = unix_nanos(SystemTime::now());
-    let (built_tx, built_rx) = sync_channel(1);
     let (stop, stopped) = oneshot::channel();
     let (ended_tx, ended) = sync_channel::<()>(0);
-    let thread = std::thread::Builder::new()
-        .name("otlp-metrics".into())
-        .spawn(move || {
+    let thread = crate::thread::spawn(
+        "otlp-metrics",
+        move || send::Sender::new(protocol, &url, timeout),
+        move |sender| async move {
+            // Dropped when the thread ends: what the handle waits for.
             let _ended = ended_tx;
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = built_tx.send(Err(format!("the metric thread's runtime: {e}")));
-                    return;
-                }
+            let exporter = Exporter {
+                sender,
+                resource,
+                started,
+                timeout,
+                failing: false,
+                warned_skips: false,
             };
-            runtime.block_on(async move {
-                let sender = match send::Sender::new(protocol, &url, timeout) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = built_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = built_tx.send(Ok(()));
-                let exporter = Exporter {
-                    sender,
-                    resource,
-                    started,
-                    timeout,
-                    failing: false,
-                    warned_skips: false,
-                };
-                exporter.run(render, interval, stopped).await;
-            });
-        })
-        .map_err(|e| fail(format!("the metric thread: {e}")))?;
-    match built_rx.recv() {
-        Ok(Ok(())) => Ok(MetricsExport {
-            stop: Some(stop),
-            ended,
-            thread: Some(thread),
-            wait: timeout + DROP_MARGIN,
-        }),
-        Ok(Err(e)) => Err(fail(e)),
-        Err(_) => Err(fail(
-            "the metric thread ended before its client was built".into(),
-        )),
-    }
+            exporter.run(render, interval, stopped).await;
+        },
+    )
+    .map_err(fail)?;
+    Ok(MetricsExport {
+        stop: Some(stop),
+        ended,
+        thread: Some(thread),
+        wait: timeout + DROP_MARGIN,
+    })
 }
 
 /// The export thread's state.

@@ -66,43 +66,16 @@ impl Queue {
     {
         let (spans, rx) = mpsc::channel(batching.queue_size);
         let (control, control_rx) = mpsc::channel(4);
-        let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = built_tx.send(Err(format!("the export thread's runtime: {e}")));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let mut exporter = match make() {
-                        Ok(e) => e,
-                        Err(e) => {
-                            let _ = built_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    exporter.set_resource(&resource);
-                    let _ = built_tx.send(Ok(()));
-                    run(exporter, rx, control_rx, batching).await;
-                });
-            })
-            .map_err(|e| format!("the export thread: {e}"))?;
-        match built_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                spans,
-                control,
-                thread: Mutex::new(Some(thread)),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("the export thread ended before its exporter was built".into()),
-        }
+        let thread =
+            crate::thread::spawn("otlp-export", make, move |mut exporter: E| async move {
+                exporter.set_resource(&resource);
+                run(exporter, rx, control_rx, batching).await;
+            })?;
+        Ok(Self {
+            spans,
+            control,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Sends `make(reply)` to the thread and waits at most `wait` for the reply (a plain blocking wait: only
