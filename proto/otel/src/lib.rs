@@ -131,15 +131,10 @@ pub struct InstallError {
     pub why: String,
 }
 
-/// Export running; [`Exporting::shutdown`] (or dropping it) exports what is queued, within 5 s.
+/// Export running; dropping it exports what is queued (within 5 s) and stops.
 #[derive(Debug)]
 pub struct Exporting {
     provider: SdkTracerProvider,
-}
-
-impl Exporting {
-    /// Exports what is queued (at most 5 s) and stops.
-    pub fn shutdown(self) {}
 }
 
 impl Drop for Exporting {
